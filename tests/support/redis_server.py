@@ -1,0 +1,80 @@
+"""A real redis-server on a free loopback port, for the test session.
+
+The server keeps nothing on disk and is stopped when the session ends (or after
+its own time limit if the session dies)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    host: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(host: str, port: int, deadline_s: float) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection((host, port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"redis-server did not answer on {host}:{port} within {deadline_s}s")
+
+
+@contextmanager
+def running_redis(max_lifetime_s: int = 3600) -> Iterator[RedisServer]:
+    """Start ``redis-server`` bound to 127.0.0.1 on a free port; stop it on exit.
+
+    ``max_lifetime_s`` bounds the server's life even if this process is killed:
+    it runs under ``timeout``."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: run scripts/bootstrap")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="callrouter-redis-")
+    argv = [
+        "timeout", str(max_lifetime_s), binary,
+        "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+        "--dir", workdir, "--daemonize", "no", "--loglevel", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    server = RedisServer("127.0.0.1", port, process)
+    try:
+        _wait_ready(server.host, port, deadline_s=10)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
