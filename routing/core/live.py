@@ -52,18 +52,27 @@ NO_TOGGLES = Toggles()
 
 @dataclass(frozen=True, slots=True)
 class LiveState:
-    """Queue snapshots keyed by Asterisk queue name, plus the overflow latches.
+    """Queue snapshots keyed by Asterisk queue name, partner centres' published
+    snapshots keyed by centre id, and the overflow latches.
 
-    ``overflowing`` names the plan queues whose overflow policy was in its
+    ``overflowing`` names the plan queues (``tenant/queue``) whose overflow policy was in its
     "overflowing" state at the last decision (the hysteresis memory). ``max_age_s``
     is how old a snapshot may be before it counts as unknown."""
 
     queues: dict[str, QueueSnapshot] = field(default_factory=dict)
+    partners: dict[str, QueueSnapshot] = field(default_factory=dict)
     overflowing: frozenset[str] = frozenset()
     max_age_s: float = 30.0
 
     def snapshot(self, queue: str, now: datetime) -> QueueSnapshot | None:
-        snap = self.queues.get(queue)
+        """The fresh snapshot of an Asterisk queue of this centre, or None if unknown or stale."""
+        return self._fresh(self.queues.get(queue), now)
+
+    def partner(self, centre: str, now: datetime) -> QueueSnapshot | None:
+        """The fresh snapshot a partner centre published, or None if missing or stale."""
+        return self._fresh(self.partners.get(centre), now)
+
+    def _fresh(self, snap: QueueSnapshot | None, now: datetime) -> QueueSnapshot | None:
         if snap is None or (now - snap.observed_at).total_seconds() > self.max_age_s:
             return None
         return snap

@@ -70,7 +70,7 @@ def running_redis(max_lifetime_s: int = 3600) -> Iterator[RedisServer]:
         "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
         "--dir", workdir, "--daemonize", "no", "--loglevel", "warning",
     ]  # fmt: skip
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = RedisServer("127.0.0.1", port, process)
     try:
         _wait_ready(server.host, port, deadline_s=10)

@@ -1,0 +1,303 @@
+"""The ``callrouter`` command line.
+
+``callrouter plan check|explain|timeline|diff`` lets a telephony engineer see what
+a plan does before it goes live. Results go to stdout (``--json`` for machines);
+errors go to stderr with a non-zero exit: 1 for a plan with errors, 2 for a bad
+command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+from routing.core import numbers
+from routing.core.decide import Call, CompiledPlan, Decision, decide, describe
+from routing.core.diff import Difference, differences, local_day_bounds
+from routing.core.live import LiveState, QueueSnapshot, Toggle, Toggles
+from routing.core.problems import errors
+from routing.core.schedule import Transition, timeline
+from routing.plan_file import LoadResult, load_plan
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+Handler = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """A command-line value that cannot be used; reported on stderr with exit 2."""
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str, out: TextIO | None = None) -> None:
+    stream = out or sys.stdout
+    if args.json:
+        json.dump(data, stream, indent=2, default=str)
+        stream.write("\n")
+    else:
+        stream.write(text + ("\n" if text and not text.endswith("\n") else ""))
+
+
+def _load(path: str) -> CompiledPlan:
+    result = load_plan(path)
+    if not result.ok or result.plan is None:
+        for problem in errors(result.problems):
+            print(problem, file=sys.stderr)
+        raise SystemExit(EXIT_PROBLEMS)
+    return CompiledPlan.compile(result.plan)
+
+
+# --- plan check ------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    result: LoadResult = load_plan(args.plan)
+    failed = bool(errors(result.problems)) or result.plan is None
+    lines = [str(p) for p in result.problems]
+    if not failed:
+        tenants = len(result.plan.tenants) if result.plan else 0
+        lines.append(f"{args.plan}: OK ({tenants} tenants, {len(lines)} warnings)")
+    data = {"ok": not failed, "problems": [p.as_dict() for p in result.problems]}
+    _emit(args, data, "\n".join(lines), sys.stderr if failed and not args.json else None)
+    return EXIT_PROBLEMS if failed else EXIT_OK
+
+
+# --- plan explain ----------------------------------------------------------------------------
+
+
+def parse_at(text: str, zone: ZoneInfo) -> datetime:
+    """``"2026-04-03 10:00[:SS]"`` in ``zone`` (or with an explicit offset) -> aware datetime."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--at '{text}' is not a date-time (expected YYYY-MM-DD HH:MM[:SS])") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+
+
+def parse_queue_state(text: str, now: datetime) -> QueueSnapshot:
+    """``NAME:waiting=N,longest=S,available=N[,logged_in=N]`` -> a snapshot observed now."""
+    name, _, figures = text.partition(":")
+    values: dict[str, float] = {}
+    for item in filter(None, figures.split(",")):
+        key, _, raw = item.partition("=")
+        if key not in ("waiting", "longest", "available", "logged_in"):
+            raise UsageError(
+                f"--queue '{text}': unknown figure '{key}' (waiting, longest, available, logged_in)"
+            )
+        try:
+            values[key] = float(raw)
+        except ValueError:
+            raise UsageError(f"--queue '{text}': '{raw}' is not a number") from None
+    available = int(values.get("available", 0))
+    logged_in = int(values.get("logged_in", max(available, 1 if "available" in values else 0)))
+    return QueueSnapshot(
+        name, int(values.get("waiting", 0)), values.get("longest", 0.0), logged_in, available, now
+    )
+
+
+def _snapshots(
+    texts: Sequence[str], plan: CompiledPlan, tenant: str | None, now: datetime
+) -> dict[str, QueueSnapshot]:
+    """Snapshots by Asterisk queue name; a plan queue name of the tenant is accepted too."""
+    queues = plan.plan.tenants[tenant].queues if tenant else {}
+    result = {}
+    for text in texts:
+        snap = parse_queue_state(text, now)
+        asterisk = queues[snap.queue].asterisk_queue if snap.queue in queues else snap.queue
+        result[asterisk] = snap
+    return result
+
+
+def _toggles(args: argparse.Namespace, plan: CompiledPlan, now: datetime) -> Toggles:
+    far = datetime.max.replace(tzinfo=ZoneInfo("UTC"))
+    made: dict[str, dict[str, Toggle]] = {"emergency": {}, "closure": {}}
+    for kind, tenants in (("emergency", args.emergency), ("closure", args.closed)):
+        for tid in tenants or ():
+            if tid not in plan.plan.tenants:
+                raise UsageError(f"--{'closed' if kind == 'closure' else kind} {tid}: unknown tenant")
+            made[kind][tid] = Toggle(reason="explain --" + kind, by="cli", expires_at=far)
+    return Toggles(emergency=made["emergency"], closure=made["closure"])
+
+
+def decision_data(decision: Decision, at: datetime) -> dict[str, Any]:
+    return {
+        "at": at.isoformat(),
+        "tenant": decision.tenant,
+        "state": decision.state,
+        "destination": decision.destination.model_dump(),
+        "summary": describe(decision.destination),
+        "language": decision.language,
+        "prompts": decision.prompts,
+        "prelude": [{"prompt": p.prompt, "skippable": p.skippable} for p in decision.prelude],
+        "reasons": list(decision.reasons),
+    }
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    plan = _load(args.plan)
+    tenant = plan.tenant_for(args.number)
+    zone = plan.calendars[tenant].zone if tenant else ZoneInfo("Europe/London")
+    now = parse_at(args.at, zone)
+    digits = tuple(d.strip() for d in args.digits.split(",")) if args.digits is not None else None
+    live = LiveState(
+        queues=_snapshots(args.queue or (), plan, tenant, now),
+        partners={s.queue: s for s in (parse_queue_state(t, now) for t in args.partner or ())},
+        overflowing=frozenset(args.overflowing or ()),
+    )
+    decision = decide(Call(args.number, digits=digits), plan, live, _toggles(args, plan, now), now)
+    text = "\n".join(
+        [f"=> {describe(decision.destination)}  [{decision.state}]", *("   " + r for r in decision.reasons)]
+    )
+    _emit(args, decision_data(decision, now), text)
+    return EXIT_OK
+
+
+# --- plan timeline ---------------------------------------------------------------------------
+
+
+def _day(text: str, flag: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{flag} '{text}' is not a date (expected YYYY-MM-DD)") from None
+
+
+def transition_data(item: Transition) -> dict[str, Any]:
+    return {
+        "at": item.at.isoformat(),
+        "open": item.state.open,
+        "kind": item.state.kind,
+        "cause": item.state.cause,
+    }
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    plan = _load(args.plan)
+    if args.tenant not in plan.calendars:
+        raise UsageError(
+            f"--tenant {args.tenant}: unknown tenant (known: {', '.join(sorted(plan.calendars))})"
+        )
+    start, end = _day(args.start, "--from"), _day(args.end, "--to")
+    if end < start:
+        raise UsageError("--to is before --from")
+    items = timeline(plan.calendars[args.tenant], start, end)
+    lines = [
+        f"{t.at:%Y-%m-%d %a %H:%M %Z} ({t.at:%z})  {'OPEN  ' if t.state.open else 'closed'}  {t.state.cause}"
+        for t in items
+    ]
+    _emit(args, [transition_data(t) for t in items], "\n".join(lines))
+    return EXIT_OK
+
+
+# --- plan diff -------------------------------------------------------------------------------
+
+
+def difference_data(item: Difference) -> dict[str, Any]:
+    return {
+        "number": item.number,
+        "keys": list(item.keys) if item.keys is not None else None,
+        "from": item.start.isoformat(),
+        "to": item.end.isoformat(),
+        "old": item.old,
+        "new": item.new,
+    }
+
+
+def _difference_line(item: Difference, zone: ZoneInfo) -> str:
+    start, end = (f"{t.astimezone(zone):%Y-%m-%d %a %H:%M}" for t in (item.start, item.end))
+    return (
+        f"{numbers.display(item.number)} {item.keys_text()}: {start} -> {end}\n"
+        f"    old: {item.old}\n    new: {item.new}"
+    )
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    old, new = _load(args.old), _load(args.new)
+    start, end = local_day_bounds(_day(args.start, "--from"), _day(args.end, "--to"))
+    if end <= start:
+        raise UsageError("--to is before --from")
+    items = differences(old, new, start, end)
+    zone = ZoneInfo("Europe/London")
+    text = (
+        "\n".join(_difference_line(i, zone) for i in items)
+        or "no difference: both plans route every call alike"
+    )
+    _emit(args, [difference_data(i) for i in items], text)
+    return EXIT_OK
+
+
+# --- wiring ----------------------------------------------------------------------------------
+
+
+def _plan_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    plan = sub.add_parser("plan", help="check, explain, timeline and diff routing plans")
+    cmds = plan.add_subparsers(dest="plan_command", required=True)
+    check = cmds.add_parser("check", help="validate a plan: exit 0 clean, 1 with every problem listed")
+    check.add_argument("plan")
+    check.set_defaults(handler=cmd_check)
+
+    explain = cmds.add_parser("explain", help="where a call to NUMBER goes at a given time, and why")
+    explain.add_argument("plan")
+    explain.add_argument("--number", required=True)
+    explain.add_argument("--at", required=True, help='"YYYY-MM-DD HH:MM[:SS]" in the tenant\'s zone')
+    explain.add_argument("--digits", help="menu keys pressed, comma separated; an empty item is a silence")
+    explain.add_argument(
+        "--queue", action="append", help="NAME:waiting=N,longest=S,available=N[,logged_in=N]"
+    )
+    explain.add_argument("--partner", action="append", help="CENTRE:waiting=N,available=N (published state)")
+    explain.add_argument(
+        "--overflowing", action="append", help="TENANT/QUEUE already overflowing (hysteresis)"
+    )
+    explain.add_argument("--emergency", action="append", metavar="TENANT")
+    explain.add_argument("--closed", action="append", metavar="TENANT")
+    explain.set_defaults(handler=cmd_explain)
+
+    tl = cmds.add_parser("timeline", help="every open/closed transition of a tenant, with its cause")
+    tl.add_argument("plan")
+    tl.add_argument("--tenant", required=True)
+    tl.add_argument("--from", dest="start", required=True)
+    tl.add_argument("--to", dest="end", required=True)
+    tl.set_defaults(handler=cmd_timeline)
+
+    diff = cmds.add_parser("diff", help="where and when two plans route calls differently")
+    diff.add_argument("old")
+    diff.add_argument("new")
+    diff.add_argument("--from", dest="start", required=True)
+    diff.add_argument("--to", dest="end", required=True)
+    diff.set_defaults(handler=cmd_diff)
+    for parser in (check, explain, tl, diff):
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+COMMAND_REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _plan_commands
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="callrouter", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for register in COMMAND_REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except UsageError as exc:
+        print(f"callrouter: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

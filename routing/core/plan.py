@@ -1,0 +1,339 @@
+"""The routing plan a telephony engineer writes: its shape, as pydantic models (pure).
+
+This is the first validation stage (shape, types, ranges). Relations between parts
+(unknown references, cycles, reachability) are checked by :mod:`routing.core.validate`.
+
+Phone numbers, DTMF keys, times and dates are strings in the plan: YAML 1.1 reads
+``18:00`` as 1080, ``0123`` as 83 and ``no`` as False, so a value of the wrong type
+is refused with "quote this value" rather than quietly converted.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
+from pydantic_core import PydanticCustomError
+
+from routing.core import numbers, times
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_PROMPT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,127}$")
+_DTMF_KEY = re.compile(r"^[0-9*#]$")
+_LANGUAGE = re.compile(r"^[a-z]{2}(_[A-Z]{2})?$")
+_ASTERISK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,79}$")
+
+
+def _need_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError("string_type", "Input should be a valid string")
+    return value
+
+
+def _pattern(regex: re.Pattern[str], what: str, example: str) -> PlainValidator:
+    def check(value: object) -> str:
+        text = _need_str(value)
+        if not regex.match(text):
+            raise PydanticCustomError(
+                "bad_format",
+                "'{text}' is not a valid {what} (e.g. {example})",
+                {"text": text, "what": what, "example": example},
+            )
+        return text
+
+    return PlainValidator(check)
+
+
+def _converted(parse: Any) -> PlainValidator:
+    def check(value: object) -> Any:
+        text = _need_str(value)
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise PydanticCustomError("bad_format", str(exc)) from None
+
+    return PlainValidator(check)
+
+
+Name = Annotated[str, _pattern(_NAME, "name", "revenues: lower case, digits, - and _")]
+Prompt = Annotated[str, _pattern(_PROMPT, "prompt name", "harborough/welcome")]
+DtmfKey = Annotated[str, _pattern(_DTMF_KEY, "DTMF key", '"1", "*" or "#"')]
+Language = Annotated[str, _pattern(_LANGUAGE, "language", "en or cy")]
+AsteriskName = Annotated[str, _pattern(_ASTERISK_NAME, "Asterisk name", "hdc-revenues")]
+Text = Annotated[str, PlainValidator(_need_str)]
+PhoneNumber = Annotated[str, _converted(numbers.normalise)]
+ClockRangeField = Annotated[times.ClockRange, _converted(times.parse_range)]
+DateField = Annotated[date, _converted(times.parse_date)]
+LocalDateTime = Annotated[datetime, _converted(times.parse_local_datetime)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# --- destinations: a tagged union on ``type`` ------------------------------------------
+
+
+class QueueDest(Model):
+    type: Literal["queue"]
+    queue: Name
+
+
+class MenuDest(Model):
+    type: Literal["menu"]
+    menu: Name
+
+
+class AnnouncementDest(Model):
+    """Play a prompt, then go on to ``then``."""
+
+    type: Literal["announcement"]
+    prompt: Prompt
+    then: Destination
+
+
+class PaymentDest(Model):
+    """Hand the caller to a PCI-hosted payment line: card digits never reach us."""
+
+    type: Literal["payment"]
+    line: Name
+
+
+class ExternalDest(Model):
+    """Dial out: a partner centre (``centre``) or any number (``number``)."""
+
+    type: Literal["external"]
+    number: PhoneNumber | None = None
+    centre: Name | None = None
+    label: Text | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ExternalDest:
+        if (self.number is None) == (self.centre is None):
+            raise PydanticCustomError("one_of", "give exactly one of 'number' or 'centre'")
+        return self
+
+
+class VoicemailDest(Model):
+    type: Literal["voicemail"]
+    mailbox: Annotated[
+        str, _pattern(re.compile(r"^[0-9A-Za-z_-]+@[0-9A-Za-z_-]+$"), "mailbox", "100@harborough")
+    ]
+
+
+class HangupDest(Model):
+    type: Literal["hangup"]
+    prompt: Prompt | None = None
+
+
+Destination = Annotated[
+    QueueDest | MenuDest | AnnouncementDest | PaymentDest | ExternalDest | VoicemailDest | HangupDest,
+    Field(discriminator="type"),
+]
+DESTINATION_TYPES = ("queue", "menu", "announcement", "payment", "external", "voicemail", "hangup")
+
+
+# --- queues and overflow ---------------------------------------------------------------
+
+
+class Thresholds(Model):
+    """Any one threshold reached is enough (for ``enter``); none may be reached (to leave)."""
+
+    waiting: Annotated[int, Field(ge=0)] | None = None
+    longest_wait_s: Annotated[int, Field(ge=0)] | None = None
+    callers_per_available: Annotated[float, Field(gt=0)] | None = None
+    no_adviser: bool = False
+
+
+class OverflowPolicy(Model):
+    """Send new callers elsewhere while the queue is overloaded, with hysteresis.
+
+    Overflow starts when any ``enter`` threshold is reached and stops only when no
+    ``leave`` threshold is reached. A partner centre named by ``to`` receives
+    overflow only when its published state is fresh and shows capacity
+    (``partner_min_available`` free advisers); otherwise ``otherwise`` applies
+    (default: stay in the local queue)."""
+
+    enter: Thresholds
+    leave: Thresholds | None = None
+    to: Destination
+    otherwise: Destination | None = None
+    when_unknown: Literal["stay", "overflow"] = "stay"
+    partner_min_available: Annotated[int, Field(ge=1)] = 1
+    max_wait_s: Annotated[int, Field(ge=10)] | None = None
+
+
+class Queue(Model):
+    asterisk_queue: AsteriskName
+    service: Text | None = None
+    timeout_s: Annotated[int, Field(ge=5, le=7200)] = 600
+    overflow: OverflowPolicy | None = None
+    failover: Destination | None = None
+
+
+# --- menus -------------------------------------------------------------------------------
+
+
+class Menu(Model):
+    """An IVR menu: one DTMF key per option; invalid keys and silences share ``max_tries``."""
+
+    greeting: Prompt | None = None
+    prompt: Prompt
+    options: dict[DtmfKey, Destination]
+    timeout_s: Annotated[int, Field(ge=1, le=60)] = 5
+    max_tries: Annotated[int, Field(ge=1, le=10)] = 3
+    invalid_prompt: Prompt | None = None
+    timeout_prompt: Prompt | None = None
+    on_invalid: Destination
+    on_timeout: Destination
+    repeat_key: DtmfKey | None = None
+    parent_key: DtmfKey | None = None
+
+
+# --- time ----------------------------------------------------------------------------------
+
+WeekdayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun", "weekdays", "weekend"]
+DEFAULT_HOURS: dict[WeekdayName, list[times.ClockRange]] = {
+    "weekdays": [times.parse_range("08:30-17:30")],
+}
+
+
+class Closure(Model):
+    """A dated closure: a whole ``date``, or local ``from``..``until`` (half-open)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    date: DateField | None = None
+    start: LocalDateTime | None = Field(default=None, alias="from")
+    until: LocalDateTime | None = None
+    reason: Text
+    destination: Destination | None = None
+
+    @model_validator(mode="after")
+    def _dated(self) -> Closure:
+        if (self.date is None) == (self.start is None and self.until is None):
+            raise PydanticCustomError("one_of", "give either 'date', or 'from' and 'until'")
+        if self.date is None and (self.start is None or self.until is None):
+            raise PydanticCustomError("one_of", "give both 'from' and 'until'")
+        if self.start is not None and self.until is not None and self.until <= self.start:
+            raise PydanticCustomError("order", "'until' must be after 'from'")
+        return self
+
+    def span(self) -> tuple[datetime, datetime]:
+        """The closure as naive local ``[start, end)``."""
+        if self.date is not None:
+            start = datetime.combine(self.date, datetime.min.time())
+            return start, datetime.combine(date.fromordinal(self.date.toordinal() + 1), start.time())
+        assert self.start is not None
+        assert self.until is not None
+        return self.start, self.until
+
+
+class SpecialOpening(Model):
+    """Hours for one date that replace the weekly hours (e.g. a Saturday for a bin change).
+
+    A bank holiday or a dated closure still wins unless ``overrides_holiday`` is set."""
+
+    date: DateField
+    hours: Annotated[list[ClockRangeField], Field(min_length=1)]
+    reason: Text
+    overrides_holiday: bool = False
+
+
+class Announcement(Model):
+    """A topic announcement played before the menu between local ``start`` and ``end``."""
+
+    id: Name
+    prompt: Prompt
+    start: LocalDateTime
+    end: LocalDateTime
+    skippable: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Announcement:
+        if self.end <= self.start:
+            raise PydanticCustomError("order", "'end' must be after 'start'")
+        return self
+
+
+class PaymentReference(Model):
+    """An optional payment reference captured before the hand-off (never a card number)."""
+
+    prompt: Prompt
+    pattern: Text
+    max_digits: Annotated[int, Field(ge=1, le=12)] = 10
+    invalid_prompt: Prompt | None = None
+
+    @model_validator(mode="after")
+    def _compiles(self) -> PaymentReference:
+        try:
+            re.compile(self.pattern)
+        except re.error as exc:
+            raise PydanticCustomError(
+                "bad_format", "pattern does not compile: {err}", {"err": str(exc)}
+            ) from None
+        return self
+
+
+class PaymentLine(Model):
+    number: PhoneNumber
+    label: Text
+    reference: PaymentReference | None = None
+
+
+BankHolidays = Literal["england-and-wales", "scotland", "northern-ireland", "none"]
+
+
+class Tenant(Model):
+    """A council whose public number the centre answers, under the council's own name."""
+
+    name: Text
+    numbers: Annotated[list[PhoneNumber], Field(min_length=1)]
+    languages: Annotated[list[Language], Field(min_length=1)] = ["en"]
+    prompts: Name
+    timezone: Text = "Europe/London"
+    hours: dict[WeekdayName, list[ClockRangeField]] = Field(default_factory=lambda: dict(DEFAULT_HOURS))
+    bank_holidays: BankHolidays = "england-and-wales"
+    closures: list[Closure] = []
+    special_openings: list[SpecialOpening] = []
+    entry: Destination
+    out_of_hours: Destination | None = None
+    emergency_cover: Destination | None = None
+    queues: dict[Name, Queue] = {}
+    menus: dict[Name, Menu] = {}
+    payment_lines: dict[Name, PaymentLine] = {}
+    announcements: list[Announcement] = []
+
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @model_validator(mode="after")
+    def _known_zone(self) -> Tenant:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise PydanticCustomError(
+                "bad_format", "unknown time zone '{tz}' (e.g. Europe/London)", {"tz": self.timezone}
+            ) from None
+        return self
+
+
+class Centre(Model):
+    """A contact centre: this one or a partner reached by dialling ``number``."""
+
+    name: Text
+    number: PhoneNumber | None = None
+
+
+class Plan(Model):
+    version: Literal[1]
+    centre: Name
+    centres: dict[Name, Centre]
+    tenants: Annotated[dict[Name, Tenant], Field(min_length=1)]
+    unknown_number: Destination = HangupDest(type="hangup")
+
+
+AnnouncementDest.model_rebuild()

@@ -1,0 +1,268 @@
+"""Second validation stage: relations between the parts of a shape-valid plan (pure).
+
+Every problem is reported at once, with its path, e.g.
+``tenants.harborough.menus.main.options."7": unknown queue 'billing' (known: revenues, waste)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import timedelta
+
+from routing.core import numbers
+from routing.core.plan import (
+    AnnouncementDest,
+    Destination,
+    ExternalDest,
+    MenuDest,
+    PaymentDest,
+    Plan,
+    QueueDest,
+    Tenant,
+    Thresholds,
+)
+from routing.core.problems import PathPart, Problem, format_path
+from routing.core.schedule import bank_holidays, expand_hours
+from routing.core.times import WEEKDAYS
+
+Path = tuple[PathPart, ...]
+
+
+def _known(names: object) -> str:
+    listed = ", ".join(sorted(names)) if isinstance(names, dict) else ""
+    return f"(known: {listed})" if listed else "(none defined)"
+
+
+def _chain(path: Path, dest: Destination) -> Iterator[tuple[Path, Destination]]:
+    yield path, dest
+    if isinstance(dest, AnnouncementDest):
+        yield from _chain((*path, "then"), dest.then)
+
+
+def tenant_destinations(tenant: Tenant) -> Iterator[tuple[Path, Destination]]:
+    """Every destination a tenant names outside its menus, with its path in the tenant."""
+    for name in ("entry", "out_of_hours", "emergency_cover"):
+        dest = getattr(tenant, name)
+        if dest is not None:
+            yield from _chain((name,), dest)
+    for i, closure in enumerate(tenant.closures):
+        if closure.destination is not None:
+            yield from _chain(("closures", i, "destination"), closure.destination)
+    for qname, queue in tenant.queues.items():
+        if queue.failover is not None:
+            yield from _chain(("queues", qname, "failover"), queue.failover)
+        if queue.overflow is not None:
+            yield from _chain(("queues", qname, "overflow", "to"), queue.overflow.to)
+            if queue.overflow.otherwise is not None:
+                yield from _chain(("queues", qname, "overflow", "otherwise"), queue.overflow.otherwise)
+
+
+def menu_destinations(tenant: Tenant, name: str) -> Iterator[tuple[Path, Destination]]:
+    menu = tenant.menus[name]
+    base: Path = ("menus", name)
+    for key, dest in menu.options.items():
+        yield from _chain((*base, "options", key), dest)
+    yield from _chain((*base, "on_invalid"), menu.on_invalid)
+    yield from _chain((*base, "on_timeout"), menu.on_timeout)
+
+
+def all_destinations(tenant: Tenant) -> Iterator[tuple[Path, Destination]]:
+    yield from tenant_destinations(tenant)
+    for name in tenant.menus:
+        yield from menu_destinations(tenant, name)
+
+
+def _reference(plan: Plan, tenant: Tenant, dest: Destination) -> str | None:
+    """What is wrong with what ``dest`` refers to, or None."""
+    if isinstance(dest, QueueDest) and dest.queue not in tenant.queues:
+        return f"unknown queue '{dest.queue}' {_known(tenant.queues)}"
+    if isinstance(dest, MenuDest) and dest.menu not in tenant.menus:
+        return f"unknown menu '{dest.menu}' {_known(tenant.menus)}"
+    if isinstance(dest, PaymentDest) and dest.line not in tenant.payment_lines:
+        return f"unknown payment line '{dest.line}' {_known(tenant.payment_lines)}"
+    if isinstance(dest, ExternalDest) and dest.centre is not None:
+        centre = plan.centres.get(dest.centre)
+        if centre is None:
+            return f"unknown centre '{dest.centre}' {_known(plan.centres)}"
+        if dest.centre == plan.centre:
+            return f"centre '{dest.centre}' is this centre itself: route to one of its queues instead"
+        if centre.number is None:
+            return f"centre '{dest.centre}' has no number to dial"
+    return None
+
+
+def _references(plan: Plan, tid: str, tenant: Tenant) -> Iterator[Problem]:
+    for path, dest in all_destinations(tenant):
+        message = _reference(plan, tenant, dest)
+        if message is not None:
+            yield Problem(format_path(("tenants", tid, *path)), message)
+
+
+# --- the menu graph ----------------------------------------------------------------------
+
+
+def _menu_edges(tenant: Tenant) -> dict[str, set[str]]:
+    return {
+        name: {
+            d.menu
+            for _, d in menu_destinations(tenant, name)
+            if isinstance(d, MenuDest) and d.menu in tenant.menus
+        }
+        for name in tenant.menus
+    }
+
+
+def _closure(start: set[str], edges: dict[str, set[str]]) -> set[str]:
+    seen, todo = set(start), list(start)
+    while todo:
+        for nxt in edges.get(todo.pop(), set()) - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def _menu_graph(tid: str, tenant: Tenant) -> Iterator[Problem]:
+    edges = _menu_edges(tenant)
+    exits = {
+        n for n in tenant.menus if any(not isinstance(d, MenuDest) for _, d in menu_destinations(tenant, n))
+    }
+    for name in sorted(tenant.menus):
+        if not _closure({name}, edges) & exits:
+            loop = " -> ".join(sorted(_closure({name}, edges)))
+            yield Problem(
+                format_path(("tenants", tid, "menus", name)),
+                f"menu cycle with no exit: {loop} never reaches a queue, service or hangup",
+            )
+    roots = {d.menu for _, d in tenant_destinations(tenant) if isinstance(d, MenuDest)}
+    for name in sorted(set(tenant.menus) - _closure(roots, edges)):
+        yield Problem(
+            format_path(("tenants", tid, "menus", name)), "unreachable menu: no destination leads to it"
+        )
+
+
+def _menu_keys(tid: str, tenant: Tenant) -> Iterator[Problem]:
+    for name, menu in tenant.menus.items():
+        base = ("tenants", tid, "menus", name)
+        for field in ("repeat_key", "parent_key"):
+            key = getattr(menu, field)
+            if key is not None and key in menu.options:
+                yield Problem(format_path((*base, field)), f"key '{key}' is also an option of this menu")
+        if menu.repeat_key is not None and menu.repeat_key == menu.parent_key:
+            yield Problem(format_path((*base, "parent_key")), "the repeat and parent keys are the same")
+
+
+# --- tenants, queues, numbers --------------------------------------------------------------
+
+
+def _out_of_hours(tid: str, tenant: Tenant) -> Iterator[Problem]:
+    path = format_path(("tenants", tid, "out_of_hours"))
+    if tenant.out_of_hours is None:
+        yield Problem(path, "tenant has no out-of-hours path: callers after hours would reach nobody")
+        return
+    final = tenant.out_of_hours
+    while isinstance(final, AnnouncementDest):
+        final = final.then
+    if isinstance(final, QueueDest):
+        yield Problem(path, f"out-of-hours goes to queue '{final.queue}', which nobody staffs after hours")
+    if tenant.emergency_cover is None:
+        yield Problem(
+            format_path(("tenants", tid, "emergency_cover")),
+            "no emergency cover: an emergency toggle would send callers to out-of-hours",
+            "warning",
+        )
+
+
+_METRICS = ("waiting", "longest_wait_s", "callers_per_available")
+
+
+def _hysteresis(path: Path, enter: Thresholds, leave: Thresholds) -> Iterator[Problem]:
+    for metric in _METRICS:
+        low, high = getattr(leave, metric), getattr(enter, metric)
+        if low is None:
+            continue
+        if high is None:
+            yield Problem(
+                format_path((*path, "leave", metric)), f"'{metric}' has a leave threshold but no enter one"
+            )
+        elif low > high:
+            yield Problem(
+                format_path((*path, "leave", metric)),
+                f"leave threshold {low} is above the enter threshold {high}",
+            )
+
+
+def _queues(tid: str, tenant: Tenant) -> Iterator[Problem]:
+    for name, queue in tenant.queues.items():
+        path: Path = ("tenants", tid, "queues", name)
+        if queue.overflow is None and queue.failover is None:
+            yield Problem(
+                format_path(path),
+                "queue has no overflow or failover: callers wait until they give up",
+                "warning",
+            )
+        if queue.overflow is None:
+            continue
+        if queue.overflow.to == QueueDest(type="queue", queue=name):
+            yield Problem(format_path((*path, "overflow", "to")), "queue overflows to itself")
+        if queue.overflow.leave is None:
+            yield Problem(
+                format_path((*path, "overflow")),
+                "no leave thresholds: overflow stops as soon as the enter ones are not met (may flap)",
+                "warning",
+            )
+        else:
+            yield from _hysteresis((*path, "overflow"), queue.overflow.enter, queue.overflow.leave)
+
+
+def _numbers(plan: Plan) -> Iterator[Problem]:
+    owner: dict[str, str] = {}
+    for tid, tenant in plan.tenants.items():
+        for i, number in enumerate(tenant.numbers):
+            other = owner.setdefault(number, tid)
+            if other != tid or tenant.numbers.index(number) != i:
+                yield Problem(
+                    format_path(("tenants", tid, "numbers", i)),
+                    f"number {numbers.display(number)} is already tenant {other}'s",
+                )
+
+
+def _calendar(tid: str, tenant: Tenant) -> Iterator[Problem]:
+    for i, special in enumerate(tenant.special_openings):
+        holiday = bank_holidays(tenant.bank_holidays, special.date.year).get(special.date)
+        if holiday is not None and not special.overrides_holiday:
+            yield Problem(
+                format_path(("tenants", tid, "special_openings", i)),
+                f"{special.date} is a bank holiday ({holiday}) which wins: set overrides_holiday: true "
+                "to open",
+                "warning",
+            )
+    for day, ranges in zip(WEEKDAYS, expand_hours(tenant.hours), strict=True):
+        for first, second in itertools.pairwise(ranges):
+            if second.start < first.end:
+                yield Problem(
+                    format_path(("tenants", tid, "hours")), f"{day}: {first} and {second} overlap", "warning"
+                )
+    ids = [a.id for a in tenant.announcements]
+    for i, item in enumerate(tenant.announcements):
+        if ids.index(item.id) != i:
+            yield Problem(
+                format_path(("tenants", tid, "announcements", i, "id")), f"duplicate id '{item.id}'"
+            )
+        if item.end - item.start > timedelta(days=366):
+            yield Problem(
+                format_path(("tenants", tid, "announcements", i)), "runs for over a year", "warning"
+            )
+
+
+def relations(plan: Plan) -> list[Problem]:
+    """Every relation problem of ``plan`` (errors and warnings), in plan order."""
+    problems: list[Problem] = []
+    if plan.centre not in plan.centres:
+        problems.append(Problem("centre", f"unknown centre '{plan.centre}' {_known(plan.centres)}"))
+    problems += _numbers(plan)
+    for tid, tenant in plan.tenants.items():
+        for check in (_out_of_hours, _menu_graph, _menu_keys, _queues, _calendar):
+            problems += check(tid, tenant)
+        problems += _references(plan, tid, tenant)
+    return problems
