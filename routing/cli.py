@@ -32,6 +32,10 @@ class UsageError(Exception):
     """A command-line value that cannot be used; reported on stderr with exit 2."""
 
 
+class PlanRejected(Exception):
+    """The plan has errors; they were listed on stderr. Exit 1."""
+
+
 def _emit(args: argparse.Namespace, data: Any, text: str, out: TextIO | None = None) -> None:
     stream = out or sys.stdout
     if args.json:
@@ -46,7 +50,8 @@ def _load(path: str) -> CompiledPlan:
     if not result.ok or result.plan is None:
         for problem in errors(result.problems):
             print(problem, file=sys.stderr)
-        raise SystemExit(EXIT_PROBLEMS)
+        raise PlanRejected
+
     return CompiledPlan.compile(result.plan)
 
 
@@ -295,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"callrouter: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except PlanRejected:
+        return EXIT_PROBLEMS
     except BrokenPipeError:
         return EXIT_OK
 

@@ -75,7 +75,7 @@ class _Reader:
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
-            child = (*path, key if isinstance(key, str | int) else str(key))
+            child = (*path, str(key))
             self.sources[(*child, "[key]")] = Scalar(
                 str(key_node.value), self._where(key_node), key_node.style is None
             )
@@ -124,7 +124,7 @@ def _walk(data: Any, loc: Sequence[PathPart | str]) -> tuple[list[PathPart], boo
         if isinstance(node, dict):
             if part in node:
                 node = node[part]
-                path.append(part)
+                path.append(str(part))
             elif node.get("type") == part:
                 continue
             else:
@@ -225,6 +225,8 @@ def _read_sources(path: Path) -> tuple[Any, dict[SourceKey, Scalar], list[Proble
 
 def parse_plan(data: Any, sources: dict[SourceKey, Scalar], problems: list[Problem]) -> LoadResult:
     if not isinstance(data, dict):
+        if errors(problems):
+            return LoadResult(None, problems)
         return LoadResult(None, [*problems, Problem("(plan)", "a plan must be a mapping with 'version: 1'")])
     try:
         plan = Plan.model_validate(data)

@@ -73,7 +73,7 @@ class LiveState:
         return self._fresh(self.partners.get(centre), now)
 
     def _fresh(self, snap: QueueSnapshot | None, now: datetime) -> QueueSnapshot | None:
-        if snap is None or (now - snap.observed_at).total_seconds() > self.max_age_s:
+        if snap is None or now.timestamp() - snap.observed_at.timestamp() > self.max_age_s:
             return None
         return snap
 
