@@ -1,0 +1,25 @@
+"""Emulators of Asterisk for tests, benchmarks and demos (real TCP, faithful to captures)."""
+
+from routing.emulator.agi import (
+    CallerScript,
+    EmulatedCall,
+    HangUpAfter,
+    HangUpDuring,
+    Press,
+    PressAfterPrompt,
+    Silence,
+    Step,
+    run_call,
+)
+
+__all__ = [
+    "CallerScript",
+    "EmulatedCall",
+    "HangUpAfter",
+    "HangUpDuring",
+    "Press",
+    "PressAfterPrompt",
+    "Silence",
+    "Step",
+    "run_call",
+]

@@ -1,0 +1,789 @@
+"""Asterisk, as seen by a FastAGI server: connects, sends the environment block, answers commands.
+
+Faithful to Asterisk 22.10.1 as captured on the wire:
+
+* The environment block has the exact keys and order of a PJSIP or Local channel
+  (``agi_network: yes`` ... ``agi_threadid: ...``, then ``agi_arg_N``, then ``\\n``).
+* Commands are split the way res_agi splits them (spaces and tabs separate, double quotes group,
+  backslash escapes the next character; command words are case-insensitive). A ``\\r`` before
+  the ``\\n`` stays part of the last word, so ``NOOP\\r\\n`` gets ``510 Invalid or unknown
+  command`` and ``GET VARIABLE ROUTE\\r\\n`` looks up ``ROUTE\\r``.
+* Replies use the captured forms: DTMF as ASCII codes (``200 result=49 endpos=17280``),
+  ``200 result= (timeout)``, ``200 result=1 (value)``, ``510``, multi-line ``520`` usage, and
+  ``511 Command Not Permitted on a dead channel or intercept routine`` after a hangup.
+* A caller hangup during a command answers ``200 result=-1`` then, ``hangup_delay`` later, the
+  unsolicited ``HANGUP`` line (``AGISIGHUP=no``: no line; ``AGIEXITONHANGUP=yes``: two lines and
+  the socket is closed). The connection then serves commands in dead mode until the server closes.
+* ``AGISTATUS`` is computed like res_agi: ``SUCCESS`` when the server closes, sticky ``FAILURE``
+  after a STREAM FILE of a missing prompt or a ``failure`` line, ``HANGUP`` when the channel hung
+  up (unless already ``FAILURE``). Asterisk never times out a silent server; the emulator's
+  ``deadline`` reports that case as ``outcome="server-silent"`` with no AGISTATUS.
+
+A :class:`CallerScript` says what the caller does, step by step::
+
+    CallerScript(dial="01632960001", caller="01632960123",
+                 steps=[Press("1"), Silence(), HangUpDuring("queue")])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlencode
+
+ASTERISK_VERSION = "22.10.1"
+CONNECT_TIMEOUT = 2.0  # res_agi MAX_AGI_CONNECT
+HANGUP_DELAY = 0.042  # 200 result=-1 -> HANGUP, agi_caller_hangup_default.txt
+SAMPLES_PER_SECOND = 8000
+DEAD_511 = "511 Command Not Permitted on a dead channel or intercept routine"
+UNKNOWN_510 = "510 Invalid or unknown command"
+DEFAULT_PROMPT_SAMPLES = 16000
+
+# Prompt lengths (endpos when played to the end) from agi_suite_pjsip.txt and agi_dtmf_pjsip.txt.
+KNOWN_PROMPTS: Mapping[str, int] = {"beep": 3520, "hello-world": 11360, "tt-monkeys": 128000}
+KNOWN_APPS = frozenset(
+    {
+        "playback",
+        "background",
+        "set",
+        "noop",
+        "queue",
+        "dial",
+        "goto",
+        "gosub",
+        "wait",
+        "answer",
+        "hangup",
+        "userevent",
+        "read",
+        "saydigits",
+        "playtones",
+        "progress",
+        "ringing",
+        "musiconhold",
+        "startmusiconhold",
+        "stopmusiconhold",
+        "system",
+        "verbose",
+        "log",
+    }
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Caller script
+
+
+@dataclass(frozen=True, slots=True)
+class Press:
+    """The caller types ``digits`` during the next STREAM FILE / GET DATA / WAIT FOR DIGIT.
+
+    STREAM FILE: the first digit interrupts the prompt if it is an escape digit
+    (``200 result=49 endpos=...``; ``endpos`` defaults to half the prompt). GET DATA: digits up
+    to ``max_digits``; ``#`` ends input; fewer digits end with ``(timeout)``."""
+
+    digits: str
+    endpos: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PressAfterPrompt:
+    """The caller listens to prompts to the end and types ``digits`` when asked: STREAM FILE
+    plays fully (the step waits), the next GET DATA / WAIT FOR DIGIT gets the digits."""
+
+    digits: str
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """The caller presses nothing during the next input command (timeouts)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HangUpDuring:
+    """The caller hangs up while the next command containing ``match`` runs (any command when
+    empty; case-insensitive, e.g. ``"queue"`` matches ``EXEC Queue council-revenues``). Media
+    commands and EXEC answer ``200 result=-1``; other commands complete first."""
+
+    match: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HangUpAfter:
+    """The caller hangs up between commands, after ``commands`` more replies (0: at once)."""
+
+    commands: int = 0
+
+
+Step = Press | PressAfterPrompt | Silence | HangUpDuring | HangUpAfter
+
+
+@dataclass(frozen=True, slots=True)
+class CallerScript:
+    """One call: who calls, what they dial, and what they do.
+
+    ``prompts`` maps prompt names to their length in samples (None: every prompt exists, see
+    :data:`KNOWN_PROMPTS`); ``missing_prompts`` never exist. ``agisighup`` and
+    ``agiexitonhangup`` mirror the AGISIGHUP / AGIEXITONHANGUP channel variables. ``channel`` and
+    ``uniqueid`` default to fresh values (``PJSIP/sipp-00000023``, ``<epoch>.<n>``)."""
+
+    dial: str = "1000"
+    caller: str | None = "01632960123"
+    caller_name: str | None = "Jane Resident"
+    steps: Sequence[Step] = ()
+    channel_type: Literal["PJSIP", "Local"] = "PJSIP"
+    context: str = "incoming"
+    priority: int = 1
+    language: str = "en"
+    accountcode: str = ""
+    answered: bool = False
+    agisighup: bool = True
+    agiexitonhangup: bool = False
+    prompts: Mapping[str, int] | None = None
+    missing_prompts: frozenset[str] = frozenset()
+    apps: frozenset[str] = KNOWN_APPS
+    variables: Mapping[str, str] = field(default_factory=dict)
+    channel: str | None = None
+    uniqueid: str | None = None
+
+    def prompt_samples(self, name: str) -> int | None:
+        """Length of prompt ``name`` in samples, or None if Asterisk would not find it."""
+        if name in self.missing_prompts:
+            return None
+        if self.prompts is None:
+            return KNOWN_PROMPTS.get(name, DEFAULT_PROMPT_SAMPLES)
+        return self.prompts.get(name)
+
+
+@dataclass(slots=True)
+class EmulatedCall:
+    """What happened, as Asterisk would know it.
+
+    ``outcome``: ``closed`` (the server closed), ``failure-line``, ``exit-on-hangup`` (Asterisk
+    closed), ``server-silent`` (the emulator's deadline hit; Asterisk itself would still wait),
+    ``connect-failed``. ``agistatus`` is None only for ``server-silent``."""
+
+    agistatus: str | None
+    outcome: str
+    channel: str = ""
+    uniqueid: str = ""
+    variables: dict[str, str] = field(default_factory=dict)
+    commands: list[str] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+    apps: list[tuple[str, str]] = field(default_factory=list)
+    answered: bool = False
+    hung_up: bool = False
+    duration: float = 0.0
+
+    @property
+    def dialplan_continues(self) -> bool:
+        """Asterisk runs the next priority after AGI() for SUCCESS and FAILURE only."""
+        return self.agistatus in ("SUCCESS", "FAILURE")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def parse_args(line: str) -> list[str]:
+    """Split a command line like res_agi: space/tab separate words, ``"`` toggles quoting
+    (``say"hi"now`` -> ``sayhinow``, ``""`` -> an empty word), ``\\`` makes the next character
+    literal. Other characters, ``\\r`` included, are part of words."""
+    words: list[str] = []
+    current: list[str] | None = None
+    quoted = escaped = False
+    for char in line:
+        if char == '"' and not escaped:
+            quoted = not quoted
+            if quoted and current is None:
+                current = []
+        elif char in " \t" and not quoted and not escaped:
+            if current is not None:
+                words.append("".join(current))
+            current = None
+        elif char == "\\" and not escaped:
+            escaped = True
+        else:
+            current = [] if current is None else current
+            current.append(char)
+            escaped = False
+    if current is not None:
+        words.append("".join(current))
+    return words
+
+
+def env_lines(
+    script: CallerScript, network_script: str, request: str, channel: str, uniqueid: str
+) -> list[tuple[str, str]]:
+    """The environment block as (key, value) pairs in Asterisk's order (agi_suite_pjsip.txt)."""
+    has_cid = script.caller is not None
+    return [
+        ("agi_network", "yes"),
+        ("agi_network_script", network_script),
+        ("agi_request", request),
+        ("agi_channel", channel),
+        ("agi_language", script.language),
+        ("agi_type", script.channel_type),
+        ("agi_uniqueid", uniqueid),
+        ("agi_version", ASTERISK_VERSION),
+        ("agi_callerid", script.caller or "unknown"),
+        ("agi_calleridname", (script.caller_name or "unknown") if has_cid else "unknown"),
+        ("agi_callingpres", "0" if has_cid else "67"),
+        ("agi_callingani2", "0"),
+        ("agi_callington", "0"),
+        ("agi_callingtns", "0"),
+        ("agi_dnid", script.dial if script.channel_type == "PJSIP" else "unknown"),
+        ("agi_rdnis", "unknown"),
+        ("agi_context", script.context),
+        ("agi_extension", script.dial),
+        ("agi_priority", str(script.priority)),
+        ("agi_enhanced", "0.0"),
+        ("agi_accountcode", script.accountcode),
+        ("agi_threadid", "139996058158784"),
+    ]
+
+
+def encode_env(pairs: Sequence[tuple[str, str]], args: Sequence[str]) -> bytes:
+    """``key: value\\n`` per line, ``agi_arg_N`` lines, then the empty line."""
+    lines = [f"{key}: {value}\n" for key, value in pairs]
+    lines += [f"agi_arg_{index}: {arg}\n" for index, arg in enumerate(args, start=1)]
+    return ("".join(lines) + "\n").encode("utf-8")
+
+
+def usage_block(command: str) -> list[str]:
+    """The 520 reply for a command used with the wrong arguments."""
+    body = USAGE_TEXT.get(command, [f"Usage of {command} is not captured in this emulator."])
+    return ["520-Invalid command syntax.  Proper usage follows:", *body, "520 End of proper usage."]
+
+
+_STREAM_FILE_USAGE = [
+    "Send the given file, allowing playback to be interrupted by the given digits, if any. "
+    "Returns <literal>0</literal> if playback completes without a digit being pressed, or the "
+    "ASCII numerical value of the digit if one was pressed, or <literal>-1</literal> on error or "
+    "if the channel was disconnected. If musiconhold is playing before calling stream file it "
+    "will be automatically stopped and will not be restarted after completion.",
+    "It sets the following channel variables upon completion:",
+    "<variable>PLAYBACKSTATUS</variable>: The status of the playback attempt as a text string.",
+    "    <value>SUCCESS</value>",
+    "    <value>FAILED</value>",
+]
+# Verbatim from agi_suite_pjsip.txt; other commands get a placeholder body.
+USAGE_TEXT: Mapping[str, list[str]] = {
+    "STREAM FILE": _STREAM_FILE_USAGE,
+    "SET VARIABLE": ["Sets a variable to the current channel."],
+    "EXEC": [
+        "Executes <replaceable>application</replaceable> with given <replaceable>options</replaceable>.",
+        "Returns whatever the <replaceable>application</replaceable> returns, or "
+        "<literal>-2</literal> on failure to find <replaceable>application</replaceable>.",
+        "<note>NOTE:</note> exec does not evaluate dialplan functions and variables unless it is "
+        "explicitly enabled by setting the <variable>AGIEXECFULL</variable> variable to "
+        "<literal>yes</literal>.",
+    ],
+    "GET DATA": [
+        "Stream the given <replaceable>file</replaceable>, and receive DTMF data.",
+        "Returns the digits received from the channel at the other end.",
+    ],
+    "WAIT FOR DIGIT": [
+        "Waits up to <replaceable>timeout</replaceable> milliseconds for channel to receive a "
+        "DTMF digit. Returns <literal>-1</literal> on channel failure, <literal>0</literal> if no "
+        "digit is received in the timeout, or the numerical value of the ascii of the digit if "
+        "one is received. Use <literal>-1</literal> for the <replaceable>timeout</replaceable> "
+        "value if you desire the call to block indefinitely.",
+    ],
+    "DATABASE GET": [
+        "Retrieves an entry in the Asterisk database for a given "
+        "<replaceable>family</replaceable> and <replaceable>key</replaceable>.",
+        "Returns <literal>0</literal> if <replaceable>key</replaceable> is not set. Returns "
+        "<literal>1</literal> if <replaceable>key</replaceable> is set and returns the variable "
+        "in parenthesis.",
+        "Example return code: 200 result=1 (testvariable)",
+    ],
+}
+
+
+def collect_digits(typed: str, max_digits: int) -> tuple[str, bool]:
+    """GET DATA input: ``(digits, timed_out)``. ``#`` ends input and is dropped; reaching
+    ``max_digits`` ends it; running out of typed digits is a timeout."""
+    collected = ""
+    for char in typed:
+        if char == "#":
+            return collected, False
+        collected += char
+        if len(collected) >= max_digits:
+            return collected, False
+    return collected, True
+
+
+def _int(text: str, default: int) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return default
+
+
+# ---------------------------------------------------------------------------------------------
+# Session
+
+
+_channel_numbers = itertools.count(0x23)
+_MEDIA = frozenset(
+    {"ANSWER", "STREAM FILE", "CONTROL STREAM FILE", "GET DATA", "GET OPTION", "WAIT FOR DIGIT"}
+    | {"SAY DIGITS", "SAY NUMBER", "SAY ALPHA", "SAY PHONETIC", "EXEC"}
+)
+_DEAD_OK = frozenset(
+    {"NOOP", "GET VARIABLE", "SET VARIABLE", "GET FULL VARIABLE", "VERBOSE", "EXEC"}
+    | {"DATABASE PUT", "DATABASE GET", "DATABASE DEL", "DATABASE DELTREE"}
+)
+_VAR_REF = re.compile(r"\$\{([^{}]*)\}")
+
+Reply = list[str]
+
+
+class _Closed(Exception):
+    """Asterisk closed the connection itself (AGIEXITONHANGUP=yes or a failure line)."""
+
+
+class AsteriskSession:
+    """One emulated AGI() run over a connected socket. Use :func:`run_call`."""
+
+    def __init__(
+        self,
+        script: CallerScript,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        channel: str,
+        time_scale: float = 0.0,
+        hangup_delay: float = HANGUP_DELAY,
+    ) -> None:
+        self.script = script
+        self.call = EmulatedCall(agistatus="SUCCESS", outcome="closed", channel=channel)
+        self.call.variables.update(script.variables)
+        self.call.answered = script.answered
+        self._reader = reader
+        self._writer = writer
+        self._time_scale = time_scale
+        self._hangup_delay = hangup_delay
+        self._steps = list(script.steps)
+        self._since_step = 0
+        self._dead = False
+        self._database: dict[tuple[str, str], str] = {}
+        self._table = self._command_table()
+
+    # -- I/O -----------------------------------------------------------------------------------
+
+    async def _send(self, lines: Sequence[str]) -> None:
+        self.call.replies.extend(lines)
+        self._writer.write("".join(f"{line}\n" for line in lines).encode("utf-8"))
+        await self._writer.drain()
+
+    async def _wait(self, seconds: float) -> None:
+        if self._time_scale > 0 and seconds > 0:
+            await asyncio.sleep(seconds * self._time_scale)
+
+    async def serve(self, env: bytes) -> None:
+        """Send the environment block, then answer commands until the server closes."""
+        self._writer.write(env)
+        await self._writer.drain()
+        try:
+            await self._maybe_idle_hangup()
+            await self._command_loop()
+        except _Closed:
+            self._writer.close()
+            return
+        await self._after_server_close()
+
+    async def _command_loop(self) -> None:
+        while True:
+            try:
+                raw = await self._reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:  # executed even without \n (agi_server_partial_line_close.txt)
+                    await self._handle_line(exc.partial.decode("utf-8", errors="replace"))
+                return
+            except ConnectionError:
+                return
+            await self._handle_line(raw[:-1].decode("utf-8", errors="replace"))
+
+    async def _after_server_close(self) -> None:
+        """Asterisk writes a last HANGUP (if AGISIGHUP) after the script ends, then closes."""
+        if self.script.agisighup:
+            try:
+                self._writer.write(b"HANGUP\n")
+                await self._writer.drain()
+            except ConnectionError:
+                pass
+        self._writer.close()
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def _handle_line(self, line: str) -> None:
+        self.call.commands.append(line)
+        if line[:7].lower() == "failure":
+            await self._failure_line()
+        argv = parse_args(line)
+        name = self._find(argv)
+        if name is None:
+            await self._send([UNKNOWN_510])
+        elif self._dead and name not in _DEAD_OK:
+            await self._send([DEAD_511])
+        elif self._hangup_now(name, line):
+            await self._hangup_during(name, argv)
+        else:
+            await self._send(await self._table[name](argv))
+        await self._count_command()
+
+    async def _failure_line(self) -> None:
+        self.call.agistatus = "FAILURE"
+        self.call.outcome = "failure-line"
+        if self.script.agisighup:
+            await self._send(["HANGUP"])
+        raise _Closed
+
+    def _find(self, argv: Sequence[str]) -> str | None:
+        words = [word.upper() for word in argv]
+        for size in (3, 2, 1):
+            name = " ".join(words[:size])
+            if len(words) >= size and name in self._table:
+                return name
+        return None
+
+    def _command_table(self) -> dict[str, Callable[[list[str]], Awaitable[Reply]]]:
+        return {
+            "ANSWER": self._answer,
+            "CHANNEL STATUS": self._channel_status,
+            "STREAM FILE": self._stream_file,
+            "GET OPTION": self._stream_file,
+            "CONTROL STREAM FILE": self._control_stream_file,
+            "GET DATA": self._get_data,
+            "WAIT FOR DIGIT": self._wait_for_digit,
+            "SET VARIABLE": self._set_variable,
+            "GET VARIABLE": self._get_variable,
+            "GET FULL VARIABLE": self._get_full_variable,
+            "EXEC": self._exec,
+            "VERBOSE": self._verbose,
+            "NOOP": self._noop,
+            "HANGUP": self._hangup_command,
+            "DATABASE PUT": self._database_put,
+            "DATABASE GET": self._database_get,
+            "DATABASE DEL": self._database_del,
+            "DATABASE DELTREE": self._database_deltree,
+            "SAY DIGITS": self._say,
+            "SAY NUMBER": self._say,
+            "SAY ALPHA": self._say,
+            "SAY PHONETIC": self._say,
+            "SET MUSIC": self._set_music,
+            "SET CONTEXT": self._noop,
+            "SET EXTENSION": self._noop,
+            "SET PRIORITY": self._noop,
+        }
+
+    # -- caller steps and hangup ---------------------------------------------------------------
+
+    def _step(self) -> Step | None:
+        return self._steps[0] if self._steps else None
+
+    def _advance(self) -> None:
+        self._steps.pop(0)
+        self._since_step = 0
+
+    def _take_input(self, command: str) -> Press | Silence:
+        step = self._step()
+        if isinstance(step, Press | Silence):
+            self._advance()
+            return step
+        if isinstance(step, PressAfterPrompt) and command not in ("STREAM FILE", "GET OPTION"):
+            self._advance()
+            return Press(step.digits)
+        return Silence()
+
+    def _hangup_now(self, name: str, line: str) -> bool:
+        step = self._step()
+        if not isinstance(step, HangUpDuring) or self._dead:
+            return False
+        return step.match.lower() in line.lower()
+
+    async def _hangup_during(self, name: str, argv: list[str]) -> None:
+        self._advance()
+        if name in _MEDIA:
+            reply = "200 result=-1 endpos=0" if name == "STREAM FILE" else "200 result=-1"
+            await self._send([reply])
+        else:
+            await self._send(await self._table[name](argv))
+        await self._hang_up(self._hangup_delay)
+
+    async def _count_command(self) -> None:
+        self._since_step += 1
+        await self._maybe_idle_hangup()
+
+    async def _maybe_idle_hangup(self) -> None:
+        step = self._step()
+        if isinstance(step, HangUpAfter) and self._since_step >= step.commands:
+            self._advance()
+            await self._hang_up(0.0)
+
+    async def _hang_up(self, delay: float) -> None:
+        """The channel is gone: HANGUP line(s) per AGISIGHUP/AGIEXITONHANGUP, then dead mode."""
+        if self._dead:
+            return
+        self._dead = True
+        self.call.hung_up = True
+        if self.call.agistatus == "SUCCESS":
+            self.call.agistatus = "HANGUP"
+        if not self.script.agisighup:
+            return
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await self._send(["HANGUP"])
+        if self.script.agiexitonhangup:
+            await self._send(["HANGUP"])
+            self.call.outcome = "exit-on-hangup"
+            raise _Closed
+
+    # -- command implementations ---------------------------------------------------------------
+
+    async def _answer(self, argv: list[str]) -> Reply:
+        if not self.call.answered:
+            await self._wait(0.5)
+        self.call.answered = True
+        return ["200 result=0"]
+
+    async def _channel_status(self, argv: list[str]) -> Reply:
+        if len(argv) > 2 and argv[2] != self.call.channel:
+            return ["200 result=-1"]
+        return [f"200 result={6 if self.call.answered else 4}"]
+
+    async def _stream_file(self, argv: list[str]) -> Reply:
+        if len(argv) not in (4, 5):
+            return usage_block("STREAM FILE")
+        samples = self.script.prompt_samples(argv[2])
+        offset = _int(argv[4], 0) if len(argv) == 5 else 0
+        if samples is None:
+            self.call.agistatus = "FAILURE"  # RESULT_FAILURE on a live channel: sticky
+            return [f"200 result=-1 endpos={offset}"]
+        self.call.prompts.append(argv[2])
+        return await self._play(argv[2], samples, offset, argv[3])
+
+    async def _play(self, prompt: str, samples: int, offset: int, escape: str) -> Reply:
+        step = self._take_input("STREAM FILE")
+        if isinstance(step, Press) and step.digits and step.digits[0] in escape:
+            endpos = step.endpos if step.endpos is not None else samples // 2
+            await self._wait((endpos - offset) / SAMPLES_PER_SECOND)
+            return [f"200 result={ord(step.digits[0])} endpos={endpos}"]
+        await self._wait((samples - offset) / SAMPLES_PER_SECOND)
+        return [f"200 result=0 endpos={samples}"]
+
+    async def _control_stream_file(self, argv: list[str]) -> Reply:
+        if not 5 <= len(argv) <= 9:
+            return usage_block("CONTROL STREAM FILE")
+        samples = self.script.prompt_samples(argv[3])
+        if samples is None:
+            self.call.agistatus = "FAILURE"
+            return ["200 result=-1 endpos=-1"]
+        self.call.prompts.append(argv[3])
+        await self._wait(samples / SAMPLES_PER_SECOND)
+        return ["200 result=0 endpos=-1"]
+
+    async def _get_data(self, argv: list[str]) -> Reply:
+        if len(argv) < 3:
+            return usage_block("GET DATA")
+        samples = self.script.prompt_samples(argv[2])
+        if samples is None:
+            return ["200 result=-1"]  # no AGISTATUS effect (agi_server_status_getdata_missing)
+        self.call.prompts.append(argv[2])
+        timeout_ms = _int(argv[3], 0) if len(argv) > 3 else 0
+        max_digits = _int(argv[4], 1024) if len(argv) > 4 else 1024
+        step = self._take_input("GET DATA")
+        typed = step.digits if isinstance(step, Press) else ""
+        digits, timed_out = collect_digits(typed, max_digits)
+        await self._wait(samples / SAMPLES_PER_SECOND + (timeout_ms / 1000 if timed_out else 0))
+        return [f"200 result={digits} (timeout)" if timed_out else f"200 result={digits}"]
+
+    async def _wait_for_digit(self, argv: list[str]) -> Reply:
+        if len(argv) != 4:
+            return usage_block("WAIT FOR DIGIT")
+        step = self._take_input("WAIT FOR DIGIT")
+        if isinstance(step, Press) and step.digits:
+            return [f"200 result={ord(step.digits[0])}"]
+        await self._wait(max(_int(argv[3], 0), 0) / 1000)
+        return ["200 result=0"]
+
+    async def _set_variable(self, argv: list[str]) -> Reply:
+        if len(argv) != 4:
+            return usage_block("SET VARIABLE")
+        self.call.variables[argv[2]] = argv[3]
+        return ["200 result=1"]
+
+    async def _get_variable(self, argv: list[str]) -> Reply:
+        if len(argv) != 3:
+            return usage_block("GET VARIABLE")
+        value = self._lookup(argv[2])
+        return ["200 result=0"] if value is None else [f"200 result=1 ({value})"]
+
+    async def _get_full_variable(self, argv: list[str]) -> Reply:
+        if len(argv) not in (4, 5):
+            return usage_block("GET FULL VARIABLE")
+        if len(argv) == 5 and argv[4] != self.call.channel:
+            return ["200 result=0"]
+        expanded = _VAR_REF.sub(lambda m: self._lookup(m[1]) or "", argv[3])
+        return [f"200 result=1 ({expanded})"]
+
+    def _lookup(self, name: str) -> str | None:
+        if name in self.call.variables:
+            return self.call.variables[name]
+        return self._functions().get(name)
+
+    def _functions(self) -> dict[str, str]:
+        script, number = self.script, self.script.caller or ""
+        name = script.caller_name or ""
+        return {
+            "CALLERID(num)": number,
+            "CALLERID(name)": name,
+            "CALLERID(all)": f'"{name}" <{number}>' if name else number,
+            "CHANNEL(state)": "Up" if self.call.answered else "Ring",
+            "CHANNEL": self.call.channel,
+            "EXTEN": script.dial,
+            "CONTEXT": script.context,
+            "UNIQUEID": self.call.uniqueid,
+        }
+
+    async def _exec(self, argv: list[str]) -> Reply:
+        if len(argv) < 2:
+            return usage_block("EXEC")
+        app, options = argv[1], argv[2] if len(argv) > 2 else ""
+        if app.lower() not in self.script.apps:
+            return ["200 result=-2"]  # AGISTATUS unaffected (agi_server_status_exec_missing_app)
+        self.call.apps.append((app, options))
+        if app.lower() == "playback":
+            return await self._exec_playback(options)
+        if app.lower() == "set" and "=" in options:
+            key, _, value = options.partition("=")
+            self.call.variables[key] = value
+        return ["200 result=0"]
+
+    async def _exec_playback(self, prompt: str) -> Reply:
+        samples = self.script.prompt_samples(prompt)
+        found = samples is not None and not self._dead
+        self.call.variables["PLAYBACKSTATUS"] = "SUCCESS" if found else "FAILED"
+        if samples is not None and not self._dead:
+            self.call.prompts.append(prompt)
+            await self._wait(samples / SAMPLES_PER_SECOND)
+        return ["200 result=0"]
+
+    async def _verbose(self, argv: list[str]) -> Reply:
+        return usage_block("VERBOSE") if len(argv) not in (2, 3) else ["200 result=1"]
+
+    async def _noop(self, argv: list[str]) -> Reply:
+        return ["200 result=0"]
+
+    async def _hangup_command(self, argv: list[str]) -> Reply:
+        await self._send(["200 result=1"])
+        await self._hang_up(self._hangup_delay)
+        return []
+
+    async def _database_put(self, argv: list[str]) -> Reply:
+        if len(argv) != 5:
+            return usage_block("DATABASE PUT")
+        self._database[argv[2], argv[3]] = argv[4]
+        return ["200 result=1"]
+
+    async def _database_get(self, argv: list[str]) -> Reply:
+        if len(argv) != 4:
+            return usage_block("DATABASE GET")
+        value = self._database.get((argv[2], argv[3]))
+        return ["200 result=0"] if value is None else [f"200 result=1 ({value})"]
+
+    async def _database_del(self, argv: list[str]) -> Reply:
+        if len(argv) != 4:
+            return usage_block("DATABASE DEL")
+        self._database.pop((argv[2], argv[3]), None)
+        return ["200 result=1"]  # 1 even when the key was missing
+
+    async def _database_deltree(self, argv: list[str]) -> Reply:
+        if len(argv) not in (3, 4):
+            return usage_block("DATABASE DELTREE")
+        doomed = [key for key in self._database if key[0] == argv[2]]
+        for key in doomed:
+            del self._database[key]
+        return ["200 result=0" if doomed else "200 result=1"]  # inverted, as captured
+
+    async def _say(self, argv: list[str]) -> Reply:
+        if len(argv) < 4:
+            return usage_block(" ".join(argv[:2]).upper())
+        await self._wait(0.4 * len(argv[2]))
+        return ["200 result=0"]
+
+    async def _set_music(self, argv: list[str]) -> Reply:
+        return usage_block("SET MUSIC") if len(argv) not in (3, 4) else ["200 result=0"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def network_script(route: str, query: str | Mapping[str, str] | None) -> str:
+    """``route`` plus its query string, as Asterisk passes it in ``agi_network_script``."""
+    if not query:
+        return route
+    text = query if isinstance(query, str) else urlencode(dict(query))
+    return f"{route}?{text}"
+
+
+def _channel_name(script: CallerScript, number: int) -> str:
+    if script.channel_type == "Local":
+        return f"Local/{script.dial}@{script.context}-{number:08x};2"
+    return f"PJSIP/sipp-{number:08x}"
+
+
+async def run_call(
+    host: str,
+    port: int,
+    script: CallerScript,
+    route: str = "route",
+    query: str | Mapping[str, str] | None = None,
+    *,
+    args: Sequence[str] = (),
+    deadline: float = 30.0,
+    time_scale: float = 0.0,
+    hangup_delay: float = HANGUP_DELAY,
+) -> EmulatedCall:
+    """Play one call against the FastAGI server at ``host:port`` and report what Asterisk saw.
+
+    ``time_scale`` scales prompt lengths and digit timeouts (0: answer at once). ``deadline``
+    bounds the whole call: a server that stops talking is reported as ``server-silent``."""
+    number = next(_channel_numbers)
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            reader, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return EmulatedCall(agistatus="FAILURE", outcome="connect-failed")
+    session = AsteriskSession(
+        script,
+        reader,
+        writer,
+        channel=script.channel or _channel_name(script, number),
+        time_scale=time_scale,
+        hangup_delay=hangup_delay,
+    )
+    session.call.uniqueid = script.uniqueid or f"{int(time.time())}.{number}"
+    net_script = network_script(route, query)
+    request = f"agi://{host}:{port}/{net_script}"
+    pairs = env_lines(script, net_script, request, session.call.channel, session.call.uniqueid)
+    env = encode_env(pairs, args)
+    try:
+        async with asyncio.timeout(deadline):
+            await session.serve(env)
+    except TimeoutError:
+        session.call.agistatus, session.call.outcome = None, "server-silent"
+        writer.close()
+    except ConnectionError:
+        writer.close()
+    session.call.duration = time.perf_counter() - started
+    return session.call

@@ -1,0 +1,294 @@
+"""A typed async API over one FastAGI connection.
+
+Hangup handling follows what Asterisk 22 does (captures ``agi_caller_hangup_*.txt``):
+
+* A caller hangup during GET DATA / STREAM FILE / WAIT FOR DIGIT is answered
+  ``200 result=-1``; about 40 ms later Asterisk writes the unsolicited ``HANGUP`` line (never
+  with ``AGISIGHUP=no``; twice, then closes the socket, with ``AGIEXITONHANGUP=yes``). Asterisk
+  switches the connection to "dead" mode *before* it reads the next command, so a ``HANGUP``
+  line always comes before the next reply, never inside one.
+* In dead mode ``NOOP``, ``GET/SET VARIABLE``, ``GET FULL VARIABLE``, ``VERBOSE``,
+  ``DATABASE`` and ``EXEC`` still work; ``ANSWER``, ``STREAM FILE``, ``GET DATA``,
+  ``WAIT FOR DIGIT``, ``CHANNEL STATUS``, ``HANGUP``... get
+  ``511 Command Not Permitted on a dead channel or intercept routine``.
+* ``200 result=-1`` is ambiguous: STREAM FILE of a missing prompt answers
+  ``200 result=-1 endpos=0`` and GET DATA of a missing prompt ``200 result=-1`` on a live
+  channel. The channel asks ``CHANNEL STATUS`` to tell the two apart: a live channel answers
+  ``200 result=6``, a dead one ``511`` (or the socket closes).
+
+The channel raises :class:`AgiHangup` the first time it learns the call is gone (inline
+``HANGUP``, ``511``, ``result=-1`` confirmed by the probe, EOF or reset). After that, commands
+Asterisk still serves on a dead channel (``set_variable``, ``get_variable``, ``verbose``,
+``exec``) work normally, so clean-up code can still record an outcome; media commands raise
+:class:`AgiHangup` at once without a round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from routing.fastagi.protocol import (
+    AgiProtocolError,
+    AgiReply,
+    AgiRequest,
+    encode_command,
+    is_hangup_line,
+    parse_reply,
+    quote,
+    reply_complete,
+    sanitize_text,
+    token,
+)
+
+log = structlog.get_logger("routing.fastagi")
+
+DEFAULT_REPLY_TIMEOUT = 60.0
+_DTMF = frozenset("0123456789*#ABCD")
+
+
+class AgiError(Exception):
+    """Base class of everything the channel raises."""
+
+
+class AgiHangup(AgiError):
+    """The call is gone: inline ``HANGUP``, ``511``, ``result=-1`` on a dead channel, EOF or
+    connection reset. ``reply`` is the reply read with it, if any (a command that Asterisk
+    completed just before reporting the hangup)."""
+
+    def __init__(self, reason: str, reply: AgiReply | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.reply = reply
+
+
+class AgiCommandError(AgiError):
+    """Asterisk refused the command: ``510 Invalid or unknown command`` or a ``520`` usage
+    block, or reported a failure (``result=-1``) on a channel that is still up."""
+
+    def __init__(self, command: str, reply: AgiReply) -> None:
+        super().__init__(f"{command!r} -> {reply.raw.splitlines()[0]!r}")
+        self.command = command
+        self.reply = reply
+
+
+class AgiTimeout(AgiError):
+    """No reply within the per-command timeout. The connection is unusable afterwards (a
+    late reply would be taken for the next command's), so every later command raises this."""
+
+
+class AgiChannel:
+    """Typed commands over one FastAGI connection (one call).
+
+    ``reply_timeout`` bounds every command round trip in seconds; commands that wait by design
+    (GET DATA, WAIT FOR DIGIT) get their own timeout added to it. Prompts block for their whole
+    length, so the default is generous."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        request: AgiRequest | None = None,
+        *,
+        reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
+    ) -> None:
+        self.request = request
+        self.reply_timeout = reply_timeout
+        self.hung_up = False
+        self.missing_prompts: list[str] = []
+        self.status_failure = False
+        self.commands_sent = 0
+        self._reader = reader
+        self._writer = writer
+        self._lost = False
+        self._broken = False
+
+    @property
+    def connected(self) -> bool:
+        """False once the socket is closed, reset, or out of step after a reply timeout."""
+        return not (self._lost or self._broken)
+
+    # -- raw command ---------------------------------------------------------------------------
+
+    async def send_command(self, *words: str, extra_timeout: float | None = 0.0) -> AgiReply:
+        """Send one command (words already quoted) and return its reply.
+
+        Raises :class:`AgiHangup` (511, EOF, reset, or a first inline ``HANGUP`` line, after
+        reading the command's own reply so later replies stay in step),
+        :class:`AgiCommandError` for 510/520 and :class:`AgiTimeout`. ``extra_timeout=None``
+        waits without limit."""
+        if self._broken:
+            raise AgiTimeout("connection out of step after an earlier reply timeout")
+        if self._lost:
+            raise AgiHangup("connection closed")
+        line = encode_command(*words)
+        timeout = None if extra_timeout is None else self.reply_timeout + extra_timeout
+        reply, saw_hangup = await self._exchange(line, timeout)
+        return self._check(words, reply, saw_hangup)
+
+    async def _exchange(self, line: bytes, limit: float | None) -> tuple[AgiReply, bool]:
+        self.commands_sent += 1
+        try:
+            async with asyncio.timeout(limit):
+                self._writer.write(line)
+                await self._writer.drain()
+                return await self._read_reply()
+        except TimeoutError:
+            self._broken = True
+            raise AgiTimeout(f"no reply to {line[:40]!r} within {limit} s") from None
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            self._lost = True
+            raise AgiHangup(f"connection lost: {type(exc).__name__}") from None
+
+    async def _read_reply(self) -> tuple[AgiReply, bool]:
+        lines: list[str] = []
+        saw_hangup = False
+        while not reply_complete(lines):
+            line = await self._read_line()
+            if not lines and is_hangup_line(line):
+                saw_hangup = True
+                continue
+            lines.append(line)
+        return parse_reply(lines), saw_hangup
+
+    async def _read_line(self) -> str:
+        try:
+            raw = await self._reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as exc:
+            self._broken = True
+            raise AgiProtocolError("reply line over the size limit") from exc
+        return raw[:-1].decode("utf-8", errors="replace")
+
+    def _check(self, words: tuple[str, ...], reply: AgiReply, saw_hangup: bool) -> AgiReply:
+        if reply.code == 511:
+            self.hung_up = True
+            raise AgiHangup("511 dead channel", reply)
+        if saw_hangup and not self.hung_up:
+            self.hung_up = True
+            raise AgiHangup("HANGUP", reply)
+        if reply.code in (510, 520):
+            raise AgiCommandError(" ".join(words), reply)
+        if reply.code != 200:
+            raise AgiProtocolError(f"unexpected reply code {reply.code}")
+        return reply
+
+    # -- hangup disambiguation -----------------------------------------------------------------
+
+    def _require_live(self) -> None:
+        if self.hung_up:
+            raise AgiHangup("channel already hung up")
+
+    async def _confirm_alive(self) -> None:
+        """After ``result=-1``: raise AgiHangup if the channel is dead, return if it is up."""
+        await self.channel_status()
+
+    def _note_missing(self, prompt: str, command: str) -> None:
+        self.missing_prompts.append(prompt)
+        if command == "STREAM FILE":
+            self.status_failure = True
+        log.warning("agi.prompt.missing", prompt=prompt, command=command)
+
+    # -- typed commands ------------------------------------------------------------------------
+
+    async def channel_status(self) -> int:
+        """``CHANNEL STATUS``: 4 ringing, 6 up (``200 result=6``); 511 on a dead channel."""
+        reply = await self.send_command("CHANNEL STATUS")
+        return reply.result_int or 0
+
+    async def answer(self) -> None:
+        """``ANSWER``: ``200 result=0`` (takes ~0.5 s on a ringing channel)."""
+        self._require_live()
+        reply = await self.send_command("ANSWER")
+        if reply.result == "-1":
+            await self._confirm_alive()
+            raise AgiCommandError("ANSWER", reply)
+
+    async def stream_file(self, prompt: str, escape_digits: str = "") -> str | None:
+        """Play ``prompt``; return the escape digit pressed, or None.
+
+        ``200 result=49 endpos=17280`` means ``1`` was pressed; ``200 result=0 endpos=11360`` no
+        digit. A missing prompt (``200 result=-1 endpos=0``) returns None, is recorded in
+        :attr:`missing_prompts` and makes Asterisk end the AGI with ``AGISTATUS=FAILURE``."""
+        self._require_live()
+        _check_digits(escape_digits)
+        reply = await self.send_command("STREAM FILE", token(prompt), quote(escape_digits))
+        code = reply.result_int
+        if code is not None and code < 0:
+            await self._confirm_alive()
+            self._note_missing(prompt, "STREAM FILE")
+            return None
+        return chr(code) if code else None
+
+    async def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
+        """Play ``prompt`` and collect up to ``max_digits``; return ``(digits, timed_out)``.
+
+        ``200 result=234`` -> ``("234", False)``; ``200 result=5 (timeout)`` -> ``("5", True)``;
+        ``200 result= (timeout)`` -> ``("", True)``. ``#`` ends input and is not returned. A
+        missing prompt (``200 result=-1`` on a live channel) returns ``("", True)``."""
+        self._require_live()
+        wait = timeout_ms * (max_digits + 1) / 1000
+        words = ("GET DATA", token(prompt), str(int(timeout_ms)), str(int(max_digits)))
+        reply = await self.send_command(*words, extra_timeout=wait)
+        if reply.result == "-1":
+            await self._confirm_alive()
+            self._note_missing(prompt, "GET DATA")
+            return "", True
+        return reply.result or "", reply.timed_out
+
+    async def wait_for_digit(self, timeout_ms: int) -> str | None:
+        """``WAIT FOR DIGIT``: ``200 result=48`` -> ``"0"``; ``200 result=0`` -> None.
+
+        A negative timeout waits forever (and so does this call)."""
+        self._require_live()
+        extra = None if timeout_ms < 0 else timeout_ms / 1000
+        reply = await self.send_command("WAIT FOR DIGIT", str(int(timeout_ms)), extra_timeout=extra)
+        code = reply.result_int or 0
+        if code < 0:
+            await self._confirm_alive()
+            raise AgiCommandError("WAIT FOR DIGIT", reply)
+        return chr(code) if code else None
+
+    async def set_variable(self, name: str, value: str) -> None:
+        """``SET VARIABLE name "value"`` -> ``200 result=1``. Works on a dead channel."""
+        await self.send_command("SET VARIABLE", token(name), quote(value))
+
+    async def get_variable(self, name: str) -> str | None:
+        """``GET VARIABLE``: ``200 result=1 (revenues)`` -> ``"revenues"``; ``200 result=0``
+        (not set) -> None. Dialplan functions such as ``CALLERID(num)`` work too."""
+        reply = await self.send_command("GET VARIABLE", token(name))
+        if reply.result != "1":
+            return None
+        return reply.value or ""
+
+    async def exec(self, app: str, *args: str) -> int:
+        """``EXEC app "arg1,arg2"``: return the application's result.
+
+        Asterisk passes one argument string to the application, so ``args`` are joined with
+        commas. ``-2`` means the application does not exist (AGISTATUS is unaffected)."""
+        words = ["EXEC", token(app)]
+        if args:
+            words.append(quote(",".join(args)))
+        reply = await self.send_command(*words, extra_timeout=None)
+        code = reply.result_int or 0
+        if code == -1 and not self.hung_up:
+            await self._confirm_alive()
+        return code
+
+    async def verbose(self, message: str, level: int = 1) -> None:
+        """``VERBOSE "message" 1`` -> ``200 result=1``; control characters become spaces."""
+        await self.send_command("VERBOSE", quote(sanitize_text(message)), str(int(level)))
+
+    async def hangup(self) -> None:
+        """``HANGUP`` -> ``200 result=1``; Asterisk then ends the AGI with AGISTATUS=HANGUP.
+
+        Does nothing if the channel is already hung up (Asterisk would answer 511)."""
+        if self.hung_up:
+            return
+        await self.send_command("HANGUP")
+        self.hung_up = True
+
+
+def _check_digits(digits: str) -> None:
+    if not set(digits) <= _DTMF:
+        raise ValueError(f"not DTMF digits: {digits!r}")

@@ -1,0 +1,362 @@
+"""An asyncio FastAGI server: route registry, limits, graceful drain.
+
+What Asterisk 22 reports to the dialplan for each way a session can end (``AGISTATUS``):
+
+* the server closes the socket, whatever it did before (even right after the environment block,
+  ``agi_server_close_immediately.txt``): ``SUCCESS``, unless a STREAM FILE hit a missing
+  prompt (``FAILURE``) or the channel hung up (``HANGUP``). A plain close therefore looks like
+  a success to the dialplan.
+* the server writes the line ``failure``: ``FAILURE`` at once (Asterisk answers ``HANGUP`` and
+  closes, ``agi_server_failure_line.txt``). This server sends it whenever it could not route a
+  call: unknown route, too many sessions, draining, bad environment block, handler exception,
+  per-call deadline, cancelled at the end of a drain. The dialplan then falls back with
+  ``GotoIf($["${AGISTATUS}" != "SUCCESS"]?fallback)``.
+* nothing listens (server stopped or drained): connection refused, ``FAILURE`` in 1 ms
+  (``agi_connect_failures.txt``).
+* the server never answers: Asterisk waits forever (``agi_server_silent.txt``), hence the
+  per-command and per-call timeouts here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+import structlog
+from structlog.contextvars import bound_contextvars
+
+from routing.fastagi.channel import AgiChannel, AgiHangup
+from routing.fastagi.protocol import FAILURE_LINE, AgiProtocolError, AgiRequest, parse_request
+from routing.logs import mask_number
+
+log = structlog.get_logger("routing.fastagi")
+
+Handler = Callable[[AgiChannel, AgiRequest], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Limits and timeouts (seconds, bytes). The defaults suit a council contact centre."""
+
+    host: str = "127.0.0.1"
+    port: int = 4573
+    backlog: int = 1024
+    max_sessions: int = 1000
+    env_max_bytes: int = 16 * 1024
+    env_timeout: float = 5.0
+    reply_timeout: float = 60.0
+    call_timeout: float = 300.0
+    failure_grace: float = 1.0
+
+
+@dataclass(slots=True)
+class SessionCounters:
+    """Counts since start. ``rejected``: over the session cap or draining; ``bad_requests``:
+    EOF, garbage, oversized or slow environment block; ``failed``: handler exception or
+    per-call deadline; ``hung_up``: the handler ended on :class:`AgiHangup`."""
+
+    connections: int = 0
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    hung_up: int = 0
+    cancelled: int = 0
+    rejected: int = 0
+    bad_requests: int = 0
+    unknown_routes: int = 0
+    active: int = 0
+
+
+class FastAgiServer:
+    """FastAGI server. Register handlers, ``await start()``, ``await drain(timeout)``.
+
+    >>> server = FastAgiServer(ServerConfig(port=0))
+    >>> @server.route("route")
+    ... async def route(channel: AgiChannel, request: AgiRequest) -> None:
+    ...     await channel.set_variable("ROUTE", "revenues")
+
+    Routing uses the path of ``agi_network_script`` (``route?tenant=harborough`` -> ``route``);
+    the query string is in ``request.query``."""
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        self._routes: dict[str, Handler] = {}
+        self._counters = SessionCounters()
+        self._sessions: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._draining = False
+
+    # -- registry ------------------------------------------------------------------------------
+
+    def register(self, name: str, handler: Handler) -> None:
+        """Register ``handler`` for route ``name``; a name can be registered once."""
+        key = name.strip("/")
+        if key in self._routes:
+            raise ValueError(f"FastAGI route {key!r} is already registered")
+        if not _is_async_callable(handler):
+            raise TypeError(f"FastAGI handler for {key!r} must be an async function")
+        self._routes[key] = handler
+
+    def route(self, name: str) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`register`."""
+
+        def decorate(handler: Handler) -> Handler:
+            self.register(name, handler)
+            return handler
+
+        return decorate
+
+    @property
+    def routes(self) -> tuple[str, ...]:
+        return tuple(self._routes)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen on ``config.host:config.port`` (port 0 picks a free port)."""
+        self._server = await asyncio.start_server(
+            self._on_connect,
+            self.config.host,
+            self.config.port,
+            backlog=self.config.backlog,
+            limit=self.config.env_max_bytes,
+            reuse_address=True,
+        )
+        log.info("agi.server.listening", host=self.config.host, port=self.port)
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful with port 0)."""
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("server is not listening")
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def serving(self) -> bool:
+        """True between :meth:`start` and :meth:`drain`."""
+        return self._server is not None and self._server.is_serving()
+
+    @property
+    def counters(self) -> SessionCounters:
+        """A snapshot of the session counters."""
+        return dataclasses.replace(self._counters)
+
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 (a grace period, not a cancel)
+        """Stop accepting (new connections are refused), let calls in progress run for up to
+        ``timeout`` seconds, then cancel the rest (each gets a ``failure`` line so its dialplan
+        falls back) and wait for them to close."""
+        self._draining = True
+        if self._server is not None:
+            self._server.close()
+        log.info("agi.server.draining", active=len(self._sessions), timeout=timeout)
+        pending = set(self._sessions)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        if self._server is not None:
+            await self._server.wait_closed()
+        log.info("agi.server.drained", cut_short=len(pending))
+
+    async def __aenter__(self) -> FastAgiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.drain(0)
+
+    # -- connection ----------------------------------------------------------------------------
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._counters.connections += 1
+        if self._draining or len(self._sessions) >= self.config.max_sessions:
+            await self._reject(reader, writer)
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
+        self._counters.active = len(self._sessions)
+        try:
+            await self._session(reader, writer)
+        finally:
+            self._sessions.discard(task)
+            self._counters.active = len(self._sessions)
+            writer.close()
+
+    async def _reject(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._counters.rejected += 1
+        reason = "draining" if self._draining else "session-cap"
+        log.warning("agi.connection.rejected", reason=reason, active=len(self._sessions))
+        try:
+            await self._send_failure(reader, writer)
+        finally:
+            writer.close()
+
+    async def _send_failure(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Write ``failure`` (AGISTATUS=FAILURE), then wait briefly for Asterisk to close."""
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            async with asyncio.timeout(self.config.failure_grace):
+                writer.write(FAILURE_LINE)
+                await writer.drain()
+                while await reader.read(4096):
+                    pass
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await self._read_request(reader, writer)
+        if request is None:
+            return
+        handler = self._routes.get(request.script)
+        if handler is None:
+            self._counters.unknown_routes += 1
+            log.warning("agi.route.unknown", route=request.script, uniqueid=request.uniqueid)
+            await self._send_failure(reader, writer)
+            return
+        context = _call_context(request)
+        with bound_contextvars(**context):
+            await self._run_handler(handler, request, reader, writer)
+
+    async def _read_request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> AgiRequest | None:
+        try:
+            async with asyncio.timeout(self.config.env_timeout):
+                data = await reader.readuntil(b"\n\n")
+            return parse_request(data)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            reason = "eof"
+        except asyncio.LimitOverrunError:
+            reason = "oversized"
+        except TimeoutError:
+            reason = "slow"
+        except AgiProtocolError:
+            reason = "garbage"
+        self._counters.bad_requests += 1
+        log.warning("agi.request.bad", reason=reason, peer=_peer(writer))
+        if reason != "eof":
+            await self._send_failure(reader, writer)
+        return None
+
+    # -- handler -------------------------------------------------------------------------------
+
+    async def _run_handler(
+        self,
+        handler: Handler,
+        request: AgiRequest,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        channel = AgiChannel(reader, writer, request, reply_timeout=self.config.reply_timeout)
+        self._counters.started += 1
+        started = time.perf_counter()
+        log.info("agi.session.start")
+        outcome = "cancelled"
+        try:
+            outcome = await self._call(handler, channel, request)
+            if outcome in ("failed", "deadline"):
+                await self._fail(channel, reader, writer)
+        except asyncio.CancelledError:
+            _abort(channel, writer)
+            raise
+        finally:
+            self._count(outcome)
+            log.info(
+                "agi.session.end",
+                outcome=outcome,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                commands=channel.commands_sent,
+                missing_prompts=len(channel.missing_prompts),
+            )
+
+    async def _call(self, handler: Handler, channel: AgiChannel, request: AgiRequest) -> str:
+        deadline = asyncio.timeout(self.config.call_timeout)
+        try:
+            async with deadline:
+                await handler(channel, request)
+        except AgiHangup as exc:
+            log.info("agi.session.hangup", reason=exc.reason)
+            return "hangup"
+        except TimeoutError:
+            if not deadline.expired():
+                log.exception("agi.handler.error")
+                return "failed"
+            log.error("agi.session.deadline", call_timeout=self.config.call_timeout)
+            return "deadline"
+        except Exception:
+            log.exception("agi.handler.error")
+            return "failed"
+        return "completed"
+
+    async def _fail(
+        self, channel: AgiChannel, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        if channel.connected and not channel.hung_up:
+            await self._send_failure(reader, writer)
+
+    def _count(self, outcome: str) -> None:
+        counters = self._counters
+        if outcome == "completed":
+            counters.completed += 1
+        elif outcome == "hangup":
+            counters.hung_up += 1
+        elif outcome == "cancelled":
+            counters.cancelled += 1
+        else:
+            counters.failed += 1
+
+
+def _abort(channel: AgiChannel, writer: asyncio.StreamWriter) -> None:
+    """On cancellation: best-effort ``failure`` line without awaiting, then close."""
+    if channel.connected and not channel.hung_up and not writer.is_closing():
+        writer.write(FAILURE_LINE)
+    writer.close()
+
+
+def _call_context(request: AgiRequest) -> dict[str, str]:
+    return {
+        "uniqueid": request.uniqueid,
+        "channel": request.channel,
+        "route": request.script,
+        "caller": mask_number(request.callerid),
+    }
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+
+def _is_async_callable(handler: object) -> bool:
+    call = getattr(handler, "__call__", None)  # noqa: B004
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
+
+
+async def serve_until_signal(
+    server: FastAgiServer,
+    *,
+    drain_timeout: float = 30.0,
+    signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
+) -> None:
+    """Start ``server`` (if needed), run until SIGTERM or SIGINT, then drain it."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    wanted = tuple(signals)
+    for sig in wanted:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if not server.serving:
+            await server.start()
+        await stop.wait()
+        log.info("agi.server.signalled")
+    finally:
+        for sig in wanted:
+            loop.remove_signal_handler(sig)
+    await server.drain(drain_timeout)

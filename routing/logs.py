@@ -1,0 +1,90 @@
+"""structlog configuration: one JSON stream for structlog and stdlib logging.
+
+Caller numbers are personal data: :func:`mask_number` keeps at most their last three digits and
+:func:`mask_caller_fields` applies it to the keys in :data:`MASKED_KEYS` of every event, whether
+the value was passed to the call or bound with ``structlog.contextvars``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+MASKED_KEYS = frozenset({"caller", "callerid", "caller_number", "agi_callerid"})
+_VISIBLE_DIGITS = 3
+_HANDLER_NAME = "routing.logs"
+
+
+def mask_number(number: str) -> str:
+    """Hide all but the last three characters of a phone number.
+
+    ``01632960123`` -> ``********123``. Values without digits (``""``, ``anonymous``,
+    ``unknown``, ``withheld``) and numbers of three characters or fewer are returned as-is."""
+    if len(number) <= _VISIBLE_DIGITS or not any(char.isdigit() for char in number):
+        return number
+    return "*" * (len(number) - _VISIBLE_DIGITS) + number[-_VISIBLE_DIGITS:]
+
+
+def mask_caller_fields(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: mask the values of ``caller``, ``callerid``, ``caller_number`` and
+    ``agi_callerid`` in the event."""
+    for key in MASKED_KEYS.intersection(event_dict):
+        value = event_dict[key]
+        if value is not None:
+            event_dict[key] = mask_number(str(value))
+    return event_dict
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        mask_caller_fields,
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+
+
+def _renderer(json: bool) -> Processor:
+    if json:
+        return structlog.processors.JSONRenderer(sort_keys=False)
+    return structlog.dev.ConsoleRenderer(colors=False)
+
+
+def _stdlib_handler(stream: TextIO, json: bool, level: int) -> logging.Handler:
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *_shared_processors()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _renderer(json)],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(formatter)
+    handler.setLevel(level)
+    return handler
+
+
+def _route_stdlib(stream: TextIO, json: bool, level: int) -> None:
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(_stdlib_handler(stream, json, level))
+    root.setLevel(level)
+
+
+def configure_logging(json: bool = True, level: str = "info", stream: TextIO = sys.stdout) -> None:
+    """Configure structlog (``merge_contextvars`` first, caller masking, ISO timestamps, JSON
+    lines) and route stdlib logging (redis, aiohttp, asyncio...) through the same processors
+    to the same stream. Calling it again replaces the previous configuration."""
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    structlog.configure(
+        processors=[*_shared_processors(), _renderer(json)],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        context_class=dict,
+        cache_logger_on_first_use=False,
+    )
+    _route_stdlib(stream, json, numeric)

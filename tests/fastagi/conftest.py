@@ -1,0 +1,48 @@
+"""Fixtures for the FastAGI tests: a real server on 127.0.0.1, a raw Asterisk peer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from routing.fastagi import FastAgiServer, ServerConfig
+from tests.fastagi.transcripts import load_env
+
+StartServer = Callable[..., Awaitable[FastAgiServer]]
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[StartServer]:
+    """Start FastAgiServer instances on a free port; all are drained at teardown."""
+    servers: list[FastAgiServer] = []
+
+    async def start(**config: object) -> FastAgiServer:
+        server = FastAgiServer(ServerConfig(port=0, **config))  # type: ignore[arg-type]
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.drain(0)
+
+
+def suite_env(route: str = "route") -> bytes:
+    """The captured PJSIP environment block with ``route`` as the script."""
+    env = load_env("agi_suite_pjsip")
+    return env.replace(b"suite?tenant=harborough", route.encode())
+
+
+async def raw_peer(port: int, env: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A bare socket playing Asterisk by hand: connect and send ``env``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(env)
+    await writer.drain()
+    return reader, writer
+
+
+async def expect_line(reader: asyncio.StreamReader, wait: float = 2.0) -> bytes:
+    async with asyncio.timeout(wait):
+        return await reader.readline()

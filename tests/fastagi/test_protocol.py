@@ -1,0 +1,204 @@
+"""The pure codec against lines copied from the Asterisk 22.10.1 captures."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from routing.emulator.agi import parse_args
+from routing.fastagi.protocol import (
+    AgiProtocolError,
+    decode_env_block,
+    encode_command,
+    is_final_line,
+    is_hangup_line,
+    parse_env_line,
+    parse_reply,
+    parse_reply_line,
+    parse_request,
+    quote,
+    reply_complete,
+    sanitize_text,
+    split_script,
+    token,
+)
+from tests.fastagi.transcripts import load_env
+
+
+def test_pjsip_environment_block_is_typed() -> None:
+    request = parse_request(load_env("agi_suite_pjsip"))
+    assert request.network_script == "suite?tenant=harborough"
+    assert request.script == "suite"
+    assert dict(request.query) == {"tenant": "harborough"}
+    assert request.args == ("arg1", "arg2")
+    assert request.request == "agi://127.0.0.1:4573/suite?tenant=harborough"
+    assert request.channel == "PJSIP/sipp-00000023"
+    assert (request.uniqueid, request.language, request.type) == ("1795533594.71", "en", "PJSIP")
+    assert (request.callerid, request.calleridname) == ("01632960123", "Jane Resident")
+    assert (request.dnid, request.rdnis, request.context) == ("1000", "unknown", "probe")
+    assert (request.extension, request.priority, request.version) == ("1000", "3", "22.10.1")
+    assert (request.enhanced, request.accountcode) == ("0.0", "")
+    assert request.threadid == "139996058158784"
+    assert request.env["agi_callingpres"] == "0"
+    assert len(request.env) == 24
+
+
+def test_local_and_no_caller_id_blocks() -> None:
+    local = parse_request(load_env("agi_suite_local"))
+    assert (local.channel, local.type, local.dnid) == ("Local/1000@probe-00000012;2", "Local", "unknown")
+    anonymous = parse_request(load_env("agi_local_playdtmf"))
+    assert (anonymous.callerid, anonymous.calleridname) == ("unknown", "unknown")
+    assert anonymous.env["agi_callingpres"] == "67"
+    assert anonymous.args == ()
+    assert anonymous.query == {}
+
+
+def test_empty_value_line_keeps_its_key() -> None:
+    # agi_suite_pjsip.txt: b'agi_accountcode: \n'
+    assert parse_env_line("agi_accountcode: ") == ("agi_accountcode", "")
+    assert parse_env_line("agi_accountcode:") == ("agi_accountcode", "")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/1.1\n\n",
+        b"agi_network: yes\nhello\n\n",
+        b"agi_network: yes\n",
+        b"\n\n",
+        b"agi_channel: PJSIP/x\n\n",  # no agi_network_script
+    ],
+)
+def test_garbage_environment_is_rejected(data: bytes) -> None:
+    with pytest.raises(AgiProtocolError):
+        parse_request(data)
+
+
+def test_query_string_is_split_from_the_route() -> None:
+    assert split_script("route?tenant=harborough&dnis=01632960001") == (
+        "route",
+        {"tenant": "harborough", "dnis": "01632960001"},
+    )
+    assert split_script("/ivr/main?flag") == ("ivr/main", {"flag": ""})
+    assert split_script("route") == ("route", {})
+
+
+# (line from a capture, code, result, value, endpos); capture named in the comment
+REPLIES = [
+    ("200 result=0", 200, "0", None, None),  # agi_suite_pjsip ANSWER
+    ("200 result=4", 200, "4", None, None),  # CHANNEL STATUS before answer
+    ("200 result=-1", 200, "-1", None, None),  # GET DATA no-such-prompt-xyz
+    ("200 result=0 endpos=11360", 200, "0", None, 11360),  # STREAM FILE hello-world
+    ("200 result=49 endpos=17280", 200, "49", None, 17280),  # agi_dtmf_pjsip, digit 1
+    ("200 result=-1 endpos=0", 200, "-1", None, 0),  # STREAM FILE missing prompt
+    ("200 result=0 endpos=-1", 200, "0", None, -1),  # CONTROL STREAM FILE
+    ("200 result=234", 200, "234", None, None),  # GET DATA max digits
+    ("200 result=6789*", 200, "6789*", None, None),  # GET DATA ended by #
+    ("200 result=5 (timeout)", 200, "5", "timeout", None),  # GET DATA partial
+    ("200 result= (timeout)", 200, "", "timeout", None),  # GET DATA nothing typed
+    ("200 result=1 (revenues)", 200, "1", "revenues", None),  # GET VARIABLE
+    ("200 result=1 ()", 200, "1", "", None),  # GET VARIABLE EMPTYVAR
+    ("200 result=1 (hello world from agi)", 200, "1", "hello world from agi", None),
+    ('200 result=1 (say "hi" now)', 200, "1", 'say "hi" now', None),
+    ('200 result=1 ("Jane Resident" <01632960123>)', 200, "1", '"Jane Resident" <01632960123>', None),
+    ("200 result=1 (a,b;c|d)", 200, "1", "a,b;c|d", None),
+    ("200 result=1 (f(x) (y))", 200, "1", "f(x) (y)", None),  # parentheses in a value
+    ("200 result=-2", 200, "-2", None, None),  # EXEC NoSuchApplication
+]
+
+
+@pytest.mark.parametrize(("line", "code", "result", "value", "endpos"), REPLIES)
+def test_reply_forms(line: str, code: int, result: str, value: str | None, endpos: int | None) -> None:
+    reply = parse_reply_line(line)
+    assert (reply.code, reply.result, reply.value, reply.endpos) == (code, result, value, endpos)
+    assert reply.raw == line
+
+
+def test_reply_helpers() -> None:
+    assert parse_reply_line("200 result=5 (timeout)").timed_out
+    assert parse_reply_line("200 result=49 endpos=1").result_int == 49
+    assert parse_reply_line("200 result=6789*").result_int is None
+    assert parse_reply_line("200 result= (timeout)").result_int is None
+
+
+@pytest.mark.parametrize(
+    ("line", "code", "message"),
+    [
+        ("510 Invalid or unknown command", 510, "Invalid or unknown command"),
+        (
+            "511 Command Not Permitted on a dead channel or intercept routine",
+            511,
+            "Command Not Permitted on a dead channel or intercept routine",
+        ),
+    ],
+)
+def test_error_replies(line: str, code: int, message: str) -> None:
+    reply = parse_reply_line(line)
+    assert (reply.code, reply.message, reply.result, reply.ok) == (code, message, None, False)
+
+
+def test_usage_block_is_one_reply() -> None:
+    # agi_suite_pjsip.txt, SET VARIABLE UNQUOTEDSPACES hello world
+    lines = [
+        "520-Invalid command syntax.  Proper usage follows:",
+        "Sets a variable to the current channel.",
+        "520 End of proper usage.",
+    ]
+    assert not reply_complete(lines[:1])
+    assert not reply_complete(lines[:2])
+    assert reply_complete(lines)
+    reply = parse_reply(lines)
+    assert reply.code == 520
+    assert reply.usage == ("Sets a variable to the current channel.",)
+    assert reply.message == "Invalid command syntax.  Proper usage follows:"
+
+
+def test_bad_replies_raise() -> None:
+    with pytest.raises(AgiProtocolError):
+        parse_reply_line("HTTP/1.1 200 OK")
+    with pytest.raises(AgiProtocolError):
+        parse_reply(["520-Invalid command syntax.  Proper usage follows:", "text"])
+
+
+def test_line_kinds() -> None:
+    assert is_hangup_line("HANGUP")
+    assert not is_hangup_line("HANGUP ")
+    assert is_final_line("520 End of proper usage.")
+    assert not is_final_line("520-Invalid command syntax.  Proper usage follows:")
+    assert not is_final_line("    <value>SUCCESS</value>")
+
+
+def test_quote_escapes_what_asterisk_unescapes() -> None:
+    assert quote('say "hi" now') == '"say \\"hi\\" now"'
+    assert quote("C:\\x") == '"C:\\\\x"'
+    assert quote("") == '""'
+    for bad in ("a\nb", "a\rb", "a\x00b"):
+        with pytest.raises(ValueError, match="cannot contain"):
+            quote(bad)
+
+
+def test_commands_end_in_lf_only() -> None:
+    assert encode_command("SET VARIABLE", "ROUTE", quote("revenues")) == b'SET VARIABLE ROUTE "revenues"\n'
+    with pytest.raises(ValueError, match="cannot contain"):
+        encode_command("NOOP\r")
+
+
+def test_tokens_and_free_text() -> None:
+    assert token("CALLERID(num)") == "CALLERID(num)"
+    for bad in ("two words", 'q"uote', "", "tab\tbed", "back\\slash"):
+        with pytest.raises(ValueError, match="bare AGI argument"):
+            token(bad)
+    assert sanitize_text("line one\nline two\r") == "line one line two "
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="\n\r\x00", blacklist_categories=["Cs"])))
+def test_quoted_values_survive_asterisk_argument_parsing(value: str) -> None:
+    line = encode_command("SET VARIABLE", "X", quote(value)).decode()[:-1]
+    assert parse_args(line) == ["SET", "VARIABLE", "X", value]
+
+
+def test_decode_env_block_requires_terminator() -> None:
+    with pytest.raises(AgiProtocolError, match="terminated"):
+        decode_env_block(b"agi_network: yes\n")
+    assert decode_env_block(b"agi_network: yes\n\n") == {"agi_network": "yes"}
