@@ -1,0 +1,1 @@
+"""AMI: the panoramisk adapter, settings and the queue-state consumer."""

@@ -1,0 +1,383 @@
+"""The AMI consumer: live queue events from Asterisk into the Redis queue state.
+
+Pipeline. panoramisk calls one plain function for every event
+(``register_event('*', ...)``). It drops ``DTMFBegin``/``DTMFEnd`` on arrival (key
+presses are never converted or stored: they can be card numbers or PINs), stamps the
+event with its receive time and puts it on a bounded ``asyncio.Queue``; when the
+queue is full the event is dropped, counted, logged, and a reconcile is requested
+since the state has missed something. A supervised task takes events off the queue in
+batches, converts them (``routing.live.events``, pure) and applies each batch in one
+atomic script call.
+
+Connection. Login with user and secret (never logged); on failure, reconnect with
+exponential back-off capped at ``reconnect_max_s``. Every ``ping_interval_s`` a
+``Ping`` is sent and the ``Pong`` awaited for ``pong_deadline_s``; without it the
+connection is closed and re-opened (a hung Asterisk keeps TCP open but says nothing).
+
+Reconcile. On every (re)connect, on taking the writer lease, after dropped events and
+every ``reconcile_interval_s``, the consumer sends ``QueueStatus`` (all queues). Its
+list items travel through the same ordered queue as live events (see
+``Utf8AmiProtocol.handle_message``), so the picture replaces the state exactly at its
+place in the stream: events before it are superseded, events after it apply on top.
+
+Writers. Every instance connects and listens; only the holder of the writer lease
+(``routing.live.lease``) writes. A standby discards events; when it takes the lease
+it reconciles first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import count
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from routing.ami.client import RECONCILE_ACTION_PREFIX, AmiClient, plain_headers
+from routing.ami.settings import AmiSettings
+from routing.live.events import QueueEvent, is_dtmf, to_queue_event
+from routing.live.lease import WriterLease
+from routing.live.queue_status import (
+    IncompleteQueueStatus,
+    QueueStatusAssembler,
+    QueueStatusPicture,
+)
+from routing.live.store import QueueStateStore
+
+log = logging.getLogger("routing.ami")
+
+Received = tuple[float, dict[str, str]]
+"""An event as queued: receive time (Unix s) and its headers."""
+
+
+@dataclass
+class ConsumerStats:
+    """Counters, for logs, health checks and tests."""
+
+    events_received: int = 0
+    dtmf_dropped: int = 0
+    queue_full_dropped: int = 0
+    events_applied: int = 0
+    events_discarded_standby: int = 0
+    batches_applied: int = 0
+    reconciles_applied: int = 0
+    connects: int = 0
+    connect_failures: int = 0
+    keepalive_failures: int = 0
+    takeovers: int = 0
+    redis_errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawResult:
+    """Asterisk's answer to ``QueueWithdrawCaller``.
+
+    ``requested`` is True for ``Withdraw requested successfully``; otherwise ``reason``
+    is Asterisk's reason: ``Already requested``, ``No such caller`` or ``No such
+    queue``. A successful request takes effect only after the member's current ring
+    attempt and the retry pause (seconds later); the caller then leaves with
+    QueueCallerAbandon + QueueCallerLeave and the dialplan sees QUEUESTATUS=WITHDRAW
+    and QUEUE_WITHDRAW_INFO=``info``."""
+
+    requested: bool
+    message: str
+
+    @property
+    def reason(self) -> str:
+        return self.message.rpartition(": ")[2]
+
+
+class Backoff:
+    """Reconnect delays: initial, doubling, capped; ``reset`` after a healthy session."""
+
+    def __init__(self, initial_s: float, cap_s: float) -> None:
+        self.initial_s, self.cap_s = initial_s, cap_s
+        self._next = initial_s
+
+    def next(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, self.cap_s)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.initial_s
+
+
+class AmiConsumer:
+    """Keeps the Redis queue state of one Asterisk in step with its AMI stream."""
+
+    def __init__(
+        self,
+        settings: AmiSettings,
+        store: QueueStateStore,
+        lease: WriterLease,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_event: Callable[[QueueEvent], None] | None = None,
+    ) -> None:
+        self.settings, self.store, self.lease = settings, store, lease
+        self.clock, self.on_event = clock, on_event
+        self.stats = ConsumerStats()
+        self.is_writer = False
+        self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
+        self._action_ids = count(1)
+        self._assembler: QueueStatusAssembler | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._release_on_stop = True
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Run in the background until :meth:`stop`."""
+        self._task = asyncio.create_task(self.run(), name="ami-consumer")
+
+    async def stop(self, *, release_lease: bool = True) -> None:
+        """Stop; ``release_lease=False`` leaves the lease to expire, as a crash would."""
+        self._release_on_stop = release_lease
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def run(self) -> None:
+        """Connect, consume, keep the lease, reconcile; until cancelled."""
+        self._events: asyncio.Queue[Received] = asyncio.Queue(self.settings.queue_maxsize)
+        self._reconcile_wanted = asyncio.Event()
+        self._client = AmiClient(self.settings, log)
+        self._client.on_event(self._on_ami_event)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._connection_loop(), name="ami-connection")
+                tg.create_task(self._apply_loop(), name="ami-apply")
+                tg.create_task(self._lease_loop(), name="ami-lease")
+                tg.create_task(self._reconcile_loop(), name="ami-reconcile")
+                tg.create_task(self._publish_loop(), name="ami-publish")
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self._client.close()
+        if self._release_on_stop and self.is_writer:
+            with contextlib.suppress(RedisError):
+                await self.lease.release()
+        self.is_writer = False
+
+    @property
+    def connected(self) -> bool:
+        return hasattr(self, "_client") and self._client.connected
+
+    def request_reconcile(self) -> None:
+        """Ask for a QueueStatus reconcile as soon as possible."""
+        self._reconcile_wanted.set()
+
+    # --- the one panoramisk callback ---------------------------------------------------------
+
+    def _on_ami_event(self, manager: Any, message: Mapping[str, str]) -> None:
+        """Runs inside panoramisk's data_received: drop DTMF, stamp, enqueue. Never raises."""
+        if is_dtmf(message.get("Event", "")):
+            self.stats.dtmf_dropped += 1
+            return
+        self.stats.events_received += 1
+        try:
+            self._events.put_nowait((self.clock(), plain_headers(message)))
+        except asyncio.QueueFull:
+            self._dropped_full()
+
+    def _dropped_full(self) -> None:
+        self.stats.queue_full_dropped += 1
+        if self.stats.queue_full_dropped % 10_000 == 1:
+            log.warning("ami.queue_full dropped=%d", self.stats.queue_full_dropped)
+        self.request_reconcile()
+
+    # --- connection and keepalive ---------------------------------------------------------------
+
+    async def _connection_loop(self) -> None:
+        while True:
+            if await self._connect_once():
+                await self._keepalive_until_lost()
+                self._client.close()
+                log.warning("ami.disconnected host=%s", self.settings.host)
+            await asyncio.sleep(self._backoff.next())
+
+    async def _connect_once(self) -> bool:
+        try:
+            await self._client.connect()
+        except (OSError, TimeoutError) as exc:
+            self.stats.connect_failures += 1
+            log.warning("ami.connect_failed host=%s error=%s", self.settings.host, exc)
+            return False
+        self.stats.connects += 1
+        log.info("ami.connected host=%s user=%s", self.settings.host, self.settings.username)
+        self.request_reconcile()
+        return True
+
+    async def _keepalive_until_lost(self) -> None:
+        s = self.settings
+        while not self._client.lost.done():
+            await asyncio.wait({self._client.lost}, timeout=s.ping_interval_s)
+            if self._client.lost.done():
+                return
+            try:
+                await self._client.send({"Action": "Ping"}, deadline_s=s.pong_deadline_s)
+            except (TimeoutError, ConnectionError) as exc:
+                self.stats.keepalive_failures += 1
+                log.warning("ami.no_pong deadline_s=%s error=%s", s.pong_deadline_s, exc)
+                return
+            self._backoff.reset()
+            await self._write_safely(self.store.mark_alive(self.clock()))
+
+    # --- applying events ---------------------------------------------------------------------------
+
+    async def _apply_loop(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            items = self._convert(batch)
+            if not self.is_writer:
+                self.stats.events_discarded_standby += len(batch)
+                continue
+            await self._write(items, alive_at=batch[-1][0])
+
+    async def _next_batch(self) -> list[Received]:
+        batch = [await self._events.get()]
+        while len(batch) < self.settings.batch_max:
+            try:
+                batch.append(self._events.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return batch
+
+    def _convert(self, batch: list[Received]) -> list[QueueEvent | QueueStatusPicture]:
+        items: list[QueueEvent | QueueStatusPicture] = []
+        for ts, headers in batch:
+            if headers.get("ActionID", "").startswith(RECONCILE_ACTION_PREFIX):
+                picture = self._assemble(headers, ts)
+                if picture is not None:
+                    items.append(picture)
+                continue
+            event = to_queue_event(headers, ts)
+            if event is not None:
+                items.append(event)
+                if self.on_event is not None:
+                    self.on_event(event)
+        return items
+
+    def _assemble(self, headers: dict[str, str], ts: float) -> QueueStatusPicture | None:
+        action_id = headers["ActionID"]
+        if self._assembler is None or self._assembler.action_id != action_id:
+            self._assembler = QueueStatusAssembler(action_id)
+        try:
+            return self._assembler.add(headers, ts)
+        except IncompleteQueueStatus as exc:
+            log.warning("ami.reconcile_incomplete action_id=%s %s", action_id, exc)
+            self.request_reconcile()
+            return None
+
+    async def _write(self, items: list[QueueEvent | QueueStatusPicture], alive_at: float) -> None:
+        run: list[QueueEvent] = []
+        for item in items:
+            if isinstance(item, QueueStatusPicture):
+                await self._write_events(run, alive_at=None)
+                run = []
+                await self._write_safely(self.store.reconcile(item))
+                self.stats.reconciles_applied += 1
+            else:
+                run.append(item)
+        await self._write_events(run, alive_at=alive_at)
+
+    async def _write_events(self, events: list[QueueEvent], alive_at: float | None) -> None:
+        if events or alive_at is not None:
+            await self._write_safely(self.store.apply_many(events, alive_at=alive_at))
+            self.stats.events_applied += len(events)
+            self.stats.batches_applied += 1
+
+    async def _write_safely(self, write: Any) -> None:
+        """Await a store write; a fenced-out write means the lease is gone."""
+        try:
+            if not await write:
+                self._lost_lease("write fenced out")
+        except RedisError as exc:
+            self.stats.redis_errors += 1
+            log.warning("ami.redis_error %s", exc)
+            self.request_reconcile()
+
+    def _lost_lease(self, why: str) -> None:
+        if self.is_writer:
+            log.warning("ami.writer_lease_lost holder=%s why=%s", self.lease.holder, why)
+        self.is_writer = False
+
+    # --- lease, reconcile, publish ------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        while True:
+            try:
+                holding, taken = await self.lease.hold()
+            except RedisError as exc:
+                self.stats.redis_errors += 1
+                log.warning("ami.lease_error %s", exc)
+                holding, taken = False, False
+            if taken:
+                self._took_lease()
+            elif not holding:
+                self._lost_lease("held by another instance")
+            await asyncio.sleep(self.lease.renew_interval_s)
+
+    def _took_lease(self) -> None:
+        self.stats.takeovers += 1
+        self.is_writer = True
+        log.info("ami.writer_lease_taken holder=%s", self.lease.holder)
+        self.request_reconcile()
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.reconcile_interval_s):
+                    await self._reconcile_wanted.wait()
+            self._reconcile_wanted.clear()
+            if self.is_writer and self._client.connected:
+                await self._send_queue_status()
+
+    async def _send_queue_status(self) -> None:
+        """QueueStatus for all queues; its items reach the store via the event queue."""
+        action_id = f"{RECONCILE_ACTION_PREFIX}{next(self._action_ids)}"
+        action = {"Action": "QueueStatus", "ActionID": action_id}
+        try:
+            await self._client.send(action, deadline_s=self.settings.action_timeout_s, as_list=True)
+        except (TimeoutError, ConnectionError) as exc:
+            log.warning("ami.reconcile_failed error=%s", exc)
+
+    async def _publish_loop(self) -> None:
+        s = self.settings
+        while s.centre and s.publish_queue:
+            await asyncio.sleep(s.publish_interval_s)
+            if self.is_writer:
+                await self._publish(s.centre, s.publish_queue)
+
+    async def _publish(self, centre: str, queue: str) -> None:
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        try:
+            snapshot = await self.store.snapshot(queue, now)
+        except RedisError as exc:
+            log.warning("ami.publish_error %s", exc)
+            return
+        if snapshot is not None:
+            await self._write_safely(self.store.publish_centre(centre, snapshot, self.settings.stale_age_s))
+
+    # --- actions ------------------------------------------------------------------------------------
+
+    async def queue_withdraw_caller(
+        self, queue: str, caller_channel: str, info: str | None = None
+    ) -> WithdrawResult:
+        """Ask Asterisk to take ``caller_channel`` (e.g. ``PJSIP/sipp-0000001d``) out of
+        ``queue``; ``info`` reaches the dialplan as ``QUEUE_WITHDRAW_INFO``.
+
+        Raises ConnectionError when AMI is down and TimeoutError without a reply."""
+        action = {"Action": "QueueWithdrawCaller", "Queue": queue, "Caller": caller_channel}
+        if info:
+            action["WithdrawInfo"] = info
+        reply = await self._client.send(action, deadline_s=self.settings.action_timeout_s)
+        return WithdrawResult(reply[0].get("Response") == "Success", reply[0].get("Message", ""))

@@ -1,0 +1,1 @@
+"""Live queue state: AMI events in (pure conversion), Redis state out (store, lease)."""

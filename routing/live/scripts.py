@@ -1,0 +1,208 @@
+"""Lua scripts of the live queue state (run atomically inside Redis).
+
+Key names are not spelled here: the caller passes, for each per-queue key, the text
+before and after the queue name as built by ``routing.redis_keys`` (see
+``store._templates``), so the schema lives in one module. Keys are built inside the
+scripts, which is fine on one Redis server but not on Redis Cluster.
+
+Every write script first checks the AMI writer lease (``GET lease == writer``) and
+returns -1 without writing when the caller does not hold it: a controller whose
+lease expired while it was paused cannot overwrite the new writer's state.
+
+Common ARGV head (13 values): waiting, left, members and snapshot key (prefix, suffix)
+pairs, known-queues key, status key, lease key, writer id, batch time.
+"""
+
+from __future__ import annotations
+
+HEAD_ARGS = 13
+
+_PRELUDE = """
+local W_PRE, W_SUF, L_PRE, L_SUF = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local M_PRE, M_SUF, S_PRE, S_SUF = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local QUEUES, STATUS, LEASE, WRITER, NOW = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
+local TOMBSTONE_S = 3600
+if redis.call('GET', LEASE) ~= WRITER then return -1 end
+
+local touched = {}
+local function wkey(q) return W_PRE .. q .. W_SUF end
+local function lkey(q) return L_PRE .. q .. L_SUF end
+local function mkey(q) return M_PRE .. q .. M_SUF end
+local function skey(q) return S_PRE .. q .. S_SUF end
+
+-- Recompute the derived snapshot of one queue from its waiting set and members.
+local function derive(q)
+  local waiting = redis.call('ZCARD', wkey(q))
+  local oldest = redis.call('ZRANGE', wkey(q), 0, 0, 'WITHSCORES')
+  local logged, avail = 0, 0
+  for _, v in ipairs(redis.call('HVALS', mkey(q))) do
+    if string.find(v, '"removed":false', 1, true) then
+      if string.find(v, '"logged_in":true', 1, true) then logged = logged + 1 end
+      if string.find(v, '"available":true', 1, true) then avail = avail + 1 end
+    end
+  end
+  redis.call('HSET', skey(q), 'waiting', waiting, 'oldest_join', oldest[2] or '',
+             'logged_in', logged, 'available', avail, 'updated_at', NOW)
+  redis.call('SADD', QUEUES, q)
+  redis.call('ZREMRANGEBYSCORE', lkey(q), '-inf', tonumber(NOW) - TOMBSTONE_S)
+end
+"""
+
+APPLY = (
+    _PRELUDE
+    + """
+-- Ops after the head: J q uid ts | L q uid ts | M q iface json ts | H uid ts
+local full_at = tonumber(redis.call('HGET', STATUS, 'full_reconcile_at') or '0')
+local floor = {}
+local function reconciled_at(q)
+  local r = floor[q]
+  if r == nil then
+    r = math.max(full_at, tonumber(redis.call('HGET', skey(q), 'reconciled_at') or '0'))
+    floor[q] = r
+  end
+  return r
+end
+local known = {}
+for _, q in ipairs(redis.call('SMEMBERS', QUEUES)) do known[q] = true end
+
+local function join(q, uid, ts)
+  if ts < reconciled_at(q) then return end
+  touched[q] = true
+  known[q] = true
+  local left = redis.call('ZSCORE', lkey(q), uid)
+  if left and tonumber(left) >= ts then return end
+  redis.call('ZADD', wkey(q), 'NX', ts, uid)
+end
+
+local function leave(q, uid, ts)
+  if ts < reconciled_at(q) then return end
+  touched[q] = true
+  known[q] = true
+  local joined = redis.call('ZSCORE', wkey(q), uid)
+  if joined and tonumber(joined) > ts then return end
+  redis.call('ZADD', lkey(q), 'GT', ts, uid)
+  if joined then redis.call('ZREM', wkey(q), uid) end
+end
+
+local function member(q, iface, json, ts)
+  if ts < reconciled_at(q) then return end
+  touched[q] = true
+  known[q] = true
+  local cur = redis.call('HGET', mkey(q), iface)
+  if cur then
+    local cur_ts = tonumber(string.match(cur, '^{"ts":([^,}]+)'))
+    if cur_ts and cur_ts > ts then return end
+  end
+  redis.call('HSET', mkey(q), iface, json)
+end
+
+local function hangup(uid, ts)
+  for q, _ in pairs(known) do
+    local joined = redis.call('ZSCORE', wkey(q), uid)
+    if joined and tonumber(joined) <= ts then
+      redis.call('ZREM', wkey(q), uid)
+      redis.call('ZADD', lkey(q), 'GT', ts, uid)
+      touched[q] = true
+    end
+  end
+end
+
+local i, n = 14, #ARGV
+while i <= n do
+  local op = ARGV[i]
+  if op == 'J' then join(ARGV[i+1], ARGV[i+2], tonumber(ARGV[i+3])); i = i + 4
+  elseif op == 'L' then leave(ARGV[i+1], ARGV[i+2], tonumber(ARGV[i+3])); i = i + 4
+  elseif op == 'M' then member(ARGV[i+1], ARGV[i+2], ARGV[i+3], tonumber(ARGV[i+4])); i = i + 5
+  elseif op == 'H' then hangup(ARGV[i+1], tonumber(ARGV[i+2])); i = i + 3
+  else return redis.error_reply('unknown op ' .. tostring(op)) end
+end
+local count = 0
+for q, _ in pairs(touched) do derive(q); count = count + 1 end
+redis.call('HSET', STATUS, 'last_event_at', NOW, 'alive_at', NOW, 'writer', WRITER)
+return count
+"""
+)
+
+RECONCILE = (
+    _PRELUDE
+    + """
+-- After the head: FULL ('1' = the picture covers every queue), then per queue:
+-- name, member count, caller count, members (iface, json)..., callers (uid, join ts)...
+local FULL = ARGV[14]
+local seen = {}
+local i, n = 15, #ARGV
+while i <= n do
+  local q, nm, nc = ARGV[i], tonumber(ARGV[i+1]), tonumber(ARGV[i+2])
+  i = i + 3
+  seen[q] = true
+  redis.call('DEL', mkey(q))
+  for _ = 1, nm do redis.call('HSET', mkey(q), ARGV[i], ARGV[i+1]); i = i + 2 end
+  local old = {}
+  local prev = redis.call('ZRANGE', wkey(q), 0, -1, 'WITHSCORES')
+  for j = 1, #prev, 2 do old[prev[j]] = tonumber(prev[j+1]) end
+  redis.call('DEL', wkey(q))
+  for _ = 1, nc do
+    local uid, t = ARGV[i], tonumber(ARGV[i+1])
+    local o = old[uid]
+    if o and math.abs(o - t) <= 2 then t = o end
+    redis.call('ZADD', wkey(q), t, uid)
+    redis.call('ZREM', lkey(q), uid)
+    i = i + 2
+  end
+  redis.call('HSET', skey(q), 'reconciled_at', NOW)
+  derive(q)
+end
+if FULL == '1' then
+  for _, q in ipairs(redis.call('SMEMBERS', QUEUES)) do
+    if not seen[q] then
+      redis.call('DEL', wkey(q), mkey(q), skey(q), lkey(q))
+      redis.call('SREM', QUEUES, q)
+    end
+  end
+  redis.call('HSET', STATUS, 'full_reconcile_at', NOW)
+end
+redis.call('HSET', STATUS, 'last_reconcile_at', NOW, 'alive_at', NOW, 'writer', WRITER)
+return 1
+"""
+)
+
+MARK_ALIVE = """
+-- KEYS[1] status, KEYS[2] lease; ARGV[1] writer, ARGV[2] time, ARGV[3] field or ''
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[1], 'alive_at', ARGV[2], 'writer', ARGV[1])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], ARGV[3], ARGV[2]) end
+return 1
+"""
+
+FENCED_SET = """
+-- KEYS[1] key, KEYS[2] lease; ARGV[1] writer, ARGV[2] value, ARGV[3] ttl ms
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+READ_ALL = """
+-- KEYS[1] known queues, KEYS[2] status; ARGV[1], ARGV[2] snapshot key prefix, suffix
+local out = {redis.call('HGET', KEYS[2], 'alive_at') or ''}
+for _, q in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local s = redis.call('HMGET', ARGV[1] .. q .. ARGV[2],
+                       'waiting', 'oldest_join', 'logged_in', 'available')
+  table.insert(out, q)
+  for j = 1, 4 do table.insert(out, s[j] or '') end
+end
+return out
+"""
+
+RENEW_LEASE = """
+-- KEYS[1] lease; ARGV[1] holder, ARGV[2] ttl ms. 1 = renewed, 0 = not ours (expired or taken)
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+RELEASE_LEASE = """
+-- KEYS[1] lease; ARGV[1] holder. 1 = released, 0 = not ours
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""

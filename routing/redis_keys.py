@@ -1,0 +1,104 @@
+"""Every Redis key and channel callrouter uses, in one place.
+
+Nothing else in the project spells a key: import :data:`KEYS` (or build a
+:class:`RedisKeys` with another prefix, as tests do) and call its methods. Each
+method's comment says the Redis type, the TTL and who writes the key.
+
+Live queue state (``queue:*``, ``queues``, ``ami:*``) describes the Asterisk that
+this controller's AMI consumer is connected to: one Redis namespace per Asterisk.
+Writers of live state hold the AMI writer lease (:meth:`RedisKeys.ami_writer_lease`)
+and every write script checks it, so a stale writer cannot write (see
+``routing/live/lease.py``).
+
+Times stored in values are Unix epoch seconds as decimal strings (``"1795533385.310512"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "callrouter:"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """The key schema under one prefix (default ``callrouter:``)."""
+
+    prefix: str = PREFIX
+
+    # --- live queue state (writer: AMI consumer holding the writer lease) -----------------
+
+    def queue_waiting(self, queue: str) -> str:
+        # ZSET member=Uniqueid score=join time. No TTL. Written by the AMI consumer
+        # (QueueCallerJoin adds with NX, QueueCallerLeave removes, reconcile replaces).
+        return f"{self.prefix}queue:{queue}:waiting"
+
+    def queue_left(self, queue: str) -> str:
+        # ZSET member=Uniqueid score=leave time: tombstones so a replayed or late
+        # QueueCallerJoin older than the leave is ignored. Trimmed to one hour by the
+        # AMI consumer's apply script; no key TTL.
+        return f"{self.prefix}queue:{queue}:left"
+
+    def queue_members(self, queue: str) -> str:
+        # HASH Interface -> JSON {"name","status","paused","paused_reason","in_call",
+        # "logged_in","available","removed","ts"}. No TTL. Written by the AMI consumer
+        # from QueueMember* events (last writer by event time wins) and reconcile.
+        return f"{self.prefix}queue:{queue}:members"
+
+    def queue_snapshot(self, queue: str) -> str:
+        # HASH waiting, oldest_join, logged_in, available, updated_at, reconciled_at:
+        # derived from the two keys above by the same script that changes them. No TTL.
+        # Written by the AMI consumer; read by every routing decision.
+        return f"{self.prefix}queue:{queue}:snapshot"
+
+    def known_queues(self) -> str:
+        # SET of Asterisk queue names that have live state. No TTL. Written by the
+        # AMI consumer (events add, a full reconcile removes queues Asterisk no longer has).
+        return f"{self.prefix}queues"
+
+    def ami_status(self) -> str:
+        # HASH last_event_at, last_reconcile_at, last_pong_at, alive_at, writer.
+        # ``alive_at`` is the last time the writer knew its AMI stream was live (events
+        # applied, reconcile applied or Pong received); snapshots carry it as
+        # ``observed_at``. No TTL. Written by the AMI consumer holding the lease.
+        return f"{self.prefix}ami:status"
+
+    def ami_writer_lease(self) -> str:
+        # STRING holder id, PX = lease time (default 6 s). SET NX PX to take,
+        # compare-and-set Lua to renew/release. Written by every AMI consumer instance.
+        return f"{self.prefix}ami:writer"
+
+    # --- published for partner centres ----------------------------------------------------
+
+    def centre_snapshot(self, centre: str) -> str:
+        # STRING JSON of one QueueSnapshot (queue, waiting, longest_wait_s, logged_in,
+        # available, observed_at ISO-8601), PX = stale age so a dead centre's figures
+        # vanish. Written by that centre's AMI consumer holding the lease; read by partners.
+        return f"{self.prefix}centre:{centre}:snapshot"
+
+    # --- supervisor controls and routing memory (writers: supervisor API / decision engine) -
+
+    def toggle(self, kind: str, tenant: str) -> str:
+        # STRING JSON {"reason","by","expires_at","service"}, PX = time until expiry.
+        # kind is emergency | closure | announcement. Written by the supervisor API.
+        return f"{self.prefix}toggle:{kind}:{tenant}"
+
+    def toggles_changed_channel(self) -> str:
+        # PUB/SUB channel; message = the toggle key that changed. Published by the
+        # supervisor API after every toggle write so controllers refresh at once.
+        return f"{self.prefix}toggles:changed"
+
+    def audit_stream(self) -> str:
+        # STREAM of audit entries (who changed what, when). XADD MAXLEN ~ 100000,
+        # no TTL. Written by the supervisor API and the decision engine.
+        return f"{self.prefix}audit"
+
+    def overflow_latch(self, tenant: str, queue: str) -> str:
+        # STRING "1" while the plan queue's overflow policy is overflowing (hysteresis
+        # memory), PX = a few minutes so a forgotten latch clears. Written by the
+        # decision engine.
+        return f"{self.prefix}overflow:{tenant}:{queue}"
+
+
+KEYS = RedisKeys()
+"""The production key schema (prefix ``callrouter:``)."""
