@@ -41,6 +41,7 @@ from routing.core.schedule import Calendar
 
 State = Literal["open", "closed", "emergency", "unknown_number"]
 MAX_HOPS = 8
+_NORMALISED: dict[str, str | None] = {}  # memo of a pure function: dialled string -> E.164 or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,19 +83,33 @@ class CompiledPlan:
     plan: Plan
     by_number: dict[str, str]
     calendars: dict[str, Calendar]
+    arrivals: dict[str, str]  # E.164 -> the trace's first line
 
     @classmethod
     def compile(cls, plan: Plan) -> CompiledPlan:
         by_number = {number: tid for tid, tenant in plan.tenants.items() for number in tenant.numbers}
         calendars = {tid: Calendar(tenant) for tid, tenant in plan.tenants.items()}
-        return cls(plan, by_number, calendars)
+        arrivals = {
+            number: f"{numbers.display(number)} -> tenant {tid} ({plan.tenants[tid].name})"
+            for number, tid in by_number.items()
+        }
+        return cls(plan, by_number, calendars, arrivals)
 
     def tenant_for(self, dialled: str) -> str | None:
-        e164 = numbers.try_normalise(dialled)
+        e164 = self.normalise(dialled)
         return None if e164 is None else self.by_number.get(e164)
 
+    def normalise(self, dialled: str) -> str | None:
+        """E.164 form of a dialled string, remembered for the numbers callers really dial."""
+        if dialled in _NORMALISED:
+            return _NORMALISED[dialled]
+        e164 = numbers.try_normalise(dialled)
+        if len(_NORMALISED) < 4096:
+            _NORMALISED[dialled] = e164
+        return e164
 
-@dataclass
+
+@dataclass(slots=True)
 class _Walk:
     """One decision in progress: its inputs, and the trace, prelude and latches so far."""
 
@@ -104,12 +119,12 @@ class _Walk:
     toggles: Toggles
     now: datetime
     reasons: list[str]
+    tenant: Tenant = field(init=False)
     prelude: list[PreludePrompt] = field(default_factory=list)
     latches: list[tuple[str, bool]] = field(default_factory=list)
 
-    @property
-    def tenant(self) -> Tenant:
-        return self.plan.plan.tenants[self.tid]
+    def __post_init__(self) -> None:
+        self.tenant = self.plan.plan.tenants[self.tid]
 
     def say(self, reason: str) -> None:
         self.reasons.append(reason)
@@ -189,7 +204,7 @@ def _topic_announcements(walk: _Walk) -> None:
         in_window = item.start <= local < item.end
         switched = forced is not None and forced.active(walk.now) and forced.service in (None, item.id)
         if in_window or switched:
-            why = f"until {item.end:%Y-%m-%d %H:%M}" if in_window else "switched on by a supervisor"
+            why = f"until {item.end.isoformat(' ', 'minutes')}" if in_window else "switched on by a supervisor"
             walk.say(f"topic announcement {item.id} ({why})")
             walk.prelude.append(PreludePrompt(item.prompt, item.skippable))
 
@@ -254,7 +269,7 @@ def _resolve(walk: _Walk, dest: Destination, digits: tuple[str, ...] | None) -> 
                 return dest
         elif isinstance(dest, QueueDest):
             verdict = _queue(walk, dest)
-            if verdict is None or verdict == dest:
+            if verdict is None or verdict is dest:
                 return dest
             dest = verdict
         else:
@@ -289,14 +304,13 @@ def resolve_destination(
 
 def decide(call: Call, plan: CompiledPlan, live: LiveState, toggles: Toggles, now: datetime) -> Decision:
     """Where ``call`` goes at aware instant ``now``; never raises for any dialled string."""
-    e164 = numbers.try_normalise(call.dialled)
+    e164 = plan.normalise(call.dialled)
     tid = plan.by_number.get(e164) if e164 else None
     if tid is None:
         shown = numbers.display(e164) if e164 else repr(call.dialled)
         reason = f"{shown} -> no tenant has this number: -> {describe(plan.plan.unknown_number)}"
         return Decision(plan.plan.unknown_number, (reason,), "unknown_number")
-    walk = _Walk(plan, tid, live, toggles, now, [])
-    walk.say(f"{numbers.display(e164 or '')} -> tenant {tid} ({walk.tenant.name})")
+    walk = _Walk(plan, tid, live, toggles, now, [plan.arrivals[e164 or ""]])
     state, dest = _scheduled(walk)
     if state == "open":
         _topic_announcements(walk)

@@ -26,7 +26,7 @@ class OverflowVerdict:
 
 def figures(snap: QueueSnapshot) -> str:
     return (
-        f"waiting={snap.waiting} longest={snap.longest_wait_s:.0f}s "
+        f"waiting={snap.waiting} longest={round(snap.longest_wait_s)}s "
         f"logged_in={snap.logged_in} available={snap.available}"
     )
 
@@ -41,7 +41,7 @@ def reached(limits: Thresholds, snap: QueueSnapshot) -> list[str]:
     if limits.waiting is not None and snap.waiting >= limits.waiting:
         hits.append(f"waiting {snap.waiting} >= {limits.waiting}")
     if limits.longest_wait_s is not None and snap.longest_wait_s >= limits.longest_wait_s:
-        hits.append(f"longest wait {snap.longest_wait_s:.0f}s >= {limits.longest_wait_s}s")
+        hits.append(f"longest wait {round(snap.longest_wait_s)}s >= {limits.longest_wait_s}s")
     ratio = callers_per_available(snap)
     if limits.callers_per_available is not None and ratio >= limits.callers_per_available:
         shown = "no adviser available" if math.isinf(ratio) else f"{ratio:.2f}"

@@ -49,9 +49,16 @@ class OpenState:
 
 @dataclass(frozen=True, slots=True)
 class DayPlan:
+    """The hours that govern one local date, with the words a trace uses for them."""
+
     ranges: tuple[ClockRange, ...]
     kind: StateKind
     label: str
+    day: str  # "2026-11-24 Tue"
+
+    @property
+    def hours_text(self) -> str:
+        return ", ".join(str(r) for r in self.ranges) or "closed all day"
 
 
 def expand_hours(hours: Mapping[WeekdayName, list[ClockRange]]) -> tuple[tuple[ClockRange, ...], ...]:
@@ -72,18 +79,30 @@ class Calendar:
         self.weekly = expand_hours(tenant.hours)
         self.closures = tuple((*c.span(), c) for c in tenant.closures)
         self.special: dict[date, SpecialOpening] = {s.date: s for s in tenant.special_openings}
+        self._days: dict[date, DayPlan] = {}  # memo of day_plan(): a pure function of the date
 
     def holiday(self, day: date) -> str | None:
         return bank_holidays(self.nation, day.year).get(day)
 
     def day_plan(self, day: date) -> DayPlan:
+        """Which hours govern local ``day``: a special opening, a bank holiday, or the week's."""
+        known = self._days.get(day)
+        if known is None:
+            if len(self._days) > 4096:
+                self._days.clear()
+            known = self._days[day] = self._day_plan(day)
+        return known
+
+    def _day_plan(self, day: date) -> DayPlan:
         special = self.special.get(day)
         holiday = self.holiday(day)
+        name = f"{day.isoformat()} {day:%a}"
         if special is not None and (special.overrides_holiday or holiday is None):
-            return DayPlan(tuple(special.hours), "special_opening", f"special opening ({special.reason})")
+            return DayPlan(tuple(special.hours), "special_opening", f"special opening ({special.reason})", name)
         if holiday is not None:
-            return DayPlan((), "bank_holiday", f"{holiday} (bank holiday)")
-        return DayPlan(self.weekly[day.weekday()], "hours", f"weekly hours ({WEEKDAYS[day.weekday()]})")
+            return DayPlan((), "bank_holiday", f"{holiday} (bank holiday)", name)
+        weekday = day.weekday()
+        return DayPlan(self.weekly[weekday], "hours", f"weekly hours ({WEEKDAYS[weekday]})", name)
 
     def closure_at(self, local: datetime) -> Closure | None:
         for start, end, closure in self.closures:
@@ -96,30 +115,28 @@ class Calendar:
         local = now.astimezone(self.zone).replace(tzinfo=None)
         closure = self.closure_at(local)
         if closure is not None:
-            return OpenState(
-                False, "closure", f"{local:%Y-%m-%d} closure ({closure.reason}): closed", closure
-            )
+            cause = f"{local.date().isoformat()} closure ({closure.reason}): closed"
+            return OpenState(False, "closure", cause, closure)
         seconds = seconds_of_day(local.time())
         today = self.day_plan(local.date())
         for rng in today.ranges:
             if rng.start <= seconds < rng.end:
-                return OpenState(True, today.kind, f"{local:%Y-%m-%d %a} {today.label} {rng}: open")
+                return OpenState(True, today.kind, f"{today.day} {today.label} {rng.text}: open")
         yesterday = self.day_plan(local.date() - timedelta(days=1))
         for rng in yesterday.ranges:
             if rng.overnight and seconds + DAY_SECONDS < rng.end:
-                return OpenState(True, yesterday.kind, f"{yesterday.label} {rng} (overnight): open")
+                cause = f"{yesterday.day} {yesterday.label} {rng.text} (overnight): open"
+                return OpenState(True, yesterday.kind, cause)
         return self._closed(local, today)
 
     def _closed(self, local: datetime, today: DayPlan) -> OpenState:
-        day = f"{local:%Y-%m-%d}"
+        day = today.day[:10]
         if today.kind == "bank_holiday":
             return OpenState(False, "bank_holiday", f"{day} {today.label}: closed")
         if today.kind == "special_opening":
             return OpenState(False, "special_closed", f"{day} {today.label}, outside its hours: closed")
-        shown = ", ".join(str(r) for r in today.ranges) or "closed all day"
-        return OpenState(
-            False, "outside_hours", f"{local:%Y-%m-%d %a %H:%M:%S} outside weekly hours ({shown})"
-        )
+        cause = f"{today.day} {local.time().isoformat()} outside weekly hours ({today.hours_text})"
+        return OpenState(False, "outside_hours", cause)
 
     # --- timeline -------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from functools import lru_cache
 
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 _RANGE = re.compile(r"^\s*(\d\d:\d\d)\s*-\s*(\d\d:\d\d)\s*$")
@@ -44,8 +45,17 @@ class ClockRange:
     def overnight(self) -> bool:
         return self.end > DAY_SECONDS
 
+    @property
+    def text(self) -> str:
+        return _range_text(self.start, self.end)
+
     def __str__(self) -> str:
-        return f"{format_clock(self.start)}-{format_clock(self.end % DAY_SECONDS or self.end)}"
+        return _range_text(self.start, self.end)
+
+
+@lru_cache(maxsize=1024)
+def _range_text(start: int, end: int) -> str:
+    return f"{format_clock(start)}-{format_clock(end % DAY_SECONDS or end)}"
 
 
 def parse_range(text: str) -> ClockRange:
