@@ -1,0 +1,112 @@
+"""structlog configuration: JSON lines, stdlib routed through it, caller numbers masked."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+import uvloop
+
+from routing.emulator.agi import CallerScript, Press, run_call
+from routing.fastagi import AgiChannel, AgiRequest, FastAgiServer, ServerConfig
+from routing.logs import configure_logging, mask_number
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    configure_logging(json=True, level="info", stream=stream)
+    yield stream
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == "routing.logs"]:
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
+def events(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("number", "masked"),
+    [
+        ("01632960123", "********123"),
+        ("+441632960123", "**********123"),
+        ("2101", "*101"),
+        ("999", "999"),
+        ("", ""),
+        ("anonymous", "anonymous"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_mask_number(number: str, masked: str) -> None:
+    assert mask_number(number) == masked
+
+
+def test_events_are_json_with_masked_callers(log_stream: io.StringIO) -> None:
+    log = structlog.get_logger("test")
+    with structlog.contextvars.bound_contextvars(callerid="01632960123", uniqueid="1.2"):
+        log.info("call.routed", caller_number="07700900123", agi_callerid="01632960999", queue="q")
+    log.debug("hidden")
+    logging.getLogger("redis").warning("stdlib %s", "too", extra={"caller": "01632960555"})
+    first, second = events(log_stream)
+    assert first["event"] == "call.routed"
+    assert (first["callerid"], first["caller_number"], first["agi_callerid"]) == (
+        "********123",
+        "********123",
+        "********999",
+    )
+    assert (first["uniqueid"], first["level"], first["queue"]) == ("1.2", "info", "q")
+    assert "timestamp" in first
+    assert (second["event"], second["logger"], second["level"]) == ("stdlib too", "redis", "warning")
+
+
+async def test_session_events_carry_call_context(log_stream: io.StringIO) -> None:
+    server = FastAgiServer(ServerConfig(port=0))
+
+    @server.route("route")
+    async def route(channel: AgiChannel, request: AgiRequest) -> None:
+        digits, _ = await channel.get_data("card-number", 5000, 16)
+        await channel.set_variable("DIGITS", str(len(digits)))
+
+    await server.start()
+    call = await run_call("127.0.0.1", server.port, CallerScript(steps=[Press("4111111111111111")]))
+    await server.drain(1)
+    assert call.variables == {"DIGITS": "16"}
+    by_name = {e["event"]: e for e in events(log_stream)}
+    start, end = by_name["agi.session.start"], by_name["agi.session.end"]
+    assert start["caller"] == "********123"
+    assert start["uniqueid"] == call.uniqueid
+    assert (start["channel"], start["route"]) == (call.channel, "route")
+    assert (end["outcome"], end["commands"]) == ("completed", 2)
+    assert isinstance(end["duration_ms"], float)
+    text = log_stream.getvalue()
+    assert "4111111111111111" not in text  # digits typed are never logged
+    assert "01632960123" not in text  # nor the full caller number
+    assert "agi_threadid" not in text  # nor the environment block
+
+
+def test_server_runs_on_uvloop() -> None:
+    async def scenario() -> tuple[str | None, dict[str, str]]:
+        server = FastAgiServer(ServerConfig(port=0))
+
+        @server.route("route")
+        async def route(channel: AgiChannel, request: AgiRequest) -> None:
+            await channel.answer()
+            await channel.set_variable("LOOP", type(asyncio.get_running_loop()).__module__)
+
+        await server.start()
+        call = await run_call("127.0.0.1", server.port, CallerScript())
+        await server.drain(1)
+        return call.agistatus, call.variables
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        status, variables = runner.run(scenario())
+    assert status == "SUCCESS"
+    assert variables["LOOP"].startswith("uvloop")
