@@ -23,7 +23,7 @@ from typing import Literal
 
 from ivr.menu import Done, MenuRun
 from routing.core import numbers, overflow
-from routing.core.live import LiveState, Toggle, Toggles
+from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE, LiveState, Toggle, Toggles
 from routing.core.plan import (
     AnnouncementDest,
     Destination,
@@ -204,7 +204,9 @@ def _topic_announcements(walk: _Walk) -> None:
         in_window = item.start <= local < item.end
         switched = forced is not None and forced.active(walk.now) and forced.service in (None, item.id)
         if in_window or switched:
-            why = f"until {item.end.isoformat(' ', 'minutes')}" if in_window else "switched on by a supervisor"
+            why = (
+                f"until {item.end.isoformat(' ', 'minutes')}" if in_window else "switched on by a supervisor"
+            )
             walk.say(f"topic announcement {item.id} ({why})")
             walk.prelude.append(PreludePrompt(item.prompt, item.skippable))
 
@@ -315,3 +317,52 @@ def decide(call: Call, plan: CompiledPlan, live: LiveState, toggles: Toggles, no
     if state == "open":
         _topic_announcements(walk)
     return _decision(walk, state, dest, _resolve(walk, dest, call.digits))
+
+
+QUEUE_OUTCOMES = ("TIMEOUT", "FULL", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL", "LEAVEUNAVAIL", "WITHDRAW")
+
+
+def after_queue(
+    *,
+    plan: CompiledPlan,
+    tenant: str,
+    queue: str,
+    outcome: str,
+    live: LiveState,
+    toggles: Toggles,
+    now: datetime,
+) -> Decision:
+    """Where a caller goes when ``Queue()`` returned without an answer (``QUEUESTATUS``).
+
+    ``WITHDRAW``: the controller withdrew the caller for overflow, so the policy's target
+    applies. Otherwise the overflow policy is judged again on live state (a partner may have
+    capacity now); failing that, the queue's failover; failing that, a polite hang-up."""
+    walk = _Walk(plan, tenant, live, toggles, now, [f"queue {queue} ended: {outcome or 'no status'}"])
+    spec = walk.tenant.queues.get(queue)
+    if spec is None:
+        walk.say(f"unknown queue '{queue}' for tenant {tenant}: -> out-of-hours")
+        return _decision(walk, "open", HangupDest(type="hangup"), _out_of_hours(walk))
+    policy = spec.overflow
+    if outcome == "WITHDRAW" and policy is not None:
+        walk.say(f"-> withdrawn for overflow to {describe(policy.to)}")
+        return _decision(walk, "open", policy.to, _resolve(walk, policy.to, None))
+    overflow_to = _queue(walk, QueueDest(type="queue", queue=queue)) if policy is not None else None
+    if overflow_to is not None:
+        return _decision(walk, "open", overflow_to, _resolve(walk, overflow_to, None))
+    if spec.failover is not None:
+        walk.say(f"-> failover: {describe(spec.failover)}")
+        return _decision(walk, "open", spec.failover, _resolve(walk, spec.failover, None))
+    walk.say("-> no failover in the plan: hang up")
+    return _decision(walk, "open", HangupDest(type="hangup"), HangupDest(type="hangup"))
+
+
+def out_of_hours_decision(plan: CompiledPlan, tenant: str, why: str, now: datetime) -> Decision:
+    """Send a call the controller cannot place (e.g. its menu vanished in a reload) to the
+    tenant's out-of-hours service; an unknown tenant gets the plan's unknown-number destination."""
+    if tenant not in plan.plan.tenants:
+        return Decision(
+            plan.plan.unknown_number, (why, f"-> {describe(plan.plan.unknown_number)}"), "unknown_number"
+        )
+    walk = _Walk(plan, tenant, UNKNOWN_LIVE_STATE, NO_TOGGLES, now, [why])
+    destination = _out_of_hours(walk)
+    return _decision(walk, "closed", destination, destination)

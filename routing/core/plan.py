@@ -284,6 +284,14 @@ class PaymentLine(Model):
     reference: PaymentReference | None = None
 
 
+class Survey(Model):
+    """A GovMetric-style satisfaction question after the adviser hangs up: 1 Good, 2 Average, 3 Poor."""
+
+    prompt: Prompt
+    thanks_prompt: Prompt | None = None
+    timeout_s: Annotated[int, Field(ge=1, le=30)] = 6
+
+
 BankHolidays = Literal["england-and-wales", "scotland", "northern-ireland", "none"]
 
 
@@ -306,6 +314,7 @@ class Tenant(Model):
     menus: dict[Name, Menu] = {}
     payment_lines: dict[Name, PaymentLine] = {}
     announcements: list[Announcement] = []
+    survey: Survey | None = None
 
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)

@@ -98,7 +98,8 @@ class Calendar:
         holiday = self.holiday(day)
         name = f"{day.isoformat()} {day:%a}"
         if special is not None and (special.overrides_holiday or holiday is None):
-            return DayPlan(tuple(special.hours), "special_opening", f"special opening ({special.reason})", name)
+            label = f"special opening ({special.reason})"
+            return DayPlan(tuple(special.hours), "special_opening", label, name)
         if holiday is not None:
             return DayPlan((), "bank_holiday", f"{holiday} (bank holiday)", name)
         weekday = day.weekday()

@@ -1,0 +1,37 @@
+"""Every channel variable shared by the dialplans and the controller, named once.
+
+The dialplan calls a route, then branches on the variables the controller set: the
+destination as ``CR_ACTION`` / ``CR_TARGET`` / ``CR_ARG`` (the wazo ACTION/ACTIONARG idea),
+plus the dialled council's language and prompt set so callers hear that council whichever
+centre answers. ``CR_STATUS`` is set last: the dialplan uses it to tell "the controller
+finished" from "the controller was unreachable", because Asterisk reports AGISTATUS=FAILURE
+after a script that succeeded if any STREAM FILE hit a missing prompt.
+"""
+
+from __future__ import annotations
+
+# --- set by the controller ------------------------------------------------------------------
+ACTION = "CR_ACTION"  # queue | menu | payment | dial | voicemail | hangup
+TARGET = "CR_TARGET"  # Asterisk queue, menu name, payment line, E.164 number, mailbox, prompt
+ARGUMENT = "CR_ARG"  # queue: max wait in seconds; dial: label
+REASON = "CR_REASON"  # open | closed | emergency | unknown_number | overflow | failover | ...
+TENANT = "CR_TENANT"  # the dialled council's tenant id
+PROMPTS = "CR_PROMPTS"  # the dialled council's prompt set
+LANGUAGE = "CHANNEL(language)"  # the dialled council's language: prompts are looked up in it
+QUEUE = "CR_QUEUE"  # the plan queue (tenant's name) behind CR_TARGET, for the overflow route
+PRELUDE = "CR_PRELUDE"  # prompts to play before a menu: "prompt:skip,prompt:" (':skip' = skippable)
+CENTRE = "CR_CENTRE"  # partner centre id when CR_ACTION=dial goes to a partner centre
+SURVEY = "CR_SURVEY"  # 1: offer the satisfaction survey after the adviser hangs up
+PAYMENT_REFERENCE = "CR_PAYMENT_REF"  # a checked payment reference (never card data), or empty
+SURVEY_SCORE = "CR_SURVEY_SCORE"  # +1 good, 0 average, -1 poor, empty when not answered
+STATUS = "CR_STATUS"  # "ok": the controller finished this route (set last)
+
+# --- read by the controller (set by Asterisk) -------------------------------------------------
+QUEUESTATUS = "QUEUESTATUS"  # Queue(): TIMEOUT FULL JOINEMPTY LEAVEEMPTY JOINUNAVAIL LEAVEUNAVAIL WITHDRAW
+
+ACTIONS = ("queue", "menu", "payment", "dial", "voicemail", "hangup")
+SET_BY_CONTROLLER = (
+    ACTION, TARGET, ARGUMENT, REASON, TENANT, PROMPTS, LANGUAGE, QUEUE, PRELUDE, CENTRE, SURVEY,
+    PAYMENT_REFERENCE, SURVEY_SCORE, STATUS,
+)  # fmt: skip
+READ_BY_CONTROLLER = (QUEUESTATUS,)

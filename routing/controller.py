@@ -1,0 +1,289 @@
+"""The call controller: the FastAGI routes the dialplans call, over the pure engine.
+
+Routes (the path of ``AGI(agi://host:4573/<route>,args...)``):
+
+- ``route,<dialled>``: a new call. Decide, play any announcements, set the contract variables.
+- ``menu,<tenant>,<menu>,<prelude>``: run an IVR menu; ends in a destination (see :mod:`ivr.agi_handler`).
+- ``payment,<tenant>,<line>``: hand the caller to a PCI-hosted payment line, with a checked reference.
+- ``overflow,<tenant>,<queue>,<QUEUESTATUS>``: a queue attempt ended unanswered: where next.
+- ``survey,<tenant>``: the GovMetric-style Good / Average / Poor question after the adviser hangs up.
+
+Each route ends by setting ``CR_STATUS=ok``. Live state comes from a :class:`LiveSource`
+within ``live_timeout``; when it fails or is slow, the decision is taken on unknown live state
+(the plan's safe defaults) and the call goes on: fail static.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from ivr.agi_handler import play_prelude, run_menu
+from routing import channel_vars as cv
+from routing.contract import assignments, decode_prelude
+from routing.core.decide import (
+    Call,
+    CompiledPlan,
+    Decision,
+    after_queue,
+    decide,
+    describe,
+    out_of_hours_decision,
+    resolve_destination,
+)
+from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE, LiveState, Toggles
+from routing.core.plan import MenuDest, PaymentReference
+from routing.core.problems import errors
+from routing.fastagi import AgiChannel, AgiHangup, AgiRequest, FastAgiServer
+from routing.logs import mask_number
+from routing.plan_file import LoadResult, load_plan
+
+log = structlog.get_logger("callrouter.calls")
+Clock = Callable[[], datetime]
+Handler = Callable[[AgiChannel, AgiRequest], Awaitable[None]]
+SURVEY_SCORES = {"1": 1, "2": 0, "3": -1}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LiveSource(Protocol):
+    """Where live queue state and supervisor toggles come from (Redis in production)."""
+
+    async def read(
+        self, plan: CompiledPlan, tenant: str | None, now: datetime
+    ) -> tuple[LiveState, Toggles]: ...
+
+    async def remember(self, latches: tuple[tuple[str, bool], ...]) -> None: ...
+
+
+class NoLiveState:
+    """No live source: every decision takes the plan's safe defaults."""
+
+    async def read(self, plan: CompiledPlan, tenant: str | None, now: datetime) -> tuple[LiveState, Toggles]:
+        return UNKNOWN_LIVE_STATE, NO_TOGGLES
+
+    async def remember(self, latches: tuple[tuple[str, bool], ...]) -> None:
+        return None
+
+
+class PlanHolder:
+    """The plan in force. :meth:`reload` swaps it only for a plan that validates."""
+
+    def __init__(self, path: Path, plan: CompiledPlan) -> None:
+        self.path = path
+        self.current = plan
+        self.version = 1
+
+    @classmethod
+    def load(cls, path: str | Path) -> PlanHolder:
+        result = load_plan(path)
+        if not result.ok or result.plan is None:
+            raise PlanError(result)
+        return cls(Path(path), CompiledPlan.compile(result.plan))
+
+    def reload(self) -> LoadResult:
+        """Re-read the plan file; keep serving the last good plan if it has errors."""
+        result = load_plan(self.path)
+        if result.ok and result.plan is not None:
+            self.current = CompiledPlan.compile(result.plan)
+            self.version += 1
+            log.info(
+                "plan.reloaded", path=str(self.path), version=self.version, warnings=len(result.problems)
+            )
+        else:
+            problems = [str(p) for p in errors(result.problems)]
+            log.error("plan.rejected", path=str(self.path), kept_version=self.version, problems=problems)
+        return result
+
+
+class PlanError(Exception):
+    """A plan with errors at start-up."""
+
+    def __init__(self, result: LoadResult) -> None:
+        super().__init__("\n".join(str(p) for p in errors(result.problems)))
+        self.result = result
+
+
+@dataclass
+class Controller:
+    """The routes, bound to a plan holder, a live source and a clock."""
+
+    plans: PlanHolder
+    live: LiveSource = field(default_factory=NoLiveState)
+    clock: Clock = utc_now
+    live_timeout: float = 0.25
+
+    def routes(self) -> dict[str, Handler]:
+        return {
+            "route": self.route,
+            "menu": self.menu,
+            "payment": self.payment,
+            "overflow": self.overflow,
+            "survey": self.survey,
+        }
+
+    def register(self, server: FastAgiServer) -> None:
+        for name, handler in self.routes().items():
+            server.register(name, handler)
+
+    async def _live(self, plan: CompiledPlan, tenant: str | None, now: datetime) -> tuple[LiveState, Toggles]:
+        try:
+            async with asyncio.timeout(self.live_timeout):
+                return await self.live.read(plan, tenant, now)
+        except Exception as exc:  # any failure of live state must not stop the call
+            log.warning("live.unavailable", error=type(exc).__name__, detail=str(exc)[:200])
+            return UNKNOWN_LIVE_STATE, NO_TOGGLES
+
+    async def _remember(self, decision: Decision) -> None:
+        if not decision.latches:
+            return
+        try:
+            async with asyncio.timeout(self.live_timeout):
+                await self.live.remember(decision.latches)
+        except Exception as exc:  # the latch only steadies hysteresis
+            log.warning("live.latch_not_saved", error=type(exc).__name__)
+
+    async def _finish(
+        self, channel: AgiChannel, plan: CompiledPlan, decision: Decision, reason: str | None = None
+    ) -> None:
+        if not isinstance(decision.destination, MenuDest):
+            await play_prelude(channel, decision.prelude)
+        for name, value in assignments(plan, decision, reason):
+            await channel.set_variable(name, value)
+        await self._remember(decision)
+
+    # --- routes -------------------------------------------------------------------------------
+
+    async def route(self, channel: AgiChannel, request: AgiRequest) -> None:
+        """A new call: ``AGI(agi://host/route,${EXTEN})``."""
+        plan = self.plans.current
+        dialled = request.args[0] if request.args else request.extension
+        now = self.clock()
+        live, toggles = await self._live(plan, plan.tenant_for(dialled), now)
+        decision = decide(Call(dialled, caller=request.callerid), plan, live, toggles, now)
+        _log_decision("call.routed", decision, dialled=mask_number(dialled), plan_version=self.plans.version)
+        await self._finish(channel, plan, decision)
+
+    async def menu(self, channel: AgiChannel, request: AgiRequest) -> None:
+        """``AGI(agi://host/menu,${CR_TENANT},${CR_TARGET},${CR_PRELUDE})``."""
+        plan = self.plans.current
+        tenant_id, menu_name, prelude = (*request.args, "", "", "")[:3]
+        tenant = plan.plan.tenants.get(tenant_id)
+        if tenant is None or menu_name not in tenant.menus:
+            log.error("menu.unknown", tenant=tenant_id, menu=menu_name, plan_version=self.plans.version)
+            await self._finish(channel, plan, _gone(plan, tenant_id, f"unknown menu {tenant_id}/{menu_name}"))
+            return
+        try:
+            destination, trace = await run_menu(channel, tenant, menu_name, decode_prelude(prelude))
+        except AgiHangup:
+            log.info("call.abandoned", stage="menu", tenant=tenant_id, menu=menu_name)
+            raise
+        now = self.clock()
+        live, toggles = await self._live(plan, tenant_id, now)
+        decision = resolve_destination(
+            plan=plan, tenant=tenant_id, dest=destination, live=live, toggles=toggles, now=now
+        )
+        _log_decision("call.menu_done", decision, menu=menu_name, menu_trace=trace)
+        await self._finish(channel, plan, decision, reason="menu")
+
+    async def payment(self, channel: AgiChannel, request: AgiRequest) -> None:
+        """``AGI(agi://host/payment,${CR_TENANT},${CR_TARGET})``: the caller is handed to the
+        PCI-hosted line with only a payment reference; card digits are never asked for."""
+        plan = self.plans.current
+        tenant_id, line_name = (*request.args, "", "")[:2]
+        tenant = plan.plan.tenants.get(tenant_id)
+        line = tenant.payment_lines.get(line_name) if tenant else None
+        if tenant is None or line is None:
+            log.error("payment.unknown_line", tenant=tenant_id, line=line_name)
+            await self._finish(
+                channel, plan, _gone(plan, tenant_id, f"unknown payment line {tenant_id}/{line_name}")
+            )
+            return
+        reference = await capture_reference(channel, line.reference) if line.reference else ""
+        log.info("call.payment_handoff", tenant=tenant_id, line=line_name, reference=bool(reference))
+        for name, value in [
+            (cv.ACTION, "payment"), (cv.TARGET, line.number), (cv.PAYMENT_REFERENCE, reference),
+            (cv.REASON, "payment"), (cv.STATUS, "ok"),
+        ]:  # fmt: skip
+            await channel.set_variable(name, value)
+
+    async def overflow(self, channel: AgiChannel, request: AgiRequest) -> None:
+        """``AGI(agi://host/overflow,${CR_TENANT},${CR_QUEUE},${QUEUESTATUS})``."""
+        plan = self.plans.current
+        tenant_id, queue, outcome = (*request.args, "", "", "")[:3]
+        if tenant_id not in plan.plan.tenants:
+            await self._finish(channel, plan, _gone(plan, tenant_id, f"unknown tenant {tenant_id}"))
+            return
+        now = self.clock()
+        live, toggles = await self._live(plan, tenant_id, now)
+        decision = after_queue(
+            plan=plan,
+            tenant=tenant_id,
+            queue=queue,
+            outcome=outcome.upper(),
+            live=live,
+            toggles=toggles,
+            now=now,
+        )
+        _log_decision("call.queue_ended", decision, queue=queue, outcome=outcome)
+        reason = "withdrawn" if outcome.upper() == "WITHDRAW" else "after_queue"
+        await self._finish(channel, plan, decision, reason=reason)
+
+    async def survey(self, channel: AgiChannel, request: AgiRequest) -> None:
+        """``AGI(agi://host/survey,${CR_TENANT},${CR_QUEUE})``: 1 Good (+1), 2 Average (0), 3 Poor (-1)."""
+        plan = self.plans.current
+        tenant_id, queue = (*request.args, "", "")[:2]
+        tenant = plan.plan.tenants.get(tenant_id)
+        score: int | None = None
+        if tenant is not None and tenant.survey is not None:
+            score = await ask_survey(channel, tenant.survey.prompt, tenant.survey.timeout_s)
+            if score is not None and tenant.survey.thanks_prompt:
+                await channel.stream_file(tenant.survey.thanks_prompt)
+        log.info("call.survey", tenant=tenant_id, queue=queue, score=score, answered=score is not None)
+        await channel.set_variable(cv.SURVEY_SCORE, "" if score is None else str(score))
+        await channel.set_variable(cv.STATUS, "ok")
+
+
+def _gone(plan: CompiledPlan, tenant: str, why: str) -> Decision:
+    return out_of_hours_decision(plan, tenant, why, utc_now())
+
+
+def _log_decision(event: str, decision: Decision, **fields: object) -> None:
+    log.info(
+        event,
+        tenant=decision.tenant,
+        state=decision.state,
+        destination=describe(decision.destination),
+        reasons=list(decision.reasons),
+        **fields,
+    )
+
+
+async def capture_reference(channel: AgiChannel, spec: PaymentReference, tries: int = 3) -> str:
+    """Ask for the payment reference (never card data: at most 12 digits, checked against the
+    tenant's pattern). Returns "" after ``tries`` failures: the line asks for it instead."""
+    pattern = re.compile(spec.pattern)
+    for _ in range(tries):
+        digits, _timed_out = await channel.get_data(spec.prompt, 8000, spec.max_digits)
+        if digits and pattern.fullmatch(digits):
+            return digits
+        if spec.invalid_prompt:
+            await channel.stream_file(spec.invalid_prompt)
+    return ""
+
+
+async def ask_survey(channel: AgiChannel, prompt: str, timeout_s: int, tries: int = 2) -> int | None:
+    for _ in range(tries):
+        digits, _timed_out = await channel.get_data(prompt, timeout_s * 1000, 1)
+        if digits in SURVEY_SCORES:
+            return SURVEY_SCORES[digits]
+    return None
