@@ -78,6 +78,32 @@ class AgiTimeout(AgiError):
     late reply would be taken for the next command's), so every later command raises this."""
 
 
+class ReplyWatchdog:
+    """Enforces reply timeouts of many channels with one periodic task.
+
+    A timer per command (``asyncio.timeout``) costs a heap push and cancel on every round trip;
+    the watchdog only stores a deadline and checks all pending replies every ``interval``
+    seconds, so a timeout fires up to ``interval`` late."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.channels: set[AgiChannel] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def now(self) -> float:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop.time()
+
+    async def run(self) -> None:
+        """Check every channel each interval, forever (cancel the task to stop)."""
+        while True:
+            await asyncio.sleep(self.interval)
+            now = self.now()
+            for channel in tuple(self.channels):
+                channel.expire_if_overdue(now)
+
+
 class AgiChannel:
     """Typed commands over one FastAGI connection (one call).
 
@@ -92,6 +118,7 @@ class AgiChannel:
         request: AgiRequest | None = None,
         *,
         reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
+        watchdog: ReplyWatchdog | None = None,
     ) -> None:
         self.request = request
         self.reply_timeout = reply_timeout
@@ -103,6 +130,8 @@ class AgiChannel:
         self._writer = writer
         self._lost = False
         self._broken = False
+        self._deadline: float | None = None
+        self._watchdog = watchdog
 
     @property
     def connected(self) -> bool:
@@ -130,16 +159,32 @@ class AgiChannel:
     async def _exchange(self, line: bytes, limit: float | None) -> tuple[AgiReply, bool]:
         self.commands_sent += 1
         try:
-            async with asyncio.timeout(limit):
-                self._writer.write(line)
-                await self._writer.drain()
-                return await self._read_reply()
+            if self._watchdog is None:
+                async with asyncio.timeout(limit):
+                    return await self._write_and_read(line)
+            self._deadline = None if limit is None else self._watchdog.now() + limit
+            try:
+                return await self._write_and_read(line)
+            finally:
+                self._deadline = None
         except TimeoutError:
             self._broken = True
             raise AgiTimeout(f"no reply to {line[:40]!r} within {limit} s") from None
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             self._lost = True
             raise AgiHangup(f"connection lost: {type(exc).__name__}") from None
+
+    async def _write_and_read(self, line: bytes) -> tuple[AgiReply, bool]:
+        self._writer.write(line)
+        if self._writer.transport.get_write_buffer_size():
+            await self._writer.drain()
+        return await self._read_reply()
+
+    def expire_if_overdue(self, now: float) -> None:
+        """Called by :class:`ReplyWatchdog`: fail the pending read if its reply is late."""
+        if self._deadline is not None and now >= self._deadline:
+            self._deadline = None
+            self._reader.set_exception(TimeoutError("reply timeout"))
 
     async def _read_reply(self) -> tuple[AgiReply, bool]:
         lines: list[str] = []

@@ -32,7 +32,6 @@ USAGE_START = "520-"
 _FINAL_LINE = re.compile(r"^(\d{3}) (.*)$")
 _RESULT = re.compile(r"^result=(?P<result>\S*)(?: \((?P<value>.*)\))?(?: endpos=(?P<endpos>-?\d+))?$")
 _SAFE_TOKEN = re.compile(r"^[^\s\"\\\x00-\x1f\x7f]+$")
-_ENV_KEY = re.compile(r"^agi_[a-z0-9_]+$")
 
 
 class AgiProtocolError(ValueError):
@@ -88,9 +87,13 @@ def parse_env_line(line: str) -> tuple[str, str]:
     key, sep, value = line.partition(": ")
     if not sep and line.endswith(":"):
         key, sep = line[:-1], ":"
-    if not sep or not _ENV_KEY.match(key):
+    if not sep or not _is_env_key(key):
         raise AgiProtocolError(f"not an AGI environment line: {line[:40]!r}")
     return key, value
+
+
+def _is_env_key(key: str) -> bool:
+    return key.startswith("agi_") and " " not in key
 
 
 def parse_env_lines(lines: Iterable[str]) -> dict[str, str]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from routing.fastagi.channel import AgiChannel, AgiHangup
+from routing.fastagi.channel import AgiChannel, AgiHangup, ReplyWatchdog
 from routing.fastagi.protocol import FAILURE_LINE, AgiProtocolError, AgiRequest, parse_request
 from routing.logs import mask_number
 
@@ -91,6 +91,9 @@ class FastAgiServer:
         self._sessions: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._draining = False
+        interval = min(1.0, max(0.01, self.config.reply_timeout / 10))
+        self._watchdog = ReplyWatchdog(interval)
+        self._watchdog_task: asyncio.Task[None] | None = None
 
     # -- registry ------------------------------------------------------------------------------
 
@@ -128,6 +131,7 @@ class FastAgiServer:
             limit=self.config.env_max_bytes,
             reuse_address=True,
         )
+        self._watchdog_task = asyncio.create_task(self._watchdog.run())
         log.info("agi.server.listening", host=self.config.host, port=self.port)
 
     @property
@@ -165,7 +169,15 @@ class FastAgiServer:
             await asyncio.wait(pending)
         if self._server is not None:
             await self._server.wait_closed()
+        await self._stop_watchdog()
         log.info("agi.server.drained", cut_short=len(pending))
+
+    async def _stop_watchdog(self) -> None:
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog_task
+            self._watchdog_task = None
 
     async def __aenter__(self) -> FastAgiServer:
         await self.start()
@@ -254,7 +266,14 @@ class FastAgiServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
-        channel = AgiChannel(reader, writer, request, reply_timeout=self.config.reply_timeout)
+        channel = AgiChannel(
+            reader,
+            writer,
+            request,
+            reply_timeout=self.config.reply_timeout,
+            watchdog=self._watchdog,
+        )
+        self._watchdog.channels.add(channel)
         self._counters.started += 1
         started = time.perf_counter()
         log.info("agi.session.start")
@@ -267,6 +286,7 @@ class FastAgiServer:
             _abort(channel, writer)
             raise
         finally:
+            self._watchdog.channels.discard(channel)
             self._count(outcome)
             log.info(
                 "agi.session.end",

@@ -1,0 +1,310 @@
+"""FastAGI server benchmark: our FastAgiServer against a bare asyncio streams server.
+
+Run ``python -m benchmarks.fastagi_bench`` (Linux: CPU time and RSS are read from /proc).
+
+Each server runs in its own process pinned to CPU 0; the load generator (a lean client playing
+Asterisk, with the emulator's environment block) runs in this process on CPU 1. The standard
+session is the environment block, ANSWER, GET DATA, SET VARIABLE x3, close. For each
+concurrency the generator keeps ``c`` sessions in flight for ``--duration`` seconds and reports
+sessions/s, latency p50/p99 (connect to close) and the server's CPU time per session. The idle
+test opens ``--idle`` sessions that stop at GET DATA (no reply) and reads the server's RSS.
+
+``--handler module:function`` plugs another handler into our server (it must do the same
+exchange for the figures to compare); the bare server always does the standard exchange.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from routing.emulator.agi import CallerScript, encode_env, env_lines
+from routing.fastagi import AgiChannel, AgiRequest, FastAgiServer, ServerConfig
+from routing.logs import configure_logging
+
+STANDARD_REPLIES = {b"ANSWER": b"200 result=0\n", b"GET DATA": b"200 result=1\n"}
+DEFAULT_REPLY = b"200 result=1\n"
+SERVER_CPU, CLIENT_CPU = 0, 1
+
+
+async def standard_session(channel: AgiChannel, request: AgiRequest) -> None:
+    """The benchmark exchange: ANSWER, GET DATA, SET VARIABLE x3."""
+    await channel.answer()
+    digits, _ = await channel.get_data("menu-main", 5000, 1)
+    await channel.set_variable("ROUTE", "revenues")
+    await channel.set_variable("MENU_CHOICE", digits)
+    await channel.set_variable("TENANT", request.query.get("tenant", ""))
+
+
+# -- servers (child process) ------------------------------------------------------------------
+
+
+async def _bare_session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        await reader.readuntil(b"\n\n")
+        for line in (b"ANSWER\n", b"GET DATA menu-main 5000 1\n"):
+            writer.write(line)
+            await reader.readline()
+        for name in (b"ROUTE", b"MENU_CHOICE", b"TENANT"):
+            writer.write(b'SET VARIABLE %s "x"\n' % name)
+            await reader.readline()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
+
+def _load_handler(spec: str) -> object:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+async def _serve(kind: str, handler_spec: str) -> None:
+    if kind == "bare":
+        server = await asyncio.start_server(_bare_session, "127.0.0.1", 0, backlog=4096)
+        port = server.sockets[0].getsockname()[1]
+    else:
+        ours = FastAgiServer(ServerConfig(port=0, backlog=4096, max_sessions=50_000))
+        ours.register("route", _load_handler(handler_spec))  # type: ignore[arg-type]
+        await ours.start()
+        port = ours.port
+    print(json.dumps({"port": port}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+def serve_main(kind: str, handler_spec: str, loop: str, log_level: str) -> None:
+    """Entry point of the server process: print the port, serve until stdin closes."""
+    _raise_fd_limit()
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setaffinity(0, {SERVER_CPU})
+    configure_logging(level=log_level, stream=open(os.devnull, "w"))  # noqa: SIM115
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(_serve(kind, handler_spec))
+    else:
+        asyncio.run(_serve(kind, handler_spec))
+
+
+# -- measurements of the server process -------------------------------------------------------
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[str]
+    port: int
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the server process, from /proc (10 ms resolution)."""
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_server(kind: str, handler: str, loop: str, log_level: str) -> ServerProcess:
+    args = [sys.executable, "-m", "benchmarks.fastagi_bench", "--serve", kind]
+    args += ["--handler", handler, "--server-loop", loop, "--log-level", log_level]
+    process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    port = json.loads(process.stdout.readline())["port"]
+    return ServerProcess(process, port)
+
+
+# -- load generator (this process) ------------------------------------------------------------
+
+
+def _env_block() -> bytes:
+    script = CallerScript(dial="01632960001", caller="01632960123")
+    net = "route?tenant=harborough"
+    pairs = env_lines(script, net, f"agi://127.0.0.1:4573/{net}", "PJSIP/sipp-00000001", "1.1")
+    return encode_env(pairs, ["menu-main"])
+
+
+ENV = _env_block()
+
+
+def _reply_to(line: bytes) -> bytes:
+    for prefix, reply in STANDARD_REPLIES.items():
+        if line.startswith(prefix):
+            return reply
+    return DEFAULT_REPLY
+
+
+async def one_session(port: int) -> float:
+    """Play one standard session; return its latency in seconds."""
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(ENV)
+    while line := await reader.readline():
+        writer.write(_reply_to(line))
+    writer.close()
+    return time.perf_counter() - started
+
+
+@dataclass
+class Point:
+    label: str
+    concurrency: int
+    sessions: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float
+
+    @property
+    def rate(self) -> float:
+        return self.sessions / self.seconds
+
+
+async def _worker(port: int, until: float, latencies: list[float]) -> None:
+    while time.perf_counter() < until:
+        latencies.append(await one_session(port))
+
+
+async def measure(server: ServerProcess, label: str, concurrency: int, duration: float) -> Point:
+    """Warm up, then keep ``concurrency`` sessions in flight for ``duration`` seconds."""
+    warm_until = time.perf_counter() + min(0.5, duration / 4)
+    await asyncio.gather(*(_worker(server.port, warm_until, []) for _ in range(concurrency)))
+    latencies: list[float] = []
+    cpu_before, started = server.cpu_seconds(), time.perf_counter()
+    until = started + duration
+    await asyncio.gather(*(_worker(server.port, until, latencies) for _ in range(concurrency)))
+    elapsed, cpu = time.perf_counter() - started, server.cpu_seconds() - cpu_before
+    cuts = statistics.quantiles(latencies, n=100)
+    return Point(label, concurrency, len(latencies), elapsed, cuts[49] * 1e3, cuts[98] * 1e3,
+                 cpu / len(latencies) * 1e6)  # fmt: skip
+
+
+async def _idle_session(port: int, parked: list[asyncio.StreamWriter]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(ENV)
+    while (line := await reader.readline()) and not line.startswith(b"GET DATA"):
+        writer.write(_reply_to(line))
+    parked.append(writer)
+
+
+async def measure_idle(server: ServerProcess, sessions: int) -> tuple[float, float]:
+    """RSS (MB) of the server before and with ``sessions`` parked at GET DATA."""
+    baseline = server.rss_mb()
+    parked: list[asyncio.StreamWriter] = []
+    for start in range(0, sessions, 500):
+        batch = min(500, sessions - start)
+        await asyncio.gather(*(_idle_session(server.port, parked) for _ in range(batch)))
+    await asyncio.sleep(0.5)
+    loaded = server.rss_mb()
+    for writer in parked:
+        writer.close()
+    await asyncio.sleep(0.5)
+    return baseline, loaded
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def table(points: Sequence[Point]) -> str:
+    head = "| server | concurrency | sessions/s | p50 ms | p99 ms | server CPU/session |"
+    rows = [head, "|---|---:|---:|---:|---:|---:|"]
+    for p in points:
+        rows.append(f"| {p.label} | {p.concurrency} | {p.rate:,.0f} | {p.p50_ms:.2f} | "
+                    f"{p.p99_ms:.2f} | {p.cpu_us:.0f} us |")  # fmt: skip
+    return "\n".join(rows)
+
+
+async def run(args: argparse.Namespace) -> str:
+    servers = [("bare asyncio streams", "bare", "asyncio"), ("FastAgiServer", "ours", "asyncio")]
+    if args.uvloop:
+        servers.append(("FastAgiServer on uvloop", "ours", "uvloop"))
+    points: list[Point] = []
+    for concurrency in args.concurrency:
+        for label, kind, loop in servers:
+            server = start_server(kind, args.handler, loop, args.log_level)
+            try:
+                points.append(await measure(server, label, concurrency, args.duration))
+            finally:
+                server.stop()
+    report = [table(points)]
+    if args.idle:
+        report.append(await _idle_report(args))
+    return "\n\n".join(report)
+
+
+async def _idle_report(args: argparse.Namespace) -> str:
+    rows = [f"| server | RSS before | RSS with {args.idle:,} idle sessions | per session |",
+            "|---|---:|---:|---:|"]  # fmt: skip
+    for label, kind in (("bare asyncio streams", "bare"), ("FastAgiServer", "ours")):
+        server = start_server(kind, args.handler, "asyncio", args.log_level)
+        try:
+            before, loaded = await measure_idle(server, args.idle)
+        finally:
+            server.stop()
+        per = (loaded - before) * 1024 / args.idle
+        rows.append(f"| {label} | {before:.1f} MB | {loaded:.1f} MB | {per:.1f} KB |")
+    return "\n".join(rows)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per point")
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[1, 10, 100])  # fmt: skip
+    parser.add_argument("--handler", default="benchmarks.fastagi_bench:standard_session")
+    parser.add_argument("--idle", type=int, default=10_000, help="idle sessions (0: skip)")
+    parser.add_argument("--uvloop", action="store_true", help="add rows for uvloop")
+    parser.add_argument("--log-level", default="warning", help="server log level")
+    parser.add_argument("--serve", choices=["ours", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--server-loop", default="asyncio", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.serve:
+        serve_main(args.serve, args.handler, args.server_loop, args.log_level)
+        return
+    _raise_fd_limit()
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setaffinity(0, {CLIENT_CPU})
+    try:
+        import uvloop
+
+        report = uvloop.run(run(args))
+    except ImportError:
+        report = asyncio.run(run(args))
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
