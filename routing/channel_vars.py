@@ -24,6 +24,7 @@ CENTRE = "CR_CENTRE"  # partner centre id when CR_ACTION=dial goes to a partner 
 SURVEY = "CR_SURVEY"  # 1: offer the satisfaction survey after the adviser hangs up
 PAYMENT_REFERENCE = "CR_PAYMENT_REF"  # a checked payment reference (never card data), or empty
 SURVEY_SCORE = "CR_SURVEY_SCORE"  # +1 good, 0 average, -1 poor, empty when not answered
+MODE = "CR_MODE"  # "static": set by the fail-static script; the dialplan then avoids the controller
 STATUS = "CR_STATUS"  # "ok": the controller finished this route (set last)
 
 # --- read by the controller (set by Asterisk) -------------------------------------------------
@@ -32,6 +33,6 @@ QUEUESTATUS = "QUEUESTATUS"  # Queue(): TIMEOUT FULL JOINEMPTY LEAVEEMPTY JOINUN
 ACTIONS = ("queue", "menu", "payment", "dial", "voicemail", "hangup")
 SET_BY_CONTROLLER = (
     ACTION, TARGET, ARGUMENT, REASON, TENANT, PROMPTS, LANGUAGE, QUEUE, PRELUDE, CENTRE, SURVEY,
-    PAYMENT_REFERENCE, SURVEY_SCORE, STATUS,
+    PAYMENT_REFERENCE, SURVEY_SCORE, MODE, STATUS,
 )  # fmt: skip
 READ_BY_CONTROLLER = (QUEUESTATUS,)

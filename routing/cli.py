@@ -16,6 +16,7 @@ from datetime import date, datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+from routing import static_dialplan
 from routing.core import numbers
 from routing.core.decide import Call, CompiledPlan, Decision, decide, describe
 from routing.core.diff import Difference, differences, local_day_bounds
@@ -234,6 +235,15 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- plan static-dialplan ---------------------------------------------------------------------
+
+
+def cmd_static_dialplan(args: argparse.Namespace) -> int:
+    plan = _load(args.plan)
+    sys.stdout.write(static_dialplan.render(plan.plan))
+    return EXIT_OK
+
+
 # --- wiring ----------------------------------------------------------------------------------
 
 
@@ -273,6 +283,9 @@ def _plan_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     diff.add_argument("--from", dest="start", required=True)
     diff.add_argument("--to", dest="end", required=True)
     diff.set_defaults(handler=cmd_diff)
+    static = cmds.add_parser("static-dialplan", help="the last-resort dialplan, from the plan")
+    static.add_argument("plan")
+    static.set_defaults(handler=cmd_static_dialplan)
     for parser in (check, explain, tl, diff):
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 

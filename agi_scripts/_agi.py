@@ -1,0 +1,64 @@
+"""pyst2's classic AGI, wrapped once so that scripts are safe to use.
+
+pyst2 0.5.1 echoes the whole environment block (the caller's number included) and every
+command to stderr, which Asterisk writes to its logs, and does not escape quotes in values.
+:class:`ClassicChannel` gives pyst2 a silent stderr and quotes every value it sends with the
+same codec as the FastAGI server. Its methods mirror :class:`routing.fastagi.AgiChannel`.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from typing import TextIO
+
+from asterisk.agi import AGI, AGIAppError, AGIHangup
+
+from routing.fastagi.protocol import quote, token
+
+
+class ChannelGone(Exception):
+    """The caller hung up (SIGHUP, ``result=-1`` or a broken pipe)."""
+
+
+class _Discard(io.StringIO):
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+class ClassicChannel:
+    """The channel of a classic AGI script, over pyst2."""
+
+    def __init__(self, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+        self.agi = AGI(stdin=stdin, stdout=stdout, stderr=_Discard())
+        self.env: dict[str, str] = dict(self.agi.env)
+        self.missing_prompts: list[str] = []
+
+    def _run(self, command: str, *words: str) -> dict[str, tuple[str, str]]:
+        try:
+            result: dict[str, tuple[str, str]] = self.agi.execute(command, *words)
+        except (AGIHangup, BrokenPipeError) as exc:
+            raise ChannelGone(str(exc)) from exc
+        return result
+
+    def set_variable(self, name: str, value: str) -> None:
+        self._run("SET VARIABLE", token(name), quote(value))
+
+    def stream_file(self, prompt: str, escape_digits: str = "") -> str | None:
+        """Play ``prompt``; the escape digit pressed or None. A missing prompt is noted."""
+        try:
+            result = self._run("STREAM FILE", token(prompt), quote(escape_digits))
+        except AGIAppError:
+            self.missing_prompts.append(prompt)
+            return None
+        code = int(result["result"][0] or 0)
+        return chr(code) if code > 0 else None
+
+    def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
+        try:
+            result = self._run("GET DATA", token(prompt), str(timeout_ms), str(max_digits))
+        except AGIAppError:
+            self.missing_prompts.append(prompt)
+            return "", True
+        value, data = result["result"]
+        return value, data == "timeout"
