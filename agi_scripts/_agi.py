@@ -54,6 +54,15 @@ class ClassicChannel:
         code = int(result["result"][0] or 0)
         return chr(code) if code > 0 else None
 
+    def wait_for_digit(self, timeout_ms: int) -> str | None:
+        """``WAIT FOR DIGIT``: the key pressed within ``timeout_ms``, or None."""
+        try:
+            result = self._run("WAIT FOR DIGIT", str(timeout_ms))
+        except AGIAppError as exc:
+            raise ChannelGone(str(exc)) from exc
+        code = int(result["result"][0] or 0)
+        return chr(code) if code > 0 else None
+
     def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
         try:
             result = self._run("GET DATA", token(prompt), str(timeout_ms), str(max_digits))

@@ -35,8 +35,8 @@ def _perform(channel: ClassicChannel, steps: list[Step]) -> str | Done | None:
             if key is not None:
                 return key
         elif isinstance(step, Collect):
-            digits, _timed_out = channel.get_data(step.prompt, step.timeout_s * 1000, 1)
-            return digits or None
+            key = channel.stream_file(step.prompt, ALL_KEYS)
+            return key if key is not None else channel.wait_for_digit(step.timeout_s * 1000)
     return None
 
 

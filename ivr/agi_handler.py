@@ -1,8 +1,11 @@
 """The IVR menu over a FastAGI channel: plays the steps of :class:`ivr.menu.MenuRun`.
 
 ``Play`` becomes ``STREAM FILE`` (a key pressed during a greeting counts as the caller's
-choice), ``Collect`` becomes ``GET DATA prompt <timeout> 1``. Prompt names are relative to
-the channel's language, which the ``route`` step set to the dialled council's.
+choice). ``Collect`` becomes ``STREAM FILE prompt "0123456789*#"`` then, if no key
+interrupted it, ``WAIT FOR DIGIT <timeout>``: not ``GET DATA``, because Asterisk's GET DATA
+takes ``#`` as the end of input and never returns it, so a ``#`` menu key would be lost.
+Prompt names are relative to the channel's language, which the ``route`` step set to the
+dialled council's.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ async def _perform(channel: AgiChannel, steps: list[Step]) -> str | Done | None:
             if key is not None:
                 return key
         elif isinstance(step, Collect):
-            digits, _timed_out = await channel.get_data(step.prompt, step.timeout_s * 1000, 1)
-            return digits or None
+            key = await channel.stream_file(step.prompt, ALL_KEYS)
+            return key if key is not None else await channel.wait_for_digit(step.timeout_s * 1000)
     return None
 
 
