@@ -486,6 +486,11 @@ class AsteriskSession:
 
     # -- caller steps and hangup ---------------------------------------------------------------
 
+    @property
+    def remaining_steps(self) -> tuple[Step, ...]:
+        """The caller's steps not used yet: a later AGI() of the same call continues with them."""
+        return tuple(self._steps)
+
     def _step(self) -> Step | None:
         return self._steps[0] if self._steps else None
 

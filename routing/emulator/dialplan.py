@@ -1,0 +1,173 @@
+"""A whole call through callrouter's dialplan (``dialplans/callrouter.conf``), emulated.
+
+Each ``AGI()`` of the dialplan is a real FastAGI session against the controller, played by
+:class:`~routing.emulator.agi.AsteriskSession`; between them this module does what the
+dialplan does: check ``CR_STATUS``, dispatch on ``CR_ACTION``, run ``Queue()`` (its outcome
+comes from a :data:`QueueOutcome` function, e.g. a fake contact centre), continue to the
+survey or the overflow route. The same call keeps its channel, uniqueid, variables and the
+caller's remaining steps from one ``AGI()`` to the next, as on a real channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from routing import channel_vars as cv
+from routing.emulator.agi import (
+    AsteriskSession,
+    CallerScript,
+    EmulatedCall,
+    encode_env,
+    env_lines,
+    network_script,
+)
+
+QueueOutcome = Callable[[str, dict[str, str]], str]  # (asterisk queue, channel vars) -> QUEUESTATUS
+MAX_HOPS = 12
+
+
+def always_answered(queue: str, variables: dict[str, str]) -> str:
+    """Every queue answers (``QUEUESTATUS=CONTINUE`` after the adviser hangs up, option c)."""
+    return "CONTINUE"
+
+
+@dataclass
+class CallRecord:
+    """Where one call went, step by step, as the dialplan saw it."""
+
+    dialled: str
+    steps: list[str] = field(default_factory=list)
+    ended: str = ""  # e.g. "dial +441632960999", "queue hdc-revenues answered", "caller hung up"
+    variables: dict[str, str] = field(default_factory=dict)
+    sessions: list[EmulatedCall] = field(default_factory=list)
+    duration: float = 0.0
+
+    @property
+    def tenant(self) -> str:
+        return self.variables.get(cv.TENANT, "")
+
+    def summary(self) -> str:
+        return " -> ".join([*self.steps, self.ended])
+
+
+@dataclass
+class _Call:
+    host: str
+    port: int
+    script: CallerScript
+    channel: str
+    uniqueid: str
+    record: CallRecord
+    deadline: float
+    time_scale: float
+
+    async def agi(self, route: str, *args: str) -> EmulatedCall:
+        """One ``AGI(agi://host/route,args)`` with the call's current variables and steps."""
+        self.record.variables.pop(cv.STATUS, None)  # Set(CR_STATUS=) before every AGI()
+        script = replace(self.script, variables=dict(self.record.variables), answered=True)
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        session = AsteriskSession(script, reader, writer, channel=self.channel, time_scale=self.time_scale)
+        session.call.uniqueid = self.uniqueid
+        net_script = network_script(route, None)
+        request = f"agi://{self.host}:{self.port}/{net_script}"
+        env = encode_env(env_lines(script, net_script, request, self.channel, self.uniqueid), args)
+        try:
+            async with asyncio.timeout(self.deadline):
+                await session.serve(env)
+        except TimeoutError:
+            session.call.agistatus, session.call.outcome = None, "server-silent"
+            writer.close()
+        except ConnectionError:
+            writer.close()
+        self.script = replace(self.script, steps=session.remaining_steps)
+        self.record.variables.update(session.call.variables)
+        self.record.sessions.append(session.call)
+        return session.call
+
+    def finished(self, call: EmulatedCall) -> bool:
+        return call.agistatus in ("SUCCESS", "FAILURE") and self.record.variables.get(cv.STATUS) == "ok"
+
+
+async def _dispatch(call: _Call, outcome: QueueOutcome) -> None:
+    record, variables = call.record, call.record.variables
+    for _ in range(MAX_HOPS):
+        action, target = variables.get(cv.ACTION, ""), variables.get(cv.TARGET, "")
+        if action == "queue":
+            status = outcome(target, variables)
+            record.steps.append(f"queue {target} ({status.lower()})")
+            if status == "CONTINUE":
+                await _after_answer(call)
+                return
+            session = await call.agi("overflow", variables[cv.TENANT], variables.get(cv.QUEUE, ""), status)
+        elif action == "menu":
+            record.steps.append(f"menu {target}")
+            session = await call.agi("menu", variables[cv.TENANT], target, variables.get(cv.PRELUDE, ""))
+        elif action == "payment":
+            session = await call.agi("payment", variables[cv.TENANT], target)
+            if call.finished(session):
+                record.ended = f"payment line {variables[cv.TARGET]}"
+                return
+        else:
+            record.ended = {"dial": "dial", "voicemail": "voicemail", "hangup": "hang up"}.get(action, action)
+            record.ended += f" {target}".rstrip() if target else ""
+            return
+        if not call.finished(session):
+            record.ended = "caller hung up" if session.agistatus == "HANGUP" else "fail-static route"
+            return
+    record.ended = f"stopped after {MAX_HOPS} hops"
+
+
+async def _after_answer(call: _Call) -> None:
+    variables = call.record.variables
+    if variables.get(cv.SURVEY) != "1":
+        call.record.ended = "answered"
+        return
+    await call.agi("survey", variables[cv.TENANT], variables.get(cv.QUEUE, ""))
+    score = variables.get(cv.SURVEY_SCORE, "")
+    call.record.ended = f"answered, survey {score or 'not answered'}"
+
+
+async def place_call(
+    host: str,
+    port: int,
+    script: CallerScript,
+    *,
+    outcome: QueueOutcome = always_answered,
+    deadline: float = 30.0,
+    time_scale: float = 0.0,
+    number: int = 1,
+) -> CallRecord:
+    """Play one whole call: ``callrouter-inbound`` for ``script.dial``, then every step after."""
+    started = time.perf_counter()
+    record = CallRecord(dialled=script.dial)
+    channel = script.channel or f"PJSIP/sipp-{number:08x}"
+    uniqueid = script.uniqueid or f"{int(time.time())}.{number}"
+    call = _Call(host, port, script, channel, uniqueid, record, deadline, time_scale)
+    try:
+        session = await call.agi("route", script.dial)
+        if call.finished(session):
+            record.steps.append(f"route ({record.variables.get(cv.REASON, '')})")
+            await _dispatch(call, outcome)
+        else:
+            record.ended = "caller hung up" if session.agistatus == "HANGUP" else "fail-static route"
+    except OSError as exc:
+        record.ended = f"controller unreachable ({type(exc).__name__}): fail-static route"
+    record.duration = time.perf_counter() - started
+    return record
+
+
+async def place_calls(
+    host: str, port: int, scripts: Sequence[CallerScript], *, outcome: QueueOutcome = always_answered,
+    concurrency: int = 10, deadline: float = 30.0,
+) -> list[CallRecord]:  # fmt: skip
+    """Place many calls, ``concurrency`` at a time; results in the order of ``scripts``."""
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(index: int, script: CallerScript) -> CallRecord:
+        async with limit:
+            return await place_call(host, port, script, outcome=outcome, deadline=deadline, number=index + 1)
+
+    return list(await asyncio.gather(*(one(i, s) for i, s in enumerate(scripts))))

@@ -1,0 +1,118 @@
+"""The dialplans and the controller agree: routes, variables, actions, queues, static routes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from routing import channel_vars as cv
+from routing.controller import Controller, PlanHolder
+from routing.plan_file import load_plan
+from routing.static_dialplan import render
+
+DIALPLANS = Path(__file__).parents[2] / "dialplans"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "plan.yaml"
+CONTEXT = re.compile(r"^\[([A-Za-z0-9_-]+)\](\((!|[A-Za-z0-9_,-]+)\))?$")
+LINE = re.compile(r"^(exten|same)\s*=>\s*(.+)$")
+SETTING = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*(\(.*\))?\s*=\s*.*$")
+
+
+def parse_conf(path: Path) -> dict[str, list[str]]:
+    """Asterisk config: ``[context]`` (templates allowed) then lines; ``;`` starts a comment.
+    Fails on any line that is neither, so a typo does not pass silently."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        text = raw.split(";", 1)[0].strip() if not raw.lstrip().startswith(("exten", "same")) else raw.strip()
+        if not text or text.startswith(";"):
+            continue
+        header = CONTEXT.match(text)
+        if header:
+            current = sections.setdefault(header.group(1), [])
+        elif current is not None and (LINE.match(text) or SETTING.match(text)):
+            current.append(text)
+        else:
+            raise AssertionError(f"{path.name}:{number}: cannot parse {raw!r}")
+    return sections
+
+
+def dialplan_text() -> str:
+    return "\n".join(line for lines in parse_conf(DIALPLANS / "callrouter.conf").values() for line in lines)
+
+
+def test_config_files_parse() -> None:
+    """Every shipped config file parses and has the expected sections."""
+    assert {
+        "callrouter-inbound",
+        "callrouter-dispatch",
+        "callrouter-failstatic",
+        "callrouter-headers",
+    } <= set(parse_conf(DIALPLANS / "callrouter.conf"))
+    assert set(parse_conf(DIALPLANS / "callrouter-static.conf")) == {"callrouter-static"}
+    assert {"general", "callrouter"} <= set(parse_conf(DIALPLANS / "manager.conf.sample"))
+    assert "hdc-revenues" in parse_conf(DIALPLANS / "queues.conf.sample")
+
+
+def test_every_agi_route_in_the_dialplan_is_served() -> None:
+    """Each AGI(${CR_AGI}/<route>) names a route the controller registers, and all are used."""
+    used = set(re.findall(r"AGI\(\$\{CR_AGI\}/([a-z_]+)", dialplan_text()))
+    served = set(Controller(PlanHolder.load(EXAMPLE)).routes())
+    assert used == served
+
+
+def test_every_variable_the_dialplan_uses_is_named_in_channel_vars() -> None:
+    """No CR_ variable is spelt only in the dialplan."""
+    names = {getattr(cv, n) for n in dir(cv) if n.isupper() and isinstance(getattr(cv, n), str)}
+    used = set(re.findall(r"\b(CR_[A-Z_]+)\b", dialplan_text()))
+    globals_ = {"CR_AGI", "CR_FALLBACK", "CR_TRUNK", "CR_PAYMENT_TRUNK", "CR_DIALLED"}
+    assert used - globals_ <= names
+    assert {cv.ACTION, cv.TARGET, cv.STATUS, cv.TENANT, cv.QUEUE, cv.PRELUDE, cv.SURVEY} <= used
+
+
+def test_every_action_has_a_dispatch_extension() -> None:
+    """callrouter-dispatch has an extension for every CR_ACTION the controller can set."""
+    dispatch = parse_conf(DIALPLANS / "callrouter.conf")["callrouter-dispatch"]
+    extensions = {m.group(1) for line in dispatch if (m := re.match(r"exten\s*=>\s*([a-z]+),1,", line))}
+    assert set(cv.ACTIONS) <= extensions
+
+
+def test_status_is_cleared_before_every_agi_call() -> None:
+    """A stale CR_STATUS=ok from an earlier step must never be trusted."""
+    lines = dialplan_text().splitlines()
+    for i, line in enumerate(lines):
+        if "AGI(" in line:
+            assert "Set(CR_STATUS=)" in lines[i - 1], line
+
+
+def test_every_queue_of_the_example_plan_is_in_queues_conf() -> None:
+    """The sample queues.conf defines each asterisk_queue the example plan names."""
+    plan = load_plan(EXAMPLE).plan
+    assert plan is not None
+    named = {q.asterisk_queue for t in plan.tenants.values() for q in t.queues.values()}
+    assert named <= set(parse_conf(DIALPLANS / "queues.conf.sample"))
+
+
+def test_static_routes_are_generated_from_the_example_plan() -> None:
+    """The committed callrouter-static.conf is what the plan generates today."""
+    plan = load_plan(EXAMPLE).plan
+    assert plan is not None
+    assert (DIALPLANS / "callrouter-static.conf").read_text() == render(plan)
+
+
+def test_manager_conf_never_grants_dtmf() -> None:
+    """The controller's AMI user reads no DTMF class and filters DTMF events."""
+    user = parse_conf(DIALPLANS / "manager.conf.sample")["callrouter"]
+    read = next(line for line in user if line.startswith("read"))
+    classes = {c.strip() for c in read.partition("=")[2].split(",")}
+    assert classes == {"call", "agent"}
+    assert any(line.startswith("eventfilter") and "DTMF" in line for line in user)
+
+
+@pytest.mark.parametrize("name", ["callrouter.conf", "manager.conf.sample", "queues.conf.sample"])
+def test_config_files_are_ascii_with_unix_line_ends(name: str) -> None:
+    """Asterisk reads these; keep them plain."""
+    data = (DIALPLANS / name).read_bytes()
+    assert b"\r" not in data
+    data.decode("ascii")
