@@ -16,7 +16,8 @@ from datetime import date, datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from routing import static_dialplan
+from routing import service, simulate, static_dialplan
+from routing.controller import PlanError
 from routing.core import numbers
 from routing.core.decide import Call, CompiledPlan, Decision, decide, describe
 from routing.core.diff import Difference, differences, local_day_bounds
@@ -291,7 +292,9 @@ def _plan_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 COMMAND_REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
-    _plan_commands
+    _plan_commands,
+    service.register,
+    simulate.register,
 ]
 
 
@@ -314,6 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"callrouter: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except PlanRejected:
+        return EXIT_PROBLEMS
+    except PlanError as exc:
+        print(f"callrouter: the plan has errors:\n{exc}", file=sys.stderr)
         return EXIT_PROBLEMS
     except BrokenPipeError:
         return EXIT_OK

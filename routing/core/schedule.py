@@ -136,7 +136,7 @@ class Calendar:
             return OpenState(False, "bank_holiday", f"{day} {today.label}: closed")
         if today.kind == "special_opening":
             return OpenState(False, "special_closed", f"{day} {today.label}, outside its hours: closed")
-        cause = f"{today.day} {local.time().isoformat()} outside weekly hours ({today.hours_text})"
+        cause = f"{today.day} {local.time().isoformat('seconds')} outside weekly hours ({today.hours_text})"
         return OpenState(False, "outside_hours", cause)
 
     # --- timeline -------------------------------------------------------------------------

@@ -1,0 +1,171 @@
+"""``callrouter serve``: the controller process.
+
+FastAGI on 127.0.0.1:4573 by default, live state from Redis, structured JSON logs on stdout.
+SIGHUP, or a change to the plan file, reloads the plan only if it validates; SIGTERM drains
+(stop accepting, let calls in progress finish their step, then close).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import structlog
+from redis.asyncio import Redis
+
+from routing.controller import Clock, Controller, LiveSource, NoLiveState, PlanError, PlanHolder, utc_now
+from routing.fastagi import FastAgiServer, ServerConfig, serve_until_signal
+from routing.live_source import RedisLiveSource
+from routing.logs import configure_logging
+
+log = structlog.get_logger("callrouter.service")
+LONDON = ZoneInfo("Europe/London")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    plan: Path
+    agi_host: str = "127.0.0.1"
+    agi_port: int = 4573
+    redis: str | None = "redis://127.0.0.1:6379/0"
+    live_timeout: float = 0.25
+    max_sessions: int = 1000
+    call_timeout: float = 300.0
+    drain_timeout: float = 30.0
+    watch_interval: float = 2.0
+    clock_start: datetime | None = None
+    clock_speed: float = 1.0
+
+
+def rehearsal_clock(start: datetime, speed: float, real: Clock = utc_now) -> Clock:
+    """A clock that starts at ``start`` and runs ``speed`` times faster than real time.
+
+    For rehearsals and demonstrations only (``serve --clock-start``): see what the plan does
+    at 17:29 without waiting for 17:29."""
+    origin = real()
+
+    def now() -> datetime:
+        return start + (real() - origin) * speed
+
+    return now
+
+
+async def watch_plan(holder: PlanHolder, interval: float) -> None:
+    """Reload the plan when its file (or any file of its folder) changes."""
+
+    def stamp() -> tuple[float, ...]:
+        files = sorted(holder.path.glob("*.y*ml")) if holder.path.is_dir() else [holder.path]
+        return tuple(f.stat().st_mtime for f in files if f.exists())
+
+    seen = stamp()
+    while True:
+        await asyncio.sleep(interval)
+        current = stamp()
+        if current != seen:
+            seen = current
+            holder.reload()
+
+
+def _live_source(options: ServeOptions) -> tuple[LiveSource, Redis | None]:
+    if options.redis is None:
+        return NoLiveState(), None
+    redis = Redis.from_url(options.redis, socket_connect_timeout=0.5, socket_timeout=options.live_timeout)
+    return RedisLiveSource(redis), redis
+
+
+def _install_uvloop() -> str:
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up, imported only when present
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+async def serve(options: ServeOptions, ready: Callable[[int], None] | None = None) -> int:
+    """Run the controller until SIGTERM/SIGINT; returns the exit code."""
+    try:
+        holder = PlanHolder.load(options.plan)
+    except PlanError as exc:
+        print(f"callrouter: the plan has errors, not starting:\n{exc}", file=sys.stderr)
+        return 1
+    live, redis = _live_source(options)
+    clock = rehearsal_clock(options.clock_start, options.clock_speed) if options.clock_start else utc_now
+    controller = Controller(holder, live, clock=clock, live_timeout=options.live_timeout)
+    config = ServerConfig(
+        host=options.agi_host,
+        port=options.agi_port,
+        max_sessions=options.max_sessions,
+        call_timeout=options.call_timeout,
+    )
+    server = FastAgiServer(config)
+    controller.register(server)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, holder.reload)
+    watcher = asyncio.create_task(watch_plan(holder, options.watch_interval))
+    try:
+        await server.start()
+        rehearsal = options.clock_start is not None
+        log.info("controller.started", port=server.port, plan=str(options.plan), rehearsal_clock=rehearsal)
+        if ready is not None:
+            ready(server.port)
+        await serve_until_signal(server, drain_timeout=options.drain_timeout)
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        if redis is not None:
+            await redis.aclose()
+    log.info("controller.stopped", **vars(server.counters))
+    return 0
+
+
+def parse_clock_start(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=LONDON)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    configure_logging(json=not args.console_logs, level=args.log_level)
+    loop_kind = _install_uvloop()
+    options = ServeOptions(
+        plan=Path(args.plan),
+        agi_host=args.agi_host,
+        agi_port=args.agi_port,
+        redis=None if args.no_redis else args.redis,
+        live_timeout=args.live_timeout,
+        max_sessions=args.max_sessions,
+        call_timeout=args.call_timeout,
+        clock_start=parse_clock_start(args.clock_start) if args.clock_start else None,
+        clock_speed=args.clock_speed,
+    )
+    log.info("controller.starting", loop=loop_kind)
+    return asyncio.run(serve(options))
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("serve", help="run the controller (FastAGI) with a plan")
+    parser.add_argument("--plan", required=True)
+    parser.add_argument("--agi-host", default="127.0.0.1")
+    parser.add_argument("--agi-port", type=int, default=4573)
+    parser.add_argument(
+        "--redis", default="redis://127.0.0.1:6379/0", help="live state (default: a local server)"
+    )
+    parser.add_argument("--no-redis", action="store_true", help="run with live state unknown")
+    parser.add_argument("--live-timeout", type=float, default=0.25, help="seconds to wait for live state")
+    parser.add_argument("--max-sessions", type=int, default=1000)
+    parser.add_argument("--call-timeout", type=float, default=300.0, help="longest FastAGI session (s)")
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--console-logs", action="store_true", help="human-readable logs instead of JSON")
+    parser.add_argument("--clock-start", help='rehearsal: start the clock at "YYYY-MM-DD HH:MM" (London)')
+    parser.add_argument("--clock-speed", type=float, default=1.0, help="rehearsal: clock speed factor")
+    parser.set_defaults(handler=cmd_serve)

@@ -1,0 +1,151 @@
+"""``callrouter simulate``: a stream of emulated callers through the dialplan's flow.
+
+Against a running controller (``--target HOST:PORT``) or one it starts itself. Callers are
+drawn from the plan: each council number, the keys of its entry menu, callers who stay
+silent or hang up in the menu, and a wrong number; queues answer, time out or are full at
+random (seeded). Each call prints where it went, step by step, and the reason codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from routing.controller import Controller, PlanHolder
+from routing.core import numbers
+from routing.core.plan import MenuDest, PaymentDest, Plan, Tenant
+from routing.emulator.agi import CallerScript, HangUpDuring, PressAfterPrompt, Silence, Step
+from routing.emulator.dialplan import CallRecord, place_call
+from routing.fastagi import FastAgiServer, ServerConfig
+from routing.logs import configure_logging, mask_number
+
+QUEUE_OUTCOMES = (("CONTINUE", 0.75), ("TIMEOUT", 0.15), ("FULL", 0.05), ("LEAVEEMPTY", 0.05))
+WRONG_NUMBER = "01632960555"
+
+
+@dataclass(frozen=True)
+class Caller:
+    script: CallerScript
+    intent: str
+
+
+def caller_mix(plan: Plan, rng: random.Random) -> Callable[[], Caller]:
+    """A source of plausible callers for ``plan``."""
+    choices: list[tuple[str, list[Step], str]] = []
+    for tenant in plan.tenants.values():
+        number = numbers.display(tenant.numbers[0]).replace(" ", "")
+        menu = tenant.menus.get(tenant.entry.menu) if isinstance(tenant.entry, MenuDest) else None
+        for key, dest in sorted(menu.options.items()) if menu else []:
+            then = (
+                _reference_digits(tenant, dest.line, rng)
+                if isinstance(dest, PaymentDest)
+                else rng.choice("123")
+            )
+            steps: list[Step] = [PressAfterPrompt(key), PressAfterPrompt(then)]
+            choices.append((number, steps, f"presses {key}"))
+        choices.append((number, [Silence()] * 12, "stays silent"))
+        choices.append((number, [HangUpDuring("WAIT FOR DIGIT")], "hangs up in the menu"))
+    choices.append((WRONG_NUMBER, [], "dials a wrong number"))
+
+    def next_caller() -> Caller:
+        number, steps, intent = rng.choice(choices)
+        caller = f"07700900{rng.randrange(1000):03d}"
+        return Caller(CallerScript(dial=number, caller=caller, steps=steps), intent)
+
+    return next_caller
+
+
+def _reference_digits(tenant: Tenant, line: str, rng: random.Random) -> str:
+    """A payment reference the caller types: valid for the line's pattern when it has one."""
+    spec = tenant.payment_lines[line].reference
+    return "".join(rng.choice("0123456789") for _ in range(spec.max_digits if spec else 8))
+
+
+def queue_outcomes(rng: random.Random) -> Callable[[str, dict[str, str]], str]:
+    names = [name for name, _ in QUEUE_OUTCOMES]
+    weights = [weight for _, weight in QUEUE_OUTCOMES]
+    return lambda _queue, _variables: rng.choices(names, weights)[0]
+
+
+def line(index: int, caller: Caller, record: CallRecord) -> str:
+    who = mask_number(caller.script.caller or "")
+    dialled = numbers.display(numbers.try_normalise(record.dialled) or record.dialled)
+    took = f"{record.duration * 1000:.0f} ms"
+    return f"#{index:03d} {dialled} from {who} {caller.intent}: {record.summary()}  [{took}]"
+
+
+@dataclass(frozen=True)
+class Run:
+    host: str
+    port: int
+    calls: int = 20
+    rate: float = 4.0
+    seed: int = 2026
+    as_json: bool = False
+
+
+def _json_line(index: int, caller: Caller, record: CallRecord) -> str:
+    data = {"call": index, "intent": caller.intent, "tenant": record.tenant, "steps": record.steps}
+    return json.dumps({**data, "ended": record.ended, "ms": round(record.duration * 1000, 1)})
+
+
+async def run(options: Run, plan: Plan) -> int:
+    host, port, calls, rate, as_json = (
+        options.host,
+        options.port,
+        options.calls,
+        options.rate,
+        options.as_json,
+    )
+    rng = random.Random(options.seed)
+    next_caller, outcome = caller_mix(plan, rng), queue_outcomes(rng)
+    pending: list[asyncio.Task[None]] = []
+    failures = 0
+
+    async def one(index: int, caller: Caller) -> None:
+        nonlocal failures
+        record = await place_call(host, port, caller.script, outcome=outcome, number=index)
+        failures += record.ended.endswith("fail-static route")
+        print(_json_line(index, caller, record) if as_json else line(index, caller, record), flush=True)
+
+    for index in range(1, calls + 1):
+        pending.append(asyncio.create_task(one(index, next_caller())))
+        await asyncio.sleep(1 / rate if rate > 0 else 0)
+    await asyncio.gather(*pending)
+    print(f"{calls} calls, {failures} took the fail-static route", file=sys.stderr)
+    return 0 if failures == 0 else 1
+
+
+async def run_with_own_controller(args: argparse.Namespace, holder: PlanHolder) -> int:
+    server = FastAgiServer(ServerConfig(host="127.0.0.1", port=0))
+    Controller(holder).register(server)
+    async with server:
+        options = Run("127.0.0.1", server.port, args.calls, args.rate, args.seed, args.json)
+        return await run(options, holder.current.plan)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    holder = PlanHolder.load(Path(args.plan))
+    if args.target is None:
+        configure_logging(json=True, level="warning", stream=sys.stderr)
+        return asyncio.run(run_with_own_controller(args, holder))
+    host, _, port = args.target.rpartition(":")
+    options = Run(host or "127.0.0.1", int(port), args.calls, args.rate, args.seed, args.json)
+    return asyncio.run(run(options, holder.current.plan))
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("simulate", help="drive emulated callers through the controller")
+    parser.add_argument("--plan", required=True)
+    parser.add_argument("--target", help="HOST:PORT of a running controller (default: start one)")
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=4.0, help="new calls per second")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(handler=cmd_simulate)
