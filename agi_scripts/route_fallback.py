@@ -4,8 +4,8 @@
 ``CALLROUTER_PLAN`` (or as the second argument). It decides with the same pure engine as the
 controller, from the plan file alone: no Redis (live state unknown, so every overflow policy
 takes its safe default) and no toggles. It runs any menu itself, then sets the same contract
-variables with ``CR_MODE=static`` (the dialplan then skips the controller's later routes) and,
-last, ``CR_STATUS=ok``. One process per call: see docs/performance.md for its start-up cost.
+variables, packed in ``CR_ROUTE`` with ``CR_MODE=static`` (the dialplan then skips the
+controller's later routes). One process per call: see docs/performance.md for its start-up cost.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from agi_scripts._agi import ChannelGone, ClassicChannel
 from ivr.menu import Collect, Done, MenuRun, Play, Step
 from routing import channel_vars as cv
-from routing.contract import assignments
+from routing.contract import pack, route_fields
 from routing.core.decide import Call, CompiledPlan, Decision, PreludePrompt, decide, resolve_destination
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE
 from routing.core.plan import Destination, MenuDest, PaymentDest, Tenant
@@ -74,14 +74,14 @@ def route(channel: ClassicChannel, plan: CompiledPlan, dialled: str, now: dateti
     return decision
 
 
-def variables(plan: CompiledPlan, decision: Decision) -> list[tuple[str, str]]:
-    """The contract variables, the payment line's number put straight in, ``CR_MODE=static``."""
-    result = [pair for pair in assignments(plan, decision) if pair[0] != cv.STATUS]
+def route_value(plan: CompiledPlan, decision: Decision) -> str:
+    """``CR_ROUTE`` in static mode; a payment line's provider number is put straight in."""
+    fields = route_fields(plan, decision)
     dest = decision.destination
     if isinstance(dest, PaymentDest) and decision.tenant is not None:
-        number = plan.plan.tenants[decision.tenant].payment_lines[dest.line].number
-        result = [(name, number if name == cv.TARGET else value) for name, value in result]
-    return [*result, (cv.MODE, "static"), (cv.STATUS, "ok")]
+        fields[cv.TARGET] = plan.plan.tenants[decision.tenant].payment_lines[dest.line].number
+    fields[cv.MODE] = "static"
+    return pack(fields)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         decision = route(channel, plan, dialled, datetime.now(UTC))
         if not isinstance(decision.destination, MenuDest):
             _play(channel, decision.prelude)
-        for name, value in variables(plan, decision):
-            channel.set_variable(name, value)
+        channel.set_variable(cv.ROUTE, route_value(plan, decision))
     except ChannelGone:
         return 0
     return 0

@@ -1,11 +1,16 @@
 """Every channel variable shared by the dialplans and the controller, named once.
 
-The dialplan calls a route, then branches on the variables the controller set: the
-destination as ``CR_ACTION`` / ``CR_TARGET`` / ``CR_ARG`` (the wazo ACTION/ACTIONARG idea),
-plus the dialled council's language and prompt set so callers hear that council whichever
-centre answers. ``CR_STATUS`` is set last: the dialplan uses it to tell "the controller
-finished" from "the controller was unreachable", because Asterisk reports AGISTATUS=FAILURE
-after a script that succeeded if any STREAM FILE hit a missing prompt.
+The dialplan calls a route, then branches on what the controller set: the destination as
+``CR_ACTION`` / ``CR_TARGET`` / ``CR_ARG`` (the wazo ACTION/ACTIONARG idea), plus the dialled
+council's language and prompt set so callers hear that council whichever centre answers.
+
+On the wire the controller sets them all at once, as its last command: ``CR_ROUTE`` holds the
+fields of :data:`ROUTE_FIELDS` joined by ``|``, and the dialplan's ``callrouter-unpack``
+subroutine splits it into the variables below. One ``SET VARIABLE`` instead of a dozen keeps a
+routing session to a couple of round trips, and an empty ``CR_ROUTE`` (cleared before every
+``AGI()``) tells "the controller was unreachable or failed" from "the controller finished"
+(Asterisk reports AGISTATUS=FAILURE after a script that succeeded if a STREAM FILE hit a
+missing prompt).
 """
 
 from __future__ import annotations
@@ -25,14 +30,26 @@ SURVEY = "CR_SURVEY"  # 1: offer the satisfaction survey after the adviser hangs
 PAYMENT_REFERENCE = "CR_PAYMENT_REF"  # a checked payment reference (never card data), or empty
 SURVEY_SCORE = "CR_SURVEY_SCORE"  # +1 good, 0 average, -1 poor, empty when not answered
 MODE = "CR_MODE"  # "static": set by the fail-static script; the dialplan then avoids the controller
-STATUS = "CR_STATUS"  # "ok": the controller finished this route (set last)
+ROUTE = "CR_ROUTE"  # the packed fields of ROUTE_FIELDS, set last; empty: the controller did not finish
 
 # --- read by the controller (set by Asterisk) -------------------------------------------------
 QUEUESTATUS = "QUEUESTATUS"  # Queue(): TIMEOUT FULL JOINEMPTY LEAVEEMPTY JOINUNAVAIL LEAVEUNAVAIL WITHDRAW
 
 ACTIONS = ("queue", "menu", "payment", "dial", "voicemail", "hangup")
-SET_BY_CONTROLLER = (
-    ACTION, TARGET, ARGUMENT, REASON, TENANT, PROMPTS, LANGUAGE, QUEUE, PRELUDE, CENTRE, SURVEY,
-    PAYMENT_REFERENCE, SURVEY_SCORE, MODE, STATUS,
-)  # fmt: skip
+ROUTE_SEPARATOR = "|"
+ROUTE_FIELDS = (
+    ACTION,
+    TARGET,
+    ARGUMENT,
+    TENANT,
+    PROMPTS,
+    LANGUAGE,
+    QUEUE,
+    CENTRE,
+    SURVEY,
+    REASON,
+    PRELUDE,
+    MODE,
+)
+SET_BY_CONTROLLER = (*ROUTE_FIELDS, PAYMENT_REFERENCE, SURVEY_SCORE, ROUTE)
 READ_BY_CONTROLLER = (QUEUESTATUS,)

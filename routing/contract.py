@@ -1,6 +1,12 @@
-"""The dialplan contract: a decision turned into channel-variable assignments (pure)."""
+"""The dialplan contract: a decision turned into the packed ``CR_ROUTE`` value (pure).
+
+``CR_ROUTE`` is the fields of :data:`routing.channel_vars.ROUTE_FIELDS` joined by ``|``; the
+dialplan's ``callrouter-unpack`` subroutine (and :func:`unpack`) split it back into variables.
+"""
 
 from __future__ import annotations
+
+import re
 
 from routing import channel_vars as cv
 from routing.core.decide import CompiledPlan, Decision, PreludePrompt
@@ -15,7 +21,8 @@ from routing.core.plan import (
     VoicemailDest,
 )
 
-Assignment = tuple[str, str]
+Fields = dict[str, str]
+_UNSAFE = re.compile(r"[|\x00-\x1f\x7f]")
 
 
 def encode_prelude(prelude: tuple[PreludePrompt, ...]) -> str:
@@ -28,54 +35,53 @@ def decode_prelude(text: str) -> tuple[PreludePrompt, ...]:
     return tuple(PreludePrompt(prompt, flag == "skip") for prompt, _, flag in items if prompt)
 
 
-def _destination(plan: CompiledPlan, tenant: str | None, dest: Destination) -> list[Assignment]:
+def destination_fields(plan: CompiledPlan, tenant: str | None, dest: Destination) -> Fields:
+    """``CR_ACTION`` and its arguments for one destination."""
     match dest:
         case QueueDest(queue=name) if tenant is not None:
             queue = plan.plan.tenants[tenant].queues[name]
-            timeout = str(queue.timeout_s)
-            return [
-                (cv.ACTION, "queue"),
-                (cv.TARGET, queue.asterisk_queue),
-                (cv.ARGUMENT, timeout),
-                (cv.QUEUE, name),
-            ]
+            return {cv.ACTION: "queue", cv.TARGET: queue.asterisk_queue, cv.ARGUMENT: str(queue.timeout_s),
+                    cv.QUEUE: name}  # fmt: skip
         case MenuDest(menu=name):
-            return [(cv.ACTION, "menu"), (cv.TARGET, name)]
+            return {cv.ACTION: "menu", cv.TARGET: name}
         case PaymentDest(line=line):
-            return [(cv.ACTION, "payment"), (cv.TARGET, line)]
+            return {cv.ACTION: "payment", cv.TARGET: line}
         case ExternalDest(centre=str(centre)):
             number = plan.plan.centres[centre].number or ""
-            return [
-                (cv.ACTION, "dial"),
-                (cv.TARGET, number),
-                (cv.ARGUMENT, dest.label or ""),
-                (cv.CENTRE, centre),
-            ]
+            return {cv.ACTION: "dial", cv.TARGET: number, cv.ARGUMENT: dest.label or "", cv.CENTRE: centre}
         case ExternalDest(number=str(number)):
-            return [(cv.ACTION, "dial"), (cv.TARGET, number), (cv.ARGUMENT, dest.label or "")]
+            return {cv.ACTION: "dial", cv.TARGET: number, cv.ARGUMENT: dest.label or ""}
         case VoicemailDest(mailbox=mailbox):
-            return [(cv.ACTION, "voicemail"), (cv.TARGET, mailbox)]
+            return {cv.ACTION: "voicemail", cv.TARGET: mailbox}
         case HangupDest(prompt=prompt):
-            return [(cv.ACTION, "hangup"), (cv.TARGET, prompt or "")]
+            return {cv.ACTION: "hangup", cv.TARGET: prompt or ""}
         case AnnouncementDest():
             raise ValueError("an announcement is played before the destination, never set as one")
-    return [(cv.ACTION, "hangup"), (cv.TARGET, "")]
+    return {cv.ACTION: "hangup", cv.TARGET: ""}
 
 
-def assignments(plan: CompiledPlan, decision: Decision, reason: str | None = None) -> list[Assignment]:
-    """What the controller sets for ``decision``, in order; :data:`channel_vars.STATUS` comes last."""
-    result: list[Assignment] = []
+def route_fields(plan: CompiledPlan, decision: Decision, reason: str | None = None) -> Fields:
+    """Every field of ``CR_ROUTE`` for ``decision``."""
+    fields = destination_fields(plan, decision.tenant, decision.destination)
+    fields[cv.REASON] = reason or decision.state
     if decision.tenant is not None:
         tenant = plan.plan.tenants[decision.tenant]
-        result += [
-            (cv.TENANT, decision.tenant),
-            (cv.PROMPTS, tenant.prompts),
-            (cv.LANGUAGE, decision.language),
-        ]
+        fields.update(
+            {cv.TENANT: decision.tenant, cv.PROMPTS: tenant.prompts, cv.LANGUAGE: decision.language}
+        )
         if tenant.survey is not None and isinstance(decision.destination, QueueDest):
-            result.append((cv.SURVEY, "1"))
-    result += _destination(plan, decision.tenant, decision.destination)
+            fields[cv.SURVEY] = "1"
     if isinstance(decision.destination, MenuDest) and decision.prelude:
-        result.append((cv.PRELUDE, encode_prelude(decision.prelude)))
-    result += [(cv.REASON, reason or decision.state), (cv.STATUS, "ok")]
-    return result
+        fields[cv.PRELUDE] = encode_prelude(decision.prelude)
+    return fields
+
+
+def pack(fields: Fields) -> str:
+    """The ``CR_ROUTE`` value: every field in :data:`~routing.channel_vars.ROUTE_FIELDS` order."""
+    return cv.ROUTE_SEPARATOR.join(_UNSAFE.sub(" ", fields.get(name, "")) for name in cv.ROUTE_FIELDS)
+
+
+def unpack(route: str) -> Fields:
+    """What ``callrouter-unpack`` does in the dialplan: ``CR_ROUTE`` back into variables."""
+    values = route.split(cv.ROUTE_SEPARATOR)
+    return {name: values[i] if i < len(values) else "" for i, name in enumerate(cv.ROUTE_FIELDS)}

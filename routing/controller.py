@@ -8,7 +8,7 @@ Routes (the path of ``AGI(agi://host:4573/<route>,args...)``):
 - ``overflow,<tenant>,<queue>,<QUEUESTATUS>``: a queue attempt ended unanswered: where next.
 - ``survey,<tenant>``: the GovMetric-style Good / Average / Poor question after the adviser hangs up.
 
-Each route ends by setting ``CR_STATUS=ok``. Live state comes from a :class:`LiveSource`
+Each route ends by setting ``CR_ROUTE`` (its last command). Live state comes from a :class:`LiveSource`
 within ``live_timeout``; when it fails or is slow, the decision is taken on unknown live state
 (the plan's safe defaults) and the call goes on: fail static.
 """
@@ -27,7 +27,7 @@ import structlog
 
 from ivr.agi_handler import play_prelude, run_menu
 from routing import channel_vars as cv
-from routing.contract import assignments, decode_prelude
+from routing.contract import decode_prelude, pack, route_fields
 from routing.core.decide import (
     Call,
     CompiledPlan,
@@ -157,8 +157,7 @@ class Controller:
     ) -> None:
         if not isinstance(decision.destination, MenuDest):
             await play_prelude(channel, decision.prelude)
-        for name, value in assignments(plan, decision, reason):
-            await channel.set_variable(name, value)
+        await channel.set_variable(cv.ROUTE, pack(route_fields(plan, decision, reason)))
         await self._remember(decision)
 
     # --- routes -------------------------------------------------------------------------------
@@ -210,11 +209,9 @@ class Controller:
             return
         reference = await capture_reference(channel, line.reference) if line.reference else ""
         log.info("call.payment_handoff", tenant=tenant_id, line=line_name, reference=bool(reference))
-        for name, value in [
-            (cv.ACTION, "payment"), (cv.TARGET, line.number), (cv.PAYMENT_REFERENCE, reference),
-            (cv.REASON, "payment"), (cv.STATUS, "ok"),
-        ]:  # fmt: skip
-            await channel.set_variable(name, value)
+        await channel.set_variable(cv.PAYMENT_REFERENCE, reference)
+        fields = {cv.ACTION: "payment", cv.TARGET: line.number, cv.TENANT: tenant_id, cv.REASON: "payment"}
+        await channel.set_variable(cv.ROUTE, pack(fields))
 
     async def overflow(self, channel: AgiChannel, request: AgiRequest) -> None:
         """``AGI(agi://host/overflow,${CR_TENANT},${CR_QUEUE},${QUEUESTATUS})``."""
@@ -250,7 +247,9 @@ class Controller:
                 await channel.stream_file(tenant.survey.thanks_prompt)
         log.info("call.survey", tenant=tenant_id, queue=queue, score=score, answered=score is not None)
         await channel.set_variable(cv.SURVEY_SCORE, "" if score is None else str(score))
-        await channel.set_variable(cv.STATUS, "ok")
+        await channel.set_variable(
+            cv.ROUTE, pack({cv.ACTION: "hangup", cv.TENANT: tenant_id, cv.REASON: "survey"})
+        )
 
 
 def _gone(plan: CompiledPlan, tenant: str, why: str) -> Decision:

@@ -2,7 +2,7 @@
 
 Each ``AGI()`` of the dialplan is a real FastAGI session against the controller, played by
 :class:`~routing.emulator.agi.AsteriskSession`; between them this module does what the
-dialplan does: check ``CR_STATUS``, dispatch on ``CR_ACTION``, run ``Queue()`` (its outcome
+dialplan does: check ``CR_ROUTE`` and unpack it, dispatch on ``CR_ACTION``, run ``Queue()`` (its outcome
 comes from a :data:`QueueOutcome` function, e.g. a fake contact centre), continue to the
 survey or the overflow route. The same call keeps its channel, uniqueid, variables and the
 caller's remaining steps from one ``AGI()`` to the next, as on a real channel.
@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from routing import channel_vars as cv
+from routing.contract import unpack
 from routing.emulator.agi import (
     AsteriskSession,
     CallerScript,
@@ -66,7 +67,7 @@ class _Call:
 
     async def agi(self, route: str, *args: str) -> EmulatedCall:
         """One ``AGI(agi://host/route,args)`` with the call's current variables and steps."""
-        self.record.variables.pop(cv.STATUS, None)  # Set(CR_STATUS=) before every AGI()
+        self.record.variables.pop(cv.ROUTE, None)  # Set(CR_ROUTE=) before every AGI()
         script = replace(self.script, variables=dict(self.record.variables), answered=True)
         reader, writer = await asyncio.open_connection(self.host, self.port)
         session = AsteriskSession(script, reader, writer, channel=self.channel, time_scale=self.time_scale)
@@ -84,11 +85,13 @@ class _Call:
             writer.close()
         self.script = replace(self.script, steps=session.remaining_steps)
         self.record.variables.update(session.call.variables)
+        if self.record.variables.get(cv.ROUTE):  # Gosub(callrouter-unpack,s,1)
+            self.record.variables.update(unpack(self.record.variables[cv.ROUTE]))
         self.record.sessions.append(session.call)
         return session.call
 
     def finished(self, call: EmulatedCall) -> bool:
-        return call.agistatus in ("SUCCESS", "FAILURE") and self.record.variables.get(cv.STATUS) == "ok"
+        return call.agistatus in ("SUCCESS", "FAILURE") and bool(self.record.variables.get(cv.ROUTE))
 
 
 async def _dispatch(call: _Call, outcome: QueueOutcome) -> None:

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from routing.contract import unpack
 from routing.controller import Controller, LiveSource, NoLiveState, PlanHolder
 from routing.emulator.agi import CallerScript, EmulatedCall, run_call
 from routing.fastagi import FastAgiServer, ServerConfig
@@ -65,3 +66,9 @@ async def rig() -> AsyncIterator[Rig]:
     controller.register(server)
     async with server:
         yield Rig(server, controller, clock)
+
+
+def fields(call: EmulatedCall) -> dict[str, str]:
+    """The call's variables with CR_ROUTE unpacked, as the dialplan's callrouter-unpack does."""
+    route = call.variables.get("CR_ROUTE")
+    return {**call.variables, **(unpack(route) if route else {})}

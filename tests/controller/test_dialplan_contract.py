@@ -68,7 +68,7 @@ def test_every_variable_the_dialplan_uses_is_named_in_channel_vars() -> None:
     used = set(re.findall(r"\b(CR_[A-Z_]+)\b", dialplan_text()))
     globals_ = {"CR_AGI", "CR_FALLBACK", "CR_TRUNK", "CR_PAYMENT_TRUNK", "CR_DIALLED"}
     assert used - globals_ <= names
-    assert {cv.ACTION, cv.TARGET, cv.STATUS, cv.TENANT, cv.QUEUE, cv.PRELUDE, cv.SURVEY} <= used
+    assert {cv.ROUTE, cv.ACTION, cv.TARGET, cv.TENANT, cv.QUEUE, cv.PRELUDE, cv.SURVEY, cv.MODE} <= used
 
 
 def test_every_action_has_a_dispatch_extension() -> None:
@@ -79,11 +79,11 @@ def test_every_action_has_a_dispatch_extension() -> None:
 
 
 def test_status_is_cleared_before_every_agi_call() -> None:
-    """A stale CR_STATUS=ok from an earlier step must never be trusted."""
+    """A CR_ROUTE left by an earlier step must never be trusted."""
     lines = dialplan_text().splitlines()
     for i, line in enumerate(lines):
         if "AGI(" in line:
-            assert "Set(CR_STATUS=)" in lines[i - 1], line
+            assert "Set(CR_ROUTE=)" in lines[i - 1], line
 
 
 def test_every_queue_of_the_example_plan_is_in_queues_conf() -> None:

@@ -9,7 +9,7 @@ import yaml
 
 from routing.emulator.agi import CallerScript, PressAfterPrompt
 from routing.emulator.classic import run_classic
-from tests.controller.conftest import EXAMPLE, HARBOROUGH
+from tests.controller.conftest import EXAMPLE, HARBOROUGH, fields
 
 SCRIPT = [sys.executable, "-m", "agi_scripts.route_fallback"]
 ROOT = Path(__file__).parents[2]
@@ -28,15 +28,15 @@ def always_open_plan(tmp_path: Path) -> Path:
 
 
 async def test_fallback_runs_the_menu_and_sets_the_contract_in_static_mode(tmp_path: Path) -> None:
-    """Without controller or Redis: same engine, same menu, CR_MODE=static, CR_STATUS=ok last."""
+    """Without controller or Redis: same engine, same menu, CR_MODE=static, CR_ROUTE last."""
     plan = always_open_plan(tmp_path)
     caller = CallerScript(dial=HARBOROUGH, steps=[PressAfterPrompt("2")])
     call, code = await run_classic([*SCRIPT], caller, [HARBOROUGH, str(plan)])
     assert code == 0
     assert call.prompts[:2] == ["harborough/welcome", "harborough/main-menu"]
-    assert (call.variables["CR_ACTION"], call.variables["CR_TARGET"]) == ("queue", "hdc-waste")
-    assert call.variables["CR_MODE"] == "static"
-    assert call.commands[-1] == 'SET VARIABLE CR_STATUS "ok"'
+    assert (fields(call)["CR_ACTION"], fields(call)["CR_TARGET"]) == ("queue", "hdc-waste")
+    assert fields(call)["CR_MODE"] == "static"
+    assert call.commands[-1].startswith("SET VARIABLE CR_ROUTE ")
 
 
 async def test_fallback_payment_gets_the_provider_number(tmp_path: Path) -> None:
@@ -44,7 +44,7 @@ async def test_fallback_payment_gets_the_provider_number(tmp_path: Path) -> None
     plan = always_open_plan(tmp_path)
     caller = CallerScript(dial=HARBOROUGH, steps=[PressAfterPrompt("3")])
     call, _code = await run_classic([*SCRIPT], caller, [HARBOROUGH, str(plan)])
-    assert (call.variables["CR_ACTION"], call.variables["CR_TARGET"]) == ("payment", "+441632960777")
+    assert (fields(call)["CR_ACTION"], fields(call)["CR_TARGET"]) == ("payment", "+441632960777")
 
 
 async def test_fallback_with_a_broken_plan_exits_non_zero(tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ async def test_fallback_with_a_broken_plan_exits_non_zero(tmp_path: Path) -> Non
     call, code = await run_classic([*SCRIPT], CallerScript(dial=HARBOROUGH), [HARBOROUGH, str(broken)])
     assert code == 1
     assert call.agistatus == "FAILURE"
-    assert "CR_STATUS" not in call.variables
+    assert "CR_ROUTE" not in call.variables
 
 
 async def test_fallback_writes_no_caller_number_to_stderr(tmp_path: Path) -> None:

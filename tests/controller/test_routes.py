@@ -13,7 +13,7 @@ from routing.core.decide import CompiledPlan
 from routing.core.live import LiveState, Toggles
 from routing.emulator.agi import CallerScript, HangUpDuring, Press, PressAfterPrompt, Silence, run_call
 from routing.fastagi import FastAgiServer, ServerConfig
-from tests.controller.conftest import EXAMPLE, HARBOROUGH, LONDON, Rig, make_controller
+from tests.controller.conftest import EXAMPLE, HARBOROUGH, LONDON, Rig, fields, make_controller
 
 
 async def test_route_open_hours_goes_to_the_menu_with_the_councils_voice(rig: Rig) -> None:
@@ -21,8 +21,7 @@ async def test_route_open_hours_goes_to_the_menu_with_the_councils_voice(rig: Ri
     call = await rig.call("route", HARBOROUGH, dial=HARBOROUGH)
     assert call.agistatus == "SUCCESS"
     assert {
-        k: call.variables[k]
-        for k in ("CR_TENANT", "CR_PROMPTS", "CHANNEL(language)", "CR_ACTION", "CR_TARGET")
+        k: fields(call)[k] for k in ("CR_TENANT", "CR_PROMPTS", "CHANNEL(language)", "CR_ACTION", "CR_TARGET")
     } == {
         "CR_TENANT": "harborough",
         "CR_PROMPTS": "harborough",
@@ -30,39 +29,39 @@ async def test_route_open_hours_goes_to_the_menu_with_the_councils_voice(rig: Ri
         "CR_ACTION": "menu",
         "CR_TARGET": "main",
     }
-    assert call.variables["CR_PRELUDE"] == "harborough/bin-collection-change:skip"
-    assert call.variables["CR_REASON"] == "open"
-    assert call.commands[-1] == 'SET VARIABLE CR_STATUS "ok"'
+    assert fields(call)["CR_PRELUDE"] == "harborough/bin-collection-change:skip"
+    assert fields(call)["CR_REASON"] == "open"
+    assert call.commands[-1].startswith("SET VARIABLE CR_ROUTE ")
 
 
 async def test_route_after_hours_dials_the_out_of_hours_service(rig: Rig) -> None:
     """18:00: dial the out-of-hours number, nothing played."""
     rig.clock[0] = datetime(2026, 11, 24, 18, 0, tzinfo=LONDON)
     call = await rig.call("route", HARBOROUGH, dial=HARBOROUGH)
-    assert (call.variables["CR_ACTION"], call.variables["CR_TARGET"]) == ("dial", "+441632960999")
-    assert call.variables["CR_REASON"] == "closed"
+    assert (fields(call)["CR_ACTION"], fields(call)["CR_TARGET"]) == ("dial", "+441632960999")
+    assert fields(call)["CR_REASON"] == "closed"
     assert call.prompts == []
 
 
 async def test_route_unknown_number(rig: Rig) -> None:
     """A number no council owns: the plan's unknown-number destination."""
     call = await rig.call("route", "01632960555", dial="01632960555")
-    assert call.variables["CR_ACTION"] == "hangup"
-    assert call.variables["CR_REASON"] == "unknown_number"
-    assert call.variables["CR_STATUS"] == "ok"
+    assert fields(call)["CR_ACTION"] == "hangup"
+    assert fields(call)["CR_REASON"] == "unknown_number"
+    assert fields(call)["CR_ROUTE"]
 
 
 async def test_route_uses_the_dialled_extension_without_arguments(rig: Rig) -> None:
     """With no AGI argument the dialled number is ${EXTEN} (agi_extension)."""
     call = await rig.call("route", dial="+441632960100")
-    assert call.variables["CR_TENANT"] == "charnwood"
+    assert fields(call)["CR_TENANT"] == "charnwood"
 
 
 async def test_menu_key_reaches_a_queue_with_survey(rig: Rig) -> None:
     """Key 1 after the greeting: the revenues queue, its wait limit and the survey flag."""
     call = await rig.call("menu", "harborough", "main", "", dial=HARBOROUGH, steps=[PressAfterPrompt("1")])
     assert call.prompts[:2] == ["harborough/welcome", "harborough/main-menu"]
-    assert {k: call.variables[k] for k in ("CR_ACTION", "CR_TARGET", "CR_ARG", "CR_QUEUE", "CR_SURVEY")} == {
+    assert {k: fields(call)[k] for k in ("CR_ACTION", "CR_TARGET", "CR_ARG", "CR_QUEUE", "CR_SURVEY")} == {
         "CR_ACTION": "queue",
         "CR_TARGET": "hdc-revenues",
         "CR_ARG": "900",
@@ -82,13 +81,13 @@ async def test_menu_plays_the_prelude_first_and_it_can_be_skipped(rig: Rig) -> N
         steps=[Press("#"), PressAfterPrompt("2")],
     )
     assert call.commands[0] == 'STREAM FILE harborough/bin-collection-change "#"'
-    assert call.variables["CR_TARGET"] == "hdc-waste"
+    assert fields(call)["CR_TARGET"] == "hdc-waste"
 
 
 async def test_menu_key_during_the_greeting_is_taken(rig: Rig) -> None:
     """A caller who knows the menu presses 2 during the greeting."""
     call = await rig.call("menu", "harborough", "main", "", dial=HARBOROUGH, steps=[Press("2")])
-    assert call.variables["CR_TARGET"] == "hdc-waste"
+    assert fields(call)["CR_TARGET"] == "hdc-waste"
     assert "harborough/main-menu" not in call.prompts
 
 
@@ -100,7 +99,7 @@ async def test_menu_retries_then_timeout_destination(rig: Rig) -> None:
     assert call.prompts.index("harborough/no-option") < call.prompts.index("harborough/invalid-option")
     assert "harborough/no-option" in call.prompts
     assert "harborough/invalid-option" in call.prompts
-    assert call.variables["CR_QUEUE"] == "revenues"
+    assert fields(call)["CR_QUEUE"] == "revenues"
 
 
 async def test_menu_submenu_repeat_and_return(rig: Rig) -> None:
@@ -114,23 +113,23 @@ async def test_menu_submenu_repeat_and_return(rig: Rig) -> None:
         steps=[PressAfterPrompt("4"), PressAfterPrompt("*"), PressAfterPrompt("#"), PressAfterPrompt("3")],
     )
     assert call.prompts.count("harborough/more-services") == 2
-    assert (call.variables["CR_ACTION"], call.variables["CR_TARGET"]) == ("payment", "council_tax")
+    assert (fields(call)["CR_ACTION"], fields(call)["CR_TARGET"]) == ("payment", "council_tax")
 
 
 async def test_menu_hangup_is_logged_as_abandoned_and_sets_no_status(
     rig: Rig, logs: Callable[[], list[dict[str, Any]]]
 ) -> None:
-    """A caller who hangs up in the menu: AGISTATUS HANGUP, no CR_STATUS, an abandon event."""
+    """A caller who hangs up in the menu: AGISTATUS HANGUP, no CR_ROUTE, an abandon event."""
     call = await rig.call(
         "menu", "harborough", "main", "", dial=HARBOROUGH, steps=[HangUpDuring("WAIT FOR DIGIT")]
     )
     assert call.agistatus == "HANGUP"
-    assert "CR_STATUS" not in call.variables
+    assert "CR_ROUTE" not in call.variables
     assert any(e["event"] == "call.abandoned" and e["stage"] == "menu" for e in logs())
 
 
 async def test_missing_prompt_still_finishes_with_status_ok(rig: Rig) -> None:
-    """Asterisk says FAILURE after a missing prompt; CR_STATUS=ok tells the dialplan to go on."""
+    """Asterisk says FAILURE after a missing prompt; CR_ROUTE tells the dialplan to go on."""
     call = await rig.call(
         "menu",
         "harborough",
@@ -141,29 +140,29 @@ async def test_missing_prompt_still_finishes_with_status_ok(rig: Rig) -> None:
         missing_prompts=frozenset({"harborough/welcome"}),
     )
     assert call.agistatus == "FAILURE"
-    assert call.variables["CR_STATUS"] == "ok"
-    assert call.variables["CR_TARGET"] == "hdc-revenues"
+    assert fields(call)["CR_ROUTE"]
+    assert fields(call)["CR_TARGET"] == "hdc-revenues"
 
 
 async def test_menu_unknown_after_a_reload_goes_out_of_hours(rig: Rig) -> None:
     """A menu the plan no longer has: the caller is not lost."""
     call = await rig.call("menu", "harborough", "gone", "", dial=HARBOROUGH)
-    assert call.variables["CR_ACTION"] == "dial"
-    assert call.variables["CR_STATUS"] == "ok"
+    assert fields(call)["CR_ACTION"] == "dial"
+    assert fields(call)["CR_ROUTE"]
 
 
 async def test_overflow_after_timeout_takes_the_failover(rig: Rig) -> None:
     """QUEUESTATUS=TIMEOUT with live state unknown: the queue's failover."""
     call = await rig.call("overflow", "harborough", "revenues", "TIMEOUT", dial=HARBOROUGH)
-    assert (call.variables["CR_ACTION"], call.variables["CR_TARGET"]) == ("voicemail", "200@harborough")
-    assert call.variables["CR_REASON"] == "after_queue"
+    assert (fields(call)["CR_ACTION"], fields(call)["CR_TARGET"]) == ("voicemail", "200@harborough")
+    assert fields(call)["CR_REASON"] == "after_queue"
 
 
 async def test_overflow_after_withdraw_goes_to_the_overflow_target(rig: Rig) -> None:
     """QUEUESTATUS=WITHDRAW: the controller withdrew the caller for overflow."""
     call = await rig.call("overflow", "harborough", "revenues", "WITHDRAW", dial=HARBOROUGH)
-    assert (call.variables["CR_ACTION"], call.variables["CR_TARGET"]) == ("queue", "cbc-assist")
-    assert call.variables["CR_REASON"] == "withdrawn"
+    assert (fields(call)["CR_ACTION"], fields(call)["CR_TARGET"]) == ("queue", "cbc-assist")
+    assert fields(call)["CR_REASON"] == "withdrawn"
 
 
 async def test_survey_scores_good_average_poor(rig: Rig, logs: Callable[[], list[dict[str, Any]]]) -> None:
@@ -176,7 +175,7 @@ async def test_survey_scores_good_average_poor(rig: Rig, logs: Callable[[], list
         [Silence(), Silence()],
     ):
         call = await rig.call("survey", "harborough", "revenues", dial=HARBOROUGH, steps=steps)
-        scores.append(call.variables["CR_SURVEY_SCORE"])
+        scores.append(fields(call)["CR_SURVEY_SCORE"])
     assert scores == ["1", "0", "-1", ""]
     events = [e for e in logs() if e["event"] == "call.survey"]
     assert [e["score"] for e in events] == [1, 0, -1, None]
@@ -194,8 +193,8 @@ async def test_payment_hands_off_with_a_reference_and_no_card_digits_in_logs(
     ok = await rig.call(
         "payment", "harborough", "council_tax", dial=HARBOROUGH, steps=[PressAfterPrompt("12345678")]
     )
-    assert (ok.variables["CR_ACTION"], ok.variables["CR_TARGET"]) == ("payment", "+441632960777")
-    assert ok.variables["CR_PAYMENT_REF"] == "12345678"
+    assert (fields(ok)["CR_ACTION"], fields(ok)["CR_TARGET"]) == ("payment", "+441632960777")
+    assert fields(ok)["CR_PAYMENT_REF"] == "12345678"
     confused = await rig.call(
         "payment",
         "harborough",
@@ -203,7 +202,7 @@ async def test_payment_hands_off_with_a_reference_and_no_card_digits_in_logs(
         dial=HARBOROUGH,
         steps=[PressAfterPrompt(CARD), PressAfterPrompt(CARD), PressAfterPrompt(CARD)],
     )
-    assert confused.variables["CR_STATUS"] == "ok"
+    assert fields(confused)["CR_ROUTE"]
     assert all(command.count("GET DATA") == 0 or command.endswith(" 8") for command in confused.commands)
     text = "\n".join(str(e) for e in logs())
     assert "call.payment_handoff" in text
@@ -215,8 +214,8 @@ async def test_payment_line_without_reference_asks_nothing(rig: Rig) -> None:
     """Charnwood's line takes no reference: straight hand-off."""
     call = await rig.call("payment", "charnwood", "payments", dial="01632960100")
     assert call.prompts == []
-    assert call.variables["CR_TARGET"] == "+441632960778"
-    assert call.variables["CR_PAYMENT_REF"] == ""
+    assert fields(call)["CR_TARGET"] == "+441632960778"
+    assert fields(call)["CR_PAYMENT_REF"] == ""
 
 
 class SlowLive:
@@ -243,7 +242,7 @@ async def test_stalled_live_state_still_routes_within_the_deadline(
         call = await run_call(
             "127.0.0.1", server.port, CallerScript(dial=HARBOROUGH), "route", args=[HARBOROUGH]
         )
-    assert call.variables["CR_STATUS"] == "ok"
+    assert fields(call)["CR_ROUTE"]
     assert call.duration < 2
     assert any(e["event"] == "live.unavailable" for e in logs())
 

@@ -1,0 +1,73 @@
+"""Benchmark of the ``route`` entry: the production handler making the real decision.
+
+Run ``python -m benchmarks.route_bench``. It starts a redis-server on a free loopback port,
+then runs :mod:`benchmarks.fastagi_bench` with this module's handler in place of the standard
+session, side by side with the bare asyncio server in the same run. The handler is the
+controller's ``route`` over the example plan, reading live state from that Redis, logging
+the ``call.routed`` event of every call (``--log-level info``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from benchmarks import fastagi_bench
+from routing.controller import Controller, LiveSource, NoLiveState, PlanHolder
+from routing.core.live import QueueSnapshot
+from routing.fastagi import AgiChannel, AgiRequest
+from routing.live.store import snapshot_json
+from routing.live_source import RedisLiveSource
+from routing.redis_keys import KEYS
+from tests.support.redis_server import running_redis
+
+PLAN = Path(__file__).parents[1] / "examples" / "plan.yaml"
+REDIS_ENV = "CALLROUTER_BENCH_REDIS"
+_controller: Controller | None = None
+
+
+def _live() -> LiveSource:
+    url = os.environ.get(REDIS_ENV)
+    return RedisLiveSource(Redis.from_url(url)) if url else NoLiveState()
+
+
+TUESDAY_10AM = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+def _open_hours_clock() -> datetime:
+    """A Tuesday 10:00 in London, so every call takes the full open-hours path."""
+    return TUESDAY_10AM
+
+
+async def route(channel: AgiChannel, request: AgiRequest) -> None:
+    """The production ``route`` handler (the dialled number is the channel's extension)."""
+    global _controller  # noqa: PLW0603 - built once per server process
+    if _controller is None:
+        _controller = Controller(PlanHolder.load(PLAN), _live(), clock=_open_hours_clock)
+    await _controller.route(channel, dataclasses.replace(request, args=()))
+
+
+async def seed(url: str) -> None:
+    """Live state as a busy morning would leave it: a published partner snapshot."""
+    redis = Redis.from_url(url)
+    partner = QueueSnapshot("harborough", 1, 20, 3, 2, TUESDAY_10AM)
+    await redis.set(KEYS.centre_snapshot("harborough"), snapshot_json(partner))
+    await redis.aclose()
+
+
+def main() -> None:
+    extra = sys.argv[1:] or ["--duration", "3", "--idle", "0", "--uvloop"]
+    with running_redis(max_lifetime_s=900) as server:
+        asyncio.run(seed(server.url))
+        os.environ[REDIS_ENV] = server.url
+        fastagi_bench.main(["--handler", "benchmarks.route_bench:route", "--log-level", "info", *extra])
+
+
+if __name__ == "__main__":
+    main()
