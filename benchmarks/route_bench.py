@@ -3,8 +3,9 @@
 Run ``python -m benchmarks.route_bench``. It starts a redis-server on a free loopback port,
 then runs :mod:`benchmarks.fastagi_bench` with this module's handler in place of the standard
 session, side by side with the bare asyncio server in the same run. The handler is the
-controller's ``route`` over the example plan, reading live state from that Redis, logging
-the ``call.routed`` event of every call (``--log-level info``).
+controller's ``route`` over the example plan with live state cached from that Redis (as
+``callrouter serve`` runs it), logging the ``call.routed`` event of every call
+(``--log-level info``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from benchmarks import fastagi_bench
-from routing.controller import Controller, LiveSource, NoLiveState, PlanHolder
+from routing.controller import Controller, NoLiveState, PlanHolder
 from routing.core.live import QueueSnapshot
 from routing.fastagi import AgiChannel, AgiRequest
 from routing.live.store import snapshot_json
-from routing.live_source import RedisLiveSource
+from routing.live_source import CachedLiveSource
 from routing.redis_keys import KEYS
 from tests.support.redis_server import running_redis
 
@@ -32,9 +33,19 @@ REDIS_ENV = "CALLROUTER_BENCH_REDIS"
 _controller: Controller | None = None
 
 
-def _live() -> LiveSource:
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _controller_for_this_process() -> Controller:
+    """The controller as ``callrouter serve`` builds it: live state cached from Redis."""
+    holder = PlanHolder.load(PLAN)
     url = os.environ.get(REDIS_ENV)
-    return RedisLiveSource(Redis.from_url(url)) if url else NoLiveState()
+    if not url:
+        return Controller(holder, NoLiveState(), clock=_open_hours_clock)
+    cached = CachedLiveSource(Redis.from_url(url), lambda: holder.current)
+    task = asyncio.get_running_loop().create_task(cached.run(_open_hours_clock))
+    _tasks.add(task)
+    return Controller(holder, cached, clock=_open_hours_clock)
 
 
 TUESDAY_10AM = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -49,7 +60,7 @@ async def route(channel: AgiChannel, request: AgiRequest) -> None:
     """The production ``route`` handler (the dialled number is the channel's extension)."""
     global _controller  # noqa: PLW0603 - built once per server process
     if _controller is None:
-        _controller = Controller(PlanHolder.load(PLAN), _live(), clock=_open_hours_clock)
+        _controller = _controller_for_this_process()
     await _controller.route(channel, dataclasses.replace(request, args=()))
 
 

@@ -1,18 +1,27 @@
-"""Live state for decisions, read from Redis: queue snapshots, partner centres, latches, toggles.
+"""Live state for decisions, from Redis: queue snapshots, partner centres, latches, toggles.
 
-One decision costs one round trip in time: the queue snapshots (a server-side script) and one
-``MGET`` (partner snapshots, overflow latches, the tenant's toggles) go out together. The
-controller bounds the read with its ``live_timeout`` and falls back to unknown state.
+:class:`CachedLiveSource` (the one ``callrouter serve`` uses) keeps Redis off the call path: a
+background task reads everything every ``refresh_s`` (default 0.25 s) in one round trip, and a
+decision reads the copy in memory. Queue snapshots carry the writer's time, so a copy that
+stops refreshing (Redis down) ages into "unknown" and decisions take the plan's safe
+defaults; toggles carry their own expiry. Overflow latches are kept in memory at once and
+written to Redis in the background, so every controller instance shares the hysteresis.
+
+:class:`RedisLiveSource` reads per decision (one round trip); it is kept for tools and tests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import structlog
 from redis.asyncio import Redis
 
 from routing.core.decide import CompiledPlan
@@ -21,6 +30,7 @@ from routing.core.plan import ExternalDest, Tenant
 from routing.live.store import QueueStateStore, snapshot_from_json
 from routing.redis_keys import KEYS, RedisKeys
 
+log = structlog.get_logger("callrouter.live")
 TOGGLE_KINDS = ("emergency", "closure", "announcement")
 LATCH_TTL_MS = 15 * 60 * 1000  # a latch nobody refreshes clears itself
 
@@ -67,7 +77,7 @@ class RedisLiveSource:
         self.max_age_s = max_age_s
         self.store = QueueStateStore(redis, writer="reader", keys=keys)
 
-    def _reads(self, tenant_id: str, tenant: Tenant) -> _Reads:
+    def reads_for(self, tenant_id: str, tenant: Tenant) -> _Reads:
         partners = partner_centres(tenant)
         latches = sorted(tenant.queues)
         keys = [
@@ -80,11 +90,11 @@ class RedisLiveSource:
     async def read(self, plan: CompiledPlan, tenant: str | None, now: datetime) -> tuple[LiveState, Toggles]:
         if tenant is None:
             return LiveState(max_age_s=self.max_age_s), Toggles()
-        reads = self._reads(tenant, plan.plan.tenants[tenant])
+        reads = self.reads_for(tenant, plan.plan.tenants[tenant])
         queues, values = await asyncio.gather(self.store.snapshots(now), self.redis.mget(reads.keys))
-        return self._decode(tenant, reads, queues, values)
+        return self.decode(tenant, reads, queues, values)
 
-    def _decode(
+    def decode(
         self, tenant: str, reads: _Reads, queues: dict[str, QueueSnapshot], values: list[Any]
     ) -> tuple[LiveState, Toggles]:
         n_partners, n_latches = len(reads.partners), len(reads.latches)
@@ -112,3 +122,83 @@ class RedisLiveSource:
                 else:
                     pipe.delete(self.keys.overflow_latch(tenant, queue))
             await pipe.execute()
+
+
+class CachedLiveSource:
+    """:class:`routing.controller.LiveSource` served from memory, refreshed from Redis."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        plan: Callable[[], CompiledPlan],
+        *,
+        refresh_s: float = 0.25,
+        keys: RedisKeys = KEYS,
+        max_age_s: float = 30.0,
+        timeout_s: float = 1.0,
+    ) -> None:
+        self.source = RedisLiveSource(redis, keys=keys, max_age_s=max_age_s)
+        self.plan = plan
+        self.refresh_s = refresh_s
+        self.timeout_s = timeout_s
+        self._state: dict[str, tuple[LiveState, Toggles]] = {}
+        self._latches: dict[str, bool] = {}
+        self._pending: asyncio.Queue[tuple[tuple[str, bool], ...]] = asyncio.Queue(maxsize=10_000)
+        self.refreshed_at: datetime | None = None
+        self.failures = 0
+
+    async def read(self, plan: CompiledPlan, tenant: str | None, now: datetime) -> tuple[LiveState, Toggles]:
+        live, toggles = self._state.get(tenant or "", (LiveState(max_age_s=self.source.max_age_s), Toggles()))
+        if not self._latches:
+            return live, toggles
+        latched = {key for key in live.overflowing if self._latches.get(key, True)}
+        latched |= {key for key, on in self._latches.items() if on}
+        return dataclasses.replace(live, overflowing=frozenset(latched)), toggles
+
+    async def remember(self, latches: tuple[tuple[str, bool], ...]) -> None:
+        changed = tuple((key, on) for key, on in latches if self._latches.get(key) != on)
+        self._latches.update(latches)
+        if changed:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._pending.put_nowait(changed)
+
+    async def refresh(self, now: datetime) -> None:
+        """Read every tenant's live state in one round trip and replace the copy."""
+        plan = self.plan()
+        reads = {tid: self.source.reads_for(tid, tenant) for tid, tenant in plan.plan.tenants.items()}
+        flat = [key for r in reads.values() for key in r.keys]
+        queues, values = await asyncio.gather(self.source.store.snapshots(now), self.source.redis.mget(flat))
+        state, offset = {}, 0
+        for tid, r in reads.items():
+            state[tid] = self.source.decode(tid, r, queues, values[offset : offset + len(r.keys)])
+            offset += len(r.keys)
+        self._state = state
+        stored = {key for live, _ in state.values() for key in live.overflowing}
+        self._latches = {key: on for key, on in self._latches.items() if (key in stored) != on}
+        self.refreshed_at = now
+
+    async def run(self, clock: Callable[[], datetime]) -> None:
+        """Refresh forever, and write latches as they change; never raises for Redis errors."""
+        writer = asyncio.create_task(self._write_latches())
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        await self.refresh(clock())
+                except Exception as exc:  # Redis down or slow: keep the copy, let it age
+                    self.failures += 1
+                    if self.failures in (1, 10) or self.failures % 240 == 0:
+                        log.warning("live.refresh_failed", error=type(exc).__name__, failures=self.failures)
+                await asyncio.sleep(self.refresh_s)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def _write_latches(self) -> None:
+        while True:
+            latches = await self._pending.get()
+            try:
+                await self.source.remember(latches)
+            except Exception as exc:  # the next change writes again; a latch also expires
+                log.warning("live.latch_not_saved", error=type(exc).__name__)

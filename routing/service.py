@@ -1,6 +1,7 @@
 """``callrouter serve``: the controller process.
 
-FastAGI on 127.0.0.1:4573 by default, live state from Redis, structured JSON logs on stdout.
+FastAGI on 127.0.0.1:4573 by default, live state from Redis (refreshed in the background, off
+the call path), structured JSON logs on stdout.
 SIGHUP, or a change to the plan file, reloads the plan only if it validates; SIGTERM drains
 (stop accepting, let calls in progress finish their step, then close).
 """
@@ -23,7 +24,7 @@ from redis.asyncio import Redis
 
 from routing.controller import Clock, Controller, LiveSource, NoLiveState, PlanError, PlanHolder, utc_now
 from routing.fastagi import FastAgiServer, ServerConfig, serve_until_signal
-from routing.live_source import RedisLiveSource
+from routing.live_source import CachedLiveSource
 from routing.logs import configure_logging
 
 log = structlog.get_logger("callrouter.service")
@@ -37,6 +38,7 @@ class ServeOptions:
     agi_port: int = 4573
     redis: str | None = "redis://127.0.0.1:6379/0"
     live_timeout: float = 0.25
+    refresh_s: float = 0.25
     max_sessions: int = 1000
     call_timeout: float = 300.0
     drain_timeout: float = 30.0
@@ -74,11 +76,14 @@ async def watch_plan(holder: PlanHolder, interval: float) -> None:
             holder.reload()
 
 
-def _live_source(options: ServeOptions) -> tuple[LiveSource, Redis | None]:
+def _live_source(
+    options: ServeOptions, holder: PlanHolder
+) -> tuple[LiveSource, CachedLiveSource | None, Redis | None]:
     if options.redis is None:
-        return NoLiveState(), None
-    redis = Redis.from_url(options.redis, socket_connect_timeout=0.5, socket_timeout=options.live_timeout)
-    return RedisLiveSource(redis), redis
+        return NoLiveState(), None, None
+    redis = Redis.from_url(options.redis, socket_connect_timeout=0.5, socket_timeout=2.0)
+    cached = CachedLiveSource(redis, lambda: holder.current, refresh_s=options.refresh_s)
+    return cached, cached, redis
 
 
 def _install_uvloop() -> str:
@@ -97,7 +102,7 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     except PlanError as exc:
         print(f"callrouter: the plan has errors, not starting:\n{exc}", file=sys.stderr)
         return 1
-    live, redis = _live_source(options)
+    live, cached, redis = _live_source(options, holder)
     clock = rehearsal_clock(options.clock_start, options.clock_speed) if options.clock_start else utc_now
     controller = Controller(holder, live, clock=clock, live_timeout=options.live_timeout)
     config = ServerConfig(
@@ -111,6 +116,7 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, holder.reload)
     watcher = asyncio.create_task(watch_plan(holder, options.watch_interval))
+    refresher = asyncio.create_task(cached.run(clock)) if cached is not None else None
     try:
         await server.start()
         rehearsal = options.clock_start is not None
@@ -120,9 +126,11 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
         await serve_until_signal(server, drain_timeout=options.drain_timeout)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in (watcher, refresher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if redis is not None:
             await redis.aclose()
     log.info("controller.stopped", **vars(server.counters))
