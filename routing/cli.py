@@ -16,7 +16,7 @@ from datetime import date, datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from routing import service, simulate, static_dialplan
+from routing import service, simulate, static_dialplan, supervisor_cli
 from routing.controller import PlanError
 from routing.core import numbers
 from routing.core.decide import Call, CompiledPlan, Decision, decide, describe
@@ -295,6 +295,7 @@ COMMAND_REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentP
     _plan_commands,
     service.register,
     simulate.register,
+    supervisor_cli.register,
 ]
 
 

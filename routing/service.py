@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
+import pwd
 import signal
 import sys
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from routing.controller import Clock, Controller, LiveSource, NoLiveState, PlanE
 from routing.fastagi import FastAgiServer, ServerConfig, serve_until_signal
 from routing.live_source import CachedLiveSource
 from routing.logs import configure_logging
+from routing.supervisor import audit
 
 log = structlog.get_logger("callrouter.service")
 LONDON = ZoneInfo("Europe/London")
@@ -60,12 +63,42 @@ def rehearsal_clock(start: datetime, speed: float, real: Clock = utc_now) -> Clo
     return now
 
 
-async def watch_plan(holder: PlanHolder, interval: float) -> None:
+def _plan_files(path: Path) -> list[Path]:
+    return sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
+
+
+def plan_digest(path: Path) -> tuple[str, str]:
+    """The plan's sha256 (over its files) and the owner of the newest file: who changed it."""
+    files = [f for f in _plan_files(path) if f.exists()]
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+    newest = max(files, key=lambda f: f.stat().st_mtime, default=None)
+    try:
+        owner = pwd.getpwuid(newest.stat().st_uid).pw_name if newest else "unknown"
+    except KeyError:
+        owner = f"uid {newest.stat().st_uid}" if newest else "unknown"
+    return digest, owner
+
+
+async def reload_plan(holder: PlanHolder, redis: Redis | None, trigger: str) -> None:
+    """Reload (only a plan that validates is taken) and record the engineer's change in the audit trail."""
+    result = holder.reload()
+    if redis is None:
+        return
+    digest, owner = plan_digest(holder.path)
+    what = "plan.reload.accepted" if result.ok else "plan.reload.rejected"
+    problems = [str(p) for p in result.problems if p.severity == "error"][:20]
+    try:
+        details = {"path": str(holder.path), "sha256": digest, "version": holder.version, "trigger": trigger}
+        await audit(redis, what, owner, utc_now(), {**details, "problems": problems})
+    except Exception as exc:  # the reload itself stands; the log line says the audit entry is missing
+        log.warning("audit.not_written", what=what, error=type(exc).__name__)
+
+
+async def watch_plan(holder: PlanHolder, redis: Redis | None, interval: float) -> None:
     """Reload the plan when its file (or any file of its folder) changes."""
 
     def stamp() -> tuple[float, ...]:
-        files = sorted(holder.path.glob("*.y*ml")) if holder.path.is_dir() else [holder.path]
-        return tuple(f.stat().st_mtime for f in files if f.exists())
+        return tuple(f.stat().st_mtime for f in _plan_files(holder.path) if f.exists())
 
     seen = stamp()
     while True:
@@ -73,7 +106,7 @@ async def watch_plan(holder: PlanHolder, interval: float) -> None:
         current = stamp()
         if current != seen:
             seen = current
-            holder.reload()
+            await reload_plan(holder, redis, "file changed")
 
 
 def _live_source(
@@ -114,8 +147,15 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     server = FastAgiServer(config)
     controller.register(server)
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, holder.reload)
-    watcher = asyncio.create_task(watch_plan(holder, options.watch_interval))
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload_plan(holder, redis, "SIGHUP"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    watcher = asyncio.create_task(watch_plan(holder, redis, options.watch_interval))
     refresher = asyncio.create_task(cached.run(clock)) if cached is not None else None
     try:
         await server.start()

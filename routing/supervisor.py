@@ -1,0 +1,174 @@
+"""Supervisor toggles and the audit trail.
+
+A toggle is stored in Redis under ``toggle:{kind}:{tenant}`` with a time to live equal to its
+expiry, so it reverts by itself. Every change (a toggle switched on or off, a plan reloaded)
+is appended to the audit stream with who, what, when, the previous value and the reason, in
+the same server-side script as the change. Controllers refresh their copy of the toggles at
+least four times a second.
+
+The checks are pure (:func:`check_request`); the Redis part is :func:`apply_toggle`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from redis.asyncio import Redis
+
+from routing.core.live import Toggle
+from routing.core.plan import Plan
+from routing.live_source import toggle_from_json, toggle_json
+from routing.redis_keys import KEYS, RedisKeys
+
+Kind = Literal["emergency", "closure", "announcement"]
+KINDS: tuple[Kind, ...] = ("emergency", "closure", "announcement")
+MAX_EXPIRY = timedelta(days=14)
+AUDIT_MAXLEN = 100_000
+_DURATION = re.compile(r"^(\d+)\s*(m|min|h|d)$")
+_UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+class ToggleError(ValueError):
+    """A toggle request that is refused, with the reason in plain words."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToggleRequest:
+    kind: str
+    tenant: str
+    on: bool
+    by: str
+    reason: str = ""
+    expires: str = ""
+    service: str | None = None
+
+
+def parse_expiry(text: str, now: datetime, zone: ZoneInfo) -> datetime:
+    """``1h``, ``90m``, ``2d``; ``18:00`` (today, or tomorrow if past); ``2026-11-24 18:00``."""
+    cleaned = text.strip().lower()
+    match = _DURATION.match(cleaned)
+    if match:
+        return now + timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    local_now = now.astimezone(zone)
+    try:
+        if re.fullmatch(r"\d\d:\d\d", cleaned):
+            hour, minute = map(int, cleaned.split(":"))
+            candidate = local_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+            return candidate if candidate > local_now else candidate + timedelta(days=1)
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ToggleError(
+            f"--expires '{text}': give a duration (90m, 2h, 1d) or a time (18:00, 2026-11-24 18:00)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+
+
+def _check_service(plan: Plan, request: ToggleRequest) -> None:
+    tenant = plan.tenants[request.tenant]
+    if request.service is None:
+        return
+    if request.kind == "announcement":
+        known = sorted(a.id for a in tenant.announcements)
+        if request.service not in known:
+            raise ToggleError(
+                f"unknown announcement '{request.service}' for {request.tenant} (known: {', '.join(known)})"
+            )
+    elif request.kind == "emergency" and request.service not in tenant.queues:
+        queues = ", ".join(sorted(tenant.queues))
+        raise ToggleError(
+            f"unknown service (queue) '{request.service}' for {request.tenant} (known: {queues})"
+        )
+    elif request.kind == "closure":
+        raise ToggleError("a closure applies to the whole council: no --service")
+
+
+def check_request(plan: Plan, request: ToggleRequest, now: datetime) -> Toggle | None:
+    """The toggle to store (None to switch off), or :class:`ToggleError` with the reason."""
+    if request.kind not in KINDS:
+        raise ToggleError(f"unknown toggle '{request.kind}' (known: {', '.join(KINDS)})")
+    if request.tenant not in plan.tenants:
+        raise ToggleError(f"unknown tenant '{request.tenant}' (known: {', '.join(sorted(plan.tenants))})")
+    if not request.by.strip():
+        raise ToggleError("say who is making the change: --by NAME")
+    if not request.reason.strip():
+        raise ToggleError("give a reason: --reason TEXT (it goes in the audit trail)")
+    _check_service(plan, request)
+    if not request.on:
+        return None
+    if not request.expires:
+        raise ToggleError("give an expiry: --expires 2h (or a time); a toggle must revert by itself")
+    expires_at = parse_expiry(request.expires, now, plan.tenants[request.tenant].zone())
+    if expires_at <= now:
+        raise ToggleError(f"expiry {expires_at:%Y-%m-%d %H:%M %Z} is in the past")
+    if expires_at - now > MAX_EXPIRY:
+        raise ToggleError(f"expiry more than {MAX_EXPIRY.days} days ahead: switch it on again later instead")
+    return Toggle(request.reason.strip(), request.by.strip(), expires_at, request.service)
+
+
+# Atomically: read the previous value, set (with expiry) or delete the toggle, append the
+# audit entry with the previous value, and tell controllers.
+# KEYS: toggle key, audit stream. ARGV: new JSON or "", ttl ms, audit JSON (without previous),
+# audit maxlen, changed channel.
+_APPLY = """
+local previous = redis.call('GET', KEYS[1]) or ''
+if ARGV[1] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'entry', ARGV[3], 'previous', previous)
+redis.call('PUBLISH', ARGV[5], KEYS[1])
+return {id, previous}
+"""
+
+
+def audit_entry(what: str, by: str, at: datetime, **details: Any) -> str:
+    return json.dumps({"at": at.isoformat(), "by": by, "what": what, **details}, separators=(",", ":"))
+
+
+async def apply_toggle(
+    redis: Redis, request: ToggleRequest, toggle: Toggle | None, now: datetime, keys: RedisKeys = KEYS
+) -> tuple[str, Toggle | None]:
+    """Store the change and its audit entry; returns the audit id and the previous toggle."""
+    entry = audit_entry(
+        f"toggle.{request.kind}.{'on' if request.on else 'off'}", request.by, now, tenant=request.tenant,
+        service=request.service, reason=request.reason,
+        expires_at=toggle.expires_at.isoformat() if toggle else None,
+    )  # fmt: skip
+    ttl_ms = int((toggle.expires_at - now).total_seconds() * 1000) if toggle else 0
+    value = toggle_json(toggle) if toggle else ""
+    script_keys = [keys.toggle(request.kind, request.tenant), keys.audit_stream()]
+    args = [value, str(max(ttl_ms, 1)), entry, str(AUDIT_MAXLEN), keys.toggles_changed_channel()]
+    audit_id, previous = await redis.eval(_APPLY, 2, *script_keys, *args)
+    return _text(audit_id), toggle_from_json(previous) if previous else None
+
+
+async def audit(
+    redis: Redis, what: str, by: str, now: datetime, details: dict[str, Any], *, keys: RedisKeys = KEYS
+) -> str:
+    """Append an entry (e.g. a plan reload) to the audit stream."""
+    entry = audit_entry(what, by, now, **details)
+    entry_id = await redis.xadd(keys.audit_stream(), {"entry": entry, "previous": ""}, maxlen=AUDIT_MAXLEN)
+    return _text(entry_id)
+
+
+async def audit_tail(redis: Redis, count: int = 20, keys: RedisKeys = KEYS) -> list[dict[str, Any]]:
+    """The latest ``count`` audit entries, newest first."""
+    rows = await redis.xrevrange(keys.audit_stream(), count=count) or []
+    result = []
+    for entry_id, fields in rows:
+        if not fields:
+            continue
+        data = json.loads(fields[b"entry"])
+        previous = fields.get(b"previous", b"")
+        result.append({"id": _text(entry_id), **data, "previous": json.loads(previous) if previous else None})
+    return result
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

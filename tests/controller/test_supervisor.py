@@ -1,0 +1,134 @@
+"""Supervisor toggles: refusals in plain words, storage with expiry, the audit trail, the CLI."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from routing.cli import main
+from routing.controller import PlanHolder
+from routing.live_source import toggle_from_json
+from routing.redis_keys import KEYS, RedisKeys
+from routing.supervisor import (
+    ToggleError,
+    ToggleRequest,
+    apply_toggle,
+    audit_tail,
+    check_request,
+    parse_expiry,
+)
+from tests.controller.conftest import EXAMPLE
+from tests.support.redis_server import RedisServer
+
+PLAN = PlanHolder.load(EXAMPLE).current.plan
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+LONDON = ZoneInfo("Europe/London")
+
+
+def request(**changes: object) -> ToggleRequest:
+    base = {"kind": "emergency", "tenant": "harborough", "on": True, "by": "sam", "reason": "flooding",
+            "expires": "1h"}  # fmt: skip
+    return ToggleRequest(**{**base, **changes})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"tenant": "leicester"}, "unknown tenant 'leicester' (known: charnwood, harborough)"),
+        ({"kind": "party"}, "unknown toggle 'party'"),
+        ({"reason": " "}, "give a reason"),
+        ({"by": ""}, "say who is making the change"),
+        ({"expires": ""}, "give an expiry"),
+        ({"expires": "2026-11-24 09:00"}, "is in the past"),
+        ({"expires": "30d"}, "more than 14 days ahead"),
+        ({"expires": "soon"}, "give a duration (90m, 2h, 1d) or a time"),
+        ({"service": "parking"}, "unknown service (queue) 'parking' for harborough"),
+        ({"kind": "closure", "service": "waste"}, "a closure applies to the whole council"),
+        (
+            {"kind": "announcement", "service": "xmas"},
+            "unknown announcement 'xmas' for harborough (known: bins-2026)",
+        ),
+    ],
+)
+def test_bad_requests_are_refused_with_a_clear_message(changes: dict[str, object], message: str) -> None:
+    """Unknown tenant, expiry in the past, missing reason... each refused in plain words."""
+    with pytest.raises(ToggleError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_request(PLAN, request(**changes), NOW)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90m", NOW + timedelta(minutes=90)),
+        ("2h", NOW + timedelta(hours=2)),
+        ("1d", NOW + timedelta(days=1)),
+        ("18:00", datetime(2026, 11, 24, 18, 0, tzinfo=LONDON)),
+        ("09:00", datetime(2026, 11, 25, 9, 0, tzinfo=LONDON)),
+        ("2026-11-26 08:30", datetime(2026, 11, 26, 8, 30, tzinfo=LONDON)),
+    ],
+)
+def test_expiry_forms(text: str, expected: datetime) -> None:
+    """Durations, a clock time (today or tomorrow) and a date-time in London."""
+    assert parse_expiry(text, NOW, LONDON) == expected
+
+
+def test_switching_off_needs_no_expiry() -> None:
+    """Off is off: no expiry, still a reason and a name."""
+    assert check_request(PLAN, request(on=False, expires=""), NOW) is None
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+async def test_toggle_is_stored_with_its_expiry_and_audited(redis: Redis) -> None:
+    """On: stored with a TTL to its expiry; off: deleted; both audited with the previous value."""
+    keys = RedisKeys(prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    on = request()
+    toggle = check_request(PLAN, on, NOW)
+    first_id, previous = await apply_toggle(redis, on, toggle, NOW, keys)
+    assert previous is None
+    stored = await redis.get(keys.toggle("emergency", "harborough"))
+    assert stored is not None
+    assert toggle_from_json(stored) == toggle
+    assert 3590_000 < await redis.pttl(keys.toggle("emergency", "harborough")) <= 3600_000
+    off = request(on=False, reason="water receded")
+    _, previous = await apply_toggle(redis, off, None, NOW, keys)
+    assert previous == toggle
+    assert await redis.get(keys.toggle("emergency", "harborough")) is None
+    entries = await audit_tail(redis, 5, keys)
+    assert [e["what"] for e in entries] == ["toggle.emergency.off", "toggle.emergency.on"]
+    assert entries[0]["previous"]["reason"] == "flooding"
+    assert entries[0]["reason"] == "water receded"
+    assert entries[1]["id"] == first_id
+    assert entries[1]["by"] == "sam"
+
+
+def test_cli_toggle_and_state(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """The supervisor's commands against a real Redis; a refusal exits 2."""
+    with SyncRedis.from_url(redis_server.url) as client:
+        client.delete(KEYS.toggle("emergency", "charnwood"))
+    common = ["--plan", str(EXAMPLE), "--redis", redis_server.url]
+    code = main(["toggle", "emergency", "charnwood", "--on", "--reason", "flooding in Loughborough",
+                 "--expires", "2h", "--by", "sam", *common, "--json"])  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert (code, out["on"], out["tenant"]) == (0, True, "charnwood")
+    assert main(["state", *common]) == 0
+    text = capsys.readouterr().out
+    assert "charnwood: toggles: emergency (flooding in Loughborough; by sam;" in text
+    assert "toggle.emergency.on charnwood flooding in Loughborough" in text
+    assert main(["toggle", "closure", "charnwood", "--on", "--by", "sam", "--expires", "1h", *common]) == 2
+    assert "refused: give a reason" in capsys.readouterr().err
+    assert (
+        main(["toggle", "emergency", "charnwood", "--off", "--reason", "over", "--by", "sam", *common]) == 0
+    )
