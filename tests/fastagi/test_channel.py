@@ -289,3 +289,28 @@ async def test_reply_timeout(start_server: StartServer) -> None:
     assert len(raised) == 1
     assert call.agistatus == "SUCCESS"
     assert call.commands == ['STREAM FILE long-announcement ""']
+
+
+async def test_standalone_channel_times_out_without_a_watchdog() -> None:
+    """AgiChannel outside FastAgiServer falls back to asyncio.timeout per command."""
+    got: list[BaseException] = []
+    done = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\n\n")
+        channel = AgiChannel(reader, writer, reply_timeout=0.1)
+        try:
+            await channel.answer()
+        except AgiTimeout as exc:
+            got.append(exc)
+        writer.close()
+        done.set()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    reader, writer = await raw_peer(server.sockets[0].getsockname()[1], suite_env())
+    assert await expect_line(reader) == b"ANSWER\n"  # and never answered
+    await asyncio.wait_for(done.wait(), 2)
+    writer.close()
+    server.close()
+    assert len(got) == 1
+    assert "within 0.1 s" in str(got[0])
