@@ -16,7 +16,7 @@ import pwd
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -173,7 +173,7 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
                     await task
         if redis is not None:
             await redis.aclose()
-    log.info("controller.stopped", **vars(server.counters))
+    log.info("controller.stopped", **asdict(server.counters))
     return 0
 
 
@@ -195,6 +195,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         call_timeout=args.call_timeout,
         clock_start=parse_clock_start(args.clock_start) if args.clock_start else None,
         clock_speed=args.clock_speed,
+        watch_interval=args.watch_interval,
     )
     log.info("controller.starting", loop=loop_kind)
     return asyncio.run(serve(options))
@@ -212,6 +213,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--live-timeout", type=float, default=0.25, help="seconds to wait for live state")
     parser.add_argument("--max-sessions", type=int, default=1000)
     parser.add_argument("--call-timeout", type=float, default=300.0, help="longest FastAGI session (s)")
+    parser.add_argument("--watch-interval", type=float, default=2.0, help="seconds between plan file checks")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--console-logs", action="store_true", help="human-readable logs instead of JSON")
     parser.add_argument("--clock-start", help='rehearsal: start the clock at "YYYY-MM-DD HH:MM" (London)')

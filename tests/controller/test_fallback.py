@@ -63,9 +63,14 @@ async def test_fallback_writes_no_caller_number_to_stderr(tmp_path: Path) -> Non
 
     plan = always_open_plan(tmp_path)
     process = await asyncio.create_subprocess_exec(
-        *SCRIPT, "01632960100", str(plan), stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
-    )  # fmt: skip
+        *SCRIPT,
+        "01632960100",
+        str(plan),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
     env = "agi_request: route_fallback\nagi_callerid: 07700900123\nagi_extension: 01632960100\n\n"
     replies = "200 result=0 endpos=100\n" * 6 + "200 result=0\n" + "200 result=1\n" * 20
     _out, err = await process.communicate((env + replies).encode())

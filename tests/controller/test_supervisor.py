@@ -33,8 +33,14 @@ LONDON = ZoneInfo("Europe/London")
 
 
 def request(**changes: object) -> ToggleRequest:
-    base = {"kind": "emergency", "tenant": "harborough", "on": True, "by": "sam", "reason": "flooding",
-            "expires": "1h"}  # fmt: skip
+    base = {
+        "kind": "emergency",
+        "tenant": "harborough",
+        "on": True,
+        "by": "sam",
+        "reason": "flooding",
+        "expires": "1h",
+    }
     return ToggleRequest(**{**base, **changes})  # type: ignore[arg-type]
 
 
@@ -119,8 +125,22 @@ def test_cli_toggle_and_state(redis_server: RedisServer, capsys: pytest.CaptureF
     with SyncRedis.from_url(redis_server.url) as client:
         client.delete(KEYS.toggle("emergency", "charnwood"))
     common = ["--plan", str(EXAMPLE), "--redis", redis_server.url]
-    code = main(["toggle", "emergency", "charnwood", "--on", "--reason", "flooding in Loughborough",
-                 "--expires", "2h", "--by", "sam", *common, "--json"])  # fmt: skip
+    code = main(
+        [
+            "toggle",
+            "emergency",
+            "charnwood",
+            "--on",
+            "--reason",
+            "flooding in Loughborough",
+            "--expires",
+            "2h",
+            "--by",
+            "sam",
+            *common,
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert (code, out["on"], out["tenant"]) == (0, True, "charnwood")
     assert main(["state", *common]) == 0
