@@ -1,0 +1,78 @@
+"""Start-up cost of the fail-static classic AGI script (one Python process per call).
+
+Run ``python -m benchmarks.fallback_bench [--runs N]``. Each run starts the script as Asterisk
+does, feeds it the environment block and the replies of a real session on its pipes (the
+emulator plays Asterisk), and times spawn to exit. Side by side: a bare ``python -c pass``,
+and a script that only imports pyst2 and reads the environment block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from routing.emulator.agi import CallerScript, PressAfterPrompt
+from routing.emulator.classic import run_classic
+
+PLAN = Path(__file__).parents[1] / "examples" / "plan.yaml"
+PYST2_ONLY = "import sys; from asterisk.agi import AGI; AGI(stderr=open('/dev/null', 'w'))"
+
+
+def open_plan(folder: Path) -> Path:
+    """The example plan open around the clock, so every run takes the menu path."""
+    data = yaml.safe_load(PLAN.read_text())
+    data["tenants"]["harborough"].update(
+        hours={"weekdays": ["00:00-24:00"], "weekend": ["00:00-24:00"]},
+        bank_holidays="none",
+        closures=[],
+        special_openings=[],
+    )
+    target = folder / "plan.yaml"
+    target.write_text(yaml.safe_dump(data, default_style='"'))
+    return target
+
+
+async def time_runs(argv: list[str], args: list[str], runs: int, steps: bool) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        script = CallerScript(dial="01632960001", steps=[PressAfterPrompt("1")] if steps else [])
+        started = time.perf_counter()
+        await run_classic(argv, script, args)
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def row(name: str, samples: list[float]) -> str:
+    ordered = sorted(samples)
+    return f"| {name} | {len(samples)} | {statistics.median(ordered):.0f} | {ordered[int(len(ordered) * 0.9)]:.0f} |"
+
+
+async def main_async(runs: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        plan = open_plan(Path(folder))
+        bare = await time_runs([sys.executable, "-c", "pass"], [], runs, steps=False)
+        pyst2 = await time_runs([sys.executable, "-c", PYST2_ONLY], [], runs, steps=False)
+        script = [sys.executable, "-m", "agi_scripts.route_fallback"]
+        full = await time_runs(script, ["01632960001", str(plan)], runs, steps=True)
+    print("| process | runs | median ms | p90 ms |")
+    print("|---|---|---|---|")
+    print(row("python -c pass", bare))
+    print(row("pyst2 import + environment block", pyst2))
+    print(row("route_fallback: load plan, decide, run the menu, set CR_ROUTE", full))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    asyncio.run(main_async(parser.parse_args().runs))
+
+
+if __name__ == "__main__":
+    main()
