@@ -31,8 +31,9 @@ def workload(count: int, seed: int = 7) -> list[tuple[Call, datetime]]:
     start = datetime(2026, 1, 1, tzinfo=LONDON)
     dialled = ["01632 960001", "+441632960001", "01632960100", "01632 960555"]
     digits = [None, ("1",), ("2",), ("3",), ("4", "1"), ("", "", ""), ("9", "1")]
+    year = 365 * 86400
     return [
-        (Call(rng.choice(dialled), digits=rng.choice(digits)), start + timedelta(seconds=rng.randrange(365 * 86400)))
+        (Call(rng.choice(dialled), digits=rng.choice(digits)), start + timedelta(seconds=rng.randrange(year)))
         for _ in range(count)
     ]
 

@@ -51,7 +51,8 @@ async def time_runs(argv: list[str], args: list[str], runs: int, steps: bool) ->
 
 def row(name: str, samples: list[float]) -> str:
     ordered = sorted(samples)
-    return f"| {name} | {len(samples)} | {statistics.median(ordered):.0f} | {ordered[int(len(ordered) * 0.9)]:.0f} |"
+    p90 = ordered[int(len(ordered) * 0.9)]
+    return f"| {name} | {len(samples)} | {statistics.median(ordered):.0f} | {p90:.0f} |"
 
 
 async def main_async(runs: int) -> None:
