@@ -9,6 +9,7 @@ caller: ``(waiting + 1) / available``, infinite when nobody is available.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from routing.core.live import QueueSnapshot
@@ -76,3 +77,30 @@ def partner_has_capacity(policy: OverflowPolicy, partner: QueueSnapshot | None) 
     if partner.available < policy.partner_min_available:
         return False, f"partner full ({figures(partner)}): no overflow there"
     return True, f"partner has capacity ({figures(partner)})"
+
+
+def due_for_withdrawal(
+    policy: OverflowPolicy,
+    waiting: Mapping[str, float],
+    now_ts: float,
+    partner: QueueSnapshot | None,
+    partner_is_target: bool,
+) -> tuple[list[str], str]:
+    """Which waiting callers (uniqueid -> join time, Unix s) to withdraw for overflow now.
+
+    Callers who have waited ``max_wait_s`` or longer, longest first; when the target is a
+    partner centre, only while its fresh published state shows capacity, and no more callers
+    than it has advisers free, so one sweep cannot swamp the partner."""
+    if policy.max_wait_s is None:
+        return [], "no max_wait_s in the policy"
+    overdue = sorted((joined, uid) for uid, joined in waiting.items() if now_ts - joined >= policy.max_wait_s)
+    if not overdue:
+        return [], f"nobody has waited {policy.max_wait_s}s"
+    if not partner_is_target:
+        return [uid for _, uid in overdue], f"{len(overdue)} waited over {policy.max_wait_s}s"
+    ok, why = partner_has_capacity(policy, partner)
+    if not ok or partner is None:
+        return [], why
+    room = max(partner.available - partner.waiting, 0)
+    chosen = [uid for _, uid in overdue[:room]]
+    return chosen, f"{len(overdue)} waited over {policy.max_wait_s}s; {why}; sending {len(chosen)}"
