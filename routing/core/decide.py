@@ -38,6 +38,7 @@ from routing.core.plan import (
     VoicemailDest,
 )
 from routing.core.schedule import Calendar
+from routing.core.validate import all_destinations
 
 State = Literal["open", "closed", "emergency", "unknown_number"]
 MAX_HOPS = 8
@@ -84,6 +85,7 @@ class CompiledPlan:
     by_number: dict[str, str]
     calendars: dict[str, Calendar]
     arrivals: dict[str, str]  # E.164 -> the trace's first line
+    described: dict[int, str]  # id() of each destination the plan holds -> describe()
 
     @classmethod
     def compile(cls, plan: Plan) -> CompiledPlan:
@@ -93,7 +95,13 @@ class CompiledPlan:
             number: f"{numbers.display(number)} -> tenant {tid} ({plan.tenants[tid].name})"
             for number, tid in by_number.items()
         }
-        return cls(plan, by_number, calendars, arrivals)
+        held = [d for tenant in plan.tenants.values() for _, d in all_destinations(tenant)]
+        described = {id(d): describe(d) for d in [*held, plan.unknown_number]}
+        return cls(plan, by_number, calendars, arrivals, described)
+
+    def describe(self, dest: Destination) -> str:
+        """:func:`describe`, prepared in advance for the destinations the plan holds."""
+        return self.described.get(id(dest)) or describe(dest)
 
     def tenant_for(self, dialled: str) -> str | None:
         e164 = self.normalise(dialled)
@@ -120,11 +128,13 @@ class _Walk:
     now: datetime
     reasons: list[str]
     tenant: Tenant = field(init=False)
+    local: datetime = field(init=False)  # the tenant's wall clock
     prelude: list[PreludePrompt] = field(default_factory=list)
     latches: list[tuple[str, bool]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.tenant = self.plan.plan.tenants[self.tid]
+        self.local = self.plan.calendars[self.tid].wall_clock(self.now)
 
     def say(self, reason: str) -> None:
         self.reasons.append(reason)
@@ -156,7 +166,7 @@ def _toggle_text(kind: str, toggle: Toggle) -> str:
 def _cover(walk: _Walk) -> Destination:
     cover = walk.tenant.emergency_cover
     if cover is not None:
-        walk.say(f"-> emergency cover: {describe(cover)}")
+        walk.say(f"-> emergency cover: {walk.plan.describe(cover)}")
         return cover
     return _out_of_hours(walk, "no emergency cover in the plan: ")
 
@@ -166,7 +176,7 @@ def _out_of_hours(walk: _Walk, why: str = "") -> Destination:
     if service is None:
         walk.say(f"-> {why}no out-of-hours service in the plan: hang up")
         return HangupDest(type="hangup")
-    walk.say(f"-> {why}out-of-hours service: {describe(service)}")
+    walk.say(f"-> {why}out-of-hours service: {walk.plan.describe(service)}")
     return service
 
 
@@ -183,13 +193,13 @@ def _scheduled(walk: _Walk) -> tuple[State, Destination]:
     if closure is not None and closure.active(walk.now):
         walk.say(_toggle_text("closure", closure))
         return "closed", _out_of_hours(walk)
-    state = walk.plan.calendars[walk.tid].state_at(walk.now)
+    state = walk.plan.calendars[walk.tid].state_at(walk.now, walk.local)
     walk.say(state.cause)
     if state.open:
-        walk.say(f"-> entry: {describe(walk.tenant.entry)}")
+        walk.say(f"-> entry: {walk.plan.describe(walk.tenant.entry)}")
         return "open", walk.tenant.entry
     if state.closure is not None and state.closure.destination is not None:
-        walk.say(f"-> closure destination: {describe(state.closure.destination)}")
+        walk.say(f"-> closure destination: {walk.plan.describe(state.closure.destination)}")
         return "closed", state.closure.destination
     return "closed", _out_of_hours(walk)
 
@@ -198,7 +208,7 @@ def _topic_announcements(walk: _Walk) -> None:
     tenant = walk.tenant
     if not tenant.announcements:
         return
-    local = walk.now.astimezone(walk.plan.calendars[walk.tid].zone).replace(tzinfo=None)
+    local = walk.local
     forced = walk.toggles.announcement.get(walk.tid)
     for item in tenant.announcements:
         in_window = item.start <= local < item.end
@@ -255,7 +265,7 @@ def _queue(walk: _Walk, dest: QueueDest) -> Destination | None:
         return None
     if _partner_refuses(walk, dest, policy):
         return policy.otherwise
-    walk.say(f"-> overflow to {describe(policy.to)}")
+    walk.say(f"-> overflow to {walk.plan.describe(policy.to)}")
     return policy.to
 
 
@@ -282,7 +292,7 @@ def _resolve(walk: _Walk, dest: Destination, digits: tuple[str, ...] | None) -> 
 
 def _decision(walk: _Walk, state: State, start: Destination, final: Destination) -> Decision:
     if final is not start:
-        walk.say(f"=> {describe(final)}")
+        walk.say(f"=> {walk.plan.describe(final)}")
     return Decision(
         destination=final,
         reasons=tuple(walk.reasons),
@@ -344,13 +354,13 @@ def after_queue(
         return _decision(walk, "open", HangupDest(type="hangup"), _out_of_hours(walk))
     policy = spec.overflow
     if outcome == "WITHDRAW" and policy is not None:
-        walk.say(f"-> withdrawn for overflow to {describe(policy.to)}")
+        walk.say(f"-> withdrawn for overflow to {walk.plan.describe(policy.to)}")
         return _decision(walk, "open", policy.to, _resolve(walk, policy.to, None))
     overflow_to = _queue(walk, QueueDest(type="queue", queue=queue)) if policy is not None else None
     if overflow_to is not None:
         return _decision(walk, "open", overflow_to, _resolve(walk, overflow_to, None))
     if spec.failover is not None:
-        walk.say(f"-> failover: {describe(spec.failover)}")
+        walk.say(f"-> failover: {walk.plan.describe(spec.failover)}")
         return _decision(walk, "open", spec.failover, _resolve(walk, spec.failover, None))
     walk.say("-> no failover in the plan: hang up")
     return _decision(walk, "open", HangupDest(type="hangup"), HangupDest(type="hangup"))

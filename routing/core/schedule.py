@@ -111,9 +111,14 @@ class Calendar:
                 return closure
         return None
 
-    def state_at(self, now: datetime) -> OpenState:
-        """The state at aware instant ``now``, judged on the tenant's wall clock."""
-        local = now.astimezone(self.zone).replace(tzinfo=None)
+    def wall_clock(self, now: datetime) -> datetime:
+        """``now`` on the tenant's wall clock, as a naive local date-time."""
+        return now.astimezone(self.zone).replace(tzinfo=None)
+
+    def state_at(self, now: datetime, local: datetime | None = None) -> OpenState:
+        """The state at aware instant ``now``, judged on the tenant's wall clock (``local``,
+        when the caller has it already)."""
+        local = self.wall_clock(now) if local is None else local
         closure = self.closure_at(local)
         if closure is not None:
             cause = f"{local.date().isoformat()} closure ({closure.reason}): closed"
