@@ -169,6 +169,7 @@ class Controller:
         now = self.clock()
         live, toggles = await self._live(plan, plan.tenant_for(dialled), now)
         decision = decide(Call(dialled, caller=request.callerid), plan, live, toggles, now)
+        structlog.contextvars.bind_contextvars(tenant=decision.tenant)
         _log_decision("call.routed", decision, dialled=mask_number(dialled), plan_version=self.plans.version)
         await self._finish(channel, plan, decision)
 

@@ -11,7 +11,15 @@ from typing import Any
 from routing.controller import PlanHolder
 from routing.core.decide import CompiledPlan
 from routing.core.live import LiveState, Toggles
-from routing.emulator.agi import CallerScript, HangUpDuring, Press, PressAfterPrompt, Silence, run_call
+from routing.emulator.agi import (
+    CallerScript,
+    HangUpAfter,
+    HangUpDuring,
+    Press,
+    PressAfterPrompt,
+    Silence,
+    run_call,
+)
 from routing.fastagi import FastAgiServer, ServerConfig
 from tests.controller.conftest import EXAMPLE, HARBOROUGH, LONDON, Rig, fields, make_controller
 
@@ -264,3 +272,16 @@ def test_reload_keeps_the_last_good_plan(tmp_path: Path, logs: Callable[[], list
     rejected = [e for e in logs() if e["event"] == "plan.rejected"]
     assert rejected
     assert "unknown queue 'bins'" in rejected[0]["problems"][0]
+
+
+async def test_hangup_at_every_step_of_a_menu_call(rig: Rig) -> None:
+    """Whichever command the caller hangs up after, the session ends cleanly and the next call works."""
+    full = await rig.call("menu", "harborough", "main", "", dial=HARBOROUGH, steps=[PressAfterPrompt("1")])
+    assert len(full.commands) >= 4
+    for step in range(len(full.commands)):
+        call = await rig.call("menu", "harborough", "main", "", dial=HARBOROUGH, steps=[HangUpAfter(step)])
+        assert call.agistatus == "HANGUP", step
+        assert "CR_ROUTE" not in call.variables, step
+    after = await rig.call("route", HARBOROUGH, dial=HARBOROUGH)
+    assert fields(after)["CR_ACTION"] == "menu"
+    assert rig.server.counters.failed == 0
