@@ -202,3 +202,30 @@ def test_decode_env_block_requires_terminator() -> None:
     with pytest.raises(AgiProtocolError, match="terminated"):
         decode_env_block(b"agi_network: yes\n")
     assert decode_env_block(b"agi_network: yes\n\n") == {"agi_network": "yes"}
+
+
+def test_importing_the_codec_does_not_import_the_server() -> None:
+    """The classic AGI fallback script imports ``routing.fastagi.protocol``: it must stay light."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, routing.fastagi.protocol\n"
+        "heavy = [m for m in ('asyncio', 'structlog', 'routing.fastagi.server',"
+        " 'routing.fastagi.channel') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+        "import routing.fastagi as f\n"
+        "assert f.FastAgiServer.__name__ == 'FastAgiServer' and f.AgiHangup.__name__ == 'AgiHangup'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+
+
+def test_package_names_resolve_lazily() -> None:
+    import routing.fastagi as package
+
+    for name in package.__all__:
+        assert getattr(package, name) is not None
+    assert set(package.__all__) <= set(dir(package))
+    with pytest.raises(AttributeError):
+        package.NoSuchName  # noqa: B018
