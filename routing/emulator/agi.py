@@ -762,13 +762,44 @@ async def run_call(
 
     ``time_scale`` scales prompt lengths and digit timeouts (0: answer at once). ``deadline``
     bounds the whole call: a server that stops talking is reported as ``server-silent``."""
+    session = await play_session(
+        host,
+        port,
+        script,
+        route,
+        query,
+        args=args,
+        deadline=deadline,
+        time_scale=time_scale,
+        hangup_delay=hangup_delay,
+    )
+    return (
+        session.call if session is not None else EmulatedCall(agistatus="FAILURE", outcome="connect-failed")
+    )
+
+
+async def play_session(
+    host: str,
+    port: int,
+    script: CallerScript,
+    route: str = "route",
+    query: str | Mapping[str, str] | None = None,
+    *,
+    args: Sequence[str] = (),
+    deadline: float = 30.0,
+    time_scale: float = 0.0,
+    hangup_delay: float = HANGUP_DELAY,
+) -> AsteriskSession | None:
+    """Like :func:`run_call`, but return the whole session (its ``call`` and the caller's
+    :attr:`~AsteriskSession.remaining_steps`, for a later ``AGI()`` of the same call); None
+    when the connection was refused or timed out."""
     number = next(_channel_numbers)
     started = time.perf_counter()
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT):
             reader, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError):
-        return EmulatedCall(agistatus="FAILURE", outcome="connect-failed")
+        return None
     session = AsteriskSession(
         script,
         reader,
@@ -791,4 +822,4 @@ async def run_call(
     except ConnectionError:
         writer.close()
     session.call.duration = time.perf_counter() - started
-    return session.call
+    return session

@@ -17,14 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from routing import channel_vars as cv
 from routing.contract import unpack
-from routing.emulator.agi import (
-    AsteriskSession,
-    CallerScript,
-    EmulatedCall,
-    encode_env,
-    env_lines,
-    network_script,
-)
+from routing.emulator.agi import CallerScript, EmulatedCall, play_session
 
 QueueOutcome = Callable[[str, dict[str, str]], str]  # (asterisk queue, channel vars) -> QUEUESTATUS
 MAX_HOPS = 12
@@ -68,21 +61,18 @@ class _Call:
     async def agi(self, route: str, *args: str) -> EmulatedCall:
         """One ``AGI(agi://host/route,args)`` with the call's current variables and steps."""
         self.record.variables.pop(cv.ROUTE, None)  # Set(CR_ROUTE=) before every AGI()
-        script = replace(self.script, variables=dict(self.record.variables), answered=True)
-        reader, writer = await asyncio.open_connection(self.host, self.port)
-        session = AsteriskSession(script, reader, writer, channel=self.channel, time_scale=self.time_scale)
-        session.call.uniqueid = self.uniqueid
-        net_script = network_script(route, None)
-        request = f"agi://{self.host}:{self.port}/{net_script}"
-        env = encode_env(env_lines(script, net_script, request, self.channel, self.uniqueid), args)
-        try:
-            async with asyncio.timeout(self.deadline):
-                await session.serve(env)
-        except TimeoutError:
-            session.call.agistatus, session.call.outcome = None, "server-silent"
-            writer.close()
-        except ConnectionError:
-            writer.close()
+        script = replace(
+            self.script,
+            variables=dict(self.record.variables),
+            answered=True,
+            channel=self.channel,
+            uniqueid=self.uniqueid,
+        )
+        session = await play_session(
+            self.host, self.port, script, route, args=args, deadline=self.deadline, time_scale=self.time_scale
+        )
+        if session is None:
+            raise ConnectionRefusedError(f"nothing answers on {self.host}:{self.port}")
         self.script = replace(self.script, steps=session.remaining_steps)
         self.record.variables.update(session.call.variables)
         if self.record.variables.get(cv.ROUTE):  # Gosub(callrouter-unpack,s,1)
@@ -163,9 +153,14 @@ async def place_call(
 
 
 async def place_calls(
-    host: str, port: int, scripts: Sequence[CallerScript], *, outcome: QueueOutcome = always_answered,
-    concurrency: int = 10, deadline: float = 30.0,
-) -> list[CallRecord]:  # fmt: skip
+    host: str,
+    port: int,
+    scripts: Sequence[CallerScript],
+    *,
+    outcome: QueueOutcome = always_answered,
+    concurrency: int = 10,
+    deadline: float = 30.0,
+) -> list[CallRecord]:
     """Place many calls, ``concurrency`` at a time; results in the order of ``scripts``."""
     limit = asyncio.Semaphore(concurrency)
 
