@@ -180,7 +180,11 @@ class Controller:
         tenant = plan.plan.tenants.get(tenant_id)
         if tenant is None or menu_name not in tenant.menus:
             log.error("menu.unknown", tenant=tenant_id, menu=menu_name, plan_version=self.plans.version)
-            await self._finish(channel, plan, _gone(plan, tenant_id, f"unknown menu {tenant_id}/{menu_name}"))
+            await self._finish(
+                channel,
+                plan,
+                out_of_hours_decision(plan, tenant_id, f"unknown menu {tenant_id}/{menu_name}", self.clock()),
+            )
             return
         try:
             destination, trace = await run_menu(channel, tenant, menu_name, decode_prelude(prelude))
@@ -205,7 +209,11 @@ class Controller:
         if tenant is None or line is None:
             log.error("payment.unknown_line", tenant=tenant_id, line=line_name)
             await self._finish(
-                channel, plan, _gone(plan, tenant_id, f"unknown payment line {tenant_id}/{line_name}")
+                channel,
+                plan,
+                out_of_hours_decision(
+                    plan, tenant_id, f"unknown payment line {tenant_id}/{line_name}", self.clock()
+                ),
             )
             return
         reference = await capture_reference(channel, line.reference) if line.reference else ""
@@ -219,7 +227,11 @@ class Controller:
         plan = self.plans.current
         tenant_id, queue, outcome = (*request.args, "", "", "")[:3]
         if tenant_id not in plan.plan.tenants:
-            await self._finish(channel, plan, _gone(plan, tenant_id, f"unknown tenant {tenant_id}"))
+            await self._finish(
+                channel,
+                plan,
+                out_of_hours_decision(plan, tenant_id, f"unknown tenant {tenant_id}", self.clock()),
+            )
             return
         now = self.clock()
         live, toggles = await self._live(plan, tenant_id, now)
@@ -251,10 +263,6 @@ class Controller:
         await channel.set_variable(
             cv.ROUTE, pack({cv.ACTION: "hangup", cv.TENANT: tenant_id, cv.REASON: "survey"})
         )
-
-
-def _gone(plan: CompiledPlan, tenant: str, why: str) -> Decision:
-    return out_of_hours_decision(plan, tenant, why, utc_now())
 
 
 def _log_decision(event: str, decision: Decision, **fields: object) -> None:
