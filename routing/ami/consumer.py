@@ -31,11 +31,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import count
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -54,6 +54,12 @@ log = logging.getLogger("routing.ami")
 
 Received = tuple[float, dict[str, str]]
 """An event as queued: receive time (Unix s) and its headers."""
+
+PICTURE_HEADROOM = 8
+"""Queue places reserved for reconcile pictures (live events stop at queue_maxsize)."""
+
+RECONCILE_MIN_GAP_S = 0.5
+"""At most two QueueStatus requests a second, however often one is asked for."""
 
 
 @dataclass
@@ -91,6 +97,22 @@ class WithdrawResult:
     @property
     def reason(self) -> str:
         return self.message.rpartition(": ")[2]
+
+
+T = TypeVar("T")
+
+
+async def _honour_cancel(aw: Awaitable[T]) -> T:
+    """Await a redis-py call, then re-raise a cancellation it swallowed.
+
+    redis-py 8.1 lets a command that was cancelled mid-flight complete and return
+    normally; the task's cancel request is then lost and a loop would go on for ever.
+    The request is still visible as ``Task.cancelling()``."""
+    result = await aw
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    return result
 
 
 class Backoff:
@@ -146,7 +168,8 @@ class AmiConsumer:
 
     async def run(self) -> None:
         """Connect, consume, keep the lease, reconcile; until cancelled."""
-        self._events: asyncio.Queue[Received] = asyncio.Queue(self.settings.queue_maxsize)
+        maxsize = self.settings.queue_maxsize + PICTURE_HEADROOM
+        self._events: asyncio.Queue[Received | QueueStatusPicture] = asyncio.Queue(maxsize)
         self._reconcile_wanted = asyncio.Event()
         self._client = AmiClient(self.settings, log)
         self._client.on_event(self._on_ami_event)
@@ -182,11 +205,30 @@ class AmiConsumer:
         if is_dtmf(message.get("Event", "")):
             self.stats.dtmf_dropped += 1
             return
+        ts, headers = self.clock(), plain_headers(message)
+        if headers.get("ActionID", "").startswith(RECONCILE_ACTION_PREFIX):
+            self._reconcile_item(headers, ts)
+            return
         self.stats.events_received += 1
-        try:
-            self._events.put_nowait((self.clock(), plain_headers(message)))
-        except asyncio.QueueFull:
+        if self._events.qsize() >= self.settings.queue_maxsize:
             self._dropped_full()
+            return
+        self._events.put_nowait((ts, headers))
+
+    def _reconcile_item(self, headers: dict[str, str], ts: float) -> None:
+        """Assemble the QueueStatus reply here, in stream order; queue the picture whole.
+
+        The queue keeps PICTURE_HEADROOM places that live events may not use, so a
+        picture is never dropped for lack of room (which would loop: drop, reconcile,
+        drop)."""
+        picture = self._assemble(headers, ts)
+        if picture is None:
+            return
+        try:
+            self._events.put_nowait(picture)
+        except asyncio.QueueFull:
+            log.warning("ami.reconcile_dropped action_id=%s", picture.action_id)
+            self.request_reconcile()
 
     def _dropped_full(self) -> None:
         self.stats.queue_full_dropped += 1
@@ -240,9 +282,9 @@ class AmiConsumer:
             if not self.is_writer:
                 self.stats.events_discarded_standby += len(batch)
                 continue
-            await self._write(items, alive_at=batch[-1][0])
+            await self._write(items, alive_at=self.clock())
 
-    async def _next_batch(self) -> list[Received]:
+    async def _next_batch(self) -> list[Received | QueueStatusPicture]:
         batch = [await self._events.get()]
         while len(batch) < self.settings.batch_max:
             try:
@@ -251,15 +293,13 @@ class AmiConsumer:
                 break
         return batch
 
-    def _convert(self, batch: list[Received]) -> list[QueueEvent | QueueStatusPicture]:
+    def _convert(self, batch: list[Received | QueueStatusPicture]) -> list[QueueEvent | QueueStatusPicture]:
         items: list[QueueEvent | QueueStatusPicture] = []
-        for ts, headers in batch:
-            if headers.get("ActionID", "").startswith(RECONCILE_ACTION_PREFIX):
-                picture = self._assemble(headers, ts)
-                if picture is not None:
-                    items.append(picture)
+        for item in batch:
+            if isinstance(item, QueueStatusPicture):
+                items.append(item)
                 continue
-            event = to_queue_event(headers, ts)
+            event = to_queue_event(item[1], item[0])
             if event is not None:
                 items.append(event)
                 if self.on_event is not None:
@@ -295,10 +335,10 @@ class AmiConsumer:
             self.stats.events_applied += len(events)
             self.stats.batches_applied += 1
 
-    async def _write_safely(self, write: Any) -> None:
+    async def _write_safely(self, write: Awaitable[bool]) -> None:
         """Await a store write; a fenced-out write means the lease is gone."""
         try:
-            if not await write:
+            if not await _honour_cancel(write):
                 self._lost_lease("write fenced out")
         except RedisError as exc:
             self.stats.redis_errors += 1
@@ -315,7 +355,7 @@ class AmiConsumer:
     async def _lease_loop(self) -> None:
         while True:
             try:
-                holding, taken = await self.lease.hold()
+                holding, taken = await _honour_cancel(self.lease.hold())
             except RedisError as exc:
                 self.stats.redis_errors += 1
                 log.warning("ami.lease_error %s", exc)
@@ -340,6 +380,7 @@ class AmiConsumer:
             self._reconcile_wanted.clear()
             if self.is_writer and self._client.connected:
                 await self._send_queue_status()
+                await asyncio.sleep(RECONCILE_MIN_GAP_S)
 
     async def _send_queue_status(self) -> None:
         """QueueStatus for all queues; its items reach the store via the event queue."""
@@ -360,7 +401,7 @@ class AmiConsumer:
     async def _publish(self, centre: str, queue: str) -> None:
         now = datetime.fromtimestamp(self.clock(), UTC)
         try:
-            snapshot = await self.store.snapshot(queue, now)
+            snapshot = await _honour_cancel(self.store.snapshot(queue, now))
         except RedisError as exc:
             log.warning("ami.publish_error %s", exc)
             return

@@ -1,0 +1,129 @@
+"""The panoramisk adapter: UTF-8 across reads, explicit reply shapes, no secret in logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from panoramisk.ami_protocol import AMIProtocol
+
+from routing.ami.client import AmiClient, AmiLoginFailed, Utf8AmiProtocol
+from routing.ami.settings import AmiSettings
+from routing.emulator.ami import FakeAmi
+
+SECRET = "s3cret-Value-42"
+JOIN = (
+    "Event: QueueCallerJoin\r\nPrivilege: agent,all\r\nChannel: PJSIP/sipp-0000001d\r\n"
+    "CallerIDName: Zoë Brontë\r\nUniqueid: 1795533385.31\r\nQueue: council-revenues\r\n"
+    "Position: 1\r\nCount: 1\r\n\r\n"
+).encode()
+
+
+class Collect:
+    """A stand-in for panoramisk's Manager as seen by the protocol: records dispatches."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, str]] = []
+
+    def dispatch(self, message: Any) -> None:
+        self.events.append(dict(message.items()))
+
+
+class NullTransport(asyncio.Transport):
+    def write(self, data: Any) -> None:
+        """Nothing is sent in these tests."""
+
+
+def feed(protocol: AMIProtocol, chunks: list[bytes]) -> list[dict[str, str]]:
+    protocol.connection_made(NullTransport())
+    sink = Collect()
+    protocol.factory = sink
+    protocol.encoding = "utf8"
+    for chunk in chunks:
+        protocol.data_received(chunk)
+    return sink.events
+
+
+def split_inside_e_diaeresis() -> list[bytes]:
+    data = b"Asterisk Call Manager/11.0.0\r\n" + JOIN
+    cut = data.index("ë".encode()) + 1  # between the two bytes of ë
+    return [data[:cut], data[cut:]]
+
+
+async def test_panoramisk_14_loses_a_split_character() -> None:
+    (event,) = feed(AMIProtocol(), split_inside_e_diaeresis())
+    assert event["CallerIDName"] == "Zo Brontë"  # the defect we work around
+
+
+async def test_incremental_decoding_keeps_it() -> None:
+    (event,) = feed(Utf8AmiProtocol(), split_inside_e_diaeresis())
+    assert event["CallerIDName"] == "Zoë Brontë"
+    assert event["Queue"] == "council-revenues"
+
+
+async def test_byte_by_byte_delivery() -> None:
+    data = b"Asterisk Call Manager/11.0.0\r\n" + JOIN + JOIN
+    events = feed(Utf8AmiProtocol(), [data[i : i + 1] for i in range(len(data))])
+    assert [e["CallerIDName"] for e in events] == ["Zoë Brontë", "Zoë Brontë"]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAmi]:
+    async with FakeAmi("callrouter", SECRET, auth_failure_delay_s=0.05) as server:
+        yield server
+
+
+def settings(fake: FakeAmi, secret: str = SECRET) -> AmiSettings:
+    return AmiSettings(port=fake.port, secret=secret, connect_timeout_s=1, login_timeout_s=1)
+
+
+async def test_play_dtmf_reply_resolves(fake: FakeAmi) -> None:
+    channel = fake.caller_joins("q", send=False).channel
+    assert channel is not None
+    client = AmiClient(settings(fake))
+    await client.connect()
+    try:
+        action = {"Action": "PlayDTMF", "Channel": channel.name, "Digit": "5"}
+        (reply,) = await client.send(action, deadline_s=2)
+        assert (reply["Response"], reply["Message"]) == ("Success", "DTMF successfully queued")
+        action["Channel"] = "PJSIP/nobody"
+        (reply,) = await client.send(action, deadline_s=2)
+        assert (reply["Response"], reply["Message"]) == ("Error", "Channel not found")
+        items = await client.send({"Action": "QueueStatus"}, deadline_s=2, as_list=True)
+        assert [m.get("Event", m.get("Response")) for m in items] == [
+            "Success",
+            "QueueParams",
+            "QueueEntry",
+            "QueueStatusComplete",
+        ]
+    finally:
+        client.close()
+
+
+async def test_bad_secret_is_refused_and_never_logged(
+    fake: FakeAmi, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = AmiClient(settings(fake, secret="wrong-" + SECRET))
+    with pytest.raises(AmiLoginFailed, match="Authentication failed"):
+        await client.connect()
+    good = AmiClient(settings(fake))
+    await good.connect()
+    await good.send({"Action": "Ping"}, deadline_s=2)
+    good.close()
+    assert caplog.records, "the client logged at debug level"
+    assert all(SECRET not in r.getMessage() for r in caplog.records)
+    assert SECRET not in repr(settings(fake))
+
+
+async def test_send_on_a_lost_connection_raises(fake: FakeAmi) -> None:
+    client = AmiClient(settings(fake))
+    await client.connect()
+    fake.drop_connections()
+    await asyncio.wait_for(client.lost, 2)
+    with pytest.raises(ConnectionError):
+        await client.send({"Action": "Ping"}, deadline_s=1)
+    client.close()

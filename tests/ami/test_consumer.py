@@ -1,0 +1,267 @@
+"""The AMI consumer end to end: fake AMI over TCP -> panoramisk -> Redis state."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import pytest
+from redis.asyncio import Redis
+
+from routing.ami.consumer import AmiConsumer, Backoff
+from routing.ami.settings import AmiSettings
+from routing.core.live import LiveState
+from routing.emulator.ami import FakeAmi
+from routing.live.events import CallerJoined, QueueEvent
+from routing.live.lease import WriterLease
+from routing.live.store import QueueStateStore
+from routing.redis_keys import RedisKeys
+from tests.ami.helpers import expected_counts, wait_until
+
+SECRET = "consumer-test-secret"
+Q = "council-revenues"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAmi]:
+    async with FakeAmi("callrouter", SECRET, withdraw_delay_s=0.05) as server:
+        server.add_member(Q, "PJSIP/agent1", "Agent One", membership="static", send=False)
+        yield server
+
+
+def fast_settings(fake: FakeAmi, **overrides: float | int | str) -> AmiSettings:
+    base: dict[str, float | int | str] = {
+        "port": fake.port,
+        "secret": SECRET,
+        "ping_interval_s": 0.1,
+        "pong_deadline_s": 0.2,
+        "reconnect_initial_s": 0.05,
+        "reconnect_max_s": 0.2,
+        "lease_ttl_s": 0.6,
+        "connect_timeout_s": 1,
+        "login_timeout_s": 1,
+        "action_timeout_s": 2,
+    }
+    return AmiSettings(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+Factory = Callable[..., AmiConsumer]
+
+
+@pytest.fixture
+async def consumers(redis: Redis, keys: RedisKeys, fake: FakeAmi) -> AsyncIterator[Factory]:
+    made: list[AmiConsumer] = []
+
+    def make(
+        holder: str = "a", on_event: Callable[[QueueEvent], None] | None = None, **overrides: float
+    ) -> AmiConsumer:
+        settings = fast_settings(fake, **overrides)
+        lease = WriterLease(redis, holder, settings.lease_ttl_s, keys)
+        consumer = AmiConsumer(settings, QueueStateStore(redis, holder, keys), lease, on_event=on_event)
+        made.append(consumer)
+        return consumer
+
+    yield make
+    for consumer in made:
+        await consumer.stop()
+
+
+async def settled(consumer: AmiConsumer, fake: FakeAmi) -> dict[str, tuple[int, int, int]]:
+    """Wait until the store agrees with the fake's model; returns the counts."""
+    expected: dict[str, tuple[int, int, int]] = {}
+    got: dict[str, tuple[int, int, int]] = {}
+
+    async def read() -> None:
+        snaps = await consumer.store.snapshots(datetime.now(UTC))
+        got.clear()
+        got.update({q: (s.waiting, s.logged_in, s.available) for q, s in snaps.items()})
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        expected = expected_counts(fake.model)
+        await read()
+        if got == expected:
+            return got
+        await wait_until(lambda: True)
+    raise AssertionError(f"store {got} != model {expected}")
+
+
+async def test_live_events_reach_the_store(consumers: Factory, fake: FakeAmi) -> None:
+    consumer = consumers()
+    await consumer.start()
+    await wait_until(lambda: consumer.is_writer and consumer.stats.reconciles_applied > 0)
+    caller = fake.caller_joins(Q).channel
+    assert caller is not None
+    assert await settled(consumer, fake) == {Q: (1, 1, 1)}
+    fake.answer(caller.uniqueid, "PJSIP/agent1")
+    assert await settled(consumer, fake) == {Q: (0, 1, 0)}
+    fake.pause_member("PJSIP/agent1", True, "lunch")
+    fake.complete(caller.uniqueid)
+    assert await settled(consumer, fake) == {Q: (0, 1, 0)}
+    fake.pause_member("PJSIP/agent1", False)
+    assert await settled(consumer, fake) == {Q: (0, 1, 1)}
+
+
+async def test_dtmf_is_never_stored(consumers: Factory, fake: FakeAmi, redis: Redis, keys: RedisKeys) -> None:
+    consumer = consumers()
+    await consumer.start()
+    await wait_until(lambda: consumer.stats.reconciles_applied > 0)
+    marker = fake.caller_joins(Q, name="Keypad Marker", number="07700900999").channel
+    assert marker is not None
+    with fake.burst():
+        for _ in range(200):
+            fake.dtmf(marker.uniqueid, "4929123456781234")
+        fake.caller_joins(Q)
+    await settled(consumer, fake)
+    assert consumer.stats.dtmf_dropped == 200 * 16 * 2
+    dump = []
+    async for key in redis.scan_iter(match=f"{keys.prefix}*"):
+        dump.append(key)
+        kind = await redis.type(key)
+        if kind == "hash":
+            dump += [f"{k}={v}" for k, v in (await redis.hgetall(key)).items()]
+        elif kind == "zset":
+            dump += await redis.zrange(key, 0, -1)
+        elif kind == "string":
+            dump.append(await redis.get(key))
+    text = "\n".join(str(x) for x in dump)
+    assert marker.uniqueid in text  # the caller is there...
+    assert "DTMF" not in text  # ...but no key press, digit string or DTMF event
+    assert "4929123456781234" not in text
+    assert "Digit" not in text
+
+
+async def test_a_split_utf8_name_arrives_intact(
+    consumers: Factory, fake: FakeAmi, redis: Redis, keys: RedisKeys
+) -> None:
+    seen: list[QueueEvent] = []
+    consumer = consumers(on_event=seen.append)
+    await consumer.start()
+    await wait_until(lambda: consumer.stats.reconciles_applied > 0)
+    emission = fake.caller_joins(Q, name="Zoë Brontë", send=False)
+    await fake.send_split(emission.data, at=emission.data.index("ë".encode()) + 1)
+    member = fake.add_member(Q, "PJSIP/zoe", "Zoë Agent", send=False)
+    await fake.send_split(member.data, at=member.data.index("ë".encode()) + 1)
+    await wait_until(lambda: any(isinstance(e, CallerJoined) for e in seen))
+    joined = next(e for e in seen if isinstance(e, CallerJoined))
+    assert joined.caller_id_name == "Zoë Brontë"
+    await settled(consumer, fake)
+    assert '"name":"Zoë Agent"' in (await redis.hget(keys.queue_members(Q), "PJSIP/zoe") or "")
+
+
+async def test_keepalive_detects_a_silent_server_and_reconnects(consumers: Factory, fake: FakeAmi) -> None:
+    consumer = consumers()
+    await consumer.start()
+    await wait_until(lambda: consumer.stats.connects == 1 and consumer.stats.reconciles_applied > 0)
+    fake.go_silent()
+    await wait_until(lambda: consumer.stats.keepalive_failures >= 1, timeout_s=2)
+    fake.caller_joins(Q)  # happens while we are deaf
+    fake.resume()
+    await wait_until(lambda: consumer.stats.connects >= 2, timeout_s=3)
+    assert await settled(consumer, fake) == {Q: (1, 1, 1)}
+
+
+async def test_reconnect_and_reconcile_after_a_drop_mid_peak(consumers: Factory, fake: FakeAmi) -> None:
+    consumer = consumers()
+    await consumer.start()
+    await wait_until(lambda: consumer.stats.reconciles_applied > 0)
+    await fake.peak([Q, "council-housing"], calls=150, seed=3)
+    fake.drop_connections()
+    await fake.peak([Q, "council-housing"], calls=150, seed=4)  # nobody listening
+    await wait_until(lambda: consumer.stats.connects >= 2, timeout_s=3)
+    counts = await settled(consumer, fake)
+    assert counts == expected_counts(fake.model)
+    assert counts[Q][0] + counts["council-housing"][0] > 20
+
+
+async def test_one_writer_and_takeover_after_a_crash(
+    consumers: Factory, fake: FakeAmi, redis: Redis, keys: RedisKeys
+) -> None:
+    first, second = consumers("a"), consumers("b")
+    await first.start()
+    await wait_until(lambda: first.is_writer)
+    await second.start()
+    await wait_until(lambda: second.connected)
+    await fake.peak([Q], calls=50, seed=5)
+    await settled(first, fake)
+    assert not second.is_writer
+    assert second.stats.events_applied == 0
+    assert second.stats.events_discarded_standby > 0
+    assert await redis.hget(keys.ami_status(), "writer") == "a"
+
+    await first.stop(release_lease=False)  # a crash: the lease must expire
+    crashed_at = time.monotonic()
+    await fake.peak([Q], calls=50, seed=6)
+    waited = await wait_until(lambda: second.is_writer, timeout_s=3)
+    assert time.monotonic() - crashed_at <= 0.6 + second.lease.renew_interval_s + 0.3
+    assert waited > 0
+    assert await settled(second, fake) == expected_counts(fake.model)
+    assert await redis.hget(keys.ami_status(), "writer") == "b"
+    assert second.stats.takeovers == 1
+
+
+async def test_clean_stop_hands_over_at_once(consumers: Factory, fake: FakeAmi) -> None:
+    first, second = consumers("a"), consumers("b", lease_ttl_s=30)
+    first.lease.ttl_ms = second.lease.ttl_ms = 30_000
+    await first.start()
+    await wait_until(lambda: first.is_writer)
+    await second.start()
+    await first.stop()
+    await wait_until(lambda: second.is_writer, timeout_s=11)
+    fake.caller_joins(Q)
+    assert await settled(second, fake) == {Q: (1, 1, 1)}
+
+
+async def test_state_goes_stale_when_the_writer_stops(consumers: Factory, fake: FakeAmi) -> None:
+    consumer = consumers()
+    await consumer.start()
+    fake.caller_joins(Q)
+    await settled(consumer, fake)
+    await consumer.stop()
+    stopped = datetime.now(UTC)
+    snaps = await consumer.store.snapshots(stopped)
+    observed = snaps[Q].observed_at
+    assert (stopped - observed).total_seconds() < 1
+    later = datetime.fromtimestamp(stopped.timestamp() + 31, UTC)
+    assert (await consumer.store.snapshots(later))[Q].observed_at == observed
+    assert LiveState(queues=snaps, max_age_s=30).snapshot(Q, later) is None
+
+
+async def test_queue_overflow_drops_are_counted_and_repaired(consumers: Factory, fake: FakeAmi) -> None:
+    consumer = consumers(queue_maxsize=20, batch_max=5)
+    await consumer.start()
+    await wait_until(lambda: consumer.stats.reconciles_applied > 0)
+    with fake.burst():
+        for _ in range(300):
+            fake.caller_joins(Q)
+    await wait_until(lambda: consumer.stats.queue_full_dropped > 0)
+    assert await settled(consumer, fake) == {Q: (300, 1, 1)}
+
+
+async def test_queue_withdraw_caller(consumers: Factory, fake: FakeAmi) -> None:
+    consumer = consumers()
+    await consumer.start()
+    await wait_until(lambda: consumer.connected)
+    caller = fake.caller_joins(Q).channel
+    assert caller is not None
+    first = await consumer.queue_withdraw_caller(Q, caller.name, "to-ivr harborough")
+    again = await consumer.queue_withdraw_caller(Q, caller.name)
+    nobody = await consumer.queue_withdraw_caller(Q, "PJSIP/nobody-00000000")
+    no_queue = await consumer.queue_withdraw_caller("no-such-queue", caller.name)
+    assert (first.requested, first.message) == (True, "Withdraw requested successfully")
+    assert [r.reason for r in (again, nobody, no_queue)] == [
+        "Already requested",
+        "No such caller",
+        "No such queue",
+    ]
+    assert not again.requested
+    await wait_until(lambda: not fake.model.queues[Q].waiting)
+    assert await settled(consumer, fake) == {Q: (0, 1, 1)}
+
+
+def test_backoff_doubles_up_to_the_cap_and_resets() -> None:
+    backoff = Backoff(0.5, 4.0)
+    assert [backoff.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    backoff.reset()
+    assert backoff.next() == 0.5
