@@ -26,6 +26,7 @@ Asterisk still serves on a dead channel (``set_variable``, ``get_variable``, ``v
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 import structlog
 
@@ -78,6 +79,51 @@ class AgiTimeout(AgiError):
     late reply would be taken for the next command's), so every later command raises this."""
 
 
+class LineTransport(Protocol):
+    """What a channel needs from its connection: write bytes, read ``\n``-terminated lines.
+
+    ``read_line`` returns a line without its ``\n`` and raises like
+    ``StreamReader.readuntil``: :class:`asyncio.IncompleteReadError` at EOF,
+    :class:`ConnectionError` after a reset, :class:`asyncio.LimitOverrunError` for a line over
+    the size cap, or the exception given to ``fail_read`` (reply timeout)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def must_drain(self) -> bool: ...
+
+    async def drain(self) -> None: ...
+
+    async def read_line(self) -> str: ...
+
+    def fail_read(self, exc: Exception) -> None: ...
+
+
+class _StreamLines:
+    """:class:`LineTransport` over a StreamReader/StreamWriter pair (a standalone channel)."""
+
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def must_drain(self) -> bool:
+        return bool(self.writer.transport.get_write_buffer_size())
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+    async def read_line(self) -> str:
+        raw = await self.reader.readuntil(b"\n")
+        return raw[:-1].decode("utf-8", errors="replace")
+
+    def fail_read(self, exc: Exception) -> None:
+        self.reader.set_exception(exc)
+
+
 class ReplyWatchdog:
     """Enforces reply timeouts of many channels with one periodic task.
 
@@ -120,14 +166,36 @@ class AgiChannel:
         reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
         watchdog: ReplyWatchdog | None = None,
     ) -> None:
+        self._setup(_StreamLines(reader, writer), request, reply_timeout, watchdog)
+
+    @classmethod
+    def over(
+        cls,
+        lines: LineTransport,
+        request: AgiRequest | None = None,
+        *,
+        reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
+        watchdog: ReplyWatchdog | None = None,
+    ) -> AgiChannel:
+        """A channel over any :class:`LineTransport` (the server's protocol-based connection)."""
+        channel = cls.__new__(cls)
+        channel._setup(lines, request, reply_timeout, watchdog)
+        return channel
+
+    def _setup(
+        self,
+        lines: LineTransport,
+        request: AgiRequest | None,
+        reply_timeout: float,
+        watchdog: ReplyWatchdog | None,
+    ) -> None:
         self.request = request
         self.reply_timeout = reply_timeout
         self.hung_up = False
         self.missing_prompts: list[str] = []
         self.status_failure = False
         self.commands_sent = 0
-        self._reader = reader
-        self._writer = writer
+        self._io = lines
         self._lost = False
         self._broken = False
         self._deadline: float | None = None
@@ -175,16 +243,17 @@ class AgiChannel:
             raise AgiHangup(f"connection lost: {type(exc).__name__}") from None
 
     async def _write_and_read(self, line: bytes) -> tuple[AgiReply, bool]:
-        self._writer.write(line)
-        if self._writer.transport.get_write_buffer_size():
-            await self._writer.drain()
+        io = self._io
+        io.write(line)
+        if io.must_drain():
+            await io.drain()
         return await self._read_reply()
 
     def expire_if_overdue(self, now: float) -> None:
         """Called by :class:`ReplyWatchdog`: fail the pending read if its reply is late."""
         if self._deadline is not None and now >= self._deadline:
             self._deadline = None
-            self._reader.set_exception(TimeoutError("reply timeout"))
+            self._io.fail_read(TimeoutError("reply timeout"))
 
     async def _read_reply(self) -> tuple[AgiReply, bool]:
         lines: list[str] = []
@@ -199,11 +268,10 @@ class AgiChannel:
 
     async def _read_line(self) -> str:
         try:
-            raw = await self._reader.readuntil(b"\n")
+            return await self._io.read_line()
         except asyncio.LimitOverrunError as exc:
             self._broken = True
             raise AgiProtocolError("reply line over the size limit") from exc
-        return raw[:-1].decode("utf-8", errors="replace")
 
     def _check(self, words: tuple[str, ...], reply: AgiReply, saw_hangup: bool) -> AgiReply:
         if reply.code == 511:

@@ -29,10 +29,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
-from structlog.contextvars import bound_contextvars
+from structlog.contextvars import bind_contextvars
 
 from routing.fastagi.channel import AgiChannel, AgiHangup, ReplyWatchdog
-from routing.fastagi.protocol import FAILURE_LINE, AgiProtocolError, AgiRequest, parse_request
+from routing.fastagi.connection import AgiConnection
+from routing.fastagi.protocol import AgiProtocolError, AgiRequest, parse_request
 from routing.logs import mask_number
 
 log = structlog.get_logger("routing.fastagi")
@@ -82,15 +83,22 @@ class FastAgiServer:
     ...     await channel.set_variable("ROUTE", "revenues")
 
     Routing uses the path of ``agi_network_script`` (``route?tenant=harborough`` -> ``route``);
-    the query string is in ``request.query``."""
+    the query string is in ``request.query``.
+
+    Each connection is an :class:`~routing.fastagi.connection.AgiConnection` (an
+    ``asyncio.Protocol``); its handler runs in a task started once the environment block is
+    complete. Connections that are turned away (session cap, draining, bad block, unknown
+    route) never get a task."""
 
     def __init__(self, config: ServerConfig | None = None) -> None:
         self.config = config or ServerConfig()
         self._routes: dict[str, Handler] = {}
         self._counters = SessionCounters()
-        self._sessions: set[asyncio.Task[None]] = set()
+        self._connections: set[AgiConnection] = set()
         self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
+        self._quiet: asyncio.Future[None] | None = None
         interval = min(1.0, max(0.01, self.config.reply_timeout / 10))
         self._watchdog = ReplyWatchdog(interval)
         self._watchdog_task: asyncio.Task[None] | None = None
@@ -123,12 +131,13 @@ class FastAgiServer:
 
     async def start(self) -> None:
         """Listen on ``config.host:config.port`` (port 0 picks a free port)."""
-        self._server = await asyncio.start_server(
-            self._on_connect,
+        loop = self._loop = asyncio.get_running_loop()
+        limit = self.config.env_max_bytes
+        self._server = await loop.create_server(
+            lambda: AgiConnection(self, loop, limit),
             self.config.host,
             self.config.port,
             backlog=self.config.backlog,
-            limit=self.config.env_max_bytes,
             reuse_address=True,
         )
         self._watchdog_task = asyncio.create_task(self._watchdog.run())
@@ -150,7 +159,7 @@ class FastAgiServer:
     @property
     def counters(self) -> SessionCounters:
         """A snapshot of the session counters."""
-        return dataclasses.replace(self._counters)
+        return dataclasses.replace(self._counters, active=len(self._connections))
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 (a grace period, not a cancel)
         """Stop accepting (new connections are refused), let calls in progress run for up to
@@ -159,18 +168,22 @@ class FastAgiServer:
         self._draining = True
         if self._server is not None:
             self._server.close()
-        log.info("agi.server.draining", active=len(self._sessions), timeout=timeout)
-        pending = set(self._sessions)
-        if pending:
-            _, pending = await asyncio.wait(pending, timeout=timeout)
-        for task in pending:
+        log.info("agi.server.draining", active=len(self._connections), timeout=timeout)
+        if self._connections:
+            self._quiet = asyncio.get_running_loop().create_future()
+            await asyncio.wait({self._quiet}, timeout=timeout)
+        cut = list(self._connections)
+        tasks = {conn.task for conn in cut if conn.task is not None}
+        for task in tasks:
             task.cancel()
-        if pending:
-            await asyncio.wait(pending)
+        if tasks:
+            await asyncio.wait(tasks)
+        for conn in cut:  # still reading its block, or its task was cancelled before it started
+            conn.abort(send_failure=conn.state in ("env", "call"))
         if self._server is not None:
             await self._server.wait_closed()
         await self._stop_watchdog()
-        log.info("agi.server.drained", cut_short=len(pending))
+        log.info("agi.server.drained", cut_short=len(cut))
 
     async def _stop_watchdog(self) -> None:
         if self._watchdog_task is not None:
@@ -186,106 +199,81 @@ class FastAgiServer:
     async def __aexit__(self, *_exc: object) -> None:
         await self.drain(0)
 
-    # -- connection ----------------------------------------------------------------------------
+    # -- connection (callbacks of AgiConnection) -----------------------------------------------
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accepted(self, conn: AgiConnection) -> None:
         self._counters.connections += 1
-        if self._draining or len(self._sessions) >= self.config.max_sessions:
-            await self._reject(reader, writer)
+        if self._draining or len(self._connections) >= self.config.max_sessions:
+            self._counters.rejected += 1
+            reason = "draining" if self._draining else "session-cap"
+            log.warning("agi.connection.rejected", reason=reason, active=len(self._connections))
+            conn.fail(self.config.failure_grace)
             return
-        task = asyncio.current_task()
-        assert task is not None
-        self._sessions.add(task)
-        self._counters.active = len(self._sessions)
+        self._connections.add(conn)
+        conn.start_env_timer(self.config.env_timeout)
+
+    def _gone(self, conn: AgiConnection) -> None:
+        connections = self._connections
+        connections.discard(conn)
+        if not connections and self._quiet is not None and not self._quiet.done():
+            self._quiet.set_result(None)
+
+    def _bad_request(self, conn: AgiConnection, reason: str) -> None:
+        """EOF, garbage, oversized or slow environment block."""
+        if conn.state != "env":
+            return
+        self._counters.bad_requests += 1
+        log.warning("agi.request.bad", reason=reason, peer=conn.peer())
+        if reason == "eof":
+            conn.state = "failing"
+            conn.close()
+        else:
+            conn.fail(self.config.failure_grace)
+
+    def _env_block(self, conn: AgiConnection, block: bytes) -> None:
+        """The environment block is complete: route the call and start its task."""
         try:
-            await self._session(reader, writer)
-        finally:
-            self._sessions.discard(task)
-            self._counters.active = len(self._sessions)
-            writer.close()
-
-    async def _reject(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._counters.rejected += 1
-        reason = "draining" if self._draining else "session-cap"
-        log.warning("agi.connection.rejected", reason=reason, active=len(self._sessions))
-        try:
-            await self._send_failure(reader, writer)
-        finally:
-            writer.close()
-
-    async def _send_failure(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Write ``failure`` (AGISTATUS=FAILURE), then wait briefly for Asterisk to close."""
-        with contextlib.suppress(ConnectionError, TimeoutError):
-            async with asyncio.timeout(self.config.failure_grace):
-                writer.write(FAILURE_LINE)
-                await writer.drain()
-                while await reader.read(4096):
-                    pass
-
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = await self._read_request(reader, writer)
-        if request is None:
+            request = parse_request(block)
+        except AgiProtocolError:
+            conn.state = "env"
+            self._bad_request(conn, "garbage")
             return
         handler = self._routes.get(request.script)
         if handler is None:
             self._counters.unknown_routes += 1
             log.warning("agi.route.unknown", route=request.script, uniqueid=request.uniqueid)
-            await self._send_failure(reader, writer)
+            conn.fail(self.config.failure_grace)
             return
-        context = _call_context(request)
-        with bound_contextvars(**context):
-            await self._run_handler(handler, request, reader, writer)
-
-    async def _read_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> AgiRequest | None:
-        try:
-            async with asyncio.timeout(self.config.env_timeout):
-                data = await reader.readuntil(b"\n\n")
-            return parse_request(data)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            reason = "eof"
-        except asyncio.LimitOverrunError:
-            reason = "oversized"
-        except TimeoutError:
-            reason = "slow"
-        except AgiProtocolError:
-            reason = "garbage"
-        self._counters.bad_requests += 1
-        log.warning("agi.request.bad", reason=reason, peer=_peer(writer))
-        if reason != "eof":
-            await self._send_failure(reader, writer)
-        return None
+        assert self._loop is not None
+        conn.task = self._loop.create_task(self._session(handler, request, conn))
 
     # -- handler -------------------------------------------------------------------------------
 
-    async def _run_handler(
-        self,
-        handler: Handler,
-        request: AgiRequest,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        channel = AgiChannel(
-            reader,
-            writer,
-            request,
-            reply_timeout=self.config.reply_timeout,
-            watchdog=self._watchdog,
+    async def _session(self, handler: Handler, request: AgiRequest, conn: AgiConnection) -> None:
+        # The task runs in its own copy of the context: bound once, never reset.
+        bind_contextvars(
+            uniqueid=request.uniqueid,
+            channel=request.channel,
+            route=request.script,
+            caller=mask_number(request.callerid),
+        )
+        channel = AgiChannel.over(
+            conn, request, reply_timeout=self.config.reply_timeout, watchdog=self._watchdog
         )
         self._watchdog.channels.add(channel)
         self._counters.started += 1
         started = time.perf_counter()
-        log.info("agi.session.start")
+        log.debug("agi.session.start")
         outcome = "cancelled"
         try:
             outcome = await self._call(handler, channel, request)
-            if outcome in ("failed", "deadline"):
-                await self._fail(channel, reader, writer)
+            if outcome in ("failed", "deadline") and channel.connected and not channel.hung_up:
+                await conn.fail_and_wait(self.config.failure_grace)
         except asyncio.CancelledError:
-            _abort(channel, writer)
+            conn.abort(send_failure=channel.connected and not channel.hung_up)
             raise
         finally:
+            conn.close()
             self._watchdog.channels.discard(channel)
             self._count(outcome)
             log.info(
@@ -315,12 +303,6 @@ class FastAgiServer:
             return "failed"
         return "completed"
 
-    async def _fail(
-        self, channel: AgiChannel, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        if channel.connected and not channel.hung_up:
-            await self._send_failure(reader, writer)
-
     def _count(self, outcome: str) -> None:
         counters = self._counters
         if outcome == "completed":
@@ -331,27 +313,6 @@ class FastAgiServer:
             counters.cancelled += 1
         else:
             counters.failed += 1
-
-
-def _abort(channel: AgiChannel, writer: asyncio.StreamWriter) -> None:
-    """On cancellation: best-effort ``failure`` line without awaiting, then close."""
-    if channel.connected and not channel.hung_up and not writer.is_closing():
-        writer.write(FAILURE_LINE)
-    writer.close()
-
-
-def _call_context(request: AgiRequest) -> dict[str, str]:
-    return {
-        "uniqueid": request.uniqueid,
-        "channel": request.channel,
-        "route": request.script,
-        "caller": mask_number(request.callerid),
-    }
-
-
-def _peer(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
-    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
 
 def _is_async_callable(handler: object) -> bool:

@@ -80,16 +80,39 @@ async def test_session_events_carry_call_context(log_stream: io.StringIO) -> Non
     await server.drain(1)
     assert call.variables == {"DIGITS": "16"}
     by_name = {e["event"]: e for e in events(log_stream)}
-    start, end = by_name["agi.session.start"], by_name["agi.session.end"]
-    assert start["caller"] == "********123"
-    assert start["uniqueid"] == call.uniqueid
-    assert (start["channel"], start["route"]) == (call.channel, "route")
+    assert "agi.session.start" not in by_name  # debug: the end event carries everything
+    end = by_name["agi.session.end"]
+    assert end["caller"] == "********123"
+    assert end["uniqueid"] == call.uniqueid
+    assert (end["channel"], end["route"]) == (call.channel, "route")
     assert (end["outcome"], end["commands"]) == ("completed", 2)
     assert isinstance(end["duration_ms"], float)
     text = log_stream.getvalue()
     assert "4111111111111111" not in text  # digits typed are never logged
     assert "01632960123" not in text  # nor the full caller number
     assert "agi_threadid" not in text  # nor the environment block
+
+
+async def test_session_start_is_logged_at_debug(log_stream: io.StringIO) -> None:
+    configure_logging(json=True, level="debug", stream=log_stream)
+    server = FastAgiServer(ServerConfig(port=0))
+
+    @server.route("route")
+    async def route(channel: AgiChannel, request: AgiRequest) -> None:
+        structlog.get_logger("test").info("call.step")
+        await channel.set_variable("ROUTE", "x")
+
+    await server.start()
+    calls = [await run_call("127.0.0.1", server.port, CallerScript()) for _ in range(2)]
+    await server.drain(1)
+    seen = [e for e in events(log_stream) if str(e["event"]).startswith(("agi.session", "call."))]
+    assert [e["event"] for e in seen] == ["agi.session.start", "call.step", "agi.session.end"] * 2
+    for index, call in enumerate(calls):
+        for event in seen[3 * index : 3 * index + 3]:
+            assert (event["uniqueid"], event["channel"]) == (call.uniqueid, call.channel)
+            assert (event["caller"], event["route"]) == ("********123", "route")
+            assert event["level"] == ("debug" if event["event"] == "agi.session.start" else "info")
+    assert "uniqueid" not in events(log_stream)[-1]  # nothing bound outside the calls
 
 
 def test_server_runs_on_uvloop() -> None:
