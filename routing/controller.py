@@ -56,7 +56,11 @@ def utc_now() -> datetime:
 
 
 class LiveSource(Protocol):
-    """Where live queue state and supervisor toggles come from (Redis in production)."""
+    """Where live queue state and supervisor toggles come from (Redis in production).
+
+    A source that answers from memory may also offer ``read_now(plan, tenant, now)``, the same
+    result as :meth:`read` without a coroutine; the controller then calls it directly, with no
+    timeout timer on the call path (:class:`routing.live_source.CachedLiveSource` does)."""
 
     async def read(
         self, plan: CompiledPlan, tenant: str | None, now: datetime
@@ -137,6 +141,10 @@ class Controller:
 
     async def _live(self, plan: CompiledPlan, tenant: str | None, now: datetime) -> tuple[LiveState, Toggles]:
         try:
+            read_now = getattr(self.live, "read_now", None)
+            if read_now is not None:  # a copy in memory: nothing to wait for, no timer needed
+                state: tuple[LiveState, Toggles] = read_now(plan, tenant, now)
+                return state
             async with asyncio.timeout(self.live_timeout):
                 return await self.live.read(plan, tenant, now)
         except Exception as exc:  # any failure of live state must not stop the call

@@ -148,6 +148,11 @@ class CachedLiveSource:
         self.failures = 0
 
     async def read(self, plan: CompiledPlan, tenant: str | None, now: datetime) -> tuple[LiveState, Toggles]:
+        return self.read_now(plan, tenant, now)
+
+    def read_now(self, plan: CompiledPlan, tenant: str | None, now: datetime) -> tuple[LiveState, Toggles]:
+        """:meth:`read` without a coroutine: the copy in memory never waits, so the controller
+        calls this directly (no timeout timer on the call path)."""
         live, toggles = self._state.get(tenant or "", (LiveState(max_age_s=self.source.max_age_s), Toggles()))
         if not self._latches:
             return live, toggles

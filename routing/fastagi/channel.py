@@ -125,15 +125,18 @@ class _StreamLines:
 
 
 class ReplyWatchdog:
-    """Enforces reply timeouts of many channels with one periodic task.
+    """Enforces reply timeouts of many channels (and per-call deadlines) with one periodic task.
 
     A timer per command (``asyncio.timeout``) costs a heap push and cancel on every round trip;
     the watchdog only stores a deadline and checks all pending replies every ``interval``
-    seconds, so a timeout fires up to ``interval`` late."""
+    seconds, so a timeout fires up to ``interval`` late. Call deadlines work the same way: a
+    task overdue in :attr:`calls` is cancelled and remembered in :attr:`expired`."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.channels: set[AgiChannel] = set()
+        self.calls: dict[asyncio.Task[None], float] = {}
+        self.expired: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def now(self) -> float:
@@ -148,6 +151,15 @@ class ReplyWatchdog:
             now = self.now()
             for channel in tuple(self.channels):
                 channel.expire_if_overdue(now)
+            if self.calls:
+                self.expire_calls(now)
+
+    def expire_calls(self, now: float) -> None:
+        overdue = [task for task, deadline in self.calls.items() if now >= deadline]
+        for task in overdue:
+            del self.calls[task]
+            self.expired.add(task)
+            task.cancel()
 
 
 class AgiChannel:

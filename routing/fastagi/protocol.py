@@ -23,7 +23,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from urllib.parse import parse_qsl
 
 HANGUP_LINE = "HANGUP"
 FAILURE_LINE = b"failure\n"
@@ -31,6 +30,7 @@ USAGE_START = "520-"
 
 _FINAL_LINE = re.compile(r"^(\d{3}) (.*)$")
 _RESULT = re.compile(r"^result=(?P<result>\S*)(?: \((?P<value>.*)\))?(?: endpos=(?P<endpos>-?\d+))?$")
+_ENV_LINE = re.compile(r"^(agi_[^ \n]*?): (.*)$", re.MULTILINE)
 _SAFE_TOKEN = re.compile(r"^[^\s\"\\\x00-\x1f\x7f]+$")
 
 
@@ -114,6 +114,11 @@ def decode_env_block(data: bytes) -> dict[str, str]:
     text = data[:-2].decode("utf-8", errors="replace")
     if not text:
         raise AgiProtocolError("empty environment block")
+    # One regex pass over the block; when every line is a plain ``agi_key: value`` (Asterisk
+    # always writes them so) that is the whole parse, otherwise parse line by line.
+    pairs = _ENV_LINE.findall(text)
+    if len(pairs) == text.count("\n") + 1:
+        return dict(pairs)
     return parse_env_lines(text.split("\n"))
 
 
@@ -122,7 +127,23 @@ def split_script(network_script: str) -> tuple[str, dict[str, str]]:
 
     Asterisk passes the query string through unparsed; a leading ``/`` is dropped."""
     path, _, query = network_script.partition("?")
-    return path.strip("/"), dict(parse_qsl(query, keep_blank_values=True))
+    return path.strip("/"), parse_query(query)
+
+
+def parse_query(query: str) -> dict[str, str]:
+    """``dict(parse_qsl(query, keep_blank_values=True))``, without urllib for plain queries."""
+    if not query:
+        return {}
+    if "%" in query or "+" in query:
+        from urllib.parse import parse_qsl  # noqa: PLC0415 (rare: keeps start-up light)
+
+        return dict(parse_qsl(query, keep_blank_values=True))
+    fields: dict[str, str] = {}
+    for item in query.split("&"):
+        if item:
+            name, _, value = item.partition("=")
+            fields[name] = value
+    return fields
 
 
 def _ordered_args(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -134,16 +155,23 @@ def _ordered_args(env: Mapping[str, str]) -> tuple[str, ...]:
 
 def request_from_env(env: Mapping[str, str]) -> AgiRequest:
     """Build an :class:`AgiRequest` from a parsed block; ``agi_network_script`` is required."""
-    if "agi_network_script" not in env:
+    return _request(dict(env))
+
+
+def _request(env: dict[str, str]) -> AgiRequest:
+    """:func:`request_from_env` for a dict nobody else holds (kept as the request's ``env``)."""
+    network_script = env.get("agi_network_script")
+    if network_script is None:
         raise AgiProtocolError("environment block without agi_network_script")
-    script, query = split_script(env["agi_network_script"])
-    fields = {name: env.get(f"agi_{name}", "") for name in _PLAIN_FIELDS}
+    script, query = split_script(network_script)
+    get = env.get
+    fields = {name: get(key, "") for name, key in _PLAIN_KEYS}
     return AgiRequest(
-        network_script=env["agi_network_script"],
+        network_script=network_script,
         script=script,
         query=MappingProxyType(query),
-        args=_ordered_args(env),
-        env=MappingProxyType(dict(env)),
+        args=_ordered_args(env) if "agi_arg_1" in env else (),
+        env=MappingProxyType(env),
         **fields,
     )
 
@@ -166,11 +194,12 @@ _PLAIN_FIELDS = (
     "accountcode",
     "threadid",
 )
+_PLAIN_KEYS = tuple((name, f"agi_{name}") for name in _PLAIN_FIELDS)
 
 
 def parse_request(data: bytes) -> AgiRequest:
     """Decode the raw environment block into an :class:`AgiRequest`."""
-    return request_from_env(decode_env_block(data))
+    return _request(decode_env_block(data))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -99,7 +99,8 @@ class FastAgiServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
         self._quiet: asyncio.Future[None] | None = None
-        interval = min(1.0, max(0.01, self.config.reply_timeout / 10))
+        shortest = min(self.config.reply_timeout, self.config.call_timeout)
+        interval = min(1.0, max(0.01, shortest / 10))
         self._watchdog = ReplyWatchdog(interval)
         self._watchdog_task: asyncio.Task[None] | None = None
 
@@ -285,22 +286,29 @@ class FastAgiServer:
             )
 
     async def _call(self, handler: Handler, channel: AgiChannel, request: AgiRequest) -> str:
-        deadline = asyncio.timeout(self.config.call_timeout)
+        # The per-call deadline is kept by the watchdog (no timer per call): an overdue task
+        # is cancelled and marked expired; a cancellation from elsewhere (drain) propagates.
+        watchdog = self._watchdog
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        watchdog.calls[task] = watchdog.now() + self.config.call_timeout
         try:
-            async with deadline:
-                await handler(channel, request)
+            await handler(channel, request)
         except AgiHangup as exc:
             log.info("agi.session.hangup", reason=exc.reason)
             return "hangup"
-        except TimeoutError:
-            if not deadline.expired():
-                log.exception("agi.handler.error")
-                return "failed"
+        except asyncio.CancelledError:
+            if task not in watchdog.expired or task.uncancel() > cancelling:
+                raise
             log.error("agi.session.deadline", call_timeout=self.config.call_timeout)
             return "deadline"
         except Exception:
             log.exception("agi.handler.error")
             return "failed"
+        finally:
+            watchdog.calls.pop(task, None)
+            watchdog.expired.discard(task)
         return "completed"
 
     def _count(self, outcome: str) -> None:

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from routing.controller import PlanHolder
 from routing.core.decide import Call, decide, describe
-from routing.core.live import QueueSnapshot, Toggle
+from routing.core.live import LiveState, QueueSnapshot, Toggle, Toggles
 from routing.live.store import snapshot_json
 from routing.live_source import CachedLiveSource, RedisLiveSource, toggle_from_json, toggle_json
 from routing.redis_keys import RedisKeys
@@ -119,3 +119,29 @@ async def test_cached_source_survives_redis_going_away(keys: RedisKeys) -> None:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
         await dead.aclose()
+
+
+async def test_controller_reads_a_cached_copy_without_a_coroutine(redis: Redis, keys: RedisKeys) -> None:
+    """``read_now`` gives what ``read`` gives; the controller uses it, and a failure in it still
+    falls back to unknown live state (fail static)."""
+    from routing.controller import Controller
+    from routing.core.live import UNKNOWN_LIVE_STATE
+
+    holder = PlanHolder.load(EXAMPLE)
+    cached = CachedLiveSource(redis, lambda: holder.current, keys=keys)
+    await redis.set(keys.overflow_latch("harborough", "revenues"), "1")
+    await cached.refresh(NOW)
+    await cached.remember((("harborough/general", True),))
+    assert cached.read_now(holder.current, "harborough", NOW) == await cached.read(
+        holder.current, "harborough", NOW
+    )
+    controller = Controller(holder, cached, clock=lambda: NOW)
+    live, _ = await controller._live(holder.current, "harborough", NOW)
+    assert live.overflowing == frozenset({"harborough/revenues", "harborough/general"})
+
+    class Broken(CachedLiveSource):
+        def read_now(self, *_args: object) -> tuple[LiveState, Toggles]:
+            raise RuntimeError("bad copy")
+
+    broken = Controller(holder, Broken(redis, lambda: holder.current, keys=keys), clock=lambda: NOW)
+    assert (await broken._live(holder.current, "harborough", NOW))[0] is UNKNOWN_LIVE_STATE

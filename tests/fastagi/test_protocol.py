@@ -229,3 +229,39 @@ def test_package_names_resolve_lazily() -> None:
     assert set(package.__all__) <= set(dir(package))
     with pytest.raises(AttributeError):
         package.NoSuchName  # noqa: B018
+
+
+_ENV_PIECES = ["a", "_", ":", " ", "=", "?", "é", "\r", "\t", "agi_", ": "]
+_ENV_TEXT = st.lists(st.sampled_from(_ENV_PIECES)).map("".join)
+
+
+def _slow_decode(data: bytes) -> dict[str, str]:
+    """The line-by-line reference parse the one-regex fast path must agree with."""
+    from routing.fastagi.protocol import parse_env_lines
+
+    return parse_env_lines(data[:-2].decode("utf-8", errors="replace").split("\n"))
+
+
+@given(st.lists(_ENV_TEXT, min_size=1, max_size=6))
+def test_env_block_fast_path_agrees_with_the_line_parser(lines: list[str]) -> None:
+    data = ("\n".join(lines) + "\n\n").encode()
+    try:
+        expected: dict[str, str] | type[AgiProtocolError] = _slow_decode(data)
+    except AgiProtocolError:
+        expected = AgiProtocolError
+    if not "\n".join(lines):
+        expected = AgiProtocolError  # empty block
+    try:
+        got: dict[str, str] | type[AgiProtocolError] = decode_env_block(data)
+    except AgiProtocolError:
+        got = AgiProtocolError
+    assert got == expected
+
+
+@given(st.text(alphabet=st.sampled_from(["a", "b", "=", "&", "%", "2", "0", "+", ";", "é", " "])))
+def test_query_parse_agrees_with_urllib(query: str) -> None:
+    from urllib.parse import parse_qsl
+
+    from routing.fastagi.protocol import parse_query
+
+    assert parse_query(query) == dict(parse_qsl(query, keep_blank_values=True))

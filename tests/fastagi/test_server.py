@@ -240,3 +240,44 @@ async def test_raw_peer_sees_commands_end_in_lf(start_server: StartServer) -> No
     writer.write(b"200 result= (timeout)\n")
     assert await expect_line(reader) == b'SET VARIABLE ROUTE "t1-"\n'
     writer.close()
+
+
+async def test_handler_timeout_error_is_a_failure_not_the_deadline(start_server: StartServer) -> None:
+    server = await start_server(call_timeout=5)
+
+    @server.route("route")
+    async def times_out(channel: AgiChannel, request: AgiRequest) -> None:
+        await channel.answer()
+        async with asyncio.timeout(0.01):  # the handler's own timeout, not the call deadline
+            await asyncio.sleep(1)
+
+    call = await run_call("127.0.0.1", server.port, CallerScript())
+    assert call.agistatus == "FAILURE"
+    await settle(server, 1)
+    assert (server.counters.failed, server.counters.cancelled) == (1, 0)
+
+
+async def test_deadline_then_drain_still_cancels(start_server: StartServer) -> None:
+    """A handler that outlives its deadline by swallowing the first cancellation is still cut
+    by a drain: the deadline never hides a cancellation it did not make."""
+    server = await start_server(call_timeout=0.05)
+    entered = asyncio.Event()
+    finished: list[str] = []
+
+    @server.route("route")
+    async def stubborn(channel: AgiChannel, request: AgiRequest) -> None:
+        entered.set()
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            finished.append("deadline swallowed")
+        await asyncio.sleep(5)
+
+    call_task = asyncio.create_task(run_call("127.0.0.1", server.port, CallerScript()))
+    await entered.wait()
+    await asyncio.sleep(0.2)
+    await server.drain(0.05)
+    call = await call_task
+    assert finished == ["deadline swallowed"]
+    assert call.agistatus == "FAILURE"
+    assert server.counters.cancelled == 1
