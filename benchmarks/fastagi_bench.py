@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from routing.emulator.agi import CallerScript, encode_env, env_lines
@@ -49,20 +49,70 @@ async def standard_session(channel: AgiChannel, request: AgiRequest) -> None:
 
 # -- servers (child process) ------------------------------------------------------------------
 
+# What the bare servers send after the environment block, per ``--exchange``: the standard
+# session, or what the production ``route`` handler sends on the example plan.
+BARE_COMMANDS = {
+    "standard": (
+        b"ANSWER\n",
+        b"GET DATA menu-main 5000 1\n",
+        b'SET VARIABLE ROUTE "x"\n',
+        b'SET VARIABLE MENU_CHOICE "x"\n',
+        b'SET VARIABLE TENANT "x"\n',
+    ),
+    "route": (
+        b'SET VARIABLE CR_ROUTE "menu|main||harborough|harborough|en||||open|'
+        b'harborough/bin-collection-change:skip|"\n',
+    ),
+}
 
-async def _bare_session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        await reader.readuntil(b"\n\n")
-        for line in (b"ANSWER\n", b"GET DATA menu-main 5000 1\n"):
-            writer.write(line)
-            await reader.readline()
-        for name in (b"ROUTE", b"MENU_CHOICE", b"TENANT"):
-            writer.write(b'SET VARIABLE %s "x"\n' % name)
-            await reader.readline()
-    except (ConnectionError, asyncio.IncompleteReadError):
-        pass
-    finally:
-        writer.close()
+
+ClientCallback = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def _bare_streams(commands: Sequence[bytes]) -> ClientCallback:
+    """A plain asyncio streams FastAGI server: read the block, send each command, read its reply."""
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\n\n")
+            for line in commands:
+                writer.write(line)
+                await reader.readline()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    return session
+
+
+class _BareProtocol(asyncio.Protocol):
+    """The same exchange as :func:`_bare_streams` as a bare ``asyncio.Protocol``: no task, no
+    parsing, the least any asyncio FastAGI server can do."""
+
+    def __init__(self, commands: Sequence[bytes]) -> None:
+        self.commands = commands
+        self.buffer = bytearray()
+        self.step = -1  # -1: reading the environment block
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.buffer += data
+        while True:
+            sep = b"\n\n" if self.step < 0 else b"\n"
+            end = self.buffer.find(sep)
+            if end < 0:
+                return
+            del self.buffer[: end + len(sep)]
+            self.step += 1
+            if self.step >= len(self.commands):
+                self.transport.close()
+                return
+            self.transport.write(self.commands[self.step])
 
 
 def _load_handler(spec: str) -> object:
@@ -70,9 +120,14 @@ def _load_handler(spec: str) -> object:
     return getattr(importlib.import_module(module), name)
 
 
-async def _serve(kind: str, handler_spec: str) -> None:
+async def _serve(kind: str, handler_spec: str, exchange: str) -> None:
+    commands = BARE_COMMANDS[exchange]
+    loop = asyncio.get_running_loop()
     if kind == "bare":
-        server = await asyncio.start_server(_bare_session, "127.0.0.1", 0, backlog=4096)
+        server = await asyncio.start_server(_bare_streams(commands), "127.0.0.1", 0, backlog=4096)
+        port = server.sockets[0].getsockname()[1]
+    elif kind == "bare-protocol":
+        server = await loop.create_server(lambda: _BareProtocol(commands), "127.0.0.1", 0, backlog=4096)
         port = server.sockets[0].getsockname()[1]
     else:
         ours = FastAgiServer(ServerConfig(port=0, backlog=4096, max_sessions=50_000))
@@ -80,10 +135,10 @@ async def _serve(kind: str, handler_spec: str) -> None:
         await ours.start()
         port = ours.port
     print(json.dumps({"port": port}), flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await loop.run_in_executor(None, sys.stdin.read)
 
 
-def serve_main(kind: str, handler_spec: str, loop: str, log_level: str) -> None:
+def serve_main(kind: str, handler_spec: str, loop: str, log_level: str, exchange: str) -> None:
     """Entry point of the server process: print the port, serve until stdin closes."""
     _raise_fd_limit()
     with contextlib.suppress(AttributeError, OSError):
@@ -92,9 +147,9 @@ def serve_main(kind: str, handler_spec: str, loop: str, log_level: str) -> None:
     if loop == "uvloop":
         import uvloop
 
-        uvloop.run(_serve(kind, handler_spec))
+        uvloop.run(_serve(kind, handler_spec, exchange))
     else:
-        asyncio.run(_serve(kind, handler_spec))
+        asyncio.run(_serve(kind, handler_spec, exchange))
 
 
 # -- measurements of the server process -------------------------------------------------------
@@ -128,10 +183,11 @@ class ServerProcess:
             self.process.wait()
 
 
-def start_server(kind: str, handler: str, loop: str, log_level: str) -> ServerProcess:
-    args = [sys.executable, "-m", "benchmarks.fastagi_bench", "--serve", kind]
-    args += ["--handler", handler, "--server-loop", loop, "--log-level", log_level]
-    process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+def start_server(kind: str, args: argparse.Namespace, loop: str) -> ServerProcess:
+    command = [sys.executable, "-m", "benchmarks.fastagi_bench", "--serve", kind]
+    command += ["--handler", args.handler, "--server-loop", loop, "--log-level", args.log_level]
+    command += ["--exchange", args.exchange]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     port = json.loads(process.stdout.readline())["port"]
     return ServerProcess(process, port)
@@ -140,14 +196,19 @@ def start_server(kind: str, handler: str, loop: str, log_level: str) -> ServerPr
 # -- load generator (this process) ------------------------------------------------------------
 
 
-def _env_block() -> bytes:
-    script = CallerScript(dial="01632960001", caller="01632960123")
+DIALLED = "01632960001"
+
+
+def env_block(exchange: str = "standard") -> bytes:
+    """The emulator's PJSIP block. For the ``route`` exchange its argument is the dialled
+    number, as the dialplan calls it (``AGI(agi://host/route,${EXTEN})``)."""
+    script = CallerScript(dial=DIALLED, caller="01632960123")
     net = "route?tenant=harborough"
     pairs = env_lines(script, net, f"agi://127.0.0.1:4573/{net}", "PJSIP/sipp-00000001", "1.1")
-    return encode_env(pairs, ["menu-main"])
+    return encode_env(pairs, [DIALLED] if exchange == "route" else ["menu-main"])
 
 
-ENV = _env_block()
+ENV = env_block()
 
 
 def _reply_to(line: bytes) -> bytes:
@@ -244,13 +305,20 @@ def table(points: Sequence[Point]) -> str:
 
 
 async def run(args: argparse.Namespace) -> str:
-    servers = [("bare asyncio streams", "bare", "asyncio"), ("FastAgiServer", "ours", "asyncio")]
+    global ENV  # noqa: PLW0603 - the block the load generator sends
+    ENV = env_block(args.exchange)
+    servers = [("bare asyncio streams", "bare", "asyncio")]
+    if args.bare_protocol:
+        servers.append(("bare asyncio Protocol", "bare-protocol", "asyncio"))
+    servers.append(("FastAgiServer", "ours", "asyncio"))
     if args.uvloop:
+        if args.bare_protocol:
+            servers.append(("bare asyncio Protocol on uvloop", "bare-protocol", "uvloop"))
         servers.append(("FastAgiServer on uvloop", "ours", "uvloop"))
     points: list[Point] = []
     for concurrency in args.concurrency:
         for label, kind, loop in servers:
-            server = start_server(kind, args.handler, loop, args.log_level)
+            server = start_server(kind, args, loop)
             try:
                 points.append(await measure(server, label, concurrency, args.duration))
             finally:
@@ -265,7 +333,7 @@ async def _idle_report(args: argparse.Namespace) -> str:
     rows = [f"| server | RSS before | RSS with {args.idle:,} idle sessions | per session |",
             "|---|---:|---:|---:|"]  # fmt: skip
     for label, kind in (("bare asyncio streams", "bare"), ("FastAgiServer", "ours")):
-        server = start_server(kind, args.handler, "asyncio", args.log_level)
+        server = start_server(kind, args, "asyncio")
         try:
             before, loaded = await measure_idle(server, args.idle)
         finally:
@@ -284,7 +352,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle", type=int, default=10_000, help="idle sessions (0: skip)")
     parser.add_argument("--uvloop", action="store_true", help="add rows for uvloop")
     parser.add_argument("--log-level", default="warning", help="server log level")
-    parser.add_argument("--serve", choices=["ours", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--exchange", choices=sorted(BARE_COMMANDS), default="standard",
+                        help="what the bare servers send (and the block's agi_arg_1)")  # fmt: skip
+    parser.add_argument("--bare-protocol", action="store_true", help="add bare asyncio.Protocol rows")
+    parser.add_argument("--serve", choices=["ours", "bare", "bare-protocol"], help=argparse.SUPPRESS)
     parser.add_argument("--server-loop", default="asyncio", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -292,7 +363,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.serve:
-        serve_main(args.serve, args.handler, args.server_loop, args.log_level)
+        serve_main(args.serve, args.handler, args.server_loop, args.log_level, args.exchange)
         return
     _raise_fd_limit()
     with contextlib.suppress(AttributeError, OSError):

@@ -2,16 +2,17 @@
 
 Run ``python -m benchmarks.route_bench``. It starts a redis-server on a free loopback port,
 then runs :mod:`benchmarks.fastagi_bench` with this module's handler in place of the standard
-session, side by side with the bare asyncio server in the same run. The handler is the
-controller's ``route`` over the example plan with live state cached from that Redis (as
-``callrouter serve`` runs it), logging the ``call.routed`` event of every call
+session, side by side in the same run with bare asyncio servers doing the same exchange
+(``--exchange route``: the environment block with the dialled number as ``agi_arg_1``, as the
+dialplan calls ``AGI(agi://host/route,${EXTEN})``, one ``SET VARIABLE CR_ROUTE``, close). The
+handler is the controller's ``route`` over the example plan with live state cached from that
+Redis (as ``callrouter serve`` runs it), logging the ``call.routed`` event of every call
 (``--log-level info``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import sys
 from datetime import UTC, datetime
@@ -57,11 +58,11 @@ def _open_hours_clock() -> datetime:
 
 
 async def route(channel: AgiChannel, request: AgiRequest) -> None:
-    """The production ``route`` handler (the dialled number is the channel's extension)."""
+    """The production ``route`` handler (the dialled number is the block's ``agi_arg_1``)."""
     global _controller  # noqa: PLW0603 - built once per server process
     if _controller is None:
         _controller = _controller_for_this_process()
-    await _controller.route(channel, dataclasses.replace(request, args=()))
+    await _controller.route(channel, request)
 
 
 async def seed(url: str) -> None:
@@ -77,7 +78,10 @@ def main() -> None:
     with running_redis(max_lifetime_s=900) as server:
         asyncio.run(seed(server.url))
         os.environ[REDIS_ENV] = server.url
-        fastagi_bench.main(["--handler", "benchmarks.route_bench:route", "--log-level", "info", *extra])
+        fastagi_bench.main(
+            ["--handler", "benchmarks.route_bench:route", "--log-level", "info", "--exchange", "route",
+             "--bare-protocol", *extra]
+        )  # fmt: skip
 
 
 if __name__ == "__main__":
