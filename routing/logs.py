@@ -6,7 +6,9 @@ the value was passed to the call or bound with ``structlog.contextvars``."""
 
 from __future__ import annotations
 
+import json as json_module
 import logging
+import re
 import sys
 from typing import TextIO
 
@@ -14,6 +16,8 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 MASKED_KEYS = frozenset({"caller", "callerid", "caller_number", "agi_callerid"})
+_MASKED_KEYS_ORDER = tuple(sorted(MASKED_KEYS))
+_ASCII_DIGIT = re.compile(r"[0-9]")
 _VISIBLE_DIGITS = 3
 _HANDLER_NAME = "routing.logs"
 
@@ -22,20 +26,44 @@ def mask_number(number: str) -> str:
     """Hide all but the last three characters of a phone number.
 
     ``01632960123`` -> ``********123``. Values without digits (``""``, ``anonymous``,
-    ``unknown``, ``withheld``) and numbers of three characters or fewer are returned as-is."""
-    if len(number) <= _VISIBLE_DIGITS or not any(char.isdigit() for char in number):
+    ``unknown``, ``withheld``) and numbers of three characters or fewer are returned as-is.
+    Masking is idempotent (a masked value is returned unchanged)."""
+    hidden = len(number) - _VISIBLE_DIGITS
+    if hidden <= 0:
         return number
-    return "*" * (len(number) - _VISIBLE_DIGITS) + number[-_VISIBLE_DIGITS:]
+    head = number[:hidden]
+    if head == "*" * hidden:  # already masked (a bound ``caller``, at every event)
+        return number
+    if number.isascii():
+        if _ASCII_DIGIT.search(number) is None:
+            return number
+    elif not any(char.isdigit() for char in number):
+        return number
+    return "*" * hidden + number[hidden:]
 
 
 def mask_caller_fields(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: mask the values of ``caller``, ``callerid``, ``caller_number`` and
     ``agi_callerid`` in the event."""
-    for key in MASKED_KEYS.intersection(event_dict):
-        value = event_dict[key]
+    for key in _MASKED_KEYS_ORDER:
+        value = event_dict.get(key)
         if value is not None:
-            event_dict[key] = mask_number(str(value))
+            event_dict[key] = mask_number(value if type(value) is str else str(value))
     return event_dict
+
+
+def _json_fallback(obj: object) -> object:
+    """What structlog's JSONRenderer does with values json cannot encode."""
+    to_structlog = getattr(obj, "__structlog__", None)
+    return to_structlog() if to_structlog is not None else repr(obj)
+
+
+_JSON = json_module.JSONEncoder(default=_json_fallback)
+
+
+def _render_json(event_dict: object, **_dumps_kw: object) -> str:
+    """``json.dumps(event_dict, default=...)`` with one encoder built once, not per event."""
+    return _JSON.encode(event_dict)
 
 
 def _shared_processors() -> list[Processor]:
@@ -51,7 +79,7 @@ def _shared_processors() -> list[Processor]:
 
 def _renderer(json: bool) -> Processor:
     if json:
-        return structlog.processors.JSONRenderer(sort_keys=False)
+        return structlog.processors.JSONRenderer(serializer=_render_json)
     return structlog.dev.ConsoleRenderer(colors=False)
 
 
@@ -75,6 +103,17 @@ def _route_stdlib(stream: TextIO, json: bool, level: int) -> None:
     root.setLevel(level)
 
 
+class _SharedWriter:
+    """Logger factory handing out one :class:`structlog.WriteLogger` (structlog's factory
+    builds a new one for every event of an unbound logger)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._logger = structlog.WriteLogger(stream)
+
+    def __call__(self, *_args: object) -> structlog.WriteLogger:
+        return self._logger
+
+
 def configure_logging(json: bool = True, level: str = "info", stream: TextIO = sys.stdout) -> None:
     """Configure structlog (``merge_contextvars`` first, caller masking, ISO timestamps, JSON
     lines) and route stdlib logging (redis, aiohttp, asyncio...) through the same processors
@@ -83,7 +122,7 @@ def configure_logging(json: bool = True, level: str = "info", stream: TextIO = s
     structlog.configure(
         processors=[*_shared_processors(), _renderer(json)],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=_SharedWriter(stream),
         context_class=dict,
         cache_logger_on_first_use=False,
     )

@@ -30,7 +30,7 @@ USAGE_START = "520-"
 
 _FINAL_LINE = re.compile(r"^(\d{3}) (.*)$")
 _RESULT = re.compile(r"^result=(?P<result>\S*)(?: \((?P<value>.*)\))?(?: endpos=(?P<endpos>-?\d+))?$")
-_ENV_LINE = re.compile(r"^(agi_[^ \n]*?): (.*)$", re.MULTILINE)
+_ENV_LINE = re.compile(r"^(agi_[^ \n]*): (.*)$", re.MULTILINE)  # the key ends at the first space
 _SAFE_TOKEN = re.compile(r"^[^\s\"\\\x00-\x1f\x7f]+$")
 
 

@@ -264,7 +264,8 @@ class FastAgiServer:
         self._watchdog.channels.add(channel)
         self._counters.started += 1
         started = time.perf_counter()
-        log.debug("agi.session.start")
+        session_log = log.bind()  # one logger for the session's own events, not one per event
+        session_log.debug("agi.session.start")
         outcome = "cancelled"
         try:
             outcome = await self._call(handler, channel, request)
@@ -277,7 +278,7 @@ class FastAgiServer:
             conn.close()
             self._watchdog.channels.discard(channel)
             self._count(outcome)
-            log.info(
+            session_log.info(
                 "agi.session.end",
                 outcome=outcome,
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),

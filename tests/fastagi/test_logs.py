@@ -43,10 +43,29 @@ def events(stream: io.StringIO) -> list[dict[str, object]]:
         ("", ""),
         ("anonymous", "anonymous"),
         ("unknown", "unknown"),
+        ("********123", "********123"),
+        ("***abc", "***abc"),
+        ("٠١٦٣٢٩٦٠١٢٣", "********١٢٣"),
+        ("call me", "call me"),
     ],
 )
 def test_mask_number(number: str, masked: str) -> None:
     assert mask_number(number) == masked
+    assert mask_number(masked) == masked  # idempotent
+
+
+def test_values_json_cannot_encode_are_rendered_like_structlog(log_stream: io.StringIO) -> None:
+    class Custom:
+        def __structlog__(self) -> str:
+            return "custom!"
+
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    structlog.get_logger("test").info("odd", custom=Custom(), opaque=Opaque(), caller=1632960123)
+    (event,) = events(log_stream)
+    assert (event["custom"], event["opaque"], event["caller"]) == ("custom!", "<opaque>", "*******123")
 
 
 def test_events_are_json_with_masked_callers(log_stream: io.StringIO) -> None:
