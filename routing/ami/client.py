@@ -63,10 +63,36 @@ class AmiLoginFailed(ConnectionError):
 
 def plain_headers(message: Mapping[str, str]) -> dict[str, str]:
     """A panoramisk Message as a plain dict in wire order (header case kept)."""
+    plain = getattr(message, "plain", None)  # set by parse_event; Message.__getattr__ gives ""
+    if isinstance(plain, dict):
+        return plain
     store = getattr(message, "_store", None)
-    if store is not None:  # CaseInsensitiveDict: {lower: (Original, value)}, fast path
-        return dict(store.values())
+    if store is not None:  # CaseInsensitiveDict: {lower: (Original, value)}
+        return {k: v for k, v in store.values() if k != "content"}
     return dict(message.items())
+
+
+def parse_event(raw: str) -> Message | None:
+    """One message's text as a panoramisk Message, the plain headers attached.
+
+    Events (the bulk of the stream) are parsed here directly, three times faster than
+    ``Message.from_line``; anything panoramisk treats specially (responses with a
+    body, repeated headers, AGI ``Result`` values) goes through ``from_line``."""
+    if not raw.startswith("Event: "):
+        return Message.from_line(raw)
+    headers: dict[str, str] = {}
+    for line in raw.split("\r\n"):
+        key, sep, value = line.partition(": ")
+        if sep:
+            if key in headers or key.lower() == "result":
+                return Message.from_line(raw)
+            headers[key] = value
+    message = Message.__new__(Message)
+    message._store = {k.lower(): (k, v) for k, v in headers.items()}
+    message._store["content"] = ("content", "")  # as Message.__init__ stores it
+    message.manager = None
+    message.plain = headers
+    return message
 
 
 class SecretFilter(logging.Filter):
@@ -99,7 +125,7 @@ class Utf8AmiProtocol(AMIProtocol):  # type: ignore[misc]
             text = self._read_banner(text)
         *messages, self._pending = text.split(EVENT_SEPARATOR)
         for raw in messages:
-            message = Message.from_line(raw.strip())
+            message = parse_event(raw.strip())
             if message is not None:
                 self.handle_message(message)
 
@@ -215,6 +241,12 @@ class AmiClient:
         if self._lost in done:
             raise ConnectionError("AMI connection lost")
         raise TimeoutError(f"no AMI reply within {deadline_s} s")
+
+    def pause_reading(self, paused: bool) -> None:
+        """Stop (or restart) reading from the socket: TCP flow control for bursts."""
+        transport = getattr(self._manager.protocol, "transport", None)
+        if transport is not None and not transport.is_closing():
+            (transport.pause_reading if paused else transport.resume_reading)()
 
     def close(self) -> None:
         """Close the connection (no reconnect)."""

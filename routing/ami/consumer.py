@@ -3,11 +3,12 @@
 Pipeline. panoramisk calls one plain function for every event
 (``register_event('*', ...)``). It drops ``DTMFBegin``/``DTMFEnd`` on arrival (key
 presses are never converted or stored: they can be card numbers or PINs), stamps the
-event with its receive time and puts it on a bounded ``asyncio.Queue``; when the
-queue is full the event is dropped, counted, logged, and a reconcile is requested
-since the state has missed something. A supervised task takes events off the queue in
-batches, converts them (``routing.live.events``, pure) and applies each batch in one
-atomic script call.
+event with its receive time and puts it on a bounded ``asyncio.Queue``. When the
+queue is half full, reading from the socket pauses until it is nearly drained (the
+burst waits in kernel buffers); if it still fills up, the event is dropped, counted,
+logged, and a reconcile is requested since the state has missed something. A
+supervised task takes events off the queue in batches, converts them
+(``routing.live.events``, pure) and applies each batch in one atomic script call.
 
 Connection. Login with user and secret (never logged); on failure, reconnect with
 exponential back-off capped at ``reconnect_max_s``. Every ``ping_interval_s`` a
@@ -69,7 +70,9 @@ class ConsumerStats:
     events_received: int = 0
     dtmf_dropped: int = 0
     queue_full_dropped: int = 0
+    read_pauses: int = 0
     events_applied: int = 0
+    items_processed: int = 0
     events_discarded_standby: int = 0
     batches_applied: int = 0
     reconciles_applied: int = 0
@@ -151,6 +154,7 @@ class AmiConsumer:
         self._assembler: QueueStatusAssembler | None = None
         self._task: asyncio.Task[None] | None = None
         self._release_on_stop = True
+        self._reading_paused = False
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -202,10 +206,11 @@ class AmiConsumer:
 
     def _on_ami_event(self, manager: Any, message: Mapping[str, str]) -> None:
         """Runs inside panoramisk's data_received: drop DTMF, stamp, enqueue. Never raises."""
-        if is_dtmf(message.get("Event", "")):
+        headers = plain_headers(message)
+        if is_dtmf(headers.get("Event", "")):
             self.stats.dtmf_dropped += 1
             return
-        ts, headers = self.clock(), plain_headers(message)
+        ts = self.clock()
         if headers.get("ActionID", "").startswith(RECONCILE_ACTION_PREFIX):
             self._reconcile_item(headers, ts)
             return
@@ -214,6 +219,17 @@ class AmiConsumer:
             self._dropped_full()
             return
         self._events.put_nowait((ts, headers))
+        if not self._reading_paused and self._events.qsize() >= self.settings.queue_maxsize // 2:
+            self._flow_control(pause=True)
+
+    def _flow_control(self, *, pause: bool) -> None:
+        """Pause reading while the queue is half full, resume when it is nearly empty.
+
+        A burst then waits in the kernel's socket buffers (megabytes) instead of being
+        dropped; events are dropped only if the queue still fills up."""
+        self._reading_paused = pause
+        self._client.pause_reading(pause)
+        self.stats.read_pauses += pause
 
     def _reconcile_item(self, headers: dict[str, str], ts: float) -> None:
         """Assemble the QueueStatus reply here, in stream order; queue the picture whole.
@@ -254,6 +270,7 @@ class AmiConsumer:
             log.warning("ami.connect_failed host=%s error=%s", self.settings.host, exc)
             return False
         self.stats.connects += 1
+        self._reading_paused = False
         log.info("ami.connected host=%s user=%s", self.settings.host, self.settings.username)
         self.request_reconcile()
         return True
@@ -281,10 +298,13 @@ class AmiConsumer:
             items = self._convert(batch)
             if not self.is_writer:
                 self.stats.events_discarded_standby += len(batch)
-                continue
-            await self._write(items, alive_at=self.clock())
+            else:
+                await self._write(items, alive_at=self.clock())
+            self.stats.items_processed += len(batch)
 
     async def _next_batch(self) -> list[Received | QueueStatusPicture]:
+        if self._reading_paused and self._events.qsize() <= self.settings.batch_max:
+            self._flow_control(pause=False)
         batch = [await self._events.get()]
         while len(batch) < self.settings.batch_max:
             try:

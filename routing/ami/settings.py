@@ -76,4 +76,4 @@ def _cast(name: str, raw: str, cast: Callable[[str], Any]) -> Any:
         return cast(raw)
     except ValueError:
         kind = getattr(cast, "__name__", "value")
-        raise SettingsError(f"{ENV_PREFIX}{name.upper()} has value {raw!r}: not a {kind}") from None
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()} has value {raw!r}: not a valid {kind}") from None

@@ -199,6 +199,16 @@ class FakeAmi:
             data, self._burst = b"".join(self._burst), None
             self.broadcast(data)
 
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[list[bytes]]:
+        """Collect every event emitted inside instead of sending it (to prepare a
+        flood before timing it, or to inspect what an operation sends)."""
+        saved, self._burst = self._burst, []
+        try:
+            yield self._burst
+        finally:
+            self._burst = saved
+
     async def send_split(self, data: bytes, at: int, pause_s: float = 0.05) -> None:
         """Send ``data`` in two TCP writes split at byte ``at`` with a pause between."""
         for part in (data[:at], data[at:]):
@@ -315,7 +325,7 @@ class FakeAmi:
         """A busy period: ``calls`` callers join the queues; random older callers are
         answered by free members, complete, abandon or time out; members pause and
         resume. Some callers are still waiting at the end. Returns events sent."""
-        rng = random.Random(seed)  # noqa: S311 (reproducible load, not security)
+        rng = random.Random(seed)
         step = _PeakStep(self, list(queues), rng, keypresses, noise)
         for _ in range(calls):
             step.run()

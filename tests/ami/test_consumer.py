@@ -236,7 +236,22 @@ async def test_queue_overflow_drops_are_counted_and_repaired(consumers: Factory,
         for _ in range(300):
             fake.caller_joins(Q)
     await wait_until(lambda: consumer.stats.queue_full_dropped > 0)
+    assert consumer.stats.read_pauses >= 1
     assert await settled(consumer, fake) == {Q: (300, 1, 1)}
+
+
+async def test_a_burst_pauses_reading_instead_of_dropping(consumers: Factory, fake: FakeAmi) -> None:
+    consumer = consumers(queue_maxsize=2000, batch_max=50)
+    await consumer.start()
+    await wait_until(lambda: consumer.stats.reconciles_applied > 0)
+    for _ in range(20):
+        with fake.burst():
+            for _ in range(150):
+                fake.caller_joins(Q)
+        await fake.send_split(b"", 0, pause_s=0)
+    assert await settled(consumer, fake) == {Q: (3000, 1, 1)}
+    assert consumer.stats.read_pauses >= 1
+    assert consumer.stats.queue_full_dropped == 0
 
 
 async def test_queue_withdraw_caller(consumers: Factory, fake: FakeAmi) -> None:
