@@ -10,7 +10,7 @@ import time
 import pytest
 
 from routing.emulator.agi import CallerScript, EmulatedCall, Press, run_call
-from routing.fastagi import AgiChannel, AgiRequest, FastAgiServer, ServerConfig, serve_until_signal
+from routing.fastagi import AgiChannel, AgiHangup, AgiRequest, FastAgiServer, ServerConfig, serve_until_signal
 from tests.fastagi.conftest import StartServer, expect_line, raw_peer, suite_env
 
 
@@ -281,3 +281,48 @@ async def test_deadline_then_drain_still_cancels(start_server: StartServer) -> N
     assert finished == ["deadline swallowed"]
     assert call.agistatus == "FAILURE"
     assert server.counters.cancelled == 1
+
+
+async def test_drain_waits_for_a_block_in_flight_then_cuts_the_silent_ones(start_server: StartServer) -> None:
+    """Connections accepted before a drain and still sending their block are served if the block
+    completes within the grace period; the ones still silent at its end get ``failure``."""
+    server = await start_server()
+    server.register("route", set_route)
+    late_reader, late_writer = await raw_peer(server.port, suite_env()[:40])
+    silent_reader, silent_writer = await raw_peer(server.port, suite_env()[:40])
+    await asyncio.sleep(0.05)
+    draining = asyncio.create_task(server.drain(0.5))
+    await asyncio.sleep(0.05)
+    late_writer.write(suite_env()[40:])  # the block completes during the drain: routed
+    assert await expect_line(late_reader) == b"ANSWER\n"
+    late_writer.write(b"200 result=0\n")
+    assert await expect_line(late_reader) == b"GET DATA menu 3000 1\n"
+    late_writer.write(b"200 result=4\n200 result=1\n200 result=1\n")
+    assert await expect_line(late_reader) == b'SET VARIABLE ROUTE "-4"\n'
+    assert await expect_line(silent_reader) == b"failure\n"  # cut at the end of the grace period
+    await asyncio.wait_for(draining, 2)
+    for writer in (late_writer, silent_writer):
+        writer.close()
+    assert server.counters.completed == 1
+    assert server.counters.active == 0
+
+
+async def test_peer_gone_right_after_its_block_is_a_hangup(start_server: StartServer) -> None:
+    server = await start_server()
+    reasons: list[str] = []
+
+    @server.route("route")
+    async def route(channel: AgiChannel, request: AgiRequest) -> None:
+        await asyncio.sleep(0.05)  # Asterisk is gone by now
+        try:
+            await channel.answer()
+        except AgiHangup as exc:
+            reasons.append(exc.reason)
+            raise
+
+    _reader, writer = await raw_peer(server.port, suite_env())
+    writer.close()
+    await settle(server, 1)
+    await asyncio.sleep(0.1)
+    assert [reason.split(":")[0] for reason in reasons] == ["connection lost"]
+    assert server.counters.hung_up == 1
