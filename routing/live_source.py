@@ -18,7 +18,7 @@ import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -124,6 +124,19 @@ class RedisLiveSource:
             await pipe.execute()
 
 
+def _shifted(live: LiveState, shift: timedelta) -> LiveState:
+    """``live`` with every snapshot's time moved by ``shift`` (nothing to do under a second)."""
+    if abs(shift) < timedelta(seconds=1):
+        return live
+    move = {
+        name: dataclasses.replace(s, observed_at=s.observed_at + shift) for name, s in live.queues.items()
+    }
+    partners = {
+        c: dataclasses.replace(s, observed_at=s.observed_at + shift) for c, s in live.partners.items()
+    }
+    return dataclasses.replace(live, queues=move, partners=partners)
+
+
 class CachedLiveSource:
     """:class:`routing.controller.LiveSource` served from memory, refreshed from Redis."""
 
@@ -146,6 +159,7 @@ class CachedLiveSource:
         self._pending: asyncio.Queue[tuple[tuple[str, bool], ...]] = asyncio.Queue(maxsize=10_000)
         self.refreshed_at: datetime | None = None
         self.failures = 0
+        self.real_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     async def read(self, plan: CompiledPlan, tenant: str | None, now: datetime) -> tuple[LiveState, Toggles]:
         return self.read_now(plan, tenant, now)
@@ -168,14 +182,21 @@ class CachedLiveSource:
                 self._pending.put_nowait(changed)
 
     async def refresh(self, now: datetime) -> None:
-        """Read every tenant's live state in one round trip and replace the copy."""
+        """Read every tenant's live state in one round trip and replace the copy.
+
+        Queue figures are derived on the real clock (Asterisk's timestamps are real); when the
+        controller runs on a rehearsal clock, snapshot times are moved onto that clock so that
+        ages and staleness stay true."""
         plan = self.plan()
         reads = {tid: self.source.reads_for(tid, tenant) for tid, tenant in plan.plan.tenants.items()}
         flat = [key for r in reads.values() for key in r.keys]
-        queues, values = await asyncio.gather(self.source.store.snapshots(now), self.source.redis.mget(flat))
+        real = self.real_clock()
+        queues, values = await asyncio.gather(self.source.store.snapshots(real), self.source.redis.mget(flat))
+        shift = now - real
         state, offset = {}, 0
         for tid, r in reads.items():
-            state[tid] = self.source.decode(tid, r, queues, values[offset : offset + len(r.keys)])
+            live, toggles = self.source.decode(tid, r, queues, values[offset : offset + len(r.keys)])
+            state[tid] = (_shifted(live, shift), toggles)
             offset += len(r.keys)
         self._state = state
         stored = {key for live, _ in state.values() for key in live.overflowing}
