@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
+import os
 import pwd
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,11 +27,16 @@ from zoneinfo import ZoneInfo
 import structlog
 from redis.asyncio import Redis
 
+from routing.ami.consumer import AmiConsumer
+from routing.ami.settings import AmiSettings, SettingsError
 from routing.controller import Clock, Controller, LiveSource, NoLiveState, PlanError, PlanHolder, utc_now
 from routing.fastagi import FastAgiServer, ServerConfig, serve_until_signal
+from routing.live.lease import WriterLease
+from routing.live.store import QueueStateStore
 from routing.live_source import CachedLiveSource
 from routing.logs import configure_logging
 from routing.supervisor import audit
+from routing.withdrawer import ChannelBook, Withdrawer
 
 log = structlog.get_logger("callrouter.service")
 LONDON = ZoneInfo("Europe/London")
@@ -48,6 +56,8 @@ class ServeOptions:
     watch_interval: float = 2.0
     clock_start: datetime | None = None
     clock_speed: float = 1.0
+    ami: AmiSettings | None = None
+    withdraw_interval: float = 5.0
 
 
 def rehearsal_clock(start: datetime, speed: float, real: Clock = utc_now) -> Clock:
@@ -146,6 +156,7 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     )
     server = FastAgiServer(config)
     controller.register(server)
+    ami = await _start_ami(options, redis, cached, holder, clock)
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[None]] = set()
 
@@ -166,15 +177,67 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
         await serve_until_signal(server, drain_timeout=options.drain_timeout)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
-        for task in (watcher, refresher):
+        for task in (watcher, refresher, ami[1] if ami else None):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if ami is not None:
+            await ami[0].stop()
         if redis is not None:
             await redis.aclose()
     log.info("controller.stopped", **asdict(server.counters))
     return 0
+
+
+async def _start_ami(
+    options: ServeOptions,
+    redis: Redis | None,
+    cached: CachedLiveSource | None,
+    holder: PlanHolder,
+    clock: Clock,
+) -> tuple[AmiConsumer, asyncio.Task[None]] | None:
+    """The AMI consumer (live queue state into Redis) and the withdrawer, when AMI is set up."""
+    if options.ami is None or redis is None or cached is None:
+        log.info("ami.not_configured", live_state="unknown unless another instance writes it")
+        return None
+    instance = f"{socket.gethostname()}:{os.getpid()}"
+    store = QueueStateStore(redis, writer=instance)
+    book = ChannelBook()
+    consumer = AmiConsumer(
+        options.ami,
+        store,
+        WriterLease(redis, instance, ttl_s=options.ami.lease_ttl_s),
+        on_event=book.on_event,
+    )
+    await consumer.start()
+    withdrawer = Withdrawer(
+        consumer,
+        store,
+        book,
+        plan=lambda: holder.current,
+        live=lambda p, t, n: cached.read_now(p, t, n)[0],
+        clock=clock,
+        interval_s=options.withdraw_interval,
+    )
+    return consumer, asyncio.create_task(withdrawer.run())
+
+
+def _ami_settings(args: argparse.Namespace, centre: str) -> AmiSettings | None:
+    if not (args.ami_host or os.environ.get("CALLROUTER_AMI_HOST")):
+        return None
+    try:
+        settings = AmiSettings.from_env()
+    except SettingsError as exc:
+        raise SystemExit(f"callrouter: AMI: {exc}") from None
+    overrides = {
+        "host": args.ami_host,
+        "port": args.ami_port,
+        "username": args.ami_user,
+        "publish_queue": args.publish_queue,
+        "centre": args.centre or settings.centre or centre,
+    }
+    return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v})
 
 
 def parse_clock_start(text: str) -> datetime:
@@ -185,8 +248,10 @@ def parse_clock_start(text: str) -> datetime:
 def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(json=not args.console_logs, level=args.log_level)
     loop_kind = _install_uvloop()
+    centre = PlanHolder.load(args.plan).current.plan.centre
     options = ServeOptions(
         plan=Path(args.plan),
+        ami=_ami_settings(args, centre),
         agi_host=args.agi_host,
         agi_port=args.agi_port,
         redis=None if args.no_redis else args.redis,
@@ -214,6 +279,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--max-sessions", type=int, default=1000)
     parser.add_argument("--call-timeout", type=float, default=300.0, help="longest FastAGI session (s)")
     parser.add_argument("--watch-interval", type=float, default=2.0, help="seconds between plan file checks")
+    parser.add_argument(
+        "--ami-host", help="Asterisk AMI host (or CALLROUTER_AMI_HOST); none: live state unknown"
+    )
+    parser.add_argument("--ami-port", type=int, help="AMI port (default 5038)")
+    parser.add_argument("--ami-user", help="AMI username; the secret comes from CALLROUTER_AMI_SECRET(_FILE)")
+    parser.add_argument("--centre", help="this centre's id for the published snapshot (default: the plan's)")
+    parser.add_argument("--publish-queue", help="the Asterisk queue whose figures partners see")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--console-logs", action="store_true", help="human-readable logs instead of JSON")
     parser.add_argument("--clock-start", help='rehearsal: start the clock at "YYYY-MM-DD HH:MM" (London)')

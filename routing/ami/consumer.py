@@ -143,7 +143,7 @@ class AmiConsumer:
         lease: WriterLease,
         *,
         clock: Callable[[], float] = time.time,
-        on_event: Callable[[QueueEvent], None] | None = None,
+        on_event: Callable[[QueueEvent | QueueStatusPicture], None] | None = None,
     ) -> None:
         self.settings, self.store, self.lease = settings, store, lease
         self.clock, self.on_event = clock, on_event
@@ -318,6 +318,8 @@ class AmiConsumer:
         for item in batch:
             if isinstance(item, QueueStatusPicture):
                 items.append(item)
+                if self.on_event is not None:
+                    self.on_event(item)
                 continue
             event = to_queue_event(item[1], item[0])
             if event is not None:
