@@ -280,6 +280,9 @@ def _parse_usage_block(lines: Sequence[str]) -> AgiReply:
 
 def parse_reply_line(line: str) -> AgiReply:
     """Parse a single final reply line such as ``200 result=1 (revenues)``."""
+    common = _COMMON_REPLIES.get(line)
+    if common is not None:  # replies are immutable: the usual few are parsed once
+        return common
     match = _FINAL_LINE.match(line)
     if match is None:
         raise AgiProtocolError(f"not an AGI reply: {line[:60]!r}")
@@ -297,6 +300,12 @@ def parse_reply_line(line: str) -> AgiReply:
         value=result["value"],
         endpos=int(endpos) if endpos is not None else None,
     )
+
+
+_COMMON_REPLIES: dict[str, AgiReply] = {}
+_COMMON_REPLIES.update(
+    (line, parse_reply_line(line)) for line in ("200 result=0", "200 result=1", "200 result=-1")
+)
 
 
 # ---------------------------------------------------------------------------------------------

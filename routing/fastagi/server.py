@@ -251,6 +251,8 @@ class FastAgiServer:
     # -- handler -------------------------------------------------------------------------------
 
     async def _session(self, handler: Handler, request: AgiRequest, conn: AgiConnection) -> None:
+        task = conn.task  # this task (asyncio.current_task() costs a getpid() syscall in 3.11)
+        assert task is not None
         # The task runs in its own copy of the context: bound once, never reset.
         bind_contextvars(
             uniqueid=request.uniqueid,
@@ -268,7 +270,7 @@ class FastAgiServer:
         session_log.debug("agi.session.start")
         outcome = "cancelled"
         try:
-            outcome = await self._call(handler, channel, request)
+            outcome = await self._call(handler, channel, request, task)
             if outcome in ("failed", "deadline") and channel.connected and not channel.hung_up:
                 await conn.fail_and_wait(self.config.failure_grace)
         except asyncio.CancelledError:
@@ -286,12 +288,12 @@ class FastAgiServer:
                 missing_prompts=len(channel.missing_prompts),
             )
 
-    async def _call(self, handler: Handler, channel: AgiChannel, request: AgiRequest) -> str:
+    async def _call(
+        self, handler: Handler, channel: AgiChannel, request: AgiRequest, task: asyncio.Task[None]
+    ) -> str:
         # The per-call deadline is kept by the watchdog (no timer per call): an overdue task
         # is cancelled and marked expired; a cancellation from elsewhere (drain) propagates.
         watchdog = self._watchdog
-        task = asyncio.current_task()
-        assert task is not None
         cancelling = task.cancelling()
         watchdog.calls[task] = watchdog.now() + self.config.call_timeout
         try:

@@ -265,3 +265,16 @@ def test_query_parse_agrees_with_urllib(query: str) -> None:
     from routing.fastagi.protocol import parse_query
 
     assert parse_query(query) == dict(parse_qsl(query, keep_blank_values=True))
+
+
+@pytest.mark.parametrize("line", ["200 result=0", "200 result=1", "200 result=-1"])
+def test_common_replies_are_parsed_once_and_equal_a_fresh_parse(line: str) -> None:
+    from routing.fastagi import protocol
+
+    cached = parse_reply_line(line)
+    assert cached is parse_reply_line(line)
+    saved = protocol._COMMON_REPLIES.pop(line)
+    try:
+        assert parse_reply_line(line) == cached
+    finally:
+        protocol._COMMON_REPLIES[line] = saved
