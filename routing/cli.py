@@ -24,6 +24,7 @@ from routing.core.diff import Difference, differences, local_day_bounds
 from routing.core.live import LiveState, QueueSnapshot, Toggle, Toggles
 from routing.core.problems import errors
 from routing.core.schedule import Transition, timeline
+from routing.emulator import centre
 from routing.plan_file import LoadResult, load_plan
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -296,6 +297,7 @@ COMMAND_REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentP
     service.register,
     simulate.register,
     supervisor_cli.register,
+    centre.register,
 ]
 
 
