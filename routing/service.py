@@ -31,12 +31,10 @@ from routing.ami.consumer import AmiConsumer
 from routing.ami.settings import AmiSettings, SettingsError
 from routing.controller import Clock, Controller, LiveSource, NoLiveState, PlanError, PlanHolder, utc_now
 from routing.fastagi import FastAgiServer, ServerConfig, serve_until_signal
-from routing.live.lease import WriterLease
-from routing.live.store import QueueStateStore
 from routing.live_source import CachedLiveSource
 from routing.logs import configure_logging
 from routing.supervisor import audit
-from routing.withdrawer import ChannelBook, Withdrawer
+from routing.withdrawer import ami_pipeline
 
 log = structlog.get_logger("callrouter.service")
 LONDON = ZoneInfo("Europe/London")
@@ -202,25 +200,11 @@ async def _start_ami(
         log.info("ami.not_configured", live_state="unknown unless another instance writes it")
         return None
     instance = f"{socket.gethostname()}:{os.getpid()}"
-    store = QueueStateStore(redis, writer=instance)
-    book = ChannelBook()
-    consumer = AmiConsumer(
-        options.ami,
-        store,
-        WriterLease(redis, instance, ttl_s=options.ami.lease_ttl_s),
-        on_event=book.on_event,
+    pipeline = ami_pipeline(
+        options.ami, redis, instance, cached, clock=clock, withdraw_interval_s=options.withdraw_interval
     )
-    await consumer.start()
-    withdrawer = Withdrawer(
-        consumer,
-        store,
-        book,
-        plan=lambda: holder.current,
-        live=lambda p, t, n: cached.read_now(p, t, n)[0],
-        clock=clock,
-        interval_s=options.withdraw_interval,
-    )
-    return consumer, asyncio.create_task(withdrawer.run())
+    await pipeline.consumer.start()
+    return pipeline.consumer, asyncio.create_task(pipeline.withdrawer.run())
 
 
 def _ami_settings(args: argparse.Namespace, centre: str) -> AmiSettings | None:

@@ -16,18 +16,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
+from redis.asyncio import Redis
 
 from routing.ami.consumer import AmiConsumer
+from routing.ami.settings import AmiSettings
 from routing.core.decide import CompiledPlan
 from routing.core.live import LiveState
 from routing.core.overflow import due_for_withdrawal
 from routing.core.plan import ExternalDest
 from routing.live.events import CallerJoined, CallerLeft, Hangup, QueueEvent
+from routing.live.lease import WriterLease
 from routing.live.queue_status import QueueStatusPicture
 from routing.live.store import QueueStateStore
+from routing.live_source import CachedLiveSource
+from routing.redis_keys import KEYS, RedisKeys
 
 log = structlog.get_logger("callrouter.calls")
 
@@ -116,3 +122,39 @@ class Withdrawer:
             except (ConnectionError, TimeoutError, OSError) as exc:  # AMI or Redis away: next sweep
                 log.warning("withdraw.sweep_failed", error=type(exc).__name__)
             await asyncio.sleep(self.interval_s)
+
+
+@dataclass
+class AmiPipeline:
+    """AMI events into Redis (the consumer, under the writer lease) and the withdrawer."""
+
+    consumer: AmiConsumer
+    store: QueueStateStore
+    withdrawer: Withdrawer
+
+
+def ami_pipeline(
+    settings: AmiSettings,
+    redis: Redis,
+    instance: str,
+    live: CachedLiveSource,
+    *,
+    clock: Callable[[], datetime],
+    keys: RedisKeys = KEYS,
+    withdraw_interval_s: float = 5.0,
+) -> AmiPipeline:
+    """Wire one controller instance's AMI side: consumer, store, lease, channel book, withdrawer."""
+    store = QueueStateStore(redis, writer=instance, keys=keys)
+    book = ChannelBook()
+    lease = WriterLease(redis, instance, ttl_s=settings.lease_ttl_s, keys=keys)
+    consumer = AmiConsumer(settings, store, lease, on_event=book.on_event)
+    withdrawer = Withdrawer(
+        consumer,
+        store,
+        book,
+        plan=live.plan,
+        live=lambda p, t, n: live.read_now(p, t, n)[0],
+        clock=clock,
+        interval_s=withdraw_interval_s,
+    )
+    return AmiPipeline(consumer, store, withdrawer)

@@ -22,12 +22,11 @@ from routing.emulator.agi import CallerScript, PressAfterPrompt
 from routing.emulator.ami import FakeAmi
 from routing.emulator.dialplan import place_call
 from routing.fastagi import FastAgiServer, ServerConfig
-from routing.live.lease import WriterLease
 from routing.live.store import QueueStateStore, snapshot_json
 from routing.live_source import CachedLiveSource
 from routing.redis_keys import RedisKeys
 from routing.service import rehearsal_clock
-from routing.withdrawer import ChannelBook, Withdrawer
+from routing.withdrawer import Withdrawer, ami_pipeline
 from tests.controller.conftest import EXAMPLE, HARBOROUGH, TUESDAY_10AM
 from tests.support.redis_server import RedisServer
 
@@ -91,19 +90,8 @@ async def rig(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Rig]:
         reconnect_initial_s=0.05,
         reconnect_max_s=0.2,
     )
-    store = QueueStateStore(redis, "centre-a", keys)
-    book = ChannelBook()
-    consumer = AmiConsumer(
-        settings, store, WriterLease(redis, "centre-a", ttl_s=5, keys=keys), on_event=book.on_event
-    )
-    withdrawer = Withdrawer(
-        consumer,
-        store,
-        book,
-        plan=lambda: holder.current,
-        live=lambda p, t, n: live.read_now(p, t, n)[0],
-        clock=clock,
-    )
+    pipeline = ami_pipeline(settings, redis, "centre-a", live, clock=clock, keys=keys)
+    consumer, store, withdrawer = pipeline.consumer, pipeline.store, pipeline.withdrawer
     server = FastAgiServer(ServerConfig(host="127.0.0.1", port=0, call_timeout=10))
     Controller(holder, live, clock=clock).register(server)
     await server.start()
