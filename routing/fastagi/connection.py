@@ -132,6 +132,12 @@ class AgiConnection(asyncio.Protocol):
 
     def _env_data(self, data: bytes) -> None:
         buffer = self._buffer
+        end = len(data) - 2
+        if not buffer and 0 <= end <= self._limit and data.find(b"\n\n") == end:
+            self._cancel_timer()  # the usual case: the whole block in one segment, nothing more
+            self.state = CALL
+            self._server._env_block(self, data)
+            return
         buffer += data
         end = buffer.find(b"\n\n", self._scanned)
         if end < 0:

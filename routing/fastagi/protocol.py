@@ -165,14 +165,28 @@ def _request(env: dict[str, str]) -> AgiRequest:
         raise AgiProtocolError("environment block without agi_network_script")
     script, query = split_script(network_script)
     get = env.get
-    fields = {name: get(key, "") for name, key in _PLAIN_KEYS}
-    return AgiRequest(
-        network_script=network_script,
-        script=script,
-        query=MappingProxyType(query),
-        args=_ordered_args(env) if "agi_arg_1" in env else (),
-        env=MappingProxyType(env),
-        **fields,
+    return AgiRequest(  # positional, in field order (checked below): no keyword dict per call
+        network_script,
+        script,
+        MappingProxyType(query),
+        _ordered_args(env) if "agi_arg_1" in env else (),
+        get("agi_request", ""),
+        get("agi_channel", ""),
+        get("agi_uniqueid", ""),
+        get("agi_language", ""),
+        get("agi_type", ""),
+        get("agi_version", ""),
+        get("agi_callerid", ""),
+        get("agi_calleridname", ""),
+        get("agi_dnid", ""),
+        get("agi_rdnis", ""),
+        get("agi_context", ""),
+        get("agi_extension", ""),
+        get("agi_priority", ""),
+        get("agi_enhanced", ""),
+        get("agi_accountcode", ""),
+        get("agi_threadid", ""),
+        MappingProxyType(env),
     )
 
 
@@ -194,7 +208,10 @@ _PLAIN_FIELDS = (
     "accountcode",
     "threadid",
 )
-_PLAIN_KEYS = tuple((name, f"agi_{name}") for name in _PLAIN_FIELDS)
+
+
+# _request passes the plain fields positionally, in this order.
+assert tuple(AgiRequest.__dataclass_fields__)[4:-1] == _PLAIN_FIELDS
 
 
 def parse_request(data: bytes) -> AgiRequest:
