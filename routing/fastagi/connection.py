@@ -111,9 +111,9 @@ class AgiConnection(asyncio.Protocol):
             drain.set_exception(ConnectionResetError("connection lost"))
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
-        previous, self.state = self.state, CLOSED
-        if previous == ENV:
+        if self.state == ENV:  # reset before the block was complete
             self._server._bad_request(self, "eof")
+        self.state = CLOSED
         self._server._gone(self)
 
     def pause_writing(self) -> None:
@@ -135,7 +135,6 @@ class AgiConnection(asyncio.Protocol):
         end = len(data) - 2
         if not buffer and 0 <= end <= self._limit and data.find(b"\n\n") == end:
             self._cancel_timer()  # the usual case: the whole block in one segment, nothing more
-            self.state = CALL
             self._server._env_block(self, data)
             return
         buffer += data
@@ -153,8 +152,7 @@ class AgiConnection(asyncio.Protocol):
         block = bytes(buffer[: end + 2])
         del buffer[: end + 2]
         self._scanned = 0
-        self.state = CALL
-        self._server._env_block(self, block)
+        self._server._env_block(self, block)  # sets state to CALL (and starts the task) or fails
 
     # -- what the channel uses -----------------------------------------------------------------
 

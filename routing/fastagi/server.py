@@ -32,7 +32,7 @@ import structlog
 from structlog.contextvars import bind_contextvars
 
 from routing.fastagi.channel import AgiChannel, AgiHangup, ReplyWatchdog
-from routing.fastagi.connection import AgiConnection
+from routing.fastagi.connection import CALL, ENV, FAILING, AgiConnection
 from routing.fastagi.protocol import AgiProtocolError, AgiRequest, parse_request
 from routing.logs import mask_number
 
@@ -180,7 +180,7 @@ class FastAgiServer:
         if tasks:
             await asyncio.wait(tasks)
         for conn in cut:  # still reading its block, or its task was cancelled before it started
-            conn.abort(send_failure=conn.state in ("env", "call"))
+            conn.abort(send_failure=conn.state in (ENV, CALL))
         if self._server is not None:
             await self._server.wait_closed()
         await self._stop_watchdog()
@@ -221,12 +221,12 @@ class FastAgiServer:
 
     def _bad_request(self, conn: AgiConnection, reason: str) -> None:
         """EOF, garbage, oversized or slow environment block."""
-        if conn.state != "env":
+        if conn.state != ENV:
             return
         self._counters.bad_requests += 1
         log.warning("agi.request.bad", reason=reason, peer=conn.peer())
         if reason == "eof":
-            conn.state = "failing"
+            conn.state = FAILING
             conn.close()
         else:
             conn.fail(self.config.failure_grace)
@@ -236,7 +236,6 @@ class FastAgiServer:
         try:
             request = parse_request(block)
         except AgiProtocolError:
-            conn.state = "env"
             self._bad_request(conn, "garbage")
             return
         handler = self._routes.get(request.script)
@@ -246,6 +245,7 @@ class FastAgiServer:
             conn.fail(self.config.failure_grace)
             return
         assert self._loop is not None
+        conn.state = CALL
         conn.task = self._loop.create_task(self._session(handler, request, conn))
 
     # -- handler -------------------------------------------------------------------------------

@@ -238,3 +238,13 @@ async def test_env_block_split_across_real_tcp_segments(start_server: StartServe
     writer.write(b"200 result=1\n")
     assert await expect_line(reader) == b""
     writer.close()
+
+
+async def test_reset_during_the_block_is_a_bad_request() -> None:
+    server = parked_server()
+    conn, transport = connect(server)
+    conn.data_received(ENV[:30])
+    conn.connection_lost(ConnectionResetError("reset by peer"))
+    assert server.counters.bad_requests == 1
+    assert server.counters.active == 0
+    assert transport.written == b""  # nobody to tell
