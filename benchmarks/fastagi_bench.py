@@ -308,11 +308,12 @@ async def run(args: argparse.Namespace) -> str:
     global ENV  # noqa: PLW0603 - the block the load generator sends
     ENV = env_block(args.exchange)
     servers = [("bare asyncio streams", "bare", "asyncio")]
-    if args.bare_protocol:
+    if args.baselines:
         servers.append(("bare asyncio Protocol", "bare-protocol", "asyncio"))
     servers.append(("FastAgiServer", "ours", "asyncio"))
     if args.uvloop:
-        if args.bare_protocol:
+        if args.baselines:
+            servers.append(("bare asyncio streams on uvloop", "bare", "uvloop"))
             servers.append(("bare asyncio Protocol on uvloop", "bare-protocol", "uvloop"))
         servers.append(("FastAgiServer on uvloop", "ours", "uvloop"))
     points: list[Point] = []
@@ -354,7 +355,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="warning", help="server log level")
     parser.add_argument("--exchange", choices=sorted(BARE_COMMANDS), default="standard",
                         help="what the bare servers send (and the block's agi_arg_1)")  # fmt: skip
-    parser.add_argument("--bare-protocol", action="store_true", help="add bare asyncio.Protocol rows")
+    parser.add_argument("--baselines", action="store_true",
+                        help="also a bare asyncio.Protocol server; the bare servers on uvloop")  # fmt: skip
     parser.add_argument("--serve", choices=["ours", "bare", "bare-protocol"], help=argparse.SUPPRESS)
     parser.add_argument("--server-loop", default="asyncio", help=argparse.SUPPRESS)
     return parser.parse_args(argv)

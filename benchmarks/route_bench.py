@@ -2,7 +2,8 @@
 
 Run ``python -m benchmarks.route_bench``. It starts a redis-server on a free loopback port,
 then runs :mod:`benchmarks.fastagi_bench` with this module's handler in place of the standard
-session, side by side in the same run with bare asyncio servers doing the same exchange
+session, side by side in the same run with bare asyncio servers (streams, and a bare
+``asyncio.Protocol``, each on asyncio and on uvloop) doing the same exchange
 (``--exchange route``: the environment block with the dialled number as ``agi_arg_1``, as the
 dialplan calls ``AGI(agi://host/route,${EXTEN})``, one ``SET VARIABLE CR_ROUTE``, close). The
 handler is the controller's ``route`` over the example plan with live state cached from that
@@ -80,7 +81,7 @@ def main() -> None:
         os.environ[REDIS_ENV] = server.url
         fastagi_bench.main(
             ["--handler", "benchmarks.route_bench:route", "--log-level", "info", "--exchange", "route",
-             "--bare-protocol", *extra]
+             "--baselines", *extra]
         )  # fmt: skip
 
 
