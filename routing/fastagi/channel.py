@@ -26,6 +26,7 @@ Asterisk still serves on a dead channel (``set_variable``, ``get_variable``, ``v
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 import structlog
@@ -137,6 +138,7 @@ class ReplyWatchdog:
         self.channels: set[AgiChannel] = set()
         self.calls: dict[asyncio.Task[None], float] = {}
         self.expired: set[asyncio.Task[None]] = set()
+        self.checks: list[Callable[[float], None]] = []  # more deadlines, given the time
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def now(self) -> float:
@@ -153,6 +155,8 @@ class ReplyWatchdog:
                 channel.expire_if_overdue(now)
             if self.calls:
                 self.expire_calls(now)
+            for check in self.checks:
+                check(now)
 
     def expire_calls(self, now: float) -> None:
         overdue = [task for task, deadline in self.calls.items() if now >= deadline]

@@ -9,7 +9,7 @@ split over several segments, and one segment can carry several lines (``HANGUP\\
 The server (:mod:`routing.fastagi.server`) owns the policy (limits, counters, logs); this class
 owns the buffer, flow control and the lifecycle of one socket:
 
-* ``env``: reading the environment block (byte cap, deadline timer);
+* ``env``: reading the environment block (byte cap; the server's watchdog keeps the deadline);
 * ``call``: the handler runs in its own task and reads replies with :meth:`read_line`;
 * ``failing``: ``failure`` was written; input is discarded until the peer closes or the grace
   period ends;
@@ -127,15 +127,11 @@ class AgiConnection(asyncio.Protocol):
 
     # -- environment block ---------------------------------------------------------------------
 
-    def start_env_timer(self, timeout: float) -> None:
-        self._timer = self._loop.call_later(timeout, self._server._bad_request, self, "slow")
-
     def _env_data(self, data: bytes) -> None:
         buffer = self._buffer
         end = len(data) - 2
         if not buffer and 0 <= end <= self._limit and data.find(b"\n\n") == end:
-            self._cancel_timer()  # the usual case: the whole block in one segment, nothing more
-            self._server._env_block(self, data)
+            self._server._env_block(self, data)  # the usual case: the whole block in one segment
             return
         buffer += data
         end = buffer.find(b"\n\n", self._scanned)
@@ -148,7 +144,6 @@ class AgiConnection(asyncio.Protocol):
         if end > self._limit:
             self._server._bad_request(self, "oversized")
             return
-        self._cancel_timer()
         block = bytes(buffer[: end + 2])
         del buffer[: end + 2]
         self._scanned = 0

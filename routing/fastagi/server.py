@@ -99,9 +99,11 @@ class FastAgiServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
         self._quiet: asyncio.Future[None] | None = None
-        shortest = min(self.config.reply_timeout, self.config.call_timeout)
+        shortest = min(self.config.reply_timeout, self.config.call_timeout, self.config.env_timeout)
         interval = min(1.0, max(0.01, shortest / 10))
         self._watchdog = ReplyWatchdog(interval)
+        self._watchdog.checks.append(self._expire_blocks)
+        self._block_deadlines: dict[AgiConnection, float] = {}  # connections sending their block
         self._watchdog_task: asyncio.Task[None] | None = None
 
     # -- registry ------------------------------------------------------------------------------
@@ -211,9 +213,15 @@ class FastAgiServer:
             conn.fail(self.config.failure_grace)
             return
         self._connections.add(conn)
-        conn.start_env_timer(self.config.env_timeout)
+        self._block_deadlines[conn] = self._watchdog.now() + self.config.env_timeout
+
+    def _expire_blocks(self, now: float) -> None:
+        """Watchdog check: a peer too slow to send its block gets ``failure`` (no timer each)."""
+        for conn in [c for c, deadline in self._block_deadlines.items() if now >= deadline]:
+            self._bad_request(conn, "slow")
 
     def _gone(self, conn: AgiConnection) -> None:
+        self._block_deadlines.pop(conn, None)
         connections = self._connections
         connections.discard(conn)
         if not connections and self._quiet is not None and not self._quiet.done():
@@ -223,6 +231,7 @@ class FastAgiServer:
         """EOF, garbage, oversized or slow environment block."""
         if conn.state != ENV:
             return
+        self._block_deadlines.pop(conn, None)
         self._counters.bad_requests += 1
         log.warning("agi.request.bad", reason=reason, peer=conn.peer())
         if reason == "eof":
@@ -233,6 +242,7 @@ class FastAgiServer:
 
     def _env_block(self, conn: AgiConnection, block: bytes) -> None:
         """The environment block is complete: route the call and start its task."""
+        self._block_deadlines.pop(conn, None)
         try:
             request = parse_request(block)
         except AgiProtocolError:
