@@ -164,6 +164,18 @@ def member_event(name: str, m: MemberRecord) -> Message:
         ("Queue", m.queue),
         ("MemberName", m.name),
         ("Interface", m.interface),
+        *_member_state(m),
+        ("Ringinuse", "1" if m.ringinuse else "0"),
+        ("Wrapuptime", str(m.wrapuptime)),
+    ]
+
+
+# --- QueueStatus reply items (ActionID last, no Privilege) ----------------------------
+
+
+def _member_state(m: MemberRecord) -> Message:
+    """The member headers events and QueueStatus items share, in Asterisk's order."""
+    return [
         ("StateInterface", m.interface),
         ("Membership", m.membership),
         ("Penalty", str(m.penalty)),
@@ -175,12 +187,7 @@ def member_event(name: str, m: MemberRecord) -> Message:
         ("Status", str(m.status)),
         ("Paused", "1" if m.paused else "0"),
         ("PausedReason", m.paused_reason),
-        ("Ringinuse", "1" if m.ringinuse else "0"),
-        ("Wrapuptime", str(m.wrapuptime)),
     ]
-
-
-# --- QueueStatus reply items (ActionID last, no Privilege) ----------------------------
 
 
 def with_action_id(message: Message, action_id: str | None) -> Message:
@@ -214,17 +221,7 @@ def queue_member_item(m: MemberRecord) -> Message:
         ("Queue", m.queue),
         ("Name", m.name),
         ("Location", m.interface),
-        ("StateInterface", m.interface),
-        ("Membership", m.membership),
-        ("Penalty", str(m.penalty)),
-        ("CallsTaken", str(m.calls_taken)),
-        ("LastCall", str(m.last_call)),
-        ("LastPause", str(m.last_pause)),
-        ("LoginTime", str(m.login_time)),
-        ("InCall", "1" if m.in_call else "0"),
-        ("Status", str(m.status)),
-        ("Paused", "1" if m.paused else "0"),
-        ("PausedReason", m.paused_reason),
+        *_member_state(m),
         ("Wrapuptime", str(m.wrapuptime)),
     ]
 
