@@ -3,7 +3,7 @@
 pyst2 0.5.1 echoes the whole environment block (the caller's number included) and every
 command to stderr, which Asterisk writes to its logs, and does not escape quotes in values.
 :class:`ClassicChannel` gives pyst2 a silent stderr and quotes every value it sends with the
-same codec as the FastAGI server. Its methods mirror :class:`routing.fastagi.AgiChannel`.
+same codec as the FastAGI server. Its methods mirror :class:`ivr.fastagi.AgiChannel`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import TextIO
 
 from asterisk.agi import AGI, AGIAppError, AGIHangup
 
-from routing.fastagi.protocol import quote, token
+from ivr.fastagi.protocol import quote, token
 
 
 class ChannelGone(Exception):

@@ -15,11 +15,11 @@ import sys
 from datetime import UTC, datetime
 
 from agi_scripts._agi import ChannelGone, ClassicChannel
-from ivr.menu import Collect, Done, MenuRun, Play, Step
-from routing import channel_vars as cv
-from routing.contract import pack, route_fields
+from ivr import channel_vars as cv
+from ivr.contract import pack, route_fields
 from routing.core.decide import Call, CompiledPlan, Decision, PreludePrompt, decide, resolve_destination
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE
+from routing.core.menu import Collect, Done, MenuRun, Play, Step
 from routing.core.plan import Destination, MenuDest, PaymentDest, Tenant
 from routing.plan_file import load_plan
 

@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python -m benchmarks.ami_bench [--calls N] [--queues Q] [--uvloop]``.
 
-A fake AMI server (``routing.emulator.ami``) renders a peak (callers join, press
+A fake AMI server (``emulator.ami``) renders a peak (callers join, press
 keys, agents answer, calls complete, callers abandon or time out, members pause,
 channel noise) and sends it in one burst. Side by side in the same run:
 
@@ -30,9 +30,9 @@ from datetime import UTC, datetime
 from panoramisk import Manager
 from redis.asyncio import Redis
 
+from emulator.ami import FakeAmi
 from routing.ami.consumer import AmiConsumer
 from routing.ami.settings import AmiSettings
-from routing.emulator.ami import FakeAmi
 from routing.live.lease import WriterLease
 from routing.live.store import QueueStateStore
 from routing.redis_keys import RedisKeys

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from routing.emulator.agi import CallerScript, PressAfterPrompt
-from routing.emulator.classic import run_classic
+from emulator.agi import CallerScript, PressAfterPrompt
+from emulator.classic import run_classic
 
 PLAN = Path(__file__).parents[1] / "examples" / "plan.yaml"
 PYST2_ONLY = "import sys; from asterisk.agi import AGI; AGI(stderr=open('/dev/null', 'w'))"

@@ -29,9 +29,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from routing.emulator.agi import CallerScript, encode_env, env_lines
-from routing.fastagi import AgiChannel, AgiRequest, FastAgiServer, ServerConfig
-from routing.logs import configure_logging
+from callrouter.logs import configure_logging
+from emulator.agi import CallerScript, encode_env, env_lines
+from ivr.fastagi import AgiChannel, AgiRequest, FastAgiServer, ServerConfig
 
 STANDARD_REPLIES = {b"ANSWER": b"200 result=0\n", b"GET DATA": b"200 result=1\n"}
 DEFAULT_REPLY = b"200 result=1\n"

@@ -22,11 +22,11 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from benchmarks import fastagi_bench
-from routing.controller import Controller, NoLiveState, PlanHolder
+from ivr.controller import Controller, NoLiveState, PlanHolder
+from ivr.fastagi import AgiChannel, AgiRequest
 from routing.core.live import QueueSnapshot
-from routing.fastagi import AgiChannel, AgiRequest
+from routing.live.source import CachedLiveSource
 from routing.live.store import snapshot_json
-from routing.live_source import CachedLiveSource
 from routing.redis_keys import KEYS
 from tests.support.redis_server import running_redis
 

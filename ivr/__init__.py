@@ -1,1 +1,3 @@
-"""IVR menus run over a FastAGI channel: a pure menu state machine and its adapter."""
+"""The call side: our FastAGI server and channel API (:mod:`ivr.fastagi`), the routes Asterisk
+calls (:mod:`ivr.controller`), the menu driver, and the dialplan contract and generator.
+Imports only :mod:`routing` below it."""

@@ -1,4 +1,4 @@
-"""The IVR menu over a FastAGI channel: plays the steps of :class:`ivr.menu.MenuRun`.
+"""The IVR menu over a FastAGI channel: plays the steps of :class:`routing.core.menu.MenuRun`.
 
 ``Play`` becomes ``STREAM FILE`` (a key pressed during a greeting counts as the caller's
 choice). ``Collect`` becomes ``STREAM FILE prompt "0123456789*#"`` then, if no key
@@ -10,10 +10,10 @@ dialled council's.
 
 from __future__ import annotations
 
-from ivr.menu import Collect, Done, MenuRun, Play, Step
+from ivr.fastagi import AgiChannel
 from routing.core.decide import PreludePrompt
+from routing.core.menu import Collect, Done, MenuRun, Play, Step
 from routing.core.plan import Destination, Tenant
-from routing.fastagi import AgiChannel
 
 ALL_KEYS = "0123456789*#"
 SKIP_KEY = "#"

@@ -1,3 +1,3 @@
-"""callrouter: call routing and IVR control for Asterisk-based council contact centres."""
-
-__version__ = "0.1.0"
+"""The decision and the live state: the routing plan, its validation, ``decide()``, overflow, the
+menu state machine (:mod:`routing.core`), AMI to Redis (:mod:`routing.ami`, :mod:`routing.live`)
+and supervisor toggles. Imports nothing from the packages above it (``ivr``, ``callrouter``)."""

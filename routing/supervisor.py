@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from routing.core.live import Toggle
 from routing.core.plan import Plan
-from routing.live_source import toggle_from_json, toggle_json
+from routing.live.source import toggle_from_json, toggle_json
 from routing.redis_keys import KEYS, RedisKeys
 
 Kind = Literal["emergency", "closure", "announcement"]

@@ -31,8 +31,8 @@ from routing.core.plan import ExternalDest
 from routing.live.events import CallerJoined, CallerLeft, Hangup, QueueEvent
 from routing.live.lease import WriterLease
 from routing.live.queue_status import QueueStatusPicture
+from routing.live.source import CachedLiveSource
 from routing.live.store import QueueStateStore
-from routing.live_source import CachedLiveSource
 from routing.redis_keys import KEYS, RedisKeys
 
 log = structlog.get_logger("callrouter.calls")

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from ivr.menu import Done, MenuRun
 from routing.core import numbers, overflow
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE, LiveState, Toggle, Toggles
+from routing.core.menu import Done, MenuRun
 from routing.core.plan import (
     AnnouncementDest,
     Destination,

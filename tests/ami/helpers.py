@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from routing.emulator.ami_model import QueueModel
-from routing.emulator.ami_wire import headers_dict, parse_message, parse_transcript, server_messages
+from emulator.ami_model import QueueModel
+from emulator.ami_wire import headers_dict, parse_message, parse_transcript, server_messages
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ami"
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from panoramisk.ami_protocol import AMIProtocol
 
+from emulator.ami import FakeAmi
 from routing.ami.client import AmiClient, AmiLoginFailed, Utf8AmiProtocol
 from routing.ami.settings import AmiSettings
-from routing.emulator.ami import FakeAmi
 
 SECRET = "s3cret-Value-42"
 JOIN = (

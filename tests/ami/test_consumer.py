@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import pytest
 from redis.asyncio import Redis
 
+from emulator.ami import FakeAmi
 from routing.ami.consumer import AmiConsumer, Backoff
 from routing.ami.settings import AmiSettings
 from routing.core.live import LiveState
-from routing.emulator.ami import FakeAmi
 from routing.live.events import CallerJoined, QueueEvent
 from routing.live.lease import WriterLease
 from routing.live.store import QueueStateStore

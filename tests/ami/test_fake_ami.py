@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from routing.emulator.ami import FakeAmi
-from routing.emulator.ami_wire import BANNER, event_blocks, headers_dict, parse_message
+from emulator.ami import FakeAmi
+from emulator.ami_wire import BANNER, event_blocks, headers_dict, parse_message
 from tests.ami.helpers import fixture_messages, fixture_text
 
 SECRET = "ivrtest-secret"

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from panoramisk.message import Message
 
+from emulator.ami_wire import event_blocks
 from routing.ami.client import parse_event, plain_headers
 from routing.ami.settings import AmiSettings, SettingsError
-from routing.emulator.ami_wire import event_blocks
 from tests.ami.helpers import fixture_text
 
 

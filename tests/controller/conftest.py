@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from routing.contract import unpack
-from routing.controller import Controller, LiveSource, NoLiveState, PlanHolder
-from routing.emulator.agi import CallerScript, EmulatedCall, run_call
-from routing.fastagi import FastAgiServer, ServerConfig
-from routing.logs import configure_logging
+from callrouter.logs import configure_logging
+from emulator.agi import CallerScript, EmulatedCall, run_call
+from ivr.contract import unpack
+from ivr.controller import Controller, LiveSource, NoLiveState, PlanHolder
+from ivr.fastagi import FastAgiServer, ServerConfig
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "plan.yaml"
 LONDON = ZoneInfo("Europe/London")

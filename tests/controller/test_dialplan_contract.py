@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from routing import channel_vars as cv
-from routing.controller import Controller, PlanHolder
+from ivr import channel_vars as cv
+from ivr.controller import Controller, PlanHolder
+from ivr.static_dialplan import render
 from routing.plan_file import load_plan
-from routing.static_dialplan import render
 
 DIALPLANS = Path(__file__).parents[2] / "dialplans"
 EXAMPLE = Path(__file__).parents[2] / "examples" / "plan.yaml"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from routing.emulator.agi import CallerScript, PressAfterPrompt
-from routing.emulator.classic import run_classic
+from emulator.agi import CallerScript, PressAfterPrompt
+from emulator.classic import run_classic
 from tests.controller.conftest import EXAMPLE, HARBOROUGH, fields
 
 SCRIPT = [sys.executable, "-m", "agi_scripts.route_fallback"]

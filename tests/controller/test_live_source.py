@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
-from routing.controller import PlanHolder
+from ivr.controller import PlanHolder
 from routing.core.decide import Call, decide, describe
 from routing.core.live import LiveState, QueueSnapshot, Toggle, Toggles
+from routing.live.source import CachedLiveSource, RedisLiveSource, toggle_from_json, toggle_json
 from routing.live.store import snapshot_json
-from routing.live_source import CachedLiveSource, RedisLiveSource, toggle_from_json, toggle_json
 from routing.redis_keys import RedisKeys
 from tests.controller.conftest import EXAMPLE
 from tests.support.redis_server import RedisServer
@@ -124,7 +124,7 @@ async def test_cached_source_survives_redis_going_away(keys: RedisKeys) -> None:
 async def test_controller_reads_a_cached_copy_without_a_coroutine(redis: Redis, keys: RedisKeys) -> None:
     """``read_now`` gives what ``read`` gives; the controller uses it, and a failure in it still
     falls back to unknown live state (fail static)."""
-    from routing.controller import Controller
+    from ivr.controller import Controller
     from routing.core.live import UNKNOWN_LIVE_STATE
 
     holder = PlanHolder.load(EXAMPLE)

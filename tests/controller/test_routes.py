@@ -8,10 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from routing.controller import PlanHolder
-from routing.core.decide import CompiledPlan
-from routing.core.live import LiveState, Toggles
-from routing.emulator.agi import (
+from emulator.agi import (
     CallerScript,
     HangUpAfter,
     HangUpDuring,
@@ -20,7 +17,10 @@ from routing.emulator.agi import (
     Silence,
     run_call,
 )
-from routing.fastagi import FastAgiServer, ServerConfig
+from ivr.controller import PlanHolder
+from ivr.fastagi import FastAgiServer, ServerConfig
+from routing.core.decide import CompiledPlan
+from routing.core.live import LiveState, Toggles
 from tests.controller.conftest import EXAMPLE, HARBOROUGH, LONDON, Rig, fields, make_controller
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from routing.emulator.agi import CallerScript
-from routing.emulator.dialplan import place_call
+from emulator.agi import CallerScript
+from emulator.dialplan import place_call
 from routing.redis_keys import KEYS
 from tests.controller.conftest import EXAMPLE, HARBOROUGH
 from tests.support.redis_server import RedisServer, free_port
@@ -51,7 +51,7 @@ async def served(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Ser
     argv = [
         sys.executable,
         "-m",
-        "routing.cli",
+        "callrouter.cli",
         "serve",
         "--plan",
         str(plan),

@@ -12,9 +12,9 @@ import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from routing.cli import main
-from routing.controller import PlanHolder
-from routing.live_source import toggle_from_json
+from callrouter.cli import main
+from ivr.controller import PlanHolder
+from routing.live.source import toggle_from_json
 from routing.redis_keys import KEYS, RedisKeys
 from routing.supervisor import (
     ToggleError,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from routing.emulator.agi import CallerScript, HangUpDuring, PressAfterPrompt, Silence
-from routing.emulator.dialplan import place_call, place_calls
+from emulator.agi import CallerScript, HangUpDuring, PressAfterPrompt, Silence
+from emulator.dialplan import place_call, place_calls
 from tests.controller.conftest import HARBOROUGH, LONDON, Rig
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from routing.cli import main
+from callrouter.cli import main
 
 EXAMPLE = str(Path(__file__).parents[2] / "examples" / "plan.yaml")
 

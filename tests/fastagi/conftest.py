@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from routing.fastagi import FastAgiServer, ServerConfig
+from ivr.fastagi import FastAgiServer, ServerConfig
 from tests.fastagi.transcripts import load_env
 
 StartServer = Callable[..., Awaitable[FastAgiServer]]

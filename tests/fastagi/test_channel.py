@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from routing.emulator.agi import (
+from emulator.agi import (
     CallerScript,
     HangUpAfter,
     HangUpDuring,
@@ -15,7 +15,7 @@ from routing.emulator.agi import (
     Silence,
     run_call,
 )
-from routing.fastagi import AgiChannel, AgiCommandError, AgiHangup, AgiRequest, AgiTimeout
+from ivr.fastagi import AgiChannel, AgiCommandError, AgiHangup, AgiRequest, AgiTimeout
 from tests.fastagi.conftest import StartServer, expect_line, raw_peer, suite_env
 
 Results = dict[str, object]

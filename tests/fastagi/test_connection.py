@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from routing.fastagi import AgiChannel, AgiHangup, AgiRequest, FastAgiServer, ServerConfig
-from routing.fastagi.connection import AgiConnection
+from ivr.fastagi import AgiChannel, AgiHangup, AgiRequest, FastAgiServer, ServerConfig
+from ivr.fastagi.connection import AgiConnection
 from tests.fastagi.conftest import StartServer, expect_line, raw_peer, suite_env
 
 

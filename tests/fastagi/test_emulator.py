@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from routing.emulator.agi import (
+from emulator.agi import (
     CallerScript,
     EmulatedCall,
     HangUpDuring,

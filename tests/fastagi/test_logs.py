@@ -12,9 +12,10 @@ import pytest
 import structlog
 import uvloop
 
-from routing.emulator.agi import CallerScript, Press, run_call
-from routing.fastagi import AgiChannel, AgiRequest, FastAgiServer, ServerConfig
-from routing.logs import configure_logging, mask_number
+from callrouter.logs import configure_logging
+from emulator.agi import CallerScript, Press, run_call
+from ivr.fastagi import AgiChannel, AgiRequest, FastAgiServer, ServerConfig
+from routing.masking import mask_number
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def log_stream() -> Iterator[io.StringIO]:
     yield stream
     structlog.reset_defaults()
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if h.get_name() == "routing.logs"]:
+    for handler in [h for h in root.handlers if h.get_name() == "callrouter.logs"]:
         root.removeHandler(handler)
     root.setLevel(logging.WARNING)
 

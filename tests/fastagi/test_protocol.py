@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routing.emulator.agi import parse_args
-from routing.fastagi.protocol import (
+from emulator.agi import parse_args
+from ivr.fastagi.protocol import (
     AgiProtocolError,
     decode_env_block,
     encode_command,
@@ -205,16 +205,16 @@ def test_decode_env_block_requires_terminator() -> None:
 
 
 def test_importing_the_codec_does_not_import_the_server() -> None:
-    """The classic AGI fallback script imports ``routing.fastagi.protocol``: it must stay light."""
+    """The classic AGI fallback script imports ``ivr.fastagi.protocol``: it must stay light."""
     import subprocess
     import sys
 
     code = (
-        "import sys, routing.fastagi.protocol\n"
-        "heavy = [m for m in ('asyncio', 'structlog', 'routing.fastagi.server',"
-        " 'routing.fastagi.channel') if m in sys.modules]\n"
+        "import sys, ivr.fastagi.protocol\n"
+        "heavy = [m for m in ('asyncio', 'structlog', 'ivr.fastagi.server',"
+        " 'ivr.fastagi.channel') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
-        "import routing.fastagi as f\n"
+        "import ivr.fastagi as f\n"
         "assert f.FastAgiServer.__name__ == 'FastAgiServer' and f.AgiHangup.__name__ == 'AgiHangup'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -222,7 +222,7 @@ def test_importing_the_codec_does_not_import_the_server() -> None:
 
 
 def test_package_names_resolve_lazily() -> None:
-    import routing.fastagi as package
+    import ivr.fastagi as package
 
     for name in package.__all__:
         assert getattr(package, name) is not None
@@ -237,7 +237,7 @@ _ENV_TEXT = st.lists(st.sampled_from(_ENV_PIECES)).map("".join)
 
 def _slow_decode(data: bytes) -> dict[str, str]:
     """The line-by-line reference parse the one-regex fast path must agree with."""
-    from routing.fastagi.protocol import parse_env_lines
+    from ivr.fastagi.protocol import parse_env_lines
 
     return parse_env_lines(data[:-2].decode("utf-8", errors="replace").split("\n"))
 
@@ -262,14 +262,14 @@ def test_env_block_fast_path_agrees_with_the_line_parser(lines: list[str]) -> No
 def test_query_parse_agrees_with_urllib(query: str) -> None:
     from urllib.parse import parse_qsl
 
-    from routing.fastagi.protocol import parse_query
+    from ivr.fastagi.protocol import parse_query
 
     assert parse_query(query) == dict(parse_qsl(query, keep_blank_values=True))
 
 
 @pytest.mark.parametrize("line", ["200 result=0", "200 result=1", "200 result=-1"])
 def test_common_replies_are_parsed_once_and_equal_a_fresh_parse(line: str) -> None:
-    from routing.fastagi import protocol
+    from ivr.fastagi import protocol
 
     cached = parse_reply_line(line)
     assert cached is parse_reply_line(line)

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from routing.emulator.agi import CallerScript, EmulatedCall, Press, run_call
-from routing.fastagi import AgiChannel, AgiHangup, AgiRequest, FastAgiServer, ServerConfig, serve_until_signal
+from emulator.agi import CallerScript, EmulatedCall, Press, run_call
+from ivr.fastagi import AgiChannel, AgiHangup, AgiRequest, FastAgiServer, ServerConfig, serve_until_signal
 from tests.fastagi.conftest import StartServer, expect_line, raw_peer, suite_env
 
 

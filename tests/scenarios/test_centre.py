@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
-from routing.controller import PlanHolder
-from routing.emulator.ami import FakeAmi
-from routing.emulator.centre import ADVISERS, queues_of, staff, step
+from emulator.ami import FakeAmi
+from emulator.centre import ADVISERS, queues_of, staff, step
+from ivr.controller import PlanHolder
 from tests.controller.conftest import EXAMPLE
 
 

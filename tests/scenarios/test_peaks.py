@@ -14,18 +14,18 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from callrouter.service import rehearsal_clock
+from emulator.agi import CallerScript, PressAfterPrompt
+from emulator.ami import FakeAmi
+from emulator.dialplan import place_call
+from ivr.controller import Controller, PlanHolder
+from ivr.fastagi import FastAgiServer, ServerConfig
 from routing.ami.consumer import AmiConsumer
 from routing.ami.settings import AmiSettings
-from routing.controller import Controller, PlanHolder
 from routing.core.live import QueueSnapshot
-from routing.emulator.agi import CallerScript, PressAfterPrompt
-from routing.emulator.ami import FakeAmi
-from routing.emulator.dialplan import place_call
-from routing.fastagi import FastAgiServer, ServerConfig
+from routing.live.source import CachedLiveSource
 from routing.live.store import QueueStateStore, snapshot_json
-from routing.live_source import CachedLiveSource
 from routing.redis_keys import RedisKeys
-from routing.service import rehearsal_clock
 from routing.withdrawer import Withdrawer, ami_pipeline
 from tests.controller.conftest import EXAMPLE, HARBOROUGH, TUESDAY_10AM
 from tests.support.redis_server import RedisServer

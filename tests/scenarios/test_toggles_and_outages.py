@@ -11,11 +11,11 @@ from datetime import datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
-from routing.controller import Controller, PlanHolder
-from routing.emulator.agi import CallerScript, PressAfterPrompt
-from routing.emulator.dialplan import place_call
-from routing.fastagi import FastAgiServer, ServerConfig
-from routing.live_source import CachedLiveSource
+from emulator.agi import CallerScript, PressAfterPrompt
+from emulator.dialplan import place_call
+from ivr.controller import Controller, PlanHolder
+from ivr.fastagi import FastAgiServer, ServerConfig
+from routing.live.source import CachedLiveSource
 from routing.redis_keys import RedisKeys
 from routing.supervisor import ToggleRequest, apply_toggle, check_request
 from tests.controller.conftest import EXAMPLE, HARBOROUGH, TUESDAY_10AM

@@ -1,7 +1,7 @@
 """A whole call through callrouter's dialplan (``dialplans/callrouter.conf``), emulated.
 
 Each ``AGI()`` of the dialplan is a real FastAGI session against the controller, played by
-:class:`~routing.emulator.agi.AsteriskSession`; between them this module does what the
+:class:`~emulator.agi.AsteriskSession`; between them this module does what the
 dialplan does: check ``CR_ROUTE`` and unpack it, dispatch on ``CR_ACTION``, run ``Queue()`` (its outcome
 comes from a :data:`QueueOutcome` function, e.g. a fake contact centre), continue to the
 survey or the overflow route. The same call keeps its channel, uniqueid, variables and the
@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from routing import channel_vars as cv
-from routing.contract import unpack
-from routing.emulator.agi import CallerScript, EmulatedCall, play_session
+from emulator.agi import CallerScript, EmulatedCall, play_session
+from ivr import channel_vars as cv
+from ivr.contract import unpack
 
 QueueOutcome = Callable[[str, dict[str, str]], str]  # (asterisk queue, channel vars) -> QUEUESTATUS
 MAX_HOPS = 12

@@ -16,15 +16,16 @@ from datetime import date, datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from routing import service, simulate, static_dialplan, supervisor_cli
-from routing.controller import PlanError
+from callrouter import service, simulate, supervisor_cli
+from emulator import centre
+from ivr import static_dialplan
+from ivr.controller import PlanError
 from routing.core import numbers
 from routing.core.decide import Call, CompiledPlan, Decision, decide, describe
 from routing.core.diff import Difference, differences, local_day_bounds
 from routing.core.live import LiveState, QueueSnapshot, Toggle, Toggles
 from routing.core.problems import errors
 from routing.core.schedule import Transition, timeline
-from routing.emulator import centre
 from routing.plan_file import LoadResult, load_plan
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2

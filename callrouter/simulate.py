@@ -17,13 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from routing.controller import Controller, PlanHolder
+from callrouter.logs import configure_logging
+from emulator.agi import CallerScript, HangUpDuring, PressAfterPrompt, Silence, Step
+from emulator.dialplan import CallRecord, place_call
+from ivr.controller import Controller, PlanHolder
+from ivr.fastagi import FastAgiServer, ServerConfig
 from routing.core import numbers
 from routing.core.plan import MenuDest, PaymentDest, Plan, Tenant
-from routing.emulator.agi import CallerScript, HangUpDuring, PressAfterPrompt, Silence, Step
-from routing.emulator.dialplan import CallRecord, place_call
-from routing.fastagi import FastAgiServer, ServerConfig
-from routing.logs import configure_logging, mask_number
+from routing.masking import mask_number
 
 QUEUE_OUTCOMES = (("CONTINUE", 0.75), ("TIMEOUT", 0.15), ("FULL", 0.05), ("LEAVEEMPTY", 0.05))
 WRONG_NUMBER = "01632960555"

@@ -27,12 +27,12 @@ from zoneinfo import ZoneInfo
 import structlog
 from redis.asyncio import Redis
 
+from callrouter.logs import configure_logging
+from ivr.controller import Clock, Controller, LiveSource, NoLiveState, PlanError, PlanHolder, utc_now
+from ivr.fastagi import FastAgiServer, ServerConfig, serve_until_signal
 from routing.ami.consumer import AmiConsumer
 from routing.ami.settings import AmiSettings, SettingsError
-from routing.controller import Clock, Controller, LiveSource, NoLiveState, PlanError, PlanHolder, utc_now
-from routing.fastagi import FastAgiServer, ServerConfig, serve_until_signal
-from routing.live_source import CachedLiveSource
-from routing.logs import configure_logging
+from routing.live.source import CachedLiveSource
 from routing.supervisor import audit
 from routing.withdrawer import ami_pipeline
 

@@ -39,8 +39,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from routing.emulator.ami_model import NOT_INUSE, Queue, QueueModel
-from routing.emulator.ami_wire import (
+from emulator.ami_model import NOT_INUSE, Queue, QueueModel
+from emulator.ami_wire import (
     BANNER,
     Channel,
     Message,

@@ -13,9 +13,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from routing.controller import PlanHolder
+from ivr.controller import PlanHolder
+from routing.live.source import RedisLiveSource
 from routing.live.store import QueueStateStore
-from routing.live_source import RedisLiveSource
 from routing.supervisor import KINDS, ToggleError, ToggleRequest, apply_toggle, audit_tail, check_request
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"

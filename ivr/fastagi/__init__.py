@@ -2,9 +2,9 @@
 
 Public API::
 
-    from routing.fastagi import FastAgiServer, ServerConfig, AgiChannel, AgiRequest, AgiHangup
+    from ivr.fastagi import FastAgiServer, ServerConfig, AgiChannel, AgiRequest, AgiHangup
 
-The names are imported lazily (PEP 562): ``import routing.fastagi.protocol`` (the classic AGI
+The names are imported lazily (PEP 562): ``import ivr.fastagi.protocol`` (the classic AGI
 fallback script does) does not pull in asyncio, structlog or the server.
 """
 
@@ -14,15 +14,15 @@ import importlib
 
 TYPE_CHECKING = False  # not imported from typing: that import alone costs ~2 ms
 if TYPE_CHECKING:
-    from routing.fastagi.channel import (
+    from ivr.fastagi.channel import (
         AgiChannel,
         AgiCommandError,
         AgiError,
         AgiHangup,
         AgiTimeout,
     )
-    from routing.fastagi.protocol import AgiProtocolError, AgiReply, AgiRequest
-    from routing.fastagi.server import (
+    from ivr.fastagi.protocol import AgiProtocolError, AgiReply, AgiRequest
+    from ivr.fastagi.server import (
         FastAgiServer,
         Handler,
         ServerConfig,

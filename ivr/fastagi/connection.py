@@ -1,12 +1,12 @@
 """One FastAGI connection as an :class:`asyncio.Protocol` (no StreamReader/StreamWriter).
 
 Bytes go into one ``bytearray``; the environment block is cut at the first ``\\n\\n`` as soon as
-it is complete, so the session task starts with its :class:`~routing.fastagi.protocol.AgiRequest`
+it is complete, so the session task starts with its :class:`~ivr.fastagi.protocol.AgiRequest`
 already parsed; afterwards :meth:`AgiConnection.read_line` hands out reply lines, waiting on one
 Future only when no whole line is buffered. TCP segment boundaries do not matter: a line can be
 split over several segments, and one segment can carry several lines (``HANGUP\\n200 result=1\\n``).
 
-The server (:mod:`routing.fastagi.server`) owns the policy (limits, counters, logs); this class
+The server (:mod:`ivr.fastagi.server`) owns the policy (limits, counters, logs); this class
 owns the buffer, flow control and the lifecycle of one socket:
 
 * ``env``: reading the environment block (byte cap; the server's watchdog keeps the deadline);
@@ -21,10 +21,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, cast
 
-from routing.fastagi.protocol import FAILURE_LINE
+from ivr.fastagi.protocol import FAILURE_LINE
 
 if TYPE_CHECKING:
-    from routing.fastagi.server import FastAgiServer
+    from ivr.fastagi.server import FastAgiServer
 
 ENV, CALL, FAILING, CLOSED = "env", "call", "failing", "closed"
 

@@ -15,9 +15,9 @@ import os
 import random
 from pathlib import Path
 
-from routing.controller import PlanHolder
+from emulator.ami import FakeAmi
+from ivr.controller import PlanHolder
 from routing.core.plan import Plan
-from routing.emulator.ami import FakeAmi
 
 ADVISERS = 3
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from routing.emulator.ami_wire import (
+from emulator.ami_wire import (
     Channel,
     MemberRecord,
     Message,

@@ -1,6 +1,6 @@
 """The dialplan contract: a decision turned into the packed ``CR_ROUTE`` value (pure).
 
-``CR_ROUTE`` is the fields of :data:`routing.channel_vars.ROUTE_FIELDS` joined by ``|``; the
+``CR_ROUTE`` is the fields of :data:`ivr.channel_vars.ROUTE_FIELDS` joined by ``|``; the
 dialplan's ``callrouter-unpack`` subroutine (and :func:`unpack`) split it back into variables.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from routing import channel_vars as cv
+from ivr import channel_vars as cv
 from routing.core.decide import CompiledPlan, Decision, PreludePrompt
 from routing.core.plan import (
     AnnouncementDest,
@@ -77,7 +77,7 @@ def route_fields(plan: CompiledPlan, decision: Decision, reason: str | None = No
 
 
 def pack(fields: Fields) -> str:
-    """The ``CR_ROUTE`` value: every field in :data:`~routing.channel_vars.ROUTE_FIELDS` order."""
+    """The ``CR_ROUTE`` value: every field in :data:`~ivr.channel_vars.ROUTE_FIELDS` order."""
     return cv.ROUTE_SEPARATOR.join(_UNSAFE.sub(" ", fields.get(name, "")) for name in cv.ROUTE_FIELDS)
 
 

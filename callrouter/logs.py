@@ -8,38 +8,17 @@ from __future__ import annotations
 
 import json as json_module
 import logging
-import re
 import sys
 from typing import TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from routing.masking import mask_number
+
 MASKED_KEYS = frozenset({"caller", "callerid", "caller_number", "agi_callerid"})
 _MASKED_KEYS_ORDER = tuple(sorted(MASKED_KEYS))
-_ASCII_DIGIT = re.compile(r"[0-9]")
-_VISIBLE_DIGITS = 3
-_HANDLER_NAME = "routing.logs"
-
-
-def mask_number(number: str) -> str:
-    """Hide all but the last three characters of a phone number.
-
-    ``01632960123`` -> ``********123``. Values without digits (``""``, ``anonymous``,
-    ``unknown``, ``withheld``) and numbers of three characters or fewer are returned as-is.
-    Masking is idempotent (a masked value is returned unchanged)."""
-    hidden = len(number) - _VISIBLE_DIGITS
-    if hidden <= 0:
-        return number
-    head = number[:hidden]
-    if head == "*" * hidden:  # already masked (a bound ``caller``, at every event)
-        return number
-    if number.isascii():
-        if _ASCII_DIGIT.search(number) is None:
-            return number
-    elif not any(char.isdigit() for char in number):
-        return number
-    return "*" * hidden + number[hidden:]
+_HANDLER_NAME = "callrouter.logs"
 
 
 def mask_caller_fields(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:

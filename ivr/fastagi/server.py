@@ -31,12 +31,12 @@ from dataclasses import dataclass
 import structlog
 from structlog.contextvars import bind_contextvars
 
-from routing.fastagi.channel import AgiChannel, AgiHangup, ReplyWatchdog
-from routing.fastagi.connection import CALL, ENV, FAILING, AgiConnection
-from routing.fastagi.protocol import AgiProtocolError, AgiRequest, parse_request
-from routing.logs import mask_number
+from ivr.fastagi.channel import AgiChannel, AgiHangup, ReplyWatchdog
+from ivr.fastagi.connection import CALL, ENV, FAILING, AgiConnection
+from ivr.fastagi.protocol import AgiProtocolError, AgiRequest, parse_request
+from routing.masking import mask_number
 
-log = structlog.get_logger("routing.fastagi")
+log = structlog.get_logger("ivr.fastagi")
 
 Handler = Callable[[AgiChannel, AgiRequest], Awaitable[None]]
 
@@ -85,7 +85,7 @@ class FastAgiServer:
     Routing uses the path of ``agi_network_script`` (``route?tenant=harborough`` -> ``route``);
     the query string is in ``request.query``.
 
-    Each connection is an :class:`~routing.fastagi.connection.AgiConnection` (an
+    Each connection is an :class:`~ivr.fastagi.connection.AgiConnection` (an
     ``asyncio.Protocol``); its handler runs in a task started once the environment block is
     complete. Connections that are turned away (session cap, draining, bad block, unknown
     route) never get a task."""

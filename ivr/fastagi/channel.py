@@ -31,7 +31,7 @@ from typing import Protocol
 
 import structlog
 
-from routing.fastagi.protocol import (
+from ivr.fastagi.protocol import (
     AgiProtocolError,
     AgiReply,
     AgiRequest,
@@ -44,7 +44,7 @@ from routing.fastagi.protocol import (
     token,
 )
 
-log = structlog.get_logger("routing.fastagi")
+log = structlog.get_logger("ivr.fastagi")
 
 DEFAULT_REPLY_TIMEOUT = 60.0
 _DTMF = frozenset("0123456789*#ABCD")

@@ -25,9 +25,10 @@ from typing import Protocol
 
 import structlog
 
+from ivr import channel_vars as cv
 from ivr.agi_handler import play_prelude, run_menu
-from routing import channel_vars as cv
-from routing.contract import decode_prelude, pack, route_fields
+from ivr.contract import decode_prelude, pack, route_fields
+from ivr.fastagi import AgiChannel, AgiHangup, AgiRequest, FastAgiServer
 from routing.core.decide import (
     Call,
     CompiledPlan,
@@ -41,8 +42,7 @@ from routing.core.decide import (
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE, LiveState, Toggles
 from routing.core.plan import MenuDest, PaymentReference
 from routing.core.problems import errors
-from routing.fastagi import AgiChannel, AgiHangup, AgiRequest, FastAgiServer
-from routing.logs import mask_number
+from routing.masking import mask_number
 from routing.plan_file import LoadResult, load_plan
 
 log = structlog.get_logger("callrouter.calls")
@@ -60,7 +60,7 @@ class LiveSource(Protocol):
 
     A source that answers from memory may also offer ``read_now(plan, tenant, now)``, the same
     result as :meth:`read` without a coroutine; the controller then calls it directly, with no
-    timeout timer on the call path (:class:`routing.live_source.CachedLiveSource` does)."""
+    timeout timer on the call path (:class:`routing.live.source.CachedLiveSource` does)."""
 
     async def read(
         self, plan: CompiledPlan, tenant: str | None, now: datetime

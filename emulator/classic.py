@@ -2,7 +2,7 @@
 
 Asterisk starts the script with the environment block on its stdin (no ``agi_network`` lines,
 ``agi_request`` is the script's path) and reads commands from its stdout; the replies are the
-same as FastAGI's, so :class:`~routing.emulator.agi.AsteriskSession` answers them.
+same as FastAGI's, so :class:`~emulator.agi.AsteriskSession` answers them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-from routing.emulator.agi import AsteriskSession, CallerScript, EmulatedCall, encode_env, env_lines
+from emulator.agi import AsteriskSession, CallerScript, EmulatedCall, encode_env, env_lines
 
 
 def classic_env(script: CallerScript, path: str, channel: str, uniqueid: str) -> list[tuple[str, str]]:

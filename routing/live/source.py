@@ -69,7 +69,7 @@ class _Reads:
 
 
 class RedisLiveSource:
-    """:class:`routing.controller.LiveSource` over Redis."""
+    """:class:`ivr.controller.LiveSource` over Redis."""
 
     def __init__(self, redis: Redis, keys: RedisKeys = KEYS, max_age_s: float = 30.0) -> None:
         self.redis = redis
@@ -138,7 +138,7 @@ def _shifted(live: LiveState, shift: timedelta) -> LiveState:
 
 
 class CachedLiveSource:
-    """:class:`routing.controller.LiveSource` served from memory, refreshed from Redis."""
+    """:class:`ivr.controller.LiveSource` served from memory, refreshed from Redis."""
 
     def __init__(
         self,

@@ -1,6 +1,6 @@
 """Emulators of Asterisk for tests, benchmarks and demos (real TCP, faithful to captures)."""
 
-from routing.emulator.agi import (
+from emulator.agi import (
     CallerScript,
     EmulatedCall,
     HangUpAfter,
