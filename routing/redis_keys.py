@@ -93,6 +93,12 @@ class RedisKeys:
         # no TTL. Written by the supervisor API and the decision engine.
         return f"{self.prefix}audit"
 
+    def plan_in_force(self) -> str:
+        # STRING JSON {"path","version","at","tenants":{id:{"zone","queues","announcements"}}}:
+        # what ``callrouter toggle`` checks a request against when it is given no plan. No TTL.
+        # Written by ``callrouter serve`` at start and after each accepted reload.
+        return f"{self.prefix}plan:in_force"
+
     def overflow_latch(self, tenant: str, queue: str) -> str:
         # STRING "1" while the plan queue's overflow policy is overflowing (hysteresis
         # memory), PX = a few minutes so a forgotten latch clears. Written by the

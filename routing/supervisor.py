@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -31,6 +33,11 @@ MAX_EXPIRY = timedelta(days=14)
 AUDIT_MAXLEN = 100_000
 _DURATION = re.compile(r"^(\d+)\s*(m|min|h|d)$")
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400}
+MAX_REASON = 500  # characters
+MAX_BY = 80
+# Characters that change how text is shown rather than being shown: C0/C1 controls (ESC starts
+# an ANSI escape, CSI is U+009B), line and paragraph separators, bidirectional overrides.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class ToggleError(ValueError):
@@ -48,6 +55,40 @@ class ToggleRequest:
     service: str | None = None
 
 
+def _unsafe(char: str) -> bool:
+    return unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") or char in _BIDI_CONTROLS
+
+
+def check_text(label: str, text: str, limit: int) -> str:
+    """``text`` stripped, or :class:`ToggleError` if it is empty, longer than ``limit``
+    characters, or holds control characters (ANSI escapes, new lines, bidi overrides)."""
+    cleaned = text.strip()
+    if not cleaned:
+        raise ToggleError(f"{label} is empty")
+    if len(cleaned) > limit:
+        raise ToggleError(f"{label} is {len(cleaned)} characters long: at most {limit}")
+    bad = next((c for c in cleaned if _unsafe(c)), None)
+    if bad is not None:
+        raise ToggleError(
+            f"{label} holds a control character ({ascii(bad)[1:-1]}): plain text only, on one line"
+        )
+    return cleaned
+
+
+def shown(text: object, limit: int = MAX_REASON) -> str:
+    """``text`` fit for a terminal: control characters written as escapes (``\\x1b``), cut to
+    ``limit`` characters. For text that was stored before it was checked, or by others."""
+    value = str(text)
+    if len(value) > limit:
+        value = value[:limit] + "…"
+    return "".join(ascii(c)[1:-1] if _unsafe(c) or c == "\\" else c for c in value)
+
+
+def when(moment: datetime, zone: ZoneInfo) -> str:
+    """``moment`` in the council's time zone, with its date: ``Fri 27 Nov 2026 14:23 GMT``."""
+    return f"{moment.astimezone(zone):%a %d %b %Y %H:%M %Z}"
+
+
 def parse_expiry(text: str, now: datetime, zone: ZoneInfo) -> datetime:
     """``1h``, ``90m``, ``2d``; ``18:00`` (today, or tomorrow if past); ``2026-11-24 18:00``."""
     cleaned = text.strip().lower()
@@ -63,51 +104,95 @@ def parse_expiry(text: str, now: datetime, zone: ZoneInfo) -> datetime:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ToggleError(
-            f"--expires '{text}': give a duration (90m, 2h, 1d) or a time (18:00, 2026-11-24 18:00)"
+            f"--expires '{shown(text, 80)}': give a duration (90m, 2h, 1d) "
+            "or a time (18:00, 2026-11-24 18:00)"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=zone)
 
 
-def _check_service(plan: Plan, request: ToggleRequest) -> None:
-    tenant = plan.tenants[request.tenant]
+@dataclass(frozen=True, slots=True)
+class TenantFacts:
+    """What a toggle request is checked against: a council's time zone, queues and announcements."""
+
+    zone: ZoneInfo
+    queues: tuple[str, ...]
+    announcements: tuple[str, ...]
+
+
+PlanFacts = Mapping[str, TenantFacts]
+
+
+def plan_facts(plan: Plan) -> dict[str, TenantFacts]:
+    return {
+        tid: TenantFacts(t.zone(), tuple(sorted(t.queues)), tuple(sorted(a.id for a in t.announcements)))
+        for tid, t in plan.tenants.items()
+    }
+
+
+def facts_json(facts: PlanFacts, path: str, version: int, at: datetime) -> str:
+    """The stored form of the plan in force (what ``toggle`` checks against without ``--plan``)."""
+    tenants = {
+        tid: {"zone": f.zone.key, "queues": list(f.queues), "announcements": list(f.announcements)}
+        for tid, f in facts.items()
+    }
+    data = {"path": path, "version": version, "at": at.isoformat(), "tenants": tenants}
+    return json.dumps(data, separators=(",", ":"))
+
+
+def facts_from_json(raw: str | bytes) -> dict[str, TenantFacts]:
+    tenants = json.loads(raw)["tenants"]
+    return {
+        tid: TenantFacts(ZoneInfo(t["zone"]), tuple(t["queues"]), tuple(t["announcements"]))
+        for tid, t in tenants.items()
+    }
+
+
+def _check_service(facts: PlanFacts, request: ToggleRequest) -> None:
+    tenant = facts[request.tenant]
     if request.service is None:
         return
     if request.kind == "announcement":
-        known = sorted(a.id for a in tenant.announcements)
-        if request.service not in known:
+        if request.service not in tenant.announcements:
             raise ToggleError(
-                f"unknown announcement '{request.service}' for {request.tenant} (known: {', '.join(known)})"
+                f"unknown announcement '{shown(request.service, 80)}' for {request.tenant} "
+                f"(known: {', '.join(tenant.announcements)})"
             )
     elif request.kind == "emergency" and request.service not in tenant.queues:
-        queues = ", ".join(sorted(tenant.queues))
         raise ToggleError(
-            f"unknown service (queue) '{request.service}' for {request.tenant} (known: {queues})"
+            f"unknown service (queue) '{shown(request.service, 80)}' for {request.tenant} "
+            f"(known: {', '.join(tenant.queues)})"
         )
     elif request.kind == "closure":
         raise ToggleError("a closure applies to the whole council: no --service")
 
 
-def check_request(plan: Plan, request: ToggleRequest, now: datetime) -> Toggle | None:
-    """The toggle to store (None to switch off), or :class:`ToggleError` with the reason."""
+def check_request(plan: Plan | PlanFacts, request: ToggleRequest, now: datetime) -> Toggle | None:
+    """The toggle to store (None to switch off), or :class:`ToggleError` with the reason.
+
+    Pure: ``plan`` is the plan in force or its :func:`plan_facts`; ``now`` is passed in."""
+    facts = plan_facts(plan) if isinstance(plan, Plan) else plan
     if request.kind not in KINDS:
-        raise ToggleError(f"unknown toggle '{request.kind}' (known: {', '.join(KINDS)})")
-    if request.tenant not in plan.tenants:
-        raise ToggleError(f"unknown tenant '{request.tenant}' (known: {', '.join(sorted(plan.tenants))})")
+        raise ToggleError(f"unknown toggle '{shown(request.kind, 80)}' (known: {', '.join(KINDS)})")
+    if request.tenant not in facts:
+        raise ToggleError(f"unknown tenant '{shown(request.tenant, 80)}' (known: {', '.join(sorted(facts))})")
     if not request.by.strip():
         raise ToggleError("say who is making the change: --by NAME")
     if not request.reason.strip():
         raise ToggleError("give a reason: --reason TEXT (it goes in the audit trail)")
-    _check_service(plan, request)
+    by = check_text("--by", request.by, MAX_BY)
+    reason = check_text("--reason", request.reason, MAX_REASON)
+    _check_service(facts, request)
     if not request.on:
         return None
     if not request.expires:
         raise ToggleError("give an expiry: --expires 2h (or a time); a toggle must revert by itself")
-    expires_at = parse_expiry(request.expires, now, plan.tenants[request.tenant].zone())
+    zone = facts[request.tenant].zone
+    expires_at = parse_expiry(request.expires, now, zone)
     if expires_at <= now:
-        raise ToggleError(f"expiry {expires_at:%Y-%m-%d %H:%M %Z} is in the past")
+        raise ToggleError(f"expiry {when(expires_at, zone)} is in the past")
     if expires_at - now > MAX_EXPIRY:
         raise ToggleError(f"expiry more than {MAX_EXPIRY.days} days ahead: switch it on again later instead")
-    return Toggle(request.reason.strip(), request.by.strip(), expires_at, request.service)
+    return Toggle(reason, by, expires_at, request.service)
 
 
 # Atomically: read the previous value, set (with expiry) or delete the toggle, append the
