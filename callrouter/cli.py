@@ -3,7 +3,7 @@
 ``callrouter plan check|explain|timeline|diff`` lets a telephony engineer see what
 a plan does before it goes live. Results go to stdout (``--json`` for machines);
 errors go to stderr with a non-zero exit: 1 for a plan with errors, 2 for a bad
-command line.
+command line or setting (``docs/settings.md``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from callrouter import service, simulate, supervisor_cli
+from callrouter.settings import SettingsError
 from emulator import centre
 from ivr import static_dialplan
 from ivr.controller import PlanError
@@ -317,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except UsageError as exc:
+    except (UsageError, SettingsError) as exc:
         print(f"callrouter: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except PlanRejected:

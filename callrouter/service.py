@@ -1,7 +1,8 @@
 """``callrouter serve``: the controller process.
 
 FastAGI on 127.0.0.1:4573 by default, live state from Redis (refreshed in the background, off
-the call path), structured JSON logs on stdout.
+the call path), structured JSON logs on stdout. Every setting comes from ``callrouter.settings``
+(flag > environment > settings file > default), as for ``toggle`` and ``state``.
 SIGHUP, or a change to the plan file, reloads the plan only if it validates; SIGTERM drains
 (stop accepting, let calls in progress finish their step, then close).
 """
@@ -19,7 +20,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -27,17 +28,21 @@ from zoneinfo import ZoneInfo
 import structlog
 from redis.asyncio import Redis
 
+from callrouter import settings as settings_module
 from callrouter.logs import configure_logging
+from callrouter.settings import Settings
 from ivr.controller import Clock, Controller, LiveSource, NoLiveState, PlanError, PlanHolder, utc_now
 from ivr.fastagi import FastAgiServer, ServerConfig, serve_until_signal
 from routing.ami.consumer import AmiConsumer
-from routing.ami.settings import AmiSettings, SettingsError
+from routing.ami.settings import AmiSettings
 from routing.live.source import CachedLiveSource
-from routing.supervisor import audit
+from routing.redis_keys import KEYS
+from routing.supervisor import audit, facts_json, plan_facts
 from routing.withdrawer import ami_pipeline
 
 log = structlog.get_logger("callrouter.service")
 LONDON = ZoneInfo("Europe/London")
+EXIT_CANNOT_LISTEN = 3
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class ServeOptions:
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
     redis: str | None = "redis://127.0.0.1:6379/0"
+    redis_password: str | None = field(default=None, repr=False)
     live_timeout: float = 0.25
     refresh_s: float = 0.25
     max_sessions: int = 1000
@@ -56,6 +62,35 @@ class ServeOptions:
     clock_speed: float = 1.0
     ami: AmiSettings | None = None
     withdraw_interval: float = 5.0
+    allowed_peers: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    max_sessions_per_peer: int | None = None
+    max_pending: int | None = None
+    plan_publish_interval: float = 1.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, centre: str, **options: object) -> ServeOptions:
+        """The options of ``serve`` from the settings (``centre``: the plan's, unless set)."""
+        ami = settings.ami
+        if ami is not None and not ami.centre:
+            ami = dataclasses.replace(ami, centre=centre)
+        password = settings.redis.password
+        values: dict[str, object] = {
+            "plan": settings.require_plan(),
+            "agi_host": settings.agi.host,
+            "agi_port": settings.agi.port,
+            "redis": settings.redis.url if settings.redis.enabled else None,
+            "redis_password": password.get_secret_value() if password else None,
+            "live_timeout": settings.live_timeout_s,
+            "max_sessions": settings.agi.max_sessions,
+            "call_timeout": settings.agi.call_timeout_s,
+            "drain_timeout": settings.agi.drain_timeout_s,
+            "watch_interval": settings.watch_interval_s,
+            "ami": ami,
+            "allowed_peers": settings.agi.allowed_peers,
+            "max_sessions_per_peer": settings.agi.max_sessions_per_peer,
+            "max_pending": settings.agi.max_pending,
+        }
+        return cls(**{**values, **options})  # type: ignore[arg-type]
 
 
 def rehearsal_clock(start: datetime, speed: float, real: Clock = utc_now) -> Clock:
@@ -122,7 +157,9 @@ def _live_source(
 ) -> tuple[LiveSource, CachedLiveSource | None, Redis | None]:
     if options.redis is None:
         return NoLiveState(), None, None
-    redis = Redis.from_url(options.redis, socket_connect_timeout=0.5, socket_timeout=2.0)
+    redis = Redis.from_url(
+        options.redis, password=options.redis_password, socket_connect_timeout=0.5, socket_timeout=2.0
+    )
     cached = CachedLiveSource(redis, lambda: holder.current, refresh_s=options.refresh_s)
     return cached, cached, redis
 
@@ -136,6 +173,44 @@ def _install_uvloop() -> str:
     return "uvloop"
 
 
+def server_config(options: ServeOptions) -> ServerConfig:
+    """The FastAGI server's limits from the options."""
+    limits: dict[str, object] = {
+        "allowed_peers": options.allowed_peers,
+        "max_sessions_per_peer": options.max_sessions_per_peer,
+        "max_pending": options.max_pending,
+    }
+    # The per-peer limits are new in ServerConfig; until it has them, they are not passed.
+    known = {f.name for f in dataclasses.fields(ServerConfig)}
+    extra = {name: value for name, value in limits.items() if name in known and value is not None}
+    return ServerConfig(
+        host=options.agi_host,
+        port=options.agi_port,
+        max_sessions=options.max_sessions,
+        call_timeout=options.call_timeout,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+async def publish_plan(holder: PlanHolder, redis: Redis, interval: float) -> None:
+    """Keep the plan in force (its councils, zones, queues and announcements) in Redis, for
+    ``callrouter toggle`` run without a plan; written at start and after each accepted reload."""
+    published = -1
+    failures = 0
+    while True:
+        if holder.version != published:
+            version = holder.version
+            value = facts_json(plan_facts(holder.current.plan), str(holder.path), version, utc_now())
+            try:
+                await redis.set(KEYS.plan_in_force(), value)
+                published, failures = version, 0
+            except Exception as exc:  # Redis down: try again next time round
+                failures += 1
+                if failures == 1:
+                    log.warning("plan.not_published", error=type(exc).__name__)
+        await asyncio.sleep(interval)
+
+
 async def serve(options: ServeOptions, ready: Callable[[int], None] | None = None) -> int:
     """Run the controller until SIGTERM/SIGINT; returns the exit code."""
     try:
@@ -146,14 +221,19 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     live, cached, redis = _live_source(options, holder)
     clock = rehearsal_clock(options.clock_start, options.clock_speed) if options.clock_start else utc_now
     controller = Controller(holder, live, clock=clock, live_timeout=options.live_timeout)
-    config = ServerConfig(
-        host=options.agi_host,
-        port=options.agi_port,
-        max_sessions=options.max_sessions,
-        call_timeout=options.call_timeout,
-    )
-    server = FastAgiServer(config)
+    server = FastAgiServer(server_config(options))
     controller.register(server)
+    try:
+        await server.start()
+    except OSError as exc:  # a busy port, an address this host does not have
+        reason = exc.strerror or str(exc)
+        print(
+            f"callrouter: cannot listen for FastAGI on {options.agi_host}:{options.agi_port}: {reason}",
+            file=sys.stderr,
+        )
+        if redis is not None:
+            await redis.aclose()
+        return EXIT_CANNOT_LISTEN
     ami = await _start_ami(options, redis, cached, holder, clock)
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[None]] = set()
@@ -166,16 +246,24 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
     watcher = asyncio.create_task(watch_plan(holder, redis, options.watch_interval))
     refresher = asyncio.create_task(cached.run(clock)) if cached is not None else None
+    publisher = (
+        asyncio.create_task(publish_plan(holder, redis, options.plan_publish_interval)) if redis else None
+    )
     try:
-        await server.start()
         rehearsal = options.clock_start is not None
-        log.info("controller.started", port=server.port, plan=str(options.plan), rehearsal_clock=rehearsal)
+        log.info(
+            "controller.started",
+            port=server.port,
+            plan=str(options.plan),
+            redis=settings_module.redacted(options.redis) if options.redis else None,
+            rehearsal_clock=rehearsal,
+        )
         if ready is not None:
             ready(server.port)
         await serve_until_signal(server, drain_timeout=options.drain_timeout)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
-        for task in (watcher, refresher, ami[1] if ami else None):
+        for task in (watcher, refresher, publisher, ami[1] if ami else None):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -207,71 +295,44 @@ async def _start_ami(
     return pipeline.consumer, asyncio.create_task(pipeline.withdrawer.run())
 
 
-def _ami_settings(args: argparse.Namespace, centre: str) -> AmiSettings | None:
-    if not (args.ami_host or os.environ.get("CALLROUTER_AMI_HOST")):
-        return None
-    try:
-        settings = AmiSettings.from_env()
-    except SettingsError as exc:
-        raise SystemExit(f"callrouter: AMI: {exc}") from None
-    overrides = {
-        "host": args.ami_host,
-        "port": args.ami_port,
-        "username": args.ami_user,
-        "publish_queue": args.publish_queue,
-        "centre": args.centre or settings.centre or centre,
-    }
-    return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v})
-
-
 def parse_clock_start(text: str) -> datetime:
     moment = datetime.fromisoformat(text)
     return moment if moment.tzinfo else moment.replace(tzinfo=LONDON)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    configure_logging(json=not args.console_logs, level=args.log_level)
+    settings = settings_module.from_args(args)
+    configure_logging(json=not settings.log.console, level=settings.log.level)
     loop_kind = _install_uvloop()
-    centre = PlanHolder.load(args.plan).current.plan.centre
-    options = ServeOptions(
-        plan=Path(args.plan),
-        ami=_ami_settings(args, centre),
-        agi_host=args.agi_host,
-        agi_port=args.agi_port,
-        redis=None if args.no_redis else args.redis,
-        live_timeout=args.live_timeout,
-        max_sessions=args.max_sessions,
-        call_timeout=args.call_timeout,
-        clock_start=parse_clock_start(args.clock_start) if args.clock_start else None,
-        clock_speed=args.clock_speed,
-        watch_interval=args.watch_interval,
+    centre = PlanHolder.load(settings.require_plan()).current.plan.centre
+    try:
+        clock_start = parse_clock_start(args.clock_start) if args.clock_start else None
+    except ValueError:
+        raise settings_module.SettingsError(
+            f"--clock-start {args.clock_start!r}: expected YYYY-MM-DD HH:MM"
+        ) from None
+    options = ServeOptions.from_settings(
+        settings, centre, clock_start=clock_start, clock_speed=args.clock_speed
     )
     log.info("controller.starting", loop=loop_kind)
     return asyncio.run(serve(options))
 
 
+SERVE_SETTINGS = (
+    "plan", "agi.host", "agi.port", "redis.url", "redis.enabled", "live_timeout_s", "agi.max_sessions",
+    "agi.call_timeout_s", "agi.drain_timeout_s", "agi.allowed_peers", "agi.max_sessions_per_peer",
+    "agi.max_pending", "watch_interval_s", "ami.host", "ami.port", "ami.username", "ami.centre",
+    "ami.publish_queue", "log.level", "log.console",
+)  # fmt: skip
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("serve", help="run the controller (FastAGI) with a plan")
-    parser.add_argument("--plan", required=True)
-    parser.add_argument("--agi-host", default="127.0.0.1")
-    parser.add_argument("--agi-port", type=int, default=4573)
-    parser.add_argument(
-        "--redis", default="redis://127.0.0.1:6379/0", help="live state (default: a local server)"
+    parser = sub.add_parser(
+        "serve",
+        help="run the controller (FastAGI) with a plan",
+        description="Settings: flag > environment > settings file > default (docs/settings.md).",
     )
-    parser.add_argument("--no-redis", action="store_true", help="run with live state unknown")
-    parser.add_argument("--live-timeout", type=float, default=0.25, help="seconds to wait for live state")
-    parser.add_argument("--max-sessions", type=int, default=1000)
-    parser.add_argument("--call-timeout", type=float, default=300.0, help="longest FastAGI session (s)")
-    parser.add_argument("--watch-interval", type=float, default=2.0, help="seconds between plan file checks")
-    parser.add_argument(
-        "--ami-host", help="Asterisk AMI host (or CALLROUTER_AMI_HOST); none: live state unknown"
-    )
-    parser.add_argument("--ami-port", type=int, help="AMI port (default 5038)")
-    parser.add_argument("--ami-user", help="AMI username; the secret comes from CALLROUTER_AMI_SECRET(_FILE)")
-    parser.add_argument("--centre", help="this centre's id for the published snapshot (default: the plan's)")
-    parser.add_argument("--publish-queue", help="the Asterisk queue whose figures partners see")
-    parser.add_argument("--log-level", default="info")
-    parser.add_argument("--console-logs", action="store_true", help="human-readable logs instead of JSON")
+    settings_module.add_flags(parser, SERVE_SETTINGS)
     parser.add_argument("--clock-start", help='rehearsal: start the clock at "YYYY-MM-DD HH:MM" (London)')
     parser.add_argument("--clock-speed", type=float, default=1.0, help="rehearsal: clock speed factor")
     parser.set_defaults(handler=cmd_serve)

@@ -1,32 +1,75 @@
-"""``callrouter toggle`` and ``callrouter state``: the supervisor's command line."""
+"""``callrouter toggle`` and ``callrouter state``: the supervisor's command line.
+
+Both take the plan and Redis from the settings (``--plan``/``CALLROUTER_PLAN``,
+``--redis``/``CALLROUTER_REDIS``, the settings file: ``docs/settings.md``), like ``serve``, so a
+toggle lands in the Redis the controllers read. ``toggle`` given no plan checks the request
+against the plan in force, as the running controller published it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import os
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from callrouter import settings as settings_module
+from callrouter.settings import Settings, SettingsError
 from ivr.controller import PlanHolder
 from routing.live.source import RedisLiveSource
 from routing.live.store import QueueStateStore
-from routing.supervisor import KINDS, ToggleError, ToggleRequest, apply_toggle, audit_tail, check_request
+from routing.redis_keys import KEYS
+from routing.supervisor import (
+    KINDS,
+    PlanFacts,
+    ToggleError,
+    ToggleRequest,
+    apply_toggle,
+    audit_tail,
+    check_request,
+    facts_from_json,
+    plan_facts,
+    shown,
+    when,
+)
 
-DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+EXIT_REFUSED, EXIT_UNREACHABLE = 2, 3
+LONDON = ZoneInfo("Europe/London")
+
+
+class Unreachable(Exception):
+    """Redis did not answer; the message says which (without its password)."""
 
 
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:
     print(json.dumps(data, indent=2, default=str) if args.json else text)
 
 
-async def _toggle(args: argparse.Namespace) -> int:
-    plan = PlanHolder.load(args.plan).current.plan
+def _redis(settings: Settings) -> Redis:
+    return settings.redis_client(connect_timeout=2, timeout=5)
+
+
+async def _facts(settings: Settings, redis: Redis) -> PlanFacts:
+    """The plan to check against: the one configured, else the one the controller published."""
+    if settings.plan is not None:
+        return plan_facts(PlanHolder.load(settings.plan).current.plan)
+    raw = await redis.get(KEYS.plan_in_force())
+    if raw is None:
+        raise SettingsError(
+            "no plan: give --plan PLAN (or CALLROUTER_PLAN, or plan in the settings file), "
+            "or start `callrouter serve` so that the plan in force is known"
+        )
+    return facts_from_json(raw)
+
+
+async def _toggle(args: argparse.Namespace, settings: Settings) -> int:
     request = ToggleRequest(
         kind=args.kind,
         tenant=args.tenant,
@@ -37,18 +80,20 @@ async def _toggle(args: argparse.Namespace) -> int:
         service=args.service,
     )
     now = datetime.now(UTC)
+    redis = _redis(settings)
     try:
-        toggle = check_request(plan, request, now)
-    except ToggleError as exc:
-        print(f"callrouter: refused: {exc}", file=sys.stderr)
-        return 2
-    redis = Redis.from_url(args.redis, socket_connect_timeout=2, socket_timeout=5)
-    try:
+        facts = await _facts(settings, redis)
+        try:
+            toggle = check_request(facts, request, now)
+        except ToggleError as exc:
+            print(f"callrouter: refused: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
         audit_id, previous = await apply_toggle(redis, request, toggle, now)
     finally:
         await redis.aclose()
-    state = f"on until {toggle.expires_at:%Y-%m-%d %H:%M %Z}" if toggle else "off"
-    was = f"on until {previous.expires_at:%Y-%m-%d %H:%M %Z}" if previous else "off"
+    zone = facts[args.tenant].zone
+    state = f"on until {when(toggle.expires_at, zone)}" if toggle else "off"
+    was = f"on until {when(previous.expires_at, zone)}" if previous else "off"
     scope = f"{args.tenant}" + (f"/{args.service}" if args.service else "")
     text = f"{args.kind} for {scope}: {state} (was {was}); audit {audit_id}"
     data = {"kind": args.kind, "tenant": args.tenant, "service": args.service, "on": toggle is not None,
@@ -58,14 +103,25 @@ async def _toggle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace, command: Any) -> int:
+    settings = settings_module.from_args(args)
+    try:
+        result: int = asyncio.run(command(args, settings))
+    except (RedisError, OSError) as exc:
+        where = settings_module.redacted(settings.redis.url)
+        print(f"callrouter: Redis at {where} did not answer: {type(exc).__name__}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    return result
+
+
 def cmd_toggle(args: argparse.Namespace) -> int:
-    return asyncio.run(_toggle(args))
+    return _run(args, _toggle)
 
 
-async def _state(args: argparse.Namespace) -> dict[str, Any]:
-    holder = PlanHolder.load(args.plan)
+async def _state(settings: Settings) -> dict[str, Any]:
+    holder = PlanHolder.load(settings.require_plan())
     now = datetime.now(UTC)
-    redis = Redis.from_url(args.redis, socket_connect_timeout=2, socket_timeout=5)
+    redis = _redis(settings)
     try:
         source = RedisLiveSource(redis)
         tenants: dict[str, Any] = {}
@@ -83,29 +139,50 @@ async def _state(args: argparse.Namespace) -> dict[str, Any]:
         audit = await audit_tail(redis, 10)
     finally:
         await redis.aclose()
-    return {"at": now, "tenants": tenants, "queues": queues, "ami": timestamps, "audit": audit}
+    zones = {tid: t.zone() for tid, t in holder.current.plan.tenants.items()}
+    data = {"at": now, "tenants": tenants, "queues": queues, "ami": timestamps, "audit": audit}
+    return {**data, "zones": zones}
+
+
+def _audit_line(entry: dict[str, Any], zones: dict[str, ZoneInfo]) -> str:
+    zone = zones.get(str(entry.get("tenant")), LONDON)
+    try:
+        at = when(datetime.fromisoformat(str(entry["at"])), zone)
+    except (KeyError, ValueError):
+        at = shown(entry.get("at", "?"), 40)
+    parts = [shown(entry.get(name) or "", 500) for name in ("what", "tenant", "reason")]
+    return f"  {at} {shown(entry.get('by', '?'), 80)}: {' '.join(p for p in parts if p)}"
 
 
 def _state_text(data: dict[str, Any]) -> str:
-    lines = [f"State at {data['at']:%Y-%m-%d %H:%M:%S %Z}"]
+    zones: dict[str, ZoneInfo] = data["zones"]
+    lines = [f"State at {when(data['at'], LONDON)}"]
     for tid, info in data["tenants"].items():
-        toggles = ", ".join(f"{k} ({v['reason']}; by {v['by']}; until {v['expires_at']:%H:%M %Z})"
-                            for k, v in info["toggles"].items()) or "none"  # fmt: skip
+        toggles = ", ".join(
+            f"{kind} ({shown(t['reason'])}; by {shown(t['by'], 80)}; "
+            f"until {when(t['expires_at'], zones[tid])})"
+            for kind, t in info["toggles"].items()
+        ) or "none"  # fmt: skip
         lines.append(f"  {tid}: toggles: {toggles}; overflowing: {', '.join(info['overflowing']) or 'no'}")
     lines.append("Queues:" if data["queues"] else "Queues: no live state (no AMI writer yet)")
     for name, q in sorted(data["queues"].items()):
         lines.append(f"  {name}: waiting {q['waiting']}, longest {q['longest_wait_s']:.0f}s, "
                      f"logged in {q['logged_in']}, available {q['available']}")  # fmt: skip
     lines.append("Audit (newest first):")
-    lines += [f"  {a['at']} {a['by']}: {a['what']} {a.get('tenant') or ''} {a.get('reason') or ''}".rstrip()
-              for a in data["audit"]] or ["  (empty)"]  # fmt: skip
+    lines += [_audit_line(a, zones) for a in data["audit"]] or ["  (empty)"]
     return "\n".join(lines)
 
 
-def cmd_state(args: argparse.Namespace) -> int:
-    data = asyncio.run(_state(args))
-    _print(args, data, _state_text(data))
+async def _state_command(args: argparse.Namespace, settings: Settings) -> int:
+    data = await _state(settings)
+    text = _state_text(data)
+    del data["zones"]
+    _print(args, data, text)
     return 0
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    return _run(args, _state_command)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -115,15 +192,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     onoff = toggle.add_mutually_exclusive_group(required=True)
     onoff.add_argument("--on", dest="on", action="store_true")
     onoff.add_argument("--off", dest="on", action="store_false")
-    toggle.add_argument("--reason", help="why (recorded in the audit trail)")
-    toggle.add_argument("--expires", help="90m, 2h, 1d, 18:00 or 2026-11-24 18:00 (London)")
-    toggle.add_argument("--by", help="who is making the change")
+    toggle.add_argument("--reason", help="why (recorded in the audit trail; at most 500 characters)")
+    toggle.add_argument("--expires", help="90m, 2h, 1d, 18:00 or 2026-11-24 18:00 (the council's time)")
+    toggle.add_argument("--by", help="who is making the change (at most 80 characters)")
     toggle.add_argument("--service", help="emergency: one queue only; announcement: its id")
     state = sub.add_parser("state", help="live queues, toggles in force and the latest audit entries")
     for parser in (toggle, state):
-        plan = os.environ.get("CALLROUTER_PLAN")
-        parser.add_argument("--plan", default=plan, required=plan is None, help="the plan in force")
-        parser.add_argument("--redis", default=os.environ.get("CALLROUTER_REDIS", DEFAULT_REDIS))
+        settings_module.add_flags(parser, ("plan", "redis.url"))
         parser.add_argument("--json", action="store_true")
     toggle.set_defaults(handler=cmd_toggle)
     state.set_defaults(handler=cmd_state)

@@ -1,0 +1,442 @@
+"""Settings for every ``callrouter`` command, in one model.
+
+Each setting is taken from the first of: its command-line flag, its environment variable, the
+settings file (TOML or YAML, named by ``--config`` or ``CALLROUTER_CONFIG``), its default. So
+``serve``, ``toggle`` and ``state`` always agree on which Redis and which plan they use.
+
+Secrets (the AMI secret, the Redis password) come from the environment (``..._SECRET``,
+``..._PASSWORD``) or from a file named by ``..._FILE`` (or by ``*_file`` in the settings file);
+never from the command line, never in the settings file itself, never in ``repr()`` or logs.
+
+:func:`rows` lists every setting with its flag, variable, file key, default and meaning;
+``docs/settings.md`` holds the same table (:func:`table`), and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from redis.asyncio import Redis
+
+from routing.ami.settings import AmiSettings
+
+ENV_PREFIX = "CALLROUTER_"
+CONFIG_ENV = "CALLROUTER_CONFIG"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names where it came from."""
+
+
+# --- the model --------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RedisSettings(_Section):
+    url: str = Field(DEFAULT_REDIS, description="live state, toggles and the audit trail")
+    enabled: bool = Field(True, description="false: serve with live state unknown (no Redis)")
+    password: SecretStr | None = Field(None, description="the Redis password (AUTH), if it has one")
+
+
+class AgiSettings(_Section):
+    host: str = Field("127.0.0.1", description="address the FastAGI server listens on")
+    port: int = Field(4573, ge=0, le=65535, description="FastAGI port (0: any free port)")
+    max_sessions: int = Field(1000, ge=1, description="FastAGI sessions at once; more are refused")
+    call_timeout_s: float = Field(300.0, gt=0, description="longest FastAGI session (seconds)")
+    drain_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long calls may finish (seconds)")
+    allowed_peers: tuple[str, ...] = Field(
+        ("127.0.0.1/32", "::1/128"),
+        description="networks Asterisk may connect from (CIDR; environment: comma separated)",
+    )
+    max_sessions_per_peer: int | None = Field(
+        None, ge=1, description="FastAGI sessions at once from one address (unset: the server's default)"
+    )
+    max_pending: int | None = Field(
+        None,
+        ge=1,
+        description="connections still sending their environment block (unset: the server's default)",
+    )
+
+    @field_validator("allowed_peers", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        networks = []
+        for item in items:
+            try:
+                networks.append(str(ipaddress.ip_network(str(item).strip(), strict=True)))
+            except ValueError as exc:
+                raise ValueError(f"{str(item).strip()!r} is not a network: {exc}") from None
+        return tuple(networks)
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="least level logged")
+    console: bool = Field(False, description="human-readable logs instead of JSON lines")
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class Settings(_Section):
+    """Every setting of every command. ``ami`` is None when no AMI host is set."""
+
+    plan: Path | None = Field(None, description="the routing plan (file or folder) in force")
+    watch_interval_s: float = Field(2.0, gt=0, description="seconds between checks of the plan file")
+    live_timeout_s: float = Field(0.25, gt=0, description="seconds a decision waits for live state")
+    redis: RedisSettings = RedisSettings()
+    agi: AgiSettings = AgiSettings()
+    log: LogSettings = LogSettings()
+    ami: AmiSettings | None = None
+
+    def require_plan(self) -> Path:
+        if self.plan is None:
+            raise SettingsError(
+                f"no plan: give --plan PLAN, set {ENV_PREFIX}PLAN, or set plan in the settings file"
+            )
+        return self.plan
+
+    def redis_client(self, connect_timeout: float, timeout: float) -> Redis:
+        password = self.redis.password.get_secret_value() if self.redis.password else None
+        return Redis.from_url(
+            self.redis.url,
+            password=password,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=timeout,
+        )
+
+
+_AMI_MEANINGS = {
+    "host": "Asterisk's AMI host; unset: no AMI, live state unknown unless another instance writes it",
+    "port": "Asterisk's AMI port",
+    "username": "AMI user (manager.conf)",
+    "secret": "the AMI user's secret",
+    "ping_interval_s": "seconds between AMI Pings",
+    "pong_deadline_s": "seconds a Pong may take before the link counts as dead",
+    "reconcile_interval_s": "seconds between full QueueStatus reconciles",
+    "stale_age_s": "age (seconds) after which live figures count as unknown",
+    "connect_timeout_s": "seconds to connect to AMI",
+    "login_timeout_s": "seconds for the AMI login",
+    "action_timeout_s": "seconds for one AMI action's answer",
+    "reconnect_initial_s": "first wait (seconds) before reconnecting; doubles each time",
+    "reconnect_max_s": "longest wait (seconds) between reconnects",
+    "lease_ttl_s": "seconds the live-state writer's lease lasts unless renewed",
+    "queue_maxsize": "AMI events held waiting to be applied",
+    "batch_max": "AMI events applied to Redis in one step",
+    "centre": "this centre's id in the published snapshot (default: the plan's centre)",
+    "publish_queue": "the Asterisk queue whose figures partner centres see",
+    "publish_interval_s": "seconds between published snapshots",
+}
+
+
+# --- where each setting comes from ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    name: str
+    const: Any = None  # a flag that takes no value and sets this one
+    append: bool = False  # repeatable: each use adds an item
+
+
+_FLAGS: dict[str, Flag] = {
+    "plan": Flag("--plan"),
+    "watch_interval_s": Flag("--watch-interval"),
+    "live_timeout_s": Flag("--live-timeout"),
+    "redis.url": Flag("--redis"),
+    "redis.enabled": Flag("--no-redis", const=False),
+    "agi.host": Flag("--agi-host"),
+    "agi.port": Flag("--agi-port"),
+    "agi.max_sessions": Flag("--max-sessions"),
+    "agi.call_timeout_s": Flag("--call-timeout"),
+    "agi.drain_timeout_s": Flag("--drain-timeout"),
+    "agi.allowed_peers": Flag("--agi-allow", append=True),
+    "agi.max_sessions_per_peer": Flag("--max-sessions-per-peer"),
+    "agi.max_pending": Flag("--max-pending"),
+    "log.level": Flag("--log-level"),
+    "log.console": Flag("--console-logs", const=True),
+    "ami.host": Flag("--ami-host"),
+    "ami.port": Flag("--ami-port"),
+    "ami.username": Flag("--ami-user"),
+    "ami.centre": Flag("--centre"),
+    "ami.publish_queue": Flag("--publish-queue"),
+}
+_ENV_NAMES = {"redis.url": "CALLROUTER_REDIS"}  # kept from before this model; the rest are derived
+SECRETS = ("redis.password", "ami.secret")
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One setting: where it comes from, its default and what it means."""
+
+    key: str  # the settings file's key (``section.name``); a secret's file key ends in ``_file``
+    flag: Flag | None
+    env: str
+    default: Any
+    meaning: str
+    secret: bool = False
+
+    @property
+    def file_key(self) -> str:
+        return f"{self.key}_file" if self.secret else self.key
+
+    @property
+    def env_file(self) -> str:
+        return f"{self.env}_FILE"
+
+
+def _env_name(key: str) -> str:
+    return _ENV_NAMES.get(key, ENV_PREFIX + key.replace(".", "_").upper())
+
+
+def _model_rows(model: type[BaseModel], prefix: str = "") -> Iterator[Row]:
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _model_rows(annotation, f"{name}.")
+            continue
+        if name == "ami":
+            continue
+        key = prefix + name
+        yield Row(key, _FLAGS.get(key), _env_name(key), info.default, info.description or "", key in SECRETS)
+
+
+def rows() -> list[Row]:
+    """Every setting, in the order of the documentation table."""
+    found = list(_model_rows(Settings))
+    for f in dataclasses.fields(AmiSettings):
+        key = f"ami.{f.name}"
+        default = None if f.name == "host" or f.default == "" else f.default
+        meaning = _AMI_MEANINGS[f.name]
+        found.append(Row(key, _FLAGS.get(key), _env_name(key), default, meaning, key in SECRETS))
+    return found
+
+
+def _shown_default(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, tuple):
+        return ", ".join(f"`{v}`" for v in value)
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if value == "":
+        return '`""`'
+    return f"`{value}`"
+
+
+def table() -> str:
+    """The markdown table of every setting (``docs/settings.md`` holds it verbatim)."""
+    lines = ["| file key | flag | environment | default | meaning |", "|---|---|---|---|---|"]
+    for row in rows():
+        flag = "—"
+        if row.flag is not None:
+            flag = f"`{row.flag.name}`" if row.flag.const is not None else f"`{row.flag.name} VALUE`"
+            flag += " (repeatable)" if row.flag.append else ""
+        env = f"`{row.env}`, `{row.env_file}`" if row.secret else f"`{row.env}`"
+        lines.append(f"| `{row.file_key}` | {flag} | {env} | {_shown_default(row.default)} | {row.meaning} |")
+    return "\n".join(lines)
+
+
+# --- reading them -----------------------------------------------------------------------------
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for name, value in data.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{prefix}{name}.")
+        else:
+            yield prefix + str(name), value
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """A settings file (TOML by its ``.toml`` name, YAML by ``.yaml``/``.yml``) as a mapping."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"settings file {path}: {exc.strerror}") from None
+    try:
+        if path.suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise SettingsError(f"settings file {path}: name it .toml, .yaml or .yml")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SettingsError(f"settings file {path}: not valid {path.suffix[1:].upper()}: {first}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"settings file {path}: expected a mapping of settings")
+    return data
+
+
+def _read_secret(path: str, where: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SettingsError(f"{where} {path!r}: {exc.strerror}") from None
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:
+        return False
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, fit for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True, slots=True)
+class _Value:
+    value: Any
+    source: str  # where it came from, for error messages
+
+
+def _from_file(path: Path, known: dict[str, Row]) -> dict[str, _Value]:
+    values: dict[str, _Value] = {}
+    by_file_key = {row.file_key: row for row in known.values()}
+    for key, value in _flatten(read_file(path)):
+        if key in SECRETS:
+            row = known[key]
+            raise SettingsError(
+                f"settings file {path}: {key}: a secret does not go in the settings file; "
+                f"name a file holding it ({row.file_key}) or set {row.env}"
+            )
+        if key not in by_file_key:
+            raise SettingsError(
+                f"settings file {path}: unknown setting {key!r} (known: {', '.join(sorted(by_file_key))})"
+            )
+        values[by_file_key[key].key] = _Value(value, f"settings file {path}: {key}")
+    return values
+
+
+def _secret(row: Row, env: Mapping[str, str], file_values: dict[str, _Value]) -> _Value | None:
+    if env.get(row.env):
+        return _Value(env[row.env], row.env)
+    if env.get(row.env_file):
+        return _Value(_read_secret(env[row.env_file], row.env_file), row.env_file)
+    named = file_values.pop(row.key, None)
+    if named is not None:
+        return _Value(_read_secret(str(named.value), named.source), named.source)
+    return None
+
+
+def load(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config: str | Path | None = None,
+) -> Settings:
+    """The settings: ``flags`` (file key -> value given on the command line) over ``env`` over
+    the settings file ``config`` (or ``CALLROUTER_CONFIG``) over the defaults."""
+    env = os.environ if env is None else env
+    flags = flags or {}
+    known = {row.key: row for row in rows()}
+    config = config or env.get(CONFIG_ENV) or None
+    file_values = _from_file(Path(config), known) if config else {}
+    values = dict(file_values)
+    for row in known.values():
+        if row.secret:
+            secret = _secret(row, env, values)
+            if secret is not None:
+                values[row.key] = secret
+            continue
+        raw = env.get(row.env)
+        if raw is not None and raw != "":
+            values[row.key] = _Value(raw, row.env)
+    for key, value in flags.items():
+        if key in SECRETS:
+            raise SettingsError(f"{key} is a secret: set {known[key].env} or {known[key].env_file}")
+        flag = known[key].flag
+        values[key] = _Value(value, flag.name if flag else key)
+    url = values.get("redis.url")
+    if url is not None and url.source != known["redis.url"].env and _has_password(str(url.value)):
+        raise SettingsError(
+            f"{url.source}: no password in the Redis URL here; set CALLROUTER_REDIS_PASSWORD "
+            "or CALLROUTER_REDIS_PASSWORD_FILE"
+        )
+    return _validated(values)
+
+
+def _validated(values: dict[str, _Value]) -> Settings:
+    if "ami.host" not in values:  # no AMI: its other settings have nothing to apply to
+        values = {k: v for k, v in values.items() if not k.startswith("ami.")}
+    elif "ami.secret" not in values:
+        raise SettingsError(
+            "AMI host set but no secret: set CALLROUTER_AMI_SECRET or CALLROUTER_AMI_SECRET_FILE "
+            "(or ami.secret_file in the settings file)"
+        )
+    nested: dict[str, Any] = {}
+    for key, item in values.items():
+        section, _, name = key.rpartition(".")
+        (nested.setdefault(section, {}) if section else nested)[name] = item.value
+    try:
+        return Settings.model_validate(nested)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"])
+            given = values.get(key)
+            where = given.source if given else key
+            shown = "" if key in SECRETS or given is None else f" {given.value!r}"
+            problems.append(f"{where}{shown}: {error['msg']}")
+        raise SettingsError("; ".join(problems)) from None
+
+
+# --- the command line -------------------------------------------------------------------------
+
+_DEST = "setting:"
+
+
+def add_flags(parser: argparse.ArgumentParser, keys: Iterable[str]) -> None:
+    """``--config`` and the flags of ``keys`` (file keys); unset flags leave the setting alone."""
+    parser.add_argument("--config", help=f"settings file, TOML or YAML (or {CONFIG_ENV})")
+    known = {row.key: row for row in rows()}
+    for key in keys:
+        row = known[key]
+        flag = row.flag
+        if flag is None:
+            raise ValueError(f"setting {key} has no flag")
+        help_text = f"{row.meaning} (or {row.env})"
+        if flag.const is not None:
+            parser.add_argument(
+                flag.name, dest=_DEST + key, action="store_const", const=flag.const, help=help_text
+            )
+        else:
+            action = "append" if flag.append else "store"
+            parser.add_argument(flag.name, dest=_DEST + key, action=action, metavar="VALUE", help=help_text)
+
+
+def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """The settings for a parsed command line (see :func:`add_flags`)."""
+    given = {
+        name[len(_DEST) :]: value
+        for name, value in vars(args).items()
+        if name.startswith(_DEST) and value is not None
+    }
+    return load(given, env, getattr(args, "config", None))
