@@ -8,6 +8,10 @@ defaults; toggles carry their own expiry. Overflow latches are kept in memory at
 written to Redis in the background, so every controller instance shares the hysteresis.
 
 :class:`RedisLiveSource` reads per decision (one round trip); it is kept for tools and tests.
+
+A toggle that was active in the last copy, had not expired, and is gone from Redis without an
+audit entry switching it off (Redis restarted without its data, a key deleted by hand) is
+logged as a consistency event, ``toggle.vanished``, with its tenant and kind.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from routing.redis_keys import KEYS, RedisKeys
 log = structlog.get_logger("callrouter.live")
 TOGGLE_KINDS = ("emergency", "closure", "announcement")
 LATCH_TTL_MS = 15 * 60 * 1000  # a latch nobody refreshes clears itself
+EXPIRY_GRACE = timedelta(seconds=2)  # a toggle this close to its expiry may go by its TTL
+AUDIT_LOOKBACK = 200  # audit entries searched for the one that switched a toggle off
 
 
 def toggle_json(toggle: Toggle) -> str:
@@ -124,6 +130,50 @@ class RedisLiveSource:
             await pipe.execute()
 
 
+@dataclass(frozen=True, slots=True)
+class Vanished:
+    tenant: str
+    kind: str
+    toggle: Toggle
+
+
+def vanished_toggles(
+    before: dict[str, tuple[LiveState, Toggles]], after: dict[str, tuple[LiveState, Toggles]], now: datetime
+) -> list[Vanished]:
+    """Toggles active in ``before``, not about to expire at ``now``, and missing from ``after``
+    (tenants in both copies only: a plan reload may drop a tenant)."""
+    found = []
+    for tenant in before.keys() & after.keys():
+        old, new = before[tenant][1], after[tenant][1]
+        for kind in TOGGLE_KINDS:
+            toggle = getattr(old, kind).get(tenant)
+            if (
+                toggle is not None
+                and toggle.expires_at > now + EXPIRY_GRACE
+                and tenant not in getattr(new, kind)
+            ):
+                found.append(Vanished(tenant, kind, toggle))
+    return found
+
+
+def switched_off(entries: list[tuple[Any, Any]], gone: Vanished) -> bool:
+    """Whether one of the audit ``entries`` (raw stream rows: id, fields) switched ``gone`` off."""
+    for _, fields in entries:
+        try:
+            entry = json.loads(fields[b"entry"])
+            previous = fields.get(b"previous") or b""
+            if (
+                entry.get("what") == f"toggle.{gone.kind}.off"
+                and entry.get("tenant") == gone.tenant
+                and previous
+                and toggle_from_json(previous) == gone.toggle
+            ):
+                return True
+        except (KeyError, ValueError, TypeError, AttributeError):  # an entry of another shape: not this one
+            continue
+    return False
+
+
 def _shifted(live: LiveState, shift: timedelta) -> LiveState:
     """``live`` with every snapshot's time moved by ``shift`` (nothing to do under a second)."""
     if abs(shift) < timedelta(seconds=1):
@@ -198,10 +248,28 @@ class CachedLiveSource:
             live, toggles = self.source.decode(tid, r, queues, values[offset : offset + len(r.keys)])
             state[tid] = (_shifted(live, shift), toggles)
             offset += len(r.keys)
-        self._state = state
+        previous, self._state = self._state, state
+        gone = vanished_toggles(previous, state, real)
+        if gone:
+            await self._report(gone)
         stored = {key for live, _ in state.values() for key in live.overflowing}
         self._latches = {key: on for key, on in self._latches.items() if (key in stored) != on}
         self.refreshed_at = now
+
+    async def _report(self, gone: list[Vanished]) -> None:
+        """Log each toggle that vanished without an audit entry switching it off."""
+        entries = await self.source.redis.xrevrange(self.source.keys.audit_stream(), count=AUDIT_LOOKBACK)
+        for item in gone:
+            if not switched_off(entries or [], item):
+                log.warning(
+                    "toggle.vanished",
+                    tenant=item.tenant,
+                    kind=item.kind,
+                    service=item.toggle.service,
+                    by=item.toggle.by,
+                    expires_at=item.toggle.expires_at.isoformat(),
+                    why="active, not expired, and no audit entry switched it off",
+                )
 
     async def run(self, clock: Callable[[], datetime]) -> None:
         """Refresh forever, and write latches as they change; never raises for Redis errors."""

@@ -1,7 +1,8 @@
 """A real redis-server on a free loopback port, for the test session.
 
-The server keeps nothing on disk and is stopped when the session ends (or after
-its own time limit if the session dies)."""
+The session's server keeps nothing on disk and is stopped when the session ends (or after
+its own time limit if the session dies). :func:`start_redis` starts one with the project's
+own ``redis.conf`` (the append-only file on), for tests of what survives a restart."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_CONF = Path(__file__).parents[2] / "redis.conf"
 
 
 @dataclass(frozen=True)
@@ -54,26 +58,41 @@ def _wait_ready(host: str, port: int, deadline_s: float) -> None:
     raise RuntimeError(f"redis-server did not answer on {host}:{port} within {deadline_s}s")
 
 
-@contextmanager
-def running_redis(max_lifetime_s: int = 3600) -> Iterator[RedisServer]:
-    """Start ``redis-server`` bound to 127.0.0.1 on a free port; stop it on exit.
+def start_redis(
+    port: int, workdir: Path, *options: str, max_lifetime_s: int = 600, conf: Path | None = None
+) -> RedisServer:
+    """``redis-server [conf]`` on 127.0.0.1:``port`` keeping its data in ``workdir``, answering.
 
-    ``max_lifetime_s`` bounds the server's life even if this process is killed:
-    it runs under ``timeout``."""
+    Under ``timeout``, so it stops by itself after ``max_lifetime_s`` whatever happens."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed: run scripts/bootstrap")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="callrouter-redis-")
     argv = [
-        "timeout", str(max_lifetime_s), binary,
-        "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-        "--dir", workdir, "--daemonize", "no", "--loglevel", "warning",
+        "timeout", str(max_lifetime_s), binary, *([str(conf)] if conf else []),
+        "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir),
+        "--daemonize", "no", "--loglevel", "warning", *options,
     ]  # fmt: skip
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = RedisServer("127.0.0.1", port, process)
     try:
         _wait_ready(server.host, port, deadline_s=10)
+    except RuntimeError:
+        server.stop()
+        raise
+    return server
+
+
+@contextmanager
+def running_redis(max_lifetime_s: int = 3600) -> Iterator[RedisServer]:
+    """Start ``redis-server`` bound to 127.0.0.1 on a free port, nothing on disk; stop it on exit.
+
+    ``max_lifetime_s`` bounds the server's life even if this process is killed:
+    it runs under ``timeout``."""
+    workdir = Path(tempfile.mkdtemp(prefix="callrouter-redis-"))
+    server = start_redis(
+        free_port(), workdir, "--save", "", "--appendonly", "no", max_lifetime_s=max_lifetime_s
+    )
+    try:
         yield server
     finally:
         server.stop()
