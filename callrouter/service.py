@@ -226,7 +226,10 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     try:
         await server.start()
     except OSError as exc:  # a busy port, an address this host does not have
-        reason = exc.strerror or str(exc)
+        if isinstance(exc, socket.gaierror) or not exc.errno:
+            reason = exc.strerror or str(exc)  # an unknown host name
+        else:
+            reason = os.strerror(exc.errno)
         print(
             f"callrouter: cannot listen for FastAGI on {options.agi_host}:{options.agi_port}: {reason}",
             file=sys.stderr,

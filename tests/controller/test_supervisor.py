@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,15 +15,21 @@ from redis.asyncio import Redis
 
 from callrouter.cli import main
 from ivr.controller import PlanHolder
-from routing.live.source import toggle_from_json
+from routing.core.live import Toggle
+from routing.live.source import toggle_from_json, toggle_json
 from routing.redis_keys import KEYS, RedisKeys
 from routing.supervisor import (
     ToggleError,
     ToggleRequest,
     apply_toggle,
+    audit_entry,
     audit_tail,
     check_request,
+    check_text,
     parse_expiry,
+    plan_facts,
+    shown,
+    when,
 )
 from tests.controller.conftest import EXAMPLE
 from tests.support.redis_server import RedisServer
@@ -152,3 +159,92 @@ def test_cli_toggle_and_state(redis_server: RedisServer, capsys: pytest.CaptureF
     assert (
         main(["toggle", "emergency", "charnwood", "--off", "--reason", "over", "--by", "sam", *common]) == 0
     )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"reason": "x" * 501}, "--reason is 501 characters long: at most 500"),
+        ({"by": "S" * 81}, "--by is 81 characters long: at most 80"),
+        ({"reason": "flooding\x1b[2J\x1b[H"}, r"--reason holds a control character \(\\x1b\)"),
+        ({"reason": "flooding\u009b31m"}, r"--reason holds a control character \(\\x9b\)"),
+        ({"by": "sam\nroot: toggle.closure.off"}, r"--by holds a control character \(\\n\)"),
+        ({"by": "sam\u202eelohw"}, r"--by holds a control character \(\\u202e\)"),
+        ({"reason": "bad\udcff bytes"}, r"--reason holds a control character \(\\udcff\)"),
+    ],
+)
+def test_text_is_bounded_and_plain(changes: dict[str, object], message: str) -> None:
+    """Reason and name: bounded, one line, no ANSI escapes or bidi overrides; refused plainly."""
+    with pytest.raises(ToggleError, match=message):
+        check_request(PLAN, request(**changes), NOW)
+
+
+def test_plain_text_of_any_script_is_kept() -> None:
+    """Accents, Welsh, typographic dashes and 500 characters exactly are fine."""
+    reason = "Llifogydd yn Nhrefaldwyn – ffyrdd ar gau; café closed"
+    toggle = check_request(PLAN, request(reason=f"  {reason}  ", by="Siân Ŵyn"), NOW)
+    assert toggle is not None
+    assert (toggle.reason, toggle.by) == (reason, "Siân Ŵyn")
+    assert check_text("--reason", "r" * 500, 500) == "r" * 500
+
+
+def test_shown_escapes_and_bounds() -> None:
+    """Text stored before it was checked is shown with its controls as visible escapes."""
+    assert shown("red\x1b[31m alert\r\n\\x1b") == "red\\x1b[31m alert\\r\\n\\\\x1b"
+    assert shown("é – ok") == "é – ok"
+    assert shown("y" * 600) == "y" * 500 + "…"
+
+
+def test_expiry_is_shown_with_its_date_in_the_councils_zone() -> None:
+    """A three-day toggle says which day; summer time is named as such."""
+    assert when(NOW + timedelta(days=3, hours=4, minutes=23), LONDON) == "Fri 27 Nov 2026 14:23 GMT"
+    assert when(datetime(2026, 6, 1, 13, 0, tzinfo=UTC), LONDON) == "Mon 01 Jun 2026 14:00 BST"
+
+
+def test_plan_facts_check_like_the_plan() -> None:
+    """The published facts of a plan refuse and accept what the plan itself does."""
+    facts = plan_facts(PLAN)
+    assert check_request(facts, request(), NOW) == check_request(PLAN, request(), NOW)
+    with pytest.raises(ToggleError, match="unknown service"):
+        check_request(facts, request(service="parking"), NOW)
+
+
+def test_state_shows_stored_text_escaped(
+    redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Entries already in Redis (written before the checks, or by hand) are shown escaped,
+    and a three-day toggle shows its expiry with the date."""
+    now = datetime.now(UTC)
+    evil = Toggle("burst main\x1b[2J\x1b[31m", "mallory\x1b]0;pwned\x07", now + timedelta(days=3))
+    key = KEYS.toggle("closure", "harborough")
+    with SyncRedis.from_url(redis_server.url) as client:
+        client.set(key, toggle_json(evil), px=60_000)
+        entry = audit_entry("toggle.closure.on", evil.by, now, tenant="harborough", reason=evil.reason)
+        client.xadd(KEYS.audit_stream(), {"entry": entry, "previous": ""})
+        try:
+            assert main(["state", "--plan", str(EXAMPLE), "--redis", redis_server.url]) == 0
+        finally:
+            client.delete(key)
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "\x07" not in out
+    assert "closure (burst main\\x1b[2J\\x1b[31m; by mallory\\x1b]0;pwned\\x07; until " in out
+    expiry = when(evil.expires_at, LONDON)
+    assert f"until {expiry})" in out
+    assert re.search(r"mallory\\x1b\]0;pwned\\x07: toggle\.closure\.on harborough burst main\\x1b", out)
+
+
+def test_cli_refuses_control_characters(
+    redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The refusal names the character without sending it to the terminal; nothing is stored."""
+    argv = ["toggle", "closure", "harborough", "--on", "--reason", "x\x1b[2J", "--by", "sam"]
+    code = main([*argv, "--expires", "1h", "--plan", str(EXAMPLE), "--redis", redis_server.url])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert (
+        err
+        == "callrouter: refused: --reason holds a control character (\\x1b): plain text only, on one line\n"
+    )
+    with SyncRedis.from_url(redis_server.url) as client:
+        assert client.get(KEYS.toggle("closure", "harborough")) is None

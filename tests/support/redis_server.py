@@ -51,7 +51,7 @@ def _wait_ready(host: str, port: int, deadline_s: float) -> None:
         try:
             with socket.create_connection((host, port), timeout=0.2) as sock:
                 sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
+                if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):  # up (asking for a password)
                     return
         except OSError:
             time.sleep(0.02)
