@@ -1,0 +1,162 @@
+"""The README's commands, run as a user would (processes, the environment, a real Redis).
+
+``serve`` takes its Redis from ``CALLROUTER_REDIS`` like ``toggle`` and ``state``, so a toggle
+lands where the controller reads; ``toggle`` given no plan checks against the plan in force;
+a busy FastAGI port is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulator.agi import CallerScript
+from emulator.dialplan import place_call
+from tests.controller.conftest import HARBOROUGH
+from tests.support.redis_server import RedisServer, free_port, running_redis
+
+ROOT = Path(__file__).parents[2]
+
+
+def readme_command(start: str) -> list[str]:
+    """The README's "Running it" line that starts with ``start``, as argv (comment dropped)."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Running it", 1)[1].split("```", 2)[1]
+    line = next(line for line in block.splitlines() if line.startswith(start))
+    return shlex.split(line, comments=True)
+
+
+def callrouter(argv: list[str]) -> list[str]:
+    """``callrouter ARGS...`` as the installed command runs it."""
+    assert argv[0] == "callrouter"
+    return [sys.executable, "-m", "callrouter.cli", *argv[1:]]
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    """A Redis of this test's own: the commands use the production key names."""
+    with running_redis(max_lifetime_s=120) as server:
+        yield server
+
+
+def user_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLROUTER_")}
+    return {**env, **values}
+
+
+def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        callrouter(argv), cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def events(path: Path) -> list[dict[str, object]]:
+    found = []
+    for line in path.read_text().splitlines():
+        try:
+            found.append(json.loads(line))
+        except ValueError:
+            continue
+    return found
+
+
+async def wait_for(path: Path, event: str, timeout: float = 15) -> dict[str, object]:
+    async with asyncio.timeout(timeout):
+        while not (found := [e for e in events(path) if e.get("event") == event]):
+            await asyncio.sleep(0.05)
+    return found[0]
+
+
+async def test_readme_toggle_and_state_reach_the_controller(redis: RedisServer, tmp_path: Path) -> None:
+    """serve, toggle and state exactly as the README writes them, with the Redis and the
+    FastAGI port from the environment: the toggle is checked against the plan the controller
+    published, lands in its Redis, and the next call goes to emergency cover."""
+    port = free_port()
+    env = user_env(CALLROUTER_REDIS=redis.url, CALLROUTER_AGI_PORT=str(port))
+    serve = readme_command("callrouter serve")
+    assert not {"--redis", "--agi-port"} & set(serve)
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        process = await asyncio.create_subprocess_exec(
+            *callrouter(serve), cwd=ROOT, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
+        )
+    try:
+        started = await wait_for(log, "controller.started")
+        assert (started["redis"], started["port"]) == (redis.url, port)
+        await asyncio.sleep(0.3)  # the plan in force is published as the controller starts
+
+        toggle = readme_command("callrouter toggle")
+        assert not {"--plan", "--redis"} & set(toggle)
+        done = await asyncio.to_thread(run, toggle, env)
+        assert (done.returncode, done.stderr) == (0, "")
+        # the expiry with its date, in the council's zone (4h ahead, GMT or BST)
+        assert re.fullmatch(
+            r"emergency for harborough: on until \w{3} \d\d \w{3} \d{4} \d\d:\d\d (GMT|BST) "
+            r"\(was off\); audit \d+-\d+\n",
+            done.stdout,
+        ), done.stdout
+
+        state = await asyncio.to_thread(run, readme_command("callrouter state"), env)
+        assert state.returncode == 0, state.stderr
+        assert re.search(
+            r"harborough: toggles: emergency \(Flooding; by S\. Patel; until \w{3} \d\d \w{3} \d{4} ",
+            state.stdout,
+        ), state.stdout
+        assert re.search(r"S\. Patel: toggle\.emergency\.on harborough Flooding", state.stdout)
+
+        await asyncio.sleep(0.6)  # the controller's copy refreshes four times a second
+        await place_call("127.0.0.1", port, CallerScript(dial=HARBOROUGH, steps=[]))
+        routed = await wait_for(log, "call.routed")
+        assert (routed["tenant"], routed["state"]) == ("harborough", "emergency")
+    finally:
+        process.terminate()
+        async with asyncio.timeout(15):
+            await process.wait()
+
+
+def test_toggle_without_a_plan_anywhere_says_where_to_give_one(redis: RedisServer) -> None:
+    """No plan configured and no controller has published one: a clear refusal, exit 2."""
+    done = run(readme_command("callrouter toggle"), user_env(CALLROUTER_REDIS=redis.url))
+    assert done.returncode == 2
+    assert done.stderr.startswith("callrouter: no plan: give --plan PLAN (or CALLROUTER_PLAN")
+
+
+def test_unreachable_redis_is_one_line(tmp_path: Path) -> None:
+    """Nothing listening where CALLROUTER_REDIS points: one line naming it, exit 3."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    done = run(readme_command("callrouter state"), user_env(CALLROUTER_REDIS=url))
+    assert done.returncode == 3
+    assert done.stderr == f"callrouter: Redis at {url} did not answer: ConnectionError\n"
+
+
+def test_busy_fastagi_port_is_one_line_and_exit_3() -> None:
+    """Something already listens on the FastAGI port: one line on stderr, no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run(
+            ["callrouter", "serve", "--plan", "examples/plan.yaml", "--agi-port", str(port), "--no-redis"],
+            user_env(),
+        )
+    assert done.returncode == 3
+    assert (
+        done.stderr == f"callrouter: cannot listen for FastAGI on 127.0.0.1:{port}: Address already in use\n"
+    )
+
+
+def test_bad_setting_names_its_source(tmp_path: Path) -> None:
+    """A setting that cannot be used is one line naming where it came from; exit 2."""
+    done = run(readme_command("callrouter serve"), user_env(CALLROUTER_AGI_PORT="45x73"))
+    assert done.returncode == 2
+    assert done.stderr.startswith("callrouter: CALLROUTER_AGI_PORT '45x73': Input should be a valid integer")
+    assert len(done.stderr.splitlines()) == 1
