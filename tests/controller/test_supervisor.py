@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,6 +17,7 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from callrouter.cli import main
+from callrouter.service import publish_plan
 from ivr.controller import PlanHolder
 from routing.core.live import Toggle
 from routing.live.source import toggle_from_json, toggle_json
@@ -26,13 +30,14 @@ from routing.supervisor import (
     audit_tail,
     check_request,
     check_text,
+    facts_from_json,
     parse_expiry,
     plan_facts,
     shown,
     when,
 )
 from tests.controller.conftest import EXAMPLE
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, running_redis
 
 PLAN = PlanHolder.load(EXAMPLE).current.plan
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -248,3 +253,33 @@ def test_cli_refuses_control_characters(
     )
     with SyncRedis.from_url(redis_server.url) as client:
         assert client.get(KEYS.toggle("closure", "harborough")) is None
+
+
+async def test_serve_publishes_the_plan_in_force_and_each_reload(tmp_path: Path) -> None:
+    """What ``toggle`` without a plan checks against follows the controller's reloads."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(EXAMPLE.read_text())
+    holder = PlanHolder.load(plan)
+    with running_redis(max_lifetime_s=60) as server:
+        client = Redis.from_url(server.url)
+        task = asyncio.create_task(publish_plan(holder, client, interval=0.02))
+        try:
+            async with asyncio.timeout(5):
+                while (raw := await client.get(KEYS.plan_in_force())) is None:
+                    await asyncio.sleep(0.02)
+            assert facts_from_json(raw) == plan_facts(holder.current.plan)
+            plan.write_text(EXAMPLE.read_text().replace("id: bins-2026", "id: bins-2027"))
+            assert holder.reload().ok
+            async with asyncio.timeout(5):
+                while (
+                    "bins-2027"
+                    not in facts_from_json(await client.get(KEYS.plan_in_force()))["harborough"].announcements
+                ):
+                    await asyncio.sleep(0.02)
+            stored = json.loads(await client.get(KEYS.plan_in_force()))
+            assert (stored["path"], stored["version"]) == (str(plan), holder.version)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await client.aclose()
