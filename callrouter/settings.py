@@ -52,6 +52,17 @@ class RedisSettings(_Section):
     enabled: bool = Field(True, description="false: serve with live state unknown (no Redis)")
     password: SecretStr | None = Field(None, description="the Redis password (AUTH), if it has one")
 
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        try:
+            scheme = urlsplit(value).scheme
+        except ValueError:
+            scheme = ""
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("expected redis://HOST:PORT/DB (or rediss://, unix://)")
+        return value
+
 
 class AgiSettings(_Section):
     host: str = Field("127.0.0.1", description="address the FastAGI server listens on")
@@ -304,9 +315,12 @@ def _has_password(url: str) -> bool:
 
 def redacted(url: str) -> str:
     """``url`` without its password, fit for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return "(a URL that cannot be read)"
     host = parts.hostname or ""
     netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
@@ -385,6 +399,11 @@ def load(
 
 def _validated(values: dict[str, _Value]) -> Settings:
     if "ami.host" not in values:  # no AMI: its other settings have nothing to apply to
+        flag = next(
+            (v.source for k, v in values.items() if k.startswith("ami.") and v.source[:2] == "--"), None
+        )
+        if flag is not None:
+            raise SettingsError(f"{flag} given but no AMI host: add --ami-host (or CALLROUTER_AMI_HOST)")
         values = {k: v for k, v in values.items() if not k.startswith("ami.")}
     elif "ami.secret" not in values:
         raise SettingsError(
@@ -403,7 +422,8 @@ def _validated(values: dict[str, _Value]) -> Settings:
             key = ".".join(str(part) for part in error["loc"])
             given = values.get(key)
             where = given.source if given else key
-            shown = "" if key in SECRETS or given is None else f" {given.value!r}"
+            value = redacted(str(given.value)) if given and key == "redis.url" else given and given.value
+            shown = "" if key in SECRETS or given is None else f" {value!r}"
             problems.append(f"{where}{shown}: {error['msg']}")
         raise SettingsError("; ".join(problems)) from None
 

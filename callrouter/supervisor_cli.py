@@ -18,7 +18,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from callrouter import settings as settings_module
 from callrouter.settings import Settings, SettingsError
@@ -105,11 +107,17 @@ async def _toggle(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run(args: argparse.Namespace, command: Any) -> int:
     settings = settings_module.from_args(args)
+    where = settings_module.redacted(settings.redis.url)
     try:
         result: int = asyncio.run(command(args, settings))
-    except (RedisError, OSError) as exc:
-        where = settings_module.redacted(settings.redis.url)
+    except AuthenticationError as exc:  # Redis's own words, which hold no secret
+        print(f"callrouter: Redis at {where} refused: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         print(f"callrouter: Redis at {where} did not answer: {type(exc).__name__}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except RedisError as exc:  # e.g. NOAUTH: Redis's own words
+        print(f"callrouter: Redis at {where} refused: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     return result
 

@@ -95,6 +95,19 @@ def test_peers_from_flags_and_environment() -> None:
         ({"redis.url": "redis://:pw@h:6379/0"}, {}, None, "--redis: no password in the Redis URL here"),
         ({}, {"CALLROUTER_AMI_HOST": "pbx"}, None, "AMI host set but no secret: set CALLROUTER_AMI_SECRET"),
         ({}, {"CALLROUTER_LOG_LEVEL": "loud"}, None, "CALLROUTER_LOG_LEVEL 'loud': Input should be 'debug'"),
+        (
+            {},
+            {"CALLROUTER_REDIS": "localhost:6379"},
+            None,
+            "CALLROUTER_REDIS 'localhost:6379': Value error, expected redis://",
+        ),
+        (
+            {},
+            {"CALLROUTER_REDIS": "http://:pw@h/0"},
+            None,
+            "CALLROUTER_REDIS 'http://:\\*\\*\\*@h/0': Value error",
+        ),
+        ({"ami.port": "5039"}, {}, None, "--ami-port given but no AMI host: add --ami-host"),
     ],
 )
 def test_bad_settings_name_their_source(
@@ -150,6 +163,7 @@ def test_the_redis_password_is_used(tmp_path: Path) -> None:
             argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False
         )
         assert refused.returncode == 3
+        assert refused.stderr.startswith(f"callrouter: Redis at {server.url} refused: "), refused.stderr
         env["CALLROUTER_REDIS_PASSWORD_FILE"] = str(password)
         done = subprocess.run(
             argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False
