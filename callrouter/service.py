@@ -63,8 +63,8 @@ class ServeOptions:
     ami: AmiSettings | None = None
     withdraw_interval: float = 5.0
     allowed_peers: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
-    max_sessions_per_peer: int | None = None
-    max_pending: int | None = None
+    max_sessions_per_peer: int = 1000
+    max_pending: int = 128
     plan_publish_interval: float = 1.0
 
     @classmethod
@@ -180,9 +180,9 @@ def server_config(options: ServeOptions) -> ServerConfig:
         "max_sessions_per_peer": options.max_sessions_per_peer,
         "max_pending": options.max_pending,
     }
-    # The per-peer limits are new in ServerConfig; until it has them, they are not passed.
+    # The peer limits are new in ServerConfig; until it has them, they are not passed.
     known = {f.name for f in dataclasses.fields(ServerConfig)}
-    extra = {name: value for name, value in limits.items() if name in known and value is not None}
+    extra = {name: value for name, value in limits.items() if name in known}
     return ServerConfig(
         host=options.agi_host,
         port=options.agi_port,

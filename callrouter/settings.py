@@ -74,13 +74,9 @@ class AgiSettings(_Section):
         ("127.0.0.1/32", "::1/128"),
         description="networks Asterisk may connect from (CIDR; environment: comma separated)",
     )
-    max_sessions_per_peer: int | None = Field(
-        None, ge=1, description="FastAGI sessions at once from one address (unset: the server's default)"
-    )
-    max_pending: int | None = Field(
-        None,
-        ge=1,
-        description="connections still sending their environment block (unset: the server's default)",
+    max_sessions_per_peer: int = Field(1000, ge=1, description="FastAGI sessions at once from one address")
+    max_pending: int = Field(
+        128, ge=1, description="connections still sending their environment block (the oldest closed first)"
     )
 
     @field_validator("allowed_peers", mode="before")
@@ -95,6 +91,8 @@ class AgiSettings(_Section):
                 networks.append(str(ipaddress.ip_network(str(item).strip(), strict=True)))
             except ValueError as exc:
                 raise ValueError(f"{str(item).strip()!r} is not a network: {exc}") from None
+        if not networks:
+            raise ValueError("no peer allowed, so no Asterisk could connect (any: 0.0.0.0/0 and ::/0)")
         return tuple(networks)
 
 
