@@ -49,7 +49,7 @@ class _Section(BaseModel):
 
 class RedisSettings(_Section):
     url: str = Field(DEFAULT_REDIS, description="live state, toggles and the audit trail")
-    enabled: bool = Field(True, description="false: serve with live state unknown (no Redis)")
+    enabled: bool = Field(True, description="whether serve uses Redis; false: live state unknown")
     password: SecretStr | None = Field(None, description="the Redis password (AUTH), if it has one")
 
     @field_validator("url")
@@ -165,6 +165,7 @@ class Flag:
     name: str
     const: Any = None  # a flag that takes no value and sets this one
     append: bool = False  # repeatable: each use adds an item
+    help: str = ""  # for a flag that takes no value: what it does
 
 
 _FLAGS: dict[str, Flag] = {
@@ -172,7 +173,7 @@ _FLAGS: dict[str, Flag] = {
     "watch_interval_s": Flag("--watch-interval"),
     "live_timeout_s": Flag("--live-timeout"),
     "redis.url": Flag("--redis"),
-    "redis.enabled": Flag("--no-redis", const=False),
+    "redis.enabled": Flag("--no-redis", const=False, help="run with live state unknown (no Redis)"),
     "agi.host": Flag("--agi-host"),
     "agi.port": Flag("--agi-port"),
     "agi.max_sessions": Flag("--max-sessions"),
@@ -182,7 +183,7 @@ _FLAGS: dict[str, Flag] = {
     "agi.max_sessions_per_peer": Flag("--max-sessions-per-peer"),
     "agi.max_pending": Flag("--max-pending"),
     "log.level": Flag("--log-level"),
-    "log.console": Flag("--console-logs", const=True),
+    "log.console": Flag("--console-logs", const=True, help="human-readable logs instead of JSON lines"),
     "ami.host": Flag("--ami-host"),
     "ami.port": Flag("--ami-port"),
     "ami.username": Flag("--ami-user"),
@@ -433,21 +434,30 @@ _DEST = "setting:"
 
 def add_flags(parser: argparse.ArgumentParser, keys: Iterable[str]) -> None:
     """``--config`` and the flags of ``keys`` (file keys); unset flags leave the setting alone."""
-    parser.add_argument("--config", help=f"settings file, TOML or YAML (or {CONFIG_ENV})")
+    parser.add_argument("--config", metavar="FILE", help=f"settings file, TOML or YAML (or {CONFIG_ENV})")
     known = {row.key: row for row in rows()}
     for key in keys:
         row = known[key]
         flag = row.flag
         if flag is None:
             raise ValueError(f"setting {key} has no flag")
-        help_text = f"{row.meaning} (or {row.env})"
         if flag.const is not None:
+            help_text = f"{flag.help} (or {row.env}={str(flag.const).lower()})"
             parser.add_argument(
                 flag.name, dest=_DEST + key, action="store_const", const=flag.const, help=help_text
             )
         else:
-            action = "append" if flag.append else "store"
-            parser.add_argument(flag.name, dest=_DEST + key, action=action, metavar="VALUE", help=help_text)
+            name = key.rpartition(".")[2]
+            metavar = (
+                "SECONDS" if name.endswith("_s") else "CIDR" if name == "allowed_peers" else name.upper()
+            )
+            parser.add_argument(
+                flag.name,
+                dest=_DEST + key,
+                action="append" if flag.append else "store",
+                metavar=metavar,
+                help=f"{row.meaning} (or {row.env})",
+            )
 
 
 def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
