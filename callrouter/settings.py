@@ -448,8 +448,8 @@ def add_flags(parser: argparse.ArgumentParser, keys: Iterable[str]) -> None:
             )
         else:
             name = key.rpartition(".")[2]
-            metavar = (
-                "SECONDS" if name.endswith("_s") else "CIDR" if name == "allowed_peers" else name.upper()
+            metavar = {"allowed_peers": "CIDR"}.get(name) or (
+                "SECONDS" if name.endswith("_s") else "N" if name.startswith("max_") else name.upper()
             )
             parser.add_argument(
                 flag.name,
