@@ -259,7 +259,11 @@ def table() -> str:
     for row in rows():
         flag = "—"
         if row.flag is not None:
-            flag = f"`{row.flag.name}`" if row.flag.const is not None else f"`{row.flag.name} VALUE`"
+            flag = (
+                f"`{row.flag.name}`"
+                if row.flag.const is not None
+                else f"`{row.flag.name} {_metavar(row.key)}`"
+            )
             flag += " (repeatable)" if row.flag.append else ""
         env = f"`{row.env}`, `{row.env_file}`" if row.secret else f"`{row.env}`"
         lines.append(f"| `{row.file_key}` | {flag} | {env} | {_shown_default(row.default)} | {row.meaning} |")
@@ -432,6 +436,14 @@ def _validated(values: dict[str, _Value]) -> Settings:
 _DEST = "setting:"
 
 
+def _metavar(key: str) -> str:
+    """What a flag's value is, for ``--help`` and the table: ``SECONDS``, ``N``, ``PORT``..."""
+    name = key.rpartition(".")[2]
+    if name == "allowed_peers":
+        return "CIDR"
+    return "SECONDS" if name.endswith("_s") else "N" if name.startswith("max_") else name.upper()
+
+
 def add_flags(parser: argparse.ArgumentParser, keys: Iterable[str]) -> None:
     """``--config`` and the flags of ``keys`` (file keys); unset flags leave the setting alone."""
     parser.add_argument("--config", metavar="FILE", help=f"settings file, TOML or YAML (or {CONFIG_ENV})")
@@ -447,10 +459,7 @@ def add_flags(parser: argparse.ArgumentParser, keys: Iterable[str]) -> None:
                 flag.name, dest=_DEST + key, action="store_const", const=flag.const, help=help_text
             )
         else:
-            name = key.rpartition(".")[2]
-            metavar = {"allowed_peers": "CIDR"}.get(name) or (
-                "SECONDS" if name.endswith("_s") else "N" if name.startswith("max_") else name.upper()
-            )
+            metavar = _metavar(key)
             parser.add_argument(
                 flag.name,
                 dest=_DEST + key,
