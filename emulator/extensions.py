@@ -390,3 +390,91 @@ def split_first(text: str, delimiter: str) -> tuple[str, str | None]:
 def target_parts(target: str) -> Sequence[str]:
     """``[[context,]exten,]priority`` split into its parts."""
     return [part.strip() for part in target.split(",")]
+
+
+# ---------------------------------------------------------------------------------------------
+# manager.conf
+
+# [general] keys __init_manager() reads (main/manager.c, 22.10.1); TLS keys (tls*, ssl*) go to
+# ast_tls_read_conf. Anything else: NOTICE "Invalid keyword <k> = <v> in manager.conf [general]".
+MANAGER_GENERAL_KEYWORDS = frozenset(
+    [
+        "enabled",
+        "webenabled",
+        "port",
+        "bindaddr",
+        "brokeneventsaction",
+        "allowmultiplelogin",
+        "displayconnects",
+        "timestampevents",
+        "debug",
+        "httptimeout",
+        "authtimeout",
+        "authlimit",
+        "channelvars",
+        "disabledevents",
+    ]
+)
+# A user section's keys; eventfilter may carry criteria: eventfilter(action(exclude),...).
+MANAGER_USER_KEYWORDS = frozenset(
+    [
+        "secret",
+        "deny",
+        "permit",
+        "acl",
+        "read",
+        "write",
+        "displayconnects",
+        "allowmultiplelogin",
+        "writetimeout",
+        "setvar",
+    ]
+)
+# perms[] in main/manager.c: the classes read/write accept.
+MANAGER_CLASSES = frozenset(
+    [
+        "system",
+        "call",
+        "log",
+        "verbose",
+        "command",
+        "agent",
+        "user",
+        "config",
+        "dtmf",
+        "reporting",
+        "cdr",
+        "dialplan",
+        "originate",
+        "agi",
+        "cc",
+        "aoc",
+        "test",
+        "security",
+        "message",
+        "all",
+        "none",
+    ]
+)
+
+
+def check_manager_conf(text: str) -> list[str]:
+    """What Asterisk 22 would not take from ``text`` as manager.conf: unknown ``[general]``
+    keys (logged as NOTICE), unknown user options (ignored) and unknown permission classes."""
+    problems: list[str] = []
+    for section in parse_config(text, "manager.conf"):
+        for setting in section.settings:
+            key = setting.key.lower()
+            if section.name.lower() == "general":
+                if key not in MANAGER_GENERAL_KEYWORDS and not key.startswith(("tls", "ssl")):
+                    problems.append(
+                        f"Invalid keyword <{setting.key}> = <{setting.value}> in manager.conf [general]"
+                    )
+            elif key in ("read", "write"):
+                classes = {c.strip().lower() for c in setting.value.split(",") if c.strip()}
+                problems.extend(
+                    f"[{section.name}] {key}: unknown class {c}" for c in sorted(classes - MANAGER_CLASSES)
+                )
+            elif key not in MANAGER_USER_KEYWORDS and not key.startswith("eventfilter"):
+                problems.append(f"{setting.key} is an unknown option.")
+    return problems
