@@ -33,7 +33,8 @@ def normalise(text: str) -> str:
 
 def fields(data: str) -> dict[str, str]:
     """``Name,K: v,K2: v2`` (UserEvent data) as a dict."""
-    return dict(item.split(": ", 1) if ": " in item else (item.rstrip(":"), "") for item in data.split(",")[1:])
+    pairs = (item.partition(":") for item in data.split(",")[1:])
+    return {key: value.removeprefix(" ") for key, _, value in pairs}
 
 
 # --- PJSIP dial-string forms (dial_pjsip_trunk_forms.txt) -------------------------------------
@@ -63,7 +64,8 @@ async def test_pjsip_dial_string_forms(dial: tr.Executed) -> None:
     assert channel.get("DIALSTATUS") == status
     assert attempt.dial_string == dial_string
     if dial_string is None:
-        outcome = next(fields(e.data) for e in tr.executed(tr.TRUNK_FORMS) if e.data.startswith("DialOutcome"))
+        logged = tr.executed(tr.TRUNK_FORMS)
+        outcome = next(fields(e.data) for e in logged if e.data.startswith("DialOutcome"))
         assert outcome["DIALSTATUS"] == status
         assert channel.get("HANGUPCAUSE") == outcome["HANGUPCAUSE"]
         assert attempt.invite is None
@@ -154,14 +156,19 @@ async def test_user_events_show_the_variables_each_leg_had() -> None:
     """The HopLeg/PreDial UserEvents of the capture, field by field."""
     pbx = await run_predial_calls()
     emitted = [(e.data.split(",")[0], fields(e.data)) for e in pbx.events if e.app == "UserEvent"]
-    captured = [(name, {k: v for k, v in h.items() if k in fields_of(name)}) for name, h in tr.user_events(tr.PREDIAL)]
+    captured = [
+        (name, {k: v for k, v in headers.items() if k in fields_of(name)})
+        for name, headers in tr.user_events(tr.PREDIAL)
+    ]
+    assert [name for name, _ in captured] == ["PreDial", "HopLeg", "PreDial"]
     by_name = {name: [normalise_fields(f) for n, f in emitted if n == name] for name, _ in captured}
     for name, headers in captured:
         assert normalise_fields(headers) in by_name[name]
 
 
 def fields_of(name: str) -> set[str]:
-    return {"Chan", "CR_TENANT", "CR_TENANT2", "CR_TENANT3"} | ({"ARG1", "ARG2"} if name == "PreDial" else set())
+    arguments = {"ARG1", "ARG2"} if name == "PreDial" else set()
+    return {"Chan", "CR_TENANT", "CR_TENANT2", "CR_TENANT3"} | arguments
 
 
 def normalise_fields(headers: dict[str, str]) -> dict[str, str]:
