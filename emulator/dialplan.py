@@ -180,9 +180,11 @@ class _Call:
                 self.record.ended = "answered"
         elif app == "dial" and pbx.dials:
             attempt = pbx.dials[-1]
-            number, _, endpoint = attempt.data.partition("/")[2].partition("@")
+            dest = attempt.data.partition("/")[2]
+            endpoint = dest.partition("@")[2]
             kind = "payment line" if endpoint == pbx.globals.get("CR_PAYMENT_TRUNK") else "dial"
-            self.record.ended = f"{kind} {number}"
+            outcome = "" if attempt.status == "ANSWER" else f" ({attempt.status.lower()})"
+            self.record.ended = f"{kind} {attempt.invite.user if attempt.invite else dest}{outcome}"
         elif app == "voicemail":
             self.record.ended = f"voicemail {data.split(',', maxsplit=1)[0]}"
         elif app == "hangup" and (channel.context, channel.exten) == ("callrouter-dispatch", "hangup"):
