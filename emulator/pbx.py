@@ -119,19 +119,20 @@ def substitute(text: str, lookup: Callable[[str], str]) -> str:
     """``pbx_substitute_variables``: ``${...}`` and ``$[...]``, inner ones first."""
     out: list[str] = []
     i = 0
-    while i < len(text):
-        if text.startswith("${", i):
-            end = _scan(text, i, "{", "}")
-            inner = substitute(text[i + 2 : end - 1], lookup)
-            out.append(lookup(inner))
-            i = end
-        elif text.startswith("$[", i):
-            end = _scan(text, i, "[", "]")
-            out.append(evaluate(substitute(text[i + 2 : end - 1], lookup)))
-            i = end
+    # Plain text is copied in chunks: a character-by-character loop took half of the
+    # interpreter's time in a profile of whole calls.
+    while (j := text.find("$", i)) >= 0:
+        out.append(text[i:j])
+        if text.startswith("${", j):
+            i = _scan(text, j, "{", "}")
+            out.append(lookup(substitute(text[j + 2 : i - 1], lookup)))
+        elif text.startswith("$[", j):
+            i = _scan(text, j, "[", "]")
+            out.append(evaluate(substitute(text[j + 2 : i - 1], lookup)))
         else:
-            out.append(text[i])
-            i += 1
+            out.append("$")
+            i = j + 1
+    out.append(text[i:])
     return "".join(out)
 
 
