@@ -174,9 +174,9 @@ class _Call:
             return
         app = app.lower()
         if app == "queue":
-            status = channel.get("QUEUESTATUS") or "answered"
-            self.record.steps.append(f"queue {data.split(',', maxsplit=1)[0]} ({status.lower()})")
-            if status in ("CONTINUE", "answered"):
+            queue = data.split(",", maxsplit=1)[0]
+            self.record.steps.append(f"queue {queue} ({pbx.queue_status.lower()})")
+            if pbx.queue_status == "CONTINUE":
                 self.record.ended = "answered"
         elif app == "dial" and pbx.dials:
             attempt = pbx.dials[-1]
@@ -221,6 +221,7 @@ async def place_call(
         observer=call.observe,
     )
     channel = pbx.new_channel(name, caller_num=script.caller or "", caller_name=script.caller_name or "")
+    channel.language = script.language
     if script.uniqueid:
         channel.uniqueid = script.uniqueid
     for key, value in script.variables.items():
@@ -229,7 +230,7 @@ async def place_call(
     if pbx.stopped_in == FAIL_STATIC:
         record.ended = "fail-static route"
     record.variables = channel.plain()
-    record.dials = [d for d in pbx.dials if d.invite is not None or d.caller == name]
+    record.dials = pbx.dials
     record.log = pbx.log
     record.ended = record.ended or "hung up"
     record.duration = time.perf_counter() - started

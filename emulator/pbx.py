@@ -489,6 +489,7 @@ class Pbx:
         self.events: list[Event] = []
         self.log: list[str] = []
         self.stopped_in: str | None = None
+        self.queue_status = ""  # the last Queue()'s outcome (CONTINUE: answered)
         self.steps = 0
         self._apps: dict[str, App] = {
             "answer": self._answer,
@@ -733,6 +734,7 @@ class Pbx:
             status = "CONTINUE" if "ANSWER" in statuses else "TIMEOUT"
         else:
             status = self.queue_outcome(args[0], channel.plain())
+        self.queue_status = status
         if status == "CONTINUE" and "c" not in options:
             channel.hung_up = True  # the adviser hung up; without c the caller's call ends
             return
