@@ -10,6 +10,8 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from emulator.agi import CallerScript, PressAfterPrompt
 from emulator.dialplan import CONTACTS, DIALPLANS, GLOBALS, Asterisk, place_call
 from emulator.extensions import Dialplan
@@ -108,6 +110,20 @@ async def test_a_trunk_setting_written_as_a_dial_string_is_refused_loudly() -> N
     await pbx.run(channel, "callrouter-static", HARBOROUGH)
     assert pbx.dials == []
     assert any("ERROR" in line and "'PJSIP/pstn'" in line for line in pbx.log)
+    assert channel.get("DIALSTATUS") == "CHANUNAVAIL"
+
+
+@pytest.mark.parametrize("target", ["sip:+441632960999@127.0.0.1", "pstn/+441632960999", ""])
+async def test_a_number_that_is_a_dial_string_is_refused_loudly(target: str) -> None:
+    """A target like sip:... or pstn/+44... never reaches Dial()."""
+    conf = (DIALPLANS / "callrouter.conf").read_text()
+    caller_context = "[t]\nexten => s,1,Gosub(callrouter-outbound,s,1(pstn,${TARGET},partner,harborough,x))\n"
+    pbx = Pbx(Dialplan.parse(conf, caller_context), dict(GLOBALS), pjsip=Pjsip(CONTACTS))
+    channel = pbx.new_channel("PJSIP/sipp-00000001")
+    channel.set("TARGET", target)
+    await pbx.run(channel, "t", "s")
+    assert pbx.dials == []
+    assert any("ERROR" in line and "is not a number to dial" in line for line in pbx.log)
     assert channel.get("DIALSTATUS") == "CHANUNAVAIL"
 
 
