@@ -353,6 +353,11 @@ class DialAttempt:
     log: list[str] = field(default_factory=list)
 
 
+def _not_found(endpoint: str) -> tuple[None, int, list[str]]:
+    message = f"Unable to create PJSIP channel - endpoint '{endpoint}' was not found"
+    return None, AST_CAUSE_NO_ROUTE_DESTINATION, [f"ERROR chan_pjsip.c: {message}"]
+
+
 _SIP_URI = re.compile(r"^(sips?):(?:([^@;>]*)@)?([^:;>]+)(?::(\d+))?(.*)$")
 
 
@@ -372,24 +377,16 @@ class Pjsip:
             return (
                 None,
                 AST_CAUSE_CHANNEL_UNACCEPTABLE,
-                ["Unable to create PJSIP channel with empty destination"],
+                ["ERROR chan_pjsip.c: Unable to create PJSIP channel with empty destination"],
             )
         endpoint, _, location = dest.partition("/")
         user: str | None = None
         if endpoint not in self.contacts:  # multi-domain off by default: user@endpoint next
             if "@" not in endpoint:
-                return (
-                    None,
-                    AST_CAUSE_NO_ROUTE_DESTINATION,
-                    [f"Unable to create PJSIP channel - endpoint '{endpoint}' was not found"],
-                )
+                return _not_found(endpoint)
             user, _, endpoint = endpoint.partition("@")
             if endpoint not in self.contacts:
-                return (
-                    None,
-                    AST_CAUSE_NO_ROUTE_DESTINATION,
-                    [f"Unable to create PJSIP channel - endpoint '{endpoint}' was not found"],
-                )
+                return _not_found(endpoint)
         location = location or endpoint  # no location: the endpoint's AORs
         uri = self.contacts.get(location, location)
         if not _SIP_URI.match(uri):
