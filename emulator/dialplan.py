@@ -1,31 +1,84 @@
-"""A whole call through callrouter's dialplan (``dialplans/callrouter.conf``), emulated.
+"""A whole call through callrouter's real dialplan (``dialplans/*.conf``), emulated.
 
-Each ``AGI()`` of the dialplan is a real FastAGI session against the controller, played by
-:class:`~emulator.agi.AsteriskSession`; between them this module does what the
-dialplan does: check ``CR_ROUTE`` and unpack it, dispatch on ``CR_ACTION``, run ``Queue()`` (its outcome
-comes from a :data:`QueueOutcome` function, e.g. a fake contact centre), continue to the
-survey or the overflow route. The same call keeps its channel, uniqueid, variables and the
-caller's remaining steps from one ``AGI()`` to the next, as on a real channel.
+:func:`place_call` reads ``dialplans/callrouter.conf`` and ``callrouter-static.conf`` and runs
+the caller's channel through them with :class:`~emulator.pbx.Pbx`, from
+``callrouter-inbound,<dialled>,1``. Each ``AGI(agi://...)`` is a real FastAGI session against
+the controller (:mod:`emulator.agi`); the same call keeps its channel, uniqueid, variables
+and the caller's remaining steps from one ``AGI()`` to the next, as on a real channel.
+``Queue()`` takes its outcome from a :data:`QueueOutcome` function (e.g. a fake contact
+centre) or rings the queue's members (``queue_members``); ``Dial()`` builds the INVITE of each
+outward leg (:class:`~emulator.pbx.Invite`, in :attr:`CallRecord.dials`) from the PJSIP
+endpoints in :class:`Asterisk`. The call stops where the dialplan hands over to the
+process-per-call fail-static script (``callrouter-failstatic``; :mod:`emulator.classic` runs
+that script).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from emulator.agi import CallerScript, EmulatedCall, play_session
+from emulator.extensions import Dialplan
+from emulator.pbx import (
+    Channel,
+    DialAttempt,
+    FarEnd,
+    Pbx,
+    Pjsip,
+    QueueOutcome,
+    always_answered,
+    answers,
+    truthy,
+)
 from ivr import channel_vars as cv
 from ivr.contract import unpack
 
-QueueOutcome = Callable[[str, dict[str, str]], str]  # (asterisk queue, channel vars) -> QUEUESTATUS
-MAX_HOPS = 12
+DIALPLANS = Path(__file__).resolve().parents[1] / "dialplans"
+DIALPLAN_FILES = ("callrouter.conf", "callrouter-static.conf")
+FAIL_STATIC = "callrouter-failstatic"
+# The [globals] of dialplans/README.md (a test keeps them equal); CR_AGI points at the controller.
+GLOBALS: Mapping[str, str] = {
+    "CR_FALLBACK": "/opt/callrouter/agi_scripts/route_fallback.py",
+    "CR_TRUNK": "pstn",
+    "CR_PAYMENT_TRUNK": "payments",
+}
+# pjsip.conf of the emulated Asterisk: each endpoint's AOR contact.
+CONTACTS: Mapping[str, str] = {"pstn": "sip:127.0.0.1:5090", "payments": "sip:127.0.0.1:5091"}
+
+__all__ = ["Asterisk", "CallRecord", "QueueOutcome", "always_answered", "place_call", "place_calls"]
 
 
-def always_answered(queue: str, variables: dict[str, str]) -> str:
-    """Every queue answers (``QUEUESTATUS=CONTINUE`` after the adviser hangs up, option c)."""
-    return "CONTINUE"
+@dataclass(frozen=True)
+class Asterisk:
+    """The emulated Asterisk's configuration: dialplan files, ``[globals]`` (``CR_AGI`` is
+    added per call), PJSIP endpoints, the far end of outward calls, queue members."""
+
+    dialplans: Sequence[Path] = tuple(DIALPLANS / name for name in DIALPLAN_FILES)
+    globals: Mapping[str, str] = field(default_factory=lambda: dict(GLOBALS))
+    contacts: Mapping[str, str] = field(default_factory=lambda: dict(CONTACTS))
+    far_end: FarEnd = answers
+    queue_members: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    def dialplan(self) -> Dialplan:
+        return _load(tuple(self.dialplans))
+
+
+_cache: dict[tuple[Path, ...], tuple[tuple[float, ...], Dialplan]] = {}
+
+
+def _load(paths: tuple[Path, ...]) -> Dialplan:
+    """The parsed dialplan, re-read when a file changes (many calls share one parse)."""
+    stamps = tuple(path.stat().st_mtime for path in paths)
+    cached = _cache.get(paths)
+    if cached is None or cached[0] != stamps:
+        cached = (stamps, Dialplan.parse(*(path.read_text() for path in paths)))
+        _cache[paths] = cached
+    return cached[1]
 
 
 @dataclass
@@ -37,6 +90,8 @@ class CallRecord:
     ended: str = ""  # e.g. "dial +441632960999", "queue hdc-revenues answered", "caller hung up"
     variables: dict[str, str] = field(default_factory=dict)
     sessions: list[EmulatedCall] = field(default_factory=list)
+    dials: list[DialAttempt] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
     duration: float = 0.0
 
     @property
@@ -49,78 +104,91 @@ class CallRecord:
 
 @dataclass
 class _Call:
-    host: str
-    port: int
+    """One caller's channel: its FastAGI sessions and what the record says about it."""
+
     script: CallerScript
-    channel: str
-    uniqueid: str
     record: CallRecord
+    caller: str
     deadline: float
     time_scale: float
 
-    async def agi(self, route: str, *args: str) -> EmulatedCall:
-        """One ``AGI(agi://host/route,args)`` with the call's current variables and steps."""
-        self.record.variables.pop(cv.ROUTE, None)  # Set(CR_ROUTE=) before every AGI()
+    async def agi(self, pbx: Pbx, channel: Channel, url: str, args: list[str]) -> None:
+        """``AGI(url,args)``: a FastAGI session for ``agi://`` URLs."""
+        parts = urlsplit(url)
+        if parts.scheme != "agi" or parts.hostname is None:
+            channel.set("AGISTATUS", "NOTFOUND")  # a classic script: not run here
+            return
+        route = parts.path.lstrip("/") + (f"?{parts.query}" if parts.query else "")
+        name = route.partition("?")[0]
+        if name == "menu" and len(args) > 1:
+            self.record.steps.append(f"menu {args[1]}")
+        sent = channel.plain()
         script = replace(
             self.script,
-            variables=dict(self.record.variables),
-            answered=True,
-            channel=self.channel,
-            uniqueid=self.uniqueid,
+            variables=sent,
+            answered=channel.state == "Up",
+            channel=channel.name,
+            uniqueid=channel.uniqueid,
+            context=channel.context,
+            priority=channel.priority,
+            language=channel.language,
+            agisighup=channel.get("AGISIGHUP") != "no",
+            agiexitonhangup=truthy(channel.get("AGIEXITONHANGUP") or ""),
         )
         session = await play_session(
-            self.host, self.port, script, route, args=args, deadline=self.deadline, time_scale=self.time_scale
+            parts.hostname,
+            parts.port or 4573,
+            script,
+            route,
+            args=args,
+            deadline=self.deadline,
+            time_scale=self.time_scale,
         )
-        if session is None:
-            raise ConnectionRefusedError(f"nothing answers on {self.host}:{self.port}")
+        if session is None:  # refused or the 2 s connect timeout
+            channel.set("AGISTATUS", "FAILURE")
+            return
         self.script = replace(self.script, steps=session.remaining_steps)
-        self.record.variables.update(session.call.variables)
-        if self.record.variables.get(cv.ROUTE):  # Gosub(callrouter-unpack,s,1)
-            self.record.variables.update(unpack(self.record.variables[cv.ROUTE]))
         self.record.sessions.append(session.call)
-        return session.call
-
-    def finished(self, call: EmulatedCall) -> bool:
-        return call.agistatus in ("SUCCESS", "FAILURE") and bool(self.record.variables.get(cv.ROUTE))
-
-
-async def _dispatch(call: _Call, outcome: QueueOutcome) -> None:
-    record, variables = call.record, call.record.variables
-    for _ in range(MAX_HOPS):
-        action, target = variables.get(cv.ACTION, ""), variables.get(cv.TARGET, "")
-        if action == "queue":
-            status = outcome(target, variables)
-            record.steps.append(f"queue {target} ({status.lower()})")
-            if status == "CONTINUE":
-                await _after_answer(call)
-                return
-            session = await call.agi("overflow", variables[cv.TENANT], variables.get(cv.QUEUE, ""), status)
-        elif action == "menu":
-            record.steps.append(f"menu {target}")
-            session = await call.agi("menu", variables[cv.TENANT], target, variables.get(cv.PRELUDE, ""))
-        elif action == "payment":
-            session = await call.agi("payment", variables[cv.TENANT], target)
-            if call.finished(session):
-                record.ended = f"payment line {variables[cv.TARGET]}"
-                return
-        else:
-            record.ended = {"dial": "dial", "voicemail": "voicemail", "hangup": "hang up"}.get(action, action)
-            record.ended += f" {target}".rstrip() if target else ""
+        for key, value in session.call.variables.items():
+            if sent.get(key) != value:
+                channel.set(key, value)  # SET VARIABLE: pbx_builtin_setvar_helper, like Set()
+        if session.call.agistatus is None:
+            self.record.ended = "controller silent (Asterisk would wait for it)"
+            channel.hung_up = True
             return
-        if not call.finished(session):
-            record.ended = "caller hung up" if session.agistatus == "HANGUP" else "fail-static route"
+        channel.set("AGISTATUS", session.call.agistatus)
+        self._after_agi(name, channel, session.call)
+
+    def _after_agi(self, name: str, channel: Channel, call: EmulatedCall) -> None:
+        if call.agistatus == "HANGUP":
+            self.record.ended = "caller hung up"
+        elif name == "route" and channel.get(cv.ROUTE):
+            self.record.steps.append(f"route ({unpack(channel.get(cv.ROUTE) or '')[cv.REASON]})")
+        elif name == "survey":
+            score = channel.get(cv.SURVEY_SCORE) or ""
+            self.record.ended = f"answered, survey {score or 'not answered'}"
+
+    def observe(self, pbx: Pbx, channel: Channel, app: str, data: str) -> None:
+        """What the caller's channel just did, in the record's words."""
+        if channel.name != self.caller:
             return
-    record.ended = f"stopped after {MAX_HOPS} hops"
-
-
-async def _after_answer(call: _Call) -> None:
-    variables = call.record.variables
-    if variables.get(cv.SURVEY) != "1":
-        call.record.ended = "answered"
-        return
-    await call.agi("survey", variables[cv.TENANT], variables.get(cv.QUEUE, ""))
-    score = variables.get(cv.SURVEY_SCORE, "")
-    call.record.ended = f"answered, survey {score or 'not answered'}"
+        app = app.lower()
+        if app == "queue":
+            queue = data.split(",", maxsplit=1)[0]
+            self.record.steps.append(f"queue {queue} ({pbx.queue_status.lower()})")
+            if pbx.queue_status == "CONTINUE":
+                self.record.ended = "answered"
+        elif app == "dial" and pbx.dials:
+            attempt = pbx.dials[-1]
+            dest = attempt.data.partition("/")[2]
+            endpoint = dest.partition("@")[2]
+            kind = "payment line" if endpoint == pbx.globals.get("CR_PAYMENT_TRUNK") else "dial"
+            outcome = "" if attempt.status == "ANSWER" else f" ({attempt.status.lower()})"
+            self.record.ended = f"{kind} {attempt.invite.user if attempt.invite else dest}{outcome}"
+        elif app == "voicemail":
+            self.record.ended = f"voicemail {data.split(',', maxsplit=1)[0]}"
+        elif app == "hangup" and (channel.context, channel.exten) == ("callrouter-dispatch", "hangup"):
+            self.record.ended = f"hang up {channel.get(cv.TARGET) or ''}".rstrip()
 
 
 async def place_call(
@@ -132,22 +200,39 @@ async def place_call(
     deadline: float = 30.0,
     time_scale: float = 0.0,
     number: int = 1,
+    asterisk: Asterisk | None = None,
 ) -> CallRecord:
-    """Play one whole call: ``callrouter-inbound`` for ``script.dial``, then every step after."""
+    """Play one whole call: ``callrouter-inbound`` for ``script.dial``, then every step after,
+    with the controller at ``host:port`` as ``CR_AGI``."""
     started = time.perf_counter()
+    asterisk = asterisk or Asterisk()
     record = CallRecord(dialled=script.dial)
-    channel = script.channel or f"PJSIP/sipp-{number:08x}"
-    uniqueid = script.uniqueid or f"{int(time.time())}.{number}"
-    call = _Call(host, port, script, channel, uniqueid, record, deadline, time_scale)
-    try:
-        session = await call.agi("route", script.dial)
-        if call.finished(session):
-            record.steps.append(f"route ({record.variables.get(cv.REASON, '')})")
-            await _dispatch(call, outcome)
-        else:
-            record.ended = "caller hung up" if session.agistatus == "HANGUP" else "fail-static route"
-    except OSError as exc:
-        record.ended = f"controller unreachable ({type(exc).__name__}): fail-static route"
+    name = script.channel or f"PJSIP/sipp-{number:08x}"
+    call = _Call(script, record, name, deadline, time_scale)
+    pbx = Pbx(
+        asterisk.dialplan(),
+        {**asterisk.globals, "CR_AGI": f"agi://{host}:{port}"},
+        pjsip=Pjsip(asterisk.contacts),
+        far_end=asterisk.far_end,
+        queue_outcome=outcome,
+        queue_members=asterisk.queue_members,
+        agi=call.agi,
+        stop_contexts=(FAIL_STATIC,),
+        observer=call.observe,
+    )
+    channel = pbx.new_channel(name, caller_num=script.caller or "", caller_name=script.caller_name or "")
+    channel.language = script.language
+    if script.uniqueid:
+        channel.uniqueid = script.uniqueid
+    for key, value in script.variables.items():
+        channel.set(key, value)
+    await pbx.run(channel, "callrouter-inbound", script.dial)
+    if pbx.stopped_in == FAIL_STATIC:
+        record.ended = "fail-static route"
+    record.variables = channel.plain()
+    record.dials = pbx.dials
+    record.log = pbx.log
+    record.ended = record.ended or "hung up"
     record.duration = time.perf_counter() - started
     return record
 
@@ -160,12 +245,15 @@ async def place_calls(
     outcome: QueueOutcome = always_answered,
     concurrency: int = 10,
     deadline: float = 30.0,
+    asterisk: Asterisk | None = None,
 ) -> list[CallRecord]:
     """Place many calls, ``concurrency`` at a time; results in the order of ``scripts``."""
     limit = asyncio.Semaphore(concurrency)
 
     async def one(index: int, script: CallerScript) -> CallRecord:
         async with limit:
-            return await place_call(host, port, script, outcome=outcome, deadline=deadline, number=index + 1)
+            return await place_call(
+                host, port, script, outcome=outcome, deadline=deadline, number=index + 1, asterisk=asterisk
+            )
 
     return list(await asyncio.gather(*(one(i, s) for i, s in enumerate(scripts))))

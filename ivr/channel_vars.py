@@ -17,7 +17,7 @@ from __future__ import annotations
 
 # --- set by the controller ------------------------------------------------------------------
 ACTION = "CR_ACTION"  # queue | menu | payment | dial | voicemail | hangup
-TARGET = "CR_TARGET"  # Asterisk queue, menu name, payment line, E.164 number, mailbox, prompt
+TARGET = "CR_TARGET"  # Asterisk queue, menu, payment line, E.164 number (not a dial string), mailbox, prompt
 ARGUMENT = "CR_ARG"  # queue: max wait in seconds; dial: label
 REASON = "CR_REASON"  # open | closed | emergency | unknown_number | overflow | failover | ...
 TENANT = "CR_TENANT"  # the dialled council's tenant id

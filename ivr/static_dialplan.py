@@ -39,16 +39,23 @@ def first_queue(tenant: Tenant, dest: Destination, seen: frozenset[str] = frozen
     return None
 
 
-def _last_step(plan: Plan, dest: Destination | None) -> str:
+def outward_dial(number: str, tenant: str) -> str:
+    """Dial ``number`` (E.164) on the trunk, the way ``callrouter.conf`` does: through
+    ``callrouter-outbound``, the one place the dial string ``PJSIP/<number>@<endpoint>`` is
+    built, with the partner headers (the dialled council, the number the caller dialled)."""
+    return f"Gosub(callrouter-outbound,s,1(${{CR_TRUNK}},{number},partner,{tenant},${{EXTEN}}))"
+
+
+def _last_step(plan: Plan, tid: str, dest: Destination | None) -> str:
     match dest:
         case ExternalDest(centre=str(centre)) if plan.centres[centre].number:
-            return f"Dial(${{CR_TRUNK}}/{plan.centres[centre].number})"
+            return outward_dial(plan.centres[centre].number or "", tid)
         case ExternalDest(number=str(number)):
-            return f"Dial(${{CR_TRUNK}}/{number})"
+            return outward_dial(number, tid)
         case VoicemailDest(mailbox=mailbox):
             return f"VoiceMail({mailbox},u)"
         case AnnouncementDest(prompt=prompt, then=then):
-            return f"Playback({prompt})\n same => n,{_last_step(plan, then)}"
+            return f"Playback({prompt})\n same => n,{_last_step(plan, tid, then)}"
     return "Hangup()"
 
 
@@ -66,7 +73,7 @@ def _tenant_lines(plan: Plan, tid: str, tenant: Tenant) -> Iterator[str]:
             if queue is not None:
                 spec = tenant.queues[queue]
                 yield f" same => n,Queue({spec.asterisk_queue},,,,{spec.timeout_s})"
-            yield f" same => n,{_last_step(plan, tenant.out_of_hours)}"
+            yield f" same => n,{_last_step(plan, tid, tenant.out_of_hours)}"
             yield " same => n,Hangup()"
 
 

@@ -48,6 +48,7 @@ def test_config_files_parse() -> None:
         "callrouter-inbound",
         "callrouter-dispatch",
         "callrouter-failstatic",
+        "callrouter-outbound",
         "callrouter-headers",
     } <= set(parse_conf(DIALPLANS / "callrouter.conf"))
     assert set(parse_conf(DIALPLANS / "callrouter-static.conf")) == {"callrouter-static"}
