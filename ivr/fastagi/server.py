@@ -70,6 +70,7 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         parse_peers(self.allowed_peers)
+        object.__setattr__(self, "allowed_peers", tuple(self.allowed_peers))  # a list is accepted
         for name in ("max_sessions", "max_sessions_per_peer", "max_pending"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

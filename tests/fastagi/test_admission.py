@@ -141,6 +141,12 @@ def test_server_config_rejects_bad_limits(changes: dict[str, object], message: s
         ServerConfig(**changes)  # type: ignore[arg-type]
 
 
+def test_server_config_takes_a_list_of_peers() -> None:
+    config = ServerConfig(allowed_peers=["10.1.2.3", "10.1.3.0/24"])  # type: ignore[arg-type]
+    assert config.allowed_peers == ("10.1.2.3", "10.1.3.0/24")
+    assert hash(config)
+
+
 def test_defaults() -> None:
     config = ServerConfig()
     assert config.allowed_peers == ("127.0.0.1/32", "::1/128")
