@@ -8,8 +8,9 @@ What Asterisk 22 reports to the dialplan for each way a session can end (``AGIST
   a success to the dialplan.
 * the server writes the line ``failure``: ``FAILURE`` at once (Asterisk answers ``HANGUP`` and
   closes, ``agi_server_failure_line.txt``). This server sends it whenever it could not route a
-  call: unknown route, too many sessions, draining, bad environment block, handler exception,
-  per-call deadline, cancelled at the end of a drain. The dialplan then falls back with
+  call: peer not allowed, too many sessions (or from that peer), evicted while pending, draining,
+  unknown route, bad environment block, handler exception, per-call deadline, cancelled at the
+  end of a drain. The dialplan then falls back with
   ``GotoIf($["${AGISTATUS}" != "SUCCESS"]?fallback)``.
 * nothing listens (server stopped or drained): connection refused, ``FAILURE`` in 1 ms
   (``agi_connect_failures.txt``).

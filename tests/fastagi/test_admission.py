@@ -290,6 +290,21 @@ async def test_not_allowed_peer_is_refused_at_connect(start_server: StartServer)
         writer.close()
 
 
+async def test_ipv6_loopback_is_allowed_by_default(start_server: StartServer) -> None:
+    try:
+        server = await start_server(host="::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    server.register("route", set_route)
+    call = await run_call("::1", server.port, CallerScript(steps=[Press("6")]))
+    assert call.variables == {"ROUTE": "routed-6"}
+    ipv4_only = await start_server(host="::1", allowed_peers=("127.0.0.1/32",))
+    reader, writer = await asyncio.open_connection("::1", ipv4_only.port)
+    assert await read_to_eof(reader) == b"failure\n"
+    writer.close()
+    assert (server.counters.completed, ipv4_only.counters.refused) == (1, 1)
+
+
 async def test_refusals_are_logged_once_per_peer_per_interval(
     start_server: StartServer, log_stream: io.StringIO
 ) -> None:
