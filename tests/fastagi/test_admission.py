@@ -382,6 +382,21 @@ async def test_pending_connections_never_use_the_session_budget(start_server: St
         writer.close()
 
 
+async def test_start_raises_the_open_files_limit_to_the_budget(start_server: StartServer) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = fd_budget(4000, 128)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.skip(f"hard open-files limit {hard} is below {needed}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1500, hard))
+    try:
+        await start_server(max_sessions=4000)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (needed, hard)
+        await start_server(max_sessions=10)  # never lowered
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (needed, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 IDLE = 2000  # the incident: 2,000 idle connections to the FastAGI port
 CALLS = 43  # ... while 43 real calls came in
 
