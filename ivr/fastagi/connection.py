@@ -46,6 +46,7 @@ class AgiConnection(asyncio.Protocol):
         "_server",
         "_timer",
         "_waiter",
+        "host",
         "state",
         "task",
         "transport",
@@ -66,6 +67,7 @@ class AgiConnection(asyncio.Protocol):
         self._paused_writing = False
         self._timer: asyncio.TimerHandle | None = None
         self.state = ENV
+        self.host: str | None = None  # the peer's address while the server counts this connection
         self.task: asyncio.Task[None] | None = None
         self.transport: asyncio.Transport | None = None
 
@@ -214,6 +216,23 @@ class AgiConnection(asyncio.Protocol):
     def peer(self) -> str:
         peer = self.transport.get_extra_info("peername") if self.transport else None
         return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+    def peer_host(self) -> str:
+        """The peer's address as the socket reports it (``"unknown"`` if it is not an IP peer
+        or already gone: never allowed)."""
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return peer[0] if isinstance(peer, tuple) else "unknown"
+
+    def refuse(self) -> None:
+        """Write ``failure`` and close at once (no grace period): for connections that are not
+        a call in progress (a peer not allowed, an evicted or broken pending connection), so
+        nothing is held for them."""
+        self._cancel_timer()
+        self.state = FAILING
+        self._buffer.clear()
+        if not self.is_closing:
+            self.write(FAILURE_LINE)
+        self.close()
 
     def fail(self, grace: float) -> None:
         """Write ``failure`` (AGISTATUS=FAILURE), then close when the peer does or after

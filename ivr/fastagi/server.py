@@ -8,8 +8,9 @@ What Asterisk 22 reports to the dialplan for each way a session can end (``AGIST
   a success to the dialplan.
 * the server writes the line ``failure``: ``FAILURE`` at once (Asterisk answers ``HANGUP`` and
   closes, ``agi_server_failure_line.txt``). This server sends it whenever it could not route a
-  call: unknown route, too many sessions, draining, bad environment block, handler exception,
-  per-call deadline, cancelled at the end of a drain. The dialplan then falls back with
+  call: peer not allowed, too many sessions (or from that peer), evicted while pending, draining,
+  unknown route, bad environment block, handler exception, per-call deadline, cancelled at the
+  end of a drain. The dialplan then falls back with
   ``GotoIf($["${AGISTATUS}" != "SUCCESS"]?fallback)``.
 * nothing listens (server stopped or drained): connection refused, ``FAILURE`` in 1 ms
   (``agi_connect_failures.txt``).
@@ -23,14 +24,17 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import resource
 import signal
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
 from structlog.contextvars import bind_contextvars
 
+from ivr.fastagi.admission import PeerFilter, RefusalLog, Repeats, fd_budget, parse_peers, turn_away
 from ivr.fastagi.channel import AgiChannel, AgiHangup, ReplyWatchdog
 from ivr.fastagi.connection import CALL, ENV, FAILING, AgiConnection
 from ivr.fastagi.protocol import AgiProtocolError, AgiRequest, parse_request
@@ -43,24 +47,47 @@ Handler = Callable[[AgiChannel, AgiRequest], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """Limits and timeouts (seconds, bytes). The defaults suit a council contact centre."""
+    """Limits and timeouts (seconds, bytes). The defaults suit a council contact centre.
+
+    ``allowed_peers``: addresses or CIDR networks Asterisk connects from (others are closed
+    at once); ``max_sessions``: concurrent calls; ``max_sessions_per_peer``: concurrent calls
+    from one address; ``max_pending``: connections still sending their environment block
+    (they never use the session budget; when full, the oldest is closed). Invalid values raise
+    :class:`ValueError` here."""
 
     host: str = "127.0.0.1"
     port: int = 4573
     backlog: int = 1024
+    allowed_peers: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     max_sessions: int = 1000
+    max_sessions_per_peer: int = 1000
+    max_pending: int = 128
     env_max_bytes: int = 16 * 1024
     env_timeout: float = 5.0
     reply_timeout: float = 60.0
     call_timeout: float = 300.0
     failure_grace: float = 1.0
+    refusal_log_interval: float = 60.0
+
+    def __post_init__(self) -> None:
+        parse_peers(self.allowed_peers)
+        object.__setattr__(self, "allowed_peers", tuple(self.allowed_peers))  # a list is accepted
+        for name in ("max_sessions", "max_sessions_per_peer", "max_pending"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+        if not self.refusal_log_interval > 0:
+            raise ValueError(f"refusal_log_interval must be positive, not {self.refusal_log_interval!r}")
 
 
 @dataclass(slots=True)
 class SessionCounters:
-    """Counts since start. ``rejected``: over the session cap or draining; ``bad_requests``:
-    EOF, garbage, oversized or slow environment block; ``failed``: handler exception or
-    per-call deadline; ``hung_up``: the handler ended on :class:`AgiHangup`."""
+    """Counts since start. ``refused``: the peer is not in ``allowed_peers``; ``rejected``:
+    over the session cap or a peer's cap, or draining; ``evicted``: pending connections closed
+    to make room for a new one; ``bad_requests``: EOF, garbage, oversized or slow environment
+    block; ``failed``: handler exception or per-call deadline; ``hung_up``: the handler ended
+    on :class:`AgiHangup`. ``active``: connections held now (pending, calls, ending);
+    ``pending``: those still sending their environment block."""
 
     connections: int = 0
     started: int = 0
@@ -68,10 +95,13 @@ class SessionCounters:
     failed: int = 0
     hung_up: int = 0
     cancelled: int = 0
+    refused: int = 0
     rejected: int = 0
+    evicted: int = 0
     bad_requests: int = 0
     unknown_routes: int = 0
     active: int = 0
+    pending: int = 0
 
 
 class FastAgiServer:
@@ -87,14 +117,28 @@ class FastAgiServer:
 
     Each connection is an :class:`~ivr.fastagi.connection.AgiConnection` (an
     ``asyncio.Protocol``); its handler runs in a task started once the environment block is
-    complete. Connections that are turned away (session cap, draining, bad block, unknown
-    route) never get a task."""
+    complete. Connections that are turned away (peer not allowed, caps, draining, bad block,
+    unknown route) never get a task.
+
+    Admission (``connection_made``, O(1) per connection, see :mod:`ivr.fastagi.admission`): a
+    peer outside ``allowed_peers`` gets ``failure`` and is closed at once; then the session
+    cap and the peer's cap (both count calls only); then the connection waits for its
+    environment block in the pending budget (``max_pending``, deadline ``env_timeout``). When
+    that budget is full the *oldest* pending connection is closed to make room: Asterisk
+    writes its block as soon as it connects, so a real call is pending for one loop
+    iteration, while an idle socket stays until evicted or overdue. Refusals are logged once
+    per peer and reason per ``refusal_log_interval``, with a count of the rest."""
 
     def __init__(self, config: ServerConfig | None = None) -> None:
         self.config = config or ServerConfig()
         self._routes: dict[str, Handler] = {}
         self._counters = SessionCounters()
-        self._connections: set[AgiConnection] = set()
+        self._connections: set[AgiConnection] = set()  # counted: pending, calls, calls ending
+        self._pending: OrderedDict[AgiConnection, float] = OrderedDict()  # -> block deadline
+        self._sessions: set[AgiConnection] = set()  # environment block received: calls
+        self._peer_sessions: dict[str, int] = {}  # calls per peer address
+        self._peers = PeerFilter(parse_peers(self.config.allowed_peers))
+        self._refusals = RefusalLog(self.config.refusal_log_interval)
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
@@ -103,7 +147,7 @@ class FastAgiServer:
         interval = min(1.0, max(0.01, shortest / 10))
         self._watchdog = ReplyWatchdog(interval)
         self._watchdog.checks.append(self._expire_blocks)
-        self._block_deadlines: dict[AgiConnection, float] = {}  # connections sending their block
+        self._watchdog.checks.append(self._flush_refusals)
         self._watchdog_task: asyncio.Task[None] | None = None
 
     # -- registry ------------------------------------------------------------------------------
@@ -136,6 +180,7 @@ class FastAgiServer:
         """Listen on ``config.host:config.port`` (port 0 picks a free port)."""
         loop = self._loop = asyncio.get_running_loop()
         limit = self.config.env_max_bytes
+        _ensure_fd_limit(fd_budget(self.config.max_sessions, self.config.max_pending))
         self._server = await loop.create_server(
             lambda: AgiConnection(self, loop, limit),
             self.config.host,
@@ -162,7 +207,7 @@ class FastAgiServer:
     @property
     def counters(self) -> SessionCounters:
         """A snapshot of the session counters."""
-        return dataclasses.replace(self._counters, active=len(self._connections))
+        return dataclasses.replace(self._counters, active=len(self._connections), pending=len(self._pending))
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 (a grace period, not a cancel)
         """Stop accepting (new connections are refused), let calls in progress run for up to
@@ -186,6 +231,7 @@ class FastAgiServer:
         if self._server is not None:
             await self._server.wait_closed()
         await self._stop_watchdog()
+        self._log_repeats(self._refusals.flush_all())
         log.info("agi.server.drained", cut_short=len(cut))
 
     async def _stop_watchdog(self) -> None:
@@ -205,55 +251,143 @@ class FastAgiServer:
     # -- connection (callbacks of AgiConnection) -----------------------------------------------
 
     def _accepted(self, conn: AgiConnection) -> None:
+        """``connection_made``: turn the connection away, or count it as pending."""
         self._counters.connections += 1
-        if self._draining or len(self._connections) >= self.config.max_sessions:
-            self._counters.rejected += 1
-            reason = "draining" if self._draining else "session-cap"
-            log.warning("agi.connection.rejected", reason=reason, active=len(self._connections))
-            conn.fail(self.config.failure_grace)
+        config = self.config
+        host = conn.peer_host()
+        reason = turn_away(
+            allowed=self._peers.allows(host),
+            draining=self._draining,
+            sessions=len(self._sessions),
+            max_sessions=config.max_sessions,
+            peer_sessions=self._peer_sessions.get(host, 0),
+            max_per_peer=config.max_sessions_per_peer,
+        )
+        if reason is not None:
+            self._turn_away(conn, host, reason)
             return
+        pending = self._pending
+        if len(pending) >= config.max_pending:
+            self._evict(next(iter(pending)))
+        conn.host = host
         self._connections.add(conn)
-        self._block_deadlines[conn] = self._watchdog.now() + self.config.env_timeout
+        pending[conn] = self._watchdog.now() + config.env_timeout
+
+    def _turn_away(self, conn: AgiConnection, host: str, reason: str) -> None:
+        if reason == "peer-not-allowed":
+            self._counters.refused += 1
+            conn.refuse()  # not our Asterisk: nothing is held for it
+        else:
+            self._counters.rejected += 1
+            conn.fail(self.config.failure_grace)  # a real call: let Asterisk read the line
+        self._note("agi.connection.rejected", reason, host, sessions=len(self._sessions))
+
+    def _evict(self, conn: AgiConnection) -> None:
+        """The pending budget is full: close its oldest connection (``failure`` first)."""
+        self._counters.evicted += 1
+        host = conn.host or "unknown"
+        self._note("agi.connection.evicted", "pending-full", host, pending=len(self._pending))
+        self._release(conn)
+        conn.refuse()
+
+    def _note(self, event: str, reason: str, host: str, **fields: object) -> None:
+        """Log a refusal unless one like it (event, reason, peer) was logged this interval."""
+        peer = self._refusals.note(event, reason, host, self._watchdog.now())
+        if peer is not None:
+            log.warning(event, reason=reason, peer=peer, **fields)
+
+    def _flush_refusals(self, now: float) -> None:
+        """Watchdog check: at the end of each interval, how many refusals were not logged."""
+        self._log_repeats(self._refusals.flush(now))
+
+    def _log_repeats(self, repeats: Iterable[Repeats]) -> None:
+        for item in repeats:
+            log.warning(
+                item.event,
+                reason=item.reason,
+                peer=item.peer,
+                repeats=item.count,
+                interval_s=self.config.refusal_log_interval,
+            )
 
     def _expire_blocks(self, now: float) -> None:
-        """Watchdog check: a peer too slow to send its block gets ``failure`` (no timer each)."""
-        for conn in [c for c, deadline in self._block_deadlines.items() if now >= deadline]:
+        """Watchdog check: a peer too slow to send its block gets ``failure`` (no timer each).
+        Deadlines grow in insertion order, so only the overdue head of the queue is visited."""
+        overdue: list[AgiConnection] = []
+        for conn, deadline in self._pending.items():
+            if now < deadline:
+                break
+            overdue.append(conn)
+        for conn in overdue:
             self._bad_request(conn, "slow")
 
-    def _gone(self, conn: AgiConnection) -> None:
-        self._block_deadlines.pop(conn, None)
+    def _release(self, conn: AgiConnection) -> None:
+        """Stop counting ``conn`` (closed, or turned away after it was admitted). Idempotent."""
+        host = conn.host
+        if host is None:
+            return
+        conn.host = None
+        self._pending.pop(conn, None)
+        sessions = self._sessions
+        if conn in sessions:
+            sessions.remove(conn)
+            per_peer = self._peer_sessions
+            left = per_peer[host] - 1
+            if left:
+                per_peer[host] = left
+            else:
+                del per_peer[host]
         connections = self._connections
         connections.discard(conn)
         if not connections and self._quiet is not None and not self._quiet.done():
             self._quiet.set_result(None)
 
+    def _gone(self, conn: AgiConnection) -> None:
+        self._release(conn)
+
     def _bad_request(self, conn: AgiConnection, reason: str) -> None:
-        """EOF, garbage, oversized or slow environment block."""
-        if conn.state != ENV:
+        """EOF, garbage, oversized or slow environment block: never a real call (Asterisk
+        writes a whole block at once), so it is closed at once and stops counting."""
+        if conn.state != ENV or conn.host is None:
             return
-        self._block_deadlines.pop(conn, None)
         self._counters.bad_requests += 1
-        log.warning("agi.request.bad", reason=reason, peer=conn.peer())
+        self._note("agi.request.bad", reason, conn.host)
+        self._release(conn)
         if reason == "eof":
             conn.state = FAILING
             conn.close()
         else:
-            conn.fail(self.config.failure_grace)
+            conn.refuse()
 
     def _env_block(self, conn: AgiConnection, block: bytes) -> None:
         """The environment block is complete: route the call and start its task."""
-        self._block_deadlines.pop(conn, None)
+        self._pending.pop(conn, None)
         try:
             request = parse_request(block)
         except AgiProtocolError:
             self._bad_request(conn, "garbage")
             return
+        host = conn.host
+        if host is None:  # turned away meanwhile (cannot happen: its input is discarded)
+            return
         handler = self._routes.get(request.script)
         if handler is None:
             self._counters.unknown_routes += 1
-            log.warning("agi.route.unknown", route=request.script, uniqueid=request.uniqueid)
+            route = request.script[:100]
+            self._note("agi.route.unknown", "unknown-route", host, route=route, uniqueid=request.uniqueid)
             conn.fail(self.config.failure_grace)
             return
+        # The caps again: calls that were pending together may complete together.
+        config, sessions, per_peer = self.config, self._sessions, self._peer_sessions
+        peer_sessions = per_peer.get(host, 0)
+        if len(sessions) >= config.max_sessions or peer_sessions >= config.max_sessions_per_peer:
+            reason = "session-cap" if len(sessions) >= config.max_sessions else "peer-cap"
+            self._counters.rejected += 1
+            self._note("agi.connection.rejected", reason, host, sessions=len(sessions))
+            conn.fail(config.failure_grace)
+            return
+        sessions.add(conn)
+        per_peer[host] = peer_sessions + 1
         assert self._loop is not None
         conn.state = CALL
         conn.task = self._loop.create_task(self._session(handler, request, conn))
@@ -334,6 +468,19 @@ class FastAgiServer:
             counters.cancelled += 1
         else:
             counters.failed += 1
+
+
+def _ensure_fd_limit(needed: int) -> None:
+    """Raise the soft open-files limit to ``needed`` if it is lower (never above the hard
+    limit, never down): without enough descriptors, accept() fails and calls wait."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        log.warning("agi.server.fd_limit_low", open_files=target, needed=needed)
 
 
 def _is_async_callable(handler: object) -> bool:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import io
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
+import structlog
 
+from callrouter.logs import configure_logging
 from ivr.fastagi import FastAgiServer, ServerConfig
 from tests.fastagi.transcripts import load_env
 
@@ -27,6 +32,23 @@ async def start_server() -> AsyncIterator[StartServer]:
     yield start
     for server in servers:
         await server.drain(0)
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """The JSON log lines written while the test runs (level info)."""
+    stream = io.StringIO()
+    configure_logging(json=True, level="info", stream=stream)
+    yield stream
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == "callrouter.logs"]:
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
+def events(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
 def suite_env(route: str = "route") -> bytes:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -16,22 +14,7 @@ from callrouter.logs import configure_logging
 from emulator.agi import CallerScript, Press, run_call
 from ivr.fastagi import AgiChannel, AgiRequest, FastAgiServer, ServerConfig
 from routing.masking import mask_number
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging(json=True, level="info", stream=stream)
-    yield stream
-    structlog.reset_defaults()
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if h.get_name() == "callrouter.logs"]:
-        root.removeHandler(handler)
-    root.setLevel(logging.WARNING)
-
-
-def events(stream: io.StringIO) -> list[dict[str, object]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines()]
+from tests.fastagi.conftest import events
 
 
 @pytest.mark.parametrize(
