@@ -175,20 +175,14 @@ def _install_uvloop() -> str:
 
 def server_config(options: ServeOptions) -> ServerConfig:
     """The FastAGI server's limits from the options."""
-    limits: dict[str, object] = {
-        "allowed_peers": options.allowed_peers,
-        "max_sessions_per_peer": options.max_sessions_per_peer,
-        "max_pending": options.max_pending,
-    }
-    # The peer limits are new in ServerConfig; until it has them, they are not passed.
-    known = {f.name for f in dataclasses.fields(ServerConfig)}
-    extra = {name: value for name, value in limits.items() if name in known}
     return ServerConfig(
         host=options.agi_host,
         port=options.agi_port,
         max_sessions=options.max_sessions,
         call_timeout=options.call_timeout,
-        **extra,  # type: ignore[arg-type]
+        allowed_peers=options.allowed_peers,
+        max_sessions_per_peer=options.max_sessions_per_peer,
+        max_pending=options.max_pending,
     )
 
 
