@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from urllib.parse import parse_qsl
 
 HANGUP_LINE = "HANGUP"
 FAILURE_LINE = b"failure\n"
@@ -127,23 +128,7 @@ def split_script(network_script: str) -> tuple[str, dict[str, str]]:
 
     Asterisk passes the query string through unparsed; a leading ``/`` is dropped."""
     path, _, query = network_script.partition("?")
-    return path.strip("/"), parse_query(query)
-
-
-def parse_query(query: str) -> dict[str, str]:
-    """``dict(parse_qsl(query, keep_blank_values=True))``, without urllib for plain queries."""
-    if not query:
-        return {}
-    if "%" in query or "+" in query:
-        from urllib.parse import parse_qsl  # noqa: PLC0415 (rare: keeps start-up light)
-
-        return dict(parse_qsl(query, keep_blank_values=True))
-    fields: dict[str, str] = {}
-    for item in query.split("&"):
-        if item:
-            name, _, value = item.partition("=")
-            fields[name] = value
-    return fields
+    return path.strip("/"), dict(parse_qsl(query, keep_blank_values=True))
 
 
 def _ordered_args(env: Mapping[str, str]) -> tuple[str, ...]:
