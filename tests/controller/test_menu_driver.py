@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import yaml
 
 from emulator.agi import CallerScript, EmulatedCall, Press, PressAfterPrompt, Silence, Step
 from emulator.classic import run_classic
@@ -51,6 +52,27 @@ async def test_controller_and_fallback_send_the_same_menu_commands(
         c.startswith("WAIT FOR DIGIT ") or c.startswith("STREAM FILE ") for c in menu_commands(fallback)
     )
     assert fields(controller)["CR_ACTION"] == fields(fallback)["CR_ACTION"]
+
+
+async def test_both_play_a_skippable_announcement_before_the_menu(rig: Rig, tmp_path: Path) -> None:
+    """The fallback's announcement comes from its own decision; the controller's from the route."""
+    plan = always_open_plan(tmp_path)
+    data = yaml.safe_load(plan.read_text())
+    data["tenants"]["harborough"]["announcements"] = [
+        {"id": "bins", "prompt": "harborough/bin-collection-change", "start": "2000-01-01 00:00",
+         "end": "2100-01-01 00:00", "skippable": True}
+    ]  # fmt: skip
+    plan.write_text(yaml.safe_dump(data, default_style='"'))
+    steps = [Press("#"), PressAfterPrompt("2")]
+    prelude = "harborough/bin-collection-change:skip"
+    controller = await rig.call("menu", "harborough", "main", prelude, dial=HARBOROUGH, steps=steps)
+    fallback, code = await run_classic(
+        SCRIPT, CallerScript(dial=HARBOROUGH, steps=steps), [HARBOROUGH, str(plan)]
+    )
+    assert code == 0
+    assert menu_commands(controller) == menu_commands(fallback)
+    assert menu_commands(fallback)[0] == 'STREAM FILE harborough/bin-collection-change "#"'
+    assert fields(controller)["CR_TARGET"] == fields(fallback)["CR_TARGET"] == "hdc-waste"
 
 
 def harborough() -> CompiledPlan:
