@@ -91,13 +91,13 @@ def menu_script(tenant: Tenant, menu: str, prelude: tuple[PreludePrompt, ...] = 
     run = MenuRun(tenant, menu)
     steps = run.start()
     while True:
-        key = yield from _perform(steps)
+        key = yield from _play_steps(steps)
         if isinstance(key, Done):
             return MenuOutcome(key.destination, run.trace)
         steps = run.on_input(key)
 
 
-def _perform(steps: list[Step]) -> Generator[Command, Key, Key | Done]:
+def _play_steps(steps: list[Step]) -> Generator[Command, Key, Key | Done]:
     """Run steps until one yields the caller's input (a key, or None for silence) or is Done."""
     for step in steps:
         if isinstance(step, Done):
