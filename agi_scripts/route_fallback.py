@@ -12,55 +12,58 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Generator
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from agi_scripts._agi import ChannelGone, ClassicChannel
 from ivr import channel_vars as cv
 from ivr.contract import pack, route_fields
+from ivr.menu_driver import Command, Key, StreamFile, menu_script, prelude_script
 from routing.core.decide import Call, CompiledPlan, Decision, PreludePrompt, decide, resolve_destination
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE
-from routing.core.menu import Collect, Done, MenuRun, Play, Step
 from routing.core.plan import Destination, MenuDest, PaymentDest, Tenant
 from routing.plan_file import load_plan
 
-ALL_KEYS = "0123456789*#"
+T = TypeVar("T")
 
 
-def _perform(channel: ClassicChannel, steps: list[Step]) -> str | Done | None:
-    for step in steps:
-        if isinstance(step, Done):
-            return step
-        if isinstance(step, Play):
-            key = channel.stream_file(step.prompt, ALL_KEYS)
-            if key is not None:
-                return key
-        elif isinstance(step, Collect):
-            key = channel.stream_file(step.prompt, ALL_KEYS)
-            return key if key is not None else channel.wait_for_digit(step.timeout_s * 1000)
-    return None
+def perform(channel: ClassicChannel, command: Command) -> Key:
+    """Run one command of the menu driver on the classic channel; the key pressed, or None."""
+    if isinstance(command, StreamFile):
+        return channel.stream_file(command.prompt, command.escape_digits)
+    return channel.wait_for_digit(command.timeout_ms)
 
 
-def run_menu(channel: ClassicChannel, tenant: Tenant, menu: str) -> Destination:
-    """The same menu state machine as the controller's, over the classic channel."""
-    run = MenuRun(tenant, menu)
-    outcome = _perform(channel, run.start())
-    while not isinstance(outcome, Done):
-        outcome = _perform(channel, run.on_input(outcome))
-    return outcome.destination
+def drive(channel: ClassicChannel, script: Generator[Command, Key, T]) -> T:
+    """Run ``script`` on the channel, feeding it each command's result, until it returns."""
+    result: Key = None
+    while True:
+        try:
+            command = script.send(result)
+        except StopIteration as end:
+            value: T = end.value
+            return value
+        result = perform(channel, command)
 
 
-def _play(channel: ClassicChannel, prelude: tuple[PreludePrompt, ...]) -> None:
-    for item in prelude:
-        channel.stream_file(item.prompt, "#" if item.skippable else "")
+def run_menu(
+    channel: ClassicChannel, tenant: Tenant, menu: str, prelude: tuple[PreludePrompt, ...] = ()
+) -> Destination:
+    """Play the prelude, then run ``menu``: the controller's driver (:mod:`ivr.menu_driver`)."""
+    return drive(channel, menu_script(tenant, menu, prelude)).destination
+
+
+def play_prelude(channel: ClassicChannel, prelude: tuple[PreludePrompt, ...]) -> None:
+    drive(channel, prelude_script(prelude))
 
 
 def route(channel: ClassicChannel, plan: CompiledPlan, dialled: str, now: datetime) -> Decision:
     """Decide, run the menu if there is one, and return the final decision."""
     decision = decide(Call(dialled), plan, UNKNOWN_LIVE_STATE, NO_TOGGLES, now)
     if isinstance(decision.destination, MenuDest) and decision.tenant is not None:
-        _play(channel, decision.prelude)
         tenant = plan.plan.tenants[decision.tenant]
-        outcome = run_menu(channel, tenant, decision.destination.menu)
+        outcome = run_menu(channel, tenant, decision.destination.menu, decision.prelude)
         later = resolve_destination(
             plan=plan,
             tenant=decision.tenant,
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         decision = route(channel, plan, dialled, datetime.now(UTC))
         if not isinstance(decision.destination, MenuDest):
-            _play(channel, decision.prelude)
+            play_prelude(channel, decision.prelude)
         channel.set_variable(cv.ROUTE, route_value(plan, decision))
     except ChannelGone:
         return 0

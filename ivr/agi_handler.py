@@ -1,52 +1,48 @@
-"""The IVR menu over a FastAGI channel: plays the steps of :class:`routing.core.menu.MenuRun`.
+"""The IVR menu over a FastAGI channel: runs the commands of :mod:`ivr.menu_driver` (async).
 
-``Play`` becomes ``STREAM FILE`` (a key pressed during a greeting counts as the caller's
-choice). ``Collect`` becomes ``STREAM FILE prompt "0123456789*#"`` then, if no key
-interrupted it, ``WAIT FOR DIGIT <timeout>``: not ``GET DATA``, because Asterisk's GET DATA
-takes ``#`` as the end of input and never returns it, so a ``#`` menu key would be lost.
-Prompt names are relative to the channel's language, which the ``route`` step set to the
-dialled council's.
+The classic fallback runs the same driver synchronously (:mod:`agi_scripts.route_fallback`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from typing import TypeVar
+
 from ivr.fastagi import AgiChannel
+from ivr.menu_driver import Command, Key, StreamFile, menu_script, prelude_script
 from routing.core.decide import PreludePrompt
-from routing.core.menu import Collect, Done, MenuRun, Play, Step
 from routing.core.plan import Destination, Tenant
 
-ALL_KEYS = "0123456789*#"
-SKIP_KEY = "#"
+T = TypeVar("T")
+
+
+async def perform(channel: AgiChannel, command: Command) -> Key:
+    """Run one command of the driver on the channel; the key pressed, or None."""
+    if isinstance(command, StreamFile):
+        return await channel.stream_file(command.prompt, command.escape_digits)
+    return await channel.wait_for_digit(command.timeout_ms)
+
+
+async def drive(channel: AgiChannel, script: Generator[Command, Key, T]) -> T:
+    """Run ``script`` on the channel, feeding it each command's result, until it returns."""
+    result: Key = None
+    while True:
+        try:
+            command = script.send(result)
+        except StopIteration as end:
+            value: T = end.value
+            return value
+        result = await perform(channel, command)
 
 
 async def play_prelude(channel: AgiChannel, prelude: tuple[PreludePrompt, ...]) -> None:
     """Play announcements in order; a skippable one stops when the caller presses ``#``."""
-    for item in prelude:
-        await channel.stream_file(item.prompt, SKIP_KEY if item.skippable else "")
-
-
-async def _perform(channel: AgiChannel, steps: list[Step]) -> str | Done | None:
-    """Run steps until one yields the caller's input (a key, or None for silence) or is Done."""
-    for step in steps:
-        if isinstance(step, Done):
-            return step
-        if isinstance(step, Play):
-            key = await channel.stream_file(step.prompt, ALL_KEYS)
-            if key is not None:
-                return key
-        elif isinstance(step, Collect):
-            key = await channel.stream_file(step.prompt, ALL_KEYS)
-            return key if key is not None else await channel.wait_for_digit(step.timeout_s * 1000)
-    return None
+    await drive(channel, prelude_script(prelude))
 
 
 async def run_menu(
     channel: AgiChannel, tenant: Tenant, menu: str, prelude: tuple[PreludePrompt, ...] = ()
 ) -> tuple[Destination, list[str]]:
     """Play the prelude, then run ``menu`` until it names a destination; return it and the trace."""
-    await play_prelude(channel, prelude)
-    run = MenuRun(tenant, menu)
-    outcome = await _perform(channel, run.start())
-    while not isinstance(outcome, Done):
-        outcome = await _perform(channel, run.on_input(outcome))
-    return outcome.destination, run.trace
+    outcome = await drive(channel, menu_script(tenant, menu, prelude))
+    return outcome.destination, outcome.trace

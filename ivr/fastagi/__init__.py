@@ -4,15 +4,19 @@ Public API::
 
     from ivr.fastagi import FastAgiServer, ServerConfig, AgiChannel, AgiRequest, AgiHangup
 
-The names are imported lazily (PEP 562): ``import ivr.fastagi.protocol`` (the classic AGI
-fallback script does) does not pull in asyncio, structlog or the server.
+The names are imported lazily (PEP 562, :func:`__getattr__` below): ``import
+ivr.fastagi.protocol`` (the classic AGI fallback script does, for the codec) does not pull in
+asyncio, structlog or the server. Measured: importing them eagerly here makes every fail-static
+call start ~45-50 ms later (the script's whole import, best of 15: 235-239 ms lazy, 278-289 ms
+eager; ``benchmarks/fallback_bench.py``: median 237-251 ms against 294-347 ms), and the fallback
+starts one process per call.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-TYPE_CHECKING = False  # not imported from typing: that import alone costs ~2 ms
 if TYPE_CHECKING:
     from ivr.fastagi.channel import (
         AgiChannel,
@@ -63,7 +67,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> object:  # the lazy import measured in the module docstring
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from urllib.parse import parse_qsl
 
 HANGUP_LINE = "HANGUP"
 FAILURE_LINE = b"failure\n"
@@ -127,23 +128,7 @@ def split_script(network_script: str) -> tuple[str, dict[str, str]]:
 
     Asterisk passes the query string through unparsed; a leading ``/`` is dropped."""
     path, _, query = network_script.partition("?")
-    return path.strip("/"), parse_query(query)
-
-
-def parse_query(query: str) -> dict[str, str]:
-    """``dict(parse_qsl(query, keep_blank_values=True))``, without urllib for plain queries."""
-    if not query:
-        return {}
-    if "%" in query or "+" in query:
-        from urllib.parse import parse_qsl  # noqa: PLC0415 (rare: keeps start-up light)
-
-        return dict(parse_qsl(query, keep_blank_values=True))
-    fields: dict[str, str] = {}
-    for item in query.split("&"):
-        if item:
-            name, _, value = item.partition("=")
-            fields[name] = value
-    return fields
+    return path.strip("/"), dict(parse_qsl(query, keep_blank_values=True))
 
 
 def _ordered_args(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -164,54 +149,29 @@ def _request(env: dict[str, str]) -> AgiRequest:
     if network_script is None:
         raise AgiProtocolError("environment block without agi_network_script")
     script, query = split_script(network_script)
-    get = env.get
-    return AgiRequest(  # positional, in field order (checked below): no keyword dict per call
-        network_script,
-        script,
-        MappingProxyType(query),
-        _ordered_args(env) if "agi_arg_1" in env else (),
-        get("agi_request", ""),
-        get("agi_channel", ""),
-        get("agi_uniqueid", ""),
-        get("agi_language", ""),
-        get("agi_type", ""),
-        get("agi_version", ""),
-        get("agi_callerid", ""),
-        get("agi_calleridname", ""),
-        get("agi_dnid", ""),
-        get("agi_rdnis", ""),
-        get("agi_context", ""),
-        get("agi_extension", ""),
-        get("agi_priority", ""),
-        get("agi_enhanced", ""),
-        get("agi_accountcode", ""),
-        get("agi_threadid", ""),
-        MappingProxyType(env),
+    return AgiRequest(
+        network_script=network_script,
+        script=script,
+        query=MappingProxyType(query),
+        args=_ordered_args(env),
+        request=env.get("agi_request", ""),
+        channel=env.get("agi_channel", ""),
+        uniqueid=env.get("agi_uniqueid", ""),
+        language=env.get("agi_language", ""),
+        type=env.get("agi_type", ""),
+        version=env.get("agi_version", ""),
+        callerid=env.get("agi_callerid", ""),
+        calleridname=env.get("agi_calleridname", ""),
+        dnid=env.get("agi_dnid", ""),
+        rdnis=env.get("agi_rdnis", ""),
+        context=env.get("agi_context", ""),
+        extension=env.get("agi_extension", ""),
+        priority=env.get("agi_priority", ""),
+        enhanced=env.get("agi_enhanced", ""),
+        accountcode=env.get("agi_accountcode", ""),
+        threadid=env.get("agi_threadid", ""),
+        env=MappingProxyType(env),
     )
-
-
-_PLAIN_FIELDS = (
-    "request",
-    "channel",
-    "uniqueid",
-    "language",
-    "type",
-    "version",
-    "callerid",
-    "calleridname",
-    "dnid",
-    "rdnis",
-    "context",
-    "extension",
-    "priority",
-    "enhanced",
-    "accountcode",
-    "threadid",
-)
-
-
-# _request passes the plain fields positionally, in this order.
-assert tuple(AgiRequest.__dataclass_fields__)[4:-1] == _PLAIN_FIELDS
 
 
 def parse_request(data: bytes) -> AgiRequest:
