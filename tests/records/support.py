@@ -25,6 +25,7 @@ SCHEMA_FILE = ROOT / "docs" / "contact-record.schema.json"
 KEY = b"test-only caller hash key, 32 b."
 CENTRE = "charnwood"
 CALLER = "01632960123"  # the number the transcripts' caller presented
+CARD_LIKE = re.compile(r"[0-9]{13,19}")
 _DATA = re.compile(r"^\s*(\d+\.\d+) (S->C|C->S) (b.*)$")
 
 
@@ -106,9 +107,13 @@ def schema() -> dict[str, Any]:
 
 def checked(record: ContactRecord) -> dict[str, Any]:
     """The record as its JSON, after checking it against the published schema and the model."""
-    document: dict[str, Any] = json.loads(record.model_dump_json())
+    text = record.model_dump_json()
+    document: dict[str, Any] = json.loads(text)
     jsonschema.validate(document, schema(), format_checker=jsonschema.FormatChecker())
-    assert ContactRecord.model_validate_json(record.model_dump_json()) == record
+    assert ContactRecord.model_validate_json(text) == record
+    assert CARD_LIKE.search(text) is None, "a card-like digit run in a record"
+    if record.caller.number is not None:
+        assert text.count(record.caller.number) == 1, "the caller number outside the caller field"
     return document
 
 

@@ -20,7 +20,11 @@ def test_the_schema_is_a_valid_draft_2020_12_schema_naming_its_version() -> None
     document = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator.check_schema(document)
     assert document["$id"] == SCHEMA_ID == f"urn:callrouter:contact-record:{SCHEMA_VERSION}"
-    assert document["properties"]["schema_version"] == {"const": SCHEMA_VERSION, "title": "Schema Version", "type": "integer"}
+    assert document["properties"]["schema_version"] == {
+        "const": SCHEMA_VERSION,
+        "title": "Schema Version",
+        "type": "integer",
+    }
 
 
 def test_the_schema_refuses_what_a_record_must_not_hold() -> None:
