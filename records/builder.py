@@ -270,6 +270,8 @@ class RecordBuilder:
 
     def _ivr_abandoned(self, call: _Call, fact: IvrAbandoned) -> None:
         call.ivr_abandoned = fact.where
+        if call.ended_at is None:
+            call.ended_at = fact.at  # the caller is gone; AMI's Hangup, if it comes, adds the cause
 
     def _disposition_given(self, call: _Call, fact: DispositionGiven) -> None:
         self._disposition(call, fact.kind, team=fact.team, reason=fact.reason, by=fact.by, at=fact.at)
