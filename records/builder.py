@@ -71,6 +71,7 @@ from records.model import (
     DispositionKind,
     HangUp,
     Hop,
+    HopFrom,
     HungUpBy,
     Ivr,
     MenuVisit,
@@ -175,9 +176,11 @@ class _Call:
     survey: SurveyScore | None = None
     disposition: tuple[DispositionKind, str | None, str | None, str | None, float] | None = None
     problems: list[str] = field(default_factory=list)
-    # delivery bookkeeping
-    ended_at: float | None = None
-    changed_at: float = 0.0
+    hop_from: tuple[str, str | None] | None = None
+    # scheduling, on the builder's clock (receive times; an event's Timestamp is Asterisk's)
+    ended_at: float | None = None  # when the builder learnt that the caller had gone
+    changed_at: float = 0.0  # when the builder last took a fact or event of this call
+    dirty: bool = True  # taken something since the last record was built
     version: int = 0
     emitted: ContactRecord | None = None
     closed_by_age: bool = False
@@ -224,6 +227,7 @@ class RecordBuilder:
         call = self._call(fact.call_id, fact.at)
         call.contact = True
         call.changed_at = max(call.changed_at, fact.at)
+        call.dirty = True
         _FACTS[type(fact)](self, call, fact)
 
     def _arrived(self, call: _Call, fact: CallArrived) -> None:
@@ -232,6 +236,8 @@ class RecordBuilder:
         call.tenant = fact.tenant if fact.tenant is not None else call.tenant
         if fact.caller is not None:
             call.caller = fact.caller
+        if fact.from_centre is not None:
+            call.hop_from = (fact.from_centre, fact.from_call)
 
     def _decided(self, call: _Call, fact: RouteDecided) -> None:
         if len(call.decisions) < LIST_MAX:
@@ -307,9 +313,12 @@ class RecordBuilder:
             if event.get("Uniqueid") != linkedid and name != "QueueCallerJoin":
                 return  # a leg of a call we never saw begin
             call = self._call(linkedid, at)
-        before = call.changed_at
-        call.changed_at = max(before, at)
+        call.changed_at = max(call.changed_at, now)
+        call.dirty = True
+        ended = call.hangup is not None
         handler(self, call, event, at)
+        if not ended and call.hangup is not None:
+            call.ended_at = now
 
     def _ami_newchannel(self, call: _Call, e: Mapping[str, str], at: float) -> None:
         channel = e.get("Channel", "")
@@ -520,7 +529,6 @@ class RecordBuilder:
             call.hold_since = None
         cause = _int(e.get("Cause")) or 0
         call.hangup = (at, _hung_up_by(call), cause, e.get("Cause-txt", ""))
-        call.ended_at = at
         in_ivr = not call.visits and not call.hops and call.payment is None and bool(call.menus)
         if call.ivr_abandoned is None and in_ivr and call.first_request == "caller":
             call.ivr_abandoned = call.menus[-1][0]  # hung up in a menu (the controller may not have said)
@@ -541,18 +549,19 @@ class RecordBuilder:
                 del self._calls[call_id]
                 continue
             settled = max(call.ended_at, call.changed_at) + self.grace_s
-            if now >= settled:
+            if now < settled:
+                continue
+            if call.dirty:
                 record = self._changed_record(call, now)
                 if record is not None:
                     out.append(record)
-                if now >= settled + self.keep_s:
-                    del self._calls[call_id]
+            if now >= settled + self.keep_s:
+                del self._calls[call_id]
         return out
 
     def _changed_record(self, call: _Call, now: float) -> ContactRecord | None:
-        draft = self.record(call.id, version=call.version + 1, updated_at=now)
-        if draft is None:
-            return None
+        draft = _to_record(call, self.centre, self._key, call.version + 1, now)
+        call.dirty = False
         if call.emitted is not None and _same(call.emitted, draft):
             return None
         call.version += 1
@@ -679,6 +688,9 @@ def _to_record(call: _Call, centre: str, key: bytes, version: int, updated_at: f
             for t in call.transfers
         ],
         hops=[Hop(centre=text(c), at=_utc(t), answered=a) for c, t, a in call.hops],
+        hop_from=(
+            HopFrom(centre=text(call.hop_from[0]), id=opt(call.hop_from[1])) if call.hop_from else None
+        ),
         hangup=(
             HangUp(
                 at=_utc(call.hangup[0]),

@@ -21,13 +21,18 @@ from routing.core.plan import ExternalDest
 
 @dataclass(frozen=True, slots=True)
 class CallArrived:
-    """The controller's first sight of the call: dialled number, caller, the council."""
+    """The controller's first sight of the call: dialled number, caller, the council.
+
+    ``from_centre`` (and ``from_call``, its Linkedid there, when the sending centre passes it)
+    when another centre sent the call here: a hop in."""
 
     call_id: str
     at: float
     dialled: str
     caller: str | None
     tenant: str | None
+    from_centre: str | None = None
+    from_call: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

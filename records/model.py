@@ -122,6 +122,15 @@ class Hop(Model):
     answered: bool | None = Field(description="Whether the partner centre answered; null if not seen.")
 
 
+class HopFrom(Model):
+    """This centre answered a call another centre sent here (that centre's record is the contact)."""
+
+    centre: Text
+    id: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+$")] | None = Field(
+        description="The call's Linkedid at the sending centre, when it passed it on."
+    )
+
+
 class HangUp(Model):
     at: AwareDatetime
     by: HungUpBy
@@ -172,6 +181,9 @@ class ContactRecord(Model):
     hold_s: Seconds = Field(description="Time the adviser had the caller on hold.")
     transfers: Annotated[list[Transfer], Field(max_length=LIST_MAX)]
     hops: Annotated[list[Hop], Field(max_length=LIST_MAX)]
+    hop_from: HopFrom | None = Field(
+        description="Set when another centre sent this call here: count the contact once, at that centre."
+    )
     hangup: HangUp | None
     payment: Payment | None
     survey: SurveyScore | None = Field(description="Post-call survey: +1 good, 0 average, -1 poor.")

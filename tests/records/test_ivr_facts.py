@@ -251,3 +251,29 @@ def test_the_kind_of_a_decision_from_the_engine() -> None:
     fact = route_decided("1.1", 1.0, overflow, "external centre harborough")
     assert (fact.kind, fact.partner_centre) == ("overflow", "harborough")
     assert fact.reasons == overflow.reasons
+
+
+def test_a_call_another_centre_sent_here_says_so() -> None:
+    """At the partner centre, the hop in is marked so that the contact is counted once."""
+    b = builder(grace_s=0.0)
+    arrived = CallArrived(
+        "8.1", 1.0, "+441632960001", CALLER, "harborough", from_centre="charnwood", from_call="1795963264.26"
+    )
+    b.feed_ivr(arrived)
+    b.feed_ivr(IvrAbandoned("8.1", 2.0, "main"))
+    [record] = all_due(b, 2.0)
+    assert record["hop_from"] == {"centre": "charnwood", "id": "1795963264.26"}
+
+
+def test_asterisk_clock_ahead_of_ours_does_not_delay_a_record() -> None:
+    """Times in the record are Asterisk's (Timestamp); the grace runs on the builder's clock."""
+    events = ami_events("ami_hold_reinvite.txt")
+    epoch = epoch_of(events)
+    b = builder(grace_s=2.0)
+    for event in events:
+        ahead = dict(event.headers)
+        if "Timestamp" in ahead:
+            ahead["Timestamp"] = str(float(ahead["Timestamp"]) + 600.0)
+        b.feed_ami(ahead, epoch + event.seconds)
+    [record] = all_due(b, epoch + events[-1].seconds + 2.0)
+    assert record["hold_s"] == 4.008

@@ -186,7 +186,7 @@ def test_a_disposition_after_the_record_was_final_makes_version_2() -> None:
     sent["Timestamp"] = str(end + 60)
     b.feed_ami(sent, end + 60.01)
     assert all_due(b, end + 60.5) == []  # the grace applies to later versions too
-    [second] = all_due(b, end + 60 + GRACE)
+    [second] = all_due(b, end + 60.01 + GRACE)  # the grace runs from when the builder took it
     assert second["version"] == 2
     assert second["updated_at"] > first["updated_at"]
     assert second["disposition"]["kind"] == "back_office"
