@@ -210,3 +210,39 @@ def test_dtmf_events_are_never_read() -> None:
             {"Event": "DTMFEnd", "Linkedid": linkedid, "Uniqueid": linkedid, "Digit": digit}, epoch + 5
         )
     assert b.record(linkedid) == before
+
+
+def test_an_attended_transfer_that_completes() -> None:
+    """The completed attended transfer was not observed (README 6.5): the recorded attempt up to the
+    back office answering, then an AttendedTransfer with the headers the Asterisk 22 documentation
+    lists (prefixed channel blocks, no plain Linkedid). The attempt becomes completed."""
+    events = ami_events("ami_transfer_attended_atxfer.txt")
+    answered = next(e for e in events if e.name == "UserEvent" and e.headers["UserEvent"] == "BackOffice")
+    b = builder(grace_s=GRACE)
+    epoch = feed(b, events, until=answered.seconds)
+    agent, caller, linkedid = "PJSIP/agent1-00000038", "PJSIP/sipp-00000037", "1795963560.61"
+    b.feed_ami(
+        {
+            "Event": "AttendedTransfer",
+            "Privilege": "call,all",
+            "Result": "Success",
+            "OrigTransfererChannel": agent,
+            "OrigTransfererUniqueid": "1795963561.62",
+            "OrigTransfererLinkedid": linkedid,
+            "SecondTransfererChannel": agent,
+            "SecondTransfererLinkedid": linkedid,
+            "DestType": "Bridge",
+            "TransfereeChannel": caller,
+            "TransfereeLinkedid": linkedid,
+            "TransferTargetChannel": "Local/3100@agents-00000003;1",
+            "IsExternal": "No",
+        },
+        epoch + answered.seconds + 1.0,
+    )
+    b.feed_ami(
+        {"Event": "Hangup", "Channel": caller, "Uniqueid": linkedid, "Linkedid": linkedid, "Cause": "16"},
+        epoch + answered.seconds + 5.0,
+    )
+    [record] = all_due(b, epoch + answered.seconds + 5.0 + GRACE)
+    [transfer] = record["transfers"]
+    assert (transfer["kind"], transfer["to"], transfer["result"]) == ("attended", "3100", "completed")
