@@ -36,11 +36,12 @@ import base64
 import hashlib
 import heapq
 import hmac
+import math
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 from records.facts import (
     AnnouncementPlayed,
@@ -59,6 +60,7 @@ from records.facts import (
     SurveyAnswered,
 )
 from records.model import (
+    CALLER_MAX,
     LIST_MAX,
     SCHEMA_VERSION,
     TEXT_MAX,
@@ -99,6 +101,7 @@ _DISPOSITIONS: dict[str, DispositionKind] = {
     "avoidable": "avoidable",
     "complaint": "complaint",
 }
+_CALL_ID = re.compile(r"^[0-9]+\.[0-9]+$")
 _TEXT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -225,7 +228,8 @@ class RecordBuilder:
     # --- IVR facts ---------------------------------------------------------------------
 
     def feed_ivr(self, fact: IvrFact) -> None:
-        """Take one fact from the controller."""
+        """Take one fact from the controller (one that is not well formed is refused: ValueError)."""
+        _check(fact)
         call = self._call(fact.call_id, fact.at)
         call.contact = True
         call.changed_at = max(call.changed_at, fact.at)
@@ -310,7 +314,7 @@ class RecordBuilder:
         if handler is None:
             return  # includes DTMFBegin/DTMFEnd: key presses are never read from AMI
         linkedid = _linkedid(event)
-        if not linkedid:
+        if not _CALL_ID.match(linkedid):
             return
         at = _event_time(event, now)
         call = self._calls.get(linkedid)
@@ -421,7 +425,7 @@ class RecordBuilder:
         visit = call.visit()
         if visit is None:
             return
-        visit.wait_s = _float(e.get("HoldTime"))
+        visit.wait_s = _seconds(e.get("HoldTime"))
         if visit.caller_hung_up:
             visit.outcome = "abandoned"
         elif visit.outcome == "unknown":
@@ -441,7 +445,7 @@ class RecordBuilder:
         visit = call.visit()
         if visit is not None:
             visit.outcome = "answered"
-            visit.wait_s = _float(e.get("HoldTime"))
+            visit.wait_s = _seconds(e.get("HoldTime"))
             visit.left_at = visit.left_at or at
         call.adviser_channel = e.get("DestChannel") or None
         call.connected_at = at
@@ -449,7 +453,7 @@ class RecordBuilder:
         call.answered = (at, self.centre, interface, name, e.get("Queue") or None)
 
     def _ami_agent_complete(self, call: _Call, e: Mapping[str, str], at: float) -> None:
-        call.talk_s = _float(e.get("TalkTime"))
+        call.talk_s = _seconds(e.get("TalkTime"))
         call.complete_reason = e.get("Reason")
         if call.hold_since is not None:
             call.hold_s += max(0.0, at - call.hold_since)
@@ -536,9 +540,8 @@ class RecordBuilder:
             call.hold_since = None
         cause = _int(e.get("Cause")) or 0
         call.hangup = (at, _hung_up_by(call), cause, e.get("Cause-txt", ""))
-        in_ivr = not call.visits and not call.hops and call.payment is None and bool(call.menus)
-        if call.ivr_abandoned is None and in_ivr and call.first_request == "caller":
-            call.ivr_abandoned = call.menus[-1][0]  # hung up in a menu (the controller may not have said)
+        if call.ivr_abandoned is None and call.first_request == "caller" and _in_a_menu(call):
+            call.ivr_abandoned = call.menus[-1][0]  # the controller may not have said
 
     # --- records --------------------------------------------------------------------------
 
@@ -608,6 +611,25 @@ class RecordBuilder:
         return call
 
 
+def _check(fact: IvrFact) -> None:
+    """Refuse a fact that would make a record the schema refuses, before it touches any call."""
+    if not math.isfinite(fact.at) or not _CALL_ID.match(fact.call_id):
+        raise ValueError(f"{type(fact).__name__}: call_id must be a Linkedid and at a finite time")
+    if isinstance(fact, RouteDecided) and fact.kind not in get_args(DecisionKind):
+        raise ValueError(f"RouteDecided: unknown kind {fact.kind!r}")
+    if isinstance(fact, SurveyAnswered) and fact.score not in get_args(SurveyScore):
+        raise ValueError("SurveyAnswered: the score is 1, 0 or -1")
+    if isinstance(fact, DispositionGiven) and fact.kind not in get_args(DispositionKind):
+        raise ValueError(f"DispositionGiven: unknown kind {fact.kind!r}")
+
+
+def _in_a_menu(call: _Call) -> bool:
+    """Whether the caller is still in a menu: one entered after the last decision, nothing since."""
+    if not call.menus or call.visits or call.outbound_channel is not None or call.payment is not None:
+        return False
+    return not call.decisions or call.decisions[-1][0] <= call.menus[-1][1]
+
+
 def _hung_up_by(call: _Call) -> HungUpBy:
     if call.first_request == "caller":
         return "caller"
@@ -627,7 +649,7 @@ def _same(a: ContactRecord, b: ContactRecord) -> bool:
 
 
 def _to_record(call: _Call, centre: str, key: bytes, version: int, updated_at: float) -> ContactRecord:
-    number = call.caller.strip() if call.caller else None
+    number = call.caller.strip()[:CALLER_MAX] if call.caller else None
     withheld = number is None or number.lower() in _WITHHELD
     if withheld:
         number = None
@@ -775,10 +797,17 @@ def _int(value: str | None) -> int | None:
 
 
 def _float(value: str | None) -> float | None:
+    """A finite number from a header, or None."""
     try:
-        return float(value) if value is not None else None
+        number = float(value) if value is not None else None
     except ValueError:
         return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+def _seconds(value: str | None) -> float | None:
+    number = _float(value)
+    return None if number is None else max(0.0, number)
 
 
 _FACTS: dict[type, Callable[[RecordBuilder, _Call, Any], None]] = {

@@ -19,6 +19,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 SCHEMA_VERSION: Literal[1] = 1
 SCHEMA_ID = f"urn:callrouter:contact-record:{SCHEMA_VERSION}"
 
+CALLER_MAX = 40
+"""Longest caller number kept (E.164 numbers have at most 15 digits)."""
 TEXT_MAX = 200
 """Longest free text kept in a field (longer text is cut)."""
 LIST_MAX = 200
@@ -45,7 +47,7 @@ class Model(BaseModel):
 class Caller(Model):
     """Who called: the complete number (for the CRM and the owner's export only) and a keyed hash."""
 
-    number: Annotated[str, Field(max_length=40)] | None = Field(
+    number: Annotated[str, Field(max_length=CALLER_MAX)] | None = Field(
         description="The calling number as presented; null when withheld or unknown."
     )
     hash: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{43}$")] | None = Field(

@@ -277,3 +277,31 @@ def test_asterisk_clock_ahead_of_ours_does_not_delay_a_record() -> None:
         b.feed_ami(ahead, epoch + event.seconds)
     [record] = all_due(b, epoch + events[-1].seconds + 2.0)
     assert record["hold_s"] == 4.008
+
+
+def test_bad_input_is_refused_or_bounded_and_loses_the_call_nothing() -> None:
+    """Malformed facts are refused before they touch a call; odd AMI values are bounded; the record
+    still validates."""
+    b = builder(grace_s=0.0)
+    with pytest.raises(ValueError, match="score is 1, 0 or -1"):
+        b.feed_ivr(SurveyAnswered("4.4", 1.0, 2))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown kind"):
+        b.feed_ivr(RouteDecided("4.4", 1.0, "sunny", "queue x", ()))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Linkedid"):
+        b.feed_ivr(MenuEntered("not-a-linkedid", 1.0, "main"))
+    with pytest.raises(ValueError, match="finite"):
+        b.feed_ivr(MenuEntered("4.4", float("nan"), "main"))
+    assert len(b) == 0
+    channel = {"Channel": "PJSIP/sipp-1", "Uniqueid": "4.4", "Linkedid": "4.4"}
+    long_number = CALLER + " ext" * 200
+    b.feed_ami({"Event": "Newchannel", **channel, "CallerIDNum": long_number, "Timestamp": "inf"}, 1.0)
+    b.feed_ami({"Event": "QueueCallerJoin", **channel, "Queue": "q" * 1000, "Position": "-3"}, 2.0)
+    b.feed_ami({"Event": "QueueCallerAbandon", **channel, "HoldTime": "-7"}, 3.0)
+    b.feed_ami({"Event": "Hangup", **channel, "Cause": "x"}, 4.0)
+    b.feed_ami({"Event": "Hangup", "Channel": "y", "Uniqueid": "z", "Linkedid": "z"}, 4.0)
+    [record] = all_due(b, 4.0)
+    assert len(record["caller"]["number"]) == 40
+    assert record["queues"][0]["position"] is None
+    assert record["queues"][0]["wait_s"] == 0.0
+    assert len(record["queues"][0]["queue"]) == 200
+    assert record["hangup"]["cause"] == 0
