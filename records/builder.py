@@ -15,7 +15,7 @@ after the caller's ``Hangup``), so a record is due ``grace_s`` after that hang-u
 version 1. Anything that changes the record later (a disposition sent after the call, a
 survey answer) makes the next version, due ``grace_s`` after the change; an event that
 changes nothing makes no version. A call whose end is never seen (AMI lost) is closed
-``max_call_s`` after it arrived, with ``complete`` false. A finished call is kept
+``max_call_s`` after the builder first saw it, with ``complete`` false. A finished call is kept
 ``keep_s`` for late changes, then forgotten. A call seen only as channels (no tenant, no
 queue, no IVR fact: an adviser's internal call) makes no record.
 
