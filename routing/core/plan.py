@@ -315,6 +315,7 @@ class Tenant(Model):
     payment_lines: dict[Name, PaymentLine] = {}
     announcements: list[Announcement] = []
     survey: Survey | None = None
+    avoidable_contact_reasons: list[Name] = []  # what an adviser may name as an avoidable contact
 
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -327,6 +328,17 @@ class Tenant(Model):
             raise PydanticCustomError(
                 "bad_format", "unknown time zone '{tz}' (e.g. Europe/London)", {"tz": self.timezone}
             ) from None
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_reasons(self) -> Tenant:
+        seen: set[str] = set()
+        for reason in self.avoidable_contact_reasons:
+            if reason in seen:
+                raise PydanticCustomError(
+                    "duplicate", "avoidable contact reason '{reason}' is listed twice", {"reason": reason}
+                )
+            seen.add(reason)
         return self
 
 

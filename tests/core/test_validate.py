@@ -417,3 +417,15 @@ def test_folder_plan_merges_files_and_reports_conflicts(tmp_path: Path) -> None:
     assert [(p.path, p.message, p.source) for p in found] == [
         ("tenants.council", "defined in more than one file", "council.yaml")
     ]
+
+
+def test_avoidable_contact_reasons_are_names_listed_once() -> None:
+    """The reasons an adviser may give for an avoidable contact: plain names, each once."""
+    assert problems(doc(avoidable_contact_reasons='["chasing-progress", "wrong-number"]')) == []
+    assert only(doc(avoidable_contact_reasons='["chasing-progress", "chasing-progress"]')) == (
+        "tenants.council",
+        "avoidable contact reason 'chasing-progress' is listed twice",
+    )
+    path, message = only(doc(avoidable_contact_reasons='["Chasing progress"]'))
+    assert path == "tenants.council.avoidable_contact_reasons[0]"
+    assert "is not a valid name" in message
