@@ -199,6 +199,7 @@ class EmulatedCall:
     timed_out_at: float | None = None
     started_at: float = 0.0
     ended_at: float = 0.0
+    timeline: list[tuple[float, str]] = field(default_factory=list)  # (clock, line sent)
 
     @property
     def dialplan_continues(self) -> bool:
@@ -431,6 +432,8 @@ class AsteriskSession:
 
     async def _send(self, lines: Sequence[str]) -> None:
         self.call.replies.extend(lines)
+        now = self.clock.now()
+        self.call.timeline += [(now, line) for line in lines]
         self._writer.write("".join(f"{line}\n" for line in lines).encode("utf-8"))
         await self._writer.drain()
 
