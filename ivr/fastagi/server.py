@@ -33,17 +33,22 @@ from structlog.contextvars import bind_contextvars
 
 from ivr.fastagi.channel import AgiChannel, AgiHangup, ReplyWatchdog
 from ivr.fastagi.connection import CALL, ENV, FAILING, AgiConnection
+from ivr.fastagi.guard import StepGuard
 from ivr.fastagi.protocol import AgiProtocolError, AgiRequest, parse_request
 from routing.masking import mask_number
 
 log = structlog.get_logger("ivr.fastagi")
+DEFAULT_GUARD = StepGuard()
 
 Handler = Callable[[AgiChannel, AgiRequest], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """Limits and timeouts (seconds, bytes). The defaults suit a council contact centre."""
+    """Limits and timeouts (seconds, bytes). The defaults suit a council contact centre.
+
+    ``step_guard``: re-arm Asterisk's absolute timeout before every blocking command (None: off;
+    the dialplan must then not arm ``TIMEOUT(absolute)`` before ``AGI()``)."""
 
     host: str = "127.0.0.1"
     port: int = 4573
@@ -54,6 +59,7 @@ class ServerConfig:
     reply_timeout: float = 60.0
     call_timeout: float = 300.0
     failure_grace: float = 1.0
+    step_guard: StepGuard | None = DEFAULT_GUARD
 
 
 @dataclass(slots=True)
@@ -271,7 +277,11 @@ class FastAgiServer:
             caller=mask_number(request.callerid),
         )
         channel = AgiChannel.over(
-            conn, request, reply_timeout=self.config.reply_timeout, watchdog=self._watchdog
+            conn,
+            request,
+            reply_timeout=self.config.reply_timeout,
+            watchdog=self._watchdog,
+            guard=self.config.step_guard,
         )
         self._watchdog.channels.add(channel)
         self._counters.started += 1

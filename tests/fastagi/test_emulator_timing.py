@@ -167,6 +167,8 @@ async def test_set_autohangup_rearms_the_same_timer() -> None:
     """``SET AUTOHANGUP n`` moves the ``TIMEOUT(absolute)`` deadline (res_agi sets the channel's
     whentohangup, as variant d shows for 0): 10 s covers an 8 s Wait, 2 s cuts it."""
 
+    done = asyncio.Event()
+
     async def controller(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\n\n")
         for command in (b"SET AUTOHANGUP 10\n", b"EXEC Wait 8\n", b"SET AUTOHANGUP 2\n", b"EXEC Wait 8\n"):
@@ -175,11 +177,13 @@ async def test_set_autohangup_rearms_the_same_timer() -> None:
                 break
         await reader.read()
         writer.close()
+        done.set()
 
     server = await asyncio.start_server(controller, "127.0.0.1", 0)
     try:
         script = CallerScript(answered=True, absolute_timeout=5, agiexitonhangup=True)
         call = await run_call("127.0.0.1", server.sockets[0].getsockname()[1], script, hangup_delay=0)
+        await asyncio.wait_for(done.wait(), 2)
     finally:
         server.close()
     assert call.replies == [
