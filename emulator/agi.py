@@ -200,6 +200,7 @@ class EmulatedCall:
     started_at: float = 0.0
     ended_at: float = 0.0
     timeline: list[tuple[float, str]] = field(default_factory=list)  # (clock, line sent)
+    varsets: list[tuple[str, str]] = field(default_factory=list)  # what AMI shows as VarSet
 
     @property
     def dialplan_continues(self) -> bool:
@@ -754,8 +755,12 @@ class AsteriskSession:
     async def _set_variable(self, argv: list[str]) -> Reply:
         if len(argv) != 4:
             return usage_block("SET VARIABLE")
-        self.call.variables[argv[2]] = argv[3]
+        self._set(argv[2], argv[3])
         return ["200 result=1"]
+
+    def _set(self, name: str, value: str) -> None:
+        self.call.variables[name] = value
+        self.call.varsets.append((name, value))
 
     async def _get_variable(self, argv: list[str]) -> Reply:
         if len(argv) != 3:
@@ -801,7 +806,7 @@ class AsteriskSession:
             return await self._exec_playback(options)
         if app.lower() == "set" and "=" in options:
             key, _, value = options.partition("=")
-            self.call.variables[key] = value
+            self._set(key, value)
         if app.lower() == "wait" and not self._dead:
             start = self._listen("EXEC")  # digits during Wait() are swallowed
             return [await self._until(start + max(_float(options), 0.0), "200 result=0")]

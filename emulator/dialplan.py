@@ -4,8 +4,14 @@ Each ``AGI()`` of the dialplan is a real FastAGI session against the controller,
 :class:`~emulator.agi.AsteriskSession`; between them this module does what the
 dialplan does: check ``CR_ROUTE`` and unpack it, dispatch on ``CR_ACTION``, run ``Queue()`` (its outcome
 comes from a :data:`QueueOutcome` function, e.g. a fake contact centre), continue to the
-survey or the overflow route. The same call keeps its channel, uniqueid, variables and the
-caller's remaining steps from one ``AGI()`` to the next, as on a real channel.
+survey or the overflow route. The same call keeps its channel, uniqueid, variables, the
+caller's remaining steps and its :class:`~emulator.line.CallerLine` (clock, digits in flight,
+absolute timeout) from one ``AGI()`` to the next, as on a real channel.
+
+Every controller ``AGI()`` goes through ``callrouter-agi`` as the dialplan does: ``CR_ROUTE``
+cleared, ``AGIEXITONHANGUP=yes``, ``TIMEOUT(absolute)=5``, ``AGI()``, timer cleared; when the
+timer ends ``AGI()`` the ``T`` extension clears it and returns, and the caller's next step
+checks ``CR_ROUTE`` like after any other failure: the fail-static path.
 """
 
 from __future__ import annotations
@@ -16,11 +22,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from emulator.agi import CallerScript, EmulatedCall, play_session
+from emulator.line import CallClock, CallerLine
 from ivr import channel_vars as cv
 from ivr.contract import unpack
 
 QueueOutcome = Callable[[str, dict[str, str]], str]  # (asterisk queue, channel vars) -> QUEUESTATUS
 MAX_HOPS = 12
+AGI_TIMEOUT_S = 5  # callrouter-agi: Set(TIMEOUT(absolute)=5) before every AGI() of the controller
+FAILSTATIC = "fail-static route"  # callrouter-failstatic: the classic fallback script
+STATIC = "static route"  # callrouter-static: the generated route of last resort
 
 
 def always_answered(queue: str, variables: dict[str, str]) -> str:
@@ -38,6 +48,8 @@ class CallRecord:
     variables: dict[str, str] = field(default_factory=dict)
     sessions: list[EmulatedCall] = field(default_factory=list)
     duration: float = 0.0
+    line: CallerLine = field(default_factory=CallerLine)
+    fallback_at: float | None = None  # the call's clock when it took the fail-static/static path
 
     @property
     def tenant(self) -> str:
@@ -59,18 +71,26 @@ class _Call:
     time_scale: float
 
     async def agi(self, route: str, *args: str) -> EmulatedCall:
-        """One ``AGI(agi://host/route,args)`` with the call's current variables and steps."""
+        """``Gosub(callrouter-agi,s,1(route,args))``: one bounded ``AGI(agi://host/route,args)``
+        with the call's current variables, steps and line."""
+        line = self.record.line
         self.record.variables.pop(cv.ROUTE, None)  # Set(CR_ROUTE=) before every AGI()
+        line.arm(AGI_TIMEOUT_S)  # Set(TIMEOUT(absolute)=5)
         script = replace(
             self.script,
             variables=dict(self.record.variables),
             answered=True,
             channel=self.channel,
             uniqueid=self.uniqueid,
+            agiexitonhangup=True,
+            absolute_timeout=None,
         )
-        session = await play_session(
-            self.host, self.port, script, route, args=args, deadline=self.deadline, time_scale=self.time_scale
-        )
+        try:
+            session = await play_session(
+                self.host, self.port, script, route, args=args, deadline=self.deadline, line=line
+            )
+        finally:
+            line.hangup_at = None  # Set(TIMEOUT(absolute)=0) after AGI(), or in T
         if session is None:
             raise ConnectionRefusedError(f"nothing answers on {self.host}:{self.port}")
         self.script = replace(self.script, steps=session.remaining_steps)
@@ -81,7 +101,17 @@ class _Call:
         return session.call
 
     def finished(self, call: EmulatedCall) -> bool:
-        return call.agistatus in ("SUCCESS", "FAILURE") and bool(self.record.variables.get(cv.ROUTE))
+        """The dialplan goes on (next priority, or ``T`` then Return) and CR_ROUTE is set."""
+        goes_on = call.agistatus in ("SUCCESS", "FAILURE") or call.goes_to_t
+        return goes_on and bool(self.record.variables.get(cv.ROUTE))
+
+    def fall_back(self, call: EmulatedCall, path: str) -> None:
+        """``CR_ROUTE`` is empty after AGI(): the caller hung up, or the call takes ``path``."""
+        if call.agistatus == "HANGUP" and not call.goes_to_t:
+            self.record.ended = "caller hung up"
+            return
+        self.record.ended = path
+        self.record.fallback_at = self.record.line.clock.now()
 
 
 async def _dispatch(call: _Call, outcome: QueueOutcome) -> None:
@@ -95,12 +125,15 @@ async def _dispatch(call: _Call, outcome: QueueOutcome) -> None:
                 await _after_answer(call)
                 return
             session = await call.agi("overflow", variables[cv.TENANT], variables.get(cv.QUEUE, ""), status)
+            fallback = STATIC
         elif action == "menu":
             record.steps.append(f"menu {target}")
             session = await call.agi("menu", variables[cv.TENANT], target, variables.get(cv.PRELUDE, ""))
+            fallback = FAILSTATIC
         elif action == "payment":
             session = await call.agi("payment", variables[cv.TENANT], target)
-            if call.finished(session):
+            fallback = STATIC
+            if call.finished(session) and variables.get(cv.ACTION) == "payment":
                 record.ended = f"payment line {variables[cv.TARGET]}"
                 return
         else:
@@ -108,7 +141,7 @@ async def _dispatch(call: _Call, outcome: QueueOutcome) -> None:
             record.ended += f" {target}".rstrip() if target else ""
             return
         if not call.finished(session):
-            record.ended = "caller hung up" if session.agistatus == "HANGUP" else "fail-static route"
+            call.fall_back(session, fallback)
             return
     record.ended = f"stopped after {MAX_HOPS} hops"
 
@@ -135,7 +168,7 @@ async def place_call(
 ) -> CallRecord:
     """Play one whole call: ``callrouter-inbound`` for ``script.dial``, then every step after."""
     started = time.perf_counter()
-    record = CallRecord(dialled=script.dial)
+    record = CallRecord(dialled=script.dial, line=CallerLine(CallClock(time_scale)))
     channel = script.channel or f"PJSIP/sipp-{number:08x}"
     uniqueid = script.uniqueid or f"{int(time.time())}.{number}"
     call = _Call(host, port, script, channel, uniqueid, record, deadline, time_scale)
@@ -145,9 +178,10 @@ async def place_call(
             record.steps.append(f"route ({record.variables.get(cv.REASON, '')})")
             await _dispatch(call, outcome)
         else:
-            record.ended = "caller hung up" if session.agistatus == "HANGUP" else "fail-static route"
+            call.fall_back(session, FAILSTATIC)
     except OSError as exc:
-        record.ended = f"controller unreachable ({type(exc).__name__}): fail-static route"
+        record.ended = f"controller unreachable ({type(exc).__name__}): {FAILSTATIC}"
+        record.fallback_at = record.line.clock.now()
     record.duration = time.perf_counter() - started
     return record
 
