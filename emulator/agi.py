@@ -200,6 +200,7 @@ class EmulatedCall:
     started_at: float = 0.0
     ended_at: float = 0.0
     timeline: list[tuple[float, str]] = field(default_factory=list)  # (clock, line sent)
+    command_times: list[float] = field(default_factory=list)  # the clock as each command came
     varsets: list[tuple[str, str]] = field(default_factory=list)  # what AMI shows as VarSet
 
     @property
@@ -515,6 +516,7 @@ class AsteriskSession:
 
     async def _handle_line(self, line: str) -> None:
         self.call.commands.append(line)
+        self.call.command_times.append(self.clock.now())
         if line[:7].lower() == "failure":
             await self._failure_line()
         argv = parse_args(line)
