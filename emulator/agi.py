@@ -427,6 +427,8 @@ class AsteriskSession:
         self._steps = list(script.steps)
         self._since_step = 0
         self._dead = False
+        self._prompted = False  # the last command played a prompt to its end
+        self._after_prompt = False  # ... as seen by the command running now
         self._database: dict[tuple[str, str], str] = {}
         self._table = self._command_table()
 
@@ -517,6 +519,7 @@ class AsteriskSession:
     async def _handle_line(self, line: str) -> None:
         self.call.commands.append(line)
         self.call.command_times.append(self.clock.now())
+        self._after_prompt, self._prompted = self._prompted, False
         if line[:7].lower() == "failure":
             await self._failure_line()
         argv = parse_args(line)
@@ -536,6 +539,8 @@ class AsteriskSession:
                 reply = []
             if reply:
                 await self._send(reply)
+        if name == "SET AUTOHANGUP":  # between a prompt and its WAIT FOR DIGIT: still prompted
+            self._prompted = self._after_prompt
         await self._count_command()
 
     async def _failure_line(self) -> None:
@@ -613,10 +618,17 @@ class AsteriskSession:
             self._advance()
             start = first_at if first_at is not None else now + (prompt_s / 2 if prompt_s else step.gap)
             self.line.type(step.digits, start, step.gap)
-        elif isinstance(step, PressAfterPrompt) and command not in ("STREAM FILE", "GET OPTION"):
+        elif isinstance(step, PressAfterPrompt) and self._asked(command):
             self._advance()
             self.line.type(step.digits, now + prompt_s + step.gap, step.gap)
         return now
+
+    def _asked(self, command: str) -> bool:
+        """The caller answers a prompt: GET DATA's own, or the one a WAIT FOR DIGIT follows
+        (a WAIT FOR DIGIT after no prompt, e.g. one draining digits, asks nothing)."""
+        if command == "GET DATA":
+            return True
+        return command == "WAIT FOR DIGIT" and self._after_prompt
 
     def _hangup_now(self, name: str, line: str) -> bool:
         step = self._step()
@@ -700,7 +712,9 @@ class AsteriskSession:
                 endpos = offset + round((arrival - start) * SAMPLES_PER_SECOND)
                 return [await self._until(arrival, f"200 result={ord(digit)} endpos={endpos}")]
         cut = f"200 result=-1 endpos={offset + round(self._played(start) * SAMPLES_PER_SECOND)}"
-        return [await self._until(end, f"200 result=0 endpos={samples}", cut)]
+        reply = await self._until(end, f"200 result=0 endpos={samples}", cut)
+        self._prompted = True  # played to the end: the caller answers the next WAIT FOR DIGIT
+        return [reply]
 
     def _played(self, start: float) -> float:
         hangup_at = self.line.hangup_at
