@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from emulator.agi import CallerScript, EmulatedCall, play_session
+from emulator.classic import run_classic
 from emulator.line import CallClock, CallerLine
 from ivr import channel_vars as cv
 from ivr.contract import unpack
@@ -69,6 +70,7 @@ class _Call:
     record: CallRecord
     deadline: float
     time_scale: float
+    fallback: Sequence[str] | None = None
 
     async def agi(self, route: str, *args: str) -> EmulatedCall:
         """``Gosub(callrouter-agi,s,1(route,args))``: one bounded ``AGI(agi://host/route,args)``
@@ -112,6 +114,26 @@ class _Call:
             return
         self.record.ended = path
         self.record.fallback_at = self.record.line.clock.now()
+
+    async def run_fallback(self) -> None:
+        """``callrouter-failstatic``: ``AGI(${CR_FALLBACK},${EXTEN})`` when a command is given;
+        records where the classic script sends the call (``fail-static route: queue hdc-revenues``)."""
+        if self.fallback is None or self.record.ended != FAILSTATIC:
+            return
+        self.record.variables.pop(cv.ROUTE, None)
+        script = replace(self.script, variables=dict(self.record.variables), answered=True,
+                         channel=self.channel, uniqueid=self.uniqueid)  # fmt: skip
+        session, _code = await run_classic(
+            self.fallback, script, [self.record.dialled], deadline=self.deadline, line=self.record.line
+        )
+        self.record.sessions.append(session)
+        route = session.variables.get(cv.ROUTE, "")
+        if route:
+            fields = unpack(route)
+            self.record.variables.update(fields)
+            self.record.ended = f"{FAILSTATIC}: {fields[cv.ACTION]} {fields[cv.TARGET]}".rstrip()
+        else:
+            self.record.ended = STATIC
 
 
 async def _dispatch(call: _Call, outcome: QueueOutcome) -> None:
@@ -165,13 +187,17 @@ async def place_call(
     deadline: float = 30.0,
     time_scale: float = 0.0,
     number: int = 1,
+    fallback: Sequence[str] | None = None,
 ) -> CallRecord:
-    """Play one whole call: ``callrouter-inbound`` for ``script.dial``, then every step after."""
+    """Play one whole call: ``callrouter-inbound`` for ``script.dial``, then every step after.
+
+    ``fallback``: the command of the classic fail-static script (``CR_FALLBACK``); when given,
+    a call that takes ``callrouter-failstatic`` runs it on the same line."""
     started = time.perf_counter()
     record = CallRecord(dialled=script.dial, line=CallerLine(CallClock(time_scale)))
     channel = script.channel or f"PJSIP/sipp-{number:08x}"
     uniqueid = script.uniqueid or f"{int(time.time())}.{number}"
-    call = _Call(host, port, script, channel, uniqueid, record, deadline, time_scale)
+    call = _Call(host, port, script, channel, uniqueid, record, deadline, time_scale, fallback)
     try:
         session = await call.agi("route", script.dial)
         if call.finished(session):
@@ -180,8 +206,10 @@ async def place_call(
         else:
             call.fall_back(session, FAILSTATIC)
     except OSError as exc:
-        record.ended = f"controller unreachable ({type(exc).__name__}): {FAILSTATIC}"
+        record.steps.append(f"controller unreachable ({type(exc).__name__})")
+        record.ended = FAILSTATIC
         record.fallback_at = record.line.clock.now()
+    await call.run_fallback()
     record.duration = time.perf_counter() - started
     return record
 

@@ -20,6 +20,8 @@ from emulator.dialplan import FAILSTATIC, CallRecord, place_call
 from ivr.fastagi import AgiChannel, AgiRequest, FastAgiServer, ServerConfig
 from ivr.fastagi.guard import StepGuard
 from tests.controller.conftest import EXAMPLE, HARBOROUGH, make_controller
+from tests.controller.test_fallback import SCRIPT as FALLBACK
+from tests.controller.test_fallback import always_open_plan
 from tests.support.redis_server import free_port
 
 PROMPT_S = 25  # every prompt of the "long call" below lasts 25 s (the guard allows 30)
@@ -186,3 +188,28 @@ async def test_without_the_step_guard_the_same_call_would_be_cut_off() -> None:
     record = await _long_call(script, None)
     assert any(session.timed_out for session in record.sessions)
     assert record.ended == FAILSTATIC
+
+
+@pytest.mark.parametrize("controller", ["silent", "down"])
+async def test_hung_and_down_controllers_take_the_same_fail_static_route(
+    controller: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """T leads where a refused connection leads: the classic fallback script, which runs the
+    menu from the plan file (key 2: the waste queue) in static mode."""
+    plan = always_open_plan(tmp_path)
+    monkeypatch.setenv("CALLROUTER_PLAN", str(plan))
+    script = CallerScript(dial=HARBOROUGH, steps=[PressAfterPrompt("2")])
+    silent = SilentController()
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    if controller == "down":
+        server.close()
+        await server.wait_closed()
+    try:
+        record = await place_call("127.0.0.1", port, script, time_scale=0.05, fallback=FALLBACK)
+    finally:
+        server.close()
+    assert record.ended == f"{FAILSTATIC}: queue hdc-waste"
+    assert record.variables["CR_MODE"] == "static"
+    assert record.fallback_at is not None
+    assert record.fallback_at <= (6.0 if controller == "silent" else 0.5)
