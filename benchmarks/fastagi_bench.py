@@ -11,6 +11,8 @@ test opens ``--idle`` sessions that stop at GET DATA (no reply) and reads the se
 
 ``--handler module:function`` plugs another handler into our server (it must do the same
 exchange for the figures to compare); the bare server always does the standard exchange.
+``--guard-baseline`` adds our server with the step guard off (no ``SET AUTOHANGUP`` before
+GET DATA), side by side in the same run: the cost of bounding a hung controller.
 """
 
 from __future__ import annotations
@@ -33,7 +35,11 @@ from callrouter.logs import configure_logging
 from emulator.agi import CallerScript, encode_env, env_lines
 from ivr.fastagi import AgiChannel, AgiRequest, FastAgiServer, ServerConfig
 
-STANDARD_REPLIES = {b"ANSWER": b"200 result=0\n", b"GET DATA": b"200 result=1\n"}
+STANDARD_REPLIES = {
+    b"ANSWER": b"200 result=0\n",
+    b"GET DATA": b"200 result=1\n",
+    b"SET AUTOHANGUP": b"200 result=0\n",
+}
 DEFAULT_REPLY = b"200 result=1\n"
 SERVER_CPU, CLIENT_CPU = 0, 1
 
@@ -130,7 +136,8 @@ async def _serve(kind: str, handler_spec: str, exchange: str) -> None:
         server = await loop.create_server(lambda: _BareProtocol(commands), "127.0.0.1", 0, backlog=4096)
         port = server.sockets[0].getsockname()[1]
     else:
-        ours = FastAgiServer(ServerConfig(port=0, backlog=4096, max_sessions=50_000))
+        guard = {"step_guard": None} if kind == "ours-unguarded" else {}
+        ours = FastAgiServer(ServerConfig(port=0, backlog=4096, max_sessions=50_000, **guard))  # type: ignore[arg-type]
         ours.register("route", _load_handler(handler_spec))  # type: ignore[arg-type]
         await ours.start()
         port = ours.port
@@ -310,11 +317,15 @@ async def run(args: argparse.Namespace) -> str:
     servers = [("bare asyncio streams", "bare", "asyncio")]
     if args.baselines:
         servers.append(("bare asyncio Protocol", "bare-protocol", "asyncio"))
+    if args.guard_baseline:
+        servers.append(("FastAgiServer, step guard off", "ours-unguarded", "asyncio"))
     servers.append(("FastAgiServer", "ours", "asyncio"))
     if args.uvloop:
         if args.baselines:
             servers.append(("bare asyncio streams on uvloop", "bare", "uvloop"))
             servers.append(("bare asyncio Protocol on uvloop", "bare-protocol", "uvloop"))
+        if args.guard_baseline:
+            servers.append(("FastAgiServer on uvloop, step guard off", "ours-unguarded", "uvloop"))
         servers.append(("FastAgiServer on uvloop", "ours", "uvloop"))
     points: list[Point] = []
     for concurrency in args.concurrency:
@@ -357,7 +368,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="what the bare servers send (and the block's agi_arg_1)")  # fmt: skip
     parser.add_argument("--baselines", action="store_true",
                         help="also a bare asyncio.Protocol server; the bare servers on uvloop")  # fmt: skip
-    parser.add_argument("--serve", choices=["ours", "bare", "bare-protocol"], help=argparse.SUPPRESS)
+    parser.add_argument("--guard-baseline", action="store_true",
+                        help="also our server with the step guard off (no SET AUTOHANGUP)")  # fmt: skip
+    parser.add_argument("--serve", choices=["ours", "ours-unguarded", "bare", "bare-protocol"],
+                        help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument("--server-loop", default="asyncio", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -18,6 +18,15 @@ Faithful to Asterisk 22.10.1 as captured on the wire:
   after a STREAM FILE of a missing prompt or a ``failure`` line, ``HANGUP`` when the channel hung
   up (unless already ``FAILURE``). Asterisk never times out a silent server; the emulator's
   ``deadline`` reports that case as ``outcome="server-silent"`` with no AGISTATUS.
+* DTMF is timed (:mod:`emulator.line`): a digit reaches the command listening when it arrives,
+  or is lost; GET DATA returns the moment ``max_digits`` arrive, or ``(timeout)`` after the
+  inter-digit timeout (``agi_getdata_maxdigits_overflow.txt``).
+* The channel's absolute timeout (``CallerScript.absolute_timeout`` = ``TIMEOUT(absolute)``
+  before AGI(); ``SET AUTOHANGUP n`` = ``200 result=0``, the same timer, 0 disarms) hangs the
+  channel up: a running command answers ``200 result=-1``, then ``HANGUP``; with
+  ``AGIEXITONHANGUP=yes`` ``HANGUP`` twice and the socket closed at once, else Asterisk waits
+  for the server to close. AGISTATUS is ``HANGUP`` and the dialplan goes on at ``T``
+  (``agi_hung_controller_timeout.txt``).
 
 A :class:`CallerScript` says what the caller does, step by step::
 
