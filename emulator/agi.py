@@ -896,9 +896,13 @@ class AsteriskSession:
     async def _set_autohangup(self, argv: list[str]) -> Reply:
         """``SET AUTOHANGUP <s>``: ``200 result=0``; the same timer as ``TIMEOUT(absolute)``,
         0 disarms it (``agi_hung_controller_timeout.txt`` variant d)."""
-        if len(argv) != 3:
+        try:
+            seconds = float(argv[2]) if len(argv) == 3 else None
+        except ValueError:
+            seconds = None  # sscanf("%30lf") failed: usage
+        if seconds is None:
             return usage_block("SET AUTOHANGUP")
-        self.line.arm(max(_float(argv[2]), 0.0))
+        self.line.arm(max(seconds, 0.0))  # negative counts as 0: disarmed
         return ["200 result=0"]
 
 

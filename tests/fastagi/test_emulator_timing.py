@@ -196,3 +196,45 @@ async def test_set_autohangup_rearms_the_same_timer() -> None:
     ]
     assert call.timed_out_at == pytest.approx(10.0, abs=0.05)
     assert call.goes_to_t
+
+
+async def test_after_the_timer_without_exit_on_hangup_the_channel_is_dead() -> None:
+    """Variant (a): after the timer's HANGUP Asterisk keeps serving in dead mode until the server
+    closes: SET AUTOHANGUP and media get 511 (res_agi: not allowed on a dead channel), SET
+    VARIABLE still works; a malformed SET AUTOHANGUP is a usage error."""
+    done = asyncio.Event()
+    seen: list[bytes] = []
+
+    async def controller(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\n\n")
+        writer.write(b"SET AUTOHANGUP soon\n")
+        while (line := await reader.readline()) and not line.startswith(b"520 "):
+            seen.append(line)
+        seen.append(line)
+        writer.write(b"SET AUTOHANGUP 1\n")
+        seen.append(await reader.readline())
+        seen.append(await reader.readline())  # the timer's HANGUP, 1 s later
+        for command in (b"SET AUTOHANGUP 10\n", b"WAIT FOR DIGIT 100\n", b"SET VARIABLE X y\n"):
+            writer.write(command)
+            seen.append(await reader.readline())
+        writer.close()
+        done.set()
+
+    server = await asyncio.start_server(controller, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        call = await run_call("127.0.0.1", port, CallerScript(answered=True), time_scale=0.05)
+        await asyncio.wait_for(done.wait(), 2)
+    finally:
+        server.close()
+    assert seen[0] == b"520-Invalid command syntax.  Proper usage follows:\n"
+    assert seen[-6:] == [
+        b"520 End of proper usage.\n",
+        b"200 result=0\n",
+        b"HANGUP\n",
+        b"511 Command Not Permitted on a dead channel or intercept routine\n",
+        b"511 Command Not Permitted on a dead channel or intercept routine\n",
+        b"200 result=1\n",
+    ]
+    assert call.timed_out_at == pytest.approx(1.0, abs=0.3)
+    assert (call.agistatus, call.goes_to_t, call.variables["X"]) == ("HANGUP", True, "y")
