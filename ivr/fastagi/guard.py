@@ -31,10 +31,12 @@ GET_DATA_DEFAULTS_S = (6.0, 2.0)  # GET DATA with timeout 0: first digit, next d
 @dataclass(frozen=True, slots=True)
 class StepGuard:
     """``margin_s``: added to every step's bound. ``prompt_s``: the longest prompt or
-    announcement the plan plays (the controller cannot know a prompt's length)."""
+    announcement (the controller cannot know a prompt's length): by default the server's own
+    ``reply_timeout`` (60 s), after which the controller gives up on a prompt anyway, so no
+    prompt it would wait for is ever cut."""
 
     margin_s: float = 5.0
-    prompt_s: float = 30.0
+    prompt_s: float = 60.0
 
     def autohangup(self, bound_s: float) -> str:
         """The ``SET AUTOHANGUP`` argument for a step of ``bound_s`` seconds (whole seconds,

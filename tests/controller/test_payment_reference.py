@@ -52,8 +52,9 @@ async def test_card_number_is_refused_drained_and_the_caller_asked_again(
     call = await payment(rig, line, CARD, ACCOUNT)
     assert fields(call)["CR_PAYMENT_REF"] == ACCOUNT
     assert (fields(call)["CR_ACTION"], fields(call)["CR_TARGET"]) == ("payment", "+441632960777")
-    # asked for 9 digits: the 9th proves the entry is too long for a reference
-    assert call.commands[:2] == ["SET AUTOHANGUP 89", "GET DATA harborough/enter-account-number 6000 9"]
+    # asked for 9 digits (the guard allows the 60 s prompt + 9 x 6 s + 5 s): the 9th digit
+    # proves the entry is too long for a reference
+    assert call.commands[:2] == ["SET AUTOHANGUP 119", "GET DATA harborough/enter-account-number 6000 9"]
     assert call.replies[1] == f"200 result={CARD[:9]}"  # Asterisk's side of the wire, not kept
     # drained: every digit of the card reached a command of the controller, none was left over
     assert line.heard == list(CARD + ACCOUNT)

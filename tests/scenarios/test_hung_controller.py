@@ -24,7 +24,7 @@ from tests.controller.test_fallback import SCRIPT as FALLBACK
 from tests.controller.test_fallback import always_open_plan
 from tests.support.redis_server import free_port
 
-PROMPT_S = 25  # every prompt of the "long call" below lasts 25 s (the guard allows 30)
+PROMPT_S = 50  # every prompt of the "long call" below lasts 50 s (the guard allows 60)
 
 
 class EveryPrompt(Mapping[str, int]):
