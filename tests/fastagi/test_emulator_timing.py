@@ -136,15 +136,15 @@ async def test_silent_server_is_cut_by_the_absolute_timeout(letter: str) -> None
     AGIEXITONHANGUP, ``HANGUP`` twice and the socket closed at 5 s. Either way AGISTATUS=HANGUP
     and the dialplan goes on at ``T``."""
     capture, script = hung_variant(letter)
-    line = CallerLine(CallClock(0.05))
+    line = CallerLine(CallClock(0.1))  # 10x: the 20 s of variant a take 2 s
     server, call = await replay(capture, script, line)
     assert server.received == [data for _, data in asterisk_lines(capture)]
-    assert_same_times(call, capture, tolerance=0.3)
+    assert_same_times(call, capture, tolerance=0.5)  # 50 ms of real time
     returned_at, status = status_note(capture)
     assert call.agistatus == status == "HANGUP"
     assert call.goes_to_t == any("UserEvent=TExten" in note for note in capture.notes)
     assert call.goes_to_t
-    assert abs(call.ended_at - returned_at) <= 0.5
+    assert abs(call.ended_at - returned_at) <= 1.0
     assert (call.outcome == "exit-on-hangup") == script.agiexitonhangup
 
 
@@ -223,7 +223,7 @@ async def test_after_the_timer_without_exit_on_hangup_the_channel_is_dead() -> N
     server = await asyncio.start_server(controller, "127.0.0.1", 0)
     try:
         port = server.sockets[0].getsockname()[1]
-        call = await run_call("127.0.0.1", port, CallerScript(answered=True), time_scale=0.05)
+        call = await run_call("127.0.0.1", port, CallerScript(answered=True), time_scale=0.2)
         await asyncio.wait_for(done.wait(), 2)
     finally:
         server.close()
