@@ -11,56 +11,12 @@ import pytest
 
 from emulator.agi import CallerScript, EmulatedCall, run_call
 from emulator.line import CallClock, CallerLine, read_app
-from tests.support.captures import Capture, load_capture
+from tests.support.captures import Capture, CaptureServer, asterisk_lines, load_capture
 
 OVERFLOW = "agi_getdata_maxdigits_overflow"
 HUNG = "agi_hung_controller_timeout"
 AFTER_AGI = re.compile(r"AGISTATUS=(\w+), Read\(\) .* got LEFTOVER='(\d*)' READSTATUS=(\w+) \(at ([\d.]+) s")
 AGISTATUS_SET = re.compile(r"AMI\s+\+([\d.]+) s VarSet \S+ AGISTATUS=(\w+)")
-
-
-class CaptureServer:
-    """Plays the server's side of a capture: sends its commands when the capture did (gaps of
-    more than 50 ms are kept, on the emulator's time scale), reads what Asterisk sends."""
-
-    def __init__(self, capture: Capture, time_scale: float) -> None:
-        self.capture = capture
-        self.scale = time_scale or 1.0
-        self.received: list[bytes | None] = []
-        self.done = asyncio.Event()
-
-    async def pause(self, gap: float) -> None:
-        if gap > 0.05:
-            await asyncio.sleep(gap * self.scale)
-
-    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\n\n")
-        last = 0.0
-        for at, direction, data in after_env(self.capture):
-            if direction == "S->A" and data is not None:
-                await self.pause(at - last)
-                writer.write(data)
-                await writer.drain()
-            else:
-                line = await reader.readline()
-                self.received.append(line or None)
-                if not line:
-                    break
-            last = at
-        if self.capture.closed_at is not None and self.received[-1:] != [None]:
-            await self.pause(self.capture.closed_at - last)
-        writer.close()
-        self.done.set()
-
-
-def after_env(capture: Capture) -> list[tuple[float, str, bytes | None]]:
-    """The items after the environment block (which ends with a bare ``\\n``)."""
-    end = next(i for i, (_, d, data) in enumerate(capture.items) if d == "A->S" and data == b"\n")
-    return capture.items[end + 1 :]
-
-
-def asterisk_lines(capture: Capture) -> list[tuple[float, bytes | None]]:
-    return [(at, data) for at, direction, data in after_env(capture) if direction == "A->S"]
 
 
 async def replay(
