@@ -11,6 +11,8 @@ test opens ``--idle`` sessions that stop at GET DATA (no reply) and reads the se
 
 ``--handler module:function`` plugs another handler into our server (it must do the same
 exchange for the figures to compare); the bare server always does the standard exchange.
+``--guard-baseline`` adds our server with the step guard off (no ``SET AUTOHANGUP`` before
+GET DATA), side by side in the same run: the cost of bounding a hung controller.
 """
 
 from __future__ import annotations
@@ -32,8 +34,13 @@ from dataclasses import dataclass
 from callrouter.logs import configure_logging
 from emulator.agi import CallerScript, encode_env, env_lines
 from ivr.fastagi import AgiChannel, AgiRequest, FastAgiServer, ServerConfig
+from ivr.fastagi.server import DEFAULT_GUARD
 
-STANDARD_REPLIES = {b"ANSWER": b"200 result=0\n", b"GET DATA": b"200 result=1\n"}
+STANDARD_REPLIES = {
+    b"ANSWER": b"200 result=0\n",
+    b"GET DATA": b"200 result=1\n",
+    b"SET AUTOHANGUP": b"200 result=0\n",
+}
 DEFAULT_REPLY = b"200 result=1\n"
 SERVER_CPU, CLIENT_CPU = 0, 1
 
@@ -132,8 +139,14 @@ async def _serve(kind: str, handler_spec: str, exchange: str) -> None:
     else:
         # One peer (the load generator) opens every connection, the idle test 500 at a time:
         # the caps are raised so that nothing is turned away (the checks still run each time).
+        # "ours-unguarded" is the same server with the step guard off (the guard's baseline).
         config = ServerConfig(
-            port=0, backlog=4096, max_sessions=50_000, max_sessions_per_peer=50_000, max_pending=1024
+            port=0,
+            backlog=4096,
+            max_sessions=50_000,
+            max_sessions_per_peer=50_000,
+            max_pending=1024,
+            step_guard=None if kind == "ours-unguarded" else DEFAULT_GUARD,
         )
         ours = FastAgiServer(config)
         ours.register("route", _load_handler(handler_spec))  # type: ignore[arg-type]
@@ -317,11 +330,15 @@ async def run(args: argparse.Namespace) -> str:
     servers = [("bare asyncio streams", "bare", "asyncio")]
     if args.baselines:
         servers.append(("bare asyncio Protocol", "bare-protocol", "asyncio"))
+    if args.guard_baseline:
+        servers.append(("FastAgiServer, step guard off", "ours-unguarded", "asyncio"))
     servers.append(("FastAgiServer", "ours", "asyncio"))
     if args.uvloop:
         if args.baselines:
             servers.append(("bare asyncio streams on uvloop", "bare", "uvloop"))
             servers.append(("bare asyncio Protocol on uvloop", "bare-protocol", "uvloop"))
+        if args.guard_baseline:
+            servers.append(("FastAgiServer on uvloop, step guard off", "ours-unguarded", "uvloop"))
         servers.append(("FastAgiServer on uvloop", "ours", "uvloop"))
     points: list[Point] = []
     for concurrency in args.concurrency:
@@ -364,7 +381,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="what the bare servers send (and the block's agi_arg_1)")  # fmt: skip
     parser.add_argument("--baselines", action="store_true",
                         help="also a bare asyncio.Protocol server; the bare servers on uvloop")  # fmt: skip
-    parser.add_argument("--serve", choices=["ours", "bare", "bare-protocol"], help=argparse.SUPPRESS)
+    parser.add_argument("--guard-baseline", action="store_true",
+                        help="also our server with the step guard off (no SET AUTOHANGUP)")  # fmt: skip
+    parser.add_argument("--serve", choices=["ours", "ours-unguarded", "bare", "bare-protocol"],
+                        help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument("--server-loop", default="asyncio", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -18,6 +18,15 @@ Faithful to Asterisk 22.10.1 as captured on the wire:
   after a STREAM FILE of a missing prompt or a ``failure`` line, ``HANGUP`` when the channel hung
   up (unless already ``FAILURE``). Asterisk never times out a silent server; the emulator's
   ``deadline`` reports that case as ``outcome="server-silent"`` with no AGISTATUS.
+* DTMF is timed (:mod:`emulator.line`): a digit reaches the command listening when it arrives,
+  or is lost; GET DATA returns the moment ``max_digits`` arrive, or ``(timeout)`` after the
+  inter-digit timeout (``agi_getdata_maxdigits_overflow.txt``).
+* The channel's absolute timeout (``CallerScript.absolute_timeout`` = ``TIMEOUT(absolute)``
+  before AGI(); ``SET AUTOHANGUP n`` = ``200 result=0``, the same timer, 0 disarms) hangs the
+  channel up: a running command answers ``200 result=-1``, then ``HANGUP``; with
+  ``AGIEXITONHANGUP=yes`` ``HANGUP`` twice and the socket closed at once, else Asterisk waits
+  for the server to close. AGISTATUS is ``HANGUP`` and the dialplan goes on at ``T``
+  (``agi_hung_controller_timeout.txt``).
 
 A :class:`CallerScript` says what the caller does, step by step::
 
@@ -35,6 +44,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlencode
+
+from emulator.line import DIGIT_GAP, CallClock, CallerLine
 
 ASTERISK_VERSION = "22.10.1"
 CONNECT_TIMEOUT = 2.0  # res_agi MAX_AGI_CONNECT
@@ -81,22 +92,29 @@ KNOWN_APPS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Press:
-    """The caller types ``digits`` during the next STREAM FILE / GET DATA / WAIT FOR DIGIT.
+    """The caller starts typing ``digits`` during the next STREAM FILE / GET DATA / WAIT FOR DIGIT,
+    one every ``gap`` seconds (0.3 s in the captures).
 
-    STREAM FILE: the first digit interrupts the prompt if it is an escape digit
-    (``200 result=49 endpos=...``; ``endpos`` defaults to half the prompt). GET DATA: digits up
-    to ``max_digits``; ``#`` ends input; fewer digits end with ``(timeout)``."""
+    STREAM FILE and GET DATA: the first digit arrives half way through the prompt (STREAM FILE:
+    at ``endpos`` when given) and interrupts it if it is an escape digit
+    (``200 result=49 endpos=...``); WAIT FOR DIGIT: ``gap`` after it starts. Digits go to
+    whatever listens when they arrive: GET DATA takes up to ``max_digits`` and returns at once,
+    and the rest go to the next command if it is already waiting, or are lost
+    (``agi_getdata_maxdigits_overflow.txt``)."""
 
     digits: str
     endpos: int | None = None
+    gap: float = DIGIT_GAP
 
 
 @dataclass(frozen=True, slots=True)
 class PressAfterPrompt:
     """The caller listens to prompts to the end and types ``digits`` when asked: STREAM FILE
-    plays fully (the step waits), the next GET DATA / WAIT FOR DIGIT gets the digits."""
+    plays fully (the step waits); at the next GET DATA / WAIT FOR DIGIT the first digit arrives
+    ``gap`` after the prompt ends, then one every ``gap``."""
 
     digits: str
+    gap: float = DIGIT_GAP
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +147,10 @@ class CallerScript:
 
     ``prompts`` maps prompt names to their length in samples (None: every prompt exists, see
     :data:`KNOWN_PROMPTS`); ``missing_prompts`` never exist. ``agisighup`` and
-    ``agiexitonhangup`` mirror the AGISIGHUP / AGIEXITONHANGUP channel variables. ``channel`` and
-    ``uniqueid`` default to fresh values (``PJSIP/sipp-00000023``, ``<epoch>.<n>``)."""
+    ``agiexitonhangup`` mirror the AGISIGHUP / AGIEXITONHANGUP channel variables;
+    ``absolute_timeout`` is ``Set(TIMEOUT(absolute)=N)`` just before ``AGI()``. ``channel`` and
+    ``uniqueid`` default to fresh values (``PJSIP/sipp-00000023``, ``<epoch>.<n>``). A step
+    that types digits is taken only once the digits typed before have all arrived."""
 
     dial: str = "1000"
     caller: str | None = "01632960123"
@@ -144,6 +164,7 @@ class CallerScript:
     answered: bool = False
     agisighup: bool = True
     agiexitonhangup: bool = False
+    absolute_timeout: float | None = None
     prompts: Mapping[str, int] | None = None
     missing_prompts: frozenset[str] = frozenset()
     apps: frozenset[str] = KNOWN_APPS
@@ -166,7 +187,10 @@ class EmulatedCall:
 
     ``outcome``: ``closed`` (the server closed), ``failure-line``, ``exit-on-hangup`` (Asterisk
     closed), ``server-silent`` (the emulator's deadline hit; Asterisk itself would still wait),
-    ``connect-failed``. ``agistatus`` is None only for ``server-silent``."""
+    ``connect-failed``. ``agistatus`` is None only for ``server-silent``. ``timed_out``: the
+    absolute timeout (``TIMEOUT(absolute)`` / ``SET AUTOHANGUP``) hung the channel up at
+    ``timed_out_at``; AGI() then returns ``HANGUP`` and the dialplan goes on at ``T``.
+    ``started_at`` / ``ended_at``: the call's clock when AGI() started and returned."""
 
     agistatus: str | None
     outcome: str
@@ -180,11 +204,23 @@ class EmulatedCall:
     answered: bool = False
     hung_up: bool = False
     duration: float = 0.0
+    timed_out: bool = False
+    timed_out_at: float | None = None
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    timeline: list[tuple[float, str]] = field(default_factory=list)  # (clock, line sent)
+    command_times: list[float] = field(default_factory=list)  # the clock as each command came
+    varsets: list[tuple[str, str]] = field(default_factory=list)  # what AMI shows as VarSet
 
     @property
     def dialplan_continues(self) -> bool:
         """Asterisk runs the next priority after AGI() for SUCCESS and FAILURE only."""
         return self.agistatus in ("SUCCESS", "FAILURE")
+
+    @property
+    def goes_to_t(self) -> bool:
+        """The absolute timeout ended AGI(): the dialplan continues at the ``T`` extension."""
+        return self.timed_out and self.agistatus is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,6 +343,16 @@ USAGE_TEXT: Mapping[str, list[str]] = {
 }
 
 
+def get_data_timeouts(timeout_ms: int) -> tuple[float, float]:
+    """GET DATA's (first digit, next digits) timeouts in seconds: the command's timeout for both,
+    Asterisk's defaults (6 s, 2 s) when it is 0 or missing, forever when negative."""
+    if timeout_ms > 0:
+        return timeout_ms / 1000, timeout_ms / 1000
+    if timeout_ms < 0:
+        return float("inf"), float("inf")
+    return 6.0, 2.0
+
+
 def collect_digits(typed: str, max_digits: int) -> tuple[str, bool]:
     """GET DATA input: ``(digits, timed_out)``. ``#`` ends input and is dropped; reaching
     ``max_digits`` ends it; running out of typed digits is a timeout."""
@@ -325,6 +371,13 @@ def _int(text: str, default: int) -> int:
         return int(text)
     except ValueError:
         return default
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,6 +402,14 @@ class _Closed(Exception):
     """Asterisk closed the connection itself (AGIEXITONHANGUP=yes or a failure line)."""
 
 
+class _Cut(Exception):
+    """The absolute timeout fired while a command ran: its ``reply``, then the hangup."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
 class AsteriskSession:
     """One emulated AGI() run over a connected socket. Use :func:`run_call`."""
 
@@ -361,18 +422,22 @@ class AsteriskSession:
         channel: str,
         time_scale: float = 0.0,
         hangup_delay: float = HANGUP_DELAY,
+        line: CallerLine | None = None,
     ) -> None:
         self.script = script
+        self.line = line or CallerLine(CallClock(time_scale))
+        self.clock = self.line.clock
         self.call = EmulatedCall(agistatus="SUCCESS", outcome="closed", channel=channel)
         self.call.variables.update(script.variables)
         self.call.answered = script.answered
         self._reader = reader
         self._writer = writer
-        self._time_scale = time_scale
         self._hangup_delay = hangup_delay
         self._steps = list(script.steps)
         self._since_step = 0
         self._dead = False
+        self._prompted = False  # the last command played a prompt to its end
+        self._after_prompt = False  # ... as seen by the command running now
         self._database: dict[tuple[str, str], str] = {}
         self._table = self._command_table()
 
@@ -380,15 +445,27 @@ class AsteriskSession:
 
     async def _send(self, lines: Sequence[str]) -> None:
         self.call.replies.extend(lines)
+        now = self.clock.now()
+        self.call.timeline += [(now, line) for line in lines]
         self._writer.write("".join(f"{line}\n" for line in lines).encode("utf-8"))
         await self._writer.drain()
 
-    async def _wait(self, seconds: float) -> None:
-        if self._time_scale > 0 and seconds > 0:
-            await asyncio.sleep(seconds * self._time_scale)
+    async def _until(self, when: float, reply: str, cut_reply: str = "200 result=-1") -> str:
+        """Let the command run until ``when`` and return ``reply``; if the absolute timeout comes
+        first, stop there (``200 result=-1``, then the hangup: ``agi_hung_controller_timeout.txt``
+        variant e)."""
+        hangup_at = self.line.hangup_at
+        if not self._dead and hangup_at is not None and hangup_at < when:
+            await self.clock.sleep_until(hangup_at)
+            raise _Cut(cut_reply)
+        await self.clock.sleep_until(when)
+        return reply
 
     async def serve(self, env: bytes) -> None:
         """Send the environment block, then answer commands until the server closes."""
+        self.call.started_at = self.clock.now()
+        if self.script.absolute_timeout is not None:
+            self.line.arm(self.script.absolute_timeout)
         self._writer.write(env)
         await self._writer.drain()
         try:
@@ -397,19 +474,44 @@ class AsteriskSession:
         except _Closed:
             self._writer.close()
             return
+        finally:
+            self.call.ended_at = self.clock.now()
         await self._after_server_close()
 
     async def _command_loop(self) -> None:
         while True:
             try:
-                raw = await self._reader.readuntil(b"\n")
+                raw = await self._next_command()
             except asyncio.IncompleteReadError as exc:
                 if exc.partial:  # executed even without \n (agi_server_partial_line_close.txt)
                     await self._handle_line(exc.partial.decode("utf-8", errors="replace"))
                 return
             except ConnectionError:
                 return
+            if raw is None:  # the absolute timeout fired while Asterisk waited for a command
+                await self._timer_fired()
+                continue
             await self._handle_line(raw[:-1].decode("utf-8", errors="replace"))
+
+    async def _next_command(self) -> bytes | None:
+        """The next command line; None if the absolute timeout fires first (res_agi itself waits
+        for the server without any timeout: ``agi_server_silent.txt``)."""
+        hangup_at = self.line.hangup_at
+        if self._dead or hangup_at is None:
+            return await self._reader.readuntil(b"\n")
+        try:
+            async with asyncio.timeout(self.clock.real_seconds(hangup_at - self.clock.now())):
+                return await self._reader.readuntil(b"\n")
+        except TimeoutError:
+            return None
+
+    async def _timer_fired(self) -> None:
+        """The channel's absolute timeout: a soft hangup, like the caller's, but the dialplan
+        will go on at ``T`` (the PBX clears the timer and the soft hangup before running it)."""
+        self.line.hangup_at = None
+        self.call.timed_out = True
+        self.call.timed_out_at = self.clock.now()
+        await self._hang_up(0.0)
 
     async def _after_server_close(self) -> None:
         """Asterisk writes a last HANGUP (if AGISIGHUP) after the script ends, then closes."""
@@ -425,6 +527,8 @@ class AsteriskSession:
 
     async def _handle_line(self, line: str) -> None:
         self.call.commands.append(line)
+        self.call.command_times.append(self.clock.now())
+        self._after_prompt, self._prompted = self._prompted, False
         if line[:7].lower() == "failure":
             await self._failure_line()
         argv = parse_args(line)
@@ -436,7 +540,16 @@ class AsteriskSession:
         elif self._hangup_now(name, line):
             await self._hangup_during(name, argv)
         else:
-            await self._send(await self._table[name](argv))
+            try:
+                reply = await self._table[name](argv)
+            except _Cut as cut:
+                await self._send([cut.reply])
+                await self._timer_fired()
+                reply = []
+            if reply:
+                await self._send(reply)
+        if name == "SET AUTOHANGUP":  # between a prompt and its WAIT FOR DIGIT: still prompted
+            self._prompted = self._after_prompt
         await self._count_command()
 
     async def _failure_line(self) -> None:
@@ -479,6 +592,7 @@ class AsteriskSession:
             "SAY ALPHA": self._say,
             "SAY PHONETIC": self._say,
             "SET MUSIC": self._set_music,
+            "SET AUTOHANGUP": self._set_autohangup,
             "SET CONTEXT": self._noop,
             "SET EXTENSION": self._noop,
             "SET PRIORITY": self._noop,
@@ -498,15 +612,32 @@ class AsteriskSession:
         self._steps.pop(0)
         self._since_step = 0
 
-    def _take_input(self, command: str) -> Press | Silence:
+    def _listen(self, command: str, prompt_s: float = 0.0, first_at: float | None = None) -> float:
+        """A command starts listening for digits now (its prompt lasts ``prompt_s``): digits
+        that arrived while nothing listened are gone; if the caller has finished typing, their
+        next step starts (``first_at``: when a Press's first digit arrives). Returns now."""
+        now = self.clock.now()
+        self.line.listen_from(now)
+        if self.line.typing:
+            return now
         step = self._step()
-        if isinstance(step, Press | Silence):
+        if isinstance(step, Silence):
             self._advance()
-            return step
-        if isinstance(step, PressAfterPrompt) and command not in ("STREAM FILE", "GET OPTION"):
+        elif isinstance(step, Press):
             self._advance()
-            return Press(step.digits)
-        return Silence()
+            start = first_at if first_at is not None else now + (prompt_s / 2 if prompt_s else step.gap)
+            self.line.type(step.digits, start, step.gap)
+        elif isinstance(step, PressAfterPrompt) and self._asked(command):
+            self._advance()
+            self.line.type(step.digits, now + prompt_s + step.gap, step.gap)
+        return now
+
+    def _asked(self, command: str) -> bool:
+        """The caller answers a prompt: GET DATA's own, or the one a WAIT FOR DIGIT follows
+        (a WAIT FOR DIGIT after no prompt, e.g. one draining digits, asks nothing)."""
+        if command == "GET DATA":
+            return True
+        return command == "WAIT FOR DIGIT" and self._after_prompt
 
     def _hangup_now(self, name: str, line: str) -> bool:
         step = self._step()
@@ -555,7 +686,7 @@ class AsteriskSession:
 
     async def _answer(self, argv: list[str]) -> Reply:
         if not self.call.answered:
-            await self._wait(0.5)
+            await self._until(self.clock.now() + 0.5, "")
         self.call.answered = True
         return ["200 result=0"]
 
@@ -576,13 +707,27 @@ class AsteriskSession:
         return await self._play(argv[2], samples, offset, argv[3])
 
     async def _play(self, prompt: str, samples: int, offset: int, escape: str) -> Reply:
-        step = self._take_input("STREAM FILE")
-        if isinstance(step, Press) and step.digits and step.digits[0] in escape:
-            endpos = step.endpos if step.endpos is not None else samples // 2
-            await self._wait((endpos - offset) / SAMPLES_PER_SECOND)
-            return [f"200 result={ord(step.digits[0])} endpos={endpos}"]
-        await self._wait((samples - offset) / SAMPLES_PER_SECOND)
-        return [f"200 result=0 endpos={samples}"]
+        """Play from ``offset``; a digit in ``escape`` stops it, others are swallowed."""
+        step = self._step()
+        first_at = None
+        if isinstance(step, Press) and step.endpos is not None:
+            first_at = self.clock.now() + (step.endpos - offset) / SAMPLES_PER_SECOND
+        remaining = (samples - offset) / SAMPLES_PER_SECOND
+        start = self._listen("STREAM FILE", remaining, first_at)
+        end = start + remaining
+        while (item := self.line.next_digit(end)) is not None:
+            arrival, digit = item
+            if digit in escape:
+                endpos = offset + round((arrival - start) * SAMPLES_PER_SECOND)
+                return [await self._until(arrival, f"200 result={ord(digit)} endpos={endpos}")]
+        cut = f"200 result=-1 endpos={offset + round(self._played(start) * SAMPLES_PER_SECOND)}"
+        reply = await self._until(end, f"200 result=0 endpos={samples}", cut)
+        self._prompted = True  # played to the end: the caller answers the next WAIT FOR DIGIT
+        return [reply]
+
+    def _played(self, start: float) -> float:
+        hangup_at = self.line.hangup_at
+        return max(0.0, (hangup_at if hangup_at is not None else start) - start)
 
     async def _control_stream_file(self, argv: list[str]) -> Reply:
         if not 5 <= len(argv) <= 9:
@@ -592,8 +737,8 @@ class AsteriskSession:
             self.call.agistatus = "FAILURE"
             return ["200 result=-1 endpos=-1"]
         self.call.prompts.append(argv[3])
-        await self._wait(samples / SAMPLES_PER_SECOND)
-        return ["200 result=0 endpos=-1"]
+        start = self._listen("CONTROL STREAM FILE")
+        return [await self._until(start + samples / SAMPLES_PER_SECOND, "200 result=0 endpos=-1")]
 
     async def _get_data(self, argv: list[str]) -> Reply:
         if len(argv) < 3:
@@ -602,28 +747,45 @@ class AsteriskSession:
         if samples is None:
             return ["200 result=-1"]  # no AGISTATUS effect (agi_server_status_getdata_missing)
         self.call.prompts.append(argv[2])
-        timeout_ms = _int(argv[3], 0) if len(argv) > 3 else 0
+        first, following = get_data_timeouts(_int(argv[3], 0) if len(argv) > 3 else 0)
         max_digits = _int(argv[4], 1024) if len(argv) > 4 else 1024
-        step = self._take_input("GET DATA")
-        typed = step.digits if isinstance(step, Press) else ""
-        digits, timed_out = collect_digits(typed, max_digits)
-        await self._wait(samples / SAMPLES_PER_SECOND + (timeout_ms / 1000 if timed_out else 0))
-        return [f"200 result={digits} (timeout)" if timed_out else f"200 result={digits}"]
+        prompt_s = samples / SAMPLES_PER_SECOND
+        start = self._listen("GET DATA", prompt_s)
+        deadline, digits = start + prompt_s + first, ""
+        # A digit during the prompt stops it; each next digit must come within the timeout;
+        # the command returns the moment max_digits is reached (result=12345678 at 3.27 s).
+        while (item := self.line.next_digit(deadline)) is not None:
+            arrival, digit = item
+            if digit == "#":
+                return [await self._until(arrival, f"200 result={digits}")]
+            digits += digit
+            if len(digits) >= max_digits:
+                return [await self._until(arrival, f"200 result={digits}")]
+            deadline = arrival + following
+        return [await self._until(deadline, f"200 result={digits} (timeout)")]
 
     async def _wait_for_digit(self, argv: list[str]) -> Reply:
         if len(argv) != 4:
             return usage_block("WAIT FOR DIGIT")
-        step = self._take_input("WAIT FOR DIGIT")
-        if isinstance(step, Press) and step.digits:
-            return [f"200 result={ord(step.digits[0])}"]
-        await self._wait(max(_int(argv[3], 0), 0) / 1000)
-        return ["200 result=0"]
+        timeout_ms = _int(argv[3], 0)
+        start = self._listen("WAIT FOR DIGIT")
+        end = None if timeout_ms < 0 else start + timeout_ms / 1000
+        item = self.line.next_digit(end)
+        if item is not None:
+            return [await self._until(item[0], f"200 result={ord(item[1])}")]
+        if end is None:  # waits for ever: only a hangup or the absolute timeout ends it
+            end = self.line.hangup_at if self.line.hangup_at is not None else self.clock.now() + 86400
+        return [await self._until(end, "200 result=0")]
 
     async def _set_variable(self, argv: list[str]) -> Reply:
         if len(argv) != 4:
             return usage_block("SET VARIABLE")
-        self.call.variables[argv[2]] = argv[3]
+        self._set(argv[2], argv[3])
         return ["200 result=1"]
+
+    def _set(self, name: str, value: str) -> None:
+        self.call.variables[name] = value
+        self.call.varsets.append((name, value))
 
     async def _get_variable(self, argv: list[str]) -> Reply:
         if len(argv) != 3:
@@ -669,7 +831,10 @@ class AsteriskSession:
             return await self._exec_playback(options)
         if app.lower() == "set" and "=" in options:
             key, _, value = options.partition("=")
-            self.call.variables[key] = value
+            self._set(key, value)
+        if app.lower() == "wait" and not self._dead:
+            start = self._listen("EXEC")  # digits during Wait() are swallowed
+            return [await self._until(start + max(_float(options), 0.0), "200 result=0")]
         return ["200 result=0"]
 
     async def _exec_playback(self, prompt: str) -> Reply:
@@ -678,7 +843,8 @@ class AsteriskSession:
         self.call.variables["PLAYBACKSTATUS"] = "SUCCESS" if found else "FAILED"
         if samples is not None and not self._dead:
             self.call.prompts.append(prompt)
-            await self._wait(samples / SAMPLES_PER_SECOND)
+            start = self._listen("EXEC")
+            return [await self._until(start + samples / SAMPLES_PER_SECOND, "200 result=0")]
         return ["200 result=0"]
 
     async def _verbose(self, argv: list[str]) -> Reply:
@@ -721,11 +887,23 @@ class AsteriskSession:
     async def _say(self, argv: list[str]) -> Reply:
         if len(argv) < 4:
             return usage_block(" ".join(argv[:2]).upper())
-        await self._wait(0.4 * len(argv[2]))
-        return ["200 result=0"]
+        start = self._listen("SAY")
+        return [await self._until(start + 0.4 * len(argv[2]), "200 result=0")]
 
     async def _set_music(self, argv: list[str]) -> Reply:
         return usage_block("SET MUSIC") if len(argv) not in (3, 4) else ["200 result=0"]
+
+    async def _set_autohangup(self, argv: list[str]) -> Reply:
+        """``SET AUTOHANGUP <s>``: ``200 result=0``; the same timer as ``TIMEOUT(absolute)``,
+        0 disarms it (``agi_hung_controller_timeout.txt`` variant d)."""
+        try:
+            seconds = float(argv[2]) if len(argv) == 3 else None
+        except ValueError:
+            seconds = None  # sscanf("%30lf") failed: usage
+        if seconds is None:
+            return usage_block("SET AUTOHANGUP")
+        self.line.arm(max(seconds, 0.0))  # negative counts as 0: disarmed
+        return ["200 result=0"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -757,11 +935,14 @@ async def run_call(
     deadline: float = 30.0,
     time_scale: float = 0.0,
     hangup_delay: float = HANGUP_DELAY,
+    line: CallerLine | None = None,
 ) -> EmulatedCall:
     """Play one call against the FastAGI server at ``host:port`` and report what Asterisk saw.
 
-    ``time_scale`` scales prompt lengths and digit timeouts (0: answer at once). ``deadline``
-    bounds the whole call: a server that stops talking is reported as ``server-silent``."""
+    ``time_scale`` is the call's clock (:class:`~emulator.line.CallClock`; 0: prompts and digit
+    timeouts take no real time). ``deadline`` bounds the whole call in real seconds: a server
+    that stops talking is reported as ``server-silent``. ``line``: the channel's clock, digits
+    in flight and absolute timeout, shared with earlier and later ``AGI()`` runs of the call."""
     session = await play_session(
         host,
         port,
@@ -772,6 +953,7 @@ async def run_call(
         deadline=deadline,
         time_scale=time_scale,
         hangup_delay=hangup_delay,
+        line=line,
     )
     return (
         session.call if session is not None else EmulatedCall(agistatus="FAILURE", outcome="connect-failed")
@@ -789,6 +971,7 @@ async def play_session(
     deadline: float = 30.0,
     time_scale: float = 0.0,
     hangup_delay: float = HANGUP_DELAY,
+    line: CallerLine | None = None,
 ) -> AsteriskSession | None:
     """Like :func:`run_call`, but return the whole session (its ``call`` and the caller's
     :attr:`~AsteriskSession.remaining_steps`, for a later ``AGI()`` of the same call); None
@@ -807,6 +990,7 @@ async def play_session(
         channel=script.channel or _channel_name(script, number),
         time_scale=time_scale,
         hangup_delay=hangup_delay,
+        line=line,
     )
     session.call.uniqueid = script.uniqueid or f"{int(time.time())}.{number}"
     net_script = network_script(route, query)

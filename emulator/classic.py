@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 
 from emulator.agi import AsteriskSession, CallerScript, EmulatedCall, encode_env, env_lines
+from emulator.line import CallerLine
 
 
 def classic_env(script: CallerScript, path: str, channel: str, uniqueid: str) -> list[tuple[str, str]]:
@@ -20,9 +21,18 @@ def classic_env(script: CallerScript, path: str, channel: str, uniqueid: str) ->
 
 
 async def run_classic(
-    argv: Sequence[str], script: CallerScript, args: Sequence[str] = (), *, deadline: float = 30.0
+    argv: Sequence[str],
+    script: CallerScript,
+    args: Sequence[str] = (),
+    *,
+    deadline: float = 30.0,
+    line: CallerLine | None = None,
 ) -> tuple[EmulatedCall, int | None]:
-    """Run ``argv`` as Asterisk runs an AGI script; return what Asterisk saw and the exit code."""
+    """Run ``argv`` as Asterisk runs an AGI script; return what Asterisk saw and the exit code.
+
+    ``line``: the channel's clock, digits in flight and absolute timeout, when the script runs
+    later in a call (the fail-static path after a controller ``AGI()``); digits, timers and
+    ``SET AUTOHANGUP`` behave as over FastAGI."""
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
         *argv, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -31,7 +41,7 @@ async def run_classic(
     assert process.stdin is not None
     assert process.stdout is not None
     channel = script.channel or "PJSIP/sipp-00000001"
-    session = AsteriskSession(script, process.stdout, process.stdin, channel=channel)
+    session = AsteriskSession(script, process.stdout, process.stdin, channel=channel, line=line)
     session.call.uniqueid = script.uniqueid or f"{int(time.time())}.1"
     env = encode_env(classic_env(script, argv[-1], channel, session.call.uniqueid), args)
     try:

@@ -3,14 +3,19 @@
 :func:`place_call` reads ``dialplans/callrouter.conf`` and ``callrouter-static.conf`` and runs
 the caller's channel through them with :class:`~emulator.pbx.Pbx`, from
 ``callrouter-inbound,<dialled>,1``. Each ``AGI(agi://...)`` is a real FastAGI session against
-the controller (:mod:`emulator.agi`); the same call keeps its channel, uniqueid, variables
-and the caller's remaining steps from one ``AGI()`` to the next, as on a real channel.
+the controller (:mod:`emulator.agi`); the same call keeps its channel, uniqueid, variables,
+the caller's remaining steps and its :class:`~emulator.line.CallerLine` (one clock, the digits
+in flight, the absolute timeout) from one ``AGI()`` to the next, as on a real channel. So the
+dialplan's ``callrouter-agi`` bounds each controller ``AGI()`` as on Asterisk:
+``TIMEOUT(absolute)=5`` arms the line's timer, the controller's ``SET AUTOHANGUP`` re-arms it,
+and when it fires ``AGIEXITONHANGUP=yes`` ends ``AGI()`` and the PBX goes on at ``T``.
 ``Queue()`` takes its outcome from a :data:`QueueOutcome` function (e.g. a fake contact
 centre) or rings the queue's members (``queue_members``); ``Dial()`` builds the INVITE of each
 outward leg (:class:`~emulator.pbx.Invite`, in :attr:`CallRecord.dials`) from the PJSIP
-endpoints in :class:`Asterisk`. The call stops where the dialplan hands over to the
-process-per-call fail-static script (``callrouter-failstatic``; :mod:`emulator.classic` runs
-that script).
+endpoints in :class:`Asterisk`. Where the dialplan hands over to the process-per-call
+fail-static script (``callrouter-failstatic``), the call stops, unless ``place_call`` is given
+the script's command (``fallback``): then :mod:`emulator.classic` runs it on the same line as
+``AGI(${CR_FALLBACK},${EXTEN})`` and the dialplan goes on.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from emulator.agi import CallerScript, EmulatedCall, play_session
+from emulator.classic import run_classic
 from emulator.extensions import Dialplan
+from emulator.line import CallClock, CallerLine
 from emulator.pbx import (
     Channel,
     DialAttempt,
@@ -33,24 +40,35 @@ from emulator.pbx import (
     QueueOutcome,
     always_answered,
     answers,
-    truthy,
+    ast_false,
+    ast_true,
 )
 from ivr import channel_vars as cv
 from ivr.contract import unpack
 
 DIALPLANS = Path(__file__).resolve().parents[1] / "dialplans"
 DIALPLAN_FILES = ("callrouter.conf", "callrouter-static.conf")
-FAIL_STATIC = "callrouter-failstatic"
+FAIL_STATIC = "callrouter-failstatic"  # the classic AGI fallback script decides
+STATIC = "callrouter-static"  # the generated route of last resort
+FAILSTATIC = "fail-static route"  # how a call record names the fail-static path
 # The [globals] of dialplans/README.md (a test keeps them equal); CR_AGI points at the controller.
 GLOBALS: Mapping[str, str] = {
-    "CR_FALLBACK": "/opt/callrouter/agi_scripts/route_fallback.py",
+    "CR_FALLBACK": "/opt/callrouter/.venv/bin/callrouter-agi-fallback",
     "CR_TRUNK": "pstn",
     "CR_PAYMENT_TRUNK": "payments",
 }
 # pjsip.conf of the emulated Asterisk: each endpoint's AOR contact.
 CONTACTS: Mapping[str, str] = {"pstn": "sip:127.0.0.1:5090", "payments": "sip:127.0.0.1:5091"}
 
-__all__ = ["Asterisk", "CallRecord", "QueueOutcome", "always_answered", "place_call", "place_calls"]
+__all__ = [
+    "FAILSTATIC",
+    "Asterisk",
+    "CallRecord",
+    "QueueOutcome",
+    "always_answered",
+    "place_call",
+    "place_calls",
+]
 
 
 @dataclass(frozen=True)
@@ -93,6 +111,8 @@ class CallRecord:
     dials: list[DialAttempt] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
     duration: float = 0.0
+    line: CallerLine = field(default_factory=CallerLine)  # the caller's channel: clock, digits, timer
+    fallback_at: float | None = None  # the line's clock when the call took the fail-static/static path
 
     @property
     def tenant(self) -> str:
@@ -110,31 +130,40 @@ class _Call:
     record: CallRecord
     caller: str
     deadline: float
-    time_scale: float
+    fallback: Sequence[str] | None = None
 
-    async def agi(self, pbx: Pbx, channel: Channel, url: str, args: list[str]) -> None:
-        """``AGI(url,args)``: a FastAGI session for ``agi://`` URLs."""
-        parts = urlsplit(url)
-        if parts.scheme != "agi" or parts.hostname is None:
-            channel.set("AGISTATUS", "NOTFOUND")  # a classic script: not run here
-            return
-        route = parts.path.lstrip("/") + (f"?{parts.query}" if parts.query else "")
-        name = route.partition("?")[0]
-        if name == "menu" and len(args) > 1:
-            self.record.steps.append(f"menu {args[1]}")
-        sent = channel.plain()
-        script = replace(
+    def _script(self, channel: Channel) -> CallerScript:
+        """The caller's script as the channel stands now (the timer is on the line, already
+        armed by the dialplan's ``Set(TIMEOUT(absolute)=...)``)."""
+        return replace(
             self.script,
-            variables=sent,
+            variables=channel.plain(),
             answered=channel.state == "Up",
             channel=channel.name,
             uniqueid=channel.uniqueid,
             context=channel.context,
             priority=channel.priority,
             language=channel.language,
-            agisighup=channel.get("AGISIGHUP") != "no",
-            agiexitonhangup=truthy(channel.get("AGIEXITONHANGUP") or ""),
+            agisighup=not ast_false(channel.get("AGISIGHUP")),  # run_agi: !ast_false
+            agiexitonhangup=ast_true(channel.get("AGIEXITONHANGUP")),  # run_agi: ast_true
+            absolute_timeout=None,
         )
+
+    async def agi(self, pbx: Pbx, channel: Channel, url: str, args: list[str]) -> None:
+        """``AGI(url,args)``: a FastAGI session for ``agi://`` URLs; the classic fail-static
+        script for ``${CR_FALLBACK}`` when its command was given."""
+        parts = urlsplit(url)
+        if parts.scheme != "agi" or parts.hostname is None:
+            if self.fallback is not None and url == pbx.globals.get("CR_FALLBACK"):
+                await self._classic(channel, args)
+            else:
+                channel.set("AGISTATUS", "NOTFOUND")  # a classic script: not run here
+            return
+        route = parts.path.lstrip("/") + (f"?{parts.query}" if parts.query else "")
+        name = route.partition("?")[0]
+        if name == "menu" and len(args) > 1:
+            self.record.steps.append(f"menu {args[1]}")
+        script = self._script(channel)
         session = await play_session(
             parts.hostname,
             parts.port or 4573,
@@ -142,24 +171,45 @@ class _Call:
             route,
             args=args,
             deadline=self.deadline,
-            time_scale=self.time_scale,
+            line=channel.line,
         )
         if session is None:  # refused or the 2 s connect timeout
             channel.set("AGISTATUS", "FAILURE")
             return
         self.script = replace(self.script, steps=session.remaining_steps)
-        self.record.sessions.append(session.call)
-        for key, value in session.call.variables.items():
-            if sent.get(key) != value:
-                channel.set(key, value)  # SET VARIABLE: pbx_builtin_setvar_helper, like Set()
+        self._returned(channel, script.variables, session.call)
         if session.call.agistatus is None:
             self.record.ended = "controller silent (Asterisk would wait for it)"
             channel.hung_up = True
             return
-        channel.set("AGISTATUS", session.call.agistatus)
         self._after_agi(name, channel, session.call)
 
+    async def _classic(self, channel: Channel, args: list[str]) -> None:
+        """``AGI(${CR_FALLBACK},${EXTEN})``: the fail-static script as a process, on the line."""
+        assert self.fallback is not None
+        script = self._script(channel)
+        call, _code = await run_classic(
+            self.fallback, script, args, deadline=self.deadline, line=channel.line
+        )
+        self._returned(channel, script.variables, call)
+        route = channel.get(cv.ROUTE) or ""
+        reason = unpack(route)[cv.REASON] if route else "failed"
+        self.record.steps.append(f"{FAILSTATIC} ({reason})")
+
+    def _returned(self, channel: Channel, sent: Mapping[str, str], call: EmulatedCall) -> None:
+        """What ``AGI()`` leaves on the channel: the variables the script set, AGISTATUS and,
+        when the absolute timeout ended it, the timeout soft hangup (the PBX goes to ``T``)."""
+        self.record.sessions.append(call)
+        for key, value in call.variables.items():
+            if sent.get(key) != value:
+                channel.set(key, value)  # SET VARIABLE: pbx_builtin_setvar_helper, like Set()
+        if call.agistatus is not None:
+            channel.set("AGISTATUS", call.agistatus)
+        channel.timed_out = call.goes_to_t
+
     def _after_agi(self, name: str, channel: Channel, call: EmulatedCall) -> None:
+        if call.goes_to_t:
+            return  # T: the caller's next step finds CR_ROUTE empty
         if call.agistatus == "HANGUP":
             self.record.ended = "caller hung up"
         elif name == "route" and channel.get(cv.ROUTE):
@@ -172,6 +222,10 @@ class _Call:
         """What the caller's channel just did, in the record's words."""
         if channel.name != self.caller:
             return
+        if channel.context in (FAIL_STATIC, STATIC) and self.record.fallback_at is None:
+            self.record.fallback_at = channel.line.clock.now()
+            if channel.context == STATIC:
+                self.record.steps.append("static route")
         app = app.lower()
         if app == "queue":
             queue = data.split(",", maxsplit=1)[0]
@@ -201,14 +255,20 @@ async def place_call(
     time_scale: float = 0.0,
     number: int = 1,
     asterisk: Asterisk | None = None,
+    fallback: Sequence[str] | None = None,
 ) -> CallRecord:
     """Play one whole call: ``callrouter-inbound`` for ``script.dial``, then every step after,
-    with the controller at ``host:port`` as ``CR_AGI``."""
+    with the controller at ``host:port`` as ``CR_AGI``.
+
+    ``time_scale``: the call's clock (:class:`~emulator.line.CallClock`): 0 lets modelled time
+    (prompts, digit timeouts) pass at once, > 0 runs everything in real time scaled by it.
+    ``fallback``: the command of the classic fail-static script (what ``CR_FALLBACK`` names);
+    when given, a call that reaches ``callrouter-failstatic`` runs it on the same line."""
     started = time.perf_counter()
     asterisk = asterisk or Asterisk()
-    record = CallRecord(dialled=script.dial)
+    record = CallRecord(dialled=script.dial, line=CallerLine(CallClock(time_scale)))
     name = script.channel or f"PJSIP/sipp-{number:08x}"
-    call = _Call(script, record, name, deadline, time_scale)
+    call = _Call(script, record, name, deadline, fallback)
     pbx = Pbx(
         asterisk.dialplan(),
         {**asterisk.globals, "CR_AGI": f"agi://{host}:{port}"},
@@ -217,10 +277,11 @@ async def place_call(
         queue_outcome=outcome,
         queue_members=asterisk.queue_members,
         agi=call.agi,
-        stop_contexts=(FAIL_STATIC,),
+        stop_contexts=() if fallback is not None else (FAIL_STATIC,),
         observer=call.observe,
     )
     channel = pbx.new_channel(name, caller_num=script.caller or "", caller_name=script.caller_name or "")
+    channel.line = record.line
     channel.language = script.language
     if script.uniqueid:
         channel.uniqueid = script.uniqueid
@@ -228,7 +289,7 @@ async def place_call(
         channel.set(key, value)
     await pbx.run(channel, "callrouter-inbound", script.dial)
     if pbx.stopped_in == FAIL_STATIC:
-        record.ended = "fail-static route"
+        record.ended = FAILSTATIC
     record.variables = channel.plain()
     record.dials = pbx.dials
     record.log = pbx.log

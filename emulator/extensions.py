@@ -325,32 +325,42 @@ def _add_lines(section: Section, extensions: list[Extension]) -> None:
 
 
 def split_args(text: str, delimiter: str = ",", *, keep_quotes: bool = False) -> list[str]:
-    """Application arguments as ``ast_app_separate_args`` splits them: the delimiter counts only
-    outside parentheses and double quotes; quotes are removed (kept for RAW args) and a
-    backslash makes the next character literal."""
+    """Application arguments as ``__ast_app_separate_args`` (main/app.c) splits them.
+
+    The delimiter counts only outside parentheses, square brackets and double quotes (brackets
+    and parentheses are counted even inside quotes, as there). A backslash protects the next
+    character. STANDARD args (``AST_STANDARD_APP_ARGS``: AGI, Dial, Queue, ...) lose their
+    quotes and backslashes; RAW args (``keep_quotes``: Gosub, GotoIf, ExecIf) keep them.
+    Substitution happens before: a comma inside a variable's value splits it too."""
     args: list[str] = []
     current: list[str] = []
-    depth = 0
+    paren = bracket = 0
     quoted = escaped = False
     for char in text:
         if escaped:
-            current.append(char)
+            current.append(char)  # the protected character, never a delimiter
             escaped = False
-        elif char == "\\" and not keep_quotes:
-            escaped = True
-        elif char == '"':
+        elif char == "(":
+            paren += 1
+            current.append(char)
+        elif char == ")":
+            paren = max(paren - 1, 0)
+            current.append(char)
+        elif char == "[":
+            bracket += 1
+            current.append(char)
+        elif char == "]":
+            bracket = max(bracket - 1, 0)
+            current.append(char)
+        elif char == '"' and delimiter != '"':
             quoted = not quoted
             if keep_quotes:
                 current.append(char)
-        elif quoted:
-            current.append(char)
-        elif char == "(":
-            depth += 1
-            current.append(char)
-        elif char == ")":
-            depth = max(depth - 1, 0)
-            current.append(char)
-        elif char == delimiter and depth == 0:
+        elif char == "\\":
+            escaped = True
+            if keep_quotes:
+                current.append(char)
+        elif char == delimiter and not (paren or bracket or quoted):
             args.append("".join(current))
             current = []
         else:

@@ -18,14 +18,24 @@ to Asterisk 22.10.1 where the captures in the Asterisk transcripts show its beha
 * Dial option ``b(context^exten^priority(args))`` runs a pre-dial handler (a Gosub with ``^``
   read as ``,``) on the new channel before its INVITE; ``Set(PJSIP_HEADER(add,Name)=value)``
   there adds a header to the INVITE, with an empty value when the value is empty.
-* ``AGI(agi://...)`` is a real FastAGI session (:mod:`emulator.agi`); other applications:
-  Answer, NoOp, Verbose, Log, UserEvent, Set, ExecIf, Goto, GotoIf, Gosub, Return, Playback,
-  Queue (its outcome from a function), VoiceMail, Wait, Hangup.
+* ``AGI(url,arg1,arg2,...)`` splits its (substituted) data like every application
+  (``AST_STANDARD_APP_ARGS``): a comma in a variable's value makes another argument, so
+  ``agi_arg_N`` are the pieces (README 1.2). ``agi://`` URLs are real FastAGI sessions
+  (:mod:`emulator.agi`); other applications: Answer, NoOp, Verbose, Log, UserEvent, Set,
+  ExecIf, Goto, GotoIf, Gosub, Return, Playback, Queue (its outcome from a function),
+  VoiceMail, Wait, Hangup.
+* Each channel has a :class:`~emulator.line.CallerLine`: its clock and its absolute timeout.
+  ``Set(TIMEOUT(absolute)=N)`` arms it (0 disarms), as AGI's ``SET AUTOHANGUP`` does. When it
+  fires (during ``AGI()``, where the session notices it, or by the time an application
+  returns), the PBX does what ``__ast_pbx_run`` does with ``AST_SOFTHANGUP_TIMEOUT``: it clears
+  the timer and the soft hangup and goes on at ``T,1`` of the current context; with no ``T``
+  the channel hangs up (``agi_hung_controller_timeout.txt``, README 6.3).
 
 An application or function it does not know raises :class:`DialplanError` (Asterisk would
 hang the channel up with "No application"), so a dialplan change it cannot follow fails loudly
-instead of passing. Not modelled: timers (``TIMEOUT(absolute)`` is stored, never fires), the
-``h``/``T`` extensions, hangup handlers, bridging, media.
+instead of passing; so does an ``e`` extension a timeout would reach. Not modelled: the ``h``
+extension and hangup handlers (callrouter's dialplans have none), bridging, media; applications
+other than ``AGI()`` take no time on the channel's clock.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from emulator.extensions import Dialplan, parse_options, split_args, split_first
+from emulator.line import CallerLine
 
 MAX_STEPS = 5000  # priorities one call may run: a dialplan loop ends as an error, not a hang
 AST_CAUSE_NO_ROUTE_DESTINATION = 3
@@ -76,8 +87,10 @@ class Channel:
     functions: dict[str, str] = field(default_factory=dict)
     headers: list[tuple[str, str]] = field(default_factory=list)
     stack: list[Frame] = field(default_factory=list)
+    line: CallerLine = field(default_factory=CallerLine)
     hung_up: bool = False
     jumped: bool = False
+    timed_out: bool = False  # AST_SOFTHANGUP_TIMEOUT: the absolute timeout fired
 
     def set(self, name: str, value: str) -> None:
         """``Set(name=value)`` for a variable: ``__NAME`` / ``_NAME`` mark inheritance."""
@@ -155,6 +168,30 @@ def _tokens(text: str) -> list[tuple[str, str]]:
         )
         pos = match.end()
     return tokens
+
+
+def ast_true(value: str | None) -> bool:
+    """``ast_true``: yes, true, y, t, 1, on (any case); AGIEXITONHANGUP is read with it."""
+    return (value or "").lower() in ("yes", "true", "y", "t", "1", "on")
+
+
+def ast_false(value: str | None) -> bool:
+    """``ast_false``: no, false, n, f, 0, off (any case); AGISIGHUP is off only when false."""
+    return (value or "").lower() in ("no", "false", "n", "f", "0", "off")
+
+
+_SECONDS = re.compile(r"^\s*([+-]?\d+)")
+_FRACTION = re.compile(r"^\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def timeout_seconds(value: str) -> float:
+    """The seconds ``TIMEOUT(absolute)=value`` arms: func_timeout's ``sscanf("%ld%lf")``, whole
+    seconds then a fraction (``2.5``); nothing readable or negative disarms (0)."""
+    whole = _SECONDS.match(value)
+    if whole is None or int(whole.group(1)) < 0:
+        return 0.0
+    fraction = _FRACTION.match(value[whole.end() :])
+    return int(whole.group(1)) + (float(fraction.group(0)) if fraction else 0.0)
 
 
 def truthy(value: str) -> bool:
@@ -619,8 +656,30 @@ class Pbx:
                 self.observer(self, channel, step.app, data)
             if until_depth is not None and len(channel.stack) < until_depth:
                 return  # the handler's Return()
-            if not channel.jumped:
+            if not channel.hung_up and self._timer_fired(channel):
+                self._timeout(channel)
+            elif not channel.jumped:
                 channel.priority += 1
+
+    @staticmethod
+    def _timer_fired(channel: Channel) -> bool:
+        """``ast_check_hangup``: the absolute timeout fired during the application (AGI()
+        reports it) or has passed by now."""
+        line = channel.line
+        return channel.timed_out or (line.hangup_at is not None and line.clock.now() >= line.hangup_at)
+
+    def _timeout(self, channel: Channel) -> None:
+        """``__ast_pbx_run`` on ``AST_SOFTHANGUP_TIMEOUT``: ``T,1`` of the current context with
+        the timer and the soft hangup cleared, or hang up when there is no ``T``."""
+        channel.timed_out = False
+        channel.line.hangup_at = None
+        if self.dialplan.find(channel.context, "T") is not None:
+            self.log.append(f"NOTICE {channel.name}: absolute timeout, to T@{channel.context}")
+            channel.goto(channel.context, "T", 1)
+        elif self.dialplan.find(channel.context, "e") is not None:
+            raise DialplanError(f"the e extension of {channel.context} (ABSOLUTETIMEOUT) is not emulated")
+        else:
+            channel.hung_up = True
 
     # -- applications --------------------------------------------------------------------------
 
@@ -649,6 +708,8 @@ class Pbx:
         args = split_args(rest[:-1])
         if name.upper() == "CHANNEL" and args[0] == "language":
             channel.language = value
+        elif name.upper() == "TIMEOUT" and args[0][:1].lower() == "a":  # func_timeout reads one letter
+            channel.line.arm(timeout_seconds(value))  # the channel's one timer, as SET AUTOHANGUP
         elif name.upper() == "PJSIP_HEADER" and args[0] == "add":
             channel.headers.append((args[1], value))  # an empty value is sent empty
         else:
@@ -741,10 +802,11 @@ class Pbx:
         channel.hung_up = True
 
     async def _agi(self, channel: Channel, data: str) -> None:
+        """``AGI(url,args)``: split as ``agi_exec_full`` does (``AST_STANDARD_APP_ARGS``)."""
         url, *args = split_args(data)
         await self.agi_runner(self, channel, url, args)
-        if channel.get("AGISTATUS") == "HANGUP":
-            channel.hung_up = True  # the dialplan after AGI() does not run
+        if channel.get("AGISTATUS") == "HANGUP" and not channel.timed_out:
+            channel.hung_up = True  # the caller hung up: the dialplan after AGI() does not run
 
     # -- Dial ----------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ TENANT = "CR_TENANT"  # the dialled council's tenant id
 PROMPTS = "CR_PROMPTS"  # the dialled council's prompt set
 LANGUAGE = "CHANNEL(language)"  # the dialled council's language: prompts are looked up in it
 QUEUE = "CR_QUEUE"  # the plan queue (tenant's name) behind CR_TARGET, for the overflow route
-PRELUDE = "CR_PRELUDE"  # prompts to play before a menu: "prompt:skip,prompt:" (':skip' = skippable)
+PRELUDE = "CR_PRELUDE"  # prompts to play before a menu: "prompt:skip+prompt:" (':skip' = skippable)
 CENTRE = "CR_CENTRE"  # partner centre id when CR_ACTION=dial goes to a partner centre
 SURVEY = "CR_SURVEY"  # 1: offer the satisfaction survey after the adviser hangs up
 PAYMENT_REFERENCE = "CR_PAYMENT_REF"  # a checked payment reference (never card data), or empty
@@ -37,6 +37,9 @@ QUEUESTATUS = "QUEUESTATUS"  # Queue(): TIMEOUT FULL JOINEMPTY LEAVEEMPTY JOINUN
 
 ACTIONS = ("queue", "menu", "payment", "dial", "voicemail", "hangup")
 ROUTE_SEPARATOR = "|"
+# Between CR_PRELUDE's items. Not a comma: the dialplan passes CR_PRELUDE as an AGI() argument,
+# and Asterisk splits application data on every comma after substitution.
+PRELUDE_SEPARATOR = "+"
 ROUTE_FIELDS = (
     ACTION,
     TARGET,

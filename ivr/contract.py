@@ -26,12 +26,17 @@ _UNSAFE = re.compile(r"[|\x00-\x1f\x7f]")
 
 
 def encode_prelude(prelude: tuple[PreludePrompt, ...]) -> str:
-    """``(welcome, skippable bins)`` -> ``"welcome:,bins:skip"`` (prompt names hold no ``:`` or ``,``)."""
-    return ",".join(f"{p.prompt}:{'skip' if p.skippable else ''}" for p in prelude)
+    """``(storm, skippable bins)`` -> ``"storm:+bins:skip"``.
+
+    The value goes to the ``menu`` route as one ``AGI()`` argument, through ``Gosub()``: Asterisk
+    splits application data on commas after substitution, so the items are joined by
+    :data:`~ivr.channel_vars.PRELUDE_SEPARATOR`, never a comma (prompt names hold none of
+    ``+ : , | ( ) [ ] "``; the plan's prompt pattern allows letters, digits and ``_ . / -``)."""
+    return cv.PRELUDE_SEPARATOR.join(f"{p.prompt}:{'skip' if p.skippable else ''}" for p in prelude)
 
 
 def decode_prelude(text: str) -> tuple[PreludePrompt, ...]:
-    items = (item.partition(":") for item in text.split(",") if item)
+    items = (item.partition(":") for item in text.split(cv.PRELUDE_SEPARATOR) if item)
     return tuple(PreludePrompt(prompt, flag == "skip") for prompt, _, flag in items if prompt)
 
 

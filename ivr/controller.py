@@ -226,9 +226,31 @@ class Controller:
                 ),
             )
             return
-        reference = await capture_reference(channel, line.reference) if line.reference else ""
-        log.info("call.payment_handoff", tenant=tenant_id, line=line_name, reference=bool(reference))
-        await channel.set_variable(cv.PAYMENT_REFERENCE, reference)
+        capture = await capture_reference(channel, line.reference) if line.reference else NO_REFERENCE_ASKED
+        log.info(
+            "call.payment_reference",
+            tenant=tenant_id,
+            line=line_name,
+            outcome=capture.outcome,
+            attempts=capture.attempts,
+            refused_overlong=capture.overlong,
+        )  # never the digits
+        if capture.outcome == "failed" and line.reference and line.reference.on_failure is not None:
+            now = self.clock()
+            live, toggles = await self._live(plan, tenant_id, now)
+            decision = resolve_destination(
+                plan=plan,
+                tenant=tenant_id,
+                dest=line.reference.on_failure,
+                live=live,
+                toggles=toggles,
+                now=now,
+            )
+            _log_decision("call.payment_reference_failed", decision, line=line_name)
+            await self._finish(channel, plan, decision, reason="payment")
+            return
+        log.info("call.payment_handoff", tenant=tenant_id, line=line_name, reference=bool(capture.reference))
+        await channel.set_variable(cv.PAYMENT_REFERENCE, capture.reference)
         fields = {cv.ACTION: "payment", cv.TARGET: line.number, cv.TENANT: tenant_id, cv.REASON: "payment"}
         await channel.set_variable(cv.ROUTE, pack(fields))
 
@@ -286,17 +308,60 @@ def _log_decision(event: str, decision: Decision, **fields: object) -> None:
     )
 
 
-async def capture_reference(channel: AgiChannel, spec: PaymentReference, tries: int = 3) -> str:
-    """Ask for the payment reference (never card data: at most 12 digits, checked against the
-    tenant's pattern). Returns "" after ``tries`` failures: the line asks for it instead."""
+@dataclass(frozen=True, slots=True)
+class ReferenceCapture:
+    """What the reference prompt gave: ``outcome`` ``captured`` (``reference`` set), ``failed``
+    (``attempts`` entries refused or unrecognised) or ``not-asked``; ``overlong``: how many
+    entries were longer than allowed (their digits were drained and dropped)."""
+
+    outcome: str
+    reference: str = ""
+    attempts: int = 0
+    overlong: int = 0
+
+
+NO_REFERENCE_ASKED = ReferenceCapture("not-asked")
+DRAIN_QUIET_MS = 1000  # the caller has stopped typing (digits came 0.3 s apart in the capture)
+DRAIN_MAX_DIGITS = 32  # a card number is at most 19 digits; then stop listening anyway
+
+
+def is_overlong(digits: str, max_digits: int) -> bool:
+    """More digits than a reference can have: a card number typed at the wrong prompt."""
+    return len(digits) > max_digits
+
+
+async def capture_reference(channel: AgiChannel, spec: PaymentReference) -> ReferenceCapture:
+    """Ask for the payment reference, at most ``spec.tries`` times.
+
+    Asterisk buffers no digits: ``GET DATA ... N`` returns the first N digits of a longer entry
+    and the rest go to whatever listens next (``agi_getdata_maxdigits_overflow.txt``). So it asks
+    for ``max_digits + 1``: a result that long means the caller typed more than a reference can
+    hold (e.g. a 16-digit card number). Such an entry is never kept, logged or set: the rest of
+    it is drained (``WAIT FOR DIGIT`` until the caller stops) and the caller hears
+    ``invalid_prompt`` and is asked again. An entry of exactly ``max_digits`` returns after the
+    inter-digit timeout (or at once when the caller presses ``#``)."""
     pattern = re.compile(spec.pattern)
-    for _ in range(tries):
-        digits, _timed_out = await channel.get_data(spec.prompt, 8000, spec.max_digits)
-        if digits and pattern.fullmatch(digits):
-            return digits
+    overlong = 0
+    for attempt in range(1, spec.tries + 1):
+        digits, _timed_out = await channel.get_data(spec.prompt, spec.timeout_s * 1000, spec.max_digits + 1)
+        if is_overlong(digits, spec.max_digits):
+            digits = ""  # dropped here, before anything can keep it
+            overlong += 1
+            await drain_digits(channel)
+        elif digits and pattern.fullmatch(digits):
+            return ReferenceCapture("captured", digits, attempt, overlong)
         if spec.invalid_prompt:
-            await channel.stream_file(spec.invalid_prompt)
-    return ""
+            await channel.stream_file(spec.invalid_prompt)  # no escape digits: typing is ignored
+    return ReferenceCapture("failed", "", spec.tries, overlong)
+
+
+async def drain_digits(channel: AgiChannel) -> int:
+    """Listen until the caller stops typing (``WAIT FOR DIGIT`` gets nothing for
+    :data:`DRAIN_QUIET_MS`); the digits are discarded. Returns how many were drained."""
+    for drained in range(DRAIN_MAX_DIGITS):
+        if await channel.wait_for_digit(DRAIN_QUIET_MS) is None:
+            return drained
+    return DRAIN_MAX_DIGITS
 
 
 async def ask_survey(channel: AgiChannel, prompt: str, timeout_s: int, tries: int = 2) -> int | None:

@@ -31,6 +31,7 @@ from typing import Protocol
 
 import structlog
 
+from ivr.fastagi.guard import StepGuard
 from ivr.fastagi.protocol import (
     AgiProtocolError,
     AgiReply,
@@ -171,7 +172,11 @@ class AgiChannel:
 
     ``reply_timeout`` bounds every command round trip in seconds; commands that wait by design
     (GET DATA, WAIT FOR DIGIT) get their own timeout added to it. Prompts block for their whole
-    length, so the default is generous."""
+    length, so the default is generous.
+
+    ``guard``: before each blocking command (STREAM FILE, GET DATA, WAIT FOR DIGIT, EXEC) the
+    channel re-arms Asterisk's absolute timeout with ``SET AUTOHANGUP <step bound + margin>``, so
+    that a controller that hangs cannot keep the caller (see :mod:`ivr.fastagi.guard`)."""
 
     def __init__(
         self,
@@ -181,8 +186,9 @@ class AgiChannel:
         *,
         reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
         watchdog: ReplyWatchdog | None = None,
+        guard: StepGuard | None = None,
     ) -> None:
-        self._setup(_StreamLines(reader, writer), request, reply_timeout, watchdog)
+        self._setup(_StreamLines(reader, writer), request, reply_timeout, watchdog, guard)
 
     @classmethod
     def over(
@@ -192,10 +198,11 @@ class AgiChannel:
         *,
         reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
         watchdog: ReplyWatchdog | None = None,
+        guard: StepGuard | None = None,
     ) -> AgiChannel:
         """A channel over any :class:`LineTransport` (the server's protocol-based connection)."""
         channel = cls.__new__(cls)
-        channel._setup(lines, request, reply_timeout, watchdog)
+        channel._setup(lines, request, reply_timeout, watchdog, guard)
         return channel
 
     def _setup(
@@ -204,8 +211,10 @@ class AgiChannel:
         request: AgiRequest | None,
         reply_timeout: float,
         watchdog: ReplyWatchdog | None,
+        guard: StepGuard | None = None,
     ) -> None:
         self.request = request
+        self.guard = guard
         self.reply_timeout = reply_timeout
         self.hung_up = False
         self.missing_prompts: list[str] = []
@@ -318,6 +327,11 @@ class AgiChannel:
             self.status_failure = True
         log.warning("agi.prompt.missing", prompt=prompt, command=command)
 
+    async def _arm(self, bound_s: float) -> None:
+        """``SET AUTOHANGUP <bound + margin>`` (``200 result=0``) before a blocking step."""
+        if self.guard is not None:
+            await self.send_command("SET AUTOHANGUP", self.guard.autohangup(bound_s))
+
     # -- typed commands ------------------------------------------------------------------------
 
     async def channel_status(self) -> int:
@@ -341,7 +355,10 @@ class AgiChannel:
         :attr:`missing_prompts` and makes Asterisk end the AGI with ``AGISTATUS=FAILURE``."""
         self._require_live()
         _check_digits(escape_digits)
-        reply = await self.send_command("STREAM FILE", token(prompt), quote(escape_digits))
+        words = ("STREAM FILE", token(prompt), quote(escape_digits))
+        if self.guard is not None:
+            await self._arm(self.guard.stream_file())
+        reply = await self.send_command(*words)
         code = reply.result_int
         if code is not None and code < 0:
             await self._confirm_alive()
@@ -358,6 +375,8 @@ class AgiChannel:
         self._require_live()
         wait = timeout_ms * (max_digits + 1) / 1000
         words = ("GET DATA", token(prompt), str(int(timeout_ms)), str(int(max_digits)))
+        if self.guard is not None:
+            await self._arm(self.guard.get_data(int(timeout_ms), int(max_digits)))
         reply = await self.send_command(*words, extra_timeout=wait)
         if reply.result == "-1":
             await self._confirm_alive()
@@ -371,6 +390,8 @@ class AgiChannel:
         A negative timeout waits forever (and so does this call)."""
         self._require_live()
         extra = None if timeout_ms < 0 else timeout_ms / 1000
+        if self.guard is not None:
+            await self._arm(self.guard.wait_for_digit(int(timeout_ms)))
         reply = await self.send_command("WAIT FOR DIGIT", str(int(timeout_ms)), extra_timeout=extra)
         code = reply.result_int or 0
         if code < 0:
@@ -390,14 +411,18 @@ class AgiChannel:
             return None
         return reply.value or ""
 
-    async def exec(self, app: str, *args: str) -> int:
+    async def exec(self, app: str, *args: str, bound_s: float | None = None) -> int:
         """``EXEC app "arg1,arg2"``: return the application's result.
 
         Asterisk passes one argument string to the application, so ``args`` are joined with
-        commas. ``-2`` means the application does not exist (AGISTATUS is unaffected)."""
+        commas. ``-2`` means the application does not exist (AGISTATUS is unaffected).
+        ``bound_s``: how long the application may run (default: the guard's longest prompt);
+        on a hung-up channel nothing is armed (Asterisk runs EXEC at once there)."""
         words = ["EXEC", token(app)]
         if args:
             words.append(quote(",".join(args)))
+        if self.guard is not None and not self.hung_up:
+            await self._arm(self.guard.prompt_s if bound_s is None else bound_s)
         reply = await self.send_command(*words, extra_timeout=None)
         code = reply.result_int or 0
         if code == -1 and not self.hung_up:

@@ -37,10 +37,12 @@ from structlog.contextvars import bind_contextvars
 from ivr.fastagi.admission import PeerFilter, RefusalLog, Repeats, fd_budget, parse_peers, turn_away
 from ivr.fastagi.channel import AgiChannel, AgiHangup, ReplyWatchdog
 from ivr.fastagi.connection import CALL, ENV, FAILING, AgiConnection
+from ivr.fastagi.guard import StepGuard
 from ivr.fastagi.protocol import AgiProtocolError, AgiRequest, parse_request
 from routing.masking import mask_number
 
 log = structlog.get_logger("ivr.fastagi")
+DEFAULT_GUARD = StepGuard()
 
 Handler = Callable[[AgiChannel, AgiRequest], Awaitable[None]]
 
@@ -52,7 +54,9 @@ class ServerConfig:
     ``allowed_peers``: addresses or CIDR networks Asterisk connects from (others are closed
     at once); ``max_sessions``: concurrent calls; ``max_sessions_per_peer``: concurrent calls
     from one address; ``max_pending``: connections still sending their environment block
-    (they never use the session budget; when full, the oldest is closed). Invalid values raise
+    (they never use the session budget; when full, the oldest is closed);
+    ``step_guard``: re-arm Asterisk's absolute timeout before every blocking command (None: off;
+    the dialplan must then not arm ``TIMEOUT(absolute)`` before ``AGI()``). Invalid values raise
     :class:`ValueError` here."""
 
     host: str = "127.0.0.1"
@@ -68,6 +72,7 @@ class ServerConfig:
     call_timeout: float = 300.0
     failure_grace: float = 1.0
     refusal_log_interval: float = 60.0
+    step_guard: StepGuard | None = DEFAULT_GUARD
 
     def __post_init__(self) -> None:
         parse_peers(self.allowed_peers)
@@ -405,7 +410,11 @@ class FastAgiServer:
             caller=mask_number(request.callerid),
         )
         channel = AgiChannel.over(
-            conn, request, reply_timeout=self.config.reply_timeout, watchdog=self._watchdog
+            conn,
+            request,
+            reply_timeout=self.config.reply_timeout,
+            watchdog=self._watchdog,
+            guard=self.config.step_guard,
         )
         self._watchdog.channels.add(channel)
         self._counters.started += 1

@@ -260,12 +260,20 @@ class Announcement(Model):
 
 
 class PaymentReference(Model):
-    """An optional payment reference captured before the hand-off (never a card number)."""
+    """An optional payment reference captured before the hand-off (never a card number).
+
+    Input longer than ``max_digits`` (a card number typed at the wrong prompt) is refused and
+    never kept. After ``tries`` refused or unrecognised entries the caller goes to
+    ``on_failure`` (e.g. an adviser's queue), or without it to the payment line with no reference.
+    ``timeout_s``: how long to wait for the first and for each next digit."""
 
     prompt: Prompt
     pattern: Text
     max_digits: Annotated[int, Field(ge=1, le=12)] = 10
     invalid_prompt: Prompt | None = None
+    tries: Annotated[int, Field(ge=1, le=5)] = 3
+    timeout_s: Annotated[int, Field(ge=2, le=15)] = 6
+    on_failure: Destination | None = None
 
     @model_validator(mode="after")
     def _compiles(self) -> PaymentReference:

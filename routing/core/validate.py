@@ -56,6 +56,10 @@ def tenant_destinations(tenant: Tenant) -> Iterator[tuple[Path, Destination]]:
             yield from _chain(("queues", qname, "overflow", "to"), queue.overflow.to)
             if queue.overflow.otherwise is not None:
                 yield from _chain(("queues", qname, "overflow", "otherwise"), queue.overflow.otherwise)
+    for lname, line in tenant.payment_lines.items():
+        if line.reference is not None and line.reference.on_failure is not None:
+            path: Path = ("payment_lines", lname, "reference", "on_failure")
+            yield from _chain(path, line.reference.on_failure)
 
 
 def menu_destinations(tenant: Tenant, name: str) -> Iterator[tuple[Path, Destination]]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from ivr import channel_vars as cv
 from ivr.controller import Controller, PlanHolder
+from ivr.fastagi.guard import FIRST_COMMAND_S
 from ivr.static_dialplan import render
 from routing.plan_file import load_plan
 
@@ -57,10 +59,50 @@ def test_config_files_parse() -> None:
 
 
 def test_every_agi_route_in_the_dialplan_is_served() -> None:
-    """Each AGI(${CR_AGI}/<route>) names a route the controller registers, and all are used."""
-    used = set(re.findall(r"AGI\(\$\{CR_AGI\}/([a-z_]+)", dialplan_text()))
+    """Each Gosub(callrouter-agi,s,1(<route>,...)) names a route the controller registers, and
+    all are used; the controller is called nowhere else."""
+    used = set(re.findall(r"Gosub\(callrouter-agi,s,1\(([a-z_]+)", dialplan_text()))
     served = set(Controller(PlanHolder.load(EXAMPLE)).routes())
     assert used == served
+    calls = [line for line in dialplan_text().splitlines() if "AGI(${CR_AGI}" in line]
+    assert calls == [" same => n,AGI(${CR_AGI}/${ARG1},${ARG2},${ARG3},${ARG4})".strip()]
+
+
+def test_every_controller_agi_is_bounded_and_t_takes_the_fail_static_path() -> None:
+    """callrouter-agi: AGIEXITONHANGUP=yes and TIMEOUT(absolute)=5 (the controller's budget
+    before its first command) before AGI(), cleared after it and in T, which returns to the
+    caller's own CR_ROUTE check: the path of a controller that is down
+    (agi_hung_controller_timeout.txt, variant b)."""
+    agi = parse_conf(DIALPLANS / "callrouter.conf")["callrouter-agi"]
+    steps = [line.split(",", 1)[1].split(",", 1)[1] if line.startswith("exten") else line.split(",", 1)[1]
+             for line in agi]  # fmt: skip
+    assert steps == [
+        "Set(CR_ROUTE=)",
+        "Set(AGIEXITONHANGUP=yes)",
+        f"Set(TIMEOUT(absolute)={FIRST_COMMAND_S})",
+        "AGI(${CR_AGI}/${ARG1},${ARG2},${ARG3},${ARG4})",
+        "Set(TIMEOUT(absolute)=0)",
+        "Return()",
+        "Set(TIMEOUT(absolute)=0)",
+        "Return()",
+    ]
+    assert agi[6].startswith("exten => T,1,")
+    lines = dialplan_text().splitlines()
+    for i, line in enumerate(lines):
+        if "Gosub(callrouter-agi," in line and "(survey," not in line:
+            assert re.search(
+                r'GotoIf\(\$\["\$\{CR_ROUTE\}" = ""\]\?callrouter-(failstatic|static),', lines[i + 1]
+            ), line
+
+
+def test_fallback_entry_point_is_named_the_same_everywhere() -> None:
+    """CR_FALLBACK is the installed console script, in the dialplan and in its README."""
+    scripts = tomllib.loads((DIALPLANS.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["callrouter-agi-fallback"] == "agi_scripts.route_fallback:main"
+    setting = "CR_FALLBACK=/opt/callrouter/.venv/bin/callrouter-agi-fallback"
+    for doc in ("callrouter.conf", "README.md"):
+        found = re.findall(r"CR_FALLBACK=\S+", (DIALPLANS / doc).read_text())
+        assert found == [setting], doc
 
 
 def test_every_variable_the_dialplan_uses_is_named_in_channel_vars() -> None:
@@ -81,10 +123,12 @@ def test_every_action_has_a_dispatch_extension() -> None:
 
 def test_status_is_cleared_before_every_agi_call() -> None:
     """A CR_ROUTE left by an earlier step must never be trusted."""
-    lines = dialplan_text().splitlines()
-    for i, line in enumerate(lines):
-        if "AGI(" in line:
-            assert "Set(CR_ROUTE=)" in lines[i - 1], line
+    for context, lines in parse_conf(DIALPLANS / "callrouter.conf").items():
+        for i, line in enumerate(lines):
+            if "AGI(" in line:
+                extension = lines[: i + 1]
+                start = max(j for j, text in enumerate(extension) if text.startswith("exten"))
+                assert any("Set(CR_ROUTE=)" in text for text in extension[start:i]), (context, line)
 
 
 def test_every_queue_of_the_example_plan_is_in_queues_conf() -> None:

@@ -34,8 +34,10 @@ CALLERS: dict[str, Sequence[Step]] = {
 
 
 def menu_commands(call: EmulatedCall) -> list[str]:
-    """What the menu put on the wire: every command but the contract's SET VARIABLEs."""
-    return [c for c in call.commands if not c.startswith("SET VARIABLE ")]
+    """What the menu put on the wire: every command but the contract's SET VARIABLEs and the
+    controller's step guard (SET AUTOHANGUP before each blocking command; the fallback, a local
+    process, has none)."""
+    return [c for c in call.commands if not c.startswith(("SET VARIABLE ", "SET AUTOHANGUP "))]
 
 
 @pytest.mark.parametrize("steps", CALLERS.values(), ids=CALLERS.keys())

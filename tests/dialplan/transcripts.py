@@ -1,20 +1,20 @@
 """What the Asterisk 22.10.1 dial captures say, read from the transcript files.
 
-The transcripts live in ``shared/asterisk/`` beside the repository; without them, the verbatim
-excerpts in ``tests/fixtures/asterisk/`` (their annotation lines) are read instead.
-``CALLROUTER_TRANSCRIPTS`` names another directory holding them.
+The transcripts are where :func:`tests.support.captures.transcripts_dir` says
+(``CALLROUTER_TRANSCRIPTS``, else ``shared/asterisk/`` beside the repository); without them, the
+verbatim excerpts in ``tests/fixtures/asterisk/`` (their annotation lines) are read instead.
 """
 
 from __future__ import annotations
 
 import ast
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("CALLROUTER_TRANSCRIPTS", REPO / ".." / "shared" / "asterisk"))
+from tests.support.captures import REPO, transcripts_dir
+
+SHARED = transcripts_dir()
 EXCERPTS = REPO / "tests" / "fixtures" / "asterisk"
 TRUNK_FORMS = "dial_pjsip_trunk_forms.txt"
 PREDIAL = "dial_predial_handler_variables.txt"

@@ -48,7 +48,7 @@ class FakeTransport(asyncio.Transport):
 
 def parked_server() -> FastAgiServer:
     """A server whose handler never reads: the test reads the connection itself."""
-    server = FastAgiServer(ServerConfig(port=0))
+    server = FastAgiServer(ServerConfig(port=0, step_guard=None))
 
     @server.route("route")
     async def route(channel: AgiChannel, request: AgiRequest) -> None:
@@ -93,7 +93,7 @@ REPLIES = b"200 result=0\nHANGUP\n200 result=4 (timeout)\n200 result=1 (v)\n"
 
 
 async def _scenario(cuts: list[int]) -> tuple[list[object], bytes, FastAgiServer]:
-    server = FastAgiServer(ServerConfig(port=0))
+    server = FastAgiServer(ServerConfig(port=0, step_guard=None))
     seen: list[object] = []
 
     @server.route("route")

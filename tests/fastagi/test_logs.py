@@ -88,7 +88,7 @@ async def test_session_events_carry_call_context(log_stream: io.StringIO) -> Non
     assert end["caller"] == "********123"
     assert end["uniqueid"] == call.uniqueid
     assert (end["channel"], end["route"]) == (call.channel, "route")
-    assert (end["outcome"], end["commands"]) == ("completed", 2)
+    assert (end["outcome"], end["commands"]) == ("completed", 3)  # SET AUTOHANGUP, GET DATA, SET
     assert isinstance(end["duration_ms"], float)
     text = log_stream.getvalue()
     assert "4111111111111111" not in text  # digits typed are never logged
