@@ -433,7 +433,8 @@ def test_avoidable_contact_reasons_are_names_listed_once() -> None:
 
 def test_records_policy_archives_before_it_purges() -> None:
     """A tenant's archive and retention of contact records: archived before purged, queues known."""
-    good = "{retention_days: 730, archive_after_days: 90, service_level_s: 30, queue_service_level_s: {main: 15}}"
+    good = "{retention_days: 730, archive_after_days: 90, service_level_s: 30, "
+    good += "queue_service_level_s: {main: 15}}"
     assert problems(doc(records=good)) == []
     path, message = only(doc(records="{retention_days: 90, archive_after_days: 90}"))
     assert path == "tenants.council.records"
