@@ -86,11 +86,11 @@ def abandoned_in_queue(record: ContactRecord) -> float | None:
 
 
 def abandoned_in_ivr(record: ContactRecord) -> float | None:
-    """Seconds from arrival to hanging up in the IVR; None if the caller did not."""
-    if not record.ivr.abandoned:
+    """Seconds from arrival to hanging up in the IVR (None if the caller did not, or the hang-up
+    was not seen); see :func:`figures` for the count."""
+    if not record.ivr.abandoned or record.hangup is None:
         return None
-    end = record.hangup.at if record.hangup is not None else record.updated_at
-    return max(0.0, (end - record.arrived_at).total_seconds())
+    return max(0.0, (record.hangup.at - record.arrived_at).total_seconds())
 
 
 def back_office_team(record: ContactRecord) -> str | None:
@@ -132,13 +132,13 @@ def figures(records: Iterable[ContactRecord], settings: KpiSettings) -> dict[str
 
     A call another centre sent here (``hop_from``) is that centre's contact: it counts only in
     ``overflowed_from_partner``."""
-    offered = answered = within = 0
+    offered = answered = within = ivr_abandoned = 0
     ivr_waits: list[float] = []
     queue_waits: list[float] = []
     answer_waits: list[float] = []
     talks: list[float] = []
     to_partner = from_partner = out_of_hours = emergency = withdrawn = timed_out = 0
-    dispositions = resolved = complaints = 0
+    kinds_given: Counter[str] = Counter()
     teams: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     scores: Counter[int] = Counter()
@@ -154,8 +154,10 @@ def figures(records: Iterable[ContactRecord], settings: KpiSettings) -> dict[str
         outcomes = {v.outcome for v in record.queues}
         withdrawn += "withdrawn" in outcomes
         timed_out += record.answered is None and "timed_out" in outcomes
-        if (ivr := abandoned_in_ivr(record)) is not None:
-            ivr_waits.append(ivr)
+        if record.ivr.abandoned:
+            ivr_abandoned += 1
+            if (ivr := abandoned_in_ivr(record)) is not None:
+                ivr_waits.append(ivr)
         if (queued := abandoned_in_queue(record)) is not None:
             queue_waits.append(queued)
         if record.answered is not None:
@@ -169,15 +171,12 @@ def figures(records: Iterable[ContactRecord], settings: KpiSettings) -> dict[str
                 talks.append(record.talk_s)
         if record.survey is not None:
             scores[record.survey] += 1
-        if (disposition := record.disposition) is not None:
-            dispositions += 1
-            resolved += disposition.kind == "resolved"
-            complaints += disposition.kind == "complaint"
-            if (team := back_office_team(record)) is not None:
-                teams[team] += 1
-            if disposition.kind == "avoidable":
-                reasons[disposition.reason or "(not named)"] += 1
+        if record.disposition is not None:
+            kinds_given[record.disposition.kind] += 1
+            _count_disposition(record, teams, reasons)
     responses = sum(scores.values())
+    dispositions, resolved = kinds_given.total(), kinds_given["resolved"]
+    complaints = kinds_given["complaint"]
     fpoc = _rate(resolved, dispositions)
     return {
         "accessibility": {
@@ -186,7 +185,7 @@ def figures(records: Iterable[ContactRecord], settings: KpiSettings) -> dict[str
             "answered_rate": _rate(answered, offered),
             "answered_within_service_level": within,
             "service_level_rate": _rate(within, answered),
-            "abandoned_in_ivr": len(ivr_waits),
+            "abandoned_in_ivr": ivr_abandoned,
             "abandoned_in_ivr_mean_s": _mean(ivr_waits),
             "abandoned_in_queue": len(queue_waits),
             "abandoned_in_queue_mean_s": _mean(queue_waits),
@@ -221,6 +220,13 @@ def figures(records: Iterable[ContactRecord], settings: KpiSettings) -> dict[str
             "complaints": complaints,
         },
     }
+
+
+def _count_disposition(record: ContactRecord, teams: Counter[str], reasons: Counter[str]) -> None:
+    if (team := back_office_team(record)) is not None:
+        teams[team] += 1
+    if record.disposition is not None and record.disposition.kind == "avoidable":
+        reasons[record.disposition.reason or "(not named)"] += 1
 
 
 # --- periods, volume, baseline -------------------------------------------------------------------

@@ -72,7 +72,7 @@ def weekly_line(volume: Mapping[str, Any], baseline_per_week: float | None) -> s
         axes.axhline(baseline_per_week, color="#b35900", linestyle="--", label="Baseline (per week)")
     axes.set_ylabel("Calls offered")
     axes.set_xlabel("Week beginning")
-    axes.set_ylim(bottom=0)
+    axes.set_ylim(0, max([*counts, baseline_per_week or 0, 1]) * 1.15)
     axes.grid(axis="y", alpha=0.3)
     axes.legend(loc="lower right")
     if len(weeks) > 8:
@@ -91,8 +91,19 @@ def _number(value: float | None, unit: str = "") -> str:
     return text + unit
 
 
-_ENV.filters["percent"] = _percent
-_ENV.filters["number"] = _number
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.1f}"
+
+
+def _target(value: float) -> str:
+    return f"{value * 100:g} %"
+
+
+def _score(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.1f}"
+
+
+_ENV.filters.update(percent=_percent, number=_number, seconds=_seconds, target=_target, score=_score)
 
 
 def render_html(data: Mapping[str, Any], tenant_name: str) -> str:

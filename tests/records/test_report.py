@@ -35,9 +35,9 @@ def test_the_page_shows_the_figures_and_the_fpoc_target() -> None:
     assert "10 calls offered" in text
     assert "60.0 % answered (6 calls)" in text
     assert "66.7 % of answered calls answered within 20 s" in text
-    assert "40.0 % resolved at first point of contact: target 80.0 %, below target" in text
-    assert "First point of contact resolution target: at least 80.0 %" in text
-    assert "25 satisfaction net score (4 responses)" in text
+    assert "40.0 % resolved at first point of contact: target 80 %, below target" in text
+    assert "First point of contact resolution target: at least 80 %" in text
+    assert "+25.0 satisfaction net score (4 responses)" in text
     assert "council-tax 1" in text
     assert "chasing-progress 1" in text
     assert "Service-level time: 20 s; hdc-waste: 30 s." in text
