@@ -423,6 +423,9 @@ def _guarded(handler: Handler) -> Handler:
         except (Refused, ArchiveError) as exc:
             print(f"callrouter: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except OSError as exc:  # the archive or the output cannot be read or written
+            print(f"callrouter: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_PROBLEMS
 
     return run
 
