@@ -99,3 +99,16 @@ def test_purge_deletes_days_older_than_the_retention(tmp_path: Path) -> None:
     ]
     assert archive.days("harborough") == [date(2026, 11, 26), date(2026, 11, 27)]
     assert archive.days("charnwood") == [date(2026, 11, 24)]  # another council's records are its own
+
+
+def test_a_line_written_in_another_form_still_counts_as_stored(tmp_path: Path) -> None:
+    """The index reads the key from the start of the archive's own lines; any other form of a
+    record (here with spaces, as another JSON writer would put it) is read in full."""
+    v1 = record("1795533337.1", DAY)
+    path = tmp_path / "harborough" / "2026-11-24.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(json.loads(v1.model_dump_json())) + "\n")
+    archive = Archive(tmp_path)
+    assert archive.append(v1) is False
+    assert archive.append(record("1795533337.1", DAY, version=2)) is True
+    assert len(path.read_text().splitlines()) == 2
