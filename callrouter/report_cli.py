@@ -32,7 +32,6 @@ from records.archive import Archive, ArchiveError, tenant_folder
 from records.builder import MIN_KEY_BYTES, caller_hash
 from records.export import WRITERS, FileAudit, audit_entry_for, find
 from records.kpi import PERIODS, KpiSettings, Range, report
-from records.report import render_csv, render_html, render_json
 from routing.core.plan import Plan, Tenant
 from routing.masking import mask_number
 from routing.plan_file import load_plan
@@ -379,6 +378,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     records = archive.records(args.tenant, *span.bounds(kpi_settings.zone))
     data = report(args.tenant, records, span, args.period, kpi_settings,
                   generated_at=datetime.now(UTC), baseline=baseline)  # fmt: skip
+    # imported here: matplotlib takes a while to load, and no other command needs it
+    from records.report import render_csv, render_html, render_json  # noqa: PLC0415
+
     if args.format == "html":
         text = render_html(data, tenant.name if tenant is not None else args.tenant)
     elif args.format == "json":
