@@ -16,7 +16,7 @@ from datetime import date, datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from callrouter import service, simulate, supervisor_cli
+from callrouter import report_cli, service, simulate, supervisor_cli
 from callrouter.settings import SettingsError
 from emulator import centre
 from ivr import static_dialplan
@@ -294,12 +294,20 @@ def _plan_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _records_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    records = sub.add_parser("records", help="contact records: the council's export, search, archive")
+    cmds = records.add_subparsers(dest="records_command", required=True)
+    report_cli.add_records_commands(cmds)
+
+
 COMMAND_REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _plan_commands,
     service.register,
     simulate.register,
     supervisor_cli.register,
     centre.register,
+    report_cli.register,
+    _records_commands,
 ]
 
 

@@ -303,6 +303,33 @@ class Survey(Model):
 BankHolidays = Literal["england-and-wales", "scotland", "northern-ireland", "none"]
 
 
+ServiceLevelSeconds = Annotated[int, Field(ge=1, le=3600)]
+
+
+class RecordsPolicy(Model):
+    """What the council's own archive of contact records keeps, and the service-level time its
+    report counts answers within (``docs/reports.md``)."""
+
+    retention_days: Annotated[int, Field(ge=1, le=36500)] | None = None  # None: kept for ever
+    archive_after_days: Annotated[int, Field(ge=1, le=36500)] | None = None  # None: never compressed
+    service_level_s: ServiceLevelSeconds = 20
+    queue_service_level_s: dict[Name, ServiceLevelSeconds] = {}  # by the tenant's queue name
+
+    @model_validator(mode="after")
+    def _archive_before_purge(self) -> RecordsPolicy:
+        if (
+            self.retention_days is not None
+            and self.archive_after_days is not None
+            and self.archive_after_days >= self.retention_days
+        ):
+            raise PydanticCustomError(
+                "order",
+                "archive_after_days {archive} must be below retention_days {retention}",
+                {"archive": self.archive_after_days, "retention": self.retention_days},
+            )
+        return self
+
+
 class Tenant(Model):
     """A council whose public number the centre answers, under the council's own name."""
 
@@ -324,6 +351,7 @@ class Tenant(Model):
     announcements: list[Announcement] = []
     survey: Survey | None = None
     avoidable_contact_reasons: list[Name] = []  # what an adviser may name as an avoidable contact
+    records: RecordsPolicy = RecordsPolicy()
 
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -347,6 +375,17 @@ class Tenant(Model):
                     "duplicate", "avoidable contact reason '{reason}' is listed twice", {"reason": reason}
                 )
             seen.add(reason)
+        return self
+
+    @model_validator(mode="after")
+    def _known_service_level_queues(self) -> Tenant:
+        unknown = sorted(set(self.records.queue_service_level_s) - set(self.queues))
+        if unknown:
+            raise PydanticCustomError(
+                "unknown_reference",
+                "records.queue_service_level_s: unknown queue '{queue}' (known: {known})",
+                {"queue": unknown[0], "known": ", ".join(sorted(self.queues)) or "none"},
+            )
         return self
 
 

@@ -239,3 +239,22 @@ def test_commands_on_a_broken_plan_exit_one(capsys: pytest.CaptureFixture[str], 
     code, out, err = run(capsys, "plan", "explain", str(target), "--number", "1", "--at", "2026-01-01 10:00")
     assert (code, out) == (1, "")
     assert "version" in err
+
+
+def test_check_names_a_records_policy_that_purges_before_it_archives(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`plan check` reports a tenant's records policy that would purge records before archiving them."""
+    target = tmp_path / "plan.yaml"
+    text = Path(EXAMPLE).read_text()
+    entry = "    entry: {type: menu, menu: main}\n"
+    policy = "    records: {retention_days: 30, archive_after_days: 60}\n" + entry
+    target.write_text(text.replace(entry, policy, 1))
+    code, out, err = run(capsys, "plan", "check", str(target))
+    assert code == 1
+    assert out == ""
+    assert "tenants.harborough.records: archive_after_days 60 must be below retention_days 30" in err
+    target.write_text(text.replace(entry, policy.replace("60", "7"), 1))
+    code, out, _ = run(capsys, "plan", "check", str(target))
+    assert code == 0
+    assert "OK (2 tenants, 0 warnings)" in out

@@ -429,3 +429,18 @@ def test_avoidable_contact_reasons_are_names_listed_once() -> None:
     path, message = only(doc(avoidable_contact_reasons='["Chasing progress"]'))
     assert path == "tenants.council.avoidable_contact_reasons[0]"
     assert "is not a valid name" in message
+
+
+def test_records_policy_archives_before_it_purges() -> None:
+    """A tenant's archive and retention of contact records: archived before purged, queues known."""
+    good = "{retention_days: 730, archive_after_days: 90, service_level_s: 30, "
+    good += "queue_service_level_s: {main: 15}}"
+    assert problems(doc(records=good)) == []
+    path, message = only(doc(records="{retention_days: 90, archive_after_days: 90}"))
+    assert path == "tenants.council.records"
+    assert message == "archive_after_days 90 must be below retention_days 90"
+    path, message = only(doc(records="{queue_service_level_s: {billing: 15}}"))
+    assert path == "tenants.council"
+    assert message == "records.queue_service_level_s: unknown queue 'billing' (known: main)"
+    path, message = only(doc(records="{retention_days: 0}"))
+    assert path == "tenants.council.records.retention_days"
