@@ -90,8 +90,8 @@ class Session:
                 if transport.reading or conn.task is None or conn.task.done():
                     break
                 await asyncio.sleep(0)
-            if not transport.reading:
-                break  # the handler will not read again: the rest stays in the kernel
+            if not transport.reading or transport.closed:
+                break  # nobody reads again (or the server closed): the rest stays in the kernel
             conn.data_received(segment)
             self.max_buffer = max(self.max_buffer, len(conn._buffer))
             await asyncio.sleep(0)
