@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
+from hypothesis import settings
 from hypothesis import strategies as st
 
 # Pieces that are interesting to parsers of line protocols; text() alone rarely hits them.
@@ -61,3 +62,10 @@ def chunked(data: bytes, cuts: list[int]) -> Iterator[bytes]:
 
 
 CUTS = st.lists(st.integers(min_value=0, max_value=1 << 16), max_size=16)
+
+
+def fewer_examples(fraction: float) -> settings:
+    """A share of the profile's examples, for tests whose single example is costly."""
+    default = settings.default
+    assert default is not None
+    return settings(max_examples=max(10, int(default.max_examples * fraction)))
