@@ -2,8 +2,9 @@
 
 Profiles (``HYPOTHESIS_PROFILE``): ``ci`` (the default) keeps every property test modest and
 deterministic, so the suite's run time and result do not vary from run to run; ``fuzz`` is for
-a longer, randomised hunt (``HYPOTHESIS_PROFILE=fuzz scripts/test tests/fuzz``). Both set a
-deadline per example: a parser that slows down on some input fails the test with that input.
+a longer, randomised hunt of some minutes, past the per-test timeout:
+``HYPOTHESIS_PROFILE=fuzz scripts/test tests/fuzz --timeout 0``. Both set a deadline per
+example: a parser that slows down on some input fails the test with that input.
 """
 
 from __future__ import annotations
