@@ -146,14 +146,22 @@ class Utf8AmiProtocol(AMIProtocol):  # type: ignore[misc]
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
+        self._pending: list[str] = []  # the unfinished message (or banner line), in pieces
+        self._pending_chars = 0
+        self._tail = ""  # its last three characters: the start of a separator, maybe
 
     def data_received(self, data: bytes) -> None:
-        text = self._pending + self._decoder.decode(data)
+        new = self._decoder.decode(data)
+        end = EVENT_SEPARATOR if self.version is not None else "\r\n"
+        # Only the new text (with the three characters held before it) can end a message:
+        # held text is not scanned or copied again, so a message trickling in through many
+        # small reads costs linear time (re-splitting it all on each read was quadratic).
+        if end not in self._tail + new:
+            self._hold(new)
+            return
+        text = "".join(self._pending) + new
+        self._pending, self._pending_chars, self._tail = [], 0, ""
         if self.version is None:
-            if "\r\n" not in text:
-                self._hold(text)
-                return
             text = self._read_banner(text)
         *messages, pending = text.split(EVENT_SEPARATOR)
         for raw in messages:
@@ -167,13 +175,15 @@ class Utf8AmiProtocol(AMIProtocol):  # type: ignore[misc]
                 return
         self._hold(pending)
 
-    def _hold(self, pending: str) -> None:
-        """Keep the start of the next message; up to three characters of it may be the
+    def _hold(self, text: str) -> None:
+        """Keep ``text`` as part of the next message; up to three characters of it may be the
         start of its separator (``\r\n\r``), so only more than cap + 3 is over the cap."""
-        if len(pending) > self.max_message_chars + len(EVENT_SEPARATOR) - 1:
-            self._oversized(len(pending))
-        else:
-            self._pending = pending
+        self._pending_chars += len(text)
+        if self._pending_chars > self.max_message_chars + len(EVENT_SEPARATOR) - 1:
+            self._oversized(self._pending_chars)
+        elif text:
+            self._pending.append(text)
+            self._tail = (self._tail + text)[-(len(EVENT_SEPARATOR) - 1) :]
 
     def _oversized(self, size: int) -> None:
         self.log.error(
@@ -181,7 +191,7 @@ class Utf8AmiProtocol(AMIProtocol):  # type: ignore[misc]
             size,
             self.max_message_chars,
         )
-        self._pending = ""
+        self._pending, self._pending_chars, self._tail = [], 0, ""
         self.connection_lost(None)
 
     def _read_banner(self, text: str) -> str:

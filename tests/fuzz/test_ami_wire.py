@@ -97,7 +97,7 @@ class AmiStream:
                 if transport.closed:
                     break  # asyncio delivers nothing after close()
                 protocol.data_received(segment)
-                self.max_pending = max(self.max_pending, len(protocol._pending))
+                self.max_pending = max(self.max_pending, protocol._pending_chars)
             queued = []
             while not consumer._events.empty():
                 queued.append(consumer._events.get_nowait())
