@@ -168,3 +168,31 @@ async def test_a_message_over_the_cap_closes_the_connection(
         assert "ami.message_oversized" in caplog.text
     finally:
         client.close()
+
+
+class _Closing(Collect):
+    """Collect, and note the loss the protocol reports when it closes."""
+
+    lost = False
+
+    def connection_lost(self, exc: object) -> None:
+        self.lost = True
+
+
+class _ClosableTransport(NullTransport):
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_nothing_is_read_after_the_connection_closes() -> None:
+    # Found by fuzzing: after a Shutdown event closed the connection, the rest of the same read
+    # was still dispatched, so what arrived depended on how the bytes were cut into reads.
+    protocol = Utf8AmiProtocol()
+    transport = _ClosableTransport()
+    protocol.connection_made(transport)
+    sink = protocol.factory = _Closing()
+    protocol.data_received(b"Asterisk Call Manager/11.0.0\r\nEvent: Shutdown\r\n\r\n" + JOIN)
+    assert (sink.lost, transport.closed) == (True, True)
+    assert [e["Event"] for e in sink.events] == ["Shutdown"]
