@@ -177,7 +177,7 @@ class Utf8AmiProtocol(AMIProtocol):  # type: ignore[misc]
 
     def _hold(self, text: str) -> None:
         """Keep ``text`` as part of the next message; up to three characters of it may be the
-        start of its separator (``\r\n\r``), so only more than cap + 3 is over the cap."""
+        start of its separator (``\\r\\n\\r``), so only more than cap + 3 is over the cap."""
         self._pending_chars += len(text)
         if self._pending_chars > self.max_message_chars + len(EVENT_SEPARATOR) - 1:
             self._oversized(self._pending_chars)
