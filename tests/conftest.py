@@ -1,12 +1,33 @@
-"""Session-wide fixtures: a real redis-server on loopback."""
+"""Session-wide fixtures (a real redis-server on loopback) and the hypothesis profiles.
+
+Profiles (``HYPOTHESIS_PROFILE``): ``ci`` (the default) keeps every property test modest and
+deterministic, so the suite's run time and result do not vary from run to run; ``fuzz`` is for
+a longer, randomised hunt of some minutes, past the per-test timeout:
+``HYPOTHESIS_PROFILE=fuzz scripts/test tests/fuzz --timeout 0``. Both set a deadline per
+example: a parser that slows down on some input fails the test with that input.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
+from hypothesis import settings
 
 from tests.support.redis_server import RedisServer, running_redis
+
+settings.register_profile(
+    "ci",
+    max_examples=100,
+    deadline=timedelta(seconds=2),  # generous: the machine is shared; catches blow-ups only
+    derandomize=True,
+    database=None,
+    print_blob=True,
+)
+settings.register_profile("fuzz", max_examples=5000, deadline=timedelta(seconds=2), print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

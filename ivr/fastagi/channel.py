@@ -364,7 +364,7 @@ class AgiChannel:
             await self._confirm_alive()
             self._note_missing(prompt, "STREAM FILE")
             return None
-        return chr(code) if code else None
+        return _digit(code, reply)
 
     async def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
         """Play ``prompt`` and collect up to ``max_digits``; return ``(digits, timed_out)``.
@@ -397,7 +397,7 @@ class AgiChannel:
         if code < 0:
             await self._confirm_alive()
             raise AgiCommandError("WAIT FOR DIGIT", reply)
-        return chr(code) if code else None
+        return _digit(code, reply)
 
     async def set_variable(self, name: str, value: str) -> None:
         """``SET VARIABLE name "value"`` -> ``200 result=1``. Works on a dead channel."""
@@ -441,6 +441,19 @@ class AgiChannel:
             return
         await self.send_command("HANGUP")
         self.hung_up = True
+
+
+def _digit(code: int | None, reply: AgiReply) -> str | None:
+    """The key a ``result`` reports by its character code (``49`` -> ``"1"``); None for 0.
+
+    Asterisk only reports DTMF keys; any other code (``result=99999999999`` made ``chr()``
+    raise OverflowError) is not FastAGI as Asterisk speaks it."""
+    if not code:
+        return None
+    key = chr(code) if 0 < code < 0x110000 else ""
+    if key not in _DTMF:
+        raise AgiProtocolError(f"not the code of a DTMF key: {reply.raw[:60]!r}")
+    return key
 
 
 def _check_digits(digits: str) -> None:

@@ -138,7 +138,9 @@ class AgiConnection(asyncio.Protocol):
         buffer += data
         end = buffer.find(b"\n\n", self._scanned)
         if end < 0:
-            if len(buffer) > self._limit:
+            # A block may end at offset limit + 2 ("\n\n" starting at the limit, as the one-segment
+            # test above allows): limit + 1 bytes without it could still become one.
+            if len(buffer) > self._limit + 1:
                 self._server._bad_request(self, "oversized")
             else:
                 self._scanned = max(0, len(buffer) - 1)

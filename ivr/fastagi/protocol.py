@@ -29,10 +29,12 @@ HANGUP_LINE = "HANGUP"
 FAILURE_LINE = b"failure\n"
 USAGE_START = "520-"
 
-_FINAL_LINE = re.compile(r"^(\d{3}) (.*)$")
-_RESULT = re.compile(r"^result=(?P<result>\S*)(?: \((?P<value>.*)\))?(?: endpos=(?P<endpos>-?\d+))?$")
+# ASCII digits only: Asterisk writes no others (``\d`` would read ``٢٠٠`` as 200); an ``endpos``
+# longer than a 64-bit sample count is not a position (int() of 5000 digits raises ValueError).
+_FINAL_LINE = re.compile(r"^([0-9]{3}) (.*)$")
+_RESULT = re.compile(r"^result=(?P<result>\S*)(?: \((?P<value>.*)\))?(?: endpos=(?P<endpos>-?[0-9]{1,19}))?$")
 _ENV_LINE = re.compile(r"^(agi_[^ \n]*): (.*)$", re.MULTILINE)  # the key ends at the first space
-_SAFE_TOKEN = re.compile(r"^[^\s\"\\\x00-\x1f\x7f]+$")
+_SAFE_TOKEN = re.compile(r"[^\s\"\\\x00-\x1f\x7f]+")  # fullmatch: no trailing line feed
 
 
 class AgiProtocolError(ValueError):
@@ -227,7 +229,8 @@ def is_hangup_line(line: str) -> bool:
 
 def is_final_line(line: str) -> bool:
     """A reply's last line: three digits and a space (``200 result=0``, ``520 End of ...``)."""
-    return len(line) >= 4 and line[3] == " " and line[:3].isdigit()
+    code = line[:3]
+    return len(line) >= 4 and line[3] == " " and code.isascii() and code.isdigit()
 
 
 def reply_complete(lines: Sequence[str]) -> bool:
@@ -313,7 +316,7 @@ def token(value: str) -> str:
 
     Bare tokens may not contain whitespace, quotes, backslashes or control characters:
     Asterisk would split or unescape them."""
-    if not _SAFE_TOKEN.match(value):
+    if not _SAFE_TOKEN.fullmatch(value):
         raise ValueError(f"not a valid bare AGI argument: {value!r}")
     return value
 

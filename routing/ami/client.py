@@ -62,14 +62,37 @@ class AmiLoginFailed(ConnectionError):
 
 
 def plain_headers(message: Mapping[str, str]) -> dict[str, str]:
-    """A panoramisk Message as a plain dict in wire order (header case kept)."""
+    """A panoramisk Message as a plain dict in wire order (header case kept).
+
+    A repeated header (panoramisk keeps a list) gives its first value, the one Asterisk
+    itself reads (``astman_get_header``): the values are text, as the type says."""
     plain = getattr(message, "plain", None)  # set by parse_event; Message.__getattr__ gives ""
     if isinstance(plain, dict):
         return plain
     store = getattr(message, "_store", None)
     if store is not None:  # CaseInsensitiveDict: {lower: (Original, value)}
-        return {k: v for k, v in store.values() if k != "content"}
-    return dict(message.items())
+        return {k: _first(v) for k, v in store.values() if k != "content"}
+    return {k: _first(v) for k, v in message.items()}
+
+
+def _first(value: str | list[str]) -> str:
+    return value[0] if isinstance(value, list) else value
+
+
+_READ_BY_PANORAMISK = ("event", "response", "actionid", "commandid", "message", "subevent", "eventlist")
+"""Headers panoramisk calls string methods on or uses as dict keys while it routes a message."""
+
+
+def _single_valued(message: Message | None) -> Message | None:
+    """Keep only the first value of a repeated header that panoramisk reads (a list there
+    raised AttributeError or TypeError inside ``data_received``, and asyncio dropped the
+    connection with the rest of the segment). Other repeated headers stay lists."""
+    if message is not None:
+        for key in _READ_BY_PANORAMISK:
+            entry = message._store.get(key)
+            if entry is not None and isinstance(entry[1], list):
+                message._store[key] = (entry[0], entry[1][0])
+    return message
 
 
 def parse_event(raw: str) -> Message | None:
@@ -79,13 +102,13 @@ def parse_event(raw: str) -> Message | None:
     ``Message.from_line``; anything panoramisk treats specially (responses with a
     body, repeated headers, AGI ``Result`` values) goes through ``from_line``."""
     if not raw.startswith("Event: "):
-        return Message.from_line(raw)
+        return _single_valued(Message.from_line(raw))
     headers: dict[str, str] = {}
     for line in raw.split("\r\n"):
         key, sep, value = line.partition(": ")
         if sep:
             if key in headers or key.lower() == "result":
-                return Message.from_line(raw)
+                return _single_valued(Message.from_line(raw))
             headers[key] = value
     message = Message.__new__(Message)
     message._store = {k.lower(): (k, v) for k, v in headers.items()}
@@ -109,25 +132,67 @@ class SecretFilter(logging.Filter):
 
 
 class Utf8AmiProtocol(AMIProtocol):  # type: ignore[misc]
-    """panoramisk's protocol with incremental UTF-8 decoding and reconcile routing."""
+    """panoramisk's protocol with incremental UTF-8 decoding, reconcile routing and a cap on
+    the size of one message.
+
+    A message longer than :attr:`max_message_chars` (or a banner line that long) closes the
+    connection with an error in the log, instead of the text held for it growing without
+    end: the consumer reconnects, and every connect reconciles, so nothing is lost. Nothing
+    is read after the connection closes (an oversized message, a ``Shutdown`` event)."""
+
+    max_message_chars = 1 << 20
+    """Asterisk's messages are a few hundred characters; a megabyte is far beyond any."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
+        self._pending: list[str] = []  # the unfinished message (or banner line), in pieces
+        self._pending_chars = 0
+        self._tail = ""  # its last three characters: the start of a separator, maybe
 
     def data_received(self, data: bytes) -> None:
-        text = self._pending + self._decoder.decode(data)
+        new = self._decoder.decode(data)
+        end = EVENT_SEPARATOR if self.version is not None else "\r\n"
+        # Only the new text (with the three characters held before it) can end a message:
+        # held text is not scanned or copied again, so a message trickling in through many
+        # small reads costs linear time (re-splitting it all on each read was quadratic).
+        if end not in self._tail + new:
+            self._hold(new)
+            return
+        text = "".join(self._pending) + new
+        self._pending, self._pending_chars, self._tail = [], 0, ""
         if self.version is None:
-            if "\r\n" not in text:
-                self._pending = text
-                return
             text = self._read_banner(text)
-        *messages, self._pending = text.split(EVENT_SEPARATOR)
+        *messages, pending = text.split(EVENT_SEPARATOR)
         for raw in messages:
+            if len(raw) > self.max_message_chars:
+                self._oversized(len(raw))
+                return
             message = parse_event(raw.strip())
             if message is not None:
                 self.handle_message(message)
+            if self.closed:
+                return
+        self._hold(pending)
+
+    def _hold(self, text: str) -> None:
+        """Keep ``text`` as part of the next message; up to three characters of it may be the
+        start of its separator (``\\r\\n\\r``), so only more than cap + 3 is over the cap."""
+        self._pending_chars += len(text)
+        if self._pending_chars > self.max_message_chars + len(EVENT_SEPARATOR) - 1:
+            self._oversized(self._pending_chars)
+        elif text:
+            self._pending.append(text)
+            self._tail = (self._tail + text)[-(len(EVENT_SEPARATOR) - 1) :]
+
+    def _oversized(self, size: int) -> None:
+        self.log.error(
+            "ami.message_oversized chars=%d limit=%d: closing the connection (reconnect reconciles)",
+            size,
+            self.max_message_chars,
+        )
+        self._pending, self._pending_chars, self._tail = [], 0, ""
+        self.connection_lost(None)
 
     def _read_banner(self, text: str) -> str:
         if not text.startswith(BANNER_PREFIX):

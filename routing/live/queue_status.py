@@ -104,23 +104,33 @@ class QueueStatusAssembler:
     def add(self, h: Headers, ts: float) -> QueueStatusPicture | None:
         """Feed one list event; returns the picture on ``QueueStatusComplete``.
 
-        Raises IncompleteQueueStatus when ``ListItems`` disagrees with what arrived."""
+        Raises IncompleteQueueStatus when ``ListItems`` disagrees with what arrived. An item
+        missing a header it needs (``Queue``; a member's ``Location``, a caller's
+        ``Uniqueid``) is not counted, so the reply it came in is incomplete."""
         name = h.get("Event", "")
         if name == "QueueStatusComplete":
             return self._complete(h, ts)
-        if name in QUEUE_STATUS_ITEMS:
+        if name in QUEUE_STATUS_ITEMS and self._add_item(name, h, ts):
             self._items += 1
-            self._add_item(name, h, ts)
         return None
 
-    def _add_item(self, name: str, h: Headers, ts: float) -> None:
-        draft = self._drafts.setdefault(h["Queue"], _Draft(h["Queue"]))
-        if name == "QueueParams":
-            draft.calls = _int(h.get("Calls"))
-        elif name == "QueueMember":
-            draft.members.append(member_event(MemberStatus, h, ts))
+    def _add_item(self, name: str, h: Headers, ts: float) -> bool:
+        queue = h.get("Queue")
+        try:
+            member = member_event(MemberStatus, h, ts) if name == "QueueMember" else None
+            caller = _entry(h) if name == "QueueEntry" else None
+        except KeyError:
+            return False
+        if queue is None:
+            return False
+        draft = self._drafts.setdefault(queue, _Draft(queue))
+        if member is not None:
+            draft.members.append(member)
+        elif caller is not None:
+            draft.callers.append(caller)
         else:
-            draft.callers.append(_entry(h))
+            draft.calls = _int(h.get("Calls"))
+        return True
 
     def _complete(self, h: Headers, ts: float) -> QueueStatusPicture:
         expected = _int(h.get("ListItems"))

@@ -11,7 +11,7 @@ import pytest
 from panoramisk.ami_protocol import AMIProtocol
 
 from emulator.ami import FakeAmi
-from routing.ami.client import AmiClient, AmiLoginFailed, Utf8AmiProtocol
+from routing.ami.client import AmiClient, AmiLoginFailed, Utf8AmiProtocol, plain_headers
 from routing.ami.settings import AmiSettings
 
 SECRET = "s3cret-Value-42"
@@ -127,3 +127,72 @@ async def test_send_on_a_lost_connection_raises(fake: FakeAmi) -> None:
     with pytest.raises(ConnectionError):
         await client.send({"Action": "Ping"}, deadline_s=1)
     client.close()
+
+
+async def test_repeated_headers_neither_drop_the_connection_nor_reach_us_as_lists(fake: FakeAmi) -> None:
+    # Found by fuzzing: a repeated Event or ActionID reached panoramisk as a list, which raised
+    # inside data_received (asyncio then closed the connection), and a repeated Queue reached
+    # the consumer as a list. Asterisk reads the first of a repeated header; so do we.
+    client = AmiClient(settings(fake))
+    seen: list[dict[str, str]] = []
+    client.on_event(lambda manager, message: seen.append(plain_headers(message)))
+    await client.connect()
+    try:
+        fake.broadcast(
+            b"Event: Hangup\r\nActionID: a\r\nActionID: b\r\nUniqueid: 1\r\n\r\n"
+            b"Event: QueueCallerJoin\r\nEvent: Other\r\nQueue: q1\r\nQueue: q2\r\nUniqueid: 2\r\n\r\n"
+        )
+        await client.send({"Action": "Ping"}, deadline_s=2)  # still connected, still in step
+        assert [(e["Event"], e.get("ActionID"), e.get("Queue")) for e in seen[-2:]] == [
+            ("Hangup", "a", None),
+            ("QueueCallerJoin", None, "q1"),
+        ]
+        assert not client.lost.done()
+    finally:
+        client.close()
+
+
+async def test_a_message_over_the_cap_closes_the_connection(
+    fake: FakeAmi, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by fuzzing: text without a message separator was held without limit.
+    monkeypatch.setattr(Utf8AmiProtocol, "max_message_chars", 1000)
+    client = AmiClient(settings(fake))
+    await client.connect()
+    try:
+        fake.broadcast(b"Event: VarSet\r\nValue: " + b"x" * 900 + b"\r\n\r\n")  # under the cap
+        await client.send({"Action": "Ping"}, deadline_s=2)
+        fake.broadcast(b"Event: VarSet\r\nValue: " + b"x" * 600)
+        fake.broadcast(b"x" * 600)  # no end in sight
+        await asyncio.wait_for(client.lost, 2)
+        assert "ami.message_oversized" in caplog.text
+    finally:
+        client.close()
+
+
+class _Closing(Collect):
+    """Collect, and note the loss the protocol reports when it closes."""
+
+    lost = False
+
+    def connection_lost(self, exc: object) -> None:
+        self.lost = True
+
+
+class _ClosableTransport(NullTransport):
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_nothing_is_read_after_the_connection_closes() -> None:
+    # Found by fuzzing: after a Shutdown event closed the connection, the rest of the same read
+    # was still dispatched, so what arrived depended on how the bytes were cut into reads.
+    protocol = Utf8AmiProtocol()
+    transport = _ClosableTransport()
+    protocol.connection_made(transport)
+    sink = protocol.factory = _Closing()
+    protocol.data_received(b"Asterisk Call Manager/11.0.0\r\nEvent: Shutdown\r\n\r\n" + JOIN)
+    assert (sink.lost, transport.closed) == (True, True)
+    assert [e["Event"] for e in sink.events] == ["Shutdown"]

@@ -56,3 +56,13 @@ def test_assembler_returns_the_picture_only_on_complete() -> None:
     assert all(r is None for r in results[:-1])
     assert results[-1] is not None
     assert results[-1].observed_at == 5.0
+
+
+def test_an_item_without_its_required_headers_makes_the_reply_incomplete() -> None:
+    # Found by fuzzing: a QueueMember without Location (or any item without Queue) raised
+    # KeyError out of the assembler, and so out of the AMI callback that must never raise.
+    for broken in ({"Event": "QueueMember", "Queue": "q"}, {"Event": "QueueParams"}, {"Event": "QueueEntry"}):
+        assembler = QueueStatusAssembler("a")
+        assert assembler.add({**broken, "ActionID": "a"}, 1.0) is None
+        with pytest.raises(IncompleteQueueStatus, match="ListItems 1, received 0"):
+            assembler.add({"Event": "QueueStatusComplete", "ActionID": "a", "ListItems": "1"}, 1.0)

@@ -15,7 +15,7 @@ from emulator.agi import (
     Silence,
     run_call,
 )
-from ivr.fastagi import AgiChannel, AgiCommandError, AgiHangup, AgiRequest, AgiTimeout
+from ivr.fastagi import AgiChannel, AgiCommandError, AgiHangup, AgiProtocolError, AgiRequest, AgiTimeout
 from tests.fastagi.conftest import StartServer, expect_line, raw_peer, suite_env
 
 Results = dict[str, object]
@@ -246,6 +246,32 @@ async def test_inline_hangup_before_a_reply_does_not_shift_replies(start_server:
     assert await expect_line(reader) == b""  # server closed
     writer.close()
     assert seen == ["200 result=1", "x", None]
+
+
+async def test_a_key_code_that_is_no_dtmf_key_is_a_protocol_error(start_server: StartServer) -> None:
+    # Found by fuzzing: "200 result=99999999999" made chr() raise OverflowError out of
+    # stream_file/wait_for_digit; the reply is read, so the channel stays in step.
+    seen: list[object] = []
+    server = await start_server()
+
+    @server.route("route")
+    async def route(channel: AgiChannel, request: AgiRequest) -> None:
+        for command in (lambda: channel.stream_file("menu", "1"), lambda: channel.wait_for_digit(100)):
+            with pytest.raises(AgiProtocolError, match="not the code of a DTMF key"):
+                await command()
+        seen.append(await channel.wait_for_digit(100))
+
+    reader, writer = await raw_peer(server.port, suite_env())
+    assert await expect_line(reader) == b'STREAM FILE menu "1"\n'
+    writer.write(b"200 result=99999999999 endpos=0\n")
+    assert await expect_line(reader) == b"WAIT FOR DIGIT 100\n"
+    writer.write(b"200 result=120\n")  # "x"
+    assert await expect_line(reader) == b"WAIT FOR DIGIT 100\n"
+    writer.write(b"200 result=35\n")  # "#"
+    assert await expect_line(reader) == b""
+    writer.close()
+    assert seen == ["#"]
+    assert server.counters.completed == 1
 
 
 async def test_eof_and_reset_are_hangups(start_server: StartServer) -> None:

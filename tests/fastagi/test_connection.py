@@ -248,3 +248,23 @@ async def test_reset_during_the_block_is_a_bad_request() -> None:
     assert server.counters.bad_requests == 1
     assert server.counters.active == 0
     assert transport.written == b""  # nobody to tell
+
+
+async def test_a_block_ending_at_the_limit_is_accepted_however_it_is_cut() -> None:
+    # Found by fuzzing: a block whose "\n\n" starts exactly at the limit was accepted in one
+    # segment but refused as oversized when its first "\n" ended the first segment.
+    block = b"agi_network_script: route\n\n"
+    limit = len(block) - 2
+    for cut in range(len(block) + 1):
+        server = parked_server()
+        conn, transport = connect(server, limit=limit)
+        for segment in (block[:cut], block[cut:]):
+            if segment:
+                conn.data_received(segment)
+        assert (conn.state, server.counters.bad_requests, transport.written) == ("call", 0, b""), cut
+        await stop(conn)
+    server = parked_server()
+    conn, transport = connect(server, limit=limit - 1)  # one byte less: refused, cut or not
+    conn.data_received(block[:-1])
+    conn.data_received(block[-1:])
+    assert (server.counters.bad_requests, transport.written) == (1, b"failure\n")

@@ -270,3 +270,26 @@ def test_common_replies_are_parsed_once_and_equal_a_fresh_parse(line: str) -> No
         assert parse_reply_line(line) == cached
     finally:
         protocol._COMMON_REPLIES[line] = saved
+
+
+def test_reply_codes_are_ascii_digits() -> None:
+    # Found by fuzzing: "²".isdigit() is True but int("²") raises ValueError, and \d took
+    # Arabic-Indic digits for a reply code. Asterisk writes ASCII digits only.
+    assert not is_final_line("²²² End of proper usage.")
+    with pytest.raises(AgiProtocolError, match="unterminated 520"):
+        parse_reply(["520-Invalid command syntax.  Proper usage follows:", "²²² End of proper usage."])
+    with pytest.raises(AgiProtocolError, match="not an AGI reply"):
+        parse_reply_line("٢٠٠ result=1")
+
+
+def test_an_endpos_of_thousands_of_digits_is_not_a_position() -> None:
+    # Found by fuzzing: int() of over 4300 digits raised ValueError out of parse_reply_line.
+    reply = parse_reply_line("200 result=0 endpos=" + "9" * 5000)
+    assert (reply.code, reply.result, reply.endpos) == (200, None, None)
+    assert parse_reply_line("200 result=0 endpos=9223372036854775807").endpos == 2**63 - 1
+
+
+def test_a_token_may_not_end_in_a_line_feed() -> None:
+    # Found by fuzzing: the token pattern ended in "$", which also matches before a final "\n".
+    with pytest.raises(ValueError, match="bare AGI argument"):
+        token("CR_ROUTE\n")
