@@ -30,6 +30,7 @@ from routing.redis_keys import KEYS, RedisKeys
 Kind = Literal["emergency", "closure", "announcement"]
 KINDS: tuple[Kind, ...] = ("emergency", "closure", "announcement")
 MAX_EXPIRY = timedelta(days=14)
+_DURATION_MAX_DIGITS = 7  # 9,999,999 minutes is 19 years: longer than any expiry allowed
 AUDIT_MAXLEN = 100_000
 _DURATION = re.compile(r"^(\d+)\s*(m|min|h|d)$")
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400}
@@ -94,7 +95,12 @@ def parse_expiry(text: str, now: datetime, zone: ZoneInfo) -> datetime:
     cleaned = text.strip().lower()
     match = _DURATION.match(cleaned)
     if match:
-        return now + timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+        digits = match.group(1).lstrip("0") or "0"
+        if len(digits) > _DURATION_MAX_DIGITS:  # far past any expiry allowed, and past int()'s limit
+            raise ToggleError(
+                f"expiry {text.strip()[:40]!r} is too far away (at most {MAX_EXPIRY.days} days ahead)"
+            )
+        return now + timedelta(seconds=int(digits) * _UNITS[match.group(2)])
     local_now = now.astimezone(zone)
     try:
         if re.fullmatch(r"\d\d:\d\d", cleaned):

@@ -48,13 +48,31 @@ def toggle_json(toggle: Toggle) -> str:
 
 
 def toggle_from_json(raw: str | bytes) -> Toggle:
-    data = json.loads(raw)
-    return Toggle(
-        reason=str(data["reason"]),
-        by=str(data["by"]),
-        expires_at=datetime.fromisoformat(data["expires_at"]),
-        service=data.get("service"),
-    )
+    """The stored form back; :class:`ValueError` if it is not one (written by something else)."""
+    try:
+        data = json.loads(raw)
+        expires_at = datetime.fromisoformat(data["expires_at"])
+        if expires_at.tzinfo is None:
+            raise ValueError("expires_at without an offset")
+        return Toggle(
+            reason=str(data["reason"]), by=str(data["by"]), expires_at=expires_at, service=data.get("service")
+        )
+    except (TypeError, KeyError, ValueError) as error:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"not a stored toggle: {error}") from None
+
+
+def _stored_toggles(tenant: str, values: list[Any]) -> dict[str, Toggle]:
+    """The toggles among ``values`` (one per kind); one that is not a stored toggle is ignored
+    and logged: a raw write to Redis must not take live state down with it."""
+    found: dict[str, Toggle] = {}
+    for kind, value in zip(TOGGLE_KINDS, values, strict=True):
+        if not value:
+            continue
+        try:
+            found[kind] = toggle_from_json(value)
+        except ValueError as error:
+            log.warning("toggle.malformed", tenant=tenant, kind=kind, error=str(error)[:200])
+    return found
 
 
 def partner_centres(tenant: Tenant) -> list[str]:
@@ -111,7 +129,7 @@ class RedisLiveSource:
             c: snapshot_from_json(v) for c, v in zip(reads.partners, partner_values, strict=True) if v
         }
         latched = {f"{tenant}/{q}" for q, v in zip(reads.latches, latch_values, strict=True) if v}
-        found = {k: toggle_from_json(v) for k, v in zip(TOGGLE_KINDS, toggle_values, strict=True) if v}
+        found = _stored_toggles(tenant, toggle_values)
         toggles = Toggles(**{kind: {tenant: t} for kind, t in found.items()})
         live = LiveState(
             queues=queues, partners=partners, overflowing=frozenset(latched), max_age_s=self.max_age_s

@@ -11,12 +11,15 @@ import contextlib
 import io
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from callrouter.cli import main
+from routing.redis_keys import KEYS
 from routing.supervisor import KINDS
 from tests.controller.conftest import EXAMPLE
 from tests.fuzz.strategies import LINE_TEXT, fewer_examples
@@ -65,13 +68,44 @@ def test_the_toggle_command_accepts_or_refuses_in_plain_words(
     assert (stored["kind"], stored["tenant"], stored["on"]) == (kind, tenant, on)
 
 
-@pytest.mark.xfail(strict=True, reason="state prints a stored reason's control characters raw")
-def test_state_shows_no_control_characters(redis_server: RedisServer) -> None:
+def test_a_terminal_escape_in_a_reason_is_refused(redis_server: RedisServer) -> None:
     reason = "flood\x1b[2J\x1b[31m cleared screen"  # a terminal escape in the reason
-    code, _, _ = toggle(
+    code, out, err = toggle(
         redis_server.url, "emergency", "charnwood", "--on", f"--reason={reason}", "--by=sam", "--expires=1h"
     )
-    assert code == 0
+    assert (code, out) == (2, "")
+    assert err.startswith("callrouter: refused: ")
+
+
+def test_state_shows_a_stored_escape_escaped(redis_server: RedisServer) -> None:
+    """A toggle written to Redis by something other than callrouter (a raw SET) with a terminal
+    escape in its reason: ``state`` shows it escaped, never raw."""
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        value = {
+            "reason": "flood\x1b[2J cleared",
+            "by": "x\x1b[31my",
+            "expires_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        }
+        client.set(KEYS.toggle("emergency", "charnwood"), json.dumps(value), px=3_600_000)
+    finally:
+        client.close()
     with captured() as (out, _):
         assert main(["state", "--plan", str(EXAMPLE), "--redis", redis_server.url]) == 0
-    assert not any(ord(c) < 32 and c != "\n" for c in out.getvalue())
+    shown = out.getvalue()
+    assert "flood" in shown
+    assert not any(ord(c) < 32 and c != "\n" for c in shown)
+
+
+@pytest.mark.parametrize(
+    "raw", ["not json", '{"reason": "r"}', '{"reason":"r","by":"b","expires_at":5}', "[]"]
+)
+def test_a_value_that_is_no_toggle_is_ignored_not_a_crash(redis_server: RedisServer, raw: str) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.set(KEYS.toggle("emergency", "charnwood"), raw, px=3_600_000)
+    finally:
+        client.close()
+    with captured() as (out, _):
+        assert main(["state", "--plan", str(EXAMPLE), "--redis", redis_server.url]) == 0
+    assert "charnwood" in out.getvalue()
