@@ -10,7 +10,7 @@ import pytest
 
 from ivr import channel_vars as cv
 from ivr.controller import Controller, PlanHolder
-from ivr.fastagi.guard import FIRST_COMMAND_S
+from ivr.step_guard import FIRST_COMMAND_S
 from ivr.static_dialplan import render
 from routing.plan_file import load_plan
 

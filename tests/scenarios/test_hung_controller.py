@@ -18,7 +18,7 @@ import pytest
 from emulator.agi import CallerScript, EmulatedCall, PressAfterPrompt, Silence
 from emulator.dialplan import FAILSTATIC, CallRecord, place_call
 from ivr.fastagi import AgiChannel, AgiRequest, FastAgiServer, ServerConfig
-from ivr.fastagi.guard import StepGuard
+from ivr.step_guard import StepGuard
 from tests.controller.conftest import EXAMPLE, HARBOROUGH, make_controller
 from tests.controller.test_fallback import SCRIPT as FALLBACK
 from tests.controller.test_fallback import always_open_plan
