@@ -65,6 +65,8 @@ async def run_classic(
     ``SET AUTOHANGUP`` behave as over FastAGI. ``orphans``: where a process still running when
     ``AGI()`` returned (``AGIEXITONHANGUP``) goes; None: it is killed here."""
     started = time.perf_counter()
+    line = line or CallerLine()
+    begun = line.clock.now()  # AGI() starts before the fork
     process = await asyncio.create_subprocess_exec(
         *argv, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
@@ -91,6 +93,7 @@ async def run_classic(
     except (ConnectionError, BrokenPipeError):
         code = await process.wait()
     session.call.duration = time.perf_counter() - started
+    session.call.started_at = begun
     if session.call.outcome == "exit-on-hangup":
         code = process.returncode  # waitpid(pid, status, WNOHANG): usually still running
         if code is None:

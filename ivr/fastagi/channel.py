@@ -31,7 +31,6 @@ from typing import Protocol
 
 import structlog
 
-from ivr.step_guard import StepGuard
 from ivr.fastagi.protocol import (
     AgiProtocolError,
     AgiReply,
@@ -44,6 +43,7 @@ from ivr.fastagi.protocol import (
     sanitize_text,
     token,
 )
+from ivr.step_guard import StepGuard
 
 log = structlog.get_logger("ivr.fastagi")
 

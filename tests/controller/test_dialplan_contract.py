@@ -10,8 +10,8 @@ import pytest
 
 from ivr import channel_vars as cv
 from ivr.controller import Controller, PlanHolder
-from ivr.step_guard import FALLBACK_START_S, FIRST_COMMAND_S
 from ivr.static_dialplan import render
+from ivr.step_guard import FALLBACK_START_S, FIRST_COMMAND_S
 from routing.plan_file import load_plan
 
 DIALPLANS = Path(__file__).parents[2] / "dialplans"
@@ -100,7 +100,8 @@ def test_the_fail_static_script_is_bounded_and_t_takes_the_static_route() -> Non
     AGIEXITONHANGUP=yes and TIMEOUT(absolute)=FALLBACK_START_S before it, cleared after it; T
     clears the timer and takes the static route of the dialled number (in T, ${EXTEN} is T)."""
     failstatic = parse_conf(DIALPLANS / "callrouter.conf")["callrouter-failstatic"]
-    steps = [line.split(",", 2)[2] if line.startswith("exten") else line.split(",", 1)[1] for line in failstatic]
+    steps = [line.split(",", 2)[2] if line.startswith("exten") else line.split(",", 1)[1]
+             for line in failstatic]  # fmt: skip
     assert steps == [
         "NoOp(callrouter: fail-static for ${EXTEN}, AGISTATUS=${AGISTATUS})",
         "Set(CR_ROUTE=)",

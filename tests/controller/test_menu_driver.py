@@ -75,7 +75,8 @@ async def test_both_play_a_skippable_announcement_before_the_menu(rig: Rig, tmp_
     )
     assert code == 0
     assert menu_commands(controller) == menu_commands(fallback)
-    assert menu_commands(fallback)[:2] == ["SET AUTOHANGUP 65", 'STREAM FILE harborough/bin-collection-change "#"']
+    announcement = 'STREAM FILE harborough/bin-collection-change "#"'
+    assert menu_commands(fallback)[:2] == ["SET AUTOHANGUP 65", announcement]
     assert fields(controller)["CR_TARGET"] == fields(fallback)["CR_TARGET"] == "hdc-waste"
 
 
