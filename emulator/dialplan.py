@@ -15,7 +15,11 @@ outward leg (:class:`~emulator.pbx.Invite`, in :attr:`CallRecord.dials`) from th
 endpoints in :class:`Asterisk`. Where the dialplan hands over to the process-per-call
 fail-static script (``callrouter-failstatic``), the call stops, unless ``place_call`` is given
 the script's command (``fallback``): then :mod:`emulator.classic` runs it on the same line as
-``AGI(${CR_FALLBACK},${EXTEN})`` and the dialplan goes on.
+``AGI(${CR_FALLBACK},${EXTEN})`` and the dialplan goes on. That ``AGI()`` is bounded the same
+way (``callrouter-failstatic``'s own timer): when it fires the script gets SIGHUP, ``AGI()``
+returns at once and ``T`` takes the static route (:attr:`CallRecord.static_at`). A script that
+ignored the SIGHUP is killed once the call is over (:attr:`CallRecord.orphans` counts them; a
+real Asterisk would leave it running).
 """
 
 from __future__ import annotations
