@@ -568,7 +568,7 @@ class AsteriskSession:
         raise _Closed
 
     async def _notify_hangup(self) -> None:
-        """run_agi()'s hangup notice: ``HANGUP\n`` to a FastAGI server, SIGHUP to a classic
+        """run_agi()'s hangup notice: ``HANGUP\\n`` to a FastAGI server, SIGHUP to a classic
         script's process."""
         if self._signal_hangup is not None:
             self.call.sighups += 1
