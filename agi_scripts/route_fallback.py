@@ -6,6 +6,11 @@ controller, from the plan file alone: no Redis (live state unknown, so every ove
 takes its safe default) and no toggles. It runs any menu itself, then sets the same contract
 variables, packed in ``CR_ROUTE`` with ``CR_MODE=static`` (the dialplan then skips the
 controller's later routes). One process per call: see docs/performance.md for its start-up cost.
+
+The dialplan bounds it (``callrouter-failstatic``: ``TIMEOUT(absolute)`` until its first command,
+``AGIEXITONHANGUP=yes``, a ``T`` extension to the static route); the script keeps that bound
+ahead of itself before each prompt or digit wait, as the controller does, and ends at the
+``SIGHUP`` Asterisk sends when it gives up on the call.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ from collections.abc import Generator
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from agi_scripts._agi import ChannelGone, ClassicChannel
+from agi_scripts._agi import ChannelGone, ClassicChannel, exit_on_sighup
 from ivr import channel_vars as cv
 from ivr.contract import pack, route_fields
 from ivr.menu_driver import Command, Key, StreamFile, menu_script, prelude_script
+from ivr.step_guard import StepGuard
 from routing.core.decide import Call, CompiledPlan, Decision, PreludePrompt, decide, resolve_destination
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE
 from routing.core.plan import Destination, MenuDest, PaymentDest, Tenant
@@ -89,7 +95,8 @@ def route_value(plan: CompiledPlan, decision: Decision) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    channel = ClassicChannel()
+    channel = ClassicChannel(guard=StepGuard())
+    exit_on_sighup()  # after pyst2, which installs its own SIGHUP handler
     plan_path = args[1] if len(args) > 1 else os.environ.get("CALLROUTER_PLAN", "")
     dialled = args[0] if args else channel.env.get("agi_extension", "")
     result = load_plan(plan_path)

@@ -209,6 +209,7 @@ class EmulatedCall:
     started_at: float = 0.0
     ended_at: float = 0.0
     timeline: list[tuple[float, str]] = field(default_factory=list)  # (clock, line sent)
+    sighups: int = 0  # SIGHUPs sent to a classic script's process (FastAGI: always 0)
     command_times: list[float] = field(default_factory=list)  # the clock as each command came
     varsets: list[tuple[str, str]] = field(default_factory=list)  # what AMI shows as VarSet
 
@@ -423,7 +424,11 @@ class AsteriskSession:
         time_scale: float = 0.0,
         hangup_delay: float = HANGUP_DELAY,
         line: CallerLine | None = None,
+        signal_hangup: Callable[[], None] | None = None,
     ) -> None:
+        """``signal_hangup``: a classic script's session (:mod:`emulator.classic`): how
+        Asterisk tells the script of a hangup, SIGHUP to its process, instead of the FastAGI
+        ``HANGUP`` line; None for FastAGI."""
         self.script = script
         self.line = line or CallerLine(CallClock(time_scale))
         self.clock = self.line.clock
@@ -433,6 +438,7 @@ class AsteriskSession:
         self._reader = reader
         self._writer = writer
         self._hangup_delay = hangup_delay
+        self._signal_hangup = signal_hangup
         self._steps = list(script.steps)
         self._since_step = 0
         self._dead = False
@@ -514,8 +520,10 @@ class AsteriskSession:
         await self._hang_up(0.0)
 
     async def _after_server_close(self) -> None:
-        """Asterisk writes a last HANGUP (if AGISIGHUP) after the script ends, then closes."""
-        if self.script.agisighup:
+        """Asterisk writes a last HANGUP (if AGISIGHUP) after the script ends, then closes. A
+        classic script that closed its stdout gets nothing: run_agi() has reaped it and
+        forgotten its pid, so the SIGHUP after its loop is not sent."""
+        if self.script.agisighup and self._signal_hangup is None:
             try:
                 self._writer.write(b"HANGUP\n")
                 await self._writer.drain()
@@ -556,8 +564,17 @@ class AsteriskSession:
         self.call.agistatus = "FAILURE"
         self.call.outcome = "failure-line"
         if self.script.agisighup:
-            await self._send(["HANGUP"])
+            await self._notify_hangup()
         raise _Closed
+
+    async def _notify_hangup(self) -> None:
+        """run_agi()'s hangup notice: ``HANGUP\\n`` to a FastAGI server, SIGHUP to a classic
+        script's process."""
+        if self._signal_hangup is not None:
+            self.call.sighups += 1
+            self._signal_hangup()
+        else:
+            await self._send(["HANGUP"])
 
     def _find(self, argv: Sequence[str]) -> str | None:
         words = [word.upper() for word in argv]
@@ -665,20 +682,23 @@ class AsteriskSession:
             await self._hang_up(0.0)
 
     async def _hang_up(self, delay: float) -> None:
-        """The channel is gone: HANGUP line(s) per AGISIGHUP/AGIEXITONHANGUP, then dead mode."""
+        """The channel is gone: run_agi() notices (``needhup``), marks the session dead and,
+        unless AGISIGHUP is false, notifies the script (HANGUP line or SIGHUP). With
+        AGIEXITONHANGUP it then leaves its loop at once, notifies once more (the notice after the
+        loop) and closes; otherwise it serves dead mode until the script ends."""
         if self._dead:
             return
         self._dead = True
         self.call.hung_up = True
         if self.call.agistatus == "SUCCESS":
             self.call.agistatus = "HANGUP"
-        if not self.script.agisighup:
-            return
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await self._send(["HANGUP"])
+        if self.script.agisighup:
+            if delay > 0 and self._signal_hangup is None:
+                await asyncio.sleep(delay)
+            await self._notify_hangup()
         if self.script.agiexitonhangup:
-            await self._send(["HANGUP"])
+            if self.script.agisighup:
+                await self._notify_hangup()
             self.call.outcome = "exit-on-hangup"
             raise _Closed
 

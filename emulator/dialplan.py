@@ -15,7 +15,11 @@ outward leg (:class:`~emulator.pbx.Invite`, in :attr:`CallRecord.dials`) from th
 endpoints in :class:`Asterisk`. Where the dialplan hands over to the process-per-call
 fail-static script (``callrouter-failstatic``), the call stops, unless ``place_call`` is given
 the script's command (``fallback``): then :mod:`emulator.classic` runs it on the same line as
-``AGI(${CR_FALLBACK},${EXTEN})`` and the dialplan goes on.
+``AGI(${CR_FALLBACK},${EXTEN})`` and the dialplan goes on. That ``AGI()`` is bounded the same
+way (``callrouter-failstatic``'s own timer): when it fires the script gets SIGHUP, ``AGI()``
+returns at once and ``T`` takes the static route (:attr:`CallRecord.static_at`). A script that
+ignored the SIGHUP is killed once the call is over (:attr:`CallRecord.orphans` counts them; a
+real Asterisk would leave it running).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from emulator.agi import CallerScript, EmulatedCall, play_session
-from emulator.classic import run_classic
+from emulator.classic import Process, reap, run_classic
 from emulator.extensions import Dialplan
 from emulator.line import CallClock, CallerLine
 from emulator.pbx import (
@@ -113,6 +117,8 @@ class CallRecord:
     duration: float = 0.0
     line: CallerLine = field(default_factory=CallerLine)  # the caller's channel: clock, digits, timer
     fallback_at: float | None = None  # the line's clock when the call took the fail-static/static path
+    static_at: float | None = None  # the line's clock when the call reached callrouter-static
+    orphans: int = 0  # fail-static processes AGI() left running that ignored SIGHUP (killed after)
 
     @property
     def tenant(self) -> str:
@@ -131,6 +137,7 @@ class _Call:
     caller: str
     deadline: float
     fallback: Sequence[str] | None = None
+    processes: list[Process] = field(default_factory=list)  # left running by AGI()
 
     def _script(self, channel: Channel) -> CallerScript:
         """The caller's script as the channel stands now (the timer is on the line, already
@@ -189,11 +196,11 @@ class _Call:
         assert self.fallback is not None
         script = self._script(channel)
         call, _code = await run_classic(
-            self.fallback, script, args, deadline=self.deadline, line=channel.line
+            self.fallback, script, args, deadline=self.deadline, line=channel.line, orphans=self.processes
         )
         self._returned(channel, script.variables, call)
         route = channel.get(cv.ROUTE) or ""
-        reason = unpack(route)[cv.REASON] if route else "failed"
+        reason = "timed out" if call.goes_to_t else unpack(route)[cv.REASON] if route else "failed"
         self.record.steps.append(f"{FAILSTATIC} ({reason})")
 
     def _returned(self, channel: Channel, sent: Mapping[str, str], call: EmulatedCall) -> None:
@@ -224,8 +231,9 @@ class _Call:
             return
         if channel.context in (FAIL_STATIC, STATIC) and self.record.fallback_at is None:
             self.record.fallback_at = channel.line.clock.now()
-            if channel.context == STATIC:
-                self.record.steps.append("static route")
+        if channel.context == STATIC and self.record.static_at is None:
+            self.record.static_at = channel.line.clock.now()
+            self.record.steps.append("static route")
         app = app.lower()
         if app == "queue":
             queue = data.split(",", maxsplit=1)[0]
@@ -287,7 +295,10 @@ async def place_call(
         channel.uniqueid = script.uniqueid
     for key, value in script.variables.items():
         channel.set(key, value)
-    await pbx.run(channel, "callrouter-inbound", script.dial)
+    try:
+        await pbx.run(channel, "callrouter-inbound", script.dial)
+    finally:
+        record.orphans = await reap(call.processes)
     if pbx.stopped_in == FAIL_STATIC:
         record.ended = FAILSTATIC
     record.variables = channel.plain()

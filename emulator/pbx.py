@@ -21,7 +21,9 @@ to Asterisk 22.10.1 where the captures in the Asterisk transcripts show its beha
 * ``AGI(url,arg1,arg2,...)`` splits its (substituted) data like every application
   (``AST_STANDARD_APP_ARGS``): a comma in a variable's value makes another argument, so
   ``agi_arg_N`` are the pieces (README 1.2). ``agi://`` URLs are real FastAGI sessions
-  (:mod:`emulator.agi`); other applications: Answer, NoOp, Verbose, Log, UserEvent, Set,
+  (:mod:`emulator.agi`), a classic script is run as a process by the AGI runner
+  (:mod:`emulator.classic`: SIGHUP, not a ``HANGUP`` line, when the channel hangs up); other
+  applications: Answer, NoOp, Verbose, Log, UserEvent, Set,
   ExecIf, Goto, GotoIf, Gosub, Return, Playback, Queue (its outcome from a function),
   VoiceMail, Wait, Hangup.
 * Each channel has a :class:`~emulator.line.CallerLine`: its clock and its absolute timeout.

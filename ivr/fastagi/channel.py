@@ -31,7 +31,6 @@ from typing import Protocol
 
 import structlog
 
-from ivr.fastagi.guard import StepGuard
 from ivr.fastagi.protocol import (
     AgiProtocolError,
     AgiReply,
@@ -44,6 +43,7 @@ from ivr.fastagi.protocol import (
     sanitize_text,
     token,
 )
+from ivr.step_guard import StepGuard
 
 log = structlog.get_logger("ivr.fastagi")
 
@@ -176,7 +176,7 @@ class AgiChannel:
 
     ``guard``: before each blocking command (STREAM FILE, GET DATA, WAIT FOR DIGIT, EXEC) the
     channel re-arms Asterisk's absolute timeout with ``SET AUTOHANGUP <step bound + margin>``, so
-    that a controller that hangs cannot keep the caller (see :mod:`ivr.fastagi.guard`)."""
+    that a controller that hangs cannot keep the caller (see :mod:`ivr.step_guard`)."""
 
     def __init__(
         self,

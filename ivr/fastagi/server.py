@@ -37,8 +37,8 @@ from structlog.contextvars import bind_contextvars
 from ivr.fastagi.admission import PeerFilter, RefusalLog, Repeats, fd_budget, parse_peers, turn_away
 from ivr.fastagi.channel import AgiChannel, AgiHangup, ReplyWatchdog
 from ivr.fastagi.connection import CALL, ENV, FAILING, AgiConnection
-from ivr.fastagi.guard import StepGuard
 from ivr.fastagi.protocol import AgiProtocolError, AgiRequest, parse_request
+from ivr.step_guard import StepGuard
 from routing.masking import mask_number
 
 log = structlog.get_logger("ivr.fastagi")

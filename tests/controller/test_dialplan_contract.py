@@ -10,8 +10,8 @@ import pytest
 
 from ivr import channel_vars as cv
 from ivr.controller import Controller, PlanHolder
-from ivr.fastagi.guard import FIRST_COMMAND_S
 from ivr.static_dialplan import render
+from ivr.step_guard import FALLBACK_START_S, FIRST_COMMAND_S
 from routing.plan_file import load_plan
 
 DIALPLANS = Path(__file__).parents[2] / "dialplans"
@@ -93,6 +93,29 @@ def test_every_controller_agi_is_bounded_and_t_takes_the_fail_static_path() -> N
             assert re.search(
                 r'GotoIf\(\$\["\$\{CR_ROUTE\}" = ""\]\?callrouter-(failstatic|static),', lines[i + 1]
             ), line
+
+
+def test_the_fail_static_script_is_bounded_and_t_takes_the_static_route() -> None:
+    """callrouter-failstatic bounds the classic AGI() as callrouter-agi bounds the controller's:
+    AGIEXITONHANGUP=yes and TIMEOUT(absolute)=FALLBACK_START_S before it, cleared after it; T
+    clears the timer and takes the static route of the dialled number (in T, ${EXTEN} is T)."""
+    failstatic = parse_conf(DIALPLANS / "callrouter.conf")["callrouter-failstatic"]
+    steps = [line.split(",", 2)[2] if line.startswith("exten") else line.split(",", 1)[1]
+             for line in failstatic]  # fmt: skip
+    assert steps == [
+        "NoOp(callrouter: fail-static for ${EXTEN}, AGISTATUS=${AGISTATUS})",
+        "Set(CR_ROUTE=)",
+        "Set(AGIEXITONHANGUP=yes)",
+        f"Set(TIMEOUT(absolute)={FALLBACK_START_S})",
+        "AGI(${CR_FALLBACK},${EXTEN})",
+        "Set(TIMEOUT(absolute)=0)",
+        'GotoIf($["${CR_ROUTE}" = ""]?callrouter-static,${EXTEN},1)',
+        "Gosub(callrouter-unpack,s,1)",
+        "Goto(callrouter-dispatch,${CR_ACTION},1)",
+        "Set(TIMEOUT(absolute)=0)",
+        "Goto(callrouter-static,${CR_DIALLED},1)",
+    ]
+    assert failstatic[9].startswith("exten => T,1,")
 
 
 def test_fallback_entry_point_is_named_the_same_everywhere() -> None:

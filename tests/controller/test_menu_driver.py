@@ -34,10 +34,9 @@ CALLERS: dict[str, Sequence[Step]] = {
 
 
 def menu_commands(call: EmulatedCall) -> list[str]:
-    """What the menu put on the wire: every command but the contract's SET VARIABLEs and the
-    controller's step guard (SET AUTOHANGUP before each blocking command; the fallback, a local
-    process, has none)."""
-    return [c for c in call.commands if not c.startswith(("SET VARIABLE ", "SET AUTOHANGUP "))]
+    """What the menu put on the wire: every command but the contract's SET VARIABLEs; the step
+    guard's SET AUTOHANGUP before each blocking command included (both adapters send it)."""
+    return [c for c in call.commands if not c.startswith("SET VARIABLE ")]
 
 
 @pytest.mark.parametrize("steps", CALLERS.values(), ids=CALLERS.keys())
@@ -53,6 +52,9 @@ async def test_controller_and_fallback_send_the_same_menu_commands(
     assert any(
         c.startswith("WAIT FOR DIGIT ") or c.startswith("STREAM FILE ") for c in menu_commands(fallback)
     )
+    guarded = menu_commands(fallback)
+    blocking = [i for i, c in enumerate(guarded) if c.startswith(("STREAM FILE ", "WAIT FOR DIGIT "))]
+    assert all(guarded[i - 1].startswith("SET AUTOHANGUP ") for i in blocking)  # each step re-armed
     assert fields(controller)["CR_ACTION"] == fields(fallback)["CR_ACTION"]
 
 
@@ -73,7 +75,8 @@ async def test_both_play_a_skippable_announcement_before_the_menu(rig: Rig, tmp_
     )
     assert code == 0
     assert menu_commands(controller) == menu_commands(fallback)
-    assert menu_commands(fallback)[0] == 'STREAM FILE harborough/bin-collection-change "#"'
+    announcement = 'STREAM FILE harborough/bin-collection-change "#"'
+    assert menu_commands(fallback)[:2] == ["SET AUTOHANGUP 65", announcement]
     assert fields(controller)["CR_TARGET"] == fields(fallback)["CR_TARGET"] == "hdc-waste"
 
 

@@ -184,6 +184,15 @@ async def test_exit_on_hangup_closes_the_socket() -> None:
     assert call.replies == ["200 result=-1", "HANGUP", "HANGUP"]
 
 
+async def test_exit_on_hangup_without_agisighup_closes_with_no_hangup_line() -> None:
+    """run_agi() leaves its loop on AGIEXITONHANGUP whether or not AGISIGHUP lets it send the
+    HANGUP lines (res_agi.c; not captured)."""
+    script = CallerScript(steps=[HangUpDuring()], agiexitonhangup=True, agisighup=False)
+    _, call = await replay("agi_caller_hangup_agiexitonhangup_yes", script)
+    assert call.outcome == "exit-on-hangup"
+    assert call.replies == ["200 result=-1"]
+
+
 @pytest.mark.parametrize(
     ("capture", "status", "outcome"),
     [

@@ -6,7 +6,7 @@ import math
 
 from emulator.agi import CallerScript, PressAfterPrompt, run_call
 from ivr.fastagi import AgiChannel, AgiRequest
-from ivr.fastagi.guard import StepGuard
+from ivr.step_guard import StepGuard
 from tests.fastagi.conftest import StartServer
 
 
