@@ -22,7 +22,7 @@ from routing.core.plan import (
     Tenant,
     Thresholds,
 )
-from routing.core.problems import PathPart, Problem, format_path
+from routing.core.problems import PathPart, Problem
 from routing.core.schedule import bank_holidays, expand_hours
 from routing.core.times import WEEKDAYS
 
@@ -96,7 +96,7 @@ def _references(plan: Plan, tid: str, tenant: Tenant) -> Iterator[Problem]:
     for path, dest in all_destinations(tenant):
         message = _reference(plan, tenant, dest)
         if message is not None:
-            yield Problem(format_path(("tenants", tid, *path)), message)
+            yield Problem.at(("tenants", tid, *path), message)
 
 
 # --- the menu graph ----------------------------------------------------------------------
@@ -130,15 +130,13 @@ def _menu_graph(tid: str, tenant: Tenant) -> Iterator[Problem]:
     for name in sorted(tenant.menus):
         if not _closure({name}, edges) & exits:
             loop = " -> ".join(sorted(_closure({name}, edges)))
-            yield Problem(
-                format_path(("tenants", tid, "menus", name)),
+            yield Problem.at(
+                ("tenants", tid, "menus", name),
                 f"menu cycle with no exit: {loop} never reaches a queue, service or hangup",
             )
     roots = {d.menu for _, d in tenant_destinations(tenant) if isinstance(d, MenuDest)}
     for name in sorted(set(tenant.menus) - _closure(roots, edges)):
-        yield Problem(
-            format_path(("tenants", tid, "menus", name)), "unreachable menu: no destination leads to it"
-        )
+        yield Problem.at(("tenants", tid, "menus", name), "unreachable menu: no destination leads to it")
 
 
 def _menu_keys(tid: str, tenant: Tenant) -> Iterator[Problem]:
@@ -147,27 +145,27 @@ def _menu_keys(tid: str, tenant: Tenant) -> Iterator[Problem]:
         for field in ("repeat_key", "parent_key"):
             key = getattr(menu, field)
             if key is not None and key in menu.options:
-                yield Problem(format_path((*base, field)), f"key '{key}' is also an option of this menu")
+                yield Problem.at((*base, field), f"key '{key}' is also an option of this menu")
         if menu.repeat_key is not None and menu.repeat_key == menu.parent_key:
-            yield Problem(format_path((*base, "parent_key")), "the repeat and parent keys are the same")
+            yield Problem.at((*base, "parent_key"), "the repeat and parent keys are the same")
 
 
 # --- tenants, queues, numbers --------------------------------------------------------------
 
 
 def _out_of_hours(tid: str, tenant: Tenant) -> Iterator[Problem]:
-    path = format_path(("tenants", tid, "out_of_hours"))
+    path = ("tenants", tid, "out_of_hours")
     if tenant.out_of_hours is None:
-        yield Problem(path, "tenant has no out-of-hours path: callers after hours would reach nobody")
+        yield Problem.at(path, "tenant has no out-of-hours path: callers after hours would reach nobody")
         return
     final = tenant.out_of_hours
     while isinstance(final, AnnouncementDest):
         final = final.then
     if isinstance(final, QueueDest):
-        yield Problem(path, f"out-of-hours goes to queue '{final.queue}', which nobody staffs after hours")
+        yield Problem.at(path, f"out-of-hours goes to queue '{final.queue}', which nobody staffs after hours")
     if tenant.emergency_cover is None:
-        yield Problem(
-            format_path(("tenants", tid, "emergency_cover")),
+        yield Problem.at(
+            ("tenants", tid, "emergency_cover"),
             "no emergency cover: an emergency toggle would send callers to out-of-hours",
             "warning",
         )
@@ -182,12 +180,10 @@ def _hysteresis(path: Path, enter: Thresholds, leave: Thresholds) -> Iterator[Pr
         if low is None:
             continue
         if high is None:
-            yield Problem(
-                format_path((*path, "leave", metric)), f"'{metric}' has a leave threshold but no enter one"
-            )
+            yield Problem.at((*path, "leave", metric), f"'{metric}' has a leave threshold but no enter one")
         elif low > high:
-            yield Problem(
-                format_path((*path, "leave", metric)),
+            yield Problem.at(
+                (*path, "leave", metric),
                 f"leave threshold {low} is above the enter threshold {high}",
             )
 
@@ -196,18 +192,18 @@ def _queues(tid: str, tenant: Tenant) -> Iterator[Problem]:
     for name, queue in tenant.queues.items():
         path: Path = ("tenants", tid, "queues", name)
         if queue.overflow is None and queue.failover is None:
-            yield Problem(
-                format_path(path),
+            yield Problem.at(
+                path,
                 "queue has no overflow or failover: callers wait until they give up",
                 "warning",
             )
         if queue.overflow is None:
             continue
         if queue.overflow.to == QueueDest(type="queue", queue=name):
-            yield Problem(format_path((*path, "overflow", "to")), "queue overflows to itself")
+            yield Problem.at((*path, "overflow", "to"), "queue overflows to itself")
         if queue.overflow.leave is None:
-            yield Problem(
-                format_path((*path, "overflow")),
+            yield Problem.at(
+                (*path, "overflow"),
                 "no leave thresholds: overflow stops as soon as the enter ones are not met (may flap)",
                 "warning",
             )
@@ -221,8 +217,8 @@ def _numbers(plan: Plan) -> Iterator[Problem]:
         for i, number in enumerate(tenant.numbers):
             other = owner.setdefault(number, tid)
             if other != tid or tenant.numbers.index(number) != i:
-                yield Problem(
-                    format_path(("tenants", tid, "numbers", i)),
+                yield Problem.at(
+                    ("tenants", tid, "numbers", i),
                     f"number {numbers.display(number)} is already tenant {other}'s",
                 )
 
@@ -231,8 +227,8 @@ def _calendar(tid: str, tenant: Tenant) -> Iterator[Problem]:
     for i, special in enumerate(tenant.special_openings):
         holiday = bank_holidays(tenant.bank_holidays, special.date.year).get(special.date)
         if holiday is not None and not special.overrides_holiday:
-            yield Problem(
-                format_path(("tenants", tid, "special_openings", i)),
+            yield Problem.at(
+                ("tenants", tid, "special_openings", i),
                 f"{special.date} is a bank holiday ({holiday}) which wins: set overrides_holiday: true "
                 "to open",
                 "warning",
@@ -240,26 +236,20 @@ def _calendar(tid: str, tenant: Tenant) -> Iterator[Problem]:
     for day, ranges in zip(WEEKDAYS, expand_hours(tenant.hours), strict=True):
         for first, second in itertools.pairwise(ranges):
             if second.start < first.end:
-                yield Problem(
-                    format_path(("tenants", tid, "hours")), f"{day}: {first} and {second} overlap", "warning"
-                )
+                yield Problem.at(("tenants", tid, "hours"), f"{day}: {first} and {second} overlap", "warning")
     ids = [a.id for a in tenant.announcements]
     for i, item in enumerate(tenant.announcements):
         if ids.index(item.id) != i:
-            yield Problem(
-                format_path(("tenants", tid, "announcements", i, "id")), f"duplicate id '{item.id}'"
-            )
+            yield Problem.at(("tenants", tid, "announcements", i, "id"), f"duplicate id '{item.id}'")
         if item.end - item.start > timedelta(days=366):
-            yield Problem(
-                format_path(("tenants", tid, "announcements", i)), "runs for over a year", "warning"
-            )
+            yield Problem.at(("tenants", tid, "announcements", i), "runs for over a year", "warning")
 
 
 def relations(plan: Plan) -> list[Problem]:
     """Every relation problem of ``plan`` (errors and warnings), in plan order."""
     problems: list[Problem] = []
     if plan.centre not in plan.centres:
-        problems.append(Problem("centre", f"unknown centre '{plan.centre}' {_known(plan.centres)}"))
+        problems.append(Problem.at(("centre",), f"unknown centre '{plan.centre}' {_known(plan.centres)}"))
     problems += _numbers(plan)
     for tid, tenant in plan.tenants.items():
         for check in (_out_of_hours, _menu_graph, _menu_keys, _queues, _calendar):

@@ -60,7 +60,7 @@ def test_check_relation_errors_json(capsys: pytest.CaptureFixture[str], tmp_path
         "severity": "error",
         "path": 'tenants.harborough.menus.main.options."2"',
         "message": "unknown queue 'bins' (known: charnwood_assist, emergency, revenues, waste)",
-        "source": None,
+        "source": "plan.yaml:70",
     } in data["problems"]
 
 
