@@ -12,8 +12,8 @@ stops at the first limit reached, with a message naming the limit and the line:
 - the values repeated by aliases, in all;
 - the time spent reading.
 
-The limits are far above any real plan (the largest seen has 5.7 MB and 500,000 values)
-and far below what hurts: a refused file costs well under a second and a few megabytes.
+The limits sit well above the largest real plans (a few megabytes, a few hundred thousand
+values) and cap the worst case: docs/routing-plan.md gives the figures.
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ _CLOCK_EVERY = 4096  # events between two looks at the clock
 class Limits:
     """How much a plan may ask of the reader. The defaults suit every real plan."""
 
-    max_bytes: int = 16 * 1024 * 1024  # the whole plan: one file, or all files of a folder
+    max_bytes: int = 8_000_000  # the whole plan: one file, or all files of a folder
     max_files: int = 1000  # files in a folder plan
     max_depth: int = 64  # mappings and lists inside each other
     max_scalar: int = 4096  # characters in one value or key
-    max_nodes: int = 2_000_000  # values in all, each alias counted as what it repeats
+    max_nodes: int = 1_000_000  # values in all, each alias counted as what it repeats
     max_alias_nodes: int = 100_000  # values repeated by aliases, in all
     max_seconds: float = 30.0  # reading the YAML (not validating it)
 
