@@ -12,8 +12,8 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import os
+import pickle
 import pwd
 import signal
 import socket
@@ -32,7 +32,19 @@ from ivr.controller import Clock, Controller, LiveSource, NoLiveState, PlanError
 from ivr.fastagi import FastAgiServer, ServerConfig, serve_until_signal
 from routing.ami.consumer import AmiConsumer
 from routing.ami.settings import AmiSettings, SettingsError
+from routing.core.decide import CompiledPlan
 from routing.live.source import CachedLiveSource
+from routing.plan_file import (
+    DEFAULT_LIMITS,
+    LimitReached,
+    Limits,
+    LoadResult,
+    load_source,
+    plan_files,
+    read_source,
+    unreadable,
+)
+from routing.plan_worker import DEFAULT_WORKER_LIMITS, WorkerLimits, check_in_worker
 from routing.supervisor import audit
 from routing.withdrawer import ami_pipeline
 
@@ -71,50 +83,140 @@ def rehearsal_clock(start: datetime, speed: float, real: Clock = utc_now) -> Clo
     return now
 
 
-def _plan_files(path: Path) -> list[Path]:
-    return sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
-
-
-def plan_digest(path: Path) -> tuple[str, str]:
-    """The plan's sha256 (over its files) and the owner of the newest file: who changed it."""
-    files = [f for f in _plan_files(path) if f.exists()]
-    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+def plan_owner(path: Path) -> str:
+    """The owner of the plan's newest file: who changed it."""
+    files = [f for f in plan_files(path) if f.exists()]
     newest = max(files, key=lambda f: f.stat().st_mtime, default=None)
+    if newest is None:
+        return "unknown"
+    uid = newest.stat().st_uid
     try:
-        owner = pwd.getpwuid(newest.stat().st_uid).pw_name if newest else "unknown"
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        owner = f"uid {newest.stat().st_uid}" if newest else "unknown"
-    return digest, owner
+        return f"uid {uid}"
 
 
-async def reload_plan(holder: PlanHolder, redis: Redis | None, trigger: str) -> None:
-    """Reload (only a plan that validates is taken) and record the engineer's change in the audit trail."""
-    result = holder.reload()
-    if redis is None:
-        return
-    digest, owner = plan_digest(holder.path)
-    what = "plan.reload.accepted" if result.ok else "plan.reload.rejected"
-    problems = [str(p) for p in result.problems if p.severity == "error"][:20]
+def first_plan(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[PlanHolder, str]:
+    """The plan to start with, and the sha256 of exactly the bytes it was read from."""
     try:
-        details = {"path": str(holder.path), "sha256": digest, "version": holder.version, "trigger": trigger}
-        await audit(redis, what, owner, utc_now(), {**details, "problems": problems})
-    except Exception as exc:  # the reload itself stands; the log line says the audit entry is missing
-        log.warning("audit.not_written", what=what, error=type(exc).__name__)
+        source = read_source(path, limits)
+    except (LimitReached, OSError) as exc:
+        raise PlanError(unreadable(exc)) from None
+    result = load_source(source, limits)
+    if not result.ok or result.plan is None:
+        raise PlanError(result)
+    return PlanHolder(path, CompiledPlan.compile(result.plan)), source.digest()
 
 
-async def watch_plan(holder: PlanHolder, redis: Redis | None, interval: float) -> None:
-    """Reload the plan when its file (or any file of its folder) changes."""
+def _prepare(checked: bytes) -> tuple[LoadResult, CompiledPlan | None]:
+    """The worker's result, unpickled and compiled: run in a thread, off the event loop."""
+    result: LoadResult = pickle.loads(checked)  # noqa: S301 - our own worker's reply, over a private pipe
+    compiled = CompiledPlan.compile(result.plan) if result.ok and result.plan is not None else None
+    return result, compiled
 
-    def stamp() -> tuple[float, ...]:
-        return tuple(f.stat().st_mtime for f in _plan_files(holder.path) if f.exists())
 
-    seen = stamp()
+@dataclass
+class PlanReloader:
+    """Reloads the plan without holding up calls; one change of the plan, one reload.
+
+    SIGHUP and the file watcher both call :meth:`reload`. Reloads run one at a time; the
+    files are read once, in a thread, and a plan whose bytes hash (sha256) to those of the
+    last plan tried, taken or refused, is not tried again: a save followed by a SIGHUP (or a
+    SIGHUP with nothing changed) is one reload and one audit entry, not two. The bytes are
+    checked in a worker process (:mod:`routing.plan_worker`: memory cap, deadline), the
+    result compiled in a thread, and the plan in force swapped in one assignment."""
+
+    holder: PlanHolder
+    redis: Redis | None
+    last_digest: str | None = None
+    limits: Limits = DEFAULT_LIMITS
+    worker: WorkerLimits = DEFAULT_WORKER_LIMITS
+    _lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+
+    async def reload(self, trigger: str) -> str:
+        """``"accepted"``, ``"rejected"`` or ``"unchanged"`` (nothing tried, nothing audited)."""
+        async with self._lock:
+            try:
+                source = await asyncio.to_thread(read_source, self.holder.path, self.limits)
+            except (LimitReached, OSError) as exc:
+                refused = unreadable(exc)
+                if self._seen("unreadable: " + str(refused.problems[0]), trigger):
+                    return "unchanged"
+                return await self._settle(refused, None, None, trigger)
+            digest = source.digest()
+            if self._seen(digest, trigger):
+                return "unchanged"
+            checked = await check_in_worker(source, self.limits, self.worker)
+            if isinstance(checked, bytes):
+                result, compiled = await asyncio.to_thread(_prepare, checked)
+            else:
+                result, compiled = checked, None
+            return await self._settle(result, compiled, digest, trigger)
+
+    def _seen(self, key: str, trigger: str) -> bool:
+        """Whether this plan was the last one tried; else remember it as the last one tried."""
+        if key == self.last_digest:
+            log.info(
+                "plan.unchanged", path=str(self.holder.path), trigger=trigger, version=self.holder.version
+            )
+            return True
+        self.last_digest = key
+        return False
+
+    async def _settle(
+        self, result: LoadResult, compiled: CompiledPlan | None, digest: str | None, trigger: str
+    ) -> str:
+        """Take or refuse the plan and record it in the audit trail."""
+        taken = self.holder.take(result, compiled)
+        await self._audit(result, taken, digest, trigger)
+        return "accepted" if taken else "rejected"
+
+    async def _audit(self, result: LoadResult, taken: bool, digest: str | None, trigger: str) -> None:
+        """Record the engineer's change in the audit trail."""
+        if self.redis is None:
+            return
+        what = "plan.reload.accepted" if taken else "plan.reload.rejected"
+        problems = [str(p) for p in result.problems if p.severity == "error"][:20]
+        details = {"path": str(self.holder.path), "sha256": digest, "version": self.holder.version}
+        try:
+            owner = await asyncio.to_thread(plan_owner, self.holder.path)
+            await audit(
+                self.redis, what, owner, utc_now(), {**details, "trigger": trigger, "problems": problems}
+            )
+        except Exception as exc:  # the reload itself stands; the log line says the audit entry is missing
+            log.warning("audit.not_written", what=what, error=type(exc).__name__)
+
+
+def _stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, modification time and size of each file of the plan."""
+    found = []
+    for file in plan_files(path):
+        with contextlib.suppress(OSError):
+            info = file.stat()
+            found.append((file.name, info.st_mtime_ns, info.st_size))
+    return tuple(found)
+
+
+async def watch_plan(reloader: PlanReloader, interval: float, settle: float = 0.1) -> None:
+    """Reload the plan when its file (or any file of its folder) changes.
+
+    A change is acted on once the files have stopped changing for ``settle`` seconds, so
+    an editor still writing does not cause a reload of half a file."""
+    path = reloader.holder.path
+    seen = await asyncio.to_thread(_stamp, path)
     while True:
         await asyncio.sleep(interval)
-        current = stamp()
-        if current != seen:
-            seen = current
-            await reload_plan(holder, redis, "file changed")
+        current = await asyncio.to_thread(_stamp, path)
+        if current == seen:
+            continue
+        while True:
+            await asyncio.sleep(min(settle, interval))
+            again = await asyncio.to_thread(_stamp, path)
+            if again == current:
+                break
+            current = again
+        seen = current
+        await reloader.reload("file changed")
 
 
 def _live_source(
@@ -139,7 +241,7 @@ def _install_uvloop() -> str:
 async def serve(options: ServeOptions, ready: Callable[[int], None] | None = None) -> int:
     """Run the controller until SIGTERM/SIGINT; returns the exit code."""
     try:
-        holder = PlanHolder.load(options.plan)
+        holder, digest = first_plan(options.plan)
     except PlanError as exc:
         print(f"callrouter: the plan has errors, not starting:\n{exc}", file=sys.stderr)
         return 1
@@ -156,15 +258,16 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     controller.register(server)
     ami = await _start_ami(options, redis, cached, holder, clock)
     loop = asyncio.get_running_loop()
-    reloads: set[asyncio.Task[None]] = set()
+    reloader = PlanReloader(holder, redis, last_digest=digest)
+    reloads: set[asyncio.Task[str]] = set()
 
     def on_sighup() -> None:
-        task = loop.create_task(reload_plan(holder, redis, "SIGHUP"))
+        task = loop.create_task(reloader.reload("SIGHUP"))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    watcher = asyncio.create_task(watch_plan(holder, redis, options.watch_interval))
+    watcher = asyncio.create_task(watch_plan(reloader, options.watch_interval))
     refresher = asyncio.create_task(cached.run(clock)) if cached is not None else None
     try:
         await server.start()

@@ -263,7 +263,7 @@ def load_source(source: PlanSource, limits: Limits = DEFAULT_LIMITS) -> LoadResu
     try:
         data, sources, problems = _read_files(source, limits)
     except LimitReached as exc:
-        return LoadResult(None, [Problem("(plan)", f"refused: {exc}", source=exc.source)])
+        return unreadable(exc)
     except UnicodeDecodeError as exc:
         return LoadResult(None, [Problem("(plan)", f"not UTF-8 text: {exc.reason} at byte {exc.start}")])
     return parse_plan(data, sources, problems)
@@ -276,11 +276,16 @@ def load_plan(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> LoadResult:
         return LoadResult(None, [Problem("(plan)", f"no such file or folder: {target}")])
     try:
         source = read_source(target, limits)
-    except LimitReached as exc:
-        return LoadResult(None, [Problem("(plan)", f"refused: {exc}", source=exc.source)])
-    except OSError as exc:
-        return LoadResult(None, [Problem("(plan)", f"cannot read: {exc}")])
+    except (LimitReached, OSError) as exc:
+        return unreadable(exc)
     return load_source(source, limits)
+
+
+def unreadable(exc: LimitReached | OSError) -> LoadResult:
+    """The result for a plan that could not be read (too big, too many files, no access)."""
+    if isinstance(exc, LimitReached):
+        return LoadResult(None, [Problem("(plan)", f"refused: {exc}", source=exc.source)])
+    return LoadResult(None, [Problem("(plan)", f"cannot read: {exc}")])
 
 
 def load_plan_text(text: str, filename: str = "plan.yaml", limits: Limits = DEFAULT_LIMITS) -> LoadResult:
