@@ -1,0 +1,193 @@
+"""Benchmark: call latency while the controller reloads a large plan, against no reload.
+
+Run ``python -m benchmarks.reload_bench`` (Linux). It writes a large plan (the example plan's
+Harborough tenant copied ``--tenants`` times, about 4 KB each: 1,400 copies make 5.7 MB), starts
+a redis-server on a free loopback port and the real controller (``callrouter serve``) on that
+plan, pinned to CPU 0 with its plan worker (the worst case: one core for both); the emulator's
+callers (:func:`emulator.dialplan.place_call`, whole calls: route, then the menu) run in this
+process on CPU 1, ``--concurrency`` calls in flight.
+
+In the same run it measures calls for ``--duration`` seconds with no reload (the baseline),
+then, ``--reloads`` times, saves a changed plan, sends SIGHUP and keeps calling until the
+controller logs ``plan.reloaded``: every call that started during a reload counts as "during".
+``--source DIR`` runs the controller from another checkout (e.g. the previous release), for a
+before/after comparison; its callers and report are this one's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import copy
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from emulator.agi import CallerScript
+from emulator.dialplan import place_call
+from tests.support.redis_server import free_port, running_redis
+
+REPO = Path(__file__).parents[1]
+EXAMPLE = REPO / "examples" / "plan.yaml"
+HARBOROUGH = "01632960001"
+CONTROLLER_CPU, CALLERS_CPU = 0, 1
+
+
+def large_plan(tenants: int) -> str:
+    """The example plan with ``tenants`` more copies of its Harborough tenant, each with its
+    own number; a revision comment at the end makes each save different."""
+    data = yaml.safe_load(EXAMPLE.read_text())
+    model = data["tenants"]["harborough"]
+    for i in range(tenants):
+        copied = copy.deepcopy(model)
+        copied["numbers"] = [f"020 7{i:07d}"]
+        data["tenants"][f"council-{i:05d}"] = copied
+    return yaml.safe_dump(data, sort_keys=False, width=200)
+
+
+class Controller:
+    """``callrouter serve`` in its own process, its JSON log in a file."""
+
+    def __init__(self, plan: Path, redis_url: str, log: Path, source: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        self._read = 0
+        self._seen: dict[str, int] = {}
+        argv = [sys.executable, "-m", "callrouter.cli", "serve", "--plan", str(plan), "--agi-port",
+                str(self.port), "--redis", redis_url, "--watch-interval", "3600",
+                "--clock-start", "2026-11-24 10:00", "--log-level", "info"]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(source)}
+        with log.open("w") as out:
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=source, env=env)
+        with contextlib.suppress(AttributeError, OSError):
+            os.sched_setaffinity(self.process.pid, {CONTROLLER_CPU})
+
+    def count(self, event: str) -> int:
+        """How many times the log has shown ``event`` so far (read incrementally: the callers
+        share this process, so it must stay cheap)."""
+        with self.log.open("rb") as stream:
+            stream.seek(self._read)
+            chunk = stream.read()
+        complete = chunk.rfind(b"\n") + 1
+        self._read += complete
+        for line in chunk[:complete].splitlines():
+            if b'"event"' in line:
+                with contextlib.suppress(ValueError):
+                    name = json.loads(line).get("event")
+                    self._seen[name] = self._seen.get(name, 0) + 1
+        return self._seen.get(event, 0)
+
+    async def wait_for(self, event: str, count: int, within: float) -> None:
+        deadline = time.monotonic() + within
+        while self.count(event) < count:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"no {event} (see {self.log})")
+            await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+Sample = tuple[float, float]  # (start, latency) in seconds
+
+
+async def _caller(port: int, stop: asyncio.Event, samples: list[Sample], number: int) -> None:
+    while not stop.is_set():
+        started = time.perf_counter()
+        record = await place_call("127.0.0.1", port, CallerScript(dial=HARBOROUGH, steps=[]), number=number)
+        if not record.steps or not record.steps[0].startswith("route"):
+            raise RuntimeError(f"call not routed: {record.ended}")
+        samples.append((started, time.perf_counter() - started))
+
+
+async def calls_while(port: int, concurrency: int, until: asyncio.Future[None]) -> list[Sample]:
+    """Keep ``concurrency`` calls in flight until ``until`` is done."""
+    stop = asyncio.Event()
+    samples: list[Sample] = []
+    callers = [asyncio.create_task(_caller(port, stop, samples, n + 1)) for n in range(concurrency)]
+    try:
+        await until
+    finally:
+        stop.set()
+        await asyncio.gather(*callers)
+    return samples
+
+
+def row(label: str, latencies: Sequence[float]) -> str:
+    cuts = statistics.quantiles(latencies, n=100)
+    return (f"| {label} | {len(latencies):,} | {cuts[49] * 1e3:.1f} | {cuts[98] * 1e3:.1f} | "
+            f"{max(latencies) * 1e3:.1f} |")  # fmt: skip
+
+
+async def run(args: argparse.Namespace, workdir: Path, redis_url: str) -> str:
+    plan = workdir / "plan.yaml"
+    text = large_plan(args.tenants)
+    plan.write_text(text)
+    controller = Controller(plan, redis_url, workdir / "controller.log", Path(args.source))
+    try:
+        await controller.wait_for("controller.started", 1, within=600)
+        await calls_while(controller.port, args.concurrency, asyncio.ensure_future(asyncio.sleep(1)))
+        steady = await calls_while(
+            controller.port, args.concurrency, asyncio.ensure_future(asyncio.sleep(args.duration))
+        )
+        during: list[float] = []
+        reload_seconds: list[float] = []
+        for revision in range(1, args.reloads + 1):
+            plan.write_text(f"{text}# revision {revision}\n")
+            started = time.perf_counter()
+            controller.process.send_signal(signal.SIGHUP)
+            done = asyncio.ensure_future(controller.wait_for("plan.reloaded", revision, within=600))
+            samples = await calls_while(controller.port, args.concurrency, done)
+            reload_seconds.append(time.perf_counter() - started)
+            during += [latency for start, latency in samples if start >= started]
+            await asyncio.sleep(1)
+    finally:
+        controller.stop()
+    size = len(text.encode()) / 1e6
+    lines = [
+        f"plan: {size:.1f} MB, {args.tenants + 2:,} tenants; {args.concurrency} calls in flight; "
+        f"reload took {statistics.mean(reload_seconds):.1f} s on average ({args.reloads} reloads)",
+        "",
+        "| calls | count | p50 ms | p99 ms | max ms |",
+        "|---|---:|---:|---:|---:|",
+        row("no reload", [latency for _, latency in steady]),
+        row("during a reload", during),
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--tenants", type=int, default=1400, help="copies of the example tenant")
+    parser.add_argument("--concurrency", type=int, default=4, help="calls in flight")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of calls with no reload")
+    parser.add_argument("--reloads", type=int, default=3)
+    parser.add_argument("--source", default=str(REPO), help="the checkout to run the controller from")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setaffinity(0, {CALLERS_CPU})
+    with tempfile.TemporaryDirectory() as workdir, running_redis(max_lifetime_s=1800) as redis:
+        print(asyncio.run(run(args, Path(workdir), redis.url)))
+
+
+if __name__ == "__main__":
+    main()
