@@ -21,6 +21,7 @@ from pydantic_core import ErrorDetails
 from routing.core import validate
 from routing.core.plan import DESTINATION_TYPES, Plan
 from routing.core.problems import PathPart, Problem, errors, format_path
+from routing.plan_partial import relations_of_the_rest
 from routing.plan_yaml import DEFAULT_LIMITS, Budget, LimitReached, Limits, Reader, Scalar, SourceMap
 
 __all__ = [
@@ -254,7 +255,9 @@ def parse_plan(data: Any, sources: SourceMap, problems: list[Problem]) -> LoadRe
     try:
         plan = Plan.model_validate(data)
     except ValidationError as exc:
-        return LoadResult(None, [*problems, *shape_problems(exc, data, sources)])
+        shape = shape_problems(exc, data, sources)
+        rest = relations_of_the_rest(data, exc, _walk) or []  # every problem at once
+        return LoadResult(None, [*problems, *shape, *_located(rest, sources)])
     return LoadResult(plan, [*problems, *_located(validate.relations(plan), sources)])
 
 

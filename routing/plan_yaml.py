@@ -74,7 +74,8 @@ class Scalar:
 
 @dataclass
 class SourceMap:
-    """Every scalar's source by path; a key's source under ``(*path, "[key]")``.
+    """Every scalar's source by path; a key's source under ``(*path, "[key]")``, and where a
+    mapping or list starts under ``(*path, "[start]")`` (for an item of a list, which has no key).
 
     A value written as an alias is found through ``links``: its path leads to the path
     of the anchored value, whose scalars carry the lines they were written on."""
@@ -97,12 +98,12 @@ class SourceMap:
         return None
 
     def nearest(self, path: SourceKey) -> str | None:
-        """The line of the value at ``path``, else of the nearest key that holds it."""
+        """The line of the value at ``path``, else of the nearest key (or list item) holding it."""
         exact = self.get(path)
         if exact is not None:
             return exact.source
         for cut in range(len(path), 0, -1):
-            key = self.get((*path[:cut], "[key]"))
+            key = self.get((*path[:cut], "[key]")) or self.get((*path[:cut], "[start]"))
             if key is not None:
                 return key.source
         return None
@@ -234,6 +235,8 @@ class Reader:
         if len(self._stack) >= self.limits.max_depth:
             raise LimitReached(f"nested more than {self.limits.max_depth} levels deep", where)
         self.budget.add(1, where)
+        if path and isinstance(path[-1], int):
+            self.sources.scalars[(*path, "[start]")] = Scalar("", where, plain=False)
         value: Any = {} if isinstance(event, yaml.MappingStartEvent) else []
         self._stack.append(_Frame(path, value, event.anchor))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 
 from routing.core import numbers
@@ -27,6 +28,24 @@ from routing.core.schedule import bank_holidays, expand_hours
 from routing.core.times import WEEKDAYS
 
 Path = tuple[PathPart, ...]
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """Parts of a plan left out of the relation checks because their shape was wrong.
+
+    A reference to a set-aside queue, menu, payment line or centre is not "unknown", and a
+    tenant whose menus or destinations lost a part is not judged for menu cycles and
+    reachability: what is left of it would give false alarms."""
+
+    names: frozenset[tuple[str, str, str]] = frozenset()  # (tenant or "" for centres, kind, name or "*")
+    graphs: frozenset[str] = frozenset()  # tenants
+
+    def has(self, tid: str, kind: str, name: str) -> bool:
+        return (tid, kind, name) in self.names or (tid, kind, "*") in self.names
+
+
+NOTHING_SET_ASIDE = SetAside()
 
 
 def _known(names: object) -> str:
@@ -73,18 +92,32 @@ def all_destinations(tenant: Tenant) -> Iterator[tuple[Path, Destination]]:
         yield from menu_destinations(tenant, name)
 
 
-def _reference(plan: Plan, tenant: Tenant, dest: Destination) -> str | None:
+def _reference(plan: Plan, tid: str, tenant: Tenant, dest: Destination, aside: SetAside) -> str | None:
     """What is wrong with what ``dest`` refers to, or None."""
     if isinstance(dest, QueueDest) and dest.queue not in tenant.queues:
-        return f"unknown queue '{dest.queue}' {_known(tenant.queues)}"
+        return (
+            None
+            if aside.has(tid, "queue", dest.queue)
+            else f"unknown queue '{dest.queue}' {_known(tenant.queues)}"
+        )
     if isinstance(dest, MenuDest) and dest.menu not in tenant.menus:
-        return f"unknown menu '{dest.menu}' {_known(tenant.menus)}"
+        return (
+            None
+            if aside.has(tid, "menu", dest.menu)
+            else f"unknown menu '{dest.menu}' {_known(tenant.menus)}"
+        )
     if isinstance(dest, PaymentDest) and dest.line not in tenant.payment_lines:
+        if aside.has(tid, "payment_line", dest.line):
+            return None
         return f"unknown payment line '{dest.line}' {_known(tenant.payment_lines)}"
     if isinstance(dest, ExternalDest) and dest.centre is not None:
         centre = plan.centres.get(dest.centre)
         if centre is None:
-            return f"unknown centre '{dest.centre}' {_known(plan.centres)}"
+            return (
+                None
+                if aside.has("", "centre", dest.centre)
+                else f"unknown centre '{dest.centre}' {_known(plan.centres)}"
+            )
         if dest.centre == plan.centre:
             return f"centre '{dest.centre}' is this centre itself: route to one of its queues instead"
         if centre.number is None:
@@ -92,9 +125,9 @@ def _reference(plan: Plan, tenant: Tenant, dest: Destination) -> str | None:
     return None
 
 
-def _references(plan: Plan, tid: str, tenant: Tenant) -> Iterator[Problem]:
+def _references(plan: Plan, tid: str, tenant: Tenant, aside: SetAside) -> Iterator[Problem]:
     for path, dest in all_destinations(tenant):
-        message = _reference(plan, tenant, dest)
+        message = _reference(plan, tid, tenant, dest, aside)
         if message is not None:
             yield Problem.at(("tenants", tid, *path), message)
 
@@ -245,14 +278,19 @@ def _calendar(tid: str, tenant: Tenant) -> Iterator[Problem]:
             yield Problem.at(("tenants", tid, "announcements", i), "runs for over a year", "warning")
 
 
-def relations(plan: Plan) -> list[Problem]:
-    """Every relation problem of ``plan`` (errors and warnings), in plan order."""
+def relations(plan: Plan, aside: SetAside = NOTHING_SET_ASIDE) -> list[Problem]:
+    """Every relation problem of ``plan`` (errors and warnings), in plan order.
+
+    ``aside``: what was left out of ``plan`` because its shape was wrong (see :class:`SetAside`)."""
     problems: list[Problem] = []
-    if plan.centre not in plan.centres:
+    if plan.centre not in plan.centres and not aside.has("", "centre", plan.centre):
         problems.append(Problem.at(("centre",), f"unknown centre '{plan.centre}' {_known(plan.centres)}"))
     problems += _numbers(plan)
     for tid, tenant in plan.tenants.items():
-        for check in (_out_of_hours, _menu_graph, _menu_keys, _queues, _calendar):
+        problems += _out_of_hours(tid, tenant)
+        if tid not in aside.graphs:
+            problems += _menu_graph(tid, tenant)
+        for check in (_menu_keys, _queues, _calendar):
             problems += check(tid, tenant)
-        problems += _references(plan, tid, tenant)
+        problems += _references(plan, tid, tenant, aside)
     return problems

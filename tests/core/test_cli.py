@@ -40,8 +40,12 @@ def test_check_broken_plan_lists_every_problem_on_stderr(
     code, out, err = run(capsys, "plan", "check", str(target))
     assert code == 1
     assert out == ""
-    assert "tenants.harborough.numbers[0]: YAML read +441632960001 as a number" in err
-    assert "plan.yaml:" in err
+    assert err.splitlines() == [
+        "plan.yaml:29: tenants.harborough.numbers[0]: YAML read +441632960001 as a number: quote this value: "
+        '"+441632960001"',
+        "plan.yaml:70: tenants.harborough.menus.main.options.\"2\": unknown queue 'billing' "
+        "(known: charnwood_assist, emergency, revenues, waste)",
+    ]
 
 
 def test_check_relation_errors_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
