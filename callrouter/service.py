@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from ivr.fastagi import FastAgiServer, ServerConfig, serve_until_signal
 from routing.ami.consumer import AmiConsumer
 from routing.ami.settings import AmiSettings, SettingsError
 from routing.core.decide import CompiledPlan
+from routing.core.plan import Plan, Tenant
 from routing.live.source import CachedLiveSource
 from routing.plan_file import (
     DEFAULT_LIMITS,
@@ -46,7 +47,7 @@ from routing.plan_file import (
     read_source,
     unreadable,
 )
-from routing.plan_worker import DEFAULT_WORKER_LIMITS, WorkerLimits, check_in_worker
+from routing.plan_worker import DEFAULT_WORKER_LIMITS, Checked, WorkerLimits, check_in_worker
 from routing.supervisor import audit
 from routing.withdrawer import ami_pipeline
 
@@ -110,19 +111,40 @@ def first_plan(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[PlanHolder,
     return PlanHolder(path, CompiledPlan.compile(result.plan)), source.digest()
 
 
-def _prepare(checked: bytes) -> tuple[LoadResult, CompiledPlan | None]:
-    """The worker's result, unpickled and compiled: run in a thread, off the event loop.
+async def rebuild(checked: Checked) -> tuple[LoadResult, CompiledPlan | None]:
+    """The worker's answer as a plan in this process, built a tenant at a time on the event
+    loop, calls answered between tenants; then compiled (in a thread).
 
     The cyclic garbage collector is paused meanwhile: building a large plan's objects sets
     off full collections, each holding the interpreter lock for as long as it scans the heap
     (0.4 s with a 5.7 MB plan alive: benchmarks/reload_bench.py), and calls wait meanwhile."""
+    if checked.shell is None:
+        return LoadResult(None, checked.problems), None
     gc.disable()
     try:
-        result: LoadResult = pickle.loads(checked)  # noqa: S301 - our own worker's reply, over a private pipe
-        compiled = CompiledPlan.compile(result.plan) if result.ok and result.plan is not None else None
+        shell: Plan = pickle.loads(checked.shell)  # noqa: S301 - our own worker's answer
+        tenants: dict[str, Tenant] = {}
+        for tid, piece in checked.tenants:
+            tenants[tid] = pickle.loads(piece)  # noqa: S301 - our own worker's answer
+            await asyncio.sleep(0)
+        plan = shell.model_copy(update={"tenants": tenants})
+        compiled = await asyncio.to_thread(CompiledPlan.compile, plan)
     finally:
         gc.enable()
-    return result, compiled
+    return LoadResult(plan, checked.problems), compiled
+
+
+@contextlib.contextmanager
+def short_turns(seconds: float = 0.0005) -> Iterator[None]:
+    """While a thread builds or frees a plan, the event loop gets the interpreter lock back
+    within ``seconds`` of asking, rather than Python's 5 ms: a call waits for the lock at each
+    of its reads and writes, and 5 ms at each adds up (benchmarks/reload_bench.py)."""
+    usual = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(usual)
 
 
 def settle_memory() -> None:
@@ -131,19 +153,21 @@ def settle_memory() -> None:
     gc.freeze()
 
 
-def _release(box: list[CompiledPlan], wait_s: float = 10.0) -> None:
-    """Free a replaced plan off the event loop, in small pieces, once no call holds it.
-
-    Freeing a 5.7 MB plan in one go takes about 60 ms of the interpreter lock; tenant by
-    tenant, the event loop gets the lock back between pieces."""
+async def retire(box: list[CompiledPlan], wait_s: float = 10.0) -> None:
+    """Free a replaced plan a tenant at a time, calls answered between tenants, once no call
+    holds it any more (or after ``wait_s``). Freeing a 5.7 MB plan in one go holds the
+    interpreter for about 60 ms."""
     old = box.pop()
-    deadline = time.monotonic() + wait_s
-    while sys.getrefcount(old) > 2 and time.monotonic() < deadline:  # ours and the call's own
-        time.sleep(0.05)
+    for _ in range(int(wait_s / 0.05)):  # nothing tells when the last call lets go: look
+        if sys.getrefcount(old) <= 2:  # this function's reference and getrefcount's own
+            break
+        await asyncio.sleep(0.05)
     pieces: list[object] = [*old.plan.tenants.values(), *old.calendars.values()]
     del old
     while pieces:
         pieces.pop()
+        await asyncio.sleep(0)
+    log.info("plan.retired")
 
 
 @dataclass
@@ -163,7 +187,6 @@ class PlanReloader:
     limits: Limits = DEFAULT_LIMITS
     worker: WorkerLimits = DEFAULT_WORKER_LIMITS
     _lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
-    _releasing: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
 
     async def reload(self, trigger: str) -> str:
         """``"accepted"``, ``"rejected"`` or ``"unchanged"`` (nothing tried, nothing audited)."""
@@ -178,12 +201,16 @@ class PlanReloader:
             digest = source.digest()
             if self._seen(digest, trigger):
                 return "unchanged"
+            started = time.monotonic()
             checked = await check_in_worker(source, self.limits, self.worker)
-            if isinstance(checked, bytes):
-                result, compiled = await asyncio.to_thread(_prepare, checked)
-            else:
-                result, compiled = checked, None
-            return await self._settle(result, compiled, digest, trigger)
+            log.info("plan.checked", path=str(self.holder.path), seconds=round(time.monotonic() - started, 2))
+            with short_turns():
+                result, compiled = await rebuild(checked)
+            replaced = [self.holder.current]
+            outcome = await self._settle(result, compiled, digest, trigger)
+            if outcome == "accepted":
+                await retire(replaced)
+            return outcome
 
     def _seen(self, key: str, trigger: str) -> bool:
         """Whether this plan was the last one tried; else remember it as the last one tried."""
@@ -199,13 +226,9 @@ class PlanReloader:
         self, result: LoadResult, compiled: CompiledPlan | None, digest: str | None, trigger: str
     ) -> str:
         """Take or refuse the plan and record it in the audit trail."""
-        replaced = [self.holder.current]
         taken = self.holder.take(result, compiled)
         if taken:
             settle_memory()
-            self._releasing.add(asyncio.create_task(asyncio.to_thread(_release, replaced)))
-            for task in [t for t in self._releasing if t.done()]:
-                self._releasing.discard(task)
         await self._audit(result, taken, digest, trigger)
         return "accepted" if taken else "rejected"
 

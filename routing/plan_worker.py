@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import pickle
 import resource
@@ -39,15 +40,37 @@ class WorkerLimits:
 DEFAULT_WORKER_LIMITS = WorkerLimits()
 
 
-def _refused(message: str) -> LoadResult:
-    return LoadResult(None, [Problem("(plan)", f"refused: {message}")])
+@dataclass(frozen=True)
+class Checked:
+    """The worker's answer: the problems and, for a clean plan, the plan in pieces.
+
+    Each tenant is pickled on its own, so the controller can rebuild a large plan a tenant at
+    a time between calls rather than in one long step."""
+
+    problems: list[Problem]
+    shell: bytes | None = None  # the plan without its tenants, pickled
+    tenants: tuple[tuple[str, bytes], ...] = ()
+
+    @classmethod
+    def of(cls, result: LoadResult) -> Checked:
+        if not result.ok or result.plan is None:
+            return cls(result.problems)
+        plan = result.plan
+        shell = pickle.dumps(plan.model_copy(update={"tenants": {}}), protocol=pickle.HIGHEST_PROTOCOL)
+        tenants = tuple(
+            (tid, pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL)) for tid, t in plan.tenants.items()
+        )
+        return cls(result.problems, shell, tenants)
+
+
+def _refused(message: str) -> Checked:
+    return Checked([Problem("(plan)", f"refused: {message}")])
 
 
 async def check_in_worker(
     source: PlanSource, limits: Limits = DEFAULT_LIMITS, worker: WorkerLimits = DEFAULT_WORKER_LIMITS
-) -> bytes | LoadResult:
-    """Validate ``source`` in a worker process. Returns the pickled :class:`LoadResult`
-    (unpickle it off the event loop: a large plan takes a while), or a refusal."""
+) -> Checked:
+    """Validate ``source`` in a worker process: its problems and, if clean, the plan in pieces."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -75,7 +98,9 @@ async def check_in_worker(
     if process.returncode != 0 or not out:
         last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
         return _refused(f"the plan checker stopped (exit {process.returncode}): {last[0][:200]}")
-    return out
+    checked = pickle.loads(out)  # noqa: S301 - our own worker's answer, over a private pipe
+    assert isinstance(checked, Checked)
+    return checked
 
 
 def _cap(memory_bytes: int, deadline_s: float) -> None:
@@ -93,8 +118,7 @@ def main(argv: list[str]) -> int:
         source, limits = pickle.loads(sys.stdin.buffer.read())  # noqa: S301 - from the controller that started us
         assert isinstance(source, PlanSource)
         assert isinstance(limits, Limits)
-        result = load_source(source, limits)
-        payload = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps(Checked.of(load_source(source, limits)), protocol=pickle.HIGHEST_PROTOCOL)
     except MemoryError:
         return EXIT_OUT_OF_MEMORY
     sys.stdout.buffer.write(payload)
@@ -103,4 +127,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    # Run as the importable module, not as __main__, so its answer unpickles in the controller.
+    raise SystemExit(importlib.import_module("routing.plan_worker").main(sys.argv[1:]))
