@@ -16,6 +16,11 @@ controller logs ``plan.retired`` (the new plan in force, the old one freed): eve
 started during a reload counts as "during", split at ``plan.checked`` into the calls while the
 worker process checks the plan and those while the controller rebuilds it, swaps it in and
 frees the old one. (An older controller has neither: ``--until plan.reloaded``.)
+
+Call latency on a shared machine also carries the machine's own noise; so last, in this
+process, a 1 ms ticker on the event loop measures the loop's worst stall while the controller's
+part of a reload runs (the worker's answer rebuilt, swapped in, the old plan freed), against
+the same ticker idle.
 ``--source DIR`` runs the controller from another checkout (e.g. the previous release), for a
 before/after comparison; its callers and report are this one's.
 """
@@ -39,8 +44,11 @@ from pathlib import Path
 
 import yaml
 
+from callrouter.service import first_plan, rebuild, retire, settle_memory, short_turns
 from emulator.agi import CallerScript
 from emulator.dialplan import place_call
+from routing.plan_file import read_source
+from routing.plan_worker import check_in_worker
 from tests.support.redis_server import free_port, running_redis
 
 REPO = Path(__file__).parents[1]
@@ -200,6 +208,51 @@ async def run(args: argparse.Namespace, workdir: Path, redis_url: str) -> str:
     return "\n".join(lines)
 
 
+async def _ticks(lags: list[float], stop: asyncio.Event) -> None:
+    """How late each 1 ms sleep wakes up: the event loop's stalls."""
+    while not stop.is_set():
+        asked = time.perf_counter()
+        await asyncio.sleep(0.001)
+        lags.append(time.perf_counter() - asked - 0.001)
+
+
+def _worst(lags: list[float]) -> str:
+    return f"{max(lags) * 1e3:.1f} ms (p99 {statistics.quantiles(lags, n=100)[98] * 1e3:.2f} ms)"
+
+
+async def loop_stalls(plan: Path, rounds: int) -> str:
+    """The controller's part of a reload, in this process with a 1 ms ticker on the loop: the
+    worker's answer rebuilt, swapped in, the old plan freed; against the same ticker idle."""
+    holder, _ = first_plan(plan)
+    settle_memory()
+    checked = await check_in_worker(read_source(plan))
+    idle: list[float] = []
+    busy: list[float] = []
+    took: list[float] = []
+    for _ in range(rounds):
+        stop = asyncio.Event()
+        ticker = asyncio.create_task(_ticks(idle, stop))
+        await asyncio.sleep(1)
+        stop.set()
+        await ticker
+        stop = asyncio.Event()
+        ticker = asyncio.create_task(_ticks(busy, stop))
+        started = time.perf_counter()
+        with short_turns():
+            result, compiled = await rebuild(checked)
+        replaced = [holder.current]
+        holder.take(result, compiled)
+        settle_memory()
+        await retire(replaced)
+        took.append(time.perf_counter() - started)
+        stop.set()
+        await ticker
+    return (
+        f"event loop stalls in this process, {rounds} rounds: idle, worst {_worst(idle)}; rebuilding, "
+        f"swapping in and freeing ({statistics.mean(took):.2f} s each), worst {_worst(busy)}"
+    )
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--tenants", type=int, default=1400, help="copies of the example tenant")
@@ -223,6 +276,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         os.sched_setaffinity(0, {CALLERS_CPU})
     with tempfile.TemporaryDirectory() as workdir, running_redis(max_lifetime_s=1800) as redis:
         print(asyncio.run(run(args, Path(workdir), redis.url)))
+        print()
+        plan = Path(workdir) / "plan.yaml"
+        print(asyncio.run(loop_stalls(plan, args.reloads)))
 
 
 if __name__ == "__main__":

@@ -130,6 +130,7 @@ async def rebuild(checked: Checked) -> tuple[LoadResult, CompiledPlan | None]:
         plan = shell.model_copy(update={"tenants": tenants})
         compiled = await asyncio.to_thread(CompiledPlan.compile, plan)
     finally:
+        settle_memory()  # before the collector restarts: else its first pass scans the new plan
         gc.enable()
     return LoadResult(plan, checked.problems), compiled
 
