@@ -93,7 +93,7 @@ async def check_in_worker(
             await process.wait()
     if process.returncode == EXIT_OUT_OF_MEMORY:
         return _refused(
-            f"checking the plan needed more than {worker.memory_bytes / 2**20:,.0f} MiB of memory"
+            f"checking the plan needed more than {worker.memory_bytes / 2**20:,.0f} MiB more memory"
         )
     if process.returncode != 0 or not out:
         last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
