@@ -22,7 +22,16 @@ from routing.core import validate
 from routing.core.plan import DESTINATION_TYPES, Plan
 from routing.core.problems import PathPart, Problem, errors, format_path
 from routing.plan_partial import relations_of_the_rest
-from routing.plan_yaml import DEFAULT_LIMITS, Budget, LimitReached, Limits, Reader, Scalar, SourceMap
+from routing.plan_yaml import (
+    DEFAULT_LIMITS,
+    Budget,
+    LimitReached,
+    Limits,
+    Reader,
+    Scalar,
+    SourceKey,
+    SourceMap,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -247,7 +256,11 @@ def _read_files(source: PlanSource, limits: Limits) -> tuple[Any, SourceMap, lis
     return data, sources, problems
 
 
-def parse_plan(data: Any, sources: SourceMap, problems: list[Problem]) -> LoadResult:
+def parse_plan(
+    data: Any, sources: SourceMap | dict[SourceKey, Scalar], problems: list[Problem]
+) -> LoadResult:
+    if not isinstance(sources, SourceMap):
+        sources = SourceMap(dict(sources))
     if not isinstance(data, dict):
         if errors(problems):
             return LoadResult(None, problems)

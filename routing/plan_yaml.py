@@ -108,6 +108,9 @@ class SourceMap:
                 return key.source
         return None
 
+    def __len__(self) -> int:
+        return len(self.scalars)
+
     def update(self, other: SourceMap) -> None:
         self.scalars.update(other.scalars)
         self.links.update(other.links)
@@ -145,6 +148,21 @@ class Budget:
             raise LimitReached(
                 f"more than {self.limits.max_nodes:,} values (aliases counted as what they repeat)", where
             )
+
+
+def _construct(loader: yaml.SafeLoader, tag: str, event: yaml.ScalarEvent) -> Any:
+    """A plain scalar YAML reads as something other than text: its value, or a YAML error
+    (PyYAML's constructors raise ValueError and others for ``2026-02-30``, ``!!int 0x``...)."""
+    start: Any = event.start_mark  # libyaml's marks serve as well
+    node = yaml.ScalarNode(tag, event.value, start, start, event.style)
+    try:
+        return loader.yaml_constructors[tag](loader, node)
+    except yaml.YAMLError:
+        raise
+    except Exception:  # any constructor failure is a problem with the text
+        kind = tag.rsplit(":", 1)[-1]
+        problem = f"cannot read '{event.value[:40]}' as {kind}: quote it if it is text"
+        raise yaml.constructor.ConstructorError(None, None, problem, start) from None
 
 
 _NO_KEY = object()
@@ -253,9 +271,7 @@ class Reader:
         elif tag == _MERGE:
             raise LimitReached("merge keys (<<) are not supported: write the fields out", where)
         elif tag in _SCALAR_TAGS:
-            start: Any = event.start_mark  # libyaml's marks serve as well
-            node = yaml.ScalarNode(tag, event.value, start, start, event.style)
-            value = loader.yaml_constructors[tag](loader, node)
+            value = _construct(loader, tag, event)
         else:
             raise LimitReached(f"the tag {tag} is not supported in a plan", where)
         path = self._child_path()

@@ -179,3 +179,29 @@ def test_yaml_the_reader_refuses(text: str, message: str) -> None:
     found = load_plan_text(text).problems
     assert len(found) == 1
     assert found[0].message.startswith("refused: " + message), found
+
+
+def test_a_recursive_alias_is_refused() -> None:
+    """An anchor is known once its value is complete: an alias inside it is unknown."""
+    found = load_plan_text("version: &a [*a]\n").problems
+    assert [(p.message, p.source) for p in found] == [
+        ("refused: unknown alias *a (an alias must follow its &anchor)", "plan.yaml:1")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("version: 1\nclosures:\n  - date: 2026-02-30\n", "cannot read '2026-02-30' as timestamp"),
+        ("version: 1\nx: 2026-01-01 25:00:00\n", "cannot read '2026-01-01 25:00:00' as timestamp"),
+        ("version: !!int\n", "cannot read '' as int"),
+        ("version: !!int 0x\n", "cannot read '0x' as int"),
+        ("version: !!float 1e\n", "cannot read '1e' as float"),
+        ("version: !!bool x\n", "cannot read 'x' as bool"),
+    ],
+)
+def test_a_value_yaml_cannot_read_is_a_problem_with_its_line(text: str, message: str) -> None:
+    found = load_plan_text(text).problems
+    assert [(p.message, p.source) for p in found] == [
+        (f"not valid YAML: {message}: quote it if it is text", f"plan.yaml:{text.count(chr(10))}")
+    ]
