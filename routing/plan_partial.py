@@ -36,7 +36,15 @@ _STAND_IN = "set-aside"  # a valid name, prompt set and text
 _NAMED = {"menus": "menu", "queues": "queue", "payment_lines": "payment_line"}
 _LISTS = ("numbers", "languages", "closures", "special_openings", "announcements")
 _OPTIONAL = ("out_of_hours", "emergency_cover", "survey", "timezone", "bank_holidays", "hours")
-_HOLDS_DESTINATIONS = {"menus", "queues", "closures", "entry", "out_of_hours", "emergency_cover"}
+_HOLDS_DESTINATIONS = {
+    "menus",
+    "queues",
+    "payment_lines",
+    "closures",
+    "entry",
+    "out_of_hours",
+    "emergency_cover",
+}
 
 
 @dataclass
