@@ -3,7 +3,8 @@
 ``callrouter plan check|explain|timeline|diff`` lets a telephony engineer see what
 a plan does before it goes live. Results go to stdout (``--json`` for machines);
 errors go to stderr with a non-zero exit: 1 for a plan with errors, 2 for a bad
-command line or setting (``docs/settings.md``).
+command line or setting (``docs/settings.md``). ``plan diff`` exits as ``diff`` does: 0 the
+same, 1 different, 2 trouble (a plan with errors included).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from routing.core.schedule import Transition, timeline
 from routing.plan_file import LoadResult, load_plan
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+EXIT_DIFFERENT = 1  # plan diff: the plans differ
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -224,19 +226,42 @@ def _difference_line(item: Difference, zone: ZoneInfo) -> str:
     )
 
 
+def _load_both(old_path: str, new_path: str) -> tuple[CompiledPlan, CompiledPlan] | None:
+    """Both plans compiled, or None after listing every error of each on stderr."""
+    results = {path: load_plan(path) for path in (old_path, new_path)}
+    for path, result in results.items():
+        if not result.ok:
+            print(f"callrouter: {path} has errors:", file=sys.stderr)
+            for problem in errors(result.problems):
+                print(f"  {problem}", file=sys.stderr)
+    old, new = results[old_path].plan, results[new_path].plan
+    if not all(r.ok for r in results.values()) or old is None or new is None:
+        return None
+    return CompiledPlan.compile(old), CompiledPlan.compile(new)
+
+
+def _changes(count: int) -> str:
+    return f"{count} change{'' if count == 1 else 's'}: the plans route calls differently"
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
-    old, new = _load(args.old), _load(args.new)
+    """Exit 0 when the plans route every call alike, 1 when they differ, 2 on an error (as diff does)."""
     start, end = local_day_bounds(_day(args.start, "--from"), _day(args.end, "--to"))
     if end <= start:
         raise UsageError("--to is before --from")
-    items = differences(old, new, start, end)
+    plans = _load_both(args.old, args.new)
+    if plans is None:
+        return EXIT_USAGE
+    items = differences(*plans, start, end)
     zone = ZoneInfo("Europe/London")
+    lines = [_difference_line(i, zone) for i in items]
     text = (
-        "\n".join(_difference_line(i, zone) for i in items)
-        or "no difference: both plans route every call alike"
+        "\n".join([*lines, _changes(len(items))])
+        if items
+        else "no difference: both plans route every call alike"
     )
-    _emit(args, [difference_data(i) for i in items], text)
-    return EXIT_OK
+    _emit(args, {"changes": len(items), "differences": [difference_data(i) for i in items]}, text)
+    return EXIT_DIFFERENT if items else EXIT_OK
 
 
 # --- plan static-dialplan ---------------------------------------------------------------------
@@ -281,7 +306,9 @@ def _plan_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     tl.add_argument("--to", dest="end", required=True)
     tl.set_defaults(handler=cmd_timeline)
 
-    diff = cmds.add_parser("diff", help="where and when two plans route calls differently")
+    diff = cmds.add_parser(
+        "diff", help="where and when two plans route calls differently: exit 0 same, 1 different, 2 error"
+    )
     diff.add_argument("old")
     diff.add_argument("new")
     diff.add_argument("--from", dest="start", required=True)

@@ -13,13 +13,15 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
+import gc
 import os
+import pickle
 import pwd
 import signal
 import socket
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +37,20 @@ from ivr.controller import Clock, Controller, LiveSource, NoLiveState, PlanError
 from ivr.fastagi import FastAgiServer, ServerConfig, serve_until_signal
 from routing.ami.consumer import AmiConsumer
 from routing.ami.settings import AmiSettings
+from routing.core.decide import CompiledPlan
+from routing.core.plan import Plan, Tenant
 from routing.live.source import CachedLiveSource
+from routing.plan_file import (
+    DEFAULT_LIMITS,
+    LimitReached,
+    Limits,
+    LoadResult,
+    load_source,
+    plan_files,
+    read_source,
+    unreadable,
+)
+from routing.plan_worker import DEFAULT_WORKER_LIMITS, Checked, WorkerLimits, check_in_worker
 from routing.redis_keys import KEYS
 from routing.supervisor import audit, facts_json, plan_facts
 from routing.withdrawer import ami_pipeline
@@ -106,50 +121,205 @@ def rehearsal_clock(start: datetime, speed: float, real: Clock = utc_now) -> Clo
     return now
 
 
-def _plan_files(path: Path) -> list[Path]:
-    return sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
-
-
-def plan_digest(path: Path) -> tuple[str, str]:
-    """The plan's sha256 (over its files) and the owner of the newest file: who changed it."""
-    files = [f for f in _plan_files(path) if f.exists()]
-    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+def plan_owner(path: Path) -> str:
+    """The owner of the plan's newest file: who changed it."""
+    files = [f for f in plan_files(path) if f.exists()]
     newest = max(files, key=lambda f: f.stat().st_mtime, default=None)
+    if newest is None:
+        return "unknown"
+    uid = newest.stat().st_uid
     try:
-        owner = pwd.getpwuid(newest.stat().st_uid).pw_name if newest else "unknown"
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        owner = f"uid {newest.stat().st_uid}" if newest else "unknown"
-    return digest, owner
+        return f"uid {uid}"
 
 
-async def reload_plan(holder: PlanHolder, redis: Redis | None, trigger: str) -> None:
-    """Reload (only a plan that validates is taken) and record the engineer's change in the audit trail."""
-    result = holder.reload()
-    if redis is None:
-        return
-    digest, owner = plan_digest(holder.path)
-    what = "plan.reload.accepted" if result.ok else "plan.reload.rejected"
-    problems = [str(p) for p in result.problems if p.severity == "error"][:20]
+def first_plan(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[PlanHolder, str]:
+    """The plan to start with, and the sha256 of exactly the bytes it was read from."""
     try:
-        details = {"path": str(holder.path), "sha256": digest, "version": holder.version, "trigger": trigger}
-        await audit(redis, what, owner, utc_now(), {**details, "problems": problems})
-    except Exception as exc:  # the reload itself stands; the log line says the audit entry is missing
-        log.warning("audit.not_written", what=what, error=type(exc).__name__)
+        source = read_source(path, limits)
+    except (LimitReached, OSError) as exc:
+        raise PlanError(unreadable(exc)) from None
+    result = load_source(source, limits)
+    if not result.ok or result.plan is None:
+        raise PlanError(result)
+    return PlanHolder(path, CompiledPlan.compile(result.plan)), source.digest()
 
 
-async def watch_plan(holder: PlanHolder, redis: Redis | None, interval: float) -> None:
-    """Reload the plan when its file (or any file of its folder) changes."""
+# Between two pieces of a plan being built or freed, the event loop waits this long: calls in
+# progress go first, and a reload takes the controller's core a fraction of the time only. With
+# no pause (sleep(0)) calls took twice as long while a 5.7 MB plan was rebuilt (reload_bench).
+PACE_S = 0.001
 
-    def stamp() -> tuple[float, ...]:
-        return tuple(f.stat().st_mtime for f in _plan_files(holder.path) if f.exists())
 
-    seen = stamp()
+async def rebuild(checked: Checked) -> tuple[LoadResult, CompiledPlan | None]:
+    """The worker's answer as a plan in this process, built a tenant at a time on the event
+    loop, calls answered between tenants (``PACE_S``); then compiled (in a thread).
+
+    The cyclic garbage collector is paused meanwhile: building a large plan's objects sets
+    off full collections, each holding the interpreter lock for as long as it scans the heap
+    (0.4 s with a 5.7 MB plan alive: benchmarks/reload_bench.py), and calls wait meanwhile."""
+    if checked.shell is None:
+        return LoadResult(None, checked.problems), None
+    gc.disable()
+    try:
+        shell: Plan = pickle.loads(checked.shell)  # noqa: S301 - our own worker's answer
+        tenants: dict[str, Tenant] = {}
+        for tid, piece in checked.tenants:
+            tenants[tid] = pickle.loads(piece)  # noqa: S301 - our own worker's answer
+            await asyncio.sleep(PACE_S)
+        plan = shell.model_copy(update={"tenants": tenants})
+        compiled = await asyncio.to_thread(CompiledPlan.compile, plan)
+    finally:
+        settle_memory()  # before the collector restarts: else its first pass scans the new plan
+        gc.enable()
+    return LoadResult(plan, checked.problems), compiled
+
+
+@contextlib.contextmanager
+def short_turns(seconds: float = 0.0005) -> Iterator[None]:
+    """While a thread builds or frees a plan, the event loop gets the interpreter lock back
+    within ``seconds`` of asking, rather than Python's 5 ms: a call waits for the lock at each
+    of its reads and writes, and 5 ms at each adds up (benchmarks/reload_bench.py)."""
+    usual = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(usual)
+
+
+def settle_memory() -> None:
+    """Move the objects alive now (the plan in force above all) out of the collector's sight:
+    with a large plan, each full collection would otherwise scan it again, holding up calls."""
+    gc.freeze()
+
+
+async def retire(box: list[CompiledPlan], wait_s: float = 10.0) -> None:
+    """Free a replaced plan a tenant at a time, calls answered between tenants, once no call
+    holds it any more (or after ``wait_s``). Freeing a 5.7 MB plan in one go holds the
+    interpreter for about 60 ms."""
+    old = box.pop()
+    for _ in range(int(wait_s / 0.05)):  # nothing tells when the last call lets go: look
+        if sys.getrefcount(old) <= 2:  # this function's reference and getrefcount's own
+            break
+        await asyncio.sleep(0.05)
+    pieces: list[object] = [*old.plan.tenants.values(), *old.calendars.values()]
+    del old
+    while pieces:
+        del pieces[-16:]  # freeing a tenant is cheaper than building one
+        await asyncio.sleep(PACE_S)
+    log.info("plan.retired")
+
+
+@dataclass
+class PlanReloader:
+    """Reloads the plan without holding up calls; one change of the plan, one reload.
+
+    SIGHUP and the file watcher both call :meth:`reload`. Reloads run one at a time; the
+    files are read once, in a thread, and a plan whose bytes hash (sha256) to those of the
+    last plan tried, taken or refused, is not tried again: a save followed by a SIGHUP (or a
+    SIGHUP with nothing changed) is one reload and one audit entry, not two. The bytes are
+    checked in a worker process (:mod:`routing.plan_worker`: memory cap, deadline), the
+    result compiled in a thread, and the plan in force swapped in one assignment."""
+
+    holder: PlanHolder
+    redis: Redis | None
+    last_digest: str | None = None
+    limits: Limits = DEFAULT_LIMITS
+    worker: WorkerLimits = DEFAULT_WORKER_LIMITS
+    _lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+
+    async def reload(self, trigger: str) -> str:
+        """``"accepted"``, ``"rejected"`` or ``"unchanged"`` (nothing tried, nothing audited)."""
+        async with self._lock:
+            try:
+                source = await asyncio.to_thread(read_source, self.holder.path, self.limits)
+            except (LimitReached, OSError) as exc:
+                refused = unreadable(exc)
+                if self._seen("unreadable: " + str(refused.problems[0]), trigger):
+                    return "unchanged"
+                return await self._settle(refused, None, None, trigger)
+            digest = source.digest()
+            if self._seen(digest, trigger):
+                return "unchanged"
+            started = time.monotonic()
+            checked = await check_in_worker(source, self.limits, self.worker)
+            log.info("plan.checked", path=str(self.holder.path), seconds=round(time.monotonic() - started, 2))
+            with short_turns():
+                result, compiled = await rebuild(checked)
+            replaced = [self.holder.current]
+            outcome = await self._settle(result, compiled, digest, trigger)
+            if outcome == "accepted":
+                await retire(replaced)
+            return outcome
+
+    def _seen(self, key: str, trigger: str) -> bool:
+        """Whether this plan was the last one tried; else remember it as the last one tried."""
+        if key == self.last_digest:
+            log.info(
+                "plan.unchanged", path=str(self.holder.path), trigger=trigger, version=self.holder.version
+            )
+            return True
+        self.last_digest = key
+        return False
+
+    async def _settle(
+        self, result: LoadResult, compiled: CompiledPlan | None, digest: str | None, trigger: str
+    ) -> str:
+        """Take or refuse the plan and record it in the audit trail."""
+        taken = self.holder.take(result, compiled)
+        if taken:
+            settle_memory()
+        await self._audit(result, taken, digest, trigger)
+        return "accepted" if taken else "rejected"
+
+    async def _audit(self, result: LoadResult, taken: bool, digest: str | None, trigger: str) -> None:
+        """Record the engineer's change in the audit trail."""
+        if self.redis is None:
+            return
+        what = "plan.reload.accepted" if taken else "plan.reload.rejected"
+        problems = [str(p) for p in result.problems if p.severity == "error"][:20]
+        details = {"path": str(self.holder.path), "sha256": digest, "version": self.holder.version}
+        try:
+            owner = await asyncio.to_thread(plan_owner, self.holder.path)
+            await audit(
+                self.redis, what, owner, utc_now(), {**details, "trigger": trigger, "problems": problems}
+            )
+        except Exception as exc:  # the reload itself stands; the log line says the audit entry is missing
+            log.warning("audit.not_written", what=what, error=type(exc).__name__)
+
+
+def _stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, modification time and size of each file of the plan."""
+    found = []
+    for file in plan_files(path):
+        with contextlib.suppress(OSError):
+            info = file.stat()
+            found.append((file.name, info.st_mtime_ns, info.st_size))
+    return tuple(found)
+
+
+async def watch_plan(reloader: PlanReloader, interval: float, settle: float = 0.1) -> None:
+    """Reload the plan when its file (or any file of its folder) changes.
+
+    A change is acted on once the files have stopped changing for ``settle`` seconds, so
+    an editor still writing does not cause a reload of half a file."""
+    path = reloader.holder.path
+    seen = await asyncio.to_thread(_stamp, path)
     while True:
         await asyncio.sleep(interval)
-        current = stamp()
-        if current != seen:
-            seen = current
-            await reload_plan(holder, redis, "file changed")
+        current = await asyncio.to_thread(_stamp, path)
+        if current == seen:
+            continue
+        while True:
+            await asyncio.sleep(min(settle, interval))
+            again = await asyncio.to_thread(_stamp, path)
+            if again == current:
+                break
+            current = again
+        seen = current
+        await reloader.reload("file changed")
 
 
 def _live_source(
@@ -208,24 +378,20 @@ async def publish_plan(holder: PlanHolder, redis: Redis, interval: float) -> Non
 async def serve(options: ServeOptions, ready: Callable[[int], None] | None = None) -> int:
     """Run the controller until SIGTERM/SIGINT; returns the exit code."""
     try:
-        holder = PlanHolder.load(options.plan)
+        holder, digest = first_plan(options.plan)
     except PlanError as exc:
         print(f"callrouter: the plan has errors, not starting:\n{exc}", file=sys.stderr)
         return 1
+    settle_memory()
     live, cached, redis = _live_source(options, holder)
     clock = rehearsal_clock(options.clock_start, options.clock_speed) if options.clock_start else utc_now
     controller = Controller(holder, live, clock=clock, live_timeout=options.live_timeout)
     server = FastAgiServer(server_config(options))
     controller.register(server)
-    try:
-        await server.start()
-    except OSError as exc:  # a busy port, an address this host does not have
-        if isinstance(exc, socket.gaierror) or not exc.errno:
-            reason = exc.strerror or str(exc)  # an unknown host name
-        else:
-            reason = os.strerror(exc.errno)
+    refused = await _listen(server)
+    if refused is not None:
         print(
-            f"callrouter: cannot listen for FastAGI on {options.agi_host}:{options.agi_port}: {reason}",
+            f"callrouter: cannot listen for FastAGI on {options.agi_host}:{options.agi_port}: {refused}",
             file=sys.stderr,
         )
         if redis is not None:
@@ -233,15 +399,16 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
         return EXIT_CANNOT_LISTEN
     ami = await _start_ami(options, redis, cached, holder, clock)
     loop = asyncio.get_running_loop()
-    reloads: set[asyncio.Task[None]] = set()
+    reloader = PlanReloader(holder, redis, last_digest=digest)
+    reloads: set[asyncio.Task[str]] = set()
 
     def on_sighup() -> None:
-        task = loop.create_task(reload_plan(holder, redis, "SIGHUP"))
+        task = loop.create_task(reloader.reload("SIGHUP"))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    watcher = asyncio.create_task(watch_plan(holder, redis, options.watch_interval))
+    watcher = asyncio.create_task(watch_plan(reloader, options.watch_interval))
     refresher = asyncio.create_task(cached.run(clock)) if cached is not None else None
     publisher = (
         asyncio.create_task(publish_plan(holder, redis, options.plan_publish_interval)) if redis else None
@@ -271,6 +438,18 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
             await redis.aclose()
     log.info("controller.stopped", **asdict(server.counters))
     return 0
+
+
+async def _listen(server: FastAgiServer) -> str | None:
+    """Start listening; the reason in the system's own words if it cannot (a busy port, an
+    address this host does not have, an unknown host name)."""
+    try:
+        await server.start()
+    except OSError as exc:
+        if isinstance(exc, socket.gaierror) or not exc.errno:
+            return exc.strerror or str(exc)
+        return os.strerror(exc.errno)
+    return None
 
 
 async def _start_ami(

@@ -97,16 +97,22 @@ class PlanHolder:
     def reload(self) -> LoadResult:
         """Re-read the plan file; keep serving the last good plan if it has errors."""
         result = load_plan(self.path)
-        if result.ok and result.plan is not None:
-            self.current = CompiledPlan.compile(result.plan)
+        self.take(result, CompiledPlan.compile(result.plan) if result.ok and result.plan else None)
+        return result
+
+    def take(self, result: LoadResult, compiled: CompiledPlan | None) -> bool:
+        """Swap in ``compiled`` (``result``'s plan, compiled) if ``result`` is clean; else keep
+        serving the current plan and log every error. One assignment: calls see either plan."""
+        if result.ok and compiled is not None:
+            self.current = compiled
             self.version += 1
             log.info(
                 "plan.reloaded", path=str(self.path), version=self.version, warnings=len(result.problems)
             )
-        else:
-            problems = [str(p) for p in errors(result.problems)]
-            log.error("plan.rejected", path=str(self.path), kept_version=self.version, problems=problems)
-        return result
+            return True
+        problems = [str(p) for p in errors(result.problems)]
+        log.error("plan.rejected", path=str(self.path), kept_version=self.version, problems=problems)
+        return False
 
 
 class PlanError(Exception):

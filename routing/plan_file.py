@@ -8,8 +8,9 @@ as, so a wrong-typed value is reported as "quote this value" with the original.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +21,27 @@ from pydantic_core import ErrorDetails
 from routing.core import validate
 from routing.core.plan import DESTINATION_TYPES, Plan
 from routing.core.problems import PathPart, Problem, errors, format_path
+from routing.plan_partial import relations_of_the_rest
+from routing.plan_yaml import (
+    DEFAULT_LIMITS,
+    Budget,
+    LimitReached,
+    Limits,
+    Reader,
+    Scalar,
+    SourceKey,
+    SourceMap,
+)
 
-SourceKey = tuple[PathPart, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Scalar:
-    """Where and how a scalar was written in the YAML source."""
-
-    text: str
-    source: str
-    plain: bool  # written without quotes
+__all__ = [
+    "DEFAULT_LIMITS",
+    "LimitReached",
+    "Limits",
+    "LoadResult",
+    "PlanSource",
+    "load_plan",
+    "load_plan_text",
+]
 
 
 @dataclass(frozen=True)
@@ -43,54 +54,6 @@ class LoadResult:
         return self.plan is not None and not errors(self.problems)
 
 
-class _Reader:
-    """Builds Python data from YAML nodes and records every scalar's source."""
-
-    def __init__(self, filename: str) -> None:
-        self.filename = filename
-        self.sources: dict[SourceKey, Scalar] = {}
-        self.problems: list[Problem] = []
-
-    def read(self, text: str) -> Any:
-        loader = yaml.SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-            return None if node is None else self._build(loader, node, ())
-        finally:
-            loader.dispose()
-
-    def _where(self, node: yaml.Node) -> str:
-        return f"{self.filename}:{node.start_mark.line + 1}"
-
-    def _build(self, loader: yaml.SafeLoader, node: yaml.Node, path: SourceKey) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(loader, node, path)
-        if isinstance(node, yaml.SequenceNode):
-            return [self._build(loader, child, (*path, i)) for i, child in enumerate(node.value)]
-        assert isinstance(node, yaml.ScalarNode)
-        self.sources[path] = Scalar(str(node.value), self._where(node), node.style is None)
-        return loader.construct_object(node, deep=True)
-
-    def _mapping(self, loader: yaml.SafeLoader, node: yaml.MappingNode, path: SourceKey) -> Any:
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            child = (*path, str(key))
-            self.sources[(*child, "[key]")] = Scalar(
-                str(key_node.value), self._where(key_node), key_node.style is None
-            )
-            if key in result:
-                self.problems.append(
-                    Problem(
-                        format_path(child),
-                        "duplicate key: the later value would silently win",
-                        source=self._where(key_node),
-                    )
-                )
-            result[key] = self._build(loader, value_node, child)
-        return result
-
-
 def _yaml_problem(filename: str, exc: yaml.YAMLError) -> Problem:
     mark = getattr(exc, "problem_mark", None)
     where = f"{filename}:{mark.line + 1}" if mark is not None else filename
@@ -98,13 +61,28 @@ def _yaml_problem(filename: str, exc: yaml.YAMLError) -> Problem:
     return Problem("(plan)", f"not valid YAML: {detail}", source=where)
 
 
-def read_yaml(text: str, filename: str) -> tuple[Any, dict[SourceKey, Scalar], list[Problem]]:
-    reader = _Reader(filename)
+def _read_text(text: str, filename: str, budget: Budget) -> tuple[Any, SourceMap, list[Problem]]:
+    reader = Reader(filename, budget)
     try:
         data = reader.read(text)
     except yaml.YAMLError as exc:
-        return None, {}, [_yaml_problem(filename, exc)]
-    return data, reader.sources, reader.problems
+        return None, SourceMap(), [_yaml_problem(filename, exc)]
+    duplicates = [
+        Problem(format_path(path), "duplicate key: the later value would silently win", source=where)
+        for path, where in reader.duplicates
+    ]
+    return data, reader.sources, duplicates
+
+
+def read_yaml(
+    text: str, filename: str, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Any, SourceMap, list[Problem]]:
+    """The data of one YAML document, every scalar's source, and the problems found reading it.
+
+    Raises :class:`LimitReached` when the text asks too much of the reader."""
+    if len(text) > limits.max_bytes:
+        raise LimitReached(_too_big(len(text), limits), filename)
+    return _read_text(text, filename, Budget(limits))
 
 
 # --- turning pydantic errors into engineer-readable problems ----------------------------
@@ -168,25 +146,78 @@ def _message(err: ErrorDetails, path: list[PathPart], scalar: Scalar | None, is_
     return str(err["msg"]).removeprefix("Value error, ")
 
 
-def shape_problems(exc: ValidationError, data: Any, sources: dict[SourceKey, Scalar]) -> list[Problem]:
+def shape_problems(exc: ValidationError, data: Any, sources: SourceMap) -> list[Problem]:
     problems = []
     for err in exc.errors():
         path, is_key = _walk(data, err["loc"])
         scalar = sources.get((*path, "[key]") if is_key else tuple(path))
-        source = scalar.source if scalar else _nearest_source(path, sources)
+        source = scalar.source if scalar else sources.nearest(tuple(path))
         problems.append(Problem(format_path(path), _message(err, path, scalar, is_key), source=source))
     return problems
 
 
-def _nearest_source(path: list[PathPart], sources: dict[SourceKey, Scalar]) -> str | None:
-    for cut in range(len(path), 0, -1):
-        scalar = sources.get((*path[:cut], "[key]"))
-        if scalar is not None:
-            return scalar.source
-    return None
+def _located(problems: list[Problem], sources: SourceMap) -> list[Problem]:
+    """Problems found on the validated plan, given the line of the value (or key) at fault."""
+    return [
+        replace(p, source=sources.nearest(p.parts)) if p.source is None and p.parts is not None else p
+        for p in problems
+    ]
 
 
 # --- files and folders -------------------------------------------------------------------
+
+
+def plan_files(path: Path) -> list[Path]:
+    """The files of a plan: the file itself, or every ``*.yaml`` / ``*.yml`` of a folder, in order."""
+    if not path.is_dir():
+        return [path]
+    return sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+
+
+@dataclass(frozen=True)
+class PlanSource:
+    """A plan's files as read once: what is hashed is exactly what is parsed."""
+
+    path: str
+    files: tuple[tuple[str, bytes], ...]  # (file name, contents) in order
+    folder: bool = False
+
+    def digest(self) -> str:
+        """sha256 over the files' names and contents: equal digests, equal plans."""
+        sha = hashlib.sha256()
+        for name, body in self.files:
+            sha.update(f"{name}\0{len(body)}\0".encode())
+            sha.update(body)
+        return sha.hexdigest()
+
+
+def _too_big(size: int, limits: Limits) -> str:
+    return (
+        f"the plan is {size / 1e6:.1f} MB, over the limit of {limits.max_bytes / 1e6:.1f} MB: "
+        "is this the right file?"
+    )
+
+
+def read_source(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> PlanSource:
+    """Read a plan file or folder within ``limits.max_bytes`` and ``max_files``.
+
+    Raises :class:`LimitReached` (too big, too many files) or :class:`OSError`."""
+    target = Path(path)
+    files = plan_files(target)
+    if len(files) > limits.max_files:
+        raise LimitReached(f"the folder has {len(files)} plan files, over the limit of {limits.max_files}")
+    if sum(f.stat().st_size for f in files) > limits.max_bytes:
+        raise LimitReached(_too_big(sum(f.stat().st_size for f in files), limits))
+    read: list[tuple[str, bytes]] = []
+    left = limits.max_bytes
+    for file in files:
+        with file.open("rb") as stream:
+            body = stream.read(left + 1)  # a file growing while read is still bounded
+        left -= len(body)
+        if left < 0:
+            raise LimitReached(_too_big(limits.max_bytes + 1, limits))
+        read.append((file.name, body))
+    return PlanSource(str(target), tuple(read), target.is_dir())
 
 
 def _merge(into: dict[str, Any], part: dict[str, Any], filename: str, problems: list[Problem]) -> None:
@@ -206,24 +237,30 @@ def _merge(into: dict[str, Any], part: dict[str, Any], filename: str, problems: 
             )
 
 
-def _read_sources(path: Path) -> tuple[Any, dict[SourceKey, Scalar], list[Problem]]:
-    if not path.is_dir():
-        return read_yaml(path.read_text(encoding="utf-8"), path.name)
+def _read_files(source: PlanSource, limits: Limits) -> tuple[Any, SourceMap, list[Problem]]:
+    budget = Budget(limits)
+    if not source.folder:
+        name, body = source.files[0]
+        return _read_text(body.decode("utf-8"), name, budget)
     data: dict[str, Any] = {}
-    sources: dict[SourceKey, Scalar] = {}
+    sources = SourceMap()
     problems: list[Problem] = []
-    for file in sorted([*path.glob("*.yaml"), *path.glob("*.yml")]):
-        part, part_sources, part_problems = read_yaml(file.read_text(encoding="utf-8"), file.name)
+    for name, body in source.files:
+        part, part_sources, part_problems = _read_text(body.decode("utf-8"), name, budget)
         problems += part_problems
         if isinstance(part, dict):
-            _merge(data, part, file.name, problems)
+            _merge(data, part, name, problems)
             sources.update(part_sources)
         elif part is not None:
-            problems.append(Problem("(plan)", "a plan file must be a mapping", source=file.name))
+            problems.append(Problem("(plan)", "a plan file must be a mapping", source=name))
     return data, sources, problems
 
 
-def parse_plan(data: Any, sources: dict[SourceKey, Scalar], problems: list[Problem]) -> LoadResult:
+def parse_plan(
+    data: Any, sources: SourceMap | dict[SourceKey, Scalar], problems: list[Problem]
+) -> LoadResult:
+    if not isinstance(sources, SourceMap):
+        sources = SourceMap(dict(sources))
     if not isinstance(data, dict):
         if errors(problems):
             return LoadResult(None, problems)
@@ -231,22 +268,41 @@ def parse_plan(data: Any, sources: dict[SourceKey, Scalar], problems: list[Probl
     try:
         plan = Plan.model_validate(data)
     except ValidationError as exc:
-        return LoadResult(None, [*problems, *shape_problems(exc, data, sources)])
-    return LoadResult(plan, [*problems, *validate.relations(plan)])
+        shape = shape_problems(exc, data, sources)
+        rest = relations_of_the_rest(data, exc, _walk) or []  # every problem at once
+        return LoadResult(None, [*problems, *shape, *_located(rest, sources)])
+    return LoadResult(plan, [*problems, *_located(validate.relations(plan), sources)])
 
 
-def load_plan(path: str | Path) -> LoadResult:
+def load_source(source: PlanSource, limits: Limits = DEFAULT_LIMITS) -> LoadResult:
+    """Validate a plan already read; never raises for bad content."""
+    try:
+        data, sources, problems = _read_files(source, limits)
+    except LimitReached as exc:
+        return unreadable(exc)
+    except UnicodeDecodeError as exc:
+        return LoadResult(None, [Problem("(plan)", f"not UTF-8 text: {exc.reason} at byte {exc.start}")])
+    return parse_plan(data, sources, problems)
+
+
+def load_plan(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> LoadResult:
     """Read and validate a plan file or folder; never raises for bad content."""
     target = Path(path)
     if not target.exists():
         return LoadResult(None, [Problem("(plan)", f"no such file or folder: {target}")])
     try:
-        data, sources, problems = _read_sources(target)
-    except (OSError, UnicodeDecodeError) as exc:
-        return LoadResult(None, [Problem("(plan)", f"cannot read: {exc}")])
-    return parse_plan(data, sources, problems)
+        source = read_source(target, limits)
+    except (LimitReached, OSError) as exc:
+        return unreadable(exc)
+    return load_source(source, limits)
 
 
-def load_plan_text(text: str, filename: str = "plan.yaml") -> LoadResult:
-    data, sources, problems = read_yaml(text, filename)
-    return parse_plan(data, sources, problems)
+def unreadable(exc: LimitReached | OSError) -> LoadResult:
+    """The result for a plan that could not be read (too big, too many files, no access)."""
+    if isinstance(exc, LimitReached):
+        return LoadResult(None, [Problem("(plan)", f"refused: {exc}", source=exc.source)])
+    return LoadResult(None, [Problem("(plan)", f"cannot read: {exc}")])
+
+
+def load_plan_text(text: str, filename: str = "plan.yaml", limits: Limits = DEFAULT_LIMITS) -> LoadResult:
+    return load_source(PlanSource(filename, ((filename, text.encode("utf-8")),)), limits)

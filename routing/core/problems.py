@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Severity = Literal["error", "warning"]
@@ -20,6 +20,13 @@ class Problem:
     message: str
     severity: Severity = "error"
     source: str | None = None  # "plan.yaml:42" when known
+    # the path as parts, for the loader to find the line: ("tenants", "h", "menus", "main")
+    parts: tuple[PathPart, ...] | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def at(cls, parts: Sequence[PathPart], message: str, severity: Severity = "error") -> Problem:
+        """A problem at the value ``parts`` leads to (its line is found by the loader)."""
+        return cls(format_path(parts), message, severity, parts=tuple(parts))
 
     def __str__(self) -> str:
         where = f"{self.source}: " if self.source else ""

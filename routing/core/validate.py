@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 
 from routing.core import numbers
@@ -22,11 +23,29 @@ from routing.core.plan import (
     Tenant,
     Thresholds,
 )
-from routing.core.problems import PathPart, Problem, format_path
+from routing.core.problems import PathPart, Problem
 from routing.core.schedule import bank_holidays, expand_hours
 from routing.core.times import WEEKDAYS
 
 Path = tuple[PathPart, ...]
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """Parts of a plan left out of the relation checks because their shape was wrong.
+
+    A reference to a set-aside queue, menu, payment line or centre is not "unknown", and a
+    tenant whose menus or destinations lost a part is not judged for menu cycles and
+    reachability: what is left of it would give false alarms."""
+
+    names: frozenset[tuple[str, str, str]] = frozenset()  # (tenant or "" for centres, kind, name or "*")
+    graphs: frozenset[str] = frozenset()  # tenants
+
+    def has(self, tid: str, kind: str, name: str) -> bool:
+        return (tid, kind, name) in self.names or (tid, kind, "*") in self.names
+
+
+NOTHING_SET_ASIDE = SetAside()
 
 
 def _known(names: object) -> str:
@@ -77,18 +96,32 @@ def all_destinations(tenant: Tenant) -> Iterator[tuple[Path, Destination]]:
         yield from menu_destinations(tenant, name)
 
 
-def _reference(plan: Plan, tenant: Tenant, dest: Destination) -> str | None:
+def _reference(plan: Plan, tid: str, tenant: Tenant, dest: Destination, aside: SetAside) -> str | None:
     """What is wrong with what ``dest`` refers to, or None."""
     if isinstance(dest, QueueDest) and dest.queue not in tenant.queues:
-        return f"unknown queue '{dest.queue}' {_known(tenant.queues)}"
+        return (
+            None
+            if aside.has(tid, "queue", dest.queue)
+            else f"unknown queue '{dest.queue}' {_known(tenant.queues)}"
+        )
     if isinstance(dest, MenuDest) and dest.menu not in tenant.menus:
-        return f"unknown menu '{dest.menu}' {_known(tenant.menus)}"
+        return (
+            None
+            if aside.has(tid, "menu", dest.menu)
+            else f"unknown menu '{dest.menu}' {_known(tenant.menus)}"
+        )
     if isinstance(dest, PaymentDest) and dest.line not in tenant.payment_lines:
+        if aside.has(tid, "payment_line", dest.line):
+            return None
         return f"unknown payment line '{dest.line}' {_known(tenant.payment_lines)}"
     if isinstance(dest, ExternalDest) and dest.centre is not None:
         centre = plan.centres.get(dest.centre)
         if centre is None:
-            return f"unknown centre '{dest.centre}' {_known(plan.centres)}"
+            return (
+                None
+                if aside.has("", "centre", dest.centre)
+                else f"unknown centre '{dest.centre}' {_known(plan.centres)}"
+            )
         if dest.centre == plan.centre:
             return f"centre '{dest.centre}' is this centre itself: route to one of its queues instead"
         if centre.number is None:
@@ -96,11 +129,11 @@ def _reference(plan: Plan, tenant: Tenant, dest: Destination) -> str | None:
     return None
 
 
-def _references(plan: Plan, tid: str, tenant: Tenant) -> Iterator[Problem]:
+def _references(plan: Plan, tid: str, tenant: Tenant, aside: SetAside) -> Iterator[Problem]:
     for path, dest in all_destinations(tenant):
-        message = _reference(plan, tenant, dest)
+        message = _reference(plan, tid, tenant, dest, aside)
         if message is not None:
-            yield Problem(format_path(("tenants", tid, *path)), message)
+            yield Problem.at(("tenants", tid, *path), message)
 
 
 # --- the menu graph ----------------------------------------------------------------------
@@ -134,15 +167,13 @@ def _menu_graph(tid: str, tenant: Tenant) -> Iterator[Problem]:
     for name in sorted(tenant.menus):
         if not _closure({name}, edges) & exits:
             loop = " -> ".join(sorted(_closure({name}, edges)))
-            yield Problem(
-                format_path(("tenants", tid, "menus", name)),
+            yield Problem.at(
+                ("tenants", tid, "menus", name),
                 f"menu cycle with no exit: {loop} never reaches a queue, service or hangup",
             )
     roots = {d.menu for _, d in tenant_destinations(tenant) if isinstance(d, MenuDest)}
     for name in sorted(set(tenant.menus) - _closure(roots, edges)):
-        yield Problem(
-            format_path(("tenants", tid, "menus", name)), "unreachable menu: no destination leads to it"
-        )
+        yield Problem.at(("tenants", tid, "menus", name), "unreachable menu: no destination leads to it")
 
 
 def _menu_keys(tid: str, tenant: Tenant) -> Iterator[Problem]:
@@ -151,27 +182,27 @@ def _menu_keys(tid: str, tenant: Tenant) -> Iterator[Problem]:
         for field in ("repeat_key", "parent_key"):
             key = getattr(menu, field)
             if key is not None and key in menu.options:
-                yield Problem(format_path((*base, field)), f"key '{key}' is also an option of this menu")
+                yield Problem.at((*base, field), f"key '{key}' is also an option of this menu")
         if menu.repeat_key is not None and menu.repeat_key == menu.parent_key:
-            yield Problem(format_path((*base, "parent_key")), "the repeat and parent keys are the same")
+            yield Problem.at((*base, "parent_key"), "the repeat and parent keys are the same")
 
 
 # --- tenants, queues, numbers --------------------------------------------------------------
 
 
 def _out_of_hours(tid: str, tenant: Tenant) -> Iterator[Problem]:
-    path = format_path(("tenants", tid, "out_of_hours"))
+    path = ("tenants", tid, "out_of_hours")
     if tenant.out_of_hours is None:
-        yield Problem(path, "tenant has no out-of-hours path: callers after hours would reach nobody")
+        yield Problem.at(path, "tenant has no out-of-hours path: callers after hours would reach nobody")
         return
     final = tenant.out_of_hours
     while isinstance(final, AnnouncementDest):
         final = final.then
     if isinstance(final, QueueDest):
-        yield Problem(path, f"out-of-hours goes to queue '{final.queue}', which nobody staffs after hours")
+        yield Problem.at(path, f"out-of-hours goes to queue '{final.queue}', which nobody staffs after hours")
     if tenant.emergency_cover is None:
-        yield Problem(
-            format_path(("tenants", tid, "emergency_cover")),
+        yield Problem.at(
+            ("tenants", tid, "emergency_cover"),
             "no emergency cover: an emergency toggle would send callers to out-of-hours",
             "warning",
         )
@@ -186,12 +217,10 @@ def _hysteresis(path: Path, enter: Thresholds, leave: Thresholds) -> Iterator[Pr
         if low is None:
             continue
         if high is None:
-            yield Problem(
-                format_path((*path, "leave", metric)), f"'{metric}' has a leave threshold but no enter one"
-            )
+            yield Problem.at((*path, "leave", metric), f"'{metric}' has a leave threshold but no enter one")
         elif low > high:
-            yield Problem(
-                format_path((*path, "leave", metric)),
+            yield Problem.at(
+                (*path, "leave", metric),
                 f"leave threshold {low} is above the enter threshold {high}",
             )
 
@@ -200,18 +229,18 @@ def _queues(tid: str, tenant: Tenant) -> Iterator[Problem]:
     for name, queue in tenant.queues.items():
         path: Path = ("tenants", tid, "queues", name)
         if queue.overflow is None and queue.failover is None:
-            yield Problem(
-                format_path(path),
+            yield Problem.at(
+                path,
                 "queue has no overflow or failover: callers wait until they give up",
                 "warning",
             )
         if queue.overflow is None:
             continue
         if queue.overflow.to == QueueDest(type="queue", queue=name):
-            yield Problem(format_path((*path, "overflow", "to")), "queue overflows to itself")
+            yield Problem.at((*path, "overflow", "to"), "queue overflows to itself")
         if queue.overflow.leave is None:
-            yield Problem(
-                format_path((*path, "overflow")),
+            yield Problem.at(
+                (*path, "overflow"),
                 "no leave thresholds: overflow stops as soon as the enter ones are not met (may flap)",
                 "warning",
             )
@@ -225,8 +254,8 @@ def _numbers(plan: Plan) -> Iterator[Problem]:
         for i, number in enumerate(tenant.numbers):
             other = owner.setdefault(number, tid)
             if other != tid or tenant.numbers.index(number) != i:
-                yield Problem(
-                    format_path(("tenants", tid, "numbers", i)),
+                yield Problem.at(
+                    ("tenants", tid, "numbers", i),
                     f"number {numbers.display(number)} is already tenant {other}'s",
                 )
 
@@ -235,8 +264,8 @@ def _calendar(tid: str, tenant: Tenant) -> Iterator[Problem]:
     for i, special in enumerate(tenant.special_openings):
         holiday = bank_holidays(tenant.bank_holidays, special.date.year).get(special.date)
         if holiday is not None and not special.overrides_holiday:
-            yield Problem(
-                format_path(("tenants", tid, "special_openings", i)),
+            yield Problem.at(
+                ("tenants", tid, "special_openings", i),
                 f"{special.date} is a bank holiday ({holiday}) which wins: set overrides_holiday: true "
                 "to open",
                 "warning",
@@ -244,29 +273,28 @@ def _calendar(tid: str, tenant: Tenant) -> Iterator[Problem]:
     for day, ranges in zip(WEEKDAYS, expand_hours(tenant.hours), strict=True):
         for first, second in itertools.pairwise(ranges):
             if second.start < first.end:
-                yield Problem(
-                    format_path(("tenants", tid, "hours")), f"{day}: {first} and {second} overlap", "warning"
-                )
+                yield Problem.at(("tenants", tid, "hours"), f"{day}: {first} and {second} overlap", "warning")
     ids = [a.id for a in tenant.announcements]
     for i, item in enumerate(tenant.announcements):
         if ids.index(item.id) != i:
-            yield Problem(
-                format_path(("tenants", tid, "announcements", i, "id")), f"duplicate id '{item.id}'"
-            )
+            yield Problem.at(("tenants", tid, "announcements", i, "id"), f"duplicate id '{item.id}'")
         if item.end - item.start > timedelta(days=366):
-            yield Problem(
-                format_path(("tenants", tid, "announcements", i)), "runs for over a year", "warning"
-            )
+            yield Problem.at(("tenants", tid, "announcements", i), "runs for over a year", "warning")
 
 
-def relations(plan: Plan) -> list[Problem]:
-    """Every relation problem of ``plan`` (errors and warnings), in plan order."""
+def relations(plan: Plan, aside: SetAside = NOTHING_SET_ASIDE) -> list[Problem]:
+    """Every relation problem of ``plan`` (errors and warnings), in plan order.
+
+    ``aside``: what was left out of ``plan`` because its shape was wrong (see :class:`SetAside`)."""
     problems: list[Problem] = []
-    if plan.centre not in plan.centres:
-        problems.append(Problem("centre", f"unknown centre '{plan.centre}' {_known(plan.centres)}"))
+    if plan.centre not in plan.centres and not aside.has("", "centre", plan.centre):
+        problems.append(Problem.at(("centre",), f"unknown centre '{plan.centre}' {_known(plan.centres)}"))
     problems += _numbers(plan)
     for tid, tenant in plan.tenants.items():
-        for check in (_out_of_hours, _menu_graph, _menu_keys, _queues, _calendar):
+        problems += _out_of_hours(tid, tenant)
+        if tid not in aside.graphs:
+            problems += _menu_graph(tid, tenant)
+        for check in (_menu_keys, _queues, _calendar):
             problems += check(tid, tenant)
-        problems += _references(plan, tid, tenant)
+        problems += _references(plan, tid, tenant, aside)
     return problems

@@ -17,6 +17,7 @@ from emulator.agi import CallerScript
 from emulator.dialplan import place_call
 from routing.redis_keys import KEYS
 from tests.controller.conftest import EXAMPLE, HARBOROUGH
+from tests.core.test_plan_limits import BILLION_LAUGHS
 from tests.support.redis_server import RedisServer, free_port
 
 
@@ -87,25 +88,83 @@ async def test_serve_routes_calls(served: Served) -> None:
     assert "07700900123" not in served.log.read_text()
 
 
-async def test_reload_only_a_valid_plan_and_audit_both(served: Served, redis_server: RedisServer) -> None:
-    """A broken edit is rejected (the old plan serves on); SIGHUP after a fix reloads it."""
+async def audit_whats(redis_server: RedisServer, plan: Path) -> list[str]:
+    """This plan's audit entries, newest first (the Redis server is shared by the tests)."""
+    redis = Redis.from_url(redis_server.url)
+    try:
+        rows = await redis.xrevrange(KEYS.audit_stream(), count=100)
+    finally:
+        await redis.aclose()
+    entries = [json.loads(fields[b"entry"]) for _, fields in rows]
+    return [e["what"] for e in entries if e.get("path") == str(plan)]
+
+
+def count(served: Served, event: str) -> int:
+    return sum(e.get("event") == event for e in served.events())
+
+
+async def test_reload_only_a_valid_plan_and_audit_each(served: Served, redis_server: RedisServer) -> None:
+    """A broken edit is rejected (the old plan serves on); a fix is taken; SIGHUP with nothing new
+    changed does nothing."""
     served.plan.write_text(EXAMPLE.read_text().replace("queue: waste}", "queue: bins}", 1))
     await served.wait_for("plan.rejected")
+    rejected = next(e for e in served.events() if e.get("event") == "plan.rejected")
+    assert rejected["problems"] == [
+        "plan.yaml:70: tenants.harborough.menus.main.options.\"2\": unknown queue 'bins' "
+        "(known: charnwood_assist, emergency, revenues, waste)"
+    ]
     record = await place_call("127.0.0.1", served.port, CallerScript(dial=HARBOROUGH, steps=[]))
     assert record.steps[0] == "route (open)"
     served.plan.write_text(EXAMPLE.read_text().replace('"01632 960001"', '"01632 960002"'))
     await served.wait_for("plan.reloaded")
     served.process.send_signal(signal.SIGHUP)
-    await served.wait_for("plan.reloaded", count=2)
+    await served.wait_for("plan.unchanged")
     record = await place_call("127.0.0.1", served.port, CallerScript(dial="01632960002", steps=[]))
     assert record.variables["CR_TENANT"] == "harborough"
-    redis = Redis.from_url(redis_server.url)
-    try:
-        rows = await redis.xrevrange(KEYS.audit_stream(), count=10)
-    finally:
-        await redis.aclose()
-    whats = [json.loads(fields[b"entry"])["what"] for _, fields in rows]
-    assert whats[:3] == ["plan.reload.accepted", "plan.reload.accepted", "plan.reload.rejected"]
+    assert count(served, "plan.reloaded") == 1
+    assert await audit_whats(redis_server, served.plan) == ["plan.reload.accepted", "plan.reload.rejected"]
+
+
+async def test_one_save_is_one_reload_and_one_audit_entry(served: Served, redis_server: RedisServer) -> None:
+    """A save and a SIGHUP straight after it (both the watcher and the signal see the change)."""
+    served.plan.write_text(EXAMPLE.read_text().replace('"08:30-17:30"', '"08:00-18:00"'))
+    served.process.send_signal(signal.SIGHUP)
+    await served.wait_for("plan.reloaded")
+    await served.wait_for("plan.unchanged")
+    await asyncio.sleep(1.0)  # five watch intervals: nothing else comes
+    assert count(served, "plan.reloaded") == 1
+    assert count(served, "plan.unchanged") == 1
+    assert await audit_whats(redis_server, served.plan) == ["plan.reload.accepted"]
+    served.plan.write_text(served.plan.read_text())  # saved again, unchanged: no reload either
+    await served.wait_for("plan.unchanged", count=2)
+    assert await audit_whats(redis_server, served.plan) == ["plan.reload.accepted"]
+
+
+async def test_a_billion_laughs_saved_under_serve_is_refused_and_calls_go_on(served: Served) -> None:
+    """The hostile plan is refused within seconds, the controller's memory stays put, calls are
+    routed meanwhile and SIGTERM still drains."""
+    before = resident_bytes(served.process.pid)
+    served.plan.write_text(BILLION_LAUGHS + "\n")
+    started = asyncio.get_running_loop().time()
+    for _ in range(5):
+        record = await place_call("127.0.0.1", served.port, CallerScript(dial=HARBOROUGH, steps=[]))
+        assert record.steps[0] == "route (open)"
+    await served.wait_for("plan.rejected")
+    assert asyncio.get_running_loop().time() - started < 5
+    rejected = next(e for e in served.events() if e.get("event") == "plan.rejected")
+    assert "aliases (*name) repeat more than 100,000 values" in rejected["problems"][0]
+    assert resident_bytes(served.process.pid) - before < 20_000_000
+    served.process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(15):
+        assert await served.process.wait() == 0
+
+
+def resident_bytes(pid: int) -> int:
+    """A process's resident memory, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
 
 
 async def test_sigterm_drains_and_exits(served: Served) -> None:

@@ -40,8 +40,12 @@ def test_check_broken_plan_lists_every_problem_on_stderr(
     code, out, err = run(capsys, "plan", "check", str(target))
     assert code == 1
     assert out == ""
-    assert "tenants.harborough.numbers[0]: YAML read +441632960001 as a number" in err
-    assert "plan.yaml:" in err
+    assert err.splitlines() == [
+        "plan.yaml:29: tenants.harborough.numbers[0]: YAML read +441632960001 as a number: quote this value: "
+        '"+441632960001"',
+        "plan.yaml:70: tenants.harborough.menus.main.options.\"2\": unknown queue 'billing' "
+        "(known: charnwood_assist, emergency, revenues, waste)",
+    ]
 
 
 def test_check_relation_errors_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -60,7 +64,7 @@ def test_check_relation_errors_json(capsys: pytest.CaptureFixture[str], tmp_path
         "severity": "error",
         "path": 'tenants.harborough.menus.main.options."2"',
         "message": "unknown queue 'bins' (known: charnwood_assist, emergency, revenues, waste)",
-        "source": None,
+        "source": "plan.yaml:70",
     } in data["problems"]
 
 
@@ -197,8 +201,9 @@ def test_diff_shows_where_and_when_plans_differ(capsys: pytest.CaptureFixture[st
     code, out, _ = run(
         capsys, "plan", "diff", EXAMPLE, str(new), "--from", "2026-12-01", "--to", "2027-01-10", "--json"
     )
-    rows = json.loads(out)
-    assert code == 0
+    data = json.loads(out)
+    rows = data["differences"]
+    assert (code, data["changes"]) == (1, 2)
     assert [(r["number"], r["keys"], r["from"], r["to"]) for r in rows] == [
         ("+441632960001", None, "2026-12-29T08:30:00+00:00", "2026-12-29T17:30:00+00:00"),
         ("+441632960001", None, "2027-01-08T08:30:00+00:00", "2027-01-08T17:30:00+00:00"),
@@ -218,18 +223,41 @@ def test_diff_of_a_menu_change_names_the_keys(capsys: pytest.CaptureFixture[str]
     code, out, _ = run(
         capsys, "plan", "diff", EXAMPLE, str(new), "--from", "2026-11-23", "--to", "2026-11-23"
     )
-    assert code == 0
+    assert code == 1
     assert out.splitlines() == [
         "01632 960001 keys 2: 2026-11-23 Mon 08:30 -> 2026-11-23 Mon 17:30",
         "    old: open: [harborough/bin-collection-change] queue waste",
         "    new: open: [harborough/bin-collection-change] queue revenues",
+        "1 change: the plans route calls differently",
     ]
 
 
 def test_diff_of_identical_plans(capsys: pytest.CaptureFixture[str]) -> None:
-    """No difference is said plainly."""
+    """No difference is said plainly: exit 0, and a count of 0 for machines."""
     code, out, _ = run(capsys, "plan", "diff", EXAMPLE, EXAMPLE, "--from", "2026-11-01", "--to", "2026-11-30")
     assert (code, out.strip()) == (0, "no difference: both plans route every call alike")
+    code, out, _ = run(
+        capsys, "plan", "diff", EXAMPLE, EXAMPLE, "--from", "2026-11-01", "--to", "2026-11-30", "--json"
+    )
+    assert (code, json.loads(out)) == (0, {"changes": 0, "differences": []})
+
+
+def test_diff_of_a_broken_plan_exits_two_with_the_errors_of_both(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Trouble is exit 2, as with diff(1), so a script cannot take it for "the plans differ"."""
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text("version: 2\n")
+    new.write_text(Path(EXAMPLE).read_text().replace("queue: waste}", "queue: bins}", 1))
+    code, out, err = run(
+        capsys, "plan", "diff", str(old), str(new), "--from", "2026-11-01", "--to", "2026-11-30"
+    )
+    assert (code, out) == (2, "")
+    assert f"callrouter: {old} has errors:" in err
+    assert f"callrouter: {new} has errors:" in err
+    assert "new.yaml:70: tenants.harborough.menus.main.options.\"2\": unknown queue 'bins'" in err
+    code, _, err = run(capsys, "plan", "diff", EXAMPLE, EXAMPLE, "--from", "2026-11-30", "--to", "2026-11-01")
+    assert (code, err.strip()) == (2, "callrouter: --to is before --from")
 
 
 def test_commands_on_a_broken_plan_exit_one(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

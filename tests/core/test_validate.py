@@ -444,3 +444,105 @@ def test_records_policy_archives_before_it_purges() -> None:
     assert message == "records.queue_service_level_s: unknown queue 'billing' (known: main)"
     path, message = only(doc(records="{retention_days: 0}"))
     assert path == "tenants.council.records.retention_days"
+
+
+# --- every problem at once: relations despite shape problems, with lines ----------------------
+
+
+def located(text: str) -> list[tuple[str | None, str, str]]:
+    return [(p.source, p.path, p.message) for p in problems(text) if p.severity == "error"]
+
+
+def example(*edits: tuple[str, str]) -> str:
+    text = EXAMPLE.read_text()
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return text
+
+
+def at(text: str, needle: str) -> str:
+    """``plan.yaml:N``: the line of ``text`` holding ``needle`` (the example plan grows)."""
+    [number] = [n for n, line in enumerate(text.splitlines(), 1) if needle in line]
+    return f"plan.yaml:{number}"
+
+
+ORPHAN = (
+    "      orphan: {prompt: p, options: {}, on_invalid: {type: menu, menu: orphan}, "
+    "on_timeout: {type: menu, menu: orphan}}\n"
+)
+
+
+def test_relation_problems_carry_the_line_of_the_value_at_fault() -> None:
+    text = example(
+        ('"2": {type: queue, queue: waste}', '"2": {type: queue, queue: bins}'),
+        ("emergency_cover: {type: queue, queue: general}", "emergency_cover: {type: queue, queue: nobody}"),
+        ("    queues:\n      general:", ORPHAN + "    queues:\n      general:"),
+    )
+    assert located(text) == [
+        (at(text, "queue: bins}"), 'tenants.harborough.menus.main.options."2"',
+         "unknown queue 'bins' (known: charnwood_assist, emergency, revenues, waste)"),
+        (at(text, "orphan: {prompt"), "tenants.charnwood.menus.orphan",
+         "menu cycle with no exit: orphan never reaches a queue, service or hangup"),
+        (at(text, "orphan: {prompt"), "tenants.charnwood.menus.orphan",
+         "unreachable menu: no destination leads to it"),
+        (at(text, "queue: nobody}"), "tenants.charnwood.emergency_cover",
+         "unknown queue 'nobody' (known: general)"),
+    ]  # fmt: skip
+
+
+def test_relations_are_checked_even_with_shape_problems() -> None:
+    """An unquoted time and an unquoted number do not hide an unknown queue: all three, with lines."""
+    text = example(
+        ('weekdays: ["08:30-17:30"]', "weekdays: [18:00]"),
+        ('numbers: ["01632 960100"]', "numbers: [+441632960100]"),
+        ('"2": {type: queue, queue: waste}', '"2": {type: queue, queue: bins}'),
+    )
+    assert located(text) == [
+        (at(text, "weekdays: [18:00]"), "tenants.harborough.hours.weekdays[0]",
+         'YAML read 18:00 as a number: quote this value: "18:00"'),
+        (at(text, "numbers: [+441632960100]"), "tenants.charnwood.numbers[0]",
+         'YAML read +441632960100 as a number: quote this value: "+441632960100"'),
+        (at(text, "queue: bins}"), 'tenants.harborough.menus.main.options."2"',
+         "unknown queue 'bins' (known: charnwood_assist, emergency, revenues, waste)"),
+    ]  # fmt: skip
+
+
+def test_a_part_set_aside_causes_no_false_alarm() -> None:
+    """A malformed menu is left out of the relation checks: the options leading to it are not
+    "unknown menu", and no menu is called unreachable for lack of it; a malformed out-of-hours
+    is not "no out-of-hours path". A real unknown reference elsewhere is still found."""
+    more, ooh = '        prompt: "harborough/more-services"', '      label: "Charnwood out-of-hours service"'
+    text = example(
+        (more, more + "\n        colour: red"),
+        (ooh, ooh + "\n      extra: 1"),
+        ("on_timeout: {type: queue, queue: general}", "on_timeout: {type: queue, queue: genral}"),
+    )
+    assert located(text) == [
+        (at(text, "colour: red"), "tenants.harborough.menus.more.colour", "unknown field 'colour'"),
+        (at(text, "extra: 1"), "tenants.charnwood.out_of_hours.extra", "unknown field 'extra'"),
+        (at(text, "queue: genral}"), "tenants.charnwood.menus.main.on_timeout",
+         "unknown queue 'genral' (known: general)"),
+    ]  # fmt: skip
+
+
+def test_list_items_set_aside_keep_the_others_paths() -> None:
+    """With a malformed announcement dropped, the one after it is still called announcements[2]."""
+    item = '{id: bins, prompt: p, start: "2026-11-01 00:00", end: "2026-11-30 00:00"}'
+    text = doc(announcements=f"\n      - {{id: bad}}\n      - {item}\n      - {item}")
+    assert located(text) == [
+        ("plan.yaml:18", "tenants.council.announcements[0].prompt", "missing required field 'prompt'"),
+        ("plan.yaml:18", "tenants.council.announcements[0].start", "missing required field 'start'"),
+        ("plan.yaml:18", "tenants.council.announcements[0].end", "missing required field 'end'"),
+        ("plan.yaml:20", "tenants.council.announcements[2].id", "duplicate id 'bins'"),
+    ]
+
+
+def test_a_malformed_only_number_does_not_hide_the_tenant() -> None:
+    """A tenant's one number, unquoted, gets a stand-in: the tenant's relations are still checked."""
+    found = located(doc(numbers="[+441632960001]", entry="{type: queue, queue: nowhere}"))
+    assert found == [
+        ("plan.yaml:10", "tenants.council.numbers[0]",
+         'YAML read +441632960001 as a number: quote this value: "+441632960001"'),
+        ("plan.yaml:12", "tenants.council.entry", "unknown queue 'nowhere' (known: main)"),
+    ]  # fmt: skip
