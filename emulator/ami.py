@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
@@ -284,6 +285,9 @@ class FakeAmi:
     def answer(self, uniqueid: str, interface: str, send: bool = True) -> Emission:
         """The member at ``interface`` answers the waiting caller."""
         agent = self.model.new_channel(interface, "Agent", "2101")
+        caller = self.model.find_caller(uniqueid)
+        if caller is not None:  # every leg of a call carries the caller's Linkedid
+            agent = dataclasses.replace(agent, linkedid=caller.channel.linkedid or caller.channel.uniqueid)
         return self.emit(self.model.answer(uniqueid, interface, agent, self.clock()), send)
 
     def complete(self, uniqueid: str, send: bool = True) -> Emission:

@@ -575,16 +575,27 @@ class Pbx:
     # -- channels ------------------------------------------------------------------------------
 
     def new_channel(
-        self, name: str, *, caller_num: str = "", caller_name: str = "", linkedid: str = ""
+        self,
+        name: str,
+        *,
+        caller_num: str = "",
+        caller_name: str = "",
+        linkedid: str = "",
+        context: str = "",
+        exten: str = "",
+        uniqueid: str = "",
     ) -> Channel:
-        """A channel (``linkedid``: the call it is made for, as a dialled leg carries its caller's)."""
+        """A channel (``linkedid``: the call it is made for, as a dialled leg carries its caller's;
+        ``context``/``exten``: where it starts, as its ``Newchannel`` says)."""
         number = next(_numbers)
         channel = Channel(
             name=name,
-            uniqueid=f"1795963255.{number}",
+            uniqueid=uniqueid or f"1795963255.{number}",
             caller_num=caller_num,
             caller_name=caller_name,
             linkedid=linkedid,
+            context=context,
+            exten=exten,
         )
         if self.ami is not None:
             self.ami.channel_created(channel)
