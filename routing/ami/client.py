@@ -62,14 +62,22 @@ class AmiLoginFailed(ConnectionError):
 
 
 def plain_headers(message: Mapping[str, str]) -> dict[str, str]:
-    """A panoramisk Message as a plain dict in wire order (header case kept)."""
+    """A panoramisk Message as a plain dict in wire order (header case kept).
+
+    A repeated header keeps its first value: panoramisk makes a list of them, and a
+    ``UserEvent`` raised on a channel repeats ``Linkedid`` (the channel block's, then the one
+    the dialplan passed: the same value, ``ami_queue_call_disposition.txt``)."""
     plain = getattr(message, "plain", None)  # set by parse_event; Message.__getattr__ gives ""
     if isinstance(plain, dict):
         return plain
     store = getattr(message, "_store", None)
     if store is not None:  # CaseInsensitiveDict: {lower: (Original, value)}
-        return {k: v for k, v in store.values() if k != "content"}
-    return dict(message.items())
+        return {k: _first(v) for k, v in store.values() if k != "content"}
+    return {k: _first(v) for k, v in message.items()}
+
+
+def _first(value: str | list[str]) -> str:
+    return value[0] if isinstance(value, list) else value
 
 
 def parse_event(raw: str) -> Message | None:
