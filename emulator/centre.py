@@ -111,6 +111,27 @@ class CallCentre:
     def user_event(self, channel: Channel, data: str) -> None:
         self._emit([user_event(channel, data)])
 
+    def dialled(self, caller: Channel, leg: Channel, dial_string: str, status: str) -> None:
+        """``Dial()`` of an outward leg: ``DialBegin`` (the caller's block, the leg's, DialString)
+        and ``DialEnd`` with DIALSTATUS (``dial_pjsip_trunk_forms.txt``)."""
+        begin = [
+            ("Event", "DialBegin"),
+            ("Privilege", "call,all"),
+            *ami_wire.channel_block(wire(caller)),
+            *ami_wire.channel_block(wire(leg), "Dest"),
+            ("DialString", dial_string),
+        ]
+        if status == "ANSWER":
+            leg.state = "Up"
+        end = [
+            ("Event", "DialEnd"),
+            ("Privilege", "call,all"),
+            *ami_wire.channel_block(wire(caller)),
+            *ami_wire.channel_block(wire(leg), "Dest"),
+            ("DialStatus", status),
+        ]
+        self._emit([begin, end])
+
     def caller_gone(self, channel: Channel, *, by_caller: bool) -> None:
         """The caller's channel is done: their BYE (``HangupRequest``, no Cause) when they hung
         up, then ``Hangup`` 16; nothing when the queue already reported it."""

@@ -477,6 +477,8 @@ class PbxEvents(Protocol):
 
     def user_event(self, channel: Channel, data: str) -> None: ...
 
+    def dialled(self, caller: Channel, leg: Channel, dial_string: str, status: str) -> None: ...
+
 
 QueueCall = Callable[["Pbx", Channel, str, str, str], Awaitable[str]]
 """``(pbx, caller, queue, timeout, gosub) -> QUEUESTATUS`` for ``Queue()`` run by an emulated
@@ -924,6 +926,8 @@ class Pbx:
             await self.gosub_handler(leg, options["b"])
         attempt.invite = self.pjsip.invite(leg, caller, uri, user)
         attempt.status = self.far_end(attempt.invite)
+        if self.ami is not None:
+            self.ami.dialled(caller, leg, dest, attempt.status)
         return attempt.status
 
     async def _dial_local(self, caller: Channel, peer: str, dest: str, options: Mapping[str, str]) -> str:

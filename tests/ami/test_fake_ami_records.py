@@ -178,3 +178,24 @@ async def test_newchannel_has_the_captured_headers(fake: FakeAmi) -> None:
     real = next(m for m in captured("ami_queue_call_disposition.txt") if m[0] == ("Event", "Newchannel"))
     assert names(mine) == names(real)
     assert (value(mine, "Uniqueid"), value(mine, "Linkedid")) == (caller.uniqueid, caller.uniqueid)
+
+
+async def test_an_outward_dial_as_asterisk_reports_it(fake: FakeAmi) -> None:
+    """DialBegin (caller's block, the leg's, DialString) and DialEnd (DialStatus), the leg
+    carrying the caller's Linkedid (``dial_pjsip_trunk_forms.txt``)."""
+    client = await login(fake)
+    pbx, caller = pbx_with(CallCentre(fake))
+    await client.message()  # the caller's Newchannel
+    leg = pbx.new_channel("PJSIP/pstn-00000017", linkedid=caller.call_id)
+    pbx.ami.dialled(caller, leg, "+441632960999@pstn", "ANSWER")  # type: ignore[union-attr]
+    got = [parse_message(await client.message()) for _ in range(3)]
+    capture = captured("dial_pjsip_trunk_forms.txt")
+    for mine in got:
+        real = next(m for m in capture if m[0] == mine[0])
+        assert names(mine) == names(real), value(mine, "Event")
+    begin, end = got[1], got[2]
+    assert (value(begin, "DestLinkedid"), value(begin, "DialString")) == (
+        caller.uniqueid,
+        "+441632960999@pstn",
+    )
+    assert value(end, "DialStatus") == "ANSWER"

@@ -45,6 +45,7 @@ from tests.support.redis_server import RedisServer
 SECRET = "records-scenario-secret"
 CARD = "4929123456781234"
 CARD_LIKE = re.compile(r"[0-9]{13,19}")
+CHARNWOOD = "01632960100"
 SATURDAY_3PM = datetime(2026, 11, 28, 15, 0, tzinfo=LONDON)
 
 
@@ -146,7 +147,8 @@ async def test_every_call_makes_exactly_its_record(centre: Centre) -> None:
     timed_out = await centre.call("07700900106", [PressAfterPrompt("2")], QueuePlay("timeout"))
     withdrawn = await centre.call("07700900107", [PressAfterPrompt("1")], QueuePlay("withdraw"))
     later = await centre.call("07700900108", [PressAfterPrompt("1"), Silence(), Silence()], QueuePlay())
-    calls = [answered, abandoned, closed, in_menu, payment, timed_out, withdrawn, later]
+    partner = await centre.call("07700900109", [PressAfterPrompt("1")], QueuePlay("withdraw"), dial=CHARNWOOD)
+    calls = [answered, abandoned, closed, in_menu, payment, timed_out, withdrawn, later, partner]
 
     await wait_until(lambda: {k[0] for k in centre.records()} >= set(calls), timeout_s=10)
     await desktop_disposition(centre.fake, later, "complaint")
@@ -159,7 +161,7 @@ async def test_every_call_makes_exactly_its_record(centre: Centre) -> None:
     one = {call: docs[(call, 1)] for call in calls}
     for number, call in enumerate(calls, start=101):
         assert one[call]["caller"]["number"] == f"07700900{number}"
-        assert one[call]["tenant"] == "harborough"
+        assert one[call]["tenant"] == ("charnwood" if call == partner else "harborough")
         assert one[call]["complete"] is True
         assert one[call]["hangup"] is not None, call
 
@@ -198,6 +200,12 @@ async def test_every_call_makes_exactly_its_record(centre: Centre) -> None:
     r = one[withdrawn]
     assert next((q["queue"], q["outcome"]) for q in r["queues"]) == ("hdc-revenues", "withdrawn")
 
+    r = one[partner]
+    assert [d["kind"] for d in r["decisions"]] == ["open", "open", "overflow"]
+    assert [(q["queue"], q["outcome"]) for q in r["queues"]] == [("cbc-general", "withdrawn")]
+    assert [(h["centre"], h["answered"]) for h in r["hops"]] == [("harborough", True)]
+    assert r["centre"] == "harborough"
+
     assert one[later]["disposition"] is None
     v2 = docs[(later, 2)]
     assert v2["disposition"]["kind"] == "complaint"
@@ -208,7 +216,7 @@ async def test_every_call_makes_exactly_its_record(centre: Centre) -> None:
 
     log = centre.log.getvalue()
     assert log, "the controller logged nothing"
-    for number in range(101, 109):
+    for number in range(101, 110):
         assert f"07700900{number}" not in log
     assert CARD_LIKE.search(log) is None
     assert "87654321" not in log
