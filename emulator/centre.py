@@ -1,8 +1,8 @@
-r"""A pretend contact centre: Asterisk's AMI side, for whole calls and for demonstrations.
+"""A pretend contact centre: Asterisk's AMI side, for whole calls and for demonstrations.
 
 :class:`CallCentre` is the AMI side of the emulated PBX (:mod:`emulator.pbx`): every channel the
 PBX makes is reported on the fake AMI server as Asterisk reports it (``Newchannel``, the
-dialplan's ``UserEvent``\s, ``HangupRequest``/``Hangup``), and it plays each ``Queue()``: the
+dialplan's user events, ``HangupRequest``/``Hangup``), and it plays each ``Queue()``: the
 caller joins, then an adviser answers (the queue's gosub runs on the adviser's channel, the
 adviser's desktop sets ``CR_DISPOSITION`` on it, the adviser hangs up and their hangup handlers
 run), or the caller hangs up while waiting, or the queue times out, or the caller is withdrawn.

@@ -31,11 +31,18 @@ to Asterisk 22.10.1 where the captures in the Asterisk transcripts show its beha
   the timer and the soft hangup and goes on at ``T,1`` of the current context; with no ``T``
   the channel hangs up (``agi_hung_controller_timeout.txt``, README 6.3).
 
+* Every leg a call makes carries the call's Linkedid (``CHANNEL(linkedid)``). Hangup handlers
+  (``Set(CHANNEL(hangup_handler_push)=context,exten,priority)``) run, the last pushed first,
+  when the channel hangs up (:meth:`Pbx.run_hangup_handlers`). ``Queue()``'s 7th argument, the
+  gosub, is a context name run from ``s,1`` on the adviser's channel when an emulated centre
+  (:class:`emulator.centre.CallCentre`) plays the queue call; that centre also reports the
+  channels, user events and dials on the fake AMI server (:class:`PbxEvents`).
+
 An application or function it does not know raises :class:`DialplanError` (Asterisk would
 hang the channel up with "No application"), so a dialplan change it cannot follow fails loudly
 instead of passing; so does an ``e`` extension a timeout would reach. Not modelled: the ``h``
-extension and hangup handlers (callrouter's dialplans have none), bridging, media; applications
-other than ``AGI()`` take no time on the channel's clock.
+extension, bridging, media; applications other than ``AGI()`` take no time on the channel's
+clock.
 """
 
 from __future__ import annotations
