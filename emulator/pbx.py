@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -511,6 +512,9 @@ async def no_agi(pbx: Pbx, channel: Channel, url: str, args: list[str]) -> None:
 
 App = Callable[[Channel, str], Awaitable[None]]
 _numbers = itertools.count(0x20)
+# Asterisk's Uniqueid is <start time>.<sequence>: two runs of the emulator (two processes placing
+# calls to one controller) must not reuse each other's, as the contact records key calls by it.
+_EPOCH = int(time.time())
 
 
 @dataclass
@@ -599,7 +603,7 @@ class Pbx:
         number = next(_numbers)
         channel = Channel(
             name=name,
-            uniqueid=uniqueid or f"1795963255.{number}",
+            uniqueid=uniqueid or f"{_EPOCH}.{number}",
             caller_num=caller_num,
             caller_name=caller_name,
             linkedid=linkedid,
