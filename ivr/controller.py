@@ -136,7 +136,8 @@ class Controller:
     clock: Clock = utc_now
     live_timeout: float = 0.25
     facts: FactSink = _no_facts
-    """Where the call's facts go (a contact record builder, in memory: no I/O per fact)."""
+    """Where the call's facts go: in memory, no I/O per fact, and it must not raise
+    (:meth:`records.outbox.RecordPump.fact` counts and drops a fact the builder refuses)."""
     fact_clock: Callable[[], float] = time.time
     """Real time for facts (the decision clock may be a rehearsal clock)."""
 
