@@ -2,14 +2,16 @@
 
 :class:`CallCentre` is the AMI side of the emulated PBX (:mod:`emulator.pbx`): every channel the
 PBX makes is reported on the fake AMI server as Asterisk reports it (``Newchannel``, the
-dialplan's user events, ``HangupRequest``/``Hangup``), and it plays each ``Queue()``: the
+dialplan's user events, ``DialBegin``/``DialEnd`` of outward legs, ``HangupRequest``/``Hangup``
+of the caller), and it plays each ``Queue()``: the
 caller joins, then an adviser answers (the queue's gosub runs on the adviser's channel, the
 adviser's desktop sets ``CR_DISPOSITION`` on it, the adviser hangs up and their hangup handlers
 run), or the caller hangs up while waiting, or the queue times out, or the caller is withdrawn.
 Event order and headers follow the captures (``ami_queue_answered_call.txt``,
-``ami_queue_caller_abandon.txt``, ``ami_queue_timeout.txt``, ``ami_queue_call_disposition.txt``).
-Not reported: bridges, music on hold, DialBegin/DialEnd, device states and the ``Timestamp``
-header (records then take receive times).
+``ami_queue_caller_abandon.txt``, ``ami_queue_timeout.txt``, ``ami_queue_call_disposition.txt``,
+``dial_pjsip_trunk_forms.txt``). Not reported: bridges, music on hold, the queue's own
+DialBegin/DialEnd to advisers, ring-no-answer retries, the hang-up of outward legs, device
+states and the ``Timestamp`` header (records then take receive times).
 
 The demonstration:
 
