@@ -96,6 +96,9 @@ class RecordPump:
         except ValueError as exc:
             self.refused_facts += 1
             log.warning("records.fact_refused %s", str(exc)[:200])
+        except Exception as exc:  # a record is never worth failing a call for
+            self.refused_facts += 1
+            log.warning("records.fact_failed %s", type(exc).__name__)
 
     def ami(self, headers: Mapping[str, str], received_at: float) -> None:
         """An AMI event as Asterisk sent it (the consumer's ``on_message`` tap)."""
