@@ -9,13 +9,22 @@ dialplan calls ``AGI(agi://host/route,${EXTEN})``, one ``SET VARIABLE CR_ROUTE``
 handler is the controller's ``route`` over the example plan with live state cached from that
 Redis (as ``callrouter serve`` runs it), logging the ``call.routed`` event of every call
 (``--log-level info``).
+
+The same run measures the handler twice: without contact records, then as ``serve`` runs it
+with records (``route_with_records``: every fact into an in-memory
+:class:`records.builder.RecordBuilder`, its due records handed to a sink once a second; each
+call gets its own Linkedid, as on Asterisk).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import os
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +33,11 @@ from redis.asyncio import Redis
 from benchmarks import fastagi_bench
 from ivr.controller import Controller, NoLiveState, PlanHolder
 from ivr.fastagi import AgiChannel, AgiRequest
-from routing.core.live import QueueSnapshot
+from records import facts
+from records.builder import RecordBuilder
+from records.outbox import MemorySink, RecordPump
+from routing.core.decide import Call, decide, describe
+from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE, QueueSnapshot
 from routing.live.source import CachedLiveSource
 from routing.live.store import snapshot_json
 from routing.redis_keys import KEYS
@@ -66,12 +79,58 @@ async def route(channel: AgiChannel, request: AgiRequest) -> None:
     await _controller.route(channel, request)
 
 
+_recording: tuple[Controller, RecordPump] | None = None
+_calls = itertools.count(1)
+
+
+async def route_with_records(channel: AgiChannel, request: AgiRequest) -> None:
+    """The same handler with contact records on, as ``serve`` wires them."""
+    global _recording  # noqa: PLW0603 - built once per server process
+    if _recording is None:
+        controller = _controller_for_this_process()
+        pump = RecordPump(RecordBuilder(controller.plans.current.plan.centre, b"k" * 32), MemorySink())
+        controller.facts = pump.fact
+        task = asyncio.get_running_loop().create_task(pump.run())
+        _tasks.add(task)
+        _recording = (controller, pump)
+    call = dataclasses.replace(request, uniqueid=f"1795533300.{next(_calls)}")
+    await _recording[0].route(channel, call)
+
+
 async def seed(url: str) -> None:
     """Live state as a busy morning would leave it: a published partner snapshot."""
     redis = Redis.from_url(url)
     partner = QueueSnapshot("harborough", 1, 20, 3, 2, TUESDAY_10AM)
     await redis.set(KEYS.centre_snapshot("harborough"), snapshot_json(partner))
     await redis.aclose()
+
+
+def facts_cost(calls: int = 50_000) -> tuple[float, float]:
+    """In-process, the route's facts alone: us per call into a builder, and into a no-op sink.
+
+    What ``route`` reports per call on the example plan (the arrival, the decision, the
+    announcement heard), each call under its own Linkedid, ``due()`` once per 1,000 calls."""
+    holder = PlanHolder.load(PLAN)
+    plan = holder.current
+    decision = decide(Call(fastagi_bench.DIALLED, caller="01632960123"), plan, UNKNOWN_LIVE_STATE,
+                      NO_TOGGLES, _open_hours_clock())  # fmt: skip
+    destination = describe(decision.destination)
+
+    def run(sink: Callable[[facts.IvrFact], None], tick: Callable[[float], object]) -> float:
+        started = time.perf_counter()
+        for n in range(calls):
+            call_id, at = f"1795533300.{n}", 1795533300.0 + n / 50
+            sink(facts.CallArrived(call_id, at, fastagi_bench.DIALLED, "01632960123", decision.tenant))
+            sink(facts.route_decided(call_id, at, decision, destination))
+            for item in decision.prelude:
+                sink(facts.AnnouncementPlayed(call_id, at, item.prompt, False))
+            if n % 1000 == 999:
+                tick(at)
+        return (time.perf_counter() - started) / calls * 1e6
+
+    baseline = run(lambda _fact: None, lambda _at: None)
+    pump = RecordPump(RecordBuilder(plan.plan.centre, b"k" * 32), MemorySink())
+    return baseline, run(pump.fact, pump.builder.due)
 
 
 def main() -> None:
@@ -82,6 +141,16 @@ def main() -> None:
         fastagi_bench.main(
             ["--handler", "benchmarks.route_bench:route", "--log-level", "info", "--exchange", "route",
              "--baselines", *extra]
+        )  # fmt: skip
+        baseline, with_records = facts_cost()
+        print(
+            f"\nThe route's facts alone, in-process: {with_records:.1f} us per call into the builder "
+            f"({baseline:.1f} us building the same facts for a no-op sink)"
+        )
+        print("\nWith contact records (facts into the builder, due records to a sink each second):")
+        fastagi_bench.main(
+            ["--handler", "benchmarks.route_bench:route_with_records", "--log-level", "info",
+             "--exchange", "route", *extra]
         )  # fmt: skip
 
 

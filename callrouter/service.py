@@ -35,6 +35,9 @@ from callrouter.logs import configure_logging
 from callrouter.settings import Settings
 from ivr.controller import Clock, Controller, LiveSource, NoLiveState, PlanError, PlanHolder, utc_now
 from ivr.fastagi import FastAgiServer, ServerConfig, serve_until_signal
+from records.builder import RecordBuilder
+from records.model import ContactRecord
+from records.outbox import JsonlSink, RecordPump, RecordSink, stop_pump
 from routing.ami.consumer import AmiConsumer
 from routing.ami.settings import AmiSettings
 from routing.core.decide import CompiledPlan
@@ -81,6 +84,8 @@ class ServeOptions:
     max_sessions_per_peer: int = 1000
     max_pending: int = 128
     plan_publish_interval: float = 1.0
+    records_key: bytes | None = field(default=None, repr=False)
+    records_outbox: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, centre: str, **options: object) -> ServeOptions:
@@ -89,6 +94,7 @@ class ServeOptions:
         if ami is not None and not ami.centre:
             ami = dataclasses.replace(ami, centre=centre)
         password = settings.redis.password
+        key = settings.records.caller_hash_key
         values: dict[str, object] = {
             "plan": settings.require_plan(),
             "agi_host": settings.agi.host,
@@ -104,6 +110,8 @@ class ServeOptions:
             "allowed_peers": settings.agi.allowed_peers,
             "max_sessions_per_peer": settings.agi.max_sessions_per_peer,
             "max_pending": settings.agi.max_pending,
+            "records_key": key.get_secret_value().encode("utf-8") if key else None,
+            "records_outbox": settings.records.outbox,
         }
         return cls(**{**values, **options})  # type: ignore[arg-type]
 
@@ -300,13 +308,16 @@ def _stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(found)
 
 
-async def watch_plan(reloader: PlanReloader, interval: float, settle: float = 0.1) -> None:
-    """Reload the plan when its file (or any file of its folder) changes.
+async def watch_plan(
+    reloader: PlanReloader, interval: float, seen: tuple[tuple[str, int, int], ...], settle: float = 0.1
+) -> None:
+    """Reload the plan when its file (or any file of its folder) changes from ``seen``, the
+    files as they were before the plan in force was read (so a save while the controller was
+    starting is not missed; if the bytes turn out the same, the reload says "unchanged").
 
     A change is acted on once the files have stopped changing for ``settle`` seconds, so
     an editor still writing does not cause a reload of half a file."""
     path = reloader.holder.path
-    seen = await asyncio.to_thread(_stamp, path)
     while True:
         await asyncio.sleep(interval)
         current = await asyncio.to_thread(_stamp, path)
@@ -378,6 +389,7 @@ async def publish_plan(holder: PlanHolder, redis: Redis, interval: float) -> Non
 async def serve(options: ServeOptions, ready: Callable[[int], None] | None = None) -> int:
     """Run the controller until SIGTERM/SIGINT; returns the exit code."""
     try:
+        stamp = _stamp(options.plan)  # before reading: a save from now on is seen by the watcher
         holder, digest = first_plan(options.plan)
     except PlanError as exc:
         print(f"callrouter: the plan has errors, not starting:\n{exc}", file=sys.stderr)
@@ -386,6 +398,9 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     live, cached, redis = _live_source(options, holder)
     clock = rehearsal_clock(options.clock_start, options.clock_speed) if options.clock_start else utc_now
     controller = Controller(holder, live, clock=clock, live_timeout=options.live_timeout)
+    pump = record_pump(options, holder)
+    if pump is not None:
+        controller.facts = pump.fact
     server = FastAgiServer(server_config(options))
     controller.register(server)
     refused = await _listen(server)
@@ -397,7 +412,7 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
         if redis is not None:
             await redis.aclose()
         return EXIT_CANNOT_LISTEN
-    ami = await _start_ami(options, redis, cached, holder, clock)
+    ami = await _start_ami(options, redis, cached, holder, clock, pump=pump)
     loop = asyncio.get_running_loop()
     reloader = PlanReloader(holder, redis, last_digest=digest)
     reloads: set[asyncio.Task[str]] = set()
@@ -408,11 +423,12 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    watcher = asyncio.create_task(watch_plan(reloader, options.watch_interval))
+    watcher = asyncio.create_task(watch_plan(reloader, options.watch_interval, stamp))
     refresher = asyncio.create_task(cached.run(clock)) if cached is not None else None
     publisher = (
         asyncio.create_task(publish_plan(holder, redis, options.plan_publish_interval)) if redis else None
     )
+    pumping = asyncio.create_task(pump.run()) if pump is not None else None
     try:
         rehearsal = options.clock_start is not None
         log.info(
@@ -427,15 +443,7 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
         await serve_until_signal(server, drain_timeout=options.drain_timeout)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
-        for task in (watcher, refresher, publisher, ami[1] if ami else None):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if ami is not None:
-            await ami[0].stop()
-        if redis is not None:
-            await redis.aclose()
+        await _shut_down((watcher, refresher, publisher, ami[1] if ami else None), ami, pump, pumping, redis)
     log.info("controller.stopped", **asdict(server.counters))
     return 0
 
@@ -452,12 +460,71 @@ async def _listen(server: FastAgiServer) -> str | None:
     return None
 
 
+async def _shut_down(
+    tasks: tuple[asyncio.Task[None] | None, ...],
+    ami: tuple[AmiConsumer, asyncio.Task[None]] | None,
+    pump: RecordPump | None,
+    pumping: asyncio.Task[None] | None,
+    redis: Redis | None,
+) -> None:
+    """After the drain: background tasks, AMI, then every record held, then Redis."""
+    for task in tasks:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if ami is not None:
+        await ami[0].stop()
+    if pump is not None:  # after the drain and the last AMI event: hand over every record held
+        handed = await stop_pump(pump, pumping)
+        log.info("records.flushed", records=handed, appended=pump.appended, backlog=len(pump.backlog))
+    if redis is not None:
+        await redis.aclose()
+
+
+def record_pump(options: ServeOptions, holder: PlanHolder) -> RecordPump | None:
+    """Contact records: one builder for this controller, fed by its facts and the AMI tap,
+    its due records handed to the sink about once a second. None without a caller hash key."""
+    if options.records_key is None:
+        log.warning("records.not_configured", reason="no caller hash key: no contact records")
+        return None
+
+    def avoidable(tenant: str | None) -> tuple[str, ...]:
+        found = holder.current.plan.tenants.get(tenant or "")
+        return tuple(found.avoidable_contact_reasons) if found else ()
+
+    builder = RecordBuilder(holder.current.plan.centre, options.records_key, avoidable_reasons=avoidable)
+    return RecordPump(builder, record_sink(options))
+
+
+def record_sink(options: ServeOptions) -> RecordSink:
+    """Where this controller's records go: the JSON Lines outbox when one is set."""
+    if options.records_outbox is not None:
+        log.info("records.outbox", path=str(options.records_outbox))
+        return JsonlSink(options.records_outbox)
+    return UndeliveredSink()
+
+
+class UndeliveredSink:
+    """No destination configured: each record is counted and dropped (one warning)."""
+
+    def __init__(self) -> None:
+        self.dropped = 0
+
+    async def append(self, record: ContactRecord) -> None:
+        if self.dropped == 0:
+            log.warning("records.no_destination", detail="set records.outbox to keep contact records")
+        self.dropped += 1
+
+
 async def _start_ami(
     options: ServeOptions,
     redis: Redis | None,
     cached: CachedLiveSource | None,
     holder: PlanHolder,
     clock: Clock,
+    *,
+    pump: RecordPump | None = None,
 ) -> tuple[AmiConsumer, asyncio.Task[None]] | None:
     """The AMI consumer (live queue state into Redis) and the withdrawer, when AMI is set up."""
     if options.ami is None or redis is None or cached is None:
@@ -465,7 +532,13 @@ async def _start_ami(
         return None
     instance = f"{socket.gethostname()}:{os.getpid()}"
     pipeline = ami_pipeline(
-        options.ami, redis, instance, cached, clock=clock, withdraw_interval_s=options.withdraw_interval
+        options.ami,
+        redis,
+        instance,
+        cached,
+        clock=clock,
+        withdraw_interval_s=options.withdraw_interval,
+        on_message=pump.ami if pump is not None else None,
     )
     await pipeline.consumer.start()
     return pipeline.consumer, asyncio.create_task(pipeline.withdrawer.run())
@@ -498,7 +571,7 @@ SERVE_SETTINGS = (
     "plan", "agi.host", "agi.port", "redis.url", "redis.enabled", "live_timeout_s", "agi.max_sessions",
     "agi.call_timeout_s", "agi.drain_timeout_s", "agi.allowed_peers", "agi.max_sessions_per_peer",
     "agi.max_pending", "watch_interval_s", "ami.host", "ami.port", "ami.username", "ami.centre",
-    "ami.publish_queue", "log.level", "log.console",
+    "ami.publish_queue", "log.level", "log.console", "records.outbox",
 )  # fmt: skip
 
 

@@ -29,11 +29,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from redis.asyncio import Redis
 
+from records.builder import MIN_KEY_BYTES
 from routing.ami.settings import AmiSettings
 
 ENV_PREFIX = "CALLROUTER_"
 CONFIG_ENV = "CALLROUTER_CONFIG"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+MIN_HASH_KEY_BYTES = MIN_KEY_BYTES
 
 
 class SettingsError(ValueError):
@@ -106,6 +108,23 @@ class LogSettings(_Section):
         return value.lower() if isinstance(value, str) else value
 
 
+class RecordsSettings(_Section):
+    caller_hash_key: SecretStr | None = Field(
+        None,
+        description="key (16 bytes or more) of the contact records' caller hash; unset: no records",
+    )
+    outbox: Path | None = Field(
+        None, description="JSON Lines file each contact record version is also appended to (unset: none)"
+    )
+
+    @field_validator("caller_hash_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode("utf-8")) < MIN_HASH_KEY_BYTES:
+            raise ValueError(f"the caller hash key must be at least {MIN_HASH_KEY_BYTES} bytes")
+        return value
+
+
 class Settings(_Section):
     """Every setting of every command. ``ami`` is None when no AMI host is set."""
 
@@ -115,6 +134,7 @@ class Settings(_Section):
     redis: RedisSettings = RedisSettings()
     agi: AgiSettings = AgiSettings()
     log: LogSettings = LogSettings()
+    records: RecordsSettings = RecordsSettings()
     ami: AmiSettings | None = None
 
     def require_plan(self) -> Path:
@@ -189,9 +209,10 @@ _FLAGS: dict[str, Flag] = {
     "ami.username": Flag("--ami-user"),
     "ami.centre": Flag("--centre"),
     "ami.publish_queue": Flag("--publish-queue"),
+    "records.outbox": Flag("--records-outbox"),
 }
 _ENV_NAMES = {"redis.url": "CALLROUTER_REDIS"}  # kept from before this model; the rest are derived
-SECRETS = ("redis.password", "ami.secret")
+SECRETS = ("redis.password", "ami.secret", "records.caller_hash_key")
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
@@ -118,6 +119,7 @@ class FakeAmi:
             "playdtmf": self._play_dtmf,
             "events": self._events,
             "logoff": self._logoff,
+            "userevent": self._user_event,
         }
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -284,6 +286,9 @@ class FakeAmi:
     def answer(self, uniqueid: str, interface: str, send: bool = True) -> Emission:
         """The member at ``interface`` answers the waiting caller."""
         agent = self.model.new_channel(interface, "Agent", "2101")
+        caller = self.model.find_caller(uniqueid)
+        if caller is not None:  # every leg of a call carries the caller's Linkedid
+            agent = dataclasses.replace(agent, linkedid=caller.channel.linkedid or caller.channel.uniqueid)
         return self.emit(self.model.answer(uniqueid, interface, agent, self.clock()), send)
 
     def complete(self, uniqueid: str, send: bool = True) -> Emission:
@@ -432,6 +437,19 @@ class FakeAmi:
         session.events = action.get("eventmask", "on").lower() != "off"
         session.send(_reply(action, "Success", ("Events", "On" if session.events else "Off")))
 
+    async def _user_event(self, session: _Session, action: dict[str, str]) -> None:
+        """``UserEvent``: ``Event Sent``, then an event to every listener with no channel fields:
+        ``UserEvent`` first, then the action's other headers in order, ActionID included
+        (manager.c ``action_userevent``; ``ami_queue_call_disposition.txt``)."""
+        if not action.get("userevent"):
+            session.send(_reply(action, "Error", ("Message", "Missing UserEvent")))
+            return
+        session.send(_reply(action, "Success", ("Message", "Event Sent")))
+        raw = getattr(action, "raw", list(action.items()))
+        body = [(k, v) for k, v in raw if k.lower() not in ("action", "userevent")]
+        head = [("Event", "UserEvent"), ("Privilege", "user,all"), ("UserEvent", action["userevent"])]
+        self.emit([[*head, *body]])
+
     async def _logoff(self, session: _Session, action: dict[str, str]) -> None:
         session.send(_reply(action, "Goodbye", ("Message", "Thanks for all the fish.")))
         session.writer.close()
@@ -488,11 +506,21 @@ class _PeakStep:
 _NAMES = ("Jane Resident", "Zoë Brontë", "Siân Llŷr", "Seán Ó Briain", "Renée Müller")
 
 
+class _Action(dict[str, str]):
+    """An action's headers, names lower-cased (Asterisk matches them case-insensitively);
+    ``raw``: as the client sent them, in order (UserEvent echoes them)."""
+
+    raw: Message
+
+
 async def _actions(reader: asyncio.StreamReader) -> AsyncIterator[dict[str, str]]:
     """Client actions; header names lower-cased (Asterisk matches them case-insensitively)."""
     while True:
         data = await reader.readuntil(b"\r\n\r\n")
-        yield {k.lower(): v for k, v in parse_message(data)}
+        message = parse_message(data)
+        action = _Action((k.lower(), v) for k, v in message)
+        action.raw = message
+        yield action
 
 
 def _reply(action: dict[str, str], response: str, *extra: tuple[str, str]) -> bytes:

@@ -40,6 +40,7 @@ class Caller:
     agent: Channel | None = None
     interface: str = ""
     withdraw_info: str | None = None
+    connected_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -159,10 +160,12 @@ class QueueModel:
         return channel_event("QueueCallerAbandon", "agent,all", caller.channel, *extra)
 
     def abandon(self, uniqueid: str, now: float) -> list[Message]:
-        """The caller hangs up while waiting: Abandon, Leave, Hangup (cause 0)."""
+        """The caller hangs up while waiting: HangupRequest (no Cause: the caller's BYE), Abandon,
+        Leave, Hangup (cause 0), as ``ami_queue_caller_abandon.txt``."""
         caller = self._waiting(uniqueid)
+        request = channel_event("HangupRequest", "call,all", caller.channel)
         hangup = channel_event("Hangup", "call,all", caller.channel, ("Cause", "0"), ("Cause-txt", "Unknown"))
-        return [self._abandon(caller, now), self._leave(caller), hangup]
+        return [request, self._abandon(caller, now), self._leave(caller), hangup]
 
     def time_out(self, uniqueid: str, now: float) -> list[Message]:
         """Queue() timeout (or an executed QueueWithdrawCaller): Abandon then Leave;
@@ -200,7 +203,7 @@ class QueueModel:
             ("HoldTime", hold),
             ("RingTime", "0"),
         )
-        caller.agent, caller.interface = agent, interface
+        caller.agent, caller.interface, caller.connected_at = agent, interface, now
         self.connected[uniqueid] = caller
         return [*out, connect, *self.set_status(interface, INUSE, in_call=True)]
 
@@ -226,6 +229,33 @@ class QueueModel:
         cause = (("Cause", "16"), ("Cause-txt", "Normal Clearing"))
         hangups = [channel_event("Hangup", "call,all", ch, *cause) for ch in (caller.channel, caller.agent)]
         return [done, *hangups, *self.set_status(caller.interface, NOT_INUSE, in_call=False)]
+
+    def agent_hangs_up(self, uniqueid: str, now: float) -> tuple[list[Message], list[Message]]:
+        """The adviser ends an answered call (``ami_queue_call_disposition.txt``): before the
+        adviser's hangup handlers run, their ``HangupRequest`` (no Cause) and ``AgentComplete``
+        (``Reason: agent``); after them, their ``Hangup`` (16) and ``QueueMemberStatus`` 1.
+        With Queue() option c the caller's dialplan goes on: no Hangup of the caller here."""
+        caller = self.connected.pop(uniqueid)
+        assert caller.agent is not None
+        q = self.queues[caller.queue]
+        q.completed += 1
+        m = q.members[caller.interface]
+        m.calls_taken, m.last_call = m.calls_taken + 1, int(now)
+        done = agent_event(
+            "AgentComplete",
+            caller.channel,
+            caller.agent,
+            ("Queue", q.name),
+            ("Interface", caller.interface),
+            ("MemberName", m.name),
+            ("HoldTime", str(int(caller.connected_at - caller.joined_at))),
+            ("TalkTime", str(int(now - caller.connected_at))),
+            ("Reason", "agent"),
+        )
+        request = channel_event("HangupRequest", "call,all", caller.agent)
+        cause = (("Cause", "16"), ("Cause-txt", "Normal Clearing"))
+        hangup = channel_event("Hangup", "call,all", caller.agent, *cause)
+        return [request, done], [hangup, *self.set_status(caller.interface, NOT_INUSE, in_call=False)]
 
     # --- QueueStatus -------------------------------------------------------------------
 

@@ -1,4 +1,19 @@
-"""A pretend contact centre for demonstrations: Asterisk's AMI side, with a peak building up.
+"""A pretend contact centre: Asterisk's AMI side, for whole calls and for demonstrations.
+
+:class:`CallCentre` is the AMI side of the emulated PBX (:mod:`emulator.pbx`): every channel the
+PBX makes is reported on the fake AMI server as Asterisk reports it (``Newchannel``, the
+dialplan's user events, ``DialBegin``/``DialEnd`` of outward legs, ``HangupRequest``/``Hangup``
+of the caller), and it plays each ``Queue()``: the
+caller joins, then an adviser answers (the queue's gosub runs on the adviser's channel, the
+adviser's desktop sets ``CR_DISPOSITION`` on it, the adviser hangs up and their hangup handlers
+run), or the caller hangs up while waiting, or the queue times out, or the caller is withdrawn.
+Event order and headers follow the captures (``ami_queue_answered_call.txt``,
+``ami_queue_caller_abandon.txt``, ``ami_queue_timeout.txt``, ``ami_queue_call_disposition.txt``,
+``dial_pjsip_trunk_forms.txt``). Not reported: bridges, music on hold, the queue's own
+DialBegin/DialEnd to advisers, ring-no-answer retries, the hang-up of outward legs, device
+states and the ``Timestamp`` header (records then take receive times).
+
+The demonstration:
 
 ``callrouter simulate-centre --plan PLAN --port 5038`` serves the fake AMI server on loopback
 with three advisers in every queue of the plan. Callers keep joining one queue (by default
@@ -13,13 +28,162 @@ import argparse
 import asyncio
 import os
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from emulator import ami_wire
 from emulator.ami import FakeAmi
+from emulator.ami_wire import Message, channel_event
+from emulator.extensions import split_args
+from emulator.pbx import Channel, Pbx
+from ivr import channel_vars as cv
 from ivr.controller import PlanHolder
 from routing.core.plan import Plan
 
 ADVISERS = 3
+_STATES = {"Down": "0", "Ring": "4", "Ringing": "5", "Up": "6"}
+NORMAL_CLEARING = (("Cause", "16"), ("Cause-txt", "Normal Clearing"))
+
+
+@dataclass(frozen=True)
+class QueuePlay:
+    """What happens to one caller in ``Queue()``.
+
+    ``answer``: ``interface`` answers; their desktop sets ``disposition`` (or nothing) on their
+    channel, then they hang up. ``abandon``: the caller hangs up while waiting. ``timeout``:
+    Queue()'s timeout passes (``QUEUESTATUS=TIMEOUT``). ``withdraw``: the caller is withdrawn
+    (``QUEUESTATUS=WITHDRAW``)."""
+
+    outcome: Literal["answer", "abandon", "timeout", "withdraw"] = "answer"
+    interface: str = "PJSIP/agent1"
+    adviser: str = "Agent One"
+    disposition: str | None = None
+
+
+Plays = Callable[[str, Channel], QueuePlay]
+"""``(queue, caller's channel) -> QueuePlay``: the centre's script."""
+
+
+def wire(channel: Channel) -> ami_wire.Channel:
+    """The AMI channel block of an emulated channel, where it is in the dialplan now."""
+    return ami_wire.Channel(
+        channel.name,
+        channel.uniqueid,
+        caller_id_num=channel.caller_num or "<unknown>",
+        caller_id_name=channel.caller_name or "<unknown>",
+        context=channel.context,
+        exten=channel.exten,
+        priority=str(channel.priority),
+        state=_STATES.get(channel.state, "6"),
+        state_desc=channel.state,
+        linkedid=channel.call_id,
+    )
+
+
+def user_event(channel: Channel, data: str) -> Message:
+    """``UserEvent(name,Key: value,...)`` as AMI sends it: the channel block, ``UserEvent``, then
+    each argument as a header in order (README 2.4; the value keeps what follows ``: ``)."""
+    name, *body = split_args(data)
+    headers: list[tuple[str, str]] = []
+    for item in body:
+        key, colon, value = item.partition(":")
+        if colon:
+            headers.append((key.strip(), value[1:] if value.startswith(" ") else value))
+    return channel_event("UserEvent", "user,all", wire(channel), ("UserEvent", name.strip()), *headers)
+
+
+class CallCentre:
+    """The AMI side of the emulated PBX (see the module doc): a :class:`~emulator.pbx.PbxEvents`
+    and the PBX's ``queue_call``."""
+
+    def __init__(self, fake: FakeAmi, plays: Plays = lambda _queue, _caller: QueuePlay()) -> None:
+        self.fake, self.plays = fake, plays
+        self._gone: set[str] = set()  # callers whose Hangup was sent already
+
+    def _emit(self, messages: list[Message]) -> None:
+        self.fake.emit(messages)
+
+    # --- PbxEvents -------------------------------------------------------------------------
+
+    def channel_created(self, channel: Channel) -> None:
+        self._emit([channel_event("Newchannel", "call,all", wire(channel))])
+
+    def user_event(self, channel: Channel, data: str) -> None:
+        self._emit([user_event(channel, data)])
+
+    def dialled(self, caller: Channel, leg: Channel, dial_string: str, status: str) -> None:
+        """``Dial()`` of an outward leg: ``DialBegin`` (the caller's block, the leg's, DialString)
+        and ``DialEnd`` with DIALSTATUS (``dial_pjsip_trunk_forms.txt``)."""
+        begin = [
+            ("Event", "DialBegin"),
+            ("Privilege", "call,all"),
+            *ami_wire.channel_block(wire(caller)),
+            *ami_wire.channel_block(wire(leg), "Dest"),
+            ("DialString", dial_string),
+        ]
+        if status == "ANSWER":
+            leg.state = "Up"
+        end = [
+            ("Event", "DialEnd"),
+            ("Privilege", "call,all"),
+            *ami_wire.channel_block(wire(caller)),
+            *ami_wire.channel_block(wire(leg), "Dest"),
+            ("DialStatus", status),
+        ]
+        self._emit([begin, end])
+
+    def caller_gone(self, channel: Channel, *, by_caller: bool) -> None:
+        """The caller's channel is done: their BYE (``HangupRequest``, no Cause) when they hung
+        up, then ``Hangup`` 16; nothing when the queue already reported it."""
+        if channel.uniqueid in self._gone:
+            return
+        self._gone.add(channel.uniqueid)
+        ch = wire(channel)
+        request = [channel_event("HangupRequest", "call,all", ch)] if by_caller else []
+        self._emit([*request, channel_event("Hangup", "call,all", ch, *NORMAL_CLEARING)])
+
+    # --- Queue() ---------------------------------------------------------------------------
+
+    async def queue(self, pbx: Pbx, caller: Channel, queue: str, max_wait: str, gosub: str) -> str:
+        """Play ``Queue()`` for ``caller``; returns QUEUESTATUS (empty: the caller hung up)."""
+        play = self.plays(queue, caller)
+        model, now = self.fake.model, self.fake.clock()
+        if play.interface not in model.queue(queue).members:
+            model.add_member(queue, play.interface, play.adviser, now, membership="static")
+        self._emit(model.join(queue, wire(caller), now))
+        if play.outcome == "abandon":
+            self._gone.add(caller.uniqueid)
+            self._emit(model.abandon(caller.uniqueid, self.fake.clock()))
+            return ""
+        if play.outcome in ("timeout", "withdraw"):
+            self._emit(model.time_out(caller.uniqueid, self.fake.clock()))
+            return "TIMEOUT" if play.outcome == "timeout" else "WITHDRAW"
+        await self._answered(pbx, caller, play, gosub)
+        return "CONTINUE"
+
+    async def _answered(self, pbx: Pbx, caller: Channel, play: QueuePlay, gosub: str) -> None:
+        model = self.fake.model
+        agent = pbx.new_channel(
+            f"{play.interface}-{len(pbx.events):08x}",
+            caller_num="2101",
+            caller_name=play.adviser,
+            linkedid=caller.call_id,
+            context="agents",
+            exten="s",
+        )
+        agent.state = "Up"
+        self._emit(model.answer(caller.uniqueid, play.interface, wire(agent), self.fake.clock()))
+        if gosub:
+            await pbx.gosub_handler(agent, f"{gosub},s,1")  # app_queue: on the adviser's channel
+        if play.disposition is not None:
+            agent.set(cv.DISPOSITION, play.disposition)  # the adviser's desktop: AMI Setvar
+        before, after = model.agent_hangs_up(caller.uniqueid, self.fake.clock())
+        self._emit(before)
+        agent.hung_up = True
+        await pbx.run_hangup_handlers(agent)
+        self._emit(after)
 
 
 def queues_of(plan: Plan) -> list[str]:

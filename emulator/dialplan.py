@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from emulator.agi import CallerScript, EmulatedCall, play_session
+from emulator.centre import CallCentre
 from emulator.classic import Process, reap, run_classic
 from emulator.extensions import Dialplan
 from emulator.line import CallClock, CallerLine
@@ -85,6 +86,9 @@ class Asterisk:
     contacts: Mapping[str, str] = field(default_factory=lambda: dict(CONTACTS))
     far_end: FarEnd = answers
     queue_members: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    centre: CallCentre | None = None
+    """The contact centre behind Asterisk: reports every channel on the fake AMI and plays each
+    Queue() there (who answers, who hangs up, the adviser's disposition)."""
 
     def dialplan(self) -> Dialplan:
         return _load(tuple(self.dialplans))
@@ -287,18 +291,27 @@ async def place_call(
         agi=call.agi,
         stop_contexts=() if fallback is not None else (FAIL_STATIC,),
         observer=call.observe,
+        events=asterisk.centre,
+        queue_call=asterisk.centre.queue if asterisk.centre is not None else None,
     )
-    channel = pbx.new_channel(name, caller_num=script.caller or "", caller_name=script.caller_name or "")
+    channel = pbx.new_channel(
+        name,
+        caller_num=script.caller or "",
+        caller_name=script.caller_name or "",
+        context="callrouter-inbound",
+        exten=script.dial,
+        uniqueid=script.uniqueid or "",
+    )
     channel.line = record.line
     channel.language = script.language
-    if script.uniqueid:
-        channel.uniqueid = script.uniqueid
     for key, value in script.variables.items():
         channel.set(key, value)
     try:
         await pbx.run(channel, "callrouter-inbound", script.dial)
     finally:
         record.orphans = await reap(call.processes)
+    if asterisk.centre is not None:
+        asterisk.centre.caller_gone(channel, by_caller=record.ended == "caller hung up")
     if pbx.stopped_in == FAIL_STATIC:
         record.ended = FAILSTATIC
     record.variables = channel.plain()

@@ -33,19 +33,28 @@ to Asterisk 22.10.1 where the captures in the Asterisk transcripts show its beha
   the timer and the soft hangup and goes on at ``T,1`` of the current context; with no ``T``
   the channel hangs up (``agi_hung_controller_timeout.txt``, README 6.3).
 
+* Every leg a call makes carries the call's Linkedid (``CHANNEL(linkedid)``). Hangup handlers
+  (``Set(CHANNEL(hangup_handler_push)=context,exten,priority)``) run, the last pushed first,
+  when the channel hangs up (:meth:`Pbx.run_hangup_handlers`). ``Queue()``'s 7th argument, the
+  gosub, is a context name run from ``s,1`` on the adviser's channel when an emulated centre
+  (:class:`emulator.centre.CallCentre`) plays the queue call; that centre also reports the
+  channels, user events and dials on the fake AMI server (:class:`PbxEvents`).
+
 An application or function it does not know raises :class:`DialplanError` (Asterisk would
 hang the channel up with "No application"), so a dialplan change it cannot follow fails loudly
 instead of passing; so does an ``e`` extension a timeout would reach. Not modelled: the ``h``
-extension and hangup handlers (callrouter's dialplans have none), bridging, media; applications
-other than ``AGI()`` take no time on the channel's clock.
+extension, bridging, media; applications other than ``AGI()`` take no time on the channel's
+clock.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from emulator.extensions import Dialplan, parse_options, split_args, split_first
 from emulator.line import CallerLine
@@ -93,6 +102,13 @@ class Channel:
     hung_up: bool = False
     jumped: bool = False
     timed_out: bool = False  # AST_SOFTHANGUP_TIMEOUT: the absolute timeout fired
+    linkedid: str = ""  # the call's Linkedid: the first channel's Uniqueid (empty: this one's)
+    hangup_handlers: list[str] = field(default_factory=list)  # CHANNEL(hangup_handler_push) stack
+
+    @property
+    def call_id(self) -> str:
+        """``CHANNEL(linkedid)``: every channel made for a call carries its first channel's Uniqueid."""
+        return self.linkedid or self.uniqueid
 
     def set(self, name: str, value: str) -> None:
         """``Set(name=value)`` for a variable: ``__NAME`` / ``_NAME`` mark inheritance."""
@@ -463,6 +479,22 @@ AgiRunner = Callable[["Pbx", Channel, str, list[str]], Awaitable[None]]
 Observer = Callable[["Pbx", Channel, str, str], None]  # after each application: (channel, app, data)
 
 
+class PbxEvents(Protocol):
+    """What the emulated Asterisk reports on AMI as its channels run (the fake AMI server's
+    side: :class:`emulator.centre.CallCentre`)."""
+
+    def channel_created(self, channel: Channel) -> None: ...
+
+    def user_event(self, channel: Channel, data: str) -> None: ...
+
+    def dialled(self, caller: Channel, leg: Channel, dial_string: str, status: str) -> None: ...
+
+
+QueueCall = Callable[["Pbx", Channel, str, str, str], Awaitable[str]]
+"""``(pbx, caller, queue, timeout, gosub) -> QUEUESTATUS`` for ``Queue()`` run by an emulated
+centre (``CONTINUE``: answered and the adviser hung up; empty: the caller hung up)."""
+
+
 def answers(invite: Invite) -> str:
     return "ANSWER"
 
@@ -482,6 +514,9 @@ async def no_agi(pbx: Pbx, channel: Channel, url: str, args: list[str]) -> None:
 
 App = Callable[[Channel, str], Awaitable[None]]
 _numbers = itertools.count(0x20)
+# Asterisk's Uniqueid is <start time>.<sequence>: two runs of the emulator (two processes placing
+# calls to one controller) must not reuse each other's, as the contact records key calls by it.
+_EPOCH = int(time.time())
 
 
 @dataclass
@@ -511,6 +546,8 @@ class Pbx:
         agi: AgiRunner = no_agi,
         stop_contexts: Sequence[str] = (),
         observer: Observer | None = None,
+        events: PbxEvents | None = None,
+        queue_call: QueueCall | None = None,
     ) -> None:
         self.dialplan = dialplan
         self.globals = dict(globals_)
@@ -519,6 +556,8 @@ class Pbx:
         self.queue_outcome = queue_outcome
         self.queue_members = dict(queue_members or {})
         self.observer = observer
+        self.ami = events
+        self.queue_call = queue_call
         self.agi_runner = agi
         self.stop_contexts = frozenset(stop_contexts)
         self.dials: list[DialAttempt] = []
@@ -531,7 +570,7 @@ class Pbx:
             "answer": self._answer,
             "noop": self._noop,
             "verbose": self._noop,
-            "userevent": self._noop,
+            "userevent": self._user_event,
             "wait": self._noop,
             "log": self._log,
             "set": self._set,
@@ -550,11 +589,32 @@ class Pbx:
 
     # -- channels ------------------------------------------------------------------------------
 
-    def new_channel(self, name: str, *, caller_num: str = "", caller_name: str = "") -> Channel:
+    def new_channel(
+        self,
+        name: str,
+        *,
+        caller_num: str = "",
+        caller_name: str = "",
+        linkedid: str = "",
+        context: str = "",
+        exten: str = "",
+        uniqueid: str = "",
+    ) -> Channel:
+        """A channel (``linkedid``: the call it is made for, as a dialled leg carries its caller's;
+        ``context``/``exten``: where it starts, as its ``Newchannel`` says)."""
         number = next(_numbers)
-        return Channel(
-            name=name, uniqueid=f"1795963255.{number}", caller_num=caller_num, caller_name=caller_name
+        channel = Channel(
+            name=name,
+            uniqueid=uniqueid or f"{_EPOCH}.{number}",
+            caller_num=caller_num,
+            caller_name=caller_name,
+            linkedid=linkedid,
+            context=context,
+            exten=exten,
         )
+        if self.ami is not None:
+            self.ami.channel_created(channel)
+        return channel
 
     def lookup(self, channel: Channel, name: str) -> str:
         """The value of ``${name}`` on ``channel`` (empty when unset)."""
@@ -607,9 +667,13 @@ class Pbx:
                 return channel.caller_name
             return f'"{channel.caller_name}" <{channel.caller_num}>'
         if upper == "CHANNEL":
-            return {"language": channel.language, "name": channel.name, "state": channel.state}.get(
-                args[0], ""
-            )
+            return {
+                "language": channel.language,
+                "name": channel.name,
+                "state": channel.state,
+                "uniqueid": channel.uniqueid,
+                "linkedid": channel.call_id,
+            }.get(args[0], "")
         if call in channel.functions:
             return channel.functions[call]
         raise DialplanError(f"function {name}() is not emulated")
@@ -710,6 +774,8 @@ class Pbx:
         args = split_args(rest[:-1])
         if name.upper() == "CHANNEL" and args[0] == "language":
             channel.language = value
+        elif name.upper() == "CHANNEL" and args[0] == "hangup_handler_push":
+            channel.hangup_handlers.append(value)  # func_channel: a Gosub target, run at hangup
         elif name.upper() == "TIMEOUT" and args[0][:1].lower() == "a":  # func_timeout reads one letter
             channel.line.arm(timeout_seconds(value))  # the channel's one timer, as SET AUTOHANGUP
         elif name.upper() == "PJSIP_HEADER" and args[0] == "add":
@@ -784,17 +850,27 @@ class Pbx:
     async def _queue(self, channel: Channel, data: str) -> None:
         """``Queue(name,options,...)``: rings the queue's members when it has some (each gets
         the caller's inheritable variables, as app_queue's ring_entry does; nobody answering
-        ends as TIMEOUT), else asks :attr:`queue_outcome`. Answered with option ``c``:
-        ``QUEUESTATUS=CONTINUE`` and the caller goes on; without it the call ends."""
+        ends as TIMEOUT), else asks :attr:`queue_outcome`; with an emulated centre
+        (:attr:`queue_call`) the centre plays the queue call on AMI, running the gosub on the
+        adviser's channel. Answered with option ``c``: ``QUEUESTATUS=CONTINUE`` and the caller
+        goes on; without it the call ends."""
         args = split_args(data)
         options = parse_options(args[1] if len(args) > 1 else "")
         members = self.queue_members.get(args[0])
-        if members:
+        if self.queue_call is not None:
+            # Queue(name,options,URL,announceoverride,timeout,AGI,gosub,...): the gosub is a
+            # context name (its s,1) run on the adviser's channel when they answer (README 6.5).
+            padded = [*args, *[""] * 7]
+            status = await self.queue_call(self, channel, args[0], padded[4], padded[6])
+        elif members:
             statuses = [await self._dial_one(channel, member, {}) for member in members]
             status = "CONTINUE" if "ANSWER" in statuses else "TIMEOUT"
         else:
             status = self.queue_outcome(args[0], channel.plain())
         self.queue_status = status
+        if not status:
+            channel.hung_up = True  # the caller hung up in the queue
+            return
         if status == "CONTINUE" and "c" not in options:
             channel.hung_up = True  # the adviser hung up; without c the caller's call ends
             return
@@ -802,6 +878,20 @@ class Pbx:
 
     async def _hangup(self, channel: Channel, data: str) -> None:
         channel.hung_up = True
+
+    async def _user_event(self, channel: Channel, data: str) -> None:
+        if self.ami is not None:
+            self.ami.user_event(channel, data)
+
+    async def run_hangup_handlers(self, channel: Channel) -> None:
+        """The channel hung up: its pushed hangup handlers run, the last pushed first, each a
+        Gosub that ends at its ``Return()`` (main/pbx_hangup_handler.c)."""
+        channel.hung_up = False  # the handlers run on the hung-up channel
+        try:
+            while channel.hangup_handlers:
+                await self.gosub_handler(channel, channel.hangup_handlers.pop())
+        finally:
+            channel.hung_up = True
 
     async def _agi(self, channel: Channel, data: str) -> None:
         """``AGI(url,args)``: split as ``agi_exec_full`` does (``AST_STANDARD_APP_ARGS``)."""
@@ -841,7 +931,7 @@ class Pbx:
             self.log.extend(attempt.log)
             return "CHANUNAVAIL"
         endpoint, uri, user = found
-        leg = self.new_channel(f"PJSIP/{endpoint}-{next(_numbers):08x}")
+        leg = self.new_channel(f"PJSIP/{endpoint}-{next(_numbers):08x}", linkedid=caller.call_id)
         leg.state = "Down"
         leg.variables.update(caller.inheritable())
         attempt.dial_string = dest
@@ -849,6 +939,8 @@ class Pbx:
             await self.gosub_handler(leg, options["b"])
         attempt.invite = self.pjsip.invite(leg, caller, uri, user)
         attempt.status = self.far_end(attempt.invite)
+        if self.ami is not None:
+            self.ami.dialled(caller, leg, dest, attempt.status)
         return attempt.status
 
     async def _dial_local(self, caller: Channel, peer: str, dest: str, options: Mapping[str, str]) -> str:
@@ -859,11 +951,15 @@ class Pbx:
             self.log.append(f"No such extension/context {exten}@{context} while calling Local channel")
             return "CHANUNAVAIL"
         name = f"Local/{exten}@{context}-{next(_numbers):08x}"
-        one = self.new_channel(f"{name};1", caller_num=caller.caller_num, caller_name=caller.caller_name)
+        one = self.new_channel(
+            f"{name};1", caller_num=caller.caller_num, caller_name=caller.caller_name, linkedid=caller.call_id
+        )
         one.variables.update(caller.inheritable())
         if "b" in options:
             await self.gosub_handler(one, options["b"])
-        two = self.new_channel(f"{name};2", caller_num=caller.caller_num, caller_name=caller.caller_name)
+        two = self.new_channel(
+            f"{name};2", caller_num=caller.caller_num, caller_name=caller.caller_name, linkedid=caller.call_id
+        )
         two.variables.update(one.variables)  # core_unreal.c: ;2 gets every variable of ;1
         first = len(self.dials)
         await self.run(two, context, exten)

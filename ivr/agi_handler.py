@@ -5,12 +5,13 @@ The classic fallback runs the same driver synchronously (:mod:`agi_scripts.route
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TypeVar
 
 from ivr.fastagi import AgiChannel
 from ivr.menu_driver import Command, Key, StreamFile, menu_script, prelude_script
 from routing.core.decide import PreludePrompt
+from routing.core.menu import MenuEvent
 from routing.core.plan import Destination, Tenant
 
 T = TypeVar("T")
@@ -35,14 +36,22 @@ async def drive(channel: AgiChannel, script: Generator[Command, Key, T]) -> T:
         result = await perform(channel, command)
 
 
-async def play_prelude(channel: AgiChannel, prelude: tuple[PreludePrompt, ...]) -> None:
-    """Play announcements in order; a skippable one stops when the caller presses ``#``."""
-    await drive(channel, prelude_script(prelude))
+async def play_prelude(channel: AgiChannel, prelude: tuple[PreludePrompt, ...]) -> tuple[bool, ...]:
+    """Play announcements in order; a skippable one stops when the caller presses ``#``.
+    Returns, for each, whether the caller skipped it."""
+    return await drive(channel, prelude_script(prelude))
 
 
 async def run_menu(
-    channel: AgiChannel, tenant: Tenant, menu: str, prelude: tuple[PreludePrompt, ...] = ()
+    channel: AgiChannel,
+    tenant: Tenant,
+    menu: str,
+    prelude: tuple[PreludePrompt, ...] = (),
+    *,
+    on_event: MenuEvent | None = None,
+    on_prelude: Callable[[tuple[bool, ...]], None] | None = None,
 ) -> tuple[Destination, list[str]]:
-    """Play the prelude, then run ``menu`` until it names a destination; return it and the trace."""
-    outcome = await drive(channel, menu_script(tenant, menu, prelude))
+    """Play the prelude, then run ``menu`` until it names a destination; return it and the trace.
+    ``on_event`` and ``on_prelude``: see :func:`ivr.menu_driver.menu_script`."""
+    outcome = await drive(channel, menu_script(tenant, menu, prelude, on_event, on_prelude))
     return outcome.destination, outcome.trace

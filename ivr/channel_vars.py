@@ -35,6 +35,9 @@ ROUTE = "CR_ROUTE"  # the packed fields of ROUTE_FIELDS, set last; empty: the co
 # --- read by the controller (set by Asterisk) -------------------------------------------------
 QUEUESTATUS = "QUEUESTATUS"  # Queue(): TIMEOUT FULL JOINEMPTY LEAVEEMPTY JOINUNAVAIL LEAVEUNAVAIL WITHDRAW
 
+# --- set on the adviser's channel by their desktop (AMI Setvar), read by the dialplan ----------
+DISPOSITION = "CR_DISPOSITION"  # resolved | back_office:<team> | avoidable:<reason> | complaint
+
 ACTIONS = ("queue", "menu", "payment", "dial", "voicemail", "hangup")
 ROUTE_SEPARATOR = "|"
 # Between CR_PRELUDE's items. Not a comma: the dialplan passes CR_PRELUDE as an AGI() argument,

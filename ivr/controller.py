@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,10 +30,13 @@ from ivr import channel_vars as cv
 from ivr.agi_handler import play_prelude, run_menu
 from ivr.contract import decode_prelude, pack, route_fields
 from ivr.fastagi import AgiChannel, AgiHangup, AgiRequest, FastAgiServer
+from records import facts as rf
+from records.model import SurveyScore
 from routing.core.decide import (
     Call,
     CompiledPlan,
     Decision,
+    PreludePrompt,
     after_queue,
     decide,
     describe,
@@ -48,7 +52,13 @@ from routing.plan_file import LoadResult, load_plan
 log = structlog.get_logger("callrouter.calls")
 Clock = Callable[[], datetime]
 Handler = Callable[[AgiChannel, AgiRequest], Awaitable[None]]
+FactSink = Callable[[rf.IvrFact], None]
 SURVEY_SCORES = {"1": 1, "2": 0, "3": -1}
+UNKNOWN_CALLER = "unknown"  # agi_callerid when the channel has no caller id (README 1.2)
+
+
+def _no_facts(fact: rf.IvrFact) -> None:
+    return None
 
 
 def utc_now() -> datetime:
@@ -131,6 +141,11 @@ class Controller:
     live: LiveSource = field(default_factory=NoLiveState)
     clock: Clock = utc_now
     live_timeout: float = 0.25
+    facts: FactSink = _no_facts
+    """Where the call's facts go: in memory, no I/O per fact, and it must not raise
+    (:meth:`records.outbox.RecordPump.fact` counts and drops a fact the builder refuses)."""
+    fact_clock: Callable[[], float] = time.time
+    """Real time for facts (the decision clock may be a rehearsal clock)."""
 
     def __post_init__(self) -> None:
         # A source that answers from memory offers read_now: no coroutine, no timer per call.
@@ -169,12 +184,28 @@ class Controller:
             log.warning("live.latch_not_saved", error=type(exc).__name__)
 
     async def _finish(
-        self, channel: AgiChannel, plan: CompiledPlan, decision: Decision, reason: str | None = None
+        self,
+        channel: AgiChannel,
+        plan: CompiledPlan,
+        decision: Decision,
+        reason: str | None = None,
+        call_id: str = "",
     ) -> None:
+        self.facts(rf.route_decided(call_id, self.fact_clock(), decision, describe(decision.destination)))
         if not isinstance(decision.destination, MenuDest):
-            await play_prelude(channel, decision.prelude)
+            try:
+                skipped = await play_prelude(channel, decision.prelude)
+            except AgiHangup:
+                self.facts(rf.IvrAbandoned(call_id, self.fact_clock(), "announcement"))
+                raise
+            self._announced(call_id, decision, skipped)
         await channel.set_variable(cv.ROUTE, pack(route_fields(plan, decision, reason)))
         await self._remember(decision)
+
+    def _announced(self, call_id: str, decision: Decision, skipped: tuple[bool, ...]) -> None:
+        at = self.fact_clock()
+        for item, was_skipped in zip(decision.prelude, skipped, strict=False):
+            self.facts(rf.AnnouncementPlayed(call_id, at, item.prompt, was_skipped))
 
     # --- routes -------------------------------------------------------------------------------
 
@@ -187,7 +218,11 @@ class Controller:
         decision = decide(Call(dialled, caller=request.callerid), plan, live, toggles, now)
         structlog.contextvars.bind_contextvars(tenant=decision.tenant)
         _log_decision("call.routed", decision, dialled=mask_number(dialled), plan_version=self.plans.version)
-        await self._finish(channel, plan, decision)
+        caller = request.callerid if request.callerid and request.callerid != UNKNOWN_CALLER else None
+        # The controller's AGI() runs on the caller's own channel, whose Uniqueid is the call's
+        # Linkedid (every leg Asterisk makes for the call carries it): the record's id.
+        self.facts(rf.CallArrived(request.uniqueid, self.fact_clock(), dialled, caller, decision.tenant))
+        await self._finish(channel, plan, decision, call_id=request.uniqueid)
 
     async def menu(self, channel: AgiChannel, request: AgiRequest) -> None:
         """``AGI(agi://host/menu,${CR_TENANT},${CR_TARGET},${CR_PRELUDE})``."""
@@ -200,12 +235,23 @@ class Controller:
                 channel,
                 plan,
                 out_of_hours_decision(plan, tenant_id, f"unknown menu {tenant_id}/{menu_name}", self.clock()),
+                call_id=request.uniqueid,
             )
             return
+        walk = _MenuFacts(request.uniqueid, menu_name, self.facts, self.fact_clock)
+        items = decode_prelude(prelude)
         try:
-            destination, trace = await run_menu(channel, tenant, menu_name, decode_prelude(prelude))
+            destination, trace = await run_menu(
+                channel,
+                tenant,
+                menu_name,
+                items,
+                on_event=walk.on_event,
+                on_prelude=lambda skipped: walk.on_prelude(items, skipped),
+            )
         except AgiHangup:
             log.info("call.abandoned", stage="menu", tenant=tenant_id, menu=menu_name)
+            self.facts(rf.IvrAbandoned(request.uniqueid, self.fact_clock(), walk.current))
             raise
         now = self.clock()
         live, toggles = await self._live(plan, tenant_id, now)
@@ -213,7 +259,7 @@ class Controller:
             plan=plan, tenant=tenant_id, dest=destination, live=live, toggles=toggles, now=now
         )
         _log_decision("call.menu_done", decision, menu=menu_name, menu_trace=trace)
-        await self._finish(channel, plan, decision, reason="menu")
+        await self._finish(channel, plan, decision, reason="menu", call_id=request.uniqueid)
 
     async def payment(self, channel: AgiChannel, request: AgiRequest) -> None:
         """``AGI(agi://host/payment,${CR_TENANT},${CR_TARGET})``: the caller is handed to the
@@ -230,9 +276,19 @@ class Controller:
                 out_of_hours_decision(
                     plan, tenant_id, f"unknown payment line {tenant_id}/{line_name}", self.clock()
                 ),
+                call_id=request.uniqueid,
             )
             return
-        capture = await capture_reference(channel, line.reference) if line.reference else NO_REFERENCE_ASKED
+        call_id = request.uniqueid
+        self.facts(rf.PaymentStarted(call_id, self.fact_clock(), line_name))
+        try:
+            capture = (
+                await capture_reference(channel, line.reference) if line.reference else NO_REFERENCE_ASKED
+            )
+        except AgiHangup:
+            self.facts(rf.IvrAbandoned(call_id, self.fact_clock(), f"payment {line_name}"))
+            raise
+        captured = capture.outcome == "captured"
         log.info(
             "call.payment_reference",
             tenant=tenant_id,
@@ -253,9 +309,11 @@ class Controller:
                 now=now,
             )
             _log_decision("call.payment_reference_failed", decision, line=line_name)
-            await self._finish(channel, plan, decision, reason="payment")
+            self.facts(rf.PaymentHandedOff(call_id, self.fact_clock(), line_name, captured, handed_off=False))
+            await self._finish(channel, plan, decision, reason="payment", call_id=call_id)
             return
         log.info("call.payment_handoff", tenant=tenant_id, line=line_name, reference=bool(capture.reference))
+        self.facts(rf.PaymentHandedOff(call_id, self.fact_clock(), line_name, captured, handed_off=True))
         await channel.set_variable(cv.PAYMENT_REFERENCE, capture.reference)
         fields = {cv.ACTION: "payment", cv.TARGET: line.number, cv.TENANT: tenant_id, cv.REASON: "payment"}
         await channel.set_variable(cv.ROUTE, pack(fields))
@@ -269,8 +327,11 @@ class Controller:
                 channel,
                 plan,
                 out_of_hours_decision(plan, tenant_id, f"unknown tenant {tenant_id}", self.clock()),
+                call_id=request.uniqueid,
             )
             return
+        if outcome:
+            self.facts(rf.QueueStatusSeen(request.uniqueid, self.fact_clock(), outcome.upper()))
         now = self.clock()
         live, toggles = await self._live(plan, tenant_id, now)
         decision = after_queue(
@@ -284,7 +345,7 @@ class Controller:
         )
         _log_decision("call.queue_ended", decision, queue=queue, outcome=outcome)
         reason = "withdrawn" if outcome.upper() == "WITHDRAW" else "after_queue"
-        await self._finish(channel, plan, decision, reason=reason)
+        await self._finish(channel, plan, decision, reason=reason, call_id=request.uniqueid)
 
     async def survey(self, channel: AgiChannel, request: AgiRequest) -> None:
         """``AGI(agi://host/survey,${CR_TENANT},${CR_QUEUE})``: 1 Good (+1), 2 Average (0), 3 Poor (-1)."""
@@ -297,10 +358,37 @@ class Controller:
             if score is not None and tenant.survey.thanks_prompt:
                 await channel.stream_file(tenant.survey.thanks_prompt)
         log.info("call.survey", tenant=tenant_id, queue=queue, score=score, answered=score is not None)
+        if score is not None:
+            value: SurveyScore = 1 if score > 0 else -1 if score < 0 else 0
+            self.facts(rf.SurveyAnswered(request.uniqueid, self.fact_clock(), value))
         await channel.set_variable(cv.SURVEY_SCORE, "" if score is None else str(score))
         await channel.set_variable(
             cv.ROUTE, pack({cv.ACTION: "hangup", cv.TENANT: tenant_id, cv.REASON: "survey"})
         )
+
+
+class _MenuFacts:
+    """Turns a menu walk's steps (:data:`routing.core.menu.MenuEvent`) into record facts."""
+
+    def __init__(self, call_id: str, menu: str, facts: FactSink, clock: Callable[[], float]) -> None:
+        self.call_id, self.current, self.facts, self.clock = call_id, menu, facts, clock
+
+    def on_prelude(self, items: tuple[PreludePrompt, ...], skipped: tuple[bool, ...]) -> None:
+        at = self.clock()
+        for item, was_skipped in zip(items, skipped, strict=False):
+            self.facts(rf.AnnouncementPlayed(self.call_id, at, item.prompt, was_skipped))
+
+    def on_event(self, kind: str, menu: str, key: str | None) -> None:
+        at = self.clock()
+        if kind == "entered":
+            self.current = menu
+            self.facts(rf.MenuEntered(self.call_id, at, menu))
+        elif kind == "key" and key is not None:
+            self.facts(rf.KeyPressed(self.call_id, at, menu, key))
+        elif kind == "invalid":
+            self.facts(rf.InvalidKey(self.call_id, at, menu))
+        elif kind == "timeout":
+            self.facts(rf.MenuTimeout(self.call_id, at, menu))
 
 
 def _log_decision(event: str, decision: Decision, **fields: object) -> None:

@@ -26,11 +26,11 @@ an adapter can guard each blocking step on its own.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 from routing.core.decide import PreludePrompt
-from routing.core.menu import Collect, Done, MenuRun, Play, Step
+from routing.core.menu import Collect, Done, MenuEvent, MenuRun, Play, Step
 from routing.core.plan import Destination, Tenant
 
 ALL_KEYS = "0123456789*#"
@@ -75,20 +75,34 @@ class MenuOutcome:
     trace: list[str]
 
 
-Script = Generator[Command, Key, None]
+Script = Generator[Command, Key, tuple[bool, ...]]
 MenuScript = Generator[Command, Key, MenuOutcome]
 
 
 def prelude_script(prelude: tuple[PreludePrompt, ...]) -> Script:
-    """Play announcements in order; a skippable one stops when the caller presses ``#``."""
+    """Play announcements in order; a skippable one stops when the caller presses ``#``.
+    Returns, for each, whether the caller skipped it."""
+    skipped: list[bool] = []
     for item in prelude:
-        yield StreamFile(item.prompt, SKIP_KEY if item.skippable else "")
+        key = yield StreamFile(item.prompt, SKIP_KEY if item.skippable else "")
+        skipped.append(item.skippable and key == SKIP_KEY)
+    return tuple(skipped)
 
 
-def menu_script(tenant: Tenant, menu: str, prelude: tuple[PreludePrompt, ...] = ()) -> MenuScript:
-    """Play the prelude, then run ``menu`` until it names a destination."""
-    yield from prelude_script(prelude)
-    run = MenuRun(tenant, menu)
+def menu_script(
+    tenant: Tenant,
+    menu: str,
+    prelude: tuple[PreludePrompt, ...] = (),
+    on_event: MenuEvent | None = None,
+    on_prelude: Callable[[tuple[bool, ...]], None] | None = None,
+) -> MenuScript:
+    """Play the prelude, then run ``menu`` until it names a destination. ``on_event`` hears
+    each step of the walk (:data:`routing.core.menu.MenuEvent`), ``on_prelude`` which
+    announcements were skipped: for contact records."""
+    skipped = yield from prelude_script(prelude)
+    if on_prelude is not None:
+        on_prelude(skipped)
+    run = MenuRun(tenant, menu, on_event)
     steps = run.start()
     while True:
         key = yield from _play_steps(steps)

@@ -72,7 +72,8 @@ def _tenant_lines(plan: Plan, tid: str, tenant: Tenant) -> Iterator[str]:
             yield f" same => n,Set(CHANNEL(language)={tenant.languages[0]})"
             if queue is not None:
                 spec = tenant.queues[queue]
-                yield f" same => n,Queue({spec.asterisk_queue},,,,{spec.timeout_s})"
+                # callrouter-agent: the adviser's disposition reaches the record here too
+                yield f" same => n,Queue({spec.asterisk_queue},,,,{spec.timeout_s},,callrouter-agent)"
             yield f" same => n,{_last_step(plan, tid, tenant.out_of_hours)}"
             yield " same => n,Hangup()"
 

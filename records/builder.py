@@ -564,6 +564,25 @@ class RecordBuilder:
                 out.append(record)
         return out
 
+    def flush(self, now: float) -> list[ContactRecord]:
+        """On shutdown: a record for every call held that has something not yet emitted.
+
+        A call whose end was not seen is closed as at the age limit (``complete`` false): the
+        controller is stopping and will not see the rest of it. Finished calls in their grace
+        period get their version now. The builder is empty afterwards."""
+        out: list[ContactRecord] = []
+        for call in list(self._calls.values()):
+            if call.contact and call.dirty:
+                if call.ended_at is None:
+                    call.ended_at = now
+                    call.closed_by_age = True
+                record = self._changed_record(call, now)
+                if record is not None:
+                    out.append(record)
+        self._calls.clear()
+        self._timers.clear()
+        return out
+
     def _settle(self, call: _Call, now: float) -> ContactRecord | None:
         if call.ended_at is None:
             if now - call.first_seen >= self.max_call_s:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -142,12 +142,13 @@ def ami_pipeline(
     clock: Callable[[], datetime],
     keys: RedisKeys = KEYS,
     withdraw_interval_s: float = 5.0,
+    on_message: Callable[[Mapping[str, str], float], None] | None = None,
 ) -> AmiPipeline:
     """Wire one controller instance's AMI side: consumer, store, lease, channel book, withdrawer."""
     store = QueueStateStore(redis, writer=instance, keys=keys)
     book = ChannelBook()
     lease = WriterLease(redis, instance, ttl_s=settings.lease_ttl_s, keys=keys)
-    consumer = AmiConsumer(settings, store, lease, on_event=book.on_event)
+    consumer = AmiConsumer(settings, store, lease, on_event=book.on_event, on_message=on_message)
     withdrawer = Withdrawer(
         consumer,
         store,

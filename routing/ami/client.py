@@ -65,7 +65,8 @@ def plain_headers(message: Mapping[str, str]) -> dict[str, str]:
     """A panoramisk Message as a plain dict in wire order (header case kept).
 
     A repeated header (panoramisk keeps a list) gives its first value, the one Asterisk
-    itself reads (``astman_get_header``): the values are text, as the type says."""
+    itself reads (``astman_get_header``): the values are text, as the type says. A ``UserEvent`` raised on a
+    channel repeats ``Linkedid`` (``ami_queue_call_disposition.txt``)."""
     plain = getattr(message, "plain", None)  # set by parse_event; Message.__getattr__ gives ""
     if isinstance(plain, dict):
         return plain

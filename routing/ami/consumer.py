@@ -3,7 +3,9 @@
 Pipeline. panoramisk calls one plain function for every event
 (``register_event('*', ...)``). It drops ``DTMFBegin``/``DTMFEnd`` on arrival (key
 presses are never converted or stored: they can be card numbers or PINs), stamps the
-event with its receive time and puts it on a bounded ``asyncio.Queue``. When the
+event with its receive time, hands it to the optional ``on_message`` tap (headers and
+receive time, synchronously: the contact records' builder) and puts it on a bounded
+``asyncio.Queue``. When the
 queue is half full, reading from the socket pauses until it is nearly drained (the
 burst waits in kernel buffers); if it still fills up, the event is dropped, counted,
 logged, and a reconcile is requested since the state has missed something. A
@@ -81,6 +83,7 @@ class ConsumerStats:
     keepalive_failures: int = 0
     takeovers: int = 0
     redis_errors: int = 0
+    tap_errors: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +147,10 @@ class AmiConsumer:
         *,
         clock: Callable[[], float] = time.time,
         on_event: Callable[[QueueEvent | QueueStatusPicture], None] | None = None,
+        on_message: Callable[[Mapping[str, str], float], None] | None = None,
     ) -> None:
         self.settings, self.store, self.lease = settings, store, lease
-        self.clock, self.on_event = clock, on_event
+        self.clock, self.on_event, self.on_message = clock, on_event, on_message
         self.stats = ConsumerStats()
         self.is_writer = False
         self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
@@ -215,12 +219,24 @@ class AmiConsumer:
             self._reconcile_item(headers, ts)
             return
         self.stats.events_received += 1
+        if self.on_message is not None:
+            self._tap(headers, ts)
         if self._events.qsize() >= self.settings.queue_maxsize:
             self._dropped_full()
             return
         self._events.put_nowait((ts, headers))
         if not self._reading_paused and self._events.qsize() >= self.settings.queue_maxsize // 2:
             self._flow_control(pause=True)
+
+    def _tap(self, headers: dict[str, str], ts: float) -> None:
+        """Every event (but DTMF and reconcile replies) as received, e.g. for contact records;
+        before the bounded queue, so the tap sees events the live state has to drop."""
+        assert self.on_message is not None
+        try:
+            self.on_message(headers, ts)
+        except Exception as exc:  # a listener's fault must not cost the live state an event
+            self.stats.tap_errors += 1
+            log.warning("ami.tap_failed error=%s", type(exc).__name__)
 
     def _flow_control(self, *, pause: bool) -> None:
         """Pause reading while the queue is half full, resume when it is nearly empty.

@@ -12,11 +12,16 @@ menu that is already on the path returns to it rather than nesting again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from routing.core.plan import Destination, HangupDest, Menu, MenuDest, Tenant
 
 MAX_STEPS = 40  # a caller pressing keys or staying silent for this long is let go
+
+MenuEvent = Callable[[str, str, "str | None"], None]
+"""``(kind, menu, key)`` as a walk goes: ``entered``, ``key`` (a valid key: an option, the
+repeat or the parent key), ``invalid`` (with the key) and ``timeout``. For contact records."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +57,9 @@ class _Frame:
 class MenuRun:
     """One caller's walk through a tenant's menus, starting at ``start_menu``."""
 
-    def __init__(self, tenant: Tenant, start_menu: str) -> None:
+    def __init__(self, tenant: Tenant, start_menu: str, on_event: MenuEvent | None = None) -> None:
         self.tenant = tenant
+        self.on_event = on_event
         self.start_menu = start_menu
         self.stack: list[_Frame] = []
         self.steps = 0
@@ -73,7 +79,11 @@ class MenuRun:
             return self._done(HangupDest(type="hangup"), "too many menu steps: caller let go")
         frame = self.current
         if key is None or key == "":
+            self._event("timeout", frame.name, None)
             return self._retry(frame, "timeout", frame.menu.timeout_prompt, frame.menu.on_timeout)
+        valid = key in frame.menu.options or key == frame.menu.repeat_key
+        valid = valid or (key == frame.menu.parent_key and len(self.stack) > 1)
+        self._event("key" if valid else "invalid", frame.name, key)
         if key in frame.menu.options:
             return self._go(frame.menu.options[key], f"menu {frame.name}: key {key}")
         if key == frame.menu.repeat_key:
@@ -85,7 +95,12 @@ class MenuRun:
             return [self._collect(self.current)]
         return self._retry(frame, f"invalid key {key}", frame.menu.invalid_prompt, frame.menu.on_invalid)
 
+    def _event(self, kind: str, menu: str, key: str | None) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, menu, key)
+
     def _enter(self, name: str) -> list[Step]:
+        self._event("entered", name, None)
         for depth, frame in enumerate(self.stack):
             if frame.name == name:
                 del self.stack[depth + 1 :]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 
 import pytest
@@ -54,11 +54,15 @@ async def consumers(redis: Redis, keys: RedisKeys, fake: FakeAmi) -> AsyncIterat
     made: list[AmiConsumer] = []
 
     def make(
-        holder: str = "a", on_event: Callable[[QueueEvent], None] | None = None, **overrides: float
+        holder: str = "a",
+        on_event: Callable[[QueueEvent], None] | None = None,
+        on_message: Callable[[Mapping[str, str], float], None] | None = None,
+        **overrides: float,
     ) -> AmiConsumer:
         settings = fast_settings(fake, **overrides)
         lease = WriterLease(redis, holder, settings.lease_ttl_s, keys)
-        consumer = AmiConsumer(settings, QueueStateStore(redis, holder, keys), lease, on_event=on_event)
+        store = QueueStateStore(redis, holder, keys)
+        consumer = AmiConsumer(settings, store, lease, on_event=on_event, on_message=on_message)
         made.append(consumer)
         return consumer
 
@@ -100,6 +104,39 @@ async def test_live_events_reach_the_store(consumers: Factory, fake: FakeAmi) ->
     fake.complete(caller.uniqueid)
     assert await settled(consumer, fake) == {Q: (0, 1, 0)}
     fake.pause_member("PJSIP/agent1", False)
+    assert await settled(consumer, fake) == {Q: (0, 1, 1)}
+
+
+async def test_the_message_tap_sees_every_event_but_dtmf_and_reconcile_replies(
+    consumers: Factory, fake: FakeAmi
+) -> None:
+    """``on_message`` gets each event's headers as sent, with its receive time; a tap that
+    raises costs nothing to the live state."""
+    tapped: list[tuple[dict[str, str], float]] = []
+
+    def tap(headers: Mapping[str, str], received_at: float) -> None:
+        tapped.append((dict(headers), received_at))
+        if headers.get("Event") == "QueueCallerLeave":
+            raise RuntimeError("a broken listener")
+
+    consumer = consumers(on_message=tap)
+    await consumer.start()
+    await wait_until(lambda: consumer.is_writer and consumer.stats.reconciles_applied > 0)
+    before = time.time()
+    caller = fake.caller_joins(Q).channel
+    assert caller is not None
+    fake.dtmf(caller.uniqueid, "12")
+    fake.answer(caller.uniqueid, "PJSIP/agent1")
+    fake.complete(caller.uniqueid)
+    await wait_until(lambda: any(h.get("Event") == "Hangup" for h, _ in tapped))
+    names = [
+        h["Event"] for h, _ in tapped if h.get("Uniqueid") == caller.uniqueid or h.get("Event") == "Hangup"
+    ]
+    assert names[:3] == ["QueueCallerJoin", "AgentCalled", "QueueCallerLeave"]
+    assert "Hangup" in names
+    assert not any(h["Event"].startswith("DTMF") or "ActionID" in h for h, _ in tapped)
+    assert all(t >= before for h, t in tapped if h.get("Uniqueid") == caller.uniqueid)
+    assert consumer.stats.tap_errors == 1
     assert await settled(consumer, fake) == {Q: (0, 1, 1)}
 
 

@@ -54,3 +54,19 @@ def test_responses_and_repeated_headers_go_through_panoramisk() -> None:
     repeated = parse_event("Event: X\r\nVariable: a=1\r\nVariable: b=2")
     assert repeated is not None
     assert repeated["Variable"] == ["a=1", "b=2"]
+    assert plain_headers(repeated) == {"Event": "X", "Variable": "a=1"}
+
+
+def test_a_user_event_repeating_linkedid_gives_plain_text_headers() -> None:
+    """The adviser's hangup handler's UserEvent repeats Linkedid (channel block, then its own):
+    the tap and the live state get text, the first value."""
+    raw = (
+        "Event: UserEvent\r\nPrivilege: user,all\r\nChannel: PJSIP/agent1-0000003c\r\n"
+        "Uniqueid: 1795963599.68\r\nLinkedid: 1795963598.67\r\nUserEvent: CallDisposition\r\n"
+        "AgentChannel: PJSIP/agent1-0000003c\r\nLinkedid: 1795963598.67\r\nDisposition: resolved"
+    )
+    message = parse_event(raw)
+    assert message is not None
+    headers = plain_headers(message)
+    assert headers["Linkedid"] == "1795963598.67"
+    assert all(isinstance(v, str) for v in headers.values())

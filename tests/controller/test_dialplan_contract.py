@@ -170,11 +170,13 @@ def test_static_routes_are_generated_from_the_example_plan() -> None:
 
 
 def test_manager_conf_never_grants_dtmf() -> None:
-    """The controller's AMI user reads no DTMF class and filters DTMF events."""
+    """The controller's AMI user reads no DTMF class and filters DTMF events. Its classes are
+    those of the capture user that received no DTMF events (README 6.5): user for the
+    adviser's CallDisposition UserEvent."""
     user = parse_conf(DIALPLANS / "manager.conf.sample")["callrouter"]
     read = next(line for line in user if line.startswith("read"))
-    classes = {c.strip() for c in read.partition("=")[2].split(",")}
-    assert classes == {"call", "agent"}
+    classes = {c.strip() for c in read.partition("=")[2].partition(";")[0].split(",")}
+    assert classes == {"system", "call", "agent", "user"}
     assert any(line.startswith("eventfilter") and "DTMF" in line for line in user)
 
 

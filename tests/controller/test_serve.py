@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -13,11 +14,13 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from emulator.agi import CallerScript
+from emulator.agi import CallerScript, PressAfterPrompt
 from emulator.dialplan import place_call
+from records.model import ContactRecord
 from routing.redis_keys import KEYS
 from tests.controller.conftest import EXAMPLE, HARBOROUGH
 from tests.core.test_plan_limits import BILLION_LAUGHS
+from tests.records.support import checked
 from tests.support.redis_server import RedisServer, free_port
 
 
@@ -176,3 +179,51 @@ async def test_sigterm_drains_and_exits(served: Served) -> None:
     assert code == 0
     stopped = next(e for e in served.events() if e.get("event") == "controller.stopped")
     assert stopped["completed"] >= 2
+
+
+async def test_serve_keeps_a_record_of_each_call_and_flushes_open_ones_on_sigterm(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """With a caller hash key (from a file) and an outbox: the call's facts make a record; the
+    call's end never came over AMI (none here), so SIGTERM hands it over as ``complete: false``.
+    The key and the caller's number appear in no log line."""
+    key_file = tmp_path / "hash.key"
+    key_file.write_text("a-records-key-of-32-bytes-length")
+    outbox = tmp_path / "records" / "outbox.jsonl"
+    log = tmp_path / "controller.log"
+    port = free_port()
+    argv = [sys.executable, "-m", "callrouter.cli", "serve", "--plan", str(EXAMPLE),
+            "--agi-port", str(port), "--redis", redis_server.url, "--clock-start", "2026-11-24 10:00",
+            "--records-outbox", str(outbox)]  # fmt: skip
+    env = {**os.environ, "CALLROUTER_RECORDS_CALLER_HASH_KEY_FILE": str(key_file)}
+    with log.open("w") as out:
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdout=out, stderr=asyncio.subprocess.STDOUT, env=env
+        )
+    served = Served(process, port, EXAMPLE, log)
+    try:
+        await served.wait_for("controller.started")
+        script = CallerScript(dial=HARBOROUGH, caller="07700900123", steps=[PressAfterPrompt("2")])
+        call = await place_call("127.0.0.1", port, script)
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    records = [json.loads(line) for line in outbox.read_text().splitlines()]
+    assert [(r["id"], r["version"], r["complete"]) for r in records] == [
+        (call.sessions[0].uniqueid, 1, False)
+    ]
+    record = records[0]
+    assert record["caller"]["number"] == "07700900123"
+    assert [m["menu"] for m in record["ivr"]["menus"]] == ["main"]
+    assert record["ivr"]["menus"][0]["keys"] == ["2"]
+    assert [d["kind"] for d in record["decisions"]] == ["open", "open"]
+    checked(ContactRecord.model_validate_json(json.dumps(record)))
+    text = log.read_text()
+    assert "07700900123" not in text
+    assert "a-records-key-of-32-bytes-length" not in text
+    flushed = next(e for e in served.events() if e.get("event") == "records.flushed")
+    assert flushed["records"] == 1

@@ -186,3 +186,26 @@ def test_every_flag_is_a_setting_or_a_command_option() -> None:
     flags = {s for a in serve._actions for s in a.option_strings if s.startswith("--")}
     table_flags = {row.flag.name for row in settings.rows() if row.flag}
     assert flags - table_flags == {"--help", "--config", "--clock-start", "--clock-speed"}
+
+
+def test_the_caller_hash_key_from_a_file_or_the_environment_never_shown(tmp_path: Path) -> None:
+    """records.caller_hash_key: a secret (environment or a file), at least 16 bytes, never
+    echoed in an error; serve gets it as bytes with the outbox path."""
+    key_file = tmp_path / "hash.key"
+    key_file.write_text("a-file-key-of-more-than-16-bytes\n")
+    env = {
+        "CALLROUTER_RECORDS_CALLER_HASH_KEY_FILE": str(key_file),
+        "CALLROUTER_RECORDS_OUTBOX": "/srv/r.jsonl",
+        "CALLROUTER_PLAN": "examples/plan.yaml",
+    }
+    found = load({}, env)
+    options = ServeOptions.from_settings(found, "hdc")
+    assert options.records_key == b"a-file-key-of-more-than-16-bytes"
+    assert options.records_outbox == Path("/srv/r.jsonl")
+    assert "a-file-key" not in repr(found) + repr(options)
+    with pytest.raises(SettingsError, match="at least 16 bytes") as refused:
+        load({}, {"CALLROUTER_RECORDS_CALLER_HASH_KEY": "too-short"})
+    assert "too-short" not in str(refused.value)
+    with pytest.raises(SettingsError, match="is a secret"):
+        load({"records.caller_hash_key": "x" * 32}, {})
+    assert load({}, {}).records.caller_hash_key is None

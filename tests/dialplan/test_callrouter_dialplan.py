@@ -50,6 +50,8 @@ async def test_out_of_hours_call_reaches_the_trunk_with_the_number_and_the_counc
     assert attempt.invite.user == OUT_OF_HOURS
     assert attempt.invite.header("X-Callrouter-Tenant") == "harborough"
     assert attempt.invite.header("X-Callrouter-Dialled") == HARBOROUGH
+    # the dialled leg carries the caller's Linkedid (dial_predial_handler_variables.txt)
+    assert attempt.invite.header("X-Callrouter-Linkedid") == record.sessions[0].uniqueid
 
 
 async def test_payment_provider_gets_the_reference(rig: Rig) -> None:
@@ -80,6 +82,7 @@ async def test_partner_team_as_a_local_queue_member_gets_the_headers(rig: Rig) -
     assert attempt.invite.user == partner
     assert attempt.invite.header("X-Callrouter-Tenant") == "harborough"
     assert attempt.invite.header("X-Callrouter-Dialled") == HARBOROUGH
+    assert attempt.invite.header("X-Callrouter-Linkedid") == record.sessions[0].uniqueid  # through ;1/;2
 
 
 def static_pbx(trunk: str = "pstn") -> tuple[Pbx, Channel]:

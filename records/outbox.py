@@ -1,0 +1,160 @@
+"""Where finished contact records go: a sink, and the pump that feeds it from a builder.
+
+:class:`RecordSink` is the one thing the controller needs of a destination: ``append`` a
+record (each version of it once). The durable destination is the per-centre Redis Stream
+(idempotent by record id and version); :class:`MemorySink` (tests) and :class:`JsonlSink`
+(one JSON line per record version, for the demonstration and for a controller run without
+that stream) implement the same protocol.
+
+:class:`RecordPump` owns one :class:`~records.builder.RecordBuilder`: the controller's facts
+and the AMI tap go into it without I/O (a fact that is not well formed is counted and
+dropped: a call never stops for its record), and a background task asks it about once a
+second which records are due and appends them to the sink. A sink that fails keeps the
+record in the pump's backlog and the next round tries again, so the call path never waits
+for a sink. On shutdown :meth:`RecordPump.close` hands over what is due and then every call
+still open, as ``complete: false`` (see ``docs/contact-records.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from records.builder import RecordBuilder
+from records.facts import IvrFact
+from records.model import ContactRecord
+
+log = logging.getLogger("records.outbox")
+
+BACKLOG_MAX = 100_000
+"""Records held while the sink fails; beyond this the oldest are dropped, counted and logged."""
+
+
+class RecordSink(Protocol):
+    """Where finished records (and their later versions) are appended."""
+
+    async def append(self, record: ContactRecord) -> None: ...
+
+
+class MemorySink:
+    """Keeps every record appended, in order (tests)."""
+
+    def __init__(self) -> None:
+        self.records: list[ContactRecord] = []
+
+    async def append(self, record: ContactRecord) -> None:
+        self.records.append(record)
+
+
+class JsonlSink:
+    """Appends each record as one JSON line to ``path`` (created with its folder, mode 0600:
+    the lines hold complete caller numbers)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch(mode=0o600, exist_ok=True)
+        self.count = 0
+
+    async def append(self, record: ContactRecord) -> None:
+        line = record.model_dump_json() + "\n"
+        with self.path.open("a", encoding="utf-8") as out:  # a few hundred bytes: no thread needed
+            out.write(line)
+        self.count += 1
+
+
+class RecordPump:
+    """Facts and AMI events into one builder; due records out to a sink (see the module doc)."""
+
+    def __init__(
+        self,
+        builder: RecordBuilder,
+        sink: RecordSink,
+        *,
+        clock: Callable[[], float] = time.time,
+        interval_s: float = 1.0,
+    ) -> None:
+        self.builder, self.sink, self.clock, self.interval_s = builder, sink, clock, interval_s
+        self.backlog: deque[ContactRecord] = deque()
+        self.appended = 0
+        self.refused_facts = 0
+        self.sink_failures = 0
+        self.dropped = 0
+
+    # --- in: cheap, synchronous, never raises --------------------------------------------------
+
+    def fact(self, fact: IvrFact) -> None:
+        """A fact from the controller (a malformed one is counted and dropped)."""
+        try:
+            self.builder.feed_ivr(fact)
+        except ValueError as exc:
+            self.refused_facts += 1
+            log.warning("records.fact_refused %s", str(exc)[:200])
+        except Exception as exc:  # a record is never worth failing a call for
+            self.refused_facts += 1
+            log.warning("records.fact_failed %s", type(exc).__name__)
+
+    def ami(self, headers: Mapping[str, str], received_at: float) -> None:
+        """An AMI event as Asterisk sent it (the consumer's ``on_message`` tap)."""
+        try:
+            self.builder.feed_ami(headers, received_at)
+        except Exception as exc:  # a record is never worth losing the AMI stream
+            log.warning("records.ami_event_failed %s", type(exc).__name__)
+
+    # --- out -----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Every ``interval_s``: hand the due records to the sink. Until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.flush_due()
+
+    async def flush_due(self) -> int:
+        """Hand over the records due now (and any backlog); returns how many were appended."""
+        self._hold(self.builder.due(self.clock()))
+        return await self._drain()
+
+    async def close(self) -> int:
+        """On shutdown: what is due, then every call still open (``complete: false``)."""
+        now = self.clock()
+        self._hold(self.builder.due(now))
+        self._hold(self.builder.flush(now))
+        return await self._drain()
+
+    def _hold(self, records: list[ContactRecord]) -> None:
+        self.backlog.extend(records)
+        while len(self.backlog) > BACKLOG_MAX:
+            self.backlog.popleft()
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                log.error("records.backlog_full dropped=%d", self.dropped)
+
+    async def _drain(self) -> int:
+        done = 0
+        while self.backlog:
+            record = self.backlog[0]
+            try:
+                await self.sink.append(record)
+            except Exception as exc:  # the sink is retried next round
+                self.sink_failures += 1
+                log.warning("records.sink_failed %s backlog=%d", type(exc).__name__, len(self.backlog))
+                return done
+            self.backlog.popleft()
+            self.appended += 1
+            done += 1
+        return done
+
+
+async def stop_pump(pump: RecordPump, task: asyncio.Task[None] | None) -> int:
+    """Cancel the pump's task, then close it (hand over everything it holds)."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return await pump.close()
