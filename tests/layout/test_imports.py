@@ -4,6 +4,7 @@ bottom-up and no change can tie two subsystems into a cycle.
     callrouter            the application: CLI, serve wiring, settings, logging
     emulator, agi_scripts the Asterisk emulator; the classic fail-static fallback (peers)
     ivr                   the call side: FastAGI server, routes, menu driver, dialplan contract
+    records               contact records: the per-centre stream, delivery to the councils' CRMs
     routing               the decision and live state: plan, decide, overflow, AMI to Redis
     routing.core          pure: plan models, validation, schedules, menus, decide (no I/O)
 """
@@ -20,10 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 # What each package may import from the project (itself always allowed).
 ALLOWED: dict[str, set[str]] = {
     "routing": set(),
-    "ivr": {"routing"},
-    "agi_scripts": {"ivr", "routing"},
-    "emulator": {"ivr", "routing"},
-    "callrouter": {"emulator", "agi_scripts", "ivr", "routing"},
+    "records": {"routing"},
+    "ivr": {"routing", "records"},
+    "agi_scripts": {"ivr", "routing", "records"},
+    "emulator": {"ivr", "routing", "records"},
+    "callrouter": {"emulator", "agi_scripts", "ivr", "routing", "records"},
 }
 PURE_CORE_MAY_IMPORT = {"routing.core"}
 
