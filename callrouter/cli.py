@@ -16,7 +16,7 @@ from datetime import date, datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from callrouter import service, simulate, supervisor_cli
+from callrouter import records_cli, service, simulate, supervisor_cli
 from callrouter.settings import SettingsError
 from emulator import centre
 from ivr import static_dialplan
@@ -300,6 +300,7 @@ COMMAND_REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentP
     simulate.register,
     supervisor_cli.register,
     centre.register,
+    records_cli.register,
 ]
 
 

@@ -395,29 +395,29 @@ class SinkWorker:
         if not (tally.acks or tally.redo_done or tally.dead):
             return
         await self.sink.flush()
-        pipe = self.redis.pipeline(transaction=True)
-        if tally.acks:
-            pipe.xack(self.stream, self.group, *tally.acks)
-        if tally.redo_done:
-            pipe.xdel(self.redo, *tally.redo_done)
-        if tally.dead:
-            pipe.hset(self.dead, mapping=cast(Mapping[Any, Any], tally.dead))
-        now = self.clock()
-        pipe.hincrby(self.stats, "delivered", tally.delivered)
-        pipe.hincrby(self.stats, "dead_lettered", len(tally.dead))
-        pipe.hincrby(self.stats, "attempts_failed", self._failed_attempts)
-        fields: dict[Any, Any] = {
-            "breaker": self.breaker.state(now),
-            "holder": self.consumer,
-            "updated_at": now,
-        }
-        if tally.delivered:
-            fields["last_delivered_at"] = now
-        if self._last_error:
-            fields["last_error"] = self._last_error
-            fields["last_error_at"] = now
-        pipe.hset(self.stats, mapping=fields)
-        await pipe.execute()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if tally.acks:
+                pipe.xack(self.stream, self.group, *tally.acks)
+            if tally.redo_done:
+                pipe.xdel(self.redo, *tally.redo_done)
+            if tally.dead:
+                pipe.hset(self.dead, mapping=cast(Mapping[Any, Any], tally.dead))
+            now = self.clock()
+            pipe.hincrby(self.stats, "delivered", tally.delivered)
+            pipe.hincrby(self.stats, "dead_lettered", len(tally.dead))
+            pipe.hincrby(self.stats, "attempts_failed", self._failed_attempts)
+            fields: dict[Any, Any] = {
+                "breaker": self.breaker.state(now),
+                "holder": self.consumer,
+                "updated_at": now,
+            }
+            if tally.delivered:
+                fields["last_delivered_at"] = now
+            if self._last_error:
+                fields["last_error"] = self._last_error
+                fields["last_error_at"] = now
+            pipe.hset(self.stats, mapping=fields)
+            await pipe.execute()
         self._failed_attempts, self._last_error = 0, ""
 
     async def step(self, stop: asyncio.Event) -> bool:

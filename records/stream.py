@@ -181,20 +181,20 @@ class RecordStream:
 
     async def append_many(self, envelopes: list[Envelope]) -> list[str | None]:
         """Append several in one pipelined round trip (each still checked on its own)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for envelope in envelopes:
-            if envelope.centre != self.centre:
-                raise EnvelopeError(f"record of centre {envelope.centre!r} appended to {self.centre!r}")
-            await self._script(
-                keys=[self.keys.record_appended(self.centre, envelope.record_id), self.stream],
-                args=[
-                    envelope.version,
-                    self.retention_s,
-                    envelope.record_id,
-                    envelope.tenant,
-                    envelope.to_json(),
-                ],
-                client=pipe,
-            )
-        results = await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for envelope in envelopes:
+                if envelope.centre != self.centre:
+                    raise EnvelopeError(f"record of centre {envelope.centre!r} appended to {self.centre!r}")
+                await self._script(
+                    keys=[self.keys.record_appended(self.centre, envelope.record_id), self.stream],
+                    args=[
+                        envelope.version,
+                        self.retention_s,
+                        envelope.record_id,
+                        envelope.tenant,
+                        envelope.to_json(),
+                    ],
+                    client=pipe,
+                )
+            results = await pipe.execute()
         return [r.decode() if isinstance(r, bytes) else (None if r is None else str(r)) for r in results]

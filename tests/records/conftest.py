@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from redis.asyncio import Redis
 
 from records.delivery import DeliveryWorker, Policy
@@ -19,10 +24,10 @@ from records.stream import Envelope, RecordStream
 from routing.core.plan import WebhookSink as WebhookSinkConfig
 from routing.redis_keys import RedisKeys
 from tests.support.fake_crm import FakeCrm
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import PROJECT_CONF, RedisServer, free_port, start_redis
 
 SECRET = b"test-webhook-secret"
-CENTRE = "leicester"
+CENTRE = "charnwood"  # the example plan's centre
 TENANT = "harborough"
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 FAST = Policy(
@@ -90,3 +95,42 @@ async def rig(redis_server: RedisServer) -> AsyncIterator[Rig]:
         await made.stop_workers()
         await crm.stop()
         await redis.aclose()
+
+
+EXAMPLE_PLAN = Path(__file__).parents[2] / "examples" / "plan.yaml"
+
+
+def plan_with_sinks(folder: Path, crm_url: str, file_dir: Path | None = None) -> Path:
+    """The example plan with CRM sinks for harborough: the fake CRM, and a file sink if asked."""
+    plan = yaml.safe_load(EXAMPLE_PLAN.read_text(encoding="utf-8"))
+    sinks: dict[str, Any] = {
+        "crm": {"type": "webhook", "url": crm_url, "secret_env": "CRM_SECRET", "timeout_s": 2}
+    }
+    if file_dir is not None:
+        sinks["archive"] = {"type": "file", "directory": str(file_dir)}
+    plan["tenants"][TENANT]["crm"] = {"sinks": sinks}
+    path = folder / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of its own with the project's redis.conf (append-only file, everysec)."""
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = start_redis(free_port(), workdir, conf=PROJECT_CONF, max_lifetime_s=300)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def worker_process(plan: Path, redis_url: str, log: Path, lease_s: float = 1.0) -> subprocess.Popen[bytes]:
+    """``callrouter records deliver`` as a real process logging to ``log``, stopped by ``timeout``
+    if forgotten."""
+    argv = ["timeout", "120", sys.executable, "-m", "callrouter.cli", "records", "deliver",
+            "--plan", str(plan), "--redis", redis_url, "--lease-s", str(lease_s)]  # fmt: skip
+    env = {**os.environ, "CRM_SECRET": SECRET.decode()}
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
