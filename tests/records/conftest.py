@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 import yaml
 from redis.asyncio import Redis
 
+from callrouter.logs import configure_logging
 from records.delivery import DeliveryWorker, Policy
 from records.sinks import Sink, WebhookSink
 from records.stream import Envelope, RecordStream
@@ -134,3 +136,12 @@ def worker_process(plan: Path, redis_url: str, log: Path, lease_s: float = 1.0) 
     env = {**os.environ, "CRM_SECRET": SECRET.decode()}
     with log.open("ab") as out:
         return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture
+def logs() -> Iterator[Callable[[], str]]:
+    """Every log line written while the test runs (JSON lines), as one text."""
+    stream = io.StringIO()
+    configure_logging(json=True, level="debug", stream=stream)
+    yield stream.getvalue
+    configure_logging(json=True, level="warning", stream=io.StringIO())

@@ -7,6 +7,7 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 
@@ -88,10 +89,13 @@ async def test_429_with_retry_after_pauses_the_sink_for_that_long(rig: Rig) -> N
     assert rig.crm.requests == 2
 
 
-async def test_400_is_dead_lettered_at_once_with_the_answer_and_the_rest_goes_on(rig: Rig) -> None:
+async def test_400_is_dead_lettered_at_once_with_the_answer_and_the_rest_goes_on(
+    rig: Rig, logs: Callable[[], str]
+) -> None:
     rig.crm.refuse = {"r.1:1"}
     rig.start_worker({f"{TENANT}/crm": rig.webhook()})
-    await rig.stream.append_many([envelope("r.1", 1), envelope("r.1", 2), envelope("r.2", 1)])
+    caller = "07700900123"
+    await rig.stream.append_many([envelope("r.1", 1, caller=caller), envelope("r.1", 2), envelope("r.2", 1)])
     await rig.crm.wait_for(2, timeout_s=10)
     dead = await rig.wait_for_dead_letters(f"{TENANT}/crm", 1)
     assert rig.crm.requests == 3  # the refused version was sent once, never retried
@@ -101,6 +105,8 @@ async def test_400_is_dead_lettered_at_once_with_the_answer_and_the_rest_goes_on
     assert letter["answer"] == "unknown service code in r.1:1"
     assert letter["envelope"]["record_id"] == "r.1"
     assert sorted(k for k, _, _ in rig.crm.accepted) == ["r.1:2", "r.2:1"]
+    assert '"record": "r.1:1"' in logs()
+    assert caller not in logs()  # the complete number goes to the CRM and its dead letter only
 
 
 async def test_a_hanging_crm_times_out_and_the_retry_is_deduplicated_by_its_key(rig: Rig) -> None:
