@@ -123,7 +123,7 @@ async def dead_letters(redis: Redis, centre: str, sink: str, keys: RedisKeys = K
     letters = []
     for key, value in raw.items():
         letter = json.loads(value)
-        envelope = letter.get("envelope") or {}
+        envelope = json.loads(letter["envelope"]) if letter.get("envelope") else {}
         letters.append({
             "id": _text(key), "sink": sink, "record_id": envelope.get("record_id"),
             "version": envelope.get("version"), "status": letter.get("status"),
@@ -139,10 +139,9 @@ for _, id in ipairs(ARGV) do
   local raw = redis.call('HGET', KEYS[1], id)
   if raw then
     local letter = cjson.decode(raw)
-    if type(letter['envelope']) == 'table' then
-      local e = letter['envelope']
-      redis.call('XADD', KEYS[2], '*', 'rid', e['record_id'], 'v', tostring(e['version']),
-                 't', e['tenant'], 'e', cjson.encode(e))
+    if type(letter['envelope']) == 'string' then
+      local tenant = cjson.decode(letter['envelope'])['tenant']
+      redis.call('XADD', KEYS[2], '*', 't', tenant, 'e', letter['envelope'])
       moved = moved + 1
     end
     redis.call('HDEL', KEYS[1], id)

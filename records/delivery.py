@@ -11,7 +11,7 @@ holder loops:
    claimed, so nothing overtakes them), then new entries (``XREADGROUP >``);
 2. deliver the batch: entries of other tenants are acknowledged at once; the rest are grouped
    by record id, each record's versions sent one after the other in stream order, different
-   records concurrently (up to the sink's ``max_in_flight``). Each version is retried until the
+   records concurrently (up to the sink's ``concurrency``). Each version is retried until the
    CRM takes it (2xx) or refuses it (4xx other than 408/429: a dead letter, kept with the CRM's
    answer until a person retries it): 5xx, 408, 429 and timeouts are retried without limit of
    time, after exponential backoff with full jitter, or after ``Retry-After`` when the CRM
@@ -209,7 +209,7 @@ class SinkWorker:
         self.stats = keys.sink_stats(centre, sink.name)
         self.lease = SinkLease(redis, keys.sink_lease(centre, sink.name), consumer, policy.lease_s)
         self.breaker = Breaker(policy.breaker_threshold, policy.breaker_open_s, policy.breaker_open_cap_s)
-        self.max_in_flight = max(1, int(getattr(sink, "max_in_flight", 16)))
+        self.concurrency = max(1, sink.concurrency)
         self._changed: asyncio.Future[None] | None = None
         self._failed_attempts = 0
         self._last_error = ""
@@ -327,7 +327,7 @@ class SinkWorker:
         (tally.redo_done if item.source == "redo" else tally.acks).append(item.stream_id)
 
     def _dead_letter(self, tally: Tally, item: Item, status: int, answer: str) -> None:
-        envelope = item.entry.envelope.as_dict() if item.entry else None
+        envelope = item.entry.envelope.to_json() if item.entry else None  # kept as sent, to send again
         key = item.entry.envelope.key if item.entry else f"entry:{item.stream_id}"
         tally.dead[key] = json.dumps(
             {
@@ -352,7 +352,7 @@ class SinkWorker:
                 self._done(tally, item)
             else:
                 chains.setdefault(item.entry.envelope.record_id, []).append(item)
-        slots = asyncio.Semaphore(self.max_in_flight)
+        slots = asyncio.Semaphore(self.concurrency)
 
         async def chain(versions: list[Item]) -> None:
             for item in versions:

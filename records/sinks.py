@@ -43,6 +43,9 @@ EVENT_TYPE = "uk.gov.council.callrouter.contact.v1"
 SIGNATURE_HEADER = "X-Callrouter-Signature-256"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 CONTENT_TYPE = "application/cloudevents+json"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+BATCH_LINGER_S = 0.002
+"""A partial batch waits this long for company before it goes (batched mode only)."""
 ANSWER_LIMIT = 512
 """At most this many characters of a CRM's answer are kept with a dead letter."""
 RETRY_AFTER_CAP_S = 3600.0
@@ -64,6 +67,8 @@ DELIVERED = Outcome("delivered")
 class Sink(Protocol):
     name: str
     """``<tenant>/<sink name>``"""
+    concurrency: int
+    """How many sends the worker may have waiting on this sink at once."""
 
     async def send(self, envelope: Envelope) -> Outcome: ...
 
@@ -145,13 +150,23 @@ def outcome_for(status: int, answer: str, retry_after: str | None, now: datetime
 
 
 class WebhookSink:
-    """POSTs signed CloudEvents to one CRM URL (aiohttp client, keep-alive connections)."""
+    """POSTs signed CloudEvents to one CRM URL (aiohttp client, keep-alive connections).
+
+    With ``batch_size`` > 1 (CloudEvents batched mode), concurrent sends are gathered into one
+    request of up to ``batch_size`` events (the worker never has two versions of one contact in
+    flight, so a batch never reorders a contact). The answer applies to every event in it; a
+    refused batch is sent again one event at a time, so only the event the CRM refuses is
+    dead-lettered."""
 
     def __init__(self, name: str, config: WebhookSinkConfig, secret: bytes) -> None:
         self.name, self.url, self._secret = name, config.url, secret
-        self.max_in_flight = config.max_in_flight
+        self.max_in_flight, self.batch_size = config.max_in_flight, config.batch_size
+        self.concurrency = config.max_in_flight * config.batch_size
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        self._waiting: list[tuple[Envelope, asyncio.Future[Outcome]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._batches: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:  # the secret never shows, even in a traceback's locals
         return f"WebhookSink({self.name!r}, {self.url!r})"
@@ -173,8 +188,12 @@ class WebhookSink:
         }
         return body, headers
 
-    async def send(self, envelope: Envelope) -> Outcome:
-        body, headers = self.request(envelope)
+    def batch_request(self, envelopes: list[Envelope]) -> tuple[bytes, dict[str, str]]:
+        events = [cloud_event(e) for e in envelopes]
+        body = json.dumps(events, separators=(",", ":"), ensure_ascii=False).encode()
+        return body, {"Content-Type": BATCH_CONTENT_TYPE, SIGNATURE_HEADER: sign(self._secret, body)}
+
+    async def _post(self, body: bytes, headers: dict[str, str]) -> Outcome:
         try:
             async with self._client().post(
                 self.url, data=body, headers=headers, allow_redirects=False
@@ -188,6 +207,40 @@ class WebhookSink:
             return Outcome("retry", 0, "timed out")
         except aiohttp.ClientError as exc:
             return Outcome("retry", 0, type(exc).__name__)
+
+    async def send(self, envelope: Envelope) -> Outcome:
+        if self.batch_size == 1:
+            return await self._post(*self.request(envelope))
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiting.append((envelope, future))
+        if len(self._waiting) >= self.batch_size:
+            self._go()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(BATCH_LINGER_S, self._go)
+        return await future
+
+    def _go(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        items, self._waiting = self._waiting, []
+        if items:
+            task = asyncio.create_task(self._post_batch(items))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _post_batch(self, items: list[tuple[Envelope, asyncio.Future[Outcome]]]) -> None:
+        live = [(e, f) for e, f in items if not f.done()]  # a cancelled send is not sent
+        if not live:
+            return
+        outcome = await self._post(*self.batch_request([e for e, _ in live]))
+        if outcome.kind == "refused" and len(live) > 1:  # which one? ask one at a time
+            answers = await asyncio.gather(*(self._post(*self.request(e)) for e, _ in live))
+        else:
+            answers = [outcome] * len(live)
+        for (_, future), answer in zip(live, answers, strict=True):
+            if not future.done():
+                future.set_result(answer)
 
     async def flush(self) -> None:
         return None
@@ -230,7 +283,7 @@ class FileSink:
     def __init__(self, name: str, config: FileSinkConfig, tenant: str, zone: ZoneInfo) -> None:
         self.name, self.tenant, self.zone = name, tenant, zone
         self.directory = Path(config.directory)
-        self.max_in_flight = 1  # lines are appended by one writer, in order
+        self.concurrency = 64  # writes are synchronous: one contact's versions stay in order
         self._files: dict[Path, tuple[IO[bytes], set[str]]] = {}
         self._dirty: set[Path] = set()
 

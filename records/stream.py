@@ -119,8 +119,6 @@ class Entry:
 
 def entry_fields(envelope: Envelope) -> dict[str, str]:
     return {
-        "rid": envelope.record_id,
-        "v": str(envelope.version),
         "t": envelope.tenant,
         "e": envelope.to_json(),
     }
@@ -144,7 +142,7 @@ _APPEND = """
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) <= last then return false end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return redis.call('XADD', KEYS[2], '*', 'rid', ARGV[3], 'v', ARGV[1], 't', ARGV[4], 'e', ARGV[5])
+return redis.call('XADD', KEYS[2], '*', 't', ARGV[4], 'e', ARGV[5])
 """
 
 

@@ -111,8 +111,8 @@ class RedisKeys:
     # within one hash slot.
 
     def records_stream(self, centre: str) -> str:
-        # STREAM of record versions appended by the controllers of ``centre``; fields rid
-        # (Linkedid), v (version), t (tenant), e (the envelope as JSON). One consumer group per
+        # STREAM of record versions appended by the controllers of ``centre``; fields t (tenant)
+        # and e (the envelope as JSON: record id, version, times, record). One consumer group per
         # CRM sink ("<tenant>/<sink>"). No TTL: trimmed by the delivery worker to the
         # retention age, never past an entry some sink has not yet delivered.
         return f"{self.prefix}records:{{{centre}}}:stream"
@@ -135,9 +135,9 @@ class RedisKeys:
         return f"{self.prefix}records:{{{centre}}}:sink:{sink}:redo"
 
     def sink_dead(self, centre: str, sink: str) -> str:
-        # HASH "<record id>:<version>" -> JSON {envelope, status, answer (bounded), at}: versions
-        # the CRM refused (4xx other than 408/429). No TTL: a person clears them (``records
-        # retry``). Written by the delivery worker.
+        # HASH "<record id>:<version>" -> JSON {envelope (as sent, a JSON string), status, answer
+        # (bounded), at, stream_id}: versions the CRM refused (4xx other than 408/429). No TTL:
+        # a person clears them (``records retry``). Written by the delivery worker.
         return f"{self.prefix}records:{{{centre}}}:sink:{sink}:dead"
 
     def sink_stats(self, centre: str, sink: str) -> str:

@@ -321,6 +321,9 @@ class WebhookSink(_SecretSource):
     url: Text
     timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
     max_in_flight: Annotated[int, Field(ge=1, le=512)] = 64
+    batch_size: Annotated[int, Field(ge=1, le=500)] = 1
+    """1: one event per request (structured mode). More: CloudEvents batched mode, for CRMs
+    that accept ``application/cloudevents-batch+json``."""
 
     @model_validator(mode="after")
     def _https(self) -> WebhookSink:

@@ -43,8 +43,11 @@ def envelope(rid: str, version: int = 1, tenant: str = TENANT, **payload: Any) -
                     {"record_id": rid, "version": version, **payload})  # fmt: skip
 
 
-def webhook_config(url: str, timeout_s: float = 2.0, max_in_flight: int = 32) -> WebhookSinkConfig:
-    return WebhookSinkConfig(type="webhook", url=url, secret_env="CRM_SECRET", timeout_s=timeout_s,
+def webhook_config(
+    url: str, timeout_s: float = 2.0, max_in_flight: int = 32, batch_size: int = 1
+) -> WebhookSinkConfig:
+    return WebhookSinkConfig(
+        batch_size=batch_size,type="webhook", url=url, secret_env="CRM_SECRET", timeout_s=timeout_s,
                              max_in_flight=max_in_flight)  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from records.stream import RecordStream
+from records.stream import Envelope, RecordStream
 from tests.records.conftest import CENTRE, FAST, TENANT, Rig, envelope
 from tests.support.fake_crm import Answer
 from tests.support.redis_server import RedisServer
@@ -37,7 +37,7 @@ async def test_two_appenders_racing_on_one_version_make_one_entry(
     assert stale is None
     assert newer is not None
     entries = await rig.redis.xrange(rig.keys.records_stream(CENTRE))
-    assert [(e[1][b"rid"], e[1][b"v"]) for e in entries] == [(b"1795000000.1", b"1"), (b"1795000000.1", b"2")]
+    assert [Envelope.from_json(e[1][b"e"]).key for e in entries] == ["1795000000.1:1", "1795000000.1:2"]
 
 
 async def test_crm_down_for_ten_thousand_records_then_back_loses_nothing(rig: Rig) -> None:
@@ -103,7 +103,7 @@ async def test_400_is_dead_lettered_at_once_with_the_answer_and_the_rest_goes_on
     letter = json.loads(dead[b"r.1:1"])
     assert letter["status"] == 400
     assert letter["answer"] == "unknown service code in r.1:1"
-    assert letter["envelope"]["record_id"] == "r.1"
+    assert Envelope.from_json(letter["envelope"]) == envelope("r.1", 1, caller=caller)
     assert sorted(k for k, _, _ in rig.crm.accepted) == ["r.1:2", "r.2:1"]
     assert '"record": "r.1:1"' in logs()
     assert caller not in logs()  # the complete number goes to the CRM and its dead letter only
@@ -143,3 +143,20 @@ async def test_a_second_worker_waits_for_the_lease_and_takes_over_when_the_first
     await rig.stream.append(envelope("r.2"))
     await rig.crm.wait_for(2, timeout_s=10)
     assert await rig.redis.get(rig.keys.sink_lease(CENTRE, f"{TENANT}/crm")) == second.consumer.encode()
+
+
+async def test_batched_mode_loses_nothing_and_dead_letters_only_the_refused_event(rig: Rig) -> None:
+    rig.crm.refuse = {"b.7:1"}
+    await rig.crm.stop()
+    rig.start_worker({f"{TENANT}/crm": rig.webhook(batch_size=50)})
+    versions = [(f"b.{n}", v) for n in range(1, 1001) for v in ((1, 2) if n % 4 == 0 else (1,))]
+    await rig.stream.append_many([envelope(r, v) for r, v in versions])
+    await asyncio.sleep(0.5)
+    await rig.crm.start()
+    await rig.crm.wait_for(len(versions) - 1, timeout_s=30)
+    dead = await rig.wait_for_dead_letters(f"{TENANT}/crm", 1)
+    assert list(dead) == [b"b.7:1"]
+    assert {k for k, _, _ in rig.crm.accepted} == {f"{r}:{v}" for r, v in versions} - {"b.7:1"}
+    assert len(rig.crm.accepted) == len(versions) - 1
+    assert rig.crm.out_of_order() == []
+    assert rig.crm.requests < len(versions) / 5  # batches, not one request per event

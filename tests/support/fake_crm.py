@@ -9,7 +9,7 @@ Tests steer it: ``script`` answers the next requests with given statuses (500, 4
 
 Run alone for a benchmark: ``python -m tests.support.fake_crm --port N`` (secret in
 ``CRM_SECRET``); ``GET /_stats`` answers its counts, and latencies when events carry
-``data.bench_t0`` (epoch seconds at append).
+``data.bench_t0`` (epoch seconds at append); ``POST /_reset`` forgets everything.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class FakeCrm:
         self.script: list[Answer] = []
         self.refuse: set[str] = set()
         self.hang_s = 0.0
+        self.keep_events = True
         self.accepted: list[tuple[str, str, int]] = []  # (key, record id, version), first arrivals
         self.events: dict[str, dict[str, object]] = {}
         self.seen: set[str] = set()
@@ -62,6 +63,7 @@ class FakeCrm:
         app = web.Application()
         app.router.add_post("/contacts", self._contact)
         app.router.add_get("/_stats", self._stats)
+        app.router.add_post("/_reset", self._reset)
         return app
 
     async def _contact(self, request: web.Request) -> web.Response:
@@ -73,26 +75,45 @@ class FakeCrm:
             return web.Response(status=401, text="bad signature")
         if self.hang_s:
             await asyncio.sleep(self.hang_s)
-        key = request.headers.get("Idempotency-Key", "")
         if self.script:
             answer = self.script.pop(0)
             return web.Response(status=answer.status, headers=answer.headers, text=answer.body)
+        if request.content_type == "application/cloudevents-batch+json":  # batched mode
+            events = json.loads(body)
+            refused = [e["id"] for e in events if e["id"] in self.refuse]
+            if refused:
+                return web.Response(status=400, text=f"unknown service code in {refused[0]}")
+            for event in events:  # each event's id is its idempotency key
+                self._take(event["id"], event)
+            return web.Response(status=201, text="ok")
+        key = request.headers.get("Idempotency-Key", "")
         if key in self.refuse:
             return web.Response(status=400, text=f"unknown service code in {key}")
         if request.content_type != "application/cloudevents+json":
             return web.Response(status=415, text="expected application/cloudevents+json")
+        self._take(key, json.loads(body))
+        return web.Response(status=201, text="ok")
+
+    def _take(self, key: str, event: dict[str, object]) -> None:
         if key in self.seen:
             self.duplicates += 1
-            return web.Response(status=200, text="already had it")
-        event = json.loads(body)
+            return
         self.seen.add(key)
-        self.accepted.append((key, str(event["subject"]), int(event["recordversion"])))
-        self.events[key] = event
+        self.accepted.append((key, str(event["subject"]), int(str(event["recordversion"]))))
+        if self.keep_events:
+            self.events[key] = event
         data = event.get("data")
         if isinstance(data, dict) and isinstance(data.get("bench_t0"), float):
             self.latencies.append(time.time() - data["bench_t0"])
         self.arrived.set()
-        return web.Response(status=201, text="ok")
+
+    async def _reset(self, _request: web.Request) -> web.Response:
+        self.accepted.clear()
+        self.events.clear()
+        self.seen.clear()
+        self.latencies.clear()
+        self.duplicates = self.bad_signatures = self.requests = 0
+        return web.json_response(self.stats())
 
     async def _stats(self, _request: web.Request) -> web.Response:
         return web.json_response(self.stats())
@@ -152,6 +173,7 @@ class FakeCrm:
 
 async def _serve(port: int, secret: bytes, lifetime_s: float) -> None:
     crm = FakeCrm(secret)
+    crm.keep_events = False  # a benchmark sends hundreds of thousands
     await crm.start(port)
     print(crm.port, flush=True)
     stop = asyncio.Event()
