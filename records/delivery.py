@@ -462,6 +462,8 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
+CONSUMER_FORGOTTEN_MS = 3600 * 1000
+
 # --- trimming -------------------------------------------------------------------------------------
 
 
@@ -519,8 +521,19 @@ class DeliveryWorker:
                 )
                 if floor != "0-0":
                     await self.redis.xtrim(stream, minid=floor, approximate=True)
+                await self._forget_gone_consumers(stream)
             except (RedisError, OSError) as exc:
                 log.warning("records_trim_failed", error=type(exc).__name__)
+
+    async def _forget_gone_consumers(self, stream: str) -> None:
+        """Drop consumers of workers long gone (each worker run has its own name) once they
+        hold nothing: their entries were claimed by the next lease holder."""
+        for group in self.sinks:
+            with contextlib.suppress(ResponseError):
+                for consumer in await self.redis.xinfo_consumers(stream, group):
+                    gone = int(consumer["idle"]) > CONSUMER_FORGOTTEN_MS and not int(consumer["pending"])
+                    if gone and _text(consumer["name"]) != self.consumer:
+                        await self.redis.xgroup_delconsumer(stream, group, consumer["name"])
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info(

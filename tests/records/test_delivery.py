@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
+from records.delivery import trim_floor
 from records.stream import Envelope, RecordStream
 from tests.records.conftest import CENTRE, FAST, TENANT, Rig, envelope
 from tests.support.fake_crm import Answer
@@ -160,3 +161,21 @@ async def test_batched_mode_loses_nothing_and_dead_letters_only_the_refused_even
     assert len(rig.crm.accepted) == len(versions) - 1
     assert rig.crm.out_of_order() == []
     assert rig.crm.requests < len(versions) / 5  # batches, not one request per event
+
+
+async def test_trimming_never_passes_a_version_some_sink_has_not_delivered(rig: Rig) -> None:
+    ids = [await rig.stream.append(envelope(f"t.{n}")) for n in range(6)]
+    stream = rig.keys.records_stream(CENTRE)
+    a, b = f"{TENANT}/a", f"{TENANT}/b"
+    for group in (a, b):
+        await rig.redis.xgroup_create(stream, group, id="0")
+    await rig.redis.xreadgroup(a, "w", {stream: ">"})
+    await rig.redis.xack(stream, a, *ids)
+    await rig.redis.xreadgroup(b, "w", {stream: ">"}, count=4)  # b: two delivered, two in flight
+    await rig.redis.xack(stream, b, *ids[:2])
+    later = time.time() + 60
+    assert await trim_floor(rig.redis, stream, [a, b], later, retention_s=0) == ids[2]
+    assert await trim_floor(rig.redis, stream, [a, b, f"{TENANT}/new"], later, retention_s=0) == "0-0"
+    assert await trim_floor(rig.redis, stream, [a], later, retention_s=3600) < str(ids[0])
+    await rig.redis.xtrim(stream, minid=ids[2], approximate=False)
+    assert [sid.decode() for sid, _ in await rig.redis.xrange(stream)] == ids[2:]
