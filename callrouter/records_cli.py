@@ -33,7 +33,7 @@ from records.sinks import SecretError, sinks_from_plan
 from routing.core.plan import Plan
 from routing.supervisor import shown
 
-EXIT_OK, EXIT_UNREACHABLE = 0, 3
+EXIT_OK, EXIT_NOTHING, EXIT_UNREACHABLE = 0, 1, 3
 
 
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -180,6 +180,9 @@ async def _retry(args: argparse.Namespace, settings: Settings, redis: Redis) -> 
     }
     total = sum(queued.values())
     _print(args, {"queued": queued, "total": total}, f"{total} dead letter(s) queued for delivery again")
+    if args.id is not None and not total:
+        print(f"callrouter: no dead letter matches {shown(args.id, 140)}", file=sys.stderr)
+        return EXIT_NOTHING
     return EXIT_OK
 
 

@@ -68,6 +68,8 @@ async def test_dead_letters_are_listed_retried_and_a_range_replayed(
             1,
         )
 
+        code, out = await _cli(capsys, "records", "retry", "r.9", *common)
+        assert (code, json.loads(out)["total"]) == (1, 0)
         crm.refuse = set()
         code, out = await _cli(capsys, "records", "retry", "r.1", *common)
         assert json.loads(out)["total"] == 1
