@@ -212,6 +212,7 @@ class SinkWorker:
         self.concurrency = max(1, sink.concurrency)
         self._changed: asyncio.Future[None] | None = None
         self._failed_attempts = 0
+        self.attempts_failed_total = 0
         self._last_error = ""
         self._group_ready = False
         self._last_renewed = 0.0
@@ -311,6 +312,7 @@ class SinkWorker:
             self.breaker.failure(self.clock(), outcome.retry_after_s, self.rand)
             self._notify()
             self._failed_attempts += 1
+            self.attempts_failed_total += 1
             self._last_error = f"{outcome.status or ''} {outcome.answer}".strip()[:200]
             if attempt == 0 or self.breaker.failures == self.policy.breaker_threshold:
                 log.warning(
@@ -384,11 +386,36 @@ class SinkWorker:
                     return
                 if stop.is_set() or not await self._renew():
                     raise LeaseLost
+                await self._heartbeat()
         finally:
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, LeaseLost):
                     await task
+
+    def _report(self, pipe: Any, delivered: int = 0) -> None:
+        """Queue the sink's counters and breaker state on ``pipe`` (for ``records status``)."""
+        now = self.clock()
+        pipe.hincrby(self.stats, "attempts_failed", self._failed_attempts)
+        fields: dict[Any, Any] = {
+            "breaker": self.breaker.state(now),
+            "holder": self.consumer,
+            "updated_at": now,
+        }
+        if delivered:
+            fields["last_delivered_at"] = now
+        if self._last_error:
+            fields["last_error"] = self._last_error
+            fields["last_error_at"] = now
+        pipe.hset(self.stats, mapping=fields)
+        self._failed_attempts, self._last_error = 0, ""
+
+    async def _heartbeat(self) -> None:
+        """While a batch is held up (a CRM down), still tell ``records status`` how it is going."""
+        with contextlib.suppress(RedisError, OSError):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                self._report(pipe)
+                await pipe.execute()
 
     async def _settle(self, tally: Tally) -> None:
         """Make the batch durable at the sink, then acknowledge it with its dead letters, atomically."""
@@ -402,23 +429,15 @@ class SinkWorker:
                 pipe.xdel(self.redo, *tally.redo_done)
             if tally.dead:
                 pipe.hset(self.dead, mapping=cast(Mapping[Any, Any], tally.dead))
-            now = self.clock()
             pipe.hincrby(self.stats, "delivered", tally.delivered)
             pipe.hincrby(self.stats, "dead_lettered", len(tally.dead))
-            pipe.hincrby(self.stats, "attempts_failed", self._failed_attempts)
-            fields: dict[Any, Any] = {
-                "breaker": self.breaker.state(now),
-                "holder": self.consumer,
-                "updated_at": now,
-            }
-            if tally.delivered:
-                fields["last_delivered_at"] = now
-            if self._last_error:
-                fields["last_error"] = self._last_error
-                fields["last_error_at"] = now
-            pipe.hset(self.stats, mapping=fields)
-            await pipe.execute()
-        self._failed_attempts, self._last_error = 0, ""
+            failed, error = self._failed_attempts, self._last_error
+            self._report(pipe, tally.delivered)
+            try:
+                await pipe.execute()
+            except BaseException:
+                self._failed_attempts, self._last_error = self._failed_attempts + failed, error
+                raise
 
     async def step(self, stop: asyncio.Event) -> bool:
         """One turn: hold the lease, take a batch, deliver and settle it. False when not holding."""
