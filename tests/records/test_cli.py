@@ -67,6 +67,11 @@ async def test_dead_letters_are_listed_retried_and_a_range_replayed(
             2,
             1,
         )
+        code, out = await _cli(capsys, "records", "status", *common[:-1])
+        assert out.splitlines()[1].split()[:5] == [f"{TENANT}/crm", "0", "-", "2", "1"]
+        code, out = await _cli(capsys, "records", "dead-letters", *common[:-1])
+        assert " 400 " in out.splitlines()[0]
+        assert out.splitlines()[0].endswith("unknown service code in r.1:1")
 
         code, out = await _cli(capsys, "records", "retry", "r.9", *common)
         assert (code, json.loads(out)["total"]) == (1, 0)
