@@ -17,7 +17,7 @@ from datetime import date, datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from callrouter import report_cli, service, simulate, supervisor_cli
+from callrouter import records_cli, report_cli, service, simulate, supervisor_cli
 from callrouter.settings import SettingsError
 from emulator import centre
 from ivr import static_dialplan
@@ -322,8 +322,11 @@ def _plan_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _records_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    records = sub.add_parser("records", help="contact records: the council's export, search, archive")
+    records = sub.add_parser(
+        "records", help="contact records: CRM delivery, the council's export, search and archive"
+    )
     cmds = records.add_subparsers(dest="records_command", required=True)
+    records_cli.add_records_commands(cmds)
     report_cli.add_records_commands(cmds)
 
 

@@ -105,6 +105,46 @@ class RedisKeys:
         # decision engine.
         return f"{self.prefix}overflow:{tenant}:{queue}"
 
+    # --- contact records and their delivery (writers: record appender, delivery worker) -----
+    # Every key of one centre's records carries the hash tag ``{centre}``: the append script
+    # and the delivery scripts touch several of them at once, which Redis Cluster allows only
+    # within one hash slot.
+
+    def records_stream(self, centre: str) -> str:
+        # STREAM of record versions appended by the controllers of ``centre``; fields t (tenant)
+        # and e (the envelope as JSON: record id, version, times, record). One consumer group per
+        # CRM sink ("<tenant>/<sink>"). No TTL: trimmed by the delivery worker to the
+        # retention age, never past an entry some sink has not yet delivered.
+        return f"{self.prefix}records:{{{centre}}}:stream"
+
+    def record_appended(self, centre: str, record_id: str) -> str:
+        # STRING the highest version of ``record_id`` appended to the stream, EX = the
+        # retention age. Checked and set by the append script in the same step as its XADD,
+        # so a (record id, version) is appended once however many controllers try.
+        return f"{self.prefix}records:{{{centre}}}:appended:{record_id}"
+
+    def sink_lease(self, centre: str, sink: str) -> str:
+        # STRING holder id, PX = lease time (default 10 s). Held by the one delivery worker
+        # delivering to ``sink`` ("<tenant>/<name>"), so versions of a contact keep their order.
+        return f"{self.prefix}records:{{{centre}}}:sink:{sink}:lease"
+
+    def sink_redo(self, centre: str, sink: str) -> str:
+        # STREAM of record versions to send again to one sink (``records retry``/``replay``),
+        # same fields as the records stream. Written by the CLI; read and XDEL'd by the lease
+        # holder once delivered. No TTL.
+        return f"{self.prefix}records:{{{centre}}}:sink:{sink}:redo"
+
+    def sink_dead(self, centre: str, sink: str) -> str:
+        # HASH "<record id>:<version>" -> JSON {envelope (as sent, a JSON string), status, answer
+        # (bounded), at, stream_id}: versions the CRM refused (4xx other than 408/429). No TTL:
+        # a person clears them (``records retry``). Written by the delivery worker.
+        return f"{self.prefix}records:{{{centre}}}:sink:{sink}:dead"
+
+    def sink_stats(self, centre: str, sink: str) -> str:
+        # HASH delivered, dead_lettered, attempts_failed (counters), last_delivered_at,
+        # last_error_at, last_error (bounded), breaker. No TTL. Written by the delivery worker.
+        return f"{self.prefix}records:{{{centre}}}:sink:{sink}:stats"
+
 
 KEYS = RedisKeys()
 """The production key schema (prefix ``callrouter:``)."""

@@ -300,6 +300,68 @@ class Survey(Model):
     timeout_s: Annotated[int, Field(ge=1, le=30)] = 6
 
 
+# --- contact records to the council's CRM ------------------------------------------------
+
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+EnvName = Annotated[str, _pattern(_ENV_NAME, "environment variable name", "HDC_CRM_SECRET")]
+
+
+class _SecretSource(Model):
+    """Where a sink's secret is read: an environment variable or a file, never the plan."""
+
+    secret_env: EnvName | None = None
+    secret_file: Text | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> _SecretSource:
+        if (self.secret_env is None) == (self.secret_file is None):
+            raise PydanticCustomError(
+                "one_of", "give exactly one of 'secret_env' or 'secret_file' (the secret itself never)"
+            )
+        return self
+
+
+class WebhookSink(_SecretSource):
+    """POST each record version to the CRM as a signed CloudEvent (``docs/contact-records-delivery.md``)."""
+
+    type: Literal["webhook"]
+    url: Text
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    max_in_flight: Annotated[int, Field(ge=1, le=512)] = 64
+    batch_size: Annotated[int, Field(ge=1, le=500)] = 1
+    """1: one event per request (structured mode). More: CloudEvents batched mode, for CRMs
+    that accept ``application/cloudevents-batch+json``."""
+
+    @model_validator(mode="after")
+    def _https(self) -> WebhookSink:
+        scheme, _, rest = self.url.partition("://")
+        host = rest.split("/", 1)[0].rsplit(":", 1)[0] if rest else ""
+        if not host or not (scheme == "https" or (scheme == "http" and host in _LOOPBACK_HOSTS)):
+            raise PydanticCustomError(
+                "bad_format",
+                "'{url}' is not an https:// URL (plain http only to this machine, for tests)",
+                {"url": self.url},
+            )
+        return self
+
+
+class FileSink(Model):
+    """One JSON Lines file per tenant per day under ``directory``, for CRMs that import files."""
+
+    type: Literal["file"]
+    directory: Text
+
+
+CrmSink = Annotated[WebhookSink | FileSink, Field(discriminator="type")]
+
+
+class Crm(Model):
+    """Where the tenant's contact records are delivered, by sink name."""
+
+    sinks: Annotated[dict[Name, CrmSink], Field(min_length=1)]
+
+
 BankHolidays = Literal["england-and-wales", "scotland", "northern-ireland", "none"]
 
 
@@ -352,6 +414,7 @@ class Tenant(Model):
     survey: Survey | None = None
     avoidable_contact_reasons: list[Name] = []  # what an adviser may name as an avoidable contact
     records: RecordsPolicy = RecordsPolicy()
+    crm: Crm | None = None
 
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)

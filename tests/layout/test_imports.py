@@ -4,7 +4,7 @@ bottom-up and no change can tie two subsystems into a cycle.
     callrouter            the application: CLI, serve wiring, settings, logging
     emulator, agi_scripts the Asterisk emulator; the classic fail-static fallback (peers)
     ivr                   the call side: FastAGI server, routes, menu driver, dialplan contract
-    records               contact records: the record model and its builder (pure)
+    records               contact records: model, builder, stream, delivery, archive, KPIs
     routing               the decision and live state: plan, decide, overflow, AMI to Redis
     routing.core          pure: plan models, validation, schedules, menus, decide (no I/O)
 """
