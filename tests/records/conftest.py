@@ -20,12 +20,12 @@ import yaml
 from redis.asyncio import Redis
 
 from callrouter.logs import configure_logging
+from emulator.crm import FakeCrm
 from records.delivery import DeliveryWorker, Policy
 from records.sinks import Sink, WebhookSink
 from records.stream import Envelope, RecordStream
 from routing.core.plan import WebhookSink as WebhookSinkConfig
 from routing.redis_keys import RedisKeys
-from tests.support.fake_crm import FakeCrm
 from tests.support.redis_server import PROJECT_CONF, RedisServer, free_port, start_redis
 
 SECRET = b"test-webhook-secret"

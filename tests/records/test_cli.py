@@ -14,12 +14,12 @@ import pytest
 from redis.asyncio import Redis
 
 from callrouter.cli import main
+from emulator.crm import FakeCrm
 from records.delivery import DeliveryWorker
 from records.sinks import WebhookSink
 from records.stream import RecordStream
 from routing.redis_keys import KEYS
 from tests.records.conftest import CENTRE, FAST, SECRET, TENANT, envelope, plan_with_sinks, webhook_config
-from tests.support.fake_crm import FakeCrm
 from tests.support.redis_server import RedisServer
 
 

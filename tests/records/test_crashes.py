@@ -18,6 +18,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from emulator.crm import FakeCrm
 from records.archive import Archive
 from records.delivery import DeliveryWorker
 from records.sinks import WebhookSink
@@ -34,7 +35,6 @@ from tests.records.conftest import (
     worker_process,
 )
 from tests.records.factory import record
-from tests.support.fake_crm import FakeCrm
 from tests.support.redis_server import PROJECT_CONF, RedisServer, free_port, start_redis
 
 
