@@ -37,10 +37,10 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 @pytest.fixture
 def plan(tmp_path: Path) -> Path:
     """The example plan, Harborough keeping records 365 days and compressing them after 30."""
-    entry = "    entry: {type: menu, menu: main}\n"
-    text = EXAMPLE.read_text().replace(
-        entry, "    records: {retention_days: 365, archive_after_days: 30}\n" + entry, 1
-    )
+    example = EXAMPLE.read_text()
+    ages = "      retention_days: 730\n      archive_after_days: 90\n"
+    assert example.count(ages) == 1  # Harborough's, in the example
+    text = example.replace(ages, "      retention_days: 365\n      archive_after_days: 30\n")
     path = tmp_path / "plan.yaml"
     path.write_text(text)
     return path
