@@ -457,3 +457,24 @@ def test_the_progress_bar_is_drawn_on_a_terminal_only() -> None:
         terminal.getvalue() == "\rexport harborough [#######-----------------------] 1/4 days, 120 records\n"
     )
     assert pipe.getvalue() == ""
+
+
+def test_the_archive_is_one_setting_from_the_environment_or_refused_by_name(
+    capsys: pytest.CaptureFixture[str],
+    archive: tuple[Path, list[ContactRecord]],
+    plan: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root, harborough = archive
+    argv = ["records", "export", "--tenant", "harborough", "--from", "2026-11-24", "--to", "2026-11-24",
+            "--plan", str(plan), "--no-redis", "--by", "test"]  # fmt: skip
+    monkeypatch.delenv("CALLROUTER_RECORDS_ARCHIVE_DIR", raising=False)
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert "no archive: give --archive DIR or set CALLROUTER_RECORDS_ARCHIVE_DIR" in err
+    monkeypatch.setenv("CALLROUTER_RECORDS_ARCHIVE_DIR", str(root))  # what records deliver writes
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    exported = [json.loads(line)["id"] for line in out.splitlines()]
+    assert exported
+    assert set(exported) <= {r.id for r in harborough}
