@@ -29,7 +29,7 @@ from callrouter.logs import configure_logging
 from callrouter.settings import Settings, SettingsError
 from ivr.controller import PlanHolder
 from records import admin
-from records.archive import Archive
+from records.archive import NO_TENANT, Archive
 from records.delivery import DeliveryWorker, Policy
 from records.sinks import ARCHIVE_SINK, SecretError, archive_sinks, sinks_from_plan
 from routing.core.plan import Plan
@@ -54,7 +54,7 @@ def _sinks(plan: Plan, tenant: str | None = None, sink: str | None = None) -> li
         for tid, t in plan.tenants.items()
         if tenant in (None, tid)
         for name in (ARCHIVE_SINK, *(t.crm.sinks if t.crm else {}))
-    ]
+    ] + ([f"{NO_TENANT}/{ARCHIVE_SINK}"] if tenant is None else [])
     if sink is not None:
         found = [s for s in found if sink in (s, s.split("/", 1)[1])]
         if not found:

@@ -18,7 +18,8 @@ A version already in the file is not written twice: the file itself is the index
 when the file is opened; a torn last line left by a crash is cut off).
 
 Archive: the council's own archive (:mod:`records.archive`), an internal sink every tenant has
-whatever its CRM sinks (``<tenant>/_owner-archive``): the worker's batch is appended with
+whatever its CRM sinks (``<tenant>/_owner-archive``; ``_no-tenant/_owner-archive`` for calls to a
+number no council owns, whose envelopes' tenant is empty): the worker's batch is appended with
 :meth:`Archive.append_many` in :meth:`ArchiveSink.flush` (fsync'd), before it is acknowledged.
 """
 
@@ -39,7 +40,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from pydantic import ValidationError
 
-from records.archive import Archive
+from records.archive import Archive, tenant_folder
 from records.model import ContactRecord
 from records.stream import Envelope
 from routing.core.plan import FileSink as FileSinkConfig
@@ -359,8 +360,9 @@ class ArchiveSink:
     acknowledging the batch) appends everything held with one ``append_many``. If that fails the
     batch is not acknowledged and comes back; the archive stores a version once however often."""
 
-    def __init__(self, tenant: str, archive: Archive) -> None:
-        self.name, self.tenant, self.archive = f"{tenant}/{ARCHIVE_SINK}", tenant, archive
+    def __init__(self, tenant: str | None, archive: Archive) -> None:
+        self.tenant, self.archive = tenant, archive
+        self.name = f"{tenant_folder(tenant)}/{ARCHIVE_SINK}"
         self.concurrency = 1024  # send does no I/O
         self._held: list[ContactRecord] = []
 
@@ -391,8 +393,10 @@ class ArchiveSink:
 
 
 def archive_sinks(plan: Plan, archive: Archive) -> dict[str, Sink]:
-    """The owner's archive sink of every tenant of the plan, by ``<tenant>/_owner-archive``."""
-    return {f"{tid}/{ARCHIVE_SINK}": ArchiveSink(tid, archive) for tid in plan.tenants}
+    """The owner's archive sink of every tenant of the plan, by ``<tenant>/_owner-archive``, and
+    ``_no-tenant/_owner-archive`` for calls to a number no council owns."""
+    made = [ArchiveSink(tid, archive) for tid in plan.tenants] + [ArchiveSink(None, archive)]
+    return {sink.name: sink for sink in made}
 
 
 def sinks_from_plan(plan: Plan, env: dict[str, str] | None = None) -> dict[str, Sink]:

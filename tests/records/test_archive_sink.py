@@ -7,15 +7,18 @@ from datetime import timedelta
 from pathlib import Path
 
 from records.archive import Archive
+from records.delivery import sink_tenant
 from records.sinks import ArchiveSink
 from records.stream import Envelope
 from tests.records.conftest import CENTRE, T0, TENANT
 from tests.records.factory import record
 
 
-def _envelope(rid: str, version: int = 1, tenant: str | None = TENANT) -> Envelope:
+def _envelope(
+    rid: str, version: int = 1, tenant: str | None = TENANT, envelope_tenant: str = TENANT
+) -> Envelope:
     made = record(rid, T0, version=version, tenant=tenant)
-    return Envelope(rid, version, TENANT, CENTRE, T0, T0 + timedelta(seconds=version),
+    return Envelope(rid, version, envelope_tenant, CENTRE, T0, T0 + timedelta(seconds=version),
                     made.model_dump(mode="json"))  # fmt: skip
 
 
@@ -46,3 +49,17 @@ async def test_what_is_not_this_tenants_record_is_refused(tmp_path: Path) -> Non
     assert (await sink.send(mismatched)).kind == "refused"
     await sink.flush()
     assert Archive(tmp_path).tenants() == []
+
+
+async def test_calls_to_a_number_no_council_owns_are_archived_in_their_own_folder(tmp_path: Path) -> None:
+    sink = ArchiveSink(None, Archive(tmp_path))
+    assert sink.name == "_no-tenant/_owner-archive"
+    assert sink_tenant(sink.name) == ""  # the envelopes' tenant of such calls
+    assert sink_tenant(f"{TENANT}/crm") == TENANT
+    assert (await sink.send(_envelope("1.6", tenant=None, envelope_tenant=""))).kind == "delivered"
+    assert (await sink.send(_envelope("1.7"))).kind == "refused"  # a council's record: not here
+    await sink.flush()
+    reader = Archive(tmp_path)
+    assert reader.tenants() == ["_no-tenant"]
+    (day,) = reader.days(None)
+    assert [r.id for r in reader.versions(None, day)] == ["1.6"]

@@ -146,7 +146,7 @@ async def test_the_worker_killed_mid_delivery_and_restarted_loses_nothing(
     assert {s: (v["backlog"], v["dead_letters"]) for s, v in sinks.items()} == {
         f"{TENANT}/crm": (0, 0),
         f"{TENANT}/archive": (0, 0),
-        **{f"{t}/_owner-archive": (0, 0) for t in ("harborough", "charnwood")},
+        **{f"{t}/_owner-archive": (0, 0) for t in ("harborough", "charnwood", "_no-tenant")},
     }
 
 
