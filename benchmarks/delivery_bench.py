@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python -m benchmarks.delivery_bench [--records N] [--backlog N] [--rate R]``.
 
-A fake CRM (``tests.support.fake_crm``, a real aiohttp server that checks every signature and
+A fake CRM (``emulator.crm``, a real aiohttp server that checks every signature and
 de-duplicates by idempotency key) runs in its own process; redis-server runs with the project's
 ``redis.conf`` (append-only file, fsync every second). Both are pinned to CPU 1, this process
 (appender and delivery) to CPU 0. Side by side in the same run, against the same CRM:
@@ -296,7 +296,7 @@ def run(args: argparse.Namespace, go: Callable[[str, int], Awaitable[None]]) -> 
     server = start_redis(free_port(), workdir, conf=PROJECT_CONF, max_lifetime_s=lifetime)
     crm_port = free_port()
     crm = subprocess.Popen(
-        ["timeout", str(lifetime), sys.executable, "-m", "tests.support.fake_crm", "--port", str(crm_port)],
+        ["timeout", str(lifetime), sys.executable, "-m", "emulator.crm", "--port", str(crm_port)],
         env={**os.environ, "CRM_SECRET": SECRET.decode()}, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:

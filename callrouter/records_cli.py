@@ -1,6 +1,7 @@
 """``callrouter records``: the delivery worker and what an operator does about deliveries.
 
-``records deliver`` runs the worker (its own process: nothing here touches the call path);
+``records deliver`` runs the worker (its own process: nothing here touches the call path), which
+also writes every version to the owner's archive (``records.archive_dir``, always on);
 ``status``, ``dead-letters``, ``retry`` and ``replay`` read and steer its state in Redis. All take
 the plan and Redis from the settings (``--plan``, ``--redis``, ``docs/settings.md``); the plan
 names each tenant's sinks (``crm:`` in ``docs/routing-plan.md``). Design and guarantees:
@@ -28,8 +29,9 @@ from callrouter.logs import configure_logging
 from callrouter.settings import Settings, SettingsError
 from ivr.controller import PlanHolder
 from records import admin
+from records.archive import NO_TENANT, Archive
 from records.delivery import DeliveryWorker, Policy
-from records.sinks import SecretError, sinks_from_plan
+from records.sinks import ARCHIVE_SINK, SecretError, archive_sinks, sinks_from_plan
 from routing.core.plan import Plan
 from routing.supervisor import shown
 
@@ -51,8 +53,8 @@ def _sinks(plan: Plan, tenant: str | None = None, sink: str | None = None) -> li
         f"{tid}/{name}"
         for tid, t in plan.tenants.items()
         if tenant in (None, tid)
-        for name in (t.crm.sinks if t.crm else {})
-    ]
+        for name in (ARCHIVE_SINK, *(t.crm.sinks if t.crm else {}))
+    ] + ([f"{NO_TENANT}/{ARCHIVE_SINK}"] if tenant is None else [])
     if sink is not None:
         found = [s for s in found if sink in (s, s.split("/", 1)[1])]
         if not found:
@@ -85,12 +87,16 @@ def _run(
 
 async def _deliver(args: argparse.Namespace, settings: Settings, redis: Redis) -> int:
     plan = _plan(settings)
+    root = settings.records.archive_dir
+    if root is None:
+        raise SettingsError(
+            "no archive directory: the owner's archive is always written "
+            "(give --archive DIR or set CALLROUTER_RECORDS_ARCHIVE_DIR)"
+        )
     try:
-        sinks = sinks_from_plan(plan)
+        sinks = {**archive_sinks(plan, Archive(root)), **sinks_from_plan(plan)}
     except SecretError as exc:
         raise SettingsError(str(exc)) from None
-    if not sinks:
-        raise SettingsError("the plan names no CRM sink (add crm: sinks: to a tenant)")
     worker = DeliveryWorker(
         redis, plan.centre, sinks, consumer=args.consumer, policy=Policy(lease_s=args.lease_s)
     )
@@ -246,7 +252,8 @@ def add_records_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParse
     replay = cmds.add_parser("replay", help="send a tenant's records appended in a range again")
     replay.add_argument("--from", dest="start", required=True, help="YYYY-MM-DD or date-time (tenant's zone)")
     replay.add_argument("--to", dest="end", required=True, help="YYYY-MM-DD (whole day) or date-time")
-    for parser in (deliver, status, dead, retry, replay):
+    settings_module.add_flags(deliver, ("plan", "redis.url", "records.archive_dir"))
+    for parser in (status, dead, retry, replay):
         settings_module.add_flags(parser, ("plan", "redis.url"))
     for parser in (status, dead, retry, replay):
         parser.add_argument("--json", action="store_true", help="machine-readable output")

@@ -1,6 +1,7 @@
 """``callrouter records export|find|purge|archive`` and ``callrouter report``: the council's data.
 
-All read the owner's archive (``--archive DIR`` or ``CALLROUTER_ARCHIVE_DIR``; ``records.archive``)
+All read the owner's archive (the setting ``records.archive_dir``: ``--archive DIR`` or
+``CALLROUTER_RECORDS_ARCHIVE_DIR``; ``records.archive``), which ``records deliver`` writes,
 and take the plan and Redis from the settings like ``toggle`` (``docs/settings.md``). A tenant is
 always named (``--tenant``): nothing here reads across councils. Every export, search, report,
 archiving and purge is audited (who: ``--by`` or the OS user; what; when) in the audit stream in
@@ -38,7 +39,7 @@ from routing.plan_file import load_plan
 from routing.supervisor import MAX_BY, ToggleError, audit, check_text
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
-ARCHIVE_ENV = "CALLROUTER_ARCHIVE_DIR"
+ARCHIVE_ENV = "CALLROUTER_RECORDS_ARCHIVE_DIR"  # the setting records.archive_dir
 KEY_ENV, KEY_FILE_ENV = "CALLROUTER_CALLER_HASH_KEY", "CALLROUTER_CALLER_HASH_KEY_FILE"
 LONDON = ZoneInfo("Europe/London")
 Handler = Callable[[argparse.Namespace], int]
@@ -73,10 +74,10 @@ def _tenant(plan: Plan | None, name: str) -> Tenant | None:
     return plan.tenants[name]
 
 
-def _archive(args: argparse.Namespace) -> Archive:
-    root = args.archive or os.environ.get(ARCHIVE_ENV)
-    if not root:
-        raise Refused(f"no archive: give --archive DIR or set {ARCHIVE_ENV}")
+def _archive(settings: Settings) -> Archive:
+    root = settings.records.archive_dir
+    if root is None:
+        raise Refused(f"no archive: give --archive DIR or set {ARCHIVE_ENV} (or records.archive_dir)")
     return Archive(root)
 
 
@@ -131,7 +132,7 @@ def record_audit(args: argparse.Namespace, settings: Settings, what: str, **deta
             reason = f"Redis not reachable ({type(exc).__name__})"
     else:
         reason = "--no-redis"
-    trail = FileAudit(_archive(args).root)
+    trail = FileAudit(_archive(settings).root)
     trail.append(audit_entry_for(what, by, now, **details))
     print(f"callrouter: {reason}: audited in {trail.path}", file=sys.stderr)
     return str(trail.path)
@@ -212,7 +213,7 @@ def _close_out(out: IO[str], tmp: Path | None, target: str | None, ok: bool) -> 
 def cmd_export(args: argparse.Namespace) -> int:
     settings = _settings(args)
     tenant = _tenant(_plan(settings), args.tenant)
-    archive = _archive(args)
+    archive = _archive(settings)
     span = _range(args.date_from, args.date_to)
     start, end = span.bounds(_zone(tenant))
     record_audit(args, settings, "records.export", tenant=args.tenant, **{"from": span.first.isoformat()},
@@ -252,7 +253,7 @@ def _by_day(
 def cmd_find(args: argparse.Namespace) -> int:
     settings = _settings(args)
     tenant = _tenant(_plan(settings), args.tenant)
-    archive = _archive(args)
+    archive = _archive(settings)
     key = caller_key(args)
     number = sys.stdin.readline().strip() if args.caller == "-" else args.caller.strip()
     if not number or len(number) > 40:
@@ -332,7 +333,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def _age_command(args: argparse.Namespace, action: str) -> int:
     settings = _settings(args)
     tenants = _policy_tenants(args, _plan(settings))
-    archive = _archive(args)
+    archive = _archive(settings)
     today = datetime.now(UTC).date()
     for name, tenant in tenants.items():
         days = tenant.records.archive_after_days if action == "archive" else tenant.records.retention_days
@@ -364,7 +365,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     settings = _settings(args)
     plan = _plan(settings)
     tenant = _tenant(plan, args.tenant)
-    archive = _archive(args)
+    archive = _archive(settings)
     span = _range(args.date_from, args.date_to)
     kpi_settings = _kpi_settings(tenant, args.service_level)
     baseline = None
@@ -433,8 +434,7 @@ def _guarded(handler: Handler) -> Handler:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    settings_module.add_flags(parser, ("plan", "redis.url", "redis.enabled"))
-    parser.add_argument("--archive", metavar="DIR", help=f"the owner's archive directory (or {ARCHIVE_ENV})")
+    settings_module.add_flags(parser, ("plan", "redis.url", "redis.enabled", "records.archive_dir"))
     parser.add_argument("--by", help="who is asking, for the audit trail (default: the OS user)")
 
 

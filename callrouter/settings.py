@@ -116,6 +116,11 @@ class RecordsSettings(_Section):
     outbox: Path | None = Field(
         None, description="JSON Lines file each contact record version is also appended to (unset: none)"
     )
+    archive_dir: Path | None = Field(
+        None,
+        description="the owner's archive of every record version: written by records deliver, "
+        "read by records export, find, archive and purge and by report",
+    )
 
     @field_validator("caller_hash_key")
     @classmethod
@@ -210,6 +215,7 @@ _FLAGS: dict[str, Flag] = {
     "ami.centre": Flag("--centre"),
     "ami.publish_queue": Flag("--publish-queue"),
     "records.outbox": Flag("--records-outbox"),
+    "records.archive_dir": Flag("--archive"),
 }
 _ENV_NAMES = {"redis.url": "CALLROUTER_REDIS"}  # kept from before this model; the rest are derived
 SECRETS = ("redis.password", "ami.secret", "records.caller_hash_key")
@@ -462,6 +468,8 @@ def _metavar(key: str) -> str:
     name = key.rpartition(".")[2]
     if name == "allowed_peers":
         return "CIDR"
+    if name.endswith("_dir"):
+        return "DIR"
     return "SECONDS" if name.endswith("_s") else "N" if name.startswith("max_") else name.upper()
 
 

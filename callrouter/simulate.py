@@ -1,4 +1,5 @@
-"""``callrouter simulate``: a stream of emulated callers through the dialplan's flow.
+"""``callrouter simulate``: a stream of emulated callers through the dialplan's flow; and
+``callrouter simulate-crm``: a council CRM's webhook that prints what it receives.
 
 Against a running controller (``--target HOST:PORT``) or one it starts itself. Callers are
 drawn from the plan: each council number, the keys of its entry menu, callers who stay
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import random
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,12 +23,14 @@ from pathlib import Path
 
 from callrouter.logs import configure_logging
 from emulator.agi import CallerScript, HangUpDuring, PressAfterPrompt, Silence, Step
+from emulator.crm import FakeCrm
 from emulator.dialplan import CallRecord, place_call
 from ivr.controller import Controller, PlanHolder
 from ivr.fastagi import FastAgiServer, ServerConfig
 from routing.core import numbers
 from routing.core.plan import MenuDest, PaymentDest, Plan, Tenant
 from routing.masking import mask_number
+from routing.supervisor import shown
 
 QUEUE_OUTCOMES = (("CONTINUE", 0.75), ("TIMEOUT", 0.15), ("FULL", 0.05), ("LEAVEEMPTY", 0.05))
 WRONG_NUMBER = "01632960555"
@@ -141,6 +147,56 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return asyncio.run(run(options, holder.current.plan))
 
 
+def crm_line(count: int, event: dict[str, object]) -> str:
+    """One received contact event, for the terminal: the caller number masked, text bounded."""
+    data = event.get("data")
+    record = data if isinstance(data, dict) else {}
+    caller = record.get("caller")
+    number = caller.get("number") if isinstance(caller, dict) else None
+    disposition = record.get("disposition")
+    outcome = disposition.get("kind") if isinstance(disposition, dict) else None
+    fields = [
+        f"{count:>5}",
+        shown(str(event.get("tenant", "")), 40),
+        shown(str(event.get("id", "")), 80),
+        shown(str(event.get("time", "")), 40),
+        f"caller {mask_number(str(number)) if number else 'withheld'}",
+        f"answered {'yes' if isinstance(record.get('answered'), dict) else 'no'}",
+    ]
+    if outcome:
+        fields.append(f"disposition {shown(str(outcome), 40)}")
+    return "  ".join(fields)
+
+
+async def run_crm(port: int, secret: bytes, lifetime_s: float | None) -> int:
+    crm = FakeCrm(secret)
+    crm.keep_events = False
+    crm.on_event = lambda event: print(crm_line(len(crm.accepted), event), flush=True)
+    await crm.start(port)
+    print(f"fake CRM listening on {crm.url} (signatures checked, repeats de-duplicated)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=lifetime_s)
+    finally:
+        await crm.stop()
+    stats = crm.stats()
+    print(f"fake CRM stopped: {stats['accepted']} accepted, {stats['duplicates']} repeats, "
+          f"{stats['bad_signatures']} bad signatures", flush=True)  # fmt: skip
+    return 0
+
+
+def cmd_simulate_crm(args: argparse.Namespace) -> int:
+    secret = os.environ.get(args.secret_env, "")
+    if not secret:
+        print(f"callrouter: the environment variable {args.secret_env} is not set or empty", file=sys.stderr)
+        return 2
+    return asyncio.run(run_crm(args.port, secret.encode(), args.lifetime_s))
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("simulate", help="drive emulated callers through the controller")
     parser.add_argument("--plan", required=True)
@@ -150,3 +206,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(handler=cmd_simulate)
+
+    crm = sub.add_parser(
+        "simulate-crm", help="a council CRM's webhook on 127.0.0.1 that prints what it receives"
+    )
+    crm.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
+    crm.add_argument(
+        "--secret-env", required=True, metavar="NAME",
+        help="environment variable holding the sink's secret (the plan's secret_env)",
+    )  # fmt: skip
+    crm.add_argument("--lifetime-s", type=float, help="stop after this many seconds (default: at SIGTERM)")
+    crm.set_defaults(handler=cmd_simulate_crm)

@@ -41,6 +41,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from records.archive import NO_TENANT
 from records.sinks import Outcome, Sink
 from records.stream import DEFAULT_RETENTION_S, Entry, EnvelopeError, parse_entry
 from routing.live.scripts import RELEASE_LEASE, RENEW_LEASE
@@ -510,6 +511,13 @@ async def trim_floor(redis: Redis, stream: str, groups: list[str], now: float, r
 # --- the whole worker ------------------------------------------------------------------------------
 
 
+def sink_tenant(sink_name: str) -> str:
+    """The envelopes' tenant a sink ``<tenant>/<name>`` takes: ``_no-tenant`` stands for the
+    records of calls to a number no council owns (their envelopes' tenant is empty)."""
+    tenant = sink_name.split("/", 1)[0]
+    return "" if tenant == NO_TENANT else tenant
+
+
 class DeliveryWorker:
     """Every sink of every tenant of one centre, each in its own task, plus trimming."""
 
@@ -528,7 +536,7 @@ class DeliveryWorker:
         self.sinks = sinks
         self.workers = [
             SinkWorker(
-                redis, centre, name.split("/", 1)[0], sink, consumer=self.consumer, policy=policy, keys=keys
+                redis, centre, sink_tenant(name), sink, consumer=self.consumer, policy=policy, keys=keys
             )
             for name, sink in sinks.items()
         ]

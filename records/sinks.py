@@ -16,6 +16,11 @@ tenant's time zone (so a version always lands in the same file, whenever it is r
 one envelope per line; the worker calls :meth:`FileSink.flush` (fsync) before acknowledging.
 A version already in the file is not written twice: the file itself is the index (read once
 when the file is opened; a torn last line left by a crash is cut off).
+
+Archive: the council's own archive (:mod:`records.archive`), an internal sink every tenant has
+whatever its CRM sinks (``<tenant>/_owner-archive``; ``_no-tenant/_owner-archive`` for calls to a
+number no council owns, whose envelopes' tenant is empty): the worker's batch is appended with
+:meth:`Archive.append_many` in :meth:`ArchiveSink.flush` (fsync'd), before it is acknowledged.
 """
 
 from __future__ import annotations
@@ -33,7 +38,10 @@ from typing import IO, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 import aiohttp
+from pydantic import ValidationError
 
+from records.archive import Archive, tenant_folder
+from records.model import ContactRecord
 from records.stream import Envelope
 from routing.core.plan import FileSink as FileSinkConfig
 from routing.core.plan import Plan
@@ -339,6 +347,56 @@ class FileSink:
     async def close(self) -> None:
         for path in list(self._files):
             self._close_one(path)
+
+
+ARCHIVE_SINK = "_owner-archive"
+"""The archive sink's name under each tenant: a plan name cannot start with ``_``."""
+
+
+class ArchiveSink:
+    """The owner's archive for one tenant: each batch appended at once, fsync'd, before the ack.
+
+    ``send`` only checks the record and holds it; :meth:`flush` (which the worker awaits before
+    acknowledging the batch) appends everything held with one ``append_many``. If that fails the
+    batch is not acknowledged and comes back; the archive stores a version once however often."""
+
+    def __init__(self, tenant: str | None, archive: Archive) -> None:
+        self.tenant, self.archive = tenant, archive
+        self.name = f"{tenant_folder(tenant)}/{ARCHIVE_SINK}"
+        self.concurrency = 1024  # send does no I/O
+        self._held: list[ContactRecord] = []
+
+    def __repr__(self) -> str:
+        return f"ArchiveSink({self.name!r}, {str(self.archive.root)!r})"
+
+    async def send(self, envelope: Envelope) -> Outcome:
+        try:
+            # as JSON, like the archive reads it back (times are ISO text in a payload)
+            record = ContactRecord.model_validate_json(json.dumps(envelope.payload))
+        except ValidationError as exc:
+            return Outcome("refused", 0, f"not a contact record: {exc.error_count()} problem(s)")
+        if (record.id, record.version) != (envelope.record_id, envelope.version):
+            return Outcome("refused", 0, "the record's id and version differ from its envelope's")
+        if record.tenant != self.tenant:  # a tenant's folder never holds another's records
+            return Outcome("refused", 0, "the record's tenant differs from its envelope's")
+        self._held.append(record)
+        return DELIVERED
+
+    async def flush(self) -> None:
+        """Append what the batch held (one fsync per day file); raises OSError if it cannot."""
+        held, self._held = self._held, []
+        if held:
+            await asyncio.to_thread(self.archive.append_many, held)
+
+    async def close(self) -> None:
+        self._held.clear()
+
+
+def archive_sinks(plan: Plan, archive: Archive) -> dict[str, Sink]:
+    """The owner's archive sink of every tenant of the plan, by ``<tenant>/_owner-archive``, and
+    ``_no-tenant/_owner-archive`` for calls to a number no council owns."""
+    made = [ArchiveSink(tid, archive) for tid in plan.tenants] + [ArchiveSink(None, archive)]
+    return {sink.name: sink for sink in made}
 
 
 def sinks_from_plan(plan: Plan, env: dict[str, str] | None = None) -> dict[str, Sink]:

@@ -275,14 +275,15 @@ def test_check_names_a_records_policy_that_purges_before_it_archives(
     """`plan check` reports a tenant's records policy that would purge records before archiving them."""
     target = tmp_path / "plan.yaml"
     text = Path(EXAMPLE).read_text()
-    entry = "    entry: {type: menu, menu: main}\n"
-    policy = "    records: {retention_days: 30, archive_after_days: 60}\n" + entry
-    target.write_text(text.replace(entry, policy, 1))
+    ages = "      retention_days: 730\n      archive_after_days: 90\n"  # Harborough's, in the example
+    assert text.count(ages) == 1
+    policy = "      retention_days: 30\n      archive_after_days: 60\n"
+    target.write_text(text.replace(ages, policy))
     code, out, err = run(capsys, "plan", "check", str(target))
     assert code == 1
     assert out == ""
     assert "tenants.harborough.records: archive_after_days 60 must be below retention_days 30" in err
-    target.write_text(text.replace(entry, policy.replace("60", "7"), 1))
+    target.write_text(text.replace(ages, policy.replace("60", "7")))
     code, out, _ = run(capsys, "plan", "check", str(target))
     assert code == 0
     assert "OK (2 tenants, 0 warnings)" in out

@@ -20,12 +20,12 @@ import yaml
 from redis.asyncio import Redis
 
 from callrouter.logs import configure_logging
+from emulator.crm import FakeCrm
 from records.delivery import DeliveryWorker, Policy
 from records.sinks import Sink, WebhookSink
 from records.stream import Envelope, RecordStream
 from routing.core.plan import WebhookSink as WebhookSinkConfig
 from routing.redis_keys import RedisKeys
-from tests.support.fake_crm import FakeCrm
 from tests.support.redis_server import PROJECT_CONF, RedisServer, free_port, start_redis
 
 SECRET = b"test-webhook-secret"
@@ -113,6 +113,8 @@ def plan_with_sinks(folder: Path, crm_url: str, file_dir: Path | None = None) ->
     }
     if file_dir is not None:
         sinks["archive"] = {"type": "file", "directory": str(file_dir)}
+    for tenant in plan["tenants"].values():  # the example's own sinks are not the tests'
+        tenant.pop("crm", None)
     plan["tenants"][TENANT]["crm"] = {"sinks": sinks}
     path = folder / "plan.yaml"
     path.write_text(yaml.safe_dump(plan), encoding="utf-8")
@@ -131,11 +133,14 @@ def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-def worker_process(plan: Path, redis_url: str, log: Path, lease_s: float = 1.0) -> subprocess.Popen[bytes]:
-    """``callrouter records deliver`` as a real process logging to ``log``, stopped by ``timeout``
-    if forgotten."""
+def worker_process(
+    plan: Path, redis_url: str, log: Path, archive: Path, lease_s: float = 1.0
+) -> subprocess.Popen[bytes]:
+    """``callrouter records deliver`` as a real process logging to ``log``, writing the owner's
+    archive in ``archive``, stopped by ``timeout`` if forgotten."""
     argv = ["timeout", "120", sys.executable, "-m", "callrouter.cli", "records", "deliver",
-            "--plan", str(plan), "--redis", redis_url, "--lease-s", str(lease_s)]  # fmt: skip
+            "--plan", str(plan), "--redis", redis_url, "--archive", str(archive),
+            "--lease-s", str(lease_s)]  # fmt: skip
     env = {**os.environ, "CRM_SECRET": SECRET.decode()}
     with log.open("ab") as out:
         return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)

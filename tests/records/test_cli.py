@@ -14,12 +14,12 @@ import pytest
 from redis.asyncio import Redis
 
 from callrouter.cli import main
+from emulator.crm import FakeCrm
 from records.delivery import DeliveryWorker
 from records.sinks import WebhookSink
 from records.stream import RecordStream
 from routing.redis_keys import KEYS
 from tests.records.conftest import CENTRE, FAST, SECRET, TENANT, envelope, plan_with_sinks, webhook_config
-from tests.support.fake_crm import FakeCrm
 from tests.support.redis_server import RedisServer
 
 
@@ -60,6 +60,9 @@ async def test_dead_letters_are_listed_retried_and_a_range_replayed(
             ("r.2:1", 400, "unknown service code in r.2:1"),
         ]
         code, out = await _cli(capsys, "records", "status", *common)
+        rows = {row["sink"]: row for row in json.loads(out)["sinks"]}
+        assert f"{TENANT}/_owner-archive" in rows  # every tenant's archive, always on
+        code, out = await _cli(capsys, "records", "status", "--sink", "crm", *common)
         (row,) = json.loads(out)["sinks"]
         assert (row["sink"], row["backlog"], row["dead_letters"], row["delivered"]) == (
             f"{TENANT}/crm",
@@ -67,7 +70,7 @@ async def test_dead_letters_are_listed_retried_and_a_range_replayed(
             2,
             1,
         )
-        code, out = await _cli(capsys, "records", "status", *common[:-1])
+        code, out = await _cli(capsys, "records", "status", "--sink", "crm", *common[:-1])
         assert out.splitlines()[1].split()[:5] == [f"{TENANT}/crm", "0", "-", "2", "1"]
         code, out = await _cli(capsys, "records", "dead-letters", *common[:-1])
         assert " 400 " in out.splitlines()[0]
@@ -89,8 +92,9 @@ async def test_dead_letters_are_listed_retried_and_a_range_replayed(
         crm.seen.clear()
         today = f"{datetime.now(ZoneInfo('Europe/London')):%Y-%m-%d}"
         code, out = await _cli(
-            capsys, "records", "replay", "--tenant", TENANT, "--from", today, "--to", today, *common
-        )
+            capsys, "records", "replay", "--tenant", TENANT, "--from", today, "--to", today,
+            "--sink", "crm", *common,
+        )  # fmt: skip
         assert json.loads(out)["queued"] == 3
         await crm.wait_for(3, timeout_s=10)
         assert sorted(k for k, _, _ in crm.accepted) == ["r.1:1", "r.2:1", "r.3:1"]
@@ -123,5 +127,8 @@ def test_deliver_names_a_missing_secret_without_starting(
 ) -> None:
     monkeypatch.delenv("CRM_SECRET", raising=False)
     plan = str(plan_with_sinks(tmp_path, "https://crm.example.gov.uk/contacts"))
-    assert main(["records", "deliver", "--plan", plan, "--redis", "redis://127.0.0.1:1/0"]) == 2
+    argv = ["records", "deliver", "--plan", plan, "--redis", "redis://127.0.0.1:1/0"]
+    assert main(argv) == 2
+    assert "no archive directory" in capsys.readouterr().err
+    assert main([*argv, "--archive", str(tmp_path / "archive")]) == 2
     assert "CRM_SECRET is not set" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Crashes mid-delivery: the worker killed with SIGKILL, Redis killed and restarted from its
 append-only file. Nothing acknowledged to an appender is lost; the CRM ends with every version
-once (after de-duplication by the idempotency key), each contact's versions in order."""
+once (after de-duplication by the idempotency key), each contact's versions in order, and the
+owner's archive with every version exactly once."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from emulator.crm import FakeCrm
+from records.archive import Archive
 from records.delivery import DeliveryWorker
 from records.sinks import WebhookSink
 from records.stream import Envelope, RecordStream
@@ -23,13 +27,14 @@ from tests.records.conftest import (
     CENTRE,
     FAST,
     SECRET,
+    T0,
     TENANT,
     envelope,
     plan_with_sinks,
     webhook_config,
     worker_process,
 )
-from tests.support.fake_crm import FakeCrm
+from tests.records.factory import record
 from tests.support.redis_server import PROJECT_CONF, RedisServer, free_port, start_redis
 
 
@@ -55,6 +60,22 @@ async def _wait(condition: object, timeout_s: float, what: str) -> None:
         await asyncio.sleep(0.01)
 
 
+def _record_envelope(rid: str, version: int) -> Envelope:
+    """A version carrying a real contact record (what the archive keeps)."""
+    made = record(rid, T0, version=version)
+    return Envelope(rid, version, TENANT, CENTRE, T0, T0 + timedelta(seconds=version),
+                    made.model_dump(mode="json"))  # fmt: skip
+
+
+def _archived(root: Path) -> list[str]:
+    archive = Archive(root)
+    return [f"{r.id}:{r.version}" for day in archive.days(TENANT) for r in archive.versions(TENANT, day)]
+
+
+def _archive_lines(root: Path) -> int:
+    return sum(len(p.read_bytes().splitlines()) for p in (root / TENANT).glob("*.jsonl"))
+
+
 def _file_keys(folder: Path) -> list[str]:
     lines = [
         json.loads(line) for path in sorted(folder.rglob("*.jsonl")) for line in path.read_text().splitlines()
@@ -69,23 +90,24 @@ async def test_the_worker_killed_mid_delivery_and_restarted_loses_nothing(
     await crm.start()
     crm.hang_s = 0.02  # a CRM that takes its time, so the kill lands mid-delivery
     redis = Redis.from_url(aof_redis.url)
-    files = tmp_path / "crm-files"
+    files, archive = tmp_path / "crm-files", tmp_path / "archive"
     plan = plan_with_sinks(tmp_path, crm.url, files)
     versions = _versions(2400)
     try:
         stream = RecordStream(redis, CENTRE)
         for start in range(0, len(versions), 500):
-            await stream.append_many([envelope(r, v) for r, v in versions[start : start + 500]])
-        first = worker_process(plan, aof_redis.url, tmp_path / "worker.log")
+            await stream.append_many([_record_envelope(r, v) for r, v in versions[start : start + 500]])
+        first = worker_process(plan, aof_redis.url, tmp_path / "worker.log", archive)
         await _wait(lambda: len(crm.accepted) >= 300, 30, "the first deliveries")
         os.kill(_child(first.pid), signal.SIGKILL)
         first.wait(timeout=10)
         delivered_before = len(crm.accepted)
         assert delivered_before < len(versions)
-        second = worker_process(plan, aof_redis.url, tmp_path / "worker.log")
+        second = worker_process(plan, aof_redis.url, tmp_path / "worker.log", archive)
         try:
             await crm.wait_for(len(versions), timeout_s=60)
             await _wait(lambda: len(_file_keys(files)) >= len(versions), 30, "the file sink")
+            await _wait(lambda: _archive_lines(archive) >= len(versions), 30, "the archive")
             await asyncio.sleep(0.5)
         finally:
             second.send_signal(signal.SIGTERM)
@@ -96,10 +118,24 @@ async def test_the_worker_killed_mid_delivery_and_restarted_loses_nothing(
              "--plan", str(plan), "--redis", aof_redis.url],
             capture_output=True, check=True, timeout=30,
         )  # fmt: skip
+        exported = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "callrouter.cli", "records", "export", "--tenant", TENANT,
+             "--from", "2026-11-24", "--to", "2026-11-24", "--plan", str(plan), "--archive", str(archive),
+             "--no-redis", "--by", "test"],
+            capture_output=True, check=True, timeout=60,
+        )  # fmt: skip
     finally:
         await redis.aclose()
         await crm.stop()
     expected = {f"{r}:{v}" for r, v in versions}
+    archived = _archived(archive)  # the owner's archive: every version, exactly once
+    assert len(archived) == len(set(archived)) == _archive_lines(archive) == len(expected)
+    assert set(archived) == expected
+    latest = dict(versions)  # the export: the latest version of every contact
+    assert sorted((d["id"], d["version"]) for d in map(json.loads, exported.stdout.splitlines())) == sorted(
+        latest.items()
+    )
     assert {k for k, _, _ in crm.accepted} == expected
     assert len(crm.accepted) == len(expected)
     assert crm.out_of_order() == []
@@ -110,6 +146,7 @@ async def test_the_worker_killed_mid_delivery_and_restarted_loses_nothing(
     assert {s: (v["backlog"], v["dead_letters"]) for s, v in sinks.items()} == {
         f"{TENANT}/crm": (0, 0),
         f"{TENANT}/archive": (0, 0),
+        **{f"{t}/_owner-archive": (0, 0) for t in ("harborough", "charnwood", "_no-tenant")},
     }
 
 

@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
+from emulator.crm import Answer
 from records.delivery import trim_floor
 from records.stream import Envelope, RecordStream
 from tests.records.conftest import CENTRE, FAST, TENANT, Rig, envelope
-from tests.support.fake_crm import Answer
 from tests.support.redis_server import RedisServer
 
 OUTAGE_RECORDS = 10_000

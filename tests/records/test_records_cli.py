@@ -37,10 +37,10 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 @pytest.fixture
 def plan(tmp_path: Path) -> Path:
     """The example plan, Harborough keeping records 365 days and compressing them after 30."""
-    entry = "    entry: {type: menu, menu: main}\n"
-    text = EXAMPLE.read_text().replace(
-        entry, "    records: {retention_days: 365, archive_after_days: 30}\n" + entry, 1
-    )
+    example = EXAMPLE.read_text()
+    ages = "      retention_days: 730\n      archive_after_days: 90\n"
+    assert example.count(ages) == 1  # Harborough's, in the example
+    text = example.replace(ages, "      retention_days: 365\n      archive_after_days: 30\n")
     path = tmp_path / "plan.yaml"
     path.write_text(text)
     return path
@@ -457,3 +457,24 @@ def test_the_progress_bar_is_drawn_on_a_terminal_only() -> None:
         terminal.getvalue() == "\rexport harborough [#######-----------------------] 1/4 days, 120 records\n"
     )
     assert pipe.getvalue() == ""
+
+
+def test_the_archive_is_one_setting_from_the_environment_or_refused_by_name(
+    capsys: pytest.CaptureFixture[str],
+    archive: tuple[Path, list[ContactRecord]],
+    plan: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root, harborough = archive
+    argv = ["records", "export", "--tenant", "harborough", "--from", "2026-11-24", "--to", "2026-11-24",
+            "--plan", str(plan), "--no-redis", "--by", "test"]  # fmt: skip
+    monkeypatch.delenv("CALLROUTER_RECORDS_ARCHIVE_DIR", raising=False)
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert "no archive: give --archive DIR or set CALLROUTER_RECORDS_ARCHIVE_DIR" in err
+    monkeypatch.setenv("CALLROUTER_RECORDS_ARCHIVE_DIR", str(root))  # what records deliver writes
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    exported = [json.loads(line)["id"] for line in out.splitlines()]
+    assert exported
+    assert set(exported) <= {r.id for r in harborough}

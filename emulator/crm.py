@@ -1,15 +1,19 @@
-"""A council CRM's webhook, for tests and benchmarks: a real aiohttp server on 127.0.0.1.
+"""A council CRM's webhook, for people trying callrouter, tests and benchmarks: a real aiohttp
+server on 127.0.0.1.
 
-It does what a careful CRM does with callrouter's contact events: checks the signature over
-the raw body (401 if wrong), de-duplicates by the ``Idempotency-Key`` header (a repeat is
-answered 200 and counted, never stored twice), and keeps what it accepted in arrival order.
+It does what a careful CRM does with callrouter's contact events
+(``docs/contact-records-delivery.md``): checks the signature over the raw body (401 if wrong),
+de-duplicates by the idempotency key (a repeat is answered 2xx and counted, never stored
+twice), and keeps what it accepted in arrival order. ``on_event`` is told of each event it
+accepts (``callrouter simulate-crm`` prints them, caller numbers masked).
+
 Tests steer it: ``script`` answers the next requests with given statuses (500, 429 with
 ``Retry-After``, 400 ...), ``refuse`` answers 400 to given keys, ``hang_s`` holds every answer;
 :meth:`stop` and :meth:`start` on the same port make it down and back (connection refused).
 
-Run alone for a benchmark: ``python -m tests.support.fake_crm --port N`` (secret in
-``CRM_SECRET``); ``GET /_stats`` answers its counts, and latencies when events carry
-``data.bench_t0`` (epoch seconds at append); ``POST /_reset`` forgets everything.
+Run alone for a benchmark: ``python -m emulator.crm --port N`` (secret in ``CRM_SECRET``);
+``GET /_stats`` answers its counts, and latencies when events carry ``data.bench_t0`` (epoch
+seconds at append); ``POST /_reset`` forgets everything.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -53,6 +58,7 @@ class FakeCrm:
         self.requests = 0
         self.latencies: list[float] = []
         self.arrived = asyncio.Event()
+        self.on_event: Callable[[dict[str, object]], None] | None = None
         self._runner: web.AppRunner | None = None
 
     @property
@@ -105,6 +111,8 @@ class FakeCrm:
         data = event.get("data")
         if isinstance(data, dict) and isinstance(data.get("bench_t0"), float):
             self.latencies.append(time.time() - data["bench_t0"])
+        if self.on_event is not None:
+            self.on_event(event)
         self.arrived.set()
 
     async def _reset(self, _request: web.Request) -> web.Response:
