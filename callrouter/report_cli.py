@@ -8,8 +8,9 @@ archiving and purge is audited (who: ``--by`` or the OS user; what; when) in the
 Redis, or, with ``--no-redis`` or Redis not reachable, in ``audit.jsonl`` in the archive directory
 (stderr says which). Nothing is read before its audit entry is stored.
 
-The caller hash key (for ``find``) is read from the file named by ``--caller-key-file`` or
-``CALLROUTER_CALLER_HASH_KEY_FILE``, or from ``CALLROUTER_CALLER_HASH_KEY``; never logged.
+The caller hash key (for ``find``) is the one ``serve`` hashes with: the setting
+``records.caller_hash_key`` (``CALLROUTER_RECORDS_CALLER_HASH_KEY`` or ``..._FILE``), or a file
+named by ``--caller-key-file``; never logged.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import asyncio
 import getpass
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -40,7 +41,8 @@ from routing.supervisor import MAX_BY, ToggleError, audit, check_text
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 ARCHIVE_ENV = "CALLROUTER_RECORDS_ARCHIVE_DIR"  # the setting records.archive_dir
-KEY_ENV, KEY_FILE_ENV = "CALLROUTER_CALLER_HASH_KEY", "CALLROUTER_CALLER_HASH_KEY_FILE"
+KEY_ENV = "CALLROUTER_RECORDS_CALLER_HASH_KEY"  # the setting records.caller_hash_key
+KEY_FILE_ENV = KEY_ENV + "_FILE"
 LONDON = ZoneInfo("Europe/London")
 Handler = Callable[[argparse.Namespace], int]
 
@@ -103,17 +105,17 @@ def _range(first: str, last: str, prefix: str = "") -> Range:
     return span
 
 
-def caller_key(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> bytes:
-    """The caller hash key: a file (its bytes, without a final new line) or the environment."""
-    environ = os.environ if env is None else env
-    path = args.caller_key_file or environ.get(KEY_FILE_ENV)
-    if path:
+def caller_key(args: argparse.Namespace, settings: Settings) -> bytes:
+    """The caller hash key: the one ``serve`` hashes with (the setting ``records.caller_hash_key``:
+    ``CALLROUTER_RECORDS_CALLER_HASH_KEY`` or ``..._FILE``), or a file named by
+    ``--caller-key-file`` (its bytes, without a final new line)."""
+    if args.caller_key_file:
         try:
-            key = Path(path).read_bytes().rstrip(b"\r\n")
+            key = Path(args.caller_key_file).read_bytes().rstrip(b"\r\n")
         except OSError as exc:
-            raise Refused(f"caller hash key file {path}: {exc.strerror}") from None
-    elif environ.get(KEY_ENV):
-        key = environ[KEY_ENV].encode("utf-8")
+            raise Refused(f"caller hash key file {args.caller_key_file}: {exc.strerror}") from None
+    elif settings.records.caller_hash_key is not None:
+        key = settings.records.caller_hash_key.get_secret_value().encode("utf-8")
     else:
         raise Refused(f"no caller hash key: give --caller-key-file FILE, or set {KEY_FILE_ENV} or {KEY_ENV}")
     if len(key) < MIN_KEY_BYTES:
@@ -254,7 +256,7 @@ def cmd_find(args: argparse.Namespace) -> int:
     settings = _settings(args)
     tenant = _tenant(_plan(settings), args.tenant)
     archive = _archive(settings)
-    key = caller_key(args)
+    key = caller_key(args, settings)
     number = sys.stdin.readline().strip() if args.caller == "-" else args.caller.strip()
     if not number or len(number) > 40:
         raise Refused(

@@ -172,7 +172,7 @@ def test_find_by_caller_searches_the_keyed_hash_within_one_council(
     root, harborough = archive
     key_file = tmp_path / "caller.key"
     key_file.write_bytes(KEY + b"\n")
-    monkeypatch.setenv("CALLROUTER_CALLER_HASH_KEY_FILE", str(key_file))
+    monkeypatch.setenv("CALLROUTER_RECORDS_CALLER_HASH_KEY_FILE", str(key_file))
     code, out, err = run(
         capsys,
         "records",
