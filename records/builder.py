@@ -44,6 +44,7 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from itertools import takewhile
 from operator import attrgetter
 from typing import Any, get_args
 
@@ -303,6 +304,10 @@ class RecordBuilder:
         self._calls: dict[str, _Call] = {}  # in progress, or finished and not yet settled
         self._finished = FinishedCalls()  # settled, kept for late changes
         self._timers: list[tuple[float, str]] = []  # (when to look at a call again, its id)
+        # Calls whose end is not seen yet -> when the age limit closes them, in the order first
+        # seen. Not in the heap: there a call's age deadline stayed max_call_s (6 hours) after
+        # the call ended, a million dead entries that cost memory and every full collection.
+        self._open: dict[str, float] = {}
 
     def __len__(self) -> int:
         """Calls held (in progress, or finished and kept for late changes)."""
@@ -368,7 +373,7 @@ class RecordBuilder:
     def _ivr_abandoned(self, call: _Call, fact: IvrAbandoned) -> None:
         call.ivr_abandoned = fact.where
         if call.ended_at is None:
-            call.ended_at = fact.at  # the caller is gone; AMI's Hangup, if it comes, adds the cause
+            self._ended(call, fact.at)  # the caller is gone; AMI's Hangup, if it comes, adds the cause
             self._timer(fact.at + self.grace_s, call.id)
 
     def _disposition_given(self, call: _Call, fact: DispositionGiven) -> None:
@@ -410,7 +415,7 @@ class RecordBuilder:
         ended = call.hangup is not None
         handler(self, call, event, at)
         if not ended and call.hangup is not None:
-            call.ended_at = now
+            self._ended(call, now)
         if call.ended_at is not None:
             self._timer(max(call.ended_at, call.changed_at) + self.grace_s, call.id)
 
@@ -633,7 +638,8 @@ class RecordBuilder:
 
         Only calls whose timer has run out are looked at (a heap of deadlines): the builder
         keeps an hour of finished calls for late changes, and scanning them all on every call
-        cost 100 ms at 180,000 calls (benchmarks/records_bench.py)."""
+        cost 100 ms at 180,000 calls (benchmarks/records_bench.py). Calls past the age limit
+        are closed here too, the oldest first, their record due after the grace."""
         out: list[ContactRecord] = []
         looked: set[str] = set()
         while self._timers and self._timers[0][0] <= now:
@@ -648,7 +654,21 @@ class RecordBuilder:
             record = self._settle(call, now)
             if record is not None:
                 out.append(record)
+        self._close_aged(now)
         return out
+
+    def _close_aged(self, now: float) -> None:
+        """Close the calls whose end was not seen ``max_call_s`` after they were first seen.
+
+        ``_open`` is in the order calls were first seen, so the look stops at the first call
+        not yet due (calls are first seen in time order, give or take the milliseconds
+        between Asterisk's clock and the controller's)."""
+        aged = list(takewhile(lambda item: item[1] <= now, self._open.items()))
+        for call_id, _ in aged:
+            call = self._calls[call_id]
+            self._ended(call, now)
+            call.closed_by_age = True
+            self._timer(now + self.grace_s, call_id)
 
     def flush(self, now: float) -> list[ContactRecord]:
         """On shutdown: a record for every call held that has something not yet emitted.
@@ -660,7 +680,7 @@ class RecordBuilder:
         for call in list(self._calls.values()):
             if call.contact and call.dirty:
                 if call.ended_at is None:
-                    call.ended_at = now
+                    call.ended_at = now  # _open is cleared below
                     call.closed_by_age = True
                 record = self._changed_record(call, now)
                 if record is not None:
@@ -668,15 +688,12 @@ class RecordBuilder:
         self._calls.clear()
         self._finished.clear()  # kept calls have nothing new: their last version went out
         self._timers.clear()
+        self._open.clear()
         return out
 
     def _settle(self, call: _Call, now: float) -> ContactRecord | None:
         if call.ended_at is None:
-            if now - call.first_seen >= self.max_call_s:
-                call.ended_at = now
-                call.closed_by_age = True
-                self._timer(now + self.grace_s, call.id)
-            return None
+            return None  # still in progress: _close_aged watches its age
         if not call.contact:
             del self._calls[call.id]
             return None
@@ -692,6 +709,10 @@ class RecordBuilder:
 
     def _timer(self, at: float, call_id: str) -> None:
         heapq.heappush(self._timers, (at, call_id))
+
+    def _ended(self, call: _Call, at: float) -> None:
+        call.ended_at = at  # again for an AMI Hangup after the controller's IvrAbandoned
+        self._open.pop(call.id, None)
 
     def _changed_record(self, call: _Call, now: float) -> ContactRecord | None:
         draft = _to_record(call, self.centre, self._key, call.version + 1, now)
@@ -725,7 +746,7 @@ class RecordBuilder:
         call = self._live(call_id)
         if call is None:
             call = self._calls[call_id] = _Call(call_id, first_seen=at)
-            self._timer(at + self.max_call_s, call_id)
+            self._open[call_id] = at + self.max_call_s
         return call
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from records.builder import RecordBuilder
-from records.facts import CallArrived, DispositionGiven, KeyPressed, MenuEntered, RouteDecided
+from records.facts import CallArrived, DispositionGiven, IvrAbandoned, KeyPressed, MenuEntered, RouteDecided
 from tests.records.support import ami_events, builder, epoch_of, feed
 
 SOURCE = "ami_queue_answered_call.txt"
@@ -123,3 +123,21 @@ def test_every_recorded_call_kept_gives_back_the_record_it_was_kept_with(name: s
     for record in records:
         kept = b.record(record.id, version=record.version, updated_at=record.updated_at.timestamp())
         assert kept == record
+
+
+def test_an_ended_call_leaves_no_deadline_behind() -> None:
+    """The builder's deadlines stay in proportion to the calls it holds: a call's age limit
+    (6 hours) goes when the call ends, not hours after the call was forgotten."""
+    b = builder(grace_s=GRACE, keep_s=60.0)
+    records = []
+    for second in range(400):
+        if second < 100:
+            call_id = f"{second}.{second}"
+            b.feed_ivr(CallArrived(call_id, second, "+441632960001", "01632960123", "harborough"))
+            b.feed_ivr(IvrAbandoned(call_id, second + 0.5, "main"))
+            hangup = {"Event": "Hangup", "Channel": "x", "Uniqueid": call_id, "Linkedid": call_id}
+            b.feed_ami(hangup, second + 0.7)
+        records += b.due(second)
+    assert len(records) == 100
+    assert len(b) == 0
+    assert (b._timers, b._open) == ([], {})  # nothing left to look at
