@@ -238,10 +238,15 @@ class FinishedCalls:
 
     Why: a finished call held as objects is about 45 objects the garbage collector tracks (the
     call's lists and tuples, its last record's models); an hour of calls at 50 calls/s is
-    180,000 calls, 8 million objects, and every full collection walked them all, pausing the
-    event loop that serves calls for about half a second (``benchmarks/records_bench.py``).
-    Two dicts of ``str`` to ``bytes`` and to ``float`` hold nothing the collector tracks, so
-    CPython leaves them untracked: the kept calls cost a collection nothing.
+    180,000 calls, 8 million objects, and every full collection walked them all: about 4 s,
+    a pause of the event loop that serves calls (``benchmarks/records_bench.py``). Two dicts
+    of ``str`` to ``bytes`` and to ``float`` hold nothing the collector tracks, so CPython
+    leaves them untracked: the 180,000 kept calls add about 2 ms to a full collection (the
+    heap of their deadlines), on top of what the process's own objects cost.
+
+    Not ``gc.freeze()`` (it hides only the objects that exist when it is called, and calls
+    finish every second) nor higher collection thresholds (they space full collections out,
+    each as long): neither is needed now, the benchmark leaves them nothing in the builder to save.
     """
 
     def __init__(self) -> None:
