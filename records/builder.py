@@ -323,7 +323,7 @@ class RecordBuilder:
     def feed_ivr(self, fact: IvrFact) -> None:
         """Take one fact from the controller (one that is not well formed is refused: ValueError)."""
         _check(fact)
-        call = self._call(fact.call_id, fact.at)
+        call = self._call(fact.call_id, fact.at, received=fact.at)
         call.contact = True
         call.changed_at = max(call.changed_at, fact.at)
         call.dirty = True
@@ -414,7 +414,7 @@ class RecordBuilder:
         if call is None:
             if event.get("Uniqueid") != linkedid and name != "QueueCallerJoin":
                 return  # a leg of a call we never saw begin
-            call = self._call(linkedid, at)
+            call = self._call(linkedid, at, received=now)
         call.changed_at = max(call.changed_at, now)
         call.dirty = True
         ended = call.hangup is not None
@@ -665,9 +665,9 @@ class RecordBuilder:
     def _close_aged(self, now: float) -> None:
         """Close the calls whose end was not seen ``max_call_s`` after they were first seen.
 
-        ``_open`` is in the order calls were first seen, so the look stops at the first call
-        not yet due (calls are first seen in time order, give or take the milliseconds
-        between Asterisk's clock and the controller's)."""
+        ``_open`` is in the order calls were first seen, their deadlines on the builder's clock
+        (the times facts and events were received), so the look stops at the first call not
+        yet due."""
         aged = list(takewhile(lambda item: item[1] <= now, self._open.items()))
         for call_id, _ in aged:
             call = self._calls[call_id]
@@ -747,11 +747,13 @@ class RecordBuilder:
             self._calls[call_id] = call
         return call
 
-    def _call(self, call_id: str, at: float) -> _Call:
+    def _call(self, call_id: str, at: float, *, received: float) -> _Call:
         call = self._live(call_id)
         if call is None:
             call = self._calls[call_id] = _Call(call_id, first_seen=at)
-            self._open[call_id] = at + self.max_call_s
+            # on the builder's clock, so that _open stays in time order whatever an event's
+            # Timestamp says
+            self._open[call_id] = received + self.max_call_s
         return call
 
 

@@ -141,3 +141,16 @@ def test_an_ended_call_leaves_no_deadline_behind() -> None:
     assert len(records) == 100
     assert len(b) == 0
     assert (b._timers, b._open) == ([], {})  # nothing left to look at
+
+
+def test_the_age_limit_runs_on_the_builders_clock_whatever_a_timestamp_says() -> None:
+    """A call first seen by an AMI event whose Timestamp is far off (a wrong clock) is closed
+    ``max_call_s`` after it was received, and does not hold back the calls seen after it."""
+    b = builder(grace_s=1.0, max_call_s=100.0)
+    skewed = {"Uniqueid": "1.1", "Linkedid": "1.1", "Channel": "PJSIP/sipp-1", "Timestamp": "4102444800.0"}
+    b.feed_ami({"Event": "Newchannel", **skewed}, 0.0)
+    b.feed_ami({"Event": "QueueCallerJoin", **skewed, "Queue": "council-revenues", "Position": "1"}, 0.5)
+    b.feed_ivr(CallArrived("2.2", 1.0, "+441632960001", "01632960123", "harborough"))
+    assert b.due(99.0) == []
+    closed = b.due(100.0) + b.due(101.0) + b.due(102.0)
+    assert [(r.id, r.complete) for r in closed] == [("1.1", False), ("2.2", False)]
