@@ -16,8 +16,10 @@ version 1. Anything that changes the record later (a disposition sent after the 
 survey answer) makes the next version, due ``grace_s`` after the change; an event that
 changes nothing makes no version. A call whose end is never seen (AMI lost) is closed
 ``max_call_s`` after the builder first saw it, with ``complete`` false. A finished call is kept
-``keep_s`` for late changes, then forgotten. A call seen only as channels (no tenant, no
-queue, no IVR fact: an adviser's internal call) makes no record.
+``keep_s`` for late changes, then forgotten; kept calls are held compactly, one ``bytes`` each,
+and brought back to full state only when a late fact or event arrives for one of them (see
+:class:`FinishedCalls`). A call seen only as channels (no tenant, no queue, no IVR fact: an
+adviser's internal call) makes no record.
 
 Times: an AMI event's ``Timestamp`` header (``timestampevents = yes`` in manager.conf) is
 Asterisk's own clock and wins; otherwise the receive time passed in is used.
@@ -36,11 +38,14 @@ import base64
 import hashlib
 import heapq
 import hmac
+import marshal
 import math
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from itertools import takewhile
+from operator import attrgetter
 from typing import Any, get_args
 
 from records.facts import (
@@ -186,8 +191,8 @@ class _Call:
     changed_at: float = 0.0  # when the builder last took a fact or event of this call
     dirty: bool = True  # taken something since the last record was built
     version: int = 0
-    emitted: ContactRecord | None = None
     closed_by_age: bool = False
+    emitted: ContactRecord | None = None  # the last version handed out (not in the kept form)
 
     def visit(self) -> _Visit | None:
         return self.visits[-1] if self.visits else None
@@ -195,6 +200,89 @@ class _Call:
     def problem(self, text: str) -> None:
         if len(self.problems) < LIST_MAX and text not in self.problems:
             self.problems.append(text)
+
+
+_VISIT_FIELDS = tuple(f.name for f in fields(_Visit))
+_TRANSFER_FIELDS = tuple(f.name for f in fields(_Transfer))
+_KEPT_FIELDS = tuple(f.name for f in fields(_Call) if f.name != "emitted")
+_kept_values = attrgetter(*_KEPT_FIELDS)
+_visit_values = attrgetter(*_VISIT_FIELDS)
+_transfer_values = attrgetter(*_TRANSFER_FIELDS)
+_VISITS = _KEPT_FIELDS.index("visits")
+_TRANSFERS = _KEPT_FIELDS.index("transfers")
+
+
+def _freeze(call: _Call) -> bytes:
+    """A call's state (all but the record last emitted) as one ``bytes``: :func:`_thaw` undoes it.
+
+    ``marshal`` of plain values (str, float, int, bool, None, tuples, lists, dicts of them):
+    the fastest and most compact of the standard serialisers for this (about 8 us and 560
+    bytes for an answered queue call; ``pickle``: 7 us and 1,190 bytes, as it names every
+    field). Its format may change between Python versions; these bytes never leave the process.
+    """
+    values = list(_kept_values(call))
+    values[_VISITS] = [_visit_values(v) for v in call.visits]
+    values[_TRANSFERS] = [_transfer_values(t) for t in call.transfers]
+    return marshal.dumps(tuple(values))
+
+
+def _thaw(state: bytes) -> _Call:
+    values = list(marshal.loads(state))  # noqa: S302 - only ever bytes _freeze made in this process
+    values[_VISITS] = [_Visit(*v) for v in values[_VISITS]]
+    values[_TRANSFERS] = [_Transfer(*t) for t in values[_TRANSFERS]]
+    return _Call(**dict(zip(_KEPT_FIELDS, values, strict=True)))
+
+
+class FinishedCalls:
+    """Finished calls kept for late changes, each as one ``bytes``, with the time it may go.
+
+    Why: a finished call held as objects is about 45 objects the garbage collector tracks (the
+    call's lists and tuples, its last record's models); an hour of calls at 50 calls/s is
+    180,000 calls, 8 million objects, and every full collection walked them all: about 4 s,
+    a pause of the event loop that serves calls (``benchmarks/records_bench.py``). Two dicts
+    of ``str`` to ``bytes`` and to ``float`` hold nothing the collector tracks, so CPython
+    leaves them untracked: the 180,000 kept calls add about 2 ms to a full collection (the
+    heap of their deadlines), on top of what the process's own objects cost.
+
+    Not ``gc.freeze()`` (it hides only the objects that exist when it is called, and calls
+    finish every second) nor higher collection thresholds (they space full collections out,
+    each as long): neither is needed now, the benchmark leaves them nothing in the builder to save.
+    """
+
+    def __init__(self) -> None:
+        self._state: dict[str, bytes] = {}
+        self._until: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def put(self, call: _Call, until: float) -> None:
+        """Keep ``call`` until ``until`` (the caller drops its own reference to it)."""
+        self._state[call.id] = _freeze(call)
+        self._until[call.id] = until
+
+    def take(self, call_id: str) -> _Call | None:
+        """The call, back in full (no longer kept here), or None if it is not kept."""
+        state = self._state.pop(call_id, None)
+        if state is None:
+            return None
+        del self._until[call_id]
+        return _thaw(state)
+
+    def peek(self, call_id: str) -> _Call | None:
+        """A copy of the call, in full; it stays kept."""
+        state = self._state.get(call_id)
+        return None if state is None else _thaw(state)
+
+    def expire(self, call_id: str, now: float) -> None:
+        """Forget the call if its time is up at ``now``."""
+        until = self._until.get(call_id)
+        if until is not None and until <= now:
+            del self._state[call_id], self._until[call_id]
+
+    def clear(self) -> None:
+        self._state.clear()
+        self._until.clear()
 
 
 class RecordBuilder:
@@ -218,19 +306,24 @@ class RecordBuilder:
         self.grace_s = grace_s
         self.max_call_s = max_call_s
         self.keep_s = keep_s
-        self._calls: dict[str, _Call] = {}
+        self._calls: dict[str, _Call] = {}  # in progress, or finished and not yet settled
+        self._finished = FinishedCalls()  # settled, kept for late changes
         self._timers: list[tuple[float, str]] = []  # (when to look at a call again, its id)
+        # Calls whose end is not seen yet -> when the age limit closes them, in the order first
+        # seen. Not in the heap: there a call's age deadline stayed max_call_s (6 hours) after
+        # the call ended, a million dead entries that cost memory and every full collection.
+        self._open: dict[str, float] = {}
 
     def __len__(self) -> int:
         """Calls held (in progress, or finished and kept for late changes)."""
-        return len(self._calls)
+        return len(self._calls) + len(self._finished)
 
     # --- IVR facts ---------------------------------------------------------------------
 
     def feed_ivr(self, fact: IvrFact) -> None:
         """Take one fact from the controller (one that is not well formed is refused: ValueError)."""
         _check(fact)
-        call = self._call(fact.call_id, fact.at)
+        call = self._call(fact.call_id, fact.at, received=fact.at)
         call.contact = True
         call.changed_at = max(call.changed_at, fact.at)
         call.dirty = True
@@ -285,7 +378,7 @@ class RecordBuilder:
     def _ivr_abandoned(self, call: _Call, fact: IvrAbandoned) -> None:
         call.ivr_abandoned = fact.where
         if call.ended_at is None:
-            call.ended_at = fact.at  # the caller is gone; AMI's Hangup, if it comes, adds the cause
+            self._ended(call, fact.at)  # the caller is gone; AMI's Hangup, if it comes, adds the cause
             self._timer(fact.at + self.grace_s, call.id)
 
     def _disposition_given(self, call: _Call, fact: DispositionGiven) -> None:
@@ -317,17 +410,17 @@ class RecordBuilder:
         if not _CALL_ID.match(linkedid):
             return
         at = _event_time(event, now)
-        call = self._calls.get(linkedid)
+        call = self._live(linkedid)
         if call is None:
             if event.get("Uniqueid") != linkedid and name != "QueueCallerJoin":
                 return  # a leg of a call we never saw begin
-            call = self._call(linkedid, at)
+            call = self._call(linkedid, at, received=now)
         call.changed_at = max(call.changed_at, now)
         call.dirty = True
         ended = call.hangup is not None
         handler(self, call, event, at)
         if not ended and call.hangup is not None:
-            call.ended_at = now
+            self._ended(call, now)
         if call.ended_at is not None:
             self._timer(max(call.ended_at, call.changed_at) + self.grace_s, call.id)
 
@@ -550,19 +643,37 @@ class RecordBuilder:
 
         Only calls whose timer has run out are looked at (a heap of deadlines): the builder
         keeps an hour of finished calls for late changes, and scanning them all on every call
-        cost 100 ms at 180,000 calls (benchmarks/records_bench.py)."""
+        cost 100 ms at 180,000 calls (benchmarks/records_bench.py). Calls past the age limit
+        are closed here too, the oldest first, their record due after the grace."""
         out: list[ContactRecord] = []
         looked: set[str] = set()
         while self._timers and self._timers[0][0] <= now:
             _, call_id = heapq.heappop(self._timers)
+            if call_id in looked:
+                continue
             call = self._calls.get(call_id)
-            if call is None or call_id in looked:
+            if call is None:
+                self._finished.expire(call_id, now)
                 continue
             looked.add(call_id)
             record = self._settle(call, now)
             if record is not None:
                 out.append(record)
+        self._close_aged(now)
         return out
+
+    def _close_aged(self, now: float) -> None:
+        """Close the calls whose end was not seen ``max_call_s`` after they were first seen.
+
+        ``_open`` is in the order calls were first seen, their deadlines on the builder's clock
+        (the times facts and events were received), so the look stops at the first call not
+        yet due."""
+        aged = list(takewhile(lambda item: item[1] <= now, self._open.items()))
+        for call_id, _ in aged:
+            call = self._calls[call_id]
+            self._ended(call, now)
+            call.closed_by_age = True
+            self._timer(now + self.grace_s, call_id)
 
     def flush(self, now: float) -> list[ContactRecord]:
         """On shutdown: a record for every call held that has something not yet emitted.
@@ -574,22 +685,20 @@ class RecordBuilder:
         for call in list(self._calls.values()):
             if call.contact and call.dirty:
                 if call.ended_at is None:
-                    call.ended_at = now
+                    call.ended_at = now  # _open is cleared below
                     call.closed_by_age = True
                 record = self._changed_record(call, now)
                 if record is not None:
                     out.append(record)
         self._calls.clear()
+        self._finished.clear()  # kept calls have nothing new: their last version went out
         self._timers.clear()
+        self._open.clear()
         return out
 
     def _settle(self, call: _Call, now: float) -> ContactRecord | None:
         if call.ended_at is None:
-            if now - call.first_seen >= self.max_call_s:
-                call.ended_at = now
-                call.closed_by_age = True
-                self._timer(now + self.grace_s, call.id)
-            return None
+            return None  # still in progress: _close_aged watches its age
         if not call.contact:
             del self._calls[call.id]
             return None
@@ -597,14 +706,18 @@ class RecordBuilder:
         if now < settled:
             return None  # something came in since: its own timer is queued
         record = self._changed_record(call, now) if call.dirty else None
-        if now >= settled + self.keep_s:
-            del self._calls[call.id]
-        else:
+        del self._calls[call.id]
+        if now < settled + self.keep_s:
+            self._finished.put(call, settled + self.keep_s)
             self._timer(settled + self.keep_s, call.id)
         return record
 
     def _timer(self, at: float, call_id: str) -> None:
         heapq.heappush(self._timers, (at, call_id))
+
+    def _ended(self, call: _Call, at: float) -> None:
+        call.ended_at = at  # again for an AMI Hangup after the controller's IvrAbandoned
+        self._open.pop(call.id, None)
 
     def _changed_record(self, call: _Call, now: float) -> ContactRecord | None:
         draft = _to_record(call, self.centre, self._key, call.version + 1, now)
@@ -617,16 +730,30 @@ class RecordBuilder:
 
     def record(self, call_id: str, *, version: int = 1, updated_at: float = 0.0) -> ContactRecord | None:
         """The record of a call as known now (for inspection; :meth:`due` emits them)."""
-        call = self._calls.get(call_id)
+        call = self._calls.get(call_id) or self._finished.peek(call_id)
         if call is None:
             return None
         return _to_record(call, self.centre, self._key, version, updated_at or call.changed_at)
 
-    def _call(self, call_id: str, at: float) -> _Call:
+    def _live(self, call_id: str) -> _Call | None:
+        """The call in full: in progress, or finished and brought back for a late change."""
         call = self._calls.get(call_id)
         if call is None:
+            call = self._finished.take(call_id)
+            if call is None:
+                return None
+            if call.emitted is None:  # the kept form has the state, not the record: rebuild it
+                call.emitted = _to_record(call, self.centre, self._key, call.version, call.changed_at)
+            self._calls[call_id] = call
+        return call
+
+    def _call(self, call_id: str, at: float, *, received: float) -> _Call:
+        call = self._live(call_id)
+        if call is None:
             call = self._calls[call_id] = _Call(call_id, first_seen=at)
-            self._timer(at + self.max_call_s, call_id)
+            # on the builder's clock, so that _open stays in time order whatever an event's
+            # Timestamp says
+            self._open[call_id] = received + self.max_call_s
         return call
 
 
