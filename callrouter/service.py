@@ -523,15 +523,19 @@ def record_pump(
     builder = RecordBuilder(centre, options.records_key, grace_s=RECORD_GRACE_S, avoidable_reasons=avoidable)
     owner = Ownership(redis, centre, instance, lease_holder=lease_holder) if redis is not None else None
     return RecordPump(
-        builder, record_sink(options, centre, redis), interval_s=RECORD_PUMP_INTERVAL_S, owner=owner
+        builder, record_sink(options, centre, redis, holder), interval_s=RECORD_PUMP_INTERVAL_S, owner=owner
     )
 
 
-def record_sink(options: ServeOptions, centre: str = "", redis: Redis | None = None) -> RecordSink:
+def record_sink(
+    options: ServeOptions, centre: str = "", redis: Redis | None = None, holder: PlanHolder | None = None
+) -> RecordSink:
     """Where this controller's records go: the centre's records stream when Redis is set (and
     the JSON Lines outbox too, when one is set); else the outbox alone."""
     if redis is not None:
-        stream = StreamSink(RecordStream(redis, centre))
+        # the plan in force at each record, not at start: a lambda, not a bound method
+        tenant_of = (lambda d: holder.current.tenant_for(d)) if holder is not None else None  # noqa: PLW0108
+        stream = StreamSink(RecordStream(redis, centre), tenant_of)
         log.info("records.stream", centre=centre, outbox=str(options.records_outbox or "") or None)
         if options.records_outbox is not None:
             return TeeSink(stream, JsonlSink(options.records_outbox))

@@ -17,8 +17,9 @@ part. The rule (see ``docs/contact-records.md``):
 * a call no controller served (the fail-static dialplan, a call arriving while every controller
   was down) is claimed, when its record is due, by the AMI writer lease holder, with the same
   ``SET NX``: it emits only if no controller claimed the call first;
-* a controller that is not the lease holder keeps such a record *parked* for a while (a lease
-  take-over); if it has not become the holder by then, another controller has emitted it.
+* a controller that is not the lease holder skips a record another controller has claimed
+  (one ``MGET``), and keeps a record nobody has claimed yet *parked* for a while (a lease
+  take-over): if it has not become the holder by then, the holder has emitted it.
 
 A claim that cannot be made (Redis down) keeps the record in the pump's backlog: it is decided,
 and appended, once Redis answers again.
@@ -62,10 +63,14 @@ def envelope_of(record: ContactRecord, centre: str) -> Envelope:
 
 
 class StreamSink:
-    """Appends record versions to the centre's records stream (pipelined, one round trip a batch)."""
+    """Appends record versions to the centre's records stream (pipelined, one round trip a batch).
 
-    def __init__(self, stream: RecordStream) -> None:
-        self.stream = stream
+    ``tenant_of`` (the plan in force: dialled number to council) names the council of a record
+    the builder could not: a call no controller served (the fail-static path) is known from AMI
+    alone, which gives the number dialled but not the council, and delivery goes by council."""
+
+    def __init__(self, stream: RecordStream, tenant_of: Callable[[str], str | None] | None = None) -> None:
+        self.stream, self.tenant_of = stream, tenant_of
         self.appended = 0
         self.already_in = 0
         self.unsendable = 0
@@ -77,7 +82,8 @@ class StreamSink:
         """Append each version once; raises the Redis error if Redis does not answer (the pump
         keeps the records and tries again: the append is idempotent)."""
         envelopes = []
-        for record in records:
+        for given in records:
+            record = self._with_tenant(given)
             try:
                 envelopes.append(envelope_of(record, self.stream.centre))
             except EnvelopeError as exc:  # cannot be delivered, ever: said once, never retried
@@ -89,6 +95,16 @@ class StreamSink:
         added = sum(1 for r in results if r is not None)
         self.appended += added
         self.already_in += len(results) - added
+
+    def _with_tenant(self, record: ContactRecord) -> ContactRecord:
+        if record.tenant is not None or not record.dialled or self.tenant_of is None:
+            return record
+        try:
+            tenant = self.tenant_of(record.dialled)
+        except Exception as exc:  # a number the plan cannot read: the record goes without
+            log.warning("records.tenant_unknown %s", type(exc).__name__)
+            return record
+        return record if tenant is None else record.model_copy(update={"tenant": tenant})
 
 
 class TeeSink:
@@ -158,7 +174,7 @@ class Ownership:
         if not self._served:
             return 0
         ids = list(self._served)
-        won = await self._take(ids)
+        won = [bool(ours) for ours in await self._take(ids)]
         now = self.clock()
         for call_id, ours in zip(ids, won, strict=True):
             self._served.pop(call_id, None)
@@ -173,9 +189,12 @@ class Ownership:
         await self.claim()
         now = self.clock()
         unknown = sorted({r.id for r in records if r.id not in self._mine and r.id not in self._theirs})
-        if unknown and self.lease_holder():
-            won = await self._take(unknown)
-            for call_id, ours in zip(unknown, won, strict=True):
+        if unknown:
+            holding = self.lease_holder()
+            owners = await (self._take(unknown) if holding else self._owners(unknown))
+            for call_id, ours in zip(unknown, owners, strict=True):
+                if ours is None:
+                    continue  # nobody has claimed it, and this controller may not: parked below
                 (self._mine if ours else self._theirs)[call_id] = now
                 self._parked.pop(call_id, None)
         decision = Decision()
@@ -192,7 +211,13 @@ class Ownership:
         self.skipped += len(decision.skip)
         return decision
 
-    async def _take(self, ids: list[str]) -> list[bool]:
+    async def _owners(self, ids: list[str]) -> list[bool | None]:
+        """Whether each id is claimed by this controller, by another, or (None) by nobody yet."""
+        values = await self.redis.mget([self.keys.record_owner(self.centre, c) for c in ids])
+        mine = (self.instance.encode(), self.instance)
+        return [None if v is None else v in mine for v in values]
+
+    async def _take(self, ids: list[str]) -> list[bool | None]:
         """``SET NX EX`` each id's owner key, then read it: ours if set now or set by us before."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for call_id in ids:
@@ -200,8 +225,8 @@ class Ownership:
                 pipe.set(key, self.instance, nx=True, ex=self.ttl_s)
                 pipe.get(key)
             replies = await pipe.execute()
-        mine = self.instance.encode()
-        return [bool(replies[2 * i]) or replies[2 * i + 1] in (mine, self.instance) for i in range(len(ids))]
+        mine = (self.instance.encode(), self.instance)
+        return [bool(replies[2 * i]) or replies[2 * i + 1] in mine for i in range(len(ids))]
 
     def _prune(self) -> None:
         """Forget decisions older than a claim (bounded memory); at most once a minute."""
