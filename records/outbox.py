@@ -8,11 +8,14 @@ that stream) implement the same protocol.
 
 :class:`RecordPump` owns one :class:`~records.builder.RecordBuilder`: the controller's facts
 and the AMI tap go into it without I/O (a fact that is not well formed is counted and
-dropped: a call never stops for its record), and a background task asks it about once a
-second which records are due and appends them to the sink. A sink that fails keeps the
-record in the pump's backlog and the next round tries again, so the call path never waits
-for a sink. On shutdown :meth:`RecordPump.close` hands over what is due and then every call
-still open, as ``complete: false`` (see ``docs/contact-records.md``).
+dropped: a call never stops for its record), and a background task asks it every
+``interval_s`` (``serve``: 0.1 s) which records are due and appends them to the sink (in
+chunks, when the sink has ``append_many``). With an :class:`~records.appender.Ownership`, only
+the records of calls this controller owns are appended (several controllers, one Asterisk).
+A sink that fails keeps the record in the pump's backlog and the next round tries again,
+so the call path never waits for a sink. On shutdown :meth:`RecordPump.close` hands over
+what is due and then every call still open, as ``complete: false`` (see
+``docs/contact-records.md``).
 """
 
 from __future__ import annotations

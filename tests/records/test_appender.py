@@ -187,3 +187,22 @@ async def test_the_outbox_beside_the_stream_gets_every_version(
         assert await pump.flush_due() == lines
         assert len((tmp_path / "records.jsonl").read_text().splitlines()) == lines
         assert len(await entries(redis, k)) == lines
+
+
+async def test_serve_appends_to_the_stream_with_redis_and_to_the_outbox_too_when_set(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    from callrouter.service import RECORD_GRACE_S, ServeOptions, record_pump, record_sink
+    from ivr.controller import PlanHolder
+    from tests.controller.conftest import EXAMPLE
+
+    async with Redis.from_url(redis_server.url) as redis:
+        options = ServeOptions(plan=EXAMPLE, records_key=KEY)
+        assert isinstance(record_sink(options, CENTRE, redis), StreamSink)
+        with_outbox = ServeOptions(plan=EXAMPLE, records_key=KEY, records_outbox=tmp_path / "r.jsonl")
+        assert isinstance(record_sink(with_outbox, CENTRE, redis), TeeSink)
+        assert isinstance(record_sink(with_outbox), JsonlSink)
+        pump = record_pump(options, PlanHolder.load(EXAMPLE), redis, "ctl-a", lambda: False)
+        assert pump is not None
+        assert pump.owner is not None
+        assert (pump.builder.grace_s, pump.interval_s) == (RECORD_GRACE_S, 0.1)
