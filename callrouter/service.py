@@ -554,7 +554,9 @@ class UndeliveredSink:
 
     async def append(self, record: ContactRecord) -> None:
         if self.dropped == 0:
-            log.warning("records.no_destination", detail="set records.outbox to keep contact records")
+            log.warning(
+                "records.no_destination", detail="set redis.url (the records stream) or records.outbox"
+            )
         self.dropped += 1
 
 

@@ -155,7 +155,6 @@ class Ownership:
         self._theirs: dict[str, float] = {}  # claimed by another controller
         self._parked: dict[str, float] = {}  # nobody served; this controller not the lease holder
         self.claims = 0
-        self.skipped = 0
         self._pruned_at = 0.0
 
     # --- in: synchronous, from the call path -----------------------------------------------------
@@ -208,7 +207,6 @@ class Ownership:
             else:  # the lease holder all along was another controller: it emitted the record
                 self._parked.pop(record.id, None)
                 decision.skip.append(record)
-        self.skipped += len(decision.skip)
         return decision
 
     async def _owners(self, ids: list[str]) -> list[bool | None]:
