@@ -480,6 +480,10 @@ async def _shut_down(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     if ami is not None:
+        if pump is not None and pump.owner is not None and ami[0].is_writer:
+            # it held the AMI lease to its last event: it still emits the calls nobody served
+            # that it has seen end (the claim's SET NX settles a race with the next holder)
+            pump.owner.lease_holder = lambda: True
         await ami[0].stop()
     if pump is not None:  # after the drain and the last AMI event: hand over every record held
         handed = await stop_pump(pump, pumping)
