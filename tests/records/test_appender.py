@@ -3,14 +3,17 @@ the pump while Redis is down, and which of several controllers emits a call's re
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
+from records import outbox
 from records.appender import Ownership, StreamSink, TeeSink, envelope_of
 from records.builder import RecordBuilder
+from records.model import ContactRecord
 from records.outbox import JsonlSink, RecordPump
 from records.stream import RecordStream, parse_entry
 from routing.redis_keys import RedisKeys
@@ -206,3 +209,28 @@ async def test_serve_appends_to_the_stream_with_redis_and_to_the_outbox_too_when
         assert pump is not None
         assert pump.owner is not None
         assert (pump.builder.grace_s, pump.interval_s) == (RECORD_GRACE_S, 0.1)
+
+
+async def test_past_the_backlog_bound_the_oldest_are_dropped_counted_and_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis down for longer than the backlog holds: the newest records are kept, the oldest
+    dropped (counted, an error logged); half-way a warning says the backlog is growing."""
+    monkeypatch.setattr(outbox, "BACKLOG_MAX", 4)
+    clock = Clock()
+
+    class Down:
+        async def append(self, record: ContactRecord) -> None:
+            raise ConnectionError("Redis down")
+
+    pump = RecordPump(RecordBuilder(CENTRE, KEY, grace_s=0.5), Down(), clock=clock)
+    for n in range(6):
+        arrive(pump, f"1795533337.{n}", T0)
+        hang_up(pump, f"1795533337.{n}", T0 + 5)
+    clock.now = T0 + 6
+    with caplog.at_level(logging.WARNING, logger="records.outbox"):
+        assert await pump.flush_due() == 0
+    assert [r.id for r in pump.backlog] == [f"1795533337.{n}" for n in range(2, 6)]
+    assert pump.dropped == 2
+    assert "records.backlog_growing" in caplog.text
+    assert "records.backlog_full dropped=1" in caplog.text
