@@ -35,9 +35,11 @@ from callrouter.logs import configure_logging
 from callrouter.settings import Settings
 from ivr.controller import Clock, Controller, LiveSource, NoLiveState, PlanError, PlanHolder, utc_now
 from ivr.fastagi import FastAgiServer, ServerConfig, serve_until_signal
+from records.appender import Ownership, StreamSink, TeeSink
 from records.builder import RecordBuilder
 from records.model import ContactRecord
 from records.outbox import JsonlSink, RecordPump, RecordSink, stop_pump
+from records.stream import RecordStream
 from routing.ami.consumer import AmiConsumer
 from routing.ami.settings import AmiSettings
 from routing.core.decide import CompiledPlan
@@ -398,7 +400,9 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     live, cached, redis = _live_source(options, holder)
     clock = rehearsal_clock(options.clock_start, options.clock_speed) if options.clock_start else utc_now
     controller = Controller(holder, live, clock=clock, live_timeout=options.live_timeout)
-    pump = record_pump(options, holder)
+    instance = f"{socket.gethostname()}:{os.getpid()}"
+    lease: list[AmiConsumer] = []  # the AMI consumer once started: is it the lease holder?
+    pump = record_pump(options, holder, redis, instance, lambda: bool(lease) and lease[0].is_writer)
     if pump is not None:
         controller.facts = pump.fact
     server = FastAgiServer(server_config(options))
@@ -412,7 +416,9 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
         if redis is not None:
             await redis.aclose()
         return EXIT_CANNOT_LISTEN
-    ami = await _start_ami(options, redis, cached, holder, clock, pump=pump)
+    ami = await _start_ami(options, redis, cached, holder, clock, pump=pump, instance=instance)
+    if ami is not None:
+        lease.append(ami[0])
     loop = asyncio.get_running_loop()
     reloader = PlanReloader(holder, redis, last_digest=digest)
     reloads: set[asyncio.Task[str]] = set()
@@ -474,6 +480,10 @@ async def _shut_down(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     if ami is not None:
+        if pump is not None and pump.owner is not None and ami[0].is_writer:
+            # it held the AMI lease to its last event: it still emits the calls nobody served
+            # that it has seen end (the claim's SET NX settles a race with the next holder)
+            pump.owner.lease_holder = lambda: True
         await ami[0].stop()
     if pump is not None:  # after the drain and the last AMI event: hand over every record held
         handed = await stop_pump(pump, pumping)
@@ -482,9 +492,29 @@ async def _shut_down(
         await redis.aclose()
 
 
-def record_pump(options: ServeOptions, holder: PlanHolder) -> RecordPump | None:
-    """Contact records: one builder for this controller, fed by its facts and the AMI tap,
-    its due records handed to the sink about once a second. None without a caller hash key."""
+RECORD_GRACE_S = 0.5
+"""A call's record is due this long after the caller's hang-up was received. The adviser's
+``Hangup`` and the ``CallDisposition`` UserEvent their hangup handler raises come in the same
+millisecond as the caller's ``Hangup`` or just after it, on the same AMI connection (the
+captures: all within 1 ms), so they are read in the same burst; half a second also covers a
+consumer that is a few hundred milliseconds behind. A disposition sent later makes version 2."""
+
+RECORD_PUMP_INTERVAL_S = 0.1
+"""How often the pump hands due records over: with the grace, hang-up to append is at most
+0.6 s, leaving the rest of the 2 s goal (hang-up to the CRM) for delivery."""
+
+
+def record_pump(
+    options: ServeOptions,
+    holder: PlanHolder,
+    redis: Redis | None = None,
+    instance: str = "",
+    lease_holder: Callable[[], bool] = lambda: False,
+) -> RecordPump | None:
+    """Contact records: one builder for this controller, fed by its facts and the AMI tap, its
+    due records handed to the sink every 0.1 s. None without a caller hash key. With Redis, the
+    sink is the centre's records stream and records are emitted by their owner only
+    (``records.appender``)."""
     if options.records_key is None:
         log.warning("records.not_configured", reason="no caller hash key: no contact records")
         return None
@@ -493,12 +523,27 @@ def record_pump(options: ServeOptions, holder: PlanHolder) -> RecordPump | None:
         found = holder.current.plan.tenants.get(tenant or "")
         return tuple(found.avoidable_contact_reasons) if found else ()
 
-    builder = RecordBuilder(holder.current.plan.centre, options.records_key, avoidable_reasons=avoidable)
-    return RecordPump(builder, record_sink(options))
+    centre = holder.current.plan.centre
+    builder = RecordBuilder(centre, options.records_key, grace_s=RECORD_GRACE_S, avoidable_reasons=avoidable)
+    owner = Ownership(redis, centre, instance, lease_holder=lease_holder) if redis is not None else None
+    return RecordPump(
+        builder, record_sink(options, centre, redis, holder), interval_s=RECORD_PUMP_INTERVAL_S, owner=owner
+    )
 
 
-def record_sink(options: ServeOptions) -> RecordSink:
-    """Where this controller's records go: the JSON Lines outbox when one is set."""
+def record_sink(
+    options: ServeOptions, centre: str = "", redis: Redis | None = None, holder: PlanHolder | None = None
+) -> RecordSink:
+    """Where this controller's records go: the centre's records stream when Redis is set (and
+    the JSON Lines outbox too, when one is set); else the outbox alone."""
+    if redis is not None:
+        # the plan in force at each record, not at start: a lambda, not a bound method
+        tenant_of = (lambda d: holder.current.tenant_for(d)) if holder is not None else None  # noqa: PLW0108
+        stream = StreamSink(RecordStream(redis, centre), tenant_of)
+        log.info("records.stream", centre=centre, outbox=str(options.records_outbox or "") or None)
+        if options.records_outbox is not None:
+            return TeeSink(stream, JsonlSink(options.records_outbox))
+        return stream
     if options.records_outbox is not None:
         log.info("records.outbox", path=str(options.records_outbox))
         return JsonlSink(options.records_outbox)
@@ -513,7 +558,9 @@ class UndeliveredSink:
 
     async def append(self, record: ContactRecord) -> None:
         if self.dropped == 0:
-            log.warning("records.no_destination", detail="set records.outbox to keep contact records")
+            log.warning(
+                "records.no_destination", detail="set redis.url (the records stream) or records.outbox"
+            )
         self.dropped += 1
 
 
@@ -525,12 +572,13 @@ async def _start_ami(
     clock: Clock,
     *,
     pump: RecordPump | None = None,
+    instance: str = "",
 ) -> tuple[AmiConsumer, asyncio.Task[None]] | None:
     """The AMI consumer (live queue state into Redis) and the withdrawer, when AMI is set up."""
     if options.ami is None or redis is None or cached is None:
         log.info("ami.not_configured", live_state="unknown unless another instance writes it")
         return None
-    instance = f"{socket.gethostname()}:{os.getpid()}"
+    instance = instance or f"{socket.gethostname()}:{os.getpid()}"
     pipeline = ami_pipeline(
         options.ami,
         redis,

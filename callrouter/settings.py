@@ -114,7 +114,9 @@ class RecordsSettings(_Section):
         description="key (16 bytes or more) of the contact records' caller hash; unset: no records",
     )
     outbox: Path | None = Field(
-        None, description="JSON Lines file each contact record version is also appended to (unset: none)"
+        None,
+        description="JSON Lines file each contact record version is also appended to, "
+        "after the records stream when Redis is set (unset: none)",
     )
     archive_dir: Path | None = Field(
         None,

@@ -11,9 +11,10 @@ Tests steer it: ``script`` answers the next requests with given statuses (500, 4
 ``Retry-After``, 400 ...), ``refuse`` answers 400 to given keys, ``hang_s`` holds every answer;
 :meth:`stop` and :meth:`start` on the same port make it down and back (connection refused).
 
-Run alone for a benchmark: ``python -m emulator.crm --port N`` (secret in ``CRM_SECRET``);
-``GET /_stats`` answers its counts, and latencies when events carry ``data.bench_t0`` (epoch
-seconds at append); ``POST /_reset`` forgets everything.
+Run alone for a benchmark: ``python -m emulator.crm --port N`` (secret in
+``CRM_SECRET``); ``GET /_stats`` answers its counts, and latencies when events carry
+``data.bench_t0`` (epoch seconds at append); ``GET /_arrivals`` when each key first arrived
+(epoch seconds); ``POST /_reset`` forgets everything.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class FakeCrm:
         self.bad_signatures = 0
         self.requests = 0
         self.latencies: list[float] = []
+        self.arrival: dict[str, float] = {}  # key -> epoch seconds of its first arrival
         self.arrived = asyncio.Event()
         self.on_event: Callable[[dict[str, object]], None] | None = None
         self._runner: web.AppRunner | None = None
@@ -69,6 +71,7 @@ class FakeCrm:
         app = web.Application()
         app.router.add_post("/contacts", self._contact)
         app.router.add_get("/_stats", self._stats)
+        app.router.add_get("/_arrivals", self._arrivals)
         app.router.add_post("/_reset", self._reset)
         return app
 
@@ -105,6 +108,7 @@ class FakeCrm:
             self.duplicates += 1
             return
         self.seen.add(key)
+        self.arrival[key] = time.time()
         self.accepted.append((key, str(event["subject"]), int(str(event["recordversion"]))))
         if self.keep_events:
             self.events[key] = event
@@ -120,8 +124,12 @@ class FakeCrm:
         self.events.clear()
         self.seen.clear()
         self.latencies.clear()
+        self.arrival.clear()
         self.duplicates = self.bad_signatures = self.requests = 0
         return web.json_response(self.stats())
+
+    async def _arrivals(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.arrival)
 
     async def _stats(self, _request: web.Request) -> web.Response:
         return web.json_response(self.stats())

@@ -8,11 +8,14 @@ that stream) implement the same protocol.
 
 :class:`RecordPump` owns one :class:`~records.builder.RecordBuilder`: the controller's facts
 and the AMI tap go into it without I/O (a fact that is not well formed is counted and
-dropped: a call never stops for its record), and a background task asks it about once a
-second which records are due and appends them to the sink. A sink that fails keeps the
-record in the pump's backlog and the next round tries again, so the call path never waits
-for a sink. On shutdown :meth:`RecordPump.close` hands over what is due and then every call
-still open, as ``complete: false`` (see ``docs/contact-records.md``).
+dropped: a call never stops for its record), and a background task asks it every
+``interval_s`` (``serve``: 0.1 s) which records are due and appends them to the sink (in
+chunks, when the sink has ``append_many``). With an :class:`~records.appender.Ownership`, only
+the records of calls this controller owns are appended (several controllers, one Asterisk).
+A sink that fails keeps the record in the pump's backlog and the next round tries again,
+so the call path never waits for a sink. On shutdown :meth:`RecordPump.close` hands over
+what is due and then every call still open, as ``complete: false`` (see
+``docs/contact-records.md``).
 """
 
 from __future__ import annotations
@@ -22,18 +25,27 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from records.builder import RecordBuilder
 from records.facts import IvrFact
 from records.model import ContactRecord
 
+if TYPE_CHECKING:
+    from records.appender import Ownership
+
 log = logging.getLogger("records.outbox")
 
 BACKLOG_MAX = 100_000
-"""Records held while the sink fails; beyond this the oldest are dropped, counted and logged."""
+"""Records held while the sink fails (Redis down): about 33 minutes at 50 calls a second, a few
+hundred megabytes. Beyond this the oldest are dropped, counted and logged (``records.backlog_full``,
+an error, every 1,000 records dropped); ``records.backlog_growing`` warns at half of it."""
+
+CHUNK = 500
+"""Records handed to a sink that takes batches (``append_many``) in one go: one round trip."""
 
 
 class RecordSink(Protocol):
@@ -68,6 +80,12 @@ class JsonlSink:
             out.write(line)
         self.count += 1
 
+    async def append_many(self, records: Sequence[ContactRecord]) -> None:
+        lines = "".join(record.model_dump_json() + "\n" for record in records)
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write(lines)
+        self.count += len(records)
+
 
 class RecordPump:
     """Facts and AMI events into one builder; due records out to a sink (see the module doc)."""
@@ -79,9 +97,14 @@ class RecordPump:
         *,
         clock: Callable[[], float] = time.time,
         interval_s: float = 1.0,
+        owner: Ownership | None = None,
     ) -> None:
         self.builder, self.sink, self.clock, self.interval_s = builder, sink, clock, interval_s
+        self.owner = owner
         self.backlog: deque[ContactRecord] = deque()
+        self.parked: list[ContactRecord] = []
+        self.skipped = 0
+        self._warned_growing = False
         self.appended = 0
         self.refused_facts = 0
         self.sink_failures = 0
@@ -93,6 +116,8 @@ class RecordPump:
         """A fact from the controller (a malformed one is counted and dropped)."""
         try:
             self.builder.feed_ivr(fact)
+            if self.owner is not None:
+                self.owner.served(fact.call_id)
         except ValueError as exc:
             self.refused_facts += 1
             log.warning("records.fact_refused %s", str(exc)[:200])
@@ -117,6 +142,13 @@ class RecordPump:
 
     async def flush_due(self) -> int:
         """Hand over the records due now (and any backlog); returns how many were appended."""
+        if self.owner is not None:
+            try:  # claim the calls served since the last round, due or not
+                await self.owner.claim()
+            except Exception as exc:  # Redis down: claimed next round; their records wait
+                log.warning("records.claim_failed %s", type(exc).__name__)
+        parked, self.parked = self.parked, []
+        self._hold(parked)
         self._hold(self.builder.due(self.clock()))
         return await self._drain()
 
@@ -129,6 +161,11 @@ class RecordPump:
 
     def _hold(self, records: list[ContactRecord]) -> None:
         self.backlog.extend(records)
+        if len(self.backlog) > BACKLOG_MAX // 2 and not self._warned_growing:
+            self._warned_growing = True
+            log.warning("records.backlog_growing backlog=%d max=%d", len(self.backlog), BACKLOG_MAX)
+        elif len(self.backlog) < BACKLOG_MAX // 4:
+            self._warned_growing = False
         while len(self.backlog) > BACKLOG_MAX:
             self.backlog.popleft()
             self.dropped += 1
@@ -136,18 +173,34 @@ class RecordPump:
                 log.error("records.backlog_full dropped=%d", self.dropped)
 
     async def _drain(self) -> int:
+        """The backlog to the sink in order, a chunk at a time; a failure stops the round and
+        keeps the chunk (retried next round: appends to the stream are idempotent)."""
         done = 0
+        many: Callable[[Sequence[ContactRecord]], Awaitable[None]] | None = getattr(
+            self.sink, "append_many", None
+        )
         while self.backlog:
-            record = self.backlog[0]
+            chunk = list(islice(self.backlog, CHUNK if many is not None else 1))
+            emit, park, skip = chunk, [], []
             try:
-                await self.sink.append(record)
-            except Exception as exc:  # the sink is retried next round
+                if self.owner is not None:
+                    decision = await self.owner.select(chunk)
+                    emit, park, skip = decision.emit, decision.park, decision.skip
+                if many is not None:
+                    await many(emit)
+                else:
+                    for record in emit:
+                        await self.sink.append(record)
+            except Exception as exc:  # the sink (or the claim) is retried next round
                 self.sink_failures += 1
                 log.warning("records.sink_failed %s backlog=%d", type(exc).__name__, len(self.backlog))
                 return done
-            self.backlog.popleft()
-            self.appended += 1
-            done += 1
+            for _ in chunk:
+                self.backlog.popleft()
+            self.parked.extend(park)  # asked again next round
+            self.skipped += len(skip)
+            self.appended += len(emit)
+            done += len(emit)
         return done
 
 

@@ -123,6 +123,12 @@ class RedisKeys:
         # so a (record id, version) is appended once however many controllers try.
         return f"{self.prefix}records:{{{centre}}}:appended:{record_id}"
 
+    def record_owner(self, centre: str, record_id: str) -> str:
+        # STRING the controller instance that emits ``record_id``'s record (the one that served
+        # the call's first FastAGI request, or the AMI lease holder for a call no controller
+        # served), SET NX EX 12 h by that controller's record pump, never on the call path.
+        return f"{self.prefix}records:{{{centre}}}:owner:{record_id}"
+
     def sink_lease(self, centre: str, sink: str) -> str:
         # STRING holder id, PX = lease time (default 10 s). Held by the one delivery worker
         # delivering to ``sink`` ("<tenant>/<name>"), so versions of a contact keep their order.

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from emulator.agi import CallerScript, PressAfterPrompt
 from emulator.dialplan import place_call
 from records.model import ContactRecord
+from records.stream import parse_entry
 from routing.redis_keys import KEYS
 from tests.controller.conftest import EXAMPLE, HARBOROUGH
 from tests.core.test_plan_limits import BILLION_LAUGHS
@@ -227,3 +228,14 @@ async def test_serve_keeps_a_record_of_each_call_and_flushes_open_ones_on_sigter
     assert "a-records-key-of-32-bytes-length" not in text
     flushed = next(e for e in served.events() if e.get("event") == "records.flushed")
     assert flushed["records"] == 1
+    # with Redis the record went to the centre's records stream first (the outbox is a copy),
+    # appended by the controller that claimed the call
+    rid = call.sessions[0].uniqueid
+    async with Redis.from_url(redis_server.url) as redis:
+        entries = [parse_entry(sid, fields).envelope for sid, fields in
+                   await redis.xrange(KEYS.records_stream("charnwood"))]  # fmt: skip
+        owner = await redis.get(KEYS.record_owner("charnwood", rid))
+    mine = [(e.record_id, e.version, e.tenant, e.payload["complete"]) for e in entries if e.record_id == rid]
+    assert mine == [(rid, 1, "harborough", False)]
+    assert owner is not None
+    assert owner.decode().endswith(f":{process.pid}")
