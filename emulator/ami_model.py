@@ -209,23 +209,8 @@ class QueueModel:
 
     def complete(self, uniqueid: str, now: float, reason: str = "caller") -> list[Message]:
         """The answered call ends: AgentComplete, both Hangups, Status 1 InCall 0."""
-        caller = self.connected.pop(uniqueid)
+        caller, done = self._agent_complete(uniqueid, now, reason, hold_s=0, talk_s=0)
         assert caller.agent is not None
-        q = self.queues[caller.queue]
-        q.completed += 1
-        m = q.members[caller.interface]
-        m.calls_taken, m.last_call = m.calls_taken + 1, int(now)
-        done = agent_event(
-            "AgentComplete",
-            caller.channel,
-            caller.agent,
-            ("Queue", q.name),
-            ("Interface", caller.interface),
-            ("MemberName", m.name),
-            ("HoldTime", "0"),
-            ("TalkTime", "0"),
-            ("Reason", reason),
-        )
         cause = (("Cause", "16"), ("Cause-txt", "Normal Clearing"))
         hangups = [channel_event("Hangup", "call,all", ch, *cause) for ch in (caller.channel, caller.agent)]
         return [done, *hangups, *self.set_status(caller.interface, NOT_INUSE, in_call=False)]
@@ -235,6 +220,19 @@ class QueueModel:
         adviser's hangup handlers run, their ``HangupRequest`` (no Cause) and ``AgentComplete``
         (``Reason: agent``); after them, their ``Hangup`` (16) and ``QueueMemberStatus`` 1.
         With Queue() option c the caller's dialplan goes on: no Hangup of the caller here."""
+        joined, connected = self.connected[uniqueid].joined_at, self.connected[uniqueid].connected_at
+        hold_s, talk_s = int(connected - joined), int(now - connected)
+        caller, done = self._agent_complete(uniqueid, now, "agent", hold_s=hold_s, talk_s=talk_s)
+        assert caller.agent is not None
+        request = channel_event("HangupRequest", "call,all", caller.agent)
+        cause = (("Cause", "16"), ("Cause-txt", "Normal Clearing"))
+        hangup = channel_event("Hangup", "call,all", caller.agent, *cause)
+        return [request, done], [hangup, *self.set_status(caller.interface, NOT_INUSE, in_call=False)]
+
+    def _agent_complete(
+        self, uniqueid: str, now: float, reason: str, *, hold_s: int, talk_s: int
+    ) -> tuple[Caller, Message]:
+        """The connected call ``uniqueid`` ends: counted, and its ``AgentComplete``."""
         caller = self.connected.pop(uniqueid)
         assert caller.agent is not None
         q = self.queues[caller.queue]
@@ -248,14 +246,11 @@ class QueueModel:
             ("Queue", q.name),
             ("Interface", caller.interface),
             ("MemberName", m.name),
-            ("HoldTime", str(int(caller.connected_at - caller.joined_at))),
-            ("TalkTime", str(int(now - caller.connected_at))),
-            ("Reason", "agent"),
+            ("HoldTime", str(hold_s)),
+            ("TalkTime", str(talk_s)),
+            ("Reason", reason),
         )
-        request = channel_event("HangupRequest", "call,all", caller.agent)
-        cause = (("Cause", "16"), ("Cause-txt", "Normal Clearing"))
-        hangup = channel_event("Hangup", "call,all", caller.agent, *cause)
-        return [request, done], [hangup, *self.set_status(caller.interface, NOT_INUSE, in_call=False)]
+        return caller, done
 
     # --- QueueStatus -------------------------------------------------------------------
 
