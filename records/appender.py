@@ -19,7 +19,13 @@ part. The rule (see ``docs/contact-records.md``):
   ``SET NX``: it emits only if no controller claimed the call first;
 * a controller that is not the lease holder skips a record another controller has claimed
   (one ``MGET``), and keeps a record nobody has claimed yet *parked* for a while (a lease
-  take-over): if it has not become the holder by then, the holder has emitted it.
+  take-over): if it has not become the holder by then, the holder has emitted it;
+* every controller keeps an *alive* key (``EX 5 s``, refreshed about once a second). The lease
+  holder parks a record another controller claimed for :data:`ORPHAN_WAIT_S`; if by then that
+  controller's alive key is gone (it was killed, or stopped before it could hand over), the
+  holder emits the record itself, with what AMI showed and a problem saying the IVR part is
+  missing. Had the owner emitted it, the same (id, version) is already in the stream and the
+  holder's copy is not appended again.
 
 A claim that cannot be made (Redis down) keeps the record in the pump's backlog: it is decided,
 and appended, once Redis answers again.
@@ -43,6 +49,17 @@ log = logging.getLogger("records.appender")
 
 CLAIM_TTL_S = 12 * 3600
 """How long a claim lives: longer than the builder keeps a call (6 h open + 1 h for late versions)."""
+
+ALIVE_TTL_S = 5
+"""How long a controller's alive key lives unless refreshed (about once a second)."""
+
+ORPHAN_WAIT_S = ALIVE_TTL_S + 2.0
+"""How long the lease holder waits before it asks whether the owner of a due record is alive:
+an owner alive all that time has had many pump rounds to emit it."""
+
+ORPHANED = (
+    "the controller that served this call stopped before handing its record over: the IVR part is missing"
+)
 
 PARK_S = 15.0
 """How long a controller that is not the AMI lease holder keeps a record of a call nobody served:
@@ -153,6 +170,8 @@ class Ownership:
         self._served: dict[str, float] = {}  # served here, claim not yet made
         self._mine: dict[str, float] = {}  # claimed by this controller
         self._theirs: dict[str, float] = {}  # claimed by another controller
+        self._owner_of: dict[str, str] = {}  # the other controller, where known
+        self._alive_at = float("-inf")  # when this controller last refreshed its alive key
         self._parked: dict[str, float] = {}  # nobody served; this controller not the lease holder
         self.claims = 0
         self._pruned_at = 0.0
@@ -170,6 +189,7 @@ class Ownership:
         """Claim every call served since the last round (one pipelined round trip); returns how
         many became this controller's. Raises a Redis error (the claims are tried next round)."""
         self._prune()
+        await self._still_alive()
         if not self._served:
             return 0
         ids = list(self._served)
@@ -196,18 +216,51 @@ class Ownership:
                     continue  # nobody has claimed it, and this controller may not: parked below
                 (self._mine if ours else self._theirs)[call_id] = now
                 self._parked.pop(call_id, None)
+        orphans = await self._orphans(records, now)
         decision = Decision()
         for record in records:
-            if record.id in self._mine:
+            if record.id in orphans:
+                decision.emit.append(_orphaned(record))
+            elif record.id in self._mine:
                 decision.emit.append(record)
             elif record.id in self._theirs:
-                decision.skip.append(record)
+                waiting = self.lease_holder() and now - self._theirs[record.id] < ORPHAN_WAIT_S
+                (decision.park if waiting else decision.skip).append(record)
             elif now - self._parked.setdefault(record.id, now) < self.park_s:
                 decision.park.append(record)
             else:  # the lease holder all along was another controller: it emitted the record
                 self._parked.pop(record.id, None)
                 decision.skip.append(record)
         return decision
+
+    async def _still_alive(self) -> None:
+        """Refresh this controller's alive key, about once a second."""
+        now = time.monotonic()
+        if now - self._alive_at >= 1.0:
+            await self.redis.set(
+                self.keys.record_owner_alive(self.centre, self.instance), "1", ex=ALIVE_TTL_S
+            )
+            self._alive_at = now
+
+    async def _orphans(self, records: Sequence[ContactRecord], now: float) -> set[str]:
+        """The lease holder's due records whose owner has waited :data:`ORPHAN_WAIT_S` and has
+        no alive key: this controller takes them over (its claim replaces the dead one's)."""
+        if not self.lease_holder():
+            return set()
+        waited = sorted({r.id for r in records if now - self._theirs.get(r.id, now) >= ORPHAN_WAIT_S})
+        if not waited:
+            return set()
+        owners = await self.redis.mget([self.keys.record_owner(self.centre, c) for c in waited])
+        named = {c: _text(o) for c, o in zip(waited, owners, strict=True) if o is not None}
+        alive = await self.redis.mget([self.keys.record_owner_alive(self.centre, o) for o in named.values()])
+        dead = [c for c, up in zip(named, alive, strict=True) if up is None]
+        for call_id in dead:
+            key = self.keys.record_owner(self.centre, call_id)
+            await self.redis.set(key, self.instance, ex=self.ttl_s)
+            self._theirs.pop(call_id, None)
+            self._mine[call_id] = now
+            log.warning("records.orphan_taken_over", extra={"call": call_id, "owner": named[call_id]})
+        return set(dead)
 
     async def _owners(self, ids: list[str]) -> list[bool | None]:
         """Whether each id is claimed by this controller, by another, or (None) by nobody yet."""
@@ -235,3 +288,14 @@ class Ownership:
         for book, age in ((self._mine, self.ttl_s), (self._theirs, self.ttl_s), (self._parked, self.ttl_s)):
             for call_id in [c for c, at in book.items() if now - at > age]:
                 del book[call_id]
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _orphaned(record: ContactRecord) -> ContactRecord:
+    """The record with a problem saying its IVR part was lost with the controller that served it."""
+    if ORPHANED in record.problems:
+        return record
+    return record.model_copy(update={"problems": [*record.problems, ORPHANED]})

@@ -129,6 +129,12 @@ class RedisKeys:
         # served), SET NX EX 12 h by that controller's record pump, never on the call path.
         return f"{self.prefix}records:{{{centre}}}:owner:{record_id}"
 
+    def record_owner_alive(self, centre: str, instance: str) -> str:
+        # STRING "1" EX 5 s, refreshed about once a second by each controller's record pump:
+        # a claim whose owner has no such key belongs to a controller that stopped, and the AMI
+        # lease holder emits that call's record instead (records/appender.py).
+        return f"{self.prefix}records:{{{centre}}}:alive:{instance}"
+
     def sink_lease(self, centre: str, sink: str) -> str:
         # STRING holder id, PX = lease time (default 10 s). Held by the one delivery worker
         # delivering to ``sink`` ("<tenant>/<name>"), so versions of a contact keep their order.

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from records import outbox
-from records.appender import Ownership, StreamSink, TeeSink, envelope_of
+from records.appender import ORPHAN_WAIT_S, ORPHANED, Ownership, StreamSink, TeeSink, envelope_of
 from records.builder import RecordBuilder
 from records.model import ContactRecord
 from records.outbox import JsonlSink, RecordPump
@@ -114,7 +114,7 @@ async def test_redis_down_keeps_the_records_in_the_pump_until_it_is_back(tmp_pat
 
 async def test_only_the_controller_that_served_the_call_emits_it(redis_server: RedisServer) -> None:
     """Both controllers see the call on AMI; only A served it (its facts): A claims the Linkedid
-    and emits; B (the AMI lease holder, even) finds A's claim and skips."""
+    and emits; B (the AMI lease holder, even) finds A's claim, waits, finds A alive and skips."""
     k, clock = keys(), Clock()
     async with Redis.from_url(redis_server.url) as redis:
         a, _, _ = controller(redis, k, "ctl-a", clock)
@@ -127,11 +127,44 @@ async def test_only_the_controller_that_served_the_call_emits_it(redis_server: R
         for pump in (a, b):
             hang_up(pump, "1795533337.1", T0 + 5)
         clock.now = T0 + 6
-        assert (await b.flush_due(), b.skipped) == (0, 1)
+        assert (await b.flush_due(), len(b.parked), b.skipped) == (0, 1, 0)  # the holder waits
         assert await a.flush_due() == 1
+        clock.now = T0 + 6 + ORPHAN_WAIT_S + 0.5
+        assert (await b.flush_due(), len(b.parked), b.skipped) == (0, 0, 1)  # A is alive: A's
         [(_, _, payload)] = await entries(redis, k)
         assert payload["ivr"]["menus"] != []  # type: ignore[index]
         assert await redis.get(k.record_owner(CENTRE, "1795533337.1")) == b"ctl-a"
+
+
+async def test_the_lease_holder_emits_the_record_of_a_controller_that_died(
+    redis_server: RedisServer,
+) -> None:
+    """A served and claimed the call, then was killed before its record was due (no alive key
+    any more): the lease holder waits, finds A dead, takes the claim and emits what AMI showed,
+    saying the IVR part is missing. Once, however often it is asked."""
+    k, clock = keys(), Clock()
+    call = "1795533337.5"
+    async with Redis.from_url(redis_server.url) as redis:
+        a, _, _ = controller(redis, k, "ctl-a", clock)
+        b, _, _ = controller(redis, k, "ctl-b", clock, holding=True)
+        arrive(a, call, T0)
+        seen_on_ami(a, call)
+        seen_on_ami(b, call)
+        await a.flush_due()  # A claims the call, and is alive
+        assert await redis.get(k.record_owner(CENTRE, call)) == b"ctl-a"
+        await redis.delete(k.record_owner_alive(CENTRE, "ctl-a"))  # A is killed: its key lapses
+        hang_up(b, call, T0 + 5)
+        clock.now = T0 + 6
+        assert (await b.flush_due(), len(b.parked)) == (0, 1)
+        clock.now = T0 + 6 + ORPHAN_WAIT_S + 0.5
+        assert await b.flush_due() == 1
+        [(record_id, version, payload)] = await entries(redis, k)
+        assert (record_id, version) == (call, 1)
+        assert ORPHANED in payload["problems"]  # type: ignore[operator]
+        assert await redis.get(k.record_owner(CENTRE, call)) == b"ctl-b"
+        clock.now = T0 + 20
+        assert await b.flush_due() == 0
+        assert len(await entries(redis, k)) == 1
 
 
 async def test_a_call_nobody_served_is_emitted_by_the_lease_holder_alone(redis_server: RedisServer) -> None:
@@ -149,7 +182,9 @@ async def test_a_call_nobody_served_is_emitted_by_the_lease_holder_alone(redis_s
         assert await a.flush_due() == 0
         assert (len(a.parked), a.skipped) == (1, 0)  # not the holder: waits
         assert await b.flush_due() == 1
-        a_lease.holding = True  # a take-over: A now finds B's claim
+        a_lease.holding = True  # a take-over: A now finds B's claim, waits, finds B alive
+        assert (await a.flush_due(), len(a.parked), a.skipped) == (0, 1, 0)
+        clock.now = T0 + 6 + ORPHAN_WAIT_S + 0.5
         assert (await a.flush_due(), len(a.parked), a.skipped) == (0, 0, 1)
         assert [(r, v) for r, v, _ in await entries(redis, k)] == [(call, 1)]
 
