@@ -19,6 +19,7 @@ import jsonschema
 
 from records.builder import RecordBuilder
 from records.model import ContactRecord
+from tests.support.captures import captures_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT / "docs" / "contact-record.schema.json"
@@ -30,12 +31,9 @@ _DATA = re.compile(r"^\s*(\d+\.\d+) (S->C|C->S) (b.*)$")
 
 
 def transcripts_dir() -> Path:
-    """``shared/asterisk`` beside the repository (or further up)."""
-    for parent in ROOT.parents:
-        candidate = parent / "shared" / "asterisk"
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"Asterisk transcripts not found: expected shared/asterisk beside {ROOT}")
+    """The Asterisk transcripts (``$CALLROUTER_TRANSCRIPTS`` or ``shared/asterisk`` beside the
+    repository): one lookup for every test package."""
+    return captures_dir()
 
 
 @dataclass(frozen=True)
