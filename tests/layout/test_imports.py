@@ -2,6 +2,7 @@
 bottom-up and no change can tie two subsystems into a cycle.
 
     callrouter            the application: CLI, serve wiring, settings, logging
+    web                   the supervisors' and engineers' HTTP service and web page
     emulator, agi_scripts the Asterisk emulator; the classic fail-static fallback (peers)
     ivr                   the call side: FastAGI server, routes, menu driver, dialplan contract
     records               contact records: model, builder, stream, delivery, archive, KPIs
@@ -25,7 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "ivr": {"records", "routing"},
     "agi_scripts": {"ivr", "records", "routing"},
     "emulator": {"ivr", "records", "routing"},
-    "callrouter": {"emulator", "agi_scripts", "ivr", "records", "routing"},
+    "web": {"records", "routing"},
+    "callrouter": {"web", "emulator", "agi_scripts", "ivr", "records", "routing"},
 }
 PURE_CORE_MAY_IMPORT = {"routing.core"}
 
