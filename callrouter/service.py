@@ -58,6 +58,7 @@ from routing.plan_file import (
 from routing.plan_worker import DEFAULT_WORKER_LIMITS, Checked, WorkerLimits, check_in_worker
 from routing.redis_keys import KEYS
 from routing.supervisor import audit, facts_json, plan_facts
+from routing.toggle_mac import ToggleKeyring
 from routing.withdrawer import ami_pipeline
 
 log = structlog.get_logger("callrouter.service")
@@ -88,6 +89,7 @@ class ServeOptions:
     plan_publish_interval: float = 1.0
     records_key: bytes | None = field(default=None, repr=False)
     records_outbox: Path | None = None
+    toggle_keyring: ToggleKeyring | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, centre: str, **options: object) -> ServeOptions:
@@ -114,6 +116,7 @@ class ServeOptions:
             "max_pending": settings.agi.max_pending,
             "records_key": key.get_secret_value().encode("utf-8") if key else None,
             "records_outbox": settings.records.outbox,
+            "toggle_keyring": settings.toggle_keyring(),
         }
         return cls(**{**values, **options})  # type: ignore[arg-type]
 
@@ -343,7 +346,9 @@ def _live_source(
     redis = Redis.from_url(
         options.redis, password=options.redis_password, socket_connect_timeout=0.5, socket_timeout=2.0
     )
-    cached = CachedLiveSource(redis, lambda: holder.current, refresh_s=options.refresh_s)
+    cached = CachedLiveSource(
+        redis, lambda: holder.current, refresh_s=options.refresh_s, keyring=options.toggle_keyring
+    )
     return cached, cached, redis
 
 

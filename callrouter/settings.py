@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 
 from records.builder import MIN_KEY_BYTES
 from routing.ami.settings import AmiSettings
+from routing.toggle_mac import ToggleKeyError, ToggleKeyring, load_keyring
 
 ENV_PREFIX = "CALLROUTER_"
 CONFIG_ENV = "CALLROUTER_CONFIG"
@@ -138,6 +139,11 @@ class Settings(_Section):
     plan: Path | None = Field(None, description="the routing plan (file or folder) in force")
     watch_interval_s: float = Field(2.0, gt=0, description="seconds between checks of the plan file")
     live_timeout_s: float = Field(0.25, gt=0, description="seconds a decision waits for live state")
+    toggle_key_file: Path | None = Field(
+        None,
+        description="file (mode 600) holding the key that signs supervisor toggles, and the previous "
+        "key while rotating; unset: serve obeys no toggle and toggle writes none",
+    )
     redis: RedisSettings = RedisSettings()
     agi: AgiSettings = AgiSettings()
     log: LogSettings = LogSettings()
@@ -150,6 +156,16 @@ class Settings(_Section):
                 f"no plan: give --plan PLAN, set {ENV_PREFIX}PLAN, or set plan in the settings file"
             )
         return self.plan
+
+    def toggle_keyring(self) -> ToggleKeyring | None:
+        """The toggle keys (None when no key file is set); :class:`SettingsError` if the file
+        cannot be used (unreadable, readable by others, no key in it)."""
+        if self.toggle_key_file is None:
+            return None
+        try:
+            return load_keyring(self.toggle_key_file)
+        except ToggleKeyError as exc:
+            raise SettingsError(str(exc)) from None
 
     def redis_client(self, connect_timeout: float, timeout: float) -> Redis:
         password = self.redis.password.get_secret_value() if self.redis.password else None

@@ -2,8 +2,12 @@
 
 Both take the plan and Redis from the settings (``--plan``/``CALLROUTER_PLAN``,
 ``--redis``/``CALLROUTER_REDIS``, the settings file: ``docs/settings.md``), like ``serve``, so a
-toggle lands in the Redis the controllers read. ``toggle`` given no plan checks the request
-against the plan in force, as the running controller published it.
+toggle lands in the Redis the controllers read. Given no plan, both use the plan in force, as
+the running controller published it.
+
+``toggle`` signs with the toggle key (``toggle_key_file``): it is for the service's host and
+its administrators, who can read that key; ``--by`` is recorded as given. Supervisors use the
+web service, which records the authenticated identity.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from callrouter import settings as settings_module
 from callrouter.settings import Settings, SettingsError
 from ivr.controller import PlanHolder
-from routing.live.source import RedisLiveSource
-from routing.live.store import QueueStateStore
+from routing.live.source import partner_centres, verified_toggle
+from routing.live.store import QueueStateStore, snapshot_from_json
 from routing.redis_keys import KEYS
 from routing.supervisor import (
     KINDS,
@@ -41,6 +45,7 @@ from routing.supervisor import (
     shown,
     when,
 )
+from routing.toggle_mac import ToggleRejected
 
 EXIT_REFUSED, EXIT_UNREACHABLE = 2, 3
 LONDON = ZoneInfo("Europe/London")
@@ -82,15 +87,21 @@ async def _toggle(args: argparse.Namespace, settings: Settings) -> int:
         service=args.service,
     )
     now = datetime.now(UTC)
+    keyring = settings.toggle_keyring()
+    if keyring is None:
+        raise SettingsError(
+            "no toggle key: set CALLROUTER_TOGGLE_KEY_FILE (or toggle_key_file in the settings file) "
+            "to the key file the controllers use; they ignore a toggle that is not signed"
+        )
     redis = _redis(settings)
     try:
         facts = await _facts(settings, redis)
         try:
             toggle = check_request(facts, request, now)
+            audit_id, previous = await apply_toggle(redis, request, toggle, now, keyring=keyring)
         except ToggleError as exc:
             print(f"callrouter: refused: {exc}", file=sys.stderr)
             return EXIT_REFUSED
-        audit_id, previous = await apply_toggle(redis, request, toggle, now)
     finally:
         await redis.aclose()
     zone = facts[args.tenant].zone
@@ -126,28 +137,56 @@ def cmd_toggle(args: argparse.Namespace) -> int:
     return _run(args, _toggle)
 
 
+async def _toggles(
+    redis: Redis, settings: Settings, tid: str
+) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+    """The tenant's toggles a controller obeys, and those it ignores with the reason (a
+    rejected one is shown without its text: nobody with the key wrote it)."""
+    keyring = settings.toggle_keyring()
+    names = [KEYS.toggle(kind, tid) for kind in KINDS]
+    obeyed: dict[str, Any] = {}
+    ignored: dict[str, dict[str, str]] = {}
+    for kind, name, raw in zip(KINDS, names, await redis.mget(names), strict=True):
+        if raw is None:
+            continue
+        if keyring is None:
+            ignored[kind] = {"reason": "no_key", "detail": "no toggle key here to check it"}
+            continue
+        try:
+            obeyed[kind] = asdict(verified_toggle(keyring, name, raw))
+        except ToggleRejected as exc:
+            ignored[kind] = {"reason": exc.reason, "detail": exc.detail}
+    return obeyed, ignored
+
+
 async def _state(settings: Settings) -> dict[str, Any]:
-    holder = PlanHolder.load(settings.require_plan())
     now = datetime.now(UTC)
     redis = _redis(settings)
     try:
-        source = RedisLiveSource(redis)
+        plan = PlanHolder.load(settings.plan).current.plan if settings.plan is not None else None
+        facts = plan_facts(plan) if plan is not None else await _facts(settings, redis)
         tenants: dict[str, Any] = {}
-        for tid in holder.current.plan.tenants:
-            live, toggles = await source.read(holder.current, tid, now)
+        for tid, fact in facts.items():
+            obeyed, ignored = await _toggles(redis, settings, tid)
+            latches = [KEYS.overflow_latch(tid, q) for q in fact.queues]
+            latched = await redis.mget(latches) if latches else []
+            centres = partner_centres(plan.tenants[tid]) if plan is not None else []
+            snapshots = await redis.mget([KEYS.centre_snapshot(c) for c in centres]) if centres else []
+            overflowing = sorted(f"{tid}/{q}" for q, on in zip(fact.queues, latched, strict=True) if on)
+            pairs = zip(centres, snapshots, strict=True)
+            partners = {c: asdict(snapshot_from_json(v)) for c, v in pairs if v}
             tenants[tid] = {
-                "toggles": {
-                    kind: asdict(found[tid]) for kind in KINDS if tid in (found := getattr(toggles, kind))
-                },
-                "overflowing": sorted(live.overflowing),
-                "partners": {c: asdict(s) for c, s in live.partners.items()},
+                "toggles": obeyed,
+                "ignored_toggles": ignored,
+                "overflowing": overflowing,
+                "partners": partners,
             }
         queues = {q: asdict(s) for q, s in (await QueueStateStore(redis, "reader").snapshots(now)).items()}
         timestamps = asdict(await QueueStateStore(redis, "reader").last_update())
         audit = await audit_tail(redis, 10)
     finally:
         await redis.aclose()
-    zones = {tid: t.zone() for tid, t in holder.current.plan.tenants.items()}
+    zones = {tid: f.zone for tid, f in facts.items()}
     data = {"at": now, "tenants": tenants, "queues": queues, "ami": timestamps, "audit": audit}
     return {**data, "zones": zones}
 
@@ -172,6 +211,9 @@ def _state_text(data: dict[str, Any]) -> str:
             for kind, t in info["toggles"].items()
         ) or "none"  # fmt: skip
         lines.append(f"  {tid}: toggles: {toggles}; overflowing: {', '.join(info['overflowing']) or 'no'}")
+        for kind, why in info["ignored_toggles"].items():
+            lines.append(f"  {tid}: IGNORED {kind} toggle in Redis ({why['reason']}: {why['detail']}): "
+                         "controllers do not obey it")  # fmt: skip
     lines.append("Queues:" if data["queues"] else "Queues: no live state (no AMI writer yet)")
     for name, q in sorted(data["queues"].items()):
         lines.append(f"  {name}: waiting {q['waiting']}, longest {q['longest_wait_s']:.0f}s, "

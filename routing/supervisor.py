@@ -6,7 +6,14 @@ is appended to the audit stream with who, what, when, the previous value and the
 the same server-side script as the change. Controllers refresh their copy of the toggles at
 least four times a second.
 
-The checks are pure (:func:`check_request`); the Redis part is :func:`apply_toggle`.
+Every toggle written is signed (``routing/toggle_mac.py``): controllers obey no other. ``by`` is
+an opaque identity supplied by the caller: the supervisors' service passes the authenticated
+user's id; ``callrouter toggle`` passes its ``--by`` and is for the service's host and its
+administrators only (whoever can read the toggle key can sign any toggle).
+
+The checks are pure (:func:`check_request`); the Redis part is :func:`apply_toggle`; the audit
+trail is read with :func:`audit_tail` (everything) or :func:`audit_for_tenant`, and
+:func:`escaped_entry` makes an entry's text safe to show on a terminal.
 """
 
 from __future__ import annotations
@@ -24,12 +31,13 @@ from redis.asyncio import Redis
 
 from routing.core.live import Toggle
 from routing.core.plan import Plan
-from routing.live.source import toggle_from_json, toggle_json
+from routing.live.source import signed_toggle_json, toggle_from_json
 from routing.redis_keys import KEYS, RedisKeys
+from routing.toggle_mac import MAX_LIFETIME, ToggleKeyring
 
 Kind = Literal["emergency", "closure", "announcement"]
 KINDS: tuple[Kind, ...] = ("emergency", "closure", "announcement")
-MAX_EXPIRY = timedelta(days=14)
+MAX_EXPIRY = MAX_LIFETIME  # 14 days: controllers refuse a signed toggle that lasts longer
 _DURATION_MAX_DIGITS = 7  # 9,999,999 minutes is 19 years: longer than any expiry allowed
 AUDIT_MAXLEN = 100_000
 _DURATION = re.compile(r"^(\d+)\s*(m|min|h|d)$")
@@ -47,6 +55,9 @@ class ToggleError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ToggleRequest:
+    """A change asked for. ``by`` is the caller's identity, opaque here (the service passes the
+    authenticated user's id); ``expires`` is the text given (``2h``, ``18:00``...)."""
+
     kind: str
     tenant: str
     on: bool
@@ -222,21 +233,62 @@ def audit_entry(what: str, by: str, at: datetime, **details: Any) -> str:
     return json.dumps({"at": at.isoformat(), "by": by, "what": what, **details}, separators=(",", ":"))
 
 
+def _check_write(request: ToggleRequest, toggle: Toggle | None, now: datetime) -> tuple[str, str]:
+    """The checks :func:`apply_toggle` makes whoever called it: (by, reason) cleaned."""
+    if request.kind not in KINDS:
+        raise ToggleError(f"unknown toggle '{shown(request.kind, 80)}' (known: {', '.join(KINDS)})")
+    check_text("tenant", request.tenant, MAX_BY)
+    if ":" in request.tenant or "*" in request.tenant:
+        raise ToggleError(f"tenant '{shown(request.tenant, 80)}' is not a tenant id")
+    by = check_text("by", request.by, MAX_BY)
+    reason = check_text("reason", request.reason, MAX_REASON)
+    if (toggle is None) == request.on:
+        raise ToggleError("an 'on' request needs a toggle to store, an 'off' request none")
+    if toggle is not None:
+        if toggle.expires_at <= now:
+            raise ToggleError("the expiry is in the past")
+        if toggle.expires_at - now > MAX_EXPIRY:
+            raise ToggleError(f"expiry more than {MAX_EXPIRY.days} days ahead")
+    return by, reason
+
+
 async def apply_toggle(
-    redis: Redis, request: ToggleRequest, toggle: Toggle | None, now: datetime, keys: RedisKeys = KEYS
+    redis: Redis,
+    request: ToggleRequest,
+    toggle: Toggle | None,
+    now: datetime,
+    keys: RedisKeys = KEYS,
+    *,
+    keyring: ToggleKeyring,
 ) -> tuple[str, Toggle | None]:
-    """Store the change and its audit entry; returns the audit id and the previous toggle."""
+    """Store the change, signed with ``keyring``, and its audit entry in one atomic step; returns
+    the audit id and the previous toggle (None if there was none, or it was not a toggle).
+
+    ``toggle`` comes from :func:`check_request`; the identity, text and expiry are checked again
+    here (:class:`ToggleError`), so no caller can store what the controllers would refuse."""
+    by, reason = _check_write(request, toggle, now)
+    key_name = keys.toggle(request.kind, request.tenant)
     entry = audit_entry(
-        f"toggle.{request.kind}.{'on' if request.on else 'off'}", request.by, now, tenant=request.tenant,
-        service=request.service, reason=request.reason,
+        f"toggle.{request.kind}.{'on' if request.on else 'off'}", by, now, tenant=request.tenant,
+        service=request.service, reason=reason,
         expires_at=toggle.expires_at.isoformat() if toggle else None,
     )  # fmt: skip
     ttl_ms = int((toggle.expires_at - now).total_seconds() * 1000) if toggle else 0
-    value = toggle_json(toggle) if toggle else ""
-    script_keys = [keys.toggle(request.kind, request.tenant), keys.audit_stream()]
+    value = signed_toggle_json(keyring, key_name, toggle, now) if toggle else ""
+    script_keys = [key_name, keys.audit_stream()]
     args = [value, str(max(ttl_ms, 1)), entry, str(AUDIT_MAXLEN), keys.toggles_changed_channel()]
     audit_id, previous = await redis.eval(_APPLY, 2, *script_keys, *args)
-    return _text(audit_id), toggle_from_json(previous) if previous else None
+    return _text(audit_id), _previous(previous)
+
+
+def _previous(raw: bytes | str | None) -> Toggle | None:
+    """A stored previous value as a toggle, or None (nothing, or something else written by hand)."""
+    if not raw:
+        return None
+    try:
+        return toggle_from_json(raw)
+    except ValueError:
+        return None
 
 
 async def audit(
@@ -248,17 +300,93 @@ async def audit(
     return _text(entry_id)
 
 
-async def audit_tail(redis: Redis, count: int = 20, keys: RedisKeys = KEYS) -> list[dict[str, Any]]:
-    """The latest ``count`` audit entries, newest first."""
-    rows = await redis.xrevrange(keys.audit_stream(), count=count) or []
-    result = []
-    for entry_id, fields in rows:
-        if not fields:
-            continue
+MAX_AUDIT_FIELD = 2000  # characters kept of any one text field of an entry read back
+AUDIT_SCAN_LIMIT = 20_000  # entries read at most to find one tenant's
+_AUDIT_PAGE = 500
+
+
+def _bounded(value: Any) -> Any:
+    """``value`` with every string in it cut to :data:`MAX_AUDIT_FIELD` characters."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_AUDIT_FIELD else value[:MAX_AUDIT_FIELD] + "…"
+    if isinstance(value, dict):
+        return {str(k)[:80]: _bounded(v) for k, v in list(value.items())[:50]}
+    if isinstance(value, list):
+        return [_bounded(v) for v in value[:50]]
+    return value
+
+
+def _entry(entry_id: Any, fields: Mapping[Any, Any]) -> dict[str, Any]:
+    """One audit row as a dict (id, at, by, what, details..., previous), text bounded. A row
+    written by something else (not JSON) is kept, as ``what: "unreadable"``."""
+    try:
         data = json.loads(fields[b"entry"])
-        previous = fields.get(b"previous", b"")
-        result.append({"id": _text(entry_id), **data, "previous": json.loads(previous) if previous else None})
-    return result
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+    except (KeyError, ValueError, UnicodeDecodeError):
+        data = {"what": "unreadable", "raw": fields.get(b"entry", b"").decode("utf-8", "replace")}
+    raw_previous = fields.get(b"previous", b"")
+    try:
+        previous = json.loads(raw_previous) if raw_previous else None
+    except (ValueError, UnicodeDecodeError):
+        previous = {"unreadable": raw_previous.decode("utf-8", "replace")}
+    entry: dict[str, Any] = _bounded({**data, "id": _text(entry_id), "previous": previous})
+    return entry
+
+
+async def audit_tail(redis: Redis, count: int = 20, keys: RedisKeys = KEYS) -> list[dict[str, Any]]:
+    """The latest ``count`` audit entries, newest first (text as stored, bounded: show it through
+    :func:`escaped_entry` or an HTML template's escaping)."""
+    rows = await redis.xrevrange(keys.audit_stream(), count=count) or []
+    return [_entry(entry_id, fields) for entry_id, fields in rows if fields]
+
+
+async def audit_for_tenant(
+    redis: Redis,
+    tenant: str,
+    count: int = 50,
+    keys: RedisKeys = KEYS,
+    *,
+    before: str = "+",
+    scan_limit: int = AUDIT_SCAN_LIMIT,
+) -> list[dict[str, Any]]:
+    """The latest ``count`` audit entries about ``tenant``, newest first, older than the entry
+    id ``before`` (exclusive; ``+``: from the newest), looking back at most ``scan_limit``
+    entries of the stream. Entries without a tenant (plan reloads) are not included."""
+    found: list[dict[str, Any]] = []
+    end, scanned = before if before == "+" else f"({before}", 0
+    while len(found) < count and scanned < scan_limit:
+        page = min(_AUDIT_PAGE, scan_limit - scanned)
+        rows = await redis.xrevrange(keys.audit_stream(), max=end, count=page) or []
+        if not rows:
+            break
+        scanned += len(rows)
+        for entry_id, fields in rows:
+            if not fields:
+                continue
+            entry = _entry(entry_id, fields)
+            if entry.get("tenant") == tenant:
+                found.append(entry)
+                if len(found) == count:
+                    break
+        end = f"({_text(rows[-1][0])}"
+    return found
+
+
+def escaped_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """``entry`` with every text in it passed through :func:`shown` (control characters as
+    visible escapes, bounded): fit for a terminal, a log line or a plain-text export."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return shown(value, MAX_AUDIT_FIELD)
+        if isinstance(value, dict):
+            return {shown(k, 80): clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return {shown(k, 80): clean(v) for k, v in entry.items()}
 
 
 def _text(value: object) -> str:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
 from tests.support.redis_server import RedisServer, running_redis
+from tests.support.toggle_keys import key_file
 
 settings.register_profile(
     "ci",
@@ -35,3 +37,13 @@ def redis_server() -> Iterator[RedisServer]:
     """One real redis-server for the whole test session (127.0.0.1, free port)."""
     with running_redis() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def toggle_key_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``CALLROUTER_TOGGLE_KEY_FILE`` naming a key file of the tests' key (mode 600), for
+    commands run in this process; unset again after the module."""
+    path = key_file(tmp_path_factory.mktemp("toggle-key"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CALLROUTER_TOGGLE_KEY_FILE", str(path))
+        yield path

@@ -9,6 +9,12 @@ written to Redis in the background, so every controller instance shares the hyst
 
 :class:`RedisLiveSource` reads per decision (one round trip); it is kept for tools and tests.
 
+Toggles are obeyed only if their MAC verifies (``routing/toggle_mac.py``): one that is unsigned,
+signed with another key, changed by hand or copied from another tenant or kind is ignored and
+logged as a security event, ``toggle_rejected`` (tenant, kind, reason; at most once a minute per
+tenant, kind and reason, with the count of those not logged). A source given no keyring obeys
+no toggle at all and says so once, loudly, as it starts (``toggles.no_key``).
+
 A toggle that was active in the last copy, had not expired, and is gone from Redis without an
 audit entry switching it off (Redis restarted without its data, a key deleted by hand) is
 logged as a consistency event, ``toggle.vanished``, with its tenant and kind.
@@ -20,6 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +40,7 @@ from routing.core.live import LiveState, QueueSnapshot, Toggle, Toggles
 from routing.core.plan import ExternalDest, Tenant
 from routing.live.store import QueueStateStore, snapshot_from_json
 from routing.redis_keys import KEYS, RedisKeys
+from routing.toggle_mac import MAX_LIFETIME, ToggleKeyring, ToggleRejected, sign, verify
 
 log = structlog.get_logger("callrouter.live")
 TOGGLE_KINDS = ("emergency", "closure", "announcement")
@@ -41,38 +49,115 @@ EXPIRY_GRACE = timedelta(seconds=2)  # a toggle this close to its expiry may go 
 AUDIT_LOOKBACK = 200  # audit entries searched for the one that switched a toggle off
 
 
-def toggle_json(toggle: Toggle) -> str:
-    """The stored form of a toggle (``expires_at`` ISO-8601 with its offset)."""
+def toggle_fields(toggle: Toggle, since: datetime | None = None) -> dict[str, Any]:
+    """The stored fields of a toggle (``expires_at``, ``since`` ISO-8601 with their offsets)."""
     data = {"reason": toggle.reason, "by": toggle.by, "expires_at": toggle.expires_at.isoformat()}
-    return json.dumps({**data, "service": toggle.service}, separators=(",", ":"))
+    data["service"] = toggle.service  # type: ignore[assignment]
+    if since is not None:
+        data["since"] = since.isoformat()
+    return data
+
+
+def toggle_json(toggle: Toggle) -> str:
+    """A toggle's fields as JSON, unsigned: what a controller ignores (see :func:`signed_toggle_json`)."""
+    return json.dumps(toggle_fields(toggle), separators=(",", ":"))
+
+
+def signed_toggle_json(keyring: ToggleKeyring, key_name: str, toggle: Toggle, since: datetime) -> str:
+    """The stored form of a toggle switched on at ``since``, signed for the Redis key ``key_name``."""
+    return sign(keyring, key_name, toggle_fields(toggle, since))
+
+
+def _toggle(data: Any) -> Toggle:
+    expires_at = datetime.fromisoformat(data["expires_at"])
+    if expires_at.tzinfo is None:
+        raise ValueError("expires_at without an offset")
+    service = data.get("service")
+    return Toggle(reason=str(data["reason"]), by=str(data["by"]), expires_at=expires_at, service=service)
 
 
 def toggle_from_json(raw: str | bytes) -> Toggle:
-    """The stored form back; :class:`ValueError` if it is not one (written by something else)."""
+    """The stored form back, unverified (for showing a previous value); :class:`ValueError` if
+    it is not one (written by something else)."""
     try:
-        data = json.loads(raw)
-        expires_at = datetime.fromisoformat(data["expires_at"])
-        if expires_at.tzinfo is None:
-            raise ValueError("expires_at without an offset")
-        return Toggle(
-            reason=str(data["reason"]), by=str(data["by"]), expires_at=expires_at, service=data.get("service")
-        )
-    except (TypeError, KeyError, ValueError) as error:  # json.JSONDecodeError is a ValueError
+        return _toggle(json.loads(raw))
+    except (TypeError, KeyError, ValueError, AttributeError) as error:  # JSONDecodeError is a ValueError
         raise ValueError(f"not a stored toggle: {error}") from None
 
 
-def _stored_toggles(tenant: str, values: list[Any]) -> dict[str, Toggle]:
-    """The toggles among ``values`` (one per kind); one that is not a stored toggle is ignored
-    and logged: a raw write to Redis must not take live state down with it."""
+def verified_toggle(keyring: ToggleKeyring | None, key_name: str, raw: str | bytes) -> Toggle:
+    """The toggle stored under ``key_name`` if its MAC verifies and its life is within bounds,
+    else :class:`ToggleRejected` with the reason."""
+    fields = verify(keyring, key_name, raw)
+    try:
+        toggle = _toggle(fields)
+        since = datetime.fromisoformat(fields["since"])
+        if since.tzinfo is None:
+            raise ValueError("since without an offset")
+    except (TypeError, KeyError, ValueError, AttributeError) as error:
+        raise ToggleRejected("malformed", f"signed but not a toggle: {type(error).__name__}") from None
+    if toggle.service is not None and not isinstance(toggle.service, str):
+        raise ToggleRejected("malformed", "signed but its service is not text")
+    if toggle.expires_at - since > MAX_LIFETIME + timedelta(minutes=1):
+        raise ToggleRejected("malformed", "signed but its life is longer than any toggle may last")
+    return toggle
+
+
+class RejectionLog:
+    """Logs ``toggle_rejected`` security events, at most once per ``interval_s`` for each
+    tenant, kind and reason (a flood of bad writes cannot flood the logs); the next line
+    carries the count of those not logged. Never logs the stored value."""
+
+    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self._last: dict[tuple[str, str, str], tuple[float, int]] = {}
+
+    def report(self, tenant: str, kind: str, rejected: ToggleRejected) -> bool:
+        """Log the event unless one like it was logged within the interval; True if logged."""
+        key = (tenant, kind, rejected.reason)
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last[0] < self.interval_s:
+            self._last[key] = (last[0], last[1] + 1)
+            return False
+        if len(self._last) > 10_000:  # tenants x kinds x reasons: never this many; bound it anyway
+            self._last.clear()
+        self._last[key] = (now, 0)
+        log.warning(
+            "toggle_rejected",
+            security=True,
+            tenant=tenant,
+            kind=kind,
+            reason=rejected.reason,
+            detail=rejected.detail,
+            suppressed=last[1] if last else 0,
+            action="ignored: routing goes on as if the toggle were off",
+        )
+        return True
+
+
+def _stored_toggles(
+    tenant: str,
+    key_names: list[str],
+    values: list[Any],
+    keyring: ToggleKeyring | None,
+    rejections: RejectionLog,
+) -> tuple[dict[str, Toggle], dict[str, str]]:
+    """The toggles among ``values`` (one per kind) whose MAC verifies, and the reason each
+    other one was rejected; a rejected one is ignored and logged (rate-limited): a raw write to
+    Redis must neither change routing nor take live state down with it."""
     found: dict[str, Toggle] = {}
-    for kind, value in zip(TOGGLE_KINDS, values, strict=True):
+    rejected: dict[str, str] = {}
+    for kind, key_name, value in zip(TOGGLE_KINDS, key_names, values, strict=True):
         if not value:
             continue
         try:
-            found[kind] = toggle_from_json(value)
-        except ValueError as error:
-            log.warning("toggle.malformed", tenant=tenant, kind=kind, error=str(error)[:200])
-    return found
+            found[kind] = verified_toggle(keyring, key_name, value)
+        except ToggleRejected as error:
+            rejected[kind] = error.reason
+            rejections.report(tenant, kind, error)
+    return found, rejected
 
 
 def partner_centres(tenant: Tenant) -> list[str]:
@@ -95,10 +180,21 @@ class _Reads:
 class RedisLiveSource:
     """:class:`ivr.controller.LiveSource` over Redis."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys = KEYS, max_age_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: RedisKeys = KEYS,
+        max_age_s: float = 30.0,
+        *,
+        keyring: ToggleKeyring | None = None,
+        rejections: RejectionLog | None = None,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.max_age_s = max_age_s
+        self.keyring = keyring  # None: no toggle is obeyed
+        self.rejections = rejections or RejectionLog()
+        self.rejected: dict[str, dict[str, str]] = {}  # tenant -> kind -> why its toggle was ignored
         self.store = QueueStateStore(redis, writer="reader", keys=keys)
 
     def reads_for(self, tenant_id: str, tenant: Tenant) -> _Reads:
@@ -125,11 +221,14 @@ class RedisLiveSource:
         partner_values = values[:n_partners]
         latch_values = values[n_partners : n_partners + n_latches]
         toggle_values = values[n_partners + n_latches :]
+        toggle_keys = reads.keys[n_partners + n_latches :]
         partners = {
             c: snapshot_from_json(v) for c, v in zip(reads.partners, partner_values, strict=True) if v
         }
         latched = {f"{tenant}/{q}" for q, v in zip(reads.latches, latch_values, strict=True) if v}
-        found = _stored_toggles(tenant, toggle_values)
+        found, rejected = _stored_toggles(tenant, toggle_keys, toggle_values, self.keyring, self.rejections)
+        if rejected or tenant in self.rejected:
+            self.rejected[tenant] = rejected
         toggles = Toggles(**{kind: {tenant: t} for kind, t in found.items()})
         live = LiveState(
             queues=queues, partners=partners, overflowing=frozenset(latched), max_age_s=self.max_age_s
@@ -217,8 +316,9 @@ class CachedLiveSource:
         keys: RedisKeys = KEYS,
         max_age_s: float = 30.0,
         timeout_s: float = 1.0,
+        keyring: ToggleKeyring | None = None,
     ) -> None:
-        self.source = RedisLiveSource(redis, keys=keys, max_age_s=max_age_s)
+        self.source = RedisLiveSource(redis, keys=keys, max_age_s=max_age_s, keyring=keyring)
         self.plan = plan
         self.refresh_s = refresh_s
         self.timeout_s = timeout_s
@@ -291,6 +391,12 @@ class CachedLiveSource:
 
     async def run(self, clock: Callable[[], datetime]) -> None:
         """Refresh forever, and write latches as they change; never raises for Redis errors."""
+        if self.source.keyring is None:
+            log.warning(
+                "toggles.no_key",
+                security=True,
+                why="no toggle key configured (toggle_key_file): every supervisor toggle is ignored",
+            )
         writer = asyncio.create_task(self._write_latches())
         try:
             while True:

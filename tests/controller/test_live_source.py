@@ -13,11 +13,12 @@ from redis.asyncio import Redis
 from ivr.controller import PlanHolder
 from routing.core.decide import Call, decide, describe
 from routing.core.live import LiveState, QueueSnapshot, Toggle, Toggles
-from routing.live.source import CachedLiveSource, RedisLiveSource, toggle_from_json, toggle_json
+from routing.live.source import CachedLiveSource, RedisLiveSource, signed_toggle_json, verified_toggle
 from routing.live.store import snapshot_json
 from routing.redis_keys import RedisKeys
 from tests.controller.conftest import EXAMPLE
 from tests.support.redis_server import RedisServer
+from tests.support.toggle_keys import KEYRING
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -35,9 +36,10 @@ def keys() -> RedisKeys:
 
 
 def test_toggle_round_trips_through_json() -> None:
-    """What the supervisor tools store is what decisions read."""
+    """What the supervisor tools store (signed) is what decisions read."""
     toggle = Toggle("flooding", "sam", NOW + timedelta(hours=1), service="waste")
-    assert toggle_from_json(toggle_json(toggle)) == toggle
+    key = "callrouter:toggle:emergency:harborough"
+    assert verified_toggle(KEYRING, key, signed_toggle_json(KEYRING, key, toggle, NOW)) == toggle
 
 
 async def test_redis_source_reads_partner_latch_and_toggles(redis: Redis, keys: RedisKeys) -> None:
@@ -46,10 +48,9 @@ async def test_redis_source_reads_partner_latch_and_toggles(redis: Redis, keys: 
     partner = QueueSnapshot("harborough", 0, 0, 2, 2, NOW)
     await redis.set(keys.centre_snapshot("harborough"), snapshot_json(partner))
     await redis.set(keys.overflow_latch("charnwood", "general"), "1")
-    await redis.set(
-        keys.toggle("emergency", "charnwood"), toggle_json(Toggle("flood", "sam", NOW + timedelta(hours=1)))
-    )
-    live, toggles = await RedisLiveSource(redis, keys=keys).read(plan, "charnwood", NOW)
+    key = keys.toggle("emergency", "charnwood")
+    await redis.set(key, signed_toggle_json(KEYRING, key, Toggle("flood", "sam", NOW + timedelta(hours=1)), NOW))
+    live, toggles = await RedisLiveSource(redis, keys=keys, keyring=KEYRING).read(plan, "charnwood", NOW)
     assert live.partners == {"harborough": partner}
     assert live.overflowing == frozenset({"charnwood/general"})
     assert toggles.emergency["charnwood"].reason == "flood"
@@ -83,12 +84,13 @@ async def test_cached_source_serves_from_memory_and_shares_latches(redis: Redis,
 async def test_cached_source_applies_a_toggle_within_one_second(redis: Redis, keys: RedisKeys) -> None:
     """A supervisor's toggle written to Redis is in force on this instance within a second."""
     holder = PlanHolder.load(EXAMPLE)
-    cached = CachedLiveSource(redis, lambda: holder.current, keys=keys)
+    cached = CachedLiveSource(redis, lambda: holder.current, keys=keys, keyring=KEYRING)
     runner = asyncio.create_task(cached.run(lambda: NOW))
     try:
         await asyncio.sleep(0.1)
         toggle = Toggle("building evacuated", "sam", NOW + timedelta(minutes=30))
-        await redis.set(keys.toggle("closure", "harborough"), toggle_json(toggle))
+        key = keys.toggle("closure", "harborough")
+        await redis.set(key, signed_toggle_json(KEYRING, key, toggle, NOW))
         written = asyncio.get_running_loop().time()
         while True:
             live, toggles = await cached.read(holder.current, "harborough", NOW)

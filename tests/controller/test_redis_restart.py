@@ -19,6 +19,7 @@ from routing.redis_keys import KEYS
 from routing.supervisor import ToggleRequest, apply_toggle, check_request
 from tests.controller.conftest import EXAMPLE
 from tests.support.redis_server import PROJECT_CONF, RedisServer, free_port, start_redis
+from tests.support.toggle_keys import KEYRING
 
 HOLDER = PlanHolder.load(EXAMPLE)
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -43,7 +44,8 @@ def test_only_active_toggles_of_known_tenants_can_vanish() -> None:
 async def _switch(redis: Redis, tenant: str, kind: str, on: bool) -> None:
     now = datetime.now(UTC)
     request = ToggleRequest(kind, tenant, on, by="S. Patel", reason="test", expires="2h")
-    await apply_toggle(redis, request, check_request(HOLDER.current.plan, request, now), now)
+    toggle = check_request(HOLDER.current.plan, request, now)
+    await apply_toggle(redis, request, toggle, now, keyring=KEYRING)
 
 
 async def _refresh(source: CachedLiveSource) -> None:
@@ -72,7 +74,7 @@ async def test_restart_keeps_toggles_and_a_lost_one_is_reported(
     data.mkdir()
     server = start_redis(free_port(), data, conf=PROJECT_CONF, max_lifetime_s=120)
     redis = Redis.from_url(server.url, socket_connect_timeout=0.5, socket_timeout=2)
-    source = CachedLiveSource(redis, lambda: HOLDER.current)
+    source = CachedLiveSource(redis, lambda: HOLDER.current, keyring=KEYRING)
     try:
         await _switch(redis, "harborough", "emergency", on=True)
         await _switch(redis, "charnwood", "closure", on=True)

@@ -20,7 +20,7 @@ from callrouter.cli import main
 from callrouter.service import publish_plan
 from ivr.controller import PlanHolder
 from routing.core.live import Toggle
-from routing.live.source import toggle_from_json, toggle_json
+from routing.live.source import signed_toggle_json, verified_toggle
 from routing.redis_keys import KEYS, RedisKeys
 from routing.supervisor import (
     ToggleError,
@@ -38,6 +38,7 @@ from routing.supervisor import (
 )
 from tests.controller.conftest import EXAMPLE
 from tests.support.redis_server import RedisServer, running_redis
+from tests.support.toggle_keys import KEYRING
 
 PLAN = PlanHolder.load(EXAMPLE).current.plan
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -114,14 +115,14 @@ async def test_toggle_is_stored_with_its_expiry_and_audited(redis: Redis) -> Non
     keys = RedisKeys(prefix=f"test-{uuid.uuid4().hex[:8]}:")
     on = request()
     toggle = check_request(PLAN, on, NOW)
-    first_id, previous = await apply_toggle(redis, on, toggle, NOW, keys)
+    first_id, previous = await apply_toggle(redis, on, toggle, NOW, keys, keyring=KEYRING)
     assert previous is None
     stored = await redis.get(keys.toggle("emergency", "harborough"))
     assert stored is not None
-    assert toggle_from_json(stored) == toggle
+    assert verified_toggle(KEYRING, keys.toggle("emergency", "harborough"), stored) == toggle
     assert 3590_000 < await redis.pttl(keys.toggle("emergency", "harborough")) <= 3600_000
     off = request(on=False, reason="water receded")
-    _, previous = await apply_toggle(redis, off, None, NOW, keys)
+    _, previous = await apply_toggle(redis, off, None, NOW, keys, keyring=KEYRING)
     assert previous == toggle
     assert await redis.get(keys.toggle("emergency", "harborough")) is None
     entries = await audit_tail(redis, 5, keys)
@@ -132,6 +133,7 @@ async def test_toggle_is_stored_with_its_expiry_and_audited(redis: Redis) -> Non
     assert entries[1]["by"] == "sam"
 
 
+@pytest.mark.usefixtures("toggle_key_env")
 def test_cli_toggle_and_state(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
     """The supervisor's commands against a real Redis; a refusal exits 2."""
     with SyncRedis.from_url(redis_server.url) as client:
@@ -214,16 +216,17 @@ def test_plan_facts_check_like_the_plan() -> None:
         check_request(facts, request(service="parking"), NOW)
 
 
+@pytest.mark.usefixtures("toggle_key_env")
 def test_state_shows_stored_text_escaped(
     redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Entries already in Redis (written before the checks, or by hand) are shown escaped,
-    and a three-day toggle shows its expiry with the date."""
+    """Entries already in Redis (written before the checks, or by someone with the key who
+    skipped them) are shown escaped, and a three-day toggle shows its expiry with the date."""
     now = datetime.now(UTC)
     evil = Toggle("burst main\x1b[2J\x1b[31m", "mallory\x1b]0;pwned\x07", now + timedelta(days=3))
     key = KEYS.toggle("closure", "harborough")
     with SyncRedis.from_url(redis_server.url) as client:
-        client.set(key, toggle_json(evil), px=60_000)
+        client.set(key, signed_toggle_json(KEYRING, key, evil, now), px=60_000)
         entry = audit_entry("toggle.closure.on", evil.by, now, tenant="harborough", reason=evil.reason)
         client.xadd(KEYS.audit_stream(), {"entry": entry, "previous": ""})
         try:
@@ -239,6 +242,7 @@ def test_state_shows_stored_text_escaped(
     assert re.search(r"mallory\\x1b\]0;pwned\\x07: toggle\.closure\.on harborough burst main\\x1b", out)
 
 
+@pytest.mark.usefixtures("toggle_key_env")
 def test_cli_refuses_control_characters(
     redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -20,6 +20,7 @@ from routing.redis_keys import RedisKeys
 from routing.supervisor import ToggleRequest, apply_toggle, check_request
 from tests.controller.conftest import EXAMPLE, HARBOROUGH, TUESDAY_10AM
 from tests.support.redis_server import RedisServer, running_redis
+from tests.support.toggle_keys import KEYRING
 
 
 @dataclass
@@ -47,7 +48,9 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
 async def start_centre(redis: Redis, keys: RedisKeys) -> tuple[Centre, FastAgiServer, asyncio.Task[None]]:
     holder = PlanHolder.load(EXAMPLE)
     clock = [TUESDAY_10AM]
-    live = CachedLiveSource(redis, lambda: holder.current, keys=keys, refresh_s=0.05, timeout_s=0.2)
+    live = CachedLiveSource(
+        redis, lambda: holder.current, keys=keys, refresh_s=0.05, timeout_s=0.2, keyring=KEYRING
+    )
     controller = Controller(holder, live, clock=lambda: clock[0], live_timeout=0.2)
     server = FastAgiServer(ServerConfig(host="127.0.0.1", port=0, call_timeout=10))
     controller.register(server)
@@ -71,7 +74,7 @@ async def test_emergency_toggle_for_an_hour_then_reverts(redis: Redis) -> None:
         assert (await centre.call("1")).startswith("route (open) -> menu main -> queue hdc-revenues")
         request = ToggleRequest("emergency", "harborough", True, "sam", "Flooding in Market Harborough", "1h")
         toggle = check_request(centre.holder.current.plan, request, centre.clock[0])
-        await apply_toggle(redis, request, toggle, centre.clock[0], keys)
+        await apply_toggle(redis, request, toggle, centre.clock[0], keys, keyring=KEYRING)
         switched = asyncio.get_running_loop().time()
         while not (summary := await centre.call("1")).startswith("route (emergency)"):
             assert asyncio.get_running_loop().time() - switched < 1.0, summary
