@@ -23,6 +23,7 @@ from emulator.agi import CallerScript
 from emulator.dialplan import place_call
 from tests.controller.conftest import HARBOROUGH
 from tests.support.redis_server import RedisServer, free_port, running_redis
+from tests.support.toggle_keys import key_file
 
 ROOT = Path(__file__).parents[2]
 
@@ -81,7 +82,10 @@ async def test_readme_toggle_and_state_reach_the_controller(redis: RedisServer, 
     FastAGI port from the environment: the toggle is checked against the plan the controller
     published, lands in its Redis, and the next call goes to emergency cover."""
     port = free_port()
-    env = user_env(CALLROUTER_REDIS=redis.url, CALLROUTER_AGI_PORT=str(port))
+    key = key_file(tmp_path)
+    env = user_env(
+        CALLROUTER_REDIS=redis.url, CALLROUTER_AGI_PORT=str(port), CALLROUTER_TOGGLE_KEY_FILE=str(key)
+    )
     serve = readme_command("callrouter serve")
     assert not {"--redis", "--agi-port"} & set(serve)
     log = tmp_path / "serve.log"
@@ -123,9 +127,30 @@ async def test_readme_toggle_and_state_reach_the_controller(redis: RedisServer, 
             await process.wait()
 
 
-def test_toggle_without_a_plan_anywhere_says_where_to_give_one(redis: RedisServer) -> None:
-    """No plan configured and no controller has published one: a clear refusal, exit 2."""
+def test_toggle_without_a_key_says_where_to_give_one(redis: RedisServer) -> None:
+    """No toggle key configured: a clear refusal naming the setting, exit 2, nothing written."""
     done = run(readme_command("callrouter toggle"), user_env(CALLROUTER_REDIS=redis.url))
+    assert done.returncode == 2
+    assert done.stderr.startswith("callrouter: no toggle key: set CALLROUTER_TOGGLE_KEY_FILE"), done.stderr
+
+
+def test_a_key_file_others_can_read_is_refused(redis: RedisServer, tmp_path: Path) -> None:
+    """A key file readable by the group: refused with the reason and the fix, the key not shown."""
+    key = key_file(tmp_path)
+    key.chmod(0o640)
+    env = user_env(CALLROUTER_REDIS=redis.url, CALLROUTER_TOGGLE_KEY_FILE=str(key))
+    done = run(readme_command("callrouter toggle"), env)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"callrouter: toggle key file {key}: readable or writable by others (mode 0640); "
+        f"make it the owner's only: chmod 600 {key}\n"
+    )
+
+
+def test_toggle_without_a_plan_anywhere_says_where_to_give_one(redis: RedisServer, tmp_path: Path) -> None:
+    """No plan configured and no controller has published one: a clear refusal, exit 2."""
+    env = user_env(CALLROUTER_REDIS=redis.url, CALLROUTER_TOGGLE_KEY_FILE=str(key_file(tmp_path)))
+    done = run(readme_command("callrouter toggle"), env)
     assert done.returncode == 2
     assert done.stderr.startswith("callrouter: no plan: give --plan PLAN (or CALLROUTER_PLAN")
 

@@ -49,7 +49,8 @@ async def test_redis_source_reads_partner_latch_and_toggles(redis: Redis, keys: 
     await redis.set(keys.centre_snapshot("harborough"), snapshot_json(partner))
     await redis.set(keys.overflow_latch("charnwood", "general"), "1")
     key = keys.toggle("emergency", "charnwood")
-    await redis.set(key, signed_toggle_json(KEYRING, key, Toggle("flood", "sam", NOW + timedelta(hours=1)), NOW))
+    flood = Toggle("flood", "sam", NOW + timedelta(hours=1))
+    await redis.set(key, signed_toggle_json(KEYRING, key, flood, NOW))
     live, toggles = await RedisLiveSource(redis, keys=keys, keyring=KEYRING).read(plan, "charnwood", NOW)
     assert live.partners == {"harborough": partner}
     assert live.overflowing == frozenset({"charnwood/general"})
