@@ -79,8 +79,10 @@ class RedisKeys:
     # --- supervisor controls and routing memory (writers: supervisor API / decision engine) -
 
     def toggle(self, kind: str, tenant: str) -> str:
-        # STRING JSON {"reason","by","expires_at","service"}, PX = time until expiry.
-        # kind is emergency | closure | announcement. Written by the supervisor API.
+        # STRING JSON {"reason","by","expires_at","service","since","kid","mac"}, PX = time
+        # until expiry; mac = HMAC-SHA256 over the other fields and this key's name
+        # (routing/toggle_mac.py): controllers obey no other. kind is emergency | closure |
+        # announcement. Written by the supervisor API only (Redis user "service").
         return f"{self.prefix}toggle:{kind}:{tenant}"
 
     def toggles_changed_channel(self) -> str:

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from routing.core.live import QueueSnapshot
 from routing.live import scripts
@@ -231,11 +232,21 @@ class QueueStateStore:
             return None
         return _snapshot(queue, fields, alive, now)
 
+    async def _read_only(self, keys: list[str], args: list[str]) -> Any:
+        """READ_ALL as EVALSHA_RO: declared read-only, so a Redis user that may only read these
+        keys (the service, ``readonly``: ``deploy/redis/users.acl``) may run it."""
+        script = self._read_all
+        try:
+            return await self._redis.evalsha_ro(script.sha, len(keys), *keys, *args)
+        except NoScriptError:  # a restarted Redis has forgotten it
+            await self._redis.script_load(script.script)
+            return await self._redis.evalsha_ro(script.sha, len(keys), *keys, *args)
+
     async def snapshots(self, now: datetime) -> dict[str, QueueSnapshot]:
         """Every known queue's snapshot (one round trip); empty when nothing is known."""
         pre, suf = self._templates[6:8]
         keys = [self.keys.known_queues(), self.keys.ami_status()]
-        flat = [_text(v) for v in await self._read_all(keys=keys, args=[pre, suf])]
+        flat = [_text(v) for v in await self._read_only(keys, [pre, suf])]
         alive = _time(flat[0])
         if alive is None:
             return {}
