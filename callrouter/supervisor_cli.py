@@ -29,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from callrouter import settings as settings_module
 from callrouter.settings import Settings, SettingsError
 from ivr.controller import PlanHolder
-from routing.live.source import partner_centres, verified_toggle
+from routing.live.source import partner_centres, toggle_from_json, verified_toggle
 from routing.live.store import QueueStateStore, snapshot_from_json
 from routing.redis_keys import KEYS
 from routing.supervisor import (
@@ -45,7 +45,7 @@ from routing.supervisor import (
     shown,
     when,
 )
-from routing.toggle_mac import ToggleRejected
+from routing.toggle_mac import ToggleKeyring, ToggleRejected
 
 EXIT_REFUSED, EXIT_UNREACHABLE = 2, 3
 LONDON = ZoneInfo("Europe/London")
@@ -138,36 +138,37 @@ def cmd_toggle(args: argparse.Namespace) -> int:
 
 
 async def _toggles(
-    redis: Redis, settings: Settings, tid: str
+    redis: Redis, keyring: ToggleKeyring | None, tid: str
 ) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
     """The tenant's toggles a controller obeys, and those it ignores with the reason (a
-    rejected one is shown without its text: nobody with the key wrote it)."""
-    keyring = settings.toggle_keyring()
+    rejected one is shown without its text: nobody with the key wrote it). With no key here
+    the signatures cannot be checked: the toggles are listed as stored, and said to be so."""
     names = [KEYS.toggle(kind, tid) for kind in KINDS]
     obeyed: dict[str, Any] = {}
     ignored: dict[str, dict[str, str]] = {}
     for kind, name, raw in zip(KINDS, names, await redis.mget(names), strict=True):
         if raw is None:
             continue
-        if keyring is None:
-            ignored[kind] = {"reason": "no_key", "detail": "no toggle key here to check it"}
-            continue
         try:
-            obeyed[kind] = asdict(verified_toggle(keyring, name, raw))
+            toggle = verified_toggle(keyring, name, raw) if keyring else toggle_from_json(raw)
+            obeyed[kind] = asdict(toggle)
         except ToggleRejected as exc:
             ignored[kind] = {"reason": exc.reason, "detail": exc.detail}
+        except ValueError:
+            ignored[kind] = {"reason": "malformed", "detail": "not a stored toggle"}
     return obeyed, ignored
 
 
 async def _state(settings: Settings) -> dict[str, Any]:
     now = datetime.now(UTC)
+    keyring = settings.toggle_keyring()
     redis = _redis(settings)
     try:
         plan = PlanHolder.load(settings.plan).current.plan if settings.plan is not None else None
         facts = plan_facts(plan) if plan is not None else await _facts(settings, redis)
         tenants: dict[str, Any] = {}
         for tid, fact in facts.items():
-            obeyed, ignored = await _toggles(redis, settings, tid)
+            obeyed, ignored = await _toggles(redis, keyring, tid)
             latches = [KEYS.overflow_latch(tid, q) for q in fact.queues]
             latched = await redis.mget(latches) if latches else []
             centres = partner_centres(plan.tenants[tid]) if plan is not None else []
@@ -188,7 +189,7 @@ async def _state(settings: Settings) -> dict[str, Any]:
         await redis.aclose()
     zones = {tid: f.zone for tid, f in facts.items()}
     data = {"at": now, "tenants": tenants, "queues": queues, "ami": timestamps, "audit": audit}
-    return {**data, "zones": zones}
+    return {**data, "signatures_checked": keyring is not None, "zones": zones}
 
 
 def _audit_line(entry: dict[str, Any], zones: dict[str, ZoneInfo]) -> str:
@@ -204,6 +205,8 @@ def _audit_line(entry: dict[str, Any], zones: dict[str, ZoneInfo]) -> str:
 def _state_text(data: dict[str, Any]) -> str:
     zones: dict[str, ZoneInfo] = data["zones"]
     lines = [f"State at {when(data['at'], LONDON)}"]
+    if not data["signatures_checked"]:
+        lines.append("  (no toggle key here: toggles listed as stored, their signatures not checked)")
     for tid, info in data["tenants"].items():
         toggles = ", ".join(
             f"{kind} ({shown(t['reason'])}; by {shown(t['by'], 80)}; "

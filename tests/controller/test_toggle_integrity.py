@@ -285,3 +285,34 @@ def test_state_without_a_plan_shows_a_three_day_toggle_with_its_date(
     assert f"charnwood: toggles: closure (Roof repairs; by user:7; until {expiry})" in out
     assert expiry[:3] in {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"}
     assert expiry[4:6] == f"{three_days.expires_at.astimezone(PLAN.tenants['charnwood'].zone()):%d}"
+
+
+def test_state_without_a_key_says_the_signatures_are_not_checked(
+    redis_server: RedisServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only user with no toggle key still sees the toggles, told they were not checked;
+    a value that is not a toggle at all is listed as ignored."""
+    import redis as sync_redis
+
+    monkeypatch.delenv("CALLROUTER_TOGGLE_KEY_FILE", raising=False)
+    now = datetime.now(UTC)
+    closure = KEYS.toggle("closure", "harborough")
+    emergency = KEYS.toggle("emergency", "harborough")
+    with sync_redis.Redis.from_url(redis_server.url) as client:
+        client.set(
+            closure,
+            signed_toggle_json(
+                KEYRING, closure, Toggle("Fire drill", "user:9", now + timedelta(hours=1)), now
+            ),
+            px=60_000,
+        )
+        client.set(emergency, "not a toggle\x1b[2J", px=60_000)
+        try:
+            assert main(["state", "--plan", str(EXAMPLE), "--redis", redis_server.url]) == 0
+        finally:
+            client.delete(closure, emergency)
+    out = capsys.readouterr().out
+    assert "(no toggle key here: toggles listed as stored, their signatures not checked)" in out
+    assert "harborough: toggles: closure (Fire drill; by user:9; until " in out
+    assert "harborough: IGNORED emergency toggle in Redis (malformed: not a stored toggle)" in out
+    assert "\x1b" not in out
