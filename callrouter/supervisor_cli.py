@@ -29,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from callrouter import settings as settings_module
 from callrouter.settings import Settings, SettingsError
 from ivr.controller import PlanHolder
-from routing.live.source import partner_centres, toggle_from_json, verified_toggle
+from routing.live.source import partner_centres
 from routing.live.store import QueueStateStore, snapshot_from_json
 from routing.redis_keys import KEYS
 from routing.supervisor import (
@@ -43,9 +43,9 @@ from routing.supervisor import (
     facts_from_json,
     plan_facts,
     shown,
+    toggles_for_tenant,
     when,
 )
-from routing.toggle_mac import ToggleKeyring, ToggleRejected
 
 EXIT_REFUSED, EXIT_UNREACHABLE = 2, 3
 LONDON = ZoneInfo("Europe/London")
@@ -137,28 +137,6 @@ def cmd_toggle(args: argparse.Namespace) -> int:
     return _run(args, _toggle)
 
 
-async def _toggles(
-    redis: Redis, keyring: ToggleKeyring | None, tid: str
-) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
-    """The tenant's toggles a controller obeys, and those it ignores with the reason (a
-    rejected one is shown without its text: nobody with the key wrote it). With no key here
-    the signatures cannot be checked: the toggles are listed as stored, and said to be so."""
-    names = [KEYS.toggle(kind, tid) for kind in KINDS]
-    obeyed: dict[str, Any] = {}
-    ignored: dict[str, dict[str, str]] = {}
-    for kind, name, raw in zip(KINDS, names, await redis.mget(names), strict=True):
-        if raw is None:
-            continue
-        try:
-            toggle = verified_toggle(keyring, name, raw) if keyring else toggle_from_json(raw)
-            obeyed[kind] = asdict(toggle)
-        except ToggleRejected as exc:
-            ignored[kind] = {"reason": exc.reason, "detail": exc.detail}
-        except ValueError:
-            ignored[kind] = {"reason": "malformed", "detail": "not a stored toggle"}
-    return obeyed, ignored
-
-
 async def _state(settings: Settings) -> dict[str, Any]:
     now = datetime.now(UTC)
     keyring = settings.toggle_keyring()
@@ -168,7 +146,7 @@ async def _state(settings: Settings) -> dict[str, Any]:
         facts = plan_facts(plan) if plan is not None else await _facts(settings, redis)
         tenants: dict[str, Any] = {}
         for tid, fact in facts.items():
-            obeyed, ignored = await _toggles(redis, keyring, tid)
+            stored = await toggles_for_tenant(redis, tid, keyring)
             latches = [KEYS.overflow_latch(tid, q) for q in fact.queues]
             latched = await redis.mget(latches) if latches else []
             centres = partner_centres(plan.tenants[tid]) if plan is not None else []
@@ -177,8 +155,8 @@ async def _state(settings: Settings) -> dict[str, Any]:
             pairs = zip(centres, snapshots, strict=True)
             partners = {c: asdict(snapshot_from_json(v)) for c, v in pairs if v}
             tenants[tid] = {
-                "toggles": obeyed,
-                "ignored_toggles": ignored,
+                "toggles": {kind: asdict(t) for kind, t in stored.in_force.items()},
+                "ignored_toggles": {k: {"reason": r, "detail": d} for k, (r, d) in stored.ignored.items()},
                 "overflowing": overflowing,
                 "partners": partners,
             }

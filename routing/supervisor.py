@@ -31,9 +31,9 @@ from redis.asyncio import Redis
 
 from routing.core.live import Toggle
 from routing.core.plan import Plan
-from routing.live.source import signed_toggle_json, toggle_from_json
+from routing.live.source import signed_toggle_json, toggle_from_json, verified_toggle
 from routing.redis_keys import KEYS, RedisKeys
-from routing.toggle_mac import MAX_LIFETIME, ToggleKeyring
+from routing.toggle_mac import MAX_LIFETIME, ToggleKeyring, ToggleRejected
 
 Kind = Literal["emergency", "closure", "announcement"]
 KINDS: tuple[Kind, ...] = ("emergency", "closure", "announcement")
@@ -279,6 +279,37 @@ async def apply_toggle(
     args = [value, str(max(ttl_ms, 1)), entry, str(AUDIT_MAXLEN), keys.toggles_changed_channel()]
     audit_id, previous = await redis.eval(_APPLY, 2, *script_keys, *args)
     return _text(audit_id), _previous(previous)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredToggles:
+    """One council's toggles as stored: those a controller obeys (``in_force``), and for each
+    other value its rejection (reason, detail; the stored text is not kept: nobody with the key
+    wrote it). ``checked`` is False when no key was given: ``in_force`` is then as stored."""
+
+    in_force: dict[str, Toggle]
+    ignored: dict[str, tuple[str, str]]
+    checked: bool
+
+
+async def toggles_for_tenant(
+    redis: Redis, tenant: str, keyring: ToggleKeyring | None, keys: RedisKeys = KEYS
+) -> StoredToggles:
+    """The council's toggles in Redis, checked as a controller checks them (one round trip).
+    Without a keyring (a reader with no key) they are listed unchecked."""
+    names = [keys.toggle(kind, tenant) for kind in KINDS]
+    in_force: dict[str, Toggle] = {}
+    ignored: dict[str, tuple[str, str]] = {}
+    for kind, name, raw in zip(KINDS, names, await redis.mget(names), strict=True):
+        if raw is None:
+            continue
+        try:
+            in_force[kind] = verified_toggle(keyring, name, raw) if keyring else toggle_from_json(raw)
+        except ToggleRejected as exc:
+            ignored[kind] = (exc.reason, exc.detail)
+        except ValueError:
+            ignored[kind] = ("malformed", "not a stored toggle")
+    return StoredToggles(in_force, ignored, keyring is not None)
 
 
 def _previous(raw: bytes | str | None) -> Toggle | None:

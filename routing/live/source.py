@@ -51,8 +51,8 @@ AUDIT_LOOKBACK = 200  # audit entries searched for the one that switched a toggl
 
 def toggle_fields(toggle: Toggle, since: datetime | None = None) -> dict[str, Any]:
     """The stored fields of a toggle (``expires_at``, ``since`` ISO-8601 with their offsets)."""
-    data = {"reason": toggle.reason, "by": toggle.by, "expires_at": toggle.expires_at.isoformat()}
-    data["service"] = toggle.service  # type: ignore[assignment]
+    data: dict[str, Any] = {"reason": toggle.reason, "by": toggle.by}
+    data |= {"expires_at": toggle.expires_at.isoformat(), "service": toggle.service}
     if since is not None:
         data["since"] = since.isoformat()
     return data
