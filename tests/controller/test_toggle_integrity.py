@@ -187,19 +187,24 @@ async def test_raw_writes_do_not_change_routing_and_a_signed_toggle_does(
     centre, server, refresher = await start_centre(redis, keys)
     now = centre.clock[0]
     harborough, charnwood = keys.toggle("closure", "harborough"), keys.toggle("closure", "charnwood")
+    emergency = keys.toggle("emergency", "harborough")
     closure = Toggle("Building evacuated", "S. Patel", now + timedelta(hours=1))
-    signed = signed_toggle_json(KEYRING, harborough, closure, now)
-    raw_writes = {
-        "unsigned": json.dumps({"reason": "", "by": "x", "expires_at": "2099-01-01T00:00:00+00:00"}),
-        "bad_mac": json.dumps({**json.loads(signed), "expires_at": "2099-01-01T00:00:00+00:00"}),
-        "copied": signed_toggle_json(KEYRING, charnwood, closure, now),
+    edited = {
+        **json.loads(signed_toggle_json(KEYRING, emergency, closure, now)),
+        "expires_at": "2099-01-01T00:00Z",
     }
+    raw_writes = [  # each its own tenant, kind and reason: each logged once
+        (harborough, json.dumps({"reason": "", "by": "x", "expires_at": "2099-01-01T00:00:00+00:00"})),
+        (emergency, json.dumps(edited)),
+        (harborough, signed_toggle_json(KEYRING, charnwood, closure, now)),  # Charnwood's, copied
+    ]
     try:
-        for name, value in raw_writes.items():
-            await redis.set(harborough, value, px=3_600_000)
+        for key, value in raw_writes:
+            await redis.set(key, value, px=3_600_000)
             await asyncio.sleep(0.3)  # several refreshes (every 0.05 s here)
             summary = await centre.call("1")
-            assert summary.startswith("route (open) -> menu main -> queue hdc-revenues"), (name, summary)
+            assert summary.startswith("route (open) -> menu main -> queue hdc-revenues"), (key, summary)
+            await redis.delete(key)
         request = ToggleRequest("closure", "harborough", True, "S. Patel", "Building evacuated", "1h")
         toggle = check_request(centre.holder.current.plan, request, now)
         await apply_toggle(redis, request, toggle, now, keys, keyring=KEYRING)
@@ -209,10 +214,11 @@ async def test_raw_writes_do_not_change_routing_and_a_signed_toggle_does(
     finally:
         await stop_centre(server, refresher)
     events = [e for e in logs() if e.get("event") == "toggle_rejected"]
-    assert [(e["tenant"], e["kind"], e["reason"]) for e in events] == [
-        ("harborough", "closure", "unsigned"),
-        ("harborough", "closure", "bad_mac"),
-    ]  # the copy is a bad MAC too: within the minute, counted, not logged again
+    assert [(e["tenant"], e["kind"], e["reason"], e["suppressed"]) for e in events] == [
+        ("harborough", "closure", "unsigned", 0),
+        ("harborough", "emergency", "bad_mac", 0),
+        ("harborough", "closure", "bad_mac", 0),  # the copy: signed for Charnwood's key name
+    ]
     assert all("2099" not in json.dumps(e) and e["security"] is True for e in events)
 
 
