@@ -145,7 +145,9 @@ class WebSettings(_Section):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body; larger: 413")
     session_idle_s: float = Field(1800.0, gt=0, description="a web session ends after this long unused")
     session_absolute_s: float = Field(43200.0, gt=0, description="a web session ends this long after login")
-    login_failures_per_user: int = Field(5, ge=1, description="failed logins of one user per window; then 429")
+    login_failures_per_user: int = Field(
+        5, ge=1, description="failed logins of one user per window; then 429"
+    )
     login_failures_per_address: int = Field(
         50, ge=1, description="failed logins from one client address per window; then 429"
     )
