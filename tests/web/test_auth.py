@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -47,16 +48,20 @@ def _normalised(page: str, user: str) -> str:
 
 def test_roles_are_cumulative_per_tenant_and_admin_on_star_is_everything() -> None:
     roles = parse_roles(["barnet:supervisor", "camden:engineer", "*:viewer"])
-    assert grants(roles, "viewer", "barnet") and grants(roles, "supervisor", "barnet")
-    assert not grants(roles, "engineer", "barnet") and not grants(roles, "supervisor", "camden")
+    assert grants(roles, "viewer", "barnet")
+    assert grants(roles, "supervisor", "barnet")
+    assert not grants(roles, "engineer", "barnet")
+    assert not grants(roles, "supervisor", "camden")
     assert grants(roles, "viewer", "enfield")  # *:viewer
-    assert grants(roles, "viewer", None) and not grants(roles, "supervisor", None)
+    assert grants(roles, "viewer", None)
+    assert not grants(roles, "supervisor", None)
     admin = parse_roles(["*:admin"])
     assert all(
         grants(admin, r, t) for r in ("viewer", "supervisor", "engineer", "admin") for t in ("x", None)
     )
     local_admin = parse_roles(["barnet:admin"])
-    assert grants(local_admin, "engineer", "barnet") and not grants(local_admin, "admin", None)
+    assert grants(local_admin, "engineer", "barnet")
+    assert not grants(local_admin, "admin", None)
     with pytest.raises(ValueError, match="TENANT:ROLE"):
         parse_roles(["barnet:owner"])
 
@@ -67,7 +72,8 @@ def test_roles_are_cumulative_per_tenant_and_admin_on_star_is_everything() -> No
 async def test_health_and_ready_need_no_login(web_client: Client) -> None:
     assert (await web_client.get("/health")).status == 200
     ready = await web_client.get("/ready")
-    assert ready.status == 200 and (await ready.json()) == {"status": "ready"}
+    assert ready.status == 200
+    assert (await ready.json()) == {"status": "ready"}
 
 
 async def test_ready_is_503_when_redis_does_not_answer() -> None:
@@ -77,7 +83,8 @@ async def test_ready_is_503_when_redis_does_not_answer() -> None:
     async with TestClient(TestServer(web_test_app(dead), host="127.0.0.1")) as client:
         assert (await client.get("/health")).status == 200
         ready = await client.get("/ready")
-        assert ready.status == 503 and ready.content_type == PROBLEM
+        assert ready.status == 503
+        assert ready.content_type == PROBLEM
     await dead.aclose()
 
 
@@ -108,7 +115,8 @@ async def test_login_sets_a_secure_httponly_strict_session_cookie(
         assert "Domain" not in cookie
         assert answer.headers["Strict-Transport-Security"].startswith("max-age=")
     stored = [k async for k in web_redis.scan_iter(match=KEYS.web_session("*"))]
-    assert len(stored) == 1 and session_id.encode() not in stored[0]  # stored by its hash only
+    assert len(stored) == 1
+    assert session_id.encode() not in stored[0]
 
 
 async def test_wrong_password_and_unknown_user_get_the_same_answer(
@@ -166,7 +174,8 @@ async def test_login_then_whoami_then_logout(web_client: Client, web_store: Iden
                   "via": "session", "csrf_token": csrf}  # fmt: skip
     assert (await web_client.post("/logout", allow_redirects=False)).status == 403  # no CSRF token
     out = await web_client.post("/logout", headers={"X-CSRF-Token": csrf}, allow_redirects=False)
-    assert out.status == 303 and out.headers["Location"] == "/login"
+    assert out.status == 303
+    assert out.headers["Location"] == "/login"
     assert (await web_client.get("/api/v1/whoami")).status == 401
     assert [k async for k in web_store.redis.scan_iter(match=KEYS.web_session("*"))] == []
     last = (await audit_tail(web_store.redis, count=1))[0]
@@ -203,7 +212,8 @@ async def test_csrf_is_required_on_unsafe_requests_of_a_cookie_session(
     csrf = await login(web_client, "sup")
     body = {"on": True}
     missing = await web_client.post("/api/test/barnet", json=body)
-    assert missing.status == 403 and missing.content_type == PROBLEM
+    assert missing.status == 403
+    assert missing.content_type == PROBLEM
     assert "CSRF" in (await missing.json())["detail"]
     assert (
         await web_client.post("/api/test/barnet", json=body, headers={"X-CSRF-Token": "x" + csrf})
@@ -211,7 +221,8 @@ async def test_csrf_is_required_on_unsafe_requests_of_a_cookie_session(
     other_origin = {"X-CSRF-Token": csrf, "Origin": "https://evil.example"}
     assert (await web_client.post("/api/test/barnet", json=body, headers=other_origin)).status == 403
     ok = await web_client.post("/api/test/barnet", json=body, headers={"X-CSRF-Token": csrf})
-    assert ok.status == 200 and (await ok.json()) == {"by": "sup", "got": body}
+    assert ok.status == 200
+    assert (await ok.json()) == {"by": "sup", "got": body}
     form = await web_client.post("/logout", data={"csrf_token": csrf}, allow_redirects=False)
     assert form.status == 303  # the form field works as the header does
 
@@ -220,10 +231,12 @@ async def test_bearer_tokens_ok_wrong_expired_revoked(web_client: Client, web_st
     await add_user(web_store, "bot", {"barnet": {"supervisor"}})
     token = await make_token(web_store, "bot")
     ok = await web_client.post("/api/test/barnet", json={"a": 1}, headers=bearer(token))  # no CSRF needed
-    assert ok.status == 200 and (await ok.json())["by"] == "bot"
+    assert ok.status == 200
+    assert (await ok.json())["by"] == "bot"
     assert (await (await web_client.get("/api/v1/whoami", headers=bearer(token))).json())["via"] == "token"
     wrong = await web_client.get("/api/v1/whoami", headers=bearer(token[:-2] + "xx"))
-    assert wrong.status == 401 and wrong.headers["WWW-Authenticate"].startswith("Bearer")
+    assert wrong.status == 401
+    assert wrong.headers["WWW-Authenticate"].startswith("Bearer")
     assert wrong.content_type == PROBLEM
     assert (await web_client.get("/api/v1/whoami", headers={"Authorization": "Basic abc"})).status == 401
     old, _ = await web_store.create_token(
@@ -232,7 +245,7 @@ async def test_bearer_tokens_ok_wrong_expired_revoked(web_client: Client, web_st
     assert (await web_client.get("/api/v1/whoami", headers=bearer(old))).status == 401
     token_id = next(t.token_id for t in await web_store.tokens() if t.name == "tests")
     await web_store.revoke_token(token_id, datetime.now(UTC))
-    revoked = [t for t in await web_store.tokens() if t.token_id == token_id][0]
+    revoked = next(t for t in await web_store.tokens() if t.token_id == token_id)
     assert revoked.revoked_at is not None
     assert (await web_client.get("/api/v1/whoami", headers=bearer(token))).status == 401
     assert (await web_client.get("/api/v1/whoami", headers=bearer("crt_" + "A" * 43))).status == 401
@@ -263,7 +276,8 @@ async def test_each_role_can_do_exactly_what_it_may(
     )
     assert got == expected
     anonymous = await web_client.get("/api/test/barnet")
-    assert anonymous.status == 401 and anonymous.content_type == PROBLEM
+    assert anonymous.status == 401
+    assert anonymous.content_type == PROBLEM
 
 
 # --- bodies, errors, headers -------------------------------------------------------------------
@@ -276,17 +290,19 @@ async def test_a_body_over_the_limit_is_413(web_client: Client, web_store: Ident
     answer = await web_client.post(
         "/api/test/barnet", data=big, headers={**auth, "Content-Type": "application/json"}
     )
-    assert answer.status == 413 and answer.content_type == PROBLEM
+    assert answer.status == 413
+    assert answer.content_type == PROBLEM
     assert str(TEST_CONFIG.max_body_bytes) in (await answer.json())["detail"]
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(10):
             yield b"x" * (TEST_CONFIG.max_body_bytes // 4)
 
     chunked = await web_client.post(
         "/api/test/barnet", data=chunks(), headers={**auth, "Content-Type": "application/json"}
     )
-    assert chunked.status == 413 and chunked.content_type == PROBLEM
+    assert chunked.status == 413
+    assert chunked.content_type == PROBLEM
 
 
 async def test_malformed_json_is_a_400_problem_and_other_types_415(
@@ -297,9 +313,11 @@ async def test_malformed_json_is_a_400_problem_and_other_types_415(
     bad = await web_client.post(
         "/api/test/barnet", data=b'{"on": tru', headers={**auth, "Content-Type": "application/json"}
     )
-    assert bad.status == 400 and bad.content_type == PROBLEM
+    assert bad.status == 400
+    assert bad.content_type == PROBLEM
     problem = await bad.json()
-    assert set(problem) == {"type", "title", "status", "detail"} and problem["status"] == 400
+    assert set(problem) == {"type", "title", "status", "detail"}
+    assert problem["status"] == 400
     assert "malformed JSON" in problem["detail"]
     text = await web_client.post(
         "/api/test/barnet", data=b"on", headers={**auth, "Content-Type": "text/plain"}
@@ -312,25 +330,34 @@ async def test_security_headers_on_pages_errors_and_api(web_client: Client) -> N
         answer = await web_client.get(path)
         assert answer.status == status
         csp = answer.headers["Content-Security-Policy"]
-        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+        assert "default-src 'self'" in csp
+        assert "frame-ancestors 'none'" in csp
+        assert "unsafe-inline" not in csp
         assert answer.headers["X-Content-Type-Options"] == "nosniff"
         assert answer.headers["Referrer-Policy"] == "no-referrer"
     assert (await web_client.get("/nowhere")).content_type == PROBLEM
     wrong_method = await web_client.delete("/health")
-    assert wrong_method.status == 405 and wrong_method.content_type == PROBLEM
+    assert wrong_method.status == 405
+    assert wrong_method.content_type == PROBLEM
 
 
 async def test_an_unexpected_error_is_a_500_problem_without_details(web_client: Client) -> None:
     answer = await web_client.get("/api/test-boom")
-    assert answer.status == 500 and answer.content_type == PROBLEM
+    assert answer.status == 500
+    assert answer.content_type == PROBLEM
     text = await answer.text()
-    assert "secret-value" not in text and "Traceback" not in text and "RuntimeError" not in text
+    assert "secret-value" not in text
+    assert "Traceback" not in text
+    assert "RuntimeError" not in text
 
 
 async def test_the_login_page_escapes_what_it_shows(web_client: Client) -> None:
     status, page, _ = await _post_login(web_client, "<script>alert(1)</script>", "x" * 20)
-    assert status == 401 and "<script>alert" not in page and "&lt;script&gt;" in page
-    assert '<label for="username">' in page and '<label for="password">' in page
+    assert status == 401
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;" in page
+    assert '<label for="username">' in page
+    assert '<label for="password">' in page
 
 
 async def test_the_openapi_document_lists_every_feature(web_client: Client) -> None:
@@ -346,4 +373,5 @@ async def test_the_openapi_document_lists_every_feature(web_client: Client) -> N
 def test_a_feature_module_is_a_setup_function(web_redis: Redis) -> None:
     app = web_test_app(web_redis, extra_features=(probe_feature,))
     paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
-    assert "/api/test/{tenant}" in paths and "/api/v1/whoami" in paths
+    assert "/api/test/{tenant}" in paths
+    assert "/api/v1/whoami" in paths
