@@ -152,6 +152,11 @@ class WebSettings(_Section):
         50, ge=1, description="failed logins from one client address per window; then 429"
     )
     login_window_s: int = Field(900, ge=1, description="the failed-login window (seconds)")
+    trust_forwarded_for: bool = Field(
+        False,
+        description="behind a reverse proxy: the client address is the last X-Forwarded-For entry "
+        "(the proxy's own); never set it when clients reach the service directly",
+    )
 
 
 class Settings(_Section):

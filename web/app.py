@@ -22,7 +22,17 @@ from redis.exceptions import RedisError
 
 from web import openapi, session
 from web.auth import IDENTITY, authenticate
-from web.context import CLOCK, CONFIG, OPENAPI_PARTS, REDIS, STORE, Clock, WebConfig, utc_now
+from web.context import (
+    CLOCK,
+    CONFIG,
+    OPENAPI_PARTS,
+    REDIS,
+    STORE,
+    Clock,
+    WebConfig,
+    client_address,
+    utc_now,
+)
 from web.identity import IdentityStore, default_hasher
 from web.problems import Problem, problem_response
 
@@ -100,7 +110,7 @@ class AccessLogger(AbstractAccessLogger):
             path=request.path[:200],
             status=response.status,
             ms=round(time * 1000, 1),
-            remote=request.remote,
+            remote=client_address(request) if isinstance(request, web.Request) else request.remote,
             user=identity.user_id if identity is not None else None,
         )
 

@@ -31,6 +31,7 @@ class WebConfig:
     login_failures_per_user: int = 5
     login_failures_per_address: int = 50
     login_window_s: int = 900
+    trust_forwarded_for: bool = False
 
     @property
     def session_cookie(self) -> str:
@@ -47,6 +48,16 @@ REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", IdentityStore)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 OPENAPI_PARTS = web.AppKey("openapi_parts", list[dict[str, Any]])
+
+
+def client_address(request: web.Request) -> str:
+    """The client's address: the peer's, or behind a trusted reverse proxy the last
+    ``X-Forwarded-For`` entry (the one that proxy added; earlier ones are the client's say-so)."""
+    if request.app[CONFIG].trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "").rpartition(",")[2].strip()
+        if forwarded:
+            return forwarded[:64]
+    return request.remote or "unknown"
 
 
 def now(request: web.Request) -> datetime:

@@ -19,7 +19,7 @@ from aiohttp import web
 from routing.supervisor import audit
 from web import openapi
 from web.auth import SESSION, authenticated, csrf_token, same
-from web.context import CONFIG, REDIS, STORE, WebConfig, now
+from web.context import CONFIG, REDIS, STORE, WebConfig, client_address, now
 from web.identity import MAX_PASSWORD, USER_ID, User
 
 TEMPLATES = jinja2.Environment(
@@ -59,10 +59,6 @@ async def login_page(request: web.Request) -> web.Response:
     return _page(200, "", "", secrets.token_urlsafe(32), config=request.app[CONFIG])
 
 
-def _address(request: web.Request) -> str:
-    return request.remote or "unknown"
-
-
 async def login(request: web.Request) -> web.Response:
     config, store, redis = request.app[CONFIG], request.app[STORE], request.app[REDIS]
     form = await request.post()
@@ -73,7 +69,7 @@ async def login(request: web.Request) -> web.Response:
     fresh = secrets.token_urlsafe(32)
     if not given or not expected or not same(given, expected):
         return _page(403, "The form had expired: please log in again.", username, fresh, config=config)
-    at, address = now(request), _address(request)
+    at, address = now(request), client_address(request)
     user_key = username if USER_ID.match(username) else None
     limits = [("addr", address, config.login_failures_per_address)]
     if user_key is not None:

@@ -375,3 +375,25 @@ def test_a_feature_module_is_a_setup_function(web_redis: Redis) -> None:
     paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
     assert "/api/test/{tenant}" in paths
     assert "/api/v1/whoami" in paths
+
+
+async def test_behind_a_trusted_proxy_the_last_forwarded_address_is_limited(
+    web_redis: Redis, web_store: IdentityStore
+) -> None:
+    config = WebConfig(cookie_secure=False, login_failures_per_address=2, trust_forwarded_for=True)
+    async with TestClient(TestServer(web_test_app(web_redis, config=config), host="127.0.0.1")) as client:
+
+        async def attempt(forwarded: str) -> int:
+            token = await login_form_token(client)
+            answer = await client.post(
+                "/login",
+                data={"username": "x", "password": "wrong password!", "csrf_token": token},
+                headers={"X-Forwarded-For": forwarded},
+                allow_redirects=False,
+            )
+            return answer.status
+
+        assert await attempt("1.1.1.1, 192.0.2.7") == 401
+        assert await attempt("2.2.2.2, 192.0.2.7") == 401  # the client's own entries do not help
+        assert await attempt("3.3.3.3, 192.0.2.7") == 429
+        assert await attempt("192.0.2.8") == 401  # another client
