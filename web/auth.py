@@ -21,7 +21,7 @@ from aiohttp.typedefs import Handler
 
 from web.context import CONFIG, STORE, now
 from web.identity import Identity, Session
-from web.problems import Problem
+from web.problems import FORM_TYPES, Problem, read_form
 
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSRF_HEADER, CSRF_FIELD = "X-CSRF-Token", "csrf_token"
@@ -66,8 +66,8 @@ async def _check_csrf(request: web.Request, session: Session) -> None:
     if origin is not None and urlsplit(origin).netloc != request.host:
         raise Problem(403, "a cross-origin request from a cookie session is refused")
     given = request.headers.get(CSRF_HEADER)
-    if given is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.post()
+    if given is None and request.content_type in FORM_TYPES:
+        form = await read_form(request)
         field = form.get(CSRF_FIELD)
         given = field if isinstance(field, str) else None
     if not given or not same(given, session.csrf):

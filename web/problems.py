@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.web_request import FileField
+from multidict import MultiDictProxy
 from pydantic import BaseModel, ValidationError
 
 PROBLEM_TYPE = "application/problem+json"
@@ -75,6 +77,21 @@ async def read_json(request: web.Request) -> Any:
         raise Problem(400, "the body is not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise Problem(400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
+    """The request's form fields, or a 415 (not a form) / 400 (a form that cannot be read)."""
+    if request.content_type not in FORM_TYPES:
+        raise Problem(
+            415, f"send a form ({' or '.join(FORM_TYPES)}), not {request.content_type or 'nothing'}"
+        )
+    try:
+        return await request.post()
+    except (KeyError, ValueError, AssertionError):  # e.g. multipart without its boundary
+        raise Problem(400, "the form cannot be read (malformed body or Content-Type)") from None
 
 
 async def read_model(request: web.Request, model: type[M]) -> M:

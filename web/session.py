@@ -21,6 +21,7 @@ from web import openapi
 from web.auth import SESSION, authenticated, csrf_token, same
 from web.context import CONFIG, REDIS, STORE, WebConfig, client_address, now
 from web.identity import MAX_PASSWORD, USER_ID, User
+from web.problems import read_form
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -61,7 +62,7 @@ async def login_page(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     config, store, redis = request.app[CONFIG], request.app[STORE], request.app[REDIS]
-    form = await request.post()
+    form = await read_form(request)
     username = str(form.get("username", "")).strip().lower()[:64]
     password = str(form.get("password", ""))
     given = str(form.get("csrf_token", ""))
@@ -193,7 +194,9 @@ OPENAPI: dict[str, Any] = {
                         "content": _HTML,
                     },
                     "403": {"description": "the form's CSRF token is missing or wrong", "content": _HTML},
+                    "400": {"$ref": "#/components/responses/BadRequest"},
                     "413": {"$ref": "#/components/responses/TooLarge"},
+                    "415": {"$ref": "#/components/responses/UnsupportedMediaType"},
                     "429": {
                         "description": "too many failed logins",
                         "headers": {"Retry-After": {"schema": {"type": "integer"}}},

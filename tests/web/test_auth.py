@@ -397,3 +397,13 @@ async def test_behind_a_trusted_proxy_the_last_forwarded_address_is_limited(
         assert await attempt("2.2.2.2, 192.0.2.7") == 401  # the client's own entries do not help
         assert await attempt("3.3.3.3, 192.0.2.7") == 429
         assert await attempt("192.0.2.8") == 401  # another client
+
+
+async def test_a_login_that_is_not_a_readable_form_is_a_4xx_problem(web_client: Client) -> None:
+    no_boundary = await web_client.post(
+        "/login", data=b"username=a", headers={"Content-Type": "multipart/form-data"}
+    )
+    assert no_boundary.status == 400
+    assert no_boundary.content_type == PROBLEM
+    as_json = await web_client.post("/login", json={"username": "a"})
+    assert as_json.status == 415
