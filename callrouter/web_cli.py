@@ -181,6 +181,10 @@ async def _users(args: argparse.Namespace, settings: Settings) -> int:
             print(
                 " ".join(f"{t}:{r}" for t, rs in sorted(user.roles.items()) for r in sorted(rs)) or "(none)"
             )
+        elif args.users_command == "remove":
+            await store.remove_user(args.user)
+            await audit(redis, "auth.user.removed", by, now, {"user": args.user})
+            print(f"user {args.user} removed; their sessions and tokens no longer work")
         elif args.users_command == "token":
             token, info = await store.create_token(args.user, args.name, now, timedelta(days=args.days))
             await audit(
@@ -298,8 +302,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     revoke = cmds.add_parser("revoke", help="revoke an API token by its id (see list)")
     revoke.add_argument("token_id")
+    remove = cmds.add_parser("remove", help="remove a user (their sessions and tokens stop working)")
+    remove.add_argument("user")
     listing = cmds.add_parser("list", help="users with their roles, and tokens")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
-    for parser in (add, passwd, roles, token, revoke, listing):
+    for parser in (add, passwd, roles, token, revoke, remove, listing):
         settings_module.add_flags(parser, ("redis.url",))
         parser.set_defaults(handler=cmd_users)

@@ -258,6 +258,15 @@ class IdentityStore:
             raise IdentityError(f"no user {user_id}")
         await self.redis.hset(self.keys.web_user(user_id), "roles", roles_json(roles))
 
+    async def remove_user(self, user_id: str) -> None:
+        """Remove a user: their sessions and tokens stop working at once (they find no user)."""
+        if await self.user(user_id) is None:
+            raise IdentityError(f"no user {user_id}")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.web_user(user_id))
+            pipe.srem(self.keys.web_users(), user_id)
+            await pipe.execute()
+
     async def authenticate(self, user_id: str, password: str) -> User | None:
         """The user if the password is theirs; None otherwise. An unknown user costs the same
         argon2 work as a wrong password, so the time taken does not tell which."""

@@ -75,8 +75,22 @@ async def test_users_add_token_list_revoke_round_trip(
     capsys.readouterr()
     assert await cli(["users", "roles", "alice", "--set", "*:viewer", *redis]) == 0
     assert capsys.readouterr().out.strip().endswith("*:viewer")
+    capsys.readouterr()
+    assert await cli(["users", "token", "alice", "--name", "other", *redis]) == 0
+    other = capsys.readouterr().out.strip()
+    assert (await web_client.get("/api/v1/whoami", headers=bearer(other))).status == 200
+    assert await cli(["users", "remove", "alice", *redis]) == 0
+    assert (await web_client.get("/api/v1/whoami", headers=bearer(other))).status == 401
+    assert (await web_client.get("/api/v1/whoami")).status == 401  # the session ended too
     what = [e["what"] for e in await audit_tail(web_redis, count=10)]
-    assert what[:4] == ["auth.user.roles", "auth.token.revoked", "auth.login.ok", "auth.token.created"]
+    assert what[:6] == [
+        "auth.user.removed",
+        "auth.token.created",
+        "auth.user.roles",
+        "auth.token.revoked",
+        "auth.login.ok",
+        "auth.token.created",
+    ]
     assert all(
         e["by"].startswith("host:") for e in await audit_tail(web_redis, count=10) if "user" in e["what"]
     )
