@@ -27,6 +27,7 @@ UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSRF_HEADER, CSRF_FIELD = "X-CSRF-Token", "csrf_token"
 IDENTITY = web.RequestKey("identity", Identity)
 SESSION = web.RequestKey("session", Session)
+OWN_CSRF = frozenset({"/login"})  # checks its own double-submit token (web/session.py)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="callrouter"'}
 
 
@@ -106,6 +107,6 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             session, user = found
             request[SESSION] = session
             request[IDENTITY] = Identity(user.user_id, user.display_name, user.roles, "session")
-            if request.method in UNSAFE:
+            if request.method in UNSAFE and request.path not in OWN_CSRF:
                 await _check_csrf(request, session)
     return await handler(request)

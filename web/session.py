@@ -105,6 +105,9 @@ async def login(request: web.Request) -> web.Response:
         await audit(redis, "auth.login.failed", ANONYMOUS, at, {"user": user_key, "address": address})
         return _page(401, WRONG, username, fresh, config=config)
     await store.clear_failures("user", user.user_id)
+    previous = request.get(SESSION)
+    if previous is not None:  # a login replaces the browser's session, never adds to it
+        await store.end_session(previous.session_id)
     session = await store.create_session(user, at, config.session_idle_s, config.session_absolute_s)
     await audit(redis, "auth.login.ok", user.user_id, at, {"address": address})
     response = web.HTTPSeeOther(AFTER_LOGIN)

@@ -407,3 +407,16 @@ async def test_a_login_that_is_not_a_readable_form_is_a_4xx_problem(web_client: 
     assert no_boundary.content_type == PROBLEM
     as_json = await web_client.post("/login", json={"username": "a"})
     assert as_json.status == 415
+
+
+async def test_logging_in_again_replaces_the_session(web_client: Client, web_store: IdentityStore) -> None:
+    await add_user(web_store, "alice", {"barnet": {"viewer"}})
+    await login(web_client, "alice")
+    token = await login_form_token(web_client)  # the login form has its own token, not the session's
+    again = await web_client.post(
+        "/login",
+        data={"username": "alice", "password": PASSWORD, "csrf_token": token},
+        allow_redirects=False,
+    )
+    assert again.status == 303
+    assert len([k async for k in web_store.redis.scan_iter(match=KEYS.web_session("*"))]) == 1
