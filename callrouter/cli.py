@@ -17,7 +17,7 @@ from datetime import date, datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from callrouter import records_cli, report_cli, service, simulate, supervisor_cli
+from callrouter import records_cli, report_cli, service, simulate, supervisor_cli, web_cli
 from callrouter.settings import SettingsError
 from emulator import centre
 from ivr import static_dialplan
@@ -338,6 +338,7 @@ COMMAND_REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentP
     centre.register,
     report_cli.register,
     _records_commands,
+    web_cli.register,
 ]
 
 

@@ -133,6 +133,33 @@ class RecordsSettings(_Section):
         return value
 
 
+class WebSettings(_Section):
+    host: str = Field("127.0.0.1", description="address `callrouter web` listens on")
+    port: int = Field(8080, ge=0, le=65535, description="`callrouter web` port (0: any free port)")
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate (chain) for HTTPS; unset: plain HTTP (behind a TLS proxy)"
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    cookie_secure: bool = Field(
+        True, description="session cookie marked Secure; false only for plain-HTTP tests on loopback"
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body; larger: 413")
+    session_idle_s: float = Field(1800.0, gt=0, description="a web session ends after this long unused")
+    session_absolute_s: float = Field(43200.0, gt=0, description="a web session ends this long after login")
+    login_failures_per_user: int = Field(
+        5, ge=1, description="failed logins of one user per window; then 429"
+    )
+    login_failures_per_address: int = Field(
+        50, ge=1, description="failed logins from one client address per window; then 429"
+    )
+    login_window_s: int = Field(900, ge=1, description="the failed-login window (seconds)")
+    trust_forwarded_for: bool = Field(
+        False,
+        description="behind a reverse proxy: the client address is the last X-Forwarded-For entry "
+        "(the proxy's own); never set it when clients reach the service directly",
+    )
+
+
 class Settings(_Section):
     """Every setting of every command. ``ami`` is None when no AMI host is set."""
 
@@ -148,6 +175,7 @@ class Settings(_Section):
     agi: AgiSettings = AgiSettings()
     log: LogSettings = LogSettings()
     records: RecordsSettings = RecordsSettings()
+    web: WebSettings = WebSettings()
     ami: AmiSettings | None = None
 
     def require_plan(self) -> Path:
@@ -234,6 +262,10 @@ _FLAGS: dict[str, Flag] = {
     "ami.publish_queue": Flag("--publish-queue"),
     "records.outbox": Flag("--records-outbox"),
     "records.archive_dir": Flag("--archive"),
+    "web.host": Flag("--web-host"),
+    "web.port": Flag("--web-port"),
+    "web.tls_cert": Flag("--tls-cert"),
+    "web.tls_key": Flag("--tls-key"),
 }
 _ENV_NAMES = {"redis.url": "CALLROUTER_REDIS"}  # kept from before this model; the rest are derived
 SECRETS = ("redis.password", "ami.secret", "records.caller_hash_key")

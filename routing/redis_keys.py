@@ -159,6 +159,38 @@ class RedisKeys:
         # last_error_at, last_error (bounded), breaker. No TTL. Written by the delivery worker.
         return f"{self.prefix}records:{{{centre}}}:sink:{sink}:stats"
 
+    # --- the web service's users, sessions and API tokens (writer: ``callrouter web``/``users``) -
+    # Secrets are never key names: sessions and tokens are found by the SHA-256 of their value.
+
+    def web_users(self) -> str:
+        # SET of user ids. No TTL. Written by ``callrouter users``.
+        return f"{self.prefix}web:users"
+
+    def web_user(self, user_id: str) -> str:
+        # HASH name, password (argon2id), roles (JSON {tenant: [role]}), epoch (bumped when the
+        # password changes: older sessions stop working), created_at. No TTL.
+        return f"{self.prefix}web:user:{user_id}"
+
+    def web_session(self, digest: str) -> str:
+        # HASH user, epoch, csrf, created_at, absolute_at; PX = the idle time, renewed on use and
+        # never past absolute_at. ``digest`` is the SHA-256 hex of the cookie's session id.
+        return f"{self.prefix}web:session:{digest}"
+
+    def web_token(self, digest: str) -> str:
+        # HASH id, user, name, created_at, expires_at, revoked_at; PX = until expiry. ``digest`` is
+        # the SHA-256 hex of the bearer token, which is shown once and stored nowhere.
+        return f"{self.prefix}web:token:{digest}"
+
+    def web_token_ids(self) -> str:
+        # HASH token id -> digest, so a token can be listed and revoked by its id. No TTL
+        # (entries of expired tokens are dropped when listed).
+        return f"{self.prefix}web:tokens"
+
+    def web_login_failures(self, kind: str, subject: str) -> str:
+        # STRING failed logins counter; kind is ``user`` (subject: the user id) or ``addr``
+        # (subject: the client address). EX = the rate-limit window, set by the first failure.
+        return f"{self.prefix}web:login_failures:{kind}:{subject}"
+
 
 KEYS = RedisKeys()
 """The production key schema (prefix ``callrouter:``)."""

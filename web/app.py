@@ -1,0 +1,215 @@
+"""The web service's aiohttp application: middlewares, the features, ``/health`` and ``/ready``.
+
+Each feature is a module with ``setup(app)`` that adds its routes and its OpenAPI part
+(``web/openapi.py``); :data:`FEATURES` names them, in one place. Every handler authorises with
+``web.auth.require``; errors are ``application/problem+json`` (``web/problems.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Handler
+from argon2 import PasswordHasher
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from web import openapi, session
+from web.auth import IDENTITY, authenticate
+from web.context import (
+    CLOCK,
+    CONFIG,
+    OPENAPI_PARTS,
+    REDIS,
+    STORE,
+    Clock,
+    WebConfig,
+    client_address,
+    utc_now,
+)
+from web.identity import IdentityStore, default_hasher
+from web.problems import Problem, problem_response
+
+log = structlog.get_logger("callrouter.web")
+
+# The features, each a module with ``setup(app: web.Application) -> None``.
+FEATURES: tuple[ModuleType, ...] = (session,)
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+READY_TIMEOUT_S = 1.0
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as a problem body; an unexpected one logged (type and place, no values)."""
+    try:
+        return await handler(request)
+    except Problem as exc:
+        return exc.response()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[CONFIG].max_body_bytes
+        return problem_response(413, f"the request body is larger than {limit} bytes")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem_response(
+            exc.status, exc.reason, headers={k: v for k, v in exc.headers.items() if k == "Allow"}
+        )
+    except RedisError as exc:
+        log.error("web.redis_error", error=type(exc).__name__, path=request.path)
+        return problem_response(503, "the state store (Redis) did not answer; try again shortly")
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as exc:
+        log.error(
+            "web.unhandled", error=type(exc).__name__, method=request.method, path=request.path, exc_info=True
+        )
+        return problem_response(500, "an internal error; it has been logged")
+
+
+@web.middleware
+async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """413 before reading a body that announces more than the limit (the application's
+    ``client_max_size`` stops one sent in chunks)."""
+    limit = request.app[CONFIG].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise Problem(413, f"the request body is larger than {limit} bytes")
+    return await handler(request)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CSP)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    headers.setdefault("Cache-Control", "no-store")
+    if request.app[CONFIG].cookie_secure:
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request: method, path without its query (it may hold personal data), status,
+    duration and the user id; never a header, a cookie or a token."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        identity = request.get(IDENTITY)
+        log.info(
+            "web.request",
+            method=request.method,
+            path=request.path[:200],
+            status=response.status,
+            ms=round(time * 1000, 1),
+            remote=client_address(request) if isinstance(request, web.Request) else request.remote,
+            user=identity.user_id if identity is not None else None,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return True
+
+
+async def health(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    try:
+        await asyncio.wait_for(request.app[REDIS].ping(), READY_TIMEOUT_S)
+    except (RedisError, OSError, TimeoutError):
+        return problem_response(503, "Redis does not answer")
+    return web.json_response({"status": "ready"})
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    spec = openapi.assemble(request.app[OPENAPI_PARTS], request.app[CONFIG].session_cookie)
+    return web.json_response(spec)
+
+
+def _core(app: web.Application) -> None:
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/api/openapi.json", openapi_document)
+    plain = {
+        "application/json": {
+            "schema": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
+        }
+    }
+    openapi.contribute(
+        app,
+        {
+            "paths": {
+                "/health": {
+                    "get": {
+                        "summary": "The process is alive",
+                        "operationId": "health",
+                        "security": [],
+                        "responses": {"200": {"description": "alive", "content": plain}},
+                    }
+                },
+                "/ready": {
+                    "get": {
+                        "summary": "Redis answers",
+                        "operationId": "ready",
+                        "security": [],
+                        "responses": {
+                            "200": {"description": "ready", "content": plain},
+                            **openapi.errors(503),
+                        },
+                    }
+                },
+                "/api/openapi.json": {
+                    "get": {
+                        "summary": "This document",
+                        "operationId": "openapi",
+                        "security": [],
+                        "responses": {
+                            "200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}
+                        },
+                    }
+                },
+            }
+        },
+    )
+
+
+def create_app(
+    config: WebConfig,
+    redis: Redis,
+    *,
+    clock: Clock = utc_now,
+    hasher: PasswordHasher | None = None,
+    features: Sequence[ModuleType] = FEATURES,
+) -> web.Application:
+    """The application (not yet started: a test may still add routes). ``redis`` is owned by the
+    caller, who closes it after the application stops."""
+    app = web.Application(
+        middlewares=[problems, body_limit, authenticate],
+        client_max_size=config.max_body_bytes,
+        handler_args={"access_log_class": AccessLogger},
+    )
+    app[CONFIG] = config
+    app[REDIS] = redis
+    app[CLOCK] = clock
+    app[STORE] = IdentityStore(redis, hasher or default_hasher())
+    app[OPENAPI_PARTS] = []
+    app.on_response_prepare.append(security_headers)
+    _core(app)
+    for feature in features:
+        feature.setup(app)
+    return app
+
+
+def run_kwargs() -> dict[str, Any]:
+    """What ``web.AppRunner`` needs besides the application (the access logger)."""
+    return {"access_log_class": AccessLogger, "access_log": logging.getLogger("callrouter.web.access")}

@@ -1,0 +1,65 @@
+"""What every part of the web service shares: its configuration and the application keys.
+
+``callrouter web`` builds :class:`WebConfig` from the settings (``docs/settings.md``, section
+``web``); the web package does not import the application layer above it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from web.identity import IdentityStore
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    cookie_secure: bool = True
+    max_body_bytes: int = 1_048_576
+    session_idle_s: float = 1800.0
+    session_absolute_s: float = 43200.0
+    login_failures_per_user: int = 5
+    login_failures_per_address: int = 50
+    login_window_s: int = 900
+    trust_forwarded_for: bool = False
+
+    @property
+    def session_cookie(self) -> str:
+        # The __Host- prefix makes browsers refuse the cookie unless Secure, Path=/ and no Domain.
+        return "__Host-callrouter" if self.cookie_secure else "callrouter"
+
+    @property
+    def login_cookie(self) -> str:
+        return "__Host-callrouter-login" if self.cookie_secure else "callrouter-login"
+
+
+CONFIG = web.AppKey("config", WebConfig)
+REDIS = web.AppKey("redis", Redis)
+STORE = web.AppKey("store", IdentityStore)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+OPENAPI_PARTS = web.AppKey("openapi_parts", list[dict[str, Any]])
+
+
+def client_address(request: web.Request) -> str:
+    """The client's address: the peer's, or behind a trusted reverse proxy the last
+    ``X-Forwarded-For`` entry (the one that proxy added; earlier ones are the client's say-so)."""
+    if request.app[CONFIG].trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "").rpartition(",")[2].strip()
+        if forwarded:
+            return forwarded[:64]
+    return request.remote or "unknown"
+
+
+def now(request: web.Request) -> datetime:
+    """The service's clock (a test passes its own to :func:`web.app.create_app`)."""
+    return request.app[CLOCK]()
