@@ -33,7 +33,8 @@ ACL_FILE = Path(__file__).parents[2] / "deploy" / "redis" / "users.acl"
 USERS = ("controller", "service", "readonly")
 PASSWORD = "test-only-password"
 
-# What each user needs of each key: "rw" read and write, "r" read only (writing refused).
+# What each user needs of each key: "rw" read and write, "r" read only (writing refused),
+# "-" nothing at all.
 # Channels: "sub" subscribe, "pub" publish (both allowed by a channel pattern).
 NEEDS: dict[str, dict[str, str]] = {
     "queue_waiting": {"controller": "rw", "service": "r", "readonly": "r"},
@@ -57,6 +58,14 @@ NEEDS: dict[str, dict[str, str]] = {
     "sink_redo": {"controller": "rw", "service": "r", "readonly": "r"},
     "sink_dead": {"controller": "rw", "service": "r", "readonly": "r"},
     "sink_stats": {"controller": "rw", "service": "r", "readonly": "r"},
+    # The web service's identities: password hashes, session and token digests are the service's
+    # alone ("-": neither read nor written by the others).
+    "web_users": {"controller": "-", "service": "rw", "readonly": "-"},
+    "web_user": {"controller": "-", "service": "rw", "readonly": "-"},
+    "web_session": {"controller": "-", "service": "rw", "readonly": "-"},
+    "web_token": {"controller": "-", "service": "rw", "readonly": "-"},
+    "web_token_ids": {"controller": "-", "service": "rw", "readonly": "-"},
+    "web_login_failures": {"controller": "-", "service": "rw", "readonly": "-"},
 }
 
 
@@ -115,6 +124,10 @@ def test_each_user_reaches_what_it_needs_and_writes_nothing_else(acl_redis: Redi
                     assert dryrun(admin, user, "SUBSCRIBE" if need == "sub" else "PUBLISH", name, *(
                         ["x"] if need == "pub" else []
                     )), where  # fmt: skip
+                    continue
+                if need == "-":
+                    assert not dryrun(admin, user, "GET", name), f"{where}: should not read"
+                    assert not dryrun(admin, user, "SET", name, "x"), f"{where}: should not write"
                     continue
                 assert dryrun(admin, user, "GET", name), f"{where}: cannot read"
                 assert dryrun(admin, user, "SET", name, "x") == (need == "rw"), (
