@@ -509,16 +509,30 @@ Stamp = tuple[tuple[str, int, int], ...]
 
 async def _start_plan(
     options: ServeOptions, instance: str
-) -> tuple[PlanHolder, str | None, Stamp, Redis | None]:
+) -> tuple[PlanHolder, str | None, Stamp, Redis | None] | int:
     """The plan to start with (from the file or the store), the sha256 of the file's bytes, the
-    file's stamp for the watcher, and the Redis client."""
-    if options.plan_source == "store":
-        holder, redis = await _holder_from_store(options, instance)
-        return holder, None, (), redis
-    path = _plan_path(options)
-    stamp = _stamp(path)  # before reading: a save from now on is seen by the watcher
-    holder, digest = first_plan(path)
+    file's stamp for the watcher, and the Redis client; or exit 1 with the reason on stderr."""
+    try:
+        if options.plan_source == "store":
+            holder, redis = await _holder_from_store(options, instance)
+            return holder, None, (), redis
+        path = _plan_path(options)
+        stamp = _stamp(path)  # before reading: a save from now on is seen by the watcher
+        holder, digest = first_plan(path)
+    except PlanError as exc:
+        print(f"callrouter: the plan has errors, not starting:\n{exc}", file=sys.stderr)
+        return 1
+    except StoreStartError as exc:
+        print(f"callrouter: {exc}", file=sys.stderr)
+        return 1
     return holder, digest, stamp, _redis(options)
+
+
+def _with_centre(options: ServeOptions, centre: str) -> ServeOptions:
+    """The AMI centre defaults to the plan's."""
+    if options.ami is None or options.ami.centre:
+        return options
+    return dataclasses.replace(options, ami=dataclasses.replace(options.ami, centre=centre))
 
 
 def _plan_watcher(
@@ -612,19 +626,11 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     """Run the controller until SIGTERM/SIGINT; returns the exit code."""
     instance = f"{socket.gethostname()}:{os.getpid()}"
     store = options.plan_source == "store"
-    try:
-        start = await _start_plan(options, instance)
-    except PlanError as exc:
-        print(f"callrouter: the plan has errors, not starting:\n{exc}", file=sys.stderr)
-        return 1
-    except StoreStartError as exc:
-        print(f"callrouter: {exc}", file=sys.stderr)
-        return 1
+    start = await _start_plan(options, instance)
+    if isinstance(start, int):
+        return start
     holder, digest, stamp, redis = start
-    if options.ami is not None and not options.ami.centre:
-        options = dataclasses.replace(
-            options, ami=dataclasses.replace(options.ami, centre=holder.current.plan.centre)
-        )
+    options = _with_centre(options, holder.current.plan.centre)
     settle_memory()
     live, cached = _live_source(options, holder, redis)
     clock = rehearsal_clock(options.clock_start, options.clock_speed) if options.clock_start else utc_now
