@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -70,9 +71,8 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
         text = read_plan_text(args.file)
         redis = settings.redis_client(connect_timeout=2, timeout=5)
         try:
-            change = await plan_store.publish(
-                redis, text, _author(args), args.comment or "", datetime.now(UTC)
-            )
+            now, name = datetime.now(UTC), Path(args.file).name
+            change = await plan_store.publish(redis, text, _author(args), args.comment or "", now, name=name)
         finally:
             await redis.aclose()
     except plan_store.PlanStoreError as exc:

@@ -445,12 +445,7 @@ class StoreFollower:
         return await self._switch(current, version, noticed)
 
     async def _switch(self, current: plan_store.Live, version: plan_store.Version, noticed: datetime) -> str:
-        source = PlanSource(
-            f"plan version {current.version}", ((plan_store.PLAN_NAME, version.text.encode()),)
-        )
-        checked = await check_in_worker(source, self.limits, self.worker)
-        with short_turns():
-            result, compiled = await rebuild(checked)
+        result, compiled = await self._prepare(current, version.text)
         if not result.ok or compiled is None:
             log.error("plan.store_rejected", generation=current.generation, version=current.version,
                       kept_generation=self.holder.generation,
@@ -467,6 +462,26 @@ class StoreFollower:
         )  # fmt: skip
         await retire(replaced)
         return "switched"
+
+    async def _prepare(self, current: plan_store.Live, text: str) -> tuple[LoadResult, CompiledPlan | None]:
+        """The version validated and compiled. A small plan (all real ones) is checked in a
+        thread here: a worker process takes 0.8 s or more just to start on a busy host, most of
+        the one second a switch may take; a large one goes to the worker, as a reload does."""
+        with short_turns():
+            if len(text) <= INLINE_CHECK_CHARS:
+                result = await asyncio.to_thread(plan_store.validate, text, self.limits)
+                plan = result.plan if result.ok else None
+                return result, await asyncio.to_thread(CompiledPlan.compile, plan) if plan else None
+            files = ((plan_store.PLAN_NAME, text.encode()),)
+            checked = await check_in_worker(
+                PlanSource(f"plan version {current.version}", files), self.limits, self.worker
+            )
+            return await rebuild(checked)
+
+
+INLINE_CHECK_CHARS = 256_000
+"""Store versions up to this size are checked in a thread of the controller (a few
+milliseconds for a real plan: 3 to 8 ms for examples/plan.yaml), larger ones in a worker process."""
 
 
 def _stamp(path: Path) -> tuple[tuple[str, int, int], ...]:

@@ -120,22 +120,25 @@ def check_words(author: str, comment: str) -> tuple[str, str]:
         raise PlanStoreError(str(exc)) from None
 
 
-def validate(text: str, limits: Limits = DEFAULT_LIMITS) -> LoadResult:
-    """The plan read with the bounded reader and validated: every problem with path and line."""
+def validate(text: str, limits: Limits = DEFAULT_LIMITS, name: str = PLAN_NAME) -> LoadResult:
+    """The plan read with the bounded reader and validated: every problem with path and line
+    (``name``: the file name the lines are given against)."""
     size = len(text.encode("utf-8"))
     if size > limits.max_bytes:
         message = (
             f"refused: the plan is {size / 1e6:.1f} MB, over the limit of {limits.max_bytes / 1e6:.1f} MB"
         )
         return LoadResult(None, [Problem("(plan)", message)])
-    return load_plan_text(text, PLAN_NAME, limits)
+    return load_plan_text(text, name, limits)
 
 
-def check_publish(text: str, author: str, comment: str, limits: Limits = DEFAULT_LIMITS) -> tuple[str, str]:
+def check_publish(
+    text: str, author: str, comment: str, limits: Limits = DEFAULT_LIMITS, name: str = PLAN_NAME
+) -> tuple[str, str]:
     """The cleaned author and comment if ``text`` may be published; else :class:`PlanStoreError`
     carrying every problem of the plan."""
     author, comment = check_words(author, comment)
-    result = validate(text, limits)
+    result = validate(text, limits, name)
     if not result.ok:
         found = errors(result.problems) or result.problems
         raise PlanStoreError(f"the plan has {len(found)} problem(s): nothing published", found)
@@ -289,6 +292,7 @@ async def publish(
     now: datetime,
     *,
     first_only: bool = False,
+    name: str = PLAN_NAME,
     keys: RedisKeys = KEYS,
     delay_s: float = ACTIVATION_DELAY_S,
 ) -> Change:
@@ -296,8 +300,9 @@ async def publish(
     generation; :class:`PlanStoreError` (every problem) if it has errors, nothing stored.
 
     The same text as the live version: nothing stored, ``changed`` False. ``first_only``: store
-    it only if the store holds no version at all (a controller seeding an empty store)."""
-    author, comment = check_publish(text, author, comment)
+    it only if the store holds no version at all (a controller seeding an empty store).
+    ``name``: the file name problems are reported against."""
+    author, comment = check_publish(text, author, comment, name=name)
     sha = sha256_text(text)
     meta = json.dumps({"author": author, "at": now.isoformat(), "comment": comment, "sha256": sha})
     entry = audit_entry("plan.publish", author, now, comment=comment, sha256=sha)
