@@ -63,7 +63,7 @@ from routing.plan_file import (
     unreadable,
 )
 from routing.plan_worker import DEFAULT_WORKER_LIMITS, Checked, WorkerLimits, check_in_worker
-from routing.redis_keys import KEYS
+from routing.redis_keys import KEYS, RedisKeys
 from routing.supervisor import MAX_BY, audit, facts_json, plan_facts
 from routing.withdrawer import ami_pipeline
 
@@ -387,6 +387,7 @@ class StoreFollower:
     max_wait_s: float = 2.0
     limits: Limits = DEFAULT_LIMITS
     worker: WorkerLimits = DEFAULT_WORKER_LIMITS
+    keys: RedisKeys = KEYS
     seen: int = 0
     _failing: bool = False
 
@@ -400,7 +401,7 @@ class StoreFollower:
             while True:
                 try:
                     if not listening:
-                        await pubsub.subscribe(KEYS.plan_changed_channel())
+                        await pubsub.subscribe(self.keys.plan_changed_channel())
                         listening = True
                     await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.poll_s)
                 except Exception as exc:  # Redis gone: poll (and try to listen) again shortly
@@ -422,7 +423,7 @@ class StoreFollower:
     async def check(self) -> str:
         """``"switched"``, ``"rejected"``, ``"unchanged"`` or ``"unreachable"``."""
         try:
-            current = await plan_store.live(self.redis)
+            current = await plan_store.live(self.redis, keys=self.keys)
         except Exception as exc:
             self._trouble("plan.store_unreachable", exc)
             return "unreachable"
@@ -432,7 +433,7 @@ class StoreFollower:
         noticed = utc_now()
         log.info("plan.store_notice", generation=current.generation, version=current.version)
         try:
-            version = await plan_store.get(self.redis, current.version)
+            version = await plan_store.get(self.redis, current.version, keys=self.keys)
         except Exception as exc:
             self._trouble("plan.store_unreachable", exc)
             return "unreachable"  # seen unchanged: tried again next time round
