@@ -172,7 +172,8 @@ def test_preview_gives_the_differences_and_the_timelines_as_plan_diff_and_timeli
     assert data["changes"] == len(data["differences"]) > 0
     first = data["differences"][0]
     assert first["number"] == "+441632960001"
-    assert first["old"].startswith("open") and first["new"].startswith("closed")
+    assert first["old"].startswith("open")
+    assert first["new"].startswith("closed")
     harborough = data["timelines"]["harborough"]
     assert harborough["changed"]
     assert any(t["at"] == "2026-11-24T12:00:00+00:00" and not t["open"] for t in harborough["candidate"])
