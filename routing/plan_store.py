@@ -396,6 +396,21 @@ async def live(redis: Redis, *, keys: RedisKeys = KEYS) -> Live | None:
                 _from_epoch(fields["activate_at"]))  # fmt: skip
 
 
+async def preview_live(
+    redis: Redis, candidate_text: str, now: datetime, weeks: int = 4, *, keys: RedisKeys = KEYS
+) -> dict[str, Any]:
+    """:func:`preview` of ``candidate_text`` against the live version (none live: no
+    differences), with ``"live_version"`` and ``"live_generation"`` added (None when none)."""
+    current = await live(redis, keys=keys)
+    stored = await get(redis, current.version, keys=keys) if current else None
+    data = preview(stored.text if stored else None, candidate_text, now, weeks)
+    return {
+        **data,
+        "live_version": current.version if current else None,
+        "live_generation": current.generation if current else None,
+    }
+
+
 def switch_delay(activate_at: datetime, now: datetime, noticed_at: datetime, max_wait_s: float) -> float:
     """Seconds to wait before swapping in a prepared generation: until its activation time, but
     never more than ``max_wait_s`` after it was noticed (a publisher's clock far ahead must not

@@ -183,6 +183,17 @@ def test_preview_gives_the_differences_and_the_timelines_as_plan_diff_and_timeli
     assert not any(t["changed"] for t in same["timelines"].values())
 
 
+async def test_preview_against_the_live_version(redis: Redis, keys: RedisKeys) -> None:
+    nothing_live = await plan_store.preview_live(redis, SHORT_DAY, NOW, weeks=1, keys=keys)
+    assert nothing_live["live_version"] is None
+    assert nothing_live["changes"] == 0
+    assert nothing_live["timelines"]["harborough"]["live"] == []
+    await plan_store.publish(redis, GOOD, "alice", "first plan", NOW, keys=keys)
+    data = await plan_store.preview_live(redis, SHORT_DAY, NOW, weeks=1, keys=keys)
+    assert (data["live_version"], data["live_generation"]) == (1, 1)
+    assert data["differences"] == plan_store.preview(GOOD, SHORT_DAY, NOW, weeks=1)["differences"]
+
+
 def test_preview_refuses_a_candidate_with_errors() -> None:
     with pytest.raises(plan_store.PlanStoreError) as refused:
         plan_store.preview(GOOD, BAD, NOW)
