@@ -97,7 +97,7 @@ class ServeOptions:
     records_outbox: Path | None = None
     plan_source: str = "file"  # file | store (docs/routing-plan.md, "Which plan is in force")
     store_poll_s: float = 0.2  # with plan_source = store: the fallback poll of the live version
-    store_max_wait_s: float = 2.0  # never wait longer than this after noticing a new version
+    store_max_wait_s: float = plan_store.MAX_WAIT_S  # never longer after noticing a new version
 
     @classmethod
     def from_settings(cls, settings: Settings, centre: str, **options: object) -> ServeOptions:
@@ -384,7 +384,7 @@ class StoreFollower:
     holder: PlanHolder
     redis: Redis
     poll_s: float = 0.2
-    max_wait_s: float = 2.0
+    max_wait_s: float = plan_store.MAX_WAIT_S
     limits: Limits = DEFAULT_LIMITS
     worker: WorkerLimits = DEFAULT_WORKER_LIMITS
     keys: RedisKeys = KEYS
@@ -469,7 +469,7 @@ class StoreFollower:
         thread here: a worker process takes 0.8 s or more just to start on a busy host, most of
         the one second a switch may take; a large one goes to the worker, as a reload does."""
         with short_turns():
-            if len(text) <= INLINE_CHECK_CHARS:
+            if len(text) <= plan_store.SMALL_PLAN_CHARS:
                 result = await asyncio.to_thread(plan_store.validate, text, self.limits)
                 plan = result.plan if result.ok else None
                 return result, await asyncio.to_thread(CompiledPlan.compile, plan) if plan else None
@@ -478,11 +478,6 @@ class StoreFollower:
                 PlanSource(f"plan version {current.version}", files), self.limits, self.worker
             )
             return await rebuild(checked)
-
-
-INLINE_CHECK_CHARS = 256_000
-"""Store versions up to this size are checked in a thread of the controller (a few
-milliseconds for a real plan: 3 to 8 ms for examples/plan.yaml), larger ones in a worker process."""
 
 
 def _stamp(path: Path) -> tuple[tuple[str, int, int], ...]:

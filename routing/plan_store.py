@@ -37,6 +37,15 @@ from routing.supervisor import AUDIT_MAXLEN, MAX_BY, ToggleError, audit_entry, c
 ACTIVATION_DELAY_S = 0.5
 """A new generation goes live this long after it is written: time for every controller to hear
 of it, fetch and validate it, so they can all swap at the same instant."""
+SMALL_PLAN_CHARS = 256_000
+"""Controllers check a version up to this size in a thread (a few milliseconds: every real
+plan); a larger one in a worker process, which takes seconds (benchmarks/plan_switch_bench.py)."""
+LARGE_ACTIVATION_DELAY_S = 10.0
+"""The activation delay of a larger version: the worker checks a 5.7 MB plan in 3 to 7 s on a
+busy host, and every controller must have it ready to switch together."""
+MAX_WAIT_S = 15.0
+"""A controller never waits longer than this after hearing of a generation, whatever its
+activation time says (a publisher's clock far ahead must not hold it on the old plan)."""
 MAX_COMMENT = 500  # characters
 PLAN_NAME = "plan.yaml"  # the file name a stored version's problems are reported against
 
@@ -105,6 +114,11 @@ class Change:
 
 
 # --- pure checks --------------------------------------------------------------------------
+
+
+def activation_delay(size: int) -> float:
+    """Seconds from a publish or rollback to the switch, for a version of ``size`` characters."""
+    return ACTIVATION_DELAY_S if size <= SMALL_PLAN_CHARS else LARGE_ACTIVATION_DELAY_S
 
 
 def sha256_text(text: str) -> str:
@@ -294,10 +308,11 @@ async def publish(
     first_only: bool = False,
     name: str = PLAN_NAME,
     keys: RedisKeys = KEYS,
-    delay_s: float = ACTIVATION_DELAY_S,
+    delay_s: float | None = None,
 ) -> Change:
-    """Validate ``text`` and store it as the next version, live at ``now + delay_s`` as a new
-    generation; :class:`PlanStoreError` (every problem) if it has errors, nothing stored.
+    """Validate ``text`` and store it as the next version, live at ``now + delay_s`` (default:
+    :func:`activation_delay` of its size) as a new generation; :class:`PlanStoreError` (every
+    problem) if it has errors, nothing stored.
 
     The same text as the live version: nothing stored, ``changed`` False. ``first_only``: store
     it only if the store holds no version at all (a controller seeding an empty store).
@@ -306,7 +321,8 @@ async def publish(
     sha = sha256_text(text)
     meta = json.dumps({"author": author, "at": now.isoformat(), "comment": comment, "sha256": sha})
     entry = audit_entry("plan.publish", author, now, comment=comment, sha256=sha)
-    activate_at = _epoch(now + timedelta(seconds=delay_s))
+    delay = activation_delay(len(text)) if delay_s is None else delay_s
+    activate_at = _epoch(now + timedelta(seconds=delay))
     script_keys = [keys.plan_versions(), keys.plan_texts(), keys.plan_live(), keys.audit_stream()]
     args = [sha, meta, text, activate_at, entry, str(AUDIT_MAXLEN), keys.plan_changed_channel(),
             "1" if first_only else "0"]  # fmt: skip
@@ -336,12 +352,14 @@ async def rollback(
     now: datetime,
     *,
     keys: RedisKeys = KEYS,
-    delay_s: float = ACTIVATION_DELAY_S,
+    delay_s: float | None = None,
 ) -> Change:
     """Make stored version ``number`` live again as a new generation, in one step; the audit
     entry says from which version. Already live: ``changed`` False. Unknown: :class:`PlanStoreError`."""
     author, comment = check_words(author, comment)
     entry = audit_entry("plan.rollback", author, now, comment=comment)
+    if delay_s is None:  # the size only chooses the delay: read apart from the script
+        delay_s = activation_delay(int(await redis.hstrlen(keys.plan_texts(), str(number))))
     activate_at = _epoch(now + timedelta(seconds=delay_s))
     script_keys = [keys.plan_versions(), keys.plan_live(), keys.audit_stream()]
     args = [str(number), activate_at, entry, str(AUDIT_MAXLEN), keys.plan_changed_channel()]
@@ -411,7 +429,9 @@ async def preview_live(
     }
 
 
-def switch_delay(activate_at: datetime, now: datetime, noticed_at: datetime, max_wait_s: float) -> float:
+def switch_delay(
+    activate_at: datetime, now: datetime, noticed_at: datetime, max_wait_s: float = MAX_WAIT_S
+) -> float:
     """Seconds to wait before swapping in a prepared generation: until its activation time, but
     never more than ``max_wait_s`` after it was noticed (a publisher's clock far ahead must not
     hold a controller on the old plan). Pure."""
