@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from callrouter import settings as settings_module
 from callrouter.logs import configure_logging
@@ -332,11 +333,9 @@ async def first_from_store(options: ServeOptions, redis: Redis, instance: str) -
         if current is None:
             current = await _seed(options, redis, instance)
         version = await plan_store.get(redis, current.version)
-    except (OSError, ConnectionError, TimeoutError) as exc:
-        raise StoreStartError(f"cannot read the plan store in Redis: {exc}") from None
-    except Exception as exc:  # redis-py's own errors (RedisError is not an OSError)
-        if isinstance(exc, (StoreStartError, PlanError)):
-            raise
+    except (StoreStartError, PlanError):
+        raise
+    except (RedisError, OSError) as exc:  # Redis's own words hold no secret
         raise StoreStartError(f"cannot read the plan store in Redis: {type(exc).__name__}: {exc}") from None
     if version is None:
         raise StoreStartError(f"the live version {current.version} is missing from the plan store")
