@@ -3,8 +3,11 @@ controller's follower keeping the last good plan when a stored version does not 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -231,3 +234,29 @@ async def test_a_stored_version_that_fails_to_load_keeps_the_last_good_plan(
     assert await follower.check() == "switched"
     assert holder.generation == change.live.generation == 3
     assert holder.current is not before
+
+
+async def test_the_poll_finds_a_generation_whose_notice_was_lost(redis: Redis, keys: RedisKeys) -> None:
+    """The pub/sub notice is the fast path; a poll every 0.2 s finds a generation without one."""
+    first = await plan_store.publish(redis, GOOD, "alice", "first plan", NOW, keys=keys)
+    holder = PlanHolder.load(EXAMPLE)
+    holder.generation = first.live.generation
+    follower = StoreFollower(holder, redis, poll_s=0.2, keys=keys)
+    running = asyncio.create_task(follower.run())
+    try:
+        await asyncio.sleep(0.3)  # listening
+        sha = hashlib.sha256(SHORT_DAY.encode()).hexdigest()
+        meta = {"author": "bob", "at": NOW.isoformat(), "comment": "no notice", "sha256": sha}
+        await redis.hset(keys.plan_texts(), "2", SHORT_DAY)
+        await redis.hset(keys.plan_versions(), "2", json.dumps(meta))
+        written = time.time()
+        await redis.hset(keys.plan_live(), mapping={"generation": 2, "version": 2, "sha256": sha,
+                                                      "activate_at": written})  # fmt: skip
+        async with asyncio.timeout(5):
+            while holder.generation != 2:
+                await asyncio.sleep(0.01)
+        assert time.time() - written < 0.5
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
