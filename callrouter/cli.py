@@ -17,7 +17,7 @@ from datetime import date, datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from callrouter import records_cli, report_cli, service, simulate, supervisor_cli, web_cli
+from callrouter import plan_store_cli, records_cli, report_cli, service, simulate, supervisor_cli, web_cli
 from callrouter.settings import SettingsError
 from emulator import centre
 from ivr import static_dialplan
@@ -27,8 +27,9 @@ from routing.core.decide import Call, CompiledPlan, Decision, decide, describe
 from routing.core.diff import Difference, differences, local_day_bounds
 from routing.core.live import LiveState, QueueSnapshot, Toggle, Toggles
 from routing.core.problems import errors
-from routing.core.schedule import Transition, timeline
+from routing.core.schedule import timeline
 from routing.plan_file import LoadResult, load_plan
+from routing.plan_store import difference_data, transition_data
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 EXIT_DIFFERENT = 1  # plan diff: the plans differ
@@ -177,15 +178,6 @@ def _day(text: str, flag: str) -> date:
         raise UsageError(f"{flag} '{text}' is not a date (expected YYYY-MM-DD)") from None
 
 
-def transition_data(item: Transition) -> dict[str, Any]:
-    return {
-        "at": item.at.isoformat(),
-        "open": item.state.open,
-        "kind": item.state.kind,
-        "cause": item.state.cause,
-    }
-
-
 def cmd_timeline(args: argparse.Namespace) -> int:
     plan = _load(args.plan)
     if args.tenant not in plan.calendars:
@@ -205,17 +197,6 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 
 
 # --- plan diff -------------------------------------------------------------------------------
-
-
-def difference_data(item: Difference) -> dict[str, Any]:
-    return {
-        "number": item.number,
-        "keys": list(item.keys) if item.keys is not None else None,
-        "from": item.start.isoformat(),
-        "to": item.end.isoformat(),
-        "old": item.old,
-        "new": item.new,
-    }
 
 
 def _difference_line(item: Difference, zone: ZoneInfo) -> str:
@@ -277,7 +258,7 @@ def cmd_static_dialplan(args: argparse.Namespace) -> int:
 
 
 def _plan_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    plan = sub.add_parser("plan", help="check, explain, timeline and diff routing plans")
+    plan = sub.add_parser("plan", help="check, explain, timeline, diff and publish routing plans")
     cmds = plan.add_subparsers(dest="plan_command", required=True)
     check = cmds.add_parser("check", help="validate a plan: exit 0 clean, 1 with every problem listed")
     check.add_argument("plan")
@@ -319,6 +300,7 @@ def _plan_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     static.set_defaults(handler=cmd_static_dialplan)
     for parser in (check, explain, tl, diff):
         parser.add_argument("--json", action="store_true", help="machine-readable output")
+    plan_store_cli.add_commands(cmds)
 
 
 def _records_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -5,6 +5,10 @@ the call path), structured JSON logs on stdout. Every setting comes from ``callr
 (flag > environment > settings file > default), as for ``toggle`` and ``state``.
 SIGHUP, or a change to the plan file, reloads the plan only if it validates; SIGTERM drains
 (stop accepting, let calls in progress finish their step, then close).
+
+``plan_source`` says where the plan comes from, never both: ``file`` (``--plan``, watched and
+reloaded as above) or ``store`` (the live version published in Redis, ``routing.plan_store``,
+followed by :class:`StoreFollower`; ``--plan`` then only seeds an empty store).
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from callrouter import settings as settings_module
 from callrouter.logs import configure_logging
@@ -40,6 +46,7 @@ from records.builder import RecordBuilder
 from records.model import ContactRecord
 from records.outbox import JsonlSink, RecordPump, RecordSink, stop_pump
 from records.stream import RecordStream
+from routing import plan_store
 from routing.ami.consumer import AmiConsumer
 from routing.ami.settings import AmiSettings
 from routing.core.decide import CompiledPlan
@@ -50,14 +57,15 @@ from routing.plan_file import (
     LimitReached,
     Limits,
     LoadResult,
+    PlanSource,
     load_source,
     plan_files,
     read_source,
     unreadable,
 )
 from routing.plan_worker import DEFAULT_WORKER_LIMITS, Checked, WorkerLimits, check_in_worker
-from routing.redis_keys import KEYS
-from routing.supervisor import audit, facts_json, plan_facts
+from routing.redis_keys import KEYS, RedisKeys
+from routing.supervisor import MAX_BY, audit, facts_json, plan_facts
 from routing.toggle_mac import ToggleKeyring
 from routing.withdrawer import ami_pipeline
 
@@ -68,7 +76,7 @@ EXIT_CANNOT_LISTEN = 3
 
 @dataclass(frozen=True)
 class ServeOptions:
-    plan: Path
+    plan: Path | None
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
     redis: str | None = "redis://127.0.0.1:6379/0"
@@ -90,6 +98,9 @@ class ServeOptions:
     records_key: bytes | None = field(default=None, repr=False)
     records_outbox: Path | None = None
     toggle_keyring: ToggleKeyring | None = field(default=None, repr=False)
+    plan_source: str = "file"  # file | store (docs/routing-plan.md, "Which plan is in force")
+    store_poll_s: float = 0.2  # with plan_source = store: the fallback poll of the live version
+    store_max_wait_s: float = plan_store.MAX_WAIT_S  # never longer after noticing a new version
 
     @classmethod
     def from_settings(cls, settings: Settings, centre: str, **options: object) -> ServeOptions:
@@ -99,8 +110,12 @@ class ServeOptions:
             ami = dataclasses.replace(ami, centre=centre)
         password = settings.redis.password
         key = settings.records.caller_hash_key
+        store = settings.plan_source == "store"
+        if store and not settings.redis.enabled:
+            raise settings_module.SettingsError("plan_source = store needs Redis: drop --no-redis")
         values: dict[str, object] = {
-            "plan": settings.require_plan(),
+            "plan": settings.plan if store else settings.require_plan(),
+            "plan_source": settings.plan_source,
             "agi_host": settings.agi.host,
             "agi_port": settings.agi.port,
             "redis": settings.redis.url if settings.redis.enabled else None,
@@ -303,6 +318,170 @@ class PlanReloader:
             log.warning("audit.not_written", what=what, error=type(exc).__name__)
 
 
+STORE_PATH = Path("(plan store)")
+"""The holder's ``path`` with ``plan_source = store``: in log lines, the plan's version and
+generation say which one is in force."""
+
+
+class StoreStartError(Exception):
+    """``plan_source = store`` and no plan to start with; the message says what to do."""
+
+
+async def first_from_store(options: ServeOptions, redis: Redis, instance: str) -> PlanHolder:
+    """The live version of the plan store, loaded. An empty store is seeded with the ``--plan``
+    file as version 1 (author "controller HOST:PID", audited; several controllers starting at
+    once store it once); with no ``--plan`` the controller refuses to start."""
+    try:
+        current = await plan_store.live(redis)
+        if current is None:
+            current = await _seed(options, redis, instance)
+        version = await plan_store.get(redis, current.version)
+    except (StoreStartError, PlanError):
+        raise
+    except (RedisError, OSError) as exc:  # Redis's own words hold no secret
+        raise StoreStartError(f"cannot read the plan store in Redis: {type(exc).__name__}: {exc}") from None
+    if version is None:
+        raise StoreStartError(f"the live version {current.version} is missing from the plan store")
+    result = plan_store.validate(version.text)
+    if not result.ok or result.plan is None:
+        raise PlanError(result)
+    holder = PlanHolder(STORE_PATH, CompiledPlan.compile(result.plan))
+    holder.generation = current.generation
+    log.info("plan.from_store", version=current.version, generation=current.generation, sha256=current.sha256)
+    return holder
+
+
+async def _seed(options: ServeOptions, redis: Redis, instance: str) -> plan_store.Live:
+    if options.plan is None:
+        raise StoreStartError(
+            "plan_source is store and the plan store is empty: publish a plan first "
+            "(callrouter plan publish FILE --comment ...), or give --plan FILE to store it as version 1"
+        )
+    if options.plan.is_dir():
+        raise StoreStartError(f"--plan {options.plan}: the plan store keeps one file, not a folder")
+    try:
+        text = await asyncio.to_thread(options.plan.read_text, "utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StoreStartError(f"cannot read --plan {options.plan}: {exc}") from None
+    try:
+        change = await plan_store.publish(
+            redis, text, f"controller {instance}"[:MAX_BY], f"first version, from {options.plan.name}",
+            utc_now(), first_only=True, delay_s=0.0,
+        )  # fmt: skip
+    except plan_store.PlanStoreError as exc:
+        raise PlanError(LoadResult(None, exc.problems or [])) from None
+    log.info("plan.store_seeded", message=change.message, changed=change.changed)
+    return change.live
+
+
+@dataclass
+class StoreFollower:
+    """Follows the plan store: on a new generation (pub/sub notice, or the poll every
+    ``poll_s``), fetches and validates that version at once (worker process, as a reload), then
+    swaps it in at the generation's activation time, so every controller switches together.
+
+    A version that fails to load here keeps the plan in force and is logged as an error (it
+    should not happen: versions are validated when published); it is not tried again."""
+
+    holder: PlanHolder
+    redis: Redis
+    poll_s: float = 0.2
+    max_wait_s: float = plan_store.MAX_WAIT_S
+    limits: Limits = DEFAULT_LIMITS
+    worker: WorkerLimits = DEFAULT_WORKER_LIMITS
+    keys: RedisKeys = KEYS
+    seen: int = 0
+    _failing: bool = False
+
+    def __post_init__(self) -> None:
+        self.seen = self.holder.generation or 0
+
+    async def run(self) -> None:
+        pubsub = self.redis.pubsub()
+        listening = False
+        try:
+            while True:
+                try:
+                    if not listening:
+                        await pubsub.subscribe(self.keys.plan_changed_channel())
+                        listening = True
+                    await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.poll_s)
+                except Exception as exc:  # Redis gone: poll (and try to listen) again shortly
+                    listening = False
+                    self._trouble("plan.store_unreachable", exc)
+                    with contextlib.suppress(Exception):
+                        await pubsub.reset()
+                    await asyncio.sleep(self.poll_s)
+                await self.check()
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.reset()  # unsubscribes and gives its connection back
+
+    def _trouble(self, event: str, exc: BaseException) -> None:
+        if not self._failing:
+            log.warning(event, error=type(exc).__name__, kept_generation=self.holder.generation)
+        self._failing = True
+
+    async def check(self) -> str:
+        """``"switched"``, ``"rejected"``, ``"unchanged"`` or ``"unreachable"``."""
+        try:
+            current = await plan_store.live(self.redis, keys=self.keys)
+        except Exception as exc:
+            self._trouble("plan.store_unreachable", exc)
+            return "unreachable"
+        self._failing = False
+        if current is None or current.generation <= self.seen:
+            return "unchanged"
+        noticed = utc_now()
+        log.info("plan.store_notice", generation=current.generation, version=current.version)
+        try:
+            version = await plan_store.get(self.redis, current.version, keys=self.keys)
+        except Exception as exc:
+            self._trouble("plan.store_unreachable", exc)
+            return "unreachable"  # seen unchanged: tried again next time round
+        self.seen = current.generation
+        if version is None or version.info.sha256 != current.sha256:
+            log.error("plan.store_rejected", generation=current.generation, version=current.version,
+                      kept_generation=self.holder.generation, problems=["the version is missing or altered"],
+                      )  # fmt: skip
+            return "rejected"
+        return await self._switch(current, version, noticed)
+
+    async def _switch(self, current: plan_store.Live, version: plan_store.Version, noticed: datetime) -> str:
+        result, compiled = await self._prepare(current, version.text)
+        if not result.ok or compiled is None:
+            log.error("plan.store_rejected", generation=current.generation, version=current.version,
+                      kept_generation=self.holder.generation,
+                      problems=[str(p) for p in result.problems if p.severity == "error"][:20])  # fmt: skip
+            return "rejected"
+        await asyncio.sleep(plan_store.switch_delay(current.activate_at, utc_now(), noticed, self.max_wait_s))
+        replaced = [self.holder.current]
+        self.holder.take(result, compiled, generation=current.generation)
+        switched = time.time()
+        settle_memory()
+        log.info(
+            "plan.switched", generation=current.generation, version=current.version, sha256=current.sha256,
+            switched_at=round(switched, 6), late_s=round(switched - current.activate_at.timestamp(), 4),
+        )  # fmt: skip
+        await retire(replaced)
+        return "switched"
+
+    async def _prepare(self, current: plan_store.Live, text: str) -> tuple[LoadResult, CompiledPlan | None]:
+        """The version validated and compiled. A small plan (all real ones) is checked in a
+        thread here: a worker process takes 0.8 s or more just to start on a busy host, most of
+        the one second a switch may take; a large one goes to the worker, as a reload does."""
+        with short_turns():
+            if len(text) <= plan_store.SMALL_PLAN_CHARS:
+                result = await asyncio.to_thread(plan_store.validate, text, self.limits)
+                plan = result.plan if result.ok else None
+                return result, await asyncio.to_thread(CompiledPlan.compile, plan) if plan else None
+            files = ((plan_store.PLAN_NAME, text.encode()),)
+            checked = await check_in_worker(
+                PlanSource(f"plan version {current.version}", files), self.limits, self.worker
+            )
+            return await rebuild(checked)
+
+
 def _stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
     """Name, modification time and size of each file of the plan."""
     found = []
@@ -338,18 +517,83 @@ async def watch_plan(
         await reloader.reload("file changed")
 
 
-def _live_source(
-    options: ServeOptions, holder: PlanHolder
-) -> tuple[LiveSource, CachedLiveSource | None, Redis | None]:
+Stamp = tuple[tuple[str, int, int], ...]
+
+
+async def _start_plan(
+    options: ServeOptions, instance: str
+) -> tuple[PlanHolder, str | None, Stamp, Redis | None] | int:
+    """The plan to start with (from the file or the store), the sha256 of the file's bytes, the
+    file's stamp for the watcher, and the Redis client; or exit 1 with the reason on stderr."""
+    try:
+        if options.plan_source == "store":
+            holder, redis = await _holder_from_store(options, instance)
+            return holder, None, (), redis
+        path = _plan_path(options)
+        stamp = _stamp(path)  # before reading: a save from now on is seen by the watcher
+        holder, digest = first_plan(path)
+    except PlanError as exc:
+        print(f"callrouter: the plan has errors, not starting:\n{exc}", file=sys.stderr)
+        return 1
+    except StoreStartError as exc:
+        print(f"callrouter: {exc}", file=sys.stderr)
+        return 1
+    return holder, digest, stamp, _redis(options)
+
+
+def _with_centre(options: ServeOptions, centre: str) -> ServeOptions:
+    """The AMI centre defaults to the plan's."""
+    if options.ami is None or options.ami.centre:
+        return options
+    return dataclasses.replace(options, ami=dataclasses.replace(options.ami, centre=centre))
+
+
+def _plan_watcher(
+    options: ServeOptions, reloader: PlanReloader, redis: Redis | None, stamp: Stamp
+) -> Coroutine[Any, Any, None]:
+    """What keeps the plan up to date: the store follower, or the plan file's watcher."""
+    if options.plan_source == "store" and redis is not None:
+        follower = StoreFollower(
+            reloader.holder, redis, poll_s=options.store_poll_s, max_wait_s=options.store_max_wait_s
+        )
+        return follower.run()
+    return watch_plan(reloader, options.watch_interval, stamp)
+
+
+def _plan_path(options: ServeOptions) -> Path:
+    if options.plan is None:
+        raise settings_module.SettingsError("no plan: give --plan PLAN (or plan_source = store)")
+    return options.plan
+
+
+def _redis(options: ServeOptions) -> Redis | None:
     if options.redis is None:
-        return NoLiveState(), None, None
-    redis = Redis.from_url(
+        return None
+    return Redis.from_url(
         options.redis, password=options.redis_password, socket_connect_timeout=0.5, socket_timeout=2.0
     )
+
+
+async def _holder_from_store(options: ServeOptions, instance: str) -> tuple[PlanHolder, Redis]:
+    redis = _redis(options)
+    if redis is None:
+        raise StoreStartError("plan_source = store needs Redis")
+    try:
+        return await first_from_store(options, redis, instance), redis
+    except BaseException:
+        await redis.aclose()
+        raise
+
+
+def _live_source(
+    options: ServeOptions, holder: PlanHolder, redis: Redis | None
+) -> tuple[LiveSource, CachedLiveSource | None]:
+    if redis is None:
+        return NoLiveState(), None
     cached = CachedLiveSource(
         redis, lambda: holder.current, refresh_s=options.refresh_s, keyring=options.toggle_keyring
     )
-    return cached, cached, redis
+    return cached, cached
 
 
 def _install_uvloop() -> str:
@@ -395,17 +639,17 @@ async def publish_plan(holder: PlanHolder, redis: Redis, interval: float) -> Non
 
 async def serve(options: ServeOptions, ready: Callable[[int], None] | None = None) -> int:
     """Run the controller until SIGTERM/SIGINT; returns the exit code."""
-    try:
-        stamp = _stamp(options.plan)  # before reading: a save from now on is seen by the watcher
-        holder, digest = first_plan(options.plan)
-    except PlanError as exc:
-        print(f"callrouter: the plan has errors, not starting:\n{exc}", file=sys.stderr)
-        return 1
+    instance = f"{socket.gethostname()}:{os.getpid()}"
+    store = options.plan_source == "store"
+    start = await _start_plan(options, instance)
+    if isinstance(start, int):
+        return start
+    holder, digest, stamp, redis = start
+    options = _with_centre(options, holder.current.plan.centre)
     settle_memory()
-    live, cached, redis = _live_source(options, holder)
+    live, cached = _live_source(options, holder, redis)
     clock = rehearsal_clock(options.clock_start, options.clock_speed) if options.clock_start else utc_now
     controller = Controller(holder, live, clock=clock, live_timeout=options.live_timeout)
-    instance = f"{socket.gethostname()}:{os.getpid()}"
     lease: list[AmiConsumer] = []  # the AMI consumer once started: is it the lease holder?
     pump = record_pump(options, holder, redis, instance, lambda: bool(lease) and lease[0].is_writer)
     if pump is not None:
@@ -429,12 +673,15 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     reloads: set[asyncio.Task[str]] = set()
 
     def on_sighup() -> None:
+        if store:
+            log.warning("plan.sighup_ignored", detail="plan_source is store: use callrouter plan publish")
+            return
         task = loop.create_task(reloader.reload("SIGHUP"))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    watcher = asyncio.create_task(watch_plan(reloader, options.watch_interval, stamp))
+    watcher = asyncio.create_task(_plan_watcher(options, reloader, redis, stamp))
     refresher = asyncio.create_task(cached.run(clock)) if cached is not None else None
     publisher = (
         asyncio.create_task(publish_plan(holder, redis, options.plan_publish_interval)) if redis else None
@@ -445,7 +692,9 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
         log.info(
             "controller.started",
             port=server.port,
-            plan=str(options.plan),
+            plan=str(holder.path if store else options.plan),
+            plan_source=options.plan_source,
+            plan_generation=holder.generation,
             redis=settings_module.redacted(options.redis) if options.redis else None,
             rehearsal_clock=rehearsal,
         )
@@ -606,7 +855,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_module.from_args(args)
     configure_logging(json=not settings.log.console, level=settings.log.level)
     loop_kind = _install_uvloop()
-    centre = PlanHolder.load(settings.require_plan()).current.plan.centre
+    # the AMI centre defaults to the plan's: from the file here, from the store once it is read
+    centre = (
+        PlanHolder.load(settings.require_plan()).current.plan.centre if settings.plan_source == "file" else ""
+    )
     try:
         clock_start = parse_clock_start(args.clock_start) if args.clock_start else None
     except ValueError:
@@ -621,7 +873,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 SERVE_SETTINGS = (
-    "plan", "agi.host", "agi.port", "redis.url", "redis.enabled", "live_timeout_s", "agi.max_sessions",
+    "plan", "plan_source",
+    "agi.host", "agi.port", "redis.url", "redis.enabled", "live_timeout_s", "agi.max_sessions",
     "agi.call_timeout_s", "agi.drain_timeout_s", "agi.allowed_peers", "agi.max_sessions_per_peer",
     "agi.max_pending", "watch_interval_s", "ami.host", "ami.port", "ami.username", "ami.centre",
     "ami.publish_queue", "log.level", "log.console", "records.outbox",

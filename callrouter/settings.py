@@ -164,6 +164,11 @@ class Settings(_Section):
     """Every setting of every command. ``ami`` is None when no AMI host is set."""
 
     plan: Path | None = Field(None, description="the routing plan (file or folder) in force")
+    plan_source: Literal["file", "store"] = Field(
+        "file",
+        description="where serve takes its plan: file (--plan, reloaded when it changes) or store "
+        "(the version published in Redis; --plan seeds an empty store)",
+    )
     watch_interval_s: float = Field(2.0, gt=0, description="seconds between checks of the plan file")
     live_timeout_s: float = Field(0.25, gt=0, description="seconds a decision waits for live state")
     toggle_key_file: Path | None = Field(
@@ -241,6 +246,7 @@ class Flag:
 
 _FLAGS: dict[str, Flag] = {
     "plan": Flag("--plan"),
+    "plan_source": Flag("--plan-source"),
     "watch_interval_s": Flag("--watch-interval"),
     "live_timeout_s": Flag("--live-timeout"),
     "redis.url": Flag("--redis"),

@@ -96,6 +96,8 @@ class PlanHolder:
         self.path = path
         self.current = plan
         self.version = 1
+        self.generation: int | None = None
+        """The plan store's generation in force (``plan_source = store``); None for a plan file."""
 
     @classmethod
     def load(cls, path: str | Path) -> PlanHolder:
@@ -110,18 +112,24 @@ class PlanHolder:
         self.take(result, CompiledPlan.compile(result.plan) if result.ok and result.plan else None)
         return result
 
-    def take(self, result: LoadResult, compiled: CompiledPlan | None) -> bool:
+    def take(self, result: LoadResult, compiled: CompiledPlan | None, generation: int | None = None) -> bool:
         """Swap in ``compiled`` (``result``'s plan, compiled) if ``result`` is clean; else keep
-        serving the current plan and log every error. One assignment: calls see either plan."""
+        serving the current plan and log every error. One assignment: calls see either plan.
+        ``generation``: the plan store's generation of ``compiled``, when it comes from the store."""
         if result.ok and compiled is not None:
             self.current = compiled
             self.version += 1
+            self.generation = generation
             log.info(
-                "plan.reloaded", path=str(self.path), version=self.version, warnings=len(result.problems)
-            )
+                "plan.reloaded", path=str(self.path), version=self.version, generation=generation,
+                warnings=len(result.problems),
+            )  # fmt: skip
             return True
         problems = [str(p) for p in errors(result.problems)]
-        log.error("plan.rejected", path=str(self.path), kept_version=self.version, problems=problems)
+        log.error(
+            "plan.rejected", path=str(self.path), kept_version=self.version, kept_generation=self.generation,
+            problems=problems,
+        )  # fmt: skip
         return False
 
 
@@ -211,13 +219,16 @@ class Controller:
 
     async def route(self, channel: AgiChannel, request: AgiRequest) -> None:
         """A new call: ``AGI(agi://host/route,${EXTEN})``."""
-        plan = self.plans.current
+        # the plan, its version and generation read together (a swap never runs between them):
+        # the decision and its log line name the one plan that made it
+        plan, version, generation = self.plans.current, self.plans.version, self.plans.generation
         dialled = request.args[0] if request.args else request.extension
         now = self.clock()
         live, toggles = await self._live(plan, plan.tenant_for(dialled), now)
         decision = decide(Call(dialled, caller=request.callerid), plan, live, toggles, now)
         structlog.contextvars.bind_contextvars(tenant=decision.tenant)
-        _log_decision("call.routed", decision, dialled=mask_number(dialled), plan_version=self.plans.version)
+        _log_decision("call.routed", decision, dialled=mask_number(dialled), plan_version=version,
+                      plan_generation=generation)  # fmt: skip
         caller = request.callerid if request.callerid and request.callerid != UNKNOWN_CALLER else None
         # The controller's AGI() runs on the caller's own channel, whose Uniqueid is the call's
         # Linkedid (every leg Asterisk makes for the call carries it): the record's id.

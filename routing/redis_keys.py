@@ -101,6 +101,28 @@ class RedisKeys:
         # Written by ``callrouter serve`` at start and after each accepted reload.
         return f"{self.prefix}plan:in_force"
 
+    def plan_versions(self) -> str:
+        # HASH version number -> JSON {"author","at","comment","sha256"}: every published plan,
+        # numbered from 1, never changed or removed. No TTL. Written only by the publish script
+        # (routing/plan_store.py), in the same step as plan_texts, plan_live and the audit entry.
+        return f"{self.prefix}plan:versions"
+
+    def plan_texts(self) -> str:
+        # HASH version number -> the plan's YAML text (at most 8 MB, validated before it was
+        # stored), never changed or removed. No TTL. Written with plan_versions.
+        return f"{self.prefix}plan:texts"
+
+    def plan_live(self) -> str:
+        # HASH generation (counter, +1 per publish or rollback), version, sha256, activate_at
+        # (epoch seconds: the instant every controller swaps to it). No TTL. Written by the
+        # publish and rollback scripts; read by controllers with plan_source = store.
+        return f"{self.prefix}plan:live"
+
+    def plan_changed_channel(self) -> str:
+        # PUB/SUB channel; message = the new generation. Published by the publish and rollback
+        # scripts so controllers preload the new version at once (they also poll plan_live).
+        return f"{self.prefix}plan:changed"
+
     def overflow_latch(self, tenant: str, queue: str) -> str:
         # STRING "1" while the plan queue's overflow policy is overflowing (hysteresis
         # memory), PX = a few minutes so a forgotten latch clears. Written by the

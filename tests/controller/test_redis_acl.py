@@ -58,6 +58,12 @@ NEEDS: dict[str, dict[str, str]] = {
     "sink_redo": {"controller": "rw", "service": "r", "readonly": "r"},
     "sink_dead": {"controller": "rw", "service": "r", "readonly": "r"},
     "sink_stats": {"controller": "rw", "service": "r", "readonly": "r"},
+    # Published plans: the service publishes and rolls back; controllers follow (with the ACL
+    # users an empty store is not seeded by a controller: publish the first version first).
+    "plan_versions": {"controller": "r", "service": "rw", "readonly": "r"},
+    "plan_texts": {"controller": "r", "service": "rw", "readonly": "r"},
+    "plan_live": {"controller": "r", "service": "rw", "readonly": "r"},
+    "plan_changed_channel": {"controller": "sub", "service": "pub", "readonly": "sub"},
     # The web service's identities: password hashes, session and token digests are the service's
     # alone ("-": neither read nor written by the others).
     "web_users": {"controller": "-", "service": "rw", "readonly": "-"},
