@@ -30,6 +30,12 @@ def page_environment(extra_dirs: Sequence[Path] = ()) -> Environment:
     )
 
 
+def render_macro(env: Environment, template: str, macro: str, *args: Any, **kwargs: Any) -> str:
+    """One macro of a template alone, e.g. a tile to send in a server-sent event."""
+    module = env.get_template(template).make_module({"static_url": STATIC_URL})
+    return str(getattr(module, macro)(*args, **kwargs))
+
+
 def render_page(env: Environment, name: str, **context: Any) -> str:
     """Render one page; ``static_url`` defaults to where the service serves ``web/static``."""
     context.setdefault("static_url", STATIC_URL)

@@ -4,8 +4,8 @@ catches a script that runs, and screenshots land in the test's output folder."""
 
 from __future__ import annotations
 
+import asyncio
 import re
-import subprocess
 from pathlib import Path
 
 from aiohttp import web
@@ -23,8 +23,8 @@ from tests.support.browser import (
 # An image with no text alternative and an unlabelled field: two WCAG A failures.
 BAD_PAGE = """<!doctype html><html lang="en"><head><title>bad</title></head>
 <body><main><h1>Bad</h1><img src="/pixel.png"><input type="text" name="q"></main></body></html>"""
-GOOD_PAGE = """<!doctype html><html lang="en"><head><title>good</title></head>
-<body><main><h1>Good</h1><label for="q">Search</label><input id="q" type="text" name="q"></main></body></html>"""
+GOOD_PAGE = """<!doctype html><html lang="en"><head><title>good</title></head><body>
+<main><h1>Good</h1><label for="q">Search</label><input id="q" type="text" name="q"></main></body></html>"""
 SCRIPT_PAGE = """<!doctype html><html lang="en"><head><title>script</title></head>
 <body><main><h1>Script</h1><script>alert("ran")</script></main></body></html>"""
 
@@ -44,9 +44,10 @@ def tiny_app() -> web.Application:
 
 
 async def test_the_browser_is_the_chromium_on_the_path(chromium_page: Page) -> None:
-    version = subprocess.run(
-        [chromium_path(), "--version"], capture_output=True, text=True, timeout=30, check=True
-    ).stdout
+    process = await asyncio.create_subprocess_exec(
+        chromium_path(), "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    version = (await asyncio.wait_for(process.communicate(), 30))[0].decode()
     number = re.search(r"\d+\.\d+\.\d+\.\d+", version)
     assert number is not None, version
     cdp = await chromium_page.context.new_cdp_session(chromium_page)

@@ -47,6 +47,7 @@ CHROMIUM_ARGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--lang=en-GB",  # dates in inputs as a UK council PC shows them
 )
 LAUNCH_TIMEOUT_MS = 30_000  # the first start on a busy machine; a normal one takes about a second
 ACTION_TIMEOUT_MS = 5_000
@@ -317,4 +318,3 @@ async def tab_stops(page: Page, *, limit: int = 200) -> list[TabStop]:
         seen.add(stop.key)
         stops.append(stop)
     return stops
-
