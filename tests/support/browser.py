@@ -21,6 +21,7 @@ Helpers: :func:`serving` (an aiohttp app on 127.0.0.1, port 0), :func:`screensho
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -36,6 +37,7 @@ import pytest
 from aiohttp import web
 from axe_playwright_python.base import AXE_SCRIPT
 from playwright.async_api import ConsoleMessage, Dialog, Page, async_playwright
+from playwright.async_api import Error as PlaywrightError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -169,7 +171,8 @@ async def chromium_page(
                 page.on("pageerror", page_problems.on_page_error)
                 page.on("dialog", page_problems.on_dialog)
                 yield page
-                await screenshot(page, browser_output_dir, "final")
+                with contextlib.suppress(PlaywrightError):  # a broken page must not hide the failure
+                    await screenshot(page, browser_output_dir, "final")
             finally:
                 await context.close()
 
