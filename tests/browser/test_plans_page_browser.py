@@ -13,7 +13,6 @@ from playwright.async_api import Page, expect
 from redis.asyncio import Redis
 
 from routing import plan_store
-from tests.browser import static_feature
 from tests.support.browser import PageProblems, assert_no_axe_violations, screenshot, serving
 from tests.support.redis_server import RedisServer
 from tests.support.web import PASSWORD, add_user, store_for, web_test_app
@@ -48,7 +47,7 @@ async def test_an_engineer_uploads_previews_publishes_and_rolls_back_in_a_browse
     await plan_store.publish(plans_redis, EXAMPLE, "chief", "first plan", datetime.now(UTC))
     changed = tmp_path / "short-tuesday.yaml"
     changed.write_text(SHORT_DAY)
-    app = web_test_app(plans_redis, extra_features=(static_feature,))
+    app = web_test_app(plans_redis)
     async with serving(app) as base:
         missing: list[str] = []
         page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)

@@ -129,3 +129,12 @@ async def test_the_page_refuses_who_may_not_and_needs_csrf(
     live = await plan_store.live(web_redis)
     assert live is not None
     assert live.version == 1
+
+
+async def test_the_service_serves_the_pages_stylesheet_and_scripts(web_client: Client) -> None:
+    for path, kind in (("/static/app.css", "text/css"), ("/static/vendor/htmx/htmx.min.js", "javascript")):
+        answer = await web_client.get(path)
+        assert answer.status == 200, path
+        assert kind in answer.headers["Content-Type"]
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert (await web_client.get("/static/../web/app.py")).status in (403, 404)
