@@ -15,6 +15,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from routing import plan_store
+from web import openapi
 from web.auth import IDENTITY, csrf_token
 from web.context import REDIS, now
 from web.identity import Identity
@@ -354,7 +355,8 @@ async def do_rollback(request: web.Request) -> web.Response:
             request.app[REDIS], number, identity.by, _field(form, "comment"), now(request)
         )
     except plan_store.PlanStoreError as exc:
-        raise PageRefused(422, str(exc).capitalize() + ".") from None
+        status = 404 if str(exc).startswith("no version") else 422
+        raise PageRefused(status, str(exc).capitalize() + ".") from None
     key = "rolledback" if change.changed else "unchanged"
     raise web.HTTPSeeOther(f"/plans?{key}={change.live.version}")
 
@@ -371,6 +373,10 @@ def _page(handler: Any) -> Any:
                 raise web.HTTPSeeOther("/login") from None
             return _html(request, identity, "plan_refused.html.j2", status=exc.status, title="Routing plans",
                          messages=[{"level": "error", "text": exc.text}])  # fmt: skip
+        except PlanRefused as exc:  # a stored version that no longer validates (should not happen)
+            identity = _identity(request)
+            return _html(request, identity, "plan_refused.html.j2", status=409, title="Routing plans",
+                         messages=[{"level": "error", "text": exc.detail}])  # fmt: skip
         except Problem as exc:
             identity = request.get(IDENTITY)
             if identity is None or exc.status >= 500:
@@ -391,3 +397,146 @@ def setup(app: web.Application) -> None:
     app.router.add_get(f"/plans/{number}", _page(version_page))
     app.router.add_post(f"/plans/{number}/rollback/confirm", _page(confirm_rollback))
     app.router.add_post(f"/plans/{number}/rollback", _page(do_rollback))
+    openapi.contribute(app, OPENAPI)
+
+
+# --- the OpenAPI part: the page's routes are documented too (HTML answers) ------------------------
+
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_TO_LOGIN = {
+    "description": "not signed in: to the login page; or done: to the plans page with a message",
+    "headers": {"Location": {"schema": {"type": "string"}}},
+}
+
+
+def _html_answer(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _HTML}
+
+
+_REFUSED = {
+    "400": _html_answer("the form cannot be read"),
+    "403": _html_answer("not an engineer (of any council; of * to roll back)"),
+    "413": {"$ref": "#/components/responses/TooLarge"},
+    "415": _html_answer("not a form"),
+    "503": {"$ref": "#/components/responses/Unavailable"},
+}
+_FORM = {"type": "string", "description": "the session's CSRF token (a bearer token needs none)"}
+_PLAN_FIELDS = {
+    "csrf_token": _FORM,
+    "text": {"type": "string", "description": "the plan's YAML text"},
+}
+_NUMBER = {
+    "name": "n",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": 999_999_999_999_999_999},
+}
+
+
+def _form(properties: dict[str, Any], multipart: bool = False) -> dict[str, Any]:
+    schema = {"type": "object", "properties": properties}
+    content = {"application/x-www-form-urlencoded": {"schema": schema}}
+    if multipart:
+        upload = {**properties, "plan_file": {"type": "string", "format": "binary"}}
+        content["multipart/form-data"] = {"schema": {"type": "object", "properties": upload}}
+    return {"required": True, "content": content}
+
+
+def _operation(summary: str, operation_id: str, responses: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "operationId": operation_id,
+        "tags": ["plans page"],
+        "security": openapi.SECURED,
+        "responses": {**responses, **_REFUSED},
+        **more,
+    }
+
+
+OPENAPI: dict[str, Any] = {
+    "paths": {
+        "/plans": {
+            "get": _operation(
+                "The plans page: the live version, every version, the upload form",
+                "plansPage",
+                {"200": _html_answer("the page"), "303": _TO_LOGIN},
+            )
+        },
+        "/plans/check": {
+            "post": _operation(
+                "Check an uploaded plan: its problems with their lines, or its preview and the publish form",
+                "plansPageCheck",
+                {
+                    "200": _html_answer("the preview"),
+                    "303": _TO_LOGIN,
+                    "422": _html_answer("the plan's problems"),
+                },
+                requestBody=_form(_PLAN_FIELDS, multipart=True),
+            )
+        },
+        "/plans/confirm": {
+            "post": _operation(
+                "The confirmation step of a publish",
+                "plansPageConfirm",
+                {
+                    "200": _html_answer("the confirmation step, or the preview with why you cannot publish"),
+                    "303": _TO_LOGIN,
+                    "422": _html_answer("the plan's problems, or the comment's"),
+                },
+                requestBody=_form({**_PLAN_FIELDS, "comment": {"type": "string"}}),
+            )
+        },
+        "/plans/publish": {
+            "post": _operation(
+                "Publish (after the confirmation step)",
+                "plansPagePublish",
+                {
+                    "200": _html_answer("the preview with why you cannot publish"),
+                    "303": _TO_LOGIN,
+                    "422": _html_answer("the plan's problems, or the comment's"),
+                },
+                requestBody=_form({**_PLAN_FIELDS, "comment": {"type": "string"}}),
+            )
+        },
+        "/plans/{n}": {
+            "get": _operation(
+                "A version: its differences against its predecessor and the live one, its text, rollback",
+                "plansPageVersion",
+                {
+                    "200": _html_answer("the version's page"),
+                    "303": _TO_LOGIN,
+                    "404": _html_answer("no such version"),
+                    "409": _html_answer("a stored version no longer validates"),
+                },
+                parameters=[_NUMBER],
+            )
+        },
+        "/plans/{n}/rollback/confirm": {
+            "post": _operation(
+                "The confirmation step of a rollback",
+                "plansPageRollbackConfirm",
+                {
+                    "200": _html_answer("the confirmation step"),
+                    "303": _TO_LOGIN,
+                    "404": _html_answer("no such version"),
+                    "422": _html_answer("the comment's problem"),
+                },
+                parameters=[_NUMBER],
+                requestBody=_form({"csrf_token": _FORM, "comment": {"type": "string"}}),
+            )
+        },
+        "/plans/{n}/rollback": {
+            "post": _operation(
+                "Roll back (after the confirmation step)",
+                "plansPageRollback",
+                {
+                    "303": _TO_LOGIN,
+                    "404": _html_answer("no such version"),
+                    "422": _html_answer("the comment's problem"),
+                },
+                parameters=[_NUMBER],
+                requestBody=_form({"csrf_token": _FORM, "comment": {"type": "string"}}),
+            )
+        },
+    }
+}
