@@ -52,6 +52,9 @@ PLAN_NAME = plan_store.PLAN_NAME
 ENGINEER = "engineer"
 
 CHECKS = web.AppKey("plan_checks", asyncio.Semaphore)
+# One publish or rollback at a time in this process: the role check of a publish is made against
+# the live plan, and no other change of this service lands between that check and the write.
+CHANGES = web.AppKey("plan_changes", asyncio.Lock)
 
 
 class PlanText(BaseModel):
@@ -259,26 +262,28 @@ async def publish(request: web.Request) -> web.Response:
     body = await read_model(request, PublishRequest)
     try:
         plan_store.check_words(identity.by, body.comment)
-        found = await candidate(request, body.text)
     except plan_store.PlanStoreError as exc:
         raise Problem(422, str(exc)) from None
-    except PlanRefused as exc:
-        return exc.response()
-    missing = may_publish(identity, found.touched)
-    if missing:
-        raise Problem(
-            403,
-            f"{identity.user_id} is not an engineer of {', '.join(missing)}, which this plan changes: "
-            "nothing published",
-        )
-    try:
-        change = await plan_store.publish(
-            request.app[REDIS], body.text, identity.by, body.comment, now(request)
-        )
-    except plan_store.PlanStoreError as exc:
-        if exc.problems:
-            return problems_response(422, str(exc), exc.problems)
-        raise Problem(422, str(exc)) from None
+    async with request.app[CHANGES]:
+        try:
+            found = await candidate(request, body.text)
+        except PlanRefused as exc:
+            return exc.response()
+        missing = may_publish(identity, found.touched)
+        if missing:
+            raise Problem(
+                403,
+                f"{identity.user_id} is not an engineer of {', '.join(missing)}, which this plan changes: "
+                "nothing published",
+            )
+        try:
+            change = await plan_store.publish(
+                request.app[REDIS], body.text, identity.by, body.comment, now(request)
+            )
+        except plan_store.PlanStoreError as exc:
+            if exc.problems:
+                return problems_response(422, str(exc), exc.problems)
+            raise Problem(422, str(exc)) from None
     data = {**change.data(), "touches": touched_list(found.touched)}
     if not change.changed:
         return web.json_response(data)
@@ -345,9 +350,10 @@ async def rollback(request: web.Request) -> web.Response:
     body = await read_model(request, RollbackRequest)
     number = _number(request)
     try:
-        change = await plan_store.rollback(
-            request.app[REDIS], number, identity.by, body.comment, now(request)
-        )
+        async with request.app[CHANGES]:
+            change = await plan_store.rollback(
+                request.app[REDIS], number, identity.by, body.comment, now(request)
+            )
     except plan_store.PlanStoreError as exc:
         status = 404 if str(exc).startswith("no version") else 422
         raise Problem(status, str(exc)) from None
@@ -359,6 +365,7 @@ async def rollback(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app[CHECKS] = asyncio.Semaphore(CHECKS_AT_ONCE)
+    app[CHANGES] = asyncio.Lock()
     app.router.add_post("/api/v1/plans/validate", validate)
     app.router.add_post("/api/v1/plans/preview", preview)
     app.router.add_post("/api/v1/plans", publish)

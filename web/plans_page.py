@@ -20,6 +20,7 @@ from web.auth import IDENTITY, csrf_token
 from web.context import REDIS, now
 from web.identity import Identity
 from web.plans import (
+    CHANGES,
     ENGINEER,
     Candidate,
     PlanRefused,
@@ -242,18 +243,19 @@ async def do_publish(request: web.Request) -> web.Response:
     identity = _identity(request)
     form = await read_form(request)
     text, comment = _field(form, "text"), _field(form, "comment")
-    try:
-        found = await candidate(request, text)
-    except PlanRefused as exc:
-        return await _upload_again(request, identity, text, [problem_data(p) for p in exc.problems])
-    missing = may_publish(identity, found.touched)
-    error = _comment_error(identity, comment)
-    if missing or error:
-        preview = await compare(request, found.live_text, text, now(request), PREVIEW_WEEKS)
-        return _preview(request, identity, text, found, preview, comment=comment, error=error)
-    change = await plan_store.publish(request.app[REDIS], text, identity.by, comment, now(request))
-    key = "published" if change.changed else "unchanged"
-    raise web.HTTPSeeOther(f"/plans?{key}={change.live.version}")
+    async with request.app[CHANGES]:  # the role check and the write with no other change between
+        try:
+            found = await candidate(request, text)
+        except PlanRefused as exc:
+            return await _upload_again(request, identity, text, [problem_data(p) for p in exc.problems])
+        missing = may_publish(identity, found.touched)
+        error = _comment_error(identity, comment)
+        if not missing and not error:
+            change = await plan_store.publish(request.app[REDIS], text, identity.by, comment, now(request))
+            key = "published" if change.changed else "unchanged"
+            raise web.HTTPSeeOther(f"/plans?{key}={change.live.version}")
+    preview = await compare(request, found.live_text, text, now(request), PREVIEW_WEEKS)
+    return _preview(request, identity, text, found, preview, comment=comment, error=error)
 
 
 async def version_page(request: web.Request) -> web.Response:
@@ -351,9 +353,10 @@ async def do_rollback(request: web.Request) -> web.Response:
     form = await read_form(request)
     number = _number(request)
     try:
-        change = await plan_store.rollback(
-            request.app[REDIS], number, identity.by, _field(form, "comment"), now(request)
-        )
+        async with request.app[CHANGES]:
+            change = await plan_store.rollback(
+                request.app[REDIS], number, identity.by, _field(form, "comment"), now(request)
+            )
     except plan_store.PlanStoreError as exc:
         status = 404 if str(exc).startswith("no version") else 422
         raise PageRefused(status, str(exc).capitalize() + ".") from None

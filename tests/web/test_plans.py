@@ -3,6 +3,7 @@ every problem of a bad plan with its line, bounded bodies, publish → versions 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -274,3 +275,32 @@ def test_problem_lines_and_who_may_publish() -> None:
     assert may_publish(harb, frozenset({"harborough", "charnwood"})) == ["charnwood"]
     assert may_publish(harb, None) == ["*"]
     assert may_publish(chief, None) == []
+
+
+async def test_concurrent_publishes_are_each_checked_against_the_plan_they_replace(
+    web_client: Client, web_store: IdentityStore, web_redis: Redis
+) -> None:
+    """harb's plan keeps charnwood's old name: if both's rename lands first, harb's plan would
+    undo it, so it needs charnwood too and is refused; if harb's lands first, both's plan
+    (harborough's full day back) is checked against it and both holds both councils."""
+    headers = await _users(web_store)
+    assert (await _publish(web_client, headers["chief"], EXAMPLE, "first")).status == 201
+    for _ in range(3):
+        answers = await asyncio.gather(
+            _publish(web_client, headers["harb"], SHORT_DAY, "short day"),
+            _publish(web_client, headers["both"], CHARNWOOD_RENAMED, "rename"),
+        )
+        harb, both = answers[0].status, answers[1].status
+        assert both == 201
+        if harb == 201:  # harb's first: both's plan then changed harborough back as well
+            assert (await answers[1].json())["touches"] == ["charnwood", "harborough"]
+        else:
+            assert harb == 403
+            assert "charnwood" in (await answers[0].json())["detail"]
+        # back to the first plan for the next round
+        rolled = await web_client.post(
+            "/api/v1/plans/1/rollback", json={"comment": "again"}, headers=headers["chief"]
+        )
+        assert rolled.status == 200
+    texts = [(await plan_store.get(web_redis, v.number)) for v in await plan_store.versions(web_redis)]
+    assert {t.text for t in texts if t is not None} <= {EXAMPLE, SHORT_DAY, CHARNWOOD_RENAMED}
