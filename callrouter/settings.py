@@ -132,6 +132,16 @@ class RecordsSettings(_Section):
         return value
 
 
+class OpsSettings(_Section):
+    host: str = Field("127.0.0.1", description="address of the ops listener (/metrics, /health, /ready)")
+    port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="port of the ops listener of serve and records deliver (unset: no listener; 0: any)",
+    )
+
+
 class Settings(_Section):
     """Every setting of every command. ``ami`` is None when no AMI host is set."""
 
@@ -142,6 +152,7 @@ class Settings(_Section):
     agi: AgiSettings = AgiSettings()
     log: LogSettings = LogSettings()
     records: RecordsSettings = RecordsSettings()
+    ops: OpsSettings = OpsSettings()
     ami: AmiSettings | None = None
 
     def require_plan(self) -> Path:
@@ -218,6 +229,8 @@ _FLAGS: dict[str, Flag] = {
     "ami.publish_queue": Flag("--publish-queue"),
     "records.outbox": Flag("--records-outbox"),
     "records.archive_dir": Flag("--archive"),
+    "ops.host": Flag("--ops-host"),
+    "ops.port": Flag("--ops-port"),
 }
 _ENV_NAMES = {"redis.url": "CALLROUTER_REDIS"}  # kept from before this model; the rest are derived
 SECRETS = ("redis.password", "ami.secret", "records.caller_hash_key")

@@ -47,6 +47,7 @@ from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE, LiveState, Toggles
 from routing.core.plan import MenuDest, PaymentReference
 from routing.core.problems import errors
 from routing.masking import mask_number
+from routing.metrics import RoutedCalls, set_plan_generation
 from routing.plan_file import LoadResult, load_plan
 
 log = structlog.get_logger("callrouter.calls")
@@ -96,6 +97,7 @@ class PlanHolder:
         self.path = path
         self.current = plan
         self.version = 1
+        set_plan_generation(self.version)
 
     @classmethod
     def load(cls, path: str | Path) -> PlanHolder:
@@ -116,6 +118,7 @@ class PlanHolder:
         if result.ok and compiled is not None:
             self.current = compiled
             self.version += 1
+            set_plan_generation(self.version)
             log.info(
                 "plan.reloaded", path=str(self.path), version=self.version, warnings=len(result.problems)
             )
@@ -146,6 +149,8 @@ class Controller:
     (:meth:`records.outbox.RecordPump.fact` counts and drops a fact the builder refuses)."""
     fact_clock: Callable[[], float] = time.time
     """Real time for facts (the decision clock may be a rehearsal clock)."""
+    metrics: RoutedCalls | None = field(default_factory=RoutedCalls)
+    """Calls routed and decision latency (:mod:`routing.metrics`); None: not counted."""
 
     def __post_init__(self) -> None:
         # A source that answers from memory offers read_now: no coroutine, no timer per call.
@@ -173,6 +178,10 @@ class Controller:
         except Exception as exc:  # any failure of live state must not stop the call
             log.warning("live.unavailable", error=type(exc).__name__, detail=str(exc)[:200])
             return UNKNOWN_LIVE_STATE, NO_TOGGLES
+
+    def _decided(self, route: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.decided(route, time.perf_counter() - started)
 
     async def _remember(self, decision: Decision) -> None:
         if not decision.latches:
@@ -211,11 +220,15 @@ class Controller:
 
     async def route(self, channel: AgiChannel, request: AgiRequest) -> None:
         """A new call: ``AGI(agi://host/route,${EXTEN})``."""
+        started = time.perf_counter()
         plan = self.plans.current
         dialled = request.args[0] if request.args else request.extension
         now = self.clock()
         live, toggles = await self._live(plan, plan.tenant_for(dialled), now)
         decision = decide(Call(dialled, caller=request.callerid), plan, live, toggles, now)
+        if self.metrics is not None:
+            self.metrics.decided("route", time.perf_counter() - started)
+            self.metrics.routed(decision.tenant, decision.destination, decision.state)
         structlog.contextvars.bind_contextvars(tenant=decision.tenant)
         _log_decision("call.routed", decision, dialled=mask_number(dialled), plan_version=self.plans.version)
         caller = request.callerid if request.callerid and request.callerid != UNKNOWN_CALLER else None
@@ -253,11 +266,12 @@ class Controller:
             log.info("call.abandoned", stage="menu", tenant=tenant_id, menu=menu_name)
             self.facts(rf.IvrAbandoned(request.uniqueid, self.fact_clock(), walk.current))
             raise
-        now = self.clock()
+        started, now = time.perf_counter(), self.clock()
         live, toggles = await self._live(plan, tenant_id, now)
         decision = resolve_destination(
             plan=plan, tenant=tenant_id, dest=destination, live=live, toggles=toggles, now=now
         )
+        self._decided("menu", started)
         _log_decision("call.menu_done", decision, menu=menu_name, menu_trace=trace)
         await self._finish(channel, plan, decision, reason="menu", call_id=request.uniqueid)
 
@@ -332,7 +346,7 @@ class Controller:
             return
         if outcome:
             self.facts(rf.QueueStatusSeen(request.uniqueid, self.fact_clock(), outcome.upper()))
-        now = self.clock()
+        started, now = time.perf_counter(), self.clock()
         live, toggles = await self._live(plan, tenant_id, now)
         decision = after_queue(
             plan=plan,
@@ -343,6 +357,7 @@ class Controller:
             toggles=toggles,
             now=now,
         )
+        self._decided("overflow", started)
         _log_decision("call.queue_ended", decision, queue=queue, outcome=outcome)
         reason = "withdrawn" if outcome.upper() == "WITHDRAW" else "after_queue"
         await self._finish(channel, plan, decision, reason=reason, call_id=request.uniqueid)
