@@ -21,7 +21,8 @@ import structlog
 from aiohttp import web
 
 from ivr.fastagi import SessionCounters
-from routing.metrics import SessionFigures, render
+from routing.ami.consumer import AmiConsumer
+from routing.metrics import AmiFigures, SessionFigures, render
 
 log = structlog.get_logger("callrouter.ops")
 
@@ -60,6 +61,17 @@ def session_figures(counters: SessionCounters) -> SessionFigures:
             "hangup": counters.hung_up,
         },
         active=counters.active,
+    )
+
+
+def ami_figures(consumer: AmiConsumer) -> AmiFigures:
+    """The AMI consumer's counts, last event and lag, as the metrics read them."""
+    last = consumer.last_event_at
+    return AmiFigures(
+        events=dict(consumer.types.counts),
+        last_event_age_s=None if last is None else max(0.0, consumer.clock() - last),
+        apply_lag_s=consumer.apply_lag_s,
+        writer=consumer.is_writer,
     )
 
 

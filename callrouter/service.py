@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 
 from callrouter import settings as settings_module
 from callrouter.logs import configure_logging
-from callrouter.ops import OpsListener, Readiness, session_figures
+from callrouter.ops import OpsListener, Readiness, ami_figures, session_figures
 from callrouter.settings import Settings
 from ivr.controller import Clock, Controller, LiveSource, NoLiveState, PlanError, PlanHolder, utc_now
 from ivr.fastagi import FastAgiServer, ServerConfig, serve_until_signal
@@ -46,7 +46,7 @@ from routing.ami.settings import AmiSettings
 from routing.core.decide import CompiledPlan
 from routing.core.plan import Plan, Tenant
 from routing.live.source import CachedLiveSource
-from routing.metrics import AmiFigures, age_since, set_info, watch
+from routing.metrics import age_since, set_info, watch
 from routing.plan_file import (
     DEFAULT_LIMITS,
     LimitReached,
@@ -485,17 +485,7 @@ def _watch(
     if pump is not None:
         watch(records_pending=lambda: len(pump.backlog))
     if consumer is not None:
-
-        def ami() -> AmiFigures:
-            last = consumer.last_event_at
-            return AmiFigures(
-                events=dict(consumer.types.counts),
-                last_event_age_s=None if last is None else max(0.0, consumer.clock() - last),
-                apply_lag_s=consumer.apply_lag_s,
-                writer=consumer.is_writer,
-            )
-
-        watch(ami=ami)
+        watch(ami=lambda: ami_figures(consumer))
 
 
 def _ops(options: ServeOptions) -> tuple[Readiness, OpsListener | None]:

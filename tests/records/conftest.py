@@ -134,7 +134,7 @@ def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def worker_process(
-    plan: Path, redis_url: str, log: Path, archive: Path, lease_s: float = 1.0, extra: Sequence[str] = ()
+    plan: Path, redis_url: str, log: Path, archive: Path, lease_s: float = 1.0, *, extra: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
     """``callrouter records deliver`` as a real process logging to ``log``, writing the owner's
     archive in ``archive``, stopped by ``timeout`` if forgotten."""
