@@ -138,12 +138,12 @@ def stream_id_key(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-# --- the lease ------------------------------------------------------------------------------------
-
-
 def appended_at(stream_id: str) -> float:
     """When an entry was appended (Unix seconds): the milliseconds of its stream id."""
     return stream_id_key(stream_id)[0] / 1000
+
+
+# --- the lease ------------------------------------------------------------------------------------
 
 
 class SinkLease:

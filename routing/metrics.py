@@ -65,7 +65,7 @@ CATALOGUE: tuple[Spec, ...] = (
     Spec("callrouter_calls_routed", "counter", "new calls routed (route), by tenant, destination kind and "
          "the decision's state", ("tenant", "kind", "reason")),
     Spec("callrouter_decision_seconds", "histogram", "time from a route's request to its decision "
-         "(live state read and decided), by FastAGI route", ("route",)),
+         "(live state read and decided), by FastAGI route (route, menu, overflow)", ("route",)),
     Spec("callrouter_fastagi_sessions_started", "counter", "FastAGI sessions started (environment block "
          "received, route known, admitted)"),
     Spec("callrouter_fastagi_sessions_ended", "counter", "FastAGI sessions ended, by outcome (completed, "
