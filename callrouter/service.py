@@ -37,6 +37,7 @@ from ivr.controller import Clock, Controller, LiveSource, NoLiveState, PlanError
 from ivr.fastagi import FastAgiServer, ServerConfig, serve_until_signal
 from records.appender import Ownership, StreamSink, TeeSink
 from records.builder import RecordBuilder
+from records.journal import FactJournal, read_journal
 from records.model import ContactRecord
 from records.outbox import JsonlSink, RecordPump, RecordSink, stop_pump
 from records.stream import RecordStream
@@ -88,6 +89,7 @@ class ServeOptions:
     plan_publish_interval: float = 1.0
     records_key: bytes | None = field(default=None, repr=False)
     records_outbox: Path | None = None
+    records_journal: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, centre: str, **options: object) -> ServeOptions:
@@ -114,6 +116,7 @@ class ServeOptions:
             "max_pending": settings.agi.max_pending,
             "records_key": key.get_secret_value().encode("utf-8") if key else None,
             "records_outbox": settings.records.outbox,
+            "records_journal": settings.records.journal,
         }
         return cls(**{**values, **options})  # type: ignore[arg-type]
 
@@ -526,9 +529,21 @@ def record_pump(
     centre = holder.current.plan.centre
     builder = RecordBuilder(centre, options.records_key, grace_s=RECORD_GRACE_S, avoidable_reasons=avoidable)
     owner = Ownership(redis, centre, instance, lease_holder=lease_holder) if redis is not None else None
-    return RecordPump(
-        builder, record_sink(options, centre, redis, holder), interval_s=RECORD_PUMP_INTERVAL_S, owner=owner
+    journal, found = None, None
+    if options.records_journal is not None:
+        found = read_journal(options.records_journal)
+        journal = FactJournal(options.records_journal, instance)
+    pump = RecordPump(
+        builder,
+        record_sink(options, centre, redis, holder),
+        interval_s=RECORD_PUMP_INTERVAL_S,
+        owner=owner,
+        journal=journal,
     )
+    if found is not None and found.facts:
+        calls = pump.replay(found)
+        log.warning("records.journal_replayed", calls=calls, segments=len(found.segments))
+    return pump
 
 
 def record_sink(
@@ -619,7 +634,7 @@ SERVE_SETTINGS = (
     "plan", "agi.host", "agi.port", "redis.url", "redis.enabled", "live_timeout_s", "agi.max_sessions",
     "agi.call_timeout_s", "agi.drain_timeout_s", "agi.allowed_peers", "agi.max_sessions_per_peer",
     "agi.max_pending", "watch_interval_s", "ami.host", "ami.port", "ami.username", "ami.centre",
-    "ami.publish_queue", "log.level", "log.console", "records.outbox",
+    "ami.publish_queue", "log.level", "log.console", "records.outbox", "records.journal",
 )  # fmt: skip
 
 

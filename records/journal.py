@@ -1,0 +1,209 @@
+"""The controller's fact journal: what its record builder was fed, on local disk, until the
+records it makes are in the records stream.
+
+A controller folds a call's IVR facts and AMI events in memory; its record is appended to the
+stream about half a second after the caller hangs up. A controller killed (SIGKILL, a crash)
+in that half second, or while the stream is unreachable, would lose those records with its
+memory. So :class:`FactJournal` writes every fact and every AMI event the builder takes as
+one JSON line to an append-only file (``os.write`` on a descriptor opened ``O_APPEND``: one
+system call, no buffering in the process). Once ``write`` returns, the line is in the
+kernel's page cache: it survives the process being killed, however hard. It does **not**
+survive the machine losing power or the kernel crashing (no ``fsync``: that would cost a disk
+flush per fact on the call path); see ``docs/contact-records.md``.
+
+The journal is a series of *segments* (``journal-<n>.jsonl``, a new one every
+:data:`SEGMENT_S`). Each segment knows the calls it has lines of; a segment other than the
+current one is deleted once none of its calls is *pending* (held by the builder, or by the
+pump until the stream takes its record): what it covers is in the stream, or was emitted by
+another controller. The first line of each segment names the controller instance that wrote
+it (its claims on calls are taken over on replay).
+
+On start, ``serve`` reads every segment left (:func:`read_journal`), feeds the lines to a
+fresh builder, and the pump appends the records due: the stream takes each (id, version)
+once, so a record the killed controller had appended already is not appended again.
+
+The lines hold complete caller numbers (as the AMI events and facts do): files are 0600.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args
+
+from records import facts as rf
+
+log = logging.getLogger("records.journal")
+
+SEGMENT_S = 10.0
+"""A new segment this often (the old ones go once their calls are in the stream)."""
+
+_FACTS: dict[str, type[Any]] = {cls.__name__: cls for cls in get_args(rf.IvrFact)}
+_TUPLES = {"reasons"}  # fact fields that are tuples (JSON gives lists)
+
+
+def fact_line(fact: rf.IvrFact) -> dict[str, Any]:
+    """A fact as a JSON-ready object (its type's name and its fields)."""
+    return {"f": type(fact).__name__, "a": dataclasses.asdict(fact)}
+
+
+def fact_of(line: Mapping[str, Any]) -> rf.IvrFact:
+    """The fact of :func:`fact_line` (ValueError for one that is not)."""
+    cls = _FACTS.get(str(line.get("f")))
+    values = line.get("a")
+    if cls is None or not isinstance(values, dict):
+        raise ValueError(f"not a fact: {str(line)[:100]}")
+    try:
+        fact: rf.IvrFact = cls(**{k: tuple(v) if k in _TUPLES else v for k, v in values.items()})
+    except TypeError as exc:
+        raise ValueError(f"not a fact: {exc}") from exc
+    return fact
+
+
+@dataclass
+class Replayed:
+    """What :func:`read_journal` found: the entries in order, and who wrote them."""
+
+    facts: list[rf.IvrFact | tuple[dict[str, str], float]] = field(default_factory=list)
+    instances: set[str] = field(default_factory=set)
+    segments: list[Path] = field(default_factory=list)
+    bad_lines: int = 0
+
+
+def segments_in(folder: Path) -> list[Path]:
+    """The journal's segments, oldest first."""
+    return sorted(folder.glob("journal-*.jsonl"))
+
+
+def read_journal(folder: Path) -> Replayed:
+    """Every entry of the segments in ``folder``, in the order they were written.
+
+    A line cut short (the process killed inside ``write`` cannot do this, a full disk can) or
+    not understood is counted and skipped: the rest of the journal is still read."""
+    found = Replayed()
+    for path in segments_in(folder):
+        found.segments.append(path)
+        for raw in path.read_bytes().splitlines():
+            try:
+                line = json.loads(raw)
+                if "i" in line:
+                    found.instances.add(str(line["i"]))
+                elif "e" in line:
+                    event = {str(k): str(v) for k, v in dict(line["e"]).items()}
+                    found.facts.append((event, float(line["t"])))
+                else:
+                    found.facts.append(fact_of(line))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                found.bad_lines += 1
+    if found.bad_lines:
+        log.warning("records.journal_bad_lines lines=%d", found.bad_lines)
+    return found
+
+
+class FactJournal:
+    """Append-only segments of the builder's input (see the module doc). Not thread-safe: the
+    controller's event loop writes it."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        instance: str,
+        *,
+        segment_s: float = SEGMENT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.instance, self.segment_s, self.clock = instance, segment_s, clock
+        existing = segments_in(self.folder)
+        self._number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 1
+        self._old: dict[Path, set[str]] = {key: set() for key in existing}  # replayed: forgotten below
+        self._calls: set[str] = set()
+        self._fd = -1
+        self._path = self.folder / "none"
+        self._opened_at = 0.0
+        self.written = 0
+        self.failed = 0
+        self._open()
+
+    def replayed(self, call_ids: Iterable[str]) -> None:
+        """The segments that existed at start cover ``call_ids`` (the calls fed from them)."""
+        ids = set(call_ids)
+        for path in self._old:
+            self._old[path] = ids
+
+    # --- in: the call path and the AMI tap (one write each) -------------------------------
+
+    def fact(self, fact: rf.IvrFact) -> None:
+        self._write(fact.call_id, fact_line(fact))
+
+    def ami(self, call_id: str, event: Mapping[str, str], received_at: float) -> None:
+        self._write(call_id, {"e": dict(event), "t": received_at})
+
+    def _write(self, call_id: str, line: dict[str, Any]) -> None:
+        data = json.dumps(line, separators=(",", ":")).encode() + b"\n"
+        try:
+            os.write(self._fd, data)  # O_APPEND: one line, in the page cache when this returns
+        except OSError as exc:  # a full disk: the record is still built, only unprotected
+            self.failed += 1
+            if self.failed % 1000 == 1:
+                log.error("records.journal_write_failed %s failed=%d", type(exc).__name__, self.failed)
+            return
+        self._calls.add(call_id)
+        self.written += 1
+
+    # --- out: the pump's round -------------------------------------------------------------
+
+    def tidy(self, pending: Callable[[str], bool]) -> int:
+        """Start a new segment when the current one is old enough; delete every older segment
+        none of whose calls is ``pending`` any more. Returns how many were deleted."""
+        if self.clock() - self._opened_at >= self.segment_s and self._calls:
+            self._old[self._path] = self._calls
+            self._calls = set()
+            os.close(self._fd)
+            self._open()
+        gone = 0
+        for path, calls in list(self._old.items()):
+            if any(pending(c) for c in calls):
+                continue
+            with _quiet():
+                path.unlink()
+            del self._old[path]
+            gone += 1
+        return gone
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def remove_all(self) -> None:
+        """After a clean shutdown that handed every record over: nothing left to replay."""
+        self.close()
+        for path in [*self._old, self._path]:
+            with _quiet():
+                path.unlink()
+        self._old.clear()
+
+    @property
+    def segments(self) -> int:
+        return len(self._old) + 1
+
+    def _open(self) -> None:
+        self._path = self.folder / f"journal-{self._number:012d}.jsonl"
+        self._number += 1
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._opened_at = self.clock()
+        os.write(self._fd, json.dumps({"i": self.instance}).encode() + b"\n")
+
+
+def _quiet() -> contextlib.suppress:
+    """Ignore a file already gone."""
+    return contextlib.suppress(FileNotFoundError)
