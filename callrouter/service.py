@@ -490,7 +490,14 @@ async def _shut_down(
         await ami[0].stop()
     if pump is not None:  # after the drain and the last AMI event: hand over every record held
         handed = await stop_pump(pump, pumping)
-        log.info("records.flushed", records=handed, appended=pump.appended, backlog=len(pump.backlog))
+        log.info(
+            "records.flushed",
+            records=handed,
+            appended=pump.appended,
+            backlog=len(pump.backlog),
+            forwarded=pump.owner.forwarded if pump.owner is not None else 0,
+            received=pump.owner.received if pump.owner is not None else 0,
+        )
     if redis is not None:
         await redis.aclose()
 

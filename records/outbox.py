@@ -131,7 +131,7 @@ class RecordPump:
         try:
             self.builder.feed_ivr(fact)
             if self.owner is not None:
-                self.owner.served(fact.call_id)
+                self.owner.served(fact.call_id, fact)
             if self.journal is not None:
                 self.journal.fact(fact)
         except ValueError as exc:
@@ -195,6 +195,7 @@ class RecordPump:
         if self.owner is not None:
             try:  # claim the calls served since the last round, due or not
                 await self.owner.claim()
+                self._take_forwarded(await self.owner.take_forwarded())
             except Exception as exc:  # Redis down: claimed next round; their records wait
                 log.warning("records.claim_failed %s", type(exc).__name__)
         parked, self.parked = self.parked, []
@@ -216,6 +217,18 @@ class RecordPump:
             else:  # the stream did not take everything: the next start replays it
                 self.journal.close()
         return done
+
+    def _take_forwarded(self, facts: list[IvrFact]) -> None:
+        """Facts another controller learnt of calls this one owns (a later FastAGI request
+        that reached it): into the builder, and the journal."""
+        for fact in facts:
+            try:
+                self.builder.feed_ivr(fact)
+                if self.journal is not None:
+                    self.journal.fact(fact)
+            except Exception as exc:  # as fact(): counted, never worth failing the round
+                self.refused_facts += 1
+                log.warning("records.fact_refused %s", str(exc)[:200])
 
     def _tidy(self) -> None:
         """At most every :data:`TIDY_S`: the journal drops segments whose calls are all handed over."""
