@@ -5,9 +5,10 @@ A controller folds a call's IVR facts and AMI events in memory; its record is ap
 stream about half a second after the caller hangs up. A controller killed (SIGKILL, a crash)
 in that half second, or while the stream is unreachable, would lose those records with its
 memory. So :class:`FactJournal` writes every fact and every AMI event the builder takes as
-one JSON line to an append-only file (``os.write`` on a descriptor opened ``O_APPEND``: one
-system call, no buffering in the process). Once ``write`` returns, the line is in the
-kernel's page cache: it survives the process being killed, however hard. It does **not**
+one JSON line to an append-only file (``os.write`` on a descriptor opened ``O_APPEND``, the
+lines of one turn of the event loop in one call, at the end of that turn: before the
+controller next waits for Asterisk). Once ``write`` returns, the lines are in the kernel's page
+cache: they survive the process being killed, however hard. It does **not**
 survive the machine losing power or the kernel crashing (no ``fsync``: that would cost a disk
 flush per fact on the call path); see ``docs/contact-records.md``.
 
@@ -27,6 +28,7 @@ The lines hold complete caller numbers (as the AMI events and facts do): files a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -35,6 +37,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, get_args
 
@@ -46,22 +49,31 @@ SEGMENT_S = 10.0
 """A new segment this often (the old ones go once their calls are in the stream)."""
 
 _FACTS: dict[str, type[Any]] = {cls.__name__: cls for cls in get_args(rf.IvrFact)}
-_TUPLES = {"reasons"}  # fact fields that are tuples (JSON gives lists)
+_VALUES = {cls: attrgetter(*(f.name for f in dataclasses.fields(cls))) for cls in _FACTS.values()}
+_TUPLES = {
+    cls.__name__: frozenset(i for i, f in enumerate(dataclasses.fields(cls)) if f.name == "reasons")
+    for cls in _FACTS.values()
+}  # fields that are tuples (JSON gives lists)
+_encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
-def fact_line(fact: rf.IvrFact) -> dict[str, Any]:
-    """A fact as a JSON-ready object (its type's name and its fields)."""
-    return {"f": type(fact).__name__, "a": dataclasses.asdict(fact)}
+def fact_line(fact: rf.IvrFact) -> list[Any]:
+    """A fact as a JSON-ready list: its type's name, then its fields in order. Positional, not
+    ``dataclasses.asdict``: 5 us a fact instead of 28 (benchmarks/route_bench.py)."""
+    return [type(fact).__name__, *_VALUES[type(fact)](fact)]
 
 
-def fact_of(line: Mapping[str, Any]) -> rf.IvrFact:
+def fact_of(line: Any) -> rf.IvrFact:
     """The fact of :func:`fact_line` (ValueError for one that is not)."""
-    cls = _FACTS.get(str(line.get("f")))
-    values = line.get("a")
-    if cls is None or not isinstance(values, dict):
+    if not isinstance(line, list) or not line:
         raise ValueError(f"not a fact: {str(line)[:100]}")
+    name, values = str(line[0]), line[1:]
+    cls = _FACTS.get(name)
+    if cls is None:
+        raise ValueError(f"not a fact: {name[:40]}")
+    tuples = _TUPLES[name]
     try:
-        fact: rf.IvrFact = cls(**{k: tuple(v) if k in _TUPLES else v for k, v in values.items()})
+        fact: rf.IvrFact = cls(*(tuple(v) if i in tuples else v for i, v in enumerate(values)))
     except TypeError as exc:
         raise ValueError(f"not a fact: {exc}") from exc
     return fact
@@ -93,13 +105,15 @@ def read_journal(folder: Path) -> Replayed:
         for raw in path.read_bytes().splitlines():
             try:
                 line = json.loads(raw)
-                if "i" in line:
+                if isinstance(line, list):
+                    found.facts.append(fact_of(line))
+                elif "i" in line:
                     found.instances.add(str(line["i"]))
                 elif "e" in line:
                     event = {str(k): str(v) for k, v in dict(line["e"]).items()}
                     found.facts.append((event, float(line["t"])))
                 else:
-                    found.facts.append(fact_of(line))
+                    raise ValueError("not a journal line")
             except (ValueError, TypeError, KeyError, AttributeError):
                 found.bad_lines += 1
     if found.bad_lines:
@@ -127,6 +141,8 @@ class FactJournal:
         self._old: dict[Path, set[str]] = {key: set() for key in existing}  # replayed: forgotten below
         self._calls: set[str] = set()
         self._fd = -1
+        self._pending: list[str] = []
+        self._scheduled = False
         self._path = self.folder / "none"
         self._opened_at = 0.0
         self.written = 0
@@ -142,22 +158,38 @@ class FactJournal:
     # --- in: the call path and the AMI tap (one write each) -------------------------------
 
     def fact(self, fact: rf.IvrFact) -> None:
-        self._write(fact.call_id, fact_line(fact))
+        self._add(fact.call_id, _encode(fact_line(fact)))
 
     def ami(self, call_id: str, event: Mapping[str, str], received_at: float) -> None:
-        self._write(call_id, {"e": dict(event), "t": received_at})
+        self._add(call_id, _encode({"e": dict(event), "t": received_at}))
 
-    def _write(self, call_id: str, line: dict[str, Any]) -> None:
-        data = json.dumps(line, separators=(",", ":")).encode() + b"\n"
-        try:
-            os.write(self._fd, data)  # O_APPEND: one line, in the page cache when this returns
-        except OSError as exc:  # a full disk: the record is still built, only unprotected
-            self.failed += 1
-            if self.failed % 1000 == 1:
-                log.error("records.journal_write_failed %s failed=%d", type(exc).__name__, self.failed)
-            return
+    def _add(self, call_id: str, line: str) -> None:
+        """Queue the line; the lines of one turn of the event loop go in one ``write`` at its
+        end (a call's route reports 3 to 5 facts in one go). Without a running loop: at once."""
         self._calls.add(call_id)
-        self.written += 1
+        self._pending.append(line)
+        if self._scheduled:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+            self._scheduled = True
+        except RuntimeError:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the queued lines (one ``os.write``: in the page cache when it returns)."""
+        self._scheduled = False
+        if not self._pending:
+            return
+        lines, self._pending = self._pending, []
+        data = ("\n".join(lines) + "\n").encode()
+        try:
+            os.write(self._fd, data)  # O_APPEND
+        except OSError as exc:  # a full disk: the records are still built, only unprotected
+            self.failed += len(lines)
+            log.error("records.journal_write_failed %s failed=%d", type(exc).__name__, self.failed)
+            return
+        self.written += len(lines)
 
     # --- out: the pump's round -------------------------------------------------------------
 
@@ -165,6 +197,7 @@ class FactJournal:
         """Start a new segment when the current one is old enough; delete every older segment
         none of whose calls is ``pending`` any more. Returns how many were deleted."""
         if self.clock() - self._opened_at >= self.segment_s and self._calls:
+            self.flush()
             self._old[self._path] = self._calls
             self._calls = set()
             os.close(self._fd)
@@ -181,6 +214,7 @@ class FactJournal:
 
     def close(self) -> None:
         if self._fd >= 0:
+            self.flush()
             os.close(self._fd)
             self._fd = -1
 
