@@ -37,7 +37,7 @@ from ivr.controller import Clock, Controller, LiveSource, NoLiveState, PlanError
 from ivr.fastagi import FastAgiServer, ServerConfig, serve_until_signal
 from records.appender import Ownership, StreamSink, TeeSink
 from records.builder import RecordBuilder
-from records.journal import FactJournal, read_journal
+from records.journal import FactJournal, JournalInUse, read_journal
 from records.model import ContactRecord
 from records.outbox import JsonlSink, RecordPump, RecordSink, stop_pump
 from records.stream import RecordStream
@@ -537,9 +537,9 @@ def record_pump(
     builder = RecordBuilder(centre, options.records_key, grace_s=RECORD_GRACE_S, avoidable_reasons=avoidable)
     owner = Ownership(redis, centre, instance, lease_holder=lease_holder) if redis is not None else None
     journal, found = None, None
-    if options.records_journal is not None:
-        found = read_journal(options.records_journal)
+    if options.records_journal is not None:  # locked first: then no one else writes it
         journal = FactJournal(options.records_journal, instance)
+        found = read_journal(options.records_journal)
     pump = RecordPump(
         builder,
         record_sink(options, centre, redis, holder),
@@ -634,7 +634,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings, centre, clock_start=clock_start, clock_speed=args.clock_speed
     )
     log.info("controller.starting", loop=loop_kind)
-    return asyncio.run(serve(options))
+    try:
+        return asyncio.run(serve(options))
+    except JournalInUse as exc:  # raised before anything listens
+        print(f"callrouter: {exc}, not starting", file=sys.stderr)
+        return 1
 
 
 SERVE_SETTINGS = (

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -121,6 +122,10 @@ def read_journal(folder: Path) -> Replayed:
     return found
 
 
+class JournalInUse(RuntimeError):
+    """Another live controller holds the journal's folder."""
+
+
 class FactJournal:
     """Append-only segments of the builder's input (see the module doc). Not thread-safe: the
     controller's event loop writes it."""
@@ -135,6 +140,14 @@ class FactJournal:
     ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # one controller per folder: another one's segments would be replayed and deleted here
+        # (the kernel releases the lock when the holder dies, however it dies)
+        self._lock = os.open(self.folder / "lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._lock)
+            raise JournalInUse(f"the fact journal {self.folder} is in use by another controller") from exc
         self.instance, self.segment_s, self.clock = instance, segment_s, clock
         existing = segments_in(self.folder)
         self._number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 1
@@ -217,6 +230,9 @@ class FactJournal:
             self.flush()
             os.close(self._fd)
             self._fd = -1
+        if self._lock >= 0:
+            os.close(self._lock)  # releases the lock
+            self._lock = -1
 
     def remove_all(self) -> None:
         """After a clean shutdown that handed every record over: nothing left to replay."""

@@ -8,9 +8,11 @@ import asyncio
 import stat
 from pathlib import Path
 
+import pytest
+
 from records import facts as rf
 from records.builder import RecordBuilder
-from records.journal import FactJournal, fact_line, fact_of, read_journal, segments_in
+from records.journal import FactJournal, JournalInUse, fact_line, fact_of, read_journal, segments_in
 from records.outbox import REPLAYED_OPEN_S, RESTARTED, MemorySink, RecordPump
 
 CALL = "1795100000.7"
@@ -111,3 +113,11 @@ def test_a_replayed_call_whose_end_is_never_seen_is_closed_with_a_problem(tmp_pa
     assert [r.id for r in sink.records] == [CALL]
     assert not sink.records[0].complete
     assert RESTARTED in sink.records[0].problems
+
+
+def test_one_controller_per_journal_folder(tmp_path: Path) -> None:
+    first = FactJournal(tmp_path, "host:1")
+    with pytest.raises(JournalInUse, match="in use by another controller"):
+        FactJournal(tmp_path, "host:2")
+    first.close()
+    FactJournal(tmp_path, "host:3").close()  # free again once the first has gone
