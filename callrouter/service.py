@@ -44,6 +44,7 @@ from ivr.controller import Clock, Controller, LiveSource, NoLiveState, PlanError
 from ivr.fastagi import FastAgiServer, ServerConfig, serve_until_signal
 from records.appender import Ownership, StreamSink, TeeSink
 from records.builder import RecordBuilder
+from records.journal import FactJournal, JournalInUse, read_journal
 from records.model import ContactRecord
 from records.outbox import JsonlSink, RecordPump, RecordSink, stop_pump
 from records.stream import RecordStream
@@ -105,6 +106,7 @@ class ServeOptions:
     store_max_wait_s: float = plan_store.MAX_WAIT_S  # never longer after noticing a new version
     ops_host: str = "127.0.0.1"
     ops_port: int | None = None
+    records_journal: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, centre: str, **options: object) -> ServeOptions:
@@ -138,6 +140,7 @@ class ServeOptions:
             "toggle_keyring": settings.toggle_keyring(),
             "ops_host": settings.ops.host,
             "ops_port": settings.ops.port,
+            "records_journal": settings.records.journal,
         }
         return cls(**{**values, **options})  # type: ignore[arg-type]
 
@@ -804,7 +807,14 @@ async def _shut_down(
         await ami[0].stop()
     if pump is not None:  # after the drain and the last AMI event: hand over every record held
         handed = await stop_pump(pump, pumping)
-        log.info("records.flushed", records=handed, appended=pump.appended, backlog=len(pump.backlog))
+        log.info(
+            "records.flushed",
+            records=handed,
+            appended=pump.appended,
+            backlog=len(pump.backlog),
+            forwarded=pump.owner.forwarded if pump.owner is not None else 0,
+            received=pump.owner.received if pump.owner is not None else 0,
+        )
     if redis is not None:
         await redis.aclose()
     watch(sessions=None, ami=None, live_age_s=None, toggles=None, records_pending=None)
@@ -846,9 +856,21 @@ def record_pump(
     centre = holder.current.plan.centre
     builder = RecordBuilder(centre, options.records_key, grace_s=RECORD_GRACE_S, avoidable_reasons=avoidable)
     owner = Ownership(redis, centre, instance, lease_holder=lease_holder) if redis is not None else None
-    return RecordPump(
-        builder, record_sink(options, centre, redis, holder), interval_s=RECORD_PUMP_INTERVAL_S, owner=owner
+    journal, found = None, None
+    if options.records_journal is not None:  # locked first: then no one else writes it
+        journal = FactJournal(options.records_journal, instance)
+        found = read_journal(options.records_journal)
+    pump = RecordPump(
+        builder,
+        record_sink(options, centre, redis, holder),
+        interval_s=RECORD_PUMP_INTERVAL_S,
+        owner=owner,
+        journal=journal,
     )
+    if found is not None and found.facts:
+        calls = pump.replay(found)
+        log.warning("records.journal_replayed", calls=calls, segments=len(found.segments))
+    return pump
 
 
 def record_sink(
@@ -935,7 +957,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings, centre, clock_start=clock_start, clock_speed=args.clock_speed
     )
     log.info("controller.starting", loop=loop_kind)
-    return asyncio.run(serve(options))
+    try:
+        return asyncio.run(serve(options))
+    except JournalInUse as exc:  # raised before anything listens
+        print(f"callrouter: {exc}, not starting", file=sys.stderr)
+        return 1
 
 
 SERVE_SETTINGS = (
@@ -943,7 +969,8 @@ SERVE_SETTINGS = (
     "agi.host", "agi.port", "redis.url", "redis.enabled", "live_timeout_s", "agi.max_sessions",
     "agi.call_timeout_s", "agi.drain_timeout_s", "agi.allowed_peers", "agi.max_sessions_per_peer",
     "agi.max_pending", "watch_interval_s", "ami.host", "ami.port", "ami.username", "ami.centre",
-    "ami.publish_queue", "log.level", "log.console", "records.outbox", "ops.host", "ops.port",
+    "ami.publish_queue", "log.level", "log.console", "records.outbox", "records.journal", "ops.host",
+    "ops.port",
 )  # fmt: skip
 
 

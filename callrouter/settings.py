@@ -119,6 +119,11 @@ class RecordsSettings(_Section):
         description="JSON Lines file each contact record version is also appended to, "
         "after the records stream when Redis is set (unset: none)",
     )
+    journal: Path | None = Field(
+        None,
+        description="folder of serve's fact journal: what a controller killed mid-call had not yet "
+        "appended is replayed from it on start (unset: none)",
+    )
     archive_dir: Path | None = Field(
         None,
         description="the owner's archive of every record version: written by records deliver, "
@@ -278,6 +283,7 @@ _FLAGS: dict[str, Flag] = {
     "ami.centre": Flag("--centre"),
     "ami.publish_queue": Flag("--publish-queue"),
     "records.outbox": Flag("--records-outbox"),
+    "records.journal": Flag("--records-journal"),
     "records.archive_dir": Flag("--archive"),
     "web.host": Flag("--web-host"),
     "web.port": Flag("--web-port"),

@@ -159,6 +159,12 @@ class RedisKeys:
         # lease holder emits that call's record instead (records/appender.py).
         return f"{self.prefix}records:{{{centre}}}:alive:{instance}"
 
+    def record_facts_for(self, centre: str, instance: str) -> str:
+        # LIST of JSON facts (records/journal.py fact_line), RPUSH by a controller that served a
+        # later FastAGI request of a call ``instance`` owns, LPOP by ``instance``'s record pump
+        # each round (records/appender.py). EX 1 day, renewed on each push.
+        return f"{self.prefix}records:{{{centre}}}:facts_for:{instance}"
+
     def sink_lease(self, centre: str, sink: str) -> str:
         # STRING holder id, PX = lease time (default 10 s). Held by the one delivery worker
         # delivering to ``sink`` ("<tenant>/<name>"), so versions of a contact keep their order.
