@@ -345,7 +345,8 @@ class LiveFeed:
             self.failures += 1
             if self.failures in (1, 10) or self.failures % 300 == 0:
                 log.warning("live.feed_read_failed", error=type(exc).__name__, failures=self.failures)
-            health = FeedHealth(ok=False, failures=self.failures, error=type(exc).__name__)
+            last = self._last.read_at if self._last else None
+            health = FeedHealth(ok=False, failures=self.failures, error=type(exc).__name__, last_read_at=last)
         read = self._last or LiveRead(read_at=now)
         view = build_view(plan, read, now, max_age_s=self.max_age_s, health=health)
         self.publish(tiles(view), view.at)

@@ -74,6 +74,7 @@ class FeedHealth:
     ok: bool = True
     failures: int = 0
     error: str | None = None
+    last_read_at: datetime | None = None  # the last good read (None: none yet)
 
 
 # --- the view -------------------------------------------------------------------------------------
@@ -105,9 +106,8 @@ class QueueView:
     logged_in: int
     available: int
     paused: int
-    observed_at: str | None  # ISO-8601: when the writer last knew the figures were live
-    age_s: int | None
     stale: bool  # unknown, or older than the limit: decisions take the plan's safe default
+    # (how old the figures are is the AMI writer's age: ``ami_age_s`` of the controllers tile)
     overflow: OverflowView
 
 
@@ -160,18 +160,17 @@ class PlanView:
 class ControllersView:
     instances: tuple[str, ...]  # controller instances alive now (their alive keys)
     writer: str | None  # the AMI writer: the instance holding the AMI lease
-    ami_alive_at: str | None
-    ami_age_s: int | None
+    ami_age_s: int | None  # since the writer last knew its AMI stream was live (None: never)
     ami_stale: bool
 
 
 @dataclass(frozen=True, slots=True)
 class FeedView:
     ok: bool  # the last read from Redis succeeded
-    read_at: str  # when the figures shown were read
-    age_s: int  # how old that read is
-    stale: bool  # not ok: the figures are the last good ones, ageing
-    error: str | None
+    stale: bool  # not ok: the figures shown are from the last good read, ageing
+    read_at: str | None  # when stale: when the figures shown were read (None: never)
+    age_s: int  # when stale: how old that read is (0 when ok)
+    error: str | None  # when stale: the kind of error
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,8 +281,6 @@ def _queue_view(inputs: _Inputs, tid: str, qid: str) -> QueueView:
         logged_in=raw.logged_in if raw else 0,
         available=raw.available if raw else 0,
         paused=raw.paused if raw else 0,
-        observed_at=_iso(snap.observed_at) if snap else None,
-        age_s=_age(snap.observed_at, now) if snap else None,
         stale=fresh is None,
         overflow=_overflow(inputs, tid, qid),
     )
@@ -404,12 +401,15 @@ def build_view(
     controllers = ControllersView(
         instances=tuple(sorted(read.instances)),
         writer=read.lease_holder,
-        ami_alive_at=_iso(read.alive_at),
         ami_age_s=ami_age,
         ami_stale=ami_age is None or ami_age > max_age_s,
     )
-    read_age = _seconds((now - read.read_at).total_seconds())
-    feed = FeedView(health.ok, read.read_at.isoformat(), read_age, not health.ok, health.error)
+    if health.ok:
+        feed = FeedView(ok=True, stale=False, read_at=None, age_s=0, error=None)
+    else:
+        last = health.last_read_at
+        age = _seconds((now - last).total_seconds()) if last else 0
+        feed = FeedView(False, True, _iso(last), age, health.error)
     return LiveView(
         at=now.isoformat(),
         feed=feed,
