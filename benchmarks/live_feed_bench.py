@@ -12,7 +12,8 @@ side in the same run, against the same Redis and consumer:
   consumer -> Redis, then one read);
 * feed, poll only: a :class:`LiveFeed` reading every 0.2 s (no notification), one subscriber;
 * feed, notified: the same with the writer's ``live:changed`` notification, one subscriber;
-* feed, notified, ``--subscribers`` subscribers: the delay until every one has the change.
+* feed, notified, ``--subscribers`` subscribers: the delay until every one has the change;
+* the cost of one read (one pipelined round trip) and of one whole refresh (read, view, diff).
 
 The whole run is bounded by ``--limit-s``.
 """
@@ -26,6 +27,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from redis.asyncio import Redis
@@ -121,6 +123,20 @@ async def feed_run(rig: Rig, events: int, *, notify: bool, subscribers: int) -> 
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def refresh_cost(rig: Rig, rounds: int) -> tuple[list[float], list[float]]:
+    """Seconds per read alone (one pipelined round trip) and per whole refresh (read, view, diff)."""
+    feed = LiveFeed(rig.redis, lambda: rig.plan, keys=rig.keys)
+    reads, refreshes = [], []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        await feed.reader.read(rig.plan, datetime.now(UTC))
+        reads.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        await feed.refresh()
+        refreshes.append(time.perf_counter() - started)
+    return reads, refreshes
+
+
 def report(name: str, delays: list[float]) -> None:
     ms = [d * 1000 for d in delays]
     print(
@@ -155,6 +171,9 @@ async def run(events: int, subscribers: int, seed: int) -> None:
             report("feed, notified, 1 subscriber", notified)
             many = await feed_run(rig, events, notify=True, subscribers=subscribers)
             report(f"feed, notified, all {subscribers} subscribers", many)
+            reads, refreshes = await refresh_cost(rig, events)
+            report("cost: one read (LiveReader.read)", reads)
+            report("cost: one refresh (read, view, diff)", refreshes)
             await consumer.stop()
         await redis.aclose()
 

@@ -5,7 +5,9 @@ pipelined round trip (plus a ``SCAN`` of the controllers' alive keys every few s
 change rarely). :class:`LiveFeed` runs ONE loop per process: it reads when the AMI writer
 publishes a change (``live_changed_channel``, published by the writer's own scripts), when a
 supervisor changes a toggle (``toggles_changed_channel``), and at least every ``interval_s``
-(default 0.2 s, so ages move and a lost notification costs at most one interval). It builds
+(default 0.2 s, so ages move and a lost notification costs at most one interval); never more
+often than every ``min_gap_s`` (default 0.02 s), so a burst of events costs at most 50 reads a
+second. It builds
 the view, diffs its tiles against the previous ones and gives every subscriber the tiles that
 changed.
 
@@ -250,6 +252,7 @@ class LiveFeed:
         *,
         keys: RedisKeys = KEYS,
         interval_s: float = 0.2,
+        min_gap_s: float = 0.02,
         max_age_s: float = 30.0,
         queue_size: int = 64,
         timeout_s: float = 1.0,
@@ -261,6 +264,7 @@ class LiveFeed:
         self.keys = keys
         self.reader = LiveReader(redis, keys)
         self.interval_s = interval_s
+        self.min_gap_s = min_gap_s
         self.max_age_s = max_age_s
         self.queue_size = queue_size
         self.timeout_s = timeout_s
@@ -306,7 +310,11 @@ class LiveFeed:
     async def _poll(self) -> None:
         while True:
             self._wake.clear()  # a notification during the read wakes the next round at once
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # a bug in building the view must not end the feed: log, go on
+                log.exception("live.feed_refresh_failed")
+            await asyncio.sleep(self.min_gap_s)  # bounds the reads a burst of events costs
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval_s):
                     await self._wake.wait()
