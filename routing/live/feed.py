@@ -238,6 +238,15 @@ class Subscription:
         self.close()
 
 
+def _honour_cancel() -> None:
+    """Re-raise a cancellation that redis-py swallowed: it lets a command cancelled mid-flight
+    complete and return normally, and the loop would then go on for ever (the request is still
+    visible as ``Task.cancelling()``; ``routing.ami.consumer`` does the same)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -314,6 +323,7 @@ class LiveFeed:
                 await self.refresh()
             except Exception:  # a bug in building the view must not end the feed: log, go on
                 log.exception("live.feed_refresh_failed")
+            _honour_cancel()
             await asyncio.sleep(self.min_gap_s)  # bounds the reads a burst of events costs
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval_s):
@@ -329,6 +339,7 @@ class LiveFeed:
                 self._wake.set()  # changes missed while not listening
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    _honour_cancel()
                     if message is not None:
                         self._wake.set()
             except asyncio.CancelledError:

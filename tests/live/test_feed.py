@@ -219,3 +219,36 @@ async def test_the_feed_survives_a_redis_restart(plan: CompiledPlan) -> None:
     finally:
         await redis.aclose()
         server.stop()
+
+
+async def test_the_writer_publishes_each_change_and_not_a_bare_alive_mark(
+    redis: Redis, keys: RedisKeys
+) -> None:
+    lease = WriterLease(redis, "ctl-a", 60, keys)
+    assert await lease.acquire()
+    store = QueueStateStore(redis, "ctl-a", keys)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.live_changed_channel())
+    try:
+        assert await pubsub.get_message(timeout=1.0) is not None  # the subscribe confirmation
+        now = time.time()
+        assert await store.apply(CallerJoined(GENERAL, "u1", "PJSIP/x", "", "", 1, 1, now))
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        assert message is not None
+        assert float(message["data"]) == now
+        assert await store.apply_many([], alive_at=now + 1)  # no change: nothing published
+        assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3) is None
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_a_raw_write_that_is_not_a_toggle_does_not_take_the_view_down(
+    redis: Redis, keys: RedisKeys, plan: CompiledPlan
+) -> None:
+    await redis.set(keys.toggle("closure", "charnwood"), "not json")
+    await redis.set(keys.plan_in_force(), "[1, 2")
+    async with LiveFeed(redis, lambda: plan, keys=keys) as feed:
+        first = await anext(feed.subscribe())
+        assert first["tiles"]["feed"]["ok"] is True
+        assert "toggle:charnwood:closure" not in first["tiles"]
+        assert first["tiles"]["plan"]["version"] is None
