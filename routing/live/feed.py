@@ -50,6 +50,15 @@ from routing.redis_keys import KEYS, RedisKeys
 
 log = structlog.get_logger("callrouter.live.feed")
 Message = dict[str, Any]
+ToggleDecoder = Callable[[str, Any], Toggle]
+"""(Redis key, stored value) -> the toggle the controllers obey, or :class:`ValueError` (with the
+reason) for one they ignore. Give the controllers' own check, so the view shows exactly the
+toggles they obey (with toggle MACs: ``functools.partial(verified_toggle, keyring)``)."""
+
+
+def unverified_toggle(key: str, raw: Any) -> Toggle:
+    """A :data:`ToggleDecoder` that only parses (for controllers that do not verify toggles)."""
+    return toggle_from_json(raw)
 
 
 def _text(value: Any) -> str:
@@ -85,9 +94,17 @@ def paused_members(records: list[Any]) -> int:
 class LiveReader:
     """Reads the live view's inputs from Redis: one pipelined round trip per read."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys = KEYS, *, instances_every_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: RedisKeys = KEYS,
+        *,
+        instances_every_s: float = 2.0,
+        toggle_decoder: ToggleDecoder = unverified_toggle,
+    ) -> None:
         self.redis = redis
         self.keys = keys
+        self.toggle_decoder = toggle_decoder
         self.instances_every_s = instances_every_s
         self._instances: tuple[str, ...] = ()
         self._instances_at = float("-inf")
@@ -119,6 +136,7 @@ class LiveReader:
         latch_values = values[n_p : n_p + n_l]
         toggle_values = values[n_p + n_l : n_p + n_l + n_t]
         lease, facts = values[n_p + n_l + n_t :]
+        obeyed, rejected = self._toggles(toggles, toggle_values)
         return LiveRead(
             read_at=now,
             alive_at=_time(status[0]),
@@ -127,7 +145,8 @@ class LiveReader:
             queues=self._queues(queues, per_queue),
             partners={c: snapshot_from_json(v) for c, v in zip(partners, partner_values, strict=True) if v},
             latches=frozenset(f"{t}/{q}" for (t, q), v in zip(latches, latch_values, strict=True) if v),
-            toggles=self._toggles(toggles, toggle_values),
+            toggles=obeyed,
+            rejected=rejected,
             plan_in_force=self._facts(facts),
             instances=self._instances,
         )
@@ -148,17 +167,21 @@ class LiveReader:
             )
         return out
 
-    @staticmethod
-    def _toggles(names: list[tuple[str, str]], values: list[Any]) -> dict[str, dict[str, Toggle]]:
-        out: dict[str, dict[str, Toggle]] = {}
+    def _toggles(
+        self, names: list[tuple[str, str]], values: list[Any]
+    ) -> tuple[dict[str, dict[str, Toggle]], dict[str, dict[str, str]]]:
+        """The toggles the controllers obey, and why each other stored one is ignored (the
+        controllers log those as security events; the view only shows them)."""
+        obeyed: dict[str, dict[str, Toggle]] = {}
+        rejected: dict[str, dict[str, str]] = {}
         for (tid, kind), value in zip(names, values, strict=True):
             if not value:
                 continue
             try:
-                out.setdefault(tid, {})[kind] = toggle_from_json(value)
+                obeyed.setdefault(tid, {})[kind] = self.toggle_decoder(self.keys.toggle(kind, tid), value)
             except ValueError as error:  # a raw write must not take the view down
-                log.warning("toggle.malformed", tenant=tid, kind=kind, error=str(error)[:200])
-        return out
+                rejected.setdefault(tid, {})[kind] = str(error)[:200]
+        return obeyed, rejected
 
     @staticmethod
     def _facts(raw: Any) -> dict[str, Any] | None:
@@ -267,11 +290,12 @@ class LiveFeed:
         timeout_s: float = 1.0,
         notify: bool = True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        toggle_decoder: ToggleDecoder = unverified_toggle,
     ) -> None:
         self.redis = redis
         self.plan = plan
         self.keys = keys
-        self.reader = LiveReader(redis, keys)
+        self.reader = LiveReader(redis, keys, toggle_decoder=toggle_decoder)
         self.interval_s = interval_s
         self.min_gap_s = min_gap_s
         self.max_age_s = max_age_s

@@ -63,6 +63,7 @@ class LiveRead:
     partners: Mapping[str, QueueSnapshot] = field(default_factory=dict)  # by centre id
     latches: frozenset[str] = frozenset()  # "tenant/queue" overflowing (hysteresis memory)
     toggles: Mapping[str, Mapping[str, Toggle]] = field(default_factory=dict)  # tenant -> kind -> toggle
+    rejected: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # tenant -> kind -> why ignored
     plan_in_force: Mapping[str, Any] | None = None  # the published plan facts (version, at, ...)
     instances: tuple[str, ...] = ()  # controller instances with an alive key
 
@@ -139,6 +140,15 @@ class ToggleView:
 
 
 @dataclass(frozen=True, slots=True)
+class RejectedToggleView:
+    """A stored toggle the controllers ignore (not a toggle, or its MAC does not verify)."""
+
+    tenant: str
+    kind: str
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
 class TenantView:
     tenant: str
     name: str
@@ -183,6 +193,7 @@ class LiveView:
     queues: tuple[QueueView, ...]
     partners: tuple[PartnerView, ...]
     toggles: tuple[ToggleView, ...]
+    rejected_toggles: tuple[RejectedToggleView, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """The view as JSON-able data (field names as above)."""
@@ -397,6 +408,11 @@ def build_view(
         for kind in KINDS
         if (toggle := read.toggles.get(tid, {}).get(kind)) is not None and toggle.active(now)
     )
+    rejected = tuple(
+        RejectedToggleView(tid, kind, shown(why, 200))
+        for tid in shown_tenants
+        for kind, why in sorted(read.rejected.get(tid, {}).items())
+    )
     ami_age = _age(read.alive_at, now)
     controllers = ControllersView(
         instances=tuple(sorted(read.instances)),
@@ -419,6 +435,7 @@ def build_view(
         queues=queues,
         partners=partners,
         toggles=toggle_views,
+        rejected_toggles=rejected,
     )
 
 
@@ -429,8 +446,8 @@ def tiles(view: LiveView) -> dict[str, Tile]:
     """The view as tiles keyed by a stable id (``docs/live-view.md``), in display order.
 
     Ids: ``feed``, ``plan``, ``controllers``, ``tenant:<tenant>``, ``queue:<tenant>/<queue>``,
-    ``partner:<centre>``, ``toggle:<tenant>:<kind>``. A tile for one council carries
-    ``tenant``; a partner tile carries ``tenants``."""
+    ``partner:<centre>``, ``toggle:<tenant>:<kind>``, ``toggle_rejected:<tenant>:<kind>``. A tile
+    for one council carries ``tenant``; a partner tile carries ``tenants``."""
     out: dict[str, Tile] = {
         "feed": {"tile": "feed", **dataclasses.asdict(view.feed)},
         "plan": {"tile": "plan", **dataclasses.asdict(view.plan)},
@@ -444,6 +461,8 @@ def tiles(view: LiveView) -> dict[str, Tile]:
         out[f"partner:{p.centre}"] = {"tile": "partner", **dataclasses.asdict(p)}
     for g in view.toggles:
         out[f"toggle:{g.tenant}:{g.kind}"] = {"tile": "toggle", **dataclasses.asdict(g)}
+    for r in view.rejected_toggles:
+        out[f"toggle_rejected:{r.tenant}:{r.kind}"] = {"tile": "toggle_rejected", **dataclasses.asdict(r)}
     return out
 
 

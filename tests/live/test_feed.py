@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,11 @@ from redis.asyncio import Redis
 from emulator.ami import FakeAmi
 from routing.ami.consumer import AmiConsumer
 from routing.core.decide import CompiledPlan
-from routing.core.live import QueueSnapshot
+from routing.core.live import QueueSnapshot, Toggle
 from routing.live.events import CallerJoined
 from routing.live.feed import LiveFeed, Subscription
 from routing.live.lease import WriterLease
+from routing.live.source import toggle_from_json, toggle_json
 from routing.live.store import QueueStateStore, snapshot_json
 from routing.redis_keys import RedisKeys
 from routing.supervisor import ToggleRequest, apply_toggle, check_request
@@ -251,4 +253,26 @@ async def test_a_raw_write_that_is_not_a_toggle_does_not_take_the_view_down(
         first = await anext(feed.subscribe())
         assert first["tiles"]["feed"]["ok"] is True
         assert "toggle:charnwood:closure" not in first["tiles"]
+        rejected = first["tiles"]["toggle_rejected:charnwood:closure"]
+        assert rejected["why"].startswith("not a stored toggle")
         assert first["tiles"]["plan"]["version"] is None
+
+
+def only_signed(key: str, raw: Any) -> Toggle:
+    """A toggle check like the controllers' MAC check, in miniature: a value must name its key."""
+    data = json.loads(raw)
+    if data.get("signed_for") != key:
+        raise ValueError("bad_mac: not signed for this key")
+    return toggle_from_json(raw)
+
+
+async def test_the_view_shows_only_the_toggles_the_controllers_obey(
+    redis: Redis, keys: RedisKeys, plan: CompiledPlan
+) -> None:
+    raw = Toggle("raw write", "nobody", datetime.now(UTC) + timedelta(hours=1))
+    await redis.set(keys.toggle("emergency", "charnwood"), toggle_json(raw))
+    async with LiveFeed(redis, lambda: plan, keys=keys, toggle_decoder=only_signed) as feed:
+        tiles = (await anext(feed.subscribe()))["tiles"]
+    assert "toggle:charnwood:emergency" not in tiles
+    assert tiles["toggle_rejected:charnwood:emergency"]["why"] == "bad_mac: not signed for this key"
+    assert tiles["tenant:charnwood"]["state"] != "emergency"
