@@ -101,10 +101,12 @@ class LiveReader:
         *,
         instances_every_s: float = 2.0,
         toggle_decoder: ToggleDecoder = unverified_toggle,
+        plan_live_key: str | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.toggle_decoder = toggle_decoder
+        self.plan_live_key = plan_live_key
         self.instances_every_s = instances_every_s
         self._instances: tuple[str, ...] = ()
         self._instances_at = float("-inf")
@@ -129,7 +131,10 @@ class LiveReader:
             for name in queues:
                 pipe.hmget(k.queue_snapshot(name), ["waiting", "oldest_join", "logged_in", "available"])
                 pipe.hvals(k.queue_members(name))
+            if self.plan_live_key is not None:
+                pipe.hgetall(self.plan_live_key)
             status, values, *per_queue = await pipe.execute()
+        live_plan = per_queue.pop() if self.plan_live_key is not None else {}
         await self._refresh_instances(plan.plan.centre)
         n_p, n_l, n_t = len(partners), len(latches), len(toggles)
         partner_values = values[:n_p]
@@ -147,7 +152,7 @@ class LiveReader:
             latches=frozenset(f"{t}/{q}" for (t, q), v in zip(latches, latch_values, strict=True) if v),
             toggles=obeyed,
             rejected=rejected,
-            plan_in_force=self._facts(facts),
+            plan_in_force=self._facts(facts, live_plan),
             instances=self._instances,
         )
 
@@ -184,14 +189,19 @@ class LiveReader:
         return obeyed, rejected
 
     @staticmethod
-    def _facts(raw: Any) -> dict[str, Any] | None:
-        if raw is None:
-            return None
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            return None
-        return data if isinstance(data, dict) else None
+    def _facts(raw: Any, live_plan: dict[Any, Any]) -> dict[str, Any] | None:
+        """The published plan facts, with the plan store's live generation over them if any."""
+        data: Any = None
+        if raw is not None:
+            with contextlib.suppress(ValueError):
+                data = json.loads(raw)
+        facts = dict(data) if isinstance(data, dict) else {}
+        for name in ("generation", "version", "sha256"):
+            value = live_plan.get(name) or live_plan.get(name.encode())
+            if value is not None:
+                text = _text(value)
+                facts[name] = int(text) if name != "sha256" and text.isdigit() else text
+        return facts or None
 
     async def _refresh_instances(self, centre: str) -> None:
         """The controller instances with an alive key, listed again every ``instances_every_s``."""
@@ -275,7 +285,11 @@ def _now_iso() -> str:
 
 
 class LiveFeed:
-    """The live view of every tenant, kept current, with changes for subscribers."""
+    """The live view of every tenant, kept current, with changes for subscribers.
+
+    ``toggle_decoder``: the controllers' own check of a stored toggle (see :data:`ToggleDecoder`).
+    ``plan_live_key``: the plan store's live record (generation, version, sha256), read with the
+    rest; ``also_wake_on``: more channels whose messages wake the feed (the plan store's)."""
 
     def __init__(
         self,
@@ -291,11 +305,14 @@ class LiveFeed:
         notify: bool = True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         toggle_decoder: ToggleDecoder = unverified_toggle,
+        plan_live_key: str | None = None,
+        also_wake_on: Collection[str] = (),
     ) -> None:
         self.redis = redis
         self.plan = plan
         self.keys = keys
-        self.reader = LiveReader(redis, keys, toggle_decoder=toggle_decoder)
+        self.reader = LiveReader(redis, keys, toggle_decoder=toggle_decoder, plan_live_key=plan_live_key)
+        self.also_wake_on = tuple(also_wake_on)
         self.interval_s = interval_s
         self.min_gap_s = min_gap_s
         self.max_age_s = max_age_s
@@ -355,7 +372,7 @@ class LiveFeed:
 
     async def _listen(self) -> None:
         """Wake the poller on the writer's and the supervisors' change notifications."""
-        channels = [self.keys.live_changed_channel(), self.keys.toggles_changed_channel()]
+        channels = [self.keys.live_changed_channel(), self.keys.toggles_changed_channel(), *self.also_wake_on]
         while True:
             pubsub = self.redis.pubsub()
             try:

@@ -276,3 +276,22 @@ async def test_the_view_shows_only_the_toggles_the_controllers_obey(
     assert "toggle:charnwood:emergency" not in tiles
     assert tiles["toggle_rejected:charnwood:emergency"]["why"] == "bad_mac: not signed for this key"
     assert tiles["tenant:charnwood"]["state"] != "emergency"
+
+
+async def test_the_plan_store_generation_shows_and_its_notice_wakes_the_feed(
+    redis: Redis, keys: RedisKeys, plan: CompiledPlan
+) -> None:
+    live_key, channel = f"{keys.prefix}store-live", f"{keys.prefix}store-changed"  # the store's, passed in
+    await redis.set(keys.plan_in_force(), json.dumps({"path": "plan.yaml", "version": 3, "at": "x"}))
+    await redis.hset(live_key, mapping={"generation": 6, "version": 4, "sha256": "ab" * 32})
+    async with LiveFeed(
+        redis, lambda: plan, keys=keys, interval_s=5.0, plan_live_key=live_key, also_wake_on=[channel]
+    ) as feed:
+        sub = feed.subscribe()
+        first = (await anext(sub))["tiles"]["plan"]
+        assert (first["generation"], first["version"], first["sha256"]) == (6, 4, "ab" * 32)
+        await asyncio.sleep(0.3)  # the listener has subscribed
+        await redis.hset(live_key, mapping={"generation": 7, "version": 5})
+        await redis.publish(channel, "7")
+        changed = await next_tile(sub, "plan", lambda t: t["generation"] == 7, timeout_s=1.0)
+        assert changed["version"] == 5
