@@ -24,7 +24,6 @@ from routing.live.lease import WriterLease
 from routing.live.source import toggle_from_json, toggle_json
 from routing.live.store import QueueStateStore, snapshot_json
 from routing.redis_keys import RedisKeys
-from routing.supervisor import ToggleRequest, apply_toggle, check_request
 from tests.ami.helpers import wait_until
 from tests.live.conftest import AGENT, GENERAL
 from tests.support.redis_server import free_port, start_redis
@@ -128,12 +127,13 @@ async def test_an_emergency_toggle_shows_with_its_reason(
         sub = feed.subscribe()
         first = await anext(sub)
         assert "toggle:charnwood:emergency" not in first["tiles"]
-        now = datetime.now(UTC)
         reason = "fire alarm <b>drill</b>"
-        request = ToggleRequest("emergency", "charnwood", True, "duty manager", reason, "2h")
-        toggle = check_request(plan.plan, request, now)
+        toggle = Toggle(reason, "duty manager", datetime.now(UTC) + timedelta(hours=2))
+        key = keys.toggle("emergency", "charnwood")
         sent = time.monotonic()
-        await apply_toggle(redis, request, toggle, now, keys)
+        # as the supervisor API writes one (the stored form, then the change notice)
+        await redis.set(key, toggle_json(toggle), px=7_200_000)
+        await redis.publish(keys.toggles_changed_channel(), key)
         shown = await next_tile(sub, "toggle:charnwood:emergency", lambda t: True, timeout_s=1.0)
         assert time.monotonic() - sent < 1.0
         assert shown["reason"] == reason  # as typed: the page escapes it
