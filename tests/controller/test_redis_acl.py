@@ -54,6 +54,8 @@ NEEDS: dict[str, dict[str, str]] = {
     "record_appended": {"controller": "rw", "service": "r", "readonly": "r"},
     "record_owner": {"controller": "rw", "service": "r", "readonly": "r"},
     "record_owner_alive": {"controller": "rw", "service": "r", "readonly": "r"},
+    "record_owner_alive_pattern": {"controller": "rw", "service": "r", "readonly": "r"},
+    "live_changed_channel": {"controller": "pub", "service": "sub", "readonly": "sub"},
     "record_facts_for": {"controller": "rw", "service": "r", "readonly": "r"},
     "sink_lease": {"controller": "rw", "service": "r", "readonly": "r"},
     "sink_redo": {"controller": "rw", "service": "r", "readonly": "r"},
