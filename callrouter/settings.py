@@ -119,6 +119,11 @@ class RecordsSettings(_Section):
         description="JSON Lines file each contact record version is also appended to, "
         "after the records stream when Redis is set (unset: none)",
     )
+    journal: Path | None = Field(
+        None,
+        description="folder of serve's fact journal: what a controller killed mid-call had not yet "
+        "appended is replayed from it on start (unset: none)",
+    )
     archive_dir: Path | None = Field(
         None,
         description="the owner's archive of every record version: written by records deliver, "
@@ -160,6 +165,16 @@ class WebSettings(_Section):
     )
 
 
+class OpsSettings(_Section):
+    host: str = Field("127.0.0.1", description="address of the ops listener (/metrics, /health, /ready)")
+    port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="port of the ops listener of serve and records deliver (unset: no listener; 0: any)",
+    )
+
+
 class Settings(_Section):
     """Every setting of every command. ``ami`` is None when no AMI host is set."""
 
@@ -181,6 +196,7 @@ class Settings(_Section):
     log: LogSettings = LogSettings()
     records: RecordsSettings = RecordsSettings()
     web: WebSettings = WebSettings()
+    ops: OpsSettings = OpsSettings()
     ami: AmiSettings | None = None
 
     def require_plan(self) -> Path:
@@ -267,11 +283,14 @@ _FLAGS: dict[str, Flag] = {
     "ami.centre": Flag("--centre"),
     "ami.publish_queue": Flag("--publish-queue"),
     "records.outbox": Flag("--records-outbox"),
+    "records.journal": Flag("--records-journal"),
     "records.archive_dir": Flag("--archive"),
     "web.host": Flag("--web-host"),
     "web.port": Flag("--web-port"),
     "web.tls_cert": Flag("--tls-cert"),
     "web.tls_key": Flag("--tls-key"),
+    "ops.host": Flag("--ops-host"),
+    "ops.port": Flag("--ops-port"),
 }
 _ENV_NAMES = {"redis.url": "CALLROUTER_REDIS"}  # kept from before this model; the rest are derived
 SECRETS = ("redis.password", "ami.secret", "records.caller_hash_key")
