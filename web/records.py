@@ -161,21 +161,22 @@ def summary(record: ContactRecord) -> dict[str, Any]:
     outcome = (
         record.queues[-1].outcome if record.queues else ("ivr_abandoned" if record.ivr.abandoned else None)
     )
+    data = record.model_dump(mode="json", include={"arrived_at", "updated_at", "answered", "disposition"})
     return {
         "id": record.id,
         "version": record.version,
-        "arrived_at": record.arrived_at.isoformat(),
-        "updated_at": record.updated_at.isoformat(),
+        "arrived_at": data["arrived_at"],
+        "updated_at": data["updated_at"],
         "complete": record.complete,
         "dialled": record.dialled,
         "caller": mask_number(record.caller.number) if record.caller.number else None,
         "caller_withheld": record.caller.withheld,
         "decision": record.decisions[-1].kind if record.decisions else None,
         "queue_outcome": outcome,
-        "answered_at": record.answered.at.isoformat() if record.answered else None,
+        "answered_at": data["answered"]["at"] if data["answered"] else None,
         "talk_s": record.talk_s,
         "survey": record.survey,
-        "disposition": record.disposition.model_dump(mode="json") if record.disposition else None,
+        "disposition": data["disposition"],
     }
 
 
@@ -319,7 +320,7 @@ async def get_record(request: web.Request) -> web.Response:
             "versions": [
                 {
                     "version": r.version,
-                    "updated_at": r.updated_at.isoformat(),
+                    "updated_at": r.model_dump(mode="json", include={"updated_at"})["updated_at"],
                     "disposition": r.disposition.kind if r.disposition else None,
                 }
                 for r in versions
@@ -472,13 +473,20 @@ def setup(app: web.Application) -> None:
 
 # --- the OpenAPI part -------------------------------------------------------------------------
 
-_TENANT = {"name": "tenant", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}
+_TENANT = {
+    "name": "tenant",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "maxLength": 64},
+    "example": "harborough",
+}
 _RECORD = {
     "name": "record_id",
     "in": "path",
     "required": True,
     "description": "the call's Linkedid",
     "schema": {"type": "string", "maxLength": 40},
+    "example": "1795424400.1",
 }
 
 
@@ -489,6 +497,7 @@ def _day_param(name: str, what: str) -> dict[str, Any]:
         "required": True,
         "description": what,
         "schema": {"type": "string", "format": "date"},
+        "example": "2026-11-23",
     }
 
 
@@ -712,6 +721,7 @@ OPENAPI: dict[str, Any] = {
             },
             "DispositionRequest": {
                 "type": "object",
+                "example": {"kind": "avoidable", "reason": "chasing-progress"},
                 "additionalProperties": False,
                 "required": ["kind"],
                 "properties": {

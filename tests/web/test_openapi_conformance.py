@@ -20,12 +20,29 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from redis import Redis
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from callrouter.cli import main
+from records.archive import Archive
+from tests.records.support import KEY
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.web import PASSWORD
+from tests.web.records_rig import EXAMPLE_PLAN, sample_records
 
 CONFORMANCE_DB = 12
+# Operations that refuse some schema-valid requests for what they mean (a 400 or 422 problem,
+# documented): the records API's range between two dates longer than its limit, a disposition
+# reason not in the tenant's list. No schema can say these, so the check that every
+# schema-valid request is accepted does not apply to them; every other check does.
+MEANING_CHECKED = {
+    path: [positive_data_acceptance]
+    for path in (
+        "/api/v1/tenants/{tenant}/records",
+        "/api/v1/tenants/{tenant}/records/{record_id}/disposition",
+        "/api/v1/tenants/{tenant}/report",
+        "/tenants/{tenant}/report.html",
+    )
+}
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +64,12 @@ def live_web(
         assert main(["users", "token", "admin", "--name", "conformance", "--redis", url]) == 0
     token = out.getvalue().strip().splitlines()[-1]
     port = free_port()
+    archive = tmp_path_factory.mktemp("conformance-archive")
+    Archive(archive).append_many(sample_records())  # the records API reads a real archive
     env = {**os.environ, "CALLROUTER_REDIS": url, "CALLROUTER_WEB_PORT": str(port),
-           "CALLROUTER_WEB_COOKIE_SECURE": "false", "CALLROUTER_LOG_LEVEL": "warning"}  # fmt: skip
+           "CALLROUTER_WEB_COOKIE_SECURE": "false", "CALLROUTER_LOG_LEVEL": "warning",
+           "CALLROUTER_PLAN": str(EXAMPLE_PLAN), "CALLROUTER_RECORDS_ARCHIVE_DIR": str(archive),
+           "CALLROUTER_RECORDS_CALLER_HASH_KEY": KEY.decode()}  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-m", "callrouter.cli", "web"],
         env=env,
@@ -87,6 +108,10 @@ def test_every_operation_answers_as_documented(live_web: tuple[str, str]) -> Non
         @given(case=operation.as_strategy())
         @settings(max_examples=25, suppress_health_check=list(HealthCheck), deadline=None)
         def check(case: schemathesis.Case) -> None:
-            case.call_and_validate(base_url=base, headers={"Authorization": f"Bearer {token}"})
+            case.call_and_validate(
+                base_url=base,
+                headers={"Authorization": f"Bearer {token}"},
+                excluded_checks=MEANING_CHECKED.get(case.operation.path, []),
+            )
 
         check()
