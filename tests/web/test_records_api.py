@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from jsonschema import Draft202012Validator
 from redis.asyncio import Redis
 
 from callrouter.cli import main
@@ -412,3 +413,34 @@ async def test_without_an_archive_the_api_says_so(web_client: Client, web_store:
     answer = await web_client.get(f"{HARBOROUGH}/records", params=RANGE, headers=viewer)
     assert answer.status == 503
     assert "records.archive_dir" in (await answer.json())["detail"]
+
+
+async def test_answers_follow_the_openapi_document(
+    client: Client, web_store: IdentityStore, web_redis: Redis
+) -> None:
+    """Each success answer against its schema in /api/openapi.json (the conformance run's
+    generated tenants are mostly unknown, so its answers are mostly 404s)."""
+    supervisor = await token_of(web_store, "hsup", {"harborough": {"supervisor"}})
+    spec = await (await client.get("/api/openapi.json")).json()
+
+    def check(name: str, body: Any) -> None:
+        schema = {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}
+        Draft202012Validator(schema).validate(body)
+
+    page = await client.get(f"{HARBOROUGH}/records", params={**RANGE, "limit": "2"}, headers=supervisor)
+    check("RecordPage", await page.json())
+    one = await client.get(f"{HARBOROUGH}/records/{target()}", headers=supervisor)
+    check("RecordVersions", await one.json())
+    posted = await client.post(
+        f"{HARBOROUGH}/records/{target()}/disposition", json={"kind": "complaint"}, headers=supervisor
+    )
+    check("DispositionResult", await posted.json())
+    example = spec["components"]["schemas"]["DispositionRequest"]["example"]
+    check("DispositionRequest", example)
+    operations = {
+        (path, method)
+        for path, item in spec["paths"].items()
+        for method in item
+        if path.startswith(("/api/v1/tenants/{tenant}/re", "/tenants/{tenant}/report"))
+    }
+    assert len(operations) == 5
