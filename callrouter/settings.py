@@ -160,6 +160,16 @@ class WebSettings(_Section):
     )
 
 
+class OpsSettings(_Section):
+    host: str = Field("127.0.0.1", description="address of the ops listener (/metrics, /health, /ready)")
+    port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="port of the ops listener of serve and records deliver (unset: no listener; 0: any)",
+    )
+
+
 class Settings(_Section):
     """Every setting of every command. ``ami`` is None when no AMI host is set."""
 
@@ -181,6 +191,7 @@ class Settings(_Section):
     log: LogSettings = LogSettings()
     records: RecordsSettings = RecordsSettings()
     web: WebSettings = WebSettings()
+    ops: OpsSettings = OpsSettings()
     ami: AmiSettings | None = None
 
     def require_plan(self) -> Path:
@@ -272,6 +283,8 @@ _FLAGS: dict[str, Flag] = {
     "web.port": Flag("--web-port"),
     "web.tls_cert": Flag("--tls-cert"),
     "web.tls_key": Flag("--tls-key"),
+    "ops.host": Flag("--ops-host"),
+    "ops.port": Flag("--ops-port"),
 }
 _ENV_NAMES = {"redis.url": "CALLROUTER_REDIS"}  # kept from before this model; the rest are derived
 SECRETS = ("redis.password", "ami.secret", "records.caller_hash_key")
