@@ -35,6 +35,7 @@ from web.context import (
 )
 from web.identity import IdentityStore, default_hasher
 from web.problems import Problem, problem_response
+from web.templating import STATIC_DIR, STATIC_URL
 
 log = structlog.get_logger("callrouter.web")
 
@@ -140,6 +141,7 @@ def _core(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/api/openapi.json", openapi_document)
+    app.router.add_static(STATIC_URL, STATIC_DIR)  # the page's stylesheet and vendored scripts
     plain = {
         "application/json": {
             "schema": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}

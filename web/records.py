@@ -44,10 +44,11 @@ from routing.masking import mask_number
 from routing.redis_keys import KEYS
 from routing.supervisor import audit
 from web import openapi
-from web.auth import require
+from web.auth import csrf_token, require
 from web.context import REDIS, now
 from web.identity import Identity
 from web.problems import Problem, read_model
+from web.templating import page_environment, render_page
 
 PlanSource = Callable[[], Awaitable[Plan]]
 
@@ -403,6 +404,85 @@ async def report_html(request: web.Request) -> web.Response:
     )
 
 
+# --- the page: today's KPIs ---------------------------------------------------------------------
+
+PAGES = page_environment()
+KPI_REPORT_DAYS = 7  # the full report's default range on the page: the last week, today included
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f} %"
+
+
+def _figure(label: str, value: object) -> dict[str, str]:
+    return {"label": label, "value": "–" if value is None else str(value)}
+
+
+def kpi_tiles(total: dict[str, Any], service_level_s: float) -> list[dict[str, Any]]:
+    """The page's tiles from the report's ``total`` (pure: figures in, words out)."""
+    a, s, sat = total["accessibility"], total["service_levels"], total["satisfaction"]
+    if s["fpoc_rate"] is None:
+        fpoc_status, fpoc_text = "stale", "No dispositions yet"
+    elif s["fpoc_met"]:
+        fpoc_status, fpoc_text = "normal", "Target met"
+    else:
+        fpoc_status, fpoc_text = "busy", "Below target"
+
+    def tile(
+        key: str, title: str, *figures: dict[str, str], status: str = "normal", text: str = ""
+    ) -> dict[str, Any]:
+        return {"id": key, "title": title, "status": status, "status_text": text, "figures": list(figures)}
+
+    return [
+        tile("offered", "Calls offered", _figure("Offered", a["offered"]),
+             _figure("Overflowed to partner", a["overflowed_to_partner"]),
+             _figure("Out of hours", a["out_of_hours"])),
+        tile("answered", "Answered", _figure("Answered", a["answered"]),
+             _figure("Answered rate", _percent(a["answered_rate"])),
+             _figure(f"Within {service_level_s:g} s", a["answered_within_service_level"]),
+             _figure("Service level", _percent(a["service_level_rate"]))),
+        tile("abandoned", "Abandoned", _figure("Abandoned", a["abandoned_in_queue"] + a["abandoned_in_ivr"]),
+             _figure("In a queue", a["abandoned_in_queue"]), _figure("In the menus", a["abandoned_in_ivr"])),
+        tile("fpoc", "First point of contact", _figure("Resolved first time", _percent(s["fpoc_rate"])),
+             _figure("Target", _percent(s["fpoc_target"])), _figure("Dispositions", s["dispositions"]),
+             status=fpoc_status, text=fpoc_text),
+        tile("satisfaction", "Satisfaction", _figure("Survey answers", sat["responses"]),
+             _figure("Good", sat["good"]), _figure("Average", sat["average"]), _figure("Poor", sat["poor"]),
+             _figure("Complaints", sat["complaints"])),
+    ]  # fmt: skip
+
+
+async def kpi_page(request: web.Request) -> web.Response:
+    """``GET /tenants/{tenant}/kpis``: today's KPIs in the council's time zone (viewer)."""
+    asked = await _asked(request, "viewer")
+    zone = asked.tenant.zone()
+    today = now(request).astimezone(zone).date()
+    data = await report_data(request, asked, Range(today, today), "day", "page")
+    counts = data["volume"]["by_weekday_hour"][today.weekday()]
+    from records.report import hour_bars  # noqa: PLC0415 - matplotlib loads slowly; only here
+
+    chart = await asyncio.to_thread(render, lambda: hour_bars(counts)) if any(counts) else ""
+    html = render_page(
+        PAGES,
+        "kpis.html.j2",
+        title=f"Today's KPIs: {asked.tenant.name}",
+        user={"name": asked.identity.display_name or asked.identity.user_id},
+        csrf_token=csrf_token(request) or "",
+        active_nav="reports",
+        tenant_name=asked.tenant.name,
+        day_text=f"{today:%A} {today.day} {today:%B %Y}",
+        zone=zone.key,
+        tiles=kpi_tiles(data["total"], data["settings"]["service_level_s"]),
+        offered=data["total"]["accessibility"]["offered"],
+        chart=chart,
+        hours=[{"label": f"{h:02d}:00–{h:02d}:59", "count": c} for h, c in enumerate(counts)],
+        report_url=f"/tenants/{asked.tenant_id}/report.html",
+        report_from=(today - timedelta(days=KPI_REPORT_DAYS - 1)).isoformat(),
+        report_to=today.isoformat(),
+    )
+    return web.Response(text=html, content_type="text/html")
+
+
 class DispositionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -468,6 +548,7 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/api/v1/tenants/{tenant}/records/{record_id}/disposition", post_disposition)
     app.router.add_get("/api/v1/tenants/{tenant}/report", report_json)
     app.router.add_get("/tenants/{tenant}/report.html", report_html)
+    app.router.add_get("/tenants/{tenant}/kpis", kpi_page)
     openapi.contribute(app, OPENAPI)
 
 
@@ -511,6 +592,7 @@ _PERIOD = {
     "required": False,
     "schema": {"enum": list(PERIODS), "default": "day"},
 }
+_HTML = {"text/html": {"schema": {"type": "string"}}}
 _JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 _NULLABLE_TEXT = {"type": ["string", "null"]}
 _DISPOSITION = {
@@ -663,6 +745,21 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": {"description": "the report (docs/reports.md)", "content": _JSON_OBJECT},
                     **_VIEW_ERRORS,
+                },
+            }
+        },
+        "/tenants/{tenant}/kpis": {
+            "get": {
+                "summary": "The page of today's KPIs with the hour profile (viewer; audited)",
+                "operationId": "kpiPage",
+                "security": openapi.SECURED,
+                "parameters": [_TENANT],
+                "responses": {
+                    "200": {
+                        "description": "the page",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    **openapi.errors(401, 403, 404, 503),
                 },
             }
         },

@@ -444,3 +444,42 @@ async def test_answers_follow_the_openapi_document(
         if path.startswith(("/api/v1/tenants/{tenant}/re", "/tenants/{tenant}/report"))
     }
     assert len(operations) == 5
+
+
+# --- the KPI page ----------------------------------------------------------------------------------
+
+
+async def test_the_kpi_page_shows_todays_figures(client: Client, web_store: IdentityStore) -> None:
+    viewer = await token_of(web_store, "hview", {"harborough": {"viewer"}})
+    answer = await client.get("/tenants/harborough/kpis", headers=viewer)
+    assert answer.status == 200
+    assert answer.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    html = await answer.text()
+    assert "<style" not in html
+    assert " style=" not in html
+    assert "<script>" not in html  # only the base template's script files
+    assert "Monday 23 November 2026" in html
+    tiles = dict(re.findall(r"<dt>([^<]+)</dt><dd>([^<]+)</dd>", html))
+    assert tiles["Offered"] == "6"
+    assert tiles["Answered"] == "4"
+    assert tiles["Within 20 s"] == "3"
+    assert tiles["Abandoned"] == "2"
+    assert tiles["Resolved first time"] == "100.0 %"
+    assert tiles["Good"] == "1"
+    assert "Target met" in html
+    assert 'src="data:image/png;base64,' in html
+    assert 'alt="Bar chart of calls offered in each hour today' in html
+    hours = dict(re.findall(r'<tr><th scope="row">(\d\d):00–\d\d:59</th><td>(\d+)</td></tr>', html))
+    assert (hours["09"], hours["10"], hours["11"], hours["14"], hours["16"], hours["12"]) == (
+        "2", "1", "1", "1", "1", "0",
+    )  # fmt: skip
+    assert 'action="/tenants/harborough/report.html"' in html
+
+
+async def test_the_kpi_page_is_for_that_councils_viewers(client: Client, web_store: IdentityStore) -> None:
+    assert (await client.get("/tenants/harborough/kpis")).status == 401
+    other = await token_of(web_store, "cview", {"charnwood": {"viewer"}})
+    assert (await client.get("/tenants/harborough/kpis", headers=other)).status == 403
+    mine = await client.get("/tenants/charnwood/kpis", headers=other)
+    assert mine.status == 200
+    assert "Offered</dt><dd>2<" in await mine.text()
