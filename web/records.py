@@ -27,8 +27,9 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,13 +45,14 @@ from routing.masking import mask_number
 from routing.redis_keys import KEYS
 from routing.supervisor import audit
 from web import openapi
-from web.auth import csrf_token, require
+from web.auth import authenticated, csrf_token, require
 from web.context import REDIS, now
 from web.identity import Identity
 from web.problems import Problem, read_model
 from web.templating import page_environment, render_page
 
 PlanSource = Callable[[], Awaitable[Plan]]
+log = structlog.get_logger("callrouter.web")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +89,8 @@ class Asked:
     tenant_id: str
 
 
-async def _asked(request: web.Request, role: str) -> Asked:
-    """Authorised for ``role`` of the path's tenant (401/403), a tenant of the plan (404)."""
-    tenant_id = request.match_info["tenant"]
-    identity = require(request, role, tenant_id)
+async def _source(request: web.Request) -> tuple[RecordsSource, Plan]:
+    """The records source and the plan in force, or a 503 problem saying which is missing."""
     source = request.app.get(RECORDS)
     if source is None:
         raise Problem(503, "contact records are not set up on this service (records.archive_dir)")
@@ -98,6 +98,14 @@ async def _asked(request: web.Request, role: str) -> Asked:
         plan = await source.plan()
     except Exception as exc:  # the plan file or store cannot be read just now
         raise Problem(503, f"the routing plan cannot be read ({type(exc).__name__})") from None
+    return source, plan
+
+
+async def _asked(request: web.Request, role: str) -> Asked:
+    """Authorised for ``role`` of the path's tenant (401/403), a tenant of the plan (404)."""
+    tenant_id = request.match_info["tenant"]
+    identity = require(request, role, tenant_id)
+    source, plan = await _source(request)
     tenant = plan.tenants.get(tenant_id)
     if tenant is None:
         raise Problem(404, f"no tenant {tenant_id[:64]} in the plan")
@@ -241,10 +249,23 @@ def _versions(archive: Archive, tenant: str, record_id: str) -> list[ContactReco
     return [found[v] for v in sorted(found)]
 
 
+T = TypeVar("T")
+
+
+async def _reading(read: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Read the archive in a worker thread (the event loop keeps serving); an archive that
+    cannot be read (permissions, a missing mount) is a 503 problem, not a 500."""
+    try:
+        return await asyncio.to_thread(read, *args, **kwargs)
+    except OSError as exc:
+        log.error("web.records_archive_unreadable", error=type(exc).__name__, errno=exc.errno)
+        raise Problem(503, "the records archive cannot be read just now") from None
+
+
 async def _latest(asked: Asked, record_id: str) -> list[ContactRecord]:
     if not RECORD_ID.match(record_id):
         raise Problem(404, "a record id is the call's Linkedid (digits.digits)")
-    versions = await asyncio.to_thread(_versions, asked.source.archive, asked.tenant_id, record_id)
+    versions = await _reading(_versions, asked.source.archive, asked.tenant_id, record_id)
     if not versions:
         raise Problem(404, f"no record {record_id} of tenant {asked.tenant_id}")
     return versions
@@ -290,7 +311,7 @@ async def list_records(request: web.Request) -> web.Response:
         return held == disposition
 
     start, end = span.bounds(asked.tenant.zone())
-    found, next_cursor = await asyncio.to_thread(
+    found, next_cursor = await _reading(
         _page, asked.source.archive, asked.tenant_id, start, end, after=after, limit=limit, keep=keep
     )
     return web.json_response(
@@ -362,7 +383,7 @@ async def report_data(
             tenant, archive.records(tenant, *span.bounds(kpi.zone)), span, period, kpi, generated_at=at
         )
 
-    return await asyncio.to_thread(made)
+    return await _reading(made)
 
 
 async def report_json(request: web.Request) -> web.Response:
@@ -483,6 +504,26 @@ async def kpi_page(request: web.Request) -> web.Response:
     return web.Response(text=html, content_type="text/html")
 
 
+async def reports_page(request: web.Request) -> web.Response:
+    """``GET /reports``: the councils whose KPIs this user may see (any authenticated user)."""
+    identity = authenticated(request)
+    _, plan = await _source(request)
+    tenants = [
+        {"name": plan.tenants[t].name, "kpis_url": f"/tenants/{t}/kpis"}
+        for t in identity.tenants("viewer", sorted(plan.tenants))
+    ]
+    html = render_page(
+        PAGES,
+        "reports.html.j2",
+        title="Reports",
+        user={"name": identity.display_name or identity.user_id},
+        csrf_token=csrf_token(request) or "",
+        active_nav="reports",
+        tenants=tenants,
+    )
+    return web.Response(text=html, content_type="text/html")
+
+
 class DispositionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -549,6 +590,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/v1/tenants/{tenant}/report", report_json)
     app.router.add_get("/tenants/{tenant}/report.html", report_html)
     app.router.add_get("/tenants/{tenant}/kpis", kpi_page)
+    app.router.add_get("/reports", reports_page)
     openapi.contribute(app, OPENAPI)
 
 
@@ -745,6 +787,17 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": {"description": "the report (docs/reports.md)", "content": _JSON_OBJECT},
                     **_VIEW_ERRORS,
+                },
+            }
+        },
+        "/reports": {
+            "get": {
+                "summary": "The page listing the councils whose reports the user may see",
+                "operationId": "reportsPage",
+                "security": openapi.SECURED,
+                "responses": {
+                    "200": {"description": "the page", "content": _HTML},
+                    **openapi.errors(401, 403, 503),
                 },
             }
         },

@@ -483,3 +483,27 @@ async def test_the_kpi_page_is_for_that_councils_viewers(client: Client, web_sto
     mine = await client.get("/tenants/charnwood/kpis", headers=other)
     assert mine.status == 200
     assert "Offered</dt><dd>2<" in await mine.text()
+
+
+async def test_the_reports_page_lists_the_councils_the_user_may_see(
+    client: Client, web_store: IdentityStore
+) -> None:
+    assert (await client.get("/reports")).status == 401
+    viewer = await token_of(web_store, "hview", {"harborough": {"viewer"}})
+    html = await (await client.get("/reports", headers=viewer)).text()
+    assert re.findall(r'href="(/tenants/[^"]+)"', html) == ["/tenants/harborough/kpis"]
+    nobody = await token_of(web_store, "nobody", {})
+    html = await (await client.get("/reports", headers=nobody)).text()
+    assert "not a viewer of any council" in html
+
+
+async def test_an_archive_that_cannot_be_read_is_503(
+    client: Client, web_store: IdentityStore, tmp_path: Path
+) -> None:
+    (tmp_path / "archive" / "harborough" / "2026-11-24.jsonl").mkdir()  # a day that cannot be read
+    viewer = await token_of(web_store, "hview", {"harborough": {"viewer"}})
+    answer = await client.get(
+        f"{HARBOROUGH}/records", params={"from": "2026-11-24", "to": "2026-11-24"}, headers=viewer
+    )
+    assert answer.status == 503
+    assert (await answer.json())["detail"] == "the records archive cannot be read just now"
