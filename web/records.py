@@ -299,8 +299,9 @@ async def list_records(request: web.Request) -> web.Response:
             raise Problem(503, "a search by caller needs the caller hash key (records.caller_hash_key)")
         wanted, what = caller_hash(key, number.strip()), "records.find"
         details |= {"caller_hash": wanted, "caller": mask_number(number.strip())}
-    if after is None:  # a search is audited once, when it starts; its further pages are its own
-        await audit(request.app[REDIS], what, asked.identity.by, now(request), details)
+    # every page is audited: a cursor is the caller's to send, so a first page cannot be told apart
+    details["page"] = "next" if after is not None else "first"
+    await audit(request.app[REDIS], what, asked.identity.by, now(request), details)
 
     def keep(record: ContactRecord) -> bool:
         if wanted is not None and record.caller.hash != wanted:

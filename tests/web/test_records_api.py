@@ -118,7 +118,9 @@ async def test_the_api_never_shows_a_complete_caller_number(client: Client, web_
 # --- paging, filters, bad input ------------------------------------------------------------------
 
 
-async def test_pages_follow_the_cursor_in_arrival_order(client: Client, web_store: IdentityStore) -> None:
+async def test_pages_follow_the_cursor_in_arrival_order(
+    client: Client, web_store: IdentityStore, web_redis: Redis
+) -> None:
     viewer = await token_of(web_store, "hview", {"harborough": {"viewer"}})
     seen: list[str] = []
     cursor: str | None = None
@@ -135,6 +137,8 @@ async def test_pages_follow_the_cursor_in_arrival_order(client: Client, web_stor
     expected = sorted((r for r in sample_records() if r.tenant == "harborough"), key=lambda r: r.arrived_at)
     assert seen == [r.id for r in expected]
     assert pages == 2
+    audited = [(e["what"], e["page"]) for e in await audit_entries(web_redis)]
+    assert audited == [("records.list", "next"), ("records.list", "first")]  # each page, newest first
 
 
 async def test_filters_by_disposition(client: Client, web_store: IdentityStore) -> None:
@@ -192,6 +196,7 @@ async def test_a_caller_search_finds_their_calls_and_is_audited_without_the_numb
     # as `callrouter records find` audits it: the keyed hash and the masked number
     assert entry["caller_hash"] == caller_hash(KEY, CALLER)
     assert entry["caller"] == mask_number(CALLER)
+    assert entry["page"] == "first"
     assert CALLER not in await raw_audit(web_redis)
     assert CALLER[1:] not in await raw_audit(web_redis)  # nor its national digits in another form
 
