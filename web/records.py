@@ -394,6 +394,7 @@ async def report_json(request: web.Request) -> web.Response:
 
 
 _STYLE = re.compile(r"<style>(.*?)</style>", re.S)
+NONE = "'none'"
 
 
 def page_csp(html: str) -> str:
@@ -404,7 +405,7 @@ def page_csp(html: str) -> str:
         for s in _STYLE.findall(html)
     )
     return (
-        f"default-src 'none'; style-src {hashes or chr(39) + 'none' + chr(39)}; img-src data:; "
+        f"default-src 'none'; style-src {hashes or NONE}; img-src data:; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
 
