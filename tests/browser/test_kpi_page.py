@@ -57,6 +57,7 @@ async def test_the_kpi_page_in_a_browser(
         chart = page.get_by_role("img", name="Bar chart of calls offered in each hour today", exact=False)
         await expect(chart).to_be_visible()
         assert await chart.evaluate("image => image.naturalWidth") > 0  # the data: image loaded under the CSP
+        await page.get_by_text("The figures of the chart as a table").click()
         hours = page.get_by_role("table", name="Calls offered by hour, Monday 23 November 2026")
         await expect(hours.get_by_role("row", name="09:00–09:59 2")).to_be_visible()
         await screenshot(page, browser_output_dir, "kpis")
