@@ -232,21 +232,26 @@ def _page(
 
 
 def _versions(archive: Archive, tenant: str, record_id: str) -> list[ContactRecord]:
-    """Every archived version of the record, oldest first (its day from the Linkedid's time)."""
+    """Every archived version of the record, oldest first.
+
+    A record is filed under the UTC day its call arrived, and a Linkedid begins with the Unix
+    time its channel was made: that day is read first, the days either side only if the record
+    is not there (a call made just before midnight whose arrival was logged just after)."""
     epoch = int(record_id.split(".", 1)[0])
     try:
         middle = datetime.fromtimestamp(epoch, UTC).date()
     except (OverflowError, OSError, ValueError):
         return []
-    near = {middle + timedelta(days=d) for d in (-1, 0, 1)}
-    found = {
-        r.version: r
-        for day in archive.days(tenant)
-        if day in near
-        for r in archive.versions(tenant, day)
-        if r.id == record_id and r.tenant == tenant
-    }
-    return [found[v] for v in sorted(found)]
+    held = set(archive.days(tenant))
+    for day in (middle, middle - timedelta(days=1), middle + timedelta(days=1)):
+        if day not in held:
+            continue
+        found = {
+            r.version: r for r in archive.versions(tenant, day) if r.id == record_id and r.tenant == tenant
+        }
+        if found:
+            return [found[v] for v in sorted(found)]
+    return []
 
 
 T = TypeVar("T")

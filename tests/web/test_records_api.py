@@ -33,6 +33,7 @@ from records.stream import parse_entry
 from routing.masking import mask_number
 from routing.redis_keys import KEYS
 from tests.records.conftest import FAST, webhook_config
+from tests.records.factory import record
 from tests.records.support import KEY
 from tests.support.web import add_user, bearer, login, make_token
 from tests.web.records_rig import (
@@ -512,3 +513,17 @@ async def test_an_archive_that_cannot_be_read_is_503(
     )
     assert answer.status == 503
     assert (await answer.json())["detail"] == "the records archive cannot be read just now"
+
+
+async def test_a_record_filed_the_day_after_its_linkedid_is_found(
+    web_redis: Redis, web_store: IdentityStore, tmp_path: Path
+) -> None:
+    """A channel made a second before midnight UTC whose arrival was logged after it."""
+    made = DAY + timedelta(days=1) - timedelta(seconds=1)
+    late = record(f"{int(made.timestamp())}.7", made + timedelta(seconds=2))
+    app = records_app(web_redis, tmp_path / "archive", [*sample_records(), late], clock=lambda: NOW)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        viewer = await token_of(web_store, "hview", {"harborough": {"viewer"}})
+        answer = await client.get(f"{HARBOROUGH}/records/{late.id}", headers=viewer)
+        assert answer.status == 200
+        assert (await answer.json())["record"]["arrived_at"] == "2026-11-24T00:00:01Z"
