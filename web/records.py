@@ -7,8 +7,12 @@
   json``) and ``GET /tenants/{tenant}/report.html`` (the self-contained HTML report). Viewer.
 - ``POST /api/v1/tenants/{tenant}/records/{id}/disposition``: the adviser's disposition after
   the call; supervisor of the tenant (an adviser's desktop posts with a supervisor's API
-  token). It makes the record's next version (``records.disposition``), appended to the
-  centre's records stream like every version, so the delivery worker sends it to the CRM.
+  token). It makes the record's next version (``records.disposition``) from the latest archived
+  one, appended to the centre's records stream like every version, so the delivery worker sends
+  it to the CRM and the archive. The controllers' record builder does not see it: a change it
+  makes to the same call later (within ``keep_s``) is refused as already in the stream.
+- The pages ``GET /tenants/{tenant}/kpis`` (today's KPIs and hour chart; viewer) and
+  ``GET /reports`` (the councils the user may see).
 
 Records are read from the owner's archive, as ``records export`` and ``find`` read them
 (``records.archive``); every read is audited with the authenticated identity, a caller search
@@ -70,11 +74,14 @@ RECORDS = web.AppKey("records_source", RecordsSource)
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 MAX_LIST_DAYS = 93
 """Longest range of a records query (about a quarter); a longer one is refused (400)."""
-MAX_REPORT_DAYS = 400
-"""Longest range of a report (a year and a bit, for a year against a baseline)."""
+MAX_REPORT_DAYS = 366
+"""Longest range of a report: a year. A report holds its range's records in memory, so at most
+:data:`REPORTS_AT_ONCE` are made at a time; the others wait their turn."""
+REPORTS_AT_ONCE = 2
 RECORD_ID = re.compile(r"^[0-9]{1,20}\.[0-9]{1,10}$")
 DISPOSITION_FILTERS = (*KINDS, "none")
 _RENDER = threading.Lock()  # matplotlib's pyplot keeps global state: one chart at a time
+_REPORTS = threading.BoundedSemaphore(REPORTS_AT_ONCE)
 
 
 # --- what each handler needs ---------------------------------------------------------------------
@@ -385,9 +392,9 @@ async def report_data(
     archive, tenant, at = asked.source.archive, asked.tenant_id, now(request)
 
     def made() -> dict[str, Any]:
-        return report(
-            tenant, archive.records(tenant, *span.bounds(kpi.zone)), span, period, kpi, generated_at=at
-        )
+        with _REPORTS:
+            found = archive.records(tenant, *span.bounds(kpi.zone))
+            return report(tenant, found, span, period, kpi, generated_at=at)
 
     return await _reading(made)
 

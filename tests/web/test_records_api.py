@@ -377,7 +377,7 @@ async def test_a_report_range_and_period_are_checked(client: Client, web_store: 
         f"{HARBOROUGH}/report", params={"from": "2024-01-01", "to": "2026-11-23"}, headers=viewer
     )
     assert too_long.status == 400
-    assert "at most 400 days" in (await too_long.json())["detail"]
+    assert "at most 366 days" in (await too_long.json())["detail"]
     period = await client.get(f"{HARBOROUGH}/report", params={**RANGE, "period": "year"}, headers=viewer)
     assert period.status == 400
 
