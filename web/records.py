@@ -649,7 +649,6 @@ _PERIOD = {
     "schema": {"enum": list(PERIODS), "default": "day"},
 }
 _HTML = {"text/html": {"schema": {"type": "string"}}}
-_JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 _NULLABLE_TEXT = {"type": ["string", "null"]}
 _DISPOSITION = {
     "type": "object",
@@ -799,7 +798,12 @@ OPENAPI: dict[str, Any] = {
                 "security": openapi.SECURED,
                 "parameters": [_TENANT, *_RANGE, _PERIOD],
                 "responses": {
-                    "200": {"description": "the report (docs/reports.md)", "content": _JSON_OBJECT},
+                    "200": {
+                        "description": "the report (its every figure: docs/reports.md)",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/KpiReport"}}
+                        },
+                    },
                     **_VIEW_ERRORS,
                 },
             }
@@ -849,6 +853,57 @@ OPENAPI: dict[str, Any] = {
     "components": {
         "schemas": {
             "Disposition": _DISPOSITION,
+            "KpiFigures": {
+                "type": "object",
+                "required": ["accessibility", "service_levels", "satisfaction"],
+                "properties": {
+                    "accessibility": {"type": "object", "required": ["offered", "answered"]},
+                    "service_levels": {
+                        "type": "object",
+                        "required": ["fpoc_rate", "fpoc_target", "fpoc_met"],
+                    },
+                    "satisfaction": {"type": "object", "required": ["good", "average", "poor", "responses"]},
+                },
+            },
+            "KpiReport": {
+                "type": "object",
+                "required": [
+                    "report_version",
+                    "tenant",
+                    "from",
+                    "to",
+                    "timezone",
+                    "generated_at",
+                    "period",
+                    "settings",
+                    "total",
+                    "periods",
+                    "volume",
+                    "baseline",
+                ],
+                "properties": {
+                    "report_version": {"const": 1},
+                    "tenant": {"type": "string"},
+                    "from": {"type": "string", "format": "date"},
+                    "to": {"type": "string", "format": "date"},
+                    "timezone": {"type": "string"},
+                    "generated_at": {"type": "string", "format": "date-time"},
+                    "period": {"enum": list(PERIODS)},
+                    "settings": {"type": "object"},
+                    "total": {"$ref": "#/components/schemas/KpiFigures"},
+                    "periods": {
+                        "type": "array",
+                        "items": {
+                            "allOf": [
+                                {"$ref": "#/components/schemas/KpiFigures"},
+                                {"type": "object", "required": ["period", "start"]},
+                            ]
+                        },
+                    },
+                    "volume": {"type": "object", "required": ["weekdays", "by_weekday_hour", "by_week"]},
+                    "baseline": {"type": ["object", "null"]},
+                },
+            },
             "RecordSummary": _SUMMARY,
             "RecordPage": {
                 "type": "object",

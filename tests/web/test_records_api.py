@@ -441,6 +441,8 @@ async def test_answers_follow_the_openapi_document(
         f"{HARBOROUGH}/records/{target()}/disposition", json={"kind": "complaint"}, headers=supervisor
     )
     check("DispositionResult", await posted.json())
+    report = await client.get(f"{HARBOROUGH}/report", params={**RANGE, "period": "week"}, headers=supervisor)
+    check("KpiReport", await report.json())
     example = spec["components"]["schemas"]["DispositionRequest"]["example"]
     check("DispositionRequest", example)
     operations = {
