@@ -20,7 +20,7 @@ from argon2 import PasswordHasher
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from web import openapi, plans, plans_page, session
+from web import openapi, plans, plans_page, records, session
 from web.auth import IDENTITY, authenticate
 from web.context import (
     CLOCK,
@@ -40,7 +40,7 @@ from web.templating import STATIC_DIR, STATIC_URL
 log = structlog.get_logger("callrouter.web")
 
 # The features, each a module with ``setup(app: web.Application) -> None``.
-FEATURES: tuple[ModuleType, ...] = (session, plans, plans_page)
+FEATURES: tuple[ModuleType, ...] = (session, plans, plans_page, records)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -141,7 +141,7 @@ def _core(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/api/openapi.json", openapi_document)
-    app.router.add_static(STATIC_URL, STATIC_DIR)  # the page's stylesheet, htmx, icon
+    app.router.add_static(STATIC_URL, STATIC_DIR)  # the page's stylesheet and vendored scripts
     plain = {
         "application/json": {
             "schema": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
