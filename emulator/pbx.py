@@ -17,7 +17,13 @@ to Asterisk 22.10.1 where the captures in the Asterisk transcripts show its beha
   ``Local/exten@context`` runs the ``;2`` leg through the dialplan.
 * Dial option ``b(context^exten^priority(args))`` runs a pre-dial handler (a Gosub with ``^``
   read as ``,``) on the new channel before its INVITE; ``Set(PJSIP_HEADER(add,Name)=value)``
-  there adds a header to the INVITE, with an empty value when the value is empty.
+  there adds a header to the INVITE, with an empty value when the value is empty. An answered
+  ``Dial()`` without option ``g`` ends the caller's dialplan (the bridge ended: Dial returns -1).
+* ``PJSIP_HEADER(read,Name)`` reads the headers of the INVITE that brought a PJSIP channel in
+  (:attr:`Channel.received`): absent, empty with no log line; on any other channel, empty and
+  ``ERROR ... This function requires a PJSIP channel.``; a header too long for the function's
+  4096-byte buffer, empty and an ERROR line. ``URIENCODE()`` and ``CHANNEL(channeltype)`` as
+  Asterisk's (``pjsip_header_read_probe.txt``, ``agi_inbound_partner_headers.txt``).
 * ``AGI(url,arg1,arg2,...)`` splits its (substituted) data like every application
   (``AST_STANDARD_APP_ARGS``): a comma in a variable's value makes another argument, so
   ``agi_arg_N`` are the pieces (README 1.2). ``agi://`` URLs are real FastAGI sessions

@@ -2,7 +2,8 @@
 
 Routes (the path of ``AGI(agi://host:4573/<route>,args...)``):
 
-- ``route,<dialled>``: a new call. Decide, play any announcements, set the contract variables.
+- ``route,<dialled>,<from centre>,<from Linkedid>``: a new call. Decide, play any announcements,
+  set the contract variables. The last two: a partner centre's headers (checked; ``hop_from``).
 - ``menu,<tenant>,<menu>,<prelude>``: run an IVR menu; ends in a destination (see :mod:`ivr.agi_handler`).
 - ``payment,<tenant>,<line>``: hand the caller to a PCI-hosted payment line, with a checked reference.
 - ``overflow,<tenant>,<queue>,<QUEUESTATUS>``: a queue attempt ended unanswered: where next.
