@@ -527,8 +527,11 @@ async def events(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         await response.write(f"retry: {RETRY_MS}\n\n".encode())
         page = PageStream(service.fragments, service.plan.origin) if flavour == "html" else None
-        async with service.feed.subscribe(tenants) as sub:
-            await _pump(response, sub, page, config)
+        try:
+            async with service.feed.subscribe(tenants) as sub:
+                await _pump(response, sub, page, config)
+        except ConnectionResetError:  # the client went away: the usual end of a stream
+            log.debug("web.live_stream_closed", user=identity.user_id)
     return response
 
 
