@@ -174,7 +174,7 @@ async def send_events(
 
 def row(name: str, delays: list[float]) -> str:
     ms = [d * 1000 for d in delays]
-    return f"| {name} | {len(ms)} | {statistics.median(ms):.0f} | {percentile(ms, 99):.0f} | {max(ms):.0f} |"
+    return f"| {name} | {len(ms)} | {statistics.median(ms):.1f} | {percentile(ms, 99):.1f} | {max(ms):.1f} |"
 
 
 async def run(events: int, browser_rows: bool, seed: int) -> None:

@@ -328,7 +328,10 @@ class PageStream:
         if kind == "snapshot":
             before: dict[str, Tile] = {}
             self.tiles = dict(message["tiles"])
-            touched = list(self.tiles)
+            # every region, including each council's toggles when none is in force (a toggle
+            # switched off while the browser was reconnecting must disappear)
+            councils = [f"toggle:{t['tenant']}:" for t in self.tiles.values() if t["tile"] == "tenant"]
+            touched = [*self.tiles, *councils]
         elif kind == "changes":
             before = self.tiles
             self.tiles = {**before, **message["changed"]}
