@@ -20,12 +20,19 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from redis import Redis
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from callrouter.cli import main
+from tests.support.live_web import EXAMPLE_PLAN
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.web import PASSWORD
 
 CONFORMANCE_DB = 12
+# Operations that refuse some schema-valid requests for what they mean (a documented 4xx problem)
+# which no schema can say: the live event stream is sent only to a client that asks for
+# text/event-stream (406 otherwise; a generated request asking for it would never end). Every
+# other check applies to them.
+MEANING_CHECKED = {path: [positive_data_acceptance] for path in ("/api/v1/live/events",)}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +55,8 @@ def live_web(
     token = out.getvalue().strip().splitlines()[-1]
     port = free_port()
     env = {**os.environ, "CALLROUTER_REDIS": url, "CALLROUTER_WEB_PORT": str(port),
-           "CALLROUTER_WEB_COOKIE_SECURE": "false", "CALLROUTER_LOG_LEVEL": "warning"}  # fmt: skip
+           "CALLROUTER_WEB_COOKIE_SECURE": "false", "CALLROUTER_LOG_LEVEL": "warning",
+           "CALLROUTER_PLAN": str(EXAMPLE_PLAN)}  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-m", "callrouter.cli", "web"],
         env=env,
@@ -87,6 +95,10 @@ def test_every_operation_answers_as_documented(live_web: tuple[str, str]) -> Non
         @given(case=operation.as_strategy())
         @settings(max_examples=25, suppress_health_check=list(HealthCheck), deadline=None)
         def check(case: schemathesis.Case) -> None:
-            case.call_and_validate(base_url=base, headers={"Authorization": f"Bearer {token}"})
+            case.call_and_validate(
+                base_url=base,
+                headers={"Authorization": f"Bearer {token}"},
+                excluded_checks=MEANING_CHECKED.get(case.operation.path, []),
+            )
 
         check()
