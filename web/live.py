@@ -588,10 +588,19 @@ async def live_page(request: web.Request) -> web.Response:
     return web.Response(text=html, content_type="text/html")
 
 
+async def _end_streams(app: web.Application) -> None:
+    """On shutdown, before the server waits for open requests: every stream gets ``resync`` and
+    ends (its browser reconnects to whichever instance answers), so a stop is not held up."""
+    service = app.get(LIVE)
+    if service is not None:
+        await service.feed.stop()
+
+
 def setup(app: web.Application) -> None:
     if not any(r.canonical == STATIC_URL for r in app.router.resources()):
         app.router.add_static(STATIC_URL, STATIC_DIR)  # the page's stylesheet and htmx
     app.cleanup_ctx.append(_live_context)
+    app.on_shutdown.append(_end_streams)
     app.router.add_get("/api/v1/live", snapshot)
     app.router.add_get("/api/v1/live/events", events)
     app.router.add_get("/live", live_page)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
@@ -225,3 +227,22 @@ async def test_without_a_plan_the_live_view_is_unavailable(web_redis: Redis) -> 
         assert "no plan" in (await answer.json())["detail"]
     finally:
         await client.close()
+
+
+async def test_open_streams_end_at_once_when_the_service_stops(rig: LiveRig) -> None:
+    store = store_for(rig.redis)
+    await add_user(store, "a", {"charnwood": {"viewer"}})
+    headers = {**STREAM, **bearer(await make_token(store, "a"))}
+    runner = web.AppRunner(web_test_app(rig.redis, config=live_config()), shutdown_timeout=30)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v1/live/events"
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as stream:
+        assert (await read_event(stream))["event"] == "snapshot"
+        started = time.monotonic()
+        await runner.cleanup()
+        assert time.monotonic() - started < 5  # not the 30 s a server waits for open requests
+        while (event := await read_event(stream))["event"] != "resync":
+            pass
+        assert json.loads(event["data"])["reason"] == "the live feed stopped"
