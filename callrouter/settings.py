@@ -198,8 +198,8 @@ class Settings(_Section):
     plan: Path | None = Field(None, description="the routing plan (file or folder) in force")
     plan_source: Literal["file", "store"] = Field(
         "file",
-        description="where serve takes its plan: file (--plan, reloaded when it changes) or store "
-        "(the version published in Redis; --plan seeds an empty store)",
+        description="where serve (and web's live view) take the plan: file (--plan, reloaded when it "
+        "changes) or store (the version published in Redis; --plan seeds an empty store)",
     )
     watch_interval_s: float = Field(2.0, gt=0, description="seconds between checks of the plan file")
     live_timeout_s: float = Field(0.25, gt=0, description="seconds a decision waits for live state")
