@@ -319,7 +319,7 @@ class PageStream:
     Keeps its own dict of the tiles it was sent (the feed's messages are shared: never changed)."""
 
     fragments: Fragments
-    origin: str
+    plan: Any  # has ``origin``: where this process took its plan (a PlanSource)
     tiles: dict[str, Tile] = field(default_factory=dict)
     said: list[str] = field(default_factory=list)
 
@@ -347,7 +347,7 @@ class PageStream:
                 if region in seen:
                     continue
                 seen.add(region)
-                html = self.fragments.region(region, self.tiles, self.origin)
+                html = self.fragments.region(region, self.tiles, self.plan.origin)
                 if html is not None:
                     out.append((region, html))
         if kind == "changes":
@@ -426,12 +426,10 @@ class LiveService:
     fragments: Fragments
     env: Environment
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    started: bool = False
 
     async def start_feed_when_planned(self) -> None:
         await self.plan.changed.wait()
         await self.feed.start()
-        self.started = True
 
 
 LIVE = web.AppKey("live", LiveService)
@@ -529,7 +527,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         )
         await response.prepare(request)
         await response.write(f"retry: {RETRY_MS}\n\n".encode())
-        page = PageStream(service.fragments, service.plan.origin) if flavour == "html" else None
+        page = PageStream(service.fragments, service.plan) if flavour == "html" else None
         try:
             async with service.feed.subscribe(tenants) as sub:
                 await _pump(response, sub, page, config)
@@ -560,9 +558,9 @@ async def _pump(response: web.StreamResponse, sub: Any, page: PageStream | None,
             frames = page.events(message)
             if message["type"] == "resync":
                 frames = [("resync", message.get("reason", "resync"))]
-            await response.write(
-                b"".join(sse_event(html, event=name, event_id=message["id"]) for name, html in frames)
-            )
+            if frames:
+                chunk = b"".join(sse_event(html, event=name, event_id=message["id"]) for name, html in frames)
+                await response.write(chunk)
         if message["type"] == "resync":
             return
 

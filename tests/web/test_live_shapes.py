@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
@@ -72,7 +73,7 @@ def test_only_changes_of_state_are_read_out(plan: CompiledPlan) -> None:
 
 
 def test_a_page_stream_sends_the_regions_a_change_touches(plan: CompiledPlan) -> None:
-    stream = PageStream(Fragments(page_environment()), "plan file plan.yaml")
+    stream = PageStream(Fragments(page_environment()), SimpleNamespace(origin="plan file plan.yaml"))
     before = view_tiles(plan, 0)
     frozen = copy.deepcopy(before)
     first = dict(stream.events({"id": 1, "type": "snapshot", "at": "", "tiles": before}))
