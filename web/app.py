@@ -20,7 +20,7 @@ from argon2 import PasswordHasher
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from web import openapi, plans, plans_page, records, session
+from web import live, openapi, plans, plans_page, records, session
 from web.auth import IDENTITY, authenticate
 from web.context import (
     CLOCK,
@@ -40,7 +40,7 @@ from web.templating import STATIC_DIR, STATIC_URL
 log = structlog.get_logger("callrouter.web")
 
 # The features, each a module with ``setup(app: web.Application) -> None``.
-FEATURES: tuple[ModuleType, ...] = (session, plans, plans_page, records)
+FEATURES: tuple[ModuleType, ...] = (session, live, plans, plans_page, records)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -137,7 +137,14 @@ async def openapi_document(request: web.Request) -> web.Response:
     return web.json_response(spec)
 
 
+async def favicon(request: web.Request) -> web.FileResponse:
+    """Browsers ask for ``/favicon.ico`` on pages without the base template's icon link (an
+    error page): answer with the page's own icon rather than a 404 in every console."""
+    return web.FileResponse(STATIC_DIR / "favicon.svg", headers={"Content-Type": "image/svg+xml"})
+
+
 def _core(app: web.Application) -> None:
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/api/openapi.json", openapi_document)
