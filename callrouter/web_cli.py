@@ -66,6 +66,7 @@ def web_config(settings: Settings) -> WebConfig:
         login_failures_per_address=w.login_failures_per_address,
         login_window_s=w.login_window_s,
         trust_forwarded_for=w.trust_forwarded_for,
+        toggle_keyring=settings.toggle_keyring(),
     )
 
 

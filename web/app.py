@@ -20,7 +20,7 @@ from argon2 import PasswordHasher
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from web import openapi, session
+from web import openapi, session, toggles
 from web.auth import IDENTITY, authenticate
 from web.context import (
     CLOCK,
@@ -39,7 +39,7 @@ from web.problems import Problem, problem_response
 log = structlog.get_logger("callrouter.web")
 
 # The features, each a module with ``setup(app: web.Application) -> None``.
-FEATURES: tuple[ModuleType, ...] = (session,)
+FEATURES: tuple[ModuleType, ...] = (session, toggles)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
+from routing.toggle_mac import ToggleKeyring
 from web.identity import IdentityStore
 
 Clock = Callable[[], datetime]
@@ -32,6 +33,8 @@ class WebConfig:
     login_failures_per_address: int = 50
     login_window_s: int = 900
     trust_forwarded_for: bool = False
+    # The key that signs and checks toggles (``toggle_key_file``); None: the toggles answer 503.
+    toggle_keyring: ToggleKeyring | None = None
 
     @property
     def session_cookie(self) -> str:

@@ -1,0 +1,752 @@
+"""Supervisor toggles and the audit trail: the API and the emergency and audit pages.
+
+- ``GET /api/v1/tenants/{tenant}/toggles`` (viewer): the toggles in force, checked as a
+  controller checks them, and any stored value the controllers ignore, with the reason.
+- ``POST /api/v1/tenants/{tenant}/toggles/{kind}`` (supervisor of that tenant): on (reason and
+  expiry) or off (reason). Nothing changes unless the body says ``"confirm": true``: without it
+  the answer is 409 with the preview (what would happen, the expiry in the council's time, the
+  value it would replace), which a page shows as its confirmation step.
+- ``GET /api/v1/tenants/{tenant}/audit?before=&count=`` (viewer): that council's audit trail,
+  newest first, text escaped and bounded.
+- Pages: ``/`` (the user's councils), ``/tenants/{tenant}/emergency`` (state, the form, the
+  confirmation step, the result) and ``/tenants/{tenant}/audit``.
+
+The service signs each toggle with the toggle key (``WebConfig.toggle_keyring``); without it
+the toggles answer 503. The audit ``by`` is the authenticated identity. The councils are those
+of the plan in force, as the controllers publish it (``KEYS.plan_in_force()``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from routing.core.live import Toggle
+from routing.redis_keys import KEYS
+from routing.supervisor import (
+    KINDS,
+    MAX_EXPIRY,
+    MAX_REASON,
+    PlanFacts,
+    ToggleError,
+    ToggleRequest,
+    apply_toggle,
+    audit_for_tenant,
+    check_request,
+    check_text,
+    escaped_entry,
+    facts_from_json,
+    parse_expiry,
+    shown,
+    toggles_for_tenant,
+    when,
+)
+from routing.toggle_mac import ToggleKeyring
+from web import openapi
+from web.auth import IDENTITY, csrf_token, require
+from web.context import CONFIG, REDIS, now
+from web.identity import Identity
+from web.problems import PROBLEM_TYPE, Problem, read_form, read_model
+from web.session import TEMPLATES
+
+MAX_AUDIT_COUNT = 200
+DEFAULT_AUDIT_COUNT = 50
+MAX_EXPIRES_CHARS = 64
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_TENANT = r"{tenant:[a-z0-9][a-z0-9_-]{0,63}}"
+
+
+# --- the rules, shared by the API and the pages ---------------------------------------------
+
+
+class ToggleChange(BaseModel):
+    """The body of ``POST .../toggles/{kind}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    on: bool
+    reason: str = Field(max_length=MAX_REASON * 4)  # longer: refused before it is read closely
+    expires: str | None = Field(None, max_length=MAX_EXPIRES_CHARS)
+    service: str | None = Field(None, max_length=80)
+    confirm: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A checked change: what is asked, what would be stored, what it replaces."""
+
+    request: ToggleRequest
+    toggle: Toggle | None
+    previous: Toggle | None
+    zone: ZoneInfo
+
+
+def keyring_of(request: web.Request) -> ToggleKeyring:
+    keyring = request.app[CONFIG].toggle_keyring
+    if keyring is None:
+        raise Problem(
+            503,
+            "the toggle key is not configured on this service (toggle_key_file): it can neither "
+            "check nor sign toggles",
+        )
+    return keyring
+
+
+async def plan_in_force(request: web.Request) -> PlanFacts:
+    raw = await request.app[REDIS].get(KEYS.plan_in_force())
+    if raw is None:
+        return {}
+    try:
+        return facts_from_json(raw)
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
+async def tenant_zone(request: web.Request, tenant: str) -> tuple[PlanFacts, ZoneInfo]:
+    """The plan facts and the tenant's time zone, or 404 for a tenant the plan does not have."""
+    facts = await plan_in_force(request)
+    if tenant not in facts:
+        if not facts:
+            raise Problem(
+                404, f"unknown tenant {tenant}: no plan in force is known (is a controller running?)"
+            )
+        raise Problem(404, f"unknown tenant {tenant}")
+    return facts, facts[tenant].zone
+
+
+def kind_of(request: web.Request) -> str:
+    kind = request.match_info["kind"]
+    if kind not in KINDS:
+        raise Problem(404, f"unknown toggle {shown(kind, 40)} (known: {', '.join(KINDS)})")
+    return kind
+
+
+async def check_change(
+    request: web.Request, identity: Identity, tenant: str, kind: str, body: ToggleChange
+) -> Change:
+    """The change checked as the controllers would (422 with the reason in plain words)."""
+    facts, zone = await tenant_zone(request, tenant)
+    keyring = keyring_of(request)
+    at = now(request)
+    try:
+        reason = check_text("the reason", body.reason, MAX_REASON)
+        expires = (body.expires or "").strip()
+        if body.on and not expires:
+            raise ToggleError("give an expiry (2h, 90m, 1d or a date and time): a toggle must end by itself")
+        if not body.on and expires:
+            raise ToggleError("switching off takes no expiry")
+        if expires:
+            moment = parse_expiry_text(expires, at, zone)
+            if moment <= at:
+                raise ToggleError(f"the expiry {when(moment, zone)} is in the past")
+            if moment - at > MAX_EXPIRY:
+                raise ToggleError(
+                    f"the expiry {when(moment, zone)} is more than {MAX_EXPIRY.days} days ahead"
+                )
+            expires = moment.isoformat()
+        change = ToggleRequest(kind, tenant, body.on, identity.by, reason, expires, body.service or None)
+        toggle = check_request(facts, change, at)
+    except ToggleError as exc:
+        raise Problem(422, str(exc)) from None
+    stored = await toggles_for_tenant(request.app[REDIS], tenant, keyring)
+    return Change(change, toggle, stored.in_force.get(kind), zone)
+
+
+def parse_expiry_text(text: str, at: datetime, zone: ZoneInfo) -> datetime:
+    try:
+        return parse_expiry(text, at, zone)
+    except ToggleError:
+        raise ToggleError(
+            f"the expiry {shown(text, 40)!r} is neither a duration (90m, 2h, 1d) nor a date and time "
+            "(2026-11-24T18:00)"
+        ) from None
+
+
+def toggle_view(toggle: Toggle, zone: ZoneInfo) -> dict[str, Any]:
+    return {
+        "reason": toggle.reason,
+        "by": toggle.by,
+        "service": toggle.service,
+        "expires_at": toggle.expires_at.isoformat(),
+        "expires_local": when(toggle.expires_at, zone),
+    }
+
+
+def preview_view(change: Change) -> dict[str, Any]:
+    request, toggle, zone = change.request, change.toggle, change.zone
+    scope = request.tenant + (f" ({request.service} only)" if request.service else "")
+    if toggle is not None:
+        summary = f"{request.kind} on for {scope} until {when(toggle.expires_at, zone)}"
+    else:
+        summary = f"{request.kind} off for {scope}"
+    was = f"on until {when(change.previous.expires_at, zone)}" if change.previous else "off"
+    return {
+        "kind": request.kind,
+        "tenant": request.tenant,
+        "service": request.service,
+        "on": request.on,
+        "reason": request.reason,
+        "expires_at": toggle.expires_at.isoformat() if toggle else None,
+        "expires_local": when(toggle.expires_at, zone) if toggle else None,
+        "zone": zone.key,
+        "previous": toggle_view(change.previous, zone) if change.previous else None,
+        "summary": f"{summary} (now {was}); by {request.by}",
+    }
+
+
+async def commit(request: web.Request, change: Change) -> dict[str, Any]:
+    try:
+        audit_id, previous = await apply_toggle(
+            request.app[REDIS], change.request, change.toggle, now(request), keyring=keyring_of(request)
+        )
+    except ToggleError as exc:
+        raise Problem(422, str(exc)) from None
+    toggle = change.toggle
+    return {
+        "kind": change.request.kind,
+        "tenant": change.request.tenant,
+        "service": change.request.service,
+        "on": toggle is not None,
+        "expires_at": toggle.expires_at.isoformat() if toggle else None,
+        "expires_local": when(toggle.expires_at, change.zone) if toggle else None,
+        "previous": toggle_view(previous, change.zone) if previous else None,
+        "audit_id": audit_id,
+    }
+
+
+async def tenant_toggles(request: web.Request, tenant: str) -> dict[str, Any]:
+    _facts, zone = await tenant_zone(request, tenant)
+    stored = await toggles_for_tenant(request.app[REDIS], tenant, keyring_of(request))
+    return {
+        "tenant": tenant,
+        "zone": zone.key,
+        "in_force": {kind: toggle_view(t, zone) for kind, t in stored.in_force.items()},
+        "ignored": {kind: {"reason": r, "detail": d} for kind, (r, d) in stored.ignored.items()},
+    }
+
+
+def _local(value: Any, zone: ZoneInfo) -> str | None:
+    try:
+        return when(datetime.fromisoformat(str(value)), zone) if value else None
+    except ValueError:
+        return None
+
+
+_ENTRY_FIELDS = ("id", "at", "by", "what", "reason", "service", "expires_at", "previous", "tenant")
+
+
+def audit_view(entry: dict[str, Any], zone: ZoneInfo) -> dict[str, Any]:
+    """One audit row in a fixed shape, its text escaped (control characters shown as escapes)."""
+    clean = escaped_entry(entry)
+    previous = clean.get("previous")
+    if isinstance(previous, dict) and "expires_at" in previous:
+        prior: dict[str, Any] | None = {
+            "reason": str(previous.get("reason", "")),
+            "by": str(previous.get("by", "")),
+            "service": previous.get("service") if isinstance(previous.get("service"), str) else None,
+            "expires_at": str(previous["expires_at"]),
+            "expires_local": _local(previous["expires_at"], zone),
+        }
+    else:
+        prior = None
+    details = {
+        k: v for k, v in clean.items() if k not in _ENTRY_FIELDS and isinstance(v, str | int | float | bool)
+    }
+    text = {
+        k: (str(clean[k]) if clean.get(k) is not None else None) for k in ("reason", "service", "expires_at")
+    }
+    return {
+        "id": str(clean.get("id", "")),
+        "at": str(clean.get("at", "")),
+        "at_local": _local(clean.get("at"), zone),
+        "by": str(clean.get("by", "")),
+        "what": str(clean.get("what", "")),
+        **text,
+        "expires_local": _local(text["expires_at"], zone),
+        "previous": prior,
+        "details": details,
+    }
+
+
+def audit_query(request: web.Request) -> tuple[str, int]:
+    before = request.query.get("before", "+") or "+"
+    if before != "+" and not _STREAM_ID.match(before):
+        raise Problem(422, "before: an audit entry id (like 1764400000000-0), from next_before")
+    raw = request.query.get("count", str(DEFAULT_AUDIT_COUNT))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_AUDIT_COUNT:
+        raise Problem(422, f"count: a whole number from 1 to {MAX_AUDIT_COUNT}")
+    return before, int(raw)
+
+
+async def tenant_audit(request: web.Request, tenant: str, before: str, count: int) -> dict[str, Any]:
+    _facts, zone = await tenant_zone(request, tenant)
+    entries = await audit_for_tenant(request.app[REDIS], tenant, count, before=before)
+    rows = [audit_view(e, zone) for e in entries]
+    return {
+        "tenant": tenant,
+        "zone": zone.key,
+        "entries": rows,
+        "next_before": rows[-1]["id"] if len(rows) == count else None,
+    }
+
+
+# --- the API -------------------------------------------------------------------------------------
+
+
+async def get_toggles(request: web.Request) -> web.Response:
+    tenant = request.match_info["tenant"]
+    require(request, "viewer", tenant)
+    return web.json_response(await tenant_toggles(request, tenant))
+
+
+async def post_toggle(request: web.Request) -> web.Response:
+    tenant = request.match_info["tenant"]
+    identity = require(request, "supervisor", tenant)
+    kind = kind_of(request)
+    await tenant_zone(request, tenant)
+    keyring_of(request)
+    body = await read_model(request, ToggleChange)
+    change = await check_change(request, identity, tenant, kind, body)
+    if not body.confirm:
+        preview = preview_view(change)
+        problem = {
+            "type": "about:blank",
+            "title": "Confirmation needed",
+            "status": 409,
+            "detail": f"nothing changed: {preview['summary']}. Send the same body with "
+            '"confirm": true to make the change.',
+            "preview": preview,
+        }
+        return web.json_response(problem, status=409, content_type=PROBLEM_TYPE)
+    return web.json_response(await commit(request, change))
+
+
+async def get_audit(request: web.Request) -> web.Response:
+    tenant = request.match_info["tenant"]
+    require(request, "viewer", tenant)
+    before, count = audit_query(request)
+    return web.json_response(await tenant_audit(request, tenant, before, count))
+
+
+# --- the pages -----------------------------------------------------------------------------------
+
+
+def _page_identity(request: web.Request) -> Identity | None:
+    identity: Identity | None = request.get(IDENTITY)
+    return identity
+
+
+def _html(template: str, status: int = 200, **context: Any) -> web.Response:
+    html = TEMPLATES.get_template(template).render(**context)
+    return web.Response(status=status, text=html, content_type="text/html")
+
+
+def _to_login() -> web.HTTPSeeOther:
+    return web.HTTPSeeOther("/login")
+
+
+async def home(request: web.Request) -> web.Response:
+    identity = _page_identity(request)
+    if identity is None:
+        raise _to_login()
+    facts = await plan_in_force(request)
+    tenants = identity.tenants("viewer", sorted(facts))
+    if len(tenants) == 1 and identity.may("supervisor", tenants[0]):
+        raise web.HTTPSeeOther(f"/tenants/{tenants[0]}/emergency")
+    rows = [{"id": t, "supervisor": identity.may("supervisor", t)} for t in tenants]
+    return _html("home.html.j2", user=identity, tenants=rows, csrf_token=csrf_token(request))
+
+
+async def _emergency_state(request: web.Request, tenant: str) -> dict[str, Any]:
+    state = await tenant_toggles(request, tenant)
+    kinds = [
+        {"kind": kind, "toggle": state["in_force"].get(kind), "ignored": state["ignored"].get(kind)}
+        for kind in KINDS
+    ]
+    return {"kinds": kinds, "zone": state["zone"]}
+
+
+def _page_check(request: web.Request, role: str) -> tuple[Identity, str]:
+    if _page_identity(request) is None:
+        raise _to_login()
+    tenant = request.match_info["tenant"]
+    return require(request, role, tenant), tenant
+
+
+async def emergency_page(request: web.Request) -> web.Response:
+    identity, tenant = _page_check(request, "viewer")
+    await tenant_zone(request, tenant)
+    done = request.query.get("done", "")
+    result = None
+    if _STREAM_ID.match(done):
+        found = await audit_for_tenant(request.app[REDIS], tenant, 1, before=_after(done))
+        if found and found[0]["id"] == done:
+            result = audit_view(found[0], (await tenant_zone(request, tenant))[1])
+    return await _emergency(request, identity, tenant, result=result)
+
+
+def _after(entry_id: str) -> str:
+    """The smallest id after ``entry_id`` (``before`` is exclusive)."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq) + 1}"
+
+
+async def _emergency(
+    request: web.Request,
+    identity: Identity,
+    tenant: str,
+    *,
+    status: int = 200,
+    error: str = "",
+    form: dict[str, str] | None = None,
+    result: dict[str, Any] | None = None,
+) -> web.Response:
+    return _html(
+        "emergency.html.j2",
+        status,
+        user=identity,
+        tenant=tenant,
+        may_change=identity.may("supervisor", tenant),
+        csrf_token=csrf_token(request) or "",
+        error=error,
+        form=form or {"on": "on", "reason": "", "expires": "2h"},
+        result=result,
+        max_reason=MAX_REASON,
+        **(await _emergency_state(request, tenant)),
+    )
+
+
+async def emergency_post(request: web.Request) -> web.Response:
+    """The form (step 1: preview) and the confirmation (step 2: the change)."""
+    identity, tenant = _page_check(request, "supervisor")
+    await tenant_zone(request, tenant)
+    fields = await read_form(request)
+    form = {name: str(fields.get(name, ""))[: MAX_REASON * 4] for name in ("on", "reason", "expires")}
+    on = form["on"] != "off"
+    body = ToggleChange(
+        on=on,
+        reason=form["reason"],
+        expires=form["expires"][:MAX_EXPIRES_CHARS] if on else None,
+        confirm=fields.get("confirm") == "yes",
+    )
+    try:
+        change = await check_change(request, identity, tenant, "emergency", body)
+    except Problem as exc:
+        if exc.status != 422:
+            raise
+        return await _emergency(request, identity, tenant, status=422, error=exc.detail, form=form)
+    if not body.confirm:
+        return _html(
+            "emergency_confirm.html.j2",
+            user=identity,
+            tenant=tenant,
+            csrf_token=csrf_token(request) or "",
+            preview=preview_view(change),
+            form=form,
+        )
+    result = await commit(request, change)
+    raise web.HTTPSeeOther(f"/tenants/{tenant}/emergency?done={result['audit_id']}")
+
+
+async def audit_page(request: web.Request) -> web.Response:
+    identity, tenant = _page_check(request, "viewer")
+    before, count = audit_query(request)
+    trail = await tenant_audit(request, tenant, before, count)
+    return _html("audit.html.j2", user=identity, tenant=tenant, csrf_token=csrf_token(request) or "", **trail)
+
+
+# --- routes and their documentation -------------------------------------------------------------
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/", home)
+    app.router.add_get(f"/api/v1/tenants/{_TENANT}/toggles", get_toggles)
+    app.router.add_post(f"/api/v1/tenants/{_TENANT}/toggles/{{kind}}", post_toggle)
+    app.router.add_get(f"/api/v1/tenants/{_TENANT}/audit", get_audit)
+    app.router.add_get(f"/tenants/{_TENANT}/emergency", emergency_page)
+    app.router.add_post(f"/tenants/{_TENANT}/emergency", emergency_post)
+    app.router.add_get(f"/tenants/{_TENANT}/audit", audit_page)
+    openapi.contribute(app, _openapi())
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+_NULLABLE_TEXT = {"type": ["string", "null"]}
+_TENANT_PARAM = {
+    "name": "tenant",
+    "in": "path",
+    "required": True,
+    "description": "the council's id in the plan",
+    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"},
+}
+
+
+def _openapi() -> dict[str, Any]:
+    toggle = {
+        "type": "object",
+        "required": ["reason", "by", "service", "expires_at", "expires_local"],
+        "properties": {
+            "reason": {"type": "string"},
+            "by": {"type": "string", "description": "the user id that switched it on"},
+            "service": _NULLABLE_TEXT,
+            "expires_at": {"type": "string", "format": "date-time"},
+            "expires_local": {"type": "string", "description": "the expiry in the council's time zone"},
+        },
+    }
+    nullable_toggle = {"oneOf": [_ref("Toggle"), {"type": "null"}]}
+    preview = {
+        "type": "object",
+        "required": [
+            "kind",
+            "tenant",
+            "service",
+            "on",
+            "reason",
+            "expires_at",
+            "expires_local",
+            "zone",
+            "previous",
+            "summary",
+        ],
+        "properties": {
+            "kind": {"type": "string", "enum": list(KINDS)},
+            "tenant": {"type": "string"},
+            "service": _NULLABLE_TEXT,
+            "on": {"type": "boolean"},
+            "reason": {"type": "string"},
+            "expires_at": _NULLABLE_TEXT,
+            "expires_local": _NULLABLE_TEXT,
+            "zone": {"type": "string"},
+            "previous": nullable_toggle,
+            "summary": {"type": "string", "description": "what would happen, in one line"},
+        },
+    }
+    change = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["on", "reason"],
+        "properties": {
+            "on": {"type": "boolean"},
+            "reason": {
+                "type": "string",
+                "description": f"why (the audit trail); 1 to {MAX_REASON} characters, one line, "
+                "no control characters",
+            },
+            "expires": {
+                "type": ["string", "null"],
+                "maxLength": MAX_EXPIRES_CHARS,
+                "description": "on only: a duration (90m, 2h, 1d) or a date and time (ISO 8601; "
+                f"without an offset: the council's time); in the future, at most {MAX_EXPIRY.days} days",
+            },
+            "service": {
+                "type": ["string", "null"],
+                "maxLength": 80,
+                "description": "emergency: one queue only; announcement: its id",
+            },
+            "confirm": {
+                "type": "boolean",
+                "default": False,
+                "description": "true: make the change; absent or false: 409 with the preview",
+            },
+        },
+    }
+    result = {
+        "type": "object",
+        "required": [
+            "kind",
+            "tenant",
+            "service",
+            "on",
+            "expires_at",
+            "expires_local",
+            "previous",
+            "audit_id",
+        ],
+        "properties": {
+            "kind": {"type": "string"},
+            "tenant": {"type": "string"},
+            "service": _NULLABLE_TEXT,
+            "on": {"type": "boolean"},
+            "expires_at": _NULLABLE_TEXT,
+            "expires_local": _NULLABLE_TEXT,
+            "previous": nullable_toggle,
+            "audit_id": {"type": "string"},
+        },
+    }
+    state = {
+        "type": "object",
+        "required": ["tenant", "zone", "in_force", "ignored"],
+        "properties": {
+            "tenant": {"type": "string"},
+            "zone": {"type": "string"},
+            "in_force": {
+                "type": "object",
+                "additionalProperties": _ref("Toggle"),
+                "description": "by kind: the toggles the controllers obey",
+            },
+            "ignored": {
+                "type": "object",
+                "description": "by kind: stored values the controllers ignore (unsigned, bad MAC...)",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["reason", "detail"],
+                    "properties": {"reason": {"type": "string"}, "detail": {"type": "string"}},
+                },
+            },
+        },
+    }
+    entry = {
+        "type": "object",
+        "required": [
+            "id",
+            "at",
+            "at_local",
+            "by",
+            "what",
+            "reason",
+            "service",
+            "expires_at",
+            "expires_local",
+            "previous",
+            "details",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "at": {"type": "string"},
+            "at_local": _NULLABLE_TEXT,
+            "by": {"type": "string", "description": "the authenticated user id"},
+            "what": {"type": "string", "description": "e.g. toggle.emergency.on"},
+            "reason": _NULLABLE_TEXT,
+            "service": _NULLABLE_TEXT,
+            "expires_at": _NULLABLE_TEXT,
+            "expires_local": _NULLABLE_TEXT,
+            "previous": nullable_toggle,
+            "details": {"type": "object", "description": "other fields of the entry"},
+        },
+    }
+    trail = {
+        "type": "object",
+        "required": ["tenant", "zone", "entries", "next_before"],
+        "properties": {
+            "tenant": {"type": "string"},
+            "zone": {"type": "string"},
+            "entries": {"type": "array", "items": _ref("AuditEntry")},
+            "next_before": {
+                "type": ["string", "null"],
+                "description": "pass as before for the next (older) page; null: no more",
+            },
+        },
+    }
+    confirmation = {
+        "description": "not changed: the preview of what the change would do; send it again with "
+        '"confirm": true',
+        "content": {
+            PROBLEM_TYPE: {
+                "schema": {
+                    "allOf": [
+                        _ref("Problem"),
+                        {
+                            "type": "object",
+                            "required": ["preview"],
+                            "properties": {"preview": _ref("TogglePreview")},
+                        },
+                    ]
+                }
+            }
+        },
+    }
+    kind_param = {
+        "name": "kind",
+        "in": "path",
+        "required": True,
+        "description": "the toggle",
+        "schema": {"type": "string", "enum": list(KINDS)},
+    }
+    return {
+        "paths": {
+            "/api/v1/tenants/{tenant}/toggles": {
+                "get": {
+                    "summary": "The council's toggles in force (checked) and those ignored",
+                    "operationId": "listToggles",
+                    "security": openapi.SECURED,
+                    "parameters": [_TENANT_PARAM],
+                    "responses": {
+                        "200": {"description": "the toggles", "content": _json(_ref("TenantToggles"))},
+                        **openapi.errors(401, 403, 404, 503),
+                    },
+                }
+            },
+            "/api/v1/tenants/{tenant}/toggles/{kind}": {
+                "post": {
+                    "summary": "Switch a toggle on (reason, expiry) or off (reason), after confirmation",
+                    "description": 'Without "confirm": true nothing changes and the answer is 409 with '
+                    "the preview. Needs the supervisor role for the tenant. Audited with the "
+                    "authenticated user.",
+                    "operationId": "setToggle",
+                    "security": openapi.SECURED,
+                    "parameters": [_TENANT_PARAM, kind_param, openapi.CSRF_HEADER_PARAM],
+                    "requestBody": {"required": True, "content": _json(_ref("ToggleChange"))},
+                    "responses": {
+                        "200": {"description": "changed", "content": _json(_ref("ToggleResult"))},
+                        "409": confirmation,
+                        **openapi.errors(400, 401, 403, 404, 413, 415, 422, 503),
+                    },
+                }
+            },
+            "/api/v1/tenants/{tenant}/audit": {
+                "get": {
+                    "summary": "The council's audit trail, newest first",
+                    "operationId": "tenantAudit",
+                    "security": openapi.SECURED,
+                    "parameters": [
+                        _TENANT_PARAM,
+                        {
+                            "name": "before",
+                            "in": "query",
+                            "required": False,
+                            "description": "entries older than this id (next_before of the previous page)",
+                            "schema": {"type": "string", "pattern": r"^\d{1,20}-\d{1,20}$"},
+                        },
+                        {
+                            "name": "count",
+                            "in": "query",
+                            "required": False,
+                            "description": "entries at most",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_AUDIT_COUNT,
+                                "default": DEFAULT_AUDIT_COUNT,
+                            },
+                        },
+                    ],
+                    "responses": {
+                        "200": {"description": "the entries", "content": _json(_ref("AuditTrail"))},
+                        **openapi.errors(401, 403, 404, 422, 503),
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Toggle": toggle,
+                "TogglePreview": preview,
+                "ToggleChange": change,
+                "ToggleResult": result,
+                "TenantToggles": state,
+                "AuditEntry": entry,
+                "AuditTrail": trail,
+            }
+        },
+    }
