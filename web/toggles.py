@@ -457,7 +457,7 @@ async def audit_page(request: web.Request) -> web.Response:
     identity, tenant = _page_check(request, "viewer")
     before, count = audit_query(request)
     trail = await tenant_audit(request, tenant, before, count)
-    return _html("audit.html.j2", user=identity, tenant=tenant, csrf_token=csrf_token(request) or "", **trail)
+    return _html("audit.html.j2", user=identity, csrf_token=csrf_token(request) or "", **trail)
 
 
 # --- routes and their documentation -------------------------------------------------------------
