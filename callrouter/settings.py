@@ -160,6 +160,22 @@ class WebSettings(_Section):
     )
 
 
+class ApiSettings(_Section):
+    url: str | None = Field(
+        None,
+        description="the web service's URL for `toggle` and `state` (unset: http://127.0.0.1 at web.port)",
+    )
+    token: SecretStr | None = Field(None, description="an API token (`callrouter users token`)")
+    timeout_s: float = Field(10.0, gt=0, le=300, description="seconds `toggle` and `state` wait for it")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("give an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+
 class Settings(_Section):
     """Every setting of every command. ``ami`` is None when no AMI host is set."""
 
@@ -181,7 +197,16 @@ class Settings(_Section):
     log: LogSettings = LogSettings()
     records: RecordsSettings = RecordsSettings()
     web: WebSettings = WebSettings()
+    api: ApiSettings = ApiSettings()
     ami: AmiSettings | None = None
+
+    def api_url(self) -> str:
+        """The web service's base URL for the command-line clients."""
+        if self.api.url is not None:
+            return self.api.url
+        host = self.web.host if self.web.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        scheme = "https" if self.web.tls_cert is not None else "http"
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.web.port}"
 
     def require_plan(self) -> Path:
         if self.plan is None:
@@ -272,9 +297,10 @@ _FLAGS: dict[str, Flag] = {
     "web.port": Flag("--web-port"),
     "web.tls_cert": Flag("--tls-cert"),
     "web.tls_key": Flag("--tls-key"),
+    "api.url": Flag("--api-url"),
 }
 _ENV_NAMES = {"redis.url": "CALLROUTER_REDIS"}  # kept from before this model; the rest are derived
-SECRETS = ("redis.password", "ami.secret", "records.caller_hash_key")
+SECRETS = ("redis.password", "ami.secret", "records.caller_hash_key", "api.token")
 
 
 @dataclass(frozen=True, slots=True)

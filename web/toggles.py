@@ -48,7 +48,7 @@ from routing.supervisor import (
 )
 from routing.toggle_mac import ToggleKeyring
 from web import openapi
-from web.auth import IDENTITY, csrf_token, require
+from web.auth import IDENTITY, authenticated, csrf_token, require
 from web.context import CONFIG, REDIS, now
 from web.identity import Identity
 from web.problems import PROBLEM_TYPE, Problem, read_form, read_model
@@ -298,6 +298,22 @@ async def tenant_audit(request: web.Request, tenant: str, before: str, count: in
 # --- the API -------------------------------------------------------------------------------------
 
 
+async def get_tenants(request: web.Request) -> web.Response:
+    identity = authenticated(request)
+    facts = await plan_in_force(request)
+    signing = request.app[CONFIG].toggle_keyring is not None
+    tenants = [
+        {
+            "tenant": t,
+            "zone": facts[t].zone.key,
+            "supervisor": identity.may("supervisor", t),
+            "toggles": signing,
+        }
+        for t in identity.tenants("viewer", sorted(facts))
+    ]
+    return web.json_response({"tenants": tenants})
+
+
 async def get_toggles(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
     require(request, "viewer", tenant)
@@ -465,6 +481,7 @@ async def audit_page(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/", home)
+    app.router.add_get("/api/v1/tenants", get_tenants)
     app.router.add_get(f"/api/v1/tenants/{_TENANT}/toggles", get_toggles)
     app.router.add_post(f"/api/v1/tenants/{_TENANT}/toggles/{{kind}}", post_toggle)
     app.router.add_get(f"/api/v1/tenants/{_TENANT}/audit", get_audit)
@@ -675,6 +692,17 @@ def _openapi() -> dict[str, Any]:
     }
     return {
         "paths": {
+            "/api/v1/tenants": {
+                "get": {
+                    "summary": "The councils of the plan in force that the caller may view",
+                    "operationId": "listTenants",
+                    "security": openapi.SECURED,
+                    "responses": {
+                        "200": {"description": "the councils", "content": _json(_ref("TenantList"))},
+                        **openapi.errors(401, 503),
+                    },
+                }
+            },
             "/api/v1/tenants/{tenant}/toggles": {
                 "get": {
                     "summary": "The council's toggles in force (checked) and those ignored",
@@ -740,6 +768,31 @@ def _openapi() -> dict[str, Any]:
         },
         "components": {
             "schemas": {
+                "TenantList": {
+                    "type": "object",
+                    "required": ["tenants"],
+                    "properties": {
+                        "tenants": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["tenant", "zone", "supervisor", "toggles"],
+                                "properties": {
+                                    "tenant": {"type": "string"},
+                                    "zone": {"type": "string", "description": "the council's time zone"},
+                                    "supervisor": {
+                                        "type": "boolean",
+                                        "description": "may change its toggles",
+                                    },
+                                    "toggles": {
+                                        "type": "boolean",
+                                        "description": "false: no toggle key here (503)",
+                                    },
+                                },
+                            },
+                        }
+                    },
+                },
                 "Toggle": toggle,
                 "TogglePreview": preview,
                 "ToggleChange": change,
