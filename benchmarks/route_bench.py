@@ -13,7 +13,9 @@ Redis (as ``callrouter serve`` runs it), logging the ``call.routed`` event of ev
 The same run measures the handler twice: without contact records, then as ``serve`` runs it
 with records (``route_with_records``: every fact into an in-memory
 :class:`records.builder.RecordBuilder`, its due records handed to a sink once a second; each
-call gets its own Linkedid, as on Asterisk).
+call gets its own Linkedid, as on Asterisk), then a third time with the fact journal on too
+(``route_with_journal``: every fact also written to a :class:`records.journal.FactJournal` in a
+temporary folder, as ``serve --records-journal`` does).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import asyncio
 import dataclasses
 import itertools
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,6 +39,7 @@ from ivr.controller import Controller, NoLiveState, PlanHolder
 from ivr.fastagi import AgiChannel, AgiRequest
 from records import facts
 from records.builder import RecordBuilder
+from records.journal import FactJournal
 from records.outbox import MemorySink, RecordPump
 from routing.core.decide import Call, decide, describe
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE, QueueSnapshot
@@ -97,6 +102,26 @@ async def route_with_records(channel: AgiChannel, request: AgiRequest) -> None:
     await _recording[0].route(channel, call)
 
 
+_journalling: tuple[Controller, RecordPump] | None = None
+JOURNAL_ENV = "ROUTE_BENCH_JOURNAL"
+
+
+async def route_with_journal(channel: AgiChannel, request: AgiRequest) -> None:
+    """The same handler with contact records and the fact journal on (``--records-journal``)."""
+    global _journalling  # noqa: PLW0603 - built once per server process
+    if _journalling is None:
+        controller = _controller_for_this_process()
+        journal = FactJournal(Path(os.environ[JOURNAL_ENV]) / str(os.getpid()), f"bench:{os.getpid()}")
+        builder = RecordBuilder(controller.plans.current.plan.centre, b"k" * 32)
+        pump = RecordPump(builder, MemorySink(), journal=journal)
+        controller.facts = pump.fact
+        task = asyncio.get_running_loop().create_task(pump.run())
+        _tasks.add(task)
+        _journalling = (controller, pump)
+    call = dataclasses.replace(request, uniqueid=f"1795533300.{next(_calls)}")
+    await _journalling[0].route(channel, call)
+
+
 async def seed(url: str) -> None:
     """Live state as a busy morning would leave it: a published partner snapshot."""
     redis = Redis.from_url(url)
@@ -105,7 +130,7 @@ async def seed(url: str) -> None:
     await redis.aclose()
 
 
-def facts_cost(calls: int = 50_000) -> tuple[float, float]:
+def facts_cost(calls: int = 50_000, journal: Path | None = None) -> tuple[float, float, float]:
     """In-process, the route's facts alone: us per call into a builder, and into a no-op sink.
 
     What ``route`` reports per call on the example plan (the arrival, the decision, the
@@ -130,7 +155,13 @@ def facts_cost(calls: int = 50_000) -> tuple[float, float]:
 
     baseline = run(lambda _fact: None, lambda _at: None)
     pump = RecordPump(RecordBuilder(plan.plan.centre, b"k" * 32), MemorySink())
-    return baseline, run(pump.fact, pump.builder.due)
+    with_records = run(pump.fact, pump.builder.due)
+    if journal is None:
+        return baseline, with_records, float("nan")
+    journalled = RecordPump(
+        RecordBuilder(plan.plan.centre, b"k" * 32), MemorySink(), journal=FactJournal(journal, "bench")
+    )
+    return baseline, with_records, run(journalled.fact, journalled.builder.due)
 
 
 def main() -> None:
@@ -142,9 +173,12 @@ def main() -> None:
             ["--handler", "benchmarks.route_bench:route", "--log-level", "info", "--exchange", "route",
              "--baselines", *extra]
         )  # fmt: skip
-        baseline, with_records = facts_cost()
+        folder = Path(tempfile.mkdtemp(prefix="route-bench-journal-"))
+        os.environ[JOURNAL_ENV] = str(folder)
+        baseline, with_records, with_journal = facts_cost(journal=folder / "in-process")
         print(
-            f"\nThe route's facts alone, in-process: {with_records:.1f} us per call into the builder "
+            f"\nThe route's facts alone, in-process: {with_records:.1f} us per call into the builder, "
+            f"{with_journal:.1f} us with the fact journal too "
             f"({baseline:.1f} us building the same facts for a no-op sink)"
         )
         print("\nWith contact records (facts into the builder, due records to a sink each second):")
@@ -152,6 +186,12 @@ def main() -> None:
             ["--handler", "benchmarks.route_bench:route_with_records", "--log-level", "info",
              "--exchange", "route", *extra]
         )  # fmt: skip
+        print("\nWith contact records and the fact journal (every fact also written to a local file):")
+        fastagi_bench.main(
+            ["--handler", "benchmarks.route_bench:route_with_journal", "--log-level", "info",
+             "--exchange", "route", *extra]
+        )  # fmt: skip
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

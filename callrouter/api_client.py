@@ -1,116 +1,140 @@
-"""The command line as a client of the web service's API (``callrouter web``).
+"""A small client of the web service's HTTP API, for the CLI commands that work through it.
 
-The URL and token come from the settings (``api.url`` / ``CALLROUTER_API_URL``, the token from
-``CALLROUTER_API_TOKEN_FILE`` or ``CALLROUTER_API_TOKEN``: ``docs/settings.md``). Every
-request is bounded in time; a failure is an :class:`ApiError` whose message says what to do,
-never the token."""
+Where the service is and who is asking come from the environment:
+
+- ``CALLROUTER_API_URL``: the service's base URL (default ``http://127.0.0.1:8080``, the
+  service's own default address);
+- ``CALLROUTER_API_TOKEN_FILE``: a file whose first line is an API token (``callrouter users
+  token``), or ``CALLROUTER_API_TOKEN``: the token itself (the file wins when both are set).
+
+The token is sent as ``Authorization: Bearer``, never printed or logged. Answers are JSON; an
+error answer (``application/problem+json``) becomes :class:`ApiError` with its status, detail
+and whole body; no answer at all becomes :class:`ApiUnreachable`.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-import aiohttp
+URL_ENV = "CALLROUTER_API_URL"
+TOKEN_ENV = "CALLROUTER_API_TOKEN"  # noqa: S105 - the variable's name, not a token
+TOKEN_FILE_ENV = "CALLROUTER_API_TOKEN_FILE"  # noqa: S105 - the variable's name
+DEFAULT_URL = "http://127.0.0.1:8080"
+TIMEOUT_S = 30.0
+MAX_ANSWER = 16 * 1024 * 1024  # bytes of an answer read at most (a plan is at most 8 MB)
 
-from callrouter.settings import Settings, SettingsError
 
-EXIT_REFUSED, EXIT_UNREACHABLE = 2, 3
-CONNECT_TIMEOUT_S = 5.0
-MAX_ANSWER_BYTES = 4 * 1024 * 1024
+class ApiConfigError(ValueError):
+    """The URL or the token is missing or unusable: the message says which setting to fix."""
+
+
+class ApiUnreachable(OSError):
+    """The service did not answer (refused, timed out, TLS failed)."""
 
 
 class ApiError(Exception):
-    """The service refused (``exit_code`` 2) or could not be reached (3)."""
+    """The service answered with an error status."""
 
-    def __init__(self, message: str, exit_code: int, status: int | None = None, body: Any = None) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    def __init__(self, status: int, detail: str, body: Mapping[str, Any]) -> None:
+        super().__init__(f"{status}: {detail}")
         self.status = status
-        self.body = body
+        self.detail = detail
+        self.body = dict(body)
 
 
-def segment(value: str) -> str:
-    """``value`` as one path segment (a tenant or kind typed by the user cannot add a path)."""
-    return quote(value, safe="")
-
-
-class ApiClient:
-    """``async with ApiClient(settings) as api: await api.get("/api/v1/...")``."""
-
-    def __init__(self, settings: Settings) -> None:
-        if settings.api.token is None:
-            raise SettingsError(
-                "no API token: set CALLROUTER_API_TOKEN_FILE to a file holding a token from "
-                "`callrouter users token USER --name WHAT` (or CALLROUTER_API_TOKEN); "
-                "the service's administrator makes one"
-            )
-        self.base = settings.api_url()
-        self._token = settings.api.token.get_secret_value().strip()
-        self._timeout = aiohttp.ClientTimeout(total=settings.api.timeout_s, connect=CONNECT_TIMEOUT_S)
-        self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> ApiClient:
-        self._session = aiohttp.ClientSession(
-            timeout=self._timeout, headers={"Authorization": f"Bearer {self._token}"}
+def _token(environ: Mapping[str, str]) -> str:
+    path = environ.get(TOKEN_FILE_ENV, "")
+    if path:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ApiConfigError(f"{TOKEN_FILE_ENV}={path}: cannot read it ({exc})") from None
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise ApiConfigError(f"{TOKEN_FILE_ENV}={path}: the file's first line is empty")
+        return token
+    token = environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise ApiConfigError(
+            f"no API token: set {TOKEN_FILE_ENV} (a file holding it) or {TOKEN_ENV} "
+            "(an administrator creates one with callrouter users token)"
         )
-        return self
+    return token
 
-    async def __aexit__(self, *_exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
 
-    async def get(self, path: str, **params: str) -> Any:
-        status, body = await self.call("GET", path, params=params)
-        return self._ok(status, body, (200,))
+def _base_url(environ: Mapping[str, str]) -> str:
+    url = environ.get(URL_ENV, "").strip() or DEFAULT_URL
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ApiConfigError(
+            f"{URL_ENV}={url!r}: give the service's URL, e.g. https://callrouter.example:8443"
+        )
+    return url.rstrip("/")
 
-    async def call(
-        self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None
+
+@dataclass(frozen=True, slots=True)
+class ApiClient:
+    base_url: str
+    token: str = field(repr=False)
+    timeout_s: float = TIMEOUT_S
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiClient:
+        env = os.environ if environ is None else environ
+        return cls(_base_url(env), _token(env))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        query: Mapping[str, str | int] | None = None,
     ) -> tuple[int, Any]:
-        """(status, parsed JSON body) for statuses the caller handles; :class:`ApiError` for a
-        refused token, an answer that is not JSON, or a service that cannot be reached."""
-        assert self._session is not None, "use ApiClient in async with"
-        url = self.base + path
+        """``(status, JSON answer)`` for a 2xx answer; :class:`ApiError` for an error status,
+        :class:`ApiUnreachable` when nothing usable came back."""
+        url = self.base_url + path
+        if query:
+            url += "?" + urllib.parse.urlencode({k: str(v) for k, v in query.items()})
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 - http(s) only
         try:
-            async with self._session.request(method, url, json=body, params=params or None) as answer:
-                raw = await answer.content.read(MAX_ANSWER_BYTES)
-                status = answer.status
-        except aiohttp.ClientConnectorError:
-            raise ApiError(f"the service at {self.base} does not answer (is callrouter web running?)",
-                           EXIT_UNREACHABLE) from None  # fmt: skip
-        except TimeoutError:
-            raise ApiError(f"the service at {self.base} did not answer within {self._timeout.total:g}s",
-                           EXIT_UNREACHABLE) from None  # fmt: skip
-        except aiohttp.ClientError as exc:
-            raise ApiError(f"the service at {self.base}: {type(exc).__name__}", EXIT_UNREACHABLE) from None
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            raise ApiError(
-                f"the service at {self.base} answered {status} with something that is not JSON "
-                "(is api.url the callrouter web service?)",
-                EXIT_UNREACHABLE,
-            ) from None
-        if status == 401:
-            raise ApiError(
-                f"token refused by {self.base} (unknown, expired or revoked): ask for a new one "
-                "(callrouter users token)",
-                EXIT_REFUSED,
-                status,
-                parsed,
-            )
-        return status, parsed
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:  # noqa: S310 - http(s) only
+                return answer.status, _decoded(answer.read(MAX_ANSWER))
+        except urllib.error.HTTPError as exc:
+            raw = exc.read(MAX_ANSWER)
+            exc.close()
+            decoded = _decoded(raw, strict=False)
+            problem = decoded if isinstance(decoded, dict) else {}
+            detail = str(problem.get("detail") or exc.reason or "error")
+            raise ApiError(exc.code, detail, problem) from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            raise ApiUnreachable(f"the web service at {self.base_url} did not answer: {reason}") from None
 
-    def _ok(self, status: int, body: Any, expected: tuple[int, ...]) -> Any:
-        if status in expected:
-            return body
-        raise error_for(status, body)
+    def get(self, path: str, *, query: Mapping[str, str | int] | None = None) -> Any:
+        return self.request("GET", path, query=query)[1]
+
+    def post(self, path: str, body: Any) -> tuple[int, Any]:
+        return self.request("POST", path, body)
 
 
-def error_for(status: int, body: Any) -> ApiError:
-    """An :class:`ApiError` for an answer the command does not expect: the service's words."""
-    detail = body.get("detail") if isinstance(body, dict) else None
-    text = str(detail) if detail else f"HTTP {status}"
-    if status >= 500:
-        return ApiError(f"the service could not do it ({status}): {text}", EXIT_UNREACHABLE, status, body)
-    return ApiError(f"refused ({status}): {text}", EXIT_REFUSED, status, body)
+def _decoded(raw: bytes, *, strict: bool = True) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        if strict:
+            raise ValueError("the answer is not JSON") from None
+        return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -26,6 +27,7 @@ from redis.exceptions import RedisError
 
 from callrouter import settings as settings_module
 from callrouter.logs import configure_logging
+from callrouter.ops import OpsListener, Readiness
 from callrouter.settings import Settings, SettingsError
 from ivr.controller import PlanHolder
 from records import admin
@@ -33,6 +35,7 @@ from records.archive import NO_TENANT, Archive
 from records.delivery import DeliveryWorker, Policy
 from records.sinks import ARCHIVE_SINK, SecretError, archive_sinks, sinks_from_plan
 from routing.core.plan import Plan
+from routing.metrics import set_info
 from routing.supervisor import shown
 
 EXIT_OK, EXIT_NOTHING, EXIT_UNREACHABLE = 0, 1, 3
@@ -101,11 +104,48 @@ async def _deliver(args: argparse.Namespace, settings: Settings, redis: Redis) -
         redis, plan.centre, sinks, consumer=args.consumer, policy=Policy(lease_s=args.lease_s)
     )
     stop = asyncio.Event()
+    readiness = Readiness({"worker_running": True, "not_stopping": True})
+
+    def stopping() -> None:
+        readiness.set("not_stopping", False)  # /ready says 503 before the worker winds down
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await worker.run(stop)
+        loop.add_signal_handler(sig, stopping)
+    ops = None
+    if settings.ops.port is not None:
+        ops = OpsListener(settings.ops.host, settings.ops.port, readiness)
+        await ops.start()
+    set_info("deliver", worker.consumer)
+    measuring = asyncio.create_task(measure_backlog(redis, worker, stop))
+    try:
+        await worker.run(stop)
+    finally:
+        readiness.set("worker_running", False)
+        measuring.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await measuring
+        if ops is not None:
+            await ops.stop()
     return EXIT_OK
+
+
+BACKLOG_EVERY_S = 5.0
+"""How often ``records deliver`` reads each sink's backlog from Redis for ``/metrics``."""
+
+
+async def measure_backlog(redis: Redis, worker: DeliveryWorker, stop: asyncio.Event) -> None:
+    """Keep ``callrouter_records_backlog`` per sink (as ``records status`` counts it)."""
+    while not stop.is_set():
+        for sink in worker.workers:
+            try:
+                status = await admin.sink_status(redis, worker.centre, sink.sink.name, worker.keys)
+            except (RedisError, OSError):
+                continue  # the worker logs Redis trouble; the gauge keeps its last value
+            sink.metrics.backlog.set(status.backlog)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), BACKLOG_EVERY_S)
 
 
 def cmd_deliver(args: argparse.Namespace) -> int:
@@ -252,7 +292,7 @@ def add_records_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParse
     replay = cmds.add_parser("replay", help="send a tenant's records appended in a range again")
     replay.add_argument("--from", dest="start", required=True, help="YYYY-MM-DD or date-time (tenant's zone)")
     replay.add_argument("--to", dest="end", required=True, help="YYYY-MM-DD (whole day) or date-time")
-    settings_module.add_flags(deliver, ("plan", "redis.url", "records.archive_dir"))
+    settings_module.add_flags(deliver, ("plan", "redis.url", "records.archive_dir", "ops.host", "ops.port"))
     for parser in (status, dead, retry, replay):
         settings_module.add_flags(parser, ("plan", "redis.url"))
     for parser in (status, dead, retry, replay):

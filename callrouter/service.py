@@ -38,11 +38,13 @@ from redis.exceptions import RedisError
 
 from callrouter import settings as settings_module
 from callrouter.logs import configure_logging
+from callrouter.ops import OpsListener, Readiness, ami_figures, session_figures
 from callrouter.settings import Settings
 from ivr.controller import Clock, Controller, LiveSource, NoLiveState, PlanError, PlanHolder, utc_now
 from ivr.fastagi import FastAgiServer, ServerConfig, serve_until_signal
 from records.appender import Ownership, StreamSink, TeeSink
 from records.builder import RecordBuilder
+from records.journal import FactJournal, JournalInUse, read_journal
 from records.model import ContactRecord
 from records.outbox import JsonlSink, RecordPump, RecordSink, stop_pump
 from records.stream import RecordStream
@@ -52,6 +54,7 @@ from routing.ami.settings import AmiSettings
 from routing.core.decide import CompiledPlan
 from routing.core.plan import Plan, Tenant
 from routing.live.source import CachedLiveSource
+from routing.metrics import age_since, set_info, watch
 from routing.plan_file import (
     DEFAULT_LIMITS,
     LimitReached,
@@ -101,6 +104,9 @@ class ServeOptions:
     plan_source: str = "file"  # file | store (docs/routing-plan.md, "Which plan is in force")
     store_poll_s: float = 0.2  # with plan_source = store: the fallback poll of the live version
     store_max_wait_s: float = plan_store.MAX_WAIT_S  # never longer after noticing a new version
+    ops_host: str = "127.0.0.1"
+    ops_port: int | None = None
+    records_journal: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, centre: str, **options: object) -> ServeOptions:
@@ -132,6 +138,9 @@ class ServeOptions:
             "records_key": key.get_secret_value().encode("utf-8") if key else None,
             "records_outbox": settings.records.outbox,
             "toggle_keyring": settings.toggle_keyring(),
+            "ops_host": settings.ops.host,
+            "ops_port": settings.ops.port,
+            "records_journal": settings.records.journal,
         }
         return cls(**{**values, **options})  # type: ignore[arg-type]
 
@@ -656,31 +665,20 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
         controller.facts = pump.fact
     server = FastAgiServer(server_config(options))
     controller.register(server)
-    refused = await _listen(server)
+    readiness, ops = _ops(options)
+    refused = await _listen(server, options, ops)
     if refused is not None:
-        print(
-            f"callrouter: cannot listen for FastAGI on {options.agi_host}:{options.agi_port}: {refused}",
-            file=sys.stderr,
-        )
+        print(f"callrouter: cannot listen {refused}", file=sys.stderr)
         if redis is not None:
             await redis.aclose()
         return EXIT_CANNOT_LISTEN
+    readiness.set("fastagi_listening", True)
     ami = await _start_ami(options, redis, cached, holder, clock, pump=pump, instance=instance)
-    if ami is not None:
-        lease.append(ami[0])
+    lease.extend([ami[0]] if ami is not None else [])
+    _watch(instance, server, cached=cached, clock=clock, pump=pump, consumer=ami[0] if ami else None)
     loop = asyncio.get_running_loop()
     reloader = PlanReloader(holder, redis, last_digest=digest)
-    reloads: set[asyncio.Task[str]] = set()
-
-    def on_sighup() -> None:
-        if store:
-            log.warning("plan.sighup_ignored", detail="plan_source is store: use callrouter plan publish")
-            return
-        task = loop.create_task(reloader.reload("SIGHUP"))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    _reload_on_sighup(loop, reloader, store=store)
     watcher = asyncio.create_task(_plan_watcher(options, reloader, redis, stamp))
     refresher = asyncio.create_task(cached.run(clock)) if cached is not None else None
     publisher = (
@@ -700,24 +698,89 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
         )
         if ready is not None:
             ready(server.port)
-        await serve_until_signal(server, drain_timeout=options.drain_timeout)
+        await serve_until_signal(
+            server,
+            drain_timeout=options.drain_timeout,
+            on_signal=lambda: readiness.set("not_draining", False),  # /ready says 503 before the drain
+        )
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
-        await _shut_down((watcher, refresher, publisher, ami[1] if ami else None), ami, pump, pumping, redis)
+        await _shut_down(
+            (watcher, refresher, publisher, ami[1] if ami else None), ami, pump, pumping, redis, ops=ops
+        )
     log.info("controller.stopped", **asdict(server.counters))
     return 0
 
 
-async def _listen(server: FastAgiServer) -> str | None:
-    """Start listening; the reason in the system's own words if it cannot (a busy port, an
-    address this host does not have, an unknown host name)."""
+def _reload_on_sighup(loop: asyncio.AbstractEventLoop, reloader: PlanReloader, *, store: bool) -> None:
+    """SIGHUP reloads the plan file (ignored, with a warning, when the plan comes from the store)."""
+    reloads: set[asyncio.Task[str]] = set()
+
+    def on_sighup() -> None:
+        if store:
+            log.warning("plan.sighup_ignored", detail="plan_source is store: use callrouter plan publish")
+            return
+        task = loop.create_task(reloader.reload("SIGHUP"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+
+
+def _watch(
+    instance: str,
+    server: FastAgiServer,
+    *,
+    cached: CachedLiveSource | None,
+    clock: Clock,
+    pump: RecordPump | None,
+    consumer: AmiConsumer | None,
+) -> None:
+    """What ``/metrics`` reads at scrape time (:mod:`routing.metrics`): nothing per call."""
+    set_info("serve", instance)
+    watch(sessions=lambda: session_figures(server.counters))
+    if cached is not None:
+        watch(
+            live_age_s=lambda: age_since(cached.refreshed_monotonic),
+            toggles=lambda: cached.active_toggles(clock()),
+        )
+    if pump is not None:
+        watch(records_pending=lambda: len(pump.backlog))
+    if consumer is not None:
+        watch(ami=lambda: ami_figures(consumer))
+
+
+def _ops(options: ServeOptions) -> tuple[Readiness, OpsListener | None]:
+    """What ``/ready`` checks, and the ops listener when a port is set."""
+    readiness = Readiness({"plan_loaded": True, "fastagi_listening": False, "not_draining": True})
+    if options.ops_port is None:
+        return readiness, None
+    return readiness, OpsListener(options.ops_host, options.ops_port, readiness)
+
+
+async def _listen(server: FastAgiServer, options: ServeOptions, ops: OpsListener | None) -> str | None:
+    """Start listening (the ops listener first, so /ready can say "not yet"); what could not
+    listen, with the reason in the system's own words (a busy port, an address this host does
+    not have, an unknown host name)."""
+    if ops is not None:
+        try:
+            await ops.start()
+        except OSError as exc:
+            await ops.stop()
+            return f"for ops on {options.ops_host}:{options.ops_port}: {_why(exc)}"
     try:
         await server.start()
     except OSError as exc:
-        if isinstance(exc, socket.gaierror) or not exc.errno:
-            return exc.strerror or str(exc)
-        return os.strerror(exc.errno)
+        if ops is not None:
+            await ops.stop()
+        return f"for FastAGI on {options.agi_host}:{options.agi_port}: {_why(exc)}"
     return None
+
+
+def _why(exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror) or not exc.errno:
+        return exc.strerror or str(exc)
+    return os.strerror(exc.errno)
 
 
 async def _shut_down(
@@ -726,8 +789,11 @@ async def _shut_down(
     pump: RecordPump | None,
     pumping: asyncio.Task[None] | None,
     redis: Redis | None,
+    *,
+    ops: OpsListener | None = None,
 ) -> None:
-    """After the drain: background tasks, AMI, then every record held, then Redis."""
+    """After the drain: background tasks, AMI, then every record held, then Redis; the ops
+    listener last (/ready says 503 all along)."""
     for task in tasks:
         if task is not None:
             task.cancel()
@@ -741,9 +807,19 @@ async def _shut_down(
         await ami[0].stop()
     if pump is not None:  # after the drain and the last AMI event: hand over every record held
         handed = await stop_pump(pump, pumping)
-        log.info("records.flushed", records=handed, appended=pump.appended, backlog=len(pump.backlog))
+        log.info(
+            "records.flushed",
+            records=handed,
+            appended=pump.appended,
+            backlog=len(pump.backlog),
+            forwarded=pump.owner.forwarded if pump.owner is not None else 0,
+            received=pump.owner.received if pump.owner is not None else 0,
+        )
     if redis is not None:
         await redis.aclose()
+    watch(sessions=None, ami=None, live_age_s=None, toggles=None, records_pending=None)
+    if ops is not None:
+        await ops.stop()
 
 
 RECORD_GRACE_S = 0.5
@@ -780,9 +856,21 @@ def record_pump(
     centre = holder.current.plan.centre
     builder = RecordBuilder(centre, options.records_key, grace_s=RECORD_GRACE_S, avoidable_reasons=avoidable)
     owner = Ownership(redis, centre, instance, lease_holder=lease_holder) if redis is not None else None
-    return RecordPump(
-        builder, record_sink(options, centre, redis, holder), interval_s=RECORD_PUMP_INTERVAL_S, owner=owner
+    journal, found = None, None
+    if options.records_journal is not None:  # locked first: then no one else writes it
+        journal = FactJournal(options.records_journal, instance)
+        found = read_journal(options.records_journal)
+    pump = RecordPump(
+        builder,
+        record_sink(options, centre, redis, holder),
+        interval_s=RECORD_PUMP_INTERVAL_S,
+        owner=owner,
+        journal=journal,
     )
+    if found is not None and found.facts:
+        calls = pump.replay(found)
+        log.warning("records.journal_replayed", calls=calls, segments=len(found.segments))
+    return pump
 
 
 def record_sink(
@@ -869,7 +957,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings, centre, clock_start=clock_start, clock_speed=args.clock_speed
     )
     log.info("controller.starting", loop=loop_kind)
-    return asyncio.run(serve(options))
+    try:
+        return asyncio.run(serve(options))
+    except JournalInUse as exc:  # raised before anything listens
+        print(f"callrouter: {exc}, not starting", file=sys.stderr)
+        return 1
 
 
 SERVE_SETTINGS = (
@@ -877,7 +969,8 @@ SERVE_SETTINGS = (
     "agi.host", "agi.port", "redis.url", "redis.enabled", "live_timeout_s", "agi.max_sessions",
     "agi.call_timeout_s", "agi.drain_timeout_s", "agi.allowed_peers", "agi.max_sessions_per_peer",
     "agi.max_pending", "watch_interval_s", "ami.host", "ami.port", "ami.username", "ami.centre",
-    "ami.publish_queue", "log.level", "log.console", "records.outbox",
+    "ami.publish_queue", "log.level", "log.console", "records.outbox", "records.journal", "ops.host",
+    "ops.port",
 )  # fmt: skip
 
 

@@ -119,6 +119,11 @@ class RecordsSettings(_Section):
         description="JSON Lines file each contact record version is also appended to, "
         "after the records stream when Redis is set (unset: none)",
     )
+    journal: Path | None = Field(
+        None,
+        description="folder of serve's fact journal: what a controller killed mid-call had not yet "
+        "appended is replayed from it on start (unset: none)",
+    )
     archive_dir: Path | None = Field(
         None,
         description="the owner's archive of every record version: written by records deliver, "
@@ -160,20 +165,14 @@ class WebSettings(_Section):
     )
 
 
-class ApiSettings(_Section):
-    url: str | None = Field(
+class OpsSettings(_Section):
+    host: str = Field("127.0.0.1", description="address of the ops listener (/metrics, /health, /ready)")
+    port: int | None = Field(
         None,
-        description="the web service's URL for `toggle` and `state` (unset: http://127.0.0.1 at web.port)",
+        ge=0,
+        le=65535,
+        description="port of the ops listener of serve and records deliver (unset: no listener; 0: any)",
     )
-    token: SecretStr | None = Field(None, description="an API token (`callrouter users token`)")
-    timeout_s: float = Field(10.0, gt=0, le=300, description="seconds `toggle` and `state` wait for it")
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in ("http", "https"):
-            raise ValueError("give an http:// or https:// URL")
-        return value.rstrip("/") if value else value
 
 
 class Settings(_Section):
@@ -197,16 +196,8 @@ class Settings(_Section):
     log: LogSettings = LogSettings()
     records: RecordsSettings = RecordsSettings()
     web: WebSettings = WebSettings()
-    api: ApiSettings = ApiSettings()
+    ops: OpsSettings = OpsSettings()
     ami: AmiSettings | None = None
-
-    def api_url(self) -> str:
-        """The web service's base URL for the command-line clients."""
-        if self.api.url is not None:
-            return self.api.url
-        host = self.web.host if self.web.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        scheme = "https" if self.web.tls_cert is not None else "http"
-        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.web.port}"
 
     def require_plan(self) -> Path:
         if self.plan is None:
@@ -292,15 +283,17 @@ _FLAGS: dict[str, Flag] = {
     "ami.centre": Flag("--centre"),
     "ami.publish_queue": Flag("--publish-queue"),
     "records.outbox": Flag("--records-outbox"),
+    "records.journal": Flag("--records-journal"),
     "records.archive_dir": Flag("--archive"),
     "web.host": Flag("--web-host"),
     "web.port": Flag("--web-port"),
     "web.tls_cert": Flag("--tls-cert"),
     "web.tls_key": Flag("--tls-key"),
-    "api.url": Flag("--api-url"),
+    "ops.host": Flag("--ops-host"),
+    "ops.port": Flag("--ops-port"),
 }
 _ENV_NAMES = {"redis.url": "CALLROUTER_REDIS"}  # kept from before this model; the rest are derived
-SECRETS = ("redis.password", "ami.secret", "records.caller_hash_key", "api.token")
+SECRETS = ("redis.password", "ami.secret", "records.caller_hash_key")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -23,8 +24,11 @@ from pathlib import Path
 
 from callrouter.logs import configure_logging
 from emulator.agi import CallerScript, HangUpDuring, PressAfterPrompt, Silence, Step
+from emulator.ami import FakeAmi
+from emulator.centre import CallCentre, QueuePlay, queues_of, staff, step
 from emulator.crm import FakeCrm
-from emulator.dialplan import CallRecord, place_call
+from emulator.dialplan import Asterisk, CallRecord, place_call
+from emulator.pbx import Channel
 from ivr.controller import Controller, PlanHolder
 from ivr.fastagi import FastAgiServer, ServerConfig
 from routing.core import numbers
@@ -74,6 +78,32 @@ def _reference_digits(tenant: Tenant, line: str, rng: random.Random) -> str:
     return "".join(rng.choice("0123456789") for _ in range(spec.max_digits if spec else 8))
 
 
+PLAYS = (("answer", 0.72), ("abandon", 0.14), ("timeout", 0.09), ("withdraw", 0.05))
+DISPOSITIONS = (("resolved", 0.7), ("back_office", 0.12), ("avoidable", 0.1), ("complaint", 0.03), ("", 0.05))
+
+
+def centre_plays(plan: Plan, rng: random.Random) -> Callable[[str, Channel], QueuePlay]:
+    """What the pretend centre does with each caller who joins a queue: mostly answered after a
+    short wait (an adviser of that queue, who gives a disposition), some abandon, time out or
+    are withdrawn (seeded)."""
+    reasons = [r for t in plan.tenants.values() for r in t.avoidable_contact_reasons] or ["chasing-progress"]
+
+    def play(queue: str, _caller: Channel) -> QueuePlay:
+        outcome = rng.choices([o for o, _ in PLAYS], [w for _, w in PLAYS])[0]
+        kind = rng.choices([d for d, _ in DISPOSITIONS], [w for _, w in DISPOSITIONS])[0]
+        detail = {"back_office": ":council-tax", "avoidable": f":{rng.choice(reasons)}"}.get(kind, "")
+        adviser = 1 + rng.randrange(3)
+        return QueuePlay(
+            outcome,  # type: ignore[arg-type]
+            interface=f"PJSIP/{queue}-{adviser}",
+            adviser=f"Adviser {adviser}",
+            disposition=f"{kind}{detail}" if kind else None,
+            wait_s=round(rng.uniform(0.2, 3.0), 1),
+        )
+
+    return play
+
+
 def queue_outcomes(rng: random.Random) -> Callable[[str, dict[str, str]], str]:
     names = [name for name, _ in QUEUE_OUTCOMES]
     weights = [weight for _, weight in QUEUE_OUTCOMES]
@@ -95,6 +125,7 @@ class Run:
     rate: float = 4.0
     seed: int = 2026
     as_json: bool = False
+    asterisk: Asterisk | None = None
 
 
 def _json_line(index: int, caller: Caller, record: CallRecord) -> str:
@@ -117,7 +148,9 @@ async def run(options: Run, plan: Plan) -> int:
 
     async def one(index: int, caller: Caller) -> None:
         nonlocal failures
-        record = await place_call(host, port, caller.script, outcome=outcome, number=index)
+        record = await place_call(
+            host, port, caller.script, outcome=outcome, number=index, asterisk=options.asterisk
+        )
         failures += record.ended.endswith("fail-static route")
         print(_json_line(index, caller, record) if as_json else line(index, caller, record), flush=True)
 
@@ -137,8 +170,43 @@ async def run_with_own_controller(args: argparse.Namespace, holder: PlanHolder) 
         return await run(options, holder.current.plan)
 
 
+async def run_with_centre(options: Run, plan: Plan, port: int, seconds: float) -> int:
+    """The callers, with a pretend centre's AMI on ``port`` (``callrouter simulate-centre``'s
+    peak too) that reports their calls as Asterisk would and plays their queues: the
+    controller connected to it sees queue joins, answers, advisers' dispositions, hang-ups."""
+    secret = os.environ.get("CALLROUTER_AMI_SECRET", "demo-only")
+    rng = random.Random(options.seed)
+    async with FakeAmi("callrouter", secret, port=port) as fake:
+        queues = queues_of(plan)
+        staff(fake, queues)
+        print(f"pretend centre: AMI on 127.0.0.1:{fake.port}, peak in {queues[0]}", flush=True)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while fake.sessions < 1 and loop.time() < end:  # noqa: ASYNC110 - the controller's AMI login
+            await asyncio.sleep(0.1)
+        answered: list[str] = []
+        for _ in range(8):  # the peak builds before the first caller
+            step(fake, queues[0], rng, answered)
+            await asyncio.sleep(0.2)
+        centre = Asterisk(centre=CallCentre(fake, centre_plays(plan, rng)))
+        callers = asyncio.create_task(run(dataclasses.replace(options, asterisk=centre), plan))
+        while loop.time() < end or not callers.done():  # the centre stays up for the controller
+            step(fake, queues[0], rng, answered)
+            await asyncio.sleep(0.4)
+        return await callers
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     holder = PlanHolder.load(Path(args.plan))
+    if args.centre_port is not None:
+        if args.target is None:
+            print("callrouter: --centre-port needs --target (the controller)", file=sys.stderr)
+            return 2
+        host, _, port = args.target.rpartition(":")
+        options = Run(host or "127.0.0.1", int(port), args.calls, args.rate, args.seed, args.json)
+        return asyncio.run(
+            run_with_centre(options, holder.current.plan, args.centre_port, args.centre_seconds)
+        )
     if args.target is None:
         configure_logging(json=True, level="warning", stream=sys.stderr)
         return asyncio.run(run_with_own_controller(args, holder))
@@ -205,6 +273,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--rate", type=float, default=4.0, help="new calls per second")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--centre-port", type=int,
+        help="also serve a pretend centre's AMI on this 127.0.0.1 port (the controller's --ami-port): "
+        "it reports the callers' calls and plays their queues (answers, waits, dispositions)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--centre-seconds", type=float, default=120.0, help="how long the pretend centre runs"
+    )
     parser.set_defaults(handler=cmd_simulate)
 
     crm = sub.add_parser(

@@ -2,7 +2,7 @@
 
 Both are clients of the web service's API (``callrouter web``; ``callrouter/api_client.py``):
 the URL and an API token come from ``CALLROUTER_API_URL`` and ``CALLROUTER_API_TOKEN_FILE``
-(or ``CALLROUTER_API_TOKEN``, or the settings file), the change is checked, signed and audited
+(or ``CALLROUTER_API_TOKEN``), the change is checked, signed and audited
 by the service with the token's user, and a supervisor needs neither Redis nor the toggle key.
 
 ``--direct`` is the administrators' break-glass path on the service's host, for when the web
@@ -16,9 +16,11 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
@@ -27,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from callrouter import settings as settings_module
-from callrouter.api_client import ApiClient, ApiError, error_for, segment
+from callrouter.api_client import ApiClient, ApiConfigError, ApiError, ApiUnreachable
 from callrouter.settings import Settings, SettingsError
 from ivr.controller import PlanHolder
 from routing.live.source import partner_centres
@@ -134,36 +136,56 @@ def _run(args: argparse.Namespace, command: Any) -> int:
     return result
 
 
-def _api(args: argparse.Namespace, command: Any) -> int:
-    settings = settings_module.from_args(args)
+def _segment(value: str) -> str:
+    """``value`` as one path segment: a tenant or kind typed by the user cannot add a path."""
+    return quote(value, safe="")
+
+
+def _api(args: argparse.Namespace, command: Callable[[argparse.Namespace, ApiClient], int]) -> int:
+    """Run ``command`` through the web service; its refusals and failures as one line."""
     try:
-        result: int = asyncio.run(command(args, settings))
-    except ApiError as exc:
+        return command(args, ApiClient.from_env())
+    except ApiConfigError as exc:
         print(f"callrouter: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return result
+        return EXIT_REFUSED
+    except ApiUnreachable as exc:
+        print(f"callrouter: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ApiError as exc:
+        if exc.status == 401:
+            print("callrouter: token refused (unknown, expired or revoked): ask an administrator for a new "
+                  "one (callrouter users token)", file=sys.stderr)  # fmt: skip
+            return EXIT_REFUSED
+        if exc.status >= 500:
+            print(
+                f"callrouter: the web service failed ({exc.status}): {shown(exc.detail, 600)}",
+                file=sys.stderr,
+            )
+            return EXIT_UNREACHABLE
+        print(f"callrouter: refused ({exc.status}): {shown(exc.detail, 600)}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
-async def _toggle_api(args: argparse.Namespace, settings: Settings) -> int:
+def _toggle_api(args: argparse.Namespace, api: ApiClient) -> int:
     body: dict[str, Any] = {"on": args.on, "reason": args.reason or "", "confirm": not args.preview}
     if args.expires:
         body["expires"] = args.expires
     if args.service:
         body["service"] = args.service
-    path = f"/api/v1/tenants/{segment(args.tenant)}/toggles/{segment(args.kind)}"
-    async with ApiClient(settings) as api:
-        status, answer = await api.call("POST", path, body=body)
-    if status == 409 and isinstance(answer, dict) and isinstance(answer.get("preview"), dict):
-        preview = answer["preview"]
-        _print(args, preview, f"preview (nothing changed): {preview['summary']}")
+    path = f"/api/v1/tenants/{_segment(args.tenant)}/toggles/{_segment(args.kind)}"
+    try:
+        _status, answer = api.post(path, body)
+    except ApiError as exc:
+        preview = exc.body.get("preview")
+        if exc.status != 409 or not isinstance(preview, dict):
+            raise
+        _print(args, preview, f"preview (nothing changed): {shown(preview['summary'])}")
         return 0
-    if status != 200 or not isinstance(answer, dict):
-        raise error_for(status, answer)
     state = f"on until {answer['expires_local']}" if answer["on"] else "off"
     previous = answer["previous"]
     was = f"on until {previous['expires_local']}" if previous else "off"
     scope = args.tenant + (f"/{args.service}" if args.service else "")
-    _print(args, answer, f"{args.kind} for {scope}: {state} (was {was}); audit {answer['audit_id']}")
+    _print(args, answer, shown(f"{args.kind} for {scope}: {state} (was {was}); audit {answer['audit_id']}"))
     return 0
 
 
@@ -171,9 +193,12 @@ def cmd_toggle(args: argparse.Namespace) -> int:
     if args.direct:
         return _run(args, _toggle)
     if args.by is not None:
-        raise SettingsError(
-            "--by is for --direct only: the service records the user of the API token, not a typed name"
+        print(
+            "callrouter: --by is for --direct only: the service records the user of the API token, "
+            "not a typed name",
+            file=sys.stderr,
         )
+        return EXIT_REFUSED
     return _api(args, _toggle_api)
 
 
@@ -252,20 +277,14 @@ async def _state_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _state_api(args: argparse.Namespace, settings: Settings) -> int:
-    async with ApiClient(settings) as api:
-        listed = await api.get("/api/v1/tenants")
-        tenants: dict[str, Any] = {}
-        for tenant in listed["tenants"]:
-            name = segment(tenant["tenant"])
-            toggles = await api.get(f"/api/v1/tenants/{name}/toggles") if tenant["toggles"] else None
-            trail = await api.get(f"/api/v1/tenants/{name}/audit", count=str(AUDIT_LINES))
-            tenants[tenant["tenant"]] = {
-                "zone": tenant["zone"],
-                "toggles": toggles,
-                "audit": trail["entries"],
-            }
-    data = {"service": api.base, "tenants": tenants}
+def _state_api(args: argparse.Namespace, api: ApiClient) -> int:
+    tenants: dict[str, Any] = {}
+    for tenant in api.get("/api/v1/tenants")["tenants"]:
+        name = _segment(tenant["tenant"])
+        toggles = api.get(f"/api/v1/tenants/{name}/toggles") if tenant["toggles"] else None
+        trail = api.get(f"/api/v1/tenants/{name}/audit", query={"count": AUDIT_LINES})
+        tenants[tenant["tenant"]] = {"zone": tenant["zone"], "toggles": toggles, "audit": trail["entries"]}
+    data = {"service": api.base_url, "tenants": tenants}
     _print(args, data, _state_api_text(data))
     return 0
 
@@ -330,7 +349,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     toggle.add_argument("--by", help="--direct only: who is making the change (at most 80 characters)")
     state = sub.add_parser("state", help="toggles in force and the latest audit entries, per council")
     for parser in (toggle, state):
-        settings_module.add_flags(parser, ("api.url", "plan", "redis.url"))
+        settings_module.add_flags(parser, ("plan", "redis.url"))
         parser.add_argument("--json", action="store_true")
         parser.add_argument(
             "--direct",

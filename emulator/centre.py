@@ -60,6 +60,8 @@ class QueuePlay:
     interface: str = "PJSIP/agent1"
     adviser: str = "Agent One"
     disposition: str | None = None
+    wait_s: float = 0.0
+    """Real seconds the caller waits in the queue before the outcome (a demonstration's waits)."""
 
 
 Plays = Callable[[str, Channel], QueuePlay]
@@ -153,6 +155,8 @@ class CallCentre:
         if play.interface not in model.queue(queue).members:
             model.add_member(queue, play.interface, play.adviser, now, membership="static")
         self._emit(model.join(queue, wire(caller), now))
+        if play.wait_s > 0:
+            await asyncio.sleep(play.wait_s)
         if play.outcome == "abandon":
             self._gone.add(caller.uniqueid)
             self._emit(model.abandon(caller.uniqueid, self.fake.clock()))

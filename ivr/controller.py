@@ -47,6 +47,7 @@ from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE, LiveState, Toggles
 from routing.core.plan import MenuDest, PaymentReference
 from routing.core.problems import errors
 from routing.masking import mask_number
+from routing.metrics import RoutedCalls, set_plan_generation
 from routing.plan_file import LoadResult, load_plan
 
 log = structlog.get_logger("callrouter.calls")
@@ -98,6 +99,7 @@ class PlanHolder:
         self.version = 1
         self.generation: int | None = None
         """The plan store's generation in force (``plan_source = store``); None for a plan file."""
+        set_plan_generation(self.version)
 
     @classmethod
     def load(cls, path: str | Path) -> PlanHolder:
@@ -120,6 +122,7 @@ class PlanHolder:
             self.current = compiled
             self.version += 1
             self.generation = generation
+            set_plan_generation(self.version)
             log.info(
                 "plan.reloaded", path=str(self.path), version=self.version, generation=generation,
                 warnings=len(result.problems),
@@ -154,6 +157,8 @@ class Controller:
     (:meth:`records.outbox.RecordPump.fact` counts and drops a fact the builder refuses)."""
     fact_clock: Callable[[], float] = time.time
     """Real time for facts (the decision clock may be a rehearsal clock)."""
+    metrics: RoutedCalls | None = field(default_factory=RoutedCalls)
+    """Calls routed and decision latency (:mod:`routing.metrics`); None: not counted."""
 
     def __post_init__(self) -> None:
         # A source that answers from memory offers read_now: no coroutine, no timer per call.
@@ -181,6 +186,10 @@ class Controller:
         except Exception as exc:  # any failure of live state must not stop the call
             log.warning("live.unavailable", error=type(exc).__name__, detail=str(exc)[:200])
             return UNKNOWN_LIVE_STATE, NO_TOGGLES
+
+    def _decided(self, route: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.decided(route, time.perf_counter() - started)
 
     async def _remember(self, decision: Decision) -> None:
         if not decision.latches:
@@ -219,6 +228,7 @@ class Controller:
 
     async def route(self, channel: AgiChannel, request: AgiRequest) -> None:
         """A new call: ``AGI(agi://host/route,${EXTEN})``."""
+        started = time.perf_counter()
         # the plan, its version and generation read together (a swap never runs between them):
         # the decision and its log line name the one plan that made it
         plan, version, generation = self.plans.current, self.plans.version, self.plans.generation
@@ -226,6 +236,9 @@ class Controller:
         now = self.clock()
         live, toggles = await self._live(plan, plan.tenant_for(dialled), now)
         decision = decide(Call(dialled, caller=request.callerid), plan, live, toggles, now)
+        if self.metrics is not None:
+            self.metrics.decided("route", time.perf_counter() - started)
+            self.metrics.routed(decision.tenant, decision.destination, decision.state)
         structlog.contextvars.bind_contextvars(tenant=decision.tenant)
         _log_decision("call.routed", decision, dialled=mask_number(dialled), plan_version=version,
                       plan_generation=generation)  # fmt: skip
@@ -264,11 +277,12 @@ class Controller:
             log.info("call.abandoned", stage="menu", tenant=tenant_id, menu=menu_name)
             self.facts(rf.IvrAbandoned(request.uniqueid, self.fact_clock(), walk.current))
             raise
-        now = self.clock()
+        started, now = time.perf_counter(), self.clock()
         live, toggles = await self._live(plan, tenant_id, now)
         decision = resolve_destination(
             plan=plan, tenant=tenant_id, dest=destination, live=live, toggles=toggles, now=now
         )
+        self._decided("menu", started)
         _log_decision("call.menu_done", decision, menu=menu_name, menu_trace=trace)
         await self._finish(channel, plan, decision, reason="menu", call_id=request.uniqueid)
 
@@ -343,7 +357,7 @@ class Controller:
             return
         if outcome:
             self.facts(rf.QueueStatusSeen(request.uniqueid, self.fact_clock(), outcome.upper()))
-        now = self.clock()
+        started, now = time.perf_counter(), self.clock()
         live, toggles = await self._live(plan, tenant_id, now)
         decision = after_queue(
             plan=plan,
@@ -354,6 +368,7 @@ class Controller:
             toggles=toggles,
             now=now,
         )
+        self._decided("overflow", started)
         _log_decision("call.queue_ended", decision, queue=queue, outcome=outcome)
         reason = "withdrawn" if outcome.upper() == "WITHDRAW" else "after_queue"
         await self._finish(channel, plan, decision, reason=reason, call_id=request.uniqueid)

@@ -27,19 +27,28 @@ part. The rule (see ``docs/contact-records.md``):
   missing. Had the owner emitted it, the same (id, version) is already in the stream and the
   holder's copy is not appended again.
 
+* a later FastAGI request of a call (a second menu step, the survey) may reach another
+  controller than the owner: that controller's facts of the call are *forwarded*: pushed to
+  the owner's list (``records:{centre}:facts_for:<owner>``), which the owner's pump empties
+  every round into its builder (a fact that comes after the record went out makes its next
+  version). Facts waiting for a claim to be decided are held for that round only.
+
 A claim that cannot be made (Redis down) keeps the record in the pump's backlog: it is decided,
 and appended, once Redis answers again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
+from records.facts import IvrFact
+from records.journal import fact_line, fact_of
 from records.model import ContactRecord
 from records.outbox import JsonlSink
 from records.stream import Envelope, EnvelopeError, RecordStream
@@ -56,6 +65,12 @@ ALIVE_TTL_S = 5
 ORPHAN_WAIT_S = ALIVE_TTL_S + 2.0
 """How long the lease holder waits before it asks whether the owner of a due record is alive:
 an owner alive all that time has had many pump rounds to emit it."""
+
+FORWARD_TTL_S = 24 * 3600
+"""How long a controller's list of forwarded facts lives without a push (its owner stopped)."""
+
+FORWARD_BATCH = 1000
+"""Forwarded facts an owner takes in one round (one ``LPOP``)."""
 
 ORPHANED = (
     "the controller that served this call stopped before handing its record over: the IVR part is missing"
@@ -173,15 +188,28 @@ class Ownership:
         self._owner_of: dict[str, str] = {}  # the other controller, where known
         self._alive_at = float("-inf")  # when this controller last refreshed its alive key
         self._parked: dict[str, float] = {}  # nobody served; this controller not the lease holder
+        self._waiting: dict[str, list[IvrFact]] = {}  # facts of calls whose claim is not decided
+        self._forward: list[tuple[str, IvrFact]] = []  # (owner, fact) to push
+        self.forwarded = 0
+        self.received = 0
         self.claims = 0
         self._pruned_at = 0.0
 
     # --- in: synchronous, from the call path -----------------------------------------------------
 
-    def served(self, call_id: str) -> None:
-        """This controller served a FastAGI request of ``call_id`` (a dict insert, no I/O)."""
-        if call_id not in self._mine and call_id not in self._theirs:
-            self._served.setdefault(call_id, self.clock())
+    def served(self, call_id: str, fact: IvrFact | None = None) -> None:
+        """This controller served a FastAGI request of ``call_id`` (a dict insert, no I/O);
+        ``fact``: what it learnt, forwarded to the owner if that is another controller."""
+        if call_id in self._mine:
+            return
+        owner = self._owner_of.get(call_id)
+        if call_id in self._theirs and owner is not None:
+            if fact is not None:
+                self._forward.append((owner, fact))
+            return
+        self._served.setdefault(call_id, self.clock())
+        if fact is not None:
+            self._waiting.setdefault(call_id, []).append(fact)
 
     # --- out: the pump's background task ---------------------------------------------------------
 
@@ -198,8 +226,44 @@ class Ownership:
         for call_id, ours in zip(ids, won, strict=True):
             self._served.pop(call_id, None)
             (self._mine if ours else self._theirs)[call_id] = now
+            waiting = self._waiting.pop(call_id, [])
+            owner = self._owner_of.get(call_id)
+            if not ours and owner is not None:
+                self._forward.extend((owner, fact) for fact in waiting)
         self.claims += sum(won)
+        await self._push_forwarded()
         return sum(won)
+
+    async def _push_forwarded(self) -> None:
+        """Push the facts of calls another controller owns to that controller's list."""
+        if not self._forward:
+            return
+        batch, self._forward = self._forward, []
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for owner in {o for o, _ in batch}:
+                    key = self.keys.record_facts_for(self.centre, owner)
+                    pipe.rpush(key, *(json.dumps(fact_line(f)) for o, f in batch if o == owner))
+                    pipe.expire(key, FORWARD_TTL_S)
+                await pipe.execute()
+        except Exception:
+            self._forward = batch + self._forward  # pushed next round
+            raise
+        self.forwarded += len(batch)
+
+    async def take_forwarded(self) -> list[IvrFact]:
+        """The facts other controllers forwarded to this one (one ``LPOP``, at most
+        :data:`FORWARD_BATCH`); a fact that cannot be read is logged and dropped."""
+        key = self.keys.record_facts_for(self.centre, self.instance)
+        raw = await self.redis.lpop(key, FORWARD_BATCH)
+        out: list[IvrFact] = []
+        for item in raw if isinstance(raw, list) else []:
+            try:
+                out.append(fact_of(json.loads(item)))
+            except ValueError as exc:
+                log.warning("records.forwarded_fact_refused %s", str(exc)[:200])
+        self.received += len(out)
+        return out
 
     async def select(self, records: Sequence[ContactRecord]) -> Decision:
         """Sort due records into those this controller emits, parks (may emit later) or skips.
@@ -232,6 +296,27 @@ class Ownership:
                 self._parked.pop(record.id, None)
                 decision.skip.append(record)
         return decision
+
+    async def adopt(self, call_ids: Sequence[str], previous: Collection[str]) -> int:
+        """After a restart: the calls of ``call_ids`` claimed by one of this controller's
+        ``previous`` instances (named in its fact journal) become this instance's; the rest are
+        decided as usual. One pipelined round trip to read, one to write. Returns how many."""
+        ids = sorted(set(call_ids))
+        if not ids or not previous:
+            return 0
+        owners = await self.redis.mget([self.keys.record_owner(self.centre, c) for c in ids])
+        named = {p.encode() for p in previous} | set(previous)
+        ours = [c for c, o in zip(ids, owners, strict=True) if o is not None and o in named]
+        if ours:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for call_id in ours:
+                    pipe.set(self.keys.record_owner(self.centre, call_id), self.instance, ex=self.ttl_s)
+                await pipe.execute()
+        now = self.clock()
+        for call_id in ours:
+            self._served.pop(call_id, None)
+            self._mine[call_id] = now
+        return len(ours)
 
     async def _still_alive(self) -> None:
         """Refresh this controller's alive key, about once a second."""
@@ -277,6 +362,10 @@ class Ownership:
                 pipe.get(key)
             replies = await pipe.execute()
         mine = (self.instance.encode(), self.instance)
+        for i, call_id in enumerate(ids):
+            holder = replies[2 * i + 1]
+            if holder is not None and holder not in mine:
+                self._owner_of[call_id] = _text(holder)
         return [bool(replies[2 * i]) or replies[2 * i + 1] in mine for i in range(len(ids))]
 
     def _prune(self) -> None:
@@ -288,6 +377,7 @@ class Ownership:
         for book, age in ((self._mine, self.ttl_s), (self._theirs, self.ttl_s), (self._parked, self.ttl_s)):
             for call_id in [c for c, at in book.items() if now - at > age]:
                 del book[call_id]
+                self._owner_of.pop(call_id, None)
 
 
 def _text(value: str | bytes) -> str:

@@ -313,6 +313,8 @@ class RecordBuilder:
         # seen. Not in the heap: there a call's age deadline stayed max_call_s (6 hours) after
         # the call ended, a million dead entries that cost memory and every full collection.
         self._open: dict[str, float] = {}
+        self._restarted: set[str] = set()  # open calls replayed from a journal (see restarted())
+        self.restart_problem = ""
 
     def __len__(self) -> int:
         """Calls held (in progress, or finished and kept for late changes)."""
@@ -400,20 +402,21 @@ class RecordBuilder:
 
     # --- AMI events ----------------------------------------------------------------------
 
-    def feed_ami(self, event: Mapping[str, str], now: float) -> None:
-        """Take one AMI event (headers as Asterisk sent them), received at ``now``."""
+    def feed_ami(self, event: Mapping[str, str], now: float) -> str | None:
+        """Take one AMI event (headers as Asterisk sent them), received at ``now``. Returns the
+        call it was taken for (None: not one the builder reads)."""
         name = event.get("Event", "")
         handler = _HANDLERS.get(name)
         if handler is None:
-            return  # includes DTMFBegin/DTMFEnd: key presses are never read from AMI
+            return None  # includes DTMFBegin/DTMFEnd: key presses are never read from AMI
         linkedid = _linkedid(event)
         if not _CALL_ID.match(linkedid):
-            return
+            return None
         at = _event_time(event, now)
         call = self._live(linkedid)
         if call is None:
             if event.get("Uniqueid") != linkedid and name != "QueueCallerJoin":
-                return  # a leg of a call we never saw begin
+                return None  # a leg of a call we never saw begin
             call = self._call(linkedid, at, received=now)
         call.changed_at = max(call.changed_at, now)
         call.dirty = True
@@ -423,6 +426,20 @@ class RecordBuilder:
             self._ended(call, now)
         if call.ended_at is not None:
             self._timer(max(call.ended_at, call.changed_at) + self.grace_s, call.id)
+        return linkedid
+
+    def holds(self, call_id: str) -> bool:
+        """Whether the call is in progress or finished with its record not yet handed out."""
+        return call_id in self._calls
+
+    def restarted(self, deadline: float, problem: str) -> int:
+        """After a replay: every call whose end is not known is closed at ``deadline`` at the
+        latest (unless its end is seen before), with ``problem`` in its record. Returns how many."""
+        for call_id, at in self._open.items():  # a constant cap keeps _open in deadline order
+            self._open[call_id] = min(at, deadline)
+            self._restarted.add(call_id)
+        self.restart_problem = problem
+        return len(self._open)
 
     def _ami_newchannel(self, call: _Call, e: Mapping[str, str], at: float) -> None:
         channel = e.get("Channel", "")
@@ -671,6 +688,8 @@ class RecordBuilder:
         aged = list(takewhile(lambda item: item[1] <= now, self._open.items()))
         for call_id, _ in aged:
             call = self._calls[call_id]
+            if call_id in self._restarted:
+                call.problem(self.restart_problem)
             self._ended(call, now)
             call.closed_by_age = True
             self._timer(now + self.grace_s, call_id)
@@ -694,6 +713,7 @@ class RecordBuilder:
         self._finished.clear()  # kept calls have nothing new: their last version went out
         self._timers.clear()
         self._open.clear()
+        self._restarted.clear()
         return out
 
     def _settle(self, call: _Call, now: float) -> ContactRecord | None:
@@ -718,6 +738,7 @@ class RecordBuilder:
     def _ended(self, call: _Call, at: float) -> None:
         call.ended_at = at  # again for an AMI Hangup after the controller's IvrAbandoned
         self._open.pop(call.id, None)
+        self._restarted.discard(call.id)
 
     def _changed_record(self, call: _Call, now: float) -> ContactRecord | None:
         draft = _to_record(call, self.centre, self._key, call.version + 1, now)

@@ -45,6 +45,7 @@ from records.archive import NO_TENANT
 from records.sinks import Outcome, Sink
 from records.stream import DEFAULT_RETENTION_S, Entry, EnvelopeError, parse_entry
 from routing.live.scripts import RELEASE_LEASE, RENEW_LEASE
+from routing.metrics import SinkMetrics
 from routing.redis_keys import KEYS, RedisKeys
 
 log = structlog.get_logger("callrouter.records")
@@ -137,6 +138,11 @@ def stream_id_key(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def appended_at(stream_id: str) -> float:
+    """When an entry was appended (Unix seconds): the milliseconds of its stream id."""
+    return stream_id_key(stream_id)[0] / 1000
+
+
 # --- the lease ------------------------------------------------------------------------------------
 
 
@@ -211,6 +217,7 @@ class SinkWorker:
         self.lease = SinkLease(redis, keys.sink_lease(centre, sink.name), consumer, policy.lease_s)
         self.breaker = Breaker(policy.breaker_threshold, policy.breaker_open_s, policy.breaker_open_cap_s)
         self.concurrency = max(1, sink.concurrency)
+        self.metrics = SinkMetrics(sink.name)
         self._changed: asyncio.Future[None] | None = None
         self._failed_attempts = 0
         self.attempts_failed_total = 0
@@ -368,6 +375,7 @@ class SinkWorker:
                     outcome = await self._until_done(item.entry)
                 if outcome.kind == "delivered":
                     tally.delivered += 1
+                    self.metrics.latency.observe(max(0.0, self.clock() - appended_at(item.stream_id)))
                     self._done(tally, item)
                 else:
                     log.warning(
@@ -443,6 +451,8 @@ class SinkWorker:
             except BaseException:
                 self._failed_attempts, self._last_error = self._failed_attempts + failed, error
                 raise
+        self.metrics.delivered.inc(tally.delivered)  # counted once settled: a batch sent again is not
+        self.metrics.dead_letters.inc(len(tally.dead))
 
     async def step(self, stop: asyncio.Event) -> bool:
         """One turn: hold the lease, take a batch, deliver and settle it. False when not holding."""

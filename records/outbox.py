@@ -36,6 +36,7 @@ from records.model import ContactRecord
 
 if TYPE_CHECKING:
     from records.appender import Ownership
+    from records.journal import FactJournal, Replayed
 
 log = logging.getLogger("records.outbox")
 
@@ -43,6 +44,16 @@ BACKLOG_MAX = 100_000
 """Records held while the sink fails (Redis down): about 33 minutes at 50 calls a second, a few
 hundred megabytes. Beyond this the oldest are dropped, counted and logged (``records.backlog_full``,
 an error, every 1,000 records dropped); ``records.backlog_growing`` warns at half of it."""
+
+RESTARTED = "the controller was restarted and did not see this call end: its record may lack the end"
+
+REPLAYED_OPEN_S = 60.0
+"""After a replay, a call whose end is not seen within this long is closed (``complete`` false,
+with :data:`RESTARTED` in its problems): it most likely ended while the controller was down. If
+its end is seen later, that makes the next version."""
+
+TIDY_S = 1.0
+"""How often the pump lets the journal rotate and delete the segments it no longer needs."""
 
 CHUNK = 500
 """Records handed to a sink that takes batches (``append_many``) in one go: one round trip."""
@@ -98,9 +109,12 @@ class RecordPump:
         clock: Callable[[], float] = time.time,
         interval_s: float = 1.0,
         owner: Ownership | None = None,
+        journal: FactJournal | None = None,
     ) -> None:
         self.builder, self.sink, self.clock, self.interval_s = builder, sink, clock, interval_s
-        self.owner = owner
+        self.owner, self.journal = owner, journal
+        self._adopt: tuple[list[str], set[str]] | None = None
+        self._tidied_at = float("-inf")
         self.backlog: deque[ContactRecord] = deque()
         self.parked: list[ContactRecord] = []
         self.skipped = 0
@@ -117,7 +131,9 @@ class RecordPump:
         try:
             self.builder.feed_ivr(fact)
             if self.owner is not None:
-                self.owner.served(fact.call_id)
+                self.owner.served(fact.call_id, fact)
+            if self.journal is not None:
+                self.journal.fact(fact)
         except ValueError as exc:
             self.refused_facts += 1
             log.warning("records.fact_refused %s", str(exc)[:200])
@@ -128,9 +144,36 @@ class RecordPump:
     def ami(self, headers: Mapping[str, str], received_at: float) -> None:
         """An AMI event as Asterisk sent it (the consumer's ``on_message`` tap)."""
         try:
-            self.builder.feed_ami(headers, received_at)
+            call_id = self.builder.feed_ami(headers, received_at)
+            if call_id is not None and self.journal is not None:
+                self.journal.ami(call_id, headers, received_at)
         except Exception as exc:  # a record is never worth losing the AMI stream
             log.warning("records.ami_event_failed %s", type(exc).__name__)
+
+    def replay(self, found: Replayed) -> int:
+        """On start, before any call: feed what a fact journal kept (the controller was killed
+        with it). Calls whose end is known become due at once; the others are closed after
+        :data:`REPLAYED_OPEN_S` unless their end is seen. Returns how many calls were fed."""
+        ids: set[str] = set()
+        for entry in found.facts:
+            try:
+                if isinstance(entry, tuple):
+                    call_id = self.builder.feed_ami(entry[0], entry[1])
+                else:
+                    self.builder.feed_ivr(entry)
+                    call_id = entry.call_id
+                    if self.owner is not None:
+                        self.owner.served(call_id)
+            except Exception as exc:  # one bad entry does not stop the replay
+                log.warning("records.replay_entry_failed %s", type(exc).__name__)
+                continue
+            if call_id is not None:
+                ids.add(call_id)
+        self.builder.restarted(self.clock() + REPLAYED_OPEN_S, RESTARTED)
+        self._adopt = (sorted(ids), found.instances)
+        if self.journal is not None:
+            self.journal.replayed(ids)
+        return len(ids)
 
     # --- out -----------------------------------------------------------------------------------
 
@@ -142,22 +185,58 @@ class RecordPump:
 
     async def flush_due(self) -> int:
         """Hand over the records due now (and any backlog); returns how many were appended."""
+        if self.owner is not None and self._adopt is not None:
+            try:  # first the calls the controller's previous instance had claimed
+                await self.owner.adopt(*self._adopt)
+                self._adopt = None
+            except Exception as exc:  # Redis down: nothing is decided until this is done
+                log.warning("records.adopt_failed %s", type(exc).__name__)
+                return 0
         if self.owner is not None:
             try:  # claim the calls served since the last round, due or not
                 await self.owner.claim()
+                self._take_forwarded(await self.owner.take_forwarded())
             except Exception as exc:  # Redis down: claimed next round; their records wait
                 log.warning("records.claim_failed %s", type(exc).__name__)
         parked, self.parked = self.parked, []
         self._hold(parked)
         self._hold(self.builder.due(self.clock()))
-        return await self._drain()
+        done = await self._drain()
+        self._tidy()
+        return done
 
     async def close(self) -> int:
         """On shutdown: what is due, then every call still open (``complete: false``)."""
         now = self.clock()
         self._hold(self.builder.due(now))
         self._hold(self.builder.flush(now))
-        return await self._drain()
+        done = await self._drain()
+        if self.journal is not None:
+            if not self.backlog and not self.parked:
+                self.journal.remove_all()  # everything handed over: nothing to replay
+            else:  # the stream did not take everything: the next start replays it
+                self.journal.close()
+        return done
+
+    def _take_forwarded(self, facts: list[IvrFact]) -> None:
+        """Facts another controller learnt of calls this one owns (a later FastAGI request
+        that reached it): into the builder, and the journal."""
+        for fact in facts:
+            try:
+                self.builder.feed_ivr(fact)
+                if self.journal is not None:
+                    self.journal.fact(fact)
+            except Exception as exc:  # as fact(): counted, never worth failing the round
+                self.refused_facts += 1
+                log.warning("records.fact_refused %s", str(exc)[:200])
+
+    def _tidy(self) -> None:
+        """At most every :data:`TIDY_S`: the journal drops segments whose calls are all handed over."""
+        if self.journal is None or self.clock() - self._tidied_at < TIDY_S:
+            return
+        self._tidied_at = self.clock()
+        held = {r.id for r in self.backlog} | {r.id for r in self.parked}
+        self.journal.tidy(lambda call_id: self.builder.holds(call_id) or call_id in held)
 
     def _hold(self, records: list[ContactRecord]) -> None:
         self.backlog.extend(records)

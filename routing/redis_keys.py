@@ -63,6 +63,12 @@ class RedisKeys:
         # ``observed_at``. No TTL. Written by the AMI consumer holding the lease.
         return f"{self.prefix}ami:status"
 
+    def live_changed_channel(self) -> str:
+        # PUB/SUB channel; message = the writer's batch time. Published by the AMI consumer's
+        # apply and reconcile scripts after a write that changed live queue state, so the
+        # live view (routing/live/feed.py) refreshes at once instead of at its next poll.
+        return f"{self.prefix}live:changed"
+
     def ami_writer_lease(self) -> str:
         # STRING holder id, PX = lease time (default 6 s). SET NX PX to take,
         # compare-and-set Lua to renew/release. Written by every AMI consumer instance.
@@ -158,6 +164,17 @@ class RedisKeys:
         # a claim whose owner has no such key belongs to a controller that stopped, and the AMI
         # lease holder emits that call's record instead (records/appender.py).
         return f"{self.prefix}records:{{{centre}}}:alive:{instance}"
+
+    def record_facts_for(self, centre: str, instance: str) -> str:
+        # LIST of JSON facts (records/journal.py fact_line), RPUSH by a controller that served a
+        # later FastAGI request of a call ``instance`` owns, LPOP by ``instance``'s record pump
+        # each round (records/appender.py). EX 1 day, renewed on each push.
+        return f"{self.prefix}records:{{{centre}}}:facts_for:{instance}"
+
+    def record_owner_alive_pattern(self, centre: str) -> str:
+        # SCAN MATCH pattern of every controller's alive key above (the live view lists the
+        # controller instances with it).
+        return self.record_owner_alive(centre, "*")
 
     def sink_lease(self, centre: str, sink: str) -> str:
         # STRING holder id, PX = lease time (default 10 s). Held by the one delivery worker

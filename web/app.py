@@ -20,7 +20,7 @@ from argon2 import PasswordHasher
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from web import openapi, session, toggles
+from web import openapi, plans, plans_page, session, toggles
 from web.auth import IDENTITY, authenticate
 from web.context import (
     CLOCK,
@@ -35,11 +35,12 @@ from web.context import (
 )
 from web.identity import IdentityStore, default_hasher
 from web.problems import Problem, problem_response
+from web.templating import STATIC_DIR, STATIC_URL
 
 log = structlog.get_logger("callrouter.web")
 
 # The features, each a module with ``setup(app: web.Application) -> None``.
-FEATURES: tuple[ModuleType, ...] = (session, toggles)
+FEATURES: tuple[ModuleType, ...] = (session, plans, plans_page, toggles)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -90,7 +91,7 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     headers = response.headers
     headers.setdefault("Content-Security-Policy", CSP)
     headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("Referrer-Policy", "same-origin")  # no-referrer makes a form post send Origin: null
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     headers.setdefault("Cache-Control", "no-store")
@@ -140,6 +141,7 @@ def _core(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/api/openapi.json", openapi_document)
+    app.router.add_static(STATIC_URL, STATIC_DIR)  # the page's stylesheet, htmx, icon
     plain = {
         "application/json": {
             "schema": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}

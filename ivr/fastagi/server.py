@@ -91,7 +91,8 @@ class SessionCounters:
     over the session cap or a peer's cap, or draining; ``evicted``: pending connections closed
     to make room for a new one; ``bad_requests``: EOF, garbage, oversized or slow environment
     block; ``failed``: handler exception or per-call deadline; ``hung_up``: the handler ended
-    on :class:`AgiHangup`. ``active``: connections held now (pending, calls, ending);
+    on :class:`AgiHangup`; ``timed_out``: of ``failed``, those cut at the per-call
+    deadline. ``active``: connections held now (pending, calls, ending);
     ``pending``: those still sending their environment block."""
 
     connections: int = 0
@@ -105,6 +106,7 @@ class SessionCounters:
     evicted: int = 0
     bad_requests: int = 0
     unknown_routes: int = 0
+    timed_out: int = 0
     active: int = 0
     pending: int = 0
 
@@ -477,6 +479,8 @@ class FastAgiServer:
             counters.cancelled += 1
         else:
             counters.failed += 1
+            if outcome == "deadline":
+                counters.timed_out += 1
 
 
 def _ensure_fd_limit(needed: int) -> None:
@@ -502,8 +506,10 @@ async def serve_until_signal(
     *,
     drain_timeout: float = 30.0,
     signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
+    on_signal: Callable[[], None] | None = None,
 ) -> None:
-    """Start ``server`` (if needed), run until SIGTERM or SIGINT, then drain it."""
+    """Start ``server`` (if needed), run until SIGTERM or SIGINT, then drain it; ``on_signal``
+    runs first (``serve`` marks itself not ready there, before the drain begins)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     wanted = tuple(signals)
@@ -514,6 +520,8 @@ async def serve_until_signal(
             await server.start()
         await stop.wait()
         log.info("agi.server.signalled")
+        if on_signal is not None:
+            on_signal()
     finally:
         for sig in wanted:
             loop.remove_signal_handler(sig)

@@ -52,6 +52,7 @@ from routing.live.queue_status import (
     QueueStatusPicture,
 )
 from routing.live.store import QueueStateStore
+from routing.metrics import AmiTypes
 
 log = logging.getLogger("routing.ami")
 
@@ -152,6 +153,9 @@ class AmiConsumer:
         self.settings, self.store, self.lease = settings, store, lease
         self.clock, self.on_event, self.on_message = clock, on_event, on_message
         self.stats = ConsumerStats()
+        self.types = AmiTypes()  # events by type, for /metrics (routing.metrics reads it when scraped)
+        self.last_event_at: float | None = None  # receive time (clock) of the last event
+        self.apply_lag_s: float | None = None  # the last batch: oldest event's receipt to its write
         self.is_writer = False
         self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
         self._action_ids = count(1)
@@ -219,6 +223,8 @@ class AmiConsumer:
             self._reconcile_item(headers, ts)
             return
         self.stats.events_received += 1
+        self.types.count(headers.get("Event", ""))
+        self.last_event_at = ts
         if self.on_message is not None:
             self._tap(headers, ts)
         if self._events.qsize() >= self.settings.queue_maxsize:
@@ -316,6 +322,9 @@ class AmiConsumer:
                 self.stats.events_discarded_standby += len(batch)
             else:
                 await self._write(items, alive_at=self.clock())
+                first = batch[0]
+                if isinstance(first, tuple):
+                    self.apply_lag_s = self.clock() - first[0]
             self.stats.items_processed += len(batch)
 
     async def _next_batch(self) -> list[Received | QueueStatusPicture]:

@@ -9,18 +9,21 @@ Every write script first checks the AMI writer lease (``GET lease == writer``) a
 returns -1 without writing when the caller does not hold it: a controller whose
 lease expired while it was paused cannot overwrite the new writer's state.
 
-Common ARGV head (13 values): waiting, left, members and snapshot key (prefix, suffix)
-pairs, known-queues key, status key, lease key, writer id, batch time.
+Common ARGV head (14 values): waiting, left, members and snapshot key (prefix, suffix)
+pairs, known-queues key, status key, lease key, writer id, batch time, and the channel on
+which a write that changed state publishes its batch time (readers of the live view wake up
+on it instead of waiting for their next poll).
 """
 
 from __future__ import annotations
 
-HEAD_ARGS = 13
+HEAD_ARGS = 14
 
 _PRELUDE = """
 local W_PRE, W_SUF, L_PRE, L_SUF = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local M_PRE, M_SUF, S_PRE, S_SUF = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local QUEUES, STATUS, LEASE, WRITER, NOW = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
+local CHANGED = ARGV[14]
 local TOMBSTONE_S = 3600
 if redis.call('GET', LEASE) ~= WRITER then return -1 end
 
@@ -107,7 +110,7 @@ local function hangup(uid, ts)
   end
 end
 
-local i, n = 14, #ARGV
+local i, n = 15, #ARGV
 while i <= n do
   local op = ARGV[i]
   if op == 'J' then join(ARGV[i+1], ARGV[i+2], tonumber(ARGV[i+3])); i = i + 4
@@ -119,6 +122,7 @@ end
 local count = 0
 for q, _ in pairs(touched) do derive(q); count = count + 1 end
 redis.call('HSET', STATUS, 'last_event_at', NOW, 'alive_at', NOW, 'writer', WRITER)
+if count > 0 then redis.call('PUBLISH', CHANGED, NOW) end
 return count
 """
 )
@@ -128,9 +132,9 @@ RECONCILE = (
     + """
 -- After the head: FULL ('1' = the picture covers every queue), then per queue:
 -- name, member count, caller count, members (iface, json)..., callers (uid, join ts)...
-local FULL = ARGV[14]
+local FULL = ARGV[15]
 local seen = {}
-local i, n = 15, #ARGV
+local i, n = 16, #ARGV
 while i <= n do
   local q, nm, nc = ARGV[i], tonumber(ARGV[i+1]), tonumber(ARGV[i+2])
   i = i + 3
@@ -162,6 +166,7 @@ if FULL == '1' then
   redis.call('HSET', STATUS, 'full_reconcile_at', NOW)
 end
 redis.call('HSET', STATUS, 'last_reconcile_at', NOW, 'alive_at', NOW, 'writer', WRITER)
+redis.call('PUBLISH', CHANGED, NOW)
 return 1
 """
 )

@@ -326,6 +326,7 @@ class CachedLiveSource:
         self._latches: dict[str, bool] = {}
         self._pending: asyncio.Queue[tuple[tuple[str, bool], ...]] = asyncio.Queue(maxsize=10_000)
         self.refreshed_at: datetime | None = None
+        self.refreshed_monotonic: float | None = None  # for the live-state age metric (any clock)
         self.failures = 0
         self.real_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -373,6 +374,17 @@ class CachedLiveSource:
         stored = {key for live, _ in state.values() for key in live.overflowing}
         self._latches = {key: on for key, on in self._latches.items() if (key in stored) != on}
         self.refreshed_at = now
+        self.refreshed_monotonic = time.monotonic()
+
+    def active_toggles(self, now: datetime) -> list[tuple[str, str]]:
+        """(tenant, kind) of each toggle in force in the copy at ``now`` (for the metrics)."""
+        found = []
+        for tenant, (_, toggles) in self._state.items():
+            for kind in TOGGLE_KINDS:
+                toggle = getattr(toggles, kind).get(tenant)
+                if toggle is not None and toggle.expires_at > now:
+                    found.append((tenant, kind))
+        return found
 
     async def _report(self, gone: list[Vanished]) -> None:
         """Log each toggle that vanished without an audit entry switching it off."""

@@ -167,6 +167,7 @@ class QueueStateStore:
             k.ami_writer_lease(),
             self.writer,
             repr(now),
+            k.live_changed_channel(),
         ]
 
     # --- writes --------------------------------------------------------------------------

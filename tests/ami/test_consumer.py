@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 
 import pytest
 from redis.asyncio import Redis
 
+from callrouter.ops import ami_figures
 from emulator.ami import FakeAmi
 from routing.ami.consumer import AmiConsumer, Backoff
 from routing.ami.settings import AmiSettings
@@ -105,6 +107,33 @@ async def test_live_events_reach_the_store(consumers: Factory, fake: FakeAmi) ->
     assert await settled(consumer, fake) == {Q: (0, 1, 0)}
     fake.pause_member("PJSIP/agent1", False)
     assert await settled(consumer, fake) == {Q: (0, 1, 1)}
+
+
+async def test_events_are_counted_by_type_with_their_age_and_lag_for_the_metrics(
+    consumers: Factory, fake: FakeAmi
+) -> None:
+    """What ``/metrics`` reads: every event but DTMF and reconcile replies, by type, as the tap
+    sees them; the last event's age and the last batch's lag."""
+    tapped: list[str] = []
+    consumer = consumers(on_message=lambda headers, _at: tapped.append(headers["Event"]))
+    await consumer.start()
+    await wait_until(lambda: consumer.is_writer and consumer.stats.reconciles_applied > 0)
+    caller = fake.caller_joins(Q).channel
+    assert caller is not None
+    fake.dtmf(caller.uniqueid, "12")
+    fake.answer(caller.uniqueid, "PJSIP/agent1")
+    fake.complete(caller.uniqueid)
+    await wait_until(lambda: "Hangup" in tapped and consumer.apply_lag_s is not None)
+    assert await settled(consumer, fake) == {Q: (0, 1, 1)}
+    figures = ami_figures(consumer)
+    assert figures.events == dict(Counter(tapped))
+    assert figures.events["QueueCallerJoin"] == 1
+    assert not any(kind.startswith("DTMF") for kind in figures.events)
+    assert figures.last_event_age_s is not None
+    assert 0 <= figures.last_event_age_s < 5
+    assert figures.apply_lag_s is not None
+    assert 0 <= figures.apply_lag_s < 5
+    assert figures.writer
 
 
 async def test_the_message_tap_sees_every_event_but_dtmf_and_reconcile_replies(

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -134,13 +134,13 @@ def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def worker_process(
-    plan: Path, redis_url: str, log: Path, archive: Path, lease_s: float = 1.0
+    plan: Path, redis_url: str, log: Path, archive: Path, lease_s: float = 1.0, *, extra: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
     """``callrouter records deliver`` as a real process logging to ``log``, writing the owner's
     archive in ``archive``, stopped by ``timeout`` if forgotten."""
     argv = ["timeout", "120", sys.executable, "-m", "callrouter.cli", "records", "deliver",
             "--plan", str(plan), "--redis", redis_url, "--archive", str(archive),
-            "--lease-s", str(lease_s)]  # fmt: skip
+            "--lease-s", str(lease_s), *extra]  # fmt: skip
     env = {**os.environ, "CRM_SECRET": SECRET.decode()}
     with log.open("ab") as out:
         return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
