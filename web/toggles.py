@@ -52,7 +52,7 @@ from web.auth import IDENTITY, authenticated, csrf_token, require
 from web.context import CONFIG, REDIS, now
 from web.identity import Identity
 from web.problems import PROBLEM_TYPE, Problem, read_form, read_model
-from web.session import TEMPLATES
+from web.templating import page_environment, render_page
 
 MAX_AUDIT_COUNT = 200
 DEFAULT_AUDIT_COUNT = 50
@@ -351,14 +351,46 @@ async def get_audit(request: web.Request) -> web.Response:
 
 # --- the pages -----------------------------------------------------------------------------------
 
+PAGES = page_environment()
+
 
 def _page_identity(request: web.Request) -> Identity | None:
     identity: Identity | None = request.get(IDENTITY)
     return identity
 
 
-def _html(template: str, status: int = 200, **context: Any) -> web.Response:
-    html = TEMPLATES.get_template(template).render(**context)
+def _nav(tenant: str | None) -> list[dict[str, str]]:
+    items = [{"key": "home", "label": "Councils", "href": "/"}]
+    if tenant is not None:
+        items += [
+            {"key": "cover", "label": "Emergency cover", "href": f"/tenants/{tenant}/emergency"},
+            {"key": "audit", "label": "Audit", "href": f"/tenants/{tenant}/audit"},
+        ]
+    return [*items, {"key": "plans", "label": "Plans", "href": "/plans"}]
+
+
+def _html(
+    request: web.Request,
+    identity: Identity,
+    template: str,
+    *,
+    title: str,
+    tenant: str | None = None,
+    active: str = "",
+    status: int = 200,
+    **context: Any,
+) -> web.Response:
+    html = render_page(
+        PAGES,
+        template,
+        title=title,
+        user={"name": identity.display_name, "role": identity.user_id},
+        csrf_token=csrf_token(request) or "",
+        nav=_nav(tenant),
+        active_nav=active,
+        tenant=tenant,
+        **context,
+    )
     return web.Response(status=status, text=html, content_type="text/html")
 
 
@@ -375,16 +407,7 @@ async def home(request: web.Request) -> web.Response:
     if len(tenants) == 1 and identity.may("supervisor", tenants[0]):
         raise web.HTTPSeeOther(f"/tenants/{tenants[0]}/emergency")
     rows = [{"id": t, "supervisor": identity.may("supervisor", t)} for t in tenants]
-    return _html("home.html.j2", user=identity, tenants=rows, csrf_token=csrf_token(request))
-
-
-async def _emergency_state(request: web.Request, tenant: str) -> dict[str, Any]:
-    state = await tenant_toggles(request, tenant)
-    kinds = [
-        {"kind": kind, "toggle": state["in_force"].get(kind), "ignored": state["ignored"].get(kind)}
-        for kind in KINDS
-    ]
-    return {"kinds": kinds, "zone": state["zone"]}
+    return _html(request, identity, "home.html.j2", title="Your councils", active="home", tenants=rows)
 
 
 def _page_check(request: web.Request, role: str) -> tuple[Identity, str]:
@@ -394,22 +417,29 @@ def _page_check(request: web.Request, role: str) -> tuple[Identity, str]:
     return require(request, role, tenant), tenant
 
 
-async def emergency_page(request: web.Request) -> web.Response:
-    identity, tenant = _page_check(request, "viewer")
-    await tenant_zone(request, tenant)
-    done = request.query.get("done", "")
-    result = None
-    if _STREAM_ID.match(done):
-        found = await audit_for_tenant(request.app[REDIS], tenant, 1, before=_after(done))
-        if found and found[0]["id"] == done:
-            result = audit_view(found[0], (await tenant_zone(request, tenant))[1])
-    return await _emergency(request, identity, tenant, result=result)
-
-
 def _after(entry_id: str) -> str:
     """The smallest id after ``entry_id`` (``before`` is exclusive)."""
     ms, _, seq = entry_id.partition("-")
     return f"{ms}-{int(seq) + 1}"
+
+
+def _done_message(entry: dict[str, Any]) -> dict[str, str]:
+    switched = "on" if entry["what"].endswith(".on") else "off"
+    until = f" until {entry['expires_local']}" if entry["expires_local"] else ""
+    text = f"Done: emergency cover switched {switched}{until}, by {entry['by']} at {entry['at_local']}. "
+    return {"level": "success", "text": text + f"Reason: {entry['reason']}"}
+
+
+async def emergency_page(request: web.Request) -> web.Response:
+    identity, tenant = _page_check(request, "viewer")
+    _facts, zone = await tenant_zone(request, tenant)
+    done = request.query.get("done", "")
+    messages = []
+    if _STREAM_ID.match(done):
+        found = await audit_for_tenant(request.app[REDIS], tenant, 1, before=_after(done))
+        if found and found[0]["id"] == done:
+            messages.append(_done_message(audit_view(found[0], zone)))
+    return await _emergency(request, identity, tenant, messages=messages)
 
 
 async def _emergency(
@@ -418,27 +448,42 @@ async def _emergency(
     tenant: str,
     *,
     status: int = 200,
-    error: str = "",
+    errors: dict[str, str] | None = None,
     form: dict[str, str] | None = None,
-    result: dict[str, Any] | None = None,
+    messages: list[dict[str, str]] | None = None,
 ) -> web.Response:
+    state = await tenant_toggles(request, tenant)
+    kinds = [
+        {"kind": kind, "toggle": state["in_force"].get(kind), "ignored": state["ignored"].get(kind)}
+        for kind in KINDS
+    ]
+    errors = errors or {}
+    summary = [{"id": f"field-{name}", "text": text} for name, text in errors.items()]
     return _html(
+        request,
+        identity,
         "emergency.html.j2",
-        status,
-        user=identity,
+        title=f"Emergency cover: {tenant}",
         tenant=tenant,
+        active="cover",
+        status=status,
         may_change=identity.may("supervisor", tenant),
-        csrf_token=csrf_token(request) or "",
-        error=error,
+        errors=errors,
+        summary=summary,
         form=form or {"on": "on", "reason": "", "expires": "2h"},
-        result=result,
+        messages=messages or [],
         max_reason=MAX_REASON,
-        **(await _emergency_state(request, tenant)),
+        kinds=kinds,
+        zone=state["zone"],
     )
 
 
+def _field_of(message: str) -> str:
+    return "expires" if "expiry" in message else "reason"
+
+
 async def emergency_post(request: web.Request) -> web.Response:
-    """The form (step 1: preview) and the confirmation (step 2: the change)."""
+    """The form (step 1: the confirmation step) and the confirmation (step 2: the change)."""
     identity, tenant = _page_check(request, "supervisor")
     await tenant_zone(request, tenant)
     fields = await read_form(request)
@@ -455,25 +500,84 @@ async def emergency_post(request: web.Request) -> web.Response:
     except Problem as exc:
         if exc.status != 422:
             raise
-        return await _emergency(request, identity, tenant, status=422, error=exc.detail, form=form)
+        errors = {_field_of(exc.detail): exc.detail}
+        return await _emergency(request, identity, tenant, status=422, errors=errors, form=form)
     if not body.confirm:
-        return _html(
-            "emergency_confirm.html.j2",
-            user=identity,
-            tenant=tenant,
-            csrf_token=csrf_token(request) or "",
-            preview=preview_view(change),
-            form=form,
-        )
+        return _confirmation(request, identity, tenant, preview_view(change))
     result = await commit(request, change)
     raise web.HTTPSeeOther(f"/tenants/{tenant}/emergency?done={result['audit_id']}")
+
+
+def _confirmation(
+    request: web.Request, identity: Identity, tenant: str, preview: dict[str, Any]
+) -> web.Response:
+    previous = preview["previous"]
+    now_text = (
+        f"on until {previous['expires_local']} (by {previous['by']}: {previous['reason']})"
+        if previous
+        else "off"
+    )
+    rows = [{"label": "Council", "value": tenant}]
+    if preview["on"]:
+        rows += [
+            {"label": "Emergency cover", "value": "on: every call goes to emergency cover"},
+            {"label": "Until", "value": preview["expires_local"]},
+        ]
+    else:
+        rows.append({"label": "Emergency cover", "value": "off: calls follow the routing plan"})
+    rows += [{"label": "Reason", "value": preview["reason"]}, {"label": "Now", "value": now_text}]
+    hidden = {"on": "on" if preview["on"] else "off", "reason": preview["reason"],
+              "expires": preview["expires_at"] or "", "confirm": "yes"}  # fmt: skip
+    word = "on" if preview["on"] else "off"
+    return _html(
+        request,
+        identity,
+        "emergency_confirm.html.j2",
+        title=f"Confirm: emergency cover {word} for {tenant}",
+        tenant=tenant,
+        active="cover",
+        preview=preview,
+        question=f"Switch emergency cover {word} for {tenant}?",
+        rows=rows,
+        hidden=hidden,
+        warning="every call to this council will go to emergency cover until then."
+        if preview["on"]
+        else None,
+        confirm_label=f"Confirm: switch emergency cover {word}",
+    )
 
 
 async def audit_page(request: web.Request) -> web.Response:
     identity, tenant = _page_check(request, "viewer")
     before, count = audit_query(request)
     trail = await tenant_audit(request, tenant, before, count)
-    return _html("audit.html.j2", user=identity, csrf_token=csrf_token(request) or "", **trail)
+    rows = [
+        {
+            "when_text": e["at_local"] or e["at"],
+            "who": e["by"],
+            "what": e["what"] + (f" ({e['service']})" if e["service"] else ""),
+            "previous": (
+                f"on until {e['previous']['expires_local'] or e['previous']['expires_at']} "
+                f"({e['previous']['by']}: {e['previous']['reason']})"
+                if e["previous"]
+                else "off"
+            ),
+            "reason": e["reason"] or "",
+            "until_text": e["expires_local"],
+        }
+        for e in trail["entries"]
+    ]
+    return _html(
+        request,
+        identity,
+        "audit.html.j2",
+        title=f"Audit trail: {tenant}",
+        tenant=tenant,
+        active="audit",
+        rows=rows,
+        zone=trail["zone"],
+        next_before=trail["next_before"],
+    )
 
 
 # --- routes and their documentation -------------------------------------------------------------

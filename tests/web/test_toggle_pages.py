@@ -47,10 +47,11 @@ async def test_switch_on_through_the_confirmation_step_then_off(
     page = await client.get(PAGE)
     assert page.status == 200
     html = await page.text()
-    assert '<label for="reason">' in html
-    assert 'aria-describedby="reason-hint"' in html
+    assert '<label class="field__label" for="field-reason">' in html
+    assert 'aria-describedby="field-reason-hint"' in html
+    assert 'aria-describedby="field-expires-hint"' in html
     assert "<style" not in html
-    assert "<script" not in html  # the CSP allows no inline script
+    assert not re.search(r"<script(?![^>]*\bsrc=)", html)  # the CSP allows no inline script
 
     form = {"csrf_token": csrf, "on": "on", "reason": SCRIPT, "expires": "3d"}
     step = await client.post(PAGE, data=form)
@@ -61,9 +62,7 @@ async def test_switch_on_through_the_confirmation_step_then_off(
     assert "<script>alert" not in confirm
     expires = datetime.fromisoformat(hidden(confirm, "expires"))
     assert timedelta(days=2, hours=23) < expires - datetime.now(UTC) <= timedelta(days=3)
-    assert (
-        f'<dd id="preview-expiry">{when(expires, LONDON)}</dd>' in confirm
-    )  # the date, in the council's time
+    assert f'<dd class="user-text">{when(expires, LONDON)}</dd>' in confirm  # the date, in the council's time
     assert await web_redis.get(KEYS.toggle("emergency", "harborough")) is None
 
     fields = {name: hidden(confirm, name) for name in ("csrf_token", "on", "reason", "expires", "confirm")}
@@ -77,7 +76,7 @@ async def test_switch_on_through_the_confirmation_step_then_off(
     stored = toggle_from_json(await web_redis.get(KEYS.toggle("emergency", "harborough")))
     assert (stored.by, stored.reason, stored.expires_at) == ("sup", SCRIPT, expires)
     result = await (await client.get(done.headers["Location"])).text()
-    assert 'id="result"' in result
+    assert "Done: emergency cover switched on until " in result
     assert "&lt;script&gt;" in result
     assert "<script>" not in result
     assert "Switch emergency cover off" in result
@@ -102,19 +101,21 @@ async def test_switch_on_through_the_confirmation_step_then_off(
 async def test_a_refused_form_says_why_beside_its_fields(client: Client, web_store: IdentityStore) -> None:
     await add_user(web_store, "sup", ROLES["sup"])
     csrf = await login(client, "sup")
-    for reason, expires, words in [
-        ("flood\u202e", "2h", "control character"),
-        ("flood", "2020-01-01 10:00", "in the past"),
-        ("x" * 600, "2h", "at most 500"),
+    for reason, expires, words, name in [
+        ("flood\u202e", "2h", "control character", "reason"),
+        ("flood", "2020-01-01 10:00", "in the past", "expires"),
+        ("x" * 600, "2h", "at most 500", "reason"),
     ]:
         answer = await client.post(
             PAGE, data={"csrf_token": csrf, "on": "on", "reason": reason, "expires": expires}
         )
         assert answer.status == 422
         html = await answer.text()
-        assert '<p role="alert" id="form-error">' in html
+        assert '<div class="error-summary" role="alert"' in html
+        assert f'<a href="#field-{name}">' in html
         assert words in html
-        assert 'aria-describedby="reason-hint form-error" aria-invalid="true"' in html
+        assert f'aria-describedby="field-{name}-hint field-{name}-error" aria-invalid="true"' in html
+        assert f'value="{expires}"' in html  # what was typed is kept
 
 
 async def test_pages_need_a_login_the_role_and_the_csrf_token(
