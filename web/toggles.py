@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -54,6 +55,7 @@ from web.identity import Identity
 from web.problems import PROBLEM_TYPE, Problem, read_form, read_model
 from web.templating import page_environment, render_page
 
+log = structlog.get_logger("callrouter.web.toggles")
 MAX_AUDIT_COUNT = 200
 DEFAULT_AUDIT_COUNT = 50
 MAX_EXPIRES_CHARS = 64
@@ -207,6 +209,10 @@ async def commit(request: web.Request, change: Change) -> dict[str, Any]:
     except ToggleError as exc:
         raise Problem(422, str(exc)) from None
     toggle = change.toggle
+    log.info(  # who and what, not the reason (user text stays in the audit trail)
+        "web.toggle_changed", tenant=change.request.tenant, kind=change.request.kind,
+        on=toggle is not None, by=change.request.by, audit_id=audit_id,
+    )  # fmt: skip
     return {
         "kind": change.request.kind,
         "tenant": change.request.tenant,
