@@ -358,6 +358,10 @@ async def get_audit(request: web.Request) -> web.Response:
 # --- the pages -----------------------------------------------------------------------------------
 
 PAGES = page_environment()
+NO_KEY_PAGE = (
+    "The toggle key is not configured on this service (toggle_key_file), so it can neither show "
+    "nor change the toggles. Ask the service's administrator."
+)
 
 
 def _page_identity(request: web.Request) -> Identity | None:
@@ -458,11 +462,18 @@ async def _emergency(
     form: dict[str, str] | None = None,
     messages: list[dict[str, str]] | None = None,
 ) -> web.Response:
-    state = await tenant_toggles(request, tenant)
-    kinds = [
-        {"kind": kind, "toggle": state["in_force"].get(kind), "ignored": state["ignored"].get(kind)}
-        for kind in KINDS
-    ]
+    messages = list(messages or [])
+    if request.app[CONFIG].toggle_keyring is None:
+        _facts, zone = await tenant_zone(request, tenant)
+        state: dict[str, Any] = {"zone": zone.key}
+        kinds: list[dict[str, Any]] = []
+        messages.append({"level": "error", "text": NO_KEY_PAGE})
+    else:
+        state = await tenant_toggles(request, tenant)
+        kinds = [
+            {"kind": kind, "toggle": state["in_force"].get(kind), "ignored": state["ignored"].get(kind)}
+            for kind in KINDS
+        ]
     errors = errors or {}
     summary = [{"id": f"field-{name}", "text": text} for name, text in errors.items()]
     return _html(
@@ -473,11 +484,11 @@ async def _emergency(
         tenant=tenant,
         active="cover",
         status=status,
-        may_change=identity.may("supervisor", tenant),
+        may_change=identity.may("supervisor", tenant) and bool(kinds),
         errors=errors,
         summary=summary,
         form=form or {"on": "on", "reason": "", "expires": "2h"},
-        messages=messages or [],
+        messages=messages,
         max_reason=MAX_REASON,
         kinds=kinds,
         zone=state["zone"],

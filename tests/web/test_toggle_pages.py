@@ -143,3 +143,18 @@ async def test_pages_need_a_login_the_role_and_the_csrf_token(
     wrong = await client.post(PAGE, data={**form, "csrf_token": csrf[::-1]})
     assert wrong.status == 403
     assert await web_redis.get(KEYS.toggle("emergency", "harborough")) is None
+
+
+async def test_without_the_toggle_key_the_page_says_so(web_redis: Redis, web_store: IdentityStore) -> None:
+    await publish_plan(web_redis)
+    await add_user(web_store, "sup", ROLES["sup"])
+    async for client in client_for(web_redis, keyring=None):
+        csrf = await login(client, "sup")
+        page = await client.get(PAGE)
+        assert page.status == 200
+        html = await page.text()
+        assert "The toggle key is not configured on this service" in html
+        assert 'id="toggle-form"' not in html
+        form = {"csrf_token": csrf, "on": "on", "reason": "flood", "expires": "2h", "confirm": "yes"}
+        assert (await client.post(PAGE, data=form)).status == 503
+        assert (await client.get("/tenants/harborough/audit")).status == 200
