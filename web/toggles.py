@@ -811,8 +811,104 @@ def _openapi() -> dict[str, Any]:
         "description": "the toggle",
         "schema": {"type": "string", "enum": list(KINDS)},
     }
+    html = {"text/html": {"schema": {"type": "string"}}}
+    redirect = {
+        "description": "not signed in: to /login; or (after a change, or one council) to the emergency page",
+        "headers": {"Location": {"schema": {"type": "string"}}},
+    }
+    page_form = {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "csrf_token": {"type": "string", "description": "the session's CSRF token"},
+                        "on": {"type": "string", "enum": ["on", "off"]},
+                        "reason": {"type": "string"},
+                        "expires": {"type": "string"},
+                        "confirm": {"type": "string", "enum": ["yes"], "description": "yes: make the change"},
+                    },
+                }
+            }
+        },
+    }
+    pages = {
+        "/": {
+            "get": {
+                "summary": "The page: the councils you may view (or the one you supervise)",
+                "operationId": "homePage",
+                "tags": ["toggles page"],
+                "security": openapi.SECURED,
+                "responses": {"200": {"description": "the page", "content": html}, "303": redirect},
+            }
+        },
+        "/tenants/{tenant}/emergency": {
+            "get": {
+                "summary": "The page: a council's toggles and the emergency cover switch",
+                "operationId": "emergencyPage",
+                "tags": ["toggles page"],
+                "security": openapi.SECURED,
+                "parameters": [
+                    _TENANT_PARAM,
+                    {
+                        "name": "done",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "the audit id of a change just made: shown as its result",
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "the page", "content": html},
+                    "303": redirect,
+                    **openapi.errors(403, 404, 503),
+                },
+            },
+            "post": {
+                "summary": "The switch: without confirm=yes the confirmation step, with it the change",
+                "operationId": "emergencyChange",
+                "tags": ["toggles page"],
+                "security": openapi.SECURED,
+                "parameters": [_TENANT_PARAM],
+                "requestBody": page_form,
+                "responses": {
+                    "200": {"description": "the confirmation step", "content": html},
+                    "303": redirect,
+                    "422": {
+                        "description": "the form again, with the reason beside its field",
+                        "content": html,
+                    },
+                    **openapi.errors(400, 403, 404, 413, 415, 503),
+                },
+            },
+        },
+        "/tenants/{tenant}/audit": {
+            "get": {
+                "summary": "The page: a council's audit trail",
+                "operationId": "auditPage",
+                "tags": ["toggles page"],
+                "security": openapi.SECURED,
+                "parameters": [
+                    _TENANT_PARAM,
+                    {
+                        "name": "before",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": r"^\d{1,20}-\d{1,20}$"},
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "the page", "content": html},
+                    "303": redirect,
+                    **openapi.errors(403, 404, 422, 503),
+                },
+            }
+        },
+    }
     return {
         "paths": {
+            **pages,
             "/api/v1/tenants": {
                 "get": {
                     "summary": "The councils of the plan in force that the caller may view",
