@@ -101,6 +101,12 @@ async def _toggle(args: argparse.Namespace, settings: Settings) -> int:
         facts = await _facts(settings, redis)
         try:
             toggle = check_request(facts, request, now)
+            if args.preview:
+                zone = facts[args.tenant].zone
+                state = f"on until {when(toggle.expires_at, zone)}" if toggle else "off"
+                by = shown(args.by, 80)
+                print(f"preview (nothing changed): {args.kind} {state} for {args.tenant}; by {by}")
+                return 0
             audit_id, previous = await apply_toggle(redis, request, toggle, now, keyring=keyring)
         except ToggleError as exc:
             print(f"callrouter: refused: {exc}", file=sys.stderr)

@@ -129,10 +129,12 @@ def kind_of(request: web.Request) -> str:
 
 
 async def check_change(
-    request: web.Request, identity: Identity, tenant: str, kind: str, body: ToggleChange
+    request: web.Request, identity: Identity, facts: PlanFacts, kind: str, body: ToggleChange
 ) -> Change:
-    """The change checked as the controllers would (422 with the reason in plain words)."""
-    facts, zone = await tenant_zone(request, tenant)
+    """The change checked as the controllers would (422 with the reason in plain words);
+    ``facts`` holds the tenant (:func:`tenant_zone`)."""
+    tenant = request.match_info["tenant"]
+    zone = facts[tenant].zone
     keyring = keyring_of(request)
     at = now(request)
     try:
@@ -330,10 +332,10 @@ async def post_toggle(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
     identity = require(request, "supervisor", tenant)
     kind = kind_of(request)
-    await tenant_zone(request, tenant)
+    facts, _zone = await tenant_zone(request, tenant)
     keyring_of(request)
     body = await read_model(request, ToggleChange)
-    change = await check_change(request, identity, tenant, kind, body)
+    change = await check_change(request, identity, facts, kind, body)
     if not body.confirm:
         preview = preview_view(change)
         problem = {
@@ -502,7 +504,7 @@ def _field_of(message: str) -> str:
 async def emergency_post(request: web.Request) -> web.Response:
     """The form (step 1: the confirmation step) and the confirmation (step 2: the change)."""
     identity, tenant = _page_check(request, "supervisor")
-    await tenant_zone(request, tenant)
+    facts, _zone = await tenant_zone(request, tenant)
     fields = await read_form(request)
     form = {name: str(fields.get(name, ""))[: MAX_REASON * 4] for name in ("on", "reason", "expires")}
     on = form["on"] != "off"
@@ -513,7 +515,7 @@ async def emergency_post(request: web.Request) -> web.Response:
         confirm=fields.get("confirm") == "yes",
     )
     try:
-        change = await check_change(request, identity, tenant, "emergency", body)
+        change = await check_change(request, identity, facts, "emergency", body)
     except Problem as exc:
         if exc.status != 422:
             raise

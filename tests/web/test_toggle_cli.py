@@ -178,6 +178,9 @@ async def test_direct_is_the_break_glass_path_with_the_key_and_redis(
         "--direct",
         *url,
     ]
+    assert await cli([*on, "--by", "host:admin", "--preview"]) == 0
+    assert capsys.readouterr().out.startswith("preview (nothing changed): emergency on until ")
+    assert await web_redis.get(KEYS.toggle("emergency", "harborough")) is None
     assert await cli([*on, "--by", "host:admin"]) == 0
     key = KEYS.toggle("emergency", "harborough")
     assert verified_toggle(KEYRING, key, await web_redis.get(key)).by == "host:admin"
