@@ -17,6 +17,7 @@ of the plan in force, as the controllers publish it (``KEYS.plan_in_force()``)."
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from routing import plan_store
 from routing.core.live import Toggle
 from routing.redis_keys import KEYS
 from routing.supervisor import (
@@ -43,6 +45,7 @@ from routing.supervisor import (
     escaped_entry,
     facts_from_json,
     parse_expiry,
+    plan_facts,
     shown,
     toggles_for_tenant,
     when,
@@ -61,6 +64,9 @@ DEFAULT_AUDIT_COUNT = 50
 MAX_EXPIRES_CHARS = 64
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _TENANT = r"{tenant:[a-z0-9][a-z0-9_-]{0,63}}"
+# The councils of the plan store's live version, by its sha256 (used while no controller has
+# published the plan in force).
+FACTS_CACHE = web.AppKey("toggle_facts_cache", dict[str, PlanFacts])
 
 
 # --- the rules, shared by the API and the pages ---------------------------------------------
@@ -100,13 +106,31 @@ def keyring_of(request: web.Request) -> ToggleKeyring:
 
 
 async def plan_in_force(request: web.Request) -> PlanFacts:
-    raw = await request.app[REDIS].get(KEYS.plan_in_force())
-    if raw is None:
+    """The councils: those of the plan the controllers publish as in force, else (no controller
+    has run yet) those of the live version in the plan store; none if neither is known."""
+    redis = request.app[REDIS]
+    raw = await redis.get(KEYS.plan_in_force())
+    if raw is not None:
+        try:
+            return facts_from_json(raw)
+        except (ValueError, KeyError, TypeError):
+            pass
+    return await _store_facts(request)
+
+
+async def _store_facts(request: web.Request) -> PlanFacts:
+    redis, cache = request.app[REDIS], request.app[FACTS_CACHE]
+    live = await plan_store.live(redis)
+    if live is None:
         return {}
-    try:
-        return facts_from_json(raw)
-    except (ValueError, KeyError, TypeError):
-        return {}
+    if live.sha256 not in cache:
+        version = await plan_store.get(redis, live.version)
+        if version is None:
+            return {}
+        result = await asyncio.to_thread(plan_store.validate, version.text)  # a large plan: off the loop
+        cache.clear()  # one version kept: the live one
+        cache[live.sha256] = plan_facts(result.plan) if result.ok and result.plan is not None else {}
+    return cache[live.sha256]
 
 
 async def tenant_zone(request: web.Request, tenant: str) -> tuple[PlanFacts, ZoneInfo]:
@@ -603,6 +627,7 @@ async def audit_page(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    app[FACTS_CACHE] = {}
     app.router.add_get("/", home)
     app.router.add_get("/api/v1/tenants", get_tenants)
     app.router.add_get(f"/api/v1/tenants/{_TENANT}/toggles", get_toggles)

@@ -21,6 +21,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from ivr.controller import PlanHolder
+from routing import plan_store
 from routing.core.live import Toggle
 from routing.redis_keys import KEYS
 from routing.supervisor import facts_json, plan_facts, toggle_from_json, when
@@ -363,3 +364,21 @@ async def test_the_answers_match_their_openapi_schemas(
     check("/api/v1/tenants", "get", 200, await (await client.get("/api/v1/tenants", headers=headers)).json())
     with pytest.raises(AssertionError):  # the check itself is not vacuous
         check(emergency, "post", 200, {"on": "yes"})
+
+
+async def test_without_a_controller_the_councils_come_from_the_plan_store(
+    web_redis: Redis, web_store: IdentityStore
+) -> None:
+    """No controller has published the plan in force yet: the live version in the plan store
+    says which councils there are; with neither, every council is unknown (404)."""
+    headers = await tokens_for(web_store, "sup", ROLES["sup"])
+    async for client in client_for(web_redis):
+        unknown = await client.get(TOGGLES, headers=headers)
+        assert unknown.status == 404
+        assert "no plan in force is known" in (await unknown.json())["detail"]
+        await plan_store.publish(web_redis, EXAMPLE.read_text(), "eng", "first plan", datetime.now(UTC))
+        listed = await client.get(TOGGLES, headers=headers)
+        assert listed.status == 200
+        assert (await listed.json())["zone"] == "Europe/London"
+        changed = await client.post(EMERGENCY, json={**FLOOD, "confirm": True}, headers=headers)
+        assert changed.status == 200
