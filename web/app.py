@@ -20,7 +20,7 @@ from argon2 import PasswordHasher
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from web import openapi, plans, plans_page, session, toggles
+from web import live, openapi, plans, plans_page, records, session, toggles
 from web.auth import IDENTITY, authenticate
 from web.context import (
     CLOCK,
@@ -40,7 +40,7 @@ from web.templating import STATIC_DIR, STATIC_URL
 log = structlog.get_logger("callrouter.web")
 
 # The features, each a module with ``setup(app: web.Application) -> None``.
-FEATURES: tuple[ModuleType, ...] = (session, plans, plans_page, toggles)
+FEATURES: tuple[ModuleType, ...] = (session, live, plans, plans_page, records, toggles)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -137,11 +137,18 @@ async def openapi_document(request: web.Request) -> web.Response:
     return web.json_response(spec)
 
 
+async def favicon(request: web.Request) -> web.FileResponse:
+    """Browsers ask for ``/favicon.ico`` on pages without the base template's icon link (an
+    error page): answer with the page's own icon rather than a 404 in every console."""
+    return web.FileResponse(STATIC_DIR / "favicon.svg", headers={"Content-Type": "image/svg+xml"})
+
+
 def _core(app: web.Application) -> None:
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/api/openapi.json", openapi_document)
-    app.router.add_static(STATIC_URL, STATIC_DIR)  # the page's stylesheet, htmx, icon
+    app.router.add_static(STATIC_URL, STATIC_DIR)  # the page's stylesheet and vendored scripts
     plain = {
         "application/json": {
             "schema": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}

@@ -278,8 +278,11 @@ async def publish(request: web.Request) -> web.Response:
             )
         try:
             change = await plan_store.publish(
-                request.app[REDIS], body.text, identity.by, body.comment, now(request)
-            )
+                request.app[REDIS], body.text, identity.by, body.comment, now(request),
+                expect_live_sha=found.live.sha256 if found.live else "",
+            )  # fmt: skip
+        except plan_store.LiveMoved as exc:
+            raise Problem(409, str(exc)) from None
         except plan_store.PlanStoreError as exc:
             if exc.problems:
                 return problems_response(422, str(exc), exc.problems)
@@ -567,7 +570,7 @@ OPENAPI: dict[str, Any] = {
                     },
                     **_BODY_ERRORS,
                     "422": _PLAN_PROBLEMS,
-                    **openapi.errors(503),
+                    **openapi.errors(409, 503),
                 },
             },
         },

@@ -396,13 +396,20 @@ def _page_identity(request: web.Request) -> Identity | None:
 
 
 def _nav(tenant: str | None) -> list[dict[str, str]]:
-    items = [{"key": "home", "label": "Councils", "href": "/"}]
+    items = [
+        {"key": "home", "label": "Councils", "href": "/"},
+        {"key": "live", "label": "Live", "href": "/live"},
+    ]
     if tenant is not None:
         items += [
             {"key": "cover", "label": "Emergency cover", "href": f"/tenants/{tenant}/emergency"},
             {"key": "audit", "label": "Audit", "href": f"/tenants/{tenant}/audit"},
         ]
-    return [*items, {"key": "plans", "label": "Plans", "href": "/plans"}]
+    return [
+        *items,
+        {"key": "plans", "label": "Plans", "href": "/plans"},
+        {"key": "reports", "label": "Reports", "href": "/reports"},
+    ]
 
 
 def _html(
