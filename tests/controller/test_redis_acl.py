@@ -194,7 +194,7 @@ async def test_the_service_writes_a_toggle_the_controller_obeys(acl_redis: Redis
 def test_state_runs_as_readonly(acl_redis: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
     """``callrouter state`` as ``readonly``: the toggle the service wrote (the test above), the
     live queues (a read-only script) and the audit trail."""
-    argv = ["state", "--plan", str(EXAMPLE), "--redis", url(acl_redis, "readonly")]
+    argv = ["state", "--direct", "--plan", str(EXAMPLE), "--redis", url(acl_redis, "readonly")]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CALLROUTER_REDIS_PASSWORD", PASSWORD)
         assert main(argv) == 0
