@@ -73,6 +73,9 @@ another (a live reader reads its own pending entries every round, which keeps th
 UNKNOWN_AFTER_S = 600.0
 """The archive consumer refuses a request whose record is nowhere (not archived, no version
 appended, no owner) this long after it was asked for."""
+ARCHIVE_WAIT_S = 86_400.0
+"""... and one whose record has a version on its way to the archive but not of this tenant, or
+stuck there (the delivery worker stopped), after a day."""
 BATCH = 100
 
 Route = Literal["apply", "hand", "wait", "archive"]
@@ -232,8 +235,18 @@ Entry = tuple[str, Request | None]
 class _Reader:
     """One consumer of the dispositions stream's group (a controller, or the archive fallback)."""
 
-    def __init__(self, redis: Redis, centre: str, consumer: str, keys: RedisKeys, clock: Callable[[], float]):
+    def __init__(
+        self,
+        redis: Redis,
+        centre: str,
+        consumer: str,
+        keys: RedisKeys,
+        clock: Callable[[], float],
+        *,
+        stuck_s: float = STUCK_S,
+    ) -> None:
         self.redis, self.centre, self.consumer, self.keys, self.clock = redis, centre, consumer, keys, clock
+        self.stuck_s = stuck_s
         self.stream = keys.record_dispositions(centre)
         self._group_made = False
         self._autoclaimed_at = float("-inf")
@@ -277,12 +290,12 @@ class _Reader:
     async def stuck(self) -> list[Entry]:
         """Entries a stopped reader left pending (at most every few seconds)."""
         now = time.monotonic()
-        if now - self._autoclaimed_at < STUCK_S / 3:
+        if now - self._autoclaimed_at < self.stuck_s / 3:
             return []
         self._autoclaimed_at = now
         await self._group()
         reply = await self.redis.xautoclaim(
-            self.stream, GROUP, self.consumer, min_idle_time=int(STUCK_S * 1000), count=BATCH
+            self.stream, GROUP, self.consumer, min_idle_time=int(self.stuck_s * 1000), count=BATCH
         )
         return self._entries(reply[1])
 
@@ -403,10 +416,11 @@ class ArchiveApplier:
         *,
         keys: RedisKeys = KEYS,
         clock: Callable[[], float] = time.time,
+        stuck_s: float = STUCK_S,
     ) -> None:
         self.redis, self.centre, self.keys = redis, centre, keys
         self.latest, self.reasons, self.clock = latest, reasons, clock
-        self.reader = _Reader(redis, centre, ARCHIVE, keys, clock)
+        self.reader = _Reader(redis, centre, ARCHIVE, keys, clock, stuck_s=stuck_s)
         self.applied = 0
 
     async def round(self) -> int:
@@ -435,7 +449,7 @@ class ArchiveApplier:
         if not after:
             return []
         millis = int(_text(after[0][0]).split("-", 1)[0])
-        if self.clock() - millis / 1000 < STUCK_S:
+        if time.time() - millis / 1000 < self.reader.stuck_s:  # the stream's ids: Redis's clock
             return []
         return await self.reader.new()
 
@@ -462,8 +476,9 @@ class ArchiveApplier:
         raw = await self.redis.get(self.keys.record_appended(self.centre, request.record_id))
         appended = int(raw) if raw is not None else 0
         if latest is None:
-            if not known and not appended and now - request.at > UNKNOWN_AFTER_S:
-                detail = f"no record {request.record_id} of tenant {request.tenant}"
+            limit = ARCHIVE_WAIT_S if known or appended else UNKNOWN_AFTER_S
+            if now - request.at > limit:
+                detail = f"no record {request.record_id} of tenant {request.tenant} in the archive"
                 await self.reader.settle(entry_id, Status(request, "refused", detail=detail, updated_at=now))
             return 0  # on its way to the archive: asked again next round
         if appended > latest.version:
