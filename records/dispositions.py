@@ -105,8 +105,8 @@ class Request:
             raise ValueError("not a disposition request")
         return cls(**data)
 
-    def fact(self) -> DispositionGiven:
-        return DispositionGiven(self.record_id, self.at, self.kind, self.team, self.reason, self.by)
+    def fact(self, at: float) -> DispositionGiven:
+        return DispositionGiven(self.record_id, at, self.kind, self.team, self.reason, self.by)
 
     def same(self, other: Request) -> bool:
         """The same request (an idempotency key used again): all but the time and the request id."""
@@ -382,7 +382,9 @@ class DispositionInbox:
             return 0
         given = (request.kind, request.team, request.reason)
         version = held.version_with(given)
-        pump.fact(request.fact())  # the usual path: journal, builder; the next version is due after the grace
+        # the usual path (journal, builder): the next version is due after the grace. At the
+        # controller's now at the latest: a web service's clock ahead would hold the version back
+        pump.fact(request.fact(min(request.at, pump.clock())))
         applied = Status(
             request,
             "applied",
@@ -500,7 +502,8 @@ class ArchiveApplier:
             same = Status(request, "applied", latest.version, False, applied_by=ARCHIVE, updated_at=now)
             await self.reader.settle(entry_id, same)
             return 1
-        if await RecordStream(self.redis, self.centre).append(envelope_of(made, self.centre)) is None:
+        stream = RecordStream(self.redis, self.centre, keys=self.keys)
+        if await stream.append(envelope_of(made, self.centre)) is None:
             return 0  # that version was appended meanwhile: asked again once it is archived
         done = Status(request, "applied", made.version, True, applied_by=ARCHIVE, updated_at=now)
         await self.reader.settle(entry_id, done)
