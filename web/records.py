@@ -11,7 +11,7 @@
   dispositions stream and answered 202 with a request id (``records.dispositions``): the
   controller that emits the call's record applies it in its builder, as it does the AMI
   ``CallDisposition``; for a call no controller holds, this service's archive consumer
-  (:func:`dispositions_fallback`, a background task) makes the next version from the latest
+  (:func:`start_fallback`, a background task) makes the next version from the latest
   archived one. ``GET .../dispositions/{request_id}``: where the request stands (viewer).
 - The pages ``GET /tenants/{tenant}/kpis`` (today's KPIs and hour chart; viewer) and
   ``GET /reports`` (the councils the user may see).
@@ -32,7 +32,7 @@ import json
 import re
 import secrets
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -671,31 +671,45 @@ def archive_applier(app: web.Application, source: RecordsSource, plan: Plan) -> 
     )
 
 
-async def _fallback(app: web.Application, source: RecordsSource) -> None:
+async def _fallback(app: web.Application, source: RecordsSource, stop: asyncio.Event) -> None:
     timing = app.get(FALLBACK, FallbackTiming())
     applier: ArchiveApplier | None = None
-    while True:
+    while not stop.is_set():
         try:
             plan = await source.plan()
             if applier is None or applier.centre != plan.centre:
                 applier = archive_applier(app, source, plan)
             await applier.round()
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # Redis or the archive not there just now: next round
             log.warning("web.dispositions_round_failed", error=type(exc).__name__)
-        await asyncio.sleep(timing.every_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timing.every_s)
 
 
-async def dispositions_fallback(app: web.Application) -> AsyncIterator[None]:
+FALLBACK_TASK = web.AppKey("dispositions_fallback_task", tuple[asyncio.Event, asyncio.Task[None]])
+STOP_WAIT_S = 5.0
+
+
+async def start_fallback(app: web.Application) -> None:
     """The archive consumer, while the service runs with a records source."""
     source = app.get(RECORDS)
-    task = asyncio.create_task(_fallback(app, source)) if source is not None else None
-    yield
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    if source is not None:
+        stop = asyncio.Event()
+        app[FALLBACK_TASK] = (stop, asyncio.create_task(_fallback(app, source, stop)))
+
+
+async def stop_fallback(app: web.Application) -> None:
+    """At shutdown: asked to stop between rounds (a round is not cut in the middle of a Redis
+    call), cancelled if it has not within :data:`STOP_WAIT_S`."""
+    running = app.get(FALLBACK_TASK)
+    if running is None:
+        return
+    stop, task = running
+    stop.set()
+    try:
+        await asyncio.wait_for(task, STOP_WAIT_S)
+    except TimeoutError:
+        log.warning("web.dispositions_stop_timeout")
 
 
 def setup(app: web.Application) -> None:
@@ -703,7 +717,8 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/v1/tenants/{tenant}/records/{record_id}", get_record)
     app.router.add_post("/api/v1/tenants/{tenant}/records/{record_id}/disposition", post_disposition)
     app.router.add_get("/api/v1/tenants/{tenant}/dispositions/{request_id}", get_disposition)
-    app.cleanup_ctx.append(dispositions_fallback)
+    app.on_startup.append(start_fallback)
+    app.on_shutdown.append(stop_fallback)
     app.router.add_get("/api/v1/tenants/{tenant}/report", report_json)
     app.router.add_get("/tenants/{tenant}/report.html", report_html)
     app.router.add_get("/tenants/{tenant}/kpis", kpi_page)
