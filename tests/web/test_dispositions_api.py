@@ -55,9 +55,8 @@ async def test_posted_after_version_1_before_the_archive_the_controller_makes_ve
     assert await pump.flush_due() == 1  # version 1 in the stream; nothing archived
     headers = {**await supervisor(web_store), "Idempotency-Key": "desktop-7f3a-1"}
     path = f"{HARBOROUGH}/records/{CALL}/disposition"
-    answer = await client.post(
-        path, json={"kind": "avoidable", "reason": "chasing-progress"}, headers=headers
-    )
+    chasing = {"kind": "avoidable", "reason": "chasing-progress"}
+    answer = await client.post(path, json=chasing, headers=headers)
     assert answer.status == 202, await answer.text()  # not 404, not 409: the record is on its way
     posted = await answer.json()
     location = answer.headers["Location"]
@@ -89,9 +88,8 @@ async def test_posted_after_version_1_before_the_archive_the_controller_makes_ve
 
 async def test_the_status_is_for_the_tenants_viewers(client: Client, web_store: IdentityStore) -> None:
     headers = await supervisor(web_store)
-    answer = await client.post(
-        f"{HARBOROUGH}/records/{CALL}/disposition", json={"kind": "resolved"}, headers=headers
-    )
+    path = f"{HARBOROUGH}/records/{CALL}/disposition"
+    answer = await client.post(path, json={"kind": "resolved"}, headers=headers)
     location = answer.headers["Location"]
     assert (await client.get(location)).status == 401
     await add_user(web_store, "cview", {"charnwood": {"viewer"}})
@@ -101,7 +99,5 @@ async def test_the_status_is_for_the_tenants_viewers(client: Client, web_store: 
     assert (await client.get(elsewhere, headers=bearer(await make_token(web_store, "cv2")))).status == 404
     assert (await client.get(f"{HARBOROUGH}/dispositions/not-a-request", headers=headers)).status == 404
     bad_key = {**headers, "Idempotency-Key": "has a space"}
-    refused = await client.post(
-        f"{HARBOROUGH}/records/{CALL}/disposition", json={"kind": "resolved"}, headers=bad_key
-    )
+    refused = await client.post(path, json={"kind": "resolved"}, headers=bad_key)
     assert refused.status == 400
