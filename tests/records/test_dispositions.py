@@ -5,7 +5,9 @@ same request twice is one version."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -313,3 +315,32 @@ async def test_a_call_of_another_tenant_is_refused(redis_server: RedisServer) ->
         held = pump.builder.record(CALL)
         assert held is not None
         assert held.disposition is None
+
+
+async def test_serve_wires_the_inbox_into_its_record_pump(redis_server: RedisServer) -> None:
+    """``serve``'s pump reads the dispositions stream as its instance and applies what it emits."""
+    from callrouter.service import ServeOptions, record_pump
+    from ivr.controller import PlanHolder
+    from tests.controller.conftest import EXAMPLE
+
+    start = time.time() - 10  # serve's clock is the real one: a call that ended seconds ago
+    call = f"{int(start)}.{uuid.uuid4().int % 10**9}"
+    k = RedisKeys()  # serve's own key names
+    async with Redis.from_url(redis_server.url) as redis:
+        pump = record_pump(
+            ServeOptions(plan=EXAMPLE, records_key=KEY), PlanHolder.load(EXAMPLE), redis, "ctl-s"
+        )
+        assert pump is not None
+        assert isinstance(pump.inbox, DispositionInbox)
+        assert pump.inbox.reader.consumer == "ctl-s"
+        arrive(pump, call, start)
+        hang_up(pump, call, start + 5)
+        await pump.flush_due()  # past the grace: version 1 at once
+        request = asked("avoidable", at=start + 6, call=call)
+        await ask(redis, k, request)
+        await asyncio.sleep(0.6)  # the inbox is read every 0.5 s
+        await pump.flush_due()  # applied
+        await pump.flush_due()  # version 2: its grace is long past on the pump's clock
+        found = await versions(redis, k, call)
+        assert [v for v, _ in found] == [1, 2]
+        assert disposition_of(found[1][1]) == ("avoidable", "chasing-progress", "hsup")
