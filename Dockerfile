@@ -44,6 +44,7 @@ COPY deploy/docker/healthcheck.py /usr/local/bin/callrouter-healthcheck
 ENV PATH=/opt/callrouter/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
     CALLROUTER_OPS_PORT=9100
 WORKDIR /var/lib/callrouter
 # FastAGI (serve), the web service (web), the ops listener (serve, records deliver).

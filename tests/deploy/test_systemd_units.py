@@ -118,7 +118,8 @@ def test_commands_and_variables_are_callrouters(unit: tuple[str, Unit]) -> None:
 def test_serve_keeps_its_secrets_as_credentials_and_its_journal_writable() -> None:
     u = parse_unit((UNITS / "callrouter-serve.service").read_text())
     credentials = dict(v.split(":", 1) for v in values(u, "Service", "LoadCredential"))
-    assert set(credentials) == {"toggle.key", "ami.secret", "records-hash.key"}
+    assert set(credentials) == {"toggle.key", "ami.secret", "records-hash.key", "redis.password"}
+    assert credentials["redis.password"] == "/etc/callrouter/redis-controller.password"
     env = dict(v.split("=", 1) for v in values(u, "Service", "Environment"))
     journal = Path(env["CALLROUTER_RECORDS_JOURNAL"])
     writable = [Path(p) for p in one(u, "Service", "ReadWritePaths").split()]
