@@ -206,3 +206,13 @@ def test_the_stacks_plan_is_the_example_with_the_fake_crm() -> None:
         sinks = {k: v for k, v in tenant.crm.sinks.items() if k != "crm"}
         assert sinks == {k: v for k, v in other.crm.sinks.items() if k != "crm"}
         assert tenant.model_copy(update={"crm": None}) == other.model_copy(update={"crm": None})
+
+
+def test_the_deploy_guide_names_the_images_and_files_the_stack_uses(compose: dict[str, Any]) -> None:
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    assert f"`{compose['services']['asterisk']['image']}`" in guide
+    assert compose["services"]["redis"]["image"] in guide
+    for secret in compose["secrets"].values():
+        assert secret["file"].rsplit("/", 1)[-1] in guide, secret["file"]
+    for unit in (ROOT / "deploy" / "systemd").glob("*.service"):
+        assert unit.stem in guide, unit.name
