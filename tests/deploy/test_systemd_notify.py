@@ -22,7 +22,7 @@ import pytest
 
 from callrouter.systemd import Notifier, notify_address, watchdog_interval
 from tests.controller.conftest import EXAMPLE
-from tests.support.redis_server import free_port
+from tests.support.redis_server import RedisServer, free_port
 
 WATCHDOG_USEC = 200_000  # pings every 0.1 s
 
@@ -185,3 +185,30 @@ def test_notify_address(value: str, address: str | None) -> None:
 )
 def test_watchdog_interval_is_half_the_timeout(environ: dict[str, str], interval: float | None) -> None:
     assert watchdog_interval(environ, pid=42) == interval
+
+
+@pytest.mark.parametrize("command", ["web", "records deliver"])
+async def test_web_and_the_delivery_worker_say_ready_ping_and_say_stopping(
+    command: str, tmp_path: Path, redis_server: RedisServer, abstract_socket: tuple[str, NotifySocket]
+) -> None:
+    name, notify = abstract_socket
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLROUTER_")}
+    env |= {"NOTIFY_SOCKET": name, "WATCHDOG_USEC": str(WATCHDOG_USEC), "CALLROUTER_REDIS": redis_server.url,
+            "CALLROUTER_PLAN": str(EXAMPLE), "CALLROUTER_WEB_PORT": str(free_port()),
+            "CALLROUTER_RECORDS_ARCHIVE_DIR": str(tmp_path / "archive"),
+            "HDC_CRM_SECRET": "test-only", "CBC_CRM_SECRET": "test-only"}  # fmt: skip
+    argv = [sys.executable, "-m", "callrouter.cli", *command.split()]
+    with (tmp_path / "out.log").open("w") as out:
+        process = await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=out, env=env)
+    try:
+        ready_at = await asyncio.to_thread(notify.wait_for, "READY=1", 20)
+        running = pings(await asyncio.to_thread(notify.collect, 0.6))
+        assert len(running) >= 3
+        assert running[0] >= ready_at
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(notify.wait_for, "STOPPING=1", 10)
+        assert await asyncio.wait_for(process.wait(), 30) == 0, (tmp_path / "out.log").read_text()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
