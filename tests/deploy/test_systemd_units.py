@@ -4,6 +4,7 @@ a dedicated user, hardening; their commands and variables are ones callrouter kn
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -144,3 +145,20 @@ def test_systemd_analyze_verify_is_silent(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("name", NAMES)
+def test_systemd_rates_the_exposure_low(name: str, tmp_path: Path) -> None:
+    """``systemd-analyze security``: 0 is locked down, 10 is exposed; below 2 is its "OK"."""
+    copy = tmp_path / name
+    copy.write_text((UNITS / name).read_text().replace(EXEC, str(Path(sys.executable).parent / "callrouter")))
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(copy)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if "--offline" in result.stderr and "unrecognized" in result.stderr:
+        pytest.skip("this systemd-analyze cannot rate unit files offline (systemd < 250)")
+    found = re.search(rf"Overall exposure level for {re.escape(name)}: (\d+\.\d+)", result.stdout)
+    assert found, result.stdout + result.stderr
+    assert float(found.group(1)) < 2.0
