@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from callrouter import settings as settings_module
+from callrouter import systemd
 from callrouter.logs import configure_logging
 from callrouter.settings import Settings, SettingsError
 from records.archive import Archive
@@ -120,8 +121,14 @@ async def serve_web(settings: Settings, config: WebConfig, stop: asyncio.Event |
     await runner.setup()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    notifier = systemd.Notifier.from_environ()
+
+    def stopping() -> None:
+        notifier.stopping()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping)
     try:
         site = web.TCPSite(runner, settings.web.host, settings.web.port, ssl_context=tls)
         try:
@@ -138,10 +145,12 @@ async def serve_web(settings: Settings, config: WebConfig, stop: asyncio.Event |
                 file=sys.stderr,
                 flush=True,
             )
+        notifier.ready("serving")  # Type=notify units; watchdog pings from the loop
         await stop.wait()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        await notifier.close()
         await runner.cleanup()
         await redis.aclose()
     return 0
