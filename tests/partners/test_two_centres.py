@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import structlog
@@ -21,6 +22,9 @@ from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from callrouter.service import rehearsal_clock
+from callrouter.settings import SettingsError
+from callrouter.settings import load as load_settings
+from callrouter.web_cli import web_config
 from emulator.agi import CallerScript, PressAfterPrompt
 from emulator.ami import FakeAmi
 from emulator.dialplan import place_call
@@ -36,6 +40,7 @@ from routing.withdrawer import ami_pipeline
 from tests.controller.conftest import EXAMPLE, TUESDAY_10AM
 from tests.support.redis_server import RedisServer, free_port, running_redis
 from tests.support.web import TEST_CONFIG, web_test_app
+from tests.support.web_process import running_web
 from web.partners import SENDER, PartnerSender
 
 CHARNWOOD = "01632960100"  # dialled for Charnwood's general line
@@ -186,7 +191,12 @@ async def test_the_sender_is_not_held_up_by_a_partner_that_hangs_or_is_down(
 ) -> None:
     """Harborough has two partners: one accepts connections and never answers, one is down.
     Charnwood still gets a snapshot every second, each round bounded by the timeout."""
-    hung = await asyncio.start_server(lambda r, w: asyncio.sleep(3600), "127.0.0.1", 0)
+    held: list[asyncio.StreamWriter] = []
+
+    async def hang(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accept, read nothing, answer nothing
+
+    hung = await asyncio.start_server(hang, "127.0.0.1", 0)
     hung_port = hung.sockets[0].getsockname()[1]
     port_a, port_b = free_port(), free_port()
     try:
@@ -220,8 +230,57 @@ async def test_the_sender_is_not_held_up_by_a_partner_that_hangs_or_is_down(
         failures = [e for e in logs if e["event"] == "partners.send_failed"]
         assert sorted(e["partner"] for e in failures) == ["down", "hung"]  # once per outage
     finally:
+        for writer in held:
+            writer.close()
         hung.close()
+        await hung.wait_closed()
 
 
 def fresh_snapshot() -> str:
     return snapshot_json(QueueSnapshot("hdc-team", 0, 0.0, 3, 2, datetime.now(UTC)))
+
+
+async def test_two_callrouter_web_processes_exchange_snapshots_as_configured(
+    redis_pair: tuple[RedisServer, RedisServer], tmp_path: Path
+) -> None:
+    """The settings wiring: ``partners.*`` from the environment, a secret file per partnership."""
+    for name in (A, B):
+        (tmp_path / f"{name}.key").write_text(SECRET.value.decode() + "\n")
+        (tmp_path / f"{name}.key").chmod(0o600)
+    port_a, port_b = free_port(), free_port()
+
+    def env(me: str, other: str, port: int) -> dict[str, str]:
+        return {
+            "CALLROUTER_PARTNERS_CENTRE": me,
+            "CALLROUTER_PARTNERS_PEERS": f"{other}=http://127.0.0.1:{port}",
+            "CALLROUTER_PARTNERS_KEY_DIR": str(tmp_path),
+        }
+
+    redis_a, redis_b = Redis.from_url(redis_pair[0].url), Redis.from_url(redis_pair[1].url)
+    try:
+        await redis_a.set(KEYS.centre_snapshot(A), fresh_snapshot(), px=30_000)
+        await redis_b.set(KEYS.centre_snapshot(B), fresh_snapshot(), px=30_000)
+        with (
+            running_web(redis_pair[0].url, port=port_a, extra_env=env(A, B, port_b)),
+            running_web(redis_pair[1].url, port=port_b, extra_env=env(B, A, port_a)),
+        ):
+            await until_partner(redis_b, A, lambda s: s is not None and s.available == 2, 10.0)
+            await until_partner(redis_a, B, lambda s: s is not None, 10.0)
+    finally:
+        await redis_a.aclose()
+        await redis_b.aclose()
+
+
+def test_a_partner_secret_readable_by_others_stops_the_web_service(tmp_path: Path) -> None:
+    (tmp_path / f"{A}.key").write_text(SECRET.value.decode())
+    (tmp_path / f"{A}.key").chmod(0o644)
+    settings = load_settings(
+        env={
+            "CALLROUTER_PARTNERS_CENTRE": B,
+            "CALLROUTER_PARTNERS_PEERS": f"{A}=https://h.example",
+            "CALLROUTER_PARTNERS_KEY_DIR": str(tmp_path),
+        }
+    )
+    with pytest.raises(SettingsError, match="chmod 600") as error:
+        web_config(settings)
+    assert SECRET.value.decode() not in str(error.value)
