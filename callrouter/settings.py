@@ -288,6 +288,8 @@ class Settings(_Section):
         """The snapshot exchange with partner centres (None: none); :class:`SettingsError` if a
         partnership's secret file cannot be used."""
         p = self.partners
+        if p.ca_file is not None and not p.ca_file.is_file():
+            raise SettingsError(f"partners.ca_file {p.ca_file}: not a readable file")
         try:
             return load_config(
                 p.centre,

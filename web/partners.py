@@ -156,16 +156,20 @@ class PartnerSender:
         self.holder = holder or f"web-{secrets.token_hex(6)}"
         self.clock = clock
         self.stats = SenderStats()
+        self.tls = self._tls()  # here, so a CA file that cannot be used stops the service at start
         self._sequence = 0
         self._failing: set[str] = set()
 
     async def run(self) -> None:
-        connector = aiohttp.TCPConnector(ssl=self._tls(), limit_per_host=2)
+        connector = aiohttp.TCPConnector(ssl=self.tls, limit_per_host=2)
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             while True:
                 started = time.monotonic()
-                await self.tick(session)
+                try:
+                    await self.tick(session)
+                except Exception:  # the sender must outlive any one bad round
+                    log.error("partners.send_round_failed", exc_info=True)
                 await asyncio.sleep(max(0.0, self.config.interval_s - (time.monotonic() - started)))
 
     def _tls(self) -> ssl.SSLContext:
