@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from redis.asyncio import Redis
 
 from records.builder import MIN_KEY_BYTES
 from routing.ami.settings import AmiSettings
+from routing.partner_link import PartnerConfig, PartnerKeyError, load_config
 from routing.toggle_mac import ToggleKeyError, ToggleKeyring, load_keyring
 
 ENV_PREFIX = "CALLROUTER_"
@@ -192,6 +194,54 @@ class OpsSettings(_Section):
     )
 
 
+class PartnerSettings(_Section):
+    centre: str = Field(
+        "",
+        max_length=64,
+        description="this centre's id, as its partners' plans name it; empty: no snapshot exchange",
+    )
+    peers: tuple[str, ...] = Field(
+        (),
+        description="partner centres as id=https://their-web-service (environment: comma separated): "
+        "`callrouter web` sends each this centre's capacity snapshot and accepts theirs",
+    )
+    key_dir: Path | None = Field(
+        None,
+        description="folder holding one shared secret per partnership, `<partner id>.key` (mode 600)",
+    )
+    ca_file: Path | None = Field(
+        None, description="PEM certificates that partners' HTTPS is checked against (unset: the system's)"
+    )
+    interval_s: float = Field(1.0, gt=0, le=10, description="seconds between snapshots sent to each partner")
+    timeout_s: float = Field(
+        0.8, gt=0, le=10, description="a partner that has not answered within this many seconds is skipped"
+    )
+    stale_age_s: float = Field(
+        30.0, gt=0, description="a received snapshot older than this is not kept (as serve's ami.stale_age_s)"
+    )
+
+    @field_validator("peers", mode="before")
+    @classmethod
+    def _peers(cls, value: Any) -> Any:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        peers = []
+        for item in (str(i).strip() for i in items):
+            if not item:
+                continue
+            name, sep, url = item.partition("=")
+            if not sep or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name.strip()):
+                raise ValueError(f"{item!r} is not id=URL")
+            if not url.strip().startswith(("https://", "http://")):
+                raise ValueError(f"{item!r}: the URL must start with https:// (http:// only for tests)")
+            peers.append(f"{name.strip()}={url.strip().rstrip('/')}")
+        return tuple(peers)
+
+    def urls(self) -> dict[str, str]:
+        return dict(p.partition("=")[::2] for p in self.peers)
+
+
 class Settings(_Section):
     """Every setting of every command. ``ami`` is None when no AMI host is set."""
 
@@ -214,6 +264,7 @@ class Settings(_Section):
     records: RecordsSettings = RecordsSettings()
     web: WebSettings = WebSettings()
     ops: OpsSettings = OpsSettings()
+    partners: PartnerSettings = PartnerSettings()
     ami: AmiSettings | None = None
 
     def require_plan(self) -> Path:
@@ -231,6 +282,25 @@ class Settings(_Section):
         try:
             return load_keyring(self.toggle_key_file)
         except ToggleKeyError as exc:
+            raise SettingsError(str(exc)) from None
+
+    def partner_config(self) -> PartnerConfig | None:
+        """The snapshot exchange with partner centres (None: none); :class:`SettingsError` if a
+        partnership's secret file cannot be used."""
+        p = self.partners
+        if p.ca_file is not None and not p.ca_file.is_file():
+            raise SettingsError(f"partners.ca_file {p.ca_file}: not a readable file")
+        try:
+            return load_config(
+                p.centre,
+                p.urls(),
+                p.key_dir,
+                interval_s=p.interval_s,
+                timeout_s=p.timeout_s,
+                stale_age_s=p.stale_age_s,
+                ca_file=p.ca_file,
+            )
+        except PartnerKeyError as exc:
             raise SettingsError(str(exc)) from None
 
     def redis_client(self, connect_timeout: float, timeout: float) -> Redis:

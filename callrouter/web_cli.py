@@ -83,6 +83,7 @@ def web_config(settings: Settings) -> WebConfig:
         live_streams_max=w.live_streams_max,
         live_streams_per_user=w.live_streams_per_user,
         live_stream_max_s=w.live_stream_max_s,
+        partners=settings.partner_config(),
     )
 
 

@@ -79,8 +79,22 @@ class RedisKeys:
     def centre_snapshot(self, centre: str) -> str:
         # STRING JSON of one QueueSnapshot (queue, waiting, longest_wait_s, logged_in,
         # available, observed_at ISO-8601), PX = stale age so a dead centre's figures
-        # vanish. Written by that centre's AMI consumer holding the lease; read by partners.
+        # vanish. This centre's own: written by its AMI consumer holding the lease, read by its
+        # web service, which sends it to the partners; a partner's: written by the web
+        # service's partner endpoint when that partner sends it (web/partners.py), read by
+        # the controllers.
         return f"{self.prefix}centre:{centre}:snapshot"
+
+    def partner_sequence(self, centre: str) -> str:
+        # STRING the highest request sequence accepted from partner ``centre`` (replay guard),
+        # PX one day. Written with centre_snapshot(centre) by the web service's partner
+        # endpoint (web/partners.py) in one script.
+        return f"{self.prefix}centre:{centre}:sequence"
+
+    def partner_sender_lease(self) -> str:
+        # STRING holder id, PX = three send intervals: the one `callrouter web` instance of
+        # this centre that sends its snapshot to the partners. Written by every web instance.
+        return f"{self.prefix}web:partner_sender"
 
     # --- supervisor controls and routing memory (writers: supervisor API / decision engine) -
 

@@ -20,7 +20,7 @@ from argon2 import PasswordHasher
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from web import live, openapi, plans, plans_page, records, session, toggles
+from web import live, openapi, partners, plans, plans_page, records, session, toggles
 from web.auth import IDENTITY, authenticate
 from web.context import (
     CLOCK,
@@ -40,7 +40,7 @@ from web.templating import STATIC_DIR, STATIC_URL
 log = structlog.get_logger("callrouter.web")
 
 # The features, each a module with ``setup(app: web.Application) -> None``.
-FEATURES: tuple[ModuleType, ...] = (session, live, plans, plans_page, records, toggles)
+FEATURES: tuple[ModuleType, ...] = (session, live, plans, plans_page, records, toggles, partners)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

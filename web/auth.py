@@ -28,6 +28,9 @@ CSRF_HEADER, CSRF_FIELD = "X-CSRF-Token", "csrf_token"
 IDENTITY = web.RequestKey("identity", Identity)
 SESSION = web.RequestKey("session", Session)
 OWN_CSRF = frozenset({"/login"})  # checks its own double-submit token (web/session.py)
+# Requests from partner centres, authenticated by their own signature (web/partners.py): a
+# cookie there is ignored, so it needs no CSRF token and a browser's session gives it nothing.
+SIGNED_PREFIX = "/api/v1/partners/"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="callrouter"'}
 
 
@@ -101,7 +104,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         request[IDENTITY] = identity
         return await handler(request)
     cookie = request.cookies.get(config.session_cookie)
-    if cookie:
+    if cookie and not request.path.startswith(SIGNED_PREFIX):
         found = await store.session(cookie, now(request), config.session_idle_s)
         if found is not None:
             session, user = found

@@ -44,7 +44,10 @@ NEEDS: dict[str, dict[str, str]] = {
     "known_queues": {"controller": "rw", "service": "r", "readonly": "r"},
     "ami_status": {"controller": "rw", "service": "r", "readonly": "r"},
     "ami_writer_lease": {"controller": "rw", "service": "r", "readonly": "r"},
-    "centre_snapshot": {"controller": "rw", "service": "r", "readonly": "r"},
+    # This centre's own snapshot is written by the AMI consumer; a partner's by the service's
+    # partner endpoint (web/partners.py), with its replay guard.
+    "centre_snapshot": {"controller": "rw", "service": "rw", "readonly": "r"},
+    "partner_sequence": {"controller": "rw", "service": "rw", "readonly": "r"},
     "toggle": {"controller": "r", "service": "rw", "readonly": "r"},
     "toggles_changed_channel": {"controller": "sub", "service": "pub", "readonly": "sub"},
     "audit_stream": {"controller": "rw", "service": "rw", "readonly": "r"},
@@ -80,6 +83,7 @@ NEEDS: dict[str, dict[str, str]] = {
     "web_token": {"controller": "-", "service": "rw", "readonly": "-"},
     "web_token_ids": {"controller": "-", "service": "rw", "readonly": "-"},
     "web_login_failures": {"controller": "-", "service": "rw", "readonly": "-"},
+    "partner_sender_lease": {"controller": "-", "service": "rw", "readonly": "-"},
 }
 
 

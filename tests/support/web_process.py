@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
@@ -25,11 +25,15 @@ START_TIMEOUT_S = 20.0
 
 
 @contextmanager
-def running_web(redis_url: str) -> Iterator[str]:
-    """The base URL of a ``callrouter web`` on 127.0.0.1, stopped (SIGTERM, then kill) after use."""
-    port = free_port()
+def running_web(
+    redis_url: str, *, port: int | None = None, extra_env: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """The base URL of a ``callrouter web`` on 127.0.0.1 (``port``, or a free one; ``extra_env``:
+    more settings), stopped (SIGTERM, then kill) after use."""
+    port = port or free_port()
     env = {**os.environ, "CALLROUTER_REDIS": redis_url, "CALLROUTER_WEB_PORT": str(port),
-           "CALLROUTER_WEB_COOKIE_SECURE": "false", "CALLROUTER_LOG_LEVEL": "warning"}  # fmt: skip
+           "CALLROUTER_WEB_COOKIE_SECURE": "false", "CALLROUTER_LOG_LEVEL": "warning",
+           **(extra_env or {})}  # fmt: skip
     env.pop("CALLROUTER_CONFIG", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "callrouter.cli", "web"],

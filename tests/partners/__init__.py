@@ -1,0 +1,1 @@
+"""The capacity snapshot exchange between partner centres."""
