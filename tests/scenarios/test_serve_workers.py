@@ -113,3 +113,26 @@ async def test_two_workers_share_the_port_survive_a_kill_and_drain(
     assert sorted((e["worker"], e["exit_code"]) for e in exited) == [(0, 0), (1, 0)]
     assert named(log, "supervisor.stopped")[-1]["exit_code"] == 0
     assert sorted(p.name for p in (tmp_path / "journal").iterdir()) == ["worker-0", "worker-1"]
+
+
+async def test_workers_drain_by_themselves_when_the_supervisor_is_killed(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """SIGKILL leaves no one to pass signals on: each worker sees its parent gone and drains."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(EXAMPLE.read_text())
+    log = tmp_path / "serve.log"
+    port = free_port()
+    argv = [sys.executable, "-m", "callrouter.cli", "serve", "--workers", "2", "--plan", str(plan),
+            "--agi-port", str(port), "--no-redis"]  # fmt: skip
+    with log.open("w") as out:
+        supervisor = await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=asyncio.subprocess.STDOUT)
+    try:
+        await wait_for(log, "controller.started", 2)
+    finally:
+        supervisor.kill()
+        await supervisor.wait()
+    orphaned = await wait_for(log, "worker.orphaned", 2, timeout=10)
+    assert sorted(e["worker"] for e in orphaned) == [0, 1]
+    stopped = await wait_for(log, "controller.stopped", 2, timeout=10)
+    assert sorted(e["worker"] for e in stopped) == [0, 1]
