@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from callrouter import settings as settings_module
+from callrouter.cli import main
 from callrouter.service import ServeOptions, check_workers, for_worker, server_config
 from callrouter.workers import (
     RestartPolicy,
@@ -102,3 +103,12 @@ async def test_the_supervisor_drains_every_worker_and_exits_0(tmp_path: Path) ->
         supervisor.stop()
         assert await running == 0
     assert [p.returncode for p in supervisor.processes.values()] == [0, 0]
+
+
+def test_serve_with_workers_on_any_port_is_refused_before_starting(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plan = Path(__file__).parents[2] / "examples" / "plan.yaml"
+    argv = ["serve", "--plan", str(plan), "--workers", "2", "--agi-port", "0", "--no-redis"]
+    assert main(argv) == 2
+    assert "--workers needs a fixed --agi-port" in capsys.readouterr().err
