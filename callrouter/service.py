@@ -41,6 +41,7 @@ from callrouter import systemd
 from callrouter.logs import configure_logging
 from callrouter.ops import OpsListener, Readiness, ami_figures, session_figures
 from callrouter.settings import Settings
+from callrouter.workers import WORKER_FLAG, supervise
 from ivr.controller import Clock, Controller, LiveSource, NoLiveState, PlanError, PlanHolder, utc_now
 from ivr.fastagi import FastAgiServer, ServerConfig, serve_until_signal
 from records.appender import Ownership, StreamSink, TeeSink
@@ -109,6 +110,7 @@ class ServeOptions:
     ops_host: str = "127.0.0.1"
     ops_port: int | None = None
     records_journal: Path | None = None
+    worker: int | None = None  # serve --workers: this worker's index (None: the only process)
 
     @classmethod
     def from_settings(cls, settings: Settings, centre: str, **options: object) -> ServeOptions:
@@ -145,6 +147,32 @@ class ServeOptions:
             "records_journal": settings.records.journal,
         }
         return cls(**{**values, **options})  # type: ignore[arg-type]
+
+
+def for_worker(options: ServeOptions, index: int) -> ServeOptions:
+    """The options of worker ``index`` of ``serve --workers N``: the same FastAGI port (shared,
+    SO_REUSEPORT), its own ops port (``ops.port`` + index) and its own fact journal folder
+    (``worker-<index>`` inside ``records.journal``: one controller per journal)."""
+    return dataclasses.replace(
+        options,
+        worker=index,
+        ops_port=options.ops_port + index if options.ops_port is not None else None,
+        records_journal=(
+            options.records_journal / f"worker-{index}" if options.records_journal is not None else None
+        ),
+    )
+
+
+def check_workers(settings: Settings) -> None:
+    """``serve --workers N`` (N > 1) needs ports known in advance: each worker binds them itself."""
+    if settings.workers > 1 and settings.agi.port == 0:
+        raise settings_module.SettingsError(
+            "--workers needs a fixed --agi-port: with port 0 each worker would pick its own"
+        )
+    if settings.workers > 1 and settings.ops.port == 0:
+        raise settings_module.SettingsError(
+            "--workers needs a fixed --ops-port (worker I listens on ops.port + I), or none"
+        )
 
 
 def rehearsal_clock(start: datetime, speed: float, real: Clock = utc_now) -> Clock:
@@ -626,6 +654,7 @@ def server_config(options: ServeOptions) -> ServerConfig:
         allowed_peers=options.allowed_peers,
         max_sessions_per_peer=options.max_sessions_per_peer,
         max_pending=options.max_pending,
+        reuse_port=options.worker is not None,
     )
 
 
@@ -677,10 +706,18 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     readiness.set("fastagi_listening", True)
     ami = await _start_ami(options, redis, cached, holder, clock, pump=pump, instance=instance)
     lease.extend([ami[0]] if ami is not None else [])
-    _watch(instance, server, cached=cached, clock=clock, pump=pump, consumer=ami[0] if ami else None)
+    _watch(
+        _labelled(instance, options.worker),
+        server,
+        cached=cached,
+        clock=clock,
+        pump=pump,
+        consumer=ami[0] if ami else None,
+    )
     loop = asyncio.get_running_loop()
-    notifier = systemd.Notifier.from_environ()
-    reloader = PlanReloader(holder, redis, last_digest=digest)
+    notifier = systemd.Notifier.from_environ()  # inert in a worker: the supervisor talks to systemd
+    # with several workers each reloads the plan itself; worker 0 alone writes the audit entry
+    reloader = PlanReloader(holder, redis if not options.worker else None, last_digest=digest)
     _reload_on_sighup(loop, reloader, store=store)
     watcher = asyncio.create_task(_plan_watcher(options, reloader, redis, stamp))
     refresher = asyncio.create_task(cached.run(clock)) if cached is not None else None
@@ -688,6 +725,7 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
         asyncio.create_task(publish_plan(holder, redis, options.plan_publish_interval)) if redis else None
     )
     pumping = asyncio.create_task(pump.run()) if pump is not None else None
+    orphan = asyncio.create_task(_drain_if_orphaned()) if options.worker is not None else None
     try:
         rehearsal = options.clock_start is not None
         log.info(
@@ -703,13 +741,21 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
             ready(server.port)
         notifier.ready(f"routing calls on port {server.port}")  # Type=notify units; watchdog pings
         await serve_until_signal(
-            server, drain_timeout=options.drain_timeout, on_signal=_draining(readiness, notifier)
+            server,
+            drain_timeout=options.drain_timeout,
+            on_signal=_draining(readiness, notifier),
+            ignore_repeats=options.worker is not None,
         )
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
         await notifier.close()
         await _shut_down(
-            (watcher, refresher, publisher, ami[1] if ami else None), ami, pump, pumping, redis, ops=ops
+            (watcher, refresher, publisher, orphan, ami[1] if ami else None),
+            ami,
+            pump,
+            pumping,
+            redis,
+            ops=ops,
         )
     log.info("controller.stopped", **asdict(server.counters))
     return 0
@@ -723,6 +769,21 @@ def _draining(readiness: Readiness, notifier: systemd.Notifier) -> Callable[[], 
         notifier.stopping("draining calls")
 
     return on_signal
+
+
+def _labelled(instance: str, worker: int | None) -> str:
+    """The instance in ``/metrics`` (``callrouter_info``): host:pid, and the worker's index."""
+    return instance if worker is None else f"{instance}/worker-{worker}"
+
+
+async def _drain_if_orphaned(interval_s: float = 1.0) -> None:
+    """A worker whose supervisor is gone (killed with SIGKILL) drains and stops, as on SIGTERM:
+    no one would restart it or pass it a signal any more."""
+    parent = os.getppid()
+    while os.getppid() == parent:  # noqa: ASYNC110 - nothing signals a parent's death to a child
+        await asyncio.sleep(interval_s)
+    log.warning("worker.orphaned", detail="the supervisor is gone: draining")
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _reload_on_sighup(loop: asyncio.AbstractEventLoop, reloader: PlanReloader, *, store: bool) -> None:
@@ -956,6 +1017,11 @@ def parse_clock_start(text: str) -> datetime:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_module.from_args(args)
     configure_logging(json=not settings.log.console, level=settings.log.level)
+    worker: int | None = getattr(args, "worker_index", None)
+    if worker is not None:  # every log line of this worker says which one it is
+        structlog.contextvars.bind_contextvars(worker=worker)
+    else:
+        check_workers(settings)
     loop_kind = _install_uvloop()
     # the AMI centre defaults to the plan's: from the file here, from the store once it is read
     centre = (
@@ -970,6 +1036,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = ServeOptions.from_settings(
         settings, centre, clock_start=clock_start, clock_speed=args.clock_speed
     )
+    if worker is not None:
+        options = for_worker(options, worker)
+    elif settings.workers > 1:
+        log.info("controller.starting", loop=loop_kind, workers=settings.workers)
+        return asyncio.run(supervise(getattr(args, "argv", sys.argv[1:]), settings.workers))
     log.info("controller.starting", loop=loop_kind)
     try:
         return asyncio.run(serve(options))
@@ -984,7 +1055,7 @@ SERVE_SETTINGS = (
     "agi.call_timeout_s", "agi.drain_timeout_s", "agi.allowed_peers", "agi.max_sessions_per_peer",
     "agi.max_pending", "watch_interval_s", "ami.host", "ami.port", "ami.username", "ami.centre",
     "ami.publish_queue", "log.level", "log.console", "records.outbox", "records.journal", "ops.host",
-    "ops.port",
+    "ops.port", "workers",
 )  # fmt: skip
 
 
@@ -997,4 +1068,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     settings_module.add_flags(parser, SERVE_SETTINGS)
     parser.add_argument("--clock-start", help='rehearsal: start the clock at "YYYY-MM-DD HH:MM" (London)')
     parser.add_argument("--clock-speed", type=float, default=1.0, help="rehearsal: clock speed factor")
+    parser.add_argument(WORKER_FLAG, dest="worker_index", type=int, help=argparse.SUPPRESS)  # supervisor's
     parser.set_defaults(handler=cmd_serve)

@@ -253,6 +253,13 @@ class Settings(_Section):
     )
     watch_interval_s: float = Field(2.0, gt=0, description="seconds between checks of the plan file")
     live_timeout_s: float = Field(0.25, gt=0, description="seconds a decision waits for live state")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="serve's worker processes on the one FastAGI port (SO_REUSEPORT) under a supervisor "
+        "that restarts them; 1: one process, no supervisor (docs/operations.md)",
+    )
     toggle_key_file: Path | None = Field(
         None,
         description="file (mode 600) holding the key that signs supervisor toggles, and the previous "
@@ -352,6 +359,7 @@ _FLAGS: dict[str, Flag] = {
     "plan_source": Flag("--plan-source"),
     "watch_interval_s": Flag("--watch-interval"),
     "live_timeout_s": Flag("--live-timeout"),
+    "workers": Flag("--workers"),
     "redis.url": Flag("--redis"),
     "redis.enabled": Flag("--no-redis", const=False, help="run with live state unknown (no Redis)"),
     "agi.host": Flag("--agi-host"),
@@ -632,7 +640,13 @@ def _metavar(key: str) -> str:
         return "CIDR"
     if name.endswith("_dir"):
         return "DIR"
-    return "SECONDS" if name.endswith("_s") else "N" if name.startswith("max_") else name.upper()
+    return (
+        "SECONDS"
+        if name.endswith("_s")
+        else "N"
+        if name.startswith("max_") or name == "workers"
+        else name.upper()
+    )
 
 
 def add_flags(parser: argparse.ArgumentParser, keys: Iterable[str]) -> None:

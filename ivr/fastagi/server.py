@@ -62,6 +62,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 4573
     backlog: int = 1024
+    reuse_port: bool = False  # SO_REUSEPORT: several worker processes share the port (serve --workers)
     allowed_peers: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     max_sessions: int = 1000
     max_sessions_per_peer: int = 1000
@@ -194,6 +195,7 @@ class FastAgiServer:
             self.config.port,
             backlog=self.config.backlog,
             reuse_address=True,
+            reuse_port=self.config.reuse_port or None,
         )
         self._watchdog_task = asyncio.create_task(self._watchdog.run())
         log.info("agi.server.listening", host=self.config.host, port=self.port)
@@ -507,9 +509,14 @@ async def serve_until_signal(
     drain_timeout: float = 30.0,
     signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
     on_signal: Callable[[], None] | None = None,
+    ignore_repeats: bool = False,
 ) -> None:
     """Start ``server`` (if needed), run until SIGTERM or SIGINT, then drain it; ``on_signal``
-    runs first (``serve`` marks itself not ready there, before the drain begins)."""
+    runs first (``serve`` marks itself not ready there, before the drain begins).
+
+    ``ignore_repeats``: once signalled, the same signals are ignored during the drain rather
+    than ending the process (a worker of ``serve --workers`` gets SIGTERM from its supervisor
+    and, often, from systemd or the terminal too)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     wanted = tuple(signals)
@@ -525,4 +532,6 @@ async def serve_until_signal(
     finally:
         for sig in wanted:
             loop.remove_signal_handler(sig)
+            if ignore_repeats and stop.is_set():
+                signal.signal(sig, signal.SIG_IGN)
     await server.drain(drain_timeout)

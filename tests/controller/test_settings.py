@@ -180,12 +180,13 @@ def test_docs_table_lists_every_setting() -> None:
 
 
 def test_every_flag_is_a_setting_or_a_command_option() -> None:
-    """serve's flags are settings (in the table) except the rehearsal clock's."""
+    """serve's flags are settings (in the table) except the rehearsal clock's and the one the
+    supervisor of ``--workers`` gives each worker (hidden from --help)."""
     parser = build_parser()
     serve = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["serve"]
     flags = {s for a in serve._actions for s in a.option_strings if s.startswith("--")}
     table_flags = {row.flag.name for row in settings.rows() if row.flag}
-    assert flags - table_flags == {"--help", "--config", "--clock-start", "--clock-speed"}
+    assert flags - table_flags == {"--help", "--config", "--clock-start", "--clock-speed", "--worker-index"}
 
 
 def test_the_caller_hash_key_from_a_file_or_the_environment_never_shown(tmp_path: Path) -> None:

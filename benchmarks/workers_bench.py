@@ -1,0 +1,242 @@
+"""Benchmark of ``callrouter serve --workers N``: sessions/s of the route entry, N=1 against N.
+
+Run ``python -m benchmarks.workers_bench`` (Linux: CPU time is read from /proc). It starts a
+redis-server on a free loopback port (seeded as :mod:`benchmarks.route_bench` seeds it), then,
+in turn and in the same run, the real ``callrouter serve`` (example plan, that Redis, rehearsal
+clock at a Tuesday 10:00, JSON logs at info to /dev/null, no contact records) as one process
+(``--workers 1``: no supervisor) and as a supervisor with ``--workers N``. The load generator
+plays :mod:`benchmarks.fastagi_bench`'s route exchange (the same environment block with the
+dialled number, one ``SET VARIABLE CR_ROUTE``, close) as a bare protocol on uvloop, ``c``
+sessions in flight in ``--clients`` processes of its own (``c`` split between them). Each configuration is
+measured ``--rounds`` times, alternating, so a neighbour's load on a shared machine shows as a
+spread between rounds rather than as a difference between configurations.
+
+Nothing is pinned: the workers and the load generator share the machine's cores, so on a
+machine with as many cores as workers, the generator's own CPU is taken from the workers
+(the table shows the CPU seconds each side used per session).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import json
+import multiprocessing
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from benchmarks import fastagi_bench, route_bench
+from tests.support.redis_server import free_port, running_redis
+
+PLAN = route_bench.PLAN
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, from /proc (10 ms resolution); 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as found:
+            return [int(p) for p in found.read().split()]
+    except OSError:
+        return []
+
+
+@dataclass
+class Serve:
+    """``callrouter serve`` as a process (with its workers, if any)."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    workers: int
+
+    def pids(self) -> list[int]:
+        return [self.process.pid, *_children(self.process.pid)]
+
+    def cpu_seconds(self) -> float:
+        return sum(_cpu_seconds(pid) for pid in self.pids())
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_serve(workers: int, redis_url: str, log: Path) -> Serve:
+    port = free_port()
+    command = [sys.executable, "-m", "callrouter.cli", "serve", "--plan", str(PLAN), "--agi-port", str(port),
+               "--redis", redis_url, "--clock-start", "2026-11-24 10:00", "--workers", str(workers),
+               "--log-level", "info"]  # fmt: skip
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while log.read_text().count('"controller.started"') < workers:
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise RuntimeError(f"serve --workers {workers} did not start: see {log}")
+        time.sleep(0.05)
+    return Serve(process, port, workers)
+
+
+class _Session(asyncio.Protocol):
+    """One route session as a bare protocol: the environment block, a reply to each command
+    line, done when the server closes. The load generator shares the machine's cores with
+    the workers, so it is kept cheaper than :func:`benchmarks.fastagi_bench.one_session`
+    (streams); it sends the same bytes."""
+
+    def __init__(self, env: bytes, done: asyncio.Future[None]) -> None:
+        self.env, self.done, self.buffer = env, done, b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        transport.write(self.env)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            if line == b"failure":
+                self.done.set_exception(RuntimeError("the server turned a session away"))
+                self.transport.close()
+                return
+            self.transport.write(fastagi_bench._reply_to(line))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def _client(
+    port: int, concurrency: int, until: float, out: multiprocessing.Queue[list[tuple[float, float]]]
+) -> None:
+    """One load generator process: ``concurrency`` sessions in flight until ``until`` (wall
+    clock); each session's end time and latency."""
+    import uvloop
+
+    env = fastagi_bench.env_block("route")
+    done: list[tuple[float, float]] = []
+
+    async def keep_one() -> None:
+        loop = asyncio.get_running_loop()
+        while time.time() < until:
+            started = time.perf_counter()
+            ended = loop.create_future()
+            await loop.create_connection(functools.partial(_Session, env, ended), "127.0.0.1", port)
+            await ended
+            done.append((time.time(), time.perf_counter() - started))
+
+    async def run() -> None:
+        await asyncio.gather(*(keep_one() for _ in range(concurrency)))
+
+    uvloop.run(run())
+    out.put(done)
+
+
+@dataclass
+class Point:
+    label: str
+    round: int
+    sessions: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_us: float
+
+    @property
+    def rate(self) -> float:
+        return self.sessions / self.seconds
+
+
+def measure(serve: Serve, label: str, round_: int, args: argparse.Namespace) -> Point:
+    """Warm up for half a second, then count the sessions that end in the next ``--duration`` s."""
+    context = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue[list[tuple[float, float]]] = context.Queue()
+    shares = [
+        args.concurrency // args.clients + (i < args.concurrency % args.clients) for i in range(args.clients)
+    ]
+    warm = time.time() + 1.5  # the client processes are up and warm by then
+    until = warm + args.duration
+    clients = [context.Process(target=_client, args=(serve.port, c, until, results)) for c in shares]
+    for client in clients:
+        client.start()
+    time.sleep(max(0.0, warm - time.time()))
+    cpu_before = serve.cpu_seconds()
+    time.sleep(max(0.0, until - time.time()))
+    cpu = serve.cpu_seconds() - cpu_before
+    ended = [x for _ in clients for x in results.get(timeout=60)]
+    for client in clients:
+        client.join()
+    kept = [latency for at, latency in ended if warm <= at <= until]
+    cuts = statistics.quantiles(kept, n=100)
+    return Point(
+        label, round_, len(kept), args.duration, cuts[49] * 1e3, cuts[98] * 1e3, cpu / len(kept) * 1e6
+    )
+
+
+def table(points: Sequence[Point]) -> str:
+    lines = [
+        "| serve | round | sessions/s | p50 ms | p99 ms | serve CPU us/session |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for p in points:
+        figures = f"{p.rate:,.0f} | {p.p50_ms:.2f} | {p.p99_ms:.2f} | {p.server_cpu_us:.0f}"
+        lines.append(f"| {p.label} | {p.round} | {figures} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--workers", type=int, default=2, help="N to compare with one process")
+    parser.add_argument("--concurrency", type=int, default=100, help="sessions in flight")
+    parser.add_argument("--clients", type=int, default=2, help="load generator processes")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per point")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of each")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    fastagi_bench._raise_fd_limit()
+    points: list[Point] = []
+    with running_redis(max_lifetime_s=900) as redis, tempfile.TemporaryDirectory() as folder:
+        asyncio.run(route_bench.seed(redis.url))
+        for round_ in range(1, args.rounds + 1):
+            for workers in (1, args.workers):
+                serve = start_serve(workers, redis.url, Path(folder) / f"serve-{workers}.log")
+                try:
+                    points.append(measure(serve, f"--workers {workers}", round_, args))
+                finally:
+                    serve.stop()
+    print(f"route entry, c={args.concurrency}, {args.clients} load generator process(es), "
+          f"{args.duration:g} s per point, {os.cpu_count()} CPUs\n")  # fmt: skip
+    print(table(points))
+    one = statistics.median(p.rate for p in points if p.label == "--workers 1")
+    many = statistics.median(p.rate for p in points if p.label != "--workers 1")
+    print(f"\nmedian sessions/s: {one:,.0f} (1) vs {many:,.0f} ({args.workers}): {many / one:.2f}x")
+    with contextlib.suppress(OSError):
+        print(json.dumps({"loadavg": os.getloadavg()}))
+
+
+if __name__ == "__main__":
+    main()
