@@ -171,7 +171,7 @@ class OpsSettings(_Section):
         None,
         ge=0,
         le=65535,
-        description="port of the ops listener of serve and records deliver (unset: no listener; 0: any)",
+        description="port of the ops listener of serve, records deliver and web (unset: no listener; 0: any)",
     )
 
 

@@ -17,7 +17,9 @@ import asyncio
 import getpass
 import ipaddress
 import json
+import os
 import signal
+import socket
 import ssl
 import sys
 from datetime import UTC, datetime, timedelta
@@ -28,7 +30,9 @@ from redis.exceptions import RedisError
 
 from callrouter import settings as settings_module
 from callrouter.logs import configure_logging
+from callrouter.ops import OpsListener, Readiness
 from callrouter.settings import Settings, SettingsError
+from routing.metrics import set_info
 from routing.supervisor import audit
 from web.app import create_app, run_kwargs
 from web.context import WebConfig
@@ -41,6 +45,8 @@ WEB_SETTINGS = (
     "web.port",
     "web.tls_cert",
     "web.tls_key",
+    "ops.host",
+    "ops.port",
     "log.level",
     "log.console",
 )
@@ -103,16 +109,21 @@ async def serve_web(settings: Settings, config: WebConfig, stop: asyncio.Event |
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    readiness = Readiness({"listening": False, "not_stopping": True})
+    ops = None
+    if settings.ops.port is not None:  # the unauthenticated /metrics, /health, /ready (docs/web.md)
+        ops = OpsListener(settings.ops.host, settings.ops.port, readiness)
     try:
         site = web.TCPSite(runner, settings.web.host, settings.web.port, ssl_context=tls)
         try:
             await site.start()
+            if ops is not None:
+                await ops.start()
         except OSError as exc:
-            print(
-                f"callrouter: cannot listen on {settings.web.host}:{settings.web.port}: {exc.strerror}",
-                file=sys.stderr,
-            )
+            print(f"callrouter: cannot listen: {exc.strerror}", file=sys.stderr)
             return EXIT_UNREACHABLE
+        readiness.set("listening", True)
+        set_info("web", f"{socket.gethostname()}:{os.getpid()}:{runner.addresses[0][1]}")
         for address in runner.addresses:
             print(
                 f"callrouter web: listening on {'https' if tls else 'http'}://{address[0]}:{address[1]}",
@@ -120,7 +131,10 @@ async def serve_web(settings: Settings, config: WebConfig, stop: asyncio.Event |
                 flush=True,
             )
         await stop.wait()
+        readiness.set("not_stopping", False)
     finally:
+        if ops is not None:
+            await ops.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await runner.cleanup()

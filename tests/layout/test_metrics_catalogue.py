@@ -24,6 +24,11 @@ def test_every_metric_exposed_is_catalogued_with_its_labels() -> None:
     metrics.RoutedCalls().routed("harborough", QueueDest(type="queue", queue="revenues"), "open")
     metrics.RoutedCalls().decided("route", 0.0002)
     metrics.SinkMetrics("harborough/crm").latency.observe(0.3)
+    metrics.WebRequests().answered("/api/v1/whoami", "GET", 200, 0.002)
+    metrics.login("ok")
+    metrics.set_sse_streams(0)
+    metrics.toggle_changed("emergency", True)
+    metrics.plan_changed("publish")
     metrics.watch(
         sessions=lambda: metrics.SessionFigures(3, {"completed": 3}, {"timeout": 0}, 1),
         ami=lambda: metrics.AmiFigures({"QueueCallerJoin": 2}, 0.5, 0.01, True),
