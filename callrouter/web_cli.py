@@ -51,6 +51,10 @@ WEB_SETTINGS = (
     "log.console",
 )
 DEFAULT_TOKEN_DAYS = 90
+WEB_REDIS_CONNECTIONS = 50
+"""The web service's Redis connections at most; a request waits for a free one (up to the
+command timeout). redis-py's default pool refused every command past 100 connections with a 503
+when 100 dashboards polled at once (``benchmarks/web_bench.py``)."""
 
 
 def web_config(settings: Settings) -> WebConfig:
@@ -101,7 +105,7 @@ async def serve_web(settings: Settings, config: WebConfig, stop: asyncio.Event |
     from aiohttp import web  # noqa: PLC0415 - only this command needs the server part
 
     tls = _tls(settings)
-    redis = settings.redis_client(connect_timeout=2, timeout=5)
+    redis = settings.redis_client(connect_timeout=2, timeout=5, pool_size=WEB_REDIS_CONNECTIONS)
     app = create_app(config, redis)
     runner = web.AppRunner(app, **run_kwargs())
     await runner.setup()

@@ -1,0 +1,548 @@
+"""Benchmark: the web service under 100 dashboard viewers, and routing beside a busy dashboard.
+
+Run: ``.venv/bin/python -m benchmarks.web_bench [--rounds 3] [--seconds 5] [--limit-s 600]``.
+
+Everything binds 127.0.0.1, runs under ``timeout`` and is stopped at the end. One redis-server
+serves every process.
+
+**(a) API latency at 100 concurrent dashboard viewers.** A real ``callrouter web`` process
+(access log at ``info``, as in production) and, side by side in the same run, a bare aiohttp
+server answering a static JSON body to any GET (the baseline: what aiohttp and the client cost
+with no authentication, no Redis and no middleware). Each of ``--viewers`` viewers (its own
+HTTP connection, as a browser) requests the dashboard's API endpoints in turn with a viewer's
+bearer token, as fast as answers come (closed loop: the worst case, 100 requests always in
+flight). The endpoints are a parameter (``--endpoints``); one that the service does not
+answer with 2xx (a feature not built yet) is left out with a printed note. Rounds alternate
+the two servers; reported: p50/p99/max latency, requests/s and the server's CPU per request.
+
+**(b) routing's sessions/s while the dashboard is busy.** A real ``callrouter serve`` (the
+example plan, a Tuesday 10:00 clock, ``call.routed`` logged per call) takes the route entry's
+FastAGI sessions from :mod:`benchmarks.fastagi_bench`'s load generator (``--concurrency``
+sessions in flight, closed loop) in this process. Rounds alternate *quiet* (only routing) and
+*busy*: another process (``--dashboard``) keeps ``--viewers`` viewers polling the endpoints
+every ``--poll-s`` and ``--streams`` Server-Sent Events streams open on
+``/api/v1/live/events``, and stands in for the AMI writer by changing a queue's figures
+and announcing it 10 times a second (Charnwood's general queue: not on the route's path), so
+every stream receives changes. Reported per round: sessions/s, p50/p99, serve's CPU per
+session, and in busy rounds the web process's CPU and the viewers' latencies.
+
+If ``callrouter web`` has no ``/api/v1/live/events`` yet, the web process is ``callrouter
+web`` (the same ``serve_web``, settings and access log) with a stand-in feature added that
+serves that path from a :class:`routing.live.feed.LiveFeed` (one feed, one subscription per
+stream, one ``data:`` line per message); the run says so.
+
+The machine's cores are shared with other work: compare rows within one run, and rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
+from benchmarks import fastagi_bench
+from benchmarks.route_bench import seed
+from routing import metrics
+from routing.core.decide import CompiledPlan
+from routing.live.feed import LiveFeed
+from routing.plan_file import load_plan
+from routing.redis_keys import KEYS
+from tests.support.redis_server import free_port, running_redis
+from web.auth import require
+from web.identity import IdentityStore
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "plan.yaml"
+SSE_PATH = "/api/v1/live/events"
+ENDPOINTS = "/api/v1/whoami,/api/v1/tenants/harborough/toggles,/api/v1/live"
+CHURN_QUEUE = "cbc-general"  # Charnwood's general queue: no part of the route's decision
+PASSWORD = "benchmark viewer password"
+CLOCK_START = "2026-11-24 10:00"  # a Tuesday: the route takes the open-hours path
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Process:
+    """A child started under ``timeout`` (so it ends even if this run is killed)."""
+
+    popen: subprocess.Popen[bytes]
+    port: int
+    name: str
+
+    @property
+    def pid(self) -> int:
+        """The real child's pid (``timeout``'s child)."""
+        path = Path(f"/proc/{self.popen.pid}/task/{self.popen.pid}/children")
+        children = path.read_text().split() if path.exists() else []
+        return int(children[0]) if children else self.popen.pid
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()  # timeout passes SIGTERM on
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def start(name: str, argv: list[str], port: int, *, limit_s: int, log: Path, env: dict[str, str]) -> Process:
+    with log.open("ab") as out:
+        popen = subprocess.Popen(
+            ["timeout", str(limit_s), *argv], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    return Process(popen, port, name)
+
+
+async def wait_http(url: str, timeout_s: float = 30) -> None:
+    async with asyncio.timeout(timeout_s), aiohttp.ClientSession() as session:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url) as answer:
+                    if answer.status < 500:
+                        return
+            await asyncio.sleep(0.1)
+
+
+async def wait_log(log: Path, text: str, timeout_s: float = 30) -> None:
+    async with asyncio.timeout(timeout_s):
+        while text not in log.read_text(errors="replace"):  # noqa: ASYNC110, ASYNC240 - another process's log
+            await asyncio.sleep(0.1)
+
+
+# --- the bare baseline server and the web process -------------------------------------------------
+
+
+def bare_main(port: int) -> None:
+    """A bare aiohttp server: a static JSON body for any GET."""
+    body = json.dumps({"user": "viewer", "name": "Viewer", "roles": {"*": ["viewer"]}}).encode()
+
+    async def answer(_request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+FEED = web.AppKey("bench_live_feed", LiveFeed)
+
+
+async def _live_events(request: web.Request) -> web.StreamResponse:
+    """The stand-in SSE endpoint: a viewer's subscription to the one feed, a ``data:`` line each."""
+    require(request, "viewer", None)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    with metrics.sse_stream(), contextlib.suppress(ConnectionResetError):  # the viewer left
+        async with request.app[FEED].subscribe() as subscription:
+            async for message in subscription:
+                await response.write(f"id: {message['id']}\ndata: {json.dumps(message)}\n\n".encode())
+    return response
+
+
+def stand_in_live(app: web.Application) -> None:
+    """A feature (``setup(app)``) serving :data:`SSE_PATH` from a LiveFeed of the example plan."""
+    result = load_plan(EXAMPLE)
+    assert result.plan is not None, result.problems
+    plan = CompiledPlan.compile(result.plan)
+
+    async def feed_context(app: web.Application) -> Any:
+        feed = LiveFeed(Redis.from_url(os.environ["CALLROUTER_REDIS"]), lambda: plan)
+        app[FEED] = feed
+        async with feed:
+            yield
+        await feed.redis.aclose()
+
+    app.cleanup_ctx.append(feed_context)
+    app.router.add_get(SSE_PATH, _live_events)
+
+
+def web_main() -> None:
+    """``callrouter web``; with the stand-in SSE feature when the service has no live feature."""
+    from callrouter import cli, web_cli  # only the web process needs them
+    from web import app as web_app
+
+    if not any(getattr(m, "__name__", "") == "web.live" for m in web_app.FEATURES):
+        print("web_bench: no live feature: serving the stand-in SSE endpoint", file=sys.stderr, flush=True)
+        with_stand_in = (*web_app.FEATURES, sys.modules[__name__])
+        web_cli.create_app = functools.partial(web_app.create_app, features=with_stand_in)  # type: ignore[assignment]
+    sys.exit(cli.main(["web"]))
+
+
+def setup(app: web.Application) -> None:
+    """This module as a web feature: the stand-in live events."""
+    stand_in_live(app)
+
+
+# --- the dashboard's load -----------------------------------------------------------------------
+
+
+@dataclass
+class Viewers:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    events: int = 0
+    streams_open: int = 0
+    all_open_at: float | None = None  # when the last stream opened
+
+
+async def viewer(
+    base: str, paths: Sequence[str], token: str, done: Callable[[], bool], *, poll_s: float, out: Viewers
+) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+        while not done():
+            for path in paths:
+                started = time.perf_counter()
+                try:
+                    async with session.get(base + path, headers=headers) as answer:
+                        await answer.read()
+                        ok = answer.status < 300
+                except aiohttp.ClientError:
+                    ok = False
+                out.latencies.append(time.perf_counter() - started)
+                out.errors += not ok
+            if poll_s:
+                await asyncio.sleep(poll_s)
+
+
+def ends_at(moment: float) -> Callable[[], bool]:
+    return lambda: time.perf_counter() >= moment
+
+
+async def stream(base: str, token: str, streams: int, out: Viewers) -> None:
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(base + SSE_PATH, headers=headers) as answer,
+    ):
+        if answer.status != 200:
+            out.errors += 1
+            return
+        out.streams_open += 1
+        if out.streams_open == streams:
+            out.all_open_at = time.perf_counter()
+        async for line in answer.content:
+            if line.startswith(b"data:") and out.all_open_at is not None:
+                out.events += 1
+
+
+async def churn(redis_url: str, done: Callable[[], bool]) -> int:
+    """The AMI writer's part: a queue's figures change and are announced, 10 times a second."""
+    redis = Redis.from_url(redis_url)
+    key, n = KEYS.queue_snapshot(CHURN_QUEUE), 0
+    try:
+        while not done():
+            n += 1
+            now = time.time()
+            await redis.hset(key, mapping={"waiting": n % 7, "oldest_join": now - 30, "logged_in": 5,
+                                           "available": n % 3, "updated_at": now})  # fmt: skip
+            await redis.publish(KEYS.live_changed_channel(), str(now))
+            await asyncio.sleep(0.1)
+    finally:
+        await redis.aclose()
+    return n
+
+
+async def dashboard(args: argparse.Namespace) -> None:
+    """The busy dashboard as its own process, until its stdin closes (or ``--seconds``); then
+    its figures as one line of JSON."""
+    out, stop = Viewers(), asyncio.Event()
+    stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    stdin_closed.add_done_callback(lambda _f: stop.set())
+    deadline = time.perf_counter() + args.seconds
+
+    def done() -> bool:
+        return stop.is_set() or time.perf_counter() >= deadline
+
+    streams = [
+        asyncio.create_task(stream(args.base, args.token, args.streams, out)) for _ in range(args.streams)
+    ]
+    paths = [p for p in args.endpoints.split(",") if p]
+    jobs = [
+        viewer(args.base, paths, args.token, done, poll_s=args.poll_s, out=out) for _ in range(args.viewers)
+    ]
+    changes, *_ = await asyncio.gather(churn(args.redis, done), *jobs)
+    streamed_s = time.perf_counter() - out.all_open_at if out.all_open_at is not None else 0.0
+    for task in streams:
+        task.cancel()
+    await asyncio.gather(*streams, return_exceptions=True)
+    figures = {"latencies": out.latencies, "errors": out.errors, "events": out.events,
+               "streamed_s": streamed_s, "streams_open": out.streams_open, "changes": changes}  # fmt: skip
+    print(json.dumps(figures), flush=True)
+    os._exit(0)  # the stdin reader thread may still block
+
+
+# --- (a) ----------------------------------------------------------------------------------------
+
+
+async def closed_loop(server: Process, base: str, paths: Sequence[str], token: str, *, viewers: int,
+                      seconds: float) -> tuple[list[float], float, int, float]:  # fmt: skip
+    """(latencies, seconds, errors, server CPU seconds) of ``viewers`` in a closed loop."""
+    warm = ends_at(time.perf_counter() + 0.5)
+    await asyncio.gather(*(viewer(base, paths, token, warm, poll_s=0, out=Viewers()) for _ in range(viewers)))
+    out = Viewers()
+    cpu, started = server.cpu_seconds(), time.perf_counter()
+    await asyncio.gather(
+        *(viewer(base, paths, token, ends_at(started + seconds), poll_s=0, out=out) for _ in range(viewers))
+    )
+    return out.latencies, time.perf_counter() - started, out.errors, server.cpu_seconds() - cpu
+
+
+def row(label: str, latencies: Sequence[float], seconds: float, errors: int, cpu: float) -> str:
+    ms = [x * 1000 for x in latencies]
+    return (f"| {label} | {len(ms) / seconds:,.0f} | {statistics.median(ms):.1f} | {percentile(ms, 99):.1f} "
+            f"| {max(ms):.1f} | {cpu / len(ms) * 1e6:.0f} us | {errors} |")  # fmt: skip
+
+
+async def part_a(
+    args: argparse.Namespace, web_proc: Process, bare: Process, token: str, paths: list[str]
+) -> None:
+    print(f"\n(a) {args.viewers} viewers, closed loop, {args.seconds:g} s per round, {args.rounds} rounds "
+          f"alternating; endpoints: {', '.join(paths)}")  # fmt: skip
+    head = "| server | req/s | p50 ms | p99 ms | max ms | server CPU/request | errors |"
+    print(head + "\n|---|---:|---:|---:|---:|---:|---:|")
+    totals: dict[str, list[Any]] = {"bare": [[], 0.0, 0, 0.0], "web": [[], 0.0, 0, 0.0]}
+    for n in range(args.rounds):
+        order = [("bare", bare), ("web", web_proc)]
+        for name, server in order if n % 2 == 0 else order[::-1]:
+            base = f"http://127.0.0.1:{server.port}"
+            result = await closed_loop(server, base, paths, token, viewers=args.viewers, seconds=args.seconds)
+            label = "bare aiohttp, static JSON" if name == "bare" else "callrouter web"
+            print(row(f"{label}, round {n + 1}", *result))
+            total = totals[name]
+            total[0].extend(result[0])
+            for i in (1, 2, 3):
+                total[i] += result[i]
+    print(row("bare aiohttp, static JSON, all rounds", *totals["bare"]))
+    print(row("callrouter web, all rounds", *totals["web"]))
+
+
+# --- (b) ----------------------------------------------------------------------------------------
+
+
+async def busy_dashboard(
+    args: argparse.Namespace, web_port: int, token: str, paths: list[str]
+) -> asyncio.subprocess.Process:
+    """The dashboard's load (its own process), running once ``/metrics`` shows every stream open."""
+    argv = [sys.executable, "-m", "benchmarks.web_bench", "--dashboard", "--base", f"http://127.0.0.1:{web_port}",
+            "--token", token, "--redis", args.redis, "--viewers", str(args.viewers), "--streams",
+            str(args.streams), "--poll-s", str(args.poll_s), "--endpoints", ",".join(paths),
+            "--seconds", str(args.seconds + 60)]  # fmt: skip
+    pipe = asyncio.subprocess.PIPE
+    load = await asyncio.create_subprocess_exec("timeout", str(int(args.seconds) + 90), *argv,
+                                                stdin=pipe, stdout=pipe)  # fmt: skip
+    async with asyncio.timeout(30):
+        while await sse_streams_open(web_port, token) < args.streams:  # noqa: ASYNC110 - another process
+            await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)  # every viewer has polled once: the load is steady
+    return load
+
+
+async def part_b(
+    args: argparse.Namespace, web_proc: Process, serve: Process, token: str, paths: list[str]
+) -> None:
+    print(f"\n(b) routing through callrouter serve, {args.concurrency} sessions in flight, "
+          f"{args.seconds:g} s per round; busy: {args.viewers} viewers polling every {args.poll_s:g} s + "
+          f"{args.streams} SSE streams, a queue change announced 10 times a second")  # fmt: skip
+    print("| round | dashboard | sessions/s | p50 ms | p99 ms | serve CPU/session | web CPU % | "
+          "viewer p50/p99 ms | SSE messages/s |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---|---:|")
+    rates: dict[str, list[float]] = {"quiet": [], "busy": []}
+    cpus: dict[str, list[float]] = {"quiet": [], "busy": []}
+    await fastagi_bench.measure(serve, "warm-up", args.concurrency, 2.0)  # type: ignore[arg-type]
+    for n in range(args.rounds * 2):
+        busy = (n % 2 == 1) if (n // 2) % 2 == 0 else (n % 2 == 0)  # quiet, busy, busy, quiet, ...
+        name = "busy" if busy else "quiet"
+        load = await busy_dashboard(args, web_proc.port, token, paths) if busy else None
+        open_streams = await sse_streams_open(web_proc.port, token)
+        web_cpu = web_proc.cpu_seconds()
+        point = await fastagi_bench.measure(serve, name, args.concurrency, args.seconds)  # type: ignore[arg-type]
+        web_pct = (web_proc.cpu_seconds() - web_cpu) / point.seconds * 100
+        extra = "—", "—"
+        if load is not None:
+            stdout, _ = await load.communicate(b"")
+            figures = json.loads(stdout.decode().strip().splitlines()[-1])
+            ms = [x * 1000 for x in figures["latencies"]]
+            extra = (f"{statistics.median(ms):.1f} / {percentile(ms, 99):.1f} ({len(ms)} requests, "
+                     f"{figures['errors']} failed; {open_streams:.0f} streams open)",
+                     f"{figures['events'] / max(figures['streamed_s'], 1e-9):,.0f}")  # fmt: skip
+        rates[name].append(point.rate)
+        cpus[name].append(point.cpu_us)
+        print(f"| {n + 1} | {name} | {point.rate:,.0f} | {point.p50_ms:.2f} | {point.p99_ms:.2f} | "
+              f"{point.cpu_us:.0f} us | {web_pct:.0f} | {extra[0]} | {extra[1]} |")  # fmt: skip
+    pairs = [b / q for q, b in zip(rates["quiet"], rates["busy"], strict=True)]
+    print(f"busy / quiet sessions/s, per pair of rounds: {', '.join(f'{r:.2f}' for r in pairs)}; "
+          f"median {statistics.median(pairs):.2f}")  # fmt: skip
+    for name in ("quiet", "busy"):
+        print(f"{name}: sessions/s median {statistics.median(rates[name]):,.0f} "
+              f"(min {min(rates[name]):,.0f}, max {max(rates[name]):,.0f}); serve CPU/session median "
+              f"{statistics.median(cpus[name]):.0f} us")  # fmt: skip
+
+
+async def sse_streams_open(port: int, token: str) -> float:
+    """``callrouter_web_sse_streams`` as the web service's ``/metrics`` says now."""
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{port}/metrics"
+        async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as answer:
+            text = await answer.text()
+    for family in text_string_to_metric_families(text):
+        if family.name == "callrouter_web_sse_streams":
+            return family.samples[0].value
+    return float("nan")
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+async def users(redis_url: str) -> str:
+    """A viewer of every tenant and their token (as ``callrouter users add/token`` make them)."""
+    redis = Redis.from_url(redis_url)
+    store = IdentityStore(redis)
+    now = datetime.now(UTC)
+    await store.add_user("viewer", "Viewer", PASSWORD, {"*": frozenset({"viewer"})}, now)
+    token, _info = await store.create_token("viewer", "web_bench", now, timedelta(days=1))
+    await redis.aclose()
+    return token
+
+
+async def present(base: str, paths: Sequence[str], token: str) -> list[str]:
+    found = []
+    async with aiohttp.ClientSession() as session:
+        for path in paths:
+            async with session.get(base + path, headers={"Authorization": f"Bearer {token}"}) as answer:
+                if 200 <= answer.status < 300:
+                    found.append(path)
+                else:
+                    print(f"note: {path} answers {answer.status}: left out of the viewers' endpoints")
+    return found
+
+
+async def run(args: argparse.Namespace) -> None:
+    with (
+        running_redis(max_lifetime_s=int(args.limit_s) + 60) as redis_server,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        args.redis = redis_server.url
+        await seed(redis_server.url)
+        token = await users(redis_server.url)
+        folder, limit = Path(tmp), int(args.limit_s) + 30
+        web_port, bare_port, agi_port = free_port(), free_port(), free_port()
+        env = {**os.environ, "CALLROUTER_REDIS": redis_server.url, "CALLROUTER_WEB_PORT": str(web_port),
+               "CALLROUTER_WEB_COOKIE_SECURE": "false", "CALLROUTER_LOG_LEVEL": "info"}  # fmt: skip
+        me = [sys.executable, "-m", "benchmarks.web_bench"]
+        serve_argv = [sys.executable, "-m", "callrouter.cli", "serve", "--plan", str(EXAMPLE), "--agi-port",
+                      str(agi_port), "--redis", redis_server.url, "--clock-start", CLOCK_START]  # fmt: skip
+        processes = [
+            start("web", [*me, "--web"], web_port, limit_s=limit, log=folder / "web.log", env=env),
+            start(
+                "bare",
+                [*me, "--bare", str(bare_port)],
+                bare_port,
+                limit_s=limit,
+                log=folder / "bare.log",
+                env=env,
+            ),
+            start(
+                "serve", serve_argv, agi_port, limit_s=limit, log=folder / "serve.log", env=dict(os.environ)
+            ),
+        ]
+        web_proc, bare, serve = processes
+        try:
+            await wait_http(f"http://127.0.0.1:{web_port}/health")
+            await wait_http(f"http://127.0.0.1:{bare_port}/health")
+            await wait_log(folder / "serve.log", "controller.started")
+            if "stand-in SSE endpoint" in (folder / "web.log").read_text(errors="replace"):
+                print(f"note: callrouter web has no {SSE_PATH} yet: the web process is callrouter web with a "
+                      "stand-in feature serving it from a LiveFeed (see the module's docstring)")  # fmt: skip
+            base = f"http://127.0.0.1:{web_port}"
+            paths = await present(base, args.endpoints.split(","), token)
+            fastagi_bench.ENV = fastagi_bench.env_block("route")
+            if "a" in args.parts:
+                await part_a(args, web_proc, bare, token, paths)
+            if "b" in args.parts:
+                await part_b(args, web_proc, serve, token, paths)
+        finally:
+            for process in processes:
+                process.stop()
+            failures = (folder / "serve.log").read_text(errors="replace").count('"agi.session.failed"')
+            if failures:
+                print(f"warning: serve logged {failures} failed sessions")
+            errors = [line for line in (folder / "web.log").read_text(errors="replace").splitlines()
+                      if '"level": "error"' in line]  # fmt: skip
+            if errors:
+                print(f"warning: the web service logged {len(errors)} errors, the first: {errors[0][:3000]}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per measured round")
+    parser.add_argument("--viewers", type=int, default=100)
+    parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument(
+        "--poll-s", type=float, default=1.0, help="a busy round's viewers' pause between polls"
+    )
+    parser.add_argument("--concurrency", type=int, default=10, help="FastAGI sessions in flight")
+    parser.add_argument("--endpoints", default=ENDPOINTS, help="the viewers' GET paths, comma-separated")
+    parser.add_argument("--parts", default="ab")
+    parser.add_argument("--limit-s", type=float, default=600, help="the whole run's bound")
+    parser.add_argument("--web", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--dashboard", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--base", help=argparse.SUPPRESS)
+    parser.add_argument("--token", help=argparse.SUPPRESS)
+    parser.add_argument("--redis", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.web:
+        web_main()
+    elif args.bare is not None:
+        bare_main(args.bare)
+    elif args.dashboard:
+        asyncio.run(dashboard(args))
+    else:
+
+        async def bounded() -> None:
+            async with asyncio.timeout(args.limit_s):
+                await run(args)
+
+        asyncio.run(bounded())
+
+
+if __name__ == "__main__":
+    main()
