@@ -278,6 +278,7 @@ async def churn(redis_url: str, done: Callable[[], bool]) -> int:
 async def dashboard(args: argparse.Namespace) -> None:
     """The busy dashboard as its own process, until its stdin closes (or ``--seconds``); then
     its figures as one line of JSON."""
+    born, cpu_at_birth = time.perf_counter(), time.process_time()  # after the imports
     out, stop = Viewers(), asyncio.Event()
     stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     stdin_closed.add_done_callback(lambda _f: stop.set())
@@ -299,7 +300,8 @@ async def dashboard(args: argparse.Namespace) -> None:
         task.cancel()
     await asyncio.gather(*streams, return_exceptions=True)
     figures = {"latencies": out.latencies, "errors": out.errors, "events": out.events,
-               "streamed_s": streamed_s, "streams_open": out.streams_open, "changes": changes}  # fmt: skip
+               "streamed_s": streamed_s, "streams_open": out.streams_open, "changes": changes,
+               "cpu_s": time.process_time() - cpu_at_birth, "life_s": time.perf_counter() - born}  # fmt: skip
     print(json.dumps(figures), flush=True)
     os._exit(0)  # the stdin reader thread may still block
 
@@ -352,63 +354,121 @@ async def part_a(
 # --- (b) ----------------------------------------------------------------------------------------
 
 
+async def streams_reach(port: int, token: str, target: float, *, at_least: bool) -> None:
+    """Wait until ``/metrics`` shows ``target`` streams open or more (``at_least``), or fewer."""
+    async with asyncio.timeout(30):
+        while True:
+            n = await sse_streams_open(port, token)
+            if (n >= target) if at_least else (n <= target):
+                return
+            await asyncio.sleep(0.2)
+
+
 async def busy_dashboard(
     args: argparse.Namespace, web_port: int, token: str, paths: list[str]
 ) -> asyncio.subprocess.Process:
     """The dashboard's load (its own process), running once ``/metrics`` shows every stream open."""
+    await streams_reach(web_port, token, 0, at_least=False)  # the last round's streams have closed
     argv = [sys.executable, "-m", "benchmarks.web_bench", "--dashboard", "--base", f"http://127.0.0.1:{web_port}",
             "--token", token, "--redis", args.redis, "--viewers", str(args.viewers), "--streams",
             str(args.streams), "--poll-s", str(args.poll_s), "--endpoints", ",".join(paths),
-            "--seconds", str(args.seconds + 60)]  # fmt: skip
+            "--seconds", str(args.seconds * 3 + 60)]  # fmt: skip
     pipe = asyncio.subprocess.PIPE
-    load = await asyncio.create_subprocess_exec("timeout", str(int(args.seconds) + 90), *argv,
+    load = await asyncio.create_subprocess_exec("timeout", str(int(args.seconds) * 3 + 90), *argv,
                                                 stdin=pipe, stdout=pipe)  # fmt: skip
-    async with asyncio.timeout(30):
-        while await sse_streams_open(web_port, token) < args.streams:  # noqa: ASYNC110 - another process
-            await asyncio.sleep(0.2)
+    await streams_reach(web_port, token, args.streams, at_least=True)
     await asyncio.sleep(1.0)  # every viewer has polled once: the load is steady
     return load
 
 
-async def part_b(
-    args: argparse.Namespace, web_proc: Process, serve: Process, token: str, paths: list[str]
-) -> None:
-    print(f"\n(b) routing through callrouter serve, {args.concurrency} sessions in flight, "
-          f"{args.seconds:g} s per round; busy: {args.viewers} viewers polling every {args.poll_s:g} s + "
-          f"{args.streams} SSE streams, a queue change announced 10 times a second")  # fmt: skip
-    print("| round | dashboard | sessions/s | p50 ms | p99 ms | serve CPU/session | web CPU % | "
-          "viewer p50/p99 ms | SSE messages/s |")  # fmt: skip
-    print("|---|---|---:|---:|---:|---:|---:|---|---:|")
-    rates: dict[str, list[float]] = {"quiet": [], "busy": []}
-    cpus: dict[str, list[float]] = {"quiet": [], "busy": []}
-    await fastagi_bench.measure(serve, "warm-up", args.concurrency, 2.0)  # type: ignore[arg-type]
+async def offered(serve: Process, rate: float, seconds: float) -> tuple[list[float], float, int]:
+    """Sessions started at ``rate`` a second whatever the answers (an open loop, as calls arrive):
+    (latencies, seconds until the last ended, sessions that failed)."""
+    started = time.perf_counter()
+    tasks = []
+    for i in range(int(rate * seconds)):
+        delay = started + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(fastagi_bench.one_session(serve.port)))
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    latencies = [r for r in results if isinstance(r, float)]
+    return latencies, time.perf_counter() - started, len(results) - len(latencies)
+
+
+@dataclass
+class Round:
+    name: str
+    closed: fastagi_bench.Point
+    open_ms: tuple[float, float, float]  # p50, p99, max at the offered rate
+    open_rate: float
+    open_failed: int
+    cpu_pct: dict[str, float]  # web, redis, dashboard clients: % of one core over the round
+    dashboard: str
+
+
+async def one_round(args: argparse.Namespace, procs: dict[str, Process], token: str, paths: list[str],
+                    busy: bool) -> Round:  # fmt: skip
+    web_proc, serve = procs["web"], procs["serve"]
+    load = await busy_dashboard(args, web_proc.port, token, paths) if busy else None
+    open_streams = await sse_streams_open(web_proc.port, token)
+    before = {name: procs[name].cpu_seconds() for name in ("web", "redis")}
+    started = time.perf_counter()
+    closed = await fastagi_bench.measure(serve, "busy" if busy else "quiet", args.concurrency, args.seconds)  # type: ignore[arg-type]
+    latencies, seconds, failed = await offered(serve, args.rate, args.seconds)
+    elapsed = time.perf_counter() - started
+    cpu = {name: (procs[name].cpu_seconds() - before[name]) / elapsed * 100 for name in before}
+    dashboard = "—"
+    if load is not None:
+        stdout, _ = await load.communicate(b"")
+        figures = json.loads(stdout.decode().strip().splitlines()[-1])
+        cpu["clients"] = figures["cpu_s"] / figures["life_s"] * 100
+        ms = [x * 1000 for x in figures["latencies"]]
+        per_s = figures["events"] / max(figures["streamed_s"], 1e-9)
+        dashboard = (f"viewers p50 {statistics.median(ms):.1f} / p99 {percentile(ms, 99):.1f} ms "
+                     f"({len(ms)} requests, {figures['errors']} failed); {open_streams:.0f} streams, "
+                     f"{per_s:,.0f} SSE messages/s")  # fmt: skip
+    ms = sorted(x * 1000 for x in latencies)
+    return Round("busy" if busy else "quiet", closed, (statistics.median(ms), percentile(ms, 99), ms[-1]),
+                 len(latencies) / seconds, failed, cpu, dashboard)  # fmt: skip
+
+
+async def part_b(args: argparse.Namespace, procs: dict[str, Process], token: str, paths: list[str]) -> None:
+    print(f"\n(b) routing through callrouter serve: {args.concurrency} sessions in flight (closed loop) "
+          f"for {args.seconds:g} s, then {args.rate:g} sessions/s offered (open loop) for "
+          f"{args.seconds:g} s; "
+          f"busy: {args.viewers} viewers polling every {args.poll_s:g} s + {args.streams} SSE streams, "
+          "a queue change announced 10 times a second")  # fmt: skip
+    print("| round | dashboard | closed loop: sessions/s | p50 ms | p99 ms | serve CPU/session "
+          f"| at {args.rate:g}/s offered: p50 / p99 / max ms | CPU % web / redis / dashboard clients | "
+          "the dashboard's own figures |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    rounds: list[Round] = []
+    await fastagi_bench.measure(procs["serve"], "warm-up", args.concurrency, 2.0)  # type: ignore[arg-type]
     for n in range(args.rounds * 2):
         busy = (n % 2 == 1) if (n // 2) % 2 == 0 else (n % 2 == 0)  # quiet, busy, busy, quiet, ...
-        name = "busy" if busy else "quiet"
-        load = await busy_dashboard(args, web_proc.port, token, paths) if busy else None
-        open_streams = await sse_streams_open(web_proc.port, token)
-        web_cpu = web_proc.cpu_seconds()
-        point = await fastagi_bench.measure(serve, name, args.concurrency, args.seconds)  # type: ignore[arg-type]
-        web_pct = (web_proc.cpu_seconds() - web_cpu) / point.seconds * 100
-        extra = "—", "—"
-        if load is not None:
-            stdout, _ = await load.communicate(b"")
-            figures = json.loads(stdout.decode().strip().splitlines()[-1])
-            ms = [x * 1000 for x in figures["latencies"]]
-            extra = (f"{statistics.median(ms):.1f} / {percentile(ms, 99):.1f} ({len(ms)} requests, "
-                     f"{figures['errors']} failed; {open_streams:.0f} streams open)",
-                     f"{figures['events'] / max(figures['streamed_s'], 1e-9):,.0f}")  # fmt: skip
-        rates[name].append(point.rate)
-        cpus[name].append(point.cpu_us)
-        print(f"| {n + 1} | {name} | {point.rate:,.0f} | {point.p50_ms:.2f} | {point.p99_ms:.2f} | "
-              f"{point.cpu_us:.0f} us | {web_pct:.0f} | {extra[0]} | {extra[1]} |")  # fmt: skip
-    pairs = [b / q for q, b in zip(rates["quiet"], rates["busy"], strict=True)]
-    print(f"busy / quiet sessions/s, per pair of rounds: {', '.join(f'{r:.2f}' for r in pairs)}; "
-          f"median {statistics.median(pairs):.2f}")  # fmt: skip
-    for name in ("quiet", "busy"):
-        print(f"{name}: sessions/s median {statistics.median(rates[name]):,.0f} "
-              f"(min {min(rates[name]):,.0f}, max {max(rates[name]):,.0f}); serve CPU/session median "
-              f"{statistics.median(cpus[name]):.0f} us")  # fmt: skip
+        r = await one_round(args, procs, token, paths, busy)
+        rounds.append(r)
+        c = r.closed
+        cpu = " / ".join(
+            f"{r.cpu_pct[k]:.0f}" if k in r.cpu_pct else "—" for k in ("web", "redis", "clients")
+        )
+        failed = f" ({r.open_failed} failed)" if r.open_failed else ""
+        at_rate = f"{r.open_ms[0]:.2f} / {r.open_ms[1]:.2f} / {r.open_ms[2]:.1f}{failed}"
+        print(f"| {n + 1} | {r.name} | {c.rate:,.0f} | {c.p50_ms:.2f} | {c.p99_ms:.2f} | {c.cpu_us:.0f} us | "
+              f"{at_rate} | {cpu} | {r.dashboard} |")  # fmt: skip
+    quiet = [r for r in rounds if r.name == "quiet"]
+    busy_rounds = [r for r in rounds if r.name == "busy"]
+    pairs = [b.closed.rate / q.closed.rate for q, b in zip(quiet, busy_rounds, strict=True)]
+    print(f"busy / quiet closed-loop sessions/s, per pair of adjacent rounds: "
+          f"{', '.join(f'{x:.2f}' for x in pairs)}; median {statistics.median(pairs):.2f}")  # fmt: skip
+    for name, group in (("quiet", quiet), ("busy", busy_rounds)):
+        rates = [r.closed.rate for r in group]
+        print(f"{name}: closed-loop sessions/s median {statistics.median(rates):,.0f} "
+              f"(min {min(rates):,.0f}, max {max(rates):,.0f}); serve CPU/session median "
+              f"{statistics.median(r.closed.cpu_us for r in group):.0f} us; at {args.rate:g}/s offered: p50 "
+              f"median {statistics.median(r.open_ms[0] for r in group):.2f} ms, p99 median "
+              f"{statistics.median(r.open_ms[1] for r in group):.2f} ms")  # fmt: skip
 
 
 async def sse_streams_open(port: int, token: str) -> float:
@@ -479,6 +539,11 @@ async def run(args: argparse.Namespace) -> None:
             ),
         ]
         web_proc, bare, serve = processes
+        procs = {
+            "web": web_proc,
+            "serve": serve,
+            "redis": Process(redis_server.process, redis_server.port, "redis"),
+        }
         try:
             await wait_http(f"http://127.0.0.1:{web_port}/health")
             await wait_http(f"http://127.0.0.1:{bare_port}/health")
@@ -492,7 +557,7 @@ async def run(args: argparse.Namespace) -> None:
             if "a" in args.parts:
                 await part_a(args, web_proc, bare, token, paths)
             if "b" in args.parts:
-                await part_b(args, web_proc, serve, token, paths)
+                await part_b(args, procs, token, paths)
         finally:
             for process in processes:
                 process.stop()
@@ -514,7 +579,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--poll-s", type=float, default=1.0, help="a busy round's viewers' pause between polls"
     )
-    parser.add_argument("--concurrency", type=int, default=10, help="FastAGI sessions in flight")
+    parser.add_argument(
+        "--concurrency", type=int, default=10, help="FastAGI sessions in flight (closed loop)"
+    )
+    parser.add_argument("--rate", type=float, default=100, help="FastAGI sessions a second (open loop)")
     parser.add_argument("--endpoints", default=ENDPOINTS, help="the viewers' GET paths, comma-separated")
     parser.add_argument("--parts", default="ab")
     parser.add_argument("--limit-s", type=float, default=600, help="the whole run's bound")
