@@ -42,6 +42,7 @@ import contextlib
 import functools
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -221,6 +222,8 @@ async def viewer(
 ) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+        if poll_s:  # viewers opened their pages at different moments
+            await asyncio.sleep(random.uniform(0, poll_s))
         while not done():
             for path in paths:
                 started = time.perf_counter()
@@ -309,46 +312,73 @@ async def dashboard(args: argparse.Namespace) -> None:
 # --- (a) ----------------------------------------------------------------------------------------
 
 
-async def closed_loop(server: Process, base: str, paths: Sequence[str], token: str, *, viewers: int,
-                      seconds: float) -> tuple[list[float], float, int, float]:  # fmt: skip
-    """(latencies, seconds, errors, server CPU seconds) of ``viewers`` in a closed loop."""
+async def viewers_round(server: Process, base: str, paths: Sequence[str], token: str, *, viewers: int,
+                        seconds: float, poll_s: float) -> tuple[list[float], float, int, float]:  # fmt: skip
+    """(latencies, seconds, errors, server CPU seconds) of ``viewers`` polling every ``poll_s``
+    (0: a closed loop) for ``seconds``, after a warm-up."""
     warm = ends_at(time.perf_counter() + 0.5)
     await asyncio.gather(*(viewer(base, paths, token, warm, poll_s=0, out=Viewers()) for _ in range(viewers)))
     out = Viewers()
     cpu, started = server.cpu_seconds(), time.perf_counter()
-    await asyncio.gather(
-        *(viewer(base, paths, token, ends_at(started + seconds), poll_s=0, out=out) for _ in range(viewers))
-    )
+    done = ends_at(started + seconds)
+    await asyncio.gather(*(viewer(base, paths, token, done, poll_s=poll_s, out=out) for _ in range(viewers)))
     return out.latencies, time.perf_counter() - started, out.errors, server.cpu_seconds() - cpu
 
 
-def row(label: str, latencies: Sequence[float], seconds: float, errors: int, cpu: float) -> str:
+def row(
+    label: str, latencies: Sequence[float], seconds: float, errors: int, cpu: float, *, paced: bool
+) -> str:
+    """A table row; the server's CPU per request in a closed loop, else its share of one core (a
+    few requests a second: the 10 ms ticks of ``/proc`` would swamp a figure per request)."""
     ms = [x * 1000 for x in latencies]
+    used = f"{cpu / seconds * 100:.1f} % of a core" if paced else f"{cpu / len(ms) * 1e6:.0f} us/request"
     return (f"| {label} | {len(ms) / seconds:,.0f} | {statistics.median(ms):.1f} | {percentile(ms, 99):.1f} "
-            f"| {max(ms):.1f} | {cpu / len(ms) * 1e6:.0f} us | {errors} |")  # fmt: skip
+            f"| {max(ms):.1f} | {used} | {errors} |")  # fmt: skip
+
+
+def metric_updates_cost(calls: int = 200_000) -> tuple[float, float]:
+    """In this process: us per request of the middleware's two metric updates, with the label
+    children cached (:class:`routing.metrics.WebRequests`) and with ``.labels()`` each time."""
+    cached = metrics.WebRequests()
+    started = time.perf_counter()
+    for _ in range(calls):
+        cached.answered("/api/v1/whoami", "GET", 200, 0.001)
+    with_cache = (time.perf_counter() - started) / calls * 1e6
+    started = time.perf_counter()
+    for _ in range(calls):
+        metrics.WEB_REQUESTS.labels("/api/v1/whoami", "GET", metrics.status_class(200)).inc()
+        metrics.WEB_REQUEST_SECONDS.labels("/api/v1/whoami").observe(0.001)
+    return with_cache, (time.perf_counter() - started) / calls * 1e6
 
 
 async def part_a(
     args: argparse.Namespace, web_proc: Process, bare: Process, token: str, paths: list[str]
 ) -> None:
-    print(f"\n(a) {args.viewers} viewers, closed loop, {args.seconds:g} s per round, {args.rounds} rounds "
-          f"alternating; endpoints: {', '.join(paths)}")  # fmt: skip
-    head = "| server | req/s | p50 ms | p99 ms | max ms | server CPU/request | errors |"
-    print(head + "\n|---|---:|---:|---:|---:|---:|---:|")
-    totals: dict[str, list[Any]] = {"bare": [[], 0.0, 0, 0.0], "web": [[], 0.0, 0, 0.0]}
-    for n in range(args.rounds):
-        order = [("bare", bare), ("web", web_proc)]
-        for name, server in order if n % 2 == 0 else order[::-1]:
-            base = f"http://127.0.0.1:{server.port}"
-            result = await closed_loop(server, base, paths, token, viewers=args.viewers, seconds=args.seconds)
-            label = "bare aiohttp, static JSON" if name == "bare" else "callrouter web"
-            print(row(f"{label}, round {n + 1}", *result))
-            total = totals[name]
-            total[0].extend(result[0])
-            for i in (1, 2, 3):
-                total[i] += result[i]
-    print(row("bare aiohttp, static JSON, all rounds", *totals["bare"]))
-    print(row("callrouter web, all rounds", *totals["web"]))
+    print(f"\n(a) {args.viewers} viewers, {args.seconds:g} s per round, {args.rounds} rounds alternating the "
+          f"servers; endpoints: {', '.join(paths)}")  # fmt: skip
+    labels = {"bare": "bare aiohttp, static JSON", "web": "callrouter web"}
+    for poll_s in (0.0, args.poll_s):
+        mode = "closed loop" if not poll_s else f"each polling every {poll_s:g} s"
+        print(f"\n{args.viewers} viewers, {mode}:\n")
+        print("| server | req/s | p50 ms | p99 ms | max ms | server CPU | errors |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        totals: dict[str, list[Any]] = {"bare": [[], 0.0, 0, 0.0], "web": [[], 0.0, 0, 0.0]}
+        for n in range(args.rounds):
+            order = [("bare", bare), ("web", web_proc)]
+            for name, server in order if n % 2 == 0 else order[::-1]:
+                base = f"http://127.0.0.1:{server.port}"
+                result = await viewers_round(server, base, paths, token, viewers=args.viewers,
+                                             seconds=args.seconds, poll_s=poll_s)  # fmt: skip
+                print(row(f"{labels[name]}, round {n + 1}", *result, paced=bool(poll_s)))
+                total = totals[name]
+                total[0].extend(result[0])
+                for i in (1, 2, 3):
+                    total[i] += result[i]
+        for name in ("bare", "web"):
+            print(row(f"**{labels[name]}, all rounds**", *totals[name], paced=bool(poll_s)))
+    cached, uncached = metric_updates_cost()
+    print(f"\nthe request metrics' updates, in-process: {cached:.2f} us per request with the label children "
+          f"cached (what the middleware does), {uncached:.2f} us with .labels() each time")  # fmt: skip
 
 
 # --- (b) ----------------------------------------------------------------------------------------
@@ -451,7 +481,7 @@ async def part_b(args: argparse.Namespace, procs: dict[str, Process], token: str
         rounds.append(r)
         c = r.closed
         cpu = " / ".join(
-            f"{r.cpu_pct[k]:.0f}" if k in r.cpu_pct else "—" for k in ("web", "redis", "clients")
+            f"{r.cpu_pct[k]:.1f}" if k in r.cpu_pct else "—" for k in ("web", "redis", "clients")
         )
         failed = f" ({r.open_failed} failed)" if r.open_failed else ""
         at_rate = f"{r.open_ms[0]:.2f} / {r.open_ms[1]:.2f} / {r.open_ms[2]:.1f}{failed}"
@@ -520,7 +550,8 @@ async def run(args: argparse.Namespace) -> None:
         folder, limit = Path(tmp), int(args.limit_s) + 30
         web_port, bare_port, agi_port = free_port(), free_port(), free_port()
         env = {**os.environ, "CALLROUTER_REDIS": redis_server.url, "CALLROUTER_WEB_PORT": str(web_port),
-               "CALLROUTER_WEB_COOKIE_SECURE": "false", "CALLROUTER_LOG_LEVEL": "info"}  # fmt: skip
+               "CALLROUTER_WEB_COOKIE_SECURE": "false",
+               "CALLROUTER_LOG_LEVEL": args.web_log_level}  # fmt: skip
         me = [sys.executable, "-m", "benchmarks.web_bench"]
         serve_argv = [sys.executable, "-m", "callrouter.cli", "serve", "--plan", str(EXAMPLE), "--agi-port",
                       str(agi_port), "--redis", redis_server.url, "--clock-start", CLOCK_START]  # fmt: skip
@@ -585,6 +616,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=100, help="FastAGI sessions a second (open loop)")
     parser.add_argument("--endpoints", default=ENDPOINTS, help="the viewers' GET paths, comma-separated")
     parser.add_argument("--parts", default="ab")
+    parser.add_argument("--web-log-level", default="info", help="the web process's (info: its access log on)")
     parser.add_argument("--limit-s", type=float, default=600, help="the whole run's bound")
     parser.add_argument("--web", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
