@@ -6,14 +6,24 @@ run: each test compares two scrapes and checks the differences."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from routing import metrics
+from tests.support.redis_server import RedisServer, free_port
 from tests.support.web import add_user, bearer, login_form_token, make_token, store_for, web_test_app
 from tests.web import probe_feature
 from web.identity import IdentityStore
@@ -145,3 +155,41 @@ async def test_requests_are_counted_by_route_template_with_exact_values(web_redi
         assert not [v for v in values if secret in v], secret
     routes = {v for (name, labels) in after for k, v in labels if k == "route" and "_web_" in name}
     assert routes <= {r.resource.canonical for r in app.router.routes() if r.resource} | {"unmatched"}
+
+
+def test_callrouter_web_opens_the_ops_listener_on_request(redis_server: RedisServer, tmp_path: Path) -> None:
+    """``callrouter web --ops-port``: ``/metrics`` without a login on the ops listener (loopback),
+    naming the process ``role="web"``; the service's own port still wants a token; SIGTERM
+    stops both and the process exits 0."""
+    port, ops_port = free_port(), free_port()
+    redis_url = f"redis://{redis_server.host}:{redis_server.port}/13"
+    env = {**os.environ, "CALLROUTER_REDIS": redis_url, "CALLROUTER_WEB_PORT": str(port),
+           "CALLROUTER_WEB_COOKIE_SECURE": "false", "CALLROUTER_LOG_LEVEL": "warning"}  # fmt: skip
+    argv = [sys.executable, "-m", "callrouter.cli", "web", "--ops-port", str(ops_port)]
+    with (tmp_path / "web.log").open("w") as log:
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/ready", timeout=1) as ready:
+                    assert json.load(ready) == {"ready": True, "missing": []}
+                    break
+            except OSError:
+                assert process.poll() is None, (tmp_path / "web.log").read_text()
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+        info = next(f for f in text_string_to_metric_families(text) if f.name == "callrouter_info")
+        assert info.samples[0].labels["role"] == "web"
+        assert info.samples[0].labels["instance"].endswith(f":{port}")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert refused.value.code == 401
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
