@@ -187,6 +187,7 @@ def test_callrouter_web_opens_the_ops_listener_on_request(redis_server: RedisSer
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
         assert refused.value.code == 401
+        refused.value.close()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:
