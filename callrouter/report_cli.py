@@ -33,7 +33,7 @@ from callrouter.settings import Settings
 from records.archive import Archive, ArchiveError, tenant_folder
 from records.builder import MIN_KEY_BYTES, caller_hash
 from records.export import WRITERS, FileAudit, audit_entry_for, find
-from records.kpi import PERIODS, KpiSettings, Range, report
+from records.kpi import PERIODS, Range, report, settings_for
 from routing.core.plan import Plan, Tenant
 from routing.masking import mask_number
 from routing.plan_file import load_plan
@@ -369,7 +369,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     tenant = _tenant(plan, args.tenant)
     archive = _archive(settings)
     span = _range(args.date_from, args.date_to)
-    kpi_settings = _kpi_settings(tenant, args.service_level)
+    kpi_settings = settings_for(tenant, args.service_level)
     baseline = None
     if args.baseline_from or args.baseline_to:
         if not (args.baseline_from and args.baseline_to):
@@ -401,21 +401,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     os.replace(tmp, target)
     print(f"report written to {target}", file=sys.stderr)
     return EXIT_OK
-
-
-def _kpi_settings(tenant: Tenant | None, service_level: float | None) -> KpiSettings:
-    if tenant is None:
-        return KpiSettings(service_level_s=service_level or 20.0)
-    policy = tenant.records
-    by_queue = {
-        tenant.queues[name].asterisk_queue: float(seconds)
-        for name, seconds in policy.queue_service_level_s.items()
-    }
-    return KpiSettings(
-        zone=tenant.zone(),
-        service_level_s=float(service_level if service_level is not None else policy.service_level_s),
-        queue_service_level_s=by_queue,
-    )
 
 
 # --- the command line --------------------------------------------------------------------------

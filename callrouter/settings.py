@@ -127,7 +127,7 @@ class RecordsSettings(_Section):
     archive_dir: Path | None = Field(
         None,
         description="the owner's archive of every record version: written by records deliver, "
-        "read by records export, find, archive and purge and by report",
+        "read by records export, find, archive and purge, by report and by web (the records API)",
     )
 
     @field_validator("caller_hash_key")

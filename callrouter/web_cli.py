@@ -22,6 +22,7 @@ import signal
 import socket
 import ssl
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,14 +33,22 @@ from callrouter import settings as settings_module
 from callrouter.logs import configure_logging
 from callrouter.ops import OpsListener, Readiness
 from callrouter.settings import Settings, SettingsError
+from records.archive import Archive
+from routing import plan_store
+from routing.core.plan import Plan
 from routing.metrics import set_info
+from routing.plan_file import load_plan
 from routing.supervisor import audit
 from web.app import create_app, run_kwargs
 from web.context import WebConfig
 from web.identity import IdentityError, IdentityStore, check_password, parse_roles
+from web.records import RECORDS, RecordsSource
 
 EXIT_REFUSED, EXIT_UNREACHABLE = 2, 3
 WEB_SETTINGS = (
+    "plan",
+    "plan_source",
+    "records.archive_dir",
     "redis.url",
     "web.host",
     "web.port",
@@ -107,6 +116,9 @@ async def serve_web(settings: Settings, config: WebConfig, stop: asyncio.Event |
     tls = _tls(settings)
     redis = settings.redis_client(connect_timeout=2, timeout=5, pool_size=WEB_REDIS_CONNECTIONS)
     app = create_app(config, redis)
+    records = records_source(settings, redis)
+    if records is not None:
+        app[RECORDS] = records
     runner = web.AppRunner(app, **run_kwargs())
     await runner.setup()
     stop = stop or asyncio.Event()
@@ -144,6 +156,49 @@ async def serve_web(settings: Settings, config: WebConfig, stop: asyncio.Event |
         await runner.cleanup()
         await redis.aclose()
     return 0
+
+
+class PlanReader:
+    """The plan in force for the records API, read again only when it changed: the file's
+    modification time (``plan_source = file``) or the live version's sha256 (``store``)."""
+
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.path, self.store, self.redis = settings.plan, settings.plan_source == "store", redis
+        self._seen: object = None
+        self._plan: Plan | None = None
+
+    async def __call__(self) -> Plan:
+        if self.store:
+            live = await plan_store.live(self.redis)
+            version = await plan_store.get(self.redis, live.version) if live else None
+            if version is None:
+                raise SettingsError("no plan has been published to the store")
+            return self._keep(version.info.sha256, lambda: plan_store.validate(version.text).plan)
+        if self.path is None:
+            raise SettingsError("no plan: give --plan PLAN")
+        path = self.path
+        return self._keep(path.stat().st_mtime_ns, lambda: load_plan(path).plan)
+
+    def _keep(self, seen: object, load: Callable[[], Plan | None]) -> Plan:
+        if self._plan is None or seen != self._seen:
+            plan = load()
+            if plan is None:
+                raise SettingsError("the plan has errors: check it with callrouter plan check")
+            self._plan, self._seen = plan, seen
+        return self._plan
+
+
+def records_source(settings: Settings, redis: Redis) -> RecordsSource | None:
+    """What the records API reads (``records.archive_dir``, the caller hash key, the plan);
+    None without an archive directory (the API then answers 503)."""
+    if settings.records.archive_dir is None:
+        return None
+    key = settings.records.caller_hash_key
+    return RecordsSource(
+        Archive(settings.records.archive_dir),
+        key.get_secret_value().encode("utf-8") if key is not None else None,
+        PlanReader(settings, redis),
+    )
 
 
 def cmd_web(args: argparse.Namespace) -> int:

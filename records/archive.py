@@ -185,7 +185,8 @@ class Archive:
             raise ArchiveError("the range needs time zones")
         if end <= start:
             raise ArchiveError(f"the range ends ({end.isoformat()}) before it starts ({start.isoformat()})")
-        first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
+        # ``end`` is excluded: a range ending at midnight UTC does not read the next day's file
+        first, last = start.astimezone(UTC).date(), (end - timedelta(microseconds=1)).astimezone(UTC).date()
         for day in self.days(tenant):
             if first <= day <= last:
                 for record in self.latest(tenant, day):

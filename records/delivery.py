@@ -513,7 +513,8 @@ async def trim_floor(redis: Redis, stream: str, groups: list[str], now: float, r
         candidates = [stream_id_key(_text(info[group]["last-delivered-id"]))]
         if int(info[group]["pending"]):
             summary = await redis.xpending(stream, group)
-            candidates.append(stream_id_key(_text(summary["min"])))
+            if summary["min"] is not None:  # acknowledged since XINFO: nothing pending now
+                candidates.append(stream_id_key(_text(summary["min"])))
         floor = min(floor, *candidates)
     return f"{floor[0]}-{floor[1]}"
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from records.model import ContactRecord, QueueVisit
+from routing.core.plan import Tenant
 
 Period = Literal["day", "week", "month"]
 PERIODS: tuple[Period, ...] = ("day", "week", "month")
@@ -43,6 +44,24 @@ class KpiSettings:
         if queue is not None and queue in self.queue_service_level_s:
             return self.queue_service_level_s[queue]
         return self.service_level_s
+
+
+def settings_for(tenant: Tenant | None, service_level_s: float | None = None) -> KpiSettings:
+    """How ``tenant``'s figures are counted, from its ``records`` part of the plan (its time
+    zone, its service-level times by Asterisk queue); ``service_level_s`` overrides the plan's.
+    No tenant (no plan at hand): London time and ``service_level_s`` or the default."""
+    if tenant is None:
+        return KpiSettings(service_level_s=service_level_s or DEFAULT_SERVICE_LEVEL_S)
+    policy = tenant.records
+    by_queue = {
+        tenant.queues[name].asterisk_queue: float(seconds)
+        for name, seconds in policy.queue_service_level_s.items()
+    }
+    return KpiSettings(
+        zone=tenant.zone(),
+        service_level_s=float(service_level_s if service_level_s is not None else policy.service_level_s),
+        queue_service_level_s=by_queue,
+    )
 
 
 # --- what one call contributes ------------------------------------------------------------------

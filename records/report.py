@@ -12,7 +12,7 @@ import base64
 import csv
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from records.kpi import csv_rows
 
@@ -77,6 +78,19 @@ def weekly_line(volume: Mapping[str, Any], baseline_per_week: float | None) -> s
     axes.legend(loc="lower right")
     if len(weeks) > 8:
         axes.tick_params(axis="x", rotation=45)
+    return _png(figure)
+
+
+def hour_bars(counts: Sequence[int], label: str = "Calls offered") -> str:
+    """Calls by hour of one day (24 counts, local time) as a bar chart, a PNG data URI."""
+    figure, axes = plt.subplots(figsize=(10, 3.0))
+    axes.bar(range(24), counts, color="#1f5fa8", label=label)
+    axes.set_xticks(range(24), [f"{h:02d}" for h in range(24)])
+    axes.set_xlabel("Hour of the day (local time)")
+    axes.set_ylabel(label)
+    axes.set_ylim(0, max([*counts, 1]) * 1.15)
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(axis="y", alpha=0.3)
     return _png(figure)
 
 

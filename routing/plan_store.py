@@ -231,9 +231,13 @@ def _timeline(plan: CompiledPlan, tenant: str, first: date, last: date) -> list[
 # Publish: store version n = (count + 1) and make it live as a new generation, with its audit
 # entry and the notice to controllers, in one step. Identical text to the live one: nothing.
 # KEYS: versions meta hash, texts hash, live hash, audit stream.
-# ARGV: sha256, meta JSON, text, activate_at, audit entry JSON, audit maxlen, channel, first_only.
+# ARGV: sha256, meta JSON, text, activate_at, audit entry JSON, audit maxlen, channel, first_only,
+# the sha256 the publisher checked the plan against ('' for an empty store; '-' for none).
 _PUBLISH = """
 local live = redis.call('HMGET', KEYS[3], 'version', 'sha256', 'generation', 'activate_at')
+if ARGV[9] ~= '-' and (live[2] or '') ~= ARGV[9] then
+  return {'moved', live[1] or '', live[3] or '', live[2] or '', live[4] or ''}
+end
 local count = redis.call('HLEN', KEYS[1])
 if ARGV[8] == '1' and count > 0 then
   return {'exists', live[1] or '', live[3] or '', live[2] or '', live[4] or ''}
@@ -299,6 +303,10 @@ def _live_of(answer: list[object]) -> Live:
     return Live(int(generation), int(version), sha, _from_epoch(activate_at))
 
 
+class LiveMoved(PlanStoreError):
+    """The live version is no longer the one a publish was checked against."""
+
+
 async def publish(
     redis: Redis,
     text: str,
@@ -310,6 +318,7 @@ async def publish(
     name: str = PLAN_NAME,
     keys: RedisKeys = KEYS,
     delay_s: float | None = None,
+    expect_live_sha: str | None = None,
 ) -> Change:
     """Validate ``text`` and store it as the next version, live at ``now + delay_s`` (default:
     :func:`activation_delay` of its size) as a new generation; :class:`PlanStoreError` (every
@@ -317,7 +326,10 @@ async def publish(
 
     The same text as the live version: nothing stored, ``changed`` False. ``first_only``: store
     it only if the store holds no version at all (a controller seeding an empty store).
-    ``name``: the file name problems are reported against."""
+    ``name``: the file name problems are reported against. ``expect_live_sha``: the sha256 of
+    the live version the caller checked ``text`` against ("" for an empty store); if another
+    publish or rollback got in first, :class:`LiveMoved` and nothing stored (compare and set,
+    so two services can never publish over each other's change unseen)."""
     author, comment = check_publish(text, author, comment, name=name)
     sha = sha256_text(text)
     meta = json.dumps({"author": author, "at": now.isoformat(), "comment": comment, "sha256": sha})
@@ -326,9 +338,14 @@ async def publish(
     activate_at = _epoch(now + timedelta(seconds=delay))
     script_keys = [keys.plan_versions(), keys.plan_texts(), keys.plan_live(), keys.audit_stream()]
     args = [sha, meta, text, activate_at, entry, str(AUDIT_MAXLEN), keys.plan_changed_channel(),
-            "1" if first_only else "0"]  # fmt: skip
+            "1" if first_only else "0", "-" if expect_live_sha is None else expect_live_sha]  # fmt: skip
     answer = await redis.eval(_PUBLISH, len(script_keys), *script_keys, *args)
     outcome = _text(answer[0])
+    if outcome == "moved":
+        raise LiveMoved(
+            f"the live plan changed (now version {_text(answer[1]) or 'none'}) since this one was "
+            "checked against it: nothing published; preview it again"
+        )
     if outcome == "exists":
         current = await live(redis, keys=keys)
         if current is None:

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from routing import metrics
-from web import openapi, session
+from web import openapi, plans, plans_page, records, session
 from web.auth import IDENTITY, authenticate, require
 from web.context import (
     CLOCK,
@@ -37,11 +37,12 @@ from web.context import (
 )
 from web.identity import IdentityStore, default_hasher
 from web.problems import Problem, problem_response
+from web.templating import STATIC_DIR, STATIC_URL
 
 log = structlog.get_logger("callrouter.web")
 
 # The features, each a module with ``setup(app: web.Application) -> None``.
-FEATURES: tuple[ModuleType, ...] = (session,)
+FEATURES: tuple[ModuleType, ...] = (session, plans, plans_page, records)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -113,7 +114,7 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     headers = response.headers
     headers.setdefault("Content-Security-Policy", CSP)
     headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("Referrer-Policy", "same-origin")  # no-referrer makes a form post send Origin: null
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     headers.setdefault("Cache-Control", "no-store")
@@ -180,6 +181,7 @@ def _core(app: web.Application) -> None:
     app.router.add_get("/ready", ready)
     app.router.add_get("/api/openapi.json", openapi_document)
     app.router.add_get("/metrics", scrape)
+    app.router.add_static(STATIC_URL, STATIC_DIR)  # the page's stylesheet and vendored scripts
     plain = {
         "application/json": {
             "schema": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import FileField
 from multidict import MultiDictProxy
 from pydantic import BaseModel, ValidationError
@@ -90,7 +91,7 @@ async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytear
         )
     try:
         return await request.post()
-    except (KeyError, ValueError, AssertionError):  # e.g. multipart without its boundary
+    except (KeyError, ValueError, AssertionError, HttpProcessingError):  # e.g. no boundary, a bad part header
         raise Problem(400, "the form cannot be read (malformed body or Content-Type)") from None
 
 

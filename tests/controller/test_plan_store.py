@@ -81,6 +81,25 @@ async def test_publish_stores_a_version_with_its_sha256_and_makes_it_live(
     json.dumps([v.data() for v in listed])  # what the API returns
 
 
+async def test_a_publish_checked_against_a_live_version_that_moved_stores_nothing(
+    redis: Redis, keys: RedisKeys
+) -> None:
+    """Compare and set: two publishers checked against version 1; the second is refused."""
+    first = await plan_store.publish(redis, GOOD, "alice", "first plan", NOW, keys=keys, expect_live_sha="")
+    seen = first.live.sha256
+    await plan_store.publish(redis, SHORT_DAY, "bob", "short day", NOW, keys=keys, expect_live_sha=seen)
+    with pytest.raises(plan_store.LiveMoved, match="live plan changed"):
+        await plan_store.publish(
+            redis, GOOD.replace("08:30", "08:00", 1), "carol", "early", NOW, keys=keys, expect_live_sha=seen
+        )
+    assert [v.number for v in await plan_store.versions(redis, keys=keys)] == [2, 1]
+    live = await plan_store.live(redis, keys=keys)
+    assert live is not None
+    assert (live.version, live.generation) == (2, 2)
+    with pytest.raises(plan_store.LiveMoved):  # expecting an empty store that is not empty
+        await plan_store.publish(redis, GOOD, "dan", "again", NOW, keys=keys, expect_live_sha="")
+
+
 async def test_publishing_the_live_text_again_changes_nothing(redis: Redis, keys: RedisKeys) -> None:
     await plan_store.publish(redis, GOOD, "alice", "first plan", NOW, keys=keys)
     again = await plan_store.publish(redis, GOOD, "bob", "again", NOW, keys=keys)

@@ -1,4 +1,4 @@
-"""``callrouter plan publish|versions|show|rollback`` against a real redis-server, and ``serve
+"""``callrouter plan publish|versions|show|rollback --direct`` against a real redis-server, and ``serve
 --plan-source store`` refusing to start on an empty store with no plan to seed it."""
 
 from __future__ import annotations
@@ -39,18 +39,22 @@ def test_publish_versions_show_and_rollback(
 ) -> None:
     short = tmp_path / "short.yaml"
     short.write_text(SHORT_DAY)
-    code, out, _ = run(capsys, "plan", "publish", str(EXAMPLE), "--comment", "first plan", "--by", "alice")
+    code, out, _ = run(
+        capsys, "plan", "publish", "--direct", str(EXAMPLE), "--comment", "first plan", "--by", "alice"
+    )
     assert code == 0
     assert out.startswith("published version 1 (generation 1), live at ")
     monkeypatch.setenv("CALLROUTER_BY", "bob")
-    code, out, _ = run(capsys, "plan", "publish", str(short), "--comment", "short Tuesday", "--json")
+    code, out, _ = run(
+        capsys, "plan", "publish", "--direct", str(short), "--comment", "short Tuesday", "--json"
+    )
     assert code == 0
     assert json.loads(out)["live"]["version"] == 2
-    code, out, _ = run(capsys, "plan", "publish", str(short), "--comment", "again")
+    code, out, _ = run(capsys, "plan", "publish", "--direct", str(short), "--comment", "again")
     assert code == 0
     assert out.startswith("nothing published: this plan is the live version 2")
 
-    code, out, _ = run(capsys, "plan", "versions")
+    code, out, _ = run(capsys, "plan", "versions", "--direct")
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == "live: version 2, generation 2"
@@ -58,20 +62,20 @@ def test_publish_versions_show_and_rollback(
     assert lines[1].startswith("*    2  ")
     assert lines[1].endswith(f"{sha[:12]}  bob: short Tuesday")
     assert lines[2].endswith("alice: first plan")
-    code, out, _ = run(capsys, "plan", "versions", "--json")
+    code, out, _ = run(capsys, "plan", "versions", "--direct", "--json")
     assert [v["sha256"] for v in json.loads(out)["versions"]] == [
         sha,
         hashlib.sha256(EXAMPLE.read_bytes()).hexdigest(),
     ]
 
-    code, out, _ = run(capsys, "plan", "show", "1")
+    code, out, _ = run(capsys, "plan", "show", "--direct", "1")
     assert code == 0
     assert out == EXAMPLE.read_text() + "\n"
 
-    code, out, _ = run(capsys, "plan", "rollback", "1", "--comment", "back to the full day")
+    code, out, _ = run(capsys, "plan", "rollback", "--direct", "1", "--comment", "back to the full day")
     assert code == 0
     assert out.strip() == "rolled back from version 2 to version 1 (generation 3)"
-    code, _, err = run(capsys, "plan", "rollback", "5", "--comment", "no such")
+    code, _, err = run(capsys, "plan", "rollback", "--direct", "5", "--comment", "no such")
     assert code == 2
     assert err.strip() == "callrouter: refused: no version 5 (the store has versions 1 to 2)"
 
@@ -79,11 +83,16 @@ def test_publish_versions_show_and_rollback(
 def test_a_plan_with_errors_is_refused_with_every_problem(
     store: RedisServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(capsys, "plan", "publish", str(EXAMPLE), "--comment", "first", "--by", "alice")[0] == 0
+    assert (
+        run(capsys, "plan", "publish", "--direct", str(EXAMPLE), "--comment", "first", "--by", "alice")[0]
+        == 0
+    )
     bad = tmp_path / "bad.yaml"
     bad.write_text(EXAMPLE.read_text().replace('weekdays: ["08:30-17:30"]', "weekdays: [0830]", 1)
                    .replace("{type: menu, menu: main}", "{type: menu, menu: mian}", 1))  # fmt: skip
-    code, out, err = run(capsys, "plan", "publish", str(bad), "--comment", "broken", "--by", "bob")
+    code, out, err = run(
+        capsys, "plan", "publish", "--direct", str(bad), "--comment", "broken", "--by", "bob"
+    )
     assert code == 1
     assert out == ""
     assert "bad.yaml: the plan has 4 problem(s): nothing published" in err
@@ -91,7 +100,7 @@ def test_a_plan_with_errors_is_refused_with_every_problem(
     assert "  bad.yaml:46: tenants.harborough.entry: unknown menu 'mian' (known: main, more)" in err
     assert "  bad.yaml:65: tenants.harborough.menus.main: unreachable menu" in err
     assert "  bad.yaml:80: tenants.harborough.menus.more: unreachable menu" in err
-    code, out, _ = run(capsys, "plan", "versions")
+    code, out, _ = run(capsys, "plan", "versions", "--direct")
     assert out.splitlines()[0] == "live: version 1, generation 1"
     assert len(out.splitlines()) == 2
 
@@ -99,10 +108,12 @@ def test_a_plan_with_errors_is_refused_with_every_problem(
 def test_a_control_character_in_the_comment_is_refused(
     store: RedisServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run(capsys, "plan", "publish", str(EXAMPLE), "--comment", "ok\x1b[2J", "--by", "alice")
+    code, _, err = run(
+        capsys, "plan", "publish", "--direct", str(EXAMPLE), "--comment", "ok\x1b[2J", "--by", "alice"
+    )
     assert code == 2
     assert "control character (\\x1b)" in err
-    code, out, _ = run(capsys, "plan", "versions")
+    code, out, _ = run(capsys, "plan", "versions", "--direct")
     assert out.strip() == "no versions: publish one with callrouter plan publish FILE --comment ..."
 
 

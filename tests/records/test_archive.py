@@ -112,3 +112,17 @@ def test_a_line_written_in_another_form_still_counts_as_stored(tmp_path: Path) -
     assert archive.append(v1) is False
     assert archive.append(record("1795533337.1", DAY, version=2)) is True
     assert len(path.read_text().splitlines()) == 2
+
+
+def test_a_range_ending_at_midnight_does_not_read_the_next_day(tmp_path: Path) -> None:
+    archive = Archive(tmp_path)
+    day = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    archive.append(record("1795424400.1", day))
+    archive.append(record("1795510800.1", day + timedelta(days=1)))
+    # the next day's file made unreadable: a read of it would raise
+    next_day = tmp_path / "harborough" / "2026-11-24.jsonl"
+    next_day.unlink()
+    next_day.mkdir()
+    start = datetime(2026, 11, 23, tzinfo=UTC)
+    found = list(archive.records("harborough", start, start + timedelta(days=1)))
+    assert [r.id for r in found] == ["1795424400.1"]

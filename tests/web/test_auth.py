@@ -334,7 +334,7 @@ async def test_security_headers_on_pages_errors_and_api(web_client: Client) -> N
         assert "frame-ancestors 'none'" in csp
         assert "unsafe-inline" not in csp
         assert answer.headers["X-Content-Type-Options"] == "nosniff"
-        assert answer.headers["Referrer-Policy"] == "no-referrer"
+        assert answer.headers["Referrer-Policy"] == "same-origin"
     assert (await web_client.get("/nowhere")).content_type == PROBLEM
     wrong_method = await web_client.delete("/health")
     assert wrong_method.status == 405

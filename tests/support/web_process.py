@@ -1,0 +1,74 @@
+"""``callrouter web`` as a real process on a free loopback port, and users with API tokens made
+through ``callrouter users`` (as an administrator would)::
+
+    with running_web(redis_url) as base_url:
+        token_file = user_token_file(redis_url, tmp_path, "eng", ["*:engineer"])
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
+
+from callrouter.cli import main
+from tests.support.redis_server import free_port
+from tests.support.web import PASSWORD
+
+START_TIMEOUT_S = 20.0
+
+
+@contextmanager
+def running_web(redis_url: str) -> Iterator[str]:
+    """The base URL of a ``callrouter web`` on 127.0.0.1, stopped (SIGTERM, then kill) after use."""
+    port = free_port()
+    env = {**os.environ, "CALLROUTER_REDIS": redis_url, "CALLROUTER_WEB_PORT": str(port),
+           "CALLROUTER_WEB_COOKIE_SECURE": "false", "CALLROUTER_LOG_LEVEL": "warning"}  # fmt: skip
+    env.pop("CALLROUTER_CONFIG", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "callrouter.cli", "web"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=1):
+                    break
+            except OSError:
+                assert process.poll() is None, "callrouter web exited"
+                assert time.monotonic() < deadline, "callrouter web did not start"
+                time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def user_token_file(redis_url: str, folder: Path, user: str, roles: Sequence[str]) -> Path:
+    """Add ``user`` with ``roles`` (``TENANT:ROLE``) and write a new API token of theirs to a file."""
+    secret = folder / f"{user}.password"
+    secret.write_text(PASSWORD)
+    argv = ["users", "add", user, "--password-file", str(secret), "--redis", redis_url]
+    for role in roles:
+        argv += ["--role", role]
+    assert main(argv) == 0
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["users", "token", user, "--name", "tests", "--redis", redis_url]) == 0
+    path = folder / f"{user}.token"
+    path.write_text(out.getvalue().strip().splitlines()[-1] + "\n")
+    return path
