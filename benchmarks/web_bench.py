@@ -61,12 +61,15 @@ from redis.asyncio import Redis
 
 from benchmarks import fastagi_bench
 from benchmarks.route_bench import seed
+from records.archive import Archive
 from routing import metrics
 from routing.core.decide import CompiledPlan
 from routing.live.feed import LiveFeed
 from routing.plan_file import load_plan
 from routing.redis_keys import KEYS
+from tests.records.factory import record
 from tests.support.redis_server import free_port, running_redis
+from tests.web.records_rig import answered
 from web.auth import require
 from web.identity import IdentityStore
 
@@ -74,6 +77,9 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "plan.yaml"
 SSE_PATH = "/api/v1/live/events"
 ENDPOINTS = "/api/v1/whoami,/api/v1/tenants/harborough/toggles,/api/v1/live"
+"""What the dashboard page polls every second (a feature not built yet answers 404: left out)."""
+KPI = "/api/v1/tenants/harborough/report?from={today}&to={today}"
+"""Today's KPI report: the page reads it far less often; measured on its own."""
 CHURN_QUEUE = "cbc-general"  # Charnwood's general queue: no part of the route's decision
 PASSWORD = "benchmark viewer password"
 CLOCK_START = "2026-11-24 10:00"  # a Tuesday: the route takes the open-hours path
@@ -376,6 +382,15 @@ async def part_a(
                     total[i] += result[i]
         for name in ("bare", "web"):
             print(row(f"**{labels[name]}, all rounds**", *totals[name], paced=bool(poll_s)))
+    if args.kpi:
+        print(f"\nToday's KPI report ({args.records_today:,} records today in the archive), "
+              f"{args.kpi_viewers} viewers, closed loop, one round:\n")  # fmt: skip
+        print("| server | req/s | p50 ms | p99 ms | max ms | server CPU | errors |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        base = f"http://127.0.0.1:{web_proc.port}"
+        result = await viewers_round(web_proc, base, [args.kpi], token, viewers=args.kpi_viewers,
+                                     seconds=args.seconds, poll_s=0)  # fmt: skip
+        print(row("callrouter web, GET .../report (today)", *result, paced=False))
     cached, uncached = metric_updates_cost()
     print(f"\nthe request metrics' updates, in-process: {cached:.2f} us per request with the label children "
           f"cached (what the middleware does), {uncached:.2f} us with .labels() each time")  # fmt: skip
@@ -516,6 +531,20 @@ async def sse_streams_open(port: int, token: str) -> float:
 # --- the run ------------------------------------------------------------------------------------
 
 
+def seed_archive(root: Path, calls: int) -> None:
+    """Today's contact records of harborough in an archive (for the KPI report): ``calls``
+    answered calls since the day began, as ``records deliver`` would have archived them."""
+    now = datetime.now(UTC)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    span = max(1.0, (now - day).total_seconds() - 600)
+    made = []
+    for n in range(calls):
+        arrived = day + timedelta(seconds=span * n / calls)
+        made.append(record(f"{int(arrived.timestamp())}.{n}", arrived, caller=f"0163296{n % 10000:04d}",
+                           **answered(arrived)))  # fmt: skip
+    Archive(root).append_many(made)
+
+
 async def users(redis_url: str) -> str:
     """A viewer of every tenant and their token (as ``callrouter users add/token`` make them)."""
     redis = Redis.from_url(redis_url)
@@ -549,9 +578,11 @@ async def run(args: argparse.Namespace) -> None:
         token = await users(redis_server.url)
         folder, limit = Path(tmp), int(args.limit_s) + 30
         web_port, bare_port, agi_port = free_port(), free_port(), free_port()
+        seed_archive(folder / "archive", args.records_today)
         env = {**os.environ, "CALLROUTER_REDIS": redis_server.url, "CALLROUTER_WEB_PORT": str(web_port),
-               "CALLROUTER_WEB_COOKIE_SECURE": "false",
-               "CALLROUTER_LOG_LEVEL": args.web_log_level}  # fmt: skip
+               "CALLROUTER_WEB_COOKIE_SECURE": "false", "CALLROUTER_LOG_LEVEL": args.web_log_level,
+               "CALLROUTER_PLAN": str(EXAMPLE),
+               "CALLROUTER_RECORDS_ARCHIVE_DIR": str(folder / "archive")}  # fmt: skip
         me = [sys.executable, "-m", "benchmarks.web_bench"]
         serve_argv = [sys.executable, "-m", "callrouter.cli", "serve", "--plan", str(EXAMPLE), "--agi-port",
                       str(agi_port), "--redis", redis_server.url, "--clock-start", CLOCK_START]  # fmt: skip
@@ -583,7 +614,10 @@ async def run(args: argparse.Namespace) -> None:
                 print(f"note: callrouter web has no {SSE_PATH} yet: the web process is callrouter web with a "
                       "stand-in feature serving it from a LiveFeed (see the module's docstring)")  # fmt: skip
             base = f"http://127.0.0.1:{web_port}"
-            paths = await present(base, args.endpoints.split(","), token)
+            today = datetime.now(UTC).date().isoformat()
+            paths = await present(base, args.endpoints.replace("{today}", today).split(","), token)
+            kpi = await present(base, [args.kpi.replace("{today}", today)], token) if args.kpi else []
+            args.kpi = kpi[0] if kpi else None
             fastagi_bench.ENV = fastagi_bench.env_block("route")
             if "a" in args.parts:
                 await part_a(args, web_proc, bare, token, paths)
@@ -614,8 +648,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--concurrency", type=int, default=10, help="FastAGI sessions in flight (closed loop)"
     )
     parser.add_argument("--rate", type=float, default=100, help="FastAGI sessions a second (open loop)")
-    parser.add_argument("--endpoints", default=ENDPOINTS, help="the viewers' GET paths, comma-separated")
+    parser.add_argument("--endpoints", default=ENDPOINTS,
+                        help="the viewers' GET paths, comma-separated ({today}: today's date)")  # fmt: skip
     parser.add_argument("--parts", default="ab")
+    parser.add_argument("--kpi", default=KPI, help="the KPI report's path, measured on its own ('': skip)")
+    parser.add_argument("--kpi-viewers", type=int, default=10)
+    parser.add_argument("--records-today", type=int, default=2000, help="answered calls in today's archive")
     parser.add_argument("--web-log-level", default="info", help="the web process's (info: its access log on)")
     parser.add_argument("--limit-s", type=float, default=600, help="the whole run's bound")
     parser.add_argument("--web", action="store_true", help=argparse.SUPPRESS)
