@@ -13,7 +13,10 @@ HTTP connection, as a browser) requests the dashboard's API endpoints in turn wi
 bearer token, as fast as answers come (closed loop: the worst case, 100 requests always in
 flight). The endpoints are a parameter (``--endpoints``); one that the service does not
 answer with 2xx (a feature not built yet) is left out with a printed note. Rounds alternate
-the two servers; reported: p50/p99/max latency, requests/s and the server's CPU per request.
+the two servers; reported: p50/p99/max latency, requests/s and the server's CPU per request;
+then the same with each viewer polling every ``--poll-s`` (the dashboard's pace). Today's KPI
+report (``--kpi``, over an archive of ``--records-today`` answered calls) is measured on its
+own, with ``--kpi-viewers`` viewers: the page does not poll it every second.
 
 **(b) routing's sessions/s while the dashboard is busy.** A real ``callrouter serve`` (the
 example plan, a Tuesday 10:00 clock, ``call.routed`` logged per call) takes the route entry's
