@@ -29,11 +29,6 @@ and announcing it 10 times a second (Charnwood's general queue: not on the route
 every stream receives changes. Reported per round: sessions/s, p50/p99, serve's CPU per
 session, and in busy rounds the web process's CPU and the viewers' latencies.
 
-If ``callrouter web`` has no ``/api/v1/live/events`` yet, the web process is ``callrouter
-web`` (the same ``serve_web``, settings and access log) with a stand-in feature added that
-serves that path from a :class:`routing.live.feed.LiveFeed` (one feed, one subscription per
-stream, one ``data:`` line per message); the run says so.
-
 The machine's cores are shared with other work: compare rows within one run, and rerun.
 """
 
@@ -42,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import random
@@ -66,14 +60,11 @@ from benchmarks import fastagi_bench
 from benchmarks.route_bench import seed
 from records.archive import Archive
 from routing import metrics
-from routing.core.decide import CompiledPlan
-from routing.live.feed import LiveFeed
-from routing.plan_file import load_plan
 from routing.redis_keys import KEYS
 from tests.records.factory import record
 from tests.support.redis_server import free_port, running_redis
+from tests.support.web import FAST_HASHER
 from tests.web.records_rig import answered
-from web.auth import require
 from web.identity import IdentityStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,55 +156,6 @@ def bare_main(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
-FEED = web.AppKey("bench_live_feed", LiveFeed)
-
-
-async def _live_events(request: web.Request) -> web.StreamResponse:
-    """The stand-in SSE endpoint: a viewer's subscription to the one feed, a ``data:`` line each."""
-    require(request, "viewer", None)
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
-    with metrics.sse_stream(), contextlib.suppress(ConnectionResetError):  # the viewer left
-        async with request.app[FEED].subscribe() as subscription:
-            async for message in subscription:
-                await response.write(f"id: {message['id']}\ndata: {json.dumps(message)}\n\n".encode())
-    return response
-
-
-def stand_in_live(app: web.Application) -> None:
-    """A feature (``setup(app)``) serving :data:`SSE_PATH` from a LiveFeed of the example plan."""
-    result = load_plan(EXAMPLE)
-    assert result.plan is not None, result.problems
-    plan = CompiledPlan.compile(result.plan)
-
-    async def feed_context(app: web.Application) -> Any:
-        feed = LiveFeed(Redis.from_url(os.environ["CALLROUTER_REDIS"]), lambda: plan)
-        app[FEED] = feed
-        async with feed:
-            yield
-        await feed.redis.aclose()
-
-    app.cleanup_ctx.append(feed_context)
-    app.router.add_get(SSE_PATH, _live_events)
-
-
-def web_main() -> None:
-    """``callrouter web``; with the stand-in SSE feature when the service has no live feature."""
-    from callrouter import cli, web_cli  # only the web process needs them
-    from web import app as web_app
-
-    if not any(getattr(m, "__name__", "") == "web.live" for m in web_app.FEATURES):
-        print("web_bench: no live feature: serving the stand-in SSE endpoint", file=sys.stderr, flush=True)
-        with_stand_in = (*web_app.FEATURES, sys.modules[__name__])
-        web_cli.create_app = functools.partial(web_app.create_app, features=with_stand_in)  # type: ignore[assignment]
-    sys.exit(cli.main(["web"]))
-
-
-def setup(app: web.Application) -> None:
-    """This module as a web feature: the stand-in live events."""
-    stand_in_live(app)
-
-
 # --- the dashboard's load -----------------------------------------------------------------------
 
 
@@ -291,6 +233,7 @@ async def dashboard(args: argparse.Namespace) -> None:
     """The busy dashboard as its own process, until its stdin closes (or ``--seconds``); then
     its figures as one line of JSON."""
     born, cpu_at_birth = time.perf_counter(), time.process_time()  # after the imports
+    tokens = args.token.split(",")
     out, stop = Viewers(), asyncio.Event()
     stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     stdin_closed.add_done_callback(lambda _f: stop.set())
@@ -300,11 +243,13 @@ async def dashboard(args: argparse.Namespace) -> None:
         return stop.is_set() or time.perf_counter() >= deadline
 
     streams = [
-        asyncio.create_task(stream(args.base, args.token, args.streams, out)) for _ in range(args.streams)
+        asyncio.create_task(stream(args.base, tokens[i % len(tokens)], args.streams, out))
+        for i in range(args.streams)
     ]
     paths = [p for p in args.endpoints.split(",") if p]
     jobs = [
-        viewer(args.base, paths, args.token, done, poll_s=args.poll_s, out=out) for _ in range(args.viewers)
+        viewer(args.base, paths, tokens[i % len(tokens)], done, poll_s=args.poll_s, out=out)
+        for i in range(args.viewers)
     ]
     changes, *_ = await asyncio.gather(churn(args.redis, done), *jobs)
     streamed_s = time.perf_counter() - out.all_open_at if out.all_open_at is not None else 0.0
@@ -321,16 +266,22 @@ async def dashboard(args: argparse.Namespace) -> None:
 # --- (a) ----------------------------------------------------------------------------------------
 
 
-async def viewers_round(server: Process, base: str, paths: Sequence[str], token: str, *, viewers: int,
-                        seconds: float, poll_s: float) -> tuple[list[float], float, int, float]:  # fmt: skip
+Figures = tuple[list[float], float, int, float]
+"""(latencies, seconds, errors, server CPU seconds)"""
+
+
+async def viewers_round(server: Process, base: str, paths: Sequence[str], tokens: Sequence[str], *,
+                        viewers: int, seconds: float, poll_s: float) -> Figures:  # fmt: skip
     """(latencies, seconds, errors, server CPU seconds) of ``viewers`` polling every ``poll_s``
     (0: a closed loop) for ``seconds``, after a warm-up."""
     warm = ends_at(time.perf_counter() + 0.5)
-    await asyncio.gather(*(viewer(base, paths, token, warm, poll_s=0, out=Viewers()) for _ in range(viewers)))
+    await asyncio.gather(*(viewer(base, paths, tokens[i % len(tokens)], warm, poll_s=0, out=Viewers())
+                           for i in range(viewers)))  # fmt: skip
     out = Viewers()
     cpu, started = server.cpu_seconds(), time.perf_counter()
     done = ends_at(started + seconds)
-    await asyncio.gather(*(viewer(base, paths, token, done, poll_s=poll_s, out=out) for _ in range(viewers)))
+    await asyncio.gather(*(viewer(base, paths, tokens[i % len(tokens)], done, poll_s=poll_s, out=out)
+                           for i in range(viewers)))  # fmt: skip
     return out.latencies, time.perf_counter() - started, out.errors, server.cpu_seconds() - cpu
 
 
@@ -361,7 +312,7 @@ def metric_updates_cost(calls: int = 200_000) -> tuple[float, float]:
 
 
 async def part_a(
-    args: argparse.Namespace, web_proc: Process, bare: Process, token: str, paths: list[str]
+    args: argparse.Namespace, web_proc: Process, bare: Process, tokens: list[str], paths: list[str]
 ) -> None:
     print(f"\n(a) {args.viewers} viewers, {args.seconds:g} s per round, {args.rounds} rounds alternating the "
           f"servers; endpoints: {', '.join(paths)}")  # fmt: skip
@@ -376,7 +327,7 @@ async def part_a(
             order = [("bare", bare), ("web", web_proc)]
             for name, server in order if n % 2 == 0 else order[::-1]:
                 base = f"http://127.0.0.1:{server.port}"
-                result = await viewers_round(server, base, paths, token, viewers=args.viewers,
+                result = await viewers_round(server, base, paths, tokens, viewers=args.viewers,
                                              seconds=args.seconds, poll_s=poll_s)  # fmt: skip
                 print(row(f"{labels[name]}, round {n + 1}", *result, paced=bool(poll_s)))
                 total = totals[name]
@@ -391,7 +342,7 @@ async def part_a(
         print("| server | req/s | p50 ms | p99 ms | max ms | server CPU | errors |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         base = f"http://127.0.0.1:{web_proc.port}"
-        result = await viewers_round(web_proc, base, [args.kpi], token, viewers=args.kpi_viewers,
+        result = await viewers_round(web_proc, base, [args.kpi], tokens, viewers=args.kpi_viewers,
                                      seconds=args.seconds, poll_s=0)  # fmt: skip
         print(row("callrouter web, GET .../report (today)", *result, paced=False))
     cached, uncached = metric_updates_cost()
@@ -413,12 +364,13 @@ async def streams_reach(port: int, token: str, target: float, *, at_least: bool)
 
 
 async def busy_dashboard(
-    args: argparse.Namespace, web_port: int, token: str, paths: list[str]
+    args: argparse.Namespace, web_port: int, tokens: list[str], paths: list[str]
 ) -> asyncio.subprocess.Process:
     """The dashboard's load (its own process), running once ``/metrics`` shows every stream open."""
+    token = tokens[0]
     await streams_reach(web_port, token, 0, at_least=False)  # the last round's streams have closed
     argv = [sys.executable, "-m", "benchmarks.web_bench", "--dashboard", "--base", f"http://127.0.0.1:{web_port}",
-            "--token", token, "--redis", args.redis, "--viewers", str(args.viewers), "--streams",
+            "--token", ",".join(tokens), "--redis", args.redis, "--viewers", str(args.viewers), "--streams",
             str(args.streams), "--poll-s", str(args.poll_s), "--endpoints", ",".join(paths),
             "--seconds", str(args.seconds * 3 + 60)]  # fmt: skip
     pipe = asyncio.subprocess.PIPE
@@ -455,11 +407,11 @@ class Round:
     dashboard: str
 
 
-async def one_round(args: argparse.Namespace, procs: dict[str, Process], token: str, paths: list[str],
+async def one_round(args: argparse.Namespace, procs: dict[str, Process], tokens: list[str], paths: list[str],
                     busy: bool) -> Round:  # fmt: skip
     web_proc, serve = procs["web"], procs["serve"]
-    load = await busy_dashboard(args, web_proc.port, token, paths) if busy else None
-    open_streams = await sse_streams_open(web_proc.port, token)
+    load = await busy_dashboard(args, web_proc.port, tokens, paths) if busy else None
+    open_streams = await sse_streams_open(web_proc.port, tokens[0])
     before = {name: procs[name].cpu_seconds() for name in ("web", "redis")}
     started = time.perf_counter()
     closed = await fastagi_bench.measure(serve, "busy" if busy else "quiet", args.concurrency, args.seconds)  # type: ignore[arg-type]
@@ -481,7 +433,9 @@ async def one_round(args: argparse.Namespace, procs: dict[str, Process], token: 
                  len(latencies) / seconds, failed, cpu, dashboard)  # fmt: skip
 
 
-async def part_b(args: argparse.Namespace, procs: dict[str, Process], token: str, paths: list[str]) -> None:
+async def part_b(
+    args: argparse.Namespace, procs: dict[str, Process], tokens: list[str], paths: list[str]
+) -> None:
     print(f"\n(b) routing through callrouter serve: {args.concurrency} sessions in flight (closed loop) "
           f"for {args.seconds:g} s, then {args.rate:g} sessions/s offered (open loop) for "
           f"{args.seconds:g} s; "
@@ -495,7 +449,7 @@ async def part_b(args: argparse.Namespace, procs: dict[str, Process], token: str
     await fastagi_bench.measure(procs["serve"], "warm-up", args.concurrency, 2.0)  # type: ignore[arg-type]
     for n in range(args.rounds * 2):
         busy = (n % 2 == 1) if (n // 2) % 2 == 0 else (n % 2 == 0)  # quiet, busy, busy, quiet, ...
-        r = await one_round(args, procs, token, paths, busy)
+        r = await one_round(args, procs, tokens, paths, busy)
         rounds.append(r)
         c = r.closed
         cpu = " / ".join(
@@ -548,15 +502,19 @@ def seed_archive(root: Path, calls: int) -> None:
     Archive(root).append_many(made)
 
 
-async def users(redis_url: str) -> str:
-    """A viewer of every tenant and their token (as ``callrouter users add/token`` make them)."""
+async def users(redis_url: str, n: int) -> list[str]:
+    """``n`` viewers of every tenant, each with a token (as ``callrouter users add/token`` make
+    them; the password hash with small costs: no request here checks a password)."""
     redis = Redis.from_url(redis_url)
-    store = IdentityStore(redis)
+    store = IdentityStore(redis, FAST_HASHER)
     now = datetime.now(UTC)
-    await store.add_user("viewer", "Viewer", PASSWORD, {"*": frozenset({"viewer"})}, now)
-    token, _info = await store.create_token("viewer", "web_bench", now, timedelta(days=1))
+    tokens = []
+    for i in range(n):
+        await store.add_user(f"viewer{i:03d}", f"Viewer {i}", PASSWORD, {"*": frozenset({"viewer"})}, now)
+        token, _info = await store.create_token(f"viewer{i:03d}", "web_bench", now, timedelta(days=1))
+        tokens.append(token)
     await redis.aclose()
-    return token
+    return tokens
 
 
 async def present(base: str, paths: Sequence[str], token: str) -> list[str]:
@@ -578,7 +536,8 @@ async def run(args: argparse.Namespace) -> None:
     ):
         args.redis = redis_server.url
         await seed(redis_server.url)
-        token = await users(redis_server.url)
+        tokens = await users(redis_server.url, max(args.viewers, args.streams, args.kpi_viewers))
+        token = tokens[0]
         folder, limit = Path(tmp), int(args.limit_s) + 30
         web_port, bare_port, agi_port = free_port(), free_port(), free_port()
         seed_archive(folder / "archive", args.records_today)
@@ -587,10 +546,11 @@ async def run(args: argparse.Namespace) -> None:
                "CALLROUTER_PLAN": str(EXAMPLE),
                "CALLROUTER_RECORDS_ARCHIVE_DIR": str(folder / "archive")}  # fmt: skip
         me = [sys.executable, "-m", "benchmarks.web_bench"]
+        web_argv = [sys.executable, "-m", "callrouter.cli", "web"]
         serve_argv = [sys.executable, "-m", "callrouter.cli", "serve", "--plan", str(EXAMPLE), "--agi-port",
                       str(agi_port), "--redis", redis_server.url, "--clock-start", CLOCK_START]  # fmt: skip
         processes = [
-            start("web", [*me, "--web"], web_port, limit_s=limit, log=folder / "web.log", env=env),
+            start("web", web_argv, web_port, limit_s=limit, log=folder / "web.log", env=env),
             start(
                 "bare",
                 [*me, "--bare", str(bare_port)],
@@ -613,9 +573,6 @@ async def run(args: argparse.Namespace) -> None:
             await wait_http(f"http://127.0.0.1:{web_port}/health")
             await wait_http(f"http://127.0.0.1:{bare_port}/health")
             await wait_log(folder / "serve.log", "controller.started")
-            if "stand-in SSE endpoint" in (folder / "web.log").read_text(errors="replace"):
-                print(f"note: callrouter web has no {SSE_PATH} yet: the web process is callrouter web with a "
-                      "stand-in feature serving it from a LiveFeed (see the module's docstring)")  # fmt: skip
             base = f"http://127.0.0.1:{web_port}"
             today = datetime.now(UTC).date().isoformat()
             paths = await present(base, args.endpoints.replace("{today}", today).split(","), token)
@@ -623,9 +580,9 @@ async def run(args: argparse.Namespace) -> None:
             args.kpi = kpi[0] if kpi else None
             fastagi_bench.ENV = fastagi_bench.env_block("route")
             if "a" in args.parts:
-                await part_a(args, web_proc, bare, token, paths)
+                await part_a(args, web_proc, bare, tokens, paths)
             if "b" in args.parts:
-                await part_b(args, procs, token, paths)
+                await part_b(args, procs, tokens, paths)
         finally:
             for process in processes:
                 process.stop()
@@ -659,7 +616,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--records-today", type=int, default=2000, help="answered calls in today's archive")
     parser.add_argument("--web-log-level", default="info", help="the web process's (info: its access log on)")
     parser.add_argument("--limit-s", type=float, default=600, help="the whole run's bound")
-    parser.add_argument("--web", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dashboard", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
@@ -670,9 +626,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.web:
-        web_main()
-    elif args.bare is not None:
+    if args.bare is not None:
         bare_main(args.bare)
     elif args.dashboard:
         asyncio.run(dashboard(args))

@@ -163,6 +163,23 @@ class WebSettings(_Section):
         description="behind a reverse proxy: the client address is the last X-Forwarded-For entry "
         "(the proxy's own); never set it when clients reach the service directly",
     )
+    live_interval_s: float = Field(
+        0.2,
+        gt=0,
+        le=5,
+        description="the live view is read at least this often (seconds; also at each change)",
+    )
+    live_streams_max: int = Field(
+        200, ge=1, description="live event streams (SSE) open at once in all; more: 503"
+    )
+    live_streams_per_user: int = Field(
+        5, ge=1, description="live event streams (SSE) open at once per user; more: 429"
+    )
+    live_stream_max_s: float = Field(
+        300.0,
+        gt=0,
+        description="a live event stream ends after this long; the browser reconnects, authenticated again",
+    )
 
 
 class OpsSettings(_Section):
@@ -181,8 +198,8 @@ class Settings(_Section):
     plan: Path | None = Field(None, description="the routing plan (file or folder) in force")
     plan_source: Literal["file", "store"] = Field(
         "file",
-        description="where serve takes its plan: file (--plan, reloaded when it changes) or store "
-        "(the version published in Redis; --plan seeds an empty store)",
+        description="where serve (and web's live view) take the plan: file (--plan, reloaded when it "
+        "changes) or store (the version published in Redis; --plan seeds an empty store)",
     )
     watch_interval_s: float = Field(2.0, gt=0, description="seconds between checks of the plan file")
     live_timeout_s: float = Field(0.25, gt=0, description="seconds a decision waits for live state")

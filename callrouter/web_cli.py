@@ -85,6 +85,13 @@ def web_config(settings: Settings) -> WebConfig:
         login_failures_per_address=w.login_failures_per_address,
         login_window_s=w.login_window_s,
         trust_forwarded_for=w.trust_forwarded_for,
+        toggle_keyring=settings.toggle_keyring(),
+        plan_path=settings.plan,
+        plan_from_store=settings.plan_source == "store",
+        live_interval_s=w.live_interval_s,
+        live_streams_max=w.live_streams_max,
+        live_streams_per_user=w.live_streams_per_user,
+        live_stream_max_s=w.live_stream_max_s,
     )
 
 

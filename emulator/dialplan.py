@@ -268,9 +268,14 @@ async def place_call(
     number: int = 1,
     asterisk: Asterisk | None = None,
     fallback: Sequence[str] | None = None,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> CallRecord:
     """Play one whole call: ``callrouter-inbound`` for ``script.dial``, then every step after,
     with the controller at ``host:port`` as ``CR_AGI``.
+
+    ``headers``: those of the INVITE that brought the call in (what ``PJSIP_HEADER(read,...)``
+    finds on the caller's PJSIP channel), e.g. the partner headers of a call another centre's
+    dialplan sent here (:attr:`~emulator.pbx.Invite.headers` of its dial).
 
     ``time_scale``: the call's clock (:class:`~emulator.line.CallClock`): 0 lets modelled time
     (prompts, digit timeouts) pass at once, > 0 runs everything in real time scaled by it.
@@ -304,6 +309,7 @@ async def place_call(
     )
     channel.line = record.line
     channel.language = script.language
+    channel.received = list(headers)
     for key, value in script.variables.items():
         channel.set(key, value)
     try:

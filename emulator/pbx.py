@@ -17,7 +17,13 @@ to Asterisk 22.10.1 where the captures in the Asterisk transcripts show its beha
   ``Local/exten@context`` runs the ``;2`` leg through the dialplan.
 * Dial option ``b(context^exten^priority(args))`` runs a pre-dial handler (a Gosub with ``^``
   read as ``,``) on the new channel before its INVITE; ``Set(PJSIP_HEADER(add,Name)=value)``
-  there adds a header to the INVITE, with an empty value when the value is empty.
+  there adds a header to the INVITE, with an empty value when the value is empty. An answered
+  ``Dial()`` without option ``g`` ends the caller's dialplan (the bridge ended: Dial returns -1).
+* ``PJSIP_HEADER(read,Name)`` reads the headers of the INVITE that brought a PJSIP channel in
+  (:attr:`Channel.received`): absent, empty with no log line; on any other channel, empty and
+  ``ERROR ... This function requires a PJSIP channel.``; a header too long for the function's
+  4096-byte buffer, empty and an ERROR line. ``URIENCODE()`` and ``CHANNEL(channeltype)`` as
+  Asterisk's (``pjsip_header_read_probe.txt``, ``agi_inbound_partner_headers.txt``).
 * ``AGI(url,arg1,arg2,...)`` splits its (substituted) data like every application
   (``AST_STANDARD_APP_ARGS``): a comma in a variable's value makes another argument, so
   ``agi_arg_N`` are the pieces (README 1.2). ``agi://`` URLs are real FastAGI sessions
@@ -97,6 +103,7 @@ class Channel:
     variables: dict[str, tuple[int, str]] = field(default_factory=dict)
     functions: dict[str, str] = field(default_factory=dict)
     headers: list[tuple[str, str]] = field(default_factory=list)
+    received: list[tuple[str, str]] = field(default_factory=list)  # the inbound INVITE's headers
     stack: list[Frame] = field(default_factory=list)
     line: CallerLine = field(default_factory=CallerLine)
     hung_up: bool = False
@@ -373,6 +380,26 @@ def cut(value: str, delimiter: str, spec: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # PJSIP and outward calls
+
+
+VAR_BUF_SIZE = 4096  # main/pbx_private.h: the buffer a dialplan function reads into
+_URI_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()")
+
+
+def uri_encode(text: str, buflen: int = VAR_BUF_SIZE) -> str:
+    """``URIENCODE()``: main/utils.c ``ast_uri_encode`` with ``ast_uri_http``: letters, digits
+    and ``-_.!~*'()`` as they are, every other byte as ``%XX``; the output stops (silently)
+    where the next character would not fit in ``buflen`` with its NUL."""
+    out: list[str] = []
+    used = 0
+    for byte in text.encode():
+        char = chr(byte)
+        piece = char if char in _URI_UNRESERVED else f"%{byte:02X}"
+        if used + len(piece) > buflen - 1:
+            break
+        out.append(piece)
+        used += len(piece)
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -673,10 +700,35 @@ class Pbx:
                 "state": channel.state,
                 "uniqueid": channel.uniqueid,
                 "linkedid": channel.call_id,
+                "channeltype": channel.name.partition("/")[0],
             }.get(args[0], "")
+        if upper == "URIENCODE":
+            return uri_encode(rest[:-1])
+        if upper == "PJSIP_HEADER" and args and args[0].lower() == "read":
+            return self._read_header(channel, args)
         if call in channel.functions:
             return channel.functions[call]
         raise DialplanError(f"function {name}() is not emulated")
+
+    def _read_header(self, channel: Channel, args: list[str]) -> str:
+        """``PJSIP_HEADER(read,name[,number])`` (res_pjsip_header_funcs.c ``func_read_header``):
+        the ``number``-th header of that name (any case) of the INVITE that brought the channel
+        in, its value stripped; absent: empty, no log line; not a PJSIP channel: empty and an
+        ERROR line. A header that does not fit the function's buffer (``"Name: value"`` and
+        its NUL in :data:`VAR_BUF_SIZE`) reads as empty with an ERROR line."""
+        if not channel.name.startswith("PJSIP/"):
+            self.log.append("ERROR res_pjsip_header_funcs.c: This function requires a PJSIP channel.")
+            return ""
+        name = args[1] if len(args) > 1 else ""
+        number = max(int(args[2]), 1) if len(args) > 2 and args[2].isdigit() else 1
+        found = [value for key, value in channel.received if key.lower() == name.lower()]
+        if len(found) < number:
+            return ""
+        value = found[number - 1]
+        if len(f"{name}: {value}") > VAR_BUF_SIZE - 1:
+            self.log.append("ERROR res_pjsip_header_funcs.c: Not enough buffer space in pjsip_hdr_print_on")
+            return ""
+        return value.strip()
 
     def sub(self, channel: Channel, text: str) -> str:
         return substitute(text, lambda name: self.lookup(channel, name))
@@ -910,6 +962,11 @@ class Pbx:
             statuses.append(await self._dial_one(channel, peer, options))
         status = next((s for s in statuses if s == "ANSWER"), statuses[-1] if statuses else "CHANUNAVAIL")
         channel.set("DIALSTATUS", status)
+        if status == "ANSWER" and "g" not in options:
+            # The call was bridged; when it ends, Dial() without option g returns -1 and the
+            # caller's dialplan ends there ("Spawn extension ... exited non-zero":
+            # pjsip_header_read_probe.txt, agi_inbound_partner_headers.txt).
+            channel.hung_up = True
 
     async def _dial_one(self, caller: Channel, peer: str, options: Mapping[str, str]) -> str:
         tech, _, dest = peer.partition("/")

@@ -31,9 +31,22 @@ PAYMENT_REFERENCE = "CR_PAYMENT_REF"  # a checked payment reference (never card 
 SURVEY_SCORE = "CR_SURVEY_SCORE"  # +1 good, 0 average, -1 poor, empty when not answered
 MODE = "CR_MODE"  # "static": set by the fail-static script; the dialplan then avoids the controller
 ROUTE = "CR_ROUTE"  # the packed fields of ROUTE_FIELDS, set last; empty: the controller did not finish
+HOME = "CR_HOME"  # this centre's id (the plan's ``centre``): sent with a call to a partner centre
 
 # --- read by the controller (set by Asterisk) -------------------------------------------------
 QUEUESTATUS = "QUEUESTATUS"  # Queue(): TIMEOUT FULL JOINEMPTY LEAVEEMPTY JOINUNAVAIL LEAVEUNAVAIL WITHDRAW
+# Read by callrouter-inbound from the inbound INVITE's headers (PJSIP channels only), URI-encoded
+# (URIENCODE: a comma, quote, pipe or backslash cannot split or escape the route's arguments),
+# and passed to the route as its 2nd and 3rd arguments. Untrusted: the controller checks them.
+FROM_CENTRE = "CR_FROM_CENTRE"  # HEADER_CENTRE: the partner centre that sent the call here
+FROM_CALL = "CR_FROM_CALL"  # HEADER_LINKEDID: the call's Linkedid at that centre
+
+# --- SIP headers of a call dialled to a partner centre (callrouter-headers, partner) ------------
+HEADER_TENANT = "X-Callrouter-Tenant"  # the dialled council
+HEADER_DIALLED = "X-Callrouter-Dialled"  # the number the caller dialled
+HEADER_LINKEDID = "X-Callrouter-Linkedid"  # the call's Linkedid here: the contact record's id
+HEADER_CENTRE = "X-Callrouter-Centre"  # this centre's id (CR_HOME)
+PARTNER_HEADERS = (HEADER_TENANT, HEADER_DIALLED, HEADER_LINKEDID, HEADER_CENTRE)
 
 # --- set on the adviser's channel by their desktop (AMI Setvar), read by the dialplan ----------
 DISPOSITION = "CR_DISPOSITION"  # resolved | back_office:<team> | avoidable:<reason> | complaint
@@ -56,6 +69,7 @@ ROUTE_FIELDS = (
     REASON,
     PRELUDE,
     MODE,
+    HOME,
 )
 SET_BY_CONTROLLER = (*ROUTE_FIELDS, PAYMENT_REFERENCE, SURVEY_SCORE, ROUTE)
-READ_BY_CONTROLLER = (QUEUESTATUS,)
+READ_BY_CONTROLLER = (QUEUESTATUS, FROM_CENTRE, FROM_CALL)

@@ -7,6 +7,7 @@ dialplan's ``callrouter-unpack`` subroutine (and :func:`unpack`) split it back i
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from ivr import channel_vars as cv
 from routing.core.decide import CompiledPlan, Decision, PreludePrompt
@@ -23,6 +24,10 @@ from routing.core.plan import (
 
 Fields = dict[str, str]
 _UNSAFE = re.compile(r"[|\x00-\x1f\x7f]")
+HOP_VALUE_MAX = 64  # a header value longer than this is refused unread
+# Asterisk's Uniqueid / Linkedid: <epoch seconds>.<channel sequence>
+_LINKEDID = re.compile(r"[0-9]{1,20}\.[0-9]{1,20}")
+_CENTRE = re.compile(r"[a-z0-9][a-z0-9_-]*")  # a plan Name
 
 
 def encode_prelude(prelude: tuple[PreludePrompt, ...]) -> str:
@@ -69,6 +74,7 @@ def route_fields(plan: CompiledPlan, decision: Decision, reason: str | None = No
     """Every field of ``CR_ROUTE`` for ``decision``."""
     fields = destination_fields(plan, decision.tenant, decision.destination)
     fields[cv.REASON] = reason or decision.state
+    fields[cv.HOME] = plan.plan.centre
     if decision.tenant is not None:
         tenant = plan.plan.tenants[decision.tenant]
         fields.update(
@@ -90,3 +96,51 @@ def unpack(route: str) -> Fields:
     """What ``callrouter-unpack`` does in the dialplan: ``CR_ROUTE`` back into variables."""
     values = route.split(cv.ROUTE_SEPARATOR)
     return {name: values[i] if i < len(values) else "" for i, name in enumerate(cv.ROUTE_FIELDS)}
+
+
+@dataclass(frozen=True, slots=True)
+class HopIn:
+    """What the inbound call's partner headers say, checked: ``centre`` (a partner centre of the
+    plan) when another centre sent the call here, with ``call`` (its Linkedid there) when that
+    was well formed; ``refused``: ``(header, reason)`` for each value not taken."""
+
+    centre: str | None = None
+    call: str | None = None
+    refused: tuple[tuple[str, str], ...] = ()
+
+
+def _refusal(value: str, pattern: re.Pattern[str]) -> str | None:
+    if len(value) > HOP_VALUE_MAX:
+        return "too_long"
+    return None if pattern.fullmatch(value) else "malformed"
+
+
+def read_hop(plan: CompiledPlan, centre: str, call: str) -> HopIn:
+    """The ``route`` arguments from ``X-Callrouter-Centre`` / ``X-Callrouter-Linkedid`` (as the
+    dialplan passes them: URI-encoded, empty when absent), never trusted.
+
+    A hop needs a known partner centre (not this one); its Linkedid is kept only when it has
+    Asterisk's shape (digits.digits, at most :data:`HOP_VALUE_MAX` characters). Anything else
+    is refused with a reason and the call is routed as any other."""
+    refused: list[tuple[str, str]] = []
+    from_centre: str | None = None
+    if centre:
+        reason = _refusal(centre, _CENTRE)
+        if reason is None and (centre == plan.plan.centre or centre not in plan.plan.centres):
+            reason = "own_centre" if centre == plan.plan.centre else "unknown_centre"
+        if reason is None:
+            from_centre = centre
+        else:
+            refused.append((cv.HEADER_CENTRE, reason))
+    elif call:
+        refused.append((cv.HEADER_CENTRE, "missing"))
+    from_call: str | None = None
+    if call:
+        reason = _refusal(call, _LINKEDID)
+        if reason is None:
+            from_call = call
+        else:
+            refused.append((cv.HEADER_LINKEDID, reason))
+    if from_centre is None:
+        return HopIn(refused=tuple(refused))
+    return HopIn(from_centre, from_call, tuple(refused))

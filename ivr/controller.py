@@ -2,7 +2,8 @@
 
 Routes (the path of ``AGI(agi://host:4573/<route>,args...)``):
 
-- ``route,<dialled>``: a new call. Decide, play any announcements, set the contract variables.
+- ``route,<dialled>,<from centre>,<from Linkedid>``: a new call. Decide, play any announcements,
+  set the contract variables. The last two: a partner centre's headers (checked; ``hop_from``).
 - ``menu,<tenant>,<menu>,<prelude>``: run an IVR menu; ends in a destination (see :mod:`ivr.agi_handler`).
 - ``payment,<tenant>,<line>``: hand the caller to a PCI-hosted payment line, with a checked reference.
 - ``overflow,<tenant>,<queue>,<QUEUESTATUS>``: a queue attempt ended unanswered: where next.
@@ -28,7 +29,7 @@ import structlog
 
 from ivr import channel_vars as cv
 from ivr.agi_handler import play_prelude, run_menu
-from ivr.contract import decode_prelude, pack, route_fields
+from ivr.contract import HopIn, decode_prelude, pack, read_hop, route_fields
 from ivr.fastagi import AgiChannel, AgiHangup, AgiRequest, FastAgiServer
 from records import facts as rf
 from records.model import SurveyScore
@@ -227,12 +228,17 @@ class Controller:
     # --- routes -------------------------------------------------------------------------------
 
     async def route(self, channel: AgiChannel, request: AgiRequest) -> None:
-        """A new call: ``AGI(agi://host/route,${EXTEN})``."""
+        """A new call: ``AGI(agi://host/route,${EXTEN},<from centre>,<from Linkedid>)``; the last
+        two from a partner centre's ``X-Callrouter-Centre`` / ``X-Callrouter-Linkedid`` headers
+        (URI-encoded, empty when absent), checked by :func:`ivr.contract.read_hop`."""
         started = time.perf_counter()
         # the plan, its version and generation read together (a swap never runs between them):
         # the decision and its log line name the one plan that made it
         plan, version, generation = self.plans.current, self.plans.version, self.plans.generation
         dialled = request.args[0] if request.args else request.extension
+        from_centre, from_call = (*request.args, "", "", "")[1:3]
+        hop = read_hop(plan, from_centre, from_call)
+        _log_refused_hop(hop, from_centre, from_call)
         now = self.clock()
         live, toggles = await self._live(plan, plan.tenant_for(dialled), now)
         decision = decide(Call(dialled, caller=request.callerid), plan, live, toggles, now)
@@ -241,11 +247,14 @@ class Controller:
             self.metrics.routed(decision.tenant, decision.destination, decision.state)
         structlog.contextvars.bind_contextvars(tenant=decision.tenant)
         _log_decision("call.routed", decision, dialled=mask_number(dialled), plan_version=version,
-                      plan_generation=generation)  # fmt: skip
+                      plan_generation=generation, hop_from=hop.centre)  # fmt: skip
         caller = request.callerid if request.callerid and request.callerid != UNKNOWN_CALLER else None
         # The controller's AGI() runs on the caller's own channel, whose Uniqueid is the call's
         # Linkedid (every leg Asterisk makes for the call carries it): the record's id.
-        self.facts(rf.CallArrived(request.uniqueid, self.fact_clock(), dialled, caller, decision.tenant))
+        arrived = rf.CallArrived(
+            request.uniqueid, self.fact_clock(), dialled, caller, decision.tenant, hop.centre, hop.call
+        )
+        self.facts(arrived)
         await self._finish(channel, plan, decision, call_id=request.uniqueid)
 
     async def menu(self, channel: AgiChannel, request: AgiRequest) -> None:
@@ -490,3 +499,18 @@ async def ask_survey(channel: AgiChannel, prompt: str, timeout_s: int, tries: in
         if digits in SURVEY_SCORES:
             return SURVEY_SCORES[digits]
     return None
+
+
+HOP_SAMPLE_MAX = 24  # characters of a refused header value shown in the log, masked
+
+
+def _log_refused_hop(hop: HopIn, from_centre: str, from_call: str) -> None:
+    """One warning per refused partner header: the reason, the length and a short masked sample
+    (the value came from the network: never logged whole, digits hidden as a caller number's)."""
+    given = {cv.HEADER_CENTRE: from_centre, cv.HEADER_LINKEDID: from_call}
+    for header, reason in hop.refused:
+        value = given.get(header, "")
+        log.warning(
+            "call.hop_header_refused", header=header, reason=reason, length=len(value),
+            sample=mask_number(value[:HOP_SAMPLE_MAX]),
+        )  # fmt: skip

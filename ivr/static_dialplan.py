@@ -39,19 +39,20 @@ def first_queue(tenant: Tenant, dest: Destination, seen: frozenset[str] = frozen
     return None
 
 
-def outward_dial(number: str, tenant: str) -> str:
+def outward_dial(number: str, tenant: str, centre: str) -> str:
     """Dial ``number`` (E.164) on the trunk, the way ``callrouter.conf`` does: through
     ``callrouter-outbound``, the one place the dial string ``PJSIP/<number>@<endpoint>`` is
-    built, with the partner headers (the dialled council, the number the caller dialled)."""
-    return f"Gosub(callrouter-outbound,s,1(${{CR_TRUNK}},{number},partner,{tenant},${{EXTEN}}))"
+    built, with the partner headers (the dialled council, the number the caller dialled, this
+    centre's id)."""
+    return f"Gosub(callrouter-outbound,s,1(${{CR_TRUNK}},{number},partner,{tenant},${{EXTEN}},{centre}))"
 
 
 def _last_step(plan: Plan, tid: str, dest: Destination | None) -> str:
     match dest:
         case ExternalDest(centre=str(centre)) if plan.centres[centre].number:
-            return outward_dial(plan.centres[centre].number or "", tid)
+            return outward_dial(plan.centres[centre].number or "", tid, plan.centre)
         case ExternalDest(number=str(number)):
-            return outward_dial(number, tid)
+            return outward_dial(number, tid, plan.centre)
         case VoicemailDest(mailbox=mailbox):
             return f"VoiceMail({mailbox},u)"
         case AnnouncementDest(prompt=prompt, then=then):

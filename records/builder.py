@@ -782,6 +782,8 @@ def _check(fact: IvrFact) -> None:
     """Refuse a fact that would make a record the schema refuses, before it touches any call."""
     if not math.isfinite(fact.at) or not _CALL_ID.match(fact.call_id):
         raise ValueError(f"{type(fact).__name__}: call_id must be a Linkedid and at a finite time")
+    if isinstance(fact, CallArrived) and fact.from_call is not None and not _CALL_ID.match(fact.from_call):
+        raise ValueError("CallArrived: from_call must be a Linkedid (the sending centre's)")
     if isinstance(fact, RouteDecided) and fact.kind not in get_args(DecisionKind):
         raise ValueError(f"RouteDecided: unknown kind {fact.kind!r}")
     if isinstance(fact, SurveyAnswered) and fact.score not in get_args(SurveyScore):

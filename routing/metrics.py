@@ -24,7 +24,6 @@ label ever carries a caller's number, a dialled number or free text.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import os
 import socket
@@ -150,7 +149,6 @@ DEAD_LETTERS = _counter("callrouter_records_dead_letters")
 WEB_REQUESTS = _counter("callrouter_web_requests")
 WEB_REQUEST_SECONDS = _histogram("callrouter_web_request_seconds", WEB_BUCKETS)
 WEB_LOGINS = _counter("callrouter_web_logins")
-SSE_STREAMS = _gauge("callrouter_web_sse_streams")
 TOGGLES_CHANGED = _counter("callrouter_toggles_changed")
 PLANS_CHANGED = _counter("callrouter_plans_changed")
 
@@ -273,21 +271,6 @@ def login(outcome: str) -> None:
     WEB_LOGINS.labels(outcome).inc()
 
 
-def set_sse_streams(n: int) -> None:
-    """The number of Server-Sent Events streams open now (for a feature that counts them itself)."""
-    SSE_STREAMS.set(n)
-
-
-@contextlib.contextmanager
-def sse_stream() -> Iterator[None]:
-    """Around one Server-Sent Events stream: open streams + 1 while inside (also when it fails)."""
-    SSE_STREAMS.inc()
-    try:
-        yield
-    finally:
-        SSE_STREAMS.dec()
-
-
 def toggle_changed(kind: str, on: bool) -> None:
     """A supervisor toggle stored (``routing.supervisor.apply_toggle``); ``kind`` is checked
     against the fixed kinds before this is called."""
@@ -329,6 +312,7 @@ class Probes:
     live_age_s: Callable[[], float | None] | None = None
     toggles: Callable[[], Iterable[tuple[str, str]]] | None = None
     records_pending: Callable[[], int] | None = None
+    sse_streams: Callable[[], int] | None = None
 
 
 PROBES = Probes()
@@ -336,7 +320,8 @@ PROBES = Probes()
 
 def watch(**probes: Any) -> None:
     """Register what the probes read: ``sessions``, ``ami``, ``live_age_s``, ``toggles``
-    (pairs tenant, kind), ``records_pending``; None forgets one."""
+    (pairs tenant, kind), ``records_pending``, ``sse_streams`` (the web service's live event
+    streams open); None forgets one."""
     for name, probe in probes.items():
         if not hasattr(PROBES, name):
             raise TypeError(f"no probe {name!r}")
@@ -357,7 +342,7 @@ class _ProbeCollector(Collector):
         return [_family(name) for name in _PROBED]
 
     def collect(self) -> Iterator[Metric]:
-        for reader in (self._sessions, self._ami, self._live, self._toggles, self._records):
+        for reader in (self._sessions, self._ami, self._live, self._toggles, self._records, self._streams):
             try:
                 yield from reader()
             except Exception:  # noqa: S112 - a probe of a part stopping must not break the scrape
@@ -423,12 +408,18 @@ class _ProbeCollector(Collector):
             family.add_metric([], PROBES.records_pending())  # type: ignore[attr-defined]
             yield family
 
+    def _streams(self) -> Iterator[Metric]:
+        if PROBES.sse_streams is not None:
+            family = _family("callrouter_web_sse_streams")
+            family.add_metric([], PROBES.sse_streams())  # type: ignore[attr-defined]
+            yield family
+
 
 _PROBED = (
     "callrouter_fastagi_sessions_started", "callrouter_fastagi_sessions_ended", "callrouter_fastagi_failures",
     "callrouter_fastagi_sessions_active", "callrouter_ami_events", "callrouter_ami_last_event_age_seconds",
     "callrouter_ami_apply_lag_seconds", "callrouter_ami_writer", "callrouter_live_state_age_seconds",
-    "callrouter_toggles_active", "callrouter_records_pending",
+    "callrouter_toggles_active", "callrouter_records_pending", "callrouter_web_sse_streams",
 )  # fmt: skip
 REGISTRY.register(_ProbeCollector())
 

@@ -7,6 +7,7 @@ Each feature is a module with ``setup(app)`` that adds its routes and its OpenAP
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from routing import metrics
-from web import openapi, plans, plans_page, records, session
+from web import live, openapi, plans, plans_page, records, session
 from web.auth import IDENTITY, authenticate, require
 from web.context import (
     CLOCK,
@@ -42,7 +43,7 @@ from web.templating import STATIC_DIR, STATIC_URL
 log = structlog.get_logger("callrouter.web")
 
 # The features, each a module with ``setup(app: web.Application) -> None``.
-FEATURES: tuple[ModuleType, ...] = (session, plans, plans_page, records)
+FEATURES: tuple[ModuleType, ...] = (session, live, plans, plans_page, records)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -176,7 +177,14 @@ async def openapi_document(request: web.Request) -> web.Response:
     return web.json_response(spec)
 
 
+async def favicon(request: web.Request) -> web.FileResponse:
+    """Browsers ask for ``/favicon.ico`` on pages without the base template's icon link (an
+    error page): answer with the page's own icon rather than a 404 in every console."""
+    return web.FileResponse(STATIC_DIR / "favicon.svg", headers={"Content-Type": "image/svg+xml"})
+
+
 def _core(app: web.Application) -> None:
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/api/openapi.json", openapi_document)
@@ -242,6 +250,13 @@ def _core(app: web.Application) -> None:
     )
 
 
+def _streams_open(app: web.Application) -> int:
+    """The live event streams open now (``web/live.py`` counts them to bound them), read when
+    ``/metrics`` is scraped."""
+    service = app.get(live.LIVE)
+    return service.limits.total if service is not None else 0
+
+
 def create_app(
     config: WebConfig,
     redis: Redis,
@@ -267,6 +282,7 @@ def create_app(
     _core(app)
     for feature in features:
         feature.setup(app)
+    metrics.watch(sse_streams=functools.partial(_streams_open, app))
     return app
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from redis.asyncio import Redis
 
+from routing.toggle_mac import ToggleKeyring
 from web.identity import IdentityStore
 
 Clock = Callable[[], datetime]
@@ -32,6 +34,18 @@ class WebConfig:
     login_failures_per_address: int = 50
     login_window_s: int = 900
     trust_forwarded_for: bool = False
+    # The key that signs and checks toggles (``toggle_key_file``); None: the toggles answer 503.
+    toggle_keyring: ToggleKeyring | None = None
+    # The plan the live view is built from (``web/live_plan.py``): the plan store's live version
+    # when ``plan_from_store`` (``plan_source = store``), the ``plan`` file until one is published;
+    # the file alone otherwise. Neither: the live view answers 503.
+    plan_path: Path | None = None
+    plan_from_store: bool = False
+    live_interval_s: float = 0.2  # the live feed reads at least this often (and at each change)
+    live_streams_max: int = 200  # SSE streams open at once in all; more: 503
+    live_streams_per_user: int = 5  # SSE streams open at once per user; more: 429
+    live_stream_max_s: float = 300.0  # a stream ends after this long; the browser reconnects
+    live_heartbeat_s: float = 15.0  # an SSE comment line this often, so proxies keep the stream
 
     @property
     def session_cookie(self) -> str:

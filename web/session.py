@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import math
 import secrets
-from pathlib import Path
 from typing import Any
 
-import jinja2
 from aiohttp import web
 
 from routing import metrics
@@ -23,12 +21,9 @@ from web.auth import SESSION, authenticated, csrf_token, same
 from web.context import CONFIG, REDIS, STORE, WebConfig, client_address, now
 from web.identity import MAX_PASSWORD, USER_ID, User
 from web.problems import read_form
+from web.templating import page_environment, render_page
 
-TEMPLATES = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-)
+TEMPLATES = page_environment()
 WRONG = "Wrong user name or password."
 AFTER_LOGIN = "/"
 ANONYMOUS = "-"  # the audit's ``by`` when nobody is authenticated
@@ -43,7 +38,7 @@ def _page(
     config: WebConfig,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    html = TEMPLATES.get_template("login.html.j2").render(error=error, username=username, csrf_token=token)
+    html = render_page(TEMPLATES, "login.html.j2", error=error, username=username, csrf_token=token)
     response = web.Response(status=status, text=html, content_type="text/html", headers=headers)
     response.set_cookie(
         config.login_cookie,

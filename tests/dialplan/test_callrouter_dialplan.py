@@ -52,6 +52,7 @@ async def test_out_of_hours_call_reaches_the_trunk_with_the_number_and_the_counc
     assert attempt.invite.header("X-Callrouter-Dialled") == HARBOROUGH
     # the dialled leg carries the caller's Linkedid (dial_predial_handler_variables.txt)
     assert attempt.invite.header("X-Callrouter-Linkedid") == record.sessions[0].uniqueid
+    assert attempt.invite.header("X-Callrouter-Centre") == "charnwood"  # CR_HOME: the plan's centre
 
 
 async def test_payment_provider_gets_the_reference(rig: Rig) -> None:
@@ -83,6 +84,7 @@ async def test_partner_team_as_a_local_queue_member_gets_the_headers(rig: Rig) -
     assert attempt.invite.header("X-Callrouter-Tenant") == "harborough"
     assert attempt.invite.header("X-Callrouter-Dialled") == HARBOROUGH
     assert attempt.invite.header("X-Callrouter-Linkedid") == record.sessions[0].uniqueid  # through ;1/;2
+    assert attempt.invite.header("X-Callrouter-Centre") == "charnwood"  # __CR_HOME, through ;1/;2
 
 
 def static_pbx(trunk: str = "pstn") -> tuple[Pbx, Channel]:
@@ -105,6 +107,7 @@ async def test_static_route_dials_out_of_hours_with_the_headers() -> None:
     assert attempt.invite.user == OUT_OF_HOURS
     assert attempt.invite.header("X-Callrouter-Tenant") == "harborough"
     assert attempt.invite.header("X-Callrouter-Dialled") == HARBOROUGH
+    assert attempt.invite.header("X-Callrouter-Centre") == "charnwood"  # baked in from the plan
 
 
 async def test_a_trunk_setting_written_as_a_dial_string_is_refused_loudly() -> None:

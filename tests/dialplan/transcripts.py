@@ -111,3 +111,114 @@ def user_events(name: str) -> list[tuple[str, dict[str, str]]]:
 
 def scenario(name: str) -> str:
     return next(line for line in annotations(name) if line.startswith("Scenario:"))
+
+
+# --- the inbound partner-header captures (recorded for this project, in tests/fixtures/asterisk) ---
+
+PROBE = "pjsip_header_read_probe.txt"
+INBOUND = "agi_inbound_partner_headers.txt"
+_DATA = re.compile(r"^\s*\d+\.\d+ (A->S|S->A) (.*)$")
+
+
+@dataclass
+class AgiSession:
+    """One FastAGI connection: the environment Asterisk sent and the commands the server sent."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    commands: list[str] = field(default_factory=list)
+
+    @property
+    def args(self) -> list[str]:
+        """``agi_arg_1``, ``agi_arg_2``, ... in order."""
+        numbered = sorted((int(k[8:]), v) for k, v in self.env.items() if k.startswith("agi_arg_"))
+        return [value for _, value in numbered]
+
+
+@dataclass
+class Section:
+    """One scenario of a capture (``# ---- <label>``): its raw lines."""
+
+    label: str
+    lines: list[str] = field(default_factory=list)
+
+    def annotations(self) -> list[str]:
+        return [line[1:].strip() for line in self.lines if line.startswith("#")]
+
+    def sent_headers(self) -> list[tuple[str, str]]:
+        """The X- headers of the INVITE the sipp UAC sent (``SIP X-Name: value`` lines)."""
+        found: list[tuple[str, str]] = []
+        for line in self.lines:
+            if line.startswith("#   SIP X-"):
+                key, _, value = line.removeprefix("#   SIP ").partition(":")
+                found.append((key, value.removeprefix(" ")))
+        return found
+
+    def sessions(self) -> list[AgiSession]:
+        found: list[AgiSession] = []
+        in_env = False
+        for line in self.lines:
+            if line.startswith("# ---- FastAGI connection"):
+                found.append(AgiSession())
+                in_env = True
+                continue
+            match = _DATA.match(line)
+            if not match or not found:
+                continue
+            data: bytes = ast.literal_eval(match.group(2))
+            text = data.decode()
+            if match.group(1) == "S->A":
+                found[-1].commands.append(text.rstrip("\n"))
+            elif in_env and text == "\n":
+                in_env = False
+            elif in_env:
+                key, _, value = text.rstrip("\n").partition(": ")
+                found[-1].env[key] = value
+        return found
+
+    def executed(self) -> list[Executed]:
+        found: list[Executed] = []
+        for line in self.annotations():
+            match = _EXECUTING.search(line)
+            if match:
+                exten, context, priority, app, channel, data = match.groups()
+                found.append(Executed(exten, context, int(priority), app, channel, data))
+        return found
+
+    def errors(self) -> list[str]:
+        """Asterisk's ERROR and WARNING lines, as ``<LEVEL> <file>: <message>``."""
+        found: list[str] = []
+        for line in self.annotations():
+            match = re.search(r"asterisk log: (ERROR|WARNING)\[[^\]]*\](?:\[[^\]]*\])? (.*)$", line)
+            if match:
+                found.append(f"{match.group(1)} {match.group(2)}")
+        return found
+
+
+def sections(name: str) -> list[Section]:
+    """The scenarios of capture ``name``, in order (each starts at a ``# ---- <label>`` line
+    that follows a ``# ====`` rule)."""
+    found: list[Section] = []
+    lines = transcript_path(name).read_text().splitlines()
+    for previous, line in zip(["", *lines], lines, strict=False):
+        if line.startswith("# ---- ") and previous.startswith("# ===="):
+            found.append(Section(line.removeprefix("# ---- ")))
+        elif found:
+            found[-1].lines.append(line)
+    return found
+
+
+def dialplan_lines(name: str, context: str) -> list[str]:
+    """The lines of ``[context]`` the capture's ``# Dialplan:`` block quotes."""
+    found: list[str] = []
+    current = None
+    for line in transcript_path(name).read_text().splitlines():
+        if line.startswith("# ===="):
+            break
+        if not line.startswith("#   "):
+            continue
+        text = line.removeprefix("#   ")
+        if text.startswith("["):
+            current = text.strip("[]")
+        elif current == context:
+            found.append(text.strip())
+    return found

@@ -26,7 +26,6 @@ def test_every_metric_exposed_is_catalogued_with_its_labels() -> None:
     metrics.SinkMetrics("harborough/crm").latency.observe(0.3)
     metrics.WebRequests().answered("/api/v1/whoami", "GET", 200, 0.002)
     metrics.login("ok")
-    metrics.set_sse_streams(0)
     metrics.toggle_changed("emergency", True)
     metrics.plan_changed("publish")
     metrics.watch(
@@ -35,11 +34,14 @@ def test_every_metric_exposed_is_catalogued_with_its_labels() -> None:
         live_age_s=lambda: 0.2,
         toggles=lambda: [("harborough", "emergency")],
         records_pending=lambda: 0,
+        sse_streams=lambda: 2,
     )
     try:
         text = metrics.render()[0].decode()
     finally:
-        metrics.watch(sessions=None, ami=None, live_age_s=None, toggles=None, records_pending=None)
+        metrics.watch(
+            sessions=None, ami=None, live_age_s=None, toggles=None, records_pending=None, sse_streams=None
+        )
     exposed = {}
     for family in text_string_to_metric_families(text):
         labels = {k for s in family.samples for k in s.labels} - {"le"}

@@ -22,10 +22,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from routing import metrics
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.web import add_user, bearer, login_form_token, make_token, store_for, web_test_app
 from tests.web import probe_feature
+from web import live
 from web.identity import IdentityStore
 
 Client = TestClient[web.Request, web.Application]
@@ -36,8 +36,7 @@ async def stream(_request: web.Request) -> web.StreamResponse:
     """A response the handler streams itself, as Server-Sent Events are."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(_request)
-    with metrics.sse_stream():
-        await response.write(b"data: {}\n\n")
+    await response.write(b"data: {}\n\n")
     await response.write_eof()
     return response
 
@@ -96,6 +95,16 @@ async def test_metrics_need_a_viewer_of_every_tenant(web_client: Client, web_sto
     assert "callrouter_web_requests_total" in text
 
 
+async def test_live_streams_open_are_read_when_scraped(web_client: Client, web_store: IdentityStore) -> None:
+    """``callrouter_web_sse_streams`` is what the live feature's stream limits count now."""
+    scraper, _sup = await users(web_store)
+    streams = web_client.app[live.LIVE].limits
+    assert (await scrape(web_client, scraper))["callrouter_web_sse_streams", ()] == 0
+    with streams.admit("sup"), streams.admit("sup"), streams.admit("scraper"):
+        assert (await scrape(web_client, scraper))["callrouter_web_sse_streams", ()] == 3
+    assert (await scrape(web_client, scraper))["callrouter_web_sse_streams", ()] == 0
+
+
 async def test_requests_are_counted_by_route_template_with_exact_values(web_redis: Redis) -> None:
     app = web_test_app(web_redis, extra_features=(probe_feature, sys.modules[__name__]))
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
@@ -147,7 +156,6 @@ async def test_requests_are_counted_by_route_template_with_exact_values(web_redi
         ("callrouter_web_logins_total", (("outcome", "failed"),)): 1,
         ("callrouter_web_logins_total", (("outcome", "ok"),)): 1,
     }
-    assert after["callrouter_web_sse_streams", ()] == before.get(("callrouter_web_sse_streams", ()), 0)
 
     # no label value anywhere holds what the clients sent
     values = {v for _name, labels in after for _k, v in labels}
