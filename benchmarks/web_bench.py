@@ -9,12 +9,13 @@ serves every process.
 (access log at ``info``, as in production) and, side by side in the same run, a bare aiohttp
 server answering a static JSON body to any GET (the baseline: what aiohttp and the client cost
 with no authentication, no Redis and no middleware). Each of ``--viewers`` viewers (its own
-HTTP connection, as a browser) requests the dashboard's API endpoints in turn with a viewer's
-bearer token, as fast as answers come (closed loop: the worst case, 100 requests always in
-flight). The endpoints are a parameter (``--endpoints``); one that the service does not
-answer with 2xx (a feature not built yet) is left out with a printed note. Rounds alternate
-the two servers; reported: p50/p99/max latency, requests/s and the server's CPU per request;
-then the same with each viewer polling every ``--poll-s`` (the dashboard's pace). Today's KPI
+HTTP connection, as a browser; a user of its own, a viewer of every tenant, with an API token)
+requests the dashboard's API endpoints in turn, as fast as answers come (closed loop: the
+worst case, 100 requests always in flight). The endpoints are a parameter (``--endpoints``);
+one that the service does not answer with 2xx (a feature not built yet) is left out with a
+printed note. Rounds alternate the two servers; reported: p50/p99/max latency, requests/s and
+the server's CPU per request; then the same with each viewer polling every ``--poll-s`` (the
+dashboard's pace). Today's KPI
 report (``--kpi``, over an archive of ``--records-today`` answered calls) is measured on its
 own, with ``--kpi-viewers`` viewers: the page does not poll it every second.
 
@@ -26,8 +27,12 @@ sessions in flight, closed loop) in this process. Rounds alternate *quiet* (only
 every ``--poll-s`` and ``--streams`` Server-Sent Events streams open on
 ``/api/v1/live/events``, and stands in for the AMI writer by changing a queue's figures
 and announcing it 10 times a second (Charnwood's general queue: not on the route's path), so
-every stream receives changes. Reported per round: sessions/s, p50/p99, serve's CPU per
-session, and in busy rounds the web process's CPU and the viewers' latencies.
+every stream receives changes. In each round, routing runs a closed loop (sessions/s: the
+host's ceiling) and then an open loop of ``--rate`` sessions a second (latency at a fixed
+arrival rate). Reported per round: sessions/s, p50/p99, serve's CPU per session, the latency at
+the offered rate, the CPU of the web service, Redis and the dashboard's clients, and in busy
+rounds the viewers' latencies, the streams open (the service's own ``/metrics``) and the SSE
+messages received.
 
 The machine's cores are shared with other work: compare rows within one run, and rerun.
 """

@@ -161,7 +161,7 @@ async def test_requests_are_counted_by_route_template_with_exact_values(web_redi
     values = {v for _name, labels in after for _k, v in labels}
     for secret in (CALLER, scraper, sup, "camden", "/no/such", "BREW"):
         assert not [v for v in values if secret in v], secret
-    routes = {v for (name, labels) in after for k, v in labels if k == "route" and "_web_" in name}
+    routes = {v for (_name, labels) in {**moved, **durations} for k, v in labels if k == "route"}
     assert routes <= {r.resource.canonical for r in app.router.routes() if r.resource} | {"unmatched"}
 
 
