@@ -44,6 +44,7 @@ from ivr.controller import Clock, Controller, LiveSource, NoLiveState, PlanError
 from ivr.fastagi import FastAgiServer, ServerConfig, serve_until_signal
 from records.appender import Ownership, StreamSink, TeeSink
 from records.builder import RecordBuilder
+from records.dispositions import DispositionInbox
 from records.journal import FactJournal, JournalInUse, read_journal
 from records.model import ContactRecord
 from records.outbox import JsonlSink, RecordPump, RecordSink, stop_pump
@@ -866,6 +867,7 @@ def record_pump(
         interval_s=RECORD_PUMP_INTERVAL_S,
         owner=owner,
         journal=journal,
+        inbox=DispositionInbox(owner) if owner is not None else None,
     )
     if found is not None and found.facts:
         calls = pump.replay(found)

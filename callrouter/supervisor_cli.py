@@ -1,13 +1,13 @@
 """``callrouter toggle`` and ``callrouter state``: the supervisor's command line.
 
-Both take the plan and Redis from the settings (``--plan``/``CALLROUTER_PLAN``,
-``--redis``/``CALLROUTER_REDIS``, the settings file: ``docs/settings.md``), like ``serve``, so a
-toggle lands in the Redis the controllers read. Given no plan, both use the plan in force, as
-the running controller published it.
+Both are clients of the web service's API (``callrouter web``; ``callrouter/api_client.py``):
+the URL and an API token come from ``CALLROUTER_API_URL`` and ``CALLROUTER_API_TOKEN_FILE``
+(or ``CALLROUTER_API_TOKEN``), the change is checked, signed and audited
+by the service with the token's user, and a supervisor needs neither Redis nor the toggle key.
 
-``toggle`` signs with the toggle key (``toggle_key_file``): it is for the service's host and
-its administrators, who can read that key; ``--by`` is recorded as given. Supervisors use the
-web service, which records the authenticated identity.
+``--direct`` is the administrators' break-glass path on the service's host, for when the web
+service is down: it reads the plan and Redis from the settings (``--plan``, ``--redis``) like
+``serve``, signs with the toggle key (``toggle_key_file``) and records ``--by`` as given.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
@@ -27,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from callrouter import settings as settings_module
+from callrouter.api_client import ApiClient, ApiConfigError, ApiError, ApiUnreachable
 from callrouter.settings import Settings, SettingsError
 from ivr.controller import PlanHolder
 from routing.live.source import partner_centres
@@ -98,6 +101,12 @@ async def _toggle(args: argparse.Namespace, settings: Settings) -> int:
         facts = await _facts(settings, redis)
         try:
             toggle = check_request(facts, request, now)
+            if args.preview:
+                zone = facts[args.tenant].zone
+                state = f"on until {when(toggle.expires_at, zone)}" if toggle else "off"
+                by = shown(args.by, 80)
+                print(f"preview (nothing changed): {args.kind} {state} for {args.tenant}; by {by}")
+                return 0
             audit_id, previous = await apply_toggle(redis, request, toggle, now, keyring=keyring)
         except ToggleError as exc:
             print(f"callrouter: refused: {exc}", file=sys.stderr)
@@ -133,8 +142,70 @@ def _run(args: argparse.Namespace, command: Any) -> int:
     return result
 
 
+def _segment(value: str) -> str:
+    """``value`` as one path segment: a tenant or kind typed by the user cannot add a path."""
+    return quote(value, safe="")
+
+
+def _api(args: argparse.Namespace, command: Callable[[argparse.Namespace, ApiClient], int]) -> int:
+    """Run ``command`` through the web service; its refusals and failures as one line."""
+    try:
+        return command(args, ApiClient.from_env())
+    except ApiConfigError as exc:
+        print(f"callrouter: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ApiUnreachable as exc:
+        print(f"callrouter: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ApiError as exc:
+        if exc.status == 401:
+            print("callrouter: token refused (unknown, expired or revoked): ask an administrator for a new "
+                  "one (callrouter users token)", file=sys.stderr)  # fmt: skip
+            return EXIT_REFUSED
+        if exc.status >= 500:
+            print(
+                f"callrouter: the web service failed ({exc.status}): {shown(exc.detail, 600)}",
+                file=sys.stderr,
+            )
+            return EXIT_UNREACHABLE
+        print(f"callrouter: refused ({exc.status}): {shown(exc.detail, 600)}", file=sys.stderr)
+        return EXIT_REFUSED
+
+
+def _toggle_api(args: argparse.Namespace, api: ApiClient) -> int:
+    body: dict[str, Any] = {"on": args.on, "reason": args.reason or "", "confirm": not args.preview}
+    if args.expires:
+        body["expires"] = args.expires
+    if args.service:
+        body["service"] = args.service
+    path = f"/api/v1/tenants/{_segment(args.tenant)}/toggles/{_segment(args.kind)}"
+    try:
+        _status, answer = api.post(path, body)
+    except ApiError as exc:
+        preview = exc.body.get("preview")
+        if exc.status != 409 or not isinstance(preview, dict):
+            raise
+        _print(args, preview, f"preview (nothing changed): {shown(preview['summary'])}")
+        return 0
+    state = f"on until {answer['expires_local']}" if answer["on"] else "off"
+    previous = answer["previous"]
+    was = f"on until {previous['expires_local']}" if previous else "off"
+    scope = args.tenant + (f"/{args.service}" if args.service else "")
+    _print(args, answer, shown(f"{args.kind} for {scope}: {state} (was {was}); audit {answer['audit_id']}"))
+    return 0
+
+
 def cmd_toggle(args: argparse.Namespace) -> int:
-    return _run(args, _toggle)
+    if args.direct:
+        return _run(args, _toggle)
+    if args.by is not None:
+        print(
+            "callrouter: --by is for --direct only: the service records the user of the API token, "
+            "not a typed name",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    return _api(args, _toggle_api)
 
 
 async def _state(settings: Settings) -> dict[str, Any]:
@@ -212,8 +283,58 @@ async def _state_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _state_api(args: argparse.Namespace, api: ApiClient) -> int:
+    tenants: dict[str, Any] = {}
+    for tenant in api.get("/api/v1/tenants")["tenants"]:
+        name = _segment(tenant["tenant"])
+        toggles = api.get(f"/api/v1/tenants/{name}/toggles") if tenant["toggles"] else None
+        trail = api.get(f"/api/v1/tenants/{name}/audit", query={"count": AUDIT_LINES})
+        tenants[tenant["tenant"]] = {"zone": tenant["zone"], "toggles": toggles, "audit": trail["entries"]}
+    data = {"service": api.base_url, "tenants": tenants}
+    _print(args, data, _state_api_text(data))
+    return 0
+
+
+AUDIT_LINES = 10
+
+
+def _state_api_text(data: dict[str, Any]) -> str:
+    """Every text from the service shown through :func:`shown` (no control character reaches the
+    terminal, whatever was stored)."""
+    lines = [f"State from {data['service']} (times in each council's zone)"]
+    if not data["tenants"]:
+        lines.append("  no council: this token's user has no role in the plan in force")
+    for tid, info in data["tenants"].items():
+        lines.append(f"{shown(tid, 80)} ({shown(info['zone'], 80)}):")
+        toggles = info["toggles"]
+        if toggles is None:
+            lines.append("  toggles: (not shown: the service has no toggle key)")
+        else:
+            in_force = [
+                f"{shown(kind, 40)} ({shown(t['reason'])}; by {shown(t['by'], 80)}; "
+                f"until {shown(t['expires_local'], 80)})"
+                for kind, t in toggles["in_force"].items()
+            ]
+            lines.append(f"  toggles: {', '.join(in_force) or 'none'}")
+            for kind, why in toggles["ignored"].items():
+                lines.append(f"  IGNORED {shown(kind, 40)} toggle in Redis ({shown(why['reason'], 80)}: "
+                             f"{shown(why['detail'], 200)}): controllers do not obey it")  # fmt: skip
+        lines.append("  audit (newest first):")
+        for e in info["audit"] or []:
+            until = f" until {shown(e['expires_local'], 80)}" if e["expires_local"] else ""
+            why = f": {shown(e['reason'])}" if e["reason"] else ""
+            lines.append(f"    {shown(e['at_local'] or e['at'], 80)} {shown(e['by'], 80)} "
+                         f"{shown(e['what'], 80)}{until}{why}")  # fmt: skip
+        if not info["audit"]:
+            lines.append("    (empty)")
+    lines.append("Live queues: the web page, or `callrouter state --direct` on the service host.")
+    return "\n".join(lines)
+
+
 def cmd_state(args: argparse.Namespace) -> int:
-    return _run(args, _state_command)
+    if args.direct:
+        return _run(args, _state_command)
+    return _api(args, _state_api)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -225,11 +346,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     onoff.add_argument("--off", dest="on", action="store_false")
     toggle.add_argument("--reason", help="why (recorded in the audit trail; at most 500 characters)")
     toggle.add_argument("--expires", help="90m, 2h, 1d, 18:00 or 2026-11-24 18:00 (the council's time)")
-    toggle.add_argument("--by", help="who is making the change (at most 80 characters)")
     toggle.add_argument("--service", help="emergency: one queue only; announcement: its id")
-    state = sub.add_parser("state", help="live queues, toggles in force and the latest audit entries")
+    toggle.add_argument(
+        "--preview",
+        action="store_true",
+        help="show what would happen (in the council's time); change nothing",
+    )
+    toggle.add_argument("--by", help="--direct only: who is making the change (at most 80 characters)")
+    state = sub.add_parser("state", help="toggles in force and the latest audit entries, per council")
     for parser in (toggle, state):
         settings_module.add_flags(parser, ("plan", "redis.url"))
         parser.add_argument("--json", action="store_true")
+        parser.add_argument(
+            "--direct",
+            action="store_true",
+            help="administrators' break-glass on the service host: Redis and the toggle key directly, "
+            "not the web service (--plan and --redis apply only then)",
+        )
     toggle.set_defaults(handler=cmd_toggle)
     state.set_defaults(handler=cmd_state)

@@ -233,6 +233,23 @@ def _thaw(state: bytes) -> _Call:
     return _Call(**dict(zip(_KEPT_FIELDS, values, strict=True)))
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A call the builder holds, as :meth:`RecordBuilder.held` tells it: its council (None while
+    unknown), the last version handed out (0: none yet) and its disposition (kind, team, reason)."""
+
+    tenant: str | None
+    version: int
+    disposition: tuple[DispositionKind, str | None, str | None] | None
+
+    def version_with(self, disposition: tuple[str, str | None, str | None]) -> int:
+        """The version that will carry ``disposition`` once given: the next one if it changes
+        the record (or none was handed out yet), else the last one, which holds it already."""
+        if self.version == 0 or self.disposition != disposition:
+            return self.version + 1
+        return self.version
+
+
 class FinishedCalls:
     """Finished calls kept for late changes, each as one ``bytes``, with the time it may go.
 
@@ -431,6 +448,15 @@ class RecordBuilder:
     def holds(self, call_id: str) -> bool:
         """Whether the call is in progress or finished with its record not yet handed out."""
         return call_id in self._calls
+
+    def held(self, call_id: str) -> Held | None:
+        """What a disposition given over HTTP needs to know of a call this builder holds (in
+        progress, or finished and kept for late changes), or None if it does not hold it."""
+        call = self._calls.get(call_id) or self._finished.peek(call_id)
+        if call is None or not call.contact:
+            return None
+        held = call.disposition[:3] if call.disposition is not None else None
+        return Held(call.tenant, call.version, held)
 
     def restarted(self, deadline: float, problem: str) -> int:
         """After a replay: every call whose end is not known is closed at ``deadline`` at the

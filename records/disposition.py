@@ -1,8 +1,10 @@
 """An adviser's disposition given after the call, over another channel than AMI (pure).
 
-The AMI path (the ``CallDisposition`` UserEvent) reaches the record builder of the controllers,
-which makes the next version while it still holds the call. The web service's
-``POST .../records/{id}/disposition`` has the stored latest version instead: :func:`disposed`
+A disposition reaches the record builder of the controllers, which makes the next version while
+it holds the call: from AMI (the ``CallDisposition`` UserEvent) or from the web service's
+``POST .../records/{id}/disposition`` through the dispositions stream (``records.dispositions``).
+:func:`checked` is the web service's check of such a request. For a call no controller holds any
+more, the web service's archive consumer has the stored latest version instead: :func:`disposed`
 makes the next version from it, with the same rules as the builder (``records.builder``):
 
 - ``avoidable`` names a reason from the tenant's list in the plan

@@ -15,7 +15,8 @@ the records of calls this controller owns are appended (several controllers, one
 A sink that fails keeps the record in the pump's backlog and the next round tries again,
 so the call path never waits for a sink. On shutdown :meth:`RecordPump.close` hands over
 what is due and then every call still open, as ``complete: false`` (see
-``docs/contact-records.md``).
+``docs/contact-records.md``). With an inbox (``records.dispositions``), each round also
+applies the dispositions asked for over HTTP to the calls this controller emits.
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ TIDY_S = 1.0
 
 CHUNK = 500
 """Records handed to a sink that takes batches (``append_many``) in one go: one round trip."""
+
+
+class Inbox(Protocol):
+    """Requests read in the pump's background round (``records.dispositions.DispositionInbox``)."""
+
+    async def round(self, pump: RecordPump) -> int: ...
 
 
 class RecordSink(Protocol):
@@ -110,9 +117,10 @@ class RecordPump:
         interval_s: float = 1.0,
         owner: Ownership | None = None,
         journal: FactJournal | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
         self.builder, self.sink, self.clock, self.interval_s = builder, sink, clock, interval_s
-        self.owner, self.journal = owner, journal
+        self.owner, self.journal, self.inbox = owner, journal, inbox
         self._adopt: tuple[list[str], set[str]] | None = None
         self._tidied_at = float("-inf")
         self.backlog: deque[ContactRecord] = deque()
@@ -198,6 +206,11 @@ class RecordPump:
                 self._take_forwarded(await self.owner.take_forwarded())
             except Exception as exc:  # Redis down: claimed next round; their records wait
                 log.warning("records.claim_failed %s", type(exc).__name__)
+        if self.inbox is not None:
+            try:  # dispositions asked for over HTTP: into the builder, like an AMI UserEvent's
+                await self.inbox.round(self)
+            except Exception as exc:  # Redis down: they stay pending and are read next round
+                log.warning("records.dispositions_failed %s", type(exc).__name__)
         parked, self.parked = self.parked, []
         self._hold(parked)
         self._hold(self.builder.due(self.clock()))

@@ -171,6 +171,20 @@ class RedisKeys:
         # each round (records/appender.py). EX 1 day, renewed on each push.
         return f"{self.prefix}records:{{{centre}}}:facts_for:{instance}"
 
+    def record_dispositions(self, centre: str) -> str:
+        # STREAM of dispositions asked for over HTTP (records/dispositions.py), XADD MAXLEN ~
+        # 100,000 by the web service; fields r (request id) and q (the request as JSON). One
+        # consumer group ("apply"): each controller's record pump applies a request to its
+        # record builder when it emits the call's record, hands it to the emitting controller,
+        # or hands it to the web service's consumer ("archive") for the archive-based fallback.
+        return f"{self.prefix}records:{{{centre}}}:dispositions"
+
+    def record_disposition(self, centre: str, request_id: str) -> str:
+        # STRING JSON status of one disposition request (pending, applied with the record
+        # version that carries it, or refused with the reason), EX 7 days. SET NX by the web
+        # service when asked (the idempotency key), then set by whoever applies it.
+        return f"{self.prefix}records:{{{centre}}}:disposition:{request_id}"
+
     def record_owner_alive_pattern(self, centre: str) -> str:
         # SCAN MATCH pattern of every controller's alive key above (the live view lists the
         # controller instances with it).

@@ -7,10 +7,12 @@
   json``) and ``GET /tenants/{tenant}/report.html`` (the self-contained HTML report). Viewer.
 - ``POST /api/v1/tenants/{tenant}/records/{id}/disposition``: the adviser's disposition after
   the call; supervisor of the tenant (an adviser's desktop posts with a supervisor's API
-  token). It makes the record's next version (``records.disposition``) from the latest archived
-  one, appended to the centre's records stream like every version, so the delivery worker sends
-  it to the CRM and the archive. The controllers' record builder does not see it: a change it
-  makes to the same call later (within ``keep_s``) is refused as already in the stream.
+  token). Checked here (kind, reason from the tenant's list, team), then put on the centre's
+  dispositions stream and answered 202 with a request id (``records.dispositions``): the
+  controller that emits the call's record applies it in its builder, as it does the AMI
+  ``CallDisposition``; for a call no controller holds, this service's archive consumer
+  (:func:`start_fallback`, a background task) makes the next version from the latest
+  archived one. ``GET .../dispositions/{request_id}``: where the request stands (viewer).
 - The pages ``GET /tenants/{tenant}/kpis`` (today's KPIs and hour chart; viewer) and
   ``GET /reports`` (the councils the user may see).
 
@@ -24,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import re
+import secrets
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -37,20 +41,20 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from records.appender import envelope_of
 from records.archive import Archive
 from records.builder import caller_hash
-from records.disposition import KINDS, DispositionError, disposed
+from records.disposition import KINDS, DispositionError, checked
+from records.dispositions import STUCK_S, ArchiveApplier, read_status, submit
+from records.dispositions import Request as DispositionRequest
 from records.kpi import PERIODS, Period, Range, report, settings_for
-from records.model import CALLER_MAX, ContactRecord
-from records.stream import RecordStream
+from records.model import CALLER_MAX, TEXT_MAX, ContactRecord
 from routing.core.plan import Plan, Tenant
 from routing.masking import mask_number
 from routing.redis_keys import KEYS
 from routing.supervisor import audit
 from web import openapi
 from web.auth import authenticated, csrf_token, require
-from web.context import REDIS, now
+from web.context import CLOCK, REDIS, now
 from web.identity import Identity
 from web.problems import Problem, read_model
 from web.templating import page_environment, render_page
@@ -546,61 +550,175 @@ class DispositionBody(BaseModel):
     reason: str | None = Field(None, max_length=63)
 
 
+IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,128}$")
+"""The ``Idempotency-Key`` header: 1 to 128 printable ASCII characters, no spaces."""
+REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+RECENT_S = 7 * 3600.0
+"""A record id with no trace yet (not archived, no version appended, no controller owning it)
+is taken if its Linkedid is this recent (a call's longest life and its grace): its record may be
+on its way. An older one is 404."""
+
+
+def request_id(tenant: str, by: str, key: str | None) -> str:
+    """The request id: from the caller's idempotency key (the same key of the same identity and
+    tenant gives the same id), else random. Base64url, never a long digit run."""
+    raw = (
+        hashlib.sha256(f"{tenant}\0{by}\0{key}".encode()).digest()[:16]
+        if key is not None
+        else secrets.token_bytes(16)
+    )
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+async def _traced(request: web.Request, asked: Asked, record_id: str) -> bool:
+    """Whether the record is known: archived for the tenant, or a version of it appended, or a
+    controller owning the call."""
+    if await _reading(_versions, asked.source.archive, asked.tenant_id, record_id):
+        return True
+    centre = asked.plan.centre
+    keys = (KEYS.record_appended(centre, record_id), KEYS.record_owner(centre, record_id))
+    return bool(await request.app[REDIS].exists(*keys))
+
+
 async def post_disposition(request: web.Request) -> web.Response:
+    """Checks the disposition and puts it on the centre's dispositions stream: the controller
+    that emits the call's record applies it, or the archive fallback (``records.dispositions``).
+    202 with the request's status; the same ``Idempotency-Key`` again gives the same request."""
     asked = await _asked(request, "supervisor")
     record_id = request.match_info["record_id"]
+    if not RECORD_ID.match(record_id):
+        raise Problem(404, "a record id is the call's Linkedid (digits.digits)")
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY.match(key):
+        raise Problem(400, "Idempotency-Key must be 1 to 128 printable characters without spaces")
     body = await read_model(request, DispositionBody)
-    versions = await _latest(asked, record_id)
-    latest, at = versions[-1], now(request)
-    redis, centre = request.app[REDIS], asked.plan.centre
-    appended = await redis.get(KEYS.record_appended(centre, record_id))
-    if appended is not None and int(appended) > latest.version:
-        raise Problem(
-            409,
-            f"version {int(appended)} of record {record_id} is on its way to the archive: try again shortly",
-        )
     try:
-        made = disposed(latest, body.kind, team=body.team, reason=body.reason, by=asked.identity.by, at=at,
-                        reasons=asked.tenant.avoidable_contact_reasons)  # fmt: skip
+        kind, team, reason = checked(
+            body.kind, body.team, body.reason, asked.tenant.avoidable_contact_reasons
+        )
     except DispositionError as exc:
         raise Problem(422, str(exc)) from None
-    if made is None:
-        return web.json_response(_answer(latest, changed=False))
-    if await RecordStream(redis, centre).append(envelope_of(made, centre)) is None:
-        raise Problem(
-            409, f"record {record_id} changed meanwhile (a newer version is in): read it and try again"
-        )
-    await audit(
-        redis,
-        "records.disposition",
-        asked.identity.by,
-        at,
-        {
-            "tenant": asked.tenant_id,
-            "record": record_id,
-            "version": made.version,
-            "kind": body.kind,
-            "team": body.team,
-            "reason": body.reason,
-        },
+    at = now(request)
+    if at.timestamp() - int(record_id.split(".", 1)[0]) > RECENT_S and not await _traced(
+        request, asked, record_id
+    ):
+        raise Problem(404, f"no record {record_id} of tenant {asked.tenant_id}")
+    by = asked.identity.by
+    asked_for = DispositionRequest(
+        request_id(asked.tenant_id, by, key), asked.tenant_id, record_id, kind, team, reason, by[:TEXT_MAX],
+        at.timestamp(),
+    )  # fmt: skip
+    redis = request.app[REDIS]
+    status, new = await submit(redis, asked.plan.centre, asked_for, at.timestamp())
+    if not new and not status.request.same(asked_for):
+        raise Problem(409, "this Idempotency-Key was used for another disposition: use a new key")
+    if new:
+        await audit(
+            redis,
+            "records.disposition",
+            by,
+            at,
+            {"tenant": asked.tenant_id, "record": record_id, "request": asked_for.request_id,
+             "kind": kind, "team": team, "reason": reason},
+        )  # fmt: skip
+    location = f"/api/v1/tenants/{asked.tenant_id}/dispositions/{asked_for.request_id}"
+    return web.json_response(status.shown(), status=202, headers={"Location": location})
+
+
+async def get_disposition(request: web.Request) -> web.Response:
+    """A disposition request's status: pending, applied (with the version that carries it) or
+    refused (with the reason). Viewer of the tenant."""
+    asked = await _asked(request, "viewer")
+    wanted = request.match_info["request_id"]
+    found = (
+        await read_status(request.app[REDIS], asked.plan.centre, wanted) if REQUEST_ID.match(wanted) else None
     )
-    return web.json_response(_answer(made, changed=True))
+    if found is None or found.request.tenant != asked.tenant_id:
+        raise Problem(404, f"no disposition request {wanted[:40]} of tenant {asked.tenant_id}")
+    return web.json_response(found.shown())
 
 
-def _answer(record: ContactRecord, *, changed: bool) -> dict[str, Any]:
-    assert record.disposition is not None
-    return {
-        "record": record.id,
-        "version": record.version,
-        "changed": changed,
-        "disposition": record.disposition.model_dump(mode="json"),
-    }
+# --- the archive-based fallback: calls no controller holds ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackTiming:
+    """How often the service's archive consumer runs, and how long an entry waits unread (no
+    controller running) or pending with a stopped reader before it takes it."""
+
+    every_s: float = 1.0
+    stuck_s: float = STUCK_S
+
+
+FALLBACK = web.AppKey("dispositions_fallback", FallbackTiming)
+
+
+def archive_applier(app: web.Application, source: RecordsSource, plan: Plan) -> ArchiveApplier:
+    """The archive consumer of ``plan``'s centre (``records.dispositions``)."""
+
+    async def latest(tenant: str, record_id: str) -> ContactRecord | None:
+        versions = await asyncio.to_thread(_versions, source.archive, tenant, record_id)
+        return versions[-1] if versions else None
+
+    async def reasons(tenant: str) -> tuple[str, ...]:
+        found = (await source.plan()).tenants.get(tenant)
+        return tuple(found.avoidable_contact_reasons) if found else ()
+
+    clock = app[CLOCK]
+    timing = app.get(FALLBACK, FallbackTiming())
+    return ArchiveApplier(
+        app[REDIS], plan.centre, latest, reasons, clock=lambda: clock().timestamp(), stuck_s=timing.stuck_s
+    )
+
+
+async def _fallback(app: web.Application, source: RecordsSource, stop: asyncio.Event) -> None:
+    timing = app.get(FALLBACK, FallbackTiming())
+    applier: ArchiveApplier | None = None
+    while not stop.is_set():
+        try:
+            plan = await source.plan()
+            if applier is None or applier.centre != plan.centre:
+                applier = archive_applier(app, source, plan)
+            await applier.round()
+        except Exception as exc:  # Redis or the archive not there just now: next round
+            log.warning("web.dispositions_round_failed", error=type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timing.every_s)
+
+
+FALLBACK_TASK = web.AppKey("dispositions_fallback_task", tuple[asyncio.Event, asyncio.Task[None]])
+STOP_WAIT_S = 5.0
+
+
+async def start_fallback(app: web.Application) -> None:
+    """The archive consumer, while the service runs with a records source."""
+    source = app.get(RECORDS)
+    if source is not None:
+        stop = asyncio.Event()
+        app[FALLBACK_TASK] = (stop, asyncio.create_task(_fallback(app, source, stop)))
+
+
+async def stop_fallback(app: web.Application) -> None:
+    """At shutdown: asked to stop between rounds (a round is not cut in the middle of a Redis
+    call), cancelled if it has not within :data:`STOP_WAIT_S`."""
+    running = app.get(FALLBACK_TASK)
+    if running is None:
+        return
+    stop, task = running
+    stop.set()
+    try:
+        await asyncio.wait_for(task, STOP_WAIT_S)
+    except TimeoutError:
+        log.warning("web.dispositions_stop_timeout")
 
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/api/v1/tenants/{tenant}/records", list_records)
     app.router.add_get("/api/v1/tenants/{tenant}/records/{record_id}", get_record)
     app.router.add_post("/api/v1/tenants/{tenant}/records/{record_id}/disposition", post_disposition)
+    app.router.add_get("/api/v1/tenants/{tenant}/dispositions/{request_id}", get_disposition)
+    app.on_startup.append(start_fallback)
+    app.on_shutdown.append(stop_fallback)
     app.router.add_get("/api/v1/tenants/{tenant}/report", report_json)
     app.router.add_get("/tenants/{tenant}/report.html", report_html)
     app.router.add_get("/tenants/{tenant}/kpis", kpi_page)
@@ -649,6 +767,13 @@ _PERIOD = {
     "schema": {"enum": list(PERIODS), "default": "day"},
 }
 _HTML = {"text/html": {"schema": {"type": "string"}}}
+_IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "the client's key for this disposition: sent again, the same request is answered",
+    "schema": {"type": "string", "pattern": "^[!-~]{1,128}$"},
+}
 _NULLABLE_TEXT = {"type": ["string", "null"]}
 _DISPOSITION = {
     "type": "object",
@@ -770,10 +895,15 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/v1/tenants/{tenant}/records/{record_id}/disposition": {
             "post": {
-                "summary": "The adviser's disposition: the next version, to the CRM (supervisor)",
+                "summary": "The adviser's disposition: applied to the record's next version (supervisor)",
+                "description": (
+                    "Checked, then queued for the controller that emits the call's record (or, for a "
+                    "call no controller holds, the archive-based fallback); see docs/web.md. The same "
+                    "Idempotency-Key of the same user again is the same request (no second version)."
+                ),
                 "operationId": "postDisposition",
                 "security": openapi.SECURED,
-                "parameters": [_TENANT, _RECORD, openapi.CSRF_HEADER_PARAM],
+                "parameters": [_TENANT, _RECORD, _IDEMPOTENCY, openapi.CSRF_HEADER_PARAM],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -781,13 +911,46 @@ OPENAPI: dict[str, Any] = {
                     },
                 },
                 "responses": {
-                    "200": {
-                        "description": "changed: a new version is in the records stream",
+                    "202": {
+                        "description": "accepted: its status (pending; as it stands for a key used before)",
+                        "headers": {
+                            "Location": {
+                                "description": "the request's status",
+                                "schema": {"type": "string"},
+                            }
+                        },
                         "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/DispositionResult"}}
+                            "application/json": {"schema": {"$ref": "#/components/schemas/DispositionStatus"}}
                         },
                     },
                     **openapi.errors(400, 401, 403, 404, 409, 413, 415, 422, 503),
+                },
+            }
+        },
+        "/api/v1/tenants/{tenant}/dispositions/{request_id}": {
+            "get": {
+                "summary": "A disposition request's status: pending, applied (version N) or refused (viewer)",
+                "operationId": "getDisposition",
+                "security": openapi.SECURED,
+                "parameters": [
+                    _TENANT,
+                    {
+                        "name": "request_id",
+                        "in": "path",
+                        "required": True,
+                        "description": "request of the POST's answer",
+                        "schema": {"type": "string", "maxLength": 40},
+                        "example": "q1b7xQp3S0a2m9VwZk4LrA",
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the request's status",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/DispositionStatus"}}
+                        },
+                    },
+                    **openapi.errors(401, 403, 404, 503),
                 },
             }
         },
@@ -957,14 +1120,41 @@ OPENAPI: dict[str, Any] = {
                     },
                 },
             },
-            "DispositionResult": {
+            "DispositionStatus": {
                 "type": "object",
-                "required": ["record", "version", "changed", "disposition"],
+                "required": [
+                    "request",
+                    "tenant",
+                    "record",
+                    "status",
+                    "version",
+                    "changed",
+                    "detail",
+                    "kind",
+                    "team",
+                    "reason",
+                    "by",
+                    "at",
+                ],
                 "properties": {
+                    "request": {"type": "string", "description": "the request id"},
+                    "tenant": {"type": "string"},
                     "record": {"type": "string"},
-                    "version": {"type": "integer"},
-                    "changed": {"type": "boolean"},
-                    "disposition": {"$ref": "#/components/schemas/Disposition"},
+                    "status": {"enum": ["pending", "applied", "refused"]},
+                    "version": {
+                        "type": ["integer", "null"],
+                        "description": "applied: the record version that carries the disposition",
+                    },
+                    "changed": {
+                        "type": ["boolean", "null"],
+                        "description": "applied: false when the record held that disposition already",
+                    },
+                    "detail": {"type": ["string", "null"], "description": "refused: why"},
+                    "kind": {"enum": list(KINDS)},
+                    "team": _NULLABLE_TEXT,
+                    "reason": _NULLABLE_TEXT,
+                    "by": {"type": "string"},
+                    "at": {"type": "string", "format": "date-time"},
                 },
             },
         }

@@ -1,8 +1,9 @@
 """The README's commands, run as a user would (processes, the environment, a real Redis).
 
-``serve`` takes its Redis from ``CALLROUTER_REDIS`` like ``toggle`` and ``state``, so a toggle
-lands where the controller reads; ``toggle`` given no plan checks against the plan in force;
-a busy FastAGI port is one line on stderr and a non-zero exit."""
+``serve`` and ``web`` take their Redis from ``CALLROUTER_REDIS``; ``toggle`` and ``state`` are
+clients of ``web`` (``CALLROUTER_API_URL``, ``CALLROUTER_API_TOKEN_FILE``), which checks a
+toggle against the plan in force, so it lands where the controller reads; ``--direct`` is the
+administrators' path to Redis; a busy FastAGI port is one line on stderr and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -78,29 +79,62 @@ async def wait_for(path: Path, event: str, timeout: float = 15) -> dict[str, obj
 
 
 async def test_readme_toggle_and_state_reach_the_controller(redis: RedisServer, tmp_path: Path) -> None:
-    """serve, toggle and state exactly as the README writes them, with the Redis and the
-    FastAGI port from the environment: the toggle is checked against the plan the controller
-    published, lands in its Redis, and the next call goes to emergency cover."""
-    port = free_port()
+    """serve and web with the Redis from the environment; a supervisor's user and token made with
+    ``callrouter users``; toggle and state exactly as the README writes them, through the web
+    service: the toggle is checked against the plan the controller published, signed, lands in
+    its Redis with the token's user, and the next call goes to emergency cover."""
+    port, web_port = free_port(), free_port()
     key = key_file(tmp_path)
     env = user_env(
-        CALLROUTER_REDIS=redis.url, CALLROUTER_AGI_PORT=str(port), CALLROUTER_TOGGLE_KEY_FILE=str(key)
-    )
+        CALLROUTER_REDIS=redis.url, CALLROUTER_AGI_PORT=str(port), CALLROUTER_TOGGLE_KEY_FILE=str(key),
+        CALLROUTER_WEB_PORT=str(web_port),
+    )  # fmt: skip
     serve = readme_command("callrouter serve")
     assert not {"--redis", "--agi-port"} & set(serve)
-    log = tmp_path / "serve.log"
-    with log.open("w") as out:
+    log, web_log = tmp_path / "serve.log", tmp_path / "web.log"
+    with log.open("w") as out, web_log.open("w") as web_out:
         process = await asyncio.create_subprocess_exec(
             *callrouter(serve), cwd=ROOT, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
         )
+        web = await asyncio.create_subprocess_exec(
+            *callrouter(["callrouter", "web"]),
+            cwd=ROOT,
+            env=env,
+            stdout=web_out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
     try:
+        password = tmp_path / "password"
+        password.write_text("a supervisor's password\n")
+        users = [
+            "callrouter",
+            "users",
+            "add",
+            "spatel",
+            "--name",
+            "S. Patel",
+            "--role",
+            "harborough:supervisor",
+        ]
+        added = await asyncio.to_thread(run, [*users, "--password-file", str(password)], env)
+        assert added.returncode == 0, added.stderr
+        made = await asyncio.to_thread(run, ["callrouter", "users", "token", "spatel", "--name", "cli"], env)
+        assert made.returncode == 0, made.stderr
+        token = tmp_path / "token"
+        token.write_text(made.stdout)
         started = await wait_for(log, "controller.started")
         assert (started["redis"], started["port"]) == (redis.url, port)
+        async with asyncio.timeout(15):
+            while "listening on" not in web_log.read_text():
+                await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)  # the plan in force is published as the controller starts
+        client = user_env(
+            CALLROUTER_API_URL=f"http://127.0.0.1:{web_port}", CALLROUTER_API_TOKEN_FILE=str(token)
+        )
 
         toggle = readme_command("callrouter toggle")
-        assert not {"--plan", "--redis"} & set(toggle)
-        done = await asyncio.to_thread(run, toggle, env)
+        assert not {"--plan", "--redis", "--by"} & set(toggle)
+        done = await asyncio.to_thread(run, toggle, client)
         assert (done.returncode, done.stderr) == (0, "")
         # the expiry with its date, in the council's zone (4h ahead, GMT or BST)
         assert re.fullmatch(
@@ -109,27 +143,51 @@ async def test_readme_toggle_and_state_reach_the_controller(redis: RedisServer, 
             done.stdout,
         ), done.stdout
 
-        state = await asyncio.to_thread(run, readme_command("callrouter state"), env)
+        state = await asyncio.to_thread(run, readme_command("callrouter state"), client)
         assert state.returncode == 0, state.stderr
         assert re.search(
-            r"harborough: toggles: emergency \(Flooding; by S\. Patel; until \w{3} \d\d \w{3} \d{4} ",
-            state.stdout,
+            r"  toggles: emergency \(Flooding; by spatel; until \w{3} \d\d \w{3} \d{4} ", state.stdout
         ), state.stdout
-        assert re.search(r"S\. Patel: toggle\.emergency\.on harborough Flooding", state.stdout)
+        assert re.search(r" spatel toggle\.emergency\.on until .*: Flooding", state.stdout), state.stdout
 
         await asyncio.sleep(0.6)  # the controller's copy refreshes four times a second
         await place_call("127.0.0.1", port, CallerScript(dial=HARBOROUGH, steps=[]))
         routed = await wait_for(log, "call.routed")
         assert (routed["tenant"], routed["state"]) == ("harborough", "emergency")
     finally:
-        process.terminate()
+        for child in (process, web):
+            child.terminate()
         async with asyncio.timeout(15):
-            await process.wait()
+            await asyncio.gather(process.wait(), web.wait())
 
 
-def test_toggle_without_a_key_says_where_to_give_one(redis: RedisServer) -> None:
-    """No toggle key configured: a clear refusal naming the setting, exit 2, nothing written."""
+def test_toggle_without_a_token_says_where_to_give_one(redis: RedisServer) -> None:
+    """No API token configured: a clear refusal naming the setting, exit 2."""
     done = run(readme_command("callrouter toggle"), user_env(CALLROUTER_REDIS=redis.url))
+    assert done.returncode == 2
+    assert done.stderr.startswith("callrouter: no API token: set CALLROUTER_API_TOKEN_FILE"), done.stderr
+
+
+def test_no_service_is_one_line(tmp_path: Path) -> None:
+    """Nothing listening where CALLROUTER_API_URL points: one line naming it, exit 3."""
+    token = tmp_path / "token"
+    token.write_text("crt_x\n")
+    url = f"http://127.0.0.1:{free_port()}"
+    env = user_env(CALLROUTER_API_URL=url, CALLROUTER_API_TOKEN_FILE=str(token))
+    done = run(readme_command("callrouter state"), env)
+    assert done.returncode == 3
+    assert done.stderr.startswith(f"callrouter: the web service at {url} did not answer: "), done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+def direct(argv: list[str]) -> list[str]:
+    """The README's line as an administrator's break-glass run on the service host."""
+    return [*argv, "--by", "host:admin", "--direct"]
+
+
+def test_direct_toggle_without_a_key_says_where_to_give_one(redis: RedisServer) -> None:
+    """No toggle key configured: a clear refusal naming the setting, exit 2, nothing written."""
+    done = run(direct(readme_command("callrouter toggle")), user_env(CALLROUTER_REDIS=redis.url))
     assert done.returncode == 2
     assert done.stderr.startswith("callrouter: no toggle key: set CALLROUTER_TOGGLE_KEY_FILE"), done.stderr
 
@@ -139,7 +197,7 @@ def test_a_key_file_others_can_read_is_refused(redis: RedisServer, tmp_path: Pat
     key = key_file(tmp_path)
     key.chmod(0o640)
     env = user_env(CALLROUTER_REDIS=redis.url, CALLROUTER_TOGGLE_KEY_FILE=str(key))
-    done = run(readme_command("callrouter toggle"), env)
+    done = run(direct(readme_command("callrouter toggle")), env)
     assert done.returncode == 2
     assert done.stderr == (
         f"callrouter: toggle key file {key}: readable or writable by others (mode 0640); "
@@ -150,7 +208,7 @@ def test_a_key_file_others_can_read_is_refused(redis: RedisServer, tmp_path: Pat
 def test_toggle_without_a_plan_anywhere_says_where_to_give_one(redis: RedisServer, tmp_path: Path) -> None:
     """No plan configured and no controller has published one: a clear refusal, exit 2."""
     env = user_env(CALLROUTER_REDIS=redis.url, CALLROUTER_TOGGLE_KEY_FILE=str(key_file(tmp_path)))
-    done = run(readme_command("callrouter toggle"), env)
+    done = run(direct(readme_command("callrouter toggle")), env)
     assert done.returncode == 2
     assert done.stderr.startswith("callrouter: no plan: give --plan PLAN (or CALLROUTER_PLAN")
 
@@ -158,7 +216,7 @@ def test_toggle_without_a_plan_anywhere_says_where_to_give_one(redis: RedisServe
 def test_unreachable_redis_is_one_line(tmp_path: Path) -> None:
     """Nothing listening where CALLROUTER_REDIS points: one line naming it, exit 3."""
     url = f"redis://127.0.0.1:{free_port()}/0"
-    done = run(readme_command("callrouter state"), user_env(CALLROUTER_REDIS=url))
+    done = run([*readme_command("callrouter state"), "--direct"], user_env(CALLROUTER_REDIS=url))
     assert done.returncode == 3
     assert done.stderr == f"callrouter: Redis at {url} did not answer: ConnectionError\n"
 

@@ -50,8 +50,13 @@ NEEDS: dict[str, dict[str, str]] = {
     "audit_stream": {"controller": "rw", "service": "rw", "readonly": "r"},
     "plan_in_force": {"controller": "rw", "service": "rw", "readonly": "r"},
     "overflow_latch": {"controller": "rw", "service": "r", "readonly": "r"},
-    "records_stream": {"controller": "rw", "service": "r", "readonly": "r"},
-    "record_appended": {"controller": "rw", "service": "r", "readonly": "r"},
+    # The service appends too: a disposition for a call no controller holds (records/dispositions.py)
+    "records_stream": {"controller": "rw", "service": "rw", "readonly": "r"},
+    "record_appended": {"controller": "rw", "service": "rw", "readonly": "r"},
+    # Dispositions over HTTP: the service writes the request and its status, the controllers read
+    # the stream in a consumer group (reading and acknowledging write it) and set the status.
+    "record_dispositions": {"controller": "rw", "service": "rw", "readonly": "r"},
+    "record_disposition": {"controller": "rw", "service": "rw", "readonly": "r"},
     "record_owner": {"controller": "rw", "service": "r", "readonly": "r"},
     "record_owner_alive": {"controller": "rw", "service": "r", "readonly": "r"},
     "record_owner_alive_pattern": {"controller": "rw", "service": "r", "readonly": "r"},
@@ -194,7 +199,7 @@ async def test_the_service_writes_a_toggle_the_controller_obeys(acl_redis: Redis
 def test_state_runs_as_readonly(acl_redis: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
     """``callrouter state`` as ``readonly``: the toggle the service wrote (the test above), the
     live queues (a read-only script) and the audit trail."""
-    argv = ["state", "--plan", str(EXAMPLE), "--redis", url(acl_redis, "readonly")]
+    argv = ["state", "--direct", "--plan", str(EXAMPLE), "--redis", url(acl_redis, "readonly")]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CALLROUTER_REDIS_PASSWORD", PASSWORD)
         assert main(argv) == 0

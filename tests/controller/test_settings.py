@@ -157,7 +157,7 @@ def test_the_redis_password_is_used(tmp_path: Path) -> None:
     password = tmp_path / "password"
     password.write_text("pa55word\n")
     try:
-        argv = [sys.executable, "-m", "callrouter.cli", "state", "--plan", "examples/plan.yaml"]
+        argv = [sys.executable, "-m", "callrouter.cli", "state", "--direct", "--plan", "examples/plan.yaml"]
         env = {"PATH": "/usr/bin:/bin", "CALLROUTER_REDIS": server.url}
         refused = subprocess.run(
             argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False

@@ -138,7 +138,7 @@ def test_cli_toggle_and_state(redis_server: RedisServer, capsys: pytest.CaptureF
     """The supervisor's commands against a real Redis; a refusal exits 2."""
     with SyncRedis.from_url(redis_server.url) as client:
         client.delete(KEYS.toggle("emergency", "charnwood"))
-    common = ["--plan", str(EXAMPLE), "--redis", redis_server.url]
+    common = ["--direct", "--plan", str(EXAMPLE), "--redis", redis_server.url]
     code = main(
         [
             "toggle",
@@ -230,7 +230,7 @@ def test_state_shows_stored_text_escaped(
         entry = audit_entry("toggle.closure.on", evil.by, now, tenant="harborough", reason=evil.reason)
         client.xadd(KEYS.audit_stream(), {"entry": entry, "previous": ""})
         try:
-            assert main(["state", "--plan", str(EXAMPLE), "--redis", redis_server.url]) == 0
+            assert main(["state", "--direct", "--plan", str(EXAMPLE), "--redis", redis_server.url]) == 0
         finally:
             client.delete(key)
     out = capsys.readouterr().out
@@ -247,7 +247,7 @@ def test_cli_refuses_control_characters(
     redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The refusal names the character without sending it to the terminal; nothing is stored."""
-    argv = ["toggle", "closure", "harborough", "--on", "--reason", "x\x1b[2J", "--by", "sam"]
+    argv = ["toggle", "--direct", "closure", "harborough", "--on", "--reason", "x\x1b[2J", "--by", "sam"]
     code = main([*argv, "--expires", "1h", "--plan", str(EXAMPLE), "--redis", redis_server.url])
     err = capsys.readouterr().err
     assert code == 2

@@ -283,7 +283,7 @@ def test_state_without_a_plan_shows_a_three_day_toggle_with_its_date(
         client.set(KEYS.plan_in_force(), facts_json(plan_facts(PLAN), str(EXAMPLE), 1, now))
         client.set(key, signed_toggle_json(KEYRING, key, three_days, now), px=60_000)
         try:
-            assert main(["state", "--redis", redis_server.url]) == 0
+            assert main(["state", "--direct", "--redis", redis_server.url]) == 0
         finally:
             client.delete(key, KEYS.plan_in_force())
     out = capsys.readouterr().out
@@ -314,7 +314,7 @@ def test_state_without_a_key_says_the_signatures_are_not_checked(
         )
         client.set(emergency, "not a toggle\x1b[2J", px=60_000)
         try:
-            assert main(["state", "--plan", str(EXAMPLE), "--redis", redis_server.url]) == 0
+            assert main(["state", "--direct", "--plan", str(EXAMPLE), "--redis", redis_server.url]) == 0
         finally:
             client.delete(closure, emergency)
     out = capsys.readouterr().out

@@ -39,7 +39,7 @@ def captured() -> Iterator[tuple[io.StringIO, io.StringIO]]:
 
 def toggle(redis_url: str, *args: str) -> tuple[int, str, str]:
     with captured() as (out, err):
-        code = main(["toggle", *args, "--plan", str(EXAMPLE), "--redis", redis_url, "--json"])
+        code = main(["toggle", "--direct", *args, "--plan", str(EXAMPLE), "--redis", redis_url, "--json"])
     return code, out.getvalue(), err.getvalue()
 
 
@@ -93,7 +93,7 @@ def test_state_shows_a_stored_escape_escaped(redis_server: RedisServer) -> None:
     finally:
         client.close()
     with captured() as (out, _):
-        assert main(["state", "--plan", str(EXAMPLE), "--redis", redis_server.url]) == 0
+        assert main(["state", "--direct", "--plan", str(EXAMPLE), "--redis", redis_server.url]) == 0
     shown = out.getvalue()
     assert "charnwood: IGNORED emergency toggle in Redis (unsigned: no kid and mac)" in shown
     assert "cleared" not in shown
@@ -111,5 +111,5 @@ def test_a_value_that_is_no_toggle_is_ignored_not_a_crash(redis_server: RedisSer
     finally:
         client.close()
     with captured() as (out, _):
-        assert main(["state", "--plan", str(EXAMPLE), "--redis", redis_server.url]) == 0
+        assert main(["state", "--direct", "--plan", str(EXAMPLE), "--redis", redis_server.url]) == 0
     assert "charnwood" in out.getvalue()

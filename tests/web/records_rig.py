@@ -3,7 +3,9 @@ example plan, and the real app on the web tests' Redis with the records source s
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +24,7 @@ from tests.records.factory import record
 from tests.records.support import KEY
 from tests.support.web import web_test_app
 from web.context import Clock
-from web.records import RECORDS, RecordsSource
+from web.records import FALLBACK, RECORDS, FallbackTiming, RecordsSource
 
 EXAMPLE_PLAN = Path(__file__).parents[2] / "examples" / "plan.yaml"
 DAY = datetime(2026, 11, 23, tzinfo=UTC)  # a Monday (local time = UTC in November)
@@ -100,7 +102,24 @@ def records_app(redis: Redis, root: Path, records: Sequence[ContactRecord], cloc
 
     app = web_test_app(redis, clock=clock)
     app[RECORDS] = RecordsSource(Archive(root), KEY, plan_source)
+    # the archive consumer of dispositions: often, and at once when no controller reads them
+    app[FALLBACK] = FallbackTiming(every_s=0.05, stuck_s=0.0)
     return app
+
+
+async def settled(
+    client: Any, headers: dict[str, str], location: str, timeout_s: float = 10
+) -> dict[str, Any]:
+    """A disposition request's status once it is no longer pending."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answer = await client.get(location, headers=headers)
+        assert answer.status == 200, await answer.text()
+        status: dict[str, Any] = await answer.json()
+        if status["status"] != "pending":
+            return status
+        assert time.monotonic() < deadline, f"still pending: {status}"
+        await asyncio.sleep(0.05)
 
 
 async def audit_entries(redis: Redis) -> list[dict[str, Any]]:

@@ -44,6 +44,7 @@ from tests.web.records_rig import (
     raw_audit,
     records_app,
     sample_records,
+    settled,
 )
 from web.identity import IdentityStore
 
@@ -219,6 +220,9 @@ async def stream_versions(redis: Redis, record_id: str) -> list[dict[str, Any]]:
 async def test_a_supervisor_posts_a_disposition_and_version_2_is_in_the_stream(
     client: Client, web_store: IdentityStore, web_redis: Redis
 ) -> None:
+    """No controller holds the call (no controller here): the service's archive consumer makes
+    version 2 from the archived version 1; a second disposition waits until version 2 is
+    archived (202 pending, never a 409)."""
     supervisor = await token_of(web_store, "hsup", {"harborough": {"supervisor"}})
     record_id = target()
     answer = await client.post(
@@ -226,25 +230,32 @@ async def test_a_supervisor_posts_a_disposition_and_version_2_is_in_the_stream(
         json={"kind": "avoidable", "reason": "chasing-progress"},
         headers=supervisor,
     )
-    assert answer.status == 200, await answer.text()
+    assert answer.status == 202, await answer.text()
     body = await answer.json()
-    assert (body["version"], body["changed"]) == (2, True)
-    assert body["disposition"] == {"kind": "avoidable", "team": None, "reason": "chasing-progress",
-                                   "by": "hsup", "at": "2026-11-23T17:00:00Z"}  # fmt: skip
+    assert (body["status"], body["record"], body["version"]) == ("pending", record_id, None)
+    assert answer.headers["Location"] == f"{HARBOROUGH}/dispositions/{body['request']}"
+    status = await settled(client, supervisor, answer.headers["Location"])
+    assert (status["status"], status["version"], status["changed"]) == ("applied", 2, True)
+    assert (status["kind"], status["reason"], status["by"], status["at"]) == (
+        "avoidable", "chasing-progress", "hsup", "2026-11-23T17:00:00+00:00",
+    )  # fmt: skip
     [payload] = await stream_versions(web_redis, record_id)
     assert payload["version"] == 2
     assert payload["disposition"]["by"] == "hsup"  # the authenticated identity, not a typed name
     whole = next(r.caller.number for r in sample_records() if r.id == record_id)
     assert payload["caller"]["number"] == whole  # the CRM's copy is whole
     entry = (await audit_entries(web_redis))[0]
-    assert (entry["what"], entry["by"], entry["record"], entry["version"]) == (
-        "records.disposition", "hsup", record_id, 2,
+    assert (entry["what"], entry["by"], entry["record"], entry["request"]) == (
+        "records.disposition", "hsup", record_id, body["request"],
     )  # fmt: skip
-    # posted again before the archive has version 2: the service says so, nothing appended twice
+    # posted again before the archive has version 2: accepted, and it waits for the archive
     again = await client.post(
         f"{HARBOROUGH}/records/{record_id}/disposition", json={"kind": "complaint"}, headers=supervisor
     )
-    assert again.status == 409
+    assert again.status == 202
+    await asyncio.sleep(0.3)  # several rounds of the archive consumer
+    waiting = await client.get(again.headers["Location"], headers=supervisor)
+    assert (await waiting.json())["status"] == "pending"
     assert len(await stream_versions(web_redis, record_id)) == 1
 
 
@@ -285,7 +296,8 @@ async def test_who_may_post_a_disposition(client: Client, web_store: IdentitySto
     csrf = await login(client, "hsup")
     assert (await client.post(path, json=resolved)).status == 403
     answer = await client.post(path, json=resolved, headers={"X-CSRF-Token": csrf})
-    assert answer.status == 200
+    assert answer.status == 202
+    assert (await settled(client, supervisor, answer.headers["Location"]))["version"] == 2
     assert await stream_versions(web_redis, target()) != []
 
 
@@ -297,7 +309,8 @@ async def test_the_same_disposition_again_makes_no_version(
     answer = await client.post(
         f"{HARBOROUGH}/records/{held.id}/disposition", json={"kind": "resolved"}, headers=supervisor
     )
-    assert (await answer.json())["changed"] is False
+    status = await settled(client, supervisor, answer.headers["Location"])
+    assert (status["status"], status["version"], status["changed"]) == ("applied", 1, False)
     assert await stream_versions(web_redis, held.id) == []
 
 
@@ -322,7 +335,7 @@ async def test_the_new_version_reaches_the_crm_and_the_archive(
             json={"kind": "back_office", "team": "council-tax"},
             headers=supervisor,
         )
-        assert answer.status == 200
+        assert answer.status == 202
         await crm.wait_for(1, timeout_s=10)
         assert crm.accepted == [(f"{record_id}:2", record_id, 2)]
         deadline = time.monotonic() + 10
@@ -337,7 +350,7 @@ async def test_the_new_version_reaches_the_crm_and_the_archive(
         third = await client.post(
             f"{HARBOROUGH}/records/{record_id}/disposition", json={"kind": "complaint"}, headers=supervisor
         )
-        assert (await third.json())["version"] == 3
+        assert (await settled(client, supervisor, third.headers["Location"]))["version"] == 3
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=10)
@@ -440,7 +453,8 @@ async def test_answers_follow_the_openapi_document(
     posted = await client.post(
         f"{HARBOROUGH}/records/{target()}/disposition", json={"kind": "complaint"}, headers=supervisor
     )
-    check("DispositionResult", await posted.json())
+    check("DispositionStatus", await posted.json())
+    check("DispositionStatus", await settled(client, supervisor, posted.headers["Location"]))
     report = await client.get(f"{HARBOROUGH}/report", params={**RANGE, "period": "week"}, headers=supervisor)
     check("KpiReport", await report.json())
     example = spec["components"]["schemas"]["DispositionRequest"]["example"]
@@ -451,7 +465,8 @@ async def test_answers_follow_the_openapi_document(
         for method in item
         if path.startswith(("/api/v1/tenants/{tenant}/re", "/tenants/{tenant}/report"))
     }
-    assert len(operations) == 5
+    assert len(operations) == 5  # and the disposition request's status:
+    assert "get" in spec["paths"]["/api/v1/tenants/{tenant}/dispositions/{request_id}"]
 
 
 # --- the KPI page ----------------------------------------------------------------------------------
