@@ -66,6 +66,7 @@ from benchmarks.route_bench import seed
 from records.archive import Archive
 from routing import metrics
 from routing.redis_keys import KEYS
+from routing.toggle_mac import write_key_file
 from tests.records.factory import record
 from tests.support.redis_server import free_port, running_redis
 from tests.support.web import FAST_HASHER
@@ -546,10 +547,13 @@ async def run(args: argparse.Namespace) -> None:
         folder, limit = Path(tmp), int(args.limit_s) + 30
         web_port, bare_port, agi_port = free_port(), free_port(), free_port()
         seed_archive(folder / "archive", args.records_today)
+        key_file = folder / "toggle.key"
+        write_key_file(key_file)  # the toggle key web and serve share (toggles signed and checked)
         env = {**os.environ, "CALLROUTER_REDIS": redis_server.url, "CALLROUTER_WEB_PORT": str(web_port),
                "CALLROUTER_WEB_COOKIE_SECURE": "false", "CALLROUTER_LOG_LEVEL": args.web_log_level,
                "CALLROUTER_PLAN": str(EXAMPLE),
-               "CALLROUTER_RECORDS_ARCHIVE_DIR": str(folder / "archive")}  # fmt: skip
+               "CALLROUTER_RECORDS_ARCHIVE_DIR": str(folder / "archive"),
+               "CALLROUTER_TOGGLE_KEY_FILE": str(key_file)}  # fmt: skip
         me = [sys.executable, "-m", "benchmarks.web_bench"]
         web_argv = [sys.executable, "-m", "callrouter.cli", "web"]
         serve_argv = [sys.executable, "-m", "callrouter.cli", "serve", "--plan", str(EXAMPLE), "--agi-port",
@@ -565,7 +569,12 @@ async def run(args: argparse.Namespace) -> None:
                 env=env,
             ),
             start(
-                "serve", serve_argv, agi_port, limit_s=limit, log=folder / "serve.log", env=dict(os.environ)
+                "serve",
+                serve_argv,
+                agi_port,
+                limit_s=limit,
+                log=folder / "serve.log",
+                env={**os.environ, "CALLROUTER_TOGGLE_KEY_FILE": str(key_file)},
             ),
         ]
         web_proc, bare, serve = processes
