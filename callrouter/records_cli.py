@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from callrouter import settings as settings_module
+from callrouter import systemd
 from callrouter.logs import configure_logging
 from callrouter.ops import OpsListener, Readiness
 from callrouter.settings import Settings, SettingsError
@@ -105,9 +106,11 @@ async def _deliver(args: argparse.Namespace, settings: Settings, redis: Redis) -
     )
     stop = asyncio.Event()
     readiness = Readiness({"worker_running": True, "not_stopping": True})
+    notifier = systemd.Notifier.from_environ()
 
     def stopping() -> None:
         readiness.set("not_stopping", False)  # /ready says 503 before the worker winds down
+        notifier.stopping()
         stop.set()
 
     loop = asyncio.get_running_loop()
@@ -119,10 +122,12 @@ async def _deliver(args: argparse.Namespace, settings: Settings, redis: Redis) -
         await ops.start()
     set_info("deliver", worker.consumer)
     measuring = asyncio.create_task(measure_backlog(redis, worker, stop))
+    notifier.ready("delivering")  # Type=notify units; watchdog pings from the loop
     try:
         await worker.run(stop)
     finally:
         readiness.set("worker_running", False)
+        await notifier.close()
         measuring.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await measuring

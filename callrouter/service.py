@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from callrouter import settings as settings_module
+from callrouter import systemd
 from callrouter.logs import configure_logging
 from callrouter.ops import OpsListener, Readiness, ami_figures, session_figures
 from callrouter.settings import Settings
@@ -678,6 +679,7 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     lease.extend([ami[0]] if ami is not None else [])
     _watch(instance, server, cached=cached, clock=clock, pump=pump, consumer=ami[0] if ami else None)
     loop = asyncio.get_running_loop()
+    notifier = systemd.Notifier.from_environ()
     reloader = PlanReloader(holder, redis, last_digest=digest)
     _reload_on_sighup(loop, reloader, store=store)
     watcher = asyncio.create_task(_plan_watcher(options, reloader, redis, stamp))
@@ -699,18 +701,28 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
         )
         if ready is not None:
             ready(server.port)
+        notifier.ready(f"routing calls on port {server.port}")  # Type=notify units; watchdog pings
         await serve_until_signal(
-            server,
-            drain_timeout=options.drain_timeout,
-            on_signal=lambda: readiness.set("not_draining", False),  # /ready says 503 before the drain
+            server, drain_timeout=options.drain_timeout, on_signal=_draining(readiness, notifier)
         )
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
+        await notifier.close()
         await _shut_down(
             (watcher, refresher, publisher, ami[1] if ami else None), ami, pump, pumping, redis, ops=ops
         )
     log.info("controller.stopped", **asdict(server.counters))
     return 0
+
+
+def _draining(readiness: Readiness, notifier: systemd.Notifier) -> Callable[[], None]:
+    """What SIGTERM does first: /ready says 503 and systemd hears STOPPING=1, before the drain."""
+
+    def on_signal() -> None:
+        readiness.set("not_draining", False)
+        notifier.stopping("draining calls")
+
+    return on_signal
 
 
 def _reload_on_sighup(loop: asyncio.AbstractEventLoop, reloader: PlanReloader, *, store: bool) -> None:

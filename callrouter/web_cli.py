@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from callrouter import settings as settings_module
+from callrouter import systemd
 from callrouter.logs import configure_logging
 from callrouter.ops import OpsListener, Readiness
 from callrouter.settings import Settings, SettingsError
@@ -130,8 +131,14 @@ async def serve_web(settings: Settings, config: WebConfig, stop: asyncio.Event |
     await runner.setup()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    notifier = systemd.Notifier.from_environ()
+
+    def stopping() -> None:
+        notifier.stopping()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping)
     readiness = Readiness({"listening": False, "not_stopping": True})
     ops = None
     if settings.ops.port is not None:  # the unauthenticated /metrics, /health, /ready (docs/web.md)
@@ -153,6 +160,7 @@ async def serve_web(settings: Settings, config: WebConfig, stop: asyncio.Event |
                 file=sys.stderr,
                 flush=True,
             )
+        notifier.ready("serving")  # Type=notify units; watchdog pings from the loop
         await stop.wait()
         readiness.set("not_stopping", False)
     finally:
@@ -160,6 +168,7 @@ async def serve_web(settings: Settings, config: WebConfig, stop: asyncio.Event |
             await ops.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        await notifier.close()
         await runner.cleanup()
         await redis.aclose()
     return 0
