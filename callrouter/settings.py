@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from records.builder import MIN_KEY_BYTES
 from routing.ami.settings import AmiSettings
@@ -190,7 +190,7 @@ class OpsSettings(_Section):
         None,
         ge=0,
         le=65535,
-        description="port of the ops listener of serve and records deliver (unset: no listener; 0: any)",
+        description="port of the ops listener of serve, records deliver and web (unset: no listener; 0: any)",
     )
 
 
@@ -310,14 +310,19 @@ class Settings(_Section):
         except PartnerKeyError as exc:
             raise SettingsError(str(exc)) from None
 
-    def redis_client(self, connect_timeout: float, timeout: float) -> Redis:
+    def redis_client(self, connect_timeout: float, timeout: float, *, pool_size: int | None = None) -> Redis:
+        """A client of ``redis.url``. ``pool_size``: at most that many connections, a command
+        waiting up to ``timeout`` for a free one (without it, redis-py's pool refuses a command
+        outright past 100 connections in use)."""
         password = self.redis.password.get_secret_value() if self.redis.password else None
-        return Redis.from_url(
-            self.redis.url,
-            password=password,
-            socket_connect_timeout=connect_timeout,
-            socket_timeout=timeout,
+        options: dict[str, Any] = {"password": password, "socket_connect_timeout": connect_timeout,
+                                   "socket_timeout": timeout}  # fmt: skip
+        if pool_size is None:
+            return Redis.from_url(self.redis.url, **options)
+        pool = BlockingConnectionPool.from_url(
+            self.redis.url, max_connections=pool_size, timeout=timeout, **options
         )
+        return Redis.from_pool(pool)
 
 
 _AMI_MEANINGS = {

@@ -17,7 +17,9 @@ import asyncio
 import getpass
 import ipaddress
 import json
+import os
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import Callable
@@ -30,10 +32,12 @@ from redis.exceptions import RedisError
 from callrouter import settings as settings_module
 from callrouter import systemd
 from callrouter.logs import configure_logging
+from callrouter.ops import OpsListener, Readiness
 from callrouter.settings import Settings, SettingsError
 from records.archive import Archive
 from routing import plan_store
 from routing.core.plan import Plan
+from routing.metrics import set_info
 from routing.plan_file import load_plan
 from routing.supervisor import audit
 from web.app import create_app, run_kwargs
@@ -51,10 +55,16 @@ WEB_SETTINGS = (
     "web.port",
     "web.tls_cert",
     "web.tls_key",
+    "ops.host",
+    "ops.port",
     "log.level",
     "log.console",
 )
 DEFAULT_TOKEN_DAYS = 90
+WEB_REDIS_CONNECTIONS = 50
+"""The web service's Redis connections at most; a request waits for a free one (up to the
+command timeout). redis-py's default pool refused every command past 100 connections with a 503
+when 100 dashboards polled at once (``benchmarks/web_bench.py``)."""
 
 
 def web_config(settings: Settings) -> WebConfig:
@@ -113,7 +123,7 @@ async def serve_web(settings: Settings, config: WebConfig, stop: asyncio.Event |
     from aiohttp import web  # noqa: PLC0415 - only this command needs the server part
 
     tls = _tls(settings)
-    redis = settings.redis_client(connect_timeout=2, timeout=5)
+    redis = settings.redis_client(connect_timeout=2, timeout=5, pool_size=WEB_REDIS_CONNECTIONS)
     app = create_app(config, redis)
     records = records_source(settings, redis)
     if records is not None:
@@ -130,16 +140,21 @@ async def serve_web(settings: Settings, config: WebConfig, stop: asyncio.Event |
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping)
+    readiness = Readiness({"listening": False, "not_stopping": True})
+    ops = None
+    if settings.ops.port is not None:  # the unauthenticated /metrics, /health, /ready (docs/web.md)
+        ops = OpsListener(settings.ops.host, settings.ops.port, readiness)
     try:
         site = web.TCPSite(runner, settings.web.host, settings.web.port, ssl_context=tls)
         try:
             await site.start()
+            if ops is not None:
+                await ops.start()
         except OSError as exc:
-            print(
-                f"callrouter: cannot listen on {settings.web.host}:{settings.web.port}: {exc.strerror}",
-                file=sys.stderr,
-            )
+            print(f"callrouter: cannot listen: {exc.strerror}", file=sys.stderr)
             return EXIT_UNREACHABLE
+        readiness.set("listening", True)
+        set_info("web", f"{socket.gethostname()}:{os.getpid()}:{runner.addresses[0][1]}")
         for address in runner.addresses:
             print(
                 f"callrouter web: listening on {'https' if tls else 'http'}://{address[0]}:{address[1]}",
@@ -148,7 +163,10 @@ async def serve_web(settings: Settings, config: WebConfig, stop: asyncio.Event |
             )
         notifier.ready("serving")  # Type=notify units; watchdog pings from the loop
         await stop.wait()
+        readiness.set("not_stopping", False)
     finally:
+        if ops is not None:
+            await ops.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await notifier.close()

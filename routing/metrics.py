@@ -43,6 +43,9 @@ AMI_TYPES_MAX = 200
 DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 """Seconds: a decision on cached live state takes tens of microseconds; 100 ms is far too long."""
 
+WEB_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+"""Seconds: an API answer from Redis takes a few milliseconds; a login's argon2 check ~50 ms."""
+
 DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 15.0, 60.0, 300.0, 3600.0)
 """Seconds from a record's append to the records stream to the CRM taking it (goal: 2 s from
 hang-up); the long buckets show a CRM that was down."""
@@ -95,6 +98,18 @@ CATALOGUE: tuple[Spec, ...] = (
     Spec("callrouter_records_delivered", "counter", "record versions a sink took", ("sink",), "deliver"),
     Spec("callrouter_records_dead_letters", "counter", "record versions a sink refused (dead letters)",
          ("sink",), "deliver"),
+    Spec("callrouter_web_requests", "counter", "HTTP requests answered, by route template (never the raw "
+         "path), method and status class (2xx, 3xx, 4xx, 5xx)", ("route", "method", "status"), "web"),
+    Spec("callrouter_web_request_seconds", "histogram", "seconds from a request's arrival to its response "
+         "(a streamed response such as Server-Sent Events is counted, not timed), by route template",
+         ("route",), "web"),
+    Spec("callrouter_web_logins", "counter", "logins to the web page, by outcome (ok, failed, locked: "
+         "refused for too many failures)", ("outcome",), "web"),
+    Spec("callrouter_web_sse_streams", "gauge", "Server-Sent Events streams open now", (), "web"),
+    Spec("callrouter_toggles_changed", "counter", "supervisor toggles switched by this process, by kind "
+         "and action (on, off)", ("kind", "action"), "web"),
+    Spec("callrouter_plans_changed", "counter", "plan versions made live by this process, by action "
+         "(publish, rollback)", ("action",), "web"),
 )  # fmt: skip
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no ``*_created`` series: a process's start time is not worth one per child
@@ -131,6 +146,11 @@ RECORDS_BACKLOG = _gauge("callrouter_records_backlog")
 DELIVERY_SECONDS = _histogram("callrouter_records_delivery_seconds", DELIVERY_BUCKETS)
 DELIVERED = _counter("callrouter_records_delivered")
 DEAD_LETTERS = _counter("callrouter_records_dead_letters")
+WEB_REQUESTS = _counter("callrouter_web_requests")
+WEB_REQUEST_SECONDS = _histogram("callrouter_web_request_seconds", WEB_BUCKETS)
+WEB_LOGINS = _counter("callrouter_web_logins")
+TOGGLES_CHANGED = _counter("callrouter_toggles_changed")
+PLANS_CHANGED = _counter("callrouter_plans_changed")
 
 
 # --- setters for other parts -------------------------------------------------------------------
@@ -201,6 +221,67 @@ class SinkMetrics:
         self.backlog = RECORDS_BACKLOG.labels(sink)
 
 
+# --- the web service ----------------------------------------------------------------------------
+
+WEB_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"
+"""The route label of a request no route matched (404, or 405 for an unknown method): its path
+is the client's text, never a label."""
+
+
+def status_class(status: int) -> str:
+    """``404`` -> ``4xx``."""
+    return f"{status // 100}xx" if 100 <= status <= 599 else "other"
+
+
+class WebRequests:
+    """``callrouter_web_requests`` and ``callrouter_web_request_seconds`` in the web service's
+    middleware, label children cached as :class:`RoutedCalls` does. ``route`` is the matched
+    route's template (``/api/v1/tenants/{tenant}/toggles``) or :data:`UNMATCHED`, so the label
+    values are bounded by the application's routes; a method outside :data:`WEB_METHODS` is
+    ``other``."""
+
+    def __init__(self) -> None:
+        self._counted: dict[tuple[str, str, int], Any] = {}
+        self._timed: dict[str, Any] = {}
+
+    def answered(self, route: str, method: str, status: int, seconds: float | None) -> None:
+        """One request answered; ``seconds`` None for a streamed response (not timed)."""
+        key = (route, method, status)
+        child = self._counted.get(key)
+        if child is None:
+            labels = (route, method if method in WEB_METHODS else "other", status_class(status))
+            child = self._counted[key] = WEB_REQUESTS.labels(*labels)
+        child.inc()
+        if seconds is not None:
+            timer = self._timed.get(route)
+            if timer is None:
+                timer = self._timed[route] = WEB_REQUEST_SECONDS.labels(route)
+            timer.observe(seconds)
+
+
+LOGIN_OUTCOMES = ("ok", "failed", "locked")
+
+
+def login(outcome: str) -> None:
+    """A login to the web page: ``ok``, ``failed`` (wrong user or password) or ``locked``
+    (refused for too many failed logins, no password checked)."""
+    if outcome not in LOGIN_OUTCOMES:
+        raise ValueError(f"login outcome {outcome!r} not one of {LOGIN_OUTCOMES}")
+    WEB_LOGINS.labels(outcome).inc()
+
+
+def toggle_changed(kind: str, on: bool) -> None:
+    """A supervisor toggle stored (``routing.supervisor.apply_toggle``); ``kind`` is checked
+    against the fixed kinds before this is called."""
+    TOGGLES_CHANGED.labels(kind, "on" if on else "off").inc()
+
+
+def plan_changed(action: str) -> None:
+    """A plan version made live: ``publish`` or ``rollback`` (``routing.plan_store``)."""
+    PLANS_CHANGED.labels(action).inc()
+
+
 # --- probes: read when scraped -------------------------------------------------------------------
 
 
@@ -231,6 +312,7 @@ class Probes:
     live_age_s: Callable[[], float | None] | None = None
     toggles: Callable[[], Iterable[tuple[str, str]]] | None = None
     records_pending: Callable[[], int] | None = None
+    sse_streams: Callable[[], int] | None = None
 
 
 PROBES = Probes()
@@ -238,7 +320,8 @@ PROBES = Probes()
 
 def watch(**probes: Any) -> None:
     """Register what the probes read: ``sessions``, ``ami``, ``live_age_s``, ``toggles``
-    (pairs tenant, kind), ``records_pending``; None forgets one."""
+    (pairs tenant, kind), ``records_pending``, ``sse_streams`` (the web service's live event
+    streams open); None forgets one."""
     for name, probe in probes.items():
         if not hasattr(PROBES, name):
             raise TypeError(f"no probe {name!r}")
@@ -259,7 +342,7 @@ class _ProbeCollector(Collector):
         return [_family(name) for name in _PROBED]
 
     def collect(self) -> Iterator[Metric]:
-        for reader in (self._sessions, self._ami, self._live, self._toggles, self._records):
+        for reader in (self._sessions, self._ami, self._live, self._toggles, self._records, self._streams):
             try:
                 yield from reader()
             except Exception:  # noqa: S112 - a probe of a part stopping must not break the scrape
@@ -325,12 +408,18 @@ class _ProbeCollector(Collector):
             family.add_metric([], PROBES.records_pending())  # type: ignore[attr-defined]
             yield family
 
+    def _streams(self) -> Iterator[Metric]:
+        if PROBES.sse_streams is not None:
+            family = _family("callrouter_web_sse_streams")
+            family.add_metric([], PROBES.sse_streams())  # type: ignore[attr-defined]
+            yield family
+
 
 _PROBED = (
     "callrouter_fastagi_sessions_started", "callrouter_fastagi_sessions_ended", "callrouter_fastagi_failures",
     "callrouter_fastagi_sessions_active", "callrouter_ami_events", "callrouter_ami_last_event_age_seconds",
     "callrouter_ami_apply_lag_seconds", "callrouter_ami_writer", "callrouter_live_state_age_seconds",
-    "callrouter_toggles_active", "callrouter_records_pending",
+    "callrouter_toggles_active", "callrouter_records_pending", "callrouter_web_sse_streams",
 )  # fmt: skip
 REGISTRY.register(_ProbeCollector())
 

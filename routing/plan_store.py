@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 
+from routing import metrics
 from routing.core.decide import CompiledPlan
 from routing.core.diff import Difference, differences, local_day_bounds
 from routing.core.problems import Problem, errors
@@ -358,6 +359,7 @@ async def publish(
     previous = int(_text(answer[5])) if _text(answer[5]) else None
     at = result.activate_at.isoformat(timespec="milliseconds")
     message = f"published version {result.version} (generation {result.generation}), live at {at}"
+    metrics.plan_changed("publish")
     return Change(True, result, previous, message)
 
 
@@ -391,6 +393,7 @@ async def rollback(
         return Change(False, result, result.version, f"nothing changed: version {number} has the text "
                       f"of the live version {result.version} (generation {result.generation})")  # fmt: skip
     previous = int(_text(answer[5])) if _text(answer[5]) else None
+    metrics.plan_changed("rollback")
     return Change(True, result, previous, f"rolled back from version {previous} to version {number} "
                   f"(generation {result.generation})")  # fmt: skip
 

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 
+from routing import metrics
 from routing.core.live import Toggle
 from routing.core.plan import Plan
 from routing.live.source import signed_toggle_json, toggle_from_json, verified_toggle
@@ -278,6 +279,7 @@ async def apply_toggle(
     script_keys = [key_name, keys.audit_stream()]
     args = [value, str(max(ttl_ms, 1)), entry, str(AUDIT_MAXLEN), keys.toggles_changed_channel()]
     audit_id, previous = await redis.eval(_APPLY, 2, *script_keys, *args)
+    metrics.toggle_changed(request.kind, request.on)
     return _text(audit_id), _previous(previous)
 
 

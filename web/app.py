@@ -7,10 +7,12 @@ Each feature is a module with ``setup(app)`` that adds its routes and its OpenAP
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeGuard
 
 import structlog
 from aiohttp import web
@@ -20,8 +22,9 @@ from argon2 import PasswordHasher
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from routing import metrics
 from web import live, openapi, partners, plans, plans_page, records, session, toggles
-from web.auth import IDENTITY, authenticate
+from web.auth import IDENTITY, authenticate, require
 from web.context import (
     CLOCK,
     CONFIG,
@@ -47,6 +50,27 @@ CSP = (
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 READY_TIMEOUT_S = 1.0
+WEB_METRICS = web.AppKey("web_metrics", metrics.WebRequests)
+
+
+@web.middleware
+async def measured(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every answer by its route's template (``/api/v1/tenants/{tenant}/toggles``, never
+    the path the client sent), method and status class, and time it (``routing/metrics.py``).
+    Outermost, so a problem response or a redirect raised by a handler is counted as sent; a
+    response the handler streamed itself (Server-Sent Events) is counted, its duration not
+    observed. A request cancelled by its client's disconnect is not counted."""
+    started = time.perf_counter()
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else metrics.UNMATCHED
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # a redirect (a login's 303): raised, sent by aiohttp
+        request.app[WEB_METRICS].answered(route, request.method, exc.status, time.perf_counter() - started)
+        raise
+    seconds = None if response.prepared else time.perf_counter() - started
+    request.app[WEB_METRICS].answered(route, request.method, response.status, seconds)
+    return response
 
 
 @web.middleware
@@ -99,6 +123,12 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
         headers.setdefault("Strict-Transport-Security", "max-age=31536000")
 
 
+def _routed(request: web.BaseRequest) -> TypeGuard[web.Request]:
+    """A request that reached the router (one the HTTP parser refused, such as an unknown method,
+    has no application to read the settings from)."""
+    return isinstance(request, web.Request) and request._match_info is not None
+
+
 class AccessLogger(AbstractAccessLogger):
     """One line per request: method, path without its query (it may hold personal data), status,
     duration and the user id; never a header, a cookie or a token."""
@@ -111,7 +141,7 @@ class AccessLogger(AbstractAccessLogger):
             path=request.path[:200],
             status=response.status,
             ms=round(time * 1000, 1),
-            remote=client_address(request) if isinstance(request, web.Request) else request.remote,
+            remote=client_address(request) if _routed(request) else request.remote,
             user=identity.user_id if identity is not None else None,
         )
 
@@ -132,6 +162,16 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
+async def scrape(request: web.Request) -> web.Response:
+    """Prometheus text of this process's metrics, for a viewer of every tenant (a scraper's
+    token); ``docs/web.md`` says why it is not open."""
+    require(request, "viewer", None)
+    body, content_type = metrics.render()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
 async def openapi_document(request: web.Request) -> web.Response:
     spec = openapi.assemble(request.app[OPENAPI_PARTS], request.app[CONFIG].session_cookie)
     return web.json_response(spec)
@@ -148,6 +188,7 @@ def _core(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/api/openapi.json", openapi_document)
+    app.router.add_get("/metrics", scrape)
     app.router.add_static(STATIC_URL, STATIC_DIR)  # the page's stylesheet and vendored scripts
     plain = {
         "application/json": {
@@ -177,6 +218,23 @@ def _core(app: web.Application) -> None:
                         },
                     }
                 },
+                "/metrics": {
+                    "get": {
+                        "summary": "Prometheus metrics of this process (a viewer of every tenant)",
+                        "description": "The Prometheus text exposition format. Needs the viewer role "
+                        "for every tenant (`*`): the figures cover all councils. A scraper uses an API "
+                        "token; the unauthenticated alternative is the ops listener (`--ops-port`).",
+                        "operationId": "metrics",
+                        "security": openapi.SECURED,
+                        "responses": {
+                            "200": {
+                                "description": "the metrics",
+                                "content": {"text/plain": {"schema": {"type": "string"}}},
+                            },
+                            **openapi.errors(401, 403),
+                        },
+                    }
+                },
                 "/api/openapi.json": {
                     "get": {
                         "summary": "This document",
@@ -192,6 +250,13 @@ def _core(app: web.Application) -> None:
     )
 
 
+def _streams_open(app: web.Application) -> int:
+    """The live event streams open now (``web/live.py`` counts them to bound them), read when
+    ``/metrics`` is scraped."""
+    service = app.get(live.LIVE)
+    return service.limits.total if service is not None else 0
+
+
 def create_app(
     config: WebConfig,
     redis: Redis,
@@ -203,7 +268,7 @@ def create_app(
     """The application (not yet started: a test may still add routes). ``redis`` is owned by the
     caller, who closes it after the application stops."""
     app = web.Application(
-        middlewares=[problems, body_limit, authenticate],
+        middlewares=[measured, problems, body_limit, authenticate],
         client_max_size=config.max_body_bytes,
         handler_args={"access_log_class": AccessLogger},
     )
@@ -212,10 +277,12 @@ def create_app(
     app[CLOCK] = clock
     app[STORE] = IdentityStore(redis, hasher or default_hasher())
     app[OPENAPI_PARTS] = []
+    app[WEB_METRICS] = metrics.WebRequests()
     app.on_response_prepare.append(security_headers)
     _core(app)
     for feature in features:
         feature.setup(app)
+    metrics.watch(sse_streams=functools.partial(_streams_open, app))
     return app
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from routing import metrics
 from routing.supervisor import audit
 from web import openapi
 from web.auth import SESSION, authenticated, csrf_token, same
@@ -81,6 +82,7 @@ async def login(request: web.Request) -> web.Response:
                 at,
                 {"user": user_key, "address": address, "limit": kind},
             )
+            metrics.login("locked")
             return _page(
                 429,
                 f"Too many failed logins: try again in {retry} seconds.",
@@ -98,6 +100,7 @@ async def login(request: web.Request) -> web.Response:
         for kind, subject, _limit in limits:
             await store.count_failure(kind, subject, config.login_window_s)
         await audit(redis, "auth.login.failed", ANONYMOUS, at, {"user": user_key, "address": address})
+        metrics.login("failed")
         return _page(401, WRONG, username, fresh, config=config)
     await store.clear_failures("user", user.user_id)
     previous = request.get(SESSION)
@@ -105,6 +108,7 @@ async def login(request: web.Request) -> web.Response:
         await store.end_session(previous.session_id)
     session = await store.create_session(user, at, config.session_idle_s, config.session_absolute_s)
     await audit(redis, "auth.login.ok", user.user_id, at, {"address": address})
+    metrics.login("ok")
     response = web.HTTPSeeOther(AFTER_LOGIN)
     response.set_cookie(
         config.session_cookie,

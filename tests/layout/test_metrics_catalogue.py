@@ -24,17 +24,24 @@ def test_every_metric_exposed_is_catalogued_with_its_labels() -> None:
     metrics.RoutedCalls().routed("harborough", QueueDest(type="queue", queue="revenues"), "open")
     metrics.RoutedCalls().decided("route", 0.0002)
     metrics.SinkMetrics("harborough/crm").latency.observe(0.3)
+    metrics.WebRequests().answered("/api/v1/whoami", "GET", 200, 0.002)
+    metrics.login("ok")
+    metrics.toggle_changed("emergency", True)
+    metrics.plan_changed("publish")
     metrics.watch(
         sessions=lambda: metrics.SessionFigures(3, {"completed": 3}, {"timeout": 0}, 1),
         ami=lambda: metrics.AmiFigures({"QueueCallerJoin": 2}, 0.5, 0.01, True),
         live_age_s=lambda: 0.2,
         toggles=lambda: [("harborough", "emergency")],
         records_pending=lambda: 0,
+        sse_streams=lambda: 2,
     )
     try:
         text = metrics.render()[0].decode()
     finally:
-        metrics.watch(sessions=None, ami=None, live_age_s=None, toggles=None, records_pending=None)
+        metrics.watch(
+            sessions=None, ami=None, live_age_s=None, toggles=None, records_pending=None, sse_streams=None
+        )
     exposed = {}
     for family in text_string_to_metric_families(text):
         labels = {k for s in family.samples for k in s.labels} - {"le"}
