@@ -83,8 +83,20 @@ class Notifier:
         """Send one datagram of ``KEY=VALUE`` lines; whether it went."""
         if self._socket is None or self.address is None:
             return False
+        message = "\n".join(assignments).encode()
         try:
-            self._socket.sendto("\n".join(assignments).encode(), self.address)
+            try:
+                self._socket.sendto(message, self.address)
+            except BlockingIOError:
+                if assignments == ("WATCHDOG=1",):
+                    raise  # the next ping comes soon enough
+                # READY and STOPPING must not be lost to a queue full of pings (10 datagrams by
+                # default): wait for room, briefly; only a reader that is stuck costs this.
+                self._socket.settimeout(0.25)
+                try:
+                    self._socket.sendto(message, self.address)
+                finally:
+                    self._socket.setblocking(False)
         except OSError as exc:
             if not self._failed:  # once: a gone socket would otherwise log every ping
                 log.warning("systemd.notify_failed", error=str(exc), state=assignments[0])

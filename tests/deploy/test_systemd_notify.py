@@ -232,3 +232,22 @@ async def test_the_pings_come_from_the_event_loop_so_a_blocked_loop_stops_them(
         assert pings(notify.collect(0.01)), "pings resume when the loop turns"
     finally:
         await notifier.close()
+
+
+async def test_ready_and_stopping_wait_for_room_in_a_queue_full_of_pings(
+    abstract_socket: tuple[str, NotifySocket],
+) -> None:
+    """A reader that fell behind (its queue full of pings) still gets STOPPING: a ping is dropped,
+    a state change waits briefly for room."""
+    name, notify = abstract_socket
+    notifier = Notifier.from_environ({"NOTIFY_SOCKET": name})
+    try:
+        while notifier.send("WATCHDOG=1"):  # fill the reader's queue
+            pass
+        loop = asyncio.get_running_loop()
+        reader = loop.run_in_executor(None, lambda: (time.sleep(0.05), notify.collect(0.5))[1])
+        assert notifier.send("STOPPING=1") is True
+        got = await reader
+        assert any("STOPPING=1" in text.splitlines() for _, text in got)
+    finally:
+        await notifier.close()
