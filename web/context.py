@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
+from routing.replicas import NO_WAIT, ReplicaWait
 from routing.toggle_mac import ToggleKeyring
 from web.identity import IdentityStore
 
@@ -46,6 +47,8 @@ class WebConfig:
     live_streams_per_user: int = 5  # SSE streams open at once per user; more: 429
     live_stream_max_s: float = 300.0  # a stream ends after this long; the browser reconnects
     live_heartbeat_s: float = 15.0  # an SSE comment line this often, so proxies keep the stream
+    # Replicas a toggle waits for before it counts as written (``redis.wait_replicas``; 0: none).
+    redis_wait: ReplicaWait = NO_WAIT
 
     @property
     def session_cookie(self) -> str:

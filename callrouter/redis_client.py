@@ -1,0 +1,81 @@
+"""The one way every ``callrouter`` process connects to Redis: a plain URL, or through Sentinel.
+
+``serve``, ``web``, ``records deliver`` and the commands that talk to Redis directly all take their
+client from :func:`connect`, so each of them follows a Sentinel failover the same way: a client made
+through Sentinel asks the sentinels for the current primary whenever it opens a connection, and drops
+a connection that finds itself on a replica (after a failover, the old primary comes back as one).
+Timeouts stay bounded either way: ``connect_timeout`` and ``timeout`` apply to the data connections
+and to each question put to a sentinel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
+
+DEFAULT_SERVICE = "callrouter"
+
+
+def parse_sentinel(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) as a pair; :class:`ValueError` if it is not one."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text.strip()!r} is not HOST:PORT")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where Redis is. ``sentinels`` empty: ``url`` names the server. Else the sentinels name the
+    primary of ``service_name``, and ``url`` gives only the database number (its path)."""
+
+    url: str
+    password: str | None = field(default=None, repr=False)
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service_name: str = DEFAULT_SERVICE
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+
+    @property
+    def db(self) -> int:
+        path = urlsplit(self.url).path.strip("/")
+        return int(path) if path.isdigit() else 0
+
+    def describe(self) -> str:
+        """For logs: no password, ever."""
+        if self.sentinels:
+            where = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+            return f"sentinel://{where}/{self.service_name}/{self.db}"
+        parts = urlsplit(self.url)
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
+def connect(target: RedisTarget, *, connect_timeout: float, timeout: float) -> Redis:
+    """A client for ``target`` (no I/O yet: connections open on first use)."""
+    if not target.sentinels:
+        return Redis.from_url(
+            target.url,
+            password=target.password,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=timeout,
+        )
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels),
+        sentinel_kwargs={
+            "username": target.sentinel_username,
+            "password": target.sentinel_password,
+            "socket_connect_timeout": connect_timeout,
+            "socket_timeout": timeout,
+        },
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=timeout,
+    )
+    client: Redis = sentinel.master_for(
+        target.service_name, redis_class=Redis, password=target.password, db=target.db
+    )
+    return client
