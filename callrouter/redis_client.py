@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 DEFAULT_SERVICE = "callrouter"
 
@@ -55,6 +55,17 @@ class RedisTarget:
         return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
+class SentinelRedis(Redis):
+    """A client of the primary the sentinels name; closing it closes its sentinel connections too."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        pool = self.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            for sentinel in pool.sentinel_manager.sentinels:
+                await sentinel.aclose()
+
+
 def connect(target: RedisTarget, *, connect_timeout: float, timeout: float) -> Redis:
     """A client for ``target`` (no I/O yet: connections open on first use)."""
     if not target.sentinels:
@@ -76,6 +87,6 @@ def connect(target: RedisTarget, *, connect_timeout: float, timeout: float) -> R
         socket_timeout=timeout,
     )
     client: Redis = sentinel.master_for(
-        target.service_name, redis_class=Redis, password=target.password, db=target.db
+        target.service_name, redis_class=SentinelRedis, password=target.password, db=target.db
     )
     return client
