@@ -95,7 +95,7 @@ async def test_acknowledged_toggle_and_record_survive_the_primary_killed(sentine
         new_primary = sentinel_set.wait_failover()
         failed_over = time.monotonic()
         resumed = await _until_written(redis, RESUME_LIMIT_S + 5)
-        print(f"failover {failed_over - killed:.2f} s after the kill; client writing {resumed:.2f} s after it")
+        print(f"failover {failed_over - killed:.2f} s after the kill; writing again {resumed:.2f} s after")
         assert new_primary == (sentinel_set.replica.host, sentinel_set.replica.port)
         assert resumed < RESUME_LIMIT_S
         stored = await toggles_for_tenant(redis, "harborough", KEYRING)
