@@ -2,15 +2,17 @@
 killed with SIGKILL while emulated calls stream in.
 
 Real processes: the controller and the delivery worker (both connecting through the sentinels,
-``redis.wait_replicas = 1``), a primary, one replica and three sentinels of the test's own, the
-fake AMI and the fake CRM (in this process). What must hold:
+``redis.wait_replicas = 1``), a primary, two replicas (so one is left to confirm writes after
+the failover, as docs/redis.md advises) and three sentinels of the test's own, the fake AMI and
+the fake CRM (in this process). What must hold:
 
 - routing never stops: every call placed before, during and after the failover gets a route, each
   in bounded time (the controller decides on its cached live state, fail-static past that);
 - within 5 s of the failover the controller works on the new primary: a toggle written through the
   library after the failover is obeyed, and the AMI consumer writes live state there again;
-- the toggle and the contact records acknowledged before the kill are on the new primary, and
-  every call's record reaches the CRM (the delivery worker resumes on the new primary).
+- the toggle acknowledged before the kill is on the new primary, every call's record reaches the
+  CRM (the delivery worker resumes on the new primary), and the controller ends with every record
+  confirmed by a replica (nothing left in its backlog).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from emulator.crm import FakeCrm
 from emulator.dialplan import Asterisk, place_call
 from ivr.controller import PlanHolder
 from routing.redis_keys import KEYS
+from routing.replicas import ReplicaWait
 from routing.supervisor import ToggleRequest, apply_toggle, check_request, toggles_for_tenant
 from tests.ami.helpers import wait_until
 from tests.controller.conftest import EXAMPLE, HARBOROUGH
@@ -54,7 +57,7 @@ HOLDER = PlanHolder.load(EXAMPLE)
 
 @pytest.fixture
 def sentinel_set() -> Iterator[SentinelSet]:
-    with running_sentinel_set(max_lifetime_s=240) as found:
+    with running_sentinel_set(max_lifetime_s=240, replicas=2) as found:
         yield found
 
 
@@ -117,7 +120,7 @@ async def _toggle_emergency(target: RedisTarget) -> None:
         now = datetime.now(UTC)
         request = ToggleRequest("emergency", "harborough", True, by="S. Patel", reason="flood", expires="2h")
         toggle = check_request(HOLDER.current.plan, request, now)
-        await apply_toggle(redis, request, toggle, now, keyring=KEYRING)
+        await apply_toggle(redis, request, toggle, now, keyring=KEYRING, wait=ReplicaWait(1, 1000))
     finally:
         await redis.aclose()
 
@@ -180,17 +183,13 @@ async def test_serve_and_delivery_ride_out_a_killed_primary(
             killed = time.monotonic()
             await asyncio.to_thread(sentinel_set.wait_failover)
             failed_over = time.monotonic()
-            # A supervisor's toggle through the library. Not waiting for a replica: the only one
-            # was promoted, so until the old primary is back as a replica there is none to wait for
-            # (docs/redis.md: two replicas keep WAIT 1 working through one failure).
-            await _toggle_emergency(target)
+            await _toggle_emergency(target)  # a supervisor's, through the library, WAIT 1 as serve
             toggled = time.monotonic()
             obeyed = await wait_until(
                 lambda: any(p.first == "route (emergency)" for p in placed if p.started > toggled), 10
             )
             alive = await _until_live_written(target, since=time.time(), timeout_s=10)
             live_again = time.monotonic()
-            sentinel_set.restart_old_primary()  # the machine comes back, as a replica of the new primary
             await asyncio.sleep(1.0)  # a few more calls, and the records they make
             stop.set()
             await asyncio.wait_for(calls, 30)
@@ -217,6 +216,10 @@ async def test_serve_and_delivery_ride_out_a_killed_primary(
                 assert stored.in_force["emergency"].by == "S. Patel"
             finally:
                 await redis.aclose()
+            processes[0].send_signal(signal.SIGTERM)
+            await asyncio.to_thread(processes[0].wait, 30)
+            flushed = [e for e in _events(serve_log) if e.get("event") == "records.flushed"]
+            assert [e["backlog"] for e in flushed] == [0]
     finally:
         for process in processes:
             if process.poll() is None:

@@ -1,4 +1,5 @@
-"""A real Redis Sentinel set on free loopback ports: a primary, one replica and three sentinels.
+"""A real Redis Sentinel set on free loopback ports: a primary, one replica (or more) and three
+sentinels.
 
 Each server runs under ``timeout`` (it stops by itself after ``max_lifetime_s`` whatever happens),
 keeps its files in a folder of its own, and is stopped on exit. The data servers run with the
@@ -34,11 +35,14 @@ DATA = ("--appendonly", "yes", "--appendfsync", "everysec", "--save", "")  # as 
 @dataclass
 class SentinelSet:
     primary: RedisServer
-    replica: RedisServer
+    replicas: list[RedisServer]
     sentinels: list[RedisServer]
-    primary_dir: Path
     service: str = SERVICE
     killed: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def replica(self) -> RedisServer:
+        return self.replicas[0]
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -78,12 +82,6 @@ class SentinelSet:
         self.primary.process.wait(timeout=5)
         self.killed.append(self.primary)
 
-    def restart_old_primary(self, max_lifetime_s: int = 120) -> RedisServer:
-        """Start the killed primary again on its port and data (the machine came back); the
-        sentinels make it a replica of the new primary."""
-        self.primary = start_redis(self.primary.port, self.primary_dir, *DATA, max_lifetime_s=max_lifetime_s)
-        return self.primary
-
     def wait_failover(self, deadline_s: float = 20.0) -> tuple[str, int]:
         """Wait until the sentinels name another primary and it answers as a primary; its address."""
         old = (self.primary.host, self.primary.port)
@@ -99,7 +97,7 @@ class SentinelSet:
         raise RuntimeError(f"no failover within {deadline_s}s")
 
     def stop(self) -> None:
-        for server in [*self.sentinels, self.replica, self.primary, *self.killed]:
+        for server in [*self.sentinels, *self.replicas, self.primary, *self.killed]:
             server.stop()
 
 
@@ -148,11 +146,14 @@ def _wait_settled(found: SentinelSet, deadline_s: float) -> None:
 
 
 def _in_sync(found: SentinelSet) -> bool:
-    client = redis.Redis(found.replica.host, found.replica.port, socket_timeout=1)
-    try:
-        return client.info("replication").get("master_link_status") == "up"
-    finally:
-        client.close()
+    for replica in found.replicas:
+        client = redis.Redis(replica.host, replica.port, socket_timeout=1)
+        try:
+            if client.info("replication").get("master_link_status") != "up":
+                return False
+        finally:
+            client.close()
+    return True
 
 
 def _knows_all(found: SentinelSet, sentinel: RedisServer) -> bool:
@@ -160,14 +161,15 @@ def _knows_all(found: SentinelSet, sentinel: RedisServer) -> bool:
     try:
         replicas = client.execute_command("SENTINEL", "replicas", found.service)
         others = client.execute_command("SENTINEL", "sentinels", found.service)
-        return len(replicas) == 1 and len(others) == len(found.sentinels) - 1
+        return len(replicas) == len(found.replicas) and len(others) == len(found.sentinels) - 1
     finally:
         client.close()
 
 
 @contextmanager
-def running_sentinel_set(max_lifetime_s: int = 300) -> Iterator[SentinelSet]:
-    """A primary, a replica of it and three sentinels watching it, settled; all stopped on exit."""
+def running_sentinel_set(max_lifetime_s: int = 300, replicas: int = 1) -> Iterator[SentinelSet]:
+    """A primary, ``replicas`` replicas of it and three sentinels watching it, settled; all
+    stopped on exit."""
     root = Path(tempfile.mkdtemp(prefix="callrouter-sentinel-"))
     started: list[RedisServer] = []
     found: SentinelSet | None = None
@@ -176,19 +178,21 @@ def running_sentinel_set(max_lifetime_s: int = 300) -> Iterator[SentinelSet]:
         (root / "primary").mkdir()
         primary = start_redis(free_port(), root / "primary", *data, max_lifetime_s=max_lifetime_s)
         started.append(primary)
-        (root / "replica").mkdir()
-        replica = start_redis(
-            free_port(), root / "replica", *data, "--replicaof", primary.host, str(primary.port),
-            max_lifetime_s=max_lifetime_s,
-        )  # fmt: skip
-        started.append(replica)
+        copies = []
+        for n in range(replicas):
+            (root / f"replica-{n}").mkdir()
+            copies.append(start_redis(
+                free_port(), root / f"replica-{n}", *data, "--replicaof", primary.host, str(primary.port),
+                max_lifetime_s=max_lifetime_s,
+            ))  # fmt: skip
+            started.append(copies[-1])
         sentinels = []
         for n in range(3):
             folder = root / f"sentinel-{n}"
             folder.mkdir()
             sentinels.append(_start_sentinel(free_port(), folder, primary, max_lifetime_s))
             started.append(sentinels[-1])
-        found = SentinelSet(primary, replica, sentinels, root / "primary")
+        found = SentinelSet(primary, copies, sentinels)
         _wait_settled(found, deadline_s=30)
         yield found
     finally:
