@@ -581,6 +581,15 @@ def _plan_path(options: ServeOptions) -> Path:
     return options.plan
 
 
+def _redis_shown(options: ServeOptions) -> str | None:
+    """Which Redis, for the start log: the URL without its password, or the sentinels."""
+    if options.redis is None:
+        return None
+    if options.redis_target is not None and options.redis_target.sentinels:
+        return options.redis_target.describe()
+    return settings_module.redacted(options.redis)
+
+
 def _redis(options: ServeOptions) -> Redis | None:
     if options.redis is None:
         return None
@@ -698,7 +707,7 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
             plan=str(holder.path if store else options.plan),
             plan_source=options.plan_source,
             plan_generation=holder.generation,
-            redis=settings_module.redacted(options.redis) if options.redis else None,
+            redis=_redis_shown(options),
             rehearsal_clock=rehearsal,
         )
         if ready is not None:
