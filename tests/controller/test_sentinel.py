@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -54,6 +55,30 @@ def test_sentinel_settings_from_the_environment_and_their_errors() -> None:
         load({}, {"CALLROUTER_REDIS_SENTINELS": "10.0.0.1"})
     with pytest.raises(ValueError, match="is not HOST:PORT"):
         parse_sentinel("host:99999")
+
+
+async def test_passwords_from_the_settings_reach_sentinels_and_servers(tmp_path: Path) -> None:
+    """Sentinels with a password of their own and data servers with another: a client made from
+    the settings (the sentinels' password from a file) reads and writes, and follows a failover;
+    a wrong sentinel password is refused."""
+    with running_sentinel_set(120, password="data-pw", sentinel_password="sentinel-pw") as found:
+        secret = tmp_path / "sentinel.pw"
+        secret.write_text("sentinel-pw\n")
+        env = {**found.env(), "CALLROUTER_REDIS_PASSWORD": "data-pw",
+               "CALLROUTER_REDIS_SENTINEL_PASSWORD_FILE": str(secret)}  # fmt: skip
+        redis = load({}, env).redis_client(connect_timeout=0.5, timeout=2.0)
+        wrong = load({}, {**env, "CALLROUTER_REDIS_SENTINEL_PASSWORD_FILE": "",
+                          "CALLROUTER_REDIS_SENTINEL_PASSWORD": "wrong"}).redis_client(0.5, 2.0)  # fmt: skip
+        try:
+            await redis.set("callrouter:test:probe", "before")
+            with pytest.raises(RedisError):
+                await wrong.get("callrouter:test:probe")
+            found.kill_primary()
+            found.wait_failover()
+            assert await _until_written(redis, RESUME_LIMIT_S) < RESUME_LIMIT_S
+        finally:
+            await redis.aclose()
+            await wrong.aclose()
 
 
 def _target(found: SentinelSet) -> RedisTarget:

@@ -39,6 +39,8 @@ class SentinelSet:
     sentinels: list[RedisServer]
     service: str = SERVICE
     killed: list[RedisServer] = field(default_factory=list)
+    password: str | None = field(default=None, repr=False)  # the data servers' (requirepass)
+    sentinel_password: str | None = field(default=None, repr=False)  # the sentinels' own
 
     @property
     def replica(self) -> RedisServer:
@@ -60,7 +62,10 @@ class SentinelSet:
         """The primary as a client asking the sentinels finds it (redis-py's own discovery: the
         first sentinel that names a primary it does not judge down)."""
         sentinel = Sentinel(
-            [(x.host, x.port) for x in self.sentinels], socket_timeout=1, socket_connect_timeout=1
+            [(x.host, x.port) for x in self.sentinels],
+            sentinel_kwargs={"password": self.sentinel_password, "socket_timeout": 1},
+            socket_timeout=1,
+            socket_connect_timeout=1,
         )
         try:
             host, port = sentinel.discover_master(self.service)
@@ -73,7 +78,7 @@ class SentinelSet:
 
     def kill_primary(self) -> None:
         """SIGKILL the primary's redis-server (not ``timeout``, which would only forward it)."""
-        client = redis.Redis(self.primary.host, self.primary.port, socket_timeout=1)
+        client = redis.Redis(self.primary.host, self.primary.port, socket_timeout=1, password=self.password)
         try:
             pid = int(client.info("server")["process_id"])
         finally:
@@ -91,7 +96,7 @@ class SentinelSet:
                 found = self.primary_address()
             except RuntimeError:
                 found = old
-            if found != old and _role(*found) == "master":
+            if found != old and _role(*found, self.password) == "master":
                 return found
             time.sleep(0.05)
         raise RuntimeError(f"no failover within {deadline_s}s")
@@ -101,8 +106,8 @@ class SentinelSet:
             server.stop()
 
 
-def _role(host: str, port: int) -> str:
-    client = redis.Redis(host, port, socket_timeout=1, socket_connect_timeout=1)
+def _role(host: str, port: int, password: str | None) -> str:
+    client = redis.Redis(host, port, socket_timeout=1, socket_connect_timeout=1, password=password)
     try:
         return str(client.info("replication")["role"])
     except redis.RedisError:
@@ -111,7 +116,14 @@ def _role(host: str, port: int) -> str:
         client.close()
 
 
-def _start_sentinel(port: int, workdir: Path, primary: RedisServer, max_lifetime_s: int) -> RedisServer:
+def _start_sentinel(
+    port: int,
+    workdir: Path,
+    primary: RedisServer,
+    max_lifetime_s: int,
+    passwords: tuple[str | None, str | None],
+) -> RedisServer:
+    data_password, own_password = passwords
     conf = workdir / "sentinel.conf"  # the sentinel rewrites it with what it learns: its own copy
     conf.write_text(
         f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
@@ -119,7 +131,10 @@ def _start_sentinel(port: int, workdir: Path, primary: RedisServer, max_lifetime
         f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
         f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
         f"sentinel parallel-syncs {SERVICE} 1\n"
+        + (f"sentinel auth-pass {SERVICE} {data_password}\n" if data_password else "")
+        + (f"requirepass {own_password}\n" if own_password else "")
     )
+    conf.chmod(0o600)
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed: run scripts/bootstrap")
@@ -147,7 +162,7 @@ def _wait_settled(found: SentinelSet, deadline_s: float) -> None:
 
 def _in_sync(found: SentinelSet) -> bool:
     for replica in found.replicas:
-        client = redis.Redis(replica.host, replica.port, socket_timeout=1)
+        client = redis.Redis(replica.host, replica.port, socket_timeout=1, password=found.password)
         try:
             if client.info("replication").get("master_link_status") != "up":
                 return False
@@ -157,7 +172,7 @@ def _in_sync(found: SentinelSet) -> bool:
 
 
 def _knows_all(found: SentinelSet, sentinel: RedisServer) -> bool:
-    client = redis.Redis(sentinel.host, sentinel.port, socket_timeout=1)
+    client = redis.Redis(sentinel.host, sentinel.port, socket_timeout=1, password=found.sentinel_password)
     try:
         replicas = client.execute_command("SENTINEL", "replicas", found.service)
         others = client.execute_command("SENTINEL", "sentinels", found.service)
@@ -167,13 +182,20 @@ def _knows_all(found: SentinelSet, sentinel: RedisServer) -> bool:
 
 
 @contextmanager
-def running_sentinel_set(max_lifetime_s: int = 300, replicas: int = 1) -> Iterator[SentinelSet]:
+def running_sentinel_set(
+    max_lifetime_s: int = 300,
+    replicas: int = 1,
+    *,
+    password: str | None = None,
+    sentinel_password: str | None = None,
+) -> Iterator[SentinelSet]:
     """A primary, ``replicas`` replicas of it and three sentinels watching it, settled; all
-    stopped on exit."""
+    stopped on exit. ``password``: the data servers ask for it (and the replicas and sentinels
+    give it); ``sentinel_password``: the sentinels ask for their own."""
     root = Path(tempfile.mkdtemp(prefix="callrouter-sentinel-"))
     started: list[RedisServer] = []
     found: SentinelSet | None = None
-    data = DATA
+    data = DATA + (("--requirepass", password, "--masterauth", password) if password else ())
     try:
         (root / "primary").mkdir()
         primary = start_redis(free_port(), root / "primary", *data, max_lifetime_s=max_lifetime_s)
@@ -190,9 +212,13 @@ def running_sentinel_set(max_lifetime_s: int = 300, replicas: int = 1) -> Iterat
         for n in range(3):
             folder = root / f"sentinel-{n}"
             folder.mkdir()
-            sentinels.append(_start_sentinel(free_port(), folder, primary, max_lifetime_s))
+            sentinels.append(_start_sentinel(
+                free_port(), folder, primary, max_lifetime_s, (password, sentinel_password)
+            ))
             started.append(sentinels[-1])
-        found = SentinelSet(primary, copies, sentinels)
+        found = SentinelSet(
+            primary, copies, sentinels, password=password, sentinel_password=sentinel_password
+        )
         _wait_settled(found, deadline_s=30)
         yield found
     finally:
