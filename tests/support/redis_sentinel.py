@@ -212,9 +212,9 @@ def running_sentinel_set(
         for n in range(3):
             folder = root / f"sentinel-{n}"
             folder.mkdir()
-            sentinels.append(_start_sentinel(
-                free_port(), folder, primary, max_lifetime_s, (password, sentinel_password)
-            ))
+            sentinels.append(
+                _start_sentinel(free_port(), folder, primary, max_lifetime_s, (password, sentinel_password))
+            )
             started.append(sentinels[-1])
         found = SentinelSet(
             primary, copies, sentinels, password=password, sentinel_password=sentinel_password
