@@ -141,7 +141,12 @@ def stream_id_at(moment: datetime, end: bool = False) -> str:
 
 _APPEND = """
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) <= last then return false end
+if tonumber(ARGV[1]) <= last then
+  -- already in: still a write (the marker's retention renewed), so that a WAIT after a retried
+  -- append covers the replication offset of now, not an older one of this connection
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return false
+end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return redis.call('XADD', KEYS[2], '*', 't', ARGV[4], 'e', ARGV[5])
 """

@@ -135,7 +135,8 @@ async def test_acknowledged_toggle_and_record_survive_the_primary_killed(sentine
 
 async def test_unconfirmed_writes_are_reported_not_taken_as_done(sentinel_set: SentinelSet) -> None:
     """Asking for more replicas than answer: the toggle call and the record append raise
-    NotReplicated (a RedisError, so the record builder keeps the version and tries again)."""
+    NotReplicated (a RedisError, so the record pump keeps the version and tries again; the
+    retry finds it in and waits for the replica again)."""
     redis = connect(_target(sentinel_set), connect_timeout=0.5, timeout=2.0)
     wait = ReplicaWait(2, 50)  # there is one replica
     try:
@@ -143,7 +144,10 @@ async def test_unconfirmed_writes_are_reported_not_taken_as_done(sentinel_set: S
             await _toggle_on(redis, "harborough", wait)
         stream = RecordStream(redis, "charnwood", wait=wait)
         arrived = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+        envelope = envelope_of(record("1795990000.2", arrived), "charnwood")
         with pytest.raises(RedisError):
-            await stream.append(envelope_of(record("1795990000.2", arrived), "charnwood"))
+            await stream.append(envelope)
+        # the pump tries again: the version is in already, and now its replica confirms it
+        assert await RecordStream(redis, "charnwood", wait=ReplicaWait(1, 1000)).append(envelope) is None
     finally:
         await redis.aclose()
