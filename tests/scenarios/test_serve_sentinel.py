@@ -78,6 +78,13 @@ def _events(log: Path) -> list[dict[str, object]]:
     return found
 
 
+def _child(pid: int) -> int:
+    """The process ``timeout`` runs."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert children, f"process {pid} has no child"
+    return int(children[0])
+
+
 def _has(log: Path, event: str) -> bool:
     return any(e.get("event") == event for e in _events(log))
 
@@ -216,7 +223,8 @@ async def test_serve_and_delivery_ride_out_a_killed_primary(
                 assert stored.in_force["emergency"].by == "S. Patel"
             finally:
                 await redis.aclose()
-            processes[0].send_signal(signal.SIGTERM)
+            # to serve itself: `timeout` would send it a second SIGTERM (to its process group)
+            os.kill(_child(processes[0].pid), signal.SIGTERM)
             await asyncio.to_thread(processes[0].wait, 30)
             flushed = [e for e in _events(serve_log) if e.get("event") == "records.flushed"]
             assert [e["backlog"] for e in flushed] == [0]
