@@ -40,6 +40,7 @@ from callrouter import settings as settings_module
 from callrouter import systemd
 from callrouter.logs import configure_logging
 from callrouter.ops import OpsListener, Readiness, ami_figures, session_figures
+from callrouter.redis_client import RedisTarget, connect
 from callrouter.settings import Settings
 from callrouter.workers import WORKER_FLAG, supervise
 from ivr.controller import Clock, Controller, LiveSource, NoLiveState, PlanError, PlanHolder, utc_now
@@ -71,6 +72,7 @@ from routing.plan_file import (
 )
 from routing.plan_worker import DEFAULT_WORKER_LIMITS, Checked, WorkerLimits, check_in_worker
 from routing.redis_keys import KEYS, RedisKeys
+from routing.replicas import NO_WAIT, ReplicaWait
 from routing.supervisor import MAX_BY, audit, facts_json, plan_facts
 from routing.toggle_mac import ToggleKeyring
 from routing.withdrawer import ami_pipeline
@@ -87,6 +89,8 @@ class ServeOptions:
     agi_port: int = 4573
     redis: str | None = "redis://127.0.0.1:6379/0"
     redis_password: str | None = field(default=None, repr=False)
+    redis_target: RedisTarget | None = None  # from the settings (Sentinel); unset: redis + redis_password
+    redis_wait: ReplicaWait = NO_WAIT  # replicas each record version waits for (off: 0)
     live_timeout: float = 0.25
     refresh_s: float = 0.25
     max_sessions: int = 1000
@@ -130,6 +134,8 @@ class ServeOptions:
             "agi_port": settings.agi.port,
             "redis": settings.redis.url if settings.redis.enabled else None,
             "redis_password": password.get_secret_value() if password else None,
+            "redis_target": settings.redis_target() if settings.redis.enabled else None,
+            "redis_wait": settings.replica_wait(),
             "live_timeout": settings.live_timeout_s,
             "max_sessions": settings.agi.max_sessions,
             "call_timeout": settings.agi.call_timeout_s,
@@ -605,12 +611,20 @@ def _plan_path(options: ServeOptions) -> Path:
     return options.plan
 
 
+def _redis_shown(options: ServeOptions) -> str | None:
+    """Which Redis, for the start log: the URL without its password, or the sentinels."""
+    if options.redis is None:
+        return None
+    if options.redis_target is not None and options.redis_target.sentinels:
+        return options.redis_target.describe()
+    return settings_module.redacted(options.redis)
+
+
 def _redis(options: ServeOptions) -> Redis | None:
     if options.redis is None:
         return None
-    return Redis.from_url(
-        options.redis, password=options.redis_password, socket_connect_timeout=0.5, socket_timeout=2.0
-    )
+    target = options.redis_target or RedisTarget(options.redis, options.redis_password)
+    return connect(target, connect_timeout=0.5, timeout=2.0)
 
 
 async def _holder_from_store(options: ServeOptions, instance: str) -> tuple[PlanHolder, Redis]:
@@ -734,7 +748,7 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
             plan=str(holder.path if store else options.plan),
             plan_source=options.plan_source,
             plan_generation=holder.generation,
-            redis=settings_module.redacted(options.redis) if options.redis else None,
+            redis=_redis_shown(options),
             rehearsal_clock=rehearsal,
         )
         if ready is not None:
@@ -956,7 +970,7 @@ def record_sink(
     if redis is not None:
         # the plan in force at each record, not at start: a lambda, not a bound method
         tenant_of = (lambda d: holder.current.tenant_for(d)) if holder is not None else None  # noqa: PLW0108
-        stream = StreamSink(RecordStream(redis, centre), tenant_of)
+        stream = StreamSink(RecordStream(redis, centre, wait=options.redis_wait), tenant_of)
         log.info("records.stream", centre=centre, outbox=str(options.records_outbox or "") or None)
         if options.records_outbox is not None:
             return TeeSink(stream, JsonlSink(options.records_outbox))

@@ -28,11 +28,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
+from callrouter.redis_client import DEFAULT_SERVICE, RedisTarget, connect, parse_sentinel
 from records.builder import MIN_KEY_BYTES
 from routing.ami.settings import AmiSettings
 from routing.partner_link import PartnerConfig, PartnerKeyError, load_config
+from routing.replicas import ReplicaWait
 from routing.toggle_mac import ToggleKeyError, ToggleKeyring, load_keyring
 
 ENV_PREFIX = "CALLROUTER_"
@@ -56,6 +58,46 @@ class RedisSettings(_Section):
     url: str = Field(DEFAULT_REDIS, description="live state, toggles and the audit trail")
     enabled: bool = Field(True, description="whether serve uses Redis; false: live state unknown")
     password: SecretStr | None = Field(None, description="the Redis password (AUTH), if it has one")
+    sentinels: tuple[str, ...] = Field(
+        (),
+        description="Redis Sentinel addresses (HOST:PORT; environment: comma separated); set: the primary "
+        "is the one they name, and url gives only the database number",
+    )
+    service_name: str = Field(
+        DEFAULT_SERVICE,
+        min_length=1,
+        max_length=200,
+        description="the primary's name in Sentinel (its monitor)",
+    )
+    sentinel_username: str | None = Field(None, description="user for the sentinels (ACL), if they need one")
+    sentinel_password: SecretStr | None = Field(None, description="the sentinels' password, if they have one")
+    wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="replicas that must hold each toggle and contact record before it counts as written "
+        "(WAIT); 0: the primary alone (single server)",
+    )
+    wait_timeout_ms: int = Field(
+        500,
+        ge=1,
+        le=60_000,
+        description="longest wait (ms) for those replicas; then the write is reported unconfirmed",
+    )
+
+    @field_validator("sentinels", mode="before")
+    @classmethod
+    def _sentinels(cls, value: Any) -> Any:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        found = []
+        for item in items:
+            if not str(item).strip():
+                continue
+            host, port = parse_sentinel(str(item))  # ValueError: pydantic names the setting
+            found.append(f"{host}:{port}")
+        return tuple(found)
 
     @field_validator("url")
     @classmethod
@@ -310,19 +352,29 @@ class Settings(_Section):
         except PartnerKeyError as exc:
             raise SettingsError(str(exc)) from None
 
-    def redis_client(self, connect_timeout: float, timeout: float, *, pool_size: int | None = None) -> Redis:
-        """A client of ``redis.url``. ``pool_size``: at most that many connections, a command
-        waiting up to ``timeout`` for a free one (without it, redis-py's pool refuses a command
-        outright past 100 connections in use)."""
-        password = self.redis.password.get_secret_value() if self.redis.password else None
-        options: dict[str, Any] = {"password": password, "socket_connect_timeout": connect_timeout,
-                                   "socket_timeout": timeout}  # fmt: skip
-        if pool_size is None:
-            return Redis.from_url(self.redis.url, **options)
-        pool = BlockingConnectionPool.from_url(
-            self.redis.url, max_connections=pool_size, timeout=timeout, **options
+    def redis_target(self) -> RedisTarget:
+        """Where Redis is (a URL, or the sentinels), with its secrets."""
+        r = self.redis
+        return RedisTarget(
+            url=r.url,
+            password=r.password.get_secret_value() if r.password else None,
+            sentinels=tuple(parse_sentinel(s) for s in r.sentinels),
+            service_name=r.service_name,
+            sentinel_username=r.sentinel_username,
+            sentinel_password=r.sentinel_password.get_secret_value() if r.sentinel_password else None,
         )
-        return Redis.from_pool(pool)
+
+    def replica_wait(self) -> ReplicaWait:
+        """How many replicas each toggle and record waits for (``routing/replicas.py``)."""
+        return ReplicaWait(self.redis.wait_replicas, self.redis.wait_timeout_ms)
+
+    def redis_client(self, connect_timeout: float, timeout: float, *, pool_size: int | None = None) -> Redis:
+        """A client of ``redis.url`` or of the primary the sentinels name. ``pool_size``: at most
+        that many connections, a command waiting up to ``timeout`` for a free one (without it,
+        redis-py's pool refuses a command outright past 100 connections in use)."""
+        return connect(
+            self.redis_target(), connect_timeout=connect_timeout, timeout=timeout, pool_size=pool_size
+        )
 
 
 _AMI_MEANINGS = {
@@ -393,7 +445,7 @@ _FLAGS: dict[str, Flag] = {
     "ops.port": Flag("--ops-port"),
 }
 _ENV_NAMES = {"redis.url": "CALLROUTER_REDIS"}  # kept from before this model; the rest are derived
-SECRETS = ("redis.password", "ami.secret", "records.caller_hash_key")
+SECRETS = ("redis.password", "redis.sentinel_password", "ami.secret", "records.caller_hash_key")
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from ivr.controller import PlanHolder
 from routing.live.source import partner_centres
 from routing.live.store import QueueStateStore, snapshot_from_json
 from routing.redis_keys import KEYS
+from routing.replicas import NotReplicated
 from routing.supervisor import (
     KINDS,
     PlanFacts,
@@ -107,9 +108,14 @@ async def _toggle(args: argparse.Namespace, settings: Settings) -> int:
                 by = shown(args.by, 80)
                 print(f"preview (nothing changed): {args.kind} {state} for {args.tenant}; by {by}")
                 return 0
-            audit_id, previous = await apply_toggle(redis, request, toggle, now, keyring=keyring)
+            audit_id, previous = await apply_toggle(
+                redis, request, toggle, now, keyring=keyring, wait=settings.replica_wait()
+            )
         except ToggleError as exc:
             print(f"callrouter: refused: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        except NotReplicated as exc:
+            print(f"callrouter: not confirmed: {exc}; look at the toggle and try again", file=sys.stderr)
             return EXIT_REFUSED
     finally:
         await redis.aclose()

@@ -78,6 +78,7 @@ def web_config(settings: Settings) -> WebConfig:
     if (w.tls_cert is None) != (w.tls_key is None):
         raise SettingsError("set both web.tls_cert and web.tls_key (or neither, behind a TLS proxy)")
     return WebConfig(
+        redis_wait=settings.replica_wait(),
         cookie_secure=w.cookie_secure,
         max_body_bytes=w.max_body_bytes,
         session_idle_s=w.session_idle_s,

@@ -22,6 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from routing.redis_keys import KEYS, RedisKeys
+from routing.replicas import NO_WAIT, ReplicaWait, check_acknowledged
 
 DEFAULT_RETENTION_S = 35 * 24 * 3600
 """How long the stream keeps delivered entries (and the append markers live): 35 days, so a
@@ -140,7 +141,12 @@ def stream_id_at(moment: datetime, end: bool = False) -> str:
 
 _APPEND = """
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) <= last then return false end
+if tonumber(ARGV[1]) <= last then
+  -- already in: still a write (the marker's retention renewed), so that a WAIT after a retried
+  -- append covers the replication offset of now, not an older one of this connection
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return false
+end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return redis.call('XADD', KEYS[2], '*', 't', ARGV[4], 'e', ARGV[5])
 """
@@ -150,19 +156,29 @@ class RecordStream:
     """Appends record versions to one centre's stream, each (record id, version) once."""
 
     def __init__(
-        self, redis: Redis, centre: str, *, keys: RedisKeys = KEYS, retention_s: int = DEFAULT_RETENTION_S
+        self,
+        redis: Redis,
+        centre: str,
+        *,
+        keys: RedisKeys = KEYS,
+        retention_s: int = DEFAULT_RETENTION_S,
+        wait: ReplicaWait = NO_WAIT,
     ) -> None:
         self.redis, self.centre, self.keys, self.retention_s = redis, centre, keys, retention_s
+        self.wait = wait  # replicas each append waits for (routing/replicas.py); off by default
         self.stream = keys.records_stream(centre)
         self._script = redis.register_script(_APPEND)
 
     async def append(self, envelope: Envelope) -> str | None:
         """Append ``envelope``; its stream id, or None if that version (or a newer) is already in.
 
-        One round trip. Raises the Redis error if Redis does not answer: the caller (the record
-        builder, off the call path) keeps the version and tries again."""
+        One round trip. Raises the Redis error if Redis does not answer (or, with ``wait`` on, if the
+        replicas do not confirm it: :class:`NotReplicated`): the caller (the record builder, off the
+        call path) keeps the version and tries again."""
         if envelope.centre != self.centre:
             raise EnvelopeError(f"record of centre {envelope.centre!r} appended to {self.centre!r}")
+        if self.wait.on:
+            return (await self.append_many([envelope]))[0]
         result = await self._script(
             keys=[self.keys.record_appended(self.centre, envelope.record_id), self.stream],
             args=[
@@ -194,5 +210,9 @@ class RecordStream:
                     ],
                     client=pipe,
                 )
+            if self.wait.on:
+                pipe.execute_command("WAIT", self.wait.replicas, self.wait.timeout_ms)
             results = await pipe.execute()
+        if self.wait.on:
+            check_acknowledged(self.wait, int(results.pop()))
         return [r.decode() if isinstance(r, bytes) else (None if r is None else str(r)) for r in results]

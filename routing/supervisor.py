@@ -34,6 +34,7 @@ from routing.core.live import Toggle
 from routing.core.plan import Plan
 from routing.live.source import signed_toggle_json, toggle_from_json, verified_toggle
 from routing.redis_keys import KEYS, RedisKeys
+from routing.replicas import NO_WAIT, ReplicaWait, eval_and_wait
 from routing.toggle_mac import MAX_LIFETIME, ToggleKeyring, ToggleRejected
 
 Kind = Literal["emergency", "closure", "announcement"]
@@ -261,12 +262,16 @@ async def apply_toggle(
     keys: RedisKeys = KEYS,
     *,
     keyring: ToggleKeyring,
+    wait: ReplicaWait = NO_WAIT,
 ) -> tuple[str, Toggle | None]:
     """Store the change, signed with ``keyring``, and its audit entry in one atomic step; returns
     the audit id and the previous toggle (None if there was none, or it was not a toggle).
 
     ``toggle`` comes from :func:`check_request`; the identity, text and expiry are checked again
-    here (:class:`ToggleError`), so no caller can store what the controllers would refuse."""
+    here (:class:`ToggleError`), so no caller can store what the controllers would refuse.
+
+    With ``wait`` on, it returns only once that many replicas hold the change
+    (:class:`~routing.replicas.NotReplicated` if they do not confirm it in time)."""
     by, reason = _check_write(request, toggle, now)
     key_name = keys.toggle(request.kind, request.tenant)
     entry = audit_entry(
@@ -278,7 +283,7 @@ async def apply_toggle(
     value = signed_toggle_json(keyring, key_name, toggle, now) if toggle else ""
     script_keys = [key_name, keys.audit_stream()]
     args = [value, str(max(ttl_ms, 1)), entry, str(AUDIT_MAXLEN), keys.toggles_changed_channel()]
-    audit_id, previous = await redis.eval(_APPLY, 2, *script_keys, *args)
+    audit_id, previous = await eval_and_wait(redis, wait, _APPLY, script_keys, args)
     metrics.toggle_changed(request.kind, request.on)
     return _text(audit_id), _previous(previous)
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from routing.partner_link import PartnerConfig
+from routing.replicas import NO_WAIT, ReplicaWait
 from routing.toggle_mac import ToggleKeyring
 from web.identity import IdentityStore
 
@@ -50,6 +51,9 @@ class WebConfig:
     # The capacity snapshot exchange with partner centres (``web/partners.py``); None: no
     # partner is accepted and nothing is sent.
     partners: PartnerConfig | None = None
+
+    # Replicas a toggle waits for before it counts as written (``redis.wait_replicas``; 0: none).
+    redis_wait: ReplicaWait = NO_WAIT
 
     @property
     def session_cookie(self) -> str:

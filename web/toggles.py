@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from routing import plan_store
 from routing.core.live import Toggle
 from routing.redis_keys import KEYS
+from routing.replicas import NotReplicated
 from routing.supervisor import (
     KINDS,
     MAX_EXPIRY,
@@ -230,10 +231,13 @@ def preview_view(change: Change) -> dict[str, Any]:
 async def commit(request: web.Request, change: Change) -> dict[str, Any]:
     try:
         audit_id, previous = await apply_toggle(
-            request.app[REDIS], change.request, change.toggle, now(request), keyring=keyring_of(request)
-        )
+            request.app[REDIS], change.request, change.toggle, now(request), keyring=keyring_of(request),
+            wait=request.app[CONFIG].redis_wait,
+        )  # fmt: skip
     except ToggleError as exc:
         raise Problem(422, str(exc)) from None
+    except NotReplicated as exc:  # stored on the primary, not yet confirmed on its replicas
+        raise Problem(503, f"the change is not confirmed: {exc}; look at the toggle and try again") from None
     toggle = change.toggle
     log.info(  # who and what, not the reason (user text stays in the audit trail)
         "web.toggle_changed", tenant=change.request.tenant, kind=change.request.kind,

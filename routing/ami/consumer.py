@@ -407,7 +407,7 @@ class AmiConsumer:
                 self.stats.redis_errors += 1
                 log.warning("ami.lease_error %s", exc)
                 holding, taken = False, False
-            if taken:
+            if taken or (holding and not self.is_writer):  # still ours (e.g. after a Redis failover)
                 self._took_lease()
             elif not holding:
                 self._lost_lease("held by another instance")

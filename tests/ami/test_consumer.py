@@ -20,6 +20,7 @@ from routing.live.lease import WriterLease
 from routing.live.store import QueueStateStore
 from routing.redis_keys import RedisKeys
 from tests.ami.helpers import expected_counts, wait_until
+from tests.support.redis_server import RedisServer
 
 SECRET = "consumer-test-secret"
 Q = "council-revenues"
@@ -267,6 +268,30 @@ async def test_one_writer_and_takeover_after_a_crash(
     assert await settled(second, fake) == expected_counts(fake.model)
     assert await redis.hget(keys.ami_status(), "writer") == "b"
     assert second.stats.takeovers == 1
+
+
+async def test_a_writer_cut_off_from_redis_briefly_writes_again_when_the_lease_is_still_its(
+    consumers: Factory, fake: FakeAmi, redis: Redis, keys: RedisKeys, redis_server: RedisServer
+) -> None:
+    """As in a Redis failover: the lease renewal fails (here Redis refuses new connections for a
+    moment), so the writer stops writing; the next renewal finds the lease still its own and it
+    writes again, without waiting for the lease to expire and be taken anew."""
+    consumer = consumers("a", lease_ttl_s=3.0)
+    await consumer.start()
+    await wait_until(lambda: consumer.is_writer and consumer.stats.reconciles_applied > 0)
+    admin = Redis.from_url(redis_server.url, single_connection_client=True)
+    try:
+        await admin.config_set("requirepass", "cut-off")
+        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        await wait_until(lambda: not consumer.is_writer, timeout_s=5)
+    finally:
+        await admin.config_set("requirepass", "")
+        await admin.aclose()
+    waited = await wait_until(lambda: consumer.is_writer, timeout_s=5)
+    assert waited < 2.0  # a renewal or two (every second), not the lease's expiry and a takeover
+    assert await redis.get(keys.ami_writer_lease()) == "a"
+    await fake.peak([Q], calls=20, seed=7)
+    assert await settled(consumer, fake) == expected_counts(fake.model)
 
 
 async def test_clean_stop_hands_over_at_once(consumers: Factory, fake: FakeAmi) -> None:
