@@ -759,6 +759,7 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
             drain_timeout=options.drain_timeout,
             on_signal=_draining(readiness, notifier),
             ignore_repeats=options.worker is not None,
+            hold_sigterm=True,  # a second SIGTERM must not cut the drain or the records' last flush
         )
     finally:
         loop.remove_signal_handler(signal.SIGHUP)

@@ -510,13 +510,18 @@ async def serve_until_signal(
     signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
     on_signal: Callable[[], None] | None = None,
     ignore_repeats: bool = False,
+    hold_sigterm: bool = False,
 ) -> None:
     """Start ``server`` (if needed), run until SIGTERM or SIGINT, then drain it; ``on_signal``
     runs first (``serve`` marks itself not ready there, before the drain begins).
 
-    ``ignore_repeats``: once signalled, the same signals are ignored during the drain rather
-    than ending the process (a worker of ``serve --workers`` gets SIGTERM from its supervisor
-    and, often, from systemd or the terminal too)."""
+    ``hold_sigterm`` (``serve``, which ends the process after): once signalled, a repeated SIGTERM
+    is ignored for the rest of the process (the drain, then the contact records' last flush)
+    rather than ending it half-way: ``timeout``, a supervisor and systemd may each send one, and
+    the drain is bounded anyway (systemd's ``TimeoutStopSec`` then sends SIGKILL). A second
+    SIGINT (Ctrl-C) still ends it at once.
+    ``ignore_repeats``: ignore every repeated signal, SIGINT too (a worker of ``serve
+    --workers`` gets them from its supervisor and, often, from the terminal too)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     wanted = tuple(signals)
@@ -532,6 +537,6 @@ async def serve_until_signal(
     finally:
         for sig in wanted:
             loop.remove_signal_handler(sig)
-            if ignore_repeats and stop.is_set():
+            if stop.is_set() and (ignore_repeats or (hold_sigterm and sig == signal.SIGTERM)):
                 signal.signal(sig, signal.SIG_IGN)
     await server.drain(drain_timeout)

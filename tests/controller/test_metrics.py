@@ -140,3 +140,29 @@ async def test_ready_turns_503_when_sigterm_starts_the_drain(served: OpsServed) 
     writer.close()
     async with asyncio.timeout(15):
         assert await served.process.wait() == 0
+
+
+async def test_a_second_sigterm_during_the_drain_does_not_cut_it_short(served: OpsServed) -> None:
+    """``timeout``, a supervisor and systemd may each send SIGTERM: the second one is ignored,
+    the call in progress finishes its drain and the controller stops cleanly (its records'
+    last flush included)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    block = (
+        "agi_network: yes\nagi_network_script: route\nagi_request: agi://127.0.0.1/route\n"
+        "agi_channel: PJSIP/sipp-0001\nagi_uniqueid: 1795533300.2\nagi_callerid: 07700900301\n"
+        f"agi_extension: s\nagi_arg_1: {HARBOROUGH}\n\n"
+    )
+    writer.write(block.encode())
+    await writer.drain()
+    await reader.readline()  # the call is in progress
+    served.process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(5):
+        while (await get(served.url("/ready")))[0] != 503:
+            await asyncio.sleep(0.02)
+    served.process.send_signal(signal.SIGTERM)  # the second one
+    await asyncio.sleep(0.3)
+    assert served.process.returncode is None  # still draining: the call holds it
+    writer.close()
+    async with asyncio.timeout(15):
+        assert await served.process.wait() == 0
+    assert "controller.stopped" in served.log.read_text()
