@@ -18,6 +18,7 @@ from routing.live.lease import WriterLease
 from routing.live.store import QueueStateStore
 from routing.plan_file import load_plan
 from routing.redis_keys import RedisKeys
+from tests.support.live_web import fast_ami_settings
 from tests.support.redis_server import RedisServer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plan.yaml"
@@ -55,18 +56,7 @@ async def fake() -> AsyncIterator[FakeAmi]:
 
 
 def fast_settings(fake: FakeAmi) -> AmiSettings:
-    return AmiSettings(
-        port=fake.port,
-        secret=SECRET,
-        ping_interval_s=0.5,
-        pong_deadline_s=0.5,
-        reconnect_initial_s=0.05,
-        reconnect_max_s=0.2,
-        lease_ttl_s=3,
-        connect_timeout_s=1,
-        login_timeout_s=1,
-        action_timeout_s=2,
-    )
+    return fast_ami_settings(fake.port, SECRET)
 
 
 @pytest.fixture

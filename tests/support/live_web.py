@@ -30,6 +30,24 @@ from web.context import WebConfig
 
 EXAMPLE_PLAN = Path(__file__).resolve().parents[2] / "examples" / "plan.yaml"
 SECRET = "live-web-secret"
+
+
+def fast_ami_settings(port: int, secret: str) -> AmiSettings:
+    """AMI settings for tests: short pings, reconnects and lease, so a test sees a change fast."""
+    return AmiSettings(
+        port=port,
+        secret=secret,
+        ping_interval_s=0.5,
+        pong_deadline_s=0.5,
+        reconnect_initial_s=0.05,
+        reconnect_max_s=0.2,
+        lease_ttl_s=3,
+        connect_timeout_s=1,
+        login_timeout_s=1,
+        action_timeout_s=2,
+    )
+
+
 GENERAL = "cbc-general"  # Charnwood's general queue in the example plan
 GENERAL_TILE = "queue:charnwood/general"
 GENERAL_REGION = "queue-charnwood.general"  # its page region and event name (format=html)
@@ -63,18 +81,7 @@ async def live_rig(url: str) -> AsyncIterator[LiveRig]:
     try:
         async with FakeAmi("callrouter", SECRET) as fake:
             fake.add_member(GENERAL, AGENT, "Agent One", membership="static", send=False)
-            settings = AmiSettings(
-                port=fake.port,
-                secret=SECRET,
-                ping_interval_s=0.5,
-                pong_deadline_s=0.5,
-                reconnect_initial_s=0.05,
-                reconnect_max_s=0.2,
-                lease_ttl_s=3,
-                connect_timeout_s=1,
-                login_timeout_s=1,
-                action_timeout_s=2,
-            )
+            settings = fast_ami_settings(fake.port, SECRET)
             lease = WriterLease(writer_redis, "ctl-a", settings.lease_ttl_s, KEYS)
             consumer = AmiConsumer(settings, QueueStateStore(writer_redis, "ctl-a", KEYS), lease)
             await consumer.start()
