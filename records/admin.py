@@ -95,9 +95,10 @@ async def sink_status(redis: Redis, centre: str, sink: str, keys: RedisKeys = KE
     last = "0-0"
     if group is not None:
         pending, last = int(group["pending"]), _text(group["last-delivered-id"])
-        if pending:
+        if pending:  # XPENDING's own count: the worker may have acknowledged them meanwhile
             summary = await redis.xpending(stream, sink)
-            oldest_pending = _id_time(_text(summary["min"]))
+            pending = int(summary["pending"])
+            oldest_pending = _id_time(_text(summary["min"])) if pending else None
     unread, oldest_unread, exact = await _unread(redis, stream, last, tenant)
     redo = await redis.xrange(keys.sink_redo(centre, sink), count=1)
     redo_len = int(await redis.xlen(keys.sink_redo(centre, sink)))
