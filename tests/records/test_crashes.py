@@ -15,6 +15,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -150,6 +151,8 @@ async def test_the_worker_killed_mid_delivery_and_restarted_loses_nothing(
     }
 
 
+# Thousands of records through a real outage: the bound is for a loaded CI machine.
+@pytest.mark.timeout(180)
 async def test_redis_killed_and_restarted_from_its_aof_mid_run_loses_nothing(tmp_path: Path) -> None:
     workdir, port = tmp_path / "redis", free_port()
     workdir.mkdir()
