@@ -160,7 +160,8 @@ async def test_redis_killed_and_restarted_from_its_aof_mid_run_loses_nothing(tmp
     crm = FakeCrm(SECRET)
     await crm.start()
     crm.hang_s = 0.005
-    redis = Redis.from_url(server.url)
+    # the timeouts `records deliver` connects with: a connection to the killed server never waits forever
+    redis = Redis.from_url(server.url, socket_connect_timeout=2, socket_timeout=10)
     versions = _versions(1500)
     acknowledged: list[Envelope] = []
     sink = WebhookSink(f"{TENANT}/crm", webhook_config(crm.url), SECRET)
