@@ -149,6 +149,18 @@ class RedisKeys:
         # decision engine.
         return f"{self.prefix}overflow:{tenant}:{queue}"
 
+    # --- queued callbacks (writers: the IVR requests, the AMI lease holder dials) -------------
+
+    def callbacks_pending(self, queue: str) -> str:
+        # ZSET callback id -> the original call's queue join time (epoch seconds): a callback
+        # keeps its caller's place. ``queue`` is the Asterisk queue. No TTL.
+        return f"{self.prefix}callbacks:{queue}:pending"
+
+    def callback(self, callback_id: str) -> str:
+        # HASH tenant, queue, number, joined_at, requested_at, call_id, language, state,
+        # attempts, next_at, outcome, updated_at. PX = a week after it ends.
+        return f"{self.prefix}callback:{callback_id}"
+
     # --- contact records and their delivery (writers: record appender, delivery worker) -----
     # Every key of one centre's records carries the hash tag ``{centre}``: the append script
     # and the delivery scripts touch several of them at once, which Redis Cluster allows only

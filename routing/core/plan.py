@@ -166,12 +166,47 @@ class OverflowPolicy(Model):
     max_wait_s: Annotated[int, Field(ge=10)] | None = None
 
 
+NumberKind = Literal["geographic", "non_geographic", "mobile", "freephone", "premium", "international"]
+
+
+class CallbackPolicy(Model):
+    """Queued callback: offered when the expected wait is above ``offer_above_s``; the caller
+    hangs up and keeps their place (the callback holds the call's original join time)."""
+
+    offer_above_s: Annotated[int, Field(ge=0, le=7200)] = 300
+    offer_key: DtmfKey = "1"  # during the wait, this key hears the offer
+    offer_every_s: Annotated[int, Field(ge=30, le=1800)] | None = 120  # offered again while waiting
+    prompt: Prompt | None = None  # the offer; the prompt set's default when absent
+    allow_numbers: Annotated[list[NumberKind], Field(min_length=1)] = [
+        "geographic",
+        "non_geographic",
+        "mobile",
+    ]
+    initial_delay_s: Annotated[int, Field(ge=0, le=3600)] = 0
+    ring_s: Annotated[int, Field(ge=10, le=120)] = 30
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    retry_delay_s: Annotated[int, Field(ge=30, le=86400)] = 300
+    at_closing: Literal["next_morning", "cancel"] = "next_morning"
+
+
+class WaitAnnouncements(Model):
+    """Announcements to a waiting caller: position and expected wait, from the same estimate
+    as the callback offer; above ``max_figure_s`` only "more than N minutes" is said."""
+
+    position: bool = True
+    expected_wait: bool = True
+    every_s: Annotated[int, Field(ge=20, le=1800)] = 60
+    max_figure_s: Annotated[int, Field(ge=60, le=7200)] = 600
+
+
 class Queue(Model):
     asterisk_queue: AsteriskName
     service: Text | None = None
     timeout_s: Annotated[int, Field(ge=5, le=7200)] = 600
     overflow: OverflowPolicy | None = None
     failover: Destination | None = None
+    callback: CallbackPolicy | None = None
+    announce_wait: WaitAnnouncements | None = None
 
 
 # --- menus -------------------------------------------------------------------------------

@@ -84,6 +84,10 @@ NEEDS: dict[str, dict[str, str]] = {
     "web_token_ids": {"controller": "-", "service": "rw", "readonly": "-"},
     "web_login_failures": {"controller": "-", "service": "rw", "readonly": "-"},
     "partner_sender_lease": {"controller": "-", "service": "rw", "readonly": "-"},
+    # Queued callbacks: the IVR requests and the lease holder dials (controller); a supervisor
+    # cancels through the service.
+    "callbacks_pending": {"controller": "rw", "service": "rw", "readonly": "r"},
+    "callback": {"controller": "rw", "service": "rw", "readonly": "r"},
 }
 
 
