@@ -214,6 +214,7 @@ class _Call:
         for key, value in call.variables.items():
             if sent.get(key) != value:
                 channel.set(key, value)  # SET VARIABLE: pbx_builtin_setvar_helper, like Set()
+        channel.language = call.language  # SET VARIABLE CHANNEL(language): the function, as Set()
         if call.agistatus is not None:
             channel.set("AGISTATUS", call.agistatus)
         channel.timed_out = call.goes_to_t
