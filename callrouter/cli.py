@@ -27,6 +27,7 @@ from ivr.controller import PlanError
 from routing.core import numbers
 from routing.core.decide import Call, CompiledPlan, Decision, decide, describe
 from routing.core.diff import Difference, differences, local_day_bounds
+from routing.core.language import choice_for
 from routing.core.live import LiveState, QueueSnapshot, Toggle, Toggles
 from routing.core.problems import errors
 from routing.core.prompts import Exists, missing_prompts
@@ -182,10 +183,25 @@ def cmd_explain(args: argparse.Namespace) -> int:
         overflowing=frozenset(args.overflowing or ()),
     )
     decision = decide(Call(args.number, digits=digits), plan, live, _toggles(args, plan, now), now)
-    text = "\n".join(
-        [f"=> {describe(decision.destination)}  [{decision.state}]", *("   " + r for r in decision.reasons)]
+    choice = (
+        choice_for(plan.plan.tenants[decision.tenant], decision.destination, bool(decision.prelude))
+        if decision.tenant is not None
+        else None
     )
-    _emit(args, decision_data(decision, now), text)
+    lines = [
+        f"=> {describe(decision.destination)}  [{decision.state}]",
+        *("   " + r for r in decision.reasons),
+    ]
+    data = decision_data(decision, now)
+    if choice is not None:
+        keys = ", ".join(f"{key} {language}" for key, language in choice.keys)
+        lines.append(f"   language choice first ({choice.prompt}): {keys}; no key: {choice.default}")
+        data["language_choice"] = {
+            "keys": dict(choice.keys),
+            "prompt": choice.prompt,
+            "default": choice.default,
+        }
+    _emit(args, data, "\n".join(lines))
     return EXIT_OK
 
 

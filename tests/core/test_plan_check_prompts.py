@@ -116,3 +116,19 @@ def test_without_prompts_the_check_is_as_before(capsys: pytest.CaptureFixture[st
     code, out, _ = run(capsys, "plan", "check", str(bilingual(tmp_path)))
     assert code == 0
     assert "OK (2 tenants, 0 warnings)" in out
+
+
+def test_explain_names_the_language_choice(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A bilingual council: explain says the choice comes first, with its keys and default."""
+    plan = str(bilingual(tmp_path))
+    code, out, _ = run(
+        capsys, "plan", "explain", plan, "--number", "01632 960001", "--at", "2026-11-24 10:00"
+    )
+    assert code == 0
+    assert (
+        out.splitlines()[-1]
+        == "   language choice first (harborough/language-choice): 1 cy, 2 en; no key: cy"
+    )
+    _, out, _ = run(capsys, "plan", "explain", EXAMPLE.as_posix(), "--number", "01632 960001",
+                    "--at", "2026-11-24 10:00", "--json")  # fmt: skip
+    assert "language_choice" not in json.loads(out)
