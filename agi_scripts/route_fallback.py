@@ -29,7 +29,7 @@ from ivr.language_driver import language_script
 from ivr.menu_driver import Command, Key, SetLanguage, StreamFile, menu_script, prelude_script
 from ivr.step_guard import StepGuard
 from routing.core.decide import Call, CompiledPlan, Decision, PreludePrompt, decide, resolve_destination
-from routing.core.language import choice_for, single
+from routing.core.language import offered, unchosen
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE
 from routing.core.plan import Destination, MenuDest, PaymentDest, Tenant
 from routing.plan_file import load_plan
@@ -76,10 +76,10 @@ def choose_language(channel: ClassicChannel, plan: CompiledPlan, decision: Decis
     offered for a single-language tenant, nor before a call dialled straight out."""
     if decision.tenant is None:
         return decision.language
-    tenant = plan.plan.tenants[decision.tenant]
-    spec = choice_for(tenant, decision.destination, bool(decision.prelude))
+    known = plan.choices[decision.tenant]
+    spec = offered(known, decision.destination, bool(decision.prelude))
     if spec is None:
-        return single(tenant).language
+        return unchosen(plan.plan.tenants[decision.tenant], known).language
     return drive(channel, language_script(spec)).language
 
 

@@ -44,7 +44,7 @@ from routing.core.decide import (
     out_of_hours_decision,
     resolve_destination,
 )
-from routing.core.language import LanguageOutcome, call_language, choice_for, single
+from routing.core.language import LanguageOutcome, call_language, offered, unchosen
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE, LiveState, Toggles
 from routing.core.plan import MenuDest, PaymentReference
 from routing.core.problems import errors
@@ -274,11 +274,11 @@ class Controller:
         prompt of ours (the far end, e.g. a partner centre, offers its own)."""
         if decision.tenant is None:
             return None
-        tenant = plan.plan.tenants[decision.tenant]
-        spec = choice_for(tenant, decision.destination, bool(decision.prelude))
+        known = plan.choices[decision.tenant]
+        spec = offered(known, decision.destination, bool(decision.prelude))
         outcome: LanguageOutcome
         if spec is None:
-            outcome = single(tenant)
+            outcome = unchosen(plan.plan.tenants[decision.tenant], known)
         else:
             try:
                 outcome = await choose_language(channel, spec)

@@ -77,21 +77,32 @@ def choice_spec(tenant: Tenant) -> ChoiceSpec | None:
     )
 
 
-def choice_for(tenant: Tenant, destination: Destination, prelude: bool) -> ChoiceSpec | None:
+def offered(spec: ChoiceSpec | None, destination: Destination, prelude: bool) -> ChoiceSpec | None:
     """The choice to offer a new call routed to ``destination`` (``prelude``: announcements are
-    played first), or None: a single-language tenant, or a call dialled straight out with no
-    prompt of ours (the far end, e.g. a partner centre, offers its own)."""
+    played first), or None: a single-language tenant (``spec`` None), or a call dialled straight
+    out with no prompt of ours (the far end, e.g. a partner centre, offers its own)."""
     if isinstance(destination, ExternalDest) and not prelude:
         return None
-    return choice_spec(tenant)
+    return spec
 
 
-def single(tenant: Tenant) -> LanguageOutcome:
-    """The language of a call on which no choice is made: the tenant's first (its default)."""
-    spec = choice_spec(tenant)
+def choice_for(tenant: Tenant, destination: Destination, prelude: bool) -> ChoiceSpec | None:
+    """:func:`offered` for ``tenant``'s choice (the controller keeps each tenant's spec in its
+    compiled plan instead: :attr:`routing.core.decide.CompiledPlan.choices`)."""
+    return offered(choice_spec(tenant), destination, prelude)
+
+
+def unchosen(tenant: Tenant, spec: ChoiceSpec | None) -> LanguageOutcome:
+    """The language of a call on which no choice is made: the tenant's only language, or the
+    default of its choice (``spec``) when the choice was not offered."""
     if spec is None:
         return LanguageOutcome(tenant.languages[0], "single")
     return LanguageOutcome(spec.default, "not_offered")
+
+
+def single(tenant: Tenant) -> LanguageOutcome:
+    """:func:`unchosen` for ``tenant``."""
+    return unchosen(tenant, choice_spec(tenant))
 
 
 def call_language(tenant: Tenant, reported: str) -> str:
