@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import jsonschema
 import pytest
 
+from records.export import CSV_HEADER, csv_row
 from records.facts import CallArrived, IvrAbandoned, LanguageChosen
 from records.model import ContactRecord
 from tests.records.factory import record
@@ -67,3 +68,10 @@ def test_a_record_made_before_the_language_field_is_still_valid() -> None:
     jsonschema.validate(document, schema(), format_checker=jsonschema.FormatChecker())
     assert ContactRecord.model_validate_json(json.dumps(document)).language is None
     assert "language" not in schema()["required"]
+
+
+def test_the_export_has_the_language_and_how() -> None:
+    welsh = record("1795533594.72", ARRIVED, language={"code": "cy", "how": "chosen", "key": "1"})
+    older = record("1795533594.73", ARRIVED)
+    rows = [dict(zip(CSV_HEADER, csv_row(r), strict=True)) for r in (welsh, older)]
+    assert [(row["language"], row["language_how"]) for row in rows] == [("cy", "chosen"), ("", "")]
