@@ -116,6 +116,21 @@ async def test_key_2_english_for_the_rest_of_the_call(welsh: tuple[Rig, Facts]) 
     assert (chosen.language, chosen.how, chosen.key) == ("en", "chosen", "2")
 
 
+async def test_after_a_queue_timeout_the_failover_is_in_the_language_chosen(welsh: tuple[Rig, Facts]) -> None:
+    """The overflow route reads English back from the channel: the voicemail greeting is English."""
+    rig, _ = welsh
+    record = await whole_call(
+        rig, PressAfterPrompt("2"), PressAfterPrompt("2"), outcome=lambda queue, _vars: "TIMEOUT"
+    )
+    assert (
+        record.summary()
+        == "route (open) -> menu main -> queue hdc-waste (timeout) -> voicemail 201@harborough"
+    )
+    overflow = record.sessions[-1]
+    assert unpack_language(overflow) == "en"
+    assert record.language == "en"
+
+
 def unpack_language(session: Any) -> str:
     return fields(session)[cv.LANGUAGE]
 
