@@ -43,10 +43,6 @@ class ChoiceSpec:
         """The language a key chooses, or None (a silence, or a key not offered)."""
         return dict(self.keys).get(key or "")
 
-    @property
-    def escape_digits(self) -> str:
-        return "".join(key for key, _ in self.keys)
-
 
 @dataclass(frozen=True, slots=True)
 class LanguageOutcome:

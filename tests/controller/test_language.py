@@ -4,6 +4,7 @@ chosen (the files Asterisk would play), the record's language, and the fail-stat
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from callrouter.simulate import caller_mix
 from emulator.agi import CallerScript, HangUpDuring, Press, PressAfterPrompt, Silence
 from emulator.classic import run_classic
 from emulator.dialplan import DIALPLANS, Asterisk, place_call
@@ -295,3 +297,19 @@ async def test_static_route_offers_no_choice_and_keeps_one_made(
         == "fail-static route (failed) -> static route -> queue hdc-revenues (continue) -> answered"
     )
     assert record.language == heard
+
+
+def test_simulated_callers_to_a_bilingual_council_choose_a_language_first(tmp_path: Path) -> None:
+    """``callrouter simulate``: a Harborough caller presses a language key before the menu key;
+    a silent one stays silent through the choice too; Charnwood's callers are asked nothing."""
+    loaded = load_plan(welsh_plan(tmp_path)).plan
+    assert loaded is not None
+    next_caller = caller_mix(loaded, random.Random(5))
+    callers = [next_caller() for _ in range(200)]
+    to_harborough = [c for c in callers if c.script.dial == HARBOROUGH]
+    keyed = [c for c in to_harborough if c.intent.startswith("chooses")]
+    assert keyed
+    assert all(c.script.steps[0] in (PressAfterPrompt("1"), PressAfterPrompt("2")) for c in keyed)
+    assert {c.intent.split(",")[0] for c in keyed} == {"chooses cy", "chooses en"}
+    assert any(c.intent == "stays silent" and len(c.script.steps) == 12 + 3 * 2 for c in to_harborough)
+    assert not any(c.intent.startswith("chooses") for c in callers if c.script.dial == CHARNWOOD)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import get_args
 
 import jsonschema
 import pytest
 
 from records.export import CSV_HEADER, csv_row
 from records.facts import CallArrived, IvrAbandoned, LanguageChosen
-from records.model import ContactRecord
+from records.model import ContactRecord, LanguageHow
+from routing.core.language import ChoiceHow
 from tests.records.factory import record
 from tests.records.support import CALLER, all_due, builder, schema
 
@@ -75,3 +77,7 @@ def test_the_export_has_the_language_and_how() -> None:
     older = record("1795533594.73", ARRIVED)
     rows = [dict(zip(CSV_HEADER, csv_row(r), strict=True)) for r in (welsh, older)]
     assert [(row["language"], row["language_how"]) for row in rows] == [("cy", "chosen"), ("", "")]
+
+
+def test_the_record_knows_every_way_the_controller_sets_a_language() -> None:
+    assert get_args(LanguageHow) == get_args(ChoiceHow)
