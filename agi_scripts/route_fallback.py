@@ -18,15 +18,18 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Generator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
 from agi_scripts._agi import ChannelGone, ClassicChannel, exit_on_sighup
 from ivr import channel_vars as cv
 from ivr.contract import pack, route_fields
-from ivr.menu_driver import Command, Key, StreamFile, menu_script, prelude_script
+from ivr.language_driver import language_script
+from ivr.menu_driver import Command, Key, SetLanguage, StreamFile, menu_script, prelude_script
 from ivr.step_guard import StepGuard
 from routing.core.decide import Call, CompiledPlan, Decision, PreludePrompt, decide, resolve_destination
+from routing.core.language import offered, unchosen
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE
 from routing.core.plan import Destination, MenuDest, PaymentDest, Tenant
 from routing.plan_file import load_plan
@@ -38,6 +41,9 @@ def perform(channel: ClassicChannel, command: Command) -> Key:
     """Run one command of the menu driver on the classic channel; the key pressed, or None."""
     if isinstance(command, StreamFile):
         return channel.stream_file(command.prompt, command.escape_digits)
+    if isinstance(command, SetLanguage):
+        channel.set_variable(cv.LANGUAGE, command.language)
+        return None
     return channel.wait_for_digit(command.timeout_ms)
 
 
@@ -64,9 +70,24 @@ def play_prelude(channel: ClassicChannel, prelude: tuple[PreludePrompt, ...]) ->
     drive(channel, prelude_script(prelude))
 
 
+def choose_language(channel: ClassicChannel, plan: CompiledPlan, decision: Decision) -> str:
+    """The controller's language choice (:mod:`ivr.language_driver`), offered here too: the
+    caller chooses as if the controller were up, and hears the rest of the call in it. Not
+    offered for a single-language tenant, nor before a call dialled straight out."""
+    if decision.tenant is None:
+        return decision.language
+    known = plan.choices[decision.tenant]
+    spec = offered(known, decision.destination, bool(decision.prelude))
+    if spec is None:
+        return unchosen(plan.plan.tenants[decision.tenant], known).language
+    return drive(channel, language_script(spec)).language
+
+
 def route(channel: ClassicChannel, plan: CompiledPlan, dialled: str, now: datetime) -> Decision:
-    """Decide, run the menu if there is one, and return the final decision."""
+    """Decide, offer the language choice, run the menu if there is one, and return the final
+    decision (in the language taken)."""
     decision = decide(Call(dialled), plan, UNKNOWN_LIVE_STATE, NO_TOGGLES, now)
+    decision = replace(decision, language=choose_language(channel, plan, decision))
     if isinstance(decision.destination, MenuDest) and decision.tenant is not None:
         tenant = plan.plan.tenants[decision.tenant]
         outcome = run_menu(channel, tenant, decision.destination.menu, decision.prelude)

@@ -130,11 +130,14 @@ async def seed(url: str) -> None:
     await redis.aclose()
 
 
-def facts_cost(calls: int = 50_000, journal: Path | None = None) -> tuple[float, float, float]:
+def facts_cost(
+    calls: int = 50_000, journal: Path | None = None, *, language: bool = True
+) -> tuple[float, float, float]:
     """In-process, the route's facts alone: us per call into a builder, and into a no-op sink.
 
-    What ``route`` reports per call on the example plan (the arrival, the decision, the
-    announcement heard), each call under its own Linkedid, ``due()`` once per 1,000 calls."""
+    What ``route`` reports per call on the example plan (the arrival, the call's language, the
+    decision, the announcement heard), each call under its own Linkedid, ``due()`` once per
+    1,000 calls. ``language=False``: without the language fact (as before it existed)."""
     holder = PlanHolder.load(PLAN)
     plan = holder.current
     decision = decide(Call(fastagi_bench.DIALLED, caller="01632960123"), plan, UNKNOWN_LIVE_STATE,
@@ -146,6 +149,8 @@ def facts_cost(calls: int = 50_000, journal: Path | None = None) -> tuple[float,
         for n in range(calls):
             call_id, at = f"1795533300.{n}", 1795533300.0 + n / 50
             sink(facts.CallArrived(call_id, at, fastagi_bench.DIALLED, "01632960123", decision.tenant))
+            if language:
+                sink(facts.LanguageChosen(call_id, at, decision.language, "single"))
             sink(facts.route_decided(call_id, at, decision, destination))
             for item in decision.prelude:
                 sink(facts.AnnouncementPlayed(call_id, at, item.prompt, False))

@@ -10,10 +10,12 @@ same, 1 different, 2 trouble (a plan with errors included).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
@@ -25,8 +27,10 @@ from ivr.controller import PlanError
 from routing.core import numbers
 from routing.core.decide import Call, CompiledPlan, Decision, decide, describe
 from routing.core.diff import Difference, differences, local_day_bounds
+from routing.core.language import choice_for
 from routing.core.live import LiveState, QueueSnapshot, Toggle, Toggles
 from routing.core.problems import errors
+from routing.core.prompts import Exists, missing_prompts
 from routing.core.schedule import timeline
 from routing.plan_file import LoadResult, load_plan
 from routing.plan_store import difference_data, transition_data
@@ -66,8 +70,26 @@ def _load(path: str) -> CompiledPlan:
 # --- plan check ------------------------------------------------------------------------------
 
 
+def recordings(root: Path) -> Exists:
+    """What a folder of prompts holds, in Asterisk's layout ``<root>/<language>/<prompt>.<format>``
+    (any format: wav, gsm, ulaw, sln16...): ``exists(language, prompt)``. Read once."""
+    found = {
+        path.relative_to(root).with_suffix("").as_posix()
+        for path in root.rglob("*")
+        if path.suffix and path.is_file()
+    }
+    return lambda language, prompt: f"{language}/{prompt}" in found
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    result: LoadResult = load_plan(args.plan)
+    more_checks = None
+    if args.prompts is not None:
+        root = Path(args.prompts)
+        if not root.is_dir():
+            raise UsageError(f"--prompts '{args.prompts}' is not a folder")
+        exists = recordings(root)
+        more_checks = functools.partial(missing_prompts, exists=exists)
+    result: LoadResult = load_plan(args.plan, more_checks=more_checks)
     failed = bool(errors(result.problems)) or result.plan is None
     lines = [str(p) for p in result.problems]
     if not failed:
@@ -161,10 +183,25 @@ def cmd_explain(args: argparse.Namespace) -> int:
         overflowing=frozenset(args.overflowing or ()),
     )
     decision = decide(Call(args.number, digits=digits), plan, live, _toggles(args, plan, now), now)
-    text = "\n".join(
-        [f"=> {describe(decision.destination)}  [{decision.state}]", *("   " + r for r in decision.reasons)]
+    choice = (
+        choice_for(plan.plan.tenants[decision.tenant], decision.destination, bool(decision.prelude))
+        if decision.tenant is not None
+        else None
     )
-    _emit(args, decision_data(decision, now), text)
+    lines = [
+        f"=> {describe(decision.destination)}  [{decision.state}]",
+        *("   " + r for r in decision.reasons),
+    ]
+    data = decision_data(decision, now)
+    if choice is not None:
+        keys = ", ".join(f"{key} {language}" for key, language in choice.keys)
+        lines.append(f"   language choice first ({choice.prompt}): {keys}; no key: {choice.default}")
+        data["language_choice"] = {
+            "keys": dict(choice.keys),
+            "prompt": choice.prompt,
+            "default": choice.default,
+        }
+    _emit(args, data, "\n".join(lines))
     return EXIT_OK
 
 
@@ -262,6 +299,11 @@ def _plan_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     cmds = plan.add_subparsers(dest="plan_command", required=True)
     check = cmds.add_parser("check", help="validate a plan: exit 0 clean, 1 with every problem listed")
     check.add_argument("plan")
+    check.add_argument(
+        "--prompts",
+        metavar="DIR",
+        help="also report every prompt with no recording in DIR/<language>/ for a tenant's language",
+    )
     check.set_defaults(handler=cmd_check)
 
     explain = cmds.add_parser("explain", help="where a call to NUMBER goes at a given time, and why")

@@ -32,6 +32,7 @@ from emulator.pbx import Channel
 from ivr.controller import Controller, PlanHolder
 from ivr.fastagi import FastAgiServer, ServerConfig
 from routing.core import numbers
+from routing.core.language import choice_spec
 from routing.core.plan import MenuDest, PaymentDest, Plan, Tenant
 from routing.masking import mask_number
 from routing.supervisor import shown
@@ -52,16 +53,23 @@ def caller_mix(plan: Plan, rng: random.Random) -> Callable[[], Caller]:
     for tenant in plan.tenants.values():
         number = numbers.display(tenant.numbers[0]).replace(" ", "")
         menu = tenant.menus.get(tenant.entry.menu) if isinstance(tenant.entry, MenuDest) else None
+        spec = choice_spec(tenant)  # a council with more than one language asks for it first
+        first: list[Step] = []
+        said = ""
         for key, dest in sorted(menu.options.items()) if menu else []:
+            if spec is not None:
+                language_key, language = rng.choice(spec.keys)
+                first, said = [PressAfterPrompt(language_key)], f"chooses {language}, "
             then = (
                 _reference_digits(tenant, dest.line, rng)
                 if isinstance(dest, PaymentDest)
                 else rng.choice("123")
             )
-            steps: list[Step] = [PressAfterPrompt(key), PressAfterPrompt(then)]
-            choices.append((number, steps, f"presses {key}"))
-        choices.append((number, [Silence()] * 12, "stays silent"))
-        choices.append((number, [HangUpDuring("WAIT FOR DIGIT")], "hangs up in the menu"))
+            steps: list[Step] = [*first, PressAfterPrompt(key), PressAfterPrompt(then)]
+            choices.append((number, steps, f"{said}presses {key}"))
+        silent = 12 if spec is None else 12 + (len(spec.languages) + 1) * spec.tries  # + the choice
+        choices.append((number, [Silence()] * silent, "stays silent"))
+        choices.append((number, [*first, HangUpDuring("WAIT FOR DIGIT")], f"{said}hangs up in the menu"))
     choices.append((WRONG_NUMBER, [], "dials a wrong number"))
 
     def next_caller() -> Caller:

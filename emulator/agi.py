@@ -56,6 +56,7 @@ UNKNOWN_510 = "510 Invalid or unknown command"
 DEFAULT_PROMPT_SAMPLES = 16000
 
 # Prompt lengths (endpos when played to the end) from agi_suite_pjsip.txt and agi_dtmf_pjsip.txt.
+_LANGUAGE_FUNCTION = "CHANNEL(LANGUAGE)"
 KNOWN_PROMPTS: Mapping[str, int] = {"beep": 3520, "hello-world": 11360, "tt-monkeys": 128000}
 KNOWN_APPS = frozenset(
     {
@@ -212,6 +213,9 @@ class EmulatedCall:
     sighups: int = 0  # SIGHUPs sent to a classic script's process (FastAGI: always 0)
     command_times: list[float] = field(default_factory=list)  # the clock as each command came
     varsets: list[tuple[str, str]] = field(default_factory=list)  # what AMI shows as VarSet
+    language: str = "en"  # the channel's language (CHANNEL(language)) as AGI() ends
+    played: list[str] = field(default_factory=list)
+    """Each prompt played, as Asterisk looks it up: ``<channel language>/<prompt>``."""
 
     @property
     def dialplan_continues(self) -> bool:
@@ -432,7 +436,9 @@ class AsteriskSession:
         self.script = script
         self.line = line or CallerLine(CallClock(time_scale))
         self.clock = self.line.clock
-        self.call = EmulatedCall(agistatus="SUCCESS", outcome="closed", channel=channel)
+        self.call = EmulatedCall(
+            agistatus="SUCCESS", outcome="closed", channel=channel, language=script.language
+        )
         self.call.variables.update(script.variables)
         self.call.answered = script.answered
         self._reader = reader
@@ -723,7 +729,7 @@ class AsteriskSession:
         if samples is None:
             self.call.agistatus = "FAILURE"  # RESULT_FAILURE on a live channel: sticky
             return [f"200 result=-1 endpos={offset}"]
-        self.call.prompts.append(argv[2])
+        self._heard(argv[2])
         return await self._play(argv[2], samples, offset, argv[3])
 
     async def _play(self, prompt: str, samples: int, offset: int, escape: str) -> Reply:
@@ -756,7 +762,7 @@ class AsteriskSession:
         if samples is None:
             self.call.agistatus = "FAILURE"
             return ["200 result=-1 endpos=-1"]
-        self.call.prompts.append(argv[3])
+        self._heard(argv[3])
         start = self._listen("CONTROL STREAM FILE")
         return [await self._until(start + samples / SAMPLES_PER_SECOND, "200 result=0 endpos=-1")]
 
@@ -766,7 +772,7 @@ class AsteriskSession:
         samples = self.script.prompt_samples(argv[2])
         if samples is None:
             return ["200 result=-1"]  # no AGISTATUS effect (agi_server_status_getdata_missing)
-        self.call.prompts.append(argv[2])
+        self._heard(argv[2])
         first, following = get_data_timeouts(_int(argv[3], 0) if len(argv) > 3 else 0)
         max_digits = _int(argv[4], 1024) if len(argv) > 4 else 1024
         prompt_s = samples / SAMPLES_PER_SECOND
@@ -803,7 +809,17 @@ class AsteriskSession:
         self._set(argv[2], argv[3])
         return ["200 result=1"]
 
+    def _heard(self, prompt: str) -> None:
+        self.call.prompts.append(prompt)
+        self.call.played.append(f"{self.call.language}/{prompt}")
+
     def _set(self, name: str, value: str) -> None:
+        """``pbx_builtin_setvar_helper``: a name ending in ``)`` is a dialplan function, written
+        through it (``CHANNEL(language)`` sets the channel's language, which is not a variable);
+        any other name is a channel variable."""
+        if name.upper() == _LANGUAGE_FUNCTION:
+            self.call.language = value
+            return
         self.call.variables[name] = value
         self.call.varsets.append((name, value))
 
@@ -834,6 +850,7 @@ class AsteriskSession:
             "CALLERID(name)": name,
             "CALLERID(all)": f'"{name}" <{number}>' if name else number,
             "CHANNEL(state)": "Up" if self.call.answered else "Ring",
+            "CHANNEL(language)": self.call.language,
             "CHANNEL": self.call.channel,
             "EXTEN": script.dial,
             "CONTEXT": script.context,
@@ -862,7 +879,7 @@ class AsteriskSession:
         found = samples is not None and not self._dead
         self.call.variables["PLAYBACKSTATUS"] = "SUCCESS" if found else "FAILED"
         if samples is not None and not self._dead:
-            self.call.prompts.append(prompt)
+            self._heard(prompt)
             start = self._listen("EXEC")
             return [await self._until(start + samples / SAMPLES_PER_SECOND, "200 result=0")]
         return ["200 result=0"]

@@ -123,6 +123,7 @@ class CallRecord:
     fallback_at: float | None = None  # the line's clock when the call took the fail-static/static path
     static_at: float | None = None  # the line's clock when the call reached callrouter-static
     orphans: int = 0  # fail-static processes AGI() left running that ignored SIGHUP (killed after)
+    language: str = ""  # the caller's channel's language (CHANNEL(language)) as the call ended
 
     @property
     def tenant(self) -> str:
@@ -214,6 +215,7 @@ class _Call:
         for key, value in call.variables.items():
             if sent.get(key) != value:
                 channel.set(key, value)  # SET VARIABLE: pbx_builtin_setvar_helper, like Set()
+        channel.language = call.language  # SET VARIABLE CHANNEL(language): the function, as Set()
         if call.agistatus is not None:
             channel.set("AGISTATUS", call.agistatus)
         channel.timed_out = call.goes_to_t
@@ -321,6 +323,7 @@ async def place_call(
     if pbx.stopped_in == FAIL_STATIC:
         record.ended = FAILSTATIC
     record.variables = channel.plain()
+    record.language = channel.language
     record.dials = pbx.dials
     record.log = pbx.log
     record.ended = record.ended or "hung up"

@@ -8,9 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import TypeVar
 
+from ivr import channel_vars as cv
 from ivr.fastagi import AgiChannel
-from ivr.menu_driver import Command, Key, StreamFile, menu_script, prelude_script
+from ivr.language_driver import language_script
+from ivr.menu_driver import Command, Key, SetLanguage, StreamFile, menu_script, prelude_script
 from routing.core.decide import PreludePrompt
+from routing.core.language import ChoiceSpec, LanguageOutcome
 from routing.core.menu import MenuEvent
 from routing.core.plan import Destination, Tenant
 
@@ -21,6 +24,9 @@ async def perform(channel: AgiChannel, command: Command) -> Key:
     """Run one command of the driver on the channel; the key pressed, or None."""
     if isinstance(command, StreamFile):
         return await channel.stream_file(command.prompt, command.escape_digits)
+    if isinstance(command, SetLanguage):
+        await channel.set_variable(cv.LANGUAGE, command.language)
+        return None
     return await channel.wait_for_digit(command.timeout_ms)
 
 
@@ -40,6 +46,11 @@ async def play_prelude(channel: AgiChannel, prelude: tuple[PreludePrompt, ...]) 
     """Play announcements in order; a skippable one stops when the caller presses ``#``.
     Returns, for each, whether the caller skipped it."""
     return await drive(channel, prelude_script(prelude))
+
+
+async def choose_language(channel: AgiChannel, spec: ChoiceSpec) -> LanguageOutcome:
+    """Offer the tenant's language choice; the channel is left in the language taken."""
+    return await drive(channel, language_script(spec))
 
 
 async def run_menu(

@@ -33,6 +33,12 @@ MODE = "CR_MODE"  # "static": set by the fail-static script; the dialplan then a
 ROUTE = "CR_ROUTE"  # the packed fields of ROUTE_FIELDS, set last; empty: the controller did not finish
 HOME = "CR_HOME"  # this centre's id (the plan's ``centre``): sent with a call to a partner centre
 
+# --- set by the dialplan ----------------------------------------------------------------------
+# callrouter-unpack sets it with CHANNEL(language) from the route's language field: the call's
+# language is settled (the caller's choice, or the tenant's only or default language). The
+# static route keeps it; it sets the tenant's first language only when it is empty.
+CALL_LANGUAGE = "CR_LANGUAGE"
+
 # --- read by the controller (set by Asterisk) -------------------------------------------------
 QUEUESTATUS = "QUEUESTATUS"  # Queue(): TIMEOUT FULL JOINEMPTY LEAVEEMPTY JOINUNAVAIL LEAVEUNAVAIL WITHDRAW
 # Read by callrouter-inbound from the inbound INVITE's headers (PJSIP channels only), URI-encoded

@@ -20,7 +20,7 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -28,7 +28,7 @@ from typing import Protocol
 import structlog
 
 from ivr import channel_vars as cv
-from ivr.agi_handler import play_prelude, run_menu
+from ivr.agi_handler import choose_language, play_prelude, run_menu
 from ivr.contract import HopIn, decode_prelude, pack, read_hop, route_fields
 from ivr.fastagi import AgiChannel, AgiHangup, AgiRequest, FastAgiServer
 from records import facts as rf
@@ -44,6 +44,7 @@ from routing.core.decide import (
     out_of_hours_decision,
     resolve_destination,
 )
+from routing.core.language import LanguageOutcome, call_language, offered, unchosen
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE, LiveState, Toggles
 from routing.core.plan import MenuDest, PaymentReference
 from routing.core.problems import errors
@@ -206,9 +207,15 @@ class Controller:
         channel: AgiChannel,
         plan: CompiledPlan,
         decision: Decision,
+        *,
         reason: str | None = None,
         call_id: str = "",
+        language: str | None = None,
     ) -> None:
+        """Play the prelude and set ``CR_ROUTE``. ``language``: the call's language (the
+        caller's choice), which the route's language field keeps on the channel."""
+        if language is not None:
+            decision = replace(decision, language=language)
         self.facts(rf.route_decided(call_id, self.fact_clock(), decision, describe(decision.destination)))
         if not isinstance(decision.destination, MenuDest):
             try:
@@ -255,7 +262,38 @@ class Controller:
             request.uniqueid, self.fact_clock(), dialled, caller, decision.tenant, hop.centre, hop.call
         )
         self.facts(arrived)
-        await self._finish(channel, plan, decision, call_id=request.uniqueid)
+        language = await self._choose_language(channel, plan, decision, request.uniqueid)
+        await self._finish(channel, plan, decision, call_id=request.uniqueid, language=language)
+
+    async def _choose_language(
+        self, channel: AgiChannel, plan: CompiledPlan, decision: Decision, call_id: str
+    ) -> str | None:
+        """A tenant with more than one language: the caller chooses first, and the choice
+        sets the channel's language for the rest of the call (:mod:`ivr.language_driver`).
+        No choice for a single-language tenant, nor for a call dialled straight out with no
+        prompt of ours (the far end, e.g. a partner centre, offers its own)."""
+        if decision.tenant is None:
+            return None
+        known = plan.choices[decision.tenant]
+        spec = offered(known, decision.destination, bool(decision.prelude))
+        outcome: LanguageOutcome
+        if spec is None:
+            outcome = unchosen(plan.plan.tenants[decision.tenant], known)
+        else:
+            try:
+                outcome = await choose_language(channel, spec)
+            except AgiHangup:
+                self.facts(rf.IvrAbandoned(call_id, self.fact_clock(), "language choice"))
+                raise
+        log.info("call.language", tenant=decision.tenant, language=outcome.language, how=outcome.how)
+        self.facts(rf.LanguageChosen(call_id, self.fact_clock(), outcome.language, outcome.how, outcome.key))
+        return outcome.language
+
+    def _language(self, plan: CompiledPlan, tenant_id: str, request: AgiRequest) -> str | None:
+        """The language of a call at a later route: the channel's (``agi_language``, as the
+        caller's choice left it) when it is one of the tenant's."""
+        tenant = plan.plan.tenants.get(tenant_id)
+        return None if tenant is None else call_language(tenant, request.language)
 
     async def menu(self, channel: AgiChannel, request: AgiRequest) -> None:
         """``AGI(agi://host/menu,${CR_TENANT},${CR_TARGET},${CR_PRELUDE})``."""
@@ -269,6 +307,7 @@ class Controller:
                 plan,
                 out_of_hours_decision(plan, tenant_id, f"unknown menu {tenant_id}/{menu_name}", self.clock()),
                 call_id=request.uniqueid,
+                language=self._language(plan, tenant_id, request),
             )
             return
         walk = _MenuFacts(request.uniqueid, menu_name, self.facts, self.fact_clock)
@@ -293,7 +332,10 @@ class Controller:
         )
         self._decided("menu", started)
         _log_decision("call.menu_done", decision, menu=menu_name, menu_trace=trace)
-        await self._finish(channel, plan, decision, reason="menu", call_id=request.uniqueid)
+        await self._finish(
+            channel, plan, decision, reason="menu", call_id=request.uniqueid,
+            language=self._language(plan, tenant_id, request),
+        )  # fmt: skip
 
     async def payment(self, channel: AgiChannel, request: AgiRequest) -> None:
         """``AGI(agi://host/payment,${CR_TENANT},${CR_TARGET})``: the caller is handed to the
@@ -311,6 +353,7 @@ class Controller:
                     plan, tenant_id, f"unknown payment line {tenant_id}/{line_name}", self.clock()
                 ),
                 call_id=request.uniqueid,
+                language=self._language(plan, tenant_id, request),
             )
             return
         call_id = request.uniqueid
@@ -344,7 +387,10 @@ class Controller:
             )
             _log_decision("call.payment_reference_failed", decision, line=line_name)
             self.facts(rf.PaymentHandedOff(call_id, self.fact_clock(), line_name, captured, handed_off=False))
-            await self._finish(channel, plan, decision, reason="payment", call_id=call_id)
+            await self._finish(
+                channel, plan, decision, reason="payment", call_id=call_id,
+                language=self._language(plan, tenant_id, request),
+            )  # fmt: skip
             return
         log.info("call.payment_handoff", tenant=tenant_id, line=line_name, reference=bool(capture.reference))
         self.facts(rf.PaymentHandedOff(call_id, self.fact_clock(), line_name, captured, handed_off=True))
@@ -380,7 +426,10 @@ class Controller:
         self._decided("overflow", started)
         _log_decision("call.queue_ended", decision, queue=queue, outcome=outcome)
         reason = "withdrawn" if outcome.upper() == "WITHDRAW" else "after_queue"
-        await self._finish(channel, plan, decision, reason=reason, call_id=request.uniqueid)
+        await self._finish(
+            channel, plan, decision, reason=reason, call_id=request.uniqueid,
+            language=self._language(plan, tenant_id, request),
+        )  # fmt: skip
 
     async def survey(self, channel: AgiChannel, request: AgiRequest) -> None:
         """``AGI(agi://host/survey,${CR_TENANT},${CR_QUEUE})``: 1 Good (+1), 2 Average (0), 3 Poor (-1)."""

@@ -65,7 +65,20 @@ class WaitForDigit:
         return self.timeout_s
 
 
-Command = StreamFile | WaitForDigit
+@dataclass(frozen=True, slots=True)
+class SetLanguage:
+    """``SET VARIABLE CHANNEL(language) <language>``: Asterisk plays every later prompt of the
+    call from ``<sounds>/<language>/`` (``pbx_builtin_setvar_helper`` writes a name ending in
+    ``)`` through the dialplan function). Answers at once: not a blocking step."""
+
+    language: str
+
+    @property
+    def bound_s(self) -> int:
+        return 0
+
+
+Command = StreamFile | WaitForDigit | SetLanguage
 Key = str | None  # the result of a command: the key pressed, or None
 
 

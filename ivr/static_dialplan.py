@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from ivr import channel_vars as cv
 from routing.core import numbers
 from routing.core.plan import (
     AnnouncementDest,
@@ -60,6 +61,19 @@ def _last_step(plan: Plan, tid: str, dest: Destination | None) -> str:
     return "Hangup()"
 
 
+def _language_step(tenant: Tenant) -> str:
+    """The tenant's first language, unless the call's language is already settled.
+
+    No language choice is offered here: the static route plays no prompt of ours before the
+    queue (only Asterisk's queue announcements, in the channel's language), and a caller who
+    has already waited for the controller and the fail-static script to fail should reach an
+    adviser at once. A caller who chose earlier in the call (``CR_LANGUAGE``, set by
+    ``callrouter-unpack``) keeps the choice; the others hear the tenant's first language, which
+    for a Welsh council is Welsh (the order of ``languages`` is the order of preference)."""
+    language = tenant.languages[0]
+    return f'ExecIf($["${{{cv.CALL_LANGUAGE}}}" = ""]?Set(CHANNEL(language)={language}))'
+
+
 def _dialled_forms(e164: str) -> list[str]:
     national = numbers.display(e164).replace(" ", "")
     return sorted({e164, e164[1:], national})
@@ -70,7 +84,7 @@ def _tenant_lines(plan: Plan, tid: str, tenant: Tenant) -> Iterator[str]:
     for number in tenant.numbers:
         for form in _dialled_forms(number):
             yield f"exten => {form},1,NoOp(callrouter static route: {tid})"
-            yield f" same => n,Set(CHANNEL(language)={tenant.languages[0]})"
+            yield f" same => n,{_language_step(tenant)}"
             if queue is not None:
                 spec = tenant.queues[queue]
                 # callrouter-agent: the adviser's disposition reaches the record here too

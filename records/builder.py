@@ -56,6 +56,7 @@ from records.facts import (
     IvrAbandoned,
     IvrFact,
     KeyPressed,
+    LanguageChosen,
     MenuEntered,
     MenuTimeout,
     PaymentHandedOff,
@@ -66,6 +67,7 @@ from records.facts import (
 )
 from records.model import (
     CALLER_MAX,
+    LANGUAGE_CODE,
     LIST_MAX,
     SCHEMA_VERSION,
     TEXT_MAX,
@@ -73,6 +75,7 @@ from records.model import (
     Announcement,
     Answered,
     Caller,
+    CallLanguage,
     ContactRecord,
     DecisionKind,
     Disposition,
@@ -82,6 +85,7 @@ from records.model import (
     HopFrom,
     HungUpBy,
     Ivr,
+    LanguageHow,
     MenuVisit,
     Payment,
     QueueOutcome,
@@ -107,6 +111,7 @@ _DISPOSITIONS: dict[str, DispositionKind] = {
     "complaint": "complaint",
 }
 _CALL_ID = re.compile(r"^[0-9]+\.[0-9]+$")
+_LANGUAGE = re.compile(LANGUAGE_CODE)
 _TEXT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -183,6 +188,7 @@ class _Call:
     hangup: tuple[float, HungUpBy, int, str] | None = None
     payment: tuple[str, bool, bool] | None = None
     survey: SurveyScore | None = None
+    language: tuple[str, LanguageHow, str | None] | None = None
     disposition: tuple[DispositionKind, str | None, str | None, str | None, float] | None = None
     problems: list[str] = field(default_factory=list)
     hop_from: tuple[str, str | None] | None = None
@@ -393,6 +399,9 @@ class RecordBuilder:
 
     def _survey(self, call: _Call, fact: SurveyAnswered) -> None:
         call.survey = fact.score
+
+    def _language(self, call: _Call, fact: LanguageChosen) -> None:
+        call.language = (fact.language, fact.how, fact.key)
 
     def _ivr_abandoned(self, call: _Call, fact: IvrAbandoned) -> None:
         call.ivr_abandoned = fact.where
@@ -812,6 +821,12 @@ def _check(fact: IvrFact) -> None:
         raise ValueError("CallArrived: from_call must be a Linkedid (the sending centre's)")
     if isinstance(fact, RouteDecided) and fact.kind not in get_args(DecisionKind):
         raise ValueError(f"RouteDecided: unknown kind {fact.kind!r}")
+    if isinstance(fact, LanguageChosen) and (
+        fact.how not in get_args(LanguageHow)
+        or not _LANGUAGE.match(fact.language)
+        or (fact.key is not None and not _DTMF_KEY.match(fact.key))
+    ):
+        raise ValueError(f"LanguageChosen: not a language code, a way it was set or a key: {fact!r}")
     if isinstance(fact, SurveyAnswered) and fact.score not in get_args(SurveyScore):
         raise ValueError("SurveyAnswered: the score is 1, 0 or -1")
     if isinstance(fact, DispositionGiven) and fact.kind not in get_args(DispositionKind):
@@ -898,6 +913,11 @@ def _to_record(call: _Call, centre: str, key: bytes, version: int, updated_at: f
             announcements=[Announcement(prompt=text(p), skipped=s) for p, s in call.announcements],
             abandoned=abandoned_in is not None,
             abandoned_in=opt(abandoned_in),
+        ),
+        language=(
+            CallLanguage(code=call.language[0], how=call.language[1], key=call.language[2])
+            if call.language is not None
+            else None
         ),
         decisions=[
             RoutingDecision(
@@ -1017,6 +1037,7 @@ _FACTS: dict[type, Callable[[RecordBuilder, _Call, Any], None]] = {
     PaymentHandedOff: RecordBuilder._payment_handed_off,
     QueueStatusSeen: RecordBuilder._queue_status_seen,
     SurveyAnswered: RecordBuilder._survey,
+    LanguageChosen: RecordBuilder._language,
     IvrAbandoned: RecordBuilder._ivr_abandoned,
     DispositionGiven: RecordBuilder._disposition_given,
 }

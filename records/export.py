@@ -64,6 +64,8 @@ CSV_COLUMNS: tuple[tuple[str, Getter], ...] = (
     ("ivr_announcements", lambda r: _join(_heard(a.prompt, a.skipped) for a in r.ivr.announcements)),
     ("ivr_abandoned", lambda r: r.ivr.abandoned),
     ("ivr_abandoned_in", lambda r: r.ivr.abandoned_in),
+    ("language", lambda r: r.language.code if r.language else None),
+    ("language_how", lambda r: r.language.how if r.language else None),
     ("decisions", lambda r: _join(d.kind for d in r.decisions)),
     ("destination", lambda r: r.decisions[-1].destination if r.decisions else None),
     ("decision_reasons", lambda r: _join(reason for d in r.decisions for reason in d.reasons)),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from records.model import DecisionKind, DispositionKind, SurveyScore
+from records.model import DecisionKind, DispositionKind, LanguageHow, SurveyScore
 from routing.core.decide import Decision
 from routing.core.plan import ExternalDest
 
@@ -45,6 +45,17 @@ class RouteDecided:
     destination: str
     reasons: tuple[str, ...]
     partner_centre: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LanguageChosen:
+    """The call's language (the caller's choice, the default, or the tenant's only one)."""
+
+    call_id: str
+    at: float
+    language: str
+    how: LanguageHow
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +157,7 @@ class DispositionGiven:
 IvrFact = (
     CallArrived
     | RouteDecided
+    | LanguageChosen
     | MenuEntered
     | KeyPressed
     | InvalidKey

@@ -38,6 +38,8 @@ TransferKind = Literal["blind", "attended"]
 TransferResult = Literal["completed", "returned", "failed", "attempted"]
 DispositionKind = Literal["resolved", "back_office", "avoidable", "complaint"]
 SurveyScore = Literal[-1, 0, 1]
+LanguageHow = Literal["chosen", "timeout", "invalid", "single", "not_offered"]
+LANGUAGE_CODE = r"^[a-z]{2}(_[A-Z]{2})?$"
 
 
 class Model(BaseModel):
@@ -77,6 +79,20 @@ class Ivr(Model):
     announcements: Annotated[list[Announcement], Field(max_length=LIST_MAX)]
     abandoned: bool = Field(description="The caller hung up in the IVR, before any queue or hand-off.")
     abandoned_in: Text | None
+
+
+class CallLanguage(Model):
+    """The language the call was in, and how it was set."""
+
+    code: Annotated[str, Field(pattern=LANGUAGE_CODE)] = Field(
+        description="The channel's language for the call's prompts (Asterisk's code, e.g. cy, en)."
+    )
+    how: LanguageHow = Field(
+        description="chosen: the caller pressed its key at the language choice; timeout: no key, so "
+        "the tenant's default; invalid: only keys not offered, so the default; single: the tenant has "
+        "one language (no choice); not_offered: sent on before any prompt (e.g. dialled out), the default."
+    )
+    key: DtmfKey | None = Field(description="The key that chose it (how = chosen).")
 
 
 class RoutingDecision(Model):
@@ -174,6 +190,11 @@ class ContactRecord(Model):
     centre: Text = Field(description="The centre that handled the call (a partner centre after a hop).")
     caller: Caller
     ivr: Ivr
+    language: CallLanguage | None = Field(
+        default=None,
+        description="The call's language; null when no tenant's number was dialled or no route ran "
+        "(absent from records made before this field).",
+    )
     decisions: Annotated[list[RoutingDecision], Field(max_length=LIST_MAX)]
     queues: Annotated[list[QueueVisit], Field(max_length=LIST_MAX)]
     answered: Answered | None

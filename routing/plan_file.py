@@ -9,7 +9,7 @@ as, so a wrong-typed value is reported as "quote this value" with the original.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -257,8 +257,13 @@ def _read_files(source: PlanSource, limits: Limits) -> tuple[Any, SourceMap, lis
 
 
 def parse_plan(
-    data: Any, sources: SourceMap | dict[SourceKey, Scalar], problems: list[Problem]
+    data: Any,
+    sources: SourceMap | dict[SourceKey, Scalar],
+    problems: list[Problem],
+    more_checks: Callable[[Plan], list[Problem]] | None = None,
 ) -> LoadResult:
+    """``more_checks``: further checks of a valid plan (e.g. its prompts against a folder of
+    recordings), whose problems are located in the files as the relation problems are."""
     if not isinstance(sources, SourceMap):
         sources = SourceMap(dict(sources))
     if not isinstance(data, dict):
@@ -271,10 +276,15 @@ def parse_plan(
         shape = shape_problems(exc, data, sources)
         rest = relations_of_the_rest(data, exc, _walk) or []  # every problem at once
         return LoadResult(None, [*problems, *shape, *_located(rest, sources)])
-    return LoadResult(plan, [*problems, *_located(validate.relations(plan), sources)])
+    found = validate.relations(plan) + (more_checks(plan) if more_checks is not None else [])
+    return LoadResult(plan, [*problems, *_located(found, sources)])
 
 
-def load_source(source: PlanSource, limits: Limits = DEFAULT_LIMITS) -> LoadResult:
+def load_source(
+    source: PlanSource,
+    limits: Limits = DEFAULT_LIMITS,
+    more_checks: Callable[[Plan], list[Problem]] | None = None,
+) -> LoadResult:
     """Validate a plan already read; never raises for bad content."""
     try:
         data, sources, problems = _read_files(source, limits)
@@ -282,10 +292,14 @@ def load_source(source: PlanSource, limits: Limits = DEFAULT_LIMITS) -> LoadResu
         return unreadable(exc)
     except UnicodeDecodeError as exc:
         return LoadResult(None, [Problem("(plan)", f"not UTF-8 text: {exc.reason} at byte {exc.start}")])
-    return parse_plan(data, sources, problems)
+    return parse_plan(data, sources, problems, more_checks)
 
 
-def load_plan(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> LoadResult:
+def load_plan(
+    path: str | Path,
+    limits: Limits = DEFAULT_LIMITS,
+    more_checks: Callable[[Plan], list[Problem]] | None = None,
+) -> LoadResult:
     """Read and validate a plan file or folder; never raises for bad content."""
     target = Path(path)
     if not target.exists():
@@ -294,7 +308,7 @@ def load_plan(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> LoadResult:
         source = read_source(target, limits)
     except (LimitReached, OSError) as exc:
         return unreadable(exc)
-    return load_source(source, limits)
+    return load_source(source, limits, more_checks)
 
 
 def unreadable(exc: LimitReached | OSError) -> LoadResult:

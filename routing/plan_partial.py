@@ -35,7 +35,15 @@ _HANGUP = {"type": "hangup"}
 _STAND_IN = "set-aside"  # a valid name, prompt set and text
 _NAMED = {"menus": "menu", "queues": "queue", "payment_lines": "payment_line"}
 _LISTS = ("numbers", "languages", "closures", "special_openings", "announcements")
-_OPTIONAL = ("out_of_hours", "emergency_cover", "survey", "timezone", "bank_holidays", "hours")
+_OPTIONAL = (
+    "out_of_hours",
+    "emergency_cover",
+    "survey",
+    "language_choice",
+    "timezone",
+    "bank_holidays",
+    "hours",
+)
 _HOLDS_DESTINATIONS = {
     "menus",
     "queues",

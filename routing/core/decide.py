@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Literal
 
 from routing.core import numbers, overflow
+from routing.core.language import ChoiceSpec, choice_spec
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE, LiveState, Toggle, Toggles
 from routing.core.menu import Done, MenuRun
 from routing.core.plan import (
@@ -85,6 +86,10 @@ class CompiledPlan:
     by_number: dict[str, str]
     calendars: dict[str, Calendar]
     arrivals: dict[str, str]  # E.164 -> the trace's first line
+    # tenant -> its language choice (None: one language). Made once per plan, not per call:
+    # made per call, the route's language step cost 2.5-5 us on top of decide()'s 10-15 us;
+    # made here, under 2 us and within the noise (benchmarks/language_bench.py).
+    choices: dict[str, ChoiceSpec | None]
 
     @classmethod
     def compile(cls, plan: Plan) -> CompiledPlan:
@@ -94,7 +99,8 @@ class CompiledPlan:
             number: f"{numbers.display(number)} -> tenant {tid} ({plan.tenants[tid].name})"
             for number, tid in by_number.items()
         }
-        return cls(plan, by_number, calendars, arrivals)
+        choices = {tid: choice_spec(tenant) for tid, tenant in plan.tenants.items()}
+        return cls(plan, by_number, calendars, arrivals, choices)
 
     def tenant_for(self, dialled: str) -> str | None:
         e164 = self.normalise(dialled)

@@ -335,6 +335,24 @@ class Survey(Model):
     timeout_s: Annotated[int, Field(ge=1, le=30)] = 6
 
 
+class LanguageChoice(Model):
+    """The language choice a tenant with more than one language offers at the start of a call.
+
+    ``prompt`` is played once per language, in the order of the tenant's ``languages`` (the
+    order spoken: Welsh first for a Welsh council), each time with the channel's language set
+    to that language, so Asterisk plays ``<sounds>/<language>/<prompt>`` ("I barhau yn Gymraeg,
+    pwyswch 1", then "To continue in English, press 2"). A key interrupts it. ``keys`` default
+    to "1" for the first language, "2" for the second, and so on. A silence or a key that is not
+    listed asks again, up to ``tries`` times in all; then ``on_timeout`` (default: the first
+    language) is taken."""
+
+    keys: dict[DtmfKey, Language] | None = None
+    prompt: Prompt | None = None  # default: "<prompts>/language-choice"
+    timeout_s: Annotated[int, Field(ge=1, le=30)] = 5
+    tries: Annotated[int, Field(ge=1, le=5)] = 2
+    on_timeout: Language | None = None
+
+
 # --- contact records to the council's CRM ------------------------------------------------
 
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
@@ -433,6 +451,8 @@ class Tenant(Model):
     name: Text
     numbers: Annotated[list[PhoneNumber], Field(min_length=1)]
     languages: Annotated[list[Language], Field(min_length=1)] = ["en"]
+    """In the order spoken in the language choice; the first is the default (see LanguageChoice)."""
+    language_choice: LanguageChoice | None = None  # only with more than one language
     prompts: Name
     timezone: Text = "Europe/London"
     hours: dict[WeekdayName, list[ClockRangeField]] = Field(default_factory=lambda: dict(DEFAULT_HOURS))

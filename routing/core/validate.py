@@ -282,6 +282,45 @@ def _calendar(tid: str, tenant: Tenant) -> Iterator[Problem]:
             yield Problem.at(("tenants", tid, "announcements", i), "runs for over a year", "warning")
 
 
+def _languages(tid: str, tenant: Tenant) -> Iterator[Problem]:
+    base: Path = ("tenants", tid)
+    for i, language in enumerate(tenant.languages):
+        if tenant.languages.index(language) != i:
+            yield Problem.at((*base, "languages", i), f"language '{language}' is listed twice")
+    choice = tenant.language_choice
+    languages = list(dict.fromkeys(tenant.languages))
+    if len(languages) < 2:
+        if choice is not None:
+            yield Problem.at(
+                (*base, "language_choice"), "ignored: the tenant has one language, so no choice is offered",
+                "warning",
+            )  # fmt: skip
+        return
+    if choice is None or not choice.keys:
+        if len(languages) > 9:
+            yield Problem.at(
+                (*base, "language_choice", "keys"), "more than 9 languages: give the keys for them"
+            )
+    else:
+        for key, language in choice.keys.items():
+            if language not in languages:
+                yield Problem.at(
+                    (*base, "language_choice", "keys", key),
+                    f"'{language}' is not one of the tenant's languages ({', '.join(languages)})",
+                )
+        for language in languages:
+            if language not in choice.keys.values():
+                yield Problem.at(
+                    (*base, "language_choice", "keys"),
+                    f"no key for '{language}': callers could not choose it",
+                )
+    if choice is not None and choice.on_timeout is not None and choice.on_timeout not in languages:
+        yield Problem.at(
+            (*base, "language_choice", "on_timeout"),
+            f"'{choice.on_timeout}' is not one of the tenant's languages ({', '.join(languages)})",
+        )
+
+
 def relations(plan: Plan, aside: SetAside = NOTHING_SET_ASIDE) -> list[Problem]:
     """Every relation problem of ``plan`` (errors and warnings), in plan order.
 
@@ -294,7 +333,7 @@ def relations(plan: Plan, aside: SetAside = NOTHING_SET_ASIDE) -> list[Problem]:
         problems += _out_of_hours(tid, tenant)
         if tid not in aside.graphs:
             problems += _menu_graph(tid, tenant)
-        for check in (_menu_keys, _queues, _calendar):
+        for check in (_menu_keys, _queues, _calendar, _languages):
             problems += check(tid, tenant)
         problems += _references(plan, tid, tenant, aside)
     return problems

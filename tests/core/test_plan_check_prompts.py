@@ -1,0 +1,134 @@
+"""``callrouter plan check --prompts DIR``: prompts with no recording in a tenant's language."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from callrouter.cli import main
+from routing.core.prompts import tenant_prompts
+from routing.plan_file import load_plan
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "plan.yaml"
+
+
+def bilingual(tmp_path: Path) -> Path:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["tenants"]["harborough"]["languages"] = ["cy", "en"]
+    target = tmp_path / "plan.yaml"
+    target.write_text(yaml.safe_dump(data, default_style='"', sort_keys=False))
+    return target
+
+
+def every_recording(plan: Path, sounds: Path, *, leave_out: tuple[str, ...] = ()) -> None:
+    """A recording of every prompt the plan names, in each of its tenant's languages (Asterisk's
+    layout, a mix of formats), except ``leave_out`` (``language/prompt``)."""
+    loaded = load_plan(plan).plan
+    assert loaded is not None
+    for i, tenant in enumerate(loaded.tenants.values()):
+        for language in tenant.languages:
+            for _, prompt in tenant_prompts(tenant):
+                if f"{language}/{prompt}" in leave_out:
+                    continue
+                target = sounds / language / f"{prompt}.{('wav', 'gsm', 'sln16')[i % 3]}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(b"RIFF")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_every_recording_there_is_clean(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    plan = bilingual(tmp_path)
+    every_recording(plan, tmp_path / "sounds")
+    code, out, err = run(capsys, "plan", "check", str(plan), "--prompts", str(tmp_path / "sounds"))
+    assert (code, err) == (0, "")
+    assert "OK (2 tenants" in out
+
+
+def test_missing_welsh_recordings_are_problems_with_their_plan_paths(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A Welsh menu prompt and the Welsh language choice missing, an English one in a file with
+    no format: each reported at its place in the plan, with the file looked for; exit 1."""
+    plan = bilingual(tmp_path)
+    sounds = tmp_path / "sounds"
+    every_recording(
+        plan,
+        sounds,
+        leave_out=("cy/harborough/main-menu", "cy/harborough/language-choice", "en/charnwood/welcome"),
+    )
+    (sounds / "en" / "charnwood" / "welcome").write_bytes(b"no extension: not a recording Asterisk plays")
+    code, out, err = run(capsys, "plan", "check", str(plan), "--prompts", str(sounds))
+    assert (code, out) == (1, "")
+    lines = err.splitlines()
+    assert len(lines) == 3
+    assert any(
+        line.endswith(
+            "tenants.harborough.menus.main.prompt: prompt 'harborough/main-menu' has no recording in cy "
+            "(looked for cy/harborough/main-menu.*)"
+        )
+        and line.startswith("plan.yaml:")
+        for line in lines
+    )
+    assert any("tenants.harborough.languages: prompt 'harborough/language-choice' has no recording in cy" in x
+               for x in lines)  # fmt: skip
+    assert any("tenants.charnwood.menus.main.greeting: prompt 'charnwood/welcome' has no recording in en" in x
+               for x in lines)  # fmt: skip
+
+
+def test_missing_prompts_as_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    plan = bilingual(tmp_path)
+    sounds = tmp_path / "sounds"
+    every_recording(plan, sounds, leave_out=("en/harborough/survey-thanks",))
+    code, out, _ = run(capsys, "plan", "check", str(plan), "--prompts", str(sounds), "--json")
+    data = json.loads(out)
+    assert (code, data["ok"]) == (1, False)
+    assert [(p["path"], p["severity"]) for p in data["problems"]] == [
+        ("tenants.harborough.survey.thanks_prompt", "error")
+    ]
+
+
+def test_an_empty_folder_reports_everything_without_crashing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "sounds").mkdir()
+    code, _, err = run(capsys, "plan", "check", str(EXAMPLE), "--prompts", str(tmp_path / "sounds"))
+    assert code == 1
+    assert "prompt 'harborough/main-menu' has no recording in en" in err
+
+
+def test_a_prompt_folder_that_is_not_there_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "plan", "check", str(EXAMPLE), "--prompts", str(tmp_path / "nowhere"))
+    assert code == 2
+    assert "is not a folder" in err
+
+
+def test_without_prompts_the_check_is_as_before(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "plan", "check", str(bilingual(tmp_path)))
+    assert code == 0
+    assert "OK (2 tenants, 0 warnings)" in out
+
+
+def test_explain_names_the_language_choice(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A bilingual council: explain says the choice comes first, with its keys and default."""
+    plan = str(bilingual(tmp_path))
+    code, out, _ = run(
+        capsys, "plan", "explain", plan, "--number", "01632 960001", "--at", "2026-11-24 10:00"
+    )
+    assert code == 0
+    assert (
+        out.splitlines()[-1]
+        == "   language choice first (harborough/language-choice): 1 cy, 2 en; no key: cy"
+    )
+    _, out, _ = run(capsys, "plan", "explain", EXAMPLE.as_posix(), "--number", "01632 960001",
+                    "--at", "2026-11-24 10:00", "--json")  # fmt: skip
+    assert "language_choice" not in json.loads(out)
