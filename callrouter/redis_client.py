@@ -1,4 +1,5 @@
-"""The one way every ``callrouter`` process connects to Redis: a plain URL, or through Sentinel.
+"""The one way every ``callrouter`` process connects to Redis: a plain URL, through Sentinel, or
+to a Redis Cluster.
 
 ``serve``, ``web``, ``records deliver`` and the commands that talk to Redis directly all take their
 client from :func:`connect`, so each of them follows a Sentinel failover the same way: a client made
@@ -6,18 +7,27 @@ through Sentinel asks the sentinels for the current primary whenever it opens a 
 a connection that finds itself on a replica (after a failover, the old primary comes back as one).
 Timeouts stay bounded either way: ``connect_timeout`` and ``timeout`` apply to the data connections
 and to each question put to a sentinel.
+
+With ``cluster`` set, ``url`` names one node of a Redis Cluster (a seed): redis-py's
+:class:`~redis.asyncio.cluster.RedisCluster` learns the others and their hash slots from it, sends
+each command (EVAL/EVALSHA by its first declared key) to the primary of the slot, and follows
+slot moves and failovers (MOVED/ASK answers, a fresh slot map). Every key of one centre carries
+one hash tag (``routing/redis_keys.py``), so each script, transaction and multi-key command of
+callrouter touches one slot, as a cluster requires.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 DEFAULT_SERVICE = "callrouter"
+DEFAULT_CLUSTER_POOL = 100  # connections per cluster node, as redis-py's own default
 
 
 def parse_sentinel(text: str) -> tuple[str, int]:
@@ -32,7 +42,8 @@ def parse_sentinel(text: str) -> tuple[str, int]:
 @dataclass(frozen=True)
 class RedisTarget:
     """Where Redis is. ``sentinels`` empty: ``url`` names the server. Else the sentinels name the
-    primary of ``service_name``, and ``url`` gives only the database number (its path)."""
+    primary of ``service_name``, and ``url`` gives only the database number (its path).
+    ``cluster``: ``url`` names one node of a Redis Cluster (database 0, the only one a cluster has)."""
 
     url: str
     password: str | None = field(default=None, repr=False)
@@ -40,6 +51,13 @@ class RedisTarget:
     service_name: str = DEFAULT_SERVICE
     sentinel_username: str | None = None
     sentinel_password: str | None = field(default=None, repr=False)
+    cluster: bool = False
+
+    def __post_init__(self) -> None:
+        if self.cluster and self.sentinels:
+            raise ValueError("Redis Cluster or Sentinel, not both: a cluster elects its own primaries")
+        if self.cluster and self.db != 0:
+            raise ValueError(f"a Redis Cluster has database 0 only, not {self.db}")
 
     @property
     def db(self) -> int:
@@ -53,7 +71,8 @@ class RedisTarget:
             return f"sentinel://{where}/{self.service_name}/{self.db}"
         parts = urlsplit(self.url)
         port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+        shown = f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+        return f"{shown} (cluster)" if self.cluster else shown
 
 
 class SentinelRedis(Redis):
@@ -72,7 +91,11 @@ def connect(
 ) -> Redis:
     """A client for ``target`` (no I/O yet: connections open on first use). ``pool_size``: at
     most that many connections to a plain URL, a command waiting up to ``timeout`` for a free one
-    (the web service's many viewers); through Sentinel redis-py's own pool is used."""
+    (the web service's many viewers); through Sentinel redis-py's own pool is used; on a cluster,
+    at most ``pool_size`` (default 100) connections per node (past that, redis-py's cluster client
+    refuses a command at once with ``MaxConnectionsError``, a :class:`RedisError`)."""
+    if target.cluster:
+        return _cluster(target, connect_timeout=connect_timeout, timeout=timeout, pool_size=pool_size)
     if not target.sentinels:
         options: dict[str, Any] = {"password": target.password, "socket_connect_timeout": connect_timeout,
                                    "socket_timeout": timeout}  # fmt: skip
@@ -97,3 +120,18 @@ def connect(
         target.service_name, redis_class=SentinelRedis, password=target.password, db=target.db
     )
     return client
+
+
+def _cluster(target: RedisTarget, *, connect_timeout: float, timeout: float, pool_size: int | None) -> Redis:
+    """A Redis Cluster client. It is typed as :class:`Redis` because callrouter calls the commands
+    both share, with the same arguments (``register_script``, ``eval``/``evalsha``, ``pipeline``
+    with or without a same-slot transaction, ``pubsub``, ``scan_iter`` over every primary, ``aclose``):
+    the suite runs them on a real three-primary cluster (``tests/cluster/``)."""
+    client = RedisCluster.from_url(
+        target.url,
+        password=target.password,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=timeout,
+        max_connections=pool_size or DEFAULT_CLUSTER_POOL,
+    )
+    return cast(Redis, client)

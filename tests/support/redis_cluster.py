@@ -1,0 +1,112 @@
+"""A real three-primary Redis Cluster on free loopback ports, for tests.
+
+Three ``redis-server --cluster-enabled yes`` processes, each under ``timeout`` (it stops by itself
+after ``max_lifetime_s`` whatever happens) with its files in a folder of its own, joined by
+``redis-cli --cluster create ... --cluster-replicas 0``; ready once every node reports
+``cluster_state:ok``. Everything is stopped and removed on exit."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from tests.support.redis_server import RedisServer, free_port, start_redis
+
+PRIMARIES = 3
+READY_WITHIN_S = 20.0
+NODE_OPTIONS = ("--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no")
+
+
+@dataclass(frozen=True)
+class RedisClusterSet:
+    nodes: tuple[RedisServer, ...]
+
+    @property
+    def url(self) -> str:
+        """A seed node's URL: the ``redis.url`` setting of a ``callrouter`` command on this cluster
+        (with ``redis.cluster`` on, the client discovers the other nodes from it)."""
+        return self.nodes[0].url
+
+    def env(self) -> dict[str, str]:
+        """The environment that points a ``callrouter`` command at this cluster."""
+        return {"CALLROUTER_REDIS": self.url, "CALLROUTER_REDIS_CLUSTER": "true"}
+
+    def node_for_slot(self, slot: int) -> RedisServer:
+        """The primary that serves ``slot`` (asked of the cluster itself)."""
+        for low, high, port in _slot_ranges(self.nodes[0]):
+            if low <= slot <= high:
+                return next(n for n in self.nodes if n.port == port)
+        raise LookupError(f"no node serves slot {slot}")
+
+
+def _cli(node: RedisServer, *args: str, timeout_s: float = 10.0) -> str:
+    done = subprocess.run(
+        ["redis-cli", "-h", node.host, "-p", str(node.port), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=True,
+    )
+    return done.stdout
+
+
+def _slot_ranges(node: RedisServer) -> list[tuple[int, int, int]]:
+    """(first slot, last slot, primary port) of every range of slots (``CLUSTER SLOTS``)."""
+    client = redis.Redis(host=node.host, port=node.port, socket_timeout=5)
+    try:
+        rows = client.execute_command("CLUSTER SLOTS")
+    finally:
+        client.close()
+    return [(int(row[0]), int(row[1]), int(row[2][1])) for row in rows]
+
+
+def _wait_ok(nodes: tuple[RedisServer, ...], deadline_s: float) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if all("cluster_state:ok" in _cli(n, "cluster", "info") for n in nodes):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the cluster did not reach cluster_state:ok within {deadline_s}s")
+
+
+@contextmanager
+def running_cluster(max_lifetime_s: int = 900) -> Iterator[RedisClusterSet]:
+    """Start three cluster-enabled ``redis-server`` processes on 127.0.0.1, nothing saved, join
+    them as one cluster of three primaries; stop them all on exit."""
+    if shutil.which("redis-cli") is None:
+        raise RuntimeError("redis-cli is not installed: run scripts/bootstrap")
+    root = Path(tempfile.mkdtemp(prefix="callrouter-cluster-"))
+    nodes: list[RedisServer] = []
+    try:
+        for index in range(PRIMARIES):
+            workdir = root / f"node{index}"
+            workdir.mkdir()
+            options = ("--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf"))
+            node = start_redis(free_port(), workdir, *options, *NODE_OPTIONS, max_lifetime_s=max_lifetime_s)
+            nodes.append(node)
+        addresses = [f"{n.host}:{n.port}" for n in nodes]
+        _cli(
+            nodes[0],
+            "--cluster",
+            "create",
+            *addresses,
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+            timeout_s=30,
+        )
+        cluster = RedisClusterSet(tuple(nodes))
+        _wait_ok(cluster.nodes, READY_WITHIN_S)
+        yield cluster
+    finally:
+        for node in nodes:
+            node.stop()
+        shutil.rmtree(root, ignore_errors=True)
