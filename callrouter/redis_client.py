@@ -23,7 +23,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 DEFAULT_SERVICE = "callrouter"
@@ -122,12 +122,32 @@ def connect(
     return client
 
 
+class _ClusterPubSub(ClusterPubSub):
+    """redis-py's cluster pub/sub picks its node by the first channel's slot, from a slot map that
+    stays empty until the client has run some other command: a listener subscribing first (a
+    controller starting) would fail. This one learns the map first. Classic PUBLISH reaches the
+    subscribers of every node, so any node would do; the channel's slot gives the centre's node."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        await self.cluster.initialize()
+        return await super().execute_command(*args, **kwargs)
+
+
+class ClusterClient(RedisCluster):
+    """:class:`RedisCluster` whose pub/sub works before any other command has run."""
+
+    def pubsub(
+        self, node: Any = None, host: str | None = None, port: int | None = None, **kwargs: Any
+    ) -> ClusterPubSub:
+        return _ClusterPubSub(self, node=node, host=host, port=port, **kwargs)
+
+
 def _cluster(target: RedisTarget, *, connect_timeout: float, timeout: float, pool_size: int | None) -> Redis:
     """A Redis Cluster client. It is typed as :class:`Redis` because callrouter calls the commands
     both share, with the same arguments (``register_script``, ``eval``/``evalsha``, ``pipeline``
     with or without a same-slot transaction, ``pubsub``, ``scan_iter`` over every primary, ``aclose``):
     the suite runs them on a real three-primary cluster (``tests/cluster/``)."""
-    client = RedisCluster.from_url(
+    client = ClusterClient.from_url(
         target.url,
         password=target.password,
         socket_connect_timeout=connect_timeout,

@@ -8,6 +8,7 @@ after ``max_lifetime_s`` whatever happens) with its files in a folder of its own
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +23,7 @@ from tests.support.redis_server import RedisServer, free_port, start_redis
 
 PRIMARIES = 3
 READY_WITHIN_S = 20.0
+BUS_OFFSET = 10000  # Redis Cluster's bus listens on the port + 10000
 NODE_OPTIONS = ("--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no")
 
 
@@ -45,6 +47,21 @@ class RedisClusterSet:
             if low <= slot <= high:
                 return next(n for n in self.nodes if n.port == port)
         raise LookupError(f"no node serves slot {slot}")
+
+
+def _free_node_port() -> int:
+    """A free port whose cluster bus port (the port + 10000) is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + BUS_OFFSET > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + BUS_OFFSET))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def _cli(node: RedisServer, *args: str, timeout_s: float = 10.0) -> str:
@@ -90,7 +107,8 @@ def running_cluster(max_lifetime_s: int = 900) -> Iterator[RedisClusterSet]:
             workdir = root / f"node{index}"
             workdir.mkdir()
             options = ("--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf"))
-            node = start_redis(free_port(), workdir, *options, *NODE_OPTIONS, max_lifetime_s=max_lifetime_s)
+            port = _free_node_port()
+            node = start_redis(port, workdir, *options, *NODE_OPTIONS, max_lifetime_s=max_lifetime_s)
             nodes.append(node)
         addresses = [f"{n.host}:{n.port}" for n in nodes]
         _cli(
