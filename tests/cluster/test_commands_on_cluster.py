@@ -1,8 +1,9 @@
 """The other commands on a real Redis Cluster, chosen by the settings alone (``CALLROUTER_REDIS``
 naming one node, ``CALLROUTER_REDIS_CLUSTER=true``): ``callrouter users`` adds a user and an API
-token, a real ``callrouter web`` process takes a plan published with ``callrouter plan publish``
-into the cluster and shows it in its live view (the live feed's reads), and ``callrouter state --direct`` reads toggles and the audit trail there.
-The settings refuse a cluster with sentinels or with ``wait_replicas``."""
+token; a real ``callrouter web`` process takes a plan published with ``callrouter plan publish``
+into the cluster and shows it in its live view (the live feed's reads); ``callrouter state
+--direct`` reads the audit trail there. The settings refuse a cluster with sentinels or with
+``wait_replicas``."""
 
 from __future__ import annotations
 
