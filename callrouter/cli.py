@@ -17,7 +17,16 @@ from datetime import date, datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from callrouter import plan_store_cli, records_cli, report_cli, service, simulate, supervisor_cli, web_cli
+from callrouter import (
+    plan_store_cli,
+    records_cli,
+    redis_cli,
+    report_cli,
+    service,
+    simulate,
+    supervisor_cli,
+    web_cli,
+)
 from callrouter.settings import SettingsError
 from emulator import centre
 from ivr import static_dialplan
@@ -321,6 +330,7 @@ COMMAND_REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentP
     report_cli.register,
     _records_commands,
     web_cli.register,
+    redis_cli.register,
 ]
 
 

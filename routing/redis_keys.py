@@ -299,3 +299,19 @@ class RedisKeys:
 
 KEYS = RedisKeys()
 """The production key schema (prefix ``callrouter:``, tag ``main``)."""
+
+
+def tagged_name(old: str, keys: RedisKeys = KEYS) -> str | None:
+    """The name under ``keys`` of a key named before hash tags (``callrouter:queue:q:waiting`` ->
+    ``callrouter:{main}:queue:q:waiting``; the records keys' old ``{centre}`` tag loses its braces);
+    None for a name of another prefix or one that has its tag already. Pure: for
+    ``callrouter redis migrate-keys``."""
+    if not old.startswith(keys.prefix) or old.startswith(keys.prefix + "{"):
+        return None
+    rest = old[len(keys.prefix) :]
+    if rest.startswith("records:{"):
+        centre, sep, tail = rest[len("records:{") :].partition("}")
+        if not sep:
+            return None
+        rest = f"records:{centre}{tail}"
+    return keys._key(rest)
