@@ -23,8 +23,10 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import ClusterPubSub, RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, ClusterPubSub, RedisCluster
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import CrossSlotTransactionError, RedisClusterException
 
 DEFAULT_SERVICE = "callrouter"
 DEFAULT_CLUSTER_POOL = 100  # connections per cluster node, as redis-py's own default
@@ -122,6 +124,17 @@ def connect(
     return client
 
 
+class ClusterUnavailable(RedisConnectionError):
+    """redis-py's cluster client reports an unreachable cluster (no node answers, slots not
+    covered) as :class:`RedisClusterException`, which is no :class:`RedisError`; callrouter's
+    callers treat Redis errors as Redis being away (fail-static, retry), so the cluster client
+    raises this instead, with redis-py's message."""
+
+
+def _unavailable(exc: RedisClusterException) -> ClusterUnavailable:
+    return ClusterUnavailable(f"Redis Cluster: {exc}")
+
+
 class _ClusterPubSub(ClusterPubSub):
     """redis-py's cluster pub/sub picks its node by the first channel's slot, from a slot map that
     stays empty until the client has run some other command: a listener subscribing first (a
@@ -129,12 +142,45 @@ class _ClusterPubSub(ClusterPubSub):
     subscribers of every node, so any node would do; the channel's slot gives the centre's node."""
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        await self.cluster.initialize()
-        return await super().execute_command(*args, **kwargs)
+        try:
+            await self.cluster.initialize()
+            return await super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise _unavailable(exc) from exc
+
+
+class _ClusterPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except CrossSlotTransactionError:
+            raise  # a transaction over two slots: a bug, not an outage
+        except RedisClusterException as exc:
+            raise _unavailable(exc) from exc
 
 
 class ClusterClient(RedisCluster):
-    """:class:`RedisCluster` whose pub/sub works before any other command has run."""
+    """:class:`RedisCluster` whose pub/sub works before any other command has run, and whose
+    errors are all :class:`RedisError` (:class:`ClusterUnavailable`)."""
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> RedisCluster:
+        try:
+            return await super().initialize(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise _unavailable(exc) from exc
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise _unavailable(exc) from exc
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refused by redis-py, as it should be
+        # redis-py's own pipeline() builds its ClusterPipeline the same way (the "abstract"
+        # attribute is set by the base class at run time)
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]
 
     def pubsub(
         self, node: Any = None, host: str | None = None, port: int | None = None, **kwargs: Any

@@ -9,18 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from callrouter.cli import main
-from callrouter.redis_client import RedisTarget
+from callrouter.redis_client import ClusterUnavailable, RedisTarget, connect
+from callrouter.service import rehearsal_clock
 from callrouter.settings import SettingsError, load
+from emulator.agi import CallerScript, PressAfterPrompt
+from emulator.dialplan import place_call
+from ivr.controller import Controller, PlanHolder
+from ivr.fastagi import FastAgiServer, ServerConfig
 from routing import plan_store
+from routing.live.source import CachedLiveSource
+from routing.redis_keys import KEYS
 from tests.cluster.conftest import cluster_client
-from tests.controller.conftest import EXAMPLE
+from tests.controller.conftest import EXAMPLE, HARBOROUGH, TUESDAY_10AM
 from tests.support.redis_cluster import RedisClusterSet
+from tests.support.redis_server import free_port
 from tests.support.web_process import running_web, user_token_file
 
 
@@ -37,6 +49,21 @@ def test_cluster_settings_and_their_errors() -> None:
         load({}, {**env, "CALLROUTER_REDIS_WAIT_REPLICAS": "1"})
     with pytest.raises(ValueError, match="database 0 only"):
         RedisTarget("redis://10.0.0.1:7000/3", cluster=True)
+
+
+def _live_tiles(base: str, token: Path) -> dict[str, Any]:
+    """The live view's tiles once they show the published plan (the feed reads every 0.2 s and at
+    each notice: the read just before the publish may still be the one shown), within 10 s."""
+    request = urllib.request.Request(
+        base + "/api/v1/live", headers={"Authorization": f"Bearer {token.read_text().strip()}"}
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            tiles: dict[str, Any] = json.loads(answer.read())["tiles"]
+        if tiles["plan"]["version"] is not None or time.monotonic() > deadline:
+            return tiles
+        time.sleep(0.1)
 
 
 def test_users_web_plan_publish_and_state_on_the_cluster(
@@ -56,13 +83,9 @@ def test_users_web_plan_publish_and_state_on_the_cluster(
         assert main(["plan", "publish", str(EXAMPLE), "--comment", "first plan"]) == 0
         out, err = capsys.readouterr()
         assert out.startswith("published version 1 (generation 1), live at "), out + err
-        request = urllib.request.Request(
-            base + "/api/v1/live", headers={"Authorization": f"Bearer {token.read_text().strip()}"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as answer:  # the live feed's reads
-            tiles = json.loads(answer.read())["tiles"]
+        tiles = _live_tiles(base, token)
         assert tiles["feed"]["ok"] is True  # its one pipelined read of the centre's keys worked
-        assert (tiles["plan"]["version"], tiles["plan"]["generation"]) == (1, 1)
+        assert (tiles["plan"]["version"], tiles["plan"]["generation"]) == (1, 1), tiles["plan"]
 
     async def live_version() -> int | None:
         redis = cluster_client(cluster)
@@ -77,3 +100,48 @@ def test_users_web_plan_publish_and_state_on_the_cluster(
     assert main(["state", "--direct", "--plan", str(EXAMPLE)]) == 0
     out = capsys.readouterr().out
     assert "plan.publish" in out, out
+
+
+async def _pipelined_get(redis: Redis) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get("x")
+        await pipe.execute()
+
+
+async def test_an_unreachable_cluster_is_a_redis_error_and_calls_still_route() -> None:
+    """No node answers: every kind of use raises a RedisError (redis-py's own cluster client would
+    raise RedisClusterException, which callers do not expect), and a controller on it routes on
+    unknown live state, each call in bounded time."""
+    target = RedisTarget(f"redis://127.0.0.1:{free_port()}/0", cluster=True)
+    redis = connect(target, connect_timeout=0.3, timeout=0.3)
+    try:
+        with pytest.raises(ClusterUnavailable, match="Redis Cluster: Redis Cluster cannot be connected"):
+            await redis.get("x")
+        with pytest.raises(RedisError):
+            await redis.pubsub().subscribe(KEYS.live_changed_channel())
+        with pytest.raises(RedisError):
+            await _pipelined_get(redis)
+        holder = PlanHolder.load(EXAMPLE)
+        live = CachedLiveSource(redis, lambda: holder.current, refresh_s=0.05, timeout_s=0.25)
+        server = FastAgiServer(ServerConfig(host="127.0.0.1", port=0, call_timeout=10))
+        Controller(holder, live, clock=rehearsal_clock(TUESDAY_10AM, 1.0)).register(server)
+        await server.start()
+        try:
+            script = CallerScript(dial=HARBOROUGH, steps=[PressAfterPrompt("1"), PressAfterPrompt("1")])
+            started = time.monotonic()
+            summary = (await place_call("127.0.0.1", server.port, script, deadline=10)).summary()
+            assert "queue hdc-revenues" in summary, summary  # live state unknown: the plan's 'stay'
+            assert time.monotonic() - started < 5
+        finally:
+            await server.drain(1)
+    finally:
+        await redis.aclose()
+
+
+def test_a_command_on_an_unreachable_cluster_says_so(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLROUTER_REDIS_CLUSTER", "true")
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    assert main(["state", "--direct", "--plan", str(EXAMPLE), "--redis", url]) == 3
+    assert capsys.readouterr().err == f"callrouter: Redis at {url} did not answer: ClusterUnavailable\n"
