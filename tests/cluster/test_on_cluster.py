@@ -43,6 +43,7 @@ from routing.live.source import CachedLiveSource
 from routing.live.store import QueueStateStore, read_centre_snapshot
 from routing.redis_keys import RedisKeys
 from routing.supervisor import ToggleRequest, apply_toggle, check_request, toggles_for_tenant
+from routing.toggle_mac import ToggleKeyring
 from routing.withdrawer import Withdrawer, ami_pipeline
 from tests.controller.conftest import EXAMPLE, HARBOROUGH, TUESDAY_10AM
 from tests.records.conftest import CENTRE, FAST, SECRET, envelope, webhook_config
@@ -96,7 +97,9 @@ class Centre:
 
 
 @asynccontextmanager
-async def centre(redis: Redis, keys: RedisKeys, plan: Path, instance: str) -> AsyncIterator[Centre]:
+async def centre(
+    redis: Redis, keys: RedisKeys, plan: Path, instance: str, keyring: ToggleKeyring | None = None
+) -> AsyncIterator[Centre]:
     """One centre's controller side on ``redis`` under ``keys``: fake AMI with five advisers in
     hdc-revenues, live source, AMI pipeline (consumer, store, lease, withdrawer), FastAGI server."""
     ago = [0.0]
@@ -106,7 +109,9 @@ async def centre(redis: Redis, keys: RedisKeys, plan: Path, instance: str) -> As
         fake.add_member("hdc-revenues", f"PJSIP/agent{i}", f"Agent {i}", membership="static", send=False)
     holder = PlanHolder.load(plan)
     clock = rehearsal_clock(TUESDAY_10AM, 1.0)
-    live = CachedLiveSource(redis, lambda: holder.current, keys=keys, refresh_s=0.03, timeout_s=0.5)
+    live = CachedLiveSource(
+        redis, lambda: holder.current, keys=keys, refresh_s=0.03, timeout_s=0.5, keyring=keyring
+    )
     settings = AmiSettings(port=fake.port, username="callrouter", secret="s3cret", ping_interval_s=0.5,
                            pong_deadline_s=0.5, reconnect_initial_s=0.05, reconnect_max_s=0.2)  # fmt: skip
     pipeline = ami_pipeline(settings, redis, instance, live, clock=clock, keys=keys)

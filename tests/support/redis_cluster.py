@@ -1,20 +1,24 @@
 """A real three-primary Redis Cluster on free loopback ports, for tests.
 
-Three ``redis-server --cluster-enabled yes`` processes, each under ``timeout`` (it stops by itself
-after ``max_lifetime_s`` whatever happens) with its files in a folder of its own, joined by
-``redis-cli --cluster create ... --cluster-replicas 0``; ready once every node reports
-``cluster_state:ok``. Everything is stopped and removed on exit."""
+Three ``redis-server --cluster-enabled yes`` processes (and ``replicas`` more per primary, if
+asked), each under ``timeout`` (it stops by itself after ``max_lifetime_s`` whatever happens) with
+its files in a folder of its own, joined by ``redis-cli --cluster create ... --cluster-replicas
+N``; ready once every node reports ``cluster_state:ok``. A node judges another failed after
+``cluster-node-timeout`` (2 s here), so a killed primary's replica takes over within a few
+seconds. Everything is stopped and removed on exit."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
@@ -27,9 +31,10 @@ BUS_OFFSET = 10000  # Redis Cluster's bus listens on the port + 10000
 NODE_OPTIONS = ("--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no")
 
 
-@dataclass(frozen=True)
+@dataclass
 class RedisClusterSet:
     nodes: tuple[RedisServer, ...]
+    killed: list[RedisServer] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -43,10 +48,38 @@ class RedisClusterSet:
 
     def node_for_slot(self, slot: int) -> RedisServer:
         """The primary that serves ``slot`` (asked of the cluster itself)."""
-        for low, high, port in _slot_ranges(self.nodes[0]):
+        alive = next(n for n in self.nodes if n not in self.killed)
+        for low, high, port in _slot_ranges(alive):
             if low <= slot <= high:
                 return next(n for n in self.nodes if n.port == port)
         raise LookupError(f"no node serves slot {slot}")
+
+    def kill_primary_of(self, slot: int) -> RedisServer:
+        """SIGKILL the redis-server of the primary serving ``slot`` (not ``timeout``, which would
+        only forward it); that node."""
+        node = self.node_for_slot(slot)
+        client = redis.Redis(node.host, node.port, socket_timeout=1)
+        try:
+            pid = int(client.info("server")["process_id"])
+        finally:
+            client.close()
+        os.kill(pid, signal.SIGKILL)
+        node.process.wait(timeout=5)
+        self.killed.append(node)
+        return node
+
+    def wait_failover(self, slot: int, deadline_s: float = 20.0) -> RedisServer:
+        """Wait until a live node serves ``slot`` as primary and the cluster is ok again; that node."""
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            try:
+                node = self.node_for_slot(slot)
+                if node not in self.killed and "cluster_state:ok" in _cli(node, "cluster", "info"):
+                    return node
+            except (LookupError, redis.RedisError, subprocess.SubprocessError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"no failover of slot {slot} within {deadline_s}s")
 
 
 def _free_node_port() -> int:
@@ -86,24 +119,27 @@ def _slot_ranges(node: RedisServer) -> list[tuple[int, int, int]]:
 
 
 def _wait_ok(nodes: tuple[RedisServer, ...], deadline_s: float) -> None:
+    """Every node says ``cluster_state:ok`` and every replica is in step with its primary."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        if all("cluster_state:ok" in _cli(n, "cluster", "info") for n in nodes):
+        infos = [_cli(n, "info", "replication") for n in nodes]
+        replicas_up = all("master_link_status:up" in i for i in infos if "role:slave" in i)
+        if replicas_up and all("cluster_state:ok" in _cli(n, "cluster", "info") for n in nodes):
             return
         time.sleep(0.1)
     raise RuntimeError(f"the cluster did not reach cluster_state:ok within {deadline_s}s")
 
 
 @contextmanager
-def running_cluster(max_lifetime_s: int = 900) -> Iterator[RedisClusterSet]:
-    """Start three cluster-enabled ``redis-server`` processes on 127.0.0.1, nothing saved, join
-    them as one cluster of three primaries; stop them all on exit."""
+def running_cluster(max_lifetime_s: int = 900, replicas: int = 0) -> Iterator[RedisClusterSet]:
+    """Start three cluster-enabled ``redis-server`` processes (and ``replicas`` per primary) on
+    127.0.0.1, nothing saved, join them as one cluster of three primaries; stop them all on exit."""
     if shutil.which("redis-cli") is None:
         raise RuntimeError("redis-cli is not installed: run scripts/bootstrap")
     root = Path(tempfile.mkdtemp(prefix="callrouter-cluster-"))
     nodes: list[RedisServer] = []
     try:
-        for index in range(PRIMARIES):
+        for index in range(PRIMARIES * (1 + replicas)):
             workdir = root / f"node{index}"
             workdir.mkdir()
             options = ("--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf"))
@@ -111,16 +147,8 @@ def running_cluster(max_lifetime_s: int = 900) -> Iterator[RedisClusterSet]:
             node = start_redis(port, workdir, *options, *NODE_OPTIONS, max_lifetime_s=max_lifetime_s)
             nodes.append(node)
         addresses = [f"{n.host}:{n.port}" for n in nodes]
-        _cli(
-            nodes[0],
-            "--cluster",
-            "create",
-            *addresses,
-            "--cluster-replicas",
-            "0",
-            "--cluster-yes",
-            timeout_s=30,
-        )
+        create = ("--cluster", "create", *addresses, "--cluster-replicas", str(replicas), "--cluster-yes")
+        _cli(nodes[0], *create, timeout_s=30)
         cluster = RedisClusterSet(tuple(nodes))
         _wait_ok(cluster.nodes, READY_WITHIN_S)
         yield cluster
