@@ -55,14 +55,16 @@ def _env(cluster: RedisClusterSet, tmp_path: Path) -> dict[str, str]:
             "CALLROUTER_TOGGLE_KEY_FILE": str(key_file(tmp_path)), "CRM_SECRET": SECRET.decode()}  # fmt: skip
 
 
-def _started(log: Path) -> bool:
+def _started(log: Path) -> dict[str, object] | None:
+    """serve's start event, once it is logged."""
     for line in log.read_text().splitlines():
         try:
-            if json.loads(line).get("event") == "controller.started":
-                return True
+            event = json.loads(line)
         except ValueError:
             continue
-    return False
+        if event.get("event") == "controller.started":
+            return dict(event)
+    return None
 
 
 def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -113,6 +115,7 @@ async def test_serve_routes_on_live_state_in_a_cluster_and_records_reach_the_crm
                        "--archive", str(tmp_path / "archive"), "--lease-s", "1.0"]  # fmt: skip
             processes += [_start(argv, env, serve_log), _start(deliver, env, deliver_log)]
             await wait_until(functools.partial(_started, serve_log), timeout_s=20)
+            assert (_started(serve_log) or {})["redis"] == f"{cluster.url} (cluster)"
             await wait_until(lambda: fake.sessions >= 1, timeout_s=10)
 
             # live state: the AMI consumer writes it into the centre's slot of the cluster
