@@ -47,6 +47,8 @@ def test_cluster_settings_and_their_errors() -> None:
         load({}, {**env, "CALLROUTER_REDIS_SENTINELS": "10.0.0.2:26379"})
     with pytest.raises(SettingsError, match="wait_replicas with cluster: not supported"):
         load({}, {**env, "CALLROUTER_REDIS_WAIT_REPLICAS": "1"})
+    with pytest.raises(SettingsError, match="reached over TCP"):
+        load({}, {**env, "CALLROUTER_REDIS": "unix:///run/redis.sock"})
     with pytest.raises(ValueError, match="database 0 only"):
         RedisTarget("redis://10.0.0.1:7000/3", cluster=True)
 
