@@ -26,7 +26,7 @@ from emulator.agi import CallerScript, PressAfterPrompt
 from emulator.dialplan import place_call
 from routing.supervisor import ToggleRequest, apply_toggle, check_request
 from tests.cluster.conftest import cluster_client
-from tests.cluster.test_on_cluster import HOLDER, NORTH, Centre, centre
+from tests.cluster.rig import HOLDER, NORTH, Centre, centre
 from tests.controller.conftest import EXAMPLE, HARBOROUGH
 from tests.support.redis_cluster import RedisClusterSet, running_cluster
 from tests.support.toggle_keys import KEYRING
