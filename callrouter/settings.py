@@ -118,11 +118,6 @@ class RedisSettings(_Section):
             raise ValueError("cluster and sentinels: pick one (a Redis Cluster elects its own primaries)")
         if self.cluster and urlsplit(self.url).scheme == "unix":
             raise ValueError("cluster with a unix:// url: a cluster's nodes are reached over TCP (redis://)")
-        if self.cluster and self.wait_replicas:
-            raise ValueError(
-                "wait_replicas with cluster: not supported (WAIT must follow each write on the same "
-                "node connection, which the cluster client does not give); set it to 0"
-            )
         return self
 
     @field_validator("url")

@@ -22,7 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from routing.redis_keys import KEYS, RedisKeys
-from routing.replicas import NO_WAIT, ReplicaWait, check_acknowledged
+from routing.replicas import NO_WAIT, ReplicaWait, add_wait, check_waited
 
 DEFAULT_RETENTION_S = 35 * 24 * 3600
 """How long the stream keeps delivered entries (and the append markers live): 35 days, so a
@@ -206,9 +206,8 @@ class RecordStream:
                 keys = [self.keys.record_appended(self.centre, envelope.record_id), self.stream]
                 args = (envelope.version, self.retention_s, envelope.record_id, envelope.tenant)
                 pipe.eval(_APPEND, len(keys), *keys, *args, envelope.to_json())
-            if self.wait.on:
-                pipe.execute_command("WAIT", self.wait.replicas, self.wait.timeout_ms)
+            node = add_wait(pipe, self.redis, self.wait, self.stream) if self.wait.on else None
             results = await pipe.execute()
         if self.wait.on:
-            check_acknowledged(self.wait, int(results.pop()))
+            check_waited(self.wait, int(results.pop()), self.redis, self.stream, node)
         return [r.decode() if isinstance(r, bytes) else (None if r is None else str(r)) for r in results]

@@ -2,8 +2,8 @@
 naming one node, ``CALLROUTER_REDIS_CLUSTER=true``): ``callrouter users`` adds a user and an API
 token; a real ``callrouter web`` process takes a plan published with ``callrouter plan publish``
 into the cluster and shows it in its live view (the live feed's reads); ``callrouter state
---direct`` reads the audit trail there. The settings refuse a cluster with sentinels or with
-``wait_replicas``."""
+--direct`` reads the audit trail there. The settings refuse a cluster with sentinels or over a
+unix socket."""
 
 from __future__ import annotations
 
@@ -45,8 +45,6 @@ def test_cluster_settings_and_their_errors() -> None:
     assert "cluster secret" not in repr(target) + target.describe()
     with pytest.raises(SettingsError, match="pick one"):
         load({}, {**env, "CALLROUTER_REDIS_SENTINELS": "10.0.0.2:26379"})
-    with pytest.raises(SettingsError, match="wait_replicas with cluster: not supported"):
-        load({}, {**env, "CALLROUTER_REDIS_WAIT_REPLICAS": "1"})
     with pytest.raises(SettingsError, match="reached over TCP"):
         load({}, {**env, "CALLROUTER_REDIS": "unix:///run/redis.sock"})
     with pytest.raises(ValueError, match="database 0 only"):

@@ -54,10 +54,17 @@ class RedisClusterSet:
                 return next(n for n in self.nodes if n.port == port)
         raise LookupError(f"no node serves slot {slot}")
 
-    def kill_primary_of(self, slot: int) -> RedisServer:
-        """SIGKILL the redis-server of the primary serving ``slot`` (not ``timeout``, which would
-        only forward it); that node."""
-        node = self.node_for_slot(slot)
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        """A replica of ``primary`` (asked of the primary itself)."""
+        client = redis.Redis(primary.host, primary.port, socket_timeout=1)
+        try:
+            port = int(client.info("replication")["slave0"]["port"])
+        finally:
+            client.close()
+        return next(n for n in self.nodes if n.port == port)
+
+    def kill(self, node: RedisServer) -> RedisServer:
+        """SIGKILL ``node``'s redis-server (not ``timeout``, which would only forward it)."""
         client = redis.Redis(node.host, node.port, socket_timeout=1)
         try:
             pid = int(client.info("server")["process_id"])
@@ -67,6 +74,10 @@ class RedisClusterSet:
         node.process.wait(timeout=5)
         self.killed.append(node)
         return node
+
+    def kill_primary_of(self, slot: int) -> RedisServer:
+        """SIGKILL the primary serving ``slot``; that node."""
+        return self.kill(self.node_for_slot(slot))
 
     def wait_failover(self, slot: int, deadline_s: float = 20.0) -> RedisServer:
         """Wait until a live node serves ``slot`` as primary and the cluster is ok again; that node."""
