@@ -14,7 +14,7 @@ from redis.cluster import key_slot
 
 from callrouter.settings import load
 from records.appender import envelope_of
-from records.stream import RecordStream
+from records.stream import Envelope, RecordStream
 from routing.redis_keys import RedisKeys
 from routing.replicas import NotReplicated, ReplicaWait
 from routing.supervisor import ToggleRequest, apply_toggle, check_request, toggles_for_tenant
@@ -42,7 +42,7 @@ async def _toggle(redis: Redis, on: bool) -> None:
     await apply_toggle(redis, request, toggle, now, KEYS, keyring=KEYRING, wait=WAIT)
 
 
-def _batch(first: int) -> list:  # type: ignore[type-arg]
+def _batch(first: int) -> list[Envelope]:
     return [envelope_of(record(f"1795990000.{n}", ARRIVED), "charnwood") for n in range(first, first + 20)]
 
 
