@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from callrouter import plan_store_cli, records_cli, report_cli, service, simulate, supervisor_cli, web_cli
+from callrouter import (
+    plan_store_cli,
+    records_cli,
+    redis_cli,
+    report_cli,
+    service,
+    simulate,
+    supervisor_cli,
+    web_cli,
+)
 from callrouter.settings import SettingsError
 from emulator import centre
 from ivr import static_dialplan
@@ -363,6 +372,7 @@ COMMAND_REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentP
     report_cli.register,
     _records_commands,
     web_cli.register,
+    redis_cli.register,
 ]
 
 

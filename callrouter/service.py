@@ -612,10 +612,11 @@ def _plan_path(options: ServeOptions) -> Path:
 
 
 def _redis_shown(options: ServeOptions) -> str | None:
-    """Which Redis, for the start log: the URL without its password, or the sentinels."""
+    """Which Redis, for the start log: the URL without its password, the sentinels, or the
+    cluster's seed node."""
     if options.redis is None:
         return None
-    if options.redis_target is not None and options.redis_target.sentinels:
+    if options.redis_target is not None and (options.redis_target.sentinels or options.redis_target.cluster):
         return options.redis_target.describe()
     return settings_module.redacted(options.redis)
 

@@ -27,7 +27,15 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from redis.asyncio import Redis
 
 from callrouter.redis_client import DEFAULT_SERVICE, RedisTarget, connect, parse_sentinel
@@ -62,6 +70,11 @@ class RedisSettings(_Section):
         (),
         description="Redis Sentinel addresses (HOST:PORT; environment: comma separated); set: the primary "
         "is the one they name, and url gives only the database number",
+    )
+    cluster: bool = Field(
+        False,
+        description="Redis Cluster: url names one node (a seed), the client finds the others and "
+        "follows slot moves and failovers (docs/redis.md); not with sentinels",
     )
     service_name: str = Field(
         DEFAULT_SERVICE,
@@ -98,6 +111,14 @@ class RedisSettings(_Section):
             host, port = parse_sentinel(str(item))  # ValueError: pydantic names the setting
             found.append(f"{host}:{port}")
         return tuple(found)
+
+    @model_validator(mode="after")
+    def _cluster_alone(self) -> RedisSettings:
+        if self.cluster and self.sentinels:
+            raise ValueError("cluster and sentinels: pick one (a Redis Cluster elects its own primaries)")
+        if self.cluster and urlsplit(self.url).scheme == "unix":
+            raise ValueError("cluster with a unix:// url: a cluster's nodes are reached over TCP (redis://)")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -362,6 +383,7 @@ class Settings(_Section):
             service_name=r.service_name,
             sentinel_username=r.sentinel_username,
             sentinel_password=r.sentinel_password.get_secret_value() if r.sentinel_password else None,
+            cluster=r.cluster,
         )
 
     def replica_wait(self) -> ReplicaWait:

@@ -22,7 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from routing.redis_keys import KEYS, RedisKeys
-from routing.replicas import NO_WAIT, ReplicaWait, check_acknowledged
+from routing.replicas import NO_WAIT, ReplicaWait, add_wait, check_waited
 
 DEFAULT_RETENTION_S = 35 * 24 * 3600
 """How long the stream keeps delivered entries (and the append markers live): 35 days, so a
@@ -194,25 +194,20 @@ class RecordStream:
         return result.decode() if isinstance(result, bytes) else str(result)
 
     async def append_many(self, envelopes: list[Envelope]) -> list[str | None]:
-        """Append several in one pipelined round trip (each still checked on its own)."""
+        """Append several in one pipelined round trip (each still checked on its own).
+
+        The pipeline sends the script itself (EVAL; Redis keeps it compiled) rather than its
+        digest: redis-py's Redis Cluster pipeline refuses EVALSHA, and a pipelined EVALSHA costs
+        redis-py a SCRIPT EXISTS round trip first anyway."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for envelope in envelopes:
                 if envelope.centre != self.centre:
                     raise EnvelopeError(f"record of centre {envelope.centre!r} appended to {self.centre!r}")
-                await self._script(
-                    keys=[self.keys.record_appended(self.centre, envelope.record_id), self.stream],
-                    args=[
-                        envelope.version,
-                        self.retention_s,
-                        envelope.record_id,
-                        envelope.tenant,
-                        envelope.to_json(),
-                    ],
-                    client=pipe,
-                )
-            if self.wait.on:
-                pipe.execute_command("WAIT", self.wait.replicas, self.wait.timeout_ms)
+                keys = [self.keys.record_appended(self.centre, envelope.record_id), self.stream]
+                args = (envelope.version, self.retention_s, envelope.record_id, envelope.tenant)
+                pipe.eval(_APPEND, len(keys), *keys, *args, envelope.to_json())
+            node = add_wait(pipe, self.redis, self.wait, self.stream) if self.wait.on else None
             results = await pipe.execute()
         if self.wait.on:
-            check_acknowledged(self.wait, int(results.pop()))
+            check_waited(self.wait, int(results.pop()), self.redis, self.stream, node)
         return [r.decode() if isinstance(r, bytes) else (None if r is None else str(r)) for r in results]

@@ -7,6 +7,12 @@ many replicas have acknowledged every write sent before it *on the same connecti
 and its WAIT go in one pipeline (one connection, one round trip more on the replicas' side).
 
 ``replicas = 0`` (the default, one Redis server) sends no WAIT at all.
+
+On Redis Cluster the WAIT goes to the node that holds the written keys (``target_nodes``): redis-py's
+cluster pipeline sends each node's commands in order on one connection of that node, so the WAIT
+follows the writes as on one server. If the slot moved to another node during the call (a
+resharding, a failover), the WAIT may have counted another connection's writes: the write is then
+reported unconfirmed (:class:`NotReplicated`), and the caller retries it (idempotent).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisError
 
 
@@ -46,6 +53,31 @@ def check_acknowledged(wait: ReplicaWait, acknowledged: int) -> None:
         )
 
 
+def add_wait(pipe: Any, redis: Redis, wait: ReplicaWait, key: str) -> ClusterNode | None:
+    """Queue ``WAIT`` on ``pipe`` after the writes of ``key``'s slot; on a cluster, to the node
+    holding ``key`` (returned, for :func:`check_waited`). Call it inside ``async with pipe``
+    (a cluster client has its slot map by then)."""
+    if isinstance(redis, RedisCluster):
+        node: ClusterNode = redis.get_node_from_key(key)
+        pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms, target_nodes=node)
+        return node
+    pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
+    return None
+
+
+def check_waited(
+    wait: ReplicaWait, acknowledged: int, redis: Redis, key: str, node: ClusterNode | None
+) -> None:
+    """:class:`NotReplicated` unless the WAIT queued by :func:`add_wait` confirmed the writes."""
+    if (
+        node is not None
+        and isinstance(redis, RedisCluster)
+        and redis.get_node_from_key(key).name != node.name
+    ):
+        raise NotReplicated(f"the slot of {key} moved to another node during the write: not confirmed")
+    check_acknowledged(wait, acknowledged)
+
+
 async def eval_and_wait(
     redis: Redis, wait: ReplicaWait, script: str, keys: Sequence[str], args: Sequence[Any]
 ) -> Any:
@@ -55,7 +87,7 @@ async def eval_and_wait(
         return await redis.eval(script, len(keys), *keys, *args)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.eval(script, len(keys), *keys, *args)
-        pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
+        node = add_wait(pipe, redis, wait, keys[0])
         result, acknowledged = await pipe.execute()
-    check_acknowledged(wait, int(acknowledged))
+    check_waited(wait, int(acknowledged), redis, keys[0], node)
     return result

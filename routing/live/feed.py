@@ -125,15 +125,19 @@ class LiveReader:
             k.ami_writer_lease(),
             k.plan_in_force(),
         ]
+        # One GET per key rather than one MGET: redis-py's Redis Cluster pipeline refuses MGET
+        # (the round trip is the same one either way).
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(k.ami_status(), ["alive_at", "last_event_at"])
-            pipe.mget(singles)
+            for key in singles:
+                pipe.get(key)
             for name in queues:
                 pipe.hmget(k.queue_snapshot(name), ["waiting", "oldest_join", "logged_in", "available"])
                 pipe.hvals(k.queue_members(name))
             if self.plan_live_key is not None:
                 pipe.hgetall(self.plan_live_key)
-            status, values, *per_queue = await pipe.execute()
+            status, *replies = await pipe.execute()
+        values, per_queue = replies[: len(singles)], replies[len(singles) :]
         live_plan = per_queue.pop() if self.plan_live_key is not None else {}
         await self._refresh_instances(plan.plan.centre)
         n_p, n_l, n_t = len(partners), len(latches), len(toggles)

@@ -1,29 +1,34 @@
 """Lua scripts of the live queue state (run atomically inside Redis).
 
-Key names are not spelled here: the caller passes, for each per-queue key, the text
-before and after the queue name as built by ``routing.redis_keys`` (see
-``store._templates``), so the schema lives in one module. Keys are built inside the
-scripts, which is fine on one Redis server but not on Redis Cluster.
+Key names are not spelled here: the caller passes them in. The apply and reconcile scripts
+declare the keys they always touch in KEYS (known queues, status, writer lease), so a Redis
+Cluster client sends them to the node that holds that centre's slot; the per-queue keys depend on
+the queues in the batch and in the known-queues set, so the caller passes, for each of them, the
+text before and after the queue name as built by ``routing.redis_keys`` (see
+``store._templates``) and the scripts build them. Every key of one centre carries the same hash
+tag, so the keys built inside lie in the declared keys' slot, on the node that runs the script:
+Redis Cluster (7.0 tested) accepts such undeclared keys of the node's own slots.
 
 Every write script first checks the AMI writer lease (``GET lease == writer``) and
 returns -1 without writing when the caller does not hold it: a controller whose
 lease expired while it was paused cannot overwrite the new writer's state.
 
-Common ARGV head (14 values): waiting, left, members and snapshot key (prefix, suffix)
-pairs, known-queues key, status key, lease key, writer id, batch time, and the channel on
-which a write that changed state publishes its batch time (readers of the live view wake up
-on it instead of waiting for their next poll).
+Common head: KEYS known-queues key, status key, lease key; ARGV (11 values): waiting, left,
+members and snapshot key (prefix, suffix) pairs, writer id, batch time, and the channel on which a
+write that changed state publishes its batch time (readers of the live view wake up on it instead
+of waiting for their next poll; a classic PUBLISH reaches subscribers on every node of a cluster).
 """
 
 from __future__ import annotations
 
-HEAD_ARGS = 14
+HEAD_KEYS = 3
+HEAD_ARGS = 11
 
 _PRELUDE = """
 local W_PRE, W_SUF, L_PRE, L_SUF = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local M_PRE, M_SUF, S_PRE, S_SUF = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local QUEUES, STATUS, LEASE, WRITER, NOW = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
-local CHANGED = ARGV[14]
+local QUEUES, STATUS, LEASE = KEYS[1], KEYS[2], KEYS[3]
+local WRITER, NOW, CHANGED = ARGV[9], ARGV[10], ARGV[11]
 local TOMBSTONE_S = 3600
 if redis.call('GET', LEASE) ~= WRITER then return -1 end
 
@@ -110,7 +115,7 @@ local function hangup(uid, ts)
   end
 end
 
-local i, n = 15, #ARGV
+local i, n = 12, #ARGV
 while i <= n do
   local op = ARGV[i]
   if op == 'J' then join(ARGV[i+1], ARGV[i+2], tonumber(ARGV[i+3])); i = i + 4
@@ -132,9 +137,9 @@ RECONCILE = (
     + """
 -- After the head: FULL ('1' = the picture covers every queue), then per queue:
 -- name, member count, caller count, members (iface, json)..., callers (uid, join ts)...
-local FULL = ARGV[15]
+local FULL = ARGV[12]
 local seen = {}
-local i, n = 16, #ARGV
+local i, n = 13, #ARGV
 while i <= n do
   local q, nm, nc = ARGV[i], tonumber(ARGV[i+1]), tonumber(ARGV[i+2])
   i = i + 3

@@ -158,17 +158,12 @@ class QueueStateStore:
         self._read_all = redis.register_script(scripts.READ_ALL)
         self._templates = _templates(keys)
 
-    def _head(self, now: float) -> list[str]:
+    def _head_keys(self) -> list[str]:
         k = self.keys
-        return [
-            *self._templates,
-            k.known_queues(),
-            k.ami_status(),
-            k.ami_writer_lease(),
-            self.writer,
-            repr(now),
-            k.live_changed_channel(),
-        ]
+        return [k.known_queues(), k.ami_status(), k.ami_writer_lease()]
+
+    def _head(self, now: float) -> list[str]:
+        return [*self._templates, self.writer, repr(now), self.keys.live_changed_channel()]
 
     # --- writes --------------------------------------------------------------------------
 
@@ -194,7 +189,7 @@ class QueueStateStore:
         return await self._run_apply(ops, max(stamp, newest)) if ops or stamp else True
 
     async def _run_apply(self, ops: list[str], now: float) -> bool:
-        result = await self._apply(args=[*self._head(now), *ops])
+        result = await self._apply(keys=self._head_keys(), args=[*self._head(now), *ops])
         return int(result) >= 0
 
     async def reconcile(self, picture: QueueStatusPicture, *, full: bool = True) -> bool:
@@ -206,7 +201,7 @@ class QueueStateStore:
         args = [*self._head(picture.observed_at), "1" if full else "0"]
         for queue in picture.queues.values():
             args += encode_queue(queue, picture.observed_at)
-        return int(await self._reconcile(args=args)) >= 0
+        return int(await self._reconcile(keys=self._head_keys(), args=args)) >= 0
 
     async def mark_alive(self, ts: float, field: str = "last_pong_at") -> bool:
         """Record that the AMI stream was live at ``ts`` (e.g. a Pong arrived)."""

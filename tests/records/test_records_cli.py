@@ -18,6 +18,7 @@ from records.archive import Archive
 from records.builder import caller_hash
 from records.export import CSV_HEADER, csv_row
 from records.model import ContactRecord
+from routing.redis_keys import KEYS
 from tests.records.factory import record
 from tests.records.support import KEY
 from tests.support.redis_server import RedisServer
@@ -302,7 +303,7 @@ def test_the_audit_goes_to_the_redis_audit_stream_when_redis_is_there(
 ) -> None:
     root, _ = archive
     client = Redis.from_url(redis_server.url)
-    before = client.xlen("callrouter:audit")
+    before = client.xlen(KEYS.audit_stream())
     code, out, err = run(
         capsys,
         "records",
@@ -323,10 +324,10 @@ def test_the_audit_goes_to_the_redis_audit_stream_when_redis_is_there(
     assert code == 0, err
     assert len(out.splitlines()) == 2
     assert "audited in" not in err
-    ((_, fields),) = client.xrevrange("callrouter:audit", count=1)
+    ((_, fields),) = client.xrevrange(KEYS.audit_stream(), count=1)
     entry = json.loads(fields[b"entry"])
     assert (entry["what"], entry["by"], entry["tenant"]) == ("records.export", "auditor", "harborough")
-    assert client.xlen("callrouter:audit") == before + 1
+    assert client.xlen(KEYS.audit_stream()) == before + 1
     assert not (root / "audit.jsonl").exists()
     client.close()
 

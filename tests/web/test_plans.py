@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from routing import plan_store
 from routing.core.problems import Problem as PlanProblem
 from routing.plan_file import load_plan_text
+from routing.redis_keys import KEYS
 from tests.support.web import add_user, bearer, login, make_token
 from web.identity import Identity, IdentityStore
 from web.plans import may_publish, problem_line, touched_tenants
@@ -117,7 +118,7 @@ async def test_an_engineer_of_one_council_publishes_only_what_changes_that_counc
         )
         assert refused.status == 403
     assert await _live_version(web_redis) == 3
-    entries = await web_redis.xrange("callrouter:audit")
+    entries = await web_redis.xrange(KEYS.audit_stream())
     authors = [e[1][b"entry"] for e in entries]
     assert any(b'"by": "harb"' in a or b'"by":"harb"' in a for a in authors), authors
 
@@ -235,7 +236,7 @@ async def test_publish_then_versions_preview_diff_and_rollback(
     assert {d["old"].split(":")[0] for d in shown["differences"]} == {"open"}
     assert shown["timelines"]["harborough"]["changed"] is True
     assert shown["timelines"]["charnwood"]["changed"] is False
-    assert (await web_redis.hlen("callrouter:plan:versions")) == 1  # a preview stores nothing
+    assert (await web_redis.hlen(KEYS.plan_versions())) == 1  # a preview stores nothing
 
     assert (await _publish(web_client, chief, SHORT_DAY, "short Tuesday")).status == 201
     listed = await (await web_client.get("/api/v1/plans", headers=headers["harb"])).json()

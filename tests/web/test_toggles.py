@@ -88,7 +88,7 @@ async def tokens(store: IdentityStore) -> dict[str, dict[str, str]]:
 
 
 async def stored_keys(redis: Redis) -> list[bytes]:
-    return sorted(k for k in await redis.keys("callrouter:toggle:*"))
+    return sorted(k for k in await redis.keys(KEYS.toggle("*", "*")))
 
 
 @pytest.mark.parametrize(
