@@ -1,0 +1,313 @@
+"""Two contact centres, each a complete stack of its own, backing each other up at peak.
+
+Centre A, ``charnwood`` (the example plan), answers Charnwood's and Harborough's lines; centre
+B, ``harborough`` (Harborough's own customer services team), answers Harborough's line too and
+takes Charnwood's callers when A is swamped. Each centre: its own redis-server, fake AMI with
+its queues, ``callrouter serve``, ``callrouter web`` (HTTPS with a certificate made here, the
+partner exchange signed with the partnership's secret), ``callrouter records deliver``, and the
+emulated Asterisk running the shipped dialplan (``tests/support/stacks.py``). One fake CRM per
+council (real aiohttp servers). A call A overflows arrives at B's Asterisk as the INVITE A's
+dialplan sent: B's number for Charnwood's callers, with the partner headers.
+
+(a) a peak at A overflows to B while B publishes a free adviser; (b) B full, then B's web
+service stopped: no overflow to B (once its snapshot has aged out); (c) B's peak overflows to A;
+(d) at the partner the caller hears the dialled council's greeting and menu, in its language,
+and waits in the queue kept for that council's callers: the same prompts as at home; (e) every
+call's records reach the dialled council's CRM once each, schema-valid, the partner's record
+naming the record it continues (``hop_from``).
+
+Figures (printed, ``pytest -s``): from A's peak to the first overflowed call, and the age of B's
+snapshot in A's Redis around each overflow decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from emulator.agi import CallerScript, PressAfterPrompt
+from emulator.centre import QueuePlay
+from emulator.crm import FakeCrm
+from emulator.dialplan import CallRecord
+from ivr import channel_vars as cv
+from records.model import ContactRecord, HopFrom
+from tests.ami.helpers import wait_until
+from tests.controller.conftest import EXAMPLE
+from tests.records.conftest import SECRET
+from tests.records.support import checked
+from tests.support.stacks import STALE_S, Stack, StackSpec, partner_invite, running_stacks, until_snapshot
+
+A, B = "charnwood", "harborough"
+CHARNWOOD_LINE = "01632960100"  # Charnwood's council number, answered at A
+HARBOROUGH_LINE = "01632960001"  # Harborough's council number, answered at A and at B
+TO_B = "+441632960400"  # B's number for Charnwood's callers (A's plan: centres.harborough)
+TO_A = "+441632960300"  # A's number for Harborough's callers (B's plan: centres.charnwood)
+PEAK = 10  # callers waiting: Charnwood's general queue enters overflow (example plan: waiting 10)
+TEAM = ("PJSIP/hdc-team-1", "PJSIP/hdc-team-2")  # B's advisers for Charnwood's callers
+
+
+def plan_a(folder: Path, crm: dict[str, str]) -> Path:
+    """The example plan (centre charnwood), with the councils' CRMs at the fake ones and A's
+    number for Harborough's callers sent by B (``01632 960300``) answered as Harborough."""
+    plan = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    plan["tenants"]["harborough"]["numbers"].append("01632 960300")
+    for name, tenant in plan["tenants"].items():
+        tenant["crm"] = {"sinks": {"crm": {"type": "webhook", "url": crm[name], "secret_env": "CRM_SECRET"}}}
+    path = folder / "plan-a.yaml"
+    path.write_text(yaml.safe_dump(plan), encoding="utf-8")
+    return path
+
+
+PLAN_B = """
+version: 1
+centre: harborough
+centres:
+  charnwood: {name: "Charnwood Borough Council contact centre", number: "01632 960300"}
+  harborough: {name: "Harborough District Council customer services team", number: "01632 960400"}
+tenants:
+  harborough:
+    name: "Harborough District Council"
+    numbers: ["01632 960001"]
+    languages: ["en"]
+    prompts: "harborough"
+    hours: {weekdays: ["08:30-17:30"]}
+    entry: {type: menu, menu: main}
+    out_of_hours: {type: external, number: "01632 960999", label: "Harborough out-of-hours service"}
+    emergency_cover: {type: queue, queue: revenues}
+    menus:
+      main:
+        greeting: "harborough/welcome"
+        prompt: "harborough/main-menu"
+        options:
+          "1": {type: queue, queue: revenues}
+        on_invalid: {type: queue, queue: revenues}
+        on_timeout: {type: queue, queue: revenues}
+    queues:
+      revenues:
+        asterisk_queue: "hdc-local"
+        service: "Council tax and benefits"
+        overflow:
+          enter: {waiting: 10, longest_wait_s: 420, no_adviser: true}
+          leave: {waiting: 5, longest_wait_s: 240}
+          to: {type: external, centre: charnwood, label: "Charnwood contact centre"}
+          partner_min_available: 1
+        failover: {type: voicemail, mailbox: "200@harborough"}
+    crm: {sinks: {crm: {type: webhook, url: "HDC_CRM", secret_env: CRM_SECRET}}}
+  charnwood:
+    # Charnwood's callers overflowed here by Charnwood's centre: they dial 01632 960400 and
+    # hear Charnwood's own greeting and menu, and wait for the team kept for them.
+    name: "Charnwood Borough Council"
+    numbers: ["01632 960400"]
+    languages: ["en"]
+    prompts: "charnwood"
+    entry: {type: menu, menu: main}
+    out_of_hours: {type: external, number: "01632 960199", label: "Charnwood out-of-hours service"}
+    emergency_cover: {type: queue, queue: general}
+    menus:
+      main:
+        greeting: "charnwood/welcome"
+        prompt: "charnwood/main-menu"
+        options:
+          "1": {type: queue, queue: general}
+        invalid_prompt: "charnwood/invalid-option"
+        on_invalid: {type: queue, queue: general}
+        on_timeout: {type: queue, queue: general}
+    queues:
+      general:
+        asterisk_queue: "hdc-team"
+        service: "Harborough's team answering Charnwood's callers"
+        failover: {type: voicemail, mailbox: "100@charnwood"}
+    crm: {sinks: {crm: {type: webhook, url: "CBC_CRM", secret_env: CRM_SECRET}}}
+"""
+
+
+def plan_b(folder: Path, crm: dict[str, str]) -> Path:
+    path = folder / "plan-b.yaml"
+    path.write_text(PLAN_B.replace("HDC_CRM", crm[B]).replace("CBC_CRM", crm[A]), encoding="utf-8")
+    return path
+
+
+@dataclass
+class Rig:
+    a: Stack
+    b: Stack
+    crm: dict[str, FakeCrm]  # council -> its CRM
+    expected: dict[str, set[str]] = field(default_factory=lambda: {A: set(), B: set()})  # council -> ids
+    ages: list[float] = field(default_factory=list)  # B's snapshot age at A around overflow decisions
+
+    def expect(self, council: str, *records: CallRecord) -> None:
+        self.expected[council].update(r.sessions[0].uniqueid for r in records)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    crms = {council: FakeCrm(SECRET) for council in (A, B)}
+    for crm in crms.values():
+        await crm.start()
+    urls = {council: crm.url for council, crm in crms.items()}
+    specs = [
+        StackSpec(
+            A,
+            plan_a(tmp_path, urls),
+            "hdc-revenues",
+            {"cbc-general": ["PJSIP/cbc-1"], "hdc-revenues": ["PJSIP/hdc-rev-1"]},
+        ),
+        StackSpec(B, plan_b(tmp_path, urls), "hdc-team", {"hdc-team": TEAM}),
+    ]
+    try:
+        async with running_stacks(specs, tmp_path) as (a, b):
+            yield Rig(a, b, crms)
+    finally:
+        for crm in crms.values():
+            await crm.stop()
+
+
+def charnwood_caller(n: int) -> CallerScript:
+    return CallerScript(dial=CHARNWOOD_LINE, caller=f"0770090{n:04d}", steps=[PressAfterPrompt("1")])
+
+
+def harborough_caller(n: int) -> CallerScript:
+    return CallerScript(dial=HARBOROUGH_LINE, caller=f"0770091{n:04d}", steps=[PressAfterPrompt("1")])
+
+
+def prompts(record: CallRecord) -> list[str]:
+    return [p for session in record.sessions for p in session.prompts]
+
+
+async def snapshot_age(centre: Stack, partner: str) -> float:
+    snap = await centre.partner_snapshot(partner)
+    assert snap is not None
+    return (datetime.now(UTC) - snap.observed_at).total_seconds()
+
+
+async def overflows_within(
+    rig: Rig, centre: Stack, council: str, script: Callable[[int], CallerScript], target: str
+) -> CallRecord:
+    """Calls to ``council``'s line at ``centre`` one after another until one is dialled to
+    ``target`` (within 10 s; each call's record expected at ``council``'s CRM); the age of the
+    partner's snapshot in ``centre``'s Redis just before that call is kept in ``rig.ages``."""
+    started = time.monotonic()
+    n = 0
+    while True:
+        n += 1
+        age = await snapshot_age(centre, rig.b.name if centre is rig.a else rig.a.name)
+        record = await centre.call(script(n))
+        rig.expect(council, record)
+        if record.ended == f"dial {target}":
+            rig.ages.append(age)
+            return record
+        assert time.monotonic() - started < 10, f"no overflow within 10 s: {record.summary()}"
+        await asyncio.sleep(0.1)
+
+
+async def test_two_centres_back_each_other_up(rig: Rig) -> None:
+    a, b = rig.a, rig.b
+    # A: one adviser for Charnwood's callers, one for Harborough's; B: two free advisers in its
+    # team for Charnwood's callers, nobody (yet) in Harborough's own queue.
+    a.plays["cbc-general"] = QueuePlay(interface="PJSIP/cbc-1")
+    a.plays["hdc-revenues"] = QueuePlay(interface="PJSIP/hdc-rev-1")
+    b.plays["hdc-team"] = QueuePlay(interface=TEAM[0])
+    await until_snapshot(a, B, lambda s: s is not None and s.available == 2, 10)
+
+    # Before the peak: Charnwood's caller is answered at A.
+    home = await a.call(charnwood_caller(0))
+    assert home.summary() == "route (open) -> menu main -> queue cbc-general (continue) -> answered"
+    rig.expect(A, home)
+
+    # (a) The peak: ten callers waiting at A. Calls overflow to B while B has room.
+    peak_at = time.monotonic()
+    for _ in range(PEAK):
+        a.fake.caller_joins("cbc-general")
+    sent = await overflows_within(rig, a, A, charnwood_caller, TO_B)
+    first_overflow_s = time.monotonic() - peak_at
+    headers = dict(partner_invite(sent).headers)
+    assert headers[cv.HEADER_TENANT] == A
+    assert headers[cv.HEADER_DIALLED] == CHARNWOOD_LINE
+    assert headers[cv.HEADER_CENTRE] == A
+    assert headers[cv.HEADER_LINKEDID] == sent.sessions[0].uniqueid
+
+    # (d) B answers it in Charnwood's name: greeting, menu, language and the team kept for it.
+    there = await b.receive(sent, charnwood_caller(0))
+    assert there.summary() == "route (open) -> menu main -> queue hdc-team (continue) -> answered"
+    assert (there.tenant, there.variables[cv.PROMPTS]) == (A, "charnwood")
+    assert there.variables.get("CHANNEL(language)", "en") == "en"
+    assert prompts(there) == prompts(home)  # what the caller hears at B is what A plays
+    assert prompts(there)[:2] == ["charnwood/welcome", "charnwood/main-menu"]
+    rig.expect(A, there)
+
+    # (b) B full: its team busy. A's next peak caller waits at A.
+    for interface in TEAM:
+        b.fake.set_member_status(interface, 2, in_call=True)
+    await until_snapshot(a, B, lambda s: s is not None and s.available == 0, 10)
+    await asyncio.sleep(0.5)  # serve's cached live state refreshes every 0.25 s
+    full = await a.call(charnwood_caller(50))
+    assert full.summary().endswith("queue cbc-general (continue) -> answered"), full.summary()
+    rig.expect(A, full)
+    # B free again: overflow again; then B's web service stops: none once its snapshot is gone.
+    for interface in TEAM:
+        b.fake.set_member_status(interface, 1, in_call=False)
+    await until_snapshot(a, B, lambda s: s is not None and s.available == 2, 10)
+    again = await overflows_within(rig, a, A, charnwood_caller, TO_B)
+    rig.expect(A, await b.receive(again, charnwood_caller(0)))
+    await b.stop_web()
+    silent_s = await until_snapshot(a, B, lambda s: s is None, STALE_S + 5)
+    await asyncio.sleep(0.5)
+    alone = await a.call(charnwood_caller(60))
+    assert "queue cbc-general" in alone.summary(), alone.summary()
+    rig.expect(A, alone)
+
+    # (c) B's web service back; B's peak: nobody free in Harborough's queue at B, callers
+    # waiting; A has room.
+    await b.start_web()
+    await until_snapshot(b, A, lambda s: s is not None and s.available >= 1, 10)
+    for _ in range(PEAK):
+        b.fake.caller_joins("hdc-local")
+    back = await overflows_within(rig, b, B, harborough_caller, TO_A)
+    at_a = await a.receive(back, harborough_caller(0))
+    assert at_a.summary() == (  # Harborough's callers are offered its survey at A
+        "route (open) -> menu main -> queue hdc-revenues (continue) -> answered, survey not answered"
+    )
+    assert at_a.tenant == B
+    assert "harborough/welcome" in prompts(at_a)
+    rig.expect(B, at_a)
+
+    # (e) Every call's records at the dialled council's CRM, once each.
+    await wait_until(lambda: all(_ids(rig.crm[c]) >= rig.expected[c] for c in (A, B)), timeout_s=30)
+    await asyncio.sleep(1.0)  # nothing more comes
+    records: dict[str, ContactRecord] = {}
+    for council, crm in rig.crm.items():
+        assert crm.duplicates == 0, f"{council}: a version delivered twice"
+        assert crm.bad_signatures == 0
+        keys = [key for key, _, _ in crm.accepted]
+        assert len(keys) == len(set(keys))
+        for key in keys:
+            record = ContactRecord.model_validate_json(json.dumps(crm.events[key]["data"]))
+            checked(record)
+            assert record.tenant == council, f"{key} of {record.tenant} at {council}'s CRM"
+            records[record.id] = record
+    for council, calls in rig.expected.items():
+        for call in calls:
+            assert records[call].tenant == council
+    for home_call, partner_call, source in ((sent, there, A), (back, at_a, B)):
+        here, far = records[home_call.sessions[0].uniqueid], records[partner_call.sessions[0].uniqueid]
+        assert far.hop_from == HopFrom(centre=source, id=here.id)
+        assert [hop.centre for hop in here.hops] == [B if source == A else A]
+        assert here.hop_from is None
+
+    print(
+        f"\ntwo stacks: A's peak to the first overflowed call {first_overflow_s:.2f} s; "
+        f"B's snapshot age at A's decisions {min(rig.ages):.2f}-{max(rig.ages):.2f} s; "
+        f"B silent to its snapshot gone at A {silent_s:.2f} s (stale age {STALE_S:g} s)"
+    )
+
+
+def _ids(crm: FakeCrm) -> set[str]:
+    return {record_id for _, record_id, _ in crm.accepted}
