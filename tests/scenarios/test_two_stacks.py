@@ -38,11 +38,13 @@ from emulator.centre import QueuePlay
 from emulator.crm import FakeCrm
 from emulator.dialplan import CallRecord
 from ivr import channel_vars as cv
+from ivr.contract import unpack
 from records.model import ContactRecord, HopFrom
 from tests.ami.helpers import wait_until
 from tests.controller.conftest import EXAMPLE
 from tests.records.conftest import SECRET
 from tests.records.support import checked
+from tests.support.serve_process import log_events, stop_processes
 from tests.support.stacks import STALE_S, Stack, StackSpec, partner_invite, running_stacks, until_snapshot
 
 A, B = "charnwood", "harborough"
@@ -56,9 +58,11 @@ TEAM = ("PJSIP/hdc-team-1", "PJSIP/hdc-team-2")  # B's advisers for Charnwood's 
 
 def plan_a(folder: Path, crm: dict[str, str]) -> Path:
     """The example plan (centre charnwood), with the councils' CRMs at the fake ones and A's
-    number for Harborough's callers sent by B (``01632 960300``) answered as Harborough."""
+    number for Harborough's callers sent by B (``01632 960300``) answered as Harborough, and
+    Charnwood's line in Welsh (as at B)."""
     plan = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     plan["tenants"]["harborough"]["numbers"].append("01632 960300")
+    plan["tenants"]["charnwood"]["languages"] = ["cy"]  # not B's own (en): the check tells them apart
     for name, tenant in plan["tenants"].items():
         tenant["crm"] = {"sinks": {"crm": {"type": "webhook", "url": crm[name], "secret_env": "CRM_SECRET"}}}
     path = folder / "plan-a.yaml"
@@ -106,7 +110,7 @@ tenants:
     # hear Charnwood's own greeting and menu, and wait for the team kept for them.
     name: "Charnwood Borough Council"
     numbers: ["01632 960400"]
-    languages: ["en"]
+    languages: ["cy"]
     prompts: "charnwood"
     entry: {type: menu, menu: main}
     out_of_hours: {type: external, number: "01632 960199", label: "Charnwood out-of-hours service"}
@@ -178,6 +182,12 @@ def harborough_caller(n: int) -> CallerScript:
     return CallerScript(dial=HARBOROUGH_LINE, caller=f"0770091{n:04d}", steps=[PressAfterPrompt("1")])
 
 
+def branding(record: CallRecord) -> tuple[str, str, str]:
+    """The council, prompt set and language the controller set for the call (CR_ROUTE)."""
+    route = unpack(record.variables[cv.ROUTE])
+    return route[cv.TENANT], route[cv.PROMPTS], route[cv.LANGUAGE]
+
+
 def prompts(record: CallRecord) -> list[str]:
     return [p for session in record.sessions for p in session.prompts]
 
@@ -237,8 +247,7 @@ async def test_two_centres_back_each_other_up(rig: Rig) -> None:
     # (d) B answers it in Charnwood's name: greeting, menu, language and the team kept for it.
     there = await b.receive(sent, charnwood_caller(0))
     assert there.summary() == "route (open) -> menu main -> queue hdc-team (continue) -> answered"
-    assert (there.tenant, there.variables[cv.PROMPTS]) == (A, "charnwood")
-    assert there.variables.get("CHANNEL(language)", "en") == "en"
+    assert branding(there) == branding(home) == (A, "charnwood", "cy")
     assert prompts(there) == prompts(home)  # what the caller hears at B is what A plays
     assert prompts(there)[:2] == ["charnwood/welcome", "charnwood/main-menu"]
     rig.expect(A, there)
@@ -279,6 +288,25 @@ async def test_two_centres_back_each_other_up(rig: Rig) -> None:
     assert "harborough/welcome" in prompts(at_a)
     rig.expect(B, at_a)
 
+    # B's serve stops (SIGTERM: it drains and flushes its records): B publishes nothing more,
+    # so A's copy of B's snapshot ages out and A's peak callers stay at A.
+    await until_snapshot(a, B, lambda s: s is not None and s.available == 2, 10)
+    stopped_at = time.monotonic()
+    stopping = asyncio.create_task(stop_processes([b.serve]))
+    await until_snapshot(a, B, lambda s: s is None, STALE_S + 5)
+    serve_gone_s = time.monotonic() - stopped_at
+    await stopping
+    await asyncio.sleep(0.5)
+    last = await a.call(charnwood_caller(70))
+    assert "queue cbc-general" in last.summary(), last.summary()
+    rig.expect(A, last)
+    # A's sender said once that B was unreachable while B's web service was down, and once
+    # that it was back (and the same at the start, if A's web service started before B's).
+    said = [(e["event"], e["partner"]) for e in log_events(a.folder / "charnwood-web.log")
+            if e.get("event") in ("partners.send_failed", "partners.send_resumed")]  # fmt: skip
+    assert said[-2:] == [("partners.send_failed", B), ("partners.send_resumed", B)]
+    assert said in (said[-2:], said[-2:] * 2)
+
     # (e) Every call's records at the dialled council's CRM, once each.
     await wait_until(lambda: all(_ids(rig.crm[c]) >= rig.expected[c] for c in (A, B)), timeout_s=30)
     await asyncio.sleep(1.0)  # nothing more comes
@@ -305,7 +333,8 @@ async def test_two_centres_back_each_other_up(rig: Rig) -> None:
     print(
         f"\ntwo stacks: A's peak to the first overflowed call {first_overflow_s:.2f} s; "
         f"B's snapshot age at A's decisions {min(rig.ages):.2f}-{max(rig.ages):.2f} s; "
-        f"B silent to its snapshot gone at A {silent_s:.2f} s (stale age {STALE_S:g} s)"
+        f"B's web stopped to its snapshot gone at A {silent_s:.2f} s, B's serve stopped "
+        f"{serve_gone_s:.2f} s (stale age {STALE_S:g} s)"
     )
 
 
