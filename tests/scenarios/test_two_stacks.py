@@ -33,7 +33,6 @@ from pathlib import Path
 import pytest
 
 from emulator.agi import CallerScript
-from emulator.centre import QueuePlay
 from emulator.crm import FakeCrm
 from emulator.dialplan import CallRecord
 from ivr import channel_vars as cv
@@ -122,11 +121,8 @@ async def overflows_within(
 
 async def test_two_centres_back_each_other_up(rig: Rig) -> None:
     a, b = rig.a, rig.b
-    # A: one adviser for Charnwood's callers, one for Harborough's; B: two free advisers in its
-    # team for Charnwood's callers, nobody (yet) in Harborough's own queue.
-    a.plays["cbc-general"] = QueuePlay(interface="PJSIP/cbc-1")
-    a.plays["hdc-revenues"] = QueuePlay(interface="PJSIP/hdc-rev-1")
-    b.plays["hdc-team"] = QueuePlay(interface=TEAM[0])
+    # At A one adviser for Charnwood's callers, one for Harborough's; at B two free advisers in
+    # its team for Charnwood's callers, nobody in Harborough's own queue (partnership()).
     await until_snapshot(a, B, lambda s: s is not None and s.available == 2, 10)
 
     # Before the peak: Charnwood's caller is answered at A.

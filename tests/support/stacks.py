@@ -92,7 +92,9 @@ class Stack:
         return Asterisk(centre=CallCentre(self.fake, self._play))
 
     def _play(self, queue: str, caller: Channel) -> QueuePlay:
-        return self.plays.get(queue, QueuePlay(interface=f"PJSIP/{queue}-adviser"))
+        """``plays[queue]``, or the queue's first adviser answers (a new one if it has none)."""
+        staff = self.spec.staff.get(queue) or [f"PJSIP/{queue}-adviser"]
+        return self.plays.get(queue, QueuePlay(interface=staff[0]))
 
     async def call(self, script: CallerScript, headers: Sequence[tuple[str, str]] = ()) -> CallRecord:
         """One whole call on this centre's Asterisk (``headers``: those of its INVITE); its
