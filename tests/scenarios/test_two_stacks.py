@@ -227,6 +227,8 @@ async def test_two_centres_back_each_other_up(rig: Rig) -> None:
         assert far.hop_from == HopFrom(centre=source, id=here.id)
         assert [hop.centre for hop in here.hops] == [B if source == A else A]
         assert here.hop_from is None
+        assert far.caller == here.caller  # the partner's record is of the same caller
+        assert far.tenant == here.tenant
 
     print(
         f"\ntwo stacks: A's peak to the first overflowed call {first_overflow_s:.2f} s; "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import secrets
 import subprocess
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -42,6 +43,7 @@ from tests.support.redis_server import RedisServer, free_port, running_redis
 from tests.support.serve_process import SERVE_AMI_SECRET, serve_started, start_serve, stop_processes
 from tests.support.web_process import running_web
 
+_FROM = re.compile(r'^(?:"(?P<name>[^"]*)" )?<sip:(?P<number>[^@>]*)@')  # an INVITE's From
 LIFETIME_S = 300  # every process and redis-server of a stack ends by itself after this
 STALE_S = 3.0  # partners.stale_age_s: a partner silent this long is no longer overflowed to
 SERVE_ENV = {
@@ -112,10 +114,14 @@ class Stack:
 
     async def receive(self, sent: CallRecord, script: CallerScript) -> CallRecord:
         """The partner's dial of ``sent`` arriving here: this Asterisk answers the INVITE the
-        partner's dialplan sent (its Request-URI number and every header it carried);
-        ``script`` says what the caller does next (its ``dial`` is replaced)."""
+        partner's dialplan sent (its Request-URI number, the caller in its From, every header
+        it carried); ``script`` says what the caller does next (its number and name, and what
+        they dial, are the INVITE's)."""
         invite = partner_invite(sent)
-        return await self.call(replace(script, dial=invite.user), invite.headers)
+        found = _FROM.match(invite.from_)
+        assert found is not None, invite.from_
+        caller = replace(script, dial=invite.user, caller=found["number"], caller_name=found["name"])
+        return await self.call(caller, invite.headers)
 
     async def partner_snapshot(self, centre: str) -> QueueSnapshot | None:
         return await read_centre_snapshot(self.redis, centre)
