@@ -4,11 +4,12 @@
     await wait_until(functools.partial(serve_started, log), timeout_s=20)
 
 It runs under ``timeout``, so it ends by itself even if the test is killed; stop it with
-:func:`stop_processes` (SIGTERM, then kill)."""
+:func:`stop_processes` (SIGTERM, then kill, with what it started)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -70,11 +71,15 @@ def serve_started(log: Path) -> bool:
     return any(e.get("event") == "controller.started" for e in log_events(log))
 
 
-async def stop_processes(processes: Sequence[asyncio.subprocess.Process], timeout_s: float = 20) -> None:
-    """SIGTERM to each process still running, then kill what has not ended within ``timeout_s``."""
+async def stop_processes(processes: Sequence[asyncio.subprocess.Process], timeout_s: float = 40) -> list[int]:
+    """SIGTERM to each process still running; those that have not ended within ``timeout_s`` are
+    killed with their process group (``timeout`` puts itself and its command in a group of its
+    own, so killing ``timeout`` alone would leave the command running). Returns the ids of the
+    processes that had to be killed."""
     running = [p for p in processes if p.returncode is None]
     for process in running:
         process.send_signal(signal.SIGTERM)
+    killed: list[int] = []
     try:
         async with asyncio.timeout(timeout_s):
             for process in running:
@@ -82,5 +87,8 @@ async def stop_processes(processes: Sequence[asyncio.subprocess.Process], timeou
     except TimeoutError:
         for process in running:
             if process.returncode is None:
-                process.kill()
+                killed.append(process.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 await process.wait()
+    return killed

@@ -134,6 +134,7 @@ class Stack:
             extra_env=self.web_env,
             tls=self.tls,
             log=self.folder / f"{self.name}-web.log",
+            lifetime_s=LIFETIME_S,
         )
         # in a thread: its start-up wait must not hold up this loop (the fake AMIs run here)
         return await asyncio.to_thread(self.web.enter_context, web)

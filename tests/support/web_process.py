@@ -33,10 +33,12 @@ def running_web(
     extra_env: Mapping[str, str] | None = None,
     tls: tuple[Path, Path] | None = None,
     log: Path | None = None,
+    lifetime_s: int | None = None,
 ) -> Iterator[str]:
     """The base URL of a ``callrouter web`` on 127.0.0.1 (``port``, or a free one; ``extra_env``:
     more settings; ``tls``: its certificate and key, then it serves HTTPS, checked here against
-    that certificate; ``log``: a file for its output), stopped (SIGTERM, then kill) after use."""
+    that certificate; ``log``: a file for its output; ``lifetime_s``: run under ``timeout``,
+    ending by itself after that long), stopped (SIGTERM, then kill) after use."""
     port = port or free_port()
     env = {**os.environ, "CALLROUTER_REDIS": redis_url, "CALLROUTER_WEB_PORT": str(port),
            "CALLROUTER_WEB_COOKIE_SECURE": "false", "CALLROUTER_LOG_LEVEL": "warning",
@@ -47,8 +49,9 @@ def running_web(
         env.update({"CALLROUTER_WEB_TLS_CERT": str(tls[0]), "CALLROUTER_WEB_TLS_KEY": str(tls[1])})
         context = ssl.create_default_context(cafile=str(tls[0]))
     out = log.open("ab") if log is not None else None
+    bounded = ["timeout", str(lifetime_s)] if lifetime_s is not None else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "callrouter.cli", "web"],
+        [*bounded, sys.executable, "-m", "callrouter.cli", "web"],
         env=env,
         stdout=out or subprocess.DEVNULL,
         stderr=subprocess.STDOUT if out else subprocess.DEVNULL,
