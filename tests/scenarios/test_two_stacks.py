@@ -236,11 +236,17 @@ async def test_two_centres_back_each_other_up(rig: Rig) -> None:
     for council, calls in rig.expected.items():
         for call in calls:
             assert records[call].tenant == council
-    for home_call, partner_call, source in ((sent, there, A), (back, at_a, B)):
+    for home_call, partner_call, source, partner, queue in (
+        (sent, there, A, B, "hdc-team"),
+        (back, at_a, B, A, "hdc-revenues"),
+    ):
         here, far = records[home_call.sessions[0].uniqueid], records[partner_call.sessions[0].uniqueid]
         assert far.hop_from == HopFrom(centre=source, id=here.id)
-        assert [hop.centre for hop in here.hops] == [B if source == A else A]
+        assert [hop.centre for hop in here.hops] == [partner]
         assert here.hop_from is None
+        assert [q.queue for q in far.queues] == [queue]  # answered at the partner, in its queue
+        assert far.answered is not None
+        assert far.answered.by.centre == partner
         assert far.caller == here.caller  # the partner's record is of the same caller
         assert far.tenant == here.tenant
 

@@ -9,7 +9,7 @@ and the emulated Asterisk running the shipped dialplan against that centre's ser
     specs = [StackSpec("charnwood", plan_a, "hdc-revenues"), StackSpec("harborough", plan_b, "hdc-team")]
     async with running_stacks(specs, tmp_path) as (a, b):
         at_a = await a.call(CallerScript(dial="01632960100", steps=[...]))
-        at_b = await b.receive(at_a)   # A's dial to its partner arrives at B's Asterisk
+        at_b = await b.receive(at_a, CallerScript(steps=[...]))  # A's dial to B arrives at B
 
 Every process binds 127.0.0.1, runs under ``timeout`` (or is stopped by the context manager)
 and logs JSON lines into the test's folder (``<centre>-serve.log``, ``-web.log``,
@@ -18,9 +18,12 @@ and logs JSON lines into the test's folder (``<centre>-serve.log``, ``-web.log``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import os
 import re
 import secrets
+import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
@@ -228,11 +231,14 @@ async def running_stacks(specs: Sequence[StackSpec], folder: Path) -> AsyncItera
 
 
 def _stop_popen(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to a process started under ``timeout``; then SIGKILL to its group (``timeout``
+    and its command) if it has not ended within 10 s."""
     process.terminate()
     try:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=5)
 
 
