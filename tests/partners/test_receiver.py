@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from routing.partner_link import (
     request_headers,
 )
 from routing.redis_keys import KEYS
+from tests.support.certs import self_signed
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.web import TEST_CONFIG, web_test_app
 from web.partners import PATH, PartnerSender
@@ -149,21 +149,6 @@ async def test_a_session_cookie_gives_nothing_here(client: Client) -> None:
     body = snapshot()
     assert (await post(client, body, signed(body, 1)))[0] == 200
     assert (await post(client, body, {"Content-Type": "application/json"}))[0] == 401
-
-
-def self_signed(tmp: Path) -> tuple[Path, Path]:
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
-    return cert, key
 
 
 async def test_over_https_the_sender_checks_the_partners_certificate(

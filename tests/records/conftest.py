@@ -134,11 +134,18 @@ def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def worker_process(
-    plan: Path, redis_url: str, log: Path, archive: Path, lease_s: float = 1.0, *, extra: Sequence[str] = ()
+    plan: Path,
+    redis_url: str,
+    log: Path,
+    archive: Path,
+    lease_s: float = 1.0,
+    *,
+    extra: Sequence[str] = (),
+    lifetime_s: int = 120,
 ) -> subprocess.Popen[bytes]:
     """``callrouter records deliver`` as a real process logging to ``log``, writing the owner's
-    archive in ``archive``, stopped by ``timeout`` if forgotten."""
-    argv = ["timeout", "120", sys.executable, "-m", "callrouter.cli", "records", "deliver",
+    archive in ``archive``, stopped by ``timeout`` (after ``lifetime_s``) if forgotten."""
+    argv = ["timeout", str(lifetime_s), sys.executable, "-m", "callrouter.cli", "records", "deliver",
             "--plan", str(plan), "--redis", redis_url, "--archive", str(archive),
             "--lease-s", str(lease_s), *extra]  # fmt: skip
     env = {**os.environ, "CRM_SECRET": SECRET.decode()}

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
-import os
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +26,8 @@ from emulator.pbx import Channel
 from tests.ami.helpers import wait_until
 from tests.controller.conftest import HARBOROUGH
 from tests.records.conftest import SECRET, plan_with_sinks, worker_process
-from tests.support.redis_server import RedisServer, free_port, running_redis
+from tests.support.redis_server import RedisServer, running_redis
+from tests.support.serve_process import log_events, serve_started, start_serve
 
 AMI_SECRET = "two-serve-secret"
 
@@ -43,31 +41,11 @@ def own_redis() -> Iterator[RedisServer]:
 async def _serve(
     plan: Path, redis_url: str, ami_port: int, log: Path
 ) -> tuple[asyncio.subprocess.Process, int]:
-    port = free_port()
-    argv = [sys.executable, "-m", "callrouter.cli", "serve", "--plan", str(plan), "--agi-port", str(port),
-            "--redis", redis_url, "--clock-start", "2026-11-24 10:00", "--ami-host", "127.0.0.1",
-            "--ami-port", str(ami_port), "--ami-user", "callrouter"]  # fmt: skip
-    env = {**os.environ, "CALLROUTER_AMI_SECRET": AMI_SECRET,
-           "CALLROUTER_RECORDS_CALLER_HASH_KEY": "two-serve caller hash key, 32 b."}  # fmt: skip
-    with log.open("w") as out:
-        process = await asyncio.create_subprocess_exec(
-            "timeout", "120", *argv, stdout=out, stderr=asyncio.subprocess.STDOUT, env=env
-        )
-    return process, port
+    return await start_serve(plan, redis_url, log, ami_port=ami_port, ami_secret=AMI_SECRET)
 
 
-def _started(log: Path) -> bool:
-    return any(e.get("event") == "controller.started" for e in _events(log))
-
-
-def _events(log: Path) -> list[dict[str, object]]:
-    found = []
-    for line in log.read_text().splitlines():
-        try:
-            found.append(json.loads(line))
-        except ValueError:
-            continue
-    return found
+_started = serve_started
+_events = log_events
 
 
 async def test_two_serve_processes_one_record_per_call_at_the_crm(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -26,27 +27,41 @@ START_TIMEOUT_S = 20.0
 
 @contextmanager
 def running_web(
-    redis_url: str, *, port: int | None = None, extra_env: Mapping[str, str] | None = None
+    redis_url: str,
+    *,
+    port: int | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    tls: tuple[Path, Path] | None = None,
+    log: Path | None = None,
+    lifetime_s: int | None = None,
 ) -> Iterator[str]:
     """The base URL of a ``callrouter web`` on 127.0.0.1 (``port``, or a free one; ``extra_env``:
-    more settings), stopped (SIGTERM, then kill) after use."""
+    more settings; ``tls``: its certificate and key, then it serves HTTPS, checked here against
+    that certificate; ``log``: a file for its output; ``lifetime_s``: run under ``timeout``,
+    ending by itself after that long), stopped (SIGTERM, then kill) after use."""
     port = port or free_port()
     env = {**os.environ, "CALLROUTER_REDIS": redis_url, "CALLROUTER_WEB_PORT": str(port),
            "CALLROUTER_WEB_COOKIE_SECURE": "false", "CALLROUTER_LOG_LEVEL": "warning",
            **(extra_env or {})}  # fmt: skip
     env.pop("CALLROUTER_CONFIG", None)
+    context: ssl.SSLContext | None = None
+    if tls is not None:
+        env.update({"CALLROUTER_WEB_TLS_CERT": str(tls[0]), "CALLROUTER_WEB_TLS_KEY": str(tls[1])})
+        context = ssl.create_default_context(cafile=str(tls[0]))
+    out = log.open("ab") if log is not None else None
+    bounded = ["timeout", str(lifetime_s)] if lifetime_s is not None else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "callrouter.cli", "web"],
+        [*bounded, sys.executable, "-m", "callrouter.cli", "web"],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=out or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if out else subprocess.DEVNULL,
     )
-    base = f"http://127.0.0.1:{port}"
+    base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             try:
-                with urllib.request.urlopen(base + "/health", timeout=1):
+                with urllib.request.urlopen(base + "/health", timeout=1, context=context):
                     break
             except OSError:
                 assert process.poll() is None, "callrouter web exited"
@@ -60,6 +75,8 @@ def running_web(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+        if out is not None:
+            out.close()
 
 
 def user_token_file(redis_url: str, folder: Path, user: str, roles: Sequence[str]) -> Path:
