@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from ivr import channel_vars as cv
+from routing.core import numbers
 from routing.core.decide import CompiledPlan, Decision, PreludePrompt
 from routing.core.plan import (
     AnnouncementDest,
@@ -107,6 +109,7 @@ class HopIn:
     centre: str | None = None
     call: str | None = None
     refused: tuple[tuple[str, str], ...] = ()
+    dialled: str | None = None  # the council number the caller dialled there, one of this plan's
 
 
 def _refusal(value: str, pattern: re.Pattern[str]) -> str | None:
@@ -115,13 +118,16 @@ def _refusal(value: str, pattern: re.Pattern[str]) -> str | None:
     return None if pattern.fullmatch(value) else "malformed"
 
 
-def read_hop(plan: CompiledPlan, centre: str, call: str) -> HopIn:
-    """The ``route`` arguments from ``X-Callrouter-Centre`` / ``X-Callrouter-Linkedid`` (as the
-    dialplan passes them: URI-encoded, empty when absent), never trusted.
+def read_hop(plan: CompiledPlan, centre: str, call: str, dialled: str = "") -> HopIn:
+    """The ``route`` arguments from ``X-Callrouter-Centre`` / ``X-Callrouter-Linkedid`` /
+    ``X-Callrouter-Dialled`` (as the dialplan passes them: URI-encoded, empty when absent),
+    never trusted.
 
     A hop needs a known partner centre (not this one); its Linkedid is kept only when it has
-    Asterisk's shape (digits.digits, at most :data:`HOP_VALUE_MAX` characters). Anything else
-    is refused with a reason and the call is routed as any other."""
+    Asterisk's shape (digits.digits, at most :data:`HOP_VALUE_MAX` characters); the dialled
+    number only when it is a number of one of this plan's councils, so the call is answered in
+    that council's name. Anything else is refused with a reason and the call is routed as any
+    other (by the number it arrived on)."""
     refused: list[tuple[str, str]] = []
     from_centre: str | None = None
     if centre:
@@ -142,5 +148,24 @@ def read_hop(plan: CompiledPlan, centre: str, call: str) -> HopIn:
         else:
             refused.append((cv.HEADER_LINKEDID, reason))
     if from_centre is None:
+        if dialled:
+            refused.append((cv.HEADER_DIALLED, "no_centre"))
         return HopIn(refused=tuple(refused))
-    return HopIn(from_centre, from_call, tuple(refused))
+    council_number = _council_number(plan, dialled, refused) if dialled else None
+    return HopIn(from_centre, from_call, tuple(refused), council_number)
+
+
+def _council_number(plan: CompiledPlan, value: str, refused: list[tuple[str, str]]) -> str | None:
+    """The dialled number a partner sent (URI-encoded by the dialplan: ``+`` arrives as ``%2B``)
+    when it is one of this plan's council numbers; otherwise refused with a reason."""
+    if len(value) > HOP_VALUE_MAX:
+        refused.append((cv.HEADER_DIALLED, "too_long"))
+        return None
+    number = numbers.try_normalise(unquote(value))
+    if number is None:
+        refused.append((cv.HEADER_DIALLED, "malformed"))
+        return None
+    if plan.tenant_for(number) is None:
+        refused.append((cv.HEADER_DIALLED, "unknown_number"))
+        return None
+    return number

@@ -235,17 +235,20 @@ class Controller:
     # --- routes -------------------------------------------------------------------------------
 
     async def route(self, channel: AgiChannel, request: AgiRequest) -> None:
-        """A new call: ``AGI(agi://host/route,${EXTEN},<from centre>,<from Linkedid>)``; the last
-        two from a partner centre's ``X-Callrouter-Centre`` / ``X-Callrouter-Linkedid`` headers
-        (URI-encoded, empty when absent), checked by :func:`ivr.contract.read_hop`."""
+        """A new call: ``AGI(agi://host/route,${EXTEN},<from centre>,<from Linkedid>,<dialled>)``;
+        the last three from a partner centre's ``X-Callrouter-Centre`` / ``-Linkedid`` /
+        ``-Dialled`` headers (URI-encoded, empty when absent), checked by
+        :func:`ivr.contract.read_hop`. A call a partner sent is answered in the name of the
+        council the caller dialled there, when that number is one of this plan's councils."""
         started = time.perf_counter()
         # the plan, its version and generation read together (a swap never runs between them):
         # the decision and its log line name the one plan that made it
         plan, version, generation = self.plans.current, self.plans.version, self.plans.generation
-        dialled = request.args[0] if request.args else request.extension
-        from_centre, from_call = (*request.args, "", "", "")[1:3]
-        hop = read_hop(plan, from_centre, from_call)
-        _log_refused_hop(hop, from_centre, from_call)
+        arrived_on = request.args[0] if request.args else request.extension
+        from_centre, from_call, from_dialled = (*request.args, "", "", "")[1:4]
+        hop = read_hop(plan, from_centre, from_call, from_dialled)
+        _log_refused_hop(hop, from_centre, from_call, from_dialled)
+        dialled = hop.dialled or arrived_on
         now = self.clock()
         live, toggles = await self._live(plan, plan.tenant_for(dialled), now)
         decision = decide(Call(dialled, caller=request.callerid), plan, live, toggles, now)
@@ -553,10 +556,10 @@ async def ask_survey(channel: AgiChannel, prompt: str, timeout_s: int, tries: in
 HOP_SAMPLE_MAX = 24  # characters of a refused header value shown in the log, masked
 
 
-def _log_refused_hop(hop: HopIn, from_centre: str, from_call: str) -> None:
+def _log_refused_hop(hop: HopIn, from_centre: str, from_call: str, from_dialled: str) -> None:
     """One warning per refused partner header: the reason, the length and a short masked sample
     (the value came from the network: never logged whole, digits hidden as a caller number's)."""
-    given = {cv.HEADER_CENTRE: from_centre, cv.HEADER_LINKEDID: from_call}
+    given = {cv.HEADER_CENTRE: from_centre, cv.HEADER_LINKEDID: from_call, cv.HEADER_DIALLED: from_dialled}
     for header, reason in hop.refused:
         value = given.get(header, "")
         log.warning(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ivr import channel_vars as cv
-from ivr.contract import HOP_VALUE_MAX, HopIn, read_hop
+from ivr.contract import HOP_VALUE_MAX, HopIn, read_hop, unpack
 from ivr.controller import PlanHolder
 from records import facts as rf
 from tests.controller.conftest import EXAMPLE, HARBOROUGH, Rig
@@ -74,3 +74,61 @@ async def test_a_refused_value_is_logged_bounded_and_masked(
     assert "4929" not in str(logs())
     [routed] = [line for line in logs() if line["event"] == "call.routed"]
     assert routed["hop_from"] == "harborough"
+
+
+# --- X-Callrouter-Dialled: the council the caller dialled at the sending centre --------------
+
+CHARNWOOD = "01632960100"  # this centre's own council: the number a partner's overflow arrives on
+HARBOROUGH_E164 = "+441632960001"
+
+
+def dialled_refused(reason: str) -> HopIn:
+    return HopIn("harborough", LINKEDID, ((cv.HEADER_DIALLED, reason),))
+
+
+def no_centre(centre_reason: str) -> HopIn:
+    return HopIn(refused=((cv.HEADER_CENTRE, centre_reason), (cv.HEADER_DIALLED, "no_centre")))
+
+
+@pytest.mark.parametrize(
+    ("centre", "dialled", "expected"),
+    [
+        ("harborough", "%2B441632960001", HopIn("harborough", LINKEDID, (), HARBOROUGH_E164)),
+        ("harborough", "01632960001", HopIn("harborough", LINKEDID, (), HARBOROUGH_E164)),
+        ("harborough", "%2B441632969999", dialled_refused("unknown_number")),
+        ("harborough", "%2B44163296000%2C1", dialled_refused("malformed")),
+        ("harborough", "9" * (HOP_VALUE_MAX + 1), dialled_refused("too_long")),
+        ("", "%2B441632960001", no_centre("missing")),
+        ("nowhere", "%2B441632960001", no_centre("unknown_centre")),
+    ],
+)  # fmt: skip
+def test_read_hop_dialled(centre: str, dialled: str, expected: HopIn) -> None:
+    """Taken only from a known partner, and only when it is one of this plan's council numbers."""
+    assert read_hop(PLAN, centre, LINKEDID, dialled) == expected
+
+
+async def test_an_overflowed_call_is_answered_in_the_dialled_councils_name(rig: Rig) -> None:
+    """Harborough's caller, overflowed by the partner centre to a number of this centre's own
+    council: the route brands the call for Harborough (tenant, prompts, language) and the
+    record's first fact says the caller dialled Harborough's number."""
+    facts: list[rf.IvrFact] = []
+    rig.controller.facts = facts.append
+    call = await rig.call("route", CHARNWOOD, "harborough", LINKEDID, "%2B441632960001", dial=CHARNWOOD)
+    route = unpack(call.variables[cv.ROUTE])
+    assert route[cv.TENANT] == "harborough"
+    assert route[cv.PROMPTS] == PLAN.plan.tenants["harborough"].prompts
+    arrived = next(f for f in facts if isinstance(f, rf.CallArrived))
+    assert (arrived.dialled, arrived.tenant) == (HARBOROUGH_E164, "harborough")
+    assert arrived.from_centre == "harborough"
+
+
+async def test_a_dialled_number_from_no_partner_changes_nothing(
+    rig: Rig, logs: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """Without a known sending centre the header is refused (logged) and the call is answered
+    for the number it arrived on."""
+    call = await rig.call("route", CHARNWOOD, "", "", "%2B441632960001", dial=CHARNWOOD)
+    assert unpack(call.variables[cv.ROUTE])[cv.TENANT] == "charnwood"
+    events = [line for line in logs() if line["event"] == "call.hop_header_refused"]
+    refused = [(line["header"], line["reason"]) for line in events]
+    assert (cv.HEADER_DIALLED, "no_centre") in refused
