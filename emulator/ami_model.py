@@ -208,8 +208,12 @@ class QueueModel:
         return [*out, connect, *self.set_status(interface, INUSE, in_call=True)]
 
     def complete(self, uniqueid: str, now: float, reason: str = "caller") -> list[Message]:
-        """The answered call ends: AgentComplete, both Hangups, Status 1 InCall 0."""
-        caller, done = self._agent_complete(uniqueid, now, reason, hold_s=0, talk_s=0)
+        """The answered call ends: AgentComplete (HoldTime: the wait before the answer,
+        TalkTime: since the answer, whole seconds, as ``ami_queue_answered_call.txt``), both
+        Hangups, Status 1 InCall 0."""
+        joined, connected = self.connected[uniqueid].joined_at, self.connected[uniqueid].connected_at
+        hold_s, talk_s = int(connected - joined), int(now - connected)
+        caller, done = self._agent_complete(uniqueid, now, reason, hold_s=hold_s, talk_s=talk_s)
         assert caller.agent is not None
         cause = (("Cause", "16"), ("Cause-txt", "Normal Clearing"))
         hangups = [channel_event("Hangup", "call,all", ch, *cause) for ch in (caller.channel, caller.agent)]

@@ -51,6 +51,12 @@ class RedisKeys:
         # Written by the AMI consumer; read by every routing decision.
         return f"{self.prefix}queue:{queue}:snapshot"
 
+    def queue_handle_times(self, queue: str) -> str:
+        # ZSET member="<Uniqueid>|<talk seconds>" score=the AgentComplete's time: the queue's
+        # recent handle times for the expected-wait estimate, the newest HANDLE_TIMES_KEPT
+        # (``routing.live.store``) kept. No TTL. Written by the AMI consumer (lease holder).
+        return f"{self.prefix}queue:{queue}:handle_times"
+
     def known_queues(self) -> str:
         # SET of Asterisk queue names that have live state. No TTL. Written by the
         # AMI consumer (events add, a full reconcile removes queues Asterisk no longer has).

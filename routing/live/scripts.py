@@ -211,3 +211,13 @@ RELEASE_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+HANDLE_TIMES = """
+-- KEYS[1] lease, KEYS[2] one queue's handle times; ARGV[1] writer, ARGV[2] how many to keep,
+-- then (time, "uniqueid|talk seconds") pairs. Fenced like every live write; ZADD NX: a replayed
+-- AgentComplete is kept once.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+for i = 3, #ARGV, 2 do redis.call('ZADD', KEYS[2], 'NX', ARGV[i], ARGV[i + 1]) end
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[2]) + 1))
+return 1
+"""
