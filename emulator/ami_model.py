@@ -129,17 +129,16 @@ class QueueModel:
 
     # --- callers ---------------------------------------------------------------------
 
-    def join(self, queue: str, ch: Channel, now: float) -> list[Message]:
-        """Queue(): ``QueueCallerJoin`` with Position and Count."""
+    def join(self, queue: str, ch: Channel, now: float, position: int = 0) -> list[Message]:
+        """Queue(): ``QueueCallerJoin`` with Position and Count. ``position`` (Queue()'s 9th
+        argument; 0: none) enters the caller there, as app_queue's ``join_queue`` does when no
+        caller has a higher priority (every caller here has priority 0)."""
         q = self.queue(queue)
-        caller = Caller(ch, queue, now, original_position=len(q.waiting) + 1)
-        q.waiting.append(caller)
-        pos = str(len(q.waiting))
-        return [
-            channel_event(
-                "QueueCallerJoin", "agent,all", ch, ("Queue", queue), ("Position", pos), ("Count", pos)
-            )
-        ]
+        at = min(position, len(q.waiting) + 1) if position > 0 else len(q.waiting) + 1
+        caller = Caller(ch, queue, now, original_position=at)
+        q.waiting.insert(at - 1, caller)
+        extra = [("Queue", queue), ("Position", str(at)), ("Count", str(len(q.waiting)))]
+        return [channel_event("QueueCallerJoin", "agent,all", ch, *extra)]
 
     def _leave(self, caller: Caller) -> Message:
         q = self.queues[caller.queue]
