@@ -163,8 +163,9 @@ class RedisKeys:
         return f"{self.prefix}callbacks:{queue}:pending"
 
     def callback(self, callback_id: str) -> str:
-        # HASH tenant, queue, number, joined_at, requested_at, call_id, language, state,
-        # attempts, next_at, outcome, updated_at. PX = a week after it ends.
+        # HASH tenant, queue, asterisk_queue, number, joined_at, requested_at, call_id,
+        # language, state, attempts, next_at, outcome, updated_at (routing/callbacks.py;
+        # the dialler adds its claim and attempt log). PX = a week after it ends.
         return f"{self.prefix}callback:{callback_id}"
 
     # --- contact records and their delivery (writers: record appender, delivery worker) -----

@@ -116,3 +116,44 @@ async def test_a_queue_fills_on_the_live_page_within_a_second_of_each_event(
         await screenshot(page, browser_output_dir, "live-peak")
         await assert_no_axe_violations(page)
         await page_problems.assert_none(page)
+
+
+async def test_an_open_live_page_says_so_when_its_session_ends(
+    chromium_page: Page, page_problems: PageProblems, browser_output_dir: Path, rig: LiveRig
+) -> None:
+    """The session is ended elsewhere (signed out in another tab); the page's stream ends at its
+    age limit and its reconnect gets 401: the page stops reconnecting and says so, as an alert."""
+    page = chromium_page
+    await add_user(store_for(rig.redis), "sup", {"charnwood": {"supervisor"}}, name="Sam Supervisor")
+    app = web_test_app(rig.redis, config=live_config(live_stream_max_s=1.0), extra_features=(HOME,))  # type: ignore[arg-type]
+    async with serving(app) as base:
+        await log_in(page, base, "sup")
+        await page.add_init_script(
+            "window.__opens = 0; document.addEventListener('htmx:sseOpen', () => { window.__opens += 1; });"
+        )
+        await page.goto(f"{base}/live")
+        await page.wait_for_function("() => window.__opens >= 1", timeout=5000)
+        notice = page.locator("#live-ended")
+        await expect(notice).to_be_hidden()
+        # While the session holds, a stream's end is followed by a reconnect and nothing is said.
+        await page.wait_for_function("() => window.__opens >= 2", timeout=8000)
+        await expect(notice).to_be_hidden()
+
+        # Another tab signs out: the session is deleted in Redis.
+        sessions = [key async for key in rig.redis.scan_iter(match="*web:session:*")]
+        assert sessions, "the signed-in page has a session in Redis"
+        await rig.redis.delete(*sessions)
+
+        await expect(notice).to_be_visible(timeout=10_000)
+        await expect(notice).to_have_attribute("role", "alert")
+        await expect(notice).to_contain_text("Your session has ended")
+        await expect(notice.get_by_role("link", name="Sign in again")).to_have_attribute("href", "/login")
+        assert await page.locator(".live").get_attribute("sse-connect") is None
+        opens = await page.evaluate("() => window.__opens")
+        await asyncio.sleep(3.0)  # longer than the extension's first back-off: no more reconnects
+        assert await page.evaluate("() => window.__opens") == opens
+        await screenshot(page, browser_output_dir, "live-session-ended")
+        await assert_no_axe_violations(page)
+        # htmx reports every end of the stream (htmx:sseError) to the console as the event object,
+        # and the browser reports the check's 401; nothing else may show.
+        await page_problems.assert_none(page, allow=("[object Event]", "status of 401"))

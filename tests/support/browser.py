@@ -114,10 +114,13 @@ class PageProblems:
         found = await page.evaluate("window.__cspViolations || []")
         self.csp_violations = [str(item) for item in found]
 
-    async def assert_none(self, page: Page) -> None:
+    async def assert_none(self, page: Page, allow: tuple[str, ...] = ()) -> None:
+        """No problem reported by the page; console errors containing one of ``allow`` (e.g. the
+        status of an expected failed request) excepted."""
         await self.collect(page)
+        errors = [e for e in self.console_errors if not any(text in e for text in allow)]
         problems = {
-            "console errors": self.console_errors,
+            "console errors": errors,
             "uncaught exceptions": self.page_errors,
             "dialogs (script ran?)": self.dialogs,
             "Content-Security-Policy violations": self.csp_violations,
