@@ -172,6 +172,17 @@ class QueueModel:
         caller = self._waiting(uniqueid)
         return [self._abandon(caller, now), self._leave(caller)]
 
+    def exit_with_key(self, uniqueid: str) -> list[Message]:
+        """A digit took the caller out of Queue() to the queue's context (app_queue
+        ``valid_exit``): ``QueueCallerLeave`` only; ``record_abandoned`` is not called on that
+        path (queue_exec's ``qe.valid_digits``), so no ``QueueCallerAbandon``."""
+        return [self._leave(self._waiting(uniqueid))]
+
+    def position(self, uniqueid: str) -> int:
+        """The waiting caller's place (1 = next), as ``QUEUEPOSITION`` reports it on leaving."""
+        caller = self._waiting(uniqueid)
+        return self.queues[caller.queue].waiting.index(caller) + 1
+
     def _waiting(self, uniqueid: str) -> Caller:
         caller = self.find_caller(uniqueid)
         if caller is None or caller.agent is not None:

@@ -46,11 +46,12 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from itertools import takewhile
 from operator import attrgetter
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 from records.facts import (
     AnnouncementPlayed,
     CallArrived,
+    CallbackOffered,
     DispositionGiven,
     InvalidKey,
     IvrAbandoned,
@@ -72,6 +73,8 @@ from records.model import (
     Adviser,
     Announcement,
     Answered,
+    Callback,
+    CallbackNumberKind,
     Caller,
     ContactRecord,
     DecisionKind,
@@ -183,6 +186,7 @@ class _Call:
     hangup: tuple[float, HungUpBy, int, str] | None = None
     payment: tuple[str, bool, bool] | None = None
     survey: SurveyScore | None = None
+    callback: tuple[bool, CallbackNumberKind | None] | None = None  # offered: (accepted, number kind)
     disposition: tuple[DispositionKind, str | None, str | None, str | None, float] | None = None
     problems: list[str] = field(default_factory=list)
     hop_from: tuple[str, str | None] | None = None
@@ -393,6 +397,11 @@ class RecordBuilder:
 
     def _survey(self, call: _Call, fact: SurveyAnswered) -> None:
         call.survey = fact.score
+
+    def _callback_offered(self, call: _Call, fact: CallbackOffered) -> None:
+        if call.callback is None or not call.callback[0]:  # a callback once taken stays taken
+            kind = cast(CallbackNumberKind | None, fact.number_kind)  # checked by _check
+            call.callback = (fact.accepted, kind if fact.accepted else None)
 
     def _ivr_abandoned(self, call: _Call, fact: IvrAbandoned) -> None:
         call.ivr_abandoned = fact.where
@@ -814,6 +823,8 @@ def _check(fact: IvrFact) -> None:
         raise ValueError(f"RouteDecided: unknown kind {fact.kind!r}")
     if isinstance(fact, SurveyAnswered) and fact.score not in get_args(SurveyScore):
         raise ValueError("SurveyAnswered: the score is 1, 0 or -1")
+    if isinstance(fact, CallbackOffered) and fact.number_kind not in (None, *get_args(CallbackNumberKind)):
+        raise ValueError(f"CallbackOffered: unknown number kind {fact.number_kind!r}")
     if isinstance(fact, DispositionGiven) and fact.kind not in get_args(DispositionKind):
         raise ValueError(f"DispositionGiven: unknown kind {fact.kind!r}")
 
@@ -952,6 +963,11 @@ def _to_record(call: _Call, centre: str, key: bytes, version: int, updated_at: f
             else None
         ),
         survey=call.survey,
+        callback=(
+            Callback(offered=True, accepted=call.callback[0], number_kind=call.callback[1])
+            if call.callback is not None
+            else None
+        ),
         disposition=(
             Disposition(
                 kind=call.disposition[0],
@@ -1017,6 +1033,7 @@ _FACTS: dict[type, Callable[[RecordBuilder, _Call, Any], None]] = {
     PaymentHandedOff: RecordBuilder._payment_handed_off,
     QueueStatusSeen: RecordBuilder._queue_status_seen,
     SurveyAnswered: RecordBuilder._survey,
+    CallbackOffered: RecordBuilder._callback_offered,
     IvrAbandoned: RecordBuilder._ivr_abandoned,
     DispositionGiven: RecordBuilder._disposition_given,
 }

@@ -123,6 +123,18 @@ class SurveyAnswered:
 
 
 @dataclass(frozen=True, slots=True)
+class CallbackOffered:
+    """The queued callback was offered (at entry, during the wait, or on the caller's key);
+    ``accepted`` when a callback was left, with the kind of number (``mobile``...), never the
+    number itself."""
+
+    call_id: str
+    at: float
+    accepted: bool
+    number_kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class IvrAbandoned:
     """The caller hung up in the IVR (``where``: the menu, or what was playing)."""
 
@@ -155,6 +167,7 @@ IvrFact = (
     | PaymentHandedOff
     | QueueStatusSeen
     | SurveyAnswered
+    | CallbackOffered
     | IvrAbandoned
     | DispositionGiven
 )

@@ -158,6 +158,22 @@ class Disposition(Model):
     at: AwareDatetime
 
 
+CallbackNumberKind = Literal[
+    "geographic", "non_geographic", "mobile", "freephone", "premium", "international"
+]
+
+
+class Callback(Model):
+    """The queued callback on this call (issue 11): offered while the caller waited, and
+    whether they took it; the kind of number they left, never the number."""
+
+    offered: bool
+    accepted: bool
+    number_kind: CallbackNumberKind | None = Field(
+        default=None, description="The kind of number to call back, when accepted."
+    )
+
+
 class ContactRecord(Model):
     """One call, as the council's CRM receives it."""
 
@@ -190,6 +206,9 @@ class ContactRecord(Model):
     payment: Payment | None
     survey: SurveyScore | None = Field(description="Post-call survey: +1 good, 0 average, -1 poor.")
     disposition: Disposition | None
+    callback: Callback | None = Field(
+        default=None, description="The queued callback, when one was offered (absent in older records)."
+    )
     problems: Annotated[list[Text], Field(max_length=LIST_MAX)] = Field(
         description="Input the builder could not take as given (e.g. an unlisted avoidable reason)."
     )

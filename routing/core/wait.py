@@ -106,3 +106,71 @@ def offer_due(estimate: WaitEstimate, offer_above_s: int) -> bool:
     if offer_above_s <= 0:
         return True
     return estimate.expected_s is not None and estimate.expected_s > offer_above_s
+
+
+# --- the wait loop: what to do between two Queue() slices --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WaitClock:
+    """A waiting caller's times (whole epoch seconds): first joined the queue, when the plan's
+    queue timeout ends the wait, last announcement and last offer (0: none yet)."""
+
+    joined: int
+    deadline: int
+    announced: int = 0
+    offered: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WaitStep:
+    """What the controller does now: ``timed_out`` (the queue's timeout passed: the after-queue
+    route, as QUEUESTATUS=TIMEOUT), else ``announce`` and/or ``offer``, then rejoin for
+    ``slice_s`` seconds."""
+
+    timed_out: bool
+    announce: bool
+    offer: bool
+    slice_s: int
+
+
+MIN_SLICE_S = 5
+"""The shortest Queue() slice: a caller is never taken in and out of the queue faster."""
+
+
+def wait_step(
+    *,
+    event: Literal["entry", "slice", "key"],
+    key: str,
+    clock: WaitClock,
+    now: int,
+    estimate: WaitEstimate,
+    offer_above_s: int | None,
+    offer_key: str,
+    offer_every_s: int | None,
+    announce_every_s: int | None,
+) -> WaitStep:
+    """The step at ``event`` (``entry``: before the first slice; ``slice``: a slice ended;
+    ``key``: the caller pressed ``key`` while waiting). ``offer_above_s`` None: the queue has no
+    callback; ``announce_every_s`` None: no announcements.
+
+    The callback is offered at entry when the estimate is above ``offer_above_s``, again every
+    ``offer_every_s`` while it stays above, and at once when the caller presses ``offer_key``.
+    Announcements come at entry and every ``announce_every_s``. Slices are as long as the next
+    thing due (never past the deadline, never shorter than :data:`MIN_SLICE_S`)."""
+    remaining = clock.deadline - now
+    if remaining <= 0 and event != "key":
+        return WaitStep(timed_out=True, announce=False, offer=False, slice_s=0)
+    first = event == "entry"
+    announce = announce_every_s is not None and (first or now - clock.announced >= announce_every_s)
+    offer = False
+    if offer_above_s is not None:
+        if event == "key":
+            offer = key == offer_key
+        elif offer_due(estimate, offer_above_s):
+            offer = first or (offer_every_s is not None and now - clock.offered >= offer_every_s)
+    if event == "key":
+        announce = False  # a key asks for the offer, not for the announcement again
+    intervals = [i for i in (announce_every_s, offer_every_s if offer_above_s is not None else None) if i]
+    slice_s = min([max(remaining, 0), *intervals]) if intervals else max(remaining, 0)
+    return WaitStep(False, announce, offer, max(MIN_SLICE_S, slice_s))
