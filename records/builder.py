@@ -137,6 +137,7 @@ class _Visit:
     rings: int = 0
     outcome: QueueOutcome = "unknown"
     caller_hung_up: bool = False
+    waited_before_s: float = 0.0  # the wait loop: time since the first join when the caller rejoined
 
 
 @dataclass
@@ -402,6 +403,9 @@ class RecordBuilder:
         if call.callback is None or not call.callback[0]:  # a callback once taken stays taken
             kind = cast(CallbackNumberKind | None, fact.number_kind)  # checked by _check
             call.callback = (fact.accepted, kind if fact.accepted else None)
+        visit = call.visit()
+        if fact.accepted and visit is not None and visit.outcome != "answered" and not visit.caller_hung_up:
+            visit.outcome = "callback"  # left the queue keeping their place, to be called back
 
     def _ivr_abandoned(self, call: _Call, fact: IvrAbandoned) -> None:
         call.ivr_abandoned = fact.where
@@ -558,6 +562,15 @@ class RecordBuilder:
             call.caller_channel = e.get("Channel")
         if call.caller is None:
             call.caller = e.get("CallerIDNum")
+        visit = call.visit()
+        if visit is not None and _rejoined(call, visit, e.get("Queue", "")):
+            # the wait loop: one wait in slices (docs/callbacks.md) is one visit, from the first join
+            visit.left_at, visit.outcome, visit.waited_before_s = (
+                None,
+                "unknown",
+                max(0.0, at - visit.joined_at),
+            )
+            return
         if len(call.visits) < LIST_MAX:
             call.visits.append(_Visit(e.get("Queue", ""), at, _int(e.get("Position"))))
 
@@ -570,7 +583,7 @@ class RecordBuilder:
         visit = call.visit()
         if visit is None:
             return
-        visit.wait_s = _seconds(e.get("HoldTime"))
+        visit.wait_s = _waited(visit, e.get("HoldTime"))
         if visit.caller_hung_up:
             visit.outcome = "abandoned"
         elif visit.outcome == "unknown":
@@ -590,7 +603,7 @@ class RecordBuilder:
         visit = call.visit()
         if visit is not None:
             visit.outcome = "answered"
-            visit.wait_s = _seconds(e.get("HoldTime"))
+            visit.wait_s = _waited(visit, e.get("HoldTime"))
             visit.left_at = visit.left_at or at
         call.adviser_channel = e.get("DestChannel") or None
         call.connected_at = at
@@ -827,6 +840,22 @@ def _check(fact: IvrFact) -> None:
         raise ValueError(f"CallbackOffered: unknown number kind {fact.number_kind!r}")
     if isinstance(fact, DispositionGiven) and fact.kind not in get_args(DispositionKind):
         raise ValueError(f"DispositionGiven: unknown kind {fact.kind!r}")
+
+
+def _rejoined(call: _Call, visit: _Visit, queue: str) -> bool:
+    """A join that continues the last visit: the same queue, left by a slice's timeout or a key
+    (the wait loop), the caller still on the line, no routing decision since they left."""
+    if visit.queue != queue or visit.left_at is None or visit.caller_hung_up:
+        return False
+    if visit.outcome not in ("timed_out", "unknown"):
+        return False
+    return not call.decisions or call.decisions[-1][0] <= visit.left_at
+
+
+def _waited(visit: _Visit, hold_time: str | None) -> float | None:
+    """The visit's wait: Asterisk's HoldTime for this join, plus the earlier slices of the wait."""
+    seconds = _seconds(hold_time)
+    return None if seconds is None else seconds + visit.waited_before_s
 
 
 def _in_a_menu(call: _Call) -> bool:

@@ -32,7 +32,7 @@ Seconds = Annotated[float, Field(ge=0)]
 Count = Annotated[int, Field(ge=0)]
 
 DecisionKind = Literal["open", "closed", "holiday", "emergency", "overflow", "unknown_number"]
-QueueOutcome = Literal["answered", "abandoned", "timed_out", "withdrawn", "unknown"]
+QueueOutcome = Literal["answered", "abandoned", "timed_out", "withdrawn", "callback", "unknown"]
 HungUpBy = Literal["caller", "adviser", "centre", "unknown"]
 TransferKind = Literal["blind", "attended"]
 TransferResult = Literal["completed", "returned", "failed", "attempted"]

@@ -12,6 +12,7 @@ the plan used here; its one adviser's calls last 300 s (six AgentComplete with T
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,9 @@ from ivr.callback_desk import RedisCallbackDesk
 from ivr.controller import Controller, PlanHolder
 from ivr.fastagi import FastAgiServer, ServerConfig
 from records import facts as rf
+from records.builder import RecordBuilder
+from records.model import ContactRecord
+from records.outbox import MemorySink, RecordPump
 from routing.ami.consumer import AmiConsumer
 from routing.ami.settings import AmiSettings
 from routing.callbacks import pending_callbacks
@@ -119,6 +123,8 @@ class Rig:
     controller: Controller
     facts: list[rf.IvrFact]
     now: list[float]  # the controller's real-time clock (the wait's times), advanced by the plays
+    start: float  # that clock when the test began
+    sink: MemorySink  # the contact records, as serve hands them over
     plays: list[QueuePlay] = field(default_factory=list)  # what each Queue() slice of the call does
     contexts: dict[str, str] = field(default_factory=lambda: {QUEUE: KEY_CONTEXT})
     centre: RecordingCentre | None = None
@@ -146,6 +152,11 @@ class Rig:
             for m in self.centre.sent
             if m.get("Event") == "QueueCallerJoin" and m["Channel"].startswith(channel_prefix)
         ]
+
+    async def record(self, call_id: str) -> ContactRecord:
+        """The contact record of the call (its first version)."""
+        await wait_until(lambda: any(r.id == call_id for r in self.sink.records), timeout_s=10)
+        return next(r for r in self.sink.records if r.id == call_id)
 
     def offers(self) -> list[rf.CallbackOffered]:
         return [f for f in self.facts if isinstance(f, rf.CallbackOffered)]
@@ -188,15 +199,26 @@ async def rig(redis_server: RedisServer, tmp_path: Path, policies: dict[str, Any
     keys = RedisKeys(prefix=f"test-{uuid.uuid4().hex[:12]}:")
     redis = Redis.from_url(redis_server.url, decode_responses=True)
     ami_clock = [1795980000.0]
-    now = [1795990000.0]
+    now = [time.time()]
     facts: list[rf.IvrFact] = []
     decision_clock = [TUESDAY_10AM]
+    holder = PlanHolder.load(plan_file(tmp_path, **policies))
+    builder = RecordBuilder(holder.current.plan.centre, b"wait scenario caller hash key, 32", grace_s=0.2)
+    sink = MemorySink()
+    started = now[0]
+    # the wait's clock runs ahead of real time by the slices played: so does the records' clock
+    pump = RecordPump(builder, sink, interval_s=0.05, clock=lambda: time.time() + (now[0] - started))
+
+    def fact(item: rf.IvrFact) -> None:
+        facts.append(item)
+        pump.fact(item)
+
     controller = Controller(
-        PlanHolder.load(plan_file(tmp_path, **policies)),
+        holder,
         ShiftedLive(RedisLiveSource(redis, keys)),
         clock=lambda: decision_clock[0],
         live_timeout=1.0,
-        facts=facts.append,
+        facts=fact,
         fact_clock=lambda: now[0],
         callbacks=RedisCallbackDesk(redis, keys),
     )
@@ -205,13 +227,15 @@ async def rig(redis_server: RedisServer, tmp_path: Path, policies: dict[str, Any
     async with FakeAmi("callrouter", SECRET, clock=lambda: ami_clock[0]) as fake, server:
         settings = AmiSettings(port=fake.port, secret=SECRET, lease_ttl_s=5)
         lease = WriterLease(redis, "ctl-a", settings.lease_ttl_s, keys)
-        consumer = AmiConsumer(settings, QueueStateStore(redis, "ctl-a", keys), lease)
+        consumer = AmiConsumer(settings, QueueStateStore(redis, "ctl-a", keys), lease, on_message=pump.ami)
         await consumer.start()
+        pumping = asyncio.create_task(pump.run())
         try:
             await wait_until(lambda: consumer.connected and consumer.is_writer)
             await _seed(fake, ami_clock, redis, keys)
-            yield Rig(fake, server.port, redis, keys, controller, facts, now)
+            yield Rig(fake, server.port, redis, keys, controller, facts, now, now[0], sink)
         finally:
+            pumping.cancel()
             await consumer.stop()
             await redis.aclose()
 
@@ -255,7 +279,7 @@ async def test_entry_offer_above_the_threshold_takes_the_callers_own_number(rig:
     assert len(pending) == 1
     stored = await rig.redis.hgetall(rig.keys.callback(pending[0].callback_id))
     assert stored["number"] == "+441632960123"
-    assert float(stored["joined_at"]) == pending[0].joined_at == 1795990000.0
+    assert float(stored["joined_at"]) == pending[0].joined_at == int(rig.start)
     assert [(o.accepted, o.number_kind) for o in rig.offers()] == [(True, "geographic")]
     assert rig.joins() == []  # never queued: the offer came before the first slice
 
@@ -317,6 +341,10 @@ async def test_periodic_offer_and_the_place_kept_between_slices(rig: Rig) -> Non
     assert record.summary().endswith("queue hdc-revenues (continue) -> answered, survey not answered")
     assert rig.joins() == [3, 3]  # rejoined at their place, not behind the latecomer (4th)
     assert [o.accepted for o in rig.offers()] == [False, False]
+    contact = await rig.record(record.sessions[0].uniqueid)
+    assert [(v.queue, v.position, v.outcome) for v in contact.queues] == [(QUEUE, 3, "answered")]
+    assert contact.callback is not None
+    assert (contact.callback.offered, contact.callback.accepted) == (True, False)
 
 
 async def test_a_key_during_the_wait_hears_the_offer_at_once(rig: Rig) -> None:
@@ -335,10 +363,15 @@ async def test_a_key_during_the_wait_hears_the_offer_at_once(rig: Rig) -> None:
     assert record.summary() == "route (open) -> menu main -> queue hdc-revenues (exitwithkey) -> hang up"
     pending = await pending_callbacks(rig.redis, rig.keys, QUEUE)
     assert len(pending) == 1
-    assert pending[0].joined_at == 1795990000.0  # the first join, not the time of the key
+    assert pending[0].joined_at == int(rig.start)  # the first join, not the time of the key
     stored = await rig.redis.hgetall(rig.keys.callback(pending[0].callback_id))
     assert stored["number"] == "+447700900123"
     assert [(o.accepted, o.number_kind) for o in rig.offers()] == [(True, "mobile")]
+    contact = await rig.record(record.sessions[0].uniqueid)
+    assert [(v.queue, v.outcome) for v in contact.queues] == [(QUEUE, "callback")]
+    assert contact.callback is not None
+    assert contact.callback.model_dump() == {"offered": True, "accepted": True, "number_kind": "mobile"}
+    assert "07700900123" not in contact.model_dump_json()  # the record has the kind, never the number
 
 
 async def test_premium_refused_then_invalid_then_given_up(rig: Rig) -> None:
