@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 
 from routing.core.wait import (
     MIN_SAMPLES,
+    MIN_SLICE_S,
+    WaitClock,
     WaitEstimate,
     WaitInputs,
+    WaitStep,
     estimate_wait,
     new_caller_inputs,
     offer_due,
+    wait_step,
     wait_words,
 )
 
@@ -78,3 +84,65 @@ def test_offer_above_threshold_only() -> None:
     assert not offer_due(WaitEstimate(200.0, 500.0), 300)
     assert not offer_due(WaitEstimate(None, None), 300)
     assert offer_due(WaitEstimate(None, None), 0)
+
+
+# --- the wait loop's step ----------------------------------------------------------------------
+
+ABOVE = WaitEstimate(900.0, 1200.0)
+BELOW = WaitEstimate(60.0, 120.0)
+NOW = 10_000
+
+
+def step(
+    event: Literal["entry", "slice", "key"] = "slice",
+    *,
+    key: str = "",
+    clock: WaitClock | None = None,
+    estimate: WaitEstimate = ABOVE,
+    offer: int | None = 300,
+    announce: int | None = 60,
+) -> WaitStep:
+    return wait_step(
+        event=event,
+        key=key,
+        clock=clock or WaitClock(NOW - 200, NOW + 700, NOW - 60, NOW - 120),
+        now=NOW,
+        estimate=estimate,
+        offer_above_s=offer,
+        offer_key="1",
+        offer_every_s=120,
+        announce_every_s=announce,
+    )
+
+
+def test_entry_announces_and_offers_above_the_threshold() -> None:
+    s = step("entry", clock=WaitClock(NOW, NOW + 900))
+    assert (s.timed_out, s.announce, s.offer, s.slice_s) == (False, True, True, 60)
+
+
+def test_entry_below_the_threshold_is_not_offered() -> None:
+    assert not step("entry", clock=WaitClock(NOW, NOW + 900), estimate=BELOW).offer
+
+
+def test_due_again_after_the_intervals() -> None:
+    s = step()
+    assert (s.announce, s.offer) == (True, True)
+    s = step(clock=WaitClock(NOW - 200, NOW + 700, NOW - 30, NOW - 30))
+    assert (s.announce, s.offer) == (False, False)
+
+
+def test_the_offer_key_offers_whatever_the_estimate_and_announces_nothing() -> None:
+    s = step("key", key="1", estimate=BELOW)
+    assert (s.announce, s.offer) == (False, True)
+    assert not step("key", key="5").offer
+
+
+def test_no_callback_no_offer_and_no_announcements_no_announce() -> None:
+    s = step(offer=None, announce=None)
+    assert (s.announce, s.offer, s.slice_s) == (False, False, 700)
+
+
+def test_the_deadline_ends_the_wait_and_bounds_the_slice() -> None:
+    assert step(clock=WaitClock(NOW - 900, NOW)).timed_out
+    assert step(clock=WaitClock(NOW - 890, NOW + 10)).slice_s == 10
+    assert step(clock=WaitClock(NOW - 899, NOW + 1)).slice_s == MIN_SLICE_S
