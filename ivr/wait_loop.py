@@ -23,7 +23,7 @@ from routing.core.wait import WaitClock, WaitWords
 OFFER_TIMEOUT_MS = 5000  # the caller's time to press the offer key after the offer
 CONFIRM_TIMEOUT_MS = 5000
 NUMBER_TIMEOUT_MS = 6000  # per digit while keying a number (GET DATA's timeout)
-NUMBER_MAX_DIGITS = 15  # E.164's longest (keyed with 00 for an international number: 16 - 1)
+NUMBER_MAX_DIGITS = 17  # 00 and the 15 digits E.164 allows; a UK number is 10 or 11
 NUMBER_TRIES = 3
 CONFIRM_KEY, OTHER_KEY = "1", "2"
 
