@@ -496,7 +496,11 @@ class Controller:
                 if answer.accepted:  # the store refused or failed: the caller keeps waiting
                     await channel.stream_file(prompt_name(tenant.prompts, "callback-unavailable"))
         except AgiHangup:
-            self.facts(rf.IvrAbandoned(request.uniqueid, self.fact_clock(), f"wait {queue_name}"))
+            at = self.fact_clock()
+            if step_arg.event == "entry":  # not queued yet: an abandon in the IVR
+                self.facts(rf.IvrAbandoned(request.uniqueid, at, f"wait {queue_name}"))
+            else:  # between two slices: an abandon in the queue
+                self.facts(rf.WaitAbandoned(request.uniqueid, at))
             raise
         await channel.set_variable(cv.WAIT, clock_text(clock))
         fields = {

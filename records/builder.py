@@ -64,6 +64,7 @@ from records.facts import (
     QueueStatusSeen,
     RouteDecided,
     SurveyAnswered,
+    WaitAbandoned,
 )
 from records.model import (
     CALLER_MAX,
@@ -406,6 +407,17 @@ class RecordBuilder:
         visit = call.visit()
         if fact.accepted and visit is not None and visit.outcome != "answered" and not visit.caller_hung_up:
             visit.outcome = "callback"  # left the queue keeping their place, to be called back
+
+    def _wait_abandoned(self, call: _Call, fact: WaitAbandoned) -> None:
+        visit = call.visit()
+        if visit is None or visit.outcome == "answered":
+            self._ivr_abandoned(call, IvrAbandoned(fact.call_id, fact.at, "wait"))
+            return
+        visit.caller_hung_up, visit.outcome = True, "abandoned"
+        visit.wait_s = max(visit.wait_s or 0.0, fact.at - visit.joined_at)
+        if call.ended_at is None:
+            self._ended(call, fact.at)
+            self._timer(fact.at + self.grace_s, call.id)
 
     def _ivr_abandoned(self, call: _Call, fact: IvrAbandoned) -> None:
         call.ivr_abandoned = fact.where
@@ -1063,6 +1075,7 @@ _FACTS: dict[type, Callable[[RecordBuilder, _Call, Any], None]] = {
     QueueStatusSeen: RecordBuilder._queue_status_seen,
     SurveyAnswered: RecordBuilder._survey,
     CallbackOffered: RecordBuilder._callback_offered,
+    WaitAbandoned: RecordBuilder._wait_abandoned,
     IvrAbandoned: RecordBuilder._ivr_abandoned,
     DispositionGiven: RecordBuilder._disposition_given,
 }

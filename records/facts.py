@@ -135,6 +135,15 @@ class CallbackOffered:
 
 
 @dataclass(frozen=True, slots=True)
+class WaitAbandoned:
+    """The caller hung up between two slices of a queue's wait (an announcement, the callback
+    offer, their number): an abandon in that queue, not in the IVR."""
+
+    call_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class IvrAbandoned:
     """The caller hung up in the IVR (``where``: the menu, or what was playing)."""
 
@@ -168,6 +177,7 @@ IvrFact = (
     | QueueStatusSeen
     | SurveyAnswered
     | CallbackOffered
+    | WaitAbandoned
     | IvrAbandoned
     | DispositionGiven
 )

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from emulator.agi import CallerScript, PressAfterPrompt, Silence, Step
+from emulator.agi import CallerScript, HangUpDuring, PressAfterPrompt, Silence, Step
 from emulator.ami import FakeAmi
 from emulator.ami_wire import Message, headers_dict
 from emulator.centre import CallCentre, QueuePlay
@@ -405,3 +405,16 @@ async def test_a_plan_without_callback_or_announcements_queues_as_before(rig: Ri
     assert not any(c.startswith(("SAY", "STREAM FILE queue")) for c in commands(record))
     assert rig.offers() == []
     assert rig.joins() == [5]  # behind the 4 waiting
+
+
+async def test_a_hang_up_between_slices_is_an_abandon_in_the_queue(rig: Rig) -> None:
+    """The caller hangs up while the position is announced after the first slice: the record's
+    one queue visit is abandoned (from the first join), not an abandon in the IVR."""
+    await rig.waiting(4)
+    await settled(rig, 4)
+    steps: list[Step] = [PressAfterPrompt("1"), Silence(), HangUpDuring("queue-thereare")]
+    record = await rig.call(steps, [SLICE_ENDS])
+    assert record.ended == "caller hung up"
+    contact = await rig.record(record.sessions[0].uniqueid)
+    assert [(v.queue, v.outcome) for v in contact.queues] == [(QUEUE, "abandoned")]
+    assert not contact.ivr.abandoned
