@@ -53,6 +53,9 @@ SNAPSHOT_FIELDS = ("waiting", "oldest_join", "logged_in", "available")
 HANDLE_TIMES_KEPT = 50
 """Recent handle times kept per queue for the expected-wait estimate (``routing.core.wait``)."""
 
+FIRST_JOINS_KEPT_S = 4 * 3600
+"""How long a caller's first join to a queue is remembered (longer than any wait)."""
+
 JOIN_SLACK_S = 1.0
 """QueueEntry ``Wait`` is truncated to whole seconds: the caller joined up to a second
 earlier than ``observed_at - Wait``; the reconcile keeps the earlier estimate."""
@@ -161,6 +164,7 @@ class QueueStateStore:
         self._fenced_set = redis.register_script(scripts.FENCED_SET)
         self._read_all = redis.register_script(scripts.READ_ALL)
         self._handle_times = redis.register_script(scripts.HANDLE_TIMES)
+        self._first_joins = redis.register_script(scripts.FIRST_JOINS)
         self._templates = _templates(keys)
 
     def _head(self, now: float) -> list[str]:
@@ -189,10 +193,13 @@ class QueueStateStore:
         ops: list[str] = []
         count, newest = 0, 0.0
         completed: list[AgentComplete] = []
+        joins: list[tuple[str, str, float]] = []
         for event in events:
             ops += encode_event(event)
             if isinstance(event, AgentComplete):
                 completed.append(event)
+            elif isinstance(event, CallerJoined):
+                joins.append((event.queue, event.uniqueid, event.ts))
             count, newest = count + 1, max(newest, event.ts)
             if count == MAX_EVENTS_PER_CALL:
                 if not await self._run_apply(ops, newest):
@@ -200,7 +207,25 @@ class QueueStateStore:
                 ops, count = [], 0
         stamp = alive_at if alive_at is not None else newest
         applied = await self._run_apply(ops, max(stamp, newest)) if ops or stamp else True
-        return applied and await self.record_handle_times(completed)
+        return applied and await self.record_handle_times(completed) and await self.keep_first_joins(joins)
+
+    async def keep_first_joins(self, joins: Iterable[tuple[str, str, float]]) -> bool:
+        """``(queue, uniqueid, join time)`` of callers who joined: a caller seen joining the same
+        queue before keeps that first time in the waiting set. One fenced script call for the
+        whole batch, after the batch's own (nothing to do: True)."""
+        by_queue: dict[str, list[str]] = {}
+        newest = 0.0
+        for queue, uniqueid, ts in joins:
+            by_queue.setdefault(queue, []).extend([uniqueid, repr(ts)])
+            newest = max(newest, ts)
+        if not by_queue:
+            return True
+        k = self.keys
+        keys, args = [k.ami_writer_lease()], [self.writer, repr(newest - FIRST_JOINS_KEPT_S)]
+        for queue, pairs in by_queue.items():
+            keys += [k.queue_first_joins(queue), k.queue_waiting(queue), k.queue_snapshot(queue)]
+            args += [str(len(pairs) // 2), *pairs]
+        return int(await self._first_joins(keys=keys, args=args)) >= 0
 
     async def record_handle_times(self, completed: Iterable[AgentComplete]) -> bool:
         """Keep each answered call's handle time (AgentComplete ``TalkTime``) in its queue's
@@ -231,7 +256,15 @@ class QueueStateStore:
         args = [*self._head(picture.observed_at), "1" if full else "0"]
         for queue in picture.queues.values():
             args += encode_queue(queue, picture.observed_at)
-        return int(await self._reconcile(args=args)) >= 0
+        if int(await self._reconcile(args=args)) < 0:
+            return False
+        # QueueEntry's Wait counts from the caller's latest join: keep the first ones
+        joins = [
+            (q.queue, c.uniqueid, picture.observed_at - c.wait_s - JOIN_SLACK_S / 2)
+            for q in picture.queues.values()
+            for c in q.callers
+        ]
+        return await self.keep_first_joins(joins)
 
     async def mark_alive(self, ts: float, field: str = "last_pong_at") -> bool:
         """Record that the AMI stream was live at ``ts`` (e.g. a Pong arrived)."""
