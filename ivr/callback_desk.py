@@ -20,6 +20,9 @@ from routing.redis_keys import KEYS, RedisKeys
 
 
 class CallbackDesk(Protocol):
+    takes_callbacks: bool
+    """False: no store behind it, so no callback is offered (the wait is still announced)."""
+
     async def wait_inputs(self, asterisk_queue: str, joined_at: float) -> tuple[list[float], int]:
         """The queue's recent handle times and how many pending callbacks joined before
         ``joined_at``."""
@@ -35,6 +38,8 @@ class CallbackDesk(Protocol):
 class NoCallbackDesk:
     """No Redis: no handle times, no callbacks."""
 
+    takes_callbacks = False
+
     async def wait_inputs(self, asterisk_queue: str, joined_at: float) -> tuple[list[float], int]:
         return [], 0
 
@@ -45,6 +50,8 @@ class NoCallbackDesk:
 
 
 class RedisCallbackDesk:
+    takes_callbacks = True
+
     def __init__(self, redis: Redis, keys: RedisKeys = KEYS) -> None:
         self.redis, self.keys = redis, keys
 

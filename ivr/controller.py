@@ -451,7 +451,9 @@ class Controller:
         position, estimate = await self._estimate(
             plan=plan, tenant_id=tenant_id, queue=queue, position=step_arg.position, clock=clock, now=now
         )
-        policy, words = queue.callback, queue.announce_wait
+        # no callback store behind the controller (serve without Redis): nothing to offer
+        policy = queue.callback if self.callbacks.takes_callbacks else None
+        words = queue.announce_wait
         step = wait_step(
             event=step_arg.event,
             key=step_arg.key,

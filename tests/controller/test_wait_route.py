@@ -37,6 +37,7 @@ class MemoryDesk:
     """Callbacks in memory: idempotent per call, each with its join time; ``fail``: the store
     is down (every request raises, as a Redis error would)."""
 
+    takes_callbacks = True
     handle_times: list[float] = field(default_factory=lambda: [300.0] * 10)
     stored: dict[str, CallbackRequest] = field(default_factory=dict)
     fail: bool = False
@@ -192,3 +193,25 @@ async def test_an_unknown_queue_goes_out_of_hours(step: Step) -> None:
         "127.0.0.1", step.server.port, script, "wait", args=("harborough", "nope", "entry//")
     )
     assert fields(call)["CR_ACTION"] == "dial"
+
+
+async def test_no_callback_store_offers_nothing_but_still_announces(tmp_path: Path) -> None:
+    """serve without Redis: the wait is announced (position from live state) and the offer key
+    just rejoins: no number is taken that could not be kept."""
+    controller = Controller(
+        PlanHolder.load(plan_file(tmp_path)), FixedLive(4), clock=lambda: TUESDAY_10AM, live_timeout=0.5
+    )
+    server = FastAgiServer(ServerConfig(host="127.0.0.1", port=0, call_timeout=20))
+    controller.register(server)
+    async with server:
+        script = CallerScript(dial="01632960001", uniqueid="1800000000.9", steps=[PressAfterPrompt("1")])
+        entry = await run_call(
+            "127.0.0.1", server.port, script, "wait", args=("harborough", "revenues", "entry//")
+        )
+        clock = fields(entry)["CR_WAIT"]
+        keyed = await run_call(
+            "127.0.0.1", server.port, script, "wait", args=("harborough", "revenues", f"key1/3/{clock}")
+        )
+    assert 'STREAM FILE queue-thereare ""' in entry.commands
+    assert not any("callback" in p for p in entry.prompts + keyed.prompts)
+    assert fields(keyed)["CR_ACTION"] == "wait"
