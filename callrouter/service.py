@@ -43,6 +43,7 @@ from callrouter.ops import OpsListener, Readiness, ami_figures, session_figures
 from callrouter.redis_client import RedisTarget, connect
 from callrouter.settings import Settings
 from callrouter.workers import WORKER_FLAG, supervise
+from ivr.callback_desk import NoCallbackDesk, RedisCallbackDesk
 from ivr.controller import Clock, Controller, LiveSource, NoLiveState, PlanError, PlanHolder, utc_now
 from ivr.fastagi import FastAgiServer, ServerConfig, serve_until_signal
 from records.appender import Ownership, StreamSink, TeeSink
@@ -704,7 +705,9 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     settle_memory()
     live, cached = _live_source(options, holder, redis)
     clock = rehearsal_clock(options.clock_start, options.clock_speed) if options.clock_start else utc_now
-    controller = Controller(holder, live, clock=clock, live_timeout=options.live_timeout)
+    # the wait route reads handle times and pending callbacks, and leaves callbacks, in Redis
+    callbacks = RedisCallbackDesk(redis) if redis is not None else NoCallbackDesk()
+    controller = Controller(holder, live, clock=clock, live_timeout=options.live_timeout, callbacks=callbacks)
     lease: list[AmiConsumer] = []  # the AMI consumer once started: is it the lease holder?
     pump = record_pump(options, holder, redis, instance, lambda: bool(lease) and lease[0].is_writer)
     if pump is not None:

@@ -129,17 +129,16 @@ class QueueModel:
 
     # --- callers ---------------------------------------------------------------------
 
-    def join(self, queue: str, ch: Channel, now: float) -> list[Message]:
-        """Queue(): ``QueueCallerJoin`` with Position and Count."""
+    def join(self, queue: str, ch: Channel, now: float, position: int = 0) -> list[Message]:
+        """Queue(): ``QueueCallerJoin`` with Position and Count. ``position`` (Queue()'s 9th
+        argument; 0: none) enters the caller there, as app_queue's ``join_queue`` does when no
+        caller has a higher priority (every caller here has priority 0)."""
         q = self.queue(queue)
-        caller = Caller(ch, queue, now, original_position=len(q.waiting) + 1)
-        q.waiting.append(caller)
-        pos = str(len(q.waiting))
-        return [
-            channel_event(
-                "QueueCallerJoin", "agent,all", ch, ("Queue", queue), ("Position", pos), ("Count", pos)
-            )
-        ]
+        at = min(position, len(q.waiting) + 1) if position > 0 else len(q.waiting) + 1
+        caller = Caller(ch, queue, now, original_position=at)
+        q.waiting.insert(at - 1, caller)
+        extra = [("Queue", queue), ("Position", str(at)), ("Count", str(len(q.waiting)))]
+        return [channel_event("QueueCallerJoin", "agent,all", ch, *extra)]
 
     def _leave(self, caller: Caller) -> Message:
         q = self.queues[caller.queue]
@@ -172,6 +171,17 @@ class QueueModel:
         the caller's dialplan continues, so no Hangup here."""
         caller = self._waiting(uniqueid)
         return [self._abandon(caller, now), self._leave(caller)]
+
+    def exit_with_key(self, uniqueid: str) -> list[Message]:
+        """A digit took the caller out of Queue() to the queue's context (app_queue
+        ``valid_exit``): ``QueueCallerLeave`` only; ``record_abandoned`` is not called on that
+        path (queue_exec's ``qe.valid_digits``), so no ``QueueCallerAbandon``."""
+        return [self._leave(self._waiting(uniqueid))]
+
+    def position(self, uniqueid: str) -> int:
+        """The waiting caller's place (1 = next), as ``QUEUEPOSITION`` reports it on leaving."""
+        caller = self._waiting(uniqueid)
+        return self.queues[caller.queue].waiting.index(caller) + 1
 
     def _waiting(self, uniqueid: str) -> Caller:
         caller = self.find_caller(uniqueid)
@@ -208,8 +218,12 @@ class QueueModel:
         return [*out, connect, *self.set_status(interface, INUSE, in_call=True)]
 
     def complete(self, uniqueid: str, now: float, reason: str = "caller") -> list[Message]:
-        """The answered call ends: AgentComplete, both Hangups, Status 1 InCall 0."""
-        caller, done = self._agent_complete(uniqueid, now, reason, hold_s=0, talk_s=0)
+        """The answered call ends: AgentComplete (HoldTime: the wait before the answer,
+        TalkTime: since the answer, whole seconds, as ``ami_queue_answered_call.txt``), both
+        Hangups, Status 1 InCall 0."""
+        joined, connected = self.connected[uniqueid].joined_at, self.connected[uniqueid].connected_at
+        hold_s, talk_s = int(connected - joined), int(now - connected)
+        caller, done = self._agent_complete(uniqueid, now, reason, hold_s=hold_s, talk_s=talk_s)
         assert caller.agent is not None
         cause = (("Cause", "16"), ("Cause-txt", "Normal Clearing"))
         hangups = [channel_event("Hangup", "call,all", ch, *cause) for ch in (caller.channel, caller.agent)]

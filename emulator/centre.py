@@ -37,7 +37,7 @@ from emulator import ami_wire
 from emulator.ami import FakeAmi
 from emulator.ami_wire import Message, channel_event
 from emulator.extensions import split_args
-from emulator.pbx import Channel, Pbx
+from emulator.pbx import EXIT_WITH_KEY, Channel, Pbx
 from ivr import channel_vars as cv
 from ivr.controller import PlanHolder
 from routing.core.plan import Plan
@@ -56,12 +56,16 @@ class QueuePlay:
     Queue()'s timeout passes (``QUEUESTATUS=TIMEOUT``). ``withdraw``: the caller is withdrawn
     (``QUEUESTATUS=WITHDRAW``)."""
 
-    outcome: Literal["answer", "abandon", "timeout", "withdraw"] = "answer"
+    outcome: Literal["answer", "abandon", "timeout", "withdraw", "key"] = "answer"
     interface: str = "PJSIP/agent1"
     adviser: str = "Agent One"
     disposition: str | None = None
     wait_s: float = 0.0
     """Real seconds the caller waits in the queue before the outcome (a demonstration's waits)."""
+    digit: str = ""
+    """``key``: the digit the caller presses while waiting. It takes them out of Queue() to the
+    queue's context (:meth:`~emulator.pbx.Pbx.queue_exit`); with no such context or extension
+    it is ignored, as app_queue ignores it, and the slice ends as ``timeout``."""
 
 
 Plays = Callable[[str, Channel], QueuePlay]
@@ -148,22 +152,31 @@ class CallCentre:
 
     # --- Queue() ---------------------------------------------------------------------------
 
-    async def queue(self, pbx: Pbx, caller: Channel, queue: str, max_wait: str, gosub: str) -> str:
-        """Play ``Queue()`` for ``caller``; returns QUEUESTATUS (empty: the caller hung up)."""
+    async def queue(  # noqa: PLR0917 (the PBX calls it positionally: QueueCall)
+        self, pbx: Pbx, caller: Channel, queue: str, max_wait: str, gosub: str, position: int = 0
+    ) -> str:
+        """Play ``Queue()`` for ``caller`` (joining at ``position``, Queue()'s 9th argument, when
+        given); returns QUEUESTATUS (empty: the caller hung up; ``EXITWITHKEY``: a digit took
+        them to the queue's context). Every exit from the waiting list sets ``QUEUEPOSITION``,
+        the caller's place as they left (app_queue ``leave_queue``)."""
         play = self.plays(queue, caller)
         model, now = self.fake.model, self.fake.clock()
         if play.interface not in model.queue(queue).members:
             model.add_member(queue, play.interface, play.adviser, now, membership="static")
-        self._emit(model.join(queue, wire(caller), now))
+        self._emit(model.join(queue, wire(caller), now, position))
         if play.wait_s > 0:
             await asyncio.sleep(play.wait_s)
+        caller.set("QUEUEPOSITION", str(model.position(caller.uniqueid)))
         if play.outcome == "abandon":
             self._gone.add(caller.uniqueid)
             self._emit(model.abandon(caller.uniqueid, self.fake.clock()))
             return ""
-        if play.outcome in ("timeout", "withdraw"):
+        if play.outcome == "key" and pbx.queue_exit(caller, queue, play.digit):
+            self._emit(model.exit_with_key(caller.uniqueid))
+            return EXIT_WITH_KEY
+        if play.outcome in ("timeout", "withdraw", "key"):
             self._emit(model.time_out(caller.uniqueid, self.fake.clock()))
-            return "TIMEOUT" if play.outcome == "timeout" else "WITHDRAW"
+            return "WITHDRAW" if play.outcome == "withdraw" else "TIMEOUT"
         await self._answered(pbx, caller, play, gosub)
         return "CONTINUE"
 

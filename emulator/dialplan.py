@@ -89,6 +89,8 @@ class Asterisk:
     centre: CallCentre | None = None
     """The contact centre behind Asterisk: reports every channel on the fake AMI and plays each
     Queue() there (who answers, who hangs up, the adviser's disposition)."""
+    queue_contexts: Mapping[str, str] = field(default_factory=dict)
+    """queues.conf ``context =`` per Asterisk queue: where a digit pressed while waiting goes."""
 
     def dialplan(self) -> Dialplan:
         return _load(tuple(self.dialplans))
@@ -300,6 +302,7 @@ async def place_call(
         observer=call.observe,
         events=asterisk.centre,
         queue_call=asterisk.centre.queue if asterisk.centre is not None else None,
+        queue_contexts=asterisk.queue_contexts,
     )
     channel = pbx.new_channel(
         name,

@@ -517,9 +517,12 @@ class PbxEvents(Protocol):
     def dialled(self, caller: Channel, leg: Channel, dial_string: str, status: str) -> None: ...
 
 
-QueueCall = Callable[["Pbx", Channel, str, str, str], Awaitable[str]]
-"""``(pbx, caller, queue, timeout, gosub) -> QUEUESTATUS`` for ``Queue()`` run by an emulated
-centre (``CONTINUE``: answered and the adviser hung up; empty: the caller hung up)."""
+QueueCall = Callable[["Pbx", Channel, str, str, str, int], Awaitable[str]]
+"""``(pbx, caller, queue, timeout, gosub, position) -> QUEUESTATUS`` for ``Queue()`` run by an
+emulated centre (``CONTINUE``: answered and the adviser hung up; empty: the caller hung up;
+:data:`EXIT_WITH_KEY`: a digit took the caller to the queue's context, see :meth:`Pbx.queue_exit`)."""
+
+EXIT_WITH_KEY = "EXITWITHKEY"  # app_queue's queue_log word: Queue() left by a digit (no QUEUESTATUS)
 
 
 def answers(invite: Invite) -> str:
@@ -575,6 +578,7 @@ class Pbx:
         observer: Observer | None = None,
         events: PbxEvents | None = None,
         queue_call: QueueCall | None = None,
+        queue_contexts: Mapping[str, str] | None = None,
     ) -> None:
         self.dialplan = dialplan
         self.globals = dict(globals_)
@@ -585,6 +589,7 @@ class Pbx:
         self.observer = observer
         self.ami = events
         self.queue_call = queue_call
+        self.queue_contexts = dict(queue_contexts or {})  # queues.conf: queue -> its context=
         self.agi_runner = agi
         self.stop_contexts = frozenset(stop_contexts)
         self.dials: list[DialAttempt] = []
@@ -910,10 +915,15 @@ class Pbx:
         options = parse_options(args[1] if len(args) > 1 else "")
         members = self.queue_members.get(args[0])
         if self.queue_call is not None:
-            # Queue(name,options,URL,announceoverride,timeout,AGI,gosub,...): the gosub is a
-            # context name (its s,1) run on the adviser's channel when they answer (README 6.5).
-            padded = [*args, *[""] * 7]
-            status = await self.queue_call(self, channel, args[0], padded[4], padded[6])
+            # Queue(name,options,URL,announceoverride,timeout,AGI,gosub,rule,position): the gosub
+            # is a context name (its s,1) run on the adviser's channel when they answer (README
+            # 6.5); position as queue_exec reads it: atoi, a negative one is no preference.
+            padded = [*args, *[""] * 9]
+            position = max(0, _atoi(padded[8]))
+            status = await self.queue_call(self, channel, args[0], padded[4], padded[6], position)
+            if status == EXIT_WITH_KEY:
+                self.queue_status = status  # the channel is at context,digit,1; QUEUESTATUS unset
+                return
         elif members:
             statuses = [await self._dial_one(channel, member, {}) for member in members]
             status = "CONTINUE" if "ANSWER" in statuses else "TIMEOUT"
@@ -927,6 +937,17 @@ class Pbx:
             channel.hung_up = True  # the adviser hung up; without c the caller's call ends
             return
         channel.set("QUEUESTATUS", status)
+
+    def queue_exit(self, channel: Channel, queue: str, digit: str) -> bool:
+        """app_queue's ``valid_exit`` for one digit pressed while waiting in ``queue``: when the
+        queue has a ``context`` (queues.conf) holding an extension for the digit, the caller
+        leaves Queue() for ``context,digit,1`` (True); else the digit is ignored (False). Only a
+        single digit is emulated (app_queue collects more while a longer extension can match)."""
+        context = self.queue_contexts.get(queue, "")
+        if not context or self.dialplan.find(context, digit) is None:
+            return False
+        channel.goto(context, digit, 1)
+        return True
 
     async def _hangup(self, channel: Channel, data: str) -> None:
         channel.hung_up = True
@@ -1024,3 +1045,9 @@ class Pbx:
         if two.state == "Up" or any(d.status == "ANSWER" for d in ours):
             return "ANSWER"
         return ours[-1].status if ours else "NOANSWER"
+
+
+def _atoi(text: str) -> int:
+    """C's ``atoi``: the leading integer of ``text`` (0 when there is none)."""
+    match = re.match(r"\s*([+-]?\d+)", text)
+    return int(match.group(1)) if match else 0

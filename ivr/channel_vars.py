@@ -16,7 +16,7 @@ missing prompt).
 from __future__ import annotations
 
 # --- set by the controller ------------------------------------------------------------------
-ACTION = "CR_ACTION"  # queue | menu | payment | dial | voicemail | hangup
+ACTION = "CR_ACTION"  # queue | wait | menu | payment | dial | voicemail | hangup
 TARGET = "CR_TARGET"  # Asterisk queue, menu, payment line, E.164 number (not a dial string), mailbox, prompt
 ARGUMENT = "CR_ARG"  # queue: max wait in seconds; dial: label
 REASON = "CR_REASON"  # open | closed | emergency | unknown_number | overflow | failover | ...
@@ -32,6 +32,9 @@ SURVEY_SCORE = "CR_SURVEY_SCORE"  # +1 good, 0 average, -1 poor, empty when not 
 MODE = "CR_MODE"  # "static": set by the fail-static script; the dialplan then avoids the controller
 ROUTE = "CR_ROUTE"  # the packed fields of ROUTE_FIELDS, set last; empty: the controller did not finish
 HOME = "CR_HOME"  # this centre's id (the plan's ``centre``): sent with a call to a partner centre
+# The wait loop (callrouter-wait): the caller's times, ``joined/deadline/announced/offered``
+# (whole epoch seconds), set by the wait route and handed back to it with the next step.
+WAIT = "CR_WAIT"
 
 # --- set by the dialplan ----------------------------------------------------------------------
 # callrouter-unpack sets it with CHANNEL(language) from the route's language field: the call's
@@ -41,6 +44,11 @@ CALL_LANGUAGE = "CR_LANGUAGE"
 
 # --- read by the controller (set by Asterisk) -------------------------------------------------
 QUEUESTATUS = "QUEUESTATUS"  # Queue(): TIMEOUT FULL JOINEMPTY LEAVEEMPTY JOINUNAVAIL LEAVEUNAVAIL WITHDRAW
+# Queue(): the caller's position as they left the queue (app_queue leave_queue), for every exit:
+# timeout, a key (queues.conf context=), withdraw. Passed back as Queue()'s position argument.
+QUEUEPOSITION = "QUEUEPOSITION"
+WAIT_EVENT = "CR_WAIT_EVENT"  # set by the dialplan: entry | slice | key<digit> (the wait route's event)
+WAIT_LEFT = "CR_WAIT_LEFT"  # set by the dialplan: the plan queue's timeout, for callrouter-wait-static
 # Read by callrouter-inbound from the inbound INVITE's headers (PJSIP channels only), URI-encoded
 # (URIENCODE: a comma, quote, pipe or backslash cannot split or escape the route's arguments),
 # and passed to the route as its 2nd and 3rd arguments. Untrusted: the controller checks them.
@@ -57,7 +65,7 @@ PARTNER_HEADERS = (HEADER_TENANT, HEADER_DIALLED, HEADER_LINKEDID, HEADER_CENTRE
 # --- set on the adviser's channel by their desktop (AMI Setvar), read by the dialplan ----------
 DISPOSITION = "CR_DISPOSITION"  # resolved | back_office:<team> | avoidable:<reason> | complaint
 
-ACTIONS = ("queue", "menu", "payment", "dial", "voicemail", "hangup")
+ACTIONS = ("queue", "wait", "menu", "payment", "dial", "voicemail", "hangup")
 ROUTE_SEPARATOR = "|"
 # Between CR_PRELUDE's items. Not a comma: the dialplan passes CR_PRELUDE as an AGI() argument,
 # and Asterisk splits application data on every comma after substitution.
@@ -77,5 +85,5 @@ ROUTE_FIELDS = (
     MODE,
     HOME,
 )
-SET_BY_CONTROLLER = (*ROUTE_FIELDS, PAYMENT_REFERENCE, SURVEY_SCORE, ROUTE)
-READ_BY_CONTROLLER = (QUEUESTATUS, FROM_CENTRE, FROM_CALL)
+SET_BY_CONTROLLER = (*ROUTE_FIELDS, PAYMENT_REFERENCE, SURVEY_SCORE, WAIT, ROUTE)
+READ_BY_CONTROLLER = (QUEUESTATUS, QUEUEPOSITION, WAIT_EVENT, FROM_CENTRE, FROM_CALL)

@@ -52,7 +52,9 @@ def destination_fields(plan: CompiledPlan, tenant: str | None, dest: Destination
     match dest:
         case QueueDest(queue=name) if tenant is not None:
             queue = plan.plan.tenants[tenant].queues[name]
-            return {cv.ACTION: "queue", cv.TARGET: queue.asterisk_queue, cv.ARGUMENT: str(queue.timeout_s),
+            # a queue with a callback or wait announcements: the wait loop (callrouter-wait)
+            action = "wait" if queue.callback is not None or queue.announce_wait is not None else "queue"
+            return {cv.ACTION: action, cv.TARGET: queue.asterisk_queue, cv.ARGUMENT: str(queue.timeout_s),
                     cv.QUEUE: name}  # fmt: skip
         case MenuDest(menu=name):
             return {cv.ACTION: "menu", cv.TARGET: name}

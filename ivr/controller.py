@@ -8,6 +8,9 @@ Routes (the path of ``AGI(agi://host:4573/<route>,args...)``):
 - ``payment,<tenant>,<line>``: hand the caller to a PCI-hosted payment line, with a checked reference.
 - ``overflow,<tenant>,<queue>,<QUEUESTATUS>``: a queue attempt ended unanswered: where next.
 - ``survey,<tenant>``: the GovMetric-style Good / Average / Poor question after the adviser hangs up.
+- ``wait,<tenant>,<queue>,<event>/<QUEUEPOSITION>/<CR_WAIT>``: between two ``Queue()`` slices of a
+  queue with a callback or wait announcements (``callrouter-wait``): announce, offer the callback,
+  take the number, or rejoin the caller at their place (see :mod:`ivr.wait_loop`).
 
 Each route ends by setting ``CR_ROUTE`` (its last command). Live state comes from a :class:`LiveSource`
 within ``live_timeout``; when it fails or is slow, the decision is taken on unknown live state
@@ -29,10 +32,22 @@ import structlog
 
 from ivr import channel_vars as cv
 from ivr.agi_handler import choose_language, play_prelude, run_menu
+from ivr.callback_desk import CallbackDesk, NoCallbackDesk
 from ivr.contract import HopIn, decode_prelude, pack, read_hop, route_fields
 from ivr.fastagi import AgiChannel, AgiHangup, AgiRequest, FastAgiServer
+from ivr.wait_loop import (
+    DECLINED,
+    OfferAnswer,
+    announce,
+    ask_offer,
+    capture_number,
+    clock_text,
+    parse_wait_arg,
+    prompt_name,
+)
 from records import facts as rf
 from records.model import SurveyScore
+from routing.core.callback import CallbackRequest
 from routing.core.decide import (
     Call,
     CompiledPlan,
@@ -46,8 +61,17 @@ from routing.core.decide import (
 )
 from routing.core.language import LanguageOutcome, call_language, offered, unchosen
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE, LiveState, Toggles
-from routing.core.plan import MenuDest, PaymentReference
+from routing.core.plan import CallbackPolicy, MenuDest, PaymentReference, Queue, Tenant
 from routing.core.problems import errors
+from routing.core.wait import (
+    WaitClock,
+    WaitEstimate,
+    WaitInputs,
+    WaitWords,
+    estimate_wait,
+    wait_step,
+    wait_words,
+)
 from routing.masking import mask_number
 from routing.metrics import RoutedCalls, set_plan_generation
 from routing.plan_file import LoadResult, load_plan
@@ -161,6 +185,8 @@ class Controller:
     """Real time for facts (the decision clock may be a rehearsal clock)."""
     metrics: RoutedCalls | None = field(default_factory=RoutedCalls)
     """Calls routed and decision latency (:mod:`routing.metrics`); None: not counted."""
+    callbacks: CallbackDesk = field(default_factory=NoCallbackDesk)
+    """The wait route's handle times and pending callbacks, and where callbacks are left."""
 
     def __post_init__(self) -> None:
         # A source that answers from memory offers read_now: no coroutine, no timer per call.
@@ -173,6 +199,7 @@ class Controller:
             "payment": self.payment,
             "overflow": self.overflow,
             "survey": self.survey,
+            "wait": self.wait,
         }
 
     def register(self, server: FastAgiServer) -> None:
@@ -452,6 +479,184 @@ class Controller:
         await channel.set_variable(
             cv.ROUTE, pack({cv.ACTION: "hangup", cv.TENANT: tenant_id, cv.REASON: "survey"})
         )
+
+    async def wait(self, channel: AgiChannel, request: AgiRequest) -> None:
+        """``AGI(agi://host/wait,${CR_TENANT},${CR_QUEUE},<event>/${QUEUEPOSITION}/${CR_WAIT})``:
+        one step of the wait loop (``callrouter-wait``): announce, offer the callback, or rejoin
+        the caller at their place for the next slice. Sets ``CR_WAIT`` then ``CR_ROUTE``:
+        ``wait`` (rejoin for ``CR_ARG`` seconds), ``hangup`` (a callback was taken: the goodbye)
+        or the after-queue route once the queue's timeout has passed."""
+        plan = self.plans.current
+        tenant_id, queue_name, arg = (*request.args, "", "", "")[:3]
+        tenant = plan.plan.tenants.get(tenant_id)
+        queue = tenant.queues.get(queue_name) if tenant is not None else None
+        if tenant is None or queue is None:
+            log.error("wait.unknown_queue", tenant=tenant_id, queue=queue_name)
+            why = f"unknown queue {tenant_id}/{queue_name}"
+            decision = out_of_hours_decision(plan, tenant_id, why, self.clock())
+            await self._finish(channel, plan, decision, call_id=request.uniqueid)
+            return
+        step_arg = parse_wait_arg(arg)
+        now_s = int(self.fact_clock())
+        clock = step_arg.clock or WaitClock(now_s, now_s + queue.timeout_s)
+        now = self.clock()
+        position, estimate = await self._estimate(
+            plan=plan, tenant_id=tenant_id, queue=queue, position=step_arg.position, clock=clock, now=now
+        )
+        # no callback store behind the controller (serve without Redis): nothing to offer
+        policy = queue.callback if self.callbacks.takes_callbacks else None
+        words = queue.announce_wait
+        step = wait_step(
+            event=step_arg.event,
+            key=step_arg.key,
+            clock=clock,
+            now=now_s,
+            estimate=estimate,
+            offer_above_s=policy.offer_above_s if policy else None,
+            offer_key=policy.offer_key if policy else "",
+            offer_every_s=policy.offer_every_s if policy else None,
+            announce_every_s=words.every_s if words else None,
+        )
+        log.info(
+            "call.wait_step", tenant=tenant_id, queue=queue_name, wait_event=step_arg.event,
+            position=position, expected_s=estimate.expected_s, upper_s=estimate.upper_s,
+            estimate_unknown=estimate.reason or None, announce=step.announce, offer=step.offer,
+            timed_out=step.timed_out,
+        )  # fmt: skip
+        if step.timed_out:
+            await self._wait_ended(channel, request, plan, tenant_id, queue_name)
+            return
+        try:
+            if step.announce and words is not None:
+                said = (
+                    wait_words(estimate, words.max_figure_s) if words.expected_wait else WaitWords("nothing")
+                )
+                await announce(channel, position if words.position else None, said)
+                clock = WaitClock(clock.joined, clock.deadline, now_s, clock.offered)
+            if step.offer and policy is not None:
+                clock = WaitClock(clock.joined, clock.deadline, clock.announced, now_s)
+                answer = await self._offer(channel, request, tenant, policy)
+                taken = await self._take_callback(
+                    request=request, tenant_id=tenant_id, queue_name=queue_name, queue=queue,
+                    policy=policy, clock=clock, answer=answer,
+                )  # fmt: skip
+                kind = answer.kind if taken is not None else None
+                self.facts(rf.CallbackOffered(request.uniqueid, self.fact_clock(), taken is not None, kind))
+                if taken is not None:
+                    await channel.stream_file(prompt_name(tenant.prompts, "callback-goodbye"))
+                    fields = {cv.ACTION: "hangup", cv.TENANT: tenant_id, cv.REASON: "callback"}
+                    await channel.set_variable(cv.ROUTE, pack(fields))
+                    return
+                if answer.accepted:  # the store refused or failed: the caller keeps waiting
+                    await channel.stream_file(prompt_name(tenant.prompts, "callback-unavailable"))
+        except AgiHangup:
+            at = self.fact_clock()
+            if step_arg.event == "entry":  # not queued yet: an abandon in the IVR
+                self.facts(rf.IvrAbandoned(request.uniqueid, at, f"wait {queue_name}"))
+            else:  # between two slices: an abandon in the queue
+                self.facts(rf.WaitAbandoned(request.uniqueid, at))
+            raise
+        await channel.set_variable(cv.WAIT, clock_text(clock))
+        fields = {
+            cv.ACTION: "wait", cv.TARGET: queue.asterisk_queue, cv.ARGUMENT: str(step.slice_s),
+            cv.TENANT: tenant_id, cv.PROMPTS: tenant.prompts, cv.QUEUE: queue_name, cv.REASON: "wait",
+            cv.HOME: plan.plan.centre, cv.SURVEY: "1" if tenant.survey is not None else "",
+        }  # fmt: skip
+        await channel.set_variable(cv.ROUTE, pack(fields))
+
+    async def _estimate(
+        self,
+        *,
+        plan: CompiledPlan,
+        tenant_id: str,
+        queue: Queue,
+        position: int | None,
+        clock: WaitClock,
+        now: datetime,
+    ) -> tuple[int | None, WaitEstimate]:
+        """The caller's position (Queue()'s QUEUEPOSITION; at entry: behind everyone waiting)
+        and the expected wait; unknown when live state or the handle times are not to be had."""
+        live, _toggles = await self._live(plan, tenant_id, now)
+        snap = live.snapshot(queue.asterisk_queue, now)
+        try:
+            async with asyncio.timeout(self.live_timeout):
+                handle, ahead = await self.callbacks.wait_inputs(queue.asterisk_queue, clock.joined)
+        except Exception as exc:  # the estimate is a nicety: the caller waits on without it
+            log.warning("wait.inputs_unavailable", error=type(exc).__name__)
+            handle, ahead = [], 0
+        if snap is None:
+            return position, WaitEstimate(None, None, "no live state for the queue")
+        place = position if position is not None else snap.waiting + 1
+        inputs = WaitInputs(place, ahead, snap.logged_in, snap.available, handle)
+        return place, estimate_wait(inputs)
+
+    async def _offer(
+        self, channel: AgiChannel, request: AgiRequest, tenant: Tenant, policy: CallbackPolicy
+    ) -> OfferAnswer:
+        prompt = policy.prompt or prompt_name(tenant.prompts, "callback-offer")
+        if not await ask_offer(channel, prompt, policy.offer_key):
+            return DECLINED
+        caller = request.callerid if request.callerid and request.callerid != UNKNOWN_CALLER else None
+        return await capture_number(channel, tenant.prompts, caller, tuple(policy.allow_numbers))
+
+    async def _take_callback(
+        self,
+        *,
+        request: AgiRequest,
+        tenant_id: str,
+        queue_name: str,
+        queue: Queue,
+        policy: CallbackPolicy,
+        clock: WaitClock,
+        answer: OfferAnswer,
+    ) -> str | None:
+        """Leave the callback (its place: the call's first join time); its id, or None when the
+        caller declined or the store could not take it (logged; never the number)."""
+        if not answer.accepted or answer.number is None:
+            log.info("call.callback_declined", tenant=tenant_id, refused_kind=answer.kind, tries=answer.tries)
+            return None
+        now = self.fact_clock()
+        req = CallbackRequest(
+            tenant=tenant_id, queue=queue_name, number=answer.number, joined_at=float(clock.joined),
+            requested_at=max(now, float(clock.joined)), call_id=request.uniqueid,
+            language=request.language or "en",
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(max(self.live_timeout, 2.0)):
+                callback_id = await self.callbacks.request(req, policy, now, queue.asterisk_queue)
+        except Exception as exc:
+            log.error(
+                "call.callback_not_stored", tenant=tenant_id, queue=queue_name, error=type(exc).__name__,
+                detail=str(exc)[:200],
+            )  # fmt: skip
+            return None
+        log.info(
+            "call.callback_taken", tenant=tenant_id, queue=queue_name, callback_id=callback_id,
+            number=mask_number(answer.number), number_kind=answer.kind,
+        )  # fmt: skip
+        return callback_id
+
+    async def _wait_ended(
+        self, channel: AgiChannel, request: AgiRequest, plan: CompiledPlan, tenant_id: str, queue_name: str
+    ) -> None:
+        """The queue's timeout passed while waiting: the after-queue route, as for TIMEOUT."""
+        self.facts(rf.QueueStatusSeen(request.uniqueid, self.fact_clock(), "TIMEOUT"))
+        now = self.clock()
+        live, toggles = await self._live(plan, tenant_id, now)
+        decision = after_queue(
+            plan=plan,
+            tenant=tenant_id,
+            queue=queue_name,
+            outcome="TIMEOUT",
+            live=live,
+            toggles=toggles,
+            now=now,
+        )
+        _log_decision("call.queue_ended", decision, queue=queue_name, outcome="TIMEOUT")
+        await self._finish(
+            channel, plan, decision, reason="after_queue", call_id=request.uniqueid,
+            language=self._language(plan, tenant_id, request),
+        )  # fmt: skip
 
 
 class _MenuFacts:

@@ -46,11 +46,12 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from itertools import takewhile
 from operator import attrgetter
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 from records.facts import (
     AnnouncementPlayed,
     CallArrived,
+    CallbackOffered,
     DispositionGiven,
     InvalidKey,
     IvrAbandoned,
@@ -64,6 +65,7 @@ from records.facts import (
     QueueStatusSeen,
     RouteDecided,
     SurveyAnswered,
+    WaitAbandoned,
 )
 from records.model import (
     CALLER_MAX,
@@ -74,6 +76,8 @@ from records.model import (
     Adviser,
     Announcement,
     Answered,
+    Callback,
+    CallbackNumberKind,
     Caller,
     CallLanguage,
     ContactRecord,
@@ -139,6 +143,7 @@ class _Visit:
     rings: int = 0
     outcome: QueueOutcome = "unknown"
     caller_hung_up: bool = False
+    waited_before_s: float = 0.0  # the wait loop: time since the first join when the caller rejoined
 
 
 @dataclass
@@ -189,6 +194,7 @@ class _Call:
     payment: tuple[str, bool, bool] | None = None
     survey: SurveyScore | None = None
     language: tuple[str, LanguageHow, str | None] | None = None
+    callback: tuple[bool, CallbackNumberKind | None] | None = None  # offered: (accepted, number kind)
     disposition: tuple[DispositionKind, str | None, str | None, str | None, float] | None = None
     problems: list[str] = field(default_factory=list)
     hop_from: tuple[str, str | None] | None = None
@@ -403,6 +409,25 @@ class RecordBuilder:
     def _language(self, call: _Call, fact: LanguageChosen) -> None:
         call.language = (fact.language, fact.how, fact.key)
 
+    def _callback_offered(self, call: _Call, fact: CallbackOffered) -> None:
+        if call.callback is None or not call.callback[0]:  # a callback once taken stays taken
+            kind = cast(CallbackNumberKind | None, fact.number_kind)  # checked by _check
+            call.callback = (fact.accepted, kind if fact.accepted else None)
+        visit = call.visit()
+        if fact.accepted and visit is not None and visit.outcome != "answered" and not visit.caller_hung_up:
+            visit.outcome = "callback"  # left the queue keeping their place, to be called back
+
+    def _wait_abandoned(self, call: _Call, fact: WaitAbandoned) -> None:
+        visit = call.visit()
+        if visit is None or visit.outcome == "answered":
+            self._ivr_abandoned(call, IvrAbandoned(fact.call_id, fact.at, "wait"))
+            return
+        visit.caller_hung_up, visit.outcome = True, "abandoned"
+        visit.wait_s = max(visit.wait_s or 0.0, fact.at - visit.joined_at)
+        if call.ended_at is None:
+            self._ended(call, fact.at)
+            self._timer(fact.at + self.grace_s, call.id)
+
     def _ivr_abandoned(self, call: _Call, fact: IvrAbandoned) -> None:
         call.ivr_abandoned = fact.where
         if call.ended_at is None:
@@ -558,6 +583,15 @@ class RecordBuilder:
             call.caller_channel = e.get("Channel")
         if call.caller is None:
             call.caller = e.get("CallerIDNum")
+        visit = call.visit()
+        if visit is not None and _rejoined(call, visit, e.get("Queue", "")):
+            # the wait loop: one wait in slices (docs/callbacks.md) is one visit, from the first join
+            visit.left_at, visit.outcome, visit.waited_before_s = (
+                None,
+                "unknown",
+                max(0.0, at - visit.joined_at),
+            )
+            return
         if len(call.visits) < LIST_MAX:
             call.visits.append(_Visit(e.get("Queue", ""), at, _int(e.get("Position"))))
 
@@ -570,7 +604,7 @@ class RecordBuilder:
         visit = call.visit()
         if visit is None:
             return
-        visit.wait_s = _seconds(e.get("HoldTime"))
+        visit.wait_s = _waited(visit, e.get("HoldTime"))
         if visit.caller_hung_up:
             visit.outcome = "abandoned"
         elif visit.outcome == "unknown":
@@ -590,7 +624,7 @@ class RecordBuilder:
         visit = call.visit()
         if visit is not None:
             visit.outcome = "answered"
-            visit.wait_s = _seconds(e.get("HoldTime"))
+            visit.wait_s = _waited(visit, e.get("HoldTime"))
             visit.left_at = visit.left_at or at
         call.adviser_channel = e.get("DestChannel") or None
         call.connected_at = at
@@ -829,8 +863,26 @@ def _check(fact: IvrFact) -> None:
         raise ValueError(f"LanguageChosen: not a language code, a way it was set or a key: {fact!r}")
     if isinstance(fact, SurveyAnswered) and fact.score not in get_args(SurveyScore):
         raise ValueError("SurveyAnswered: the score is 1, 0 or -1")
+    if isinstance(fact, CallbackOffered) and fact.number_kind not in (None, *get_args(CallbackNumberKind)):
+        raise ValueError(f"CallbackOffered: unknown number kind {fact.number_kind!r}")
     if isinstance(fact, DispositionGiven) and fact.kind not in get_args(DispositionKind):
         raise ValueError(f"DispositionGiven: unknown kind {fact.kind!r}")
+
+
+def _rejoined(call: _Call, visit: _Visit, queue: str) -> bool:
+    """A join that continues the last visit: the same queue, left by a slice's timeout or a key
+    (the wait loop), the caller still on the line, no routing decision since they left."""
+    if visit.queue != queue or visit.left_at is None or visit.caller_hung_up:
+        return False
+    if visit.outcome not in ("timed_out", "unknown"):
+        return False
+    return not call.decisions or call.decisions[-1][0] <= visit.left_at
+
+
+def _waited(visit: _Visit, hold_time: str | None) -> float | None:
+    """The visit's wait: Asterisk's HoldTime for this join, plus the earlier slices of the wait."""
+    seconds = _seconds(hold_time)
+    return None if seconds is None else seconds + visit.waited_before_s
 
 
 def _in_a_menu(call: _Call) -> bool:
@@ -972,6 +1024,11 @@ def _to_record(call: _Call, centre: str, key: bytes, version: int, updated_at: f
             else None
         ),
         survey=call.survey,
+        callback=(
+            Callback(offered=True, accepted=call.callback[0], number_kind=call.callback[1])
+            if call.callback is not None
+            else None
+        ),
         disposition=(
             Disposition(
                 kind=call.disposition[0],
@@ -1038,6 +1095,8 @@ _FACTS: dict[type, Callable[[RecordBuilder, _Call, Any], None]] = {
     QueueStatusSeen: RecordBuilder._queue_status_seen,
     SurveyAnswered: RecordBuilder._survey,
     LanguageChosen: RecordBuilder._language,
+    CallbackOffered: RecordBuilder._callback_offered,
+    WaitAbandoned: RecordBuilder._wait_abandoned,
     IvrAbandoned: RecordBuilder._ivr_abandoned,
     DispositionGiven: RecordBuilder._disposition_given,
 }

@@ -134,6 +134,27 @@ class SurveyAnswered:
 
 
 @dataclass(frozen=True, slots=True)
+class CallbackOffered:
+    """The queued callback was offered (at entry, during the wait, or on the caller's key);
+    ``accepted`` when a callback was left, with the kind of number (``mobile``...), never the
+    number itself."""
+
+    call_id: str
+    at: float
+    accepted: bool
+    number_kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitAbandoned:
+    """The caller hung up between two slices of a queue's wait (an announcement, the callback
+    offer, their number): an abandon in that queue, not in the IVR."""
+
+    call_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class IvrAbandoned:
     """The caller hung up in the IVR (``where``: the menu, or what was playing)."""
 
@@ -167,6 +188,8 @@ IvrFact = (
     | PaymentHandedOff
     | QueueStatusSeen
     | SurveyAnswered
+    | CallbackOffered
+    | WaitAbandoned
     | IvrAbandoned
     | DispositionGiven
 )

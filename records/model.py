@@ -32,7 +32,7 @@ Seconds = Annotated[float, Field(ge=0)]
 Count = Annotated[int, Field(ge=0)]
 
 DecisionKind = Literal["open", "closed", "holiday", "emergency", "overflow", "unknown_number"]
-QueueOutcome = Literal["answered", "abandoned", "timed_out", "withdrawn", "unknown"]
+QueueOutcome = Literal["answered", "abandoned", "timed_out", "withdrawn", "callback", "unknown"]
 HungUpBy = Literal["caller", "adviser", "centre", "unknown"]
 TransferKind = Literal["blind", "attended"]
 TransferResult = Literal["completed", "returned", "failed", "attempted"]
@@ -174,6 +174,22 @@ class Disposition(Model):
     at: AwareDatetime
 
 
+CallbackNumberKind = Literal[
+    "geographic", "non_geographic", "mobile", "freephone", "premium", "international"
+]
+
+
+class Callback(Model):
+    """The queued callback on this call (issue 11): offered while the caller waited, and
+    whether they took it; the kind of number they left, never the number."""
+
+    offered: bool
+    accepted: bool
+    number_kind: CallbackNumberKind | None = Field(
+        default=None, description="The kind of number to call back, when accepted."
+    )
+
+
 class ContactRecord(Model):
     """One call, as the council's CRM receives it."""
 
@@ -211,6 +227,9 @@ class ContactRecord(Model):
     payment: Payment | None
     survey: SurveyScore | None = Field(description="Post-call survey: +1 good, 0 average, -1 poor.")
     disposition: Disposition | None
+    callback: Callback | None = Field(
+        default=None, description="The queued callback, when one was offered (absent in older records)."
+    )
     problems: Annotated[list[Text], Field(max_length=LIST_MAX)] = Field(
         description="Input the builder could not take as given (e.g. an unlisted avoidable reason)."
     )

@@ -79,6 +79,18 @@ class RedisKeys:
         # Written by the AMI consumer; read by every routing decision.
         return self._key(f"queue:{queue}:snapshot")
 
+    def queue_handle_times(self, queue: str) -> str:
+        # ZSET member="<Uniqueid>|<talk seconds>" score=the AgentComplete's time: the queue's
+        # recent handle times for the expected-wait estimate, the newest HANDLE_TIMES_KEPT
+        # (``routing.live.store``) kept. No TTL. Written by the AMI consumer (lease holder).
+        return self._key(f"queue:{queue}:handle_times")
+
+    def queue_first_joins(self, queue: str) -> str:
+        # ZSET member=Uniqueid score=the first time the caller joined this queue: a caller who
+        # rejoins (the wait loop's slices) keeps that time in ``queue_waiting``. Trimmed to
+        # FIRST_JOINS_KEPT_S (``routing.live.store``) by the AMI consumer (lease holder); no TTL.
+        return self._key(f"queue:{queue}:first_joins")
+
     def known_queues(self) -> str:
         # SET of Asterisk queue names that have live state. No TTL. Written by the
         # AMI consumer (events add, a full reconcile removes queues Asterisk no longer has).

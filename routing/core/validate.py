@@ -248,6 +248,42 @@ def _queues(tid: str, tenant: Tenant) -> Iterator[Problem]:
             yield from _hysteresis((*path, "overflow"), queue.overflow.enter, queue.overflow.leave)
 
 
+def _waits(tid: str, tenant: Tenant) -> Iterator[Problem]:
+    """The callback and wait announcements of each queue: settings that cannot do what they say."""
+    for name, queue in tenant.queues.items():
+        path: Path = ("tenants", tid, "queues", name)
+        callback, words = queue.callback, queue.announce_wait
+        if callback is not None:
+            if callback.prompt is None and callback.offer_key != "1":
+                yield Problem.at(
+                    (*path, "callback", "offer_key"),
+                    f"no prompt: the prompt set's callback-offer says 'press 1', not '{callback.offer_key}'",
+                    "warning",
+                )
+            if callback.offer_above_s >= queue.timeout_s:
+                yield Problem.at(
+                    (*path, "callback", "offer_above_s"),
+                    f"offered only above {callback.offer_above_s} s of expected wait, but callers leave "
+                    f"the queue after timeout_s {queue.timeout_s} s",
+                    "warning",
+                )
+            if callback.offer_every_s is not None and callback.offer_every_s >= queue.timeout_s:
+                yield Problem.at(
+                    (*path, "callback", "offer_every_s"),
+                    "never offered again: the queue's timeout_s comes first",
+                    "warning",
+                )
+            if "premium" in callback.allow_numbers:
+                yield Problem.at(
+                    (*path, "callback", "allow_numbers"),
+                    "premium-rate numbers are called back at the council's cost",
+                    "warning",
+                )
+        if words is not None and not words.position and not words.expected_wait:
+            message = "announces nothing: position and expected_wait are off"
+            yield Problem.at((*path, "announce_wait"), message, "warning")
+
+
 def _numbers(plan: Plan) -> Iterator[Problem]:
     owner: dict[str, str] = {}
     for tid, tenant in plan.tenants.items():
@@ -333,7 +369,7 @@ def relations(plan: Plan, aside: SetAside = NOTHING_SET_ASIDE) -> list[Problem]:
         problems += _out_of_hours(tid, tenant)
         if tid not in aside.graphs:
             problems += _menu_graph(tid, tenant)
-        for check in (_menu_keys, _queues, _calendar, _languages):
+        for check in (_menu_keys, _queues, _waits, _calendar, _languages):
             problems += check(tid, tenant)
         problems += _references(plan, tid, tenant, aside)
     return problems

@@ -216,3 +216,47 @@ RELEASE_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+HANDLE_TIMES = """
+-- KEYS[1] lease, KEYS[2] one queue's handle times; ARGV[1] writer, ARGV[2] how many to keep,
+-- then (time, "uniqueid|talk seconds") pairs. Fenced like every live write; ZADD NX: a replayed
+-- AgentComplete is kept once.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+for i = 3, #ARGV, 2 do redis.call('ZADD', KEYS[2], 'NX', ARGV[i], ARGV[i + 1]) end
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[2]) + 1))
+return 1
+"""
+
+FIRST_JOINS = """
+-- KEYS[1] lease, then per queue: its first joins, its waiting set, its snapshot (3 keys each);
+-- ARGV[1] writer, ARGV[2] forget first joins older than this, then per queue (in KEYS order):
+-- the number of joins n, then n (uniqueid, join time) pairs. A caller who rejoins a queue (the
+-- wait loop's slices: docs/callbacks.md) keeps their first join time in the waiting set, so the
+-- queue's longest wait counts from it; the snapshot's oldest_join is then recomputed. Returns
+-- how many waiting callers had their first join restored.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local restored, a = 0, 3
+for k = 2, #KEYS, 3 do
+  local firsts, waiting, snapshot = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local n, here = tonumber(ARGV[a]), 0
+  for i = a + 1, a + 2 * n, 2 do
+    local uid = ARGV[i]
+    -- LT CH: 1 for a first sight (or an earlier time replayed), 0 when seen before at or before
+    if redis.call('ZADD', firsts, 'LT', 'CH', ARGV[i + 1], uid) == 0 then
+      local first, now = redis.call('ZSCORE', firsts, uid), redis.call('ZSCORE', waiting, uid)
+      if now and tonumber(now) > tonumber(first) then
+        redis.call('ZADD', waiting, 'XX', first, uid)
+        here = here + 1
+      end
+    end
+  end
+  a = a + 1 + 2 * n
+  redis.call('ZREMRANGEBYSCORE', firsts, '-inf', ARGV[2])
+  if here > 0 then
+    local oldest = redis.call('ZRANGE', waiting, 0, 0, 'WITHSCORES')
+    redis.call('HSET', snapshot, 'oldest_join', oldest[2] or '')
+    restored = restored + here
+  end
+end
+return restored
+"""

@@ -31,6 +31,7 @@ from redis.exceptions import NoScriptError
 from routing.core.live import QueueSnapshot
 from routing.live import scripts
 from routing.live.events import (
+    AgentComplete,
     CallerJoined,
     CallerLeft,
     Hangup,
@@ -48,6 +49,12 @@ MAX_EVENTS_PER_CALL = 2000
 """Events per script call: keeps one call short (Redis runs scripts one at a time)."""
 
 SNAPSHOT_FIELDS = ("waiting", "oldest_join", "logged_in", "available")
+
+HANDLE_TIMES_KEPT = 50
+"""Recent handle times kept per queue for the expected-wait estimate (``routing.core.wait``)."""
+
+FIRST_JOINS_KEPT_S = 4 * 3600
+"""How long a caller's first join to a queue is remembered (longer than any wait)."""
 
 JOIN_SLACK_S = 1.0
 """QueueEntry ``Wait`` is truncated to whole seconds: the caller joined up to a second
@@ -156,6 +163,8 @@ class QueueStateStore:
         self._mark_alive = redis.register_script(scripts.MARK_ALIVE)
         self._fenced_set = redis.register_script(scripts.FENCED_SET)
         self._read_all = redis.register_script(scripts.READ_ALL)
+        self._handle_times = redis.register_script(scripts.HANDLE_TIMES)
+        self._first_joins = redis.register_script(scripts.FIRST_JOINS)
         self._templates = _templates(keys)
 
     def _head_keys(self) -> list[str]:
@@ -178,15 +187,56 @@ class QueueStateStore:
         stream was last known live. False when this instance is not the writer."""
         ops: list[str] = []
         count, newest = 0, 0.0
+        completed: list[AgentComplete] = []
+        joins: list[tuple[str, str, float]] = []
         for event in events:
             ops += encode_event(event)
+            if isinstance(event, AgentComplete):
+                completed.append(event)
+            elif isinstance(event, CallerJoined):
+                joins.append((event.queue, event.uniqueid, event.ts))
             count, newest = count + 1, max(newest, event.ts)
             if count == MAX_EVENTS_PER_CALL:
                 if not await self._run_apply(ops, newest):
                     return False
                 ops, count = [], 0
         stamp = alive_at if alive_at is not None else newest
-        return await self._run_apply(ops, max(stamp, newest)) if ops or stamp else True
+        applied = await self._run_apply(ops, max(stamp, newest)) if ops or stamp else True
+        return applied and await self.record_handle_times(completed) and await self.keep_first_joins(joins)
+
+    async def keep_first_joins(self, joins: Iterable[tuple[str, str, float]]) -> bool:
+        """``(queue, uniqueid, join time)`` of callers who joined: a caller seen joining the same
+        queue before keeps that first time in the waiting set. One fenced script call for the
+        whole batch, after the batch's own (nothing to do: True)."""
+        by_queue: dict[str, list[str]] = {}
+        newest = 0.0
+        for queue, uniqueid, ts in joins:
+            by_queue.setdefault(queue, []).extend([uniqueid, repr(ts)])
+            newest = max(newest, ts)
+        if not by_queue:
+            return True
+        k = self.keys
+        keys, args = [k.ami_writer_lease()], [self.writer, repr(newest - FIRST_JOINS_KEPT_S)]
+        for queue, pairs in by_queue.items():
+            keys += [k.queue_first_joins(queue), k.queue_waiting(queue), k.queue_snapshot(queue)]
+            args += [str(len(pairs) // 2), *pairs]
+        return int(await self._first_joins(keys=keys, args=args)) >= 0
+
+    async def record_handle_times(self, completed: Iterable[AgentComplete]) -> bool:
+        """Keep each answered call's handle time (AgentComplete ``TalkTime``) in its queue's
+        recent handle times (a separate fenced write, one per queue; nothing to do: True).
+        ``HoldTime`` is the caller's wait before the answer, not part of the handling."""
+        by_queue: dict[str, list[str]] = {}
+        for event in completed:
+            by_queue.setdefault(event.queue, []).extend(
+                [repr(event.ts), f"{event.uniqueid}|{event.talk_time_s}"]
+            )
+        for queue, pairs in by_queue.items():
+            keys = [self.keys.ami_writer_lease(), self.keys.queue_handle_times(queue)]
+            args = [self.writer, str(HANDLE_TIMES_KEPT), *pairs]
+            if int(await self._handle_times(keys=keys, args=args)) < 0:
+                return False
+        return True
 
     async def _run_apply(self, ops: list[str], now: float) -> bool:
         result = await self._apply(keys=self._head_keys(), args=[*self._head(now), *ops])
@@ -201,7 +251,15 @@ class QueueStateStore:
         args = [*self._head(picture.observed_at), "1" if full else "0"]
         for queue in picture.queues.values():
             args += encode_queue(queue, picture.observed_at)
-        return int(await self._reconcile(keys=self._head_keys(), args=args)) >= 0
+        if int(await self._reconcile(keys=self._head_keys(), args=args)) < 0:
+            return False
+        # QueueEntry's Wait counts from the caller's latest join: keep the first ones
+        joins = [
+            (q.queue, c.uniqueid, picture.observed_at - c.wait_s - JOIN_SLACK_S / 2)
+            for q in picture.queues.values()
+            for c in q.callers
+        ]
+        return await self.keep_first_joins(joins)
 
     async def mark_alive(self, ts: float, field: str = "last_pong_at") -> bool:
         """Record that the AMI stream was live at ``ts`` (e.g. a Pong arrived)."""
@@ -257,6 +315,10 @@ class QueueStateStore:
         writer = _text(values[4]) if values[4] is not None else None
         return LiveTimestamps(event, reconcile, pong, alive, writer)
 
+    async def handle_times(self, queue: str) -> list[float]:
+        """The queue's recent handle times in seconds, oldest first (at most HANDLE_TIMES_KEPT)."""
+        return await read_handle_times(self._redis, self.keys, queue)
+
     async def waiting_callers(self, queue: str) -> dict[str, float]:
         """Uniqueid -> join time (Unix s) of the callers waiting in ``queue``."""
         rows: list[Any] = await self._redis.zrange(self.keys.queue_waiting(queue), 0, -1, withscores=True)
@@ -295,3 +357,16 @@ async def read_centre_snapshot(redis: Redis, centre: str, keys: RedisKeys = KEYS
     """The snapshot a (partner) centre published, or None when absent or expired."""
     raw = await redis.get(keys.centre_snapshot(centre))
     return None if raw is None else snapshot_from_json(raw)
+
+
+async def read_handle_times(redis: Redis, keys: RedisKeys, queue: str) -> list[float]:
+    """The recent handle times of ``queue`` (seconds, oldest first) as the AMI writer kept them."""
+    rows: list[Any] = await redis.zrange(keys.queue_handle_times(queue), 0, -1)
+    out: list[float] = []
+    for row in rows:
+        _uid, _, talk = _text(row).rpartition("|")
+        try:
+            out.append(float(talk))
+        except ValueError:
+            continue  # not ours: never let one bad entry stop an estimate
+    return out

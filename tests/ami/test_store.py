@@ -76,8 +76,10 @@ async def test_a_duplicate_join_keeps_the_first_join_time(store: QueueStateStore
 
 
 async def test_a_later_rejoin_after_leaving_counts_again(store: QueueStateStore) -> None:
+    """The caller waits again, since their first join: a rejoin is the wait loop's next slice
+    (docs/callbacks.md; tests/ami/test_handle_times.py)."""
     await store.apply_many([join("a", 100.0), leave("a", 108.0), join("a", 120.0)])
-    assert await store.waiting_callers(Q) == {"a": 120.0}
+    assert await store.waiting_callers(Q) == {"a": 100.0}
 
 
 async def test_older_member_update_does_not_overwrite_newer(store: QueueStateStore) -> None:

@@ -72,7 +72,8 @@ def test_every_controller_agi_is_bounded_and_t_takes_the_fail_static_path() -> N
     """callrouter-agi: AGIEXITONHANGUP=yes and TIMEOUT(absolute)=5 (the controller's budget
     before its first command) before AGI(), cleared after it and in T, which returns to the
     caller's own CR_ROUTE check: the path of a controller that is down
-    (agi_hung_controller_timeout.txt, variant b)."""
+    (agi_hung_controller_timeout.txt, variant b). A caller already waiting in a queue keeps
+    their place on that path (callrouter-wait-static)."""
     agi = parse_conf(DIALPLANS / "callrouter.conf")["callrouter-agi"]
     steps = [line.split(",", 1)[1].split(",", 1)[1] if line.startswith("exten") else line.split(",", 1)[1]
              for line in agi]  # fmt: skip
@@ -91,7 +92,8 @@ def test_every_controller_agi_is_bounded_and_t_takes_the_fail_static_path() -> N
     for i, line in enumerate(lines):
         if "Gosub(callrouter-agi," in line and "(survey," not in line:
             assert re.search(
-                r'GotoIf\(\$\["\$\{CR_ROUTE\}" = ""\]\?callrouter-(failstatic|static),', lines[i + 1]
+                r'GotoIf\(\$\["\$\{CR_ROUTE\}" = ""\]\?callrouter-(failstatic|static|wait-static),',
+                lines[i + 1],
             ), line
 
 

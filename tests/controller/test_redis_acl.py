@@ -41,6 +41,8 @@ NEEDS: dict[str, dict[str, str]] = {
     "queue_left": {"controller": "rw", "service": "r", "readonly": "r"},
     "queue_members": {"controller": "rw", "service": "r", "readonly": "r"},
     "queue_snapshot": {"controller": "rw", "service": "r", "readonly": "r"},
+    "queue_handle_times": {"controller": "rw", "service": "r", "readonly": "r"},
+    "queue_first_joins": {"controller": "rw", "service": "r", "readonly": "r"},
     "known_queues": {"controller": "rw", "service": "r", "readonly": "r"},
     "ami_status": {"controller": "rw", "service": "r", "readonly": "r"},
     "ami_writer_lease": {"controller": "rw", "service": "r", "readonly": "r"},

@@ -1,0 +1,66 @@
+"""Where the wait route reads the estimate's inputs and leaves callbacks (Redis in production).
+
+:class:`RedisCallbackDesk` is a thin adapter: the queue's recent handle times (kept by the AMI
+writer: :func:`routing.live.store.read_handle_times`), the pending callbacks that joined before
+the caller (:func:`routing.callbacks.pending_callbacks`: they are answered first), and
+:func:`routing.callbacks.request_callback`. :class:`NoCallbackDesk`: no Redis: nothing is known
+and no callback can be taken (the caller just keeps waiting)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from routing.callbacks import pending_callbacks, request_callback
+from routing.core.callback import CallbackRequest
+from routing.core.plan import CallbackPolicy
+from routing.live.store import read_handle_times
+from routing.redis_keys import KEYS, RedisKeys
+
+
+class CallbackDesk(Protocol):
+    takes_callbacks: bool
+    """False: no store behind it, so no callback is offered (the wait is still announced)."""
+
+    async def wait_inputs(self, asterisk_queue: str, joined_at: float) -> tuple[list[float], int]:
+        """The queue's recent handle times and how many pending callbacks joined before
+        ``joined_at``."""
+        ...
+
+    async def request(
+        self, req: CallbackRequest, policy: CallbackPolicy, now: float, asterisk_queue: str
+    ) -> str:
+        """Store the callback (idempotent per call); returns its id."""
+        ...
+
+
+class NoCallbackDesk:
+    """No Redis: no handle times, no callbacks."""
+
+    takes_callbacks = False
+
+    async def wait_inputs(self, asterisk_queue: str, joined_at: float) -> tuple[list[float], int]:
+        return [], 0
+
+    async def request(
+        self, req: CallbackRequest, policy: CallbackPolicy, now: float, asterisk_queue: str
+    ) -> str:
+        raise RuntimeError("no callback store: serve runs without Redis")
+
+
+class RedisCallbackDesk:
+    takes_callbacks = True
+
+    def __init__(self, redis: Redis, keys: RedisKeys = KEYS) -> None:
+        self.redis, self.keys = redis, keys
+
+    async def wait_inputs(self, asterisk_queue: str, joined_at: float) -> tuple[list[float], int]:
+        handle = await read_handle_times(self.redis, self.keys, asterisk_queue)
+        pending = await pending_callbacks(self.redis, self.keys, asterisk_queue)
+        return handle, sum(1 for p in pending if p.joined_at < joined_at)
+
+    async def request(
+        self, req: CallbackRequest, policy: CallbackPolicy, now: float, asterisk_queue: str
+    ) -> str:
+        return await request_callback(self.redis, self.keys, req, policy, now, asterisk_queue=asterisk_queue)
