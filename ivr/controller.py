@@ -272,7 +272,7 @@ class Controller:
         # the decision and its log line name the one plan that made it
         plan, version, generation = self.plans.current, self.plans.version, self.plans.generation
         arrived_on = request.args[0] if request.args else request.extension
-        from_centre, from_call, from_dialled = (*request.args, "", "", "")[1:4]
+        from_centre, from_call, from_dialled = (*request.args, "", "", "", "")[1:4]
         hop = read_hop(plan, from_centre, from_call, from_dialled)
         _log_refused_hop(hop, from_centre, from_call, from_dialled)
         dialled = hop.dialled or arrived_on
