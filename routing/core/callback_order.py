@@ -1,0 +1,140 @@
+"""Which queued callbacks to dial now (pure: time and live state passed in, no I/O).
+
+One queue has one order: live callers in Asterisk's queue (scored by the time they joined) and
+callbacks (scored by the time their call joined, the place the caller kept). Free advisers are
+given out along that order; app_queue hands a free adviser to the first live caller, so a
+callback is dialled only when it comes before every live caller still waiting, and one free
+adviser is counted for each callback already being dialled (its adviser leg is in the queue or
+about to be).
+
+Rules, first match wins, for one queue at an instant ``now``:
+
+1. **Closed** by the tenant's calendar (weekly hours, bank holiday, dated closure): nothing is
+   dialled; every pending callback is handled by the queue's ``at_closing``: ``next_morning``
+   moves its next attempt to the next opening instant (it keeps its place), ``cancel`` ends it
+   with outcome ``cancelled_at_closing``. A callback being dialled is left to finish.
+2. **Held** (nothing dialled, nothing changed): a supervisor's closure toggle (it ends by
+   itself; the callbacks wait for it rather than be treated as at closing time), an emergency
+   toggle on the tenant or on this queue (every adviser is on the emergency; the plan's
+   emergency cover is for new calls, and a callback is not a new call), the queue's peak
+   overflow in its overflowing state (the advisers are all needed for callers on the line; an
+   adviser's ring to an absent caller costs up to ``ring_s`` at the worst moment), or live
+   state unknown (stale or missing: never dial blind).
+3. **Open**: callbacks whose ``next_at`` has come (``initial_delay_s`` after the request,
+   ``retry_delay_s`` after a failed attempt) are taken in join order, interleaved with the live
+   callers, while free advisers remain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from routing.core.callback import CallbackState
+from routing.core.live import Toggles
+from routing.core.plan import CallbackPolicy
+from routing.core.schedule import Calendar, timeline
+
+LOOKAHEAD_DAYS = 15  # a closure longer than two weeks leaves callbacks pending, not rescheduled
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedCallback:
+    """One callback as the decision sees it."""
+
+    callback_id: str
+    joined_at: float  # its place in the order (epoch seconds)
+    next_at: float  # not dialled before this (epoch seconds)
+    state: CallbackState  # pending or dialling (ended callbacks have left the order)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    """A queue with callbacks, at one instant. ``available`` is ``None`` when live state is
+    unknown (stale or missing)."""
+
+    tenant_id: str
+    queue: str  # the plan's queue name
+    policy: CallbackPolicy
+    callbacks: Sequence[QueuedCallback]
+    live_joins: Sequence[float]  # join times of the live callers waiting
+    available: int | None
+    overflowing: bool = False
+
+
+Held = Literal["closure toggle", "emergency", "overflow", "live state unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What to do now: callbacks to dial (in order), callbacks to move to a later time (id,
+    epoch seconds), callbacks to cancel, and the reason nothing is dialled when one applies."""
+
+    dial: tuple[str, ...] = ()
+    reschedule: tuple[tuple[str, float], ...] = ()
+    cancel: tuple[str, ...] = ()
+    held: Held | None = None
+    why: list[str] = field(default_factory=list)
+
+
+def next_opening(calendar: Calendar, now: datetime) -> datetime | None:
+    """The first instant after ``now`` when the tenant opens (within two weeks), or ``None``."""
+    start = calendar.wall_clock(now).date()
+    for transition in timeline(calendar, start, start + timedelta(days=LOOKAHEAD_DAYS)):
+        if transition.state.open and transition.at > now:
+            return transition.at
+    return None
+
+
+def _toggle_on(
+    toggles: Toggles, kind: Literal["emergency", "closure"], tenant: str, queue: str, now: datetime
+) -> bool:
+    toggle = getattr(toggles, kind).get(tenant)
+    return toggle is not None and toggle.service in (None, queue) and toggle.active(now)
+
+
+def _at_closing(view: QueueView, calendar: Calendar, now: datetime) -> Verdict:
+    pending = [c for c in view.callbacks if c.state == "pending"]
+    cause = calendar.state_at(now).cause
+    if view.policy.at_closing == "cancel":
+        return Verdict(cancel=tuple(c.callback_id for c in pending), why=[cause, "at closing: cancel"])
+    opening = next_opening(calendar, now)
+    if opening is None:
+        return Verdict(why=[cause, "no opening within two weeks: left pending"])
+    at = opening.timestamp()
+    moved = tuple((c.callback_id, at) for c in pending if c.next_at < at)
+    return Verdict(reschedule=moved, why=[cause, f"at closing: next opening {opening.isoformat()}"])
+
+
+def decide_callbacks(view: QueueView, calendar: Calendar, toggles: Toggles, now: datetime) -> Verdict:
+    """The callbacks of ``view`` to dial, move or cancel at aware instant ``now``."""
+    if not calendar.state_at(now).open:
+        return _at_closing(view, calendar, now)
+    if _toggle_on(toggles, "closure", view.tenant_id, view.queue, now):
+        return Verdict(held="closure toggle")
+    if _toggle_on(toggles, "emergency", view.tenant_id, view.queue, now):
+        return Verdict(held="emergency")
+    if view.overflowing:
+        return Verdict(held="overflow")
+    if view.available is None:
+        return Verdict(held="live state unknown")
+    stamp = now.timestamp()
+    dialling = sum(1 for c in view.callbacks if c.state == "dialling")
+    free = view.available - dialling
+    due = [
+        (c.joined_at, 1, c.callback_id) for c in view.callbacks if c.state == "pending" and c.next_at <= stamp
+    ]
+    live = [(joined, 0, "") for joined in view.live_joins]
+    chosen: list[str] = []
+    why = [f"{view.available} adviser(s) free, {dialling} callback(s) being dialled"]
+    for _, is_callback, ident in sorted(live + due):  # a live caller first on a tie: it is here
+        if free <= 0:
+            break
+        free -= 1
+        if is_callback:
+            chosen.append(ident)
+        elif not chosen:
+            why.append("a live caller who joined earlier takes the next adviser")
+    return Verdict(dial=tuple(chosen), why=why)

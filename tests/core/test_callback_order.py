@@ -1,0 +1,136 @@
+"""Which callbacks to dial now: one order for callbacks and live callers, hours, toggles."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from ivr.controller import PlanHolder
+from routing.core.callback_order import QueuedCallback, QueueView, decide_callbacks, next_opening
+from routing.core.live import NO_TOGGLES, Toggle, Toggles
+from routing.core.plan import CallbackPolicy
+from routing.core.schedule import Calendar
+from tests.controller.conftest import EXAMPLE
+
+LONDON = ZoneInfo("Europe/London")
+PLAN = PlanHolder.load(EXAMPLE).current.plan
+CALENDAR = Calendar(PLAN.tenants["harborough"])
+TUESDAY_10AM = datetime(2026, 11, 24, 10, 0, tzinfo=LONDON)
+NOW = TUESDAY_10AM.timestamp()
+POLICY = CallbackPolicy()
+
+
+def cb(ident: str, joined_ago: float, due_in: float = -1, state: str = "pending") -> QueuedCallback:
+    return QueuedCallback(ident, NOW - joined_ago, NOW + due_in, state)  # type: ignore[arg-type]
+
+
+def view(
+    callbacks: list[QueuedCallback],
+    live_ago: list[float] = [],  # noqa: B006 (never changed)
+    available: int | None = 1,
+    *,
+    policy: CallbackPolicy = POLICY,
+    overflowing: bool = False,
+) -> QueueView:
+    return QueueView(
+        "harborough", "revenues", policy, callbacks, [NOW - a for a in live_ago], available, overflowing
+    )
+
+
+def test_a_callback_ahead_of_every_live_caller_is_dialled_when_an_adviser_is_free() -> None:
+    verdict = decide_callbacks(view([cb("a", 600)], live_ago=[300, 100]), CALENDAR, NO_TOGGLES, TUESDAY_10AM)
+    assert verdict.dial == ("a",)
+
+
+def test_a_live_caller_who_joined_earlier_takes_the_free_adviser() -> None:
+    verdict = decide_callbacks(view([cb("a", 300)], live_ago=[600]), CALENDAR, NO_TOGGLES, TUESDAY_10AM)
+    assert verdict.dial == ()
+    assert "a live caller who joined earlier takes the next adviser" in verdict.why
+
+
+def test_free_advisers_are_given_out_along_the_one_order() -> None:
+    """Three free: callback (900 s ago), live (700), callback (500); the callback of 300 s waits."""
+    callbacks = [cb("b", 500), cb("a", 900), cb("c", 300)]
+    verdict = decide_callbacks(
+        view(callbacks, live_ago=[700, 100], available=3), CALENDAR, NO_TOGGLES, TUESDAY_10AM
+    )
+    assert verdict.dial == ("a", "b")
+
+
+def test_no_free_adviser_no_dial_and_callbacks_being_dialled_hold_one_each() -> None:
+    assert decide_callbacks(view([cb("a", 600)], available=0), CALENDAR, NO_TOGGLES, TUESDAY_10AM).dial == ()
+    busy = [cb("x", 900, state="dialling"), cb("a", 600)]
+    assert decide_callbacks(view(busy, available=1), CALENDAR, NO_TOGGLES, TUESDAY_10AM).dial == ()
+    assert decide_callbacks(view(busy, available=2), CALENDAR, NO_TOGGLES, TUESDAY_10AM).dial == ("a",)
+
+
+def test_a_callback_not_yet_due_does_not_block_the_next_one() -> None:
+    """The first in the order waits for its retry delay; the next due callback goes."""
+    callbacks = [cb("retrying", 900, due_in=120), cb("a", 600)]
+    assert decide_callbacks(view(callbacks), CALENDAR, NO_TOGGLES, TUESDAY_10AM).dial == ("a",)
+
+
+def test_live_state_unknown_overflow_and_emergency_hold_every_callback() -> None:
+    callbacks = [cb("a", 600)]
+    assert decide_callbacks(view(callbacks, available=None), CALENDAR, NO_TOGGLES, TUESDAY_10AM).held == (
+        "live state unknown"
+    )
+    assert (
+        decide_callbacks(view(callbacks, overflowing=True), CALENDAR, NO_TOGGLES, TUESDAY_10AM).held
+        == "overflow"
+    )
+    until = TUESDAY_10AM + timedelta(hours=1)
+    for service in (None, "revenues"):
+        toggles = Toggles(emergency={"harborough": Toggle("flood", "sam", until, service)})
+        verdict = decide_callbacks(view(callbacks), CALENDAR, toggles, TUESDAY_10AM)
+        assert (verdict.held, verdict.dial) == ("emergency", ())
+    other_queue = Toggles(emergency={"harborough": Toggle("flood", "sam", until, "waste")})
+    assert decide_callbacks(view(callbacks), CALENDAR, other_queue, TUESDAY_10AM).dial == ("a",)
+    expired = Toggles(emergency={"harborough": Toggle("flood", "sam", TUESDAY_10AM, None)})
+    assert decide_callbacks(view(callbacks), CALENDAR, expired, TUESDAY_10AM).dial == ("a",)
+    closed = Toggles(closure={"harborough": Toggle("fire drill", "sam", until, None)})
+    verdict = decide_callbacks(view(callbacks), CALENDAR, closed, TUESDAY_10AM)
+    assert (verdict.held, verdict.reschedule, verdict.cancel) == ("closure toggle", (), ())
+
+
+def test_at_closing_next_morning_moves_pending_callbacks_to_the_next_opening() -> None:
+    """Tuesday 17:30 closes; Wednesday 08:30 opens. Being-dialled callbacks are left to finish."""
+    evening = datetime(2026, 11, 24, 17, 30, tzinfo=LONDON)
+    stamp = evening.timestamp()
+    callbacks = [
+        QueuedCallback("a", stamp - 900, stamp - 10, "pending"),
+        QueuedCallback("b", stamp - 600, stamp - 10, "dialling"),
+    ]
+    verdict = decide_callbacks(view(callbacks), CALENDAR, NO_TOGGLES, evening)
+    wednesday = datetime(2026, 11, 25, 8, 30, tzinfo=LONDON).timestamp()
+    assert verdict.reschedule == (("a", wednesday),)
+    assert verdict.dial == ()
+    assert verdict.cancel == ()
+    again = [QueuedCallback("a", stamp - 900, wednesday, "pending")]
+    assert decide_callbacks(view(again), CALENDAR, NO_TOGGLES, evening).reschedule == ()
+
+
+def test_at_closing_cancel_ends_pending_callbacks() -> None:
+    evening = datetime(2026, 11, 24, 17, 31, tzinfo=LONDON)
+    stamp = evening.timestamp()
+    callbacks = [QueuedCallback("a", stamp - 900, stamp + 600, "pending")]
+    verdict = decide_callbacks(
+        view(callbacks, policy=CallbackPolicy(at_closing="cancel")), CALENDAR, NO_TOGGLES, evening
+    )
+    assert verdict.cancel == ("a",)
+
+
+@pytest.mark.parametrize(
+    ("now", "opening"),
+    [
+        (datetime(2026, 11, 27, 18, 0), datetime(2026, 11, 28, 9, 0)),  # Friday -> Saturday opening
+        (datetime(2026, 11, 28, 12, 0), datetime(2026, 11, 30, 8, 30)),  # Saturday noon -> Monday
+        (datetime(2026, 12, 24, 12, 0), datetime(2026, 12, 29, 8, 30)),  # early close, bank holidays
+    ],
+)
+def test_next_opening_follows_the_calendar(now: datetime, opening: datetime) -> None:
+    found = next_opening(CALENDAR, now.replace(tzinfo=LONDON))
+    assert found is not None
+    assert found == opening.replace(tzinfo=LONDON)
