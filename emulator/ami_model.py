@@ -63,13 +63,14 @@ class QueueModel:
 
     # --- identities ------------------------------------------------------------------
 
-    def _next_uniqueid(self) -> str:
+    def next_uniqueid(self) -> str:
+        """A fresh Asterisk-like Uniqueid (``<epoch>.<sequence>``)."""
         self._seq += 1
         return f"{self._epoch + self._seq // 10}.{self._seq}"
 
     def new_channel(self, tech: str, name: str, num: str) -> Channel:
         """A fresh channel with Asterisk-like name and Uniqueid."""
-        uid = self._next_uniqueid()
+        uid = self.next_uniqueid()
         return Channel(f"{tech}-{self._seq:08x}", uid, caller_id_num=num, caller_id_name=name)
 
     def queue(self, name: str) -> Queue:
@@ -129,17 +130,16 @@ class QueueModel:
 
     # --- callers ---------------------------------------------------------------------
 
-    def join(self, queue: str, ch: Channel, now: float) -> list[Message]:
-        """Queue(): ``QueueCallerJoin`` with Position and Count."""
+    def join(self, queue: str, ch: Channel, now: float, position: int = 0) -> list[Message]:
+        """Queue(): ``QueueCallerJoin`` with Position and Count. ``position`` (Queue()'s 9th
+        argument; 0: none) enters the caller there, as app_queue's ``join_queue`` does when no
+        caller has a higher priority (every caller here has priority 0)."""
         q = self.queue(queue)
-        caller = Caller(ch, queue, now, original_position=len(q.waiting) + 1)
-        q.waiting.append(caller)
-        pos = str(len(q.waiting))
-        return [
-            channel_event(
-                "QueueCallerJoin", "agent,all", ch, ("Queue", queue), ("Position", pos), ("Count", pos)
-            )
-        ]
+        at = min(position, len(q.waiting) + 1) if position > 0 else len(q.waiting) + 1
+        caller = Caller(ch, queue, now, original_position=at)
+        q.waiting.insert(at - 1, caller)
+        extra = [("Queue", queue), ("Position", str(at)), ("Count", str(len(q.waiting)))]
+        return [channel_event("QueueCallerJoin", "agent,all", ch, *extra)]
 
     def _leave(self, caller: Caller) -> Message:
         q = self.queues[caller.queue]
