@@ -138,3 +138,59 @@ def decide_callbacks(view: QueueView, calendar: Calendar, toggles: Toggles, now:
         elif not chosen:
             why.append("a live caller who joined earlier takes the next adviser")
     return Verdict(dial=tuple(chosen), why=why)
+
+
+# --- after an attempt ---------------------------------------------------------------------
+
+AttemptOutcome = Literal[
+    "answered", "short-answer", "no-answer", "busy", "failed", "no-adviser", "interrupted"
+]
+"""How one dial ended. The caller's side: ``answered`` (the caller talked for at least
+``SHORT_ANSWER_S``), ``short-answer`` (answered and gone within it: an answering machine or a
+voicemail greeting, or a caller who hung up at once), ``no-answer``, ``busy``, ``failed`` (the line
+could not be reached: congestion, unavailable). Before the caller was dialled: ``no-adviser``
+(no adviser answered the callback's queue call in time, or the originate failed) and
+``interrupted`` (the dialler stopped during the attempt and nobody saw how it ended)."""
+
+CALLER_DIALLED: frozenset[str] = frozenset({"answered", "short-answer", "no-answer", "busy", "failed"})
+SHORT_ANSWER_S = 10
+
+
+def dial_outcome(dial_status: str, answered_s: str) -> AttemptOutcome:
+    """The caller's side of an attempt from the dialplan's ``DIALSTATUS`` and ``ANSWEREDTIME``
+    (whole seconds, empty when not answered: ``dial_pjsip_trunk_forms.txt``)."""
+    status = dial_status.strip().upper()
+    if status == "ANSWER":
+        seconds = int(answered_s) if answered_s.strip().isdigit() else 0
+        return "answered" if seconds >= SHORT_ANSWER_S else "short-answer"
+    if status in ("NOANSWER", "CANCEL"):
+        return "no-answer"
+    if status == "BUSY":
+        return "busy"
+    return "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Next:
+    """Where a callback goes after an attempt: its state, when it is next due, its outcome once
+    ended, and the caller attempts counted so far."""
+
+    state: CallbackState
+    next_at: float
+    outcome: str
+    attempts: int
+
+
+def after_attempt(outcome: AttemptOutcome, attempts_before: int, policy: CallbackPolicy, now: float) -> Next:
+    """Answered: done. The caller not reached: another attempt ``retry_delay_s`` later, up to
+    ``max_attempts``, then failed. Not dialled at all (``no-adviser``, ``interrupted``): due again
+    at once, keeping its place and its attempts (the caller was never called, or it is not known
+    that they were: dialled again once)."""
+    if outcome not in CALLER_DIALLED:
+        return Next("pending", now, "", attempts_before)
+    attempts = attempts_before + 1
+    if outcome == "answered":
+        return Next("done", now, "answered", attempts)
+    if attempts >= policy.max_attempts:
+        return Next("failed", now, "failed", attempts)
+    return Next("pending", now + policy.retry_delay_s, "", attempts)

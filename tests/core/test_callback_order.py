@@ -8,7 +8,15 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ivr.controller import PlanHolder
-from routing.core.callback_order import QueuedCallback, QueueView, decide_callbacks, next_opening
+from routing.core.callback_order import (
+    Next,
+    QueuedCallback,
+    QueueView,
+    after_attempt,
+    decide_callbacks,
+    dial_outcome,
+    next_opening,
+)
 from routing.core.live import NO_TOGGLES, Toggle, Toggles
 from routing.core.plan import CallbackPolicy
 from routing.core.schedule import Calendar
@@ -134,3 +142,30 @@ def test_next_opening_follows_the_calendar(now: datetime, opening: datetime) -> 
     found = next_opening(CALENDAR, now.replace(tzinfo=LONDON))
     assert found is not None
     assert found == opening.replace(tzinfo=LONDON)
+
+
+@pytest.mark.parametrize(
+    ("status", "answered", "outcome"),
+    [
+        ("ANSWER", "95", "answered"),
+        ("ANSWER", "10", "answered"),
+        ("ANSWER", "4", "short-answer"),
+        ("ANSWER", "", "short-answer"),
+        ("NOANSWER", "", "no-answer"),
+        ("BUSY", "", "busy"),
+        ("CONGESTION", "", "failed"),
+        ("CHANUNAVAIL", "", "failed"),
+    ],
+)
+def test_dial_outcome_from_dialstatus_and_answeredtime(status: str, answered: str, outcome: str) -> None:
+    assert dial_outcome(status, answered) == outcome
+
+
+def test_after_attempt_retries_then_fails_and_never_counts_an_undialled_attempt() -> None:
+    policy = CallbackPolicy(max_attempts=3, retry_delay_s=300)
+    assert after_attempt("answered", 0, policy, NOW) == Next("done", NOW, "answered", 1)
+    assert after_attempt("no-answer", 0, policy, NOW) == Next("pending", NOW + 300, "", 1)
+    assert after_attempt("short-answer", 1, policy, NOW) == Next("pending", NOW + 300, "", 2)
+    assert after_attempt("busy", 2, policy, NOW) == Next("failed", NOW, "failed", 3)
+    assert after_attempt("no-adviser", 2, policy, NOW) == Next("pending", NOW, "", 2)
+    assert after_attempt("interrupted", 1, policy, NOW) == Next("pending", NOW, "", 1)
