@@ -225,13 +225,16 @@ class Originator:
             return self._end(request, REASON_FAILED, None)  # unknown technology: no channel
         legs = make_legs(request, self.uniqueid)
         self.emit(newchannels(legs))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         play = await self.far_end(request, legs)
         timeout_s = request.timeout_ms / 1000
         if play.outcome == "invalid":
             self.emit(hangups(legs, "0", "Unknown"))
             return self._end(request, REASON_FAILED, None)
-        if play.outcome == "noanswer" or (play.outcome == "answer" and play.after_s >= timeout_s):
-            await asyncio.sleep(timeout_s)
+        spent = loop.time() - started  # the far end's script may take time itself
+        if play.outcome == "noanswer" or (play.outcome == "answer" and spent + play.after_s >= timeout_s):
+            await asyncio.sleep(max(0.0, timeout_s - spent))
             self.emit(hangups(legs, "19", "User alerting, no answer"))
             return self._end(request, REASON_NO_ANSWER, None)
         await asyncio.sleep(play.after_s)

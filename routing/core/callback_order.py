@@ -1,11 +1,17 @@
 """Which queued callbacks to dial now (pure: time and live state passed in, no I/O).
 
 One queue has one order: live callers in Asterisk's queue (scored by the time they joined) and
-callbacks (scored by the time their call joined, the place the caller kept). Free advisers are
-given out along that order; app_queue hands a free adviser to the first live caller, so a
-callback is dialled only when it comes before every live caller still waiting, and one free
-adviser is counted for each callback already being dialled (its adviser leg is in the queue or
-about to be).
+callbacks (scored by the time their call joined: the place the caller kept). A callback is dialled
+when it reaches the front of that order: no live caller who joined earlier is still waiting.
+Dialling puts the callback's adviser leg into Asterisk's queue at the callback's place (``Queue()``
+position: ahead of every live caller, behind the callbacks already there that joined earlier), where
+app_queue gives it the next adviser who frees up, as it would a caller at the head of the queue.
+
+Why not wait for a free adviser first: app_queue hands an adviser who frees up to the head of
+the queue at once, so while live callers wait no adviser is ever seen free, and a callback that
+waited for one would be passed by every live caller who joined after it. So a callback enters the
+queue when it is at the front, and at most as many callbacks are in the queue at once as advisers
+are logged in (more would only wait there longer).
 
 Rules, first match wins, for one queue at an instant ``now``:
 
@@ -17,12 +23,13 @@ Rules, first match wins, for one queue at an instant ``now``:
    itself; the callbacks wait for it rather than be treated as at closing time), an emergency
    toggle on the tenant or on this queue (every adviser is on the emergency; the plan's
    emergency cover is for new calls, and a callback is not a new call), the queue's peak
-   overflow in its overflowing state (the advisers are all needed for callers on the line; an
-   adviser's ring to an absent caller costs up to ``ring_s`` at the worst moment), or live
-   state unknown (stale or missing: never dial blind).
+   overflow in its overflowing state (new callers are being sent elsewhere because the advisers
+   cannot keep up; an adviser's ring to a caller who may not answer costs up to ``ring_s`` at the
+   worst moment; the callbacks keep their place and go as soon as it ends), live state unknown
+   (stale or missing: never dial blind), or no adviser logged in to the queue.
 3. **Open**: callbacks whose ``next_at`` has come (``initial_delay_s`` after the request,
-   ``retry_delay_s`` after a failed attempt) are taken in join order, interleaved with the live
-   callers, while free advisers remain.
+   ``retry_delay_s`` after a failed attempt) and that no live caller still waiting joined before
+   are dialled in join order, while fewer callbacks than advisers logged in are in the queue.
 """
 
 from __future__ import annotations
@@ -52,27 +59,29 @@ class QueuedCallback:
 
 @dataclass(frozen=True, slots=True)
 class QueueView:
-    """A queue with callbacks, at one instant. ``available`` is ``None`` when live state is
-    unknown (stale or missing)."""
+    """A queue with callbacks, at one instant. ``logged_in`` (advisers logged in to the queue) is
+    ``None`` when live state is unknown (stale or missing)."""
 
     tenant_id: str
     queue: str  # the plan's queue name
     policy: CallbackPolicy
     callbacks: Sequence[QueuedCallback]
     live_joins: Sequence[float]  # join times of the live callers waiting
-    available: int | None
+    logged_in: int | None
     overflowing: bool = False
 
 
-Held = Literal["closure toggle", "emergency", "overflow", "live state unknown"]
+Held = Literal["closure toggle", "emergency", "overflow", "live state unknown", "no adviser logged in"]
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """What to do now: callbacks to dial (in order), callbacks to move to a later time (id,
-    epoch seconds), callbacks to cancel, and the reason nothing is dialled when one applies."""
+    """What to do now: callbacks to dial (in order) with the queue position each enters at,
+    callbacks to move to a later time (id, epoch seconds), callbacks to cancel, and the reason
+    nothing is dialled when one applies."""
 
     dial: tuple[str, ...] = ()
+    positions: tuple[int, ...] = ()
     reschedule: tuple[tuple[str, float], ...] = ()
     cancel: tuple[str, ...] = ()
     held: Held | None = None
@@ -118,26 +127,33 @@ def decide_callbacks(view: QueueView, calendar: Calendar, toggles: Toggles, now:
         return Verdict(held="emergency")
     if view.overflowing:
         return Verdict(held="overflow")
-    if view.available is None:
+    if view.logged_in is None:
         return Verdict(held="live state unknown")
+    if view.logged_in <= 0:
+        return Verdict(held="no adviser logged in")
     stamp = now.timestamp()
-    dialling = sum(1 for c in view.callbacks if c.state == "dialling")
-    free = view.available - dialling
-    due = [
-        (c.joined_at, 1, c.callback_id) for c in view.callbacks if c.state == "pending" and c.next_at <= stamp
-    ]
-    live = [(joined, 0, "") for joined in view.live_joins]
+    in_queue = sorted(c.joined_at for c in view.callbacks if c.state == "dialling")
+    slots = view.logged_in - len(in_queue)
+    first_live = min(view.live_joins, default=None)
+    due = sorted(
+        (c.joined_at, c.callback_id) for c in view.callbacks if c.state == "pending" and c.next_at <= stamp
+    )
     chosen: list[str] = []
-    why = [f"{view.available} adviser(s) free, {dialling} callback(s) being dialled"]
-    for _, is_callback, ident in sorted(live + due):  # a live caller first on a tie: it is here
-        if free <= 0:
+    positions: list[int] = []
+    why = [f"{view.logged_in} adviser(s) logged in, {len(in_queue)} callback(s) in the queue"]
+    for joined, ident in due:
+        if first_live is not None and first_live <= joined:  # a live caller first on a tie: it is here
+            why.append("a live caller who joined earlier is still waiting")
             break
-        free -= 1
-        if is_callback:
-            chosen.append(ident)
-        elif not chosen:
-            why.append("a live caller who joined earlier takes the next adviser")
-    return Verdict(dial=tuple(chosen), why=why)
+        if slots <= 0:
+            why.append("as many callbacks in the queue as advisers logged in")
+            break
+        ahead = sum(1 for t in in_queue if t < joined)
+        chosen.append(ident)
+        positions.append(ahead + 1)
+        in_queue = sorted([*in_queue, joined])
+        slots -= 1
+    return Verdict(dial=tuple(chosen), positions=tuple(positions), why=why)
 
 
 # --- after an attempt ---------------------------------------------------------------------

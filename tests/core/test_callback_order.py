@@ -12,6 +12,7 @@ from routing.core.callback_order import (
     Next,
     QueuedCallback,
     QueueView,
+    Verdict,
     after_attempt,
     decide_callbacks,
     dial_outcome,
@@ -37,52 +38,56 @@ def cb(ident: str, joined_ago: float, due_in: float = -1, state: str = "pending"
 def view(
     callbacks: list[QueuedCallback],
     live_ago: list[float] = [],  # noqa: B006 (never changed)
-    available: int | None = 1,
+    logged_in: int | None = 3,
     *,
     policy: CallbackPolicy = POLICY,
     overflowing: bool = False,
 ) -> QueueView:
     return QueueView(
-        "harborough", "revenues", policy, callbacks, [NOW - a for a in live_ago], available, overflowing
+        "harborough", "revenues", policy, callbacks, [NOW - a for a in live_ago], logged_in, overflowing
     )
 
 
-def test_a_callback_ahead_of_every_live_caller_is_dialled_when_an_adviser_is_free() -> None:
-    verdict = decide_callbacks(view([cb("a", 600)], live_ago=[300, 100]), CALENDAR, NO_TOGGLES, TUESDAY_10AM)
-    assert verdict.dial == ("a",)
+def decide(v: QueueView, toggles: Toggles = NO_TOGGLES, now: datetime = TUESDAY_10AM) -> Verdict:
+    return decide_callbacks(v, CALENDAR, toggles, now)
 
 
-def test_a_live_caller_who_joined_earlier_takes_the_free_adviser() -> None:
-    verdict = decide_callbacks(view([cb("a", 300)], live_ago=[600]), CALENDAR, NO_TOGGLES, TUESDAY_10AM)
+def test_a_callback_ahead_of_every_live_caller_enters_the_queue_at_the_head() -> None:
+    verdict = decide(view([cb("a", 600)], live_ago=[300, 100]))
+    assert (verdict.dial, verdict.positions) == (("a",), (1,))
+
+
+def test_a_live_caller_who_joined_earlier_goes_first() -> None:
+    verdict = decide(view([cb("a", 300)], live_ago=[600]))
     assert verdict.dial == ()
-    assert "a live caller who joined earlier takes the next adviser" in verdict.why
+    assert "a live caller who joined earlier is still waiting" in verdict.why
 
 
-def test_free_advisers_are_given_out_along_the_one_order() -> None:
-    """Three free: callback (900 s ago), live (700), callback (500); the callback of 300 s waits."""
-    callbacks = [cb("b", 500), cb("a", 900), cb("c", 300)]
-    verdict = decide_callbacks(
-        view(callbacks, live_ago=[700, 100], available=3), CALENDAR, NO_TOGGLES, TUESDAY_10AM
-    )
-    assert verdict.dial == ("a", "b")
+def test_callbacks_enter_in_join_order_behind_those_already_in_the_queue() -> None:
+    """b (joined 500 s ago) is in the queue; a (900 s ago, back from a retry) goes ahead of it,
+    c (300 s ago) behind it; the live caller of 200 s ago stops d (100 s ago)."""
+    callbacks = [cb("b", 500, state="dialling"), cb("a", 900), cb("c", 300), cb("d", 100)]
+    verdict = decide(view(callbacks, live_ago=[200], logged_in=4))
+    assert (verdict.dial, verdict.positions) == (("a", "c"), (1, 3))
 
 
-def test_no_free_adviser_no_dial_and_callbacks_being_dialled_hold_one_each() -> None:
-    assert decide_callbacks(view([cb("a", 600)], available=0), CALENDAR, NO_TOGGLES, TUESDAY_10AM).dial == ()
-    busy = [cb("x", 900, state="dialling"), cb("a", 600)]
-    assert decide_callbacks(view(busy, available=1), CALENDAR, NO_TOGGLES, TUESDAY_10AM).dial == ()
-    assert decide_callbacks(view(busy, available=2), CALENDAR, NO_TOGGLES, TUESDAY_10AM).dial == ("a",)
+def test_no_more_callbacks_in_the_queue_than_advisers_logged_in() -> None:
+    busy = [cb("x", 900, state="dialling"), cb("a", 600), cb("b", 500)]
+    assert decide(view(busy, logged_in=1)).dial == ()
+    assert decide(view(busy, logged_in=2)).dial == ("a",)
+    assert decide(view(busy, logged_in=3)).dial == ("a", "b")
+    assert decide(view([cb("a", 600)], logged_in=0)).held == "no adviser logged in"
 
 
 def test_a_callback_not_yet_due_does_not_block_the_next_one() -> None:
     """The first in the order waits for its retry delay; the next due callback goes."""
     callbacks = [cb("retrying", 900, due_in=120), cb("a", 600)]
-    assert decide_callbacks(view(callbacks), CALENDAR, NO_TOGGLES, TUESDAY_10AM).dial == ("a",)
+    assert decide(view(callbacks)).dial == ("a",)
 
 
 def test_live_state_unknown_overflow_and_emergency_hold_every_callback() -> None:
     callbacks = [cb("a", 600)]
-    assert decide_callbacks(view(callbacks, available=None), CALENDAR, NO_TOGGLES, TUESDAY_10AM).held == (
+    assert decide_callbacks(view(callbacks, logged_in=None), CALENDAR, NO_TOGGLES, TUESDAY_10AM).held == (
         "live state unknown"
     )
     assert (
