@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 
 from emulator.ami import FakeAmi
 from emulator.ami_originate import Legs, OriginatePlay, OriginateRequest
-from emulator.centre import CallCentre, wire
+from emulator.centre import CallCentre
 from emulator.dialplan import DIALPLANS, GLOBALS
 from emulator.extensions import Dialplan
 from emulator.pbx import Invite, Pbx, Pjsip
@@ -45,7 +45,7 @@ from routing.redis_keys import RedisKeys
 from tests.controller.conftest import EXAMPLE
 from tests.support.live_web import fast_ami_settings
 
-SECRET = "callback-test-secret"  # noqa: S105 (the fake AMI server's test credential)
+SECRET = "callback-test-secret"
 QUEUE = "hdc-revenues"
 ADVISERS = ("PJSIP/adviser1", "PJSIP/adviser2", "PJSIP/adviser3")
 
@@ -77,44 +77,68 @@ class Phone:
 
 @dataclass
 class CallbackCentre:
+    """The test's centre. Advisers start busy; :meth:`free_adviser` ends what they were on and
+    makes them ready; a ready adviser goes to the head of the queue at once, as app_queue hands
+    an adviser who frees up to the first caller waiting (:meth:`serve`)."""
+
     fake: FakeAmi
     redis: Redis
     keys: RedisKeys
     plan: CompiledPlan
-    pbx: Pbx
+    pbx: Pbx = field(init=False)
     phones: dict[str, list[Phone]] = field(default_factory=dict)  # number -> one per call, in turn
-    free: set[str] = field(default_factory=set)  # advisers ready for the next queue call
+    free: list[str] = field(default_factory=list)  # advisers ready for the next queue call
+    on: dict[str, str] = field(default_factory=dict)  # adviser -> the live caller they talk to
+    served: list[str] = field(default_factory=list)  # who got an adviser, in order: uniqueid or callback id
     log: list[tuple[str, str]] = field(default_factory=list)  # ("adviser"|"caller", who), in order
     originates: list[OriginateRequest] = field(default_factory=list)
-    hold_adviser: asyncio.Event | None = None  # set: advisers answer; unset: they wait
+    legs: dict[str, asyncio.Future[str]] = field(default_factory=dict)  # callback legs waiting
+    ringing: dict[str, Phone] = field(default_factory=dict)  # number -> its current call's script
+
+    # --- app_queue ----------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        while True:
+            waiting = self.fake.model.queue(QUEUE).waiting
+            while self.free and waiting:
+                head = waiting[0].channel.uniqueid
+                interface = self.free.pop(0)
+                leg = self.legs.pop(head, None)
+                if leg is not None:
+                    leg.set_result(interface)  # the leg's far end answers it (far_end)
+                    await asyncio.sleep(0.05)
+                else:
+                    self.fake.answer(head, interface)
+                    self.on[interface] = head
+                    self.served.append(head)
+                    self.log.append(("adviser", interface))
+                waiting = self.fake.model.queue(QUEUE).waiting
+            await asyncio.sleep(0.01)
 
     # --- the far end of an Originate ----------------------------------------------------------
 
     async def far_end(self, request: OriginateRequest, legs: Legs) -> OriginatePlay:
         self.originates.append(request)
         queue = request.variables[cv.CALLBACK_QUEUE]
+        position = int(request.variables[cv.CALLBACK_POSITION])
         two = dataclasses.replace(
             legs.two, context="callrouter-callback-adviser", exten="s", caller_id_name="Callback"
         )
-        self.fake.emit(self.fake.model.join(queue, two, time.time(), position=1))
-        deadline = time.monotonic() + request.timeout_ms / 1000
-        while time.monotonic() < deadline:
-            ready = self.hold_adviser is None or self.hold_adviser.is_set()
-            interface = next((a for a in ADVISERS if a in self.free), None)
-            if ready and interface is not None and self._first_in(queue, two.uniqueid):
-                self.free.discard(interface)
-                agent = self.fake.model.new_channel(interface, "Adviser", "2101")
-                agent = dataclasses.replace(agent, linkedid=legs.one.uniqueid)
-                self.fake.emit(self.fake.model.answer(two.uniqueid, interface, agent, time.time()))
-                self.log.append(("adviser", interface))
-                return OriginatePlay("answer")
-            await asyncio.sleep(0.02)
-        self.fake.emit(self.fake.model.abandon(two.uniqueid, time.time()))
-        return OriginatePlay("noanswer")
-
-    def _first_in(self, queue: str, uniqueid: str) -> bool:
-        waiting = self.fake.model.queue(queue).waiting
-        return bool(waiting) and waiting[0].channel.uniqueid == uniqueid
+        ringing: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.legs[two.uniqueid] = ringing
+        self.fake.emit(self.fake.model.join(queue, two, time.time(), position=position))
+        try:
+            interface = await asyncio.wait_for(asyncio.shield(ringing), request.timeout_ms / 1000)
+        except TimeoutError:
+            self.legs.pop(two.uniqueid, None)
+            self.fake.emit(self.fake.model.abandon(two.uniqueid, time.time()))
+            return OriginatePlay("noanswer")
+        agent = self.fake.model.new_channel(interface, "Adviser", "2101")
+        agent = dataclasses.replace(agent, linkedid=legs.one.uniqueid)
+        self.fake.emit(self.fake.model.answer(two.uniqueid, interface, agent, time.time()))
+        self.served.append(request.variables[cv.CALLBACK_ID])
+        self.log.append(("adviser", interface))
+        return OriginatePlay("answer")
 
     async def answered(self, request: OriginateRequest, legs: Legs) -> None:
         """The ;1 leg runs callrouter-callback-caller; then the adviser hangs up."""
@@ -129,63 +153,53 @@ class CallbackCentre:
         for name, value in request.variables.items():
             one.set(name, value)
         await self.pbx.run(one, request.context, request.exten)
-        two = legs.two.uniqueid
-        caller = self.fake.model.connected.get(two)
-        interface = caller.interface if caller is not None else ""
-        self.fake.emit(self.fake.model.complete(two, time.time()))
-        if interface:
-            self.free.add(interface)
+        self.fake.emit(self.fake.model.complete(legs.two.uniqueid, time.time()))
 
     def phone(self, invite: Invite) -> str:
+        """The caller's phone rings: this call's script entry (the last one repeats)."""
         self.log.append(("caller", invite.user))
-        script = self.phones.get(invite.user) or [Phone()]
-        return script[0].status
+        script = self.phones.setdefault(invite.user, [Phone()])
+        self.ringing[invite.user] = script.pop(0) if len(script) > 1 else script[0]
+        return self.ringing[invite.user].status
 
     def talk(self, invite: Invite) -> int:
-        script = self.phones.get(invite.user) or [Phone()]
-        talked = script[0].talk_s
-        if len(script) > 1:
-            script.pop(0)
-        return talked
+        return self.ringing[invite.user].talk_s
 
     # --- the test's side --------------------------------------------------------------------
 
     def caller_joins(self, name: str = "Jane Resident") -> str:
-        """A live caller joins the queue (a real inbound call waiting)."""
+        """A live caller joins the queue (an inbound call waiting)."""
         emission = self.fake.caller_joins(QUEUE, name=name)
         assert emission.channel is not None
         return emission.channel.uniqueid
 
-    def adviser_takes_next_live_caller(self, uniqueid: str) -> str:
-        """A free adviser answers the live caller ``uniqueid`` (app_queue's own ring)."""
-        interface = next(a for a in ADVISERS if a in self.free)
-        self.free.discard(interface)
-        self.fake.answer(uniqueid, interface)
-        self.log.append(("adviser", interface))
-        self.log.append(("live", uniqueid))
-        return interface
-
     def free_adviser(self, interface: str) -> None:
-        self.free.add(interface)
-        self.fake.set_member_status(interface, 1, in_call=False)
+        """``interface`` ends the live call they were on (if any) and is ready for the next."""
+        uniqueid = self.on.pop(interface, None)
+        if uniqueid is not None:
+            self.fake.complete(uniqueid)
+        else:
+            self.fake.set_member_status(interface, 1, in_call=False)
+        self.free.append(interface)
 
     async def take_callback(
-        self, call_id: str, number: str, joined_at: float, requested_at: float | None = None
+        self, call_id: str, number: str, joined_at: float, now: float | None = None
     ) -> str:
+        """A caller who joined at ``joined_at`` takes the callback offer at ``now`` (default: now),
+        as the IVR does, through ``request_callback``."""
+        now = time.time() if now is None else now
         req = CallbackRequest(
             tenant="harborough",
             queue="revenues",
             number=number,
             joined_at=joined_at,
-            requested_at=requested_at or time.time(),
+            requested_at=now,
             call_id=call_id,
             language="en",
         )
         policy = self.plan.plan.tenants["harborough"].queues["revenues"].callback
         assert policy is not None
-        return await request_callback(
-            self.redis, self.keys, req, policy, time.time(), asterisk_queue=QUEUE
-        )
+        return await request_callback(self.redis, self.keys, req, policy, now, asterisk_queue=QUEUE)
 
     async def stored(self, ident: str) -> StoredCallback:
         found = await load_callback(self.redis, self.keys, ident)
@@ -205,6 +219,9 @@ async def wait_for(predicate: Callable[[], Any], timeout_s: float = 20.0) -> Non
         await asyncio.sleep(0.05)
 
 
+FAST = DiallerSettings(interval_s=0.2, adviser_wait_s=5, lost_after_s=1)
+
+
 @asynccontextmanager
 async def centre(
     redis_url: str,
@@ -212,33 +229,31 @@ async def centre(
     plan_path: Path,
     *,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    settings: DiallerSettings = DiallerSettings(interval_s=0.2, adviser_wait_s=5, lost_after_s=1),
+    settings: DiallerSettings = FAST,
 ) -> AsyncIterator[tuple[CallbackCentre, Dialler]]:
-    compiled = PlanHolder.load(plan_path).current.compiled
+    compiled = PlanHolder.load(plan_path).current
     redis = Redis.from_url(redis_url)
     async with FakeAmi("callrouter", SECRET) as fake:
         for interface in ADVISERS:
             fake.add_member(QUEUE, interface, f"Adviser {interface[-1]}", membership="static", send=False)
-        pbx_events = CallCentre(fake)
-        rig_holder: list[CallbackCentre] = []
-        pbx = Pbx(
+        for interface in ADVISERS:  # every adviser is on a call when the test starts
+            fake.set_member_status(interface, 2, in_call=True, send=False)
+        rig = CallbackCentre(fake, redis, keys, compiled)
+        rig.pbx = Pbx(
             Dialplan.parse((DIALPLANS / "callrouter.conf").read_text(encoding="utf-8")),
             {**GLOBALS, "CR_TRUNK": "pstn"},
             pjsip=Pjsip({"pstn": "sip:127.0.0.1:5090"}),
-            far_end=lambda invite: rig_holder[0].phone(invite),
-            talk_s=lambda invite: rig_holder[0].talk(invite),
-            events=pbx_events,
+            far_end=rig.phone,
+            talk_s=rig.talk,
+            events=CallCentre(fake),
         )
-        rig = CallbackCentre(fake, redis, keys, compiled, pbx, free=set(ADVISERS))
-        rig_holder.append(rig)
         fake.originator.far_end = rig.far_end
         fake.originator.answered = rig.answered
         ami = fast_ami_settings(fake.port, SECRET)
         store = QueueStateStore(redis, "ctl-a", keys)
         lease = WriterLease(redis, "ctl-a", ami.lease_ttl_s, keys)
         live = CachedLiveSource(redis, lambda: compiled, keys=keys, refresh_s=0.1, max_age_s=3600)
-        dialler_box: list[Dialler] = []
-        consumer = AmiConsumer(ami, store, lease, on_message=lambda h, t: dialler_box[0].on_message(h, t))
+        consumer = AmiConsumer(ami, store, lease)
         dialler = Dialler(
             redis,
             holder="ctl-a",
@@ -251,11 +266,12 @@ async def centre(
             keys=keys,
             settings=settings,
         )
-        dialler_box.append(dialler)
+        consumer.on_message = dialler.on_message
         await consumer.start()
         tasks = [
             asyncio.create_task(live.run(lambda: datetime.now(UTC))),
             asyncio.create_task(dialler.run()),
+            asyncio.create_task(rig.serve()),
         ]
         try:
             await wait_for(lambda: consumer.is_writer and consumer.stats.reconciles_applied > 0, 10)
@@ -263,8 +279,6 @@ async def centre(
         finally:
             for task in tasks:
                 task.cancel()
-            for task in tasks:
-                with_cancel = asyncio.gather(task, return_exceptions=True)
-                await with_cancel
+            await asyncio.gather(*tasks, return_exceptions=True)
             await consumer.stop()
             await redis.aclose()
