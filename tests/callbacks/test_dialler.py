@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from functools import partial
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
