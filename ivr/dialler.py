@@ -85,6 +85,9 @@ class DiallerSettings:
     talk_bound_s: float = 4 * 3600.0  # past an adviser's answer with no outcome: the dial is lost
 
 
+DIALLER_DEFAULTS = DiallerSettings()
+
+
 def action_id(ident: str, dial: int) -> str:
     return f"{ACTION_PREFIX}{ident}:{dial}"
 
@@ -159,7 +162,7 @@ class Dialler:
         waiting: Callable[[str], Awaitable[dict[str, float]]],
         clock: Callable[[], datetime],
         keys: RedisKeys = KEYS,
-        settings: DiallerSettings = DiallerSettings(),
+        settings: DiallerSettings = DIALLER_DEFAULTS,
     ) -> None:
         self.redis, self.holder, self.is_holder, self.send = redis, holder, is_holder, send
         self.plan, self.live, self.waiting, self.clock = plan, live, waiting, clock

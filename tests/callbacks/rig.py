@@ -223,14 +223,9 @@ FAST = DiallerSettings(interval_s=0.2, adviser_wait_s=5, lost_after_s=1)
 
 
 @asynccontextmanager
-async def centre(
-    redis_url: str,
-    keys: RedisKeys,
-    plan_path: Path,
-    *,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    settings: DiallerSettings = FAST,
-) -> AsyncIterator[tuple[CallbackCentre, Dialler]]:
+async def emulated_centre(redis_url: str, keys: RedisKeys, plan_path: Path) -> AsyncIterator[CallbackCentre]:
+    """The fake AMI server (its port: ``rig.fake.port``), the PBX and app_queue's turns; no
+    controller (a test runs its own, in this process or as ``callrouter serve``)."""
     compiled = PlanHolder.load(plan_path).current
     redis = Redis.from_url(redis_url)
     async with FakeAmi("callrouter", SECRET) as fake:
@@ -249,7 +244,29 @@ async def centre(
         )
         fake.originator.far_end = rig.far_end
         fake.originator.answered = rig.answered
-        ami = fast_ami_settings(fake.port, SECRET)
+        serving = asyncio.create_task(rig.serve())
+        try:
+            yield rig
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            await redis.aclose()
+
+
+@asynccontextmanager
+async def centre(
+    redis_url: str,
+    keys: RedisKeys,
+    plan_path: Path,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    settings: DiallerSettings = FAST,
+) -> AsyncIterator[tuple[CallbackCentre, Dialler]]:
+    """:func:`emulated_centre` with a controller's AMI side in this process: the AMI consumer
+    (live state into Redis, under the writer lease) and the dialler."""
+    async with emulated_centre(redis_url, keys, plan_path) as rig:
+        redis, compiled = rig.redis, rig.plan
+        ami = fast_ami_settings(rig.fake.port, SECRET)
         store = QueueStateStore(redis, "ctl-a", keys)
         lease = WriterLease(redis, "ctl-a", ami.lease_ttl_s, keys)
         live = CachedLiveSource(redis, lambda: compiled, keys=keys, refresh_s=0.1, max_age_s=3600)
@@ -268,11 +285,7 @@ async def centre(
         )
         consumer.on_message = dialler.on_message
         await consumer.start()
-        tasks = [
-            asyncio.create_task(live.run(lambda: datetime.now(UTC))),
-            asyncio.create_task(dialler.run()),
-            asyncio.create_task(rig.serve()),
-        ]
+        tasks = [asyncio.create_task(live.run(lambda: datetime.now(UTC))), asyncio.create_task(dialler.run())]
         try:
             await wait_for(lambda: consumer.is_writer and consumer.stats.reconciles_applied > 0, 10)
             yield rig, dialler
@@ -281,4 +294,3 @@ async def centre(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await consumer.stop()
-            await redis.aclose()
