@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -28,6 +30,7 @@ from redis.asyncio import Redis
 from routing.core.callback import CallbackRequest, CallbackState
 from routing.core.callback_order import Next
 from routing.core.plan import CallbackPolicy
+from routing.masking import mask_number
 from routing.redis_keys import RedisKeys
 from routing.replicas import NO_WAIT, ReplicaWait, eval_and_wait
 
@@ -218,6 +221,8 @@ async def load_callback(redis: Redis, keys: RedisKeys, ident: str) -> StoredCall
 
 ENDED_TTL_MS = 7 * 24 * 3600 * 1000  # a week after it ends
 CANCEL_REASON_MAX = 500
+MAX_BY = 80
+AUDIT_MAXLEN = 100_000  # as routing.supervisor's audit trail
 
 # KEYS: hash, lease. ARGV: holder, now. -> the dial number, 0 (not pending or not due), -1 (lease)
 _CLAIM = """
@@ -264,8 +269,9 @@ redis.call('HSET', KEYS[1], 'next_at', ARGV[2], 'updated_at', ARGV[3])
 return 1
 """
 
-# KEYS: hash, pending zset. ARGV: id, outcome, by, reason, now, ttl, only_pending.
-# -> the state it had ('' when there is no such callback; unchanged unless pending/dialling).
+# KEYS: hash, pending zset[, audit stream]. ARGV: id, outcome, by, reason, now, ttl, only_pending
+# [, audit entry, audit maxlen]. -> the state it had ('' when there is no such callback; nothing
+# changes unless pending/dialling). With the audit stream, the entry is added in the same step.
 _CANCEL = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return '' end
@@ -274,6 +280,9 @@ redis.call('HSET', KEYS[1], 'state', 'cancelled', 'outcome', ARGV[2], 'cancelled
   'cancel_reason', ARGV[4], 'updated_at', ARGV[5])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
+if KEYS[3] then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'entry', ARGV[8], 'previous', state)
+end
 return state
 """
 
@@ -383,18 +392,27 @@ async def cancel(
     reason: str,
     now: float,
     only_pending: bool = False,
+    audit_entry: str | None = None,
     wait: ReplicaWait = NO_WAIT,
 ) -> str:
     """End a pending (or, unless ``only_pending``, a dialling) callback as ``cancelled`` with
     ``outcome``; returns the state it had (nothing changes unless pending or dialling). A dial
-    under way is not hung up: its attempt is still logged when it ends."""
-    before = await eval_and_wait(
-        redis,
-        wait,
-        _CANCEL,
-        [keys.callback(stored.callback_id), keys.callbacks_pending(stored.asterisk_queue)],
-        [stored.callback_id, outcome, by, reason, _num(now), str(ENDED_TTL_MS), "1" if only_pending else "0"],
-    )
+    under way is not hung up: its attempt is still logged when it ends. ``audit_entry`` (JSON)
+    goes to the audit stream in the same step when the callback was cancelled."""
+    keys_used = [keys.callback(stored.callback_id), keys.callbacks_pending(stored.asterisk_queue)]
+    args = [
+        stored.callback_id,
+        outcome,
+        by,
+        reason,
+        _num(now),
+        str(ENDED_TTL_MS),
+        "1" if only_pending else "0",
+    ]
+    if audit_entry is not None:
+        keys_used.append(keys.audit_stream())
+        args += [audit_entry, str(AUDIT_MAXLEN)]
+    before = await eval_and_wait(redis, wait, _CANCEL, keys_used, args)
     return _text(before)
 
 
@@ -408,3 +426,104 @@ async def load_many(redis: Redis, keys: RedisKeys, idents: list[str]) -> list[St
         rows = await pipe.execute()
     found = (parse_callback(ident, raw) for ident, raw in zip(idents, rows, strict=True))
     return [c for c in found if c is not None]
+
+
+# --- supervisors -------------------------------------------------------------------------------
+
+
+async def tenant_callbacks(redis: Redis, keys: RedisKeys, tenant: str) -> list[StoredCallback]:
+    """The callbacks of ``tenant`` holding a place in a queue's order (pending or being dialled),
+    queue by queue (the Asterisk queues with live state), each queue in join order."""
+    queues = sorted(_text(q) for q in await redis.smembers(keys.known_queues()))
+    found: list[StoredCallback] = []
+    for queue in queues:
+        idents = [p.callback_id for p in await pending_callbacks(redis, keys, queue)]
+        found += [c for c in await load_many(redis, keys, idents) if c.tenant == tenant]
+    return found
+
+
+def supervisor_view(cb: StoredCallback, position: int | None = None) -> dict[str, object]:
+    """What a supervisor sees of a callback: the caller's number masked (the dialler, the CRM and
+    the export alone see it whole), times as epoch seconds, the attempts made."""
+    return {
+        "id": cb.callback_id,
+        "tenant": cb.tenant,
+        "queue": cb.queue,
+        "state": cb.state,
+        "position": position,
+        "number": mask_number(cb.number),
+        "language": cb.language,
+        "call_id": cb.call_id,
+        "joined_at": cb.joined_at,
+        "requested_at": cb.requested_at,
+        "next_at": cb.next_at,
+        "attempts": cb.attempts,
+        "outcome": cb.outcome or None,
+        "attempt_log": [
+            {
+                "dial": a.dial,
+                "started_at": a.started_at,
+                "ended_at": a.ended_at,
+                "outcome": a.outcome,
+                "adviser": a.adviser,
+            }
+            for a in attempts_of(cb)
+        ],
+    }
+
+
+async def cancel_for_supervisor(
+    redis: Redis,
+    keys: RedisKeys,
+    *,
+    tenant: str,
+    ident: str,
+    by: str,
+    reason: str,
+    now: datetime,
+    wait: ReplicaWait = NO_WAIT,
+) -> tuple[StoredCallback, str]:
+    """A supervisor cancels callback ``ident`` of ``tenant``, with a reason; audited in the same
+    step (``callback.cancel``). Returns the callback as it was and the state it had.
+    :class:`LookupError` for a callback that is not ``tenant``'s (or none);
+    :class:`CallbackRefused` for a bad reason or by, or a callback already ended."""
+    by = _checked("by", by, MAX_BY)
+    reason = _checked("reason", reason, CANCEL_REASON_MAX)
+    stored = await load_callback(redis, keys, ident) if _ID.match(ident) else None
+    if stored is None or stored.tenant != tenant:
+        raise LookupError(f"no callback {ident[:40]!r} for {tenant}")
+    details = {"tenant": tenant, "callback": ident, "queue": stored.queue, "reason": reason}
+    entry = json.dumps(
+        {"at": now.isoformat(), "by": by, "what": "callback.cancel", **details}, separators=(",", ":")
+    )
+    before = await cancel(
+        redis,
+        keys,
+        stored,
+        outcome="cancelled",
+        by=by,
+        reason=reason,
+        now=now.timestamp(),
+        audit_entry=entry,
+        wait=wait,
+    )
+    if before not in OPEN_STATES:
+        raise CallbackRefused(f"callback {ident} has ended already ({before or 'gone'}): nothing to cancel")
+    return stored, before
+
+
+_ID = re.compile(r"^cb-[0-9a-f]{20}$")
+
+
+def _checked(label: str, text: str, limit: int) -> str:
+    cleaned = text.strip()
+    if not cleaned:
+        raise CallbackRefused(f"give a {label}")
+    if len(cleaned) > limit:
+        raise CallbackRefused(f"the {label} is longer than {limit} characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in _BIDI for ch in cleaned):
+        raise CallbackRefused(f"the {label} holds control characters")
+    return cleaned
+
+
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
