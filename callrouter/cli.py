@@ -17,7 +17,16 @@ from datetime import date, datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from callrouter import plan_store_cli, records_cli, report_cli, service, simulate, supervisor_cli, web_cli
+from callrouter import (
+    callbacks_cli,
+    plan_store_cli,
+    records_cli,
+    report_cli,
+    service,
+    simulate,
+    supervisor_cli,
+    web_cli,
+)
 from callrouter.settings import SettingsError
 from emulator import centre
 from ivr import static_dialplan
@@ -317,6 +326,7 @@ COMMAND_REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentP
     service.register,
     simulate.register,
     supervisor_cli.register,
+    callbacks_cli.register,
     centre.register,
     report_cli.register,
     _records_commands,
