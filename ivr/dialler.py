@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ CALLER_CONTEXT = "callrouter-callback-caller"
 ACTION_PREFIX = "cb:"
 _LEG = re.compile(r"^(cb-[0-9a-f]{20})-(\d+)-([12])$")
 DEFAULT_POLICY = CallbackPolicy()  # for callbacks of a queue whose policy a new plan removed
+NO_ANSWER_REASON = "3"  # OriginateResponse Reason: rang, nobody answered within Timeout
+REFUSED_RETRY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +208,14 @@ class Dialler:
                 await self._end(ident, dial, "no-adviser", reason=headers.get("Reason", ""))
             return
         reported, number = headers.get("Callback", ""), headers.get("Dial", "")
-        if reported.startswith("cb-") and number.isdigit():
+        # Only the dialplan's UserEvent on the dial's own ;1 leg counts: it carries that leg's
+        # Uniqueid (the Originate's ChannelId). The UserEvent *action* (an adviser desktop's, or
+        # anyone's with AMI write access) has no channel, so it cannot end a dial.
+        if (
+            reported.startswith("cb-")
+            and number.isdigit()
+            and headers.get("Uniqueid") == f"{reported}-{number}-1"
+        ):
             outcome = dial_outcome(headers.get("DialStatus", ""), headers.get("AnsweredTime", ""))
             await self._end(reported, int(number), outcome, reason=headers.get("DialStatus", ""))
 
@@ -216,6 +226,11 @@ class Dialler:
         now = self.clock().timestamp()
         policy = self._policy(cb)
         nxt = after_attempt(outcome, cb.attempts, policy, now)
+        if outcome == "no-adviser" and reason != NO_ANSWER_REASON:
+            # Asterisk refused the Originate (a missing context, a channel it could not make):
+            # not a wait that timed out. Again at once would loop every sweep; a minute later.
+            nxt = dataclasses.replace(nxt, next_at=now + REFUSED_RETRY_S)
+            log.warning("callback.originate_failed", callback=ident, dial=dial, reason=reason[:80])
         started = float(cb.fields.get("dial_started") or now)
         adviser = cb.fields.get("adviser", "") if outcome != "no-adviser" else ""
         attempt = store.Attempt(dial, started, now, outcome, adviser)
