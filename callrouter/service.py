@@ -1050,6 +1050,7 @@ async def _start_ami(
             waiting=pipeline.store.waiting_callers,
             clock=clock,
             settings=options.callbacks,
+            records=pump is not None,
         )
         consumer.on_message = _both(consumer.on_message, dialler.on_message)
         jobs.append(dialler.run())

@@ -51,6 +51,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ivr import channel_vars as cv
+from records.callback import callback_json
+from records.dispositions import Request, submit
 from routing import callbacks as store
 from routing.core.callback_order import (
     AttemptOutcome,
@@ -73,6 +75,7 @@ ADVISER_CONTEXT = "callrouter-callback-adviser"
 CALLER_CONTEXT = "callrouter-callback-caller"
 ACTION_PREFIX = "cb:"
 _LEG = re.compile(r"^(cb-[0-9a-f]{20})-(\d+)-([12])$")
+_LINKEDID = re.compile(r"^[0-9]+\.[0-9]+$")  # a contact record's id
 DEFAULT_POLICY = CallbackPolicy()  # for callbacks of a queue whose policy a new plan removed
 NO_ANSWER_REASON = "3"  # OriginateResponse Reason: rang, nobody answered within Timeout
 REFUSED_RETRY_S = 60.0
@@ -166,8 +169,10 @@ class Dialler:
         clock: Callable[[], datetime],
         keys: RedisKeys = KEYS,
         settings: DiallerSettings = DIALLER_DEFAULTS,
+        records: bool = False,
     ) -> None:
         self.redis, self.holder, self.is_holder, self.send = redis, holder, is_holder, send
+        self.records = records  # contact records are on: an ended callback goes to its call's record
         self.plan, self.live, self.waiting, self.clock = plan, live, waiting, clock
         self.keys, self.settings = keys, settings
         self.inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue(maxsize=10_000)
@@ -235,6 +240,8 @@ class Dialler:
         adviser = cb.fields.get("adviser", "") if outcome != "no-adviser" else ""
         attempt = store.Attempt(dial, started, now, outcome, adviser)
         ended = await store.finish(self.redis, self.keys, cb, dial, attempt=attempt, nxt=nxt, now=now)
+        if ended and nxt.state != "pending":
+            await self._to_record(ident, now)
         if ended:
             log.info(
                 "callback.attempt",
@@ -249,6 +256,27 @@ class Dialler:
                 number=mask_number(cb.number),
             )
         return ended
+
+    async def _to_record(self, ident: str, now: float) -> None:
+        """The ended callback (its attempts and outcome) into its call's contact record: on the
+        centre's dispositions stream, as an adviser's late disposition goes, so the controller that
+        owns the call (or the archive) makes the next version. Once per callback (request id)."""
+        cb = await store.load_callback(self.redis, self.keys, ident)
+        if not self.records or cb is None or not _LINKEDID.match(cb.call_id):
+            return
+        attempts = [(a.started_at, a.ended_at, a.outcome, a.adviser) for a in store.attempts_of(cb)]
+        request = Request(
+            f"callback-{ident}",
+            cb.tenant,
+            cb.call_id,
+            None,
+            None,
+            None,
+            "dialler",
+            now,
+            callback=callback_json(attempts, cb.outcome or None),
+        )
+        await submit(self.redis, self.plan().plan.centre, request, now, keys=self.keys)
 
     def _policy(self, cb: store.StoredCallback) -> CallbackPolicy:
         tenant = self.plan().plan.tenants.get(cb.tenant)
@@ -320,6 +348,8 @@ class Dialler:
                 only_pending=True,
             )
             log.info("callback.cancelled", callback=ident, tenant=tid, queue=name, was=before, why="closing")
+            if before == "pending":
+                await self._to_record(ident, now)
         started = 0
         for ident, position in zip(verdict.dial, verdict.positions, strict=True):
             started += await self._dial(

@@ -51,6 +51,7 @@ from typing import Any, get_args
 from records.facts import (
     AnnouncementPlayed,
     CallArrived,
+    CallbackReported,
     DispositionGiven,
     InvalidKey,
     IvrAbandoned,
@@ -72,6 +73,7 @@ from records.model import (
     Adviser,
     Announcement,
     Answered,
+    Callback,
     Caller,
     ContactRecord,
     DecisionKind,
@@ -186,6 +188,7 @@ class _Call:
     disposition: tuple[DispositionKind, str | None, str | None, str | None, float] | None = None
     problems: list[str] = field(default_factory=list)
     hop_from: tuple[str, str | None] | None = None
+    callback: str | None = None  # the record's callback sub-object, as JSON (CallbackReported)
     # scheduling, on the builder's clock (receive times; an event's Timestamp is Asterisk's)
     ended_at: float | None = None  # when the builder learnt that the caller had gone
     changed_at: float = 0.0  # when the builder last took a fact or event of this call
@@ -241,11 +244,18 @@ class Held:
     tenant: str | None
     version: int
     disposition: tuple[DispositionKind, str | None, str | None] | None
+    callback: str | None = None  # the callback sub-object it holds, as JSON
 
     def version_with(self, disposition: tuple[str, str | None, str | None]) -> int:
         """The version that will carry ``disposition`` once given: the next one if it changes
         the record (or none was handed out yet), else the last one, which holds it already."""
         if self.version == 0 or self.disposition != disposition:
+            return self.version + 1
+        return self.version
+
+    def version_with_callback(self, callback: str) -> int:
+        """The same for a callback sub-object (JSON)."""
+        if self.version == 0 or self.callback != callback:
             return self.version + 1
         return self.version
 
@@ -403,6 +413,9 @@ class RecordBuilder:
     def _disposition_given(self, call: _Call, fact: DispositionGiven) -> None:
         self._disposition(call, fact.kind, team=fact.team, reason=fact.reason, by=fact.by, at=fact.at)
 
+    def _callback_reported(self, call: _Call, fact: CallbackReported) -> None:
+        call.callback = fact.callback  # checked by _check: a Callback sub-object
+
     def _key_pressed(self, call: _Call, fact: KeyPressed) -> None:
         if call.at_payment:
             return  # never keep what is typed at a payment prompt
@@ -456,7 +469,7 @@ class RecordBuilder:
         if call is None or not call.contact:
             return None
         held = call.disposition[:3] if call.disposition is not None else None
-        return Held(call.tenant, call.version, held)
+        return Held(call.tenant, call.version, held, call.callback)
 
     def restarted(self, deadline: float, problem: str) -> int:
         """After a replay: every call whose end is not known is closed at ``deadline`` at the
@@ -816,6 +829,11 @@ def _check(fact: IvrFact) -> None:
         raise ValueError("SurveyAnswered: the score is 1, 0 or -1")
     if isinstance(fact, DispositionGiven) and fact.kind not in get_args(DispositionKind):
         raise ValueError(f"DispositionGiven: unknown kind {fact.kind!r}")
+    if isinstance(fact, CallbackReported):
+        try:
+            Callback.model_validate_json(fact.callback)
+        except ValueError as exc:
+            raise ValueError(f"CallbackReported: not a callback sub-object ({exc})") from None
 
 
 def _in_a_menu(call: _Call) -> bool:
@@ -964,6 +982,7 @@ def _to_record(call: _Call, centre: str, key: bytes, version: int, updated_at: f
             else None
         ),
         problems=[text(p) for p in call.problems],
+        callback=Callback.model_validate_json(call.callback) if call.callback is not None else None,
     )
 
 
@@ -1019,6 +1038,7 @@ _FACTS: dict[type, Callable[[RecordBuilder, _Call, Any], None]] = {
     SurveyAnswered: RecordBuilder._survey,
     IvrAbandoned: RecordBuilder._ivr_abandoned,
     DispositionGiven: RecordBuilder._disposition_given,
+    CallbackReported: RecordBuilder._callback_reported,
 }
 
 _Handler = Callable[[RecordBuilder, _Call, Mapping[str, str], float], None]

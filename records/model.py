@@ -158,6 +158,35 @@ class Disposition(Model):
     at: AwareDatetime
 
 
+CallbackAttemptOutcome = Literal[
+    "answered", "short-answer", "no-answer", "busy", "failed", "no-adviser", "interrupted"
+]
+CallbackOutcome = Literal["answered", "failed", "cancelled", "cancelled_at_closing"]
+
+
+class CallbackAttempt(Model):
+    """One dial of a queued callback: the adviser first, then the caller (``docs/callbacks.md``)."""
+
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+    outcome: CallbackAttemptOutcome = Field(
+        description="answered; short-answer (answered and gone within 10 s: a voicemail greeting); "
+        "no-answer; busy; failed (the line could not be reached); no-adviser (no adviser answered in "
+        "time: the caller was not called); interrupted (the dialler stopped and nobody saw the end)."
+    )
+    adviser: Text | None = Field(description="The adviser who answered, when one did.")
+
+
+class Callback(Model):
+    """The queued callback the caller took on this call, and how it went."""
+
+    offered: bool | None = Field(None, description="The callback was offered; null: not known here.")
+    accepted: bool | None = Field(None, description="The caller took it; null: not known here.")
+    number_kind: Text | None = Field(None, description="The kind of number left (mobile, geographic...).")
+    attempts: Annotated[list[CallbackAttempt], Field(max_length=LIST_MAX)] = []
+    outcome: CallbackOutcome | None = Field(None, description="How it ended; null while it is pending.")
+
+
 class ContactRecord(Model):
     """One call, as the council's CRM receives it."""
 
@@ -192,6 +221,9 @@ class ContactRecord(Model):
     disposition: Disposition | None
     problems: Annotated[list[Text], Field(max_length=LIST_MAX)] = Field(
         description="Input the builder could not take as given (e.g. an unlisted avoidable reason)."
+    )
+    callback: Callback | None = Field(
+        None, description="A queued callback taken on this call; absent in records made before callbacks."
     )
 
 

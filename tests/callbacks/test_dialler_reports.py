@@ -4,6 +4,7 @@ loop; a report seen twice changes the callback once."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -14,6 +15,7 @@ from redis.asyncio import Redis
 
 from ivr.controller import PlanHolder
 from ivr.dialler import REFUSED_RETRY_S, Dialler
+from records.dispositions import Request
 from routing.callbacks import attempts_of, claim, load_callback, request_callback
 from routing.core.callback import CallbackRequest
 from routing.core.live import LiveState, Toggles
@@ -44,7 +46,7 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-def dialler(redis: Redis, keys: RedisKeys, asterisk: Asterisk) -> Dialler:
+def dialler(redis: Redis, keys: RedisKeys, asterisk: Asterisk, *, records: bool = False) -> Dialler:
     async def no_waiting(_queue: str) -> dict[str, float]:
         return {}
 
@@ -61,6 +63,7 @@ def dialler(redis: Redis, keys: RedisKeys, asterisk: Asterisk) -> Dialler:
         waiting=no_waiting,
         clock=lambda: datetime.now(UTC),
         keys=keys,
+        records=records,
     )
 
 
@@ -148,3 +151,26 @@ async def test_an_originate_error_reply_ends_the_dial_without_calling(redis: Red
     assert stored is not None
     assert (stored.state, stored.attempts) == ("pending", 0)
     assert stored.next_at >= now + REFUSED_RETRY_S
+
+
+async def test_an_ended_callback_goes_to_its_calls_record_once(redis: Redis) -> None:
+    """Done: the attempts and the outcome go on the centre's dispositions stream for the call's
+    record (``records.dispositions``), once, whoever reports the end and however often."""
+    keys = RedisKeys(prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    ident = await dialling(redis, keys)
+    d = dialler(redis, keys, Asterisk({}), records=True)
+    await d.handle({"Event": "AgentConnect", "Uniqueid": f"{ident}-1-2", "MemberName": "Adviser 1"})
+    for _ in range(2):
+        await d.handle(outcome(ident, "ANSWER", f"{ident}-1-1"))
+    stream = keys.record_dispositions(COMPILED.plan.centre)
+    entries = await redis.xrange(stream)
+    assert len(entries) == 1
+    request = Request.from_json(entries[0][1][b"q"])
+    assert (request.request_id, request.record_id, request.tenant, request.kind) == (
+        f"callback-{ident}", "1795600000.42", "harborough", None
+    )  # fmt: skip
+    assert request.callback is not None
+    body = json.loads(request.callback)
+    assert body["outcome"] == "answered"
+    assert [(a["outcome"], a["adviser"]) for a in body["attempts"]] == [("answered", "Adviser 1")]
+    assert "+441632960123" not in request.callback  # the number stays with the callback
