@@ -1051,6 +1051,7 @@ async def _start_ami(
             clock=clock,
             settings=options.callbacks,
             records=pump is not None,
+            wait=options.redis_wait,
         )
         consumer.on_message = _both(consumer.on_message, dialler.on_message)
         jobs.append(dialler.run())

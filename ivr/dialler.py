@@ -68,6 +68,7 @@ from routing.core.numbers import display
 from routing.core.plan import CallbackPolicy, Tenant
 from routing.masking import mask_number
 from routing.redis_keys import KEYS, RedisKeys
+from routing.replicas import NO_WAIT, NotReplicated, ReplicaWait
 
 log = structlog.get_logger("callrouter.callbacks")
 
@@ -170,9 +171,11 @@ class Dialler:
         keys: RedisKeys = KEYS,
         settings: DiallerSettings = DIALLER_DEFAULTS,
         records: bool = False,
+        wait: ReplicaWait = NO_WAIT,
     ) -> None:
         self.redis, self.holder, self.is_holder, self.send = redis, holder, is_holder, send
         self.records = records  # contact records are on: an ended callback goes to its call's record
+        self.wait = wait  # replicas each claim and each end waits for (a Redis fail-over loses neither)
         self.plan, self.live, self.waiting, self.clock = plan, live, waiting, clock
         self.keys, self.settings = keys, settings
         self.inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue(maxsize=10_000)
@@ -239,7 +242,9 @@ class Dialler:
         started = float(cb.fields.get("dial_started") or now)
         adviser = cb.fields.get("adviser", "") if outcome != "no-adviser" else ""
         attempt = store.Attempt(dial, started, now, outcome, adviser)
-        ended = await store.finish(self.redis, self.keys, cb, dial, attempt=attempt, nxt=nxt, now=now)
+        ended = await store.finish(
+            self.redis, self.keys, cb, dial, attempt=attempt, nxt=nxt, now=now, wait=self.wait
+        )
         if ended and nxt.state != "pending":
             await self._to_record(ident, now)
         if ended:
@@ -373,7 +378,13 @@ class Dialler:
         wait_s: float,
         now: float,
     ) -> int:
-        dial = await store.claim(self.redis, self.keys, cb.callback_id, self.holder, now)
+        try:
+            dial = await store.claim(self.redis, self.keys, cb.callback_id, self.holder, now, wait=self.wait)
+        except NotReplicated as exc:
+            # Not dialled: a fail-over could lose this claim and another controller dial it too.
+            # The claim stands on this primary and ends as lost later (dialled again once then).
+            log.warning("callback.claim_not_replicated", callback=cb.callback_id, error=str(exc)[:200])
+            return 0
         if dial <= 0:
             return 0
         action = originate_action(Dial(cb, dial, position, wait_s), tenant, policy)

@@ -327,10 +327,18 @@ def attempts_of(stored: StoredCallback) -> list[Attempt]:
         return []
 
 
-async def claim(redis: Redis, keys: RedisKeys, ident: str, holder: str, now: float) -> int:
+async def claim(
+    redis: Redis, keys: RedisKeys, ident: str, holder: str, now: float, *, wait: ReplicaWait = NO_WAIT
+) -> int:
     """Take a due pending callback for a dial: its dial number; 0 when it is not pending or not
-    due; -1 when ``holder`` does not hold the AMI writer lease (nothing changed)."""
-    return int(await redis.eval(_CLAIM, 2, keys.callback(ident), keys.ami_writer_lease(), holder, _num(now)))
+    due; -1 when ``holder`` does not hold the AMI writer lease (nothing changed). With ``wait``
+    on, :class:`~routing.replicas.NotReplicated` when the replicas did not confirm the claim in
+    time: the caller must not dial then (a fail-over now could lose the claim, and another
+    controller dial the same callback); the dial, never started, ends as lost later."""
+    found = await eval_and_wait(
+        redis, wait, _CLAIM, [keys.callback(ident), keys.ami_writer_lease()], [holder, _num(now)]
+    )
+    return int(found)
 
 
 async def note(redis: Redis, keys: RedisKeys, ident: str, dial: int, **fields: str) -> bool:

@@ -21,6 +21,7 @@ from routing.core.callback import CallbackRequest
 from routing.core.live import LiveState, Toggles
 from routing.core.plan import CallbackPolicy
 from routing.redis_keys import RedisKeys
+from routing.replicas import ReplicaWait
 from tests.controller.conftest import EXAMPLE
 from tests.support.redis_server import RedisServer
 
@@ -174,3 +175,22 @@ async def test_an_ended_callback_goes_to_its_calls_record_once(redis: Redis) -> 
     assert body["outcome"] == "answered"
     assert [(a["outcome"], a["adviser"]) for a in body["attempts"]] == [("answered", "Adviser 1")]
     assert "+441632960123" not in request.callback  # the number stays with the callback
+
+
+async def test_no_dial_when_the_replicas_do_not_confirm_the_claim(redis: Redis) -> None:
+    """With replicas asked for (``redis.wait_replicas``) and none confirming, the claim is not
+    trusted: no Originate is sent (after a fail-over the claim could be gone and another
+    controller dial the same callback)."""
+    keys = RedisKeys(prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    now = time.time()
+    req = CallbackRequest("harborough", "revenues", "+441632960123", now - 300, now, "1795600000.44", "en")
+    ident = await request_callback(redis, keys, req, CallbackPolicy(), now, asterisk_queue="hdc-revenues")
+    await redis.set(keys.ami_writer_lease(), "ctl-a")
+    asterisk = Asterisk({"Response": "Success"})
+    d = dialler(redis, keys, asterisk)
+    d.wait = ReplicaWait(replicas=1, timeout_ms=50)  # this redis-server has no replica
+    stored = await load_callback(redis, keys, ident)
+    assert stored is not None
+    tenant = COMPILED.plan.tenants["harborough"]
+    assert await d._dial(stored, tenant, CallbackPolicy(), position=1, wait_s=60, now=now) == 0
+    assert asterisk.sent == []
