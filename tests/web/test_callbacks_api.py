@@ -3,18 +3,23 @@ caller's number masked, bad input refused, the cancel audited, an ended callback
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from records.dispositions import Request
 from routing.callbacks import claim, load_callback, request_callback
 from routing.core.callback import CallbackRequest
 from routing.core.plan import CallbackPolicy
 from routing.redis_keys import KEYS
+from tests.web.records_rig import example_plan, records_app
 from tests.web.test_toggles import client_for, publish_plan, tokens
 from web.identity import IdentityStore
 
@@ -129,3 +134,32 @@ async def test_a_callback_being_dialled_is_listed_and_can_be_cancelled(
     assert rows[0]["state"] == "dialling"
     answer = await client.post(f"{LIST}/{ident}/cancel", json={"reason": "wrong number"}, headers=headers)
     assert (answer.status, (await answer.json())["was"]) == (200, "dialling")
+
+
+async def test_with_contact_records_a_cancel_goes_to_the_calls_record(
+    web_redis: Redis, web_store: IdentityStore, tmp_path: Path
+) -> None:
+    """Where the service has contact records, the cancel (the attempts so far, ``outcome:
+    cancelled``) goes on the centre's dispositions stream for the call's record, as a late
+    disposition does; a call id that is no record's (no Linkedid) is left alone."""
+    await publish_plan(web_redis)
+    app = records_app(web_redis, tmp_path / "archive", [], clock=lambda: datetime.now(UTC))
+    headers = (await tokens(web_store))["sup"]
+    ident = await callback(web_redis, "1795600000.42", joined_ago=600)
+    no_record = await callback(web_redis, "not-a-linkedid", joined_ago=300)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        for which in (ident, no_record):
+            answer = await client.post(
+                f"{LIST}/{which}/cancel", json={"reason": "rang back"}, headers=headers
+            )
+            assert answer.status == 200, await answer.text()
+    entries = await web_redis.xrange(KEYS.record_dispositions(example_plan().centre))
+    assert len(entries) == 1
+    asked = Request.from_json(entries[0][1][b"q"])
+    assert (asked.request_id, asked.record_id, asked.tenant) == (
+        f"callback-{ident}",
+        "1795600000.42",
+        "harborough",
+    )
+    assert asked.callback is not None
+    assert json.loads(asked.callback)["outcome"] == "cancelled"
