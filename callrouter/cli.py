@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from callrouter import (
+    callbacks_cli,
     plan_store_cli,
     records_cli,
     redis_cli,
@@ -368,6 +369,7 @@ COMMAND_REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentP
     service.register,
     simulate.register,
     supervisor_cli.register,
+    callbacks_cli.register,
     centre.register,
     report_cli.register,
     _records_commands,

@@ -25,7 +25,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +45,7 @@ from callrouter.settings import Settings
 from callrouter.workers import WORKER_FLAG, supervise
 from ivr.callback_desk import NoCallbackDesk, RedisCallbackDesk
 from ivr.controller import Clock, Controller, LiveSource, NoLiveState, PlanError, PlanHolder, utc_now
+from ivr.dialler import DIALLER_DEFAULTS, Dialler, DiallerSettings
 from ivr.fastagi import FastAgiServer, ServerConfig, serve_until_signal
 from records.appender import Ownership, StreamSink, TeeSink
 from records.builder import RecordBuilder
@@ -116,6 +117,7 @@ class ServeOptions:
     ops_port: int | None = None
     records_journal: Path | None = None
     worker: int | None = None  # serve --workers: this worker's index (None: the only process)
+    callbacks: DiallerSettings | None = DIALLER_DEFAULTS  # None: no callback dialler
 
     @classmethod
     def from_settings(cls, settings: Settings, centre: str, **options: object) -> ServeOptions:
@@ -152,8 +154,21 @@ class ServeOptions:
             "ops_host": settings.ops.host,
             "ops_port": settings.ops.port,
             "records_journal": settings.records.journal,
+            "callbacks": _dialler_settings(settings),
         }
         return cls(**{**values, **options})  # type: ignore[arg-type]
+
+
+def _dialler_settings(settings: Settings) -> DiallerSettings | None:
+    c = settings.callbacks
+    if not c.enabled:
+        return None
+    return DiallerSettings(
+        interval_s=c.interval_s,
+        adviser_wait_s=c.adviser_wait_s,
+        lost_after_s=c.lost_after_s,
+        talk_bound_s=c.talk_bound_s,
+    )
 
 
 def for_worker(options: ServeOptions, index: int) -> ServeOptions:
@@ -1024,8 +1039,49 @@ async def _start_ami(
         withdraw_interval_s=options.withdraw_interval,
         on_message=pump.ami if pump is not None else None,
     )
+    jobs = [pipeline.withdrawer.run()]
+    if options.callbacks is not None and options.worker in (None, 0):
+        # Queued callbacks: the lease holder dials; every instance records what AMI reports.
+        # With several workers only worker 0 runs it (the lease is per instance, not per worker).
+        consumer = pipeline.consumer
+        dialler = Dialler(
+            redis,
+            holder=instance,
+            is_holder=lambda: consumer.is_writer,
+            send=consumer.send_action,
+            plan=cached.plan,
+            live=cached.read_now,
+            waiting=pipeline.store.waiting_callers,
+            clock=clock,
+            settings=options.callbacks,
+            records=pump is not None,
+            wait=options.redis_wait,
+        )
+        consumer.on_message = _both(consumer.on_message, dialler.on_message)
+        jobs.append(dialler.run())
     await pipeline.consumer.start()
-    return pipeline.consumer, asyncio.create_task(pipeline.withdrawer.run())
+    return pipeline.consumer, asyncio.create_task(_run_all(jobs))
+
+
+def _both(
+    first: Callable[[Mapping[str, str], float], None] | None,
+    second: Callable[[Mapping[str, str], float], None],
+) -> Callable[[Mapping[str, str], float], None]:
+    """One AMI tap calling ``first`` (the records pump's, when there is one) then ``second``."""
+    if first is None:
+        return second
+
+    def tap(headers: Mapping[str, str], ts: float) -> None:
+        first(headers, ts)
+        second(headers, ts)
+
+    return tap
+
+
+async def _run_all(jobs: list[Coroutine[Any, Any, None]]) -> None:
+    async with asyncio.TaskGroup() as tg:
+        for job in jobs:
+            tg.create_task(job)
 
 
 def parse_clock_start(text: str) -> datetime:

@@ -203,6 +203,27 @@ class RecordsSettings(_Section):
         return value
 
 
+class CallbackSettings(_Section):
+    enabled: bool = Field(True, description="whether serve's AMI lease holder dials queued callbacks")
+    interval_s: float = Field(2.0, gt=0, le=60, description="seconds between the callback dialler's sweeps")
+    adviser_wait_s: float | None = Field(
+        None,
+        gt=0,
+        le=7200,
+        description="seconds a callback's adviser leg may wait in the queue (unset: the queue's timeout_s)",
+    )
+    lost_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="seconds past the adviser wait after which a dial nobody saw end is dialled again once",
+    )
+    talk_bound_s: float = Field(
+        14400.0,
+        gt=0,
+        description="the same, once an adviser answered (the caller may be talking)",
+    )
+
+
 class WebSettings(_Section):
     host: str = Field("127.0.0.1", description="address `callrouter web` listens on")
     port: int = Field(8080, ge=0, le=65535, description="`callrouter web` port (0: any free port)")
@@ -332,6 +353,7 @@ class Settings(_Section):
     agi: AgiSettings = AgiSettings()
     log: LogSettings = LogSettings()
     records: RecordsSettings = RecordsSettings()
+    callbacks: CallbackSettings = CallbackSettings()
     web: WebSettings = WebSettings()
     ops: OpsSettings = OpsSettings()
     partners: PartnerSettings = PartnerSettings()

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from emulator.ami_model import NOT_INUSE, Queue, QueueModel
+from emulator.ami_originate import REASON_ANSWERED, Originator, read_request
 from emulator.ami_wire import (
     BANNER,
     Channel,
@@ -73,10 +74,21 @@ class _Session:
     events: bool = True
     silent: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    held: list[bytes] | None = None  # events kept back while a synchronous Originate runs
 
     def send(self, data: bytes) -> None:
         if not self.silent and not self.writer.is_closing():
             self.writer.write(data)
+
+    def send_event(self, data: bytes) -> None:
+        if self.held is not None:
+            self.held.append(data)
+        else:
+            self.send(data)
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        self.send(b"".join(held))
 
 
 Handler = Callable[[_Session, dict[str, str]], Awaitable[None]]
@@ -120,7 +132,9 @@ class FakeAmi:
             "events": self._events,
             "logoff": self._logoff,
             "userevent": self._user_event,
+            "originate": self._originate,
         }
+        self.originator = Originator(self.emit, self.model.next_uniqueid)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -138,6 +152,7 @@ class FakeAmi:
         """Stop listening and close every session."""
         if self._server is not None:
             self._server.close()
+        await self.originator.stop()
         self.drop_connections()
         if self._server is not None:
             await self._server.wait_closed()
@@ -189,7 +204,7 @@ class FakeAmi:
             return
         for session in self._sessions:
             if session.logged_in and session.events:
-                session.send(data)
+                session.send_event(data)
 
     @contextlib.contextmanager
     def burst(self) -> Iterator[None]:
@@ -449,6 +464,28 @@ class FakeAmi:
         body = [(k, v) for k, v in raw if k.lower() not in ("action", "userevent")]
         head = [("Event", "UserEvent"), ("Privilege", "user,all"), ("UserEvent", action["userevent"])]
         self.emit([[*head, *body]])
+
+    async def _originate(self, session: _Session, action: dict[str, str]) -> None:
+        """``Originate`` (:mod:`emulator.ami_originate`; the far end is
+        :attr:`originator`'s script)."""
+        request = read_request(getattr(action, "raw", list(action.items())))
+        if not request.channel:
+            session.send(_reply(action, "Error", ("Message", "Channel not specified")))
+            return
+        if request.is_async:
+            session.send(_reply(action, "Success", ("Message", "Originate successfully queued")))
+            # The call goes on if the session drops: OriginateResponse goes to every session.
+            self.originator.start(request)
+            return
+        session.held = []  # a synchronous Originate blocks the session: no event until its reply
+        try:
+            reason = await self.originator.play(request)
+            if reason == REASON_ANSWERED:
+                session.send(_reply(action, "Success", ("Message", "Originate successfully queued")))
+            else:
+                session.send(_reply(action, "Error", ("Message", "Originate failed")))
+        finally:
+            session.release()
 
     async def _logoff(self, session: _Session, action: dict[str, str]) -> None:
         session.send(_reply(action, "Goodbye", ("Message", "Thanks for all the fish.")))

@@ -63,13 +63,14 @@ class QueueModel:
 
     # --- identities ------------------------------------------------------------------
 
-    def _next_uniqueid(self) -> str:
+    def next_uniqueid(self) -> str:
+        """A fresh Asterisk-like Uniqueid (``<epoch>.<sequence>``)."""
         self._seq += 1
         return f"{self._epoch + self._seq // 10}.{self._seq}"
 
     def new_channel(self, tech: str, name: str, num: str) -> Channel:
         """A fresh channel with Asterisk-like name and Uniqueid."""
-        uid = self._next_uniqueid()
+        uid = self.next_uniqueid()
         return Channel(f"{tech}-{self._seq:08x}", uid, caller_id_num=num, caller_id_name=name)
 
     def queue(self, name: str) -> Queue:

@@ -501,6 +501,14 @@ class Pjsip:
 
 
 FarEnd = Callable[[Invite], str]  # the INVITE -> DIALSTATUS (ANSWER, BUSY, NOANSWER, CONGESTION)
+TalkTime = Callable[[Invite], int]  # an answered INVITE -> whole seconds until the call ends
+
+
+def two_seconds(_invite: Invite) -> int:
+    """The captures' far end (a sipp UAS) hangs up 2 s after answering."""
+    return 2
+
+
 QueueOutcome = Callable[[str, dict[str, str]], str]  # (queue, variables) -> QUEUESTATUS
 AgiRunner = Callable[["Pbx", Channel, str, list[str]], Awaitable[None]]
 Observer = Callable[["Pbx", Channel, str, str], None]  # after each application: (channel, app, data)
@@ -579,8 +587,10 @@ class Pbx:
         events: PbxEvents | None = None,
         queue_call: QueueCall | None = None,
         queue_contexts: Mapping[str, str] | None = None,
+        talk_s: TalkTime = two_seconds,
     ) -> None:
         self.dialplan = dialplan
+        self.talk_s = talk_s
         self.globals = dict(globals_)
         self.pjsip = pjsip or Pjsip({})
         self.far_end = far_end
@@ -835,6 +845,11 @@ class Pbx:
             channel.hangup_handlers.append(value)  # func_channel: a Gosub target, run at hangup
         elif name.upper() == "TIMEOUT" and args[0][:1].lower() == "a":  # func_timeout reads one letter
             channel.line.arm(timeout_seconds(value))  # the channel's one timer, as SET AUTOHANGUP
+        elif name.upper() == "CALLERID" and args[0].lower() in ("num", "name"):
+            if args[0].lower() == "num":
+                channel.caller_num = value
+            else:
+                channel.caller_name = value
         elif name.upper() == "PJSIP_HEADER" and args[0] == "add":
             channel.headers.append((args[1], value))  # an empty value is sent empty
         else:
@@ -978,11 +993,20 @@ class Pbx:
     async def _dial(self, channel: Channel, data: str) -> None:
         args = split_args(data)
         options = parse_options(args[2] if len(args) > 2 else "")
+        channel.set("ANSWEREDTIME", "")  # app_dial clears it first (dial_pjsip_trunk_forms.txt)
+        first = len(self.dials)
         statuses: list[str] = []
         for peer in args[0].split("&"):
             statuses.append(await self._dial_one(channel, peer, options))
         status = next((s for s in statuses if s == "ANSWER"), statuses[-1] if statuses else "CHANUNAVAIL")
         channel.set("DIALSTATUS", status)
+        answered = next(
+            (d for d in self.dials[first:] if d.status == "ANSWER" and d.invite is not None), None
+        )
+        if answered is not None and answered.invite is not None:
+            # Whole seconds of the bridged call, set when it ends (VarSet ANSWEREDTIME 2 after a
+            # 2 s answered call in dial_pjsip_trunk_forms.txt); the far end says how long.
+            channel.set("ANSWEREDTIME", str(self.talk_s(answered.invite)))
         if status == "ANSWER" and "g" not in options:
             # The call was bridged; when it ends, Dial() without option g returns -1 and the
             # caller's dialplan ends there ("Spawn extension ... exited non-zero":

@@ -87,3 +87,13 @@ ROUTE_FIELDS = (
 )
 SET_BY_CONTROLLER = (*ROUTE_FIELDS, PAYMENT_REFERENCE, SURVEY_SCORE, WAIT, ROUTE)
 READ_BY_CONTROLLER = (QUEUESTATUS, QUEUEPOSITION, WAIT_EVENT, FROM_CENTRE, FROM_CALL)
+
+# --- queued callbacks: set by the dialler's AMI Originate on the Local channel it makes -----------
+# (ivr/dialler.py; dialplans/callrouter.conf [callrouter-callback-adviser], [callrouter-callback-caller])
+CALLBACK_ID = "CR_CB_ID"  # the callback's id
+CALLBACK_DIAL = "CR_CB_DIAL"  # the dial's number (1, 2...): reported back in CallbackOutcome
+CALLBACK_QUEUE = "CR_CB_QUEUE"  # the Asterisk queue the adviser leg joins
+CALLBACK_POSITION = "CR_CB_POSITION"  # the position it joins at (Queue()'s 9th argument)
+CALLBACK_NUMBER = "CR_CB_NUMBER"  # the caller's number, E.164 (dialled on CR_TRUNK)
+CALLBACK_RING_S = "CR_CB_RING_S"  # seconds the caller's phone rings
+CALLBACK_OUTCOME_EVENT = "CallbackOutcome"  # UserEvent: Callback, Dial, DialStatus, AnsweredTime

@@ -52,6 +52,7 @@ from records.facts import (
     AnnouncementPlayed,
     CallArrived,
     CallbackOffered,
+    CallbackReported,
     DispositionGiven,
     InvalidKey,
     IvrAbandoned,
@@ -194,10 +195,11 @@ class _Call:
     payment: tuple[str, bool, bool] | None = None
     survey: SurveyScore | None = None
     language: tuple[str, LanguageHow, str | None] | None = None
-    callback: tuple[bool, CallbackNumberKind | None] | None = None  # offered: (accepted, number kind)
+    callback_offer: tuple[bool, CallbackNumberKind | None] | None = None  # offered: (accepted, number kind)
     disposition: tuple[DispositionKind, str | None, str | None, str | None, float] | None = None
     problems: list[str] = field(default_factory=list)
     hop_from: tuple[str, str | None] | None = None
+    callback: str | None = None  # the record's callback sub-object, as JSON (CallbackReported)
     # scheduling, on the builder's clock (receive times; an event's Timestamp is Asterisk's)
     ended_at: float | None = None  # when the builder learnt that the caller had gone
     changed_at: float = 0.0  # when the builder last took a fact or event of this call
@@ -253,11 +255,18 @@ class Held:
     tenant: str | None
     version: int
     disposition: tuple[DispositionKind, str | None, str | None] | None
+    callback: str | None = None  # the callback sub-object it holds, as JSON
 
     def version_with(self, disposition: tuple[str, str | None, str | None]) -> int:
         """The version that will carry ``disposition`` once given: the next one if it changes
         the record (or none was handed out yet), else the last one, which holds it already."""
         if self.version == 0 or self.disposition != disposition:
+            return self.version + 1
+        return self.version
+
+    def version_with_callback(self, callback: str) -> int:
+        """The same for a callback sub-object (JSON)."""
+        if self.version == 0 or self.callback != callback:
             return self.version + 1
         return self.version
 
@@ -410,9 +419,9 @@ class RecordBuilder:
         call.language = (fact.language, fact.how, fact.key)
 
     def _callback_offered(self, call: _Call, fact: CallbackOffered) -> None:
-        if call.callback is None or not call.callback[0]:  # a callback once taken stays taken
+        if call.callback_offer is None or not call.callback_offer[0]:  # a callback once taken stays taken
             kind = cast(CallbackNumberKind | None, fact.number_kind)  # checked by _check
-            call.callback = (fact.accepted, kind if fact.accepted else None)
+            call.callback_offer = (fact.accepted, kind if fact.accepted else None)
         visit = call.visit()
         if fact.accepted and visit is not None and visit.outcome != "answered" and not visit.caller_hung_up:
             visit.outcome = "callback"  # left the queue keeping their place, to be called back
@@ -436,6 +445,9 @@ class RecordBuilder:
 
     def _disposition_given(self, call: _Call, fact: DispositionGiven) -> None:
         self._disposition(call, fact.kind, team=fact.team, reason=fact.reason, by=fact.by, at=fact.at)
+
+    def _callback_reported(self, call: _Call, fact: CallbackReported) -> None:
+        call.callback = fact.callback  # checked by _check: a Callback sub-object
 
     def _key_pressed(self, call: _Call, fact: KeyPressed) -> None:
         if call.at_payment:
@@ -490,7 +502,7 @@ class RecordBuilder:
         if call is None or not call.contact:
             return None
         held = call.disposition[:3] if call.disposition is not None else None
-        return Held(call.tenant, call.version, held)
+        return Held(call.tenant, call.version, held, call.callback)
 
     def restarted(self, deadline: float, problem: str) -> int:
         """After a replay: every call whose end is not known is closed at ``deadline`` at the
@@ -867,6 +879,11 @@ def _check(fact: IvrFact) -> None:
         raise ValueError(f"CallbackOffered: unknown number kind {fact.number_kind!r}")
     if isinstance(fact, DispositionGiven) and fact.kind not in get_args(DispositionKind):
         raise ValueError(f"DispositionGiven: unknown kind {fact.kind!r}")
+    if isinstance(fact, CallbackReported):
+        try:
+            Callback.model_validate_json(fact.callback)
+        except ValueError as exc:
+            raise ValueError(f"CallbackReported: not a callback sub-object ({exc})") from None
 
 
 def _rejoined(call: _Call, visit: _Visit, queue: str) -> bool:
@@ -1024,11 +1041,7 @@ def _to_record(call: _Call, centre: str, key: bytes, version: int, updated_at: f
             else None
         ),
         survey=call.survey,
-        callback=(
-            Callback(offered=True, accepted=call.callback[0], number_kind=call.callback[1])
-            if call.callback is not None
-            else None
-        ),
+        callback=_callback(call),
         disposition=(
             Disposition(
                 kind=call.disposition[0],
@@ -1042,6 +1055,19 @@ def _to_record(call: _Call, centre: str, key: bytes, version: int, updated_at: f
         ),
         problems=[text(p) for p in call.problems],
     )
+
+
+def _callback(call: _Call) -> Callback | None:
+    """The record's callback: what the IVR recorded of the offer and, once the dialler has
+    reported, its attempts and outcome (the offer's number kind kept)."""
+    offer = call.callback_offer
+    offered = Callback(offered=True, accepted=offer[0], number_kind=offer[1]) if offer is not None else None
+    if call.callback is None:
+        return offered
+    reported = Callback.model_validate_json(call.callback)
+    if offered is not None and reported.number_kind is None:
+        reported = reported.model_copy(update={"number_kind": offered.number_kind})
+    return reported
 
 
 def _linkedid(event: Mapping[str, str]) -> str:
@@ -1099,6 +1125,7 @@ _FACTS: dict[type, Callable[[RecordBuilder, _Call, Any], None]] = {
     WaitAbandoned: RecordBuilder._wait_abandoned,
     IvrAbandoned: RecordBuilder._ivr_abandoned,
     DispositionGiven: RecordBuilder._disposition_given,
+    CallbackReported: RecordBuilder._callback_reported,
 }
 
 _Handler = Callable[[RecordBuilder, _Call, Mapping[str, str], float], None]

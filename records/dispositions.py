@@ -50,8 +50,9 @@ from redis.exceptions import ResponseError
 
 from records.appender import envelope_of
 from records.builder import Held
+from records.callback import with_callback
 from records.disposition import DispositionError, disposed
-from records.facts import DispositionGiven
+from records.facts import CallbackReported, DispositionGiven
 from records.model import ContactRecord, DispositionKind
 from records.stream import RecordStream
 from routing.redis_keys import KEYS, RedisKeys
@@ -89,11 +90,14 @@ class Request:
     request_id: str
     tenant: str
     record_id: str
-    kind: DispositionKind
+    kind: DispositionKind | None  # None: a callback's news instead (``callback``)
     team: str | None
     reason: str | None
     by: str
     at: float  # when it was given (Unix seconds)
+    # A queued callback's sub-object for the record (JSON: ``records.callback``), sent by the
+    # dialler: the same path as a disposition, so the call's owner makes the next version.
+    callback: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -105,17 +109,22 @@ class Request:
             raise ValueError("not a disposition request")
         return cls(**data)
 
-    def fact(self, at: float) -> DispositionGiven:
+    def fact(self, at: float) -> DispositionGiven | CallbackReported:
+        if self.callback is not None:
+            return CallbackReported(self.record_id, at, self.callback)
+        if self.kind is None:
+            raise ValueError("a disposition request without a kind")
         return DispositionGiven(self.record_id, at, self.kind, self.team, self.reason, self.by)
 
     def same(self, other: Request) -> bool:
         """The same request (an idempotency key used again): all but the time and the request id."""
-        return (self.tenant, self.record_id, self.kind, self.team, self.reason) == (
+        return (self.tenant, self.record_id, self.kind, self.team, self.reason, self.callback) == (
             other.tenant,
             other.record_id,
             other.kind,
             other.team,
             other.reason,
+            other.callback,
         )
 
 
@@ -380,8 +389,13 @@ class DispositionInbox:
             )
             await self.reader.settle(entry_id, refused)
             return 0
-        given = (request.kind, request.team, request.reason)
-        version = held.version_with(given)
+        given = (request.kind or "", request.team, request.reason)
+        if request.callback is not None:
+            version = held.version_with_callback(request.callback)
+            changed = held.callback != request.callback
+        else:
+            version = held.version_with(given)
+            changed = held.disposition != given
         # the usual path (journal, builder): the next version is due after the grace. At the
         # controller's now at the latest: a web service's clock ahead would hold the version back
         pump.fact(request.fact(min(request.at, pump.clock())))
@@ -389,7 +403,7 @@ class DispositionInbox:
             request,
             "applied",
             version=version,
-            changed=held.disposition != given,
+            changed=changed,
             applied_by=self.owner.instance,
             updated_at=now,
         )
@@ -486,16 +500,20 @@ class ArchiveApplier:
         if appended > latest.version:
             return 0  # a newer version is on its way to the archive: the next one is made from it
         try:
-            made = disposed(
-                latest,
-                request.kind,
-                team=request.team,
-                reason=request.reason,
-                by=request.by,
-                at=datetime.fromtimestamp(request.at, UTC),
-                reasons=await self.reasons(request.tenant),
-            )
-        except DispositionError as exc:
+            at = datetime.fromtimestamp(request.at, UTC)
+            if request.callback is not None:
+                made = with_callback(latest, request.callback, at)
+            else:
+                made = disposed(
+                    latest,
+                    request.kind or "",
+                    team=request.team,
+                    reason=request.reason,
+                    by=request.by,
+                    at=at,
+                    reasons=await self.reasons(request.tenant),
+                )
+        except (DispositionError, ValueError) as exc:
             await self.reader.settle(entry_id, Status(request, "refused", detail=str(exc), updated_at=now))
             return 0
         if made is None:

@@ -175,6 +175,17 @@ class DispositionGiven:
     by: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CallbackReported:
+    """A queued callback taken on this call has ended (or has news): ``callback`` is the record's
+    ``callback`` sub-object as JSON (``records.model.Callback``; ``records.callback``). Sent by
+    the dialler through the dispositions stream, so the call's owner makes the next version."""
+
+    call_id: str
+    at: float
+    callback: str
+
+
 IvrFact = (
     CallArrived
     | RouteDecided
@@ -192,6 +203,7 @@ IvrFact = (
     | WaitAbandoned
     | IvrAbandoned
     | DispositionGiven
+    | CallbackReported
 )
 
 SURVEY_KEYS: dict[str, SurveyScore] = {"1": 1, "2": 0, "3": -1}

@@ -177,17 +177,37 @@ class Disposition(Model):
 CallbackNumberKind = Literal[
     "geographic", "non_geographic", "mobile", "freephone", "premium", "international"
 ]
+CallbackAttemptOutcome = Literal[
+    "answered", "short-answer", "no-answer", "busy", "failed", "no-adviser", "interrupted"
+]
+CallbackOutcome = Literal["answered", "failed", "cancelled", "cancelled_at_closing"]
+
+
+class CallbackAttempt(Model):
+    """One dial of a queued callback: the adviser first, then the caller (``docs/callbacks.md``)."""
+
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+    outcome: CallbackAttemptOutcome = Field(
+        description="answered; short-answer (answered and gone within 10 s: a voicemail greeting); "
+        "no-answer; busy; failed (the line could not be reached); no-adviser (no adviser answered in "
+        "time: the caller was not called); interrupted (the dialler stopped and nobody saw the end)."
+    )
+    adviser: Text | None = Field(description="The adviser who answered, when one did.")
 
 
 class Callback(Model):
-    """The queued callback on this call (issue 11): offered while the caller waited, and
-    whether they took it; the kind of number they left, never the number."""
+    """The queued callback on this call (issue 11): offered while the caller waited, whether they
+    took it, the kind of number they left (never the number), and once the dialler has called,
+    each attempt and how it ended."""
 
-    offered: bool
-    accepted: bool
+    offered: bool | None = Field(None, description="The callback was offered; null: not known here.")
+    accepted: bool | None = Field(None, description="The caller took it; null: not known here.")
     number_kind: CallbackNumberKind | None = Field(
         default=None, description="The kind of number to call back, when accepted."
     )
+    attempts: Annotated[list[CallbackAttempt], Field(max_length=LIST_MAX)] = []
+    outcome: CallbackOutcome | None = Field(None, description="How it ended; null while it is pending.")
 
 
 class ContactRecord(Model):

@@ -18,14 +18,19 @@ nothing. Both keys are written by one script, so a reader never sees one without
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import unicodedata
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
 
 from routing.core.callback import CallbackRequest, CallbackState
+from routing.core.callback_order import Next
 from routing.core.plan import CallbackPolicy
+from routing.masking import mask_number
 from routing.redis_keys import RedisKeys
 from routing.replicas import NO_WAIT, ReplicaWait, eval_and_wait
 
@@ -204,3 +209,329 @@ def parse_callback(ident: str, raw: dict[bytes | str, bytes | str]) -> StoredCal
 async def load_callback(redis: Redis, keys: RedisKeys, ident: str) -> StoredCallback | None:
     """The callback ``ident``, or ``None`` when there is none (never stored, or expired)."""
     return parse_callback(ident, await redis.hgetall(keys.callback(ident)))
+
+
+# --- the dialler's transitions -------------------------------------------------------------
+# A dial is fenced twice. Claiming one (pending -> dialling) checks the AMI writer lease in the
+# same step (``routing/live/lease.py``): only the lease holder dials, so two controllers never
+# dial one callback, also after a Redis fail-over. Each dial has a number (``dials``, one more
+# per claim) carried in its AMI ActionID and channel ids; what Asterisk reports about a dial is
+# applied only while the callback is still in that dial, so a report seen by two controllers, or
+# late, changes nothing the second time. ``attempts`` counts the times the caller was dialled.
+
+ENDED_TTL_MS = 7 * 24 * 3600 * 1000  # a week after it ends
+CANCEL_REASON_MAX = 500
+MAX_BY = 80
+AUDIT_MAXLEN = 100_000  # as routing.supervisor's audit trail
+
+# KEYS: hash, lease. ARGV: holder, now. -> the dial number, 0 (not pending or not due), -1 (lease)
+_CLAIM = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+local f = redis.call('HMGET', KEYS[1], 'state', 'next_at')
+if f[1] ~= 'pending' or tonumber(f[2]) > tonumber(ARGV[2]) then return 0 end
+local dial = redis.call('HINCRBY', KEYS[1], 'dials', 1)
+redis.call('HSET', KEYS[1], 'state', 'dialling', 'claim', ARGV[1], 'dial_started', ARGV[2],
+  'adviser', '', 'adviser_at', '', 'updated_at', ARGV[2])
+return dial
+"""
+
+# KEYS: hash. ARGV: dial, then field/value pairs. Sets them while the callback is in that dial.
+_NOTE = """
+local f = redis.call('HMGET', KEYS[1], 'state', 'dials')
+if f[1] ~= 'dialling' or f[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
+# KEYS: hash, pending zset. ARGV: id, dial, attempt JSON, state, next_at, outcome, attempts, now, ttl.
+# Ends dial ARGV[2]: its attempt joins the log and the callback takes its next state. 0 when the
+# callback is no longer in that dial (already ended, or cancelled: then the log still gets it).
+_FINISH = """
+local f = redis.call('HMGET', KEYS[1], 'state', 'dials', 'attempt_log', 'last_logged')
+if f[2] ~= ARGV[2] or f[4] == ARGV[2] then return 0 end
+local log = cjson.decode(f[3] or '[]')
+table.insert(log, cjson.decode(ARGV[3]))
+redis.call('HSET', KEYS[1], 'attempt_log', cjson.encode(log), 'last_logged', ARGV[2], 'updated_at', ARGV[8])
+if f[1] ~= 'dialling' then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[4], 'next_at', ARGV[5], 'outcome', ARGV[6], 'attempts', ARGV[7])
+if ARGV[4] ~= 'pending' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[9])
+end
+return 1
+"""
+
+# KEYS: hash, lease. ARGV: holder, next_at, now. Moves a pending callback's next attempt.
+_RESCHEDULE = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+if redis.call('HGET', KEYS[1], 'state') ~= 'pending' then return 0 end
+redis.call('HSET', KEYS[1], 'next_at', ARGV[2], 'updated_at', ARGV[3])
+return 1
+"""
+
+# KEYS: hash, pending zset[, audit stream]. ARGV: id, outcome, by, reason, now, ttl, only_pending
+# [, audit entry, audit maxlen]. -> the state it had ('' when there is no such callback; nothing
+# changes unless pending/dialling). With the audit stream, the entry is added in the same step.
+_CANCEL = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return '' end
+if state ~= 'pending' and (state ~= 'dialling' or ARGV[7] == '1') then return state end
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 'outcome', ARGV[2], 'cancelled_by', ARGV[3],
+  'cancel_reason', ARGV[4], 'updated_at', ARGV[5])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+if KEYS[3] then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'entry', ARGV[8], 'previous', state)
+end
+return state
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One dial as the contact record shows it (times in epoch seconds)."""
+
+    dial: int
+    started_at: float
+    ended_at: float
+    outcome: str  # routing.core.callback_order.AttemptOutcome
+    adviser: str = ""  # the adviser's name (MemberName) when one answered
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "dial": self.dial,
+                "started_at": self.started_at,
+                "ended_at": self.ended_at,
+                "outcome": self.outcome,
+                "adviser": self.adviser,
+            }
+        )
+
+
+def attempts_of(stored: StoredCallback) -> list[Attempt]:
+    """The attempt log of a stored callback, oldest first."""
+    try:
+        rows = json.loads(stored.fields.get("attempt_log", "[]"))
+        return [
+            Attempt(
+                int(r["dial"]),
+                float(r["started_at"]),
+                float(r["ended_at"]),
+                str(r["outcome"]),
+                str(r["adviser"]),
+            )
+            for r in rows
+        ]
+    except (ValueError, KeyError, TypeError):
+        return []
+
+
+async def claim(
+    redis: Redis, keys: RedisKeys, ident: str, holder: str, now: float, *, wait: ReplicaWait = NO_WAIT
+) -> int:
+    """Take a due pending callback for a dial: its dial number; 0 when it is not pending or not
+    due; -1 when ``holder`` does not hold the AMI writer lease (nothing changed). With ``wait``
+    on, :class:`~routing.replicas.NotReplicated` when the replicas did not confirm the claim in
+    time: the caller must not dial then (a fail-over now could lose the claim, and another
+    controller dial the same callback); the dial, never started, ends as lost later."""
+    found = await eval_and_wait(
+        redis, wait, _CLAIM, [keys.callback(ident), keys.ami_writer_lease()], [holder, _num(now)]
+    )
+    return int(found)
+
+
+async def note(redis: Redis, keys: RedisKeys, ident: str, dial: int, **fields: str) -> bool:
+    """Record facts about dial ``dial`` (the adviser who answered...) while it lasts."""
+    flat = [item for pair in fields.items() for item in pair]
+    return bool(await redis.eval(_NOTE, 1, keys.callback(ident), str(dial), *flat))
+
+
+async def finish(
+    redis: Redis,
+    keys: RedisKeys,
+    stored: StoredCallback,
+    dial: int,
+    *,
+    attempt: Attempt,
+    nxt: Next,
+    now: float,
+    wait: ReplicaWait = NO_WAIT,
+) -> bool:
+    """End dial ``dial``: log ``attempt`` and move to ``nxt``; False when it had ended already."""
+    done = await eval_and_wait(
+        redis,
+        wait,
+        _FINISH,
+        [keys.callback(stored.callback_id), keys.callbacks_pending(stored.asterisk_queue)],
+        [
+            stored.callback_id,
+            str(dial),
+            attempt.to_json(),
+            nxt.state,
+            _num(nxt.next_at),
+            nxt.outcome,
+            str(nxt.attempts),
+            _num(now),
+            str(ENDED_TTL_MS),
+        ],
+    )
+    return bool(done)
+
+
+async def reschedule(
+    redis: Redis, keys: RedisKeys, ident: str, holder: str, *, next_at: float, now: float
+) -> int:
+    """Move a pending callback's next attempt to ``next_at`` (the lease holder only)."""
+    return int(
+        await redis.eval(
+            _RESCHEDULE, 2, keys.callback(ident), keys.ami_writer_lease(), holder, _num(next_at), _num(now)
+        )
+    )
+
+
+async def cancel(
+    redis: Redis,
+    keys: RedisKeys,
+    stored: StoredCallback,
+    *,
+    outcome: str,
+    by: str,
+    reason: str,
+    now: float,
+    only_pending: bool = False,
+    audit_entry: str | None = None,
+    wait: ReplicaWait = NO_WAIT,
+) -> str:
+    """End a pending (or, unless ``only_pending``, a dialling) callback as ``cancelled`` with
+    ``outcome``; returns the state it had (nothing changes unless pending or dialling). A dial
+    under way is not hung up: its attempt is still logged when it ends. ``audit_entry`` (JSON)
+    goes to the audit stream in the same step when the callback was cancelled."""
+    keys_used = [keys.callback(stored.callback_id), keys.callbacks_pending(stored.asterisk_queue)]
+    args = [
+        stored.callback_id,
+        outcome,
+        by,
+        reason,
+        _num(now),
+        str(ENDED_TTL_MS),
+        "1" if only_pending else "0",
+    ]
+    if audit_entry is not None:
+        keys_used.append(keys.audit_stream())
+        args += [audit_entry, str(AUDIT_MAXLEN)]
+    before = await eval_and_wait(redis, wait, _CANCEL, keys_used, args)
+    return _text(before)
+
+
+async def load_many(redis: Redis, keys: RedisKeys, idents: list[str]) -> list[StoredCallback]:
+    """The stored callbacks among ``idents`` (one round trip), in the order given."""
+    if not idents:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for ident in idents:
+            pipe.hgetall(keys.callback(ident))
+        rows = await pipe.execute()
+    found = (parse_callback(ident, raw) for ident, raw in zip(idents, rows, strict=True))
+    return [c for c in found if c is not None]
+
+
+# --- supervisors -------------------------------------------------------------------------------
+
+
+async def tenant_callbacks(redis: Redis, keys: RedisKeys, tenant: str) -> list[StoredCallback]:
+    """The callbacks of ``tenant`` holding a place in a queue's order (pending or being dialled),
+    queue by queue (the Asterisk queues with live state), each queue in join order."""
+    queues = sorted(_text(q) for q in await redis.smembers(keys.known_queues()))
+    found: list[StoredCallback] = []
+    for queue in queues:
+        idents = [p.callback_id for p in await pending_callbacks(redis, keys, queue)]
+        found += [c for c in await load_many(redis, keys, idents) if c.tenant == tenant]
+    return found
+
+
+def supervisor_view(cb: StoredCallback, position: int | None = None) -> dict[str, object]:
+    """What a supervisor sees of a callback: the caller's number masked (the dialler, the CRM and
+    the export alone see it whole), times as epoch seconds, the attempts made."""
+    return {
+        "id": cb.callback_id,
+        "tenant": cb.tenant,
+        "queue": cb.queue,
+        "state": cb.state,
+        "position": position,
+        "number": mask_number(cb.number),
+        "language": cb.language,
+        "call_id": cb.call_id,
+        "joined_at": cb.joined_at,
+        "requested_at": cb.requested_at,
+        "next_at": cb.next_at,
+        "attempts": cb.attempts,
+        "outcome": cb.outcome or None,
+        "attempt_log": [
+            {
+                "dial": a.dial,
+                "started_at": a.started_at,
+                "ended_at": a.ended_at,
+                "outcome": a.outcome,
+                "adviser": a.adviser,
+            }
+            for a in attempts_of(cb)
+        ],
+    }
+
+
+async def cancel_for_supervisor(
+    redis: Redis,
+    keys: RedisKeys,
+    *,
+    tenant: str,
+    ident: str,
+    by: str,
+    reason: str,
+    now: datetime,
+    wait: ReplicaWait = NO_WAIT,
+) -> tuple[StoredCallback, str]:
+    """A supervisor cancels callback ``ident`` of ``tenant``, with a reason; audited in the same
+    step (``callback.cancel``). Returns the callback as it was and the state it had.
+    :class:`LookupError` for a callback that is not ``tenant``'s (or none);
+    :class:`CallbackRefused` for a bad reason or by, or a callback already ended."""
+    by = _checked("by", by, MAX_BY)
+    reason = _checked("reason", reason, CANCEL_REASON_MAX)
+    stored = await load_callback(redis, keys, ident) if _ID.match(ident) else None
+    if stored is None or stored.tenant != tenant:
+        raise LookupError(f"no callback {ident[:40]!r} for {tenant}")
+    details = {"tenant": tenant, "callback": ident, "queue": stored.queue, "reason": reason}
+    entry = json.dumps(
+        {"at": now.isoformat(), "by": by, "what": "callback.cancel", **details}, separators=(",", ":")
+    )
+    before = await cancel(
+        redis,
+        keys,
+        stored,
+        outcome="cancelled",
+        by=by,
+        reason=reason,
+        now=now.timestamp(),
+        audit_entry=entry,
+        wait=wait,
+    )
+    if before not in OPEN_STATES:
+        raise CallbackRefused(f"callback {ident} has ended already ({before or 'gone'}): nothing to cancel")
+    return stored, before
+
+
+_ID = re.compile(r"^cb-[0-9a-f]{20}$")
+
+
+def _checked(label: str, text: str, limit: int) -> str:
+    cleaned = text.strip()
+    if not cleaned:
+        raise CallbackRefused(f"give a {label}")
+    if len(cleaned) > limit:
+        raise CallbackRefused(f"the {label} is longer than {limit} characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in _BIDI for ch in cleaned):
+        raise CallbackRefused(f"the {label} holds control characters")
+    return cleaned
+
+
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from routing import metrics
-from web import live, openapi, partners, plans, plans_page, records, session, toggles
+from web import callbacks, live, openapi, partners, plans, plans_page, records, session, toggles
 from web.auth import IDENTITY, authenticate, require
 from web.context import (
     CLOCK,
@@ -43,7 +43,7 @@ from web.templating import STATIC_DIR, STATIC_URL
 log = structlog.get_logger("callrouter.web")
 
 # The features, each a module with ``setup(app: web.Application) -> None``.
-FEATURES: tuple[ModuleType, ...] = (session, live, plans, plans_page, records, toggles, partners)
+FEATURES: tuple[ModuleType, ...] = (session, live, plans, plans_page, records, toggles, partners, callbacks)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

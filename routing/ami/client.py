@@ -51,7 +51,8 @@ RECONCILE_ACTION_PREFIX = "callrouter-queuestatus-"
 """ActionIDs of our QueueStatus requests: their list items are also routed into the
 event stream so the reconcile picture keeps its place among live events."""
 
-FORGETTABLE = ("ping", "login", "logoff", "queuestatus", "queuewithdrawcaller", "playdtmf")
+# Not sent again after a reconnect: an Originate sent twice would call someone twice.
+FORGETTABLE = ("ping", "login", "logoff", "queuestatus", "queuewithdrawcaller", "playdtmf", "originate")
 
 EventCallback = Callable[[Any, Any], None]
 """``callback(manager, message)`` as panoramisk calls it (message: a Mapping)."""

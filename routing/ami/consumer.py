@@ -457,6 +457,17 @@ class AmiConsumer:
 
     # --- actions ------------------------------------------------------------------------------------
 
+    async def send_action(self, action: Mapping[str, str]) -> dict[str, str]:
+        """One action on this instance's AMI connection; its reply. ``as_list=False``: the
+        reply to an ``Async`` Originate is its first message, and the ``OriginateResponse``
+        that follows comes as an event (to every AMI session, this one included).
+
+        Raises ConnectionError when AMI is down and TimeoutError without a reply."""
+        if not hasattr(self, "_client"):
+            raise ConnectionError("AMI not started")
+        reply = await self._client.send(action, deadline_s=self.settings.action_timeout_s, as_list=False)
+        return reply[0]
+
     async def queue_withdraw_caller(
         self, queue: str, caller_channel: str, info: str | None = None
     ) -> WithdrawResult:

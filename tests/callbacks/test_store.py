@@ -12,13 +12,21 @@ import pytest
 from redis.asyncio import Redis
 
 from routing.callbacks import (
+    ENDED_TTL_MS,
+    Attempt,
     CallbackRefused,
+    attempts_of,
     callback_id,
+    cancel,
+    claim,
+    finish,
     load_callback,
+    note,
     pending_callbacks,
     request_callback,
 )
 from routing.core.callback import CallbackRequest
+from routing.core.callback_order import Next
 from routing.core.plan import CallbackPolicy
 from routing.redis_keys import RedisKeys
 from tests.support.redis_server import RedisServer
@@ -126,3 +134,87 @@ async def test_a_bad_request_is_refused_and_nothing_is_written(
 
 async def test_an_unknown_id_loads_as_none(redis: Redis, keys: RedisKeys) -> None:
     assert await load_callback(redis, keys, callback_id("never")) is None
+
+
+async def test_only_the_lease_holder_claims_a_due_callback_and_only_once(
+    redis: Redis, keys: RedisKeys
+) -> None:
+    """Claiming checks the AMI writer lease in the same step; a claimed callback is not pending."""
+    ident = await request_callback(redis, keys, request(), CallbackPolicy(), T0 + 400)
+    await redis.set(keys.ami_writer_lease(), "ctl-a")
+    assert await claim(redis, keys, ident, "ctl-b", T0 + 500) == -1
+    assert await claim(redis, keys, ident, "ctl-a", T0 + 100) == 0  # not due yet
+    results = await asyncio.gather(*(claim(redis, keys, ident, "ctl-a", T0 + 500) for _ in range(4)))
+    assert sorted(results) == [0, 0, 0, 1]
+    stored = await load_callback(redis, keys, ident)
+    assert stored is not None
+    assert (stored.state, stored.fields["dials"], stored.fields["claim"]) == ("dialling", "1", "ctl-a")
+
+
+async def test_a_dial_ends_once_and_late_reports_change_nothing(redis: Redis, keys: RedisKeys) -> None:
+    ident = await request_callback(redis, keys, request(), CallbackPolicy(), T0 + 400)
+    await redis.set(keys.ami_writer_lease(), "ctl-a")
+    dial = await claim(redis, keys, ident, "ctl-a", T0 + 500)
+    assert await note(redis, keys, ident, dial, adviser="Agent One")
+    assert not await note(redis, keys, ident, dial + 1, adviser="Someone Else")
+    stored = await load_callback(redis, keys, ident)
+    assert stored is not None
+    attempt = Attempt(dial, T0 + 500, T0 + 540, "no-answer", "Agent One")
+    retry = Next("pending", T0 + 840, "", 1)
+    ended = await asyncio.gather(
+        *(finish(redis, keys, stored, dial, attempt=attempt, nxt=retry, now=T0 + 540) for _ in range(3))
+    )
+    assert sorted(ended) == [False, False, True]
+    stored = await load_callback(redis, keys, ident)
+    assert stored is not None
+    assert (stored.state, stored.attempts, stored.next_at) == ("pending", 1, T0 + 840)
+    assert attempts_of(stored) == [attempt]
+    assert await redis.zscore(keys.callbacks_pending("council-tax"), ident) == T0  # its place kept
+    dial = await claim(redis, keys, ident, "ctl-a", T0 + 900)
+    assert dial == 2
+    answered = Attempt(dial, T0 + 900, T0 + 1200, "answered", "Agent Two")
+    assert await finish(
+        redis, keys, stored, dial, attempt=answered, nxt=Next("done", T0 + 1200, "answered", 2), now=T0 + 1200
+    )
+    stored = await load_callback(redis, keys, ident)
+    assert stored is not None
+    assert (stored.state, stored.outcome, len(attempts_of(stored))) == ("done", "answered", 2)
+    assert await redis.zscore(keys.callbacks_pending("council-tax"), ident) is None
+    assert 0 < await redis.pttl(keys.callback(ident)) <= ENDED_TTL_MS
+
+
+async def test_cancel_ends_a_pending_callback_and_a_dial_under_way_is_still_logged(
+    redis: Redis, keys: RedisKeys
+) -> None:
+    ident = await request_callback(redis, keys, request(), CallbackPolicy(), T0 + 400)
+    await redis.set(keys.ami_writer_lease(), "ctl-a")
+    dial = await claim(redis, keys, ident, "ctl-a", T0 + 500)
+    stored = await load_callback(redis, keys, ident)
+    assert stored is not None
+    assert (
+        await cancel(
+            redis, keys, stored, outcome="cancelled", by="sam", reason="x", now=T0 + 510, only_pending=True
+        )
+        == "dialling"
+    )
+    assert (
+        await cancel(redis, keys, stored, outcome="cancelled", by="sam", reason="rang twice", now=T0 + 510)
+        == "dialling"
+    )
+    attempt = Attempt(dial, T0 + 500, T0 + 530, "busy", "")
+    await finish(
+        redis, keys, stored, dial, attempt=attempt, nxt=Next("pending", T0 + 830, "", 1), now=T0 + 530
+    )
+    stored = await load_callback(redis, keys, ident)
+    assert stored is not None
+    assert (stored.state, stored.outcome, stored.fields["cancel_reason"]) == (
+        "cancelled",
+        "cancelled",
+        "rang twice",
+    )
+    assert attempts_of(stored) == [attempt]
+    assert await pending_callbacks(redis, keys, "council-tax") == []
+    assert (
+        await cancel(redis, keys, stored, outcome="cancelled", by="sam", reason="again", now=T0 + 600)
+        == "cancelled"
+    )
