@@ -370,7 +370,9 @@ async def test_a_key_during_the_wait_hears_the_offer_at_once(rig: Rig) -> None:
     contact = await rig.record(record.sessions[0].uniqueid)
     assert [(v.queue, v.outcome) for v in contact.queues] == [(QUEUE, "callback")]
     assert contact.callback is not None
-    assert contact.callback.model_dump() == {"offered": True, "accepted": True, "number_kind": "mobile"}
+    # not called back yet: no attempt, no outcome
+    expected = {"offered": True, "accepted": True, "number_kind": "mobile", "attempts": [], "outcome": None}
+    assert contact.callback.model_dump() == expected
     assert "07700900123" not in contact.model_dump_json()  # the record has the kind, never the number
 
 
