@@ -166,13 +166,17 @@ def facts_cost(calls: int = 50_000, journal: Path | None = None) -> tuple[float,
 
 def main() -> None:
     extra = sys.argv[1:] or ["--duration", "3", "--idle", "0", "--uvloop"]
+    route_only = "--route-only" in extra  # the route entry and its baselines, no records runs
+    extra = [arg for arg in extra if arg != "--route-only"]
     with running_redis(max_lifetime_s=900) as server:
         asyncio.run(seed(server.url))
         os.environ[REDIS_ENV] = server.url
         fastagi_bench.main(
             ["--handler", "benchmarks.route_bench:route", "--log-level", "info", "--exchange", "route",
-             "--baselines", *extra]
+             "--baselines", "--panoramisk", *extra]
         )  # fmt: skip
+        if route_only:
+            return
         folder = Path(tempfile.mkdtemp(prefix="route-bench-journal-"))
         os.environ[JOURNAL_ENV] = str(folder)
         baseline, with_records, with_journal = facts_cost(journal=folder / "in-process")
