@@ -57,9 +57,8 @@ class FakeTransport(asyncio.Transport):
         return ("127.0.0.1", 40000) if name == "peername" else default
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        protocol = self.protocol
-        assert protocol is not None
-        asyncio.get_running_loop().call_soon(protocol.data_received, REPLY)
+        if self.protocol is not None:
+            asyncio.get_running_loop().call_soon(self.protocol.data_received, REPLY)
 
     def is_closing(self) -> bool:
         return self.closing
@@ -69,6 +68,7 @@ class FakeTransport(asyncio.Transport):
             self.closing = True
             assert self.protocol is not None
             self.protocol.connection_lost(None)
+            self.protocol = None  # as asyncio's transports do: no reference cycle left behind
             self.done.set_result(None)
 
     def pause_reading(self) -> None:

@@ -262,6 +262,19 @@ def short_turns(seconds: float = 0.0005) -> Iterator[None]:
         sys.setswitchinterval(usual)
 
 
+GC_THRESHOLDS = (20_000, 20, 20)
+"""The collector's thresholds in ``serve`` (Python's: 700, 10, 10). Measured with
+``benchmarks/tail_bench.py`` (``docs/performance.md``, "Tail latency")."""
+
+
+def tune_collector() -> None:
+    """Collect less often once started: the objects alive at start are frozen
+    (:func:`settle_memory`), and with Python's default thresholds a call's own short-lived
+    objects set off a young collection every few calls and an older one every few hundred;
+    see :data:`GC_THRESHOLDS`."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def settle_memory() -> None:
     """Move the objects alive now (the plan in force above all) out of the collector's sight:
     with a large plan, each full collection would otherwise scan it again, holding up calls."""
@@ -701,6 +714,7 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     holder, digest, stamp, redis = start
     options = _with_centre(options, holder.current.plan.centre)
     settle_memory()
+    tune_collector()
     live, cached = _live_source(options, holder, redis)
     clock = rehearsal_clock(options.clock_start, options.clock_speed) if options.clock_start else utc_now
     controller = Controller(holder, live, clock=clock, live_timeout=options.live_timeout)
