@@ -152,6 +152,22 @@ async def _panoramisk_app(commands: Sequence[bytes]) -> ClientCallback:
     return app.handler  # type: ignore[no-any-return]
 
 
+async def _settle_as_serve_does(handler_spec: str) -> None:
+    """What ``callrouter serve`` does once started: the handler's module builds what it holds
+    (``prepare()``, if it has one: the plan, the controller), then the objects alive are frozen
+    out of the collector's sight and, where the code has it, the collector tuned
+    (``callrouter.service.settle_memory`` and ``tune_collector``)."""
+    from callrouter import service
+
+    prepare = getattr(importlib.import_module(handler_spec.partition(":")[0]), "prepare", None)
+    if prepare is not None:
+        await prepare()
+    service.settle_memory()
+    tune = getattr(service, "tune_collector", None)  # absent in code from before it
+    if tune is not None:
+        tune()
+
+
 def _load_handler(spec: str) -> object:
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
@@ -186,6 +202,7 @@ async def _serve(kind: str, handler_spec: str, exchange: str) -> None:
         ours.register("route", _load_handler(handler_spec))  # type: ignore[arg-type]
         await ours.start()
         port = ours.port
+        await _settle_as_serve_does(handler_spec)
     print(json.dumps({"port": port}), flush=True)
     await loop.run_in_executor(None, sys.stdin.read)
 

@@ -76,6 +76,14 @@ def _open_hours_clock() -> datetime:
     return TUESDAY_10AM
 
 
+async def prepare() -> None:
+    """Build the controller before the first call (the benchmark server then freezes what is
+    alive, as ``serve`` does once started)."""
+    global _controller  # noqa: PLW0603 - built once per server process
+    if _controller is None:
+        _controller = _controller_for_this_process()
+
+
 async def route(channel: AgiChannel, request: AgiRequest) -> None:
     """The production ``route`` handler (the dialled number is the block's ``agi_arg_1``)."""
     global _controller  # noqa: PLW0603 - built once per server process
