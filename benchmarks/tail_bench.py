@@ -13,6 +13,7 @@ CPU 0, through :func:`serve_wrapper`, which can switch one source of pauses off 
 * ``no-records``: contact records off (no facts, no pump);
 * ``no-logs``: logs at ``warning`` (no per-call event written);
 * ``no-watchdog``: no systemd watchdog pings;
+* ``gc=A:B:C``: the collector's thresholds A, B, C in place of serve's (``GC_THRESHOLDS``);
 * ``before``: ``serve`` from the ``--before`` checkout (an earlier commit, for a before/after);
 * ``bare``: the baseline, a bare ``asyncio.Protocol`` server on uvloop (:class:`BareServer`,
   pinned the same way) sending the same number of commands with no parsing, no decision, no
@@ -28,12 +29,14 @@ time from the moment the generator wrote what the server was waiting for (the en
 block, or the previous reply) to the moment the command's line arrived: the controller's own
 latency, loopback included.
 
-Inside the server, the wrapper times every garbage collection (``gc.callbacks``) over the
-measured window; the report gives their count and longest pause per generation beside the
-turnaround's p50, p99, p99.9 and max, and how long the server process waited for a CPU (its
-run-queue wait from ``/proc/<pid>/schedstat``: time it was ready to run while other processes
-had the core, e.g. a neighbour's work on a shared machine). Variants are measured in interleaved rounds, so a
-neighbour's load on a shared machine spreads over all of them.
+Inside the server, the wrapper times every garbage collection (``gc.callbacks``) and every task
+step of half a millisecond or more over the measured window, in CPU time (a step that was long
+only because the process lost its CPU meanwhile is counted apart as "preempted"). The report
+gives the turnaround's p50, p99, p99.9 and max, the collections per generation and their longest
+CPU time, the tasks with steps of 1 ms of CPU or more, and how long the server process waited for
+a CPU (its run-queue wait from ``/proc/<pid>/schedstat``: time it was ready to run while other
+processes had the core, e.g. a neighbour's work on a shared machine). Variants are measured in
+interleaved rounds, so a neighbour's load spreads over all of them.
 """
 
 from __future__ import annotations
@@ -86,16 +89,17 @@ RECORDS_KEY = "k" * 32
 def _time_collections(out: Path) -> None:
     """Record every collection (generation, seconds, when) and every long task step from now;
     written to ``out`` as JSON when the process exits (SIGTERM: serve drains and returns)."""
-    pauses: list[tuple[int, float, float]] = []
+    pauses: list[tuple[int, float, float, float]] = []
     steps: list[tuple[str, float, float, float]] = []
     _time_task_steps(steps)
-    started: list[float] = [0.0]
+    started: list[float] = [0.0, 0.0]
 
     def callback(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            started[0] = time.perf_counter()
+            started[:] = [time.perf_counter(), time.thread_time()]
         else:
-            pauses.append((info["generation"], time.perf_counter() - started[0], time.time()))
+            took, cpu = time.perf_counter() - started[0], time.thread_time() - started[1]
+            pauses.append((info["generation"], took, cpu, time.time()))
 
     gc.callbacks.append(callback)
 
@@ -173,6 +177,9 @@ def _switch_off(variant: str) -> None:
 
     if variant == "gc-untuned":
         service.tune_collector = lambda: None  # type: ignore[assignment]
+    elif variant.startswith("gc="):  # other thresholds in place of serve's, e.g. gc=2000,10,100
+        thresholds = tuple(int(x) for x in variant[3:].split(":"))
+        service.tune_collector = lambda: gc.set_threshold(*thresholds)  # type: ignore[assignment]
     elif variant == "no-watcher":
 
         async def no_watch(*_args: object, **_kw: object) -> None:
@@ -282,6 +289,15 @@ class Serve:
             return {"pauses": []}
 
 
+def _listening(port: int) -> bool:
+    """Whether something accepts on the port (the probe closes at once: ``agi.request.bad``)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
+
+
 def start_serve(variant: str, redis_url: str, folder: Path, notify: str, before: str) -> Serve:
     port = free_port()
     log = folder / f"serve-{variant}-{port}.log"
@@ -301,11 +317,11 @@ def start_serve(variant: str, redis_url: str, folder: Path, notify: str, before:
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     deadline = time.monotonic() + 60
-    while '"controller.started"' not in log.read_text():
+    while not _listening(port):  # not its log: at warning (no-logs) it says nothing on start
         if time.monotonic() > deadline or process.poll() is not None:
             process.kill()
             raise RuntimeError(f"serve ({variant}) did not start: see {log}")
-        time.sleep(0.05)
+        time.sleep(0.1)
     return Serve(process, port, Path(env[GC_ENV]))
 
 
@@ -414,7 +430,7 @@ class Point:
     round: int
     turnarounds: list[float]
     failed: int
-    pauses: list[tuple[int, float]] = field(default_factory=list)
+    pauses: list[tuple[int, float]] = field(default_factory=list)  # generation, CPU seconds
     waited_s: float = float("nan")  # the server's run-queue wait over the window
     seconds: float = 1.0
     steps: list[tuple[str, float, float]] = field(default_factory=list)
@@ -444,7 +460,7 @@ class Point:
         for gen in (0, 1, 2):
             times = [d for g, d in self.pauses if g == gen]
             if times:
-                parts.append(f"gen{gen} {len(times)}x max {max(times) * 1e3:.2f}")
+                parts.append(f"gen{gen} {len(times)}x max {max(times) * 1e3:.2f} CPU")
         return ", ".join(parts) or "none"
 
 
@@ -499,7 +515,7 @@ async def run(args: argparse.Namespace, redis_url: str, folder: Path) -> list[Po
                     window_end, waited = time.time(), sched_wait_s(serve.process.pid) - waited
                 finally:
                     report = await asyncio.to_thread(serve.stop)
-                pauses = [(g, d) for g, d, at in report.get("pauses", []) if window <= at <= window_end]
+                pauses = [(g, c) for g, _d, c, at in report.get("pauses", []) if window <= at <= window_end]
                 steps = [(n, d, c) for n, d, c, at in report.get("steps", []) if window <= at <= window_end]
                 point = Point(variant, index + 1, out, failed, pauses, waited, window_end - window, steps)
                 points.append(point)
