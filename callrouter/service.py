@@ -264,11 +264,12 @@ def short_turns(seconds: float = 0.0005) -> Iterator[None]:
 
 GC_THRESHOLDS = (700, 10, 100)
 """The collector's thresholds in ``serve``: Python's for the young generations (700, 10), whose
-collections stay short (at most ~0.5 ms and ~1 ms of CPU at 100 calls/s), and full collections
-ten times rarer than Python's 10 (each walks every object not frozen: ~9 ms after a minute of
-calls kept by the records builder). Larger young thresholds were measured and not taken: each
-collection grows with them (2,000: ~3 ms; 20,000: ~2.6 ms a young one) for ~3-6 % less CPU per
-call; ``benchmarks/tail_bench.py``, ``docs/performance.md`` ("Tail latency")."""
+collections stay short (about 0.5 ms and 1 ms of CPU at most at 100 calls/s), and full
+collections ten times rarer than Python's 10 (each walks every object not frozen: ~9 ms after a
+minute of calls held by the records builder). Larger young thresholds were measured and not
+taken: each collection grows with them (2,000: middle ones of ~3 ms; 20,000: young ones of
+2.5-4 ms) for ~3-6 % less CPU per call. ``benchmarks/tail_bench.py``; ``docs/performance.md``,
+"Tail latency"."""
 
 
 def tune_collector() -> None:
