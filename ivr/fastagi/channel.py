@@ -51,6 +51,7 @@ DEFAULT_REPLY_TIMEOUT = 60.0
 SESSION_END_EVENT = "agi.session.end"
 SESSION_FIELDS = frozenset({"outcome", "duration_ms", "commands", "missing_prompts"})
 """What the server adds to every session's one event (:meth:`AgiChannel.summarize`)."""
+_RESERVED_FIELDS = SESSION_FIELDS | {"event"}  # "event": the event's name in the JSON line
 _DTMF = frozenset("0123456789*#ABCD")
 
 
@@ -231,15 +232,15 @@ class AgiChannel:
         self._deadline: float | None = None
         self._watchdog = watchdog
 
-    def summarize(self, event: str, **fields: object) -> None:
+    def summarize(self, event: str, /, **fields: object) -> None:
         """Name the session's one log event and add ``fields`` to it. The server logs it once,
         when the session ends, with the session's own fields (``outcome``, ``duration_ms``,
         ``commands``, ``missing_prompts``): one event per call rather than one per step (each
         JSON event cost ~20-30 us of a ~200 us route session, ``docs/performance.md``). Without
         a call it is ``agi.session.end``. A field named like the session's own raises ValueError
         here, in the handler, rather than losing the event when the session ends."""
-        if not SESSION_FIELDS.isdisjoint(fields):
-            taken = sorted(SESSION_FIELDS.intersection(fields))
+        if not _RESERVED_FIELDS.isdisjoint(fields):
+            taken = sorted(_RESERVED_FIELDS.intersection(fields))
             raise ValueError(f"session fields are the server's: {taken}")
         self.summary_event = event
         self.summary.update(fields)

@@ -75,7 +75,7 @@ async def test_a_call_that_fails_before_its_decision_ends_with_agi_session_end(r
     assert events[-1]["outcome"] == "failed"
 
 
-@pytest.mark.parametrize("name", sorted(SESSION_FIELDS))
+@pytest.mark.parametrize("name", sorted(SESSION_FIELDS | {"event"}))
 async def test_a_handler_cannot_shadow_the_session_fields(rig: Rig, logs: Logs, name: str) -> None:
     """A field named like the session's own is refused in the handler (``agi.handler.error``,
     ``failure``), not at the end of the session where the event would be lost."""
