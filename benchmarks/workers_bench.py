@@ -13,7 +13,9 @@ spread between rounds rather than as a difference between configurations.
 
 Nothing is pinned: the workers and the load generator share the machine's cores, so on a
 machine with as many cores as workers, the generator's own CPU is taken from the workers
-(the table shows the CPU seconds each side used per session).
+(the table shows the CPU seconds each side used per session). After the table the benchmark
+works out from those CPU figures what N workers would serve with a core each and the load
+elsewhere, and the most these cores can serve with the load generator on them too.
 """
 
 from __future__ import annotations
