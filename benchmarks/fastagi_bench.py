@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import importlib
 import json
 import os
@@ -122,6 +123,51 @@ class _BareProtocol(asyncio.Protocol):
             self.transport.write(self.commands[self.step])
 
 
+PANORAMISK_REDIS_ENV = "CALLROUTER_BENCH_REDIS"
+PANORAMISK_KEY = "callrouter:bench:panoramisk"
+
+
+async def _panoramisk_app(commands: Sequence[bytes]) -> ClientCallback:
+    """panoramisk 1.4's FastAGI ``Application`` with a handler that makes one Redis round trip
+    (a GET, as a router reading live state would) and then sends the exchange's commands: the
+    "bare panoramisk-with-Redis" baseline. Its per-call log lines are filtered (its logger at
+    ``warning``): the baseline does no logging, the harder one to beat."""
+    import logging
+
+    from panoramisk.fast_agi import Application, Request
+    from redis.asyncio import Redis
+
+    logging.getLogger("panoramisk").setLevel(logging.WARNING)
+    redis = Redis.from_url(os.environ[PANORAMISK_REDIS_ENV])
+    await redis.set(PANORAMISK_KEY, b"x" * 64)
+    texts = [line.decode().rstrip("\n") for line in commands]
+
+    async def route(request: Request) -> None:
+        await redis.get(PANORAMISK_KEY)
+        for text in texts:
+            await request.send_command(text)
+
+    app = Application(loop=asyncio.get_running_loop())
+    app.add_route("route?tenant=harborough", route)
+    return app.handler  # type: ignore[no-any-return]
+
+
+async def _settle_as_serve_does(handler_spec: str) -> None:
+    """What ``callrouter serve`` does once started: the handler's module builds what it holds
+    (``prepare()``, if it has one: the plan, the controller), then the objects alive are frozen
+    out of the collector's sight and, where the code has it, the collector tuned
+    (``callrouter.service.settle_memory`` and ``tune_collector``)."""
+    from callrouter import service
+
+    prepare = getattr(importlib.import_module(handler_spec.partition(":")[0]), "prepare", None)
+    if prepare is not None:
+        await prepare()
+    service.settle_memory()
+    tune = getattr(service, "tune_collector", None)  # absent in code from before it
+    if tune is not None:
+        tune()
+
+
 def _load_handler(spec: str) -> object:
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
@@ -132,6 +178,10 @@ async def _serve(kind: str, handler_spec: str, exchange: str) -> None:
     loop = asyncio.get_running_loop()
     if kind == "bare":
         server = await asyncio.start_server(_bare_streams(commands), "127.0.0.1", 0, backlog=4096)
+        port = server.sockets[0].getsockname()[1]
+    elif kind == "panoramisk":
+        handler = await _panoramisk_app(commands)
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, backlog=4096)
         port = server.sockets[0].getsockname()[1]
     elif kind == "bare-protocol":
         server = await loop.create_server(lambda: _BareProtocol(commands), "127.0.0.1", 0, backlog=4096)
@@ -152,22 +202,31 @@ async def _serve(kind: str, handler_spec: str, exchange: str) -> None:
         ours.register("route", _load_handler(handler_spec))  # type: ignore[arg-type]
         await ours.start()
         port = ours.port
+        await _settle_as_serve_does(handler_spec)
     print(json.dumps({"port": port}), flush=True)
     await loop.run_in_executor(None, sys.stdin.read)
 
 
-def serve_main(kind: str, handler_spec: str, loop: str, log_level: str, exchange: str) -> None:
-    """Entry point of the server process: print the port, serve until stdin closes."""
+def serve_main(args: argparse.Namespace) -> None:
+    """Entry point of the server process: print the port, serve until stdin closes
+    (``--profile``: a file to write the server's cProfile statistics to, when it stops)."""
+    kind, loop, profile = args.serve, args.server_loop, args.profile
     _raise_fd_limit()
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, {SERVER_CPU})
-    configure_logging(level=log_level, stream=open(os.devnull, "w"))  # noqa: SIM115
+    configure_logging(level=args.log_level, stream=open(os.devnull, "w"))  # noqa: SIM115
+    profiler = cProfile.Profile() if profile else None
+    if profiler is not None:
+        profiler.enable()
     if loop == "uvloop":
         import uvloop
 
-        uvloop.run(_serve(kind, handler_spec, exchange))
+        uvloop.run(_serve(kind, args.handler, args.exchange))
     else:
-        asyncio.run(_serve(kind, handler_spec, exchange))
+        asyncio.run(_serve(kind, args.handler, args.exchange))
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(f"{profile}.{kind}.{loop}.pstats")
 
 
 # -- measurements of the server process -------------------------------------------------------
@@ -202,10 +261,18 @@ class ServerProcess:
 
 
 def start_server(kind: str, args: argparse.Namespace, loop: str) -> ServerProcess:
+    """The server process; ``ours-before`` is our server from the ``--before`` checkout (its
+    own code, this benchmark's harness copied over it), for a before/after in the same run."""
+    cwd = None
+    if kind == "ours-before":
+        cwd = args.before
+        kind = "ours"
     command = [sys.executable, "-m", "benchmarks.fastagi_bench", "--serve", kind]
     command += ["--handler", args.handler, "--server-loop", loop, "--log-level", args.log_level]
     command += ["--exchange", args.exchange]
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if args.profile:
+        command += ["--profile", args.profile]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=cwd)
     assert process.stdout is not None
     port = json.loads(process.stdout.readline())["port"]
     return ServerProcess(process, port)
@@ -324,31 +391,66 @@ def table(points: Sequence[Point]) -> str:
     return "\n".join(rows)
 
 
-async def run(args: argparse.Namespace) -> str:
-    global ENV  # noqa: PLW0603 - the block the load generator sends
-    ENV = env_block(args.exchange)
+def _servers(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """(label, kind, loop) of every server row, in the order they are measured."""
     servers = [("bare asyncio streams", "bare", "asyncio")]
+    if args.panoramisk:
+        servers.append(("bare panoramisk with Redis", "panoramisk", "asyncio"))
     if args.baselines:
         servers.append(("bare asyncio Protocol", "bare-protocol", "asyncio"))
     if args.guard_baseline:
         servers.append(("FastAgiServer, step guard off", "ours-unguarded", "asyncio"))
+    if args.before:
+        servers.append(("FastAgiServer, before", "ours-before", "asyncio"))
     servers.append(("FastAgiServer", "ours", "asyncio"))
     if args.uvloop:
         if args.baselines:
             servers.append(("bare asyncio streams on uvloop", "bare", "uvloop"))
             servers.append(("bare asyncio Protocol on uvloop", "bare-protocol", "uvloop"))
+        if args.panoramisk:
+            servers.append(("bare panoramisk with Redis on uvloop", "panoramisk", "uvloop"))
         if args.guard_baseline:
             servers.append(("FastAgiServer on uvloop, step guard off", "ours-unguarded", "uvloop"))
+        if args.before:
+            servers.append(("FastAgiServer on uvloop, before", "ours-before", "uvloop"))
         servers.append(("FastAgiServer on uvloop", "ours", "uvloop"))
+    if args.only:
+        servers = [row for row in servers if f"{row[1]}@{row[2]}" in args.only]
+    return servers
+
+
+def medians(points: Sequence[Point]) -> str:
+    """One row per (server, concurrency): the median of its rounds."""
+    rows = ["| server | concurrency | rounds | sessions/s, median | server CPU/session, median |",
+            "|---|---:|---:|---:|---:|"]  # fmt: skip
+    groups: dict[tuple[str, int], list[Point]] = {}
+    for p in points:
+        groups.setdefault((p.label, p.concurrency), []).append(p)
+    for (label, concurrency), group in groups.items():
+        rate = statistics.median(p.rate for p in group)
+        cpu = statistics.median(p.cpu_us for p in group)
+        rows.append(f"| {label} | {concurrency} | {len(group)} | {rate:,.0f} | {cpu:.0f} us |")
+    return "\n".join(rows)
+
+
+async def run(args: argparse.Namespace) -> str:
+    global ENV  # noqa: PLW0603 - the block the load generator sends
+    ENV = env_block(args.exchange)
+    servers = _servers(args)
     points: list[Point] = []
-    for concurrency in args.concurrency:
-        for label, kind, loop in servers:
-            server = start_server(kind, args, loop)
-            try:
-                points.append(await measure(server, label, concurrency, args.duration))
-            finally:
-                server.stop()
+    # Rounds alternate the servers (baseline and subject interleaved), so a neighbour's load
+    # on a shared machine shows as a spread between rounds, not as a difference between rows.
+    for _round in range(args.rounds):
+        for concurrency in args.concurrency:
+            for label, kind, loop in servers:
+                server = start_server(kind, args, loop)
+                try:
+                    points.append(await measure(server, label, concurrency, args.duration))
+                finally:
+                    server.stop()
     report = [table(points)]
+    if args.rounds > 1:
+        report.append(medians(points))
     if args.idle:
         report.append(await _idle_report(args))
     return "\n\n".join(report)
@@ -383,7 +485,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="also a bare asyncio.Protocol server; the bare servers on uvloop")  # fmt: skip
     parser.add_argument("--guard-baseline", action="store_true",
                         help="also our server with the step guard off (no SET AUTOHANGUP)")  # fmt: skip
-    parser.add_argument("--serve", choices=["ours", "ours-unguarded", "bare", "bare-protocol"],
+    parser.add_argument("--panoramisk", action="store_true",
+                        help="also panoramisk 1.4's FastAGI server with one Redis GET per call "
+                        "(needs CALLROUTER_BENCH_REDIS)")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every row this many times, interleaved")  # fmt: skip
+    parser.add_argument("--only", type=lambda s: set(s.split(",")), default=None,
+                        help="rows to run, as kind@loop (e.g. panoramisk@asyncio,ours@uvloop)")  # fmt: skip
+    parser.add_argument("--profile", default="",
+                        help="write each server's cProfile statistics to "
+                        "PREFIX.<kind>.<loop>.pstats")  # fmt: skip
+    parser.add_argument("--before", default="",
+                        help="also our server from this checkout of an earlier commit (rows 'before'; "
+                        "copy benchmarks/ over it first)")  # fmt: skip
+    parser.add_argument("--serve", choices=["ours", "ours-unguarded", "bare", "bare-protocol", "panoramisk"],
                         help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument("--server-loop", default="asyncio", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -392,7 +507,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.serve:
-        serve_main(args.serve, args.handler, args.server_loop, args.log_level, args.exchange)
+        serve_main(args)
         return
     _raise_fd_limit()
     with contextlib.suppress(AttributeError, OSError):

@@ -76,6 +76,14 @@ def _open_hours_clock() -> datetime:
     return TUESDAY_10AM
 
 
+async def prepare() -> None:
+    """Build the controller before the first call (the benchmark server then freezes what is
+    alive, as ``serve`` does once started)."""
+    global _controller  # noqa: PLW0603 - built once per server process
+    if _controller is None:
+        _controller = _controller_for_this_process()
+
+
 async def route(channel: AgiChannel, request: AgiRequest) -> None:
     """The production ``route`` handler (the dialled number is the block's ``agi_arg_1``)."""
     global _controller  # noqa: PLW0603 - built once per server process
@@ -171,13 +179,17 @@ def facts_cost(
 
 def main() -> None:
     extra = sys.argv[1:] or ["--duration", "3", "--idle", "0", "--uvloop"]
+    route_only = "--route-only" in extra  # the route entry and its baselines, no records runs
+    extra = [arg for arg in extra if arg != "--route-only"]
     with running_redis(max_lifetime_s=900) as server:
         asyncio.run(seed(server.url))
         os.environ[REDIS_ENV] = server.url
         fastagi_bench.main(
             ["--handler", "benchmarks.route_bench:route", "--log-level", "info", "--exchange", "route",
-             "--baselines", *extra]
+             "--baselines", "--panoramisk", *extra]
         )  # fmt: skip
+        if route_only:
+            return
         folder = Path(tempfile.mkdtemp(prefix="route-bench-journal-"))
         os.environ[JOURNAL_ENV] = str(folder)
         baseline, with_records, with_journal = facts_cost(journal=folder / "in-process")

@@ -13,7 +13,9 @@ spread between rounds rather than as a difference between configurations.
 
 Nothing is pinned: the workers and the load generator share the machine's cores, so on a
 machine with as many cores as workers, the generator's own CPU is taken from the workers
-(the table shows the CPU seconds each side used per session).
+(the table shows the CPU seconds each side used per session). After the table the benchmark
+works out from those CPU figures what N workers would serve with a core each and the load
+elsewhere, and the most these cores can serve with the load generator on them too.
 """
 
 from __future__ import annotations
@@ -128,10 +130,11 @@ class _Session(asyncio.Protocol):
 
 
 def _client(
-    port: int, concurrency: int, until: float, out: multiprocessing.Queue[list[tuple[float, float]]]
+    port: int, concurrency: int, warm: float, until: float, out: multiprocessing.Queue[ClientResult]
 ) -> None:
     """One load generator process: ``concurrency`` sessions in flight until ``until`` (wall
-    clock); each session's end time and latency."""
+    clock); each session's end time and latency, and the CPU seconds this process used
+    between ``warm`` and ``until``."""
     import uvloop
 
     env = fastagi_bench.env_block("route")
@@ -146,11 +149,22 @@ def _client(
             await ended
             done.append((time.time(), time.perf_counter() - started))
 
+    cpu = [0.0, 0.0]
+
+    async def clock_cpu() -> None:
+        await asyncio.sleep(max(0.0, warm - time.time()))
+        cpu[0] = time.process_time()
+        await asyncio.sleep(max(0.0, until - time.time()))
+        cpu[1] = time.process_time()
+
     async def run() -> None:
-        await asyncio.gather(*(keep_one() for _ in range(concurrency)))
+        await asyncio.gather(clock_cpu(), *(keep_one() for _ in range(concurrency)))
 
     uvloop.run(run())
-    out.put(done)
+    out.put((done, cpu[1] - cpu[0]))
+
+
+ClientResult = tuple[list[tuple[float, float]], float]
 
 
 @dataclass
@@ -162,6 +176,8 @@ class Point:
     p50_ms: float
     p99_ms: float
     server_cpu_us: float
+    client_cpu_us: float = float("nan")
+    loadavg: float = float("nan")
 
     @property
     def rate(self) -> float:
@@ -171,38 +187,67 @@ class Point:
 def measure(serve: Serve, label: str, round_: int, args: argparse.Namespace) -> Point:
     """Warm up for half a second, then count the sessions that end in the next ``--duration`` s."""
     context = multiprocessing.get_context("spawn")
-    results: multiprocessing.Queue[list[tuple[float, float]]] = context.Queue()
+    results: multiprocessing.Queue[ClientResult] = context.Queue()
     shares = [
         args.concurrency // args.clients + (i < args.concurrency % args.clients) for i in range(args.clients)
     ]
     warm = time.time() + 1.5  # the client processes are up and warm by then
     until = warm + args.duration
-    clients = [context.Process(target=_client, args=(serve.port, c, until, results)) for c in shares]
+    clients = [context.Process(target=_client, args=(serve.port, c, warm, until, results)) for c in shares]
     for client in clients:
         client.start()
     time.sleep(max(0.0, warm - time.time()))
     cpu_before = serve.cpu_seconds()
     time.sleep(max(0.0, until - time.time()))
     cpu = serve.cpu_seconds() - cpu_before
-    ended = [x for _ in clients for x in results.get(timeout=60)]
+    reports = [results.get(timeout=60) for _ in clients]
     for client in clients:
         client.join()
+    ended = [x for done, _cpu in reports for x in done]
+    client_cpu = sum(cpu for _done, cpu in reports)
     kept = [latency for at, latency in ended if warm <= at <= until]
     cuts = statistics.quantiles(kept, n=100)
-    return Point(
-        label, round_, len(kept), args.duration, cuts[49] * 1e3, cuts[98] * 1e3, cpu / len(kept) * 1e6
-    )
+    per = 1e6 / len(kept)
+    return Point(label, round_, len(kept), args.duration, cuts[49] * 1e3, cuts[98] * 1e3, cpu * per,
+                 client_cpu * per, os.getloadavg()[0])  # fmt: skip
 
 
 def table(points: Sequence[Point]) -> str:
     lines = [
-        "| serve | round | sessions/s | p50 ms | p99 ms | serve CPU us/session |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| serve | round | sessions/s | p50 ms | p99 ms | serve CPU us/session | load generator CPU "
+        "us/session | load average |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in points:
         figures = f"{p.rate:,.0f} | {p.p50_ms:.2f} | {p.p99_ms:.2f} | {p.server_cpu_us:.0f}"
-        lines.append(f"| {p.label} | {p.round} | {figures} |")
+        lines.append(f"| {p.label} | {p.round} | {figures} | {p.client_cpu_us:.0f} | {p.loadavg:.1f} |")
     return "\n".join(lines)
+
+
+def capacity(points: Sequence[Point], workers: int) -> str:
+    """What the CPU figures say when the load generator does not share the workers' cores.
+
+    On a machine with no core to spare for the load generator, sessions/s at N workers is
+    capped by the cores the generator leaves: ``cores / (serve CPU + generator CPU per
+    session)``. With the generator elsewhere (Asterisk on its own machine, as in production)
+    N workers serve ``N / (serve CPU per session at N)`` sessions a second."""
+    cpu = {
+        n: statistics.median(p.server_cpu_us for p in points if (p.label == "--workers 1") == (n == 1))
+        for n in (1, workers)
+    }
+    client = statistics.median(p.client_cpu_us for p in points)
+    cores = os.cpu_count() or 1
+    alone = 1e6 / cpu[1]
+    scaled = workers * 1e6 / cpu[workers]
+    shared = cores * 1e6 / (cpu[workers] + client)
+    return (
+        f"median CPU per session: serve {cpu[1]:.0f} us (1), {cpu[workers]:.0f} us ({workers}); "
+        f"load generator {client:.0f} us\n"
+        f"one core's worth of serve: {alone:,.0f} sessions/s; {workers} workers each with a core of "
+        f"its own (the load elsewhere): {scaled:,.0f} sessions/s, {scaled / alone:.2f}x; on these "
+        f"{cores} cores shared with the load generator at most {shared:,.0f} sessions/s "
+        f"({shared / alone:.2f}x one core's worth)"
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -234,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     one = statistics.median(p.rate for p in points if p.label == "--workers 1")
     many = statistics.median(p.rate for p in points if p.label != "--workers 1")
     print(f"\nmedian sessions/s: {one:,.0f} (1) vs {many:,.0f} ({args.workers}): {many / one:.2f}x")
+    print(capacity(points, args.workers))
     with contextlib.suppress(OSError):
         print(json.dumps({"loadavg": os.getloadavg()}))
 

@@ -11,6 +11,7 @@ import logging
 import sys
 from typing import TextIO
 
+import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -41,8 +42,14 @@ _JSON = json_module.JSONEncoder(default=_json_fallback)
 
 
 def _render_json(event_dict: object, **_dumps_kw: object) -> str:
-    """``json.dumps(event_dict, default=...)`` with one encoder built once, not per event."""
-    return _JSON.encode(event_dict)
+    """The event as one JSON line. orjson renders an event ~10x faster than the standard
+    encoder (~0.5 against ~5.7 us for a ``call.routed`` line, measured; every routed call logs
+    one, ``docs/performance.md``); what orjson refuses (an integer beyond 64 bits, a key that is
+    not a string) goes through the standard encoder, built once, as before."""
+    try:
+        return orjson.dumps(event_dict, default=_json_fallback).decode()
+    except TypeError:
+        return _JSON.encode(event_dict)
 
 
 def _shared_processors() -> list[Processor]:

@@ -437,12 +437,15 @@ class FastAgiServer:
             conn.close()
             self._watchdog.channels.discard(channel)
             self._count(outcome)
+            # The session's one event (agi.session.end, or what the handler named it, e.g.
+            # call.routed, with the handler's fields: AgiChannel.summarize).
             session_log.info(
-                "agi.session.end",
+                channel.summary_event,
                 outcome=outcome,
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
                 commands=channel.commands_sent,
                 missing_prompts=len(channel.missing_prompts),
+                **channel.summary,
             )
 
     async def _call(

@@ -52,6 +52,19 @@ def test_values_json_cannot_encode_are_rendered_like_structlog(log_stream: io.St
     assert (event["custom"], event["opaque"], event["caller"]) == ("custom!", "<opaque>", "*******123")
 
 
+def test_what_orjson_refuses_is_rendered_by_the_standard_encoder(log_stream: io.StringIO) -> None:
+    """orjson renders the lines; an integer beyond 64 bits or a key that is not a string goes
+    through the standard encoder instead of losing the event."""
+    log = structlog.get_logger("test")
+    log.info("big", count=2**70)
+    log.info("keys", by_digit={1: "one"})
+    log.info("plain", text="né €", ratio=0.5)
+    big, keys, plain = events(log_stream)
+    assert big["count"] == 2**70
+    assert keys["by_digit"] == {"1": "one"}
+    assert (plain["text"], plain["ratio"]) == ("né €", 0.5)
+
+
 def test_events_are_json_with_masked_callers(log_stream: io.StringIO) -> None:
     log = structlog.get_logger("test")
     with structlog.contextvars.bound_contextvars(callerid="01632960123", uniqueid="1.2"):

@@ -114,7 +114,7 @@ async def test_400_is_dead_lettered_at_once_with_the_answer_and_the_rest_goes_on
     assert letter["answer"] == "unknown service code in r.1:1"
     assert Envelope.from_json(letter["envelope"]) == envelope("r.1", 1, caller=caller)
     assert sorted(k for k, _, _ in rig.crm.accepted) == ["r.1:2", "r.2:1"]
-    assert '"record": "r.1:1"' in logs()
+    assert "r.1:1" in [json.loads(line).get("record") for line in logs().splitlines()]
     assert caller not in logs()  # the complete number goes to the CRM and its dead letter only
 
 
