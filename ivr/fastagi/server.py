@@ -24,8 +24,10 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import os
 import resource
 import signal
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
@@ -222,10 +224,18 @@ class FastAgiServer:
         """Stop accepting (new connections are refused), let calls in progress run for up to
         ``timeout`` seconds, then cancel the rest (each gets a ``failure`` line so its dialplan
         falls back) and wait for them to close."""
-        self._draining = True
+        queued = self._take_queued()
         if self._server is not None:
             self._server.close()
-        log.info("agi.server.draining", active=len(self._connections), timeout=timeout)
+        if queued and self._loop is not None:  # admitted as calls: the listener is closed already
+            loop, limit = self._loop, self.config.env_max_bytes
+            for sock in queued:
+                await loop.connect_accepted_socket(lambda: AgiConnection(self, loop, limit), sock)
+        # uvloop accepts in its I/O phase and calls connection_made a step later: a connection it
+        # accepted before the close is admitted too (nothing newer can come, the listener is shut)
+        await asyncio.sleep(0)
+        self._draining = True
+        log.info("agi.server.draining", active=len(self._connections), timeout=timeout, queued=len(queued))
         if self._connections:
             self._quiet = asyncio.get_running_loop().create_future()
             await asyncio.wait({self._quiet}, timeout=timeout)
@@ -242,6 +252,25 @@ class FastAgiServer:
         await self._stop_watchdog()
         self._log_repeats(self._refusals.flush_all())
         log.info("agi.server.drained", cut_short=len(cut))
+
+    def _take_queued(self) -> list[socket.socket]:
+        """Accept the connections the kernel has completed but the loop has not accepted yet,
+        right before the listener closes. Closing a listener resets those (asyncio) or leaves them
+        hanging (uvloop), while Asterisk counts them connected: ``hagi://`` moves to the next
+        controller only on a failed connect, so such a call would take the fail-static path (or
+        wait for the dialplan's 5 s bound). Taken here, they are served like any call; what the
+        kernel completes between this and the close (microseconds) is still lost."""
+        taken: list[socket.socket] = []
+        for listening in self._server.sockets if self._server is not None else ():
+            with socket.socket(fileno=os.dup(listening.fileno())) as sock:  # the listener itself stays
+                sock.setblocking(False)
+                while True:
+                    try:
+                        conn, _address = sock.accept()
+                    except OSError:  # BlockingIOError: nothing more queued
+                        break
+                    taken.append(conn)
+        return taken
 
     async def _stop_watchdog(self) -> None:
         if self._watchdog_task is not None:
