@@ -121,6 +121,7 @@ class AgiUrl:
     host: str
     port: int | None
     script: str
+    port_given: bool = False  # a ":" after the host: for hagi://, no SRV lookup
 
 
 def parse_url(url: str) -> AgiUrl | None:
@@ -132,8 +133,8 @@ def parse_url(url: str) -> AgiUrl | None:
             host, _, script = url[len(prefix) :].partition("/")
             name, colon, port = host.rpartition(":") if not host.startswith("[") else _bracketed(host)
             if colon and port.isdigit():
-                return AgiUrl(scheme, name, int(port), script)
-            return AgiUrl(scheme, host, None, script)
+                return AgiUrl(scheme, name, int(port), script, port_given=True)
+            return AgiUrl(scheme, host, None, script, port_given=bool(colon))
     return None
 
 
@@ -200,7 +201,7 @@ async def connect(
     found = Connection()
     if parsed is None:
         return found
-    if parsed.scheme == "agi" or parsed.port is not None:  # a port given disables the lookup
+    if parsed.scheme == "agi" or parsed.port_given:  # strchr(host, ':'): a port disables the lookup
         await _netscript(parsed.host, parsed.port or AGI_PORT, resolver, found, connect_timeout)
         return found
     try:

@@ -12,6 +12,7 @@ say which source line each one follows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import time
@@ -395,3 +396,31 @@ async def test_the_dialplan_takes_the_fail_static_path_when_every_target_is_down
     record = await place_call("127.0.0.1", 1, CallerScript(dial=HARBOROUGH), asterisk=asterisk)
     assert record.ended == "fail-static route"
     assert [a.outcome for a in record.connects[0]] == ["refused", "refused"]
+
+
+@pytest.mark.parametrize(("dropped", "routed"), [(2, True), (3, False)])
+async def test_each_target_that_drops_the_syn_costs_2_s_of_the_5_s_bound(
+    rig: Rig, dropped: int, routed: bool
+) -> None:
+    """callrouter-agi arms TIMEOUT(absolute)=5 before AGI(); connects do not look at the channel
+    (``handle_connection()`` polls the socket only), so after two dropped targets (4 s) a healthy
+    controller still routes the call, after three (6 s) the timer has fired: once connected,
+    ``run_agi()`` finds the channel hung up and AGIEXITONHANGUP ends AGI(); T: fail-static.
+    Run at a tenth of real time (each 2 s connect timeout takes 0.2 s)."""
+    with contextlib.ExitStack() as stack:
+        holes = [stack.enter_context(black_hole()) for _ in range(dropped)]
+        records = [SrvRecord(10 * (n + 1), 0, port, "127.0.0.1") for n, port in enumerate(holes)]
+        resolver = srv(*records, SrvRecord(100, 0, rig.server.port, "127.0.0.1"))
+        asterisk = Asterisk(agi_url="hagi://callrouter.test", resolver=resolver)
+        record = await place_call(
+            "127.0.0.1", 1, CallerScript(dial=HARBOROUGH), asterisk=asterisk, time_scale=0.1
+        )
+    assert [a.outcome for a in record.connects[0]] == ["timeout"] * dropped + ["connected"]
+    if routed:
+        assert record.summary().startswith("route (")
+        assert record.fallback_at is None
+    else:
+        assert record.sessions[0].timed_out
+        assert record.ended == "fail-static route"
+        assert record.fallback_at is not None
+        assert record.fallback_at == pytest.approx(6.0, abs=0.3)  # the call's clock: 3 x 2 s
