@@ -255,11 +255,11 @@ class FastAgiServer:
 
     def _take_queued(self) -> list[socket.socket]:
         """Accept the connections the kernel has completed but the loop has not accepted yet,
-        right before the listener closes. Closing a listener resets those (asyncio) or leaves them
-        hanging (uvloop), while Asterisk counts them connected: ``hagi://`` moves to the next
-        controller only on a failed connect, so such a call would take the fail-static path (or
-        wait for the dialplan's 5 s bound). Taken here, they are served like any call; what the
-        kernel completes between this and the close (microseconds) is still lost."""
+        right before the listener closes. Closing an asyncio listener resets those (uvloop had
+        often accepted them already, and the drain then answered ``failure``), while Asterisk
+        counts them connected: ``hagi://`` moves to the next controller only on a failed
+        connect, so such a call would take the fail-static path. Taken here, they are served like
+        any call; what the kernel completes between this and the close (microseconds) is lost."""
         taken: list[socket.socket] = []
         for listening in self._server.sockets if self._server is not None else ():
             with socket.socket(fileno=os.dup(listening.fileno())) as sock:  # the listener itself stays
