@@ -5,10 +5,12 @@ Real processes: three controllers, each with its AMI connection to the one fake 
 this process) and one real redis-server of this test's own. What must hold:
 
 - while all three run, one holds the lease (``ami_writer_lease``) and only it has logged taking
-  it; the live state in Redis follows the fake AMI's events (a caller joining a queue);
+  it; the live state in Redis follows the fake AMI's events (a caller joining a queue), and a
+  caller waiting past the plan's ``max_wait_s`` is withdrawn (``QueueWithdrawCaller``) once, by
+  one AMI session alone;
 - the holder killed with SIGKILL (no release: the lease must expire), another takes the lease
-  within ``TAKEOVER_LIMIT_S`` and the live state follows the AMI's events again, written by it;
-- the killed one never wrote after its death (the status hash names the new writer).
+  within ``TAKEOVER_LIMIT_S`` and the live state follows the AMI's events again, written by it
+  (the status hash names it); the next long waiter is withdrawn once, by another AMI session.
 
 The take-over time is printed: the lease time (``ami.lease_ttl_s``) bounds it, the holder renews
 every third of it, and a standby tries to take it as often.
@@ -24,8 +26,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -41,6 +44,18 @@ AMI_SECRET = "standby-secret"
 QUEUE = "hdc-revenues"
 TAKEOVER_LIMIT_S = 5.0  # issue 10: a standby takes over within 5 s of the writer's death
 INSTANCES = 3
+
+
+class RecordingAmi(FakeAmi):
+    """The fake AMI, noting which session asked each ``QueueWithdrawCaller`` (and for whom)."""
+
+    def __init__(self, username: str, secret: str, clock: Callable[[], float]) -> None:
+        super().__init__(username, secret, withdraw_delay_s=0.05, clock=clock)
+        self.withdraws: list[tuple[int, str]] = []  # (session, caller channel)
+
+    async def _withdraw(self, session: Any, action: dict[str, str]) -> None:
+        self.withdraws.append((id(session), action.get("caller", "")))
+        await super()._withdraw(session, action)
 
 
 @pytest.fixture
@@ -95,19 +110,47 @@ async def _joins_seen(store: QueueStateStore, fake: FakeAmi, timeout_s: float) -
     return time.monotonic() - started
 
 
+def _long_waiter(fake: RecordingAmi, ago: list[float]) -> str:
+    """A caller who joined 600 s ago (past the plan's ``max_wait_s``): its channel. Its join time
+    reaches Redis with the next reconcile (``QueueStatus`` says ``Wait: 600``), which a new lease
+    holder makes first."""
+    ago[0] = 600.0
+    channel = fake.caller_joins(QUEUE).channel.name
+    ago[0] = 0.0
+    return channel
+
+
+async def _withdrawn_once(fake: RecordingAmi, channel: str, timeout_s: float) -> int:
+    """The AMI session that asked to withdraw ``channel``, once (the holder sweeps every 5 s)."""
+    started = time.monotonic()
+    while not any(caller == channel for _, caller in fake.withdraws):
+        assert time.monotonic() - started < timeout_s, "the long waiter was not withdrawn"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # a second instance asking too would show by now
+    asked = [session for session, caller in fake.withdraws if caller == channel]
+    assert len(asked) == 1, "withdrawn more than once"
+    return asked[0]
+
+
 async def test_one_of_three_writes_live_state_and_a_standby_takes_over_within_5_s_of_a_sigkill(
     own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    plan = tmp_path / "plan.yaml"
-    plan.write_text(EXAMPLE.read_text())
+    plan = tmp_path / "plan.yaml"  # the example, with callers withdrawn from revenues after 120 s
+    plan.write_text(
+        EXAMPLE.read_text().replace(
+            "          when_unknown: stay\n", "          when_unknown: stay\n          max_wait_s: 120\n"
+        )
+    )
+    ago = [0.0]
     logs = [tmp_path / f"serve-{n}.log" for n in range(INSTANCES)]
     processes: list[asyncio.subprocess.Process] = []
     redis = Redis.from_url(own_redis.url)
     store = QueueStateStore(redis, writer="test-reader")
     host = socket.gethostname()
     try:
-        async with FakeAmi("callrouter", AMI_SECRET) as fake:
+        async with RecordingAmi("callrouter", AMI_SECRET, clock=lambda: time.time() - ago[0]) as fake:
             fake.add_member(QUEUE, "PJSIP/agent1", "Agent One", membership="static", send=False)
+            first_waiter = _long_waiter(fake, ago)  # there before the controllers start
             for log in logs:
                 processes.append(await _serve(plan, own_redis.url, fake.port, log))
             for log in logs:
@@ -120,7 +163,7 @@ async def test_one_of_three_writes_live_state_and_a_standby_takes_over_within_5_
                     await asyncio.sleep(0.05)
             assert holder in pids, (holder, list(pids))
             await _joins_seen(store, fake, timeout_s=10)
-            await asyncio.sleep(1.0)  # the standbys have tried the lease a few times by now
+            first_withdrawer = await _withdrawn_once(fake, first_waiter, timeout_s=15)
             takers = [log for log in logs if _lines(log, "ami.writer_lease_taken")]
             assert len(takers) == 1, "more than one instance took the lease"  # exactly one writer
             assert await _holder(redis) == holder
@@ -128,6 +171,7 @@ async def test_one_of_three_writes_live_state_and_a_standby_takes_over_within_5_
             victim = pids[holder]
             os.kill(_child(victim.pid), signal.SIGKILL)
             killed = time.monotonic()
+            second_waiter = _long_waiter(fake, ago)  # joins while nobody writes
             async with asyncio.timeout(TAKEOVER_LIMIT_S * 3):
                 while (now_holder := await _holder(redis)) in (holder, None):
                     await asyncio.sleep(0.01)
@@ -139,6 +183,8 @@ async def test_one_of_three_writes_live_state_and_a_standby_takes_over_within_5_
             status = await redis.hget(KEYS.ami_status(), "writer")
             assert status is not None
             assert status.decode() == now_holder  # the live state is written by the new holder
+            second_withdrawer = await _withdrawn_once(fake, second_waiter, timeout_s=15)
+            assert second_withdrawer != first_withdrawer  # the new holder's AMI session
             print(
                 f"\nAMI standby: writer {holder} killed (SIGKILL); {now_holder} took the lease after "
                 f"{took_over:.2f} s; a new AMI event in the live state {followed * 1000:.0f} ms later "
