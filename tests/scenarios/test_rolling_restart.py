@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import signal
 import statistics
 import sys
@@ -89,7 +90,12 @@ class Controller:
                 "--redis", redis_url, "--clock-start", "2026-11-24 10:00"]  # fmt: skip
         with log.open("w") as out:
             self.process = await asyncio.create_subprocess_exec(
-                "timeout", "180", *argv, stdout=out, stderr=asyncio.subprocess.STDOUT
+                "timeout",
+                "180",
+                *argv,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                env={**os.environ, "PYTHONFAULTHANDLER": "1"},
             )
 
     async def stop(self) -> None:
@@ -225,7 +231,7 @@ async def test_rolling_restart_of_two_controllers_behind_hagi_drops_no_call(
             async with asyncio.timeout(30):
                 for controller in (a, b):
                     assert controller.process is not None
-                    await controller.process.wait()
+                    assert await controller.process.wait() == 0, controller.logs[-1]
         finally:
             stop.set()
             for task in list(tasks):
@@ -246,6 +252,17 @@ async def test_rolling_restart_of_two_controllers_behind_hagi_drops_no_call(
         for log in controller.logs
     }
     sessions = sum(len(p.record.sessions) for p in placed)
+    # the calls in progress when each drain began finished: none was cut short
+    drains = [
+        (e, next(d for d in events(log) if d.get("event") == "agi.server.drained"))
+        for controller in (a, b)
+        for log in controller.logs
+        for e in events(log)
+        if e.get("event") == "agi.server.draining"
+    ]
+    assert len(drains) == 4  # the two restarts and the final stop of the new processes
+    assert all(drained["cut_short"] == 0 for _, drained in drains), drains
+    in_flight = [draining["active"] for draining, _ in drains[::2]]  # A's and B's restarts
     assert sum(served.values()) == sessions, (served, sessions)
     assert all(count > 0 for count in served.values()), served
     # what hagi cost: every failed connect was a refusal, at once (none waited for a timeout)
@@ -262,6 +279,7 @@ async def test_rolling_restart_of_two_controllers_behind_hagi_drops_no_call(
         f"\nrolling restart: {len(placed)} calls ({sessions} AGI sessions) at {RATE}/s; "
         f"AGI sessions per process {served}; connects refused and moved on: {len(failed)} "
         f"(worst {worst_refusal_ms:.2f} ms); call duration: median before the restarts "
-        f"{baseline * 1000:.0f} ms, worst extra delay {worst * 1000:.0f} ms; timings {timings}"
+        f"{baseline * 1000:.0f} ms, worst extra delay {worst * 1000:.0f} ms; calls in progress when "
+        f"A and B began draining {in_flight}, none cut short; timings {timings}"
     )
     assert failed, "no call met a draining or restarting controller: the test did not test hagi's fail-over"
