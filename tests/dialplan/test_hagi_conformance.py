@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import re
 import socket
 import time
@@ -27,6 +28,7 @@ from emulator.hagi import (
     RAND_MAX,
     Attempt,
     Resolver,
+    SrvLookupFailed,
     SrvRecord,
     by_priority,
     draw,
@@ -229,8 +231,6 @@ def test_equal_weights_always_try_the_first_answer_first() -> None:
     """With equal weights every draw is reached by the first entry: the DNS answer order alone
     decides (a resolver that rotates its answers spreads the calls, one that does not, doesn't)."""
     first, second = SrvRecord(10, 50, 1, "first"), SrvRecord(10, 50, 2, "second")
-    import random
-
     rng = random.Random(7)
     orders = {
         tuple(r.target for r in try_order([first, second], lambda: rng.randint(0, RAND_MAX)))
@@ -242,8 +242,6 @@ def test_equal_weights_always_try_the_first_answer_first() -> None:
 def test_shares_over_many_calls_follow_the_source_not_rfc_2782() -> None:
     """Weights 60/40 in both answer orders (a rotating resolver): the 60 goes first in
     (1 + 1/3) / 2 = 2/3 of calls by this code (RFC 2782 would give 60 %)."""
-    import random
-
     rng = random.Random(11)
     heavy, light = SrvRecord(10, 60, 1, "heavy"), SrvRecord(10, 40, 2, "light")
     firsts = [
@@ -256,15 +254,23 @@ def test_shares_over_many_calls_follow_the_source_not_rfc_2782() -> None:
 
 
 def test_a_dot_target_or_no_record_fails_the_lookup() -> None:
-    assert parse_url("hagi://callrouter.test/route") is not None
-    with pytest.raises(Exception, match="no usable SRV record"):
+    with pytest.raises(SrvLookupFailed, match="no usable SRV record"):
         try_order([SrvRecord(10, 0, 0, ".")], lambda: 0)
-    with pytest.raises(Exception, match="no usable SRV record"):
+    with pytest.raises(SrvLookupFailed, match="no usable SRV record"):
         try_order([], lambda: 0)
 
 
 def test_urls_split_as_res_agi_splits_them() -> None:
-    assert parse_url("hagi://callrouter.test/route?x=1") == parse_url("hagi://callrouter.test/route?x=1")
+    parsed = parse_url("hagi://callrouter.test/route?tenant=harborough")
+    assert parsed is not None
+    assert (parsed.host, parsed.script, parsed.port_given) == (
+        "callrouter.test",
+        "route?tenant=harborough",
+        False,
+    )
+    parsed = parse_url("hagi://callrouter.test:notaport/route")  # strchr(host, ':'): no SRV lookup
+    assert parsed is not None
+    assert parsed.port_given
     parsed = parse_url("hagi://callrouter.test/menu")
     assert parsed is not None
     assert (parsed.scheme, parsed.host, parsed.port, parsed.script) == (
