@@ -532,6 +532,10 @@ def _is_async_callable(handler: object) -> bool:
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
 
 
+def _ignore_repeat() -> None:
+    """A signal repeated after the first started the drain: nothing to do."""
+
+
 async def serve_until_signal(
     server: FastAgiServer,
     *,
@@ -545,7 +549,7 @@ async def serve_until_signal(
     runs first (``serve`` marks itself not ready there, before the drain begins).
 
     ``hold_sigterm`` (``serve``, which ends the process after): once signalled, a repeated SIGTERM
-    is ignored for the rest of the process (the drain, then the contact records' last flush)
+    is ignored while the event loop runs (the drain, then the contact records' last flush)
     rather than ending it half-way: ``timeout``, a supervisor and systemd may each send one, and
     the drain is bounded anyway (systemd's ``TimeoutStopSec`` then sends SIGKILL). A second
     SIGINT (Ctrl-C) still ends it at once.
@@ -565,7 +569,11 @@ async def serve_until_signal(
             on_signal()
     finally:
         for sig in wanted:
-            loop.remove_signal_handler(sig)
             if stop.is_set() and (ignore_repeats or (hold_sigterm and sig == signal.SIGTERM)):
-                signal.signal(sig, signal.SIG_IGN)
+                # swapped for a no-op, not removed: remove_signal_handler() restores SIG_DFL, and a
+                # repeat arriving before SIG_IGN could be set ended the process mid-drain (``timeout``
+                # sends SIGTERM to the process and again to its group: seen in a rolling restart)
+                loop.add_signal_handler(sig, _ignore_repeat)
+            else:
+                loop.remove_signal_handler(sig)
     await server.drain(drain_timeout)
