@@ -202,5 +202,7 @@ async def test_one_of_three_writes_live_state_and_a_standby_takes_over_within_5_
         await redis.aclose()
         for process in processes:
             if process.returncode is None:
+                with contextlib.suppress(OSError, AssertionError):  # SIGKILL is not passed on by timeout
+                    os.kill(_child(process.pid), signal.SIGKILL)
                 process.kill()
                 await process.wait()

@@ -74,6 +74,11 @@ class RotatingSrv(Mapping[str, tuple[SrvRecord, ...]]):
         return 1
 
 
+def child_of(pid: int) -> int:
+    """The process ``timeout`` runs."""
+    return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+
+
 @dataclass
 class Controller:
     name: str
@@ -99,7 +104,11 @@ class Controller:
             )
 
     async def stop(self) -> None:
+        """Kill what is left (after a failure): the controller itself, as ``timeout`` does not pass
+        SIGKILL on, then ``timeout``."""
         if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(OSError, IndexError):
+                os.kill(child_of(self.process.pid), signal.SIGKILL)
             self.process.kill()
             await self.process.wait()
 
