@@ -1019,16 +1019,20 @@ async def play_url(
     hangup_delay: float = HANGUP_DELAY,
     line: CallerLine | None = None,
     attempts: list[Attempt] | None = None,
+    connect_timeout: float | None = None,
 ) -> AsteriskSession | None:
     """``AGI(url,args)`` for an ``agi://`` or ``hagi://`` URL (:mod:`emulator.hagi`: the SRV
     targets from ``resolver``, tried in Asterisk's order, the next one only when a connect
     fails); None when no target accepted (``AGISTATUS=FAILURE``). ``agi_request`` is ``url`` as
     given, ``agi_network_script`` the part after the host (res_agi ``setup_env()`` /
-    ``launch_netscript()``). ``attempts``: filled with every connect made."""
+    ``launch_netscript()``). ``attempts``: filled with every connect made. ``connect_timeout``:
+    real seconds allowed per connect (None: ``MAX_AGI_CONNECT``, 2 s on the call's clock)."""
     number = next(_channel_numbers)
     started = time.perf_counter()
     line = line or CallerLine(CallClock(time_scale))
-    found = await connect(url, resolver, connect_timeout=line.clock.real_seconds(CONNECT_TIMEOUT))
+    if connect_timeout is None:
+        connect_timeout = line.clock.real_seconds(CONNECT_TIMEOUT)
+    found = await connect(url, resolver, connect_timeout=connect_timeout)
     if attempts is not None:
         attempts.extend(found.attempts)
     if found.reader is None or found.writer is None:

@@ -97,6 +97,10 @@ class Asterisk:
     resolver: Resolver | None = None
     """The DNS a ``hagi://`` URL is looked up in (:class:`~emulator.hagi.Resolver`: SRV answers
     and host addresses, injected)."""
+    connect_timeout: float | None = None
+    """Real seconds each connect may take (None: ``MAX_AGI_CONNECT``, 2 s on the call's clock, so
+    0.2 s at ``time_scale=0.1``; a test under load can give the real 2 s, which Asterisk waits in
+    its own thread, where the emulator's one event loop may lag)."""
 
     def dialplan(self) -> Dialplan:
         return _load(tuple(self.dialplans))
@@ -151,6 +155,7 @@ class _Call:
     deadline: float
     fallback: Sequence[str] | None = None
     resolver: Resolver | None = None
+    connect_timeout: float | None = None
     processes: list[Process] = field(default_factory=list)  # left running by AGI()
 
     def _script(self, channel: Channel) -> CallerScript:
@@ -193,6 +198,7 @@ class _Call:
             deadline=self.deadline,
             line=channel.line,
             attempts=attempts,
+            connect_timeout=self.connect_timeout,
         )
         self.record.connects.append(attempts)
         if session is None:  # every target refused, unreachable or past the 2 s connect timeout
@@ -296,7 +302,7 @@ async def place_call(
     asterisk = asterisk or Asterisk()
     record = CallRecord(dialled=script.dial, line=CallerLine(CallClock(time_scale)))
     name = script.channel or f"PJSIP/sipp-{number:08x}"
-    call = _Call(script, record, name, deadline, fallback, asterisk.resolver)
+    call = _Call(script, record, name, deadline, fallback, asterisk.resolver, asterisk.connect_timeout)
     pbx = Pbx(
         asterisk.dialplan(),
         {**asterisk.globals, "CR_AGI": asterisk.agi_url or f"agi://{host}:{port}"},

@@ -43,7 +43,8 @@ from tests.controller.conftest import EXAMPLE, HARBOROUGH
 from tests.support.redis_server import RedisServer, free_port, running_redis
 
 RATE = 15  # calls per second
-TIME_SCALE = 0.1  # prompts and key presses at ten times real speed (about 0.9 s a call)
+TIME_SCALE = 0.2  # prompts and key presses at five times real speed (about 2.2 s a call); the
+# dialplan's 5 s bound is then 1 s of real time, over any lag of this process's loop
 SETTLE_S = 2.0  # calls on both controllers before and between the restarts
 SERVICE = "_agi._tcp.callrouter.test"
 
@@ -190,7 +191,9 @@ async def test_rolling_restart_of_two_controllers_behind_hagi_drops_no_call(
     srv = RotatingSrv(
         SERVICE, [SrvRecord(10, 50, a.agi_port, "127.0.0.1"), SrvRecord(10, 50, b.agi_port, "127.0.0.1")]
     )
-    asterisk = Asterisk(agi_url="hagi://callrouter.test", resolver=Resolver(srv=srv))
+    # connects get Asterisk's real 2 s (its own thread): at time_scale 0.1 the emulator's scaled
+    # 0.2 s was at times overrun by this process's loop on a loaded machine, not by a controller
+    asterisk = Asterisk(agi_url="hagi://callrouter.test", resolver=Resolver(srv=srv), connect_timeout=2.0)
     placed: list[Placed] = []
     tasks: set[asyncio.Task[None]] = set()
     stop = asyncio.Event()
@@ -249,7 +252,14 @@ async def test_rolling_restart_of_two_controllers_behind_hagi_drops_no_call(
                 await controller.stop()
 
     # every call routed by a controller, to the queue; none on the fail-static path
-    wrong = [p.record.summary() for p in placed if "queue" not in p.record.summary() or p.record.fallback_at]
+    wrong = [
+        (
+            p.record.summary(),
+            [[(a.port, a.outcome, round(a.seconds, 3)) for a in tried] for tried in p.record.connects],
+        )
+        for p in placed
+        if "queue" not in p.record.summary() or p.record.fallback_at
+    ]
     assert not wrong, wrong[:5]
     for p in placed:
         assert all(s.agistatus == "SUCCESS" for s in p.record.sessions), p.record.summary()
@@ -278,8 +288,9 @@ async def test_rolling_restart_of_two_controllers_behind_hagi_drops_no_call(
     failed = [
         att for p in placed for tried in p.record.connects for att in tried if att.outcome != "connected"
     ]
-    assert {att.outcome for att in failed} <= {"refused"}
-    assert all(att.seconds < 0.1 for att in failed), max(att.seconds for att in failed)
+    assert {att.outcome for att in failed} <= {"refused"}, [att for att in failed if att.outcome != "refused"]
+    # a loopback refusal takes microseconds; the bound allows this process's own loop lag
+    assert all(att.seconds < 0.5 for att in failed), max(att.seconds for att in failed)
     # extra delay: a call's duration over the median of the calls that started before the first restart
     baseline = statistics.median(p.record.duration for p in placed if p.started < first_restart)
     worst = max(p.record.duration for p in placed) - baseline
