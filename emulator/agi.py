@@ -45,10 +45,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlencode
 
+from emulator.hagi import CONNECT_TIMEOUT, Attempt, Resolver, connect, parse_url
 from emulator.line import DIGIT_GAP, CallClock, CallerLine
 
 ASTERISK_VERSION = "22.10.1"
-CONNECT_TIMEOUT = 2.0  # res_agi MAX_AGI_CONNECT
 HANGUP_DELAY = 0.042  # 200 result=-1 -> HANGUP, agi_caller_hangup_default.txt
 SAMPLES_PER_SECOND = 8000
 DEAD_511 = "511 Command Not Permitted on a dead channel or intercept routine"
@@ -1013,13 +1013,48 @@ async def play_session(
     """Like :func:`run_call`, but return the whole session (its ``call`` and the caller's
     :attr:`~AsteriskSession.remaining_steps`, for a later ``AGI()`` of the same call); None
     when the connection was refused or timed out."""
+    url = f"agi://{host}:{port}/{network_script(route, query)}"
+    return await play_url(
+        url,
+        script,
+        args=args,
+        deadline=deadline,
+        time_scale=time_scale,
+        hangup_delay=hangup_delay,
+        line=line,
+    )
+
+
+async def play_url(
+    url: str,
+    script: CallerScript,
+    *,
+    args: Sequence[str] = (),
+    resolver: Resolver | None = None,
+    deadline: float = 30.0,
+    time_scale: float = 0.0,
+    hangup_delay: float = HANGUP_DELAY,
+    line: CallerLine | None = None,
+    attempts: list[Attempt] | None = None,
+    connect_timeout: float | None = None,
+) -> AsteriskSession | None:
+    """``AGI(url,args)`` for an ``agi://`` or ``hagi://`` URL (:mod:`emulator.hagi`: the SRV
+    targets from ``resolver``, tried in Asterisk's order, the next one only when a connect
+    fails); None when no target accepted (``AGISTATUS=FAILURE``). ``agi_request`` is ``url`` as
+    given, ``agi_network_script`` the part after the host (res_agi ``setup_env()`` /
+    ``launch_netscript()``). ``attempts``: filled with every connect made. ``connect_timeout``:
+    real seconds allowed per connect (None: ``MAX_AGI_CONNECT``, 2 s on the call's clock)."""
     number = next(_channel_numbers)
     started = time.perf_counter()
-    try:
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            reader, writer = await asyncio.open_connection(host, port)
-    except (OSError, TimeoutError):
+    line = line or CallerLine(CallClock(time_scale))
+    if connect_timeout is None:
+        connect_timeout = line.clock.real_seconds(CONNECT_TIMEOUT)
+    found = await connect(url, resolver, connect_timeout=connect_timeout)
+    if attempts is not None:
+        attempts.extend(found.attempts)
+    if found.reader is None or found.writer is None:
         return None
+    reader, writer = found.reader, found.writer
     session = AsteriskSession(
         script,
         reader,
@@ -1030,9 +1065,9 @@ async def play_session(
         line=line,
     )
     session.call.uniqueid = script.uniqueid or f"{int(time.time())}.{number}"
-    net_script = network_script(route, query)
-    request = f"agi://{host}:{port}/{net_script}"
-    pairs = env_lines(script, net_script, request, session.call.channel, session.call.uniqueid)
+    parsed = parse_url(url)
+    net_script = parsed.script if parsed is not None else ""
+    pairs = env_lines(script, net_script, url, session.call.channel, session.call.uniqueid)
     env = encode_env(pairs, args)
     try:
         async with asyncio.timeout(deadline):

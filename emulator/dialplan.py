@@ -3,7 +3,9 @@
 :func:`place_call` reads ``dialplans/callrouter.conf`` and ``callrouter-static.conf`` and runs
 the caller's channel through them with :class:`~emulator.pbx.Pbx`, from
 ``callrouter-inbound,<dialled>,1``. Each ``AGI(agi://...)`` is a real FastAGI session against
-the controller (:mod:`emulator.agi`); the same call keeps its channel, uniqueid, variables,
+the controller (:mod:`emulator.agi`); ``CR_AGI`` may be ``hagi://<name>`` (:attr:`Asterisk.agi_url`),
+looked up in an injected SRV table and connected as Asterisk does (:mod:`emulator.hagi`: the
+next controller only when a connect fails); the same call keeps its channel, uniqueid, variables,
 the caller's remaining steps and its :class:`~emulator.line.CallerLine` (one clock, the digits
 in flight, the absolute timeout) from one ``AGI()`` to the next, as on a real channel. So the
 dialplan's ``callrouter-agi`` bounds each controller ``AGI()`` as on Asterisk:
@@ -29,12 +31,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from emulator.agi import CallerScript, EmulatedCall, play_session
+from emulator.agi import CallerScript, EmulatedCall, play_url
 from emulator.centre import CallCentre
 from emulator.classic import Process, reap, run_classic
 from emulator.extensions import Dialplan
+from emulator.hagi import Attempt, Resolver, parse_url
 from emulator.line import CallClock, CallerLine
 from emulator.pbx import (
     Channel,
@@ -91,6 +93,16 @@ class Asterisk:
     Queue() there (who answers, who hangs up, the adviser's disposition)."""
     queue_contexts: Mapping[str, str] = field(default_factory=dict)
     """queues.conf ``context =`` per Asterisk queue: where a digit pressed while waiting goes."""
+    agi_url: str | None = None
+    """``CR_AGI``: e.g. ``hagi://callrouter.example`` (None: ``agi://host:port`` of
+    :func:`place_call`)."""
+    resolver: Resolver | None = None
+    """The DNS a ``hagi://`` URL is looked up in (:class:`~emulator.hagi.Resolver`: SRV answers
+    and host addresses, injected)."""
+    connect_timeout: float | None = None
+    """Real seconds each connect may take (None: ``MAX_AGI_CONNECT``, 2 s on the call's clock, so
+    0.2 s at ``time_scale=0.1``; a test under load can give the real 2 s, which Asterisk waits in
+    its own thread, where the emulator's one event loop may lag)."""
 
     def dialplan(self) -> Dialplan:
         return _load(tuple(self.dialplans))
@@ -126,6 +138,7 @@ class CallRecord:
     static_at: float | None = None  # the line's clock when the call reached callrouter-static
     orphans: int = 0  # fail-static processes AGI() left running that ignored SIGHUP (killed after)
     language: str = ""  # the caller's channel's language (CHANNEL(language)) as the call ended
+    connects: list[list[Attempt]] = field(default_factory=list)  # per FastAGI AGI(): each connect made
 
     @property
     def tenant(self) -> str:
@@ -144,6 +157,8 @@ class _Call:
     caller: str
     deadline: float
     fallback: Sequence[str] | None = None
+    resolver: Resolver | None = None
+    connect_timeout: float | None = None
     processes: list[Process] = field(default_factory=list)  # left running by AGI()
 
     def _script(self, channel: Channel) -> CallerScript:
@@ -166,28 +181,30 @@ class _Call:
     async def agi(self, pbx: Pbx, channel: Channel, url: str, args: list[str]) -> None:
         """``AGI(url,args)``: a FastAGI session for ``agi://`` URLs; the classic fail-static
         script for ``${CR_FALLBACK}`` when its command was given."""
-        parts = urlsplit(url)
-        if parts.scheme != "agi" or parts.hostname is None:
+        parts = parse_url(url)
+        if parts is None:
             if self.fallback is not None and url == pbx.globals.get("CR_FALLBACK"):
                 await self._classic(channel, args)
             else:
                 channel.set("AGISTATUS", "NOTFOUND")  # a classic script: not run here
             return
-        route = parts.path.lstrip("/") + (f"?{parts.query}" if parts.query else "")
-        name = route.partition("?")[0]
+        name = parts.script.partition("?")[0]
         if name == "menu" and len(args) > 1:
             self.record.steps.append(f"menu {args[1]}")
         script = self._script(channel)
-        session = await play_session(
-            parts.hostname,
-            parts.port or 4573,
+        attempts: list[Attempt] = []
+        session = await play_url(
+            url,
             script,
-            route,
             args=args,
+            resolver=self.resolver,
             deadline=self.deadline,
             line=channel.line,
+            attempts=attempts,
+            connect_timeout=self.connect_timeout,
         )
-        if session is None:  # refused or the 2 s connect timeout
+        self.record.connects.append(attempts)
+        if session is None:  # every target refused, unreachable or past the 2 s connect timeout
             channel.set("AGISTATUS", "FAILURE")
             return
         self.script = replace(self.script, steps=session.remaining_steps)
@@ -275,7 +292,7 @@ async def place_call(
     headers: Sequence[tuple[str, str]] = (),
 ) -> CallRecord:
     """Play one whole call: ``callrouter-inbound`` for ``script.dial``, then every step after,
-    with the controller at ``host:port`` as ``CR_AGI``.
+    with the controller at ``host:port`` as ``CR_AGI`` (or :attr:`Asterisk.agi_url`).
 
     ``headers``: those of the INVITE that brought the call in (what ``PJSIP_HEADER(read,...)``
     finds on the caller's PJSIP channel), e.g. the partner headers of a call another centre's
@@ -289,10 +306,10 @@ async def place_call(
     asterisk = asterisk or Asterisk()
     record = CallRecord(dialled=script.dial, line=CallerLine(CallClock(time_scale)))
     name = script.channel or f"PJSIP/sipp-{number:08x}"
-    call = _Call(script, record, name, deadline, fallback)
+    call = _Call(script, record, name, deadline, fallback, asterisk.resolver, asterisk.connect_timeout)
     pbx = Pbx(
         asterisk.dialplan(),
-        {**asterisk.globals, "CR_AGI": f"agi://{host}:{port}"},
+        {**asterisk.globals, "CR_AGI": asterisk.agi_url or f"agi://{host}:{port}"},
         pjsip=Pjsip(asterisk.contacts),
         far_end=asterisk.far_end,
         queue_outcome=outcome,

@@ -24,8 +24,10 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import os
 import resource
 import signal
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
@@ -222,10 +224,18 @@ class FastAgiServer:
         """Stop accepting (new connections are refused), let calls in progress run for up to
         ``timeout`` seconds, then cancel the rest (each gets a ``failure`` line so its dialplan
         falls back) and wait for them to close."""
-        self._draining = True
+        queued = self._take_queued()
         if self._server is not None:
             self._server.close()
-        log.info("agi.server.draining", active=len(self._connections), timeout=timeout)
+        if queued and self._loop is not None:  # admitted as calls: the listener is closed already
+            loop, limit = self._loop, self.config.env_max_bytes
+            for sock in queued:
+                await loop.connect_accepted_socket(lambda: AgiConnection(self, loop, limit), sock)
+        # uvloop accepts in its I/O phase and calls connection_made a step later: a connection it
+        # accepted before the close is admitted too (nothing newer can come, the listener is shut)
+        await asyncio.sleep(0)
+        self._draining = True
+        log.info("agi.server.draining", active=len(self._connections), timeout=timeout, queued=len(queued))
         if self._connections:
             self._quiet = asyncio.get_running_loop().create_future()
             await asyncio.wait({self._quiet}, timeout=timeout)
@@ -242,6 +252,25 @@ class FastAgiServer:
         await self._stop_watchdog()
         self._log_repeats(self._refusals.flush_all())
         log.info("agi.server.drained", cut_short=len(cut))
+
+    def _take_queued(self) -> list[socket.socket]:
+        """Accept the connections the kernel has completed but the loop has not accepted yet,
+        right before the listener closes. Closing an asyncio listener resets those (uvloop had
+        often accepted them already, and the drain then answered ``failure``), while Asterisk
+        counts them connected: ``hagi://`` moves to the next controller only on a failed
+        connect, so such a call would take the fail-static path. Taken here, they are served like
+        any call; what the kernel completes between this and the close (microseconds) is lost."""
+        taken: list[socket.socket] = []
+        for listening in self._server.sockets if self._server is not None else ():
+            with socket.socket(fileno=os.dup(listening.fileno())) as sock:  # the listener itself stays
+                sock.setblocking(False)
+                while True:
+                    try:
+                        conn, _address = sock.accept()
+                    except OSError:  # BlockingIOError: nothing more queued
+                        break
+                    taken.append(conn)
+        return taken
 
     async def _stop_watchdog(self) -> None:
         if self._watchdog_task is not None:
@@ -506,6 +535,10 @@ def _is_async_callable(handler: object) -> bool:
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
 
 
+def _ignore_repeat() -> None:
+    """A signal repeated after the first started the drain: nothing to do."""
+
+
 async def serve_until_signal(
     server: FastAgiServer,
     *,
@@ -519,7 +552,7 @@ async def serve_until_signal(
     runs first (``serve`` marks itself not ready there, before the drain begins).
 
     ``hold_sigterm`` (``serve``, which ends the process after): once signalled, a repeated SIGTERM
-    is ignored for the rest of the process (the drain, then the contact records' last flush)
+    is ignored while the event loop runs (the drain, then the contact records' last flush)
     rather than ending it half-way: ``timeout``, a supervisor and systemd may each send one, and
     the drain is bounded anyway (systemd's ``TimeoutStopSec`` then sends SIGKILL). A second
     SIGINT (Ctrl-C) still ends it at once.
@@ -539,7 +572,11 @@ async def serve_until_signal(
             on_signal()
     finally:
         for sig in wanted:
-            loop.remove_signal_handler(sig)
             if stop.is_set() and (ignore_repeats or (hold_sigterm and sig == signal.SIGTERM)):
-                signal.signal(sig, signal.SIG_IGN)
+                # swapped for a no-op, not removed: remove_signal_handler() restores SIG_DFL, and a
+                # repeat arriving before SIG_IGN could be set ended the process mid-drain (``timeout``
+                # sends SIGTERM to the process and again to its group: seen in a rolling restart)
+                loop.add_signal_handler(sig, _ignore_repeat)
+            else:
+                loop.remove_signal_handler(sig)
     await server.drain(drain_timeout)
