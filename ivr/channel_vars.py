@@ -54,6 +54,7 @@ WAIT_LEFT = "CR_WAIT_LEFT"  # set by the dialplan: the plan queue's timeout, for
 # and passed to the route as its 2nd and 3rd arguments. Untrusted: the controller checks them.
 FROM_CENTRE = "CR_FROM_CENTRE"  # HEADER_CENTRE: the partner centre that sent the call here
 FROM_CALL = "CR_FROM_CALL"  # HEADER_LINKEDID: the call's Linkedid at that centre
+FROM_DIALLED = "CR_FROM_DIALLED"  # HEADER_DIALLED: the council number the caller dialled there
 
 # --- SIP headers of a call dialled to a partner centre (callrouter-headers, partner) ------------
 HEADER_TENANT = "X-Callrouter-Tenant"  # the dialled council
@@ -86,7 +87,7 @@ ROUTE_FIELDS = (
     HOME,
 )
 SET_BY_CONTROLLER = (*ROUTE_FIELDS, PAYMENT_REFERENCE, SURVEY_SCORE, WAIT, ROUTE)
-READ_BY_CONTROLLER = (QUEUESTATUS, QUEUEPOSITION, WAIT_EVENT, FROM_CENTRE, FROM_CALL)
+READ_BY_CONTROLLER = (QUEUESTATUS, QUEUEPOSITION, WAIT_EVENT, FROM_CENTRE, FROM_CALL, FROM_DIALLED)
 
 # --- queued callbacks: set by the dialler's AMI Originate on the Local channel it makes -----------
 # (ivr/dialler.py; dialplans/callrouter.conf [callrouter-callback-adviser], [callrouter-callback-caller])

@@ -317,7 +317,8 @@ class Controller:
             except AgiHangup:
                 self.facts(rf.IvrAbandoned(call_id, self.fact_clock(), "language choice"))
                 raise
-        log.info("call.language", tenant=decision.tenant, language=outcome.language, how=outcome.how)
+        # in the call's one event (call.routed), not a line of its own
+        channel.summarize("call.routed", chosen_language=outcome.language, language_how=outcome.how)
         self.facts(rf.LanguageChosen(call_id, self.fact_clock(), outcome.language, outcome.how, outcome.key))
         return outcome.language
 

@@ -65,7 +65,7 @@ def test_every_agi_route_in_the_dialplan_is_served() -> None:
     served = set(Controller(PlanHolder.load(EXAMPLE)).routes())
     assert used == served
     calls = [line for line in dialplan_text().splitlines() if "AGI(${CR_AGI}" in line]
-    assert calls == [" same => n,AGI(${CR_AGI}/${ARG1},${ARG2},${ARG3},${ARG4})".strip()]
+    assert calls == [" same => n,AGI(${CR_AGI}/${ARG1},${ARG2},${ARG3},${ARG4},${ARG5})".strip()]
 
 
 def test_every_controller_agi_is_bounded_and_t_takes_the_fail_static_path() -> None:
@@ -81,7 +81,7 @@ def test_every_controller_agi_is_bounded_and_t_takes_the_fail_static_path() -> N
         "Set(CR_ROUTE=)",
         "Set(AGIEXITONHANGUP=yes)",
         f"Set(TIMEOUT(absolute)={FIRST_COMMAND_S})",
-        "AGI(${CR_AGI}/${ARG1},${ARG2},${ARG3},${ARG4})",
+        "AGI(${CR_AGI}/${ARG1},${ARG2},${ARG3},${ARG4},${ARG5})",
         "Set(TIMEOUT(absolute)=0)",
         "Return()",
         "Set(TIMEOUT(absolute)=0)",

@@ -99,7 +99,7 @@ def test_a_prompt_name_holding_a_separator_is_refused_by_the_plan(prompt: str, t
 
 async def test_the_menu_route_gets_the_whole_prelude_through_the_dialplan() -> None:
     """callrouter-dispatch,menu: Gosub(callrouter-agi,s,1(menu,tenant,menu,prelude)), then
-    AGI(${CR_AGI}/${ARG1},${ARG2},${ARG3},${ARG4}): agi_arg_3 is the prelude, whole."""
+    AGI(${CR_AGI}/${ARG1},${ARG2},${ARG3},${ARG4},${ARG5}): agi_arg_3 is the prelude, whole."""
     conf = "\n".join((DIALPLANS / name).read_text() for name in ("callrouter.conf", "callrouter-static.conf"))
     conf += "\n[t]\nexten => s,1,Goto(callrouter-dispatch,menu,1)\n"
     variables = {
@@ -109,7 +109,8 @@ async def test_the_menu_route_gets_the_whole_prelude_through_the_dialplan() -> N
         cv.PRELUDE: encode_prelude(PRELUDE),
     }
     calls = await agi_arguments(conf, "t", variables)
-    assert calls[0] == ("agi://127.0.0.1:4573/menu", ["harborough", "main", encode_prelude(PRELUDE)])
+    # every AGI() of callrouter-agi sends four arguments, the ones not passed empty
+    assert calls[0] == ("agi://127.0.0.1:4573/menu", ["harborough", "main", encode_prelude(PRELUDE), ""])
 
 
 def plan_with_two_announcements(tmp_path: Path) -> Path:

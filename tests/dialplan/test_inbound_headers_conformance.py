@@ -131,9 +131,14 @@ def test_what_the_probe_capture_shows() -> None:
 
 
 def test_the_shipped_inbound_context_is_the_captured_one() -> None:
-    """A change to these lines needs a new capture from a real Asterisk."""
+    """A change to these lines needs a new capture from a real Asterisk: callrouter-inbound and
+    callrouter-agi's AGI() as ``agi_inbound_dialled_header.txt`` ran them (the three partner
+    headers), callrouter-headers as ``agi_inbound_partner_headers.txt``."""
     shipped = parse_conf(DIALPLANS / "callrouter.conf")
-    assert tr.dialplan_lines(tr.INBOUND, "callrouter-inbound") == shipped["callrouter-inbound"]
+    dialled = "agi_inbound_dialled_header.txt"
+    assert tr.dialplan_lines(dialled, "callrouter-inbound") == shipped["callrouter-inbound"]
+    agi = tr.dialplan_lines(dialled, "callrouter-agi")
+    assert agi == shipped["callrouter-agi"][: len(agi)]
     headers = tr.dialplan_lines(tr.INBOUND, "callrouter-headers")
     assert headers == shipped["callrouter-headers"][: len(headers)]
 
@@ -142,8 +147,28 @@ def test_the_inbound_capture_has_its_seven_calls() -> None:
     assert [s.label[:11] for s in INBOUND] == [f"inbound ({c})" for c in "abcdefg"]
 
 
+AGI_NOW = "AGI(${CR_AGI}/${ARG1},${ARG2},${ARG3},${ARG4},${ARG5})"
+AGI_THEN = "AGI(${CR_AGI}/${ARG1},${ARG2},${ARG3},${ARG4})"
+
+
 def callrouter_dialplan() -> str:
-    return (DIALPLANS / "callrouter.conf").read_text() + LAB
+    """The shipped callrouter.conf as this capture ran it: its ``callrouter-inbound`` (two partner
+    headers) and ``callrouter-agi``'s four-argument ``AGI()``. The shipped lines that read the
+    third header are checked against ``agi_inbound_dialled_header.txt``
+    (``test_inbound_dialled_conformance.py``)."""
+    out: list[str] = []
+    skipping = False
+    for line in (DIALPLANS / "callrouter.conf").read_text().splitlines():
+        if line.strip() == "[callrouter-inbound]":
+            out += [line, *tr.dialplan_lines(tr.INBOUND, "callrouter-inbound")]
+            skipping = True
+            continue
+        if skipping and line.startswith(("exten => ", " same")):
+            continue
+        skipping = False
+        out.append(line.replace(AGI_NOW, AGI_THEN))
+    assert AGI_NOW not in "\n".join(out)
+    return "\n".join(out) + "\n" + LAB
 
 
 ONE_CALL = [s for s in INBOUND if len(s.sessions()) == 1]
