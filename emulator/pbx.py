@@ -850,6 +850,8 @@ class Pbx:
                 channel.caller_num = value
             else:
                 channel.caller_name = value
+        elif name.upper() == "CALLERID" and args[0].lower() == "all":
+            channel.caller_name, channel.caller_num = split_callerid(value)
         elif name.upper() == "PJSIP_HEADER" and args[0] == "add":
             channel.headers.append((args[1], value))  # an empty value is sent empty
         else:
@@ -1075,3 +1077,15 @@ def _atoi(text: str) -> int:
     """C's ``atoi``: the leading integer of ``text`` (0 when there is none)."""
     match = re.match(r"\s*([+-]?\d+)", text)
     return int(match.group(1)) if match else 0
+
+
+def split_callerid(value: str) -> tuple[str, str]:
+    """``CALLERID(all)``'s value as Asterisk splits it (``ast_callerid_split``): ``"Name" <num>``
+    or ``Name <num>`` gives the name and the number; a value with no ``<...>`` is a number alone.
+    ``callback_originate.txt``: ``Harborough District Council <01632960001>`` was presented as
+    ``From: "Harborough District Council" <sip:01632960001@...>``."""
+    text = value.strip()
+    if "<" in text and text.endswith(">"):
+        name, _, number = text[:-1].rpartition("<")
+        return name.strip().strip('"').strip(), number.strip()
+    return "", text.strip('"')

@@ -97,4 +97,5 @@ CALLBACK_QUEUE = "CR_CB_QUEUE"  # the Asterisk queue the adviser leg joins
 CALLBACK_POSITION = "CR_CB_POSITION"  # the position it joins at (Queue()'s 9th argument)
 CALLBACK_NUMBER = "CR_CB_NUMBER"  # the caller's number, E.164 (dialled on CR_TRUNK)
 CALLBACK_RING_S = "CR_CB_RING_S"  # seconds the caller's phone rings
+CALLBACK_CLI = "CR_CB_CLI"  # "<council name>" <number>: what the caller's phone shows
 CALLBACK_OUTCOME_EVENT = "CallbackOutcome"  # UserEvent: Callback, Dial, DialStatus, AnsweredTime

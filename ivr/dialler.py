@@ -108,8 +108,9 @@ def parse_action_id(value: str) -> tuple[str, int] | None:
 
 
 def caller_id(tenant: Tenant) -> str:
-    """``"<council name>" <national number>``: the dialled council's own name and first number."""
-    name = re.sub(r'["<>\\\r\n]', "", tenant.name)[:40]
+    """``"<council name>" <national number>``: the dialled council's own name and first number
+    (no comma: it travels in the Originate's comma-separated ``Variable`` header too)."""
+    name = re.sub(r'["<>\\\r\n,]', "", tenant.name)[:40]
     return f'"{name}" <{display(tenant.numbers[0]).replace(" ", "")}>'
 
 
@@ -134,6 +135,9 @@ def originate_action(d: Dial, tenant: Tenant, policy: CallbackPolicy) -> dict[st
         cv.CALLBACK_POSITION: str(d.position),
         cv.CALLBACK_NUMBER: cb.number,
         cv.CALLBACK_RING_S: str(policy.ring_s),
+        # set again on the ;1 leg before it dials the caller: when the adviser answers, the ;2
+        # leg's connected line becomes ;1's caller id (callback_originate.txt), which Dial() shows
+        cv.CALLBACK_CLI: caller_id(tenant),
     }
     return {
         "Action": "Originate",

@@ -49,6 +49,8 @@ SECRET = "callback-test-secret"
 QUEUE = "hdc-revenues"
 ADVISERS = ("PJSIP/adviser1", "PJSIP/adviser2", "PJSIP/adviser3")
 
+ADVISER_EXTENSION = ("Adviser", "2101")  # the answering adviser's caller id (name, extension)
+
 
 def open_all_hours_plan(tmp: Path, **callback: Any) -> Path:
     """The example plan with Harborough open round the clock (the tests run at any hour) and a
@@ -133,7 +135,7 @@ class CallbackCentre:
             self.legs.pop(two.uniqueid, None)
             self.fake.emit(self.fake.model.abandon(two.uniqueid, time.time()))
             return OriginatePlay("noanswer")
-        agent = self.fake.model.new_channel(interface, "Adviser", "2101")
+        agent = self.fake.model.new_channel(interface, *ADVISER_EXTENSION)
         agent = dataclasses.replace(agent, linkedid=legs.one.uniqueid)
         self.fake.emit(self.fake.model.answer(two.uniqueid, interface, agent, time.time()))
         self.served.append(request.variables[cv.CALLBACK_ID])
@@ -141,12 +143,14 @@ class CallbackCentre:
         return OriginatePlay("answer")
 
     async def answered(self, request: OriginateRequest, legs: Legs) -> None:
-        """The ;1 leg runs callrouter-callback-caller; then the adviser hangs up."""
+        """The ;1 leg runs callrouter-callback-caller; then the adviser hangs up. As on Asterisk
+        (``callback_originate.txt``), the adviser's answer on ;2 becomes ;1's caller id (its
+        connected line): the Originate's CallerID is no longer there when ;1 dials the caller."""
         one = self.pbx.new_channel(
             legs.one.name,
             uniqueid=legs.one.uniqueid,
-            caller_num=request.caller_id_num,
-            caller_name=request.caller_id_name,
+            caller_num=ADVISER_EXTENSION[1],
+            caller_name=ADVISER_EXTENSION[0],
             context=request.context,
             exten=request.exten,
         )

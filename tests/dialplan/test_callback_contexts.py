@@ -2,7 +2,8 @@
 what Asterisk 22.10.1 did (``dial_pjsip_trunk_forms.txt``; README 6.1 and 2.5):
 
 * the caller is dialled as ``PJSIP/<number>@<trunk>`` (the form that works), presenting the
-  caller id the Originate set (the council's number, in From);
+  council's name and number (``CR_CB_CLI``) in From, not the adviser's extension that the ;1 leg
+  carries once the adviser answered (``callback_originate.txt``);
 * ``ANSWEREDTIME`` is empty until an answered call ends, then its whole seconds: the capture
   sets it to ``2`` after the trunk's 2 s call and leaves it empty when the dial failed;
 * ``CallbackOutcome`` reports DIALSTATUS and ANSWEREDTIME to the dialler; a bad trunk setting
@@ -72,14 +73,17 @@ async def run_caller(
         far_end=lambda _invite: status,
         events=events,
     )
+    # as on Asterisk once the adviser answered: ;1's caller id is the adviser's (its connected
+    # line, callback_originate.txt), and CR_CB_CLI carries the council's name and number
     one = pbx.new_channel(
-        "Local/s@callrouter-callback-adviser-00000001;1", caller_name=COUNCIL[0], caller_num=COUNCIL[1]
+        "Local/s@callrouter-callback-adviser-00000001;1", caller_name="Adviser Two", caller_num="2102"
     )
     for name, value in {
         "CR_CB_ID": "cb-0123456789abcdef0123",
         "CR_CB_DIAL": "2",
         "CR_CB_NUMBER": number,
         "CR_CB_RING_S": "30",
+        "CR_CB_CLI": f'"{COUNCIL[0]}" <{COUNCIL[1]}>',
     }.items():
         one.set(name, value)
     await pbx.run(one, "callrouter-callback-caller", "s")
@@ -151,3 +155,17 @@ async def test_from_carries_the_calling_channels_caller_id_as_in_the_capture() -
     assert isinstance(invite, Invite)
     assert invite.from_ == captured
     assert invite.request_uri == first.request_uri
+
+
+def test_the_capture_shows_the_adviser_in_from_unless_callerid_is_set_again() -> None:
+    """``callback_originate.txt``: with the Originate's CallerID alone, the caller's INVITE came
+    From the adviser who answered; the candidate fix (CALLERID(all) set on ;1 before Dial(),
+    as ``callrouter-callback-caller`` now does) presented the council."""
+    text = tr.transcript_path("callback_originate.txt").read_text(encoding="utf-8")
+    sections = text.split("# ---- ")
+    answered = next(s for s in sections if s.startswith("answered"))
+    fixed = next(s for s in sections if s.startswith("candidate fix, answered"))
+    caller_from = re.compile(r"SIP caller \(pstn sipp UAS\)\s+From: (.*?);tag=")
+    assert caller_from.findall(answered)[0].startswith('"Adviser')
+    assert caller_from.findall(fixed) == [f'"{COUNCIL[0]}" <sip:{COUNCIL[1]}@127.0.0.1>']
+    assert "exten => s,1,Set(CALLERID(all)=${CR_CB_CLI})" in fixed
