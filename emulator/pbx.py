@@ -939,7 +939,9 @@ class Pbx:
             position = max(0, _atoi(padded[8]))
             status = await self.queue_call(self, channel, args[0], padded[4], padded[6], position)
             if status == EXIT_WITH_KEY:
-                self.queue_status = status  # the channel is at context,digit,1; QUEUESTATUS unset
+                # the channel is at context,digit,1; QUEUESTATUS is left as it was
+                # (queue_slices.txt: a PRESET value survived a key exit)
+                self.queue_status = status
                 return
         elif members:
             statuses = [await self._dial_one(channel, member, {}) for member in members]
