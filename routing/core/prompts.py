@@ -17,6 +17,24 @@ from routing.core.problems import PathPart, Problem
 from routing.core.validate import all_destinations
 
 Path = tuple[PathPart, ...]
+
+CALLBACK_PROMPTS = (
+    "callback-offer",
+    "callback-number-is",
+    "callback-confirm",
+    "callback-enter-number",
+    "callback-number-refused",
+    "callback-goodbye",
+    "callback-unavailable",
+)
+"""The callback's recordings in a tenant's prompt set (``<prompts>/callback-offer``...): the IVR
+plays them (``ivr/wait_loop.py``); a plan's ``callback.prompt`` replaces the offer alone."""
+
+WAIT_SOUNDS = ("queue-youarenext", "queue-thereare", "queue-callswaiting", "queue-holdtime", "vm-morethan",
+               "queue-minutes")  # fmt: skip
+"""Asterisk's own sounds the wait announcements play (figures are said with SAY NUMBER, whose
+digit files Asterisk also needs per language: ``agi_language_say.txt`` shows Welsh falling back
+to the English ones)."""
 Exists = Callable[[str, str], bool]
 """``exists(language, prompt)``: whether a recording of ``prompt`` in ``language`` is there."""
 
@@ -43,11 +61,24 @@ def _named(tenant: Tenant) -> Iterator[tuple[Path, str | None]]:
         if line.reference is not None:
             yield ("payment_lines", name, "reference", "prompt"), line.reference.prompt
             yield ("payment_lines", name, "reference", "invalid_prompt"), line.reference.invalid_prompt
-    for name, queue in tenant.queues.items():
-        yield ("queues", name, "callback", "prompt"), queue.callback.prompt if queue.callback else None
+    yield from _waiting(tenant)
     if tenant.survey is not None:
         yield ("survey", "prompt"), tenant.survey.prompt
         yield ("survey", "thanks_prompt"), tenant.survey.thanks_prompt
+
+
+def _waiting(tenant: Tenant) -> Iterator[tuple[Path, str | None]]:
+    """What a waiting caller can hear: the callback's recordings, the announcements' sounds."""
+    for name, queue in tenant.queues.items():
+        if queue.callback is not None:
+            for prompt in CALLBACK_PROMPTS:
+                if prompt == "callback-offer" and queue.callback.prompt is not None:
+                    yield ("queues", name, "callback", "prompt"), queue.callback.prompt
+                else:
+                    yield ("queues", name, "callback"), f"{tenant.prompts}/{prompt}"
+        if queue.announce_wait is not None:
+            for sound in WAIT_SOUNDS:
+                yield ("queues", name, "announce_wait"), sound
 
 
 def missing_prompts(plan: Plan, exists: Exists) -> list[Problem]:

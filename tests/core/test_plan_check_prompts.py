@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from callrouter.cli import main
-from routing.core.prompts import tenant_prompts
+from routing.core.prompts import CALLBACK_PROMPTS, WAIT_SOUNDS, tenant_prompts
 from routing.plan_file import load_plan
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "plan.yaml"
@@ -132,3 +133,42 @@ def test_explain_names_the_language_choice(capsys: pytest.CaptureFixture[str], t
     _, out, _ = run(capsys, "plan", "explain", EXAMPLE.as_posix(), "--number", "01632 960001",
                     "--at", "2026-11-24 10:00", "--json")  # fmt: skip
     assert "language_choice" not in json.loads(out)
+
+
+def with_callback_and_announcements(tmp_path: Path) -> Path:
+    plan = bilingual(tmp_path)
+    data = yaml.safe_load(plan.read_text())
+    queue = next(iter(data["tenants"]["harborough"]["queues"].values()))
+    queue["callback"] = {"offer_above_s": "300"}
+    queue["announce_wait"] = {"every_s": "60"}
+    plan.write_text(yaml.safe_dump(data, sort_keys=False).replace("'300'", "300").replace("'60'", "60"))
+    return plan
+
+
+def test_the_callbacks_recordings_and_the_waits_sounds_are_checked_in_each_language(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A queue with a callback needs the prompt set's callback recordings, one with wait
+    announcements Asterisk's queue sounds, in every language of the council: a Welsh callback
+    goodbye and the Welsh "minutes" missing are each reported at the queue."""
+    plan = with_callback_and_announcements(tmp_path)
+    sounds = tmp_path / "sounds"
+    every_recording(plan, sounds, leave_out=("cy/harborough/callback-goodbye", "cy/queue-minutes"))
+    code, out, _err = run(capsys, "plan", "check", str(plan), "--prompts", str(sounds), "--json")
+    assert code == 1
+    messages = [p["message"] for p in json.loads(out)["problems"]]
+    assert any("'harborough/callback-goodbye' has no recording in cy" in m for m in messages)
+    assert any("'queue-minutes' has no recording in cy" in m for m in messages)
+    assert len(messages) == 2
+
+
+def test_the_ivr_plays_only_the_callback_and_wait_prompts_plan_check_knows() -> None:
+    """The names the wait loop plays are the ones ``plan check --prompts`` looks for."""
+    ivr = Path(__file__).parents[2] / "ivr"
+    text = (ivr / "wait_loop.py").read_text() + (ivr / "controller.py").read_text()
+    played = set(re.findall(r'prompt_name\([^,]+, "([a-z-]+)"\)', text))
+    streamed = set(re.findall(r'stream_file\("([a-z-]+)"\)', (ivr / "wait_loop.py").read_text()))
+    assert played
+    assert streamed
+    assert played <= set(CALLBACK_PROMPTS)
+    assert streamed <= set(WAIT_SOUNDS)
