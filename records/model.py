@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION: Literal[1] = 1
+SCHEMA_VERSION: Literal[2] = 2
+"""2: ``language`` and ``callback`` added (optional: a record of version 1 is read as one of
+version 2 without them, e.g. from the archive)."""
 SCHEMA_ID = f"urn:callrouter:contact-record:{SCHEMA_VERSION}"
 
 CALLER_MAX = 40
@@ -213,7 +215,14 @@ class Callback(Model):
 class ContactRecord(Model):
     """One call, as the council's CRM receives it."""
 
-    schema_version: Literal[1]
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _read_version_1(cls, value: object) -> object:
+        """A record made under schema 1 (no ``language``, no ``callback``) has the shape of a
+        schema 2 record without them: read (e.g. from the archive) as one of schema 2."""
+        return SCHEMA_VERSION if value == 1 else value
+
+    schema_version: Literal[2]
     id: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+$")] = Field(description="The call's Linkedid.")
     version: Annotated[int, Field(ge=1)]
     updated_at: AwareDatetime

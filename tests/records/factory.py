@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from records.builder import caller_hash
-from records.model import ContactRecord
+from records.model import SCHEMA_VERSION, ContactRecord
 from tests.records.support import KEY
 
 
@@ -23,7 +23,7 @@ def record(
 ) -> ContactRecord:
     """A record as the builder would give it; ``fields`` replace top-level fields (JSON-shaped)."""
     document: dict[str, Any] = {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "id": call_id,
         "version": version,
         "updated_at": (arrived + timedelta(minutes=10 + version)).isoformat(),

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import jsonschema
 import pytest
+from pydantic import ValidationError
 
-from records.model import SCHEMA_ID, SCHEMA_VERSION, json_schema, json_schema_text
+from records.model import SCHEMA_ID, SCHEMA_VERSION, ContactRecord, json_schema, json_schema_text
+from tests.records import factory
 from tests.records.support import SCHEMA_FILE
 
 
@@ -36,3 +39,17 @@ def test_the_schema_refuses_what_a_record_must_not_hold() -> None:
     assert not jsonschema.Draft202012Validator(key).is_valid("4111111111111111")
     with pytest.raises(jsonschema.ValidationError):
         validator.validate({"unexpected": 1})
+
+
+def test_a_record_of_schema_1_is_read_as_schema_2() -> None:
+    """Schema 2 added ``language`` and ``callback`` (both optional): a record written under
+    schema 1 (the archive keeps them) reads as a schema 2 record without them; a record naming
+    a schema this code does not know is refused."""
+    arrived = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    current = json.loads(factory.record("1795970000.7", arrived).model_dump_json())
+    old = {k: v for k, v in current.items() if k not in ("language", "callback")} | {"schema_version": 1}
+    read = ContactRecord.model_validate_json(json.dumps(old))
+    assert read.schema_version == SCHEMA_VERSION == 2
+    assert (read.language, read.callback) == (None, None)
+    with pytest.raises(ValidationError):
+        ContactRecord.model_validate_json(json.dumps(old | {"schema_version": 3}))
