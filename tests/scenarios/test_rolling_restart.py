@@ -264,9 +264,10 @@ async def test_rolling_restart_of_two_controllers_behind_hagi_drops_no_call(
     for p in placed:
         assert all(s.agistatus == "SUCCESS" for s in p.record.sessions), p.record.summary()
         assert len(p.record.sessions) == 3  # route, menu and the survey after the queue: each on a controller
-    # who served: AGI sessions per process, from each one's log
+    # who served: AGI sessions per process, from each one's log: a session's one end event is
+    # call.routed / call.menu_done / call.queue_ended, or agi.session.end (each has duration_ms)
     served = {
-        log.stem.removeprefix("serve-"): sum(1 for e in events(log) if e.get("event") == "agi.session.end")
+        log.stem.removeprefix("serve-"): sum(1 for e in events(log) if "duration_ms" in e and "commands" in e)
         for controller in (a, b)
         for log in controller.logs
     }
