@@ -677,8 +677,10 @@ def _live_source(
     if redis is None:
         return NoLiveState(), None
     cached = CachedLiveSource(
-        redis, lambda: holder.current, refresh_s=options.refresh_s, keyring=options.toggle_keyring
-    )
+        redis, lambda: holder.current, refresh_s=options.refresh_s, keyring=options.toggle_keyring,
+        # live figures older than ami.stale_age_s count as unknown (partner snapshots too)
+        max_age_s=(options.ami or AmiSettings()).stale_age_s,
+    )  # fmt: skip
     return cached, cached
 
 

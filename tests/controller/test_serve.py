@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from callrouter.service import ServeOptions, _live_source
 from emulator.agi import CallerScript, PressAfterPrompt
 from emulator.dialplan import place_call
+from ivr.controller import PlanHolder
 from records.model import ContactRecord
 from records.stream import parse_entry
+from routing.ami.settings import AmiSettings
 from routing.redis_keys import KEYS
 from tests.controller.conftest import EXAMPLE, HARBOROUGH
 from tests.core.test_plan_limits import BILLION_LAUGHS
@@ -239,3 +242,14 @@ async def test_serve_keeps_a_record_of_each_call_and_flushes_open_ones_on_sigter
     assert mine == [(rid, 1, "harborough", False)]
     assert owner is not None
     assert owner.decode().endswith(f":{process.pid}")
+
+
+def test_ami_stale_age_reaches_the_live_state_the_controller_decides_on() -> None:
+    """``ami.stale_age_s`` is the age after which live figures count as unknown: serve's cached
+    live source takes it (it kept its own 30 s default before)."""
+    redis = Redis.from_url("redis://127.0.0.1:1/0")  # never connected: the source is only built
+    holder = PlanHolder.load(EXAMPLE)
+    for ami, expected in ((AmiSettings(stale_age_s=7.5), 7.5), (None, 30.0)):
+        _live, cached = _live_source(ServeOptions(plan=EXAMPLE, ami=ami), holder, redis)
+        assert cached is not None
+        assert cached.source.max_age_s == expected
