@@ -10,8 +10,11 @@ run), or the caller hangs up while waiting, or the queue times out, or the calle
 Event order and headers follow the captures (``ami_queue_answered_call.txt``,
 ``ami_queue_caller_abandon.txt``, ``ami_queue_timeout.txt``, ``ami_queue_call_disposition.txt``,
 ``dial_pjsip_trunk_forms.txt``). Not reported: bridges, music on hold, the queue's own
-DialBegin/DialEnd to advisers, ring-no-answer retries, the hang-up of outward legs, device
-states and the ``Timestamp`` header (records then take receive times).
+DialBegin/DialEnd to advisers, ring-no-answer retries, the hang-up of outward legs and device
+states. The ``Timestamp`` header (``timestampevents = yes``) only when a ``stamp`` clock is given:
+then each event of a channel carries that clock plus the ringing and talk the PBX played at once on
+that channel (:attr:`emulator.pbx.Channel.played_s`), as Asterisk would have stamped them had it
+waited them out; without it, records take receive times.
 
 The demonstration:
 
@@ -104,20 +107,34 @@ class CallCentre:
     """The AMI side of the emulated PBX (see the module doc): a :class:`~emulator.pbx.PbxEvents`
     and the PBX's ``queue_call``."""
 
-    def __init__(self, fake: FakeAmi, plays: Plays = lambda _queue, _caller: QueuePlay()) -> None:
-        self.fake, self.plays = fake, plays
+    def __init__(
+        self,
+        fake: FakeAmi,
+        plays: Plays = lambda _queue, _caller: QueuePlay(),
+        *,
+        stamp: Callable[[], float] | None = None,
+    ) -> None:
+        self.fake, self.plays, self.stamp = fake, plays, stamp
         self._gone: set[str] = set()  # callers whose Hangup was sent already
 
     def _emit(self, messages: list[Message]) -> None:
         self.fake.emit(messages)
 
+    def _stamped(self, message: Message, channel: Channel) -> Message:
+        """``message`` with ``Timestamp`` after ``Privilege`` (manager.c puts it there) on
+        ``channel``'s clock, when this centre stamps events."""
+        if self.stamp is None:
+            return message
+        at = self.stamp() + channel.played_s
+        return [*message[:2], ("Timestamp", f"{at:.6f}"), *message[2:]]
+
     # --- PbxEvents -------------------------------------------------------------------------
 
     def channel_created(self, channel: Channel) -> None:
-        self._emit([channel_event("Newchannel", "call,all", wire(channel))])
+        self._emit([self._stamped(channel_event("Newchannel", "call,all", wire(channel)), channel)])
 
     def user_event(self, channel: Channel, data: str) -> None:
-        self._emit([user_event(channel, data)])
+        self._emit([self._stamped(user_event(channel, data), channel)])
 
     def dialled(self, caller: Channel, leg: Channel, dial_string: str, status: str) -> None:
         """``Dial()`` of an outward leg: ``DialBegin`` (the caller's block, the leg's, DialString)
@@ -138,7 +155,7 @@ class CallCentre:
             *ami_wire.channel_block(wire(leg), "Dest"),
             ("DialStatus", status),
         ]
-        self._emit([begin, end])
+        self._emit([self._stamped(begin, leg), self._stamped(end, caller)])
 
     def caller_gone(self, channel: Channel, *, by_caller: bool) -> None:
         """The caller's channel is done: their BYE (``HangupRequest``, no Cause) when they hung
@@ -148,7 +165,8 @@ class CallCentre:
         self._gone.add(channel.uniqueid)
         ch = wire(channel)
         request = [channel_event("HangupRequest", "call,all", ch)] if by_caller else []
-        self._emit([*request, channel_event("Hangup", "call,all", ch, *NORMAL_CLEARING)])
+        hangup = [*request, channel_event("Hangup", "call,all", ch, *NORMAL_CLEARING)]
+        self._emit([self._stamped(m, channel) for m in hangup])
 
     # --- Queue() ---------------------------------------------------------------------------
 

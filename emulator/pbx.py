@@ -111,6 +111,9 @@ class Channel:
     timed_out: bool = False  # AST_SOFTHANGUP_TIMEOUT: the absolute timeout fired
     linkedid: str = ""  # the call's Linkedid: the first channel's Uniqueid (empty: this one's)
     hangup_handlers: list[str] = field(default_factory=list)  # CHANNEL(hangup_handler_push) stack
+    # seconds of ringing and talk the emulator played at once instead of waiting them out: this
+    # channel's clock is ahead of the real one by that much (its events' Timestamp, CallCentre)
+    played_s: float = 0.0
 
     @property
     def call_id(self) -> str:
@@ -433,6 +436,7 @@ class DialAttempt:
     cause: int | None = None  # HANGUPCAUSE when no channel could be created
     invite: Invite | None = None
     log: list[str] = field(default_factory=list)
+    ring_s: float = 0.0  # how long the far end rang before DIALSTATUS
 
 
 def _not_found(endpoint: str) -> tuple[None, int, list[str]]:
@@ -502,6 +506,12 @@ class Pjsip:
 
 FarEnd = Callable[[Invite], str]  # the INVITE -> DIALSTATUS (ANSWER, BUSY, NOANSWER, CONGESTION)
 TalkTime = Callable[[Invite], int]  # an answered INVITE -> whole seconds until the call ends
+RingTime = Callable[[Invite], float]  # an INVITE -> seconds it rang before DIALSTATUS
+
+
+def no_ringing(_invite: Invite) -> float:
+    """The far end answers (or refuses) at once."""
+    return 0.0
 
 
 def two_seconds(_invite: Invite) -> int:
@@ -588,9 +598,10 @@ class Pbx:
         queue_call: QueueCall | None = None,
         queue_contexts: Mapping[str, str] | None = None,
         talk_s: TalkTime = two_seconds,
+        ring_s: RingTime = no_ringing,
     ) -> None:
         self.dialplan = dialplan
-        self.talk_s = talk_s
+        self.talk_s, self.ring_s = talk_s, ring_s
         self.globals = dict(globals_)
         self.pjsip = pjsip or Pjsip({})
         self.far_end = far_end
@@ -641,9 +652,11 @@ class Pbx:
         context: str = "",
         exten: str = "",
         uniqueid: str = "",
+        played_s: float = 0.0,
     ) -> Channel:
         """A channel (``linkedid``: the call it is made for, as a dialled leg carries its caller's;
-        ``context``/``exten``: where it starts, as its ``Newchannel`` says)."""
+        ``context``/``exten``: where it starts, as its ``Newchannel`` says; ``played_s``: its
+        clock, a dialled leg's is its caller's)."""
         number = next(_numbers)
         channel = Channel(
             name=name,
@@ -653,6 +666,7 @@ class Pbx:
             linkedid=linkedid,
             context=context,
             exten=exten,
+            played_s=played_s,
         )
         if self.ami is not None:
             self.ami.channel_created(channel)
@@ -1009,8 +1023,14 @@ class Pbx:
         )
         if answered is not None and answered.invite is not None:
             # Whole seconds of the bridged call, set when it ends (VarSet ANSWEREDTIME 2 after a
-            # 2 s answered call in dial_pjsip_trunk_forms.txt); the far end says how long.
-            channel.set("ANSWEREDTIME", str(self.talk_s(answered.invite)))
+            # 2 s answered call in dial_pjsip_trunk_forms.txt); the far end says how long. It is
+            # the calling channel's up time: on a channel already up (the callback's ;1 leg) the
+            # ringing counts too (ANSWEREDTIME=4 for 1 s of ringing and 3 s talked in
+            # callback_originate.txt). The talk is played at once, on the channel's clock.
+            talk = self.talk_s(answered.invite)
+            channel.played_s += talk
+            rang = answered.ring_s if channel.state == "Up" else 0.0
+            channel.set("ANSWEREDTIME", str(int(rang + talk)))
         if status == "ANSWER" and "g" not in options:
             # The call was bridged; when it ends, Dial() without option g returns -1 and the
             # caller's dialplan ends there ("Spawn extension ... exited non-zero":
@@ -1037,7 +1057,9 @@ class Pbx:
             self.log.extend(attempt.log)
             return "CHANUNAVAIL"
         endpoint, uri, user = found
-        leg = self.new_channel(f"PJSIP/{endpoint}-{next(_numbers):08x}", linkedid=caller.call_id)
+        leg = self.new_channel(
+            f"PJSIP/{endpoint}-{next(_numbers):08x}", linkedid=caller.call_id, played_s=caller.played_s
+        )
         leg.state = "Down"
         leg.variables.update(caller.inheritable())
         attempt.dial_string = dest
@@ -1045,8 +1067,12 @@ class Pbx:
             await self.gosub_handler(leg, options["b"])
         attempt.invite = self.pjsip.invite(leg, caller, uri, user)
         attempt.status = self.far_end(attempt.invite)
+        # the ringing, played at once: DialBegin on the leg's clock, DialEnd on the caller's after it
+        attempt.ring_s = self.ring_s(attempt.invite)
+        caller.played_s += attempt.ring_s
         if self.ami is not None:
             self.ami.dialled(caller, leg, dest, attempt.status)
+        leg.played_s = caller.played_s
         return attempt.status
 
     async def _dial_local(self, caller: Channel, peer: str, dest: str, options: Mapping[str, str]) -> str:

@@ -25,6 +25,13 @@ How a callback is dialled (``dialplans/callrouter.conf``). One AMI ``Originate``
   a partner centre's), then ``UserEvent(CallbackOutcome,...)`` with ``DIALSTATUS`` and
   ``ANSWEREDTIME``. The adviser hears the ringing, then the caller.
 
+How long the caller talked (an answer shorter than ``SHORT_ANSWER_S`` is a voicemail greeting or
+an answering machine, and is retried): from the ``;1`` leg's ``DialEnd`` ``ANSWER`` (the
+caller's answer) to its ``CallbackOutcome`` (the caller gone), on the events' ``Timestamp``
+(Asterisk's clock, ``timestampevents = yes``), else on their receive times. ``ANSWEREDTIME`` only
+when that ``DialEnd`` was not seen: on the ``;1`` leg it counts from the adviser's answer, so it
+includes the caller's ringing (``callback_originate.txt``: 1 s of ringing and 3.0 s talked gave 4).
+
 The ActionID ``cb:<id>:<dial>`` and the legs' Uniqueids ``<id>-<dial>-1`` / ``-2`` (``ChannelId``,
 ``OtherChannelId``) tie every report to its dial; ``AgentConnect`` of the ``-2`` leg names the
 adviser.
@@ -41,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -80,6 +88,7 @@ _LINKEDID = re.compile(r"^[0-9]+\.[0-9]+$")  # a contact record's id
 DEFAULT_POLICY = CallbackPolicy()  # for callbacks of a queue whose policy a new plan removed
 NO_ANSWER_REASON = "3"  # OriginateResponse Reason: rang, nobody answered within Timeout
 REFUSED_RETRY_S = 60.0
+ANSWERS_KEPT = 10_000  # caller answers awaiting their CallbackOutcome (the oldest go first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,14 +191,29 @@ class Dialler:
         self.wait = wait  # replicas each claim and each end waits for (a Redis fail-over loses neither)
         self.plan, self.live, self.waiting, self.clock = plan, live, waiting, clock
         self.keys, self.settings = keys, settings
-        self.inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue(maxsize=10_000)
+        self.inbox: asyncio.Queue[tuple[dict[str, str], float | None]] = asyncio.Queue(maxsize=10_000)
+        # ;1 leg Uniqueid -> when the caller answered: (the DialEnd's Timestamp or None, received)
+        self._answered: dict[str, tuple[float | None, float]] = {}
         self.dialled = 0
 
     # --- what Asterisk reports (every instance) -----------------------------------------------
 
-    def on_message(self, headers: Mapping[str, str], _ts: float) -> None:
-        """The AMI tap: keep the events about callback dials (never raises, never blocks)."""
+    def on_message(self, headers: Mapping[str, str], ts: float) -> None:
+        """The AMI tap (``ts``: receive time): keep the events about callback dials, and time the
+        caller's talk (see the module doc). Never raises, never blocks."""
         event = headers.get("Event", "")
+        talk_s: float | None = None
+        if event == "DialEnd":
+            leg = _LEG.match(headers.get("Uniqueid", ""))
+            if leg is not None and leg.group(3) == "1" and headers.get("DialStatus") == "ANSWER":
+                if len(self._answered) >= ANSWERS_KEPT:
+                    del self._answered[next(iter(self._answered))]
+                self._answered[leg.group(0)] = (_stamp(headers), ts)
+            return
+        if event == "UserEvent" and headers.get("UserEvent") == cv.CALLBACK_OUTCOME_EVENT:
+            answered = self._answered.pop(headers.get("Uniqueid", ""), None)
+            if answered is not None:
+                talk_s = talk_seconds(answered, (_stamp(headers), ts))
         relevant = (
             (event == "OriginateResponse" and headers.get("ActionID", "").startswith(ACTION_PREFIX))
             or (event == "UserEvent" and headers.get("UserEvent") == cv.CALLBACK_OUTCOME_EVENT)
@@ -197,10 +221,11 @@ class Dialler:
         )
         if relevant:
             with contextlib.suppress(asyncio.QueueFull):
-                self.inbox.put_nowait(dict(headers))
+                self.inbox.put_nowait((dict(headers), talk_s))
 
-    async def handle(self, headers: Mapping[str, str]) -> None:
-        """Apply one report to its dial (idempotent)."""
+    async def handle(self, headers: Mapping[str, str], talk_s: float | None = None) -> None:
+        """Apply one report to its dial (idempotent). ``talk_s``: for a ``CallbackOutcome``, the
+        seconds the caller talked, when their answer was seen (:meth:`on_message`)."""
         event = headers.get("Event", "")
         if event == "AgentConnect":
             leg = _LEG.match(headers.get("Uniqueid", ""))
@@ -228,7 +253,7 @@ class Dialler:
             and number.isdigit()
             and headers.get("Uniqueid") == f"{reported}-{number}-1"
         ):
-            outcome = dial_outcome(headers.get("DialStatus", ""), headers.get("AnsweredTime", ""))
+            outcome = dial_outcome(headers.get("DialStatus", ""), headers.get("AnsweredTime", ""), talk_s)
             await self._end(reported, int(number), outcome, reason=headers.get("DialStatus", ""))
 
     async def _end(self, ident: str, dial: int, outcome: AttemptOutcome, *, reason: str = "") -> bool:
@@ -426,11 +451,29 @@ class Dialler:
 
     async def _inbox_loop(self) -> None:
         while True:
-            headers = await self.inbox.get()
+            headers, talk_s = await self.inbox.get()
             for _ in range(5):
                 try:
-                    await self.handle(headers)
+                    await self.handle(headers, talk_s)
                     break
                 except (RedisError, ConnectionError, TimeoutError, OSError) as exc:  # Redis away
                     log.warning("callback.report_failed", error=type(exc).__name__)
                     await asyncio.sleep(0.5)
+
+
+def _stamp(headers: Mapping[str, str]) -> float | None:
+    """An event's ``Timestamp`` (``timestampevents = yes``: seconds.microseconds), if any."""
+    try:
+        value = float(headers.get("Timestamp", ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def talk_seconds(answered: tuple[float | None, float], ended: tuple[float | None, float]) -> float:
+    """Seconds from the caller's answer to the dial's end, each ``(Timestamp or None, received)``:
+    on Asterisk's clock when both events carry it, else on the receive times (never negative)."""
+    (stamp_a, received_a), (stamp_b, received_b) = answered, ended
+    if stamp_a is not None and stamp_b is not None:
+        return max(0.0, stamp_b - stamp_a)
+    return max(0.0, received_b - received_a)

@@ -172,11 +172,17 @@ CALLER_DIALLED: frozenset[str] = frozenset({"answered", "short-answer", "no-answ
 SHORT_ANSWER_S = 10
 
 
-def dial_outcome(dial_status: str, answered_s: str) -> AttemptOutcome:
-    """The caller's side of an attempt from the dialplan's ``DIALSTATUS`` and ``ANSWEREDTIME``
-    (whole seconds, empty when not answered: ``dial_pjsip_trunk_forms.txt``)."""
+def dial_outcome(dial_status: str, answered_s: str, talk_s: float | None = None) -> AttemptOutcome:
+    """The caller's side of an attempt from the dialplan's ``DIALSTATUS`` and the seconds talked.
+
+    ``talk_s``: from the caller's answer (the ``;1`` leg's ``DialEnd`` ``ANSWER``) to the
+    ``CallbackOutcome`` event. Without it (``DialEnd`` not seen), ``ANSWEREDTIME`` (whole seconds,
+    empty when not answered: ``dial_pjsip_trunk_forms.txt``), which on the ``;1`` leg counts from
+    the adviser's answer and so includes the caller's ringing (``callback_originate.txt``)."""
     status = dial_status.strip().upper()
     if status == "ANSWER":
+        if talk_s is not None:
+            return "answered" if talk_s >= SHORT_ANSWER_S else "short-answer"
         seconds = int(answered_s) if answered_s.strip().isdigit() else 0
         return "answered" if seconds >= SHORT_ANSWER_S else "short-answer"
     if status in ("NOANSWER", "CANCEL"):

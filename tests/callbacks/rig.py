@@ -71,10 +71,13 @@ def open_all_hours_plan(tmp: Path, **callback: Any) -> Path:
 
 @dataclass
 class Phone:
-    """What the caller's phone does: a DIALSTATUS and, when answered, the seconds talked."""
+    """What the caller's phone does: a DIALSTATUS, the seconds it rings first and, when
+    answered, the seconds talked (both played at once, on the ;1 leg's clock: its events'
+    ``Timestamp``)."""
 
     status: str = "ANSWER"
     talk_s: int = 60
+    ring_s: float = 0.0
 
 
 @dataclass
@@ -154,6 +157,7 @@ class CallbackCentre:
             context=request.context,
             exten=request.exten,
         )
+        one.state = "Up"  # the Originate answered it: the adviser's answer
         for name, value in request.variables.items():
             one.set(name, value)
         await self.pbx.run(one, request.context, request.exten)
@@ -168,6 +172,9 @@ class CallbackCentre:
 
     def talk(self, invite: Invite) -> int:
         return self.ringing[invite.user].talk_s
+
+    def ring(self, invite: Invite) -> float:
+        return self.ringing[invite.user].ring_s
 
     # --- the test's side --------------------------------------------------------------------
 
@@ -244,7 +251,8 @@ async def emulated_centre(redis_url: str, keys: RedisKeys, plan_path: Path) -> A
             pjsip=Pjsip({"pstn": "sip:127.0.0.1:5090"}),
             far_end=rig.phone,
             talk_s=rig.talk,
-            events=CallCentre(fake),
+            ring_s=rig.ring,
+            events=CallCentre(fake, stamp=time.time),
         )
         fake.originator.far_end = rig.far_end
         fake.originator.answered = rig.answered

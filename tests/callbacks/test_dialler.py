@@ -97,13 +97,18 @@ async def _state(rig: CallbackCentre, ident: str, state: str) -> bool:
 async def test_no_answer_is_retried_after_the_delay_then_answered(
     redis_server: RedisServer, keys: RedisKeys, tmp_path: Path
 ) -> None:
-    """Jane does not answer the first time (NOANSWER), then a voicemail picks up for 4 s (a short
-    answer), then she answers: three attempts, each after retry_delay_s (30 s on the dialler's
-    clock, which the test moves on)."""
+    """Jane does not answer the first time (NOANSWER), then her voicemail picks up after 35 s of
+    ringing and takes 5 s (a short answer, though ANSWEREDTIME on the ;1 leg says 40), then she
+    answers after 2 s and talks 60 s: three attempts, each after retry_delay_s (30 s on the
+    dialler's clock, which the test moves on)."""
     offset = [timedelta(0)]
     plan = open_all_hours_plan(tmp_path, max_attempts=3, retry_delay_s=30)
     async with centre(redis_server.url, keys, plan, clock=lambda: datetime.now(UTC) + offset[0]) as (rig, _):
-        rig.phones[JANE] = [Phone("NOANSWER"), Phone("ANSWER", talk_s=4), Phone("ANSWER", talk_s=300)]
+        rig.phones[JANE] = [
+            Phone("NOANSWER"),
+            Phone("ANSWER", talk_s=5, ring_s=35),
+            Phone("ANSWER", talk_s=60, ring_s=2),
+        ]
         jane = await rig.take_callback("rec-jane", JANE, joined_at=time.time())
         for adviser in ADVISERS:
             rig.free_adviser(adviser)

@@ -101,6 +101,74 @@ async def test_only_the_dials_own_leg_can_report_its_outcome(redis: Redis) -> No
     )  # fmt: skip
 
 
+async def _reported(d: Dialler, events: list[tuple[dict[str, str], float]]) -> None:
+    """The events through the AMI tap (with their receive times), then what it kept, applied."""
+    for headers, received in events:
+        d.on_message(headers, received)
+    while not d.inbox.empty():
+        await d.handle(*d.inbox.get_nowait())
+
+
+def _answer_then_outcome(
+    ident: str, dial: int, ring_s: float, talk_s: float, *, stamped: bool
+) -> list[tuple[dict[str, str], float]]:
+    """The ;1 leg's DialEnd ANSWER after ``ring_s`` of ringing, then its CallbackOutcome after
+    ``talk_s`` (ANSWEREDTIME counting both, as on Asterisk: callback_originate.txt). Stamped: the
+    events carry Asterisk's Timestamp and arrive together (the receive times say nothing)."""
+    leg, adviser_at, at = f"{ident}-{dial}-1", 1_795_600_000.25, time.time()
+    answered, ended = adviser_at + ring_s, adviser_at + ring_s + talk_s
+    dial_end = {"Event": "DialEnd", "Uniqueid": leg, "DestChannel": "PJSIP/pstn-00000001",
+                "DialStatus": "ANSWER"}  # fmt: skip
+    user = {"Event": "UserEvent", "UserEvent": "CallbackOutcome", "Uniqueid": leg, "Callback": ident,
+            "Dial": str(dial), "DialStatus": "ANSWER", "AnsweredTime": str(int(ring_s + talk_s))}  # fmt: skip
+    if stamped:
+        dial_end["Timestamp"], user["Timestamp"] = f"{answered:.6f}", f"{ended:.6f}"
+        return [(dial_end, at), (user, at)]
+    return [(dial_end, answered), (user, ended)]
+
+
+@pytest.mark.parametrize("stamped", [True, False], ids=["timestamp", "receive-time"])
+async def test_the_talk_is_timed_from_the_callers_answer(redis: Redis, stamped: bool) -> None:
+    """A voicemail that picks up after 35 s of ringing and plays 5 s of greeting: ANSWEREDTIME
+    says 40 (it counts from the adviser's answer) but the caller's side talked 5 s, a short
+    answer, retried. Then Jane answers after 2 s and talks 60 s: answered."""
+    keys = RedisKeys(prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    ident = await dialling(redis, keys)
+    d = dialler(redis, keys, Asterisk({}))
+    await _reported(d, _answer_then_outcome(ident, 1, ring_s=35, talk_s=5, stamped=stamped))
+    stored = await load_callback(redis, keys, ident)
+    assert stored is not None
+    assert (stored.state, [a.outcome for a in attempts_of(stored)]) == ("pending", ["short-answer"])
+    assert await claim(redis, keys, ident, "ctl-a", time.time() + 3600) == 2
+    await _reported(d, _answer_then_outcome(ident, 2, ring_s=2, talk_s=60, stamped=stamped))
+    stored = await load_callback(redis, keys, ident)
+    assert stored is not None
+    assert (stored.state, stored.outcome) == ("done", "answered")
+    assert [a.outcome for a in attempts_of(stored)] == ["short-answer", "answered"]
+    assert not d._answered  # each answer went with its outcome
+
+
+async def test_without_the_callers_answer_seen_answeredtime_decides(redis: Redis) -> None:
+    """A controller that connected after the caller answered saw no DialEnd: ANSWEREDTIME (4 s,
+    a short answer) is all there is. A DialEnd of another dial's leg or of the adviser leg
+    (``-2``) or not answered times nothing."""
+    keys = RedisKeys(prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    ident = await dialling(redis, keys)
+    d = dialler(redis, keys, Asterisk({}))
+    now = time.time()
+    others = [
+        {"Event": "DialEnd", "Uniqueid": f"{ident}-7-1", "DialStatus": "ANSWER"},
+        {"Event": "DialEnd", "Uniqueid": f"{ident}-1-2", "DialStatus": "ANSWER"},
+        {"Event": "DialEnd", "Uniqueid": f"{ident}-1-1", "DialStatus": "NOANSWER"},
+    ]
+    late = {**outcome(ident, "ANSWER", f"{ident}-1-1"), "AnsweredTime": "4"}
+    await _reported(d, [*((e, now - 60) for e in others), (late, now)])
+    stored = await load_callback(redis, keys, ident)
+    assert stored is not None
+    assert [a.outcome for a in attempts_of(stored)] == ["short-answer"]
+    assert list(d._answered) == [f"{ident}-7-1"]
+
+
 async def test_a_refused_originate_is_tried_again_a_minute_later_not_at_once(redis: Redis) -> None:
     keys = RedisKeys(prefix=f"test-{uuid.uuid4().hex[:8]}:")
     ident = await dialling(redis, keys)

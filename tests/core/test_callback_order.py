@@ -166,6 +166,22 @@ def test_dial_outcome_from_dialstatus_and_answeredtime(status: str, answered: st
     assert dial_outcome(status, answered) == outcome
 
 
+@pytest.mark.parametrize(
+    ("answered", "talk_s", "outcome"),
+    [
+        ("40", 5.0, "short-answer"),  # 35 s of ringing, then a 5 s voicemail greeting
+        ("62", 60.0, "answered"),  # 2 s of ringing, then 60 s talked
+        ("3", 10.0, "answered"),
+        ("95", 9.9, "short-answer"),
+    ],
+)
+def test_dial_outcome_times_the_talk_not_answeredtime_when_the_answer_was_seen(
+    answered: str, talk_s: float, outcome: str
+) -> None:
+    assert dial_outcome("ANSWER", answered, talk_s) == outcome
+    assert dial_outcome("BUSY", "", talk_s) == "busy"
+
+
 def test_after_attempt_retries_then_fails_and_never_counts_an_undialled_attempt() -> None:
     policy = CallbackPolicy(max_attempts=3, retry_delay_s=300)
     assert after_attempt("answered", 0, policy, NOW) == Next("done", NOW, "answered", 1)

@@ -8,6 +8,9 @@ what Asterisk 22.10.1 did (``dial_pjsip_trunk_forms.txt``; README 6.1 and 2.5):
   sets it to ``2`` after the trunk's 2 s call and leaves it empty when the dial failed;
 * ``CallbackOutcome`` reports DIALSTATUS and ANSWEREDTIME to the dialler; a bad trunk setting
   or number is refused (CHANUNAVAIL) as ``callrouter-outbound`` does;
+* on the ``;1`` leg (up since the adviser answered) ANSWEREDTIME counts the caller's ringing too,
+  and the talk is the time from its ``DialEnd`` ANSWER to ``CallbackOutcome``
+  (``callback_originate.txt``): the emulator plays both at once, on the leg's own clock;
 * the adviser leg joins the callback's queue at the position the dialler gives (Queue()'s 9th
   argument, ``apps/app_queue.c``: ``queuename,options,URL,announceoverride,timeout,AGI,gosub,
   rule,position``)."""
@@ -19,9 +22,14 @@ import re
 
 import pytest
 
+from emulator.ami import FakeAmi
+from emulator.ami_wire import Message
+from emulator.centre import CallCentre
 from emulator.dialplan import DIALPLANS, GLOBALS
 from emulator.extensions import Dialplan
 from emulator.pbx import Channel, Invite, Pbx, Pjsip
+from ivr.dialler import talk_seconds
+from routing.core.callback_order import dial_outcome
 from tests.dialplan import transcripts as tr
 
 CONF = Dialplan.parse((DIALPLANS / "callrouter.conf").read_text(encoding="utf-8"))
@@ -169,3 +177,72 @@ def test_the_capture_shows_the_adviser_in_from_unless_callerid_is_set_again() ->
     assert caller_from.findall(answered)[0].startswith('"Adviser')
     assert caller_from.findall(fixed) == [f'"{COUNCIL[0]}" <sip:{COUNCIL[1]}@127.0.0.1>']
     assert "exten => s,1,Set(CALLERID(all)=${CR_CB_CLI})" in fixed
+
+
+def captured_events(section: str) -> list[tuple[float, dict[str, str]]]:
+    """The events Asterisk sent in one section of ``callback_originate.txt``: (time, headers)."""
+    text = tr.transcript_path("callback_originate.txt").read_text(encoding="utf-8")
+    body = next(s for s in text.split("# ---- ") if s.startswith(section))
+    events: list[tuple[float, dict[str, str]]] = []
+    block: dict[str, str] = {}
+    for at, raw in re.findall(r"^\s*(\d+\.\d+) S->C (b'.*')$", body, re.MULTILINE):
+        line = ast.literal_eval(raw).decode().rstrip("\r\n")
+        if line:
+            key, _, value = line.partition(": ")
+            block.setdefault(key, value)
+            block.setdefault("_at", at)
+        elif block:
+            events.append((float(block.pop("_at")), block))
+            block = {}
+    return [(at, e) for at, e in events if "Event" in e]
+
+
+class KeptCentre(CallCentre):
+    """The AMI side of the PBX, its events kept instead of sent."""
+
+    def __init__(self, stamp: float) -> None:
+        super().__init__(FakeAmi(), stamp=lambda: stamp)
+        self.sent: list[Message] = []
+
+    def _emit(self, messages: list[Message]) -> None:
+        self.sent.extend(messages)
+
+
+async def test_the_talk_runs_from_the_callers_answer_as_in_the_capture() -> None:
+    """The capture: the caller rang 1 s and talked 3 s; ANSWEREDTIME says 4 (from the adviser's
+    answer), the ;1 leg's DialEnd ANSWER to CallbackOutcome 3.0 s. The emulated leg, with the same
+    ringing and talk, stamps its events so (Timestamp, on the leg's clock) and reports 4."""
+    leg = "cb-0123456789abcdef0123-1-1"
+    events = captured_events("answered")
+    dial_ends = [(at, e) for at, e in events if e["Event"] == "DialEnd" and e.get("Uniqueid") == leg]
+    answer_at = next(at for at, e in dial_ends if e["DialStatus"] == "ANSWER")
+    end_at, outcome = next((at, e) for at, e in events if e.get("UserEvent") == "CallbackOutcome")
+    assert (outcome["Uniqueid"], outcome["AnsweredTime"]) == (leg, "4")
+    assert end_at - answer_at == pytest.approx(3.0, abs=0.05)
+
+    centre = KeptCentre(stamp=1_795_600_000.0)
+    pbx = Pbx(
+        CONF,
+        {**GLOBALS, "CR_TRUNK": "pstn"},
+        pjsip=Pjsip({"pstn": "sip:127.0.0.1:5090"}),
+        far_end=lambda _invite: "ANSWER",
+        talk_s=lambda _invite: 3,
+        ring_s=lambda _invite: 1.0,
+        events=centre,
+    )
+    one = pbx.new_channel("Local/s@callrouter-callback-adviser-00000004;1", uniqueid=leg)
+    one.state = "Up"  # the adviser answered it
+    for name, value in {"CR_CB_ID": "cb-0123456789abcdef0123", "CR_CB_DIAL": "1",
+                        "CR_CB_NUMBER": "+441632960123", "CR_CB_RING_S": "10"}.items():  # fmt: skip
+        one.set(name, value)
+    await pbx.run(one, "callrouter-callback-caller", "s")
+    sent = [dict(m) for m in centre.sent]
+    begin = next(e for e in sent if e["Event"] == "DialBegin")
+    end = next(e for e in sent if e["Event"] == "DialEnd")
+    user = next(e for e in sent if e["Event"] == "UserEvent")
+    assert (end["Uniqueid"], end["DialStatus"]) == (leg, "ANSWER")
+    assert (user["Uniqueid"], user["AnsweredTime"]) == (leg, "4")
+    assert [float(e["Timestamp"]) - 1_795_600_000.0 for e in (begin, end, user)] == [0.0, 1.0, 4.0]
+    talk = talk_seconds((float(end["Timestamp"]), 0.0), (float(user["Timestamp"]), 0.0))
+    assert talk == 3.0
+    assert dial_outcome(user["DialStatus"], user["AnsweredTime"], talk) == "short-answer"
