@@ -78,14 +78,21 @@ class RedisTarget:
 
 
 class SentinelRedis(Redis):
-    """A client of the primary the sentinels name; closing it closes its sentinel connections too."""
+    """A client of the primary the sentinels name; closing it closes its sentinel connections too.
+
+    It closes the sentinel clients it was made with (:attr:`sentinel_clients`), not only those
+    in redis-py's list: that list is reordered by each master discovery across an ``await``, and
+    two discoveries at once (many commands failing over together) can leave one sentinel in it
+    twice and another not at all, whose connections would then stay open."""
+
+    sentinel_clients: tuple[Redis, ...] = ()
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await super().aclose(close_connection_pool)
         pool = self.connection_pool
-        if isinstance(pool, SentinelConnectionPool):
-            for sentinel in pool.sentinel_manager.sentinels:
-                await sentinel.aclose()
+        listed = pool.sentinel_manager.sentinels if isinstance(pool, SentinelConnectionPool) else []
+        for sentinel in {id(s): s for s in (*self.sentinel_clients, *listed)}.values():
+            await sentinel.aclose()
 
 
 def connect(
@@ -118,9 +125,10 @@ def connect(
         socket_connect_timeout=connect_timeout,
         socket_timeout=timeout,
     )
-    client: Redis = sentinel.master_for(
+    client: SentinelRedis = sentinel.master_for(
         target.service_name, redis_class=SentinelRedis, password=target.password, db=target.db
     )
+    client.sentinel_clients = tuple(sentinel.sentinels)
     return client
 
 

@@ -42,6 +42,7 @@ from routing.live.lease import WriterLease
 from routing.live.source import CachedLiveSource
 from routing.live.store import QueueStateStore
 from routing.redis_keys import RedisKeys
+from routing.replicas import NO_WAIT, ReplicaWait
 from tests.controller.conftest import EXAMPLE
 from tests.support.live_web import fast_ami_settings
 
@@ -194,10 +195,15 @@ class CallbackCentre:
         self.free.append(interface)
 
     async def take_callback(
-        self, call_id: str, number: str, joined_at: float, now: float | None = None
+        self,
+        call_id: str,
+        number: str,
+        joined_at: float,
+        now: float | None = None,
+        wait: ReplicaWait = NO_WAIT,
     ) -> str:
         """A caller who joined at ``joined_at`` takes the callback offer at ``now`` (default: now),
-        as the IVR does, through ``request_callback``."""
+        as the IVR does, through ``request_callback`` (acknowledged once ``wait``'s replicas hold it)."""
         now = time.time() if now is None else now
         req = CallbackRequest(
             tenant="harborough",
@@ -210,7 +216,9 @@ class CallbackCentre:
         )
         policy = self.plan.plan.tenants["harborough"].queues["revenues"].callback
         assert policy is not None
-        return await request_callback(self.redis, self.keys, req, policy, now, asterisk_queue=QUEUE)
+        return await request_callback(
+            self.redis, self.keys, req, policy, now, asterisk_queue=QUEUE, wait=wait
+        )
 
     async def stored(self, ident: str) -> StoredCallback:
         found = await load_callback(self.redis, self.keys, ident)
@@ -234,11 +242,14 @@ FAST = DiallerSettings(interval_s=0.2, adviser_wait_s=5, lost_after_s=1)
 
 
 @asynccontextmanager
-async def emulated_centre(redis_url: str, keys: RedisKeys, plan_path: Path) -> AsyncIterator[CallbackCentre]:
+async def emulated_centre(
+    redis_url: str | Redis, keys: RedisKeys, plan_path: Path
+) -> AsyncIterator[CallbackCentre]:
     """The fake AMI server (its port: ``rig.fake.port``), the PBX and app_queue's turns; no
-    controller (a test runs its own, in this process or as ``callrouter serve``)."""
+    controller (a test runs its own, in this process or as ``callrouter serve``). ``redis_url``:
+    a URL, or a client of the test's own (through Sentinel, say), closed on exit as well."""
     compiled = PlanHolder.load(plan_path).current
-    redis = Redis.from_url(redis_url)
+    redis = Redis.from_url(redis_url) if isinstance(redis_url, str) else redis_url
     async with FakeAmi("callrouter", SECRET) as fake:
         for interface in ADVISERS:
             fake.add_member(QUEUE, interface, f"Adviser {interface[-1]}", membership="static", send=False)
@@ -267,15 +278,17 @@ async def emulated_centre(redis_url: str, keys: RedisKeys, plan_path: Path) -> A
 
 @asynccontextmanager
 async def centre(
-    redis_url: str,
+    redis_url: str | Redis,
     keys: RedisKeys,
     plan_path: Path,
     *,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     settings: DiallerSettings = FAST,
+    wait: ReplicaWait = NO_WAIT,
 ) -> AsyncIterator[tuple[CallbackCentre, Dialler]]:
     """:func:`emulated_centre` with a controller's AMI side in this process: the AMI consumer
-    (live state into Redis, under the writer lease) and the dialler."""
+    (live state into Redis, under the writer lease) and the dialler (its claims and ends
+    acknowledged once ``wait``'s replicas hold them)."""
     async with emulated_centre(redis_url, keys, plan_path) as rig:
         redis, compiled = rig.redis, rig.plan
         ami = fast_ami_settings(rig.fake.port, SECRET)
@@ -294,6 +307,7 @@ async def centre(
             clock=clock,
             keys=keys,
             settings=settings,
+            wait=wait,
         )
         consumer.on_message = dialler.on_message
         await consumer.start()

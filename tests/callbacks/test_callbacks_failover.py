@@ -1,0 +1,129 @@
+"""Queued callbacks across a Redis fail-over: with ``redis.wait_replicas = 1`` every callback
+acknowledged before the primary is killed is on the replica promoted in its place, and the dialler
+(through a Sentinel client) goes on there: each is dialled once, none lost, none twice.
+
+Real servers: a primary, two replicas and three sentinels of the test's own
+(``tests/support/redis_sentinel.py``; two replicas, so that after the fail-over one is left to
+confirm the writes ``WAIT 1`` asks for); the primary is killed with SIGKILL. The centre is the
+emulated one of ``tests/callbacks/rig.py`` (fake AMI server, PBX, app_queue's turns)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as sync_redis
+from redis.exceptions import RedisError
+
+from callrouter.redis_client import RedisTarget, connect, parse_sentinel
+from ivr import channel_vars as cv
+from ivr.dialler import DiallerSettings
+from routing.callbacks import attempts_of, load_callback
+from routing.redis_keys import RedisKeys
+from routing.replicas import ReplicaWait
+from tests.callbacks.rig import ADVISERS, CallbackCentre, centre, open_all_hours_plan, wait_for
+from tests.support.redis_sentinel import SentinelSet, running_sentinel_set
+
+A1, A2, A3 = ADVISERS
+NUMBERS = {"rec-ann": "+441632960123", "rec-bob": "+447700900456", "rec-cat": "+441632960789"}
+WAIT = ReplicaWait(1, 1000)
+# The adviser leg may wait in the queue longer than the fail-over takes: a dial in flight when
+# the primary dies is still answered then, not ended as "no adviser" and dialled again.
+SETTINGS = DiallerSettings(interval_s=0.2, adviser_wait_s=30, lost_after_s=1)
+
+
+@pytest.fixture
+def sentinel_set() -> Iterator[SentinelSet]:
+    with running_sentinel_set(max_lifetime_s=120, replicas=2) as found:
+        yield found
+
+
+def _target(found: SentinelSet) -> RedisTarget:
+    return RedisTarget("redis://ignored/0", sentinels=tuple(parse_sentinel(a) for a in found.addresses))
+
+
+def _replica_online(host: str, port: int) -> bool:
+    """The primary at ``host:port`` has a replica in sync (one that can confirm a ``WAIT 1``)."""
+    client = sync_redis.Redis(host, port, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        info = client.info("replication")
+    except sync_redis.RedisError:
+        return False
+    finally:
+        client.close()
+    return any(
+        isinstance(value, dict) and value.get("state") == "online"
+        for name, value in info.items()
+        if name.startswith("slave")
+    )
+
+
+async def _state(rig: CallbackCentre, ident: str, state: str) -> bool:
+    try:
+        found = await load_callback(rig.redis, rig.keys, ident)
+    except (RedisError, OSError):  # the client finding the new primary: ask again
+        return False
+    return found is not None and found.state == state
+
+
+async def _dialling(rig: CallbackCentre, ident: str) -> bool:
+    return await _state(rig, ident, "dialling")
+
+
+async def test_acknowledged_callbacks_survive_the_primary_killed_and_are_each_dialled_once(
+    sentinel_set: SentinelSet, tmp_path: Path
+) -> None:
+    """Every adviser busy. Ann and Bob take callbacks (each request acknowledged with WAIT 1)
+    and a live caller joins. Ann's and Bob's adviser legs go into the queue; an adviser frees up
+    and Ann is called back. Cat takes a callback (she waits behind the live caller) and the
+    primary is killed as soon as her request is acknowledged: Bob's dial is in flight, Cat's
+    callback pending. After the sentinels
+    promote a replica, advisers free up: Bob, the live caller, then Cat are served, in the
+    original join order. Each callback was originated once, each caller's phone rang once,
+    each ends answered after one attempt."""
+    keys = RedisKeys(prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    client = connect(_target(sentinel_set), connect_timeout=0.5, timeout=2.0)
+    plan = open_all_hours_plan(tmp_path)
+    async with asyncio.timeout(55):
+        async with centre(client, keys, plan, settings=SETTINGS, wait=WAIT) as (rig, dialler):
+            ann = await rig.take_callback("rec-ann", NUMBERS["rec-ann"], joined_at=time.time(), wait=WAIT)
+            await asyncio.sleep(0.05)
+            bob = await rig.take_callback("rec-bob", NUMBERS["rec-bob"], joined_at=time.time(), wait=WAIT)
+            await asyncio.sleep(0.05)
+            live = rig.caller_joins("Live One")
+            await wait_for(lambda: len(rig.originates) == 2)  # Ann's and Bob's legs
+            rig.free_adviser(A1)  # -> Ann
+            await wait_for(lambda: _state(rig, ann, "done"))
+            await wait_for(lambda: _dialling(rig, bob))
+            # Cat joined after the live caller (she waits behind them); the primary is killed the
+            # moment her request is acknowledged: nothing had time to be copied but what WAIT waited for.
+            cat = await rig.take_callback("rec-cat", NUMBERS["rec-cat"], joined_at=time.time(), wait=WAIT)
+            sentinel_set.kill_primary()  # Bob's dial in flight, Cat's callback pending
+            new_primary = sentinel_set.wait_failover()
+            # WAIT 1 needs a replica again: the sentinels point the other one at the new primary.
+            await wait_for(lambda: _replica_online(*new_primary), timeout_s=15)
+
+            rig.free_adviser(A2)  # -> Bob's leg, waiting in the queue through the fail-over
+            await wait_for(lambda: _state(rig, bob, "done"))
+            rig.free_adviser(A3)  # -> the live caller; then Cat's leg goes in
+            await wait_for(lambda: _dialling(rig, cat))
+            rig.free_adviser(A1)  # Ann's adviser again -> Cat
+            await wait_for(lambda: _state(rig, cat, "done"))
+            await asyncio.sleep(1.0)  # sweeps and reports after the last end: nothing more is dialled
+
+            assert rig.served == [ann, bob, live, cat]
+            originated = Counter(r.variables[cv.CALLBACK_ID] for r in rig.originates)
+            assert originated == {ann: 1, bob: 1, cat: 1}
+            rung = Counter(d.data for d in rig.pbx.dials)
+            assert rung == {f"PJSIP/{number}@pstn": 1 for number in NUMBERS.values()}
+            assert dialler.dialled == 3
+            for ident in (ann, bob, cat):
+                stored = await rig.stored(ident)
+                assert (stored.state, stored.outcome, stored.attempts) == ("done", "answered", 1)
+                assert [a.outcome for a in attempts_of(stored)] == ["answered"]
+            assert await rig.redis.zcard(keys.callbacks_pending("hdc-revenues")) == 0
