@@ -32,23 +32,10 @@ CONTEXTS = {"lab", "callrouter-inbound", "callrouter-agi"}
 def captured_dialplan() -> str:
     """The shipped callrouter.conf with ``[callrouter-inbound]`` and the ``s`` lines of
     ``[callrouter-agi]`` as the capture ran them, and the capture's ``[lab]``."""
-    shipped = (DIALPLANS / "callrouter.conf").read_text(encoding="utf-8").splitlines()
+    shipped = (DIALPLANS / "callrouter.conf").read_text(encoding="utf-8")
     replaced = {name: tr.dialplan_lines(CAPTURE, name) for name in ("callrouter-inbound", "callrouter-agi")}
-    out: list[str] = []
-    skipping = False
-    for line in shipped:
-        header = line.strip()
-        if header.startswith("[") and header.strip("[]") in replaced:
-            out.append(header)
-            out += replaced[header.strip("[]")]
-            skipping = True
-            continue
-        if skipping and line.startswith(("exten => s,", " same")):
-            continue  # the shipped lines of the replaced extension
-        skipping = False
-        out.append(line)
-    lab = "\n".join(["[lab]", *tr.dialplan_lines(CAPTURE, "lab")])
-    return "\n".join(out) + "\n" + lab + "\n"
+    lab = ["[lab]", *tr.dialplan_lines(CAPTURE, "lab")]
+    return "\n".join([*tr.spliced(shipped, replaced), *lab]) + "\n"
 
 
 def test_the_capture_has_its_five_calls() -> None:

@@ -156,17 +156,9 @@ def callrouter_dialplan() -> str:
     headers) and ``callrouter-agi``'s four-argument ``AGI()``. The shipped lines that read the
     third header are checked against ``agi_inbound_dialled_header.txt``
     (``test_inbound_dialled_conformance.py``)."""
-    out: list[str] = []
-    skipping = False
-    for line in (DIALPLANS / "callrouter.conf").read_text().splitlines():
-        if line.strip() == "[callrouter-inbound]":
-            out += [line, *tr.dialplan_lines(tr.INBOUND, "callrouter-inbound")]
-            skipping = True
-            continue
-        if skipping and line.startswith(("exten => ", " same")):
-            continue
-        skipping = False
-        out.append(line.replace(AGI_NOW, AGI_THEN))
+    shipped = (DIALPLANS / "callrouter.conf").read_text()
+    inbound = {"callrouter-inbound": tr.dialplan_lines(tr.INBOUND, "callrouter-inbound")}
+    out = [line.replace(AGI_NOW, AGI_THEN) for line in tr.spliced(shipped, inbound)]
     assert AGI_NOW not in "\n".join(out)
     return "\n".join(out) + "\n" + LAB
 

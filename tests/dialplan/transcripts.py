@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,3 +223,24 @@ def dialplan_lines(name: str, context: str) -> list[str]:
         elif current == context:
             found.append(text.strip())
     return found
+
+
+def spliced(shipped: str, contexts: Mapping[str, list[str]]) -> list[str]:
+    """The lines of ``shipped`` (a ``.conf`` text) with the first extension of each context named
+    in ``contexts`` (its ``exten =>`` line and the `` same`` lines after it) replaced by the given
+    lines, e.g. as a capture ran them; the context's other extensions are kept."""
+    out: list[str] = []
+    state = "copy"  # "header": just after a replaced context's header; "skip": in its first extension
+    for line in shipped.splitlines():
+        header = line.strip()
+        if header.startswith("[") and header.strip("[]") in contexts:
+            out += [header, *contexts[header.strip("[]")]]
+            state = "header"
+            continue
+        first_exten = state == "header" and line.startswith("exten => ")
+        if first_exten or (state == "skip" and line.startswith(" same")):
+            state = "skip"
+            continue
+        state = "copy"
+        out.append(line)
+    return out
