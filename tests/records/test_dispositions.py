@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 import uuid
 from datetime import UTC, datetime
@@ -56,7 +57,7 @@ def controller(
 def asked(kind: str = "avoidable", *, at: float, rid: str | None = None, call: str = CALL) -> Request:
     reason = "chasing-progress" if kind == "avoidable" else None
     team = "council-tax" if kind == "back_office" else None
-    return Request(rid or uuid.uuid4().hex[:22], "harborough", call, kind, team, reason, "hsup", at)  # type: ignore[arg-type]
+    return Request(rid or secrets.token_urlsafe(16), "harborough", call, kind, team, reason, "hsup", at)  # type: ignore[arg-type]
 
 
 async def ask(redis: Redis, k: RedisKeys, request: Request) -> None:

@@ -61,6 +61,7 @@ class Centre:
     plays: dict[str, QueuePlay]  # caller number -> what happens in Queue()
     log: io.StringIO
     redis: Redis
+    keys: RedisKeys
 
     def asterisk(self) -> Asterisk:
         return Asterisk(centre=CallCentre(self.fake, self._play))
@@ -104,7 +105,7 @@ async def centre(redis_server: RedisServer) -> AsyncIterator[Centre]:
         await wait_until(lambda: consumer.connected and consumer.is_writer)
         pumping = asyncio.create_task(pump.run())
         try:
-            yield Centre(controller, server, fake, pump, sink, consumer, clock, {}, stream, redis)
+            yield Centre(controller, server, fake, pump, sink, consumer, clock, {}, stream, redis, keys)
         finally:
             pumping.cancel()
             await consumer.stop()
@@ -220,7 +221,8 @@ async def test_every_call_makes_exactly_its_record(centre: Centre) -> None:
         assert f"07700900{number}" not in log
     assert CARD_LIKE.search(log) is None
     assert "87654321" not in log
-    keys = [key async for key in centre.redis.scan_iter("*")]
+    # this centre's keys only: other tests share the session's Redis server
+    keys = [key async for key in centre.redis.scan_iter(f"{centre.keys.prefix}*")]
     assert keys
     for key in keys:
         assert CARD_LIKE.search(key) is None
