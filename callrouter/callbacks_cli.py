@@ -21,7 +21,6 @@ from callrouter.api_client import ApiClient
 from callrouter.settings import Settings
 from callrouter.supervisor_cli import EXIT_REFUSED, _api, _run, _segment
 from routing.callbacks import CallbackRefused, cancel_for_supervisor, supervisor_view, tenant_callbacks
-from routing.redis_keys import KEYS
 from routing.replicas import NotReplicated
 from routing.supervisor import shown
 
@@ -53,7 +52,7 @@ def list_text(tenant: str, rows: list[dict[str, Any]]) -> str:
 async def _list_direct(args: argparse.Namespace, settings: Settings) -> int:
     redis = settings.redis_client(connect_timeout=2, timeout=5)
     try:
-        found = await tenant_callbacks(redis, KEYS, args.tenant)
+        found = await tenant_callbacks(redis, settings.redis_keys(), args.tenant)
     finally:
         await redis.aclose()
     places: dict[str, int] = {}
@@ -76,7 +75,7 @@ async def _cancel_direct(args: argparse.Namespace, settings: Settings) -> int:
     try:
         stored, before = await cancel_for_supervisor(
             redis,
-            KEYS,
+            settings.redis_keys(),
             tenant=args.tenant,
             ident=args.id,
             by=args.by,

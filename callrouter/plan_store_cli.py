@@ -81,7 +81,9 @@ async def _publish_direct(args: argparse.Namespace, settings: Settings) -> int:
         redis = settings.redis_client(connect_timeout=2, timeout=5)
         try:
             now, name = datetime.now(UTC), Path(args.file).name
-            change = await plan_store.publish(redis, text, _author(args), args.comment or "", now, name=name)
+            change = await plan_store.publish(
+                redis, text, _author(args), args.comment or "", now, name=name, keys=settings.redis_keys()
+            )
         finally:
             await redis.aclose()
     except plan_store.PlanStoreError as exc:
@@ -99,7 +101,12 @@ async def _rollback_direct(args: argparse.Namespace, settings: Settings) -> int:
     redis = settings.redis_client(connect_timeout=2, timeout=5)
     try:
         change = await plan_store.rollback(
-            redis, args.number, _author(args), args.comment or "", datetime.now(UTC)
+            redis,
+            args.number,
+            _author(args),
+            args.comment or "",
+            datetime.now(UTC),
+            keys=settings.redis_keys(),
         )
     except plan_store.PlanStoreError as exc:
         return _refused(str(exc))
@@ -120,8 +127,8 @@ def version_line(info: plan_store.VersionInfo, live: plan_store.Live | None) -> 
 async def _versions_direct(args: argparse.Namespace, settings: Settings) -> int:
     redis = settings.redis_client(connect_timeout=2, timeout=5)
     try:
-        found = await plan_store.versions(redis, args.limit)
-        live = await plan_store.live(redis)
+        found = await plan_store.versions(redis, args.limit, keys=settings.redis_keys())
+        live = await plan_store.live(redis, keys=settings.redis_keys())
     finally:
         await redis.aclose()
     data = {"live": live.data() if live else None, "versions": [v.data() for v in found]}
@@ -142,7 +149,7 @@ def _terminal_safe(text: str) -> str:
 async def _show_direct(args: argparse.Namespace, settings: Settings) -> int:
     redis = settings.redis_client(connect_timeout=2, timeout=5)
     try:
-        version = await plan_store.get(redis, args.number)
+        version = await plan_store.get(redis, args.number, keys=settings.redis_keys())
     finally:
         await redis.aclose()
     if version is None:

@@ -102,7 +102,12 @@ async def _deliver(args: argparse.Namespace, settings: Settings, redis: Redis) -
     except SecretError as exc:
         raise SettingsError(str(exc)) from None
     worker = DeliveryWorker(
-        redis, plan.centre, sinks, consumer=args.consumer, policy=Policy(lease_s=args.lease_s)
+        redis,
+        plan.centre,
+        sinks,
+        consumer=args.consumer,
+        policy=Policy(lease_s=args.lease_s),
+        keys=settings.redis_keys(),
     )
     stop = asyncio.Event()
     readiness = Readiness({"worker_running": True, "not_stopping": True})
@@ -177,7 +182,7 @@ async def _status(args: argparse.Namespace, settings: Settings, redis: Redis) ->
     plan = _plan(settings)
     now = time.time()
     rows = [
-        (await admin.sink_status(redis, plan.centre, s)).as_dict(now)
+        (await admin.sink_status(redis, plan.centre, s, settings.redis_keys())).as_dict(now)
         for s in _sinks(plan, args.tenant, args.sink)
     ]
     lines = [f"{'sink':<28} {'backlog':>9} {'oldest':>7} {'dead':>6} {'delivered':>10}  breaker"]
@@ -206,7 +211,7 @@ async def _dead(args: argparse.Namespace, settings: Settings, redis: Redis) -> i
     letters = [
         letter
         for s in _sinks(plan, args.tenant, args.sink)
-        for letter in await admin.dead_letters(redis, plan.centre, s)
+        for letter in await admin.dead_letters(redis, plan.centre, s, settings.redis_keys())
     ]
     lines = [
         f"{shown(d['sink'], 60)} {shown(d['id'], 140)}  {d['status']}  "
@@ -227,7 +232,8 @@ async def _retry(args: argparse.Namespace, settings: Settings, redis: Redis) -> 
         raise SettingsError("give a dead letter's ID (RECORD_ID or RECORD_ID:VERSION) or --all")
     wanted = None if args.all else [args.id]
     queued = {
-        s: await admin.retry(redis, plan.centre, s, wanted) for s in _sinks(plan, args.tenant, args.sink)
+        s: await admin.retry(redis, plan.centre, s, wanted, settings.redis_keys())
+        for s in _sinks(plan, args.tenant, args.sink)
     }
     total = sum(queued.values())
     _print(args, {"queued": queued, "total": total}, f"{total} dead letter(s) queued for delivery again")
@@ -266,7 +272,9 @@ async def _replay(args: argparse.Namespace, settings: Settings, redis: Redis) ->
     start, end = _moment(args.start, zone, end=False), _moment(args.end, zone, end=True)
     if end < start:
         raise SettingsError("--to is before --from")
-    queued, kept_from = await admin.replay(redis, plan.centre, args.tenant, sinks, start=start, end=end)
+    queued, kept_from = await admin.replay(
+        redis, plan.centre, args.tenant, sinks, start=start, end=end, keys=settings.redis_keys()
+    )
     note = ""
     if kept_from is not None and kept_from > start.timestamp():
         since = datetime.fromtimestamp(kept_from, UTC)

@@ -145,7 +145,7 @@ async def _audit_redis(
 ) -> None:
     redis = settings.redis_client(connect_timeout=2, timeout=5)
     try:
-        await audit(redis, what, by, now, details)
+        await audit(redis, what, by, now, details, keys=settings.redis_keys())
     finally:
         await redis.aclose()
 

@@ -93,6 +93,7 @@ class ServeOptions:
     redis_password: str | None = field(default=None, repr=False)
     redis_target: RedisTarget | None = None  # from the settings (Sentinel); unset: redis + redis_password
     redis_wait: ReplicaWait = NO_WAIT  # replicas each record version waits for (off: 0)
+    keys: RedisKeys = KEYS  # the centre's key schema (redis.key_tag)
     live_timeout: float = 0.25
     refresh_s: float = 0.25
     max_sessions: int = 1000
@@ -139,6 +140,7 @@ class ServeOptions:
             "redis_password": password.get_secret_value() if password else None,
             "redis_target": settings.redis_target() if settings.redis.enabled else None,
             "redis_wait": settings.replica_wait(),
+            "keys": settings.redis_keys(),
             "live_timeout": settings.live_timeout_s,
             "max_sessions": settings.agi.max_sessions,
             "call_timeout": settings.agi.call_timeout_s,
@@ -333,6 +335,7 @@ class PlanReloader:
     last_digest: str | None = None
     limits: Limits = DEFAULT_LIMITS
     worker: WorkerLimits = DEFAULT_WORKER_LIMITS
+    keys: RedisKeys = KEYS
     _lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
 
     async def reload(self, trigger: str) -> str:
@@ -389,8 +392,9 @@ class PlanReloader:
         try:
             owner = await asyncio.to_thread(plan_owner, self.holder.path)
             await audit(
-                self.redis, what, owner, utc_now(), {**details, "trigger": trigger, "problems": problems}
-            )
+                self.redis, what, owner, utc_now(), {**details, "trigger": trigger, "problems": problems},
+                keys=self.keys,
+            )  # fmt: skip
         except Exception as exc:  # the reload itself stands; the log line says the audit entry is missing
             log.warning("audit.not_written", what=what, error=type(exc).__name__)
 
@@ -409,10 +413,10 @@ async def first_from_store(options: ServeOptions, redis: Redis, instance: str) -
     file as version 1 (author "controller HOST:PID", audited; several controllers starting at
     once store it once); with no ``--plan`` the controller refuses to start."""
     try:
-        current = await plan_store.live(redis)
+        current = await plan_store.live(redis, keys=options.keys)
         if current is None:
             current = await _seed(options, redis, instance)
-        version = await plan_store.get(redis, current.version)
+        version = await plan_store.get(redis, current.version, keys=options.keys)
     except (StoreStartError, PlanError):
         raise
     except (RedisError, OSError) as exc:  # Redis's own words hold no secret
@@ -443,7 +447,7 @@ async def _seed(options: ServeOptions, redis: Redis, instance: str) -> plan_stor
     try:
         change = await plan_store.publish(
             redis, text, f"controller {instance}"[:MAX_BY], f"first version, from {options.plan.name}",
-            utc_now(), first_only=True, delay_s=0.0,
+            utc_now(), first_only=True, delay_s=0.0, keys=options.keys,
         )  # fmt: skip
     except plan_store.PlanStoreError as exc:
         raise PlanError(LoadResult(None, exc.problems or [])) from None
@@ -631,8 +635,9 @@ def _plan_watcher(
     """What keeps the plan up to date: the store follower, or the plan file's watcher."""
     if options.plan_source == "store" and redis is not None:
         follower = StoreFollower(
-            reloader.holder, redis, poll_s=options.store_poll_s, max_wait_s=options.store_max_wait_s
-        )
+            reloader.holder, redis, poll_s=options.store_poll_s, max_wait_s=options.store_max_wait_s,
+            keys=options.keys,
+        )  # fmt: skip
         return follower.run()
     return watch_plan(reloader, options.watch_interval, stamp)
 
@@ -679,7 +684,7 @@ def _live_source(
     cached = CachedLiveSource(
         redis, lambda: holder.current, refresh_s=options.refresh_s, keyring=options.toggle_keyring,
         # live figures older than ami.stale_age_s count as unknown (partner snapshots too)
-        max_age_s=(options.ami or AmiSettings()).stale_age_s,
+        max_age_s=(options.ami or AmiSettings()).stale_age_s, keys=options.keys,
     )  # fmt: skip
     return cached, cached
 
@@ -707,7 +712,7 @@ def server_config(options: ServeOptions) -> ServerConfig:
     )
 
 
-async def publish_plan(holder: PlanHolder, redis: Redis, interval: float) -> None:
+async def publish_plan(holder: PlanHolder, redis: Redis, interval: float, keys: RedisKeys = KEYS) -> None:
     """Keep the plan in force (its councils, zones, queues and announcements) in Redis, for
     ``callrouter toggle`` run without a plan; written at start and after each accepted reload."""
     published = -1
@@ -717,7 +722,7 @@ async def publish_plan(holder: PlanHolder, redis: Redis, interval: float) -> Non
             version = holder.version
             value = facts_json(plan_facts(holder.current.plan), str(holder.path), version, utc_now())
             try:
-                await redis.set(KEYS.plan_in_force(), value)
+                await redis.set(keys.plan_in_force(), value)
                 published, failures = version, 0
             except Exception as exc:  # Redis down: try again next time round
                 failures += 1
@@ -742,7 +747,7 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     controller = Controller(
         holder, live, clock=clock, live_timeout=options.live_timeout,
         # the wait route reads handle times and pending callbacks, and leaves callbacks, in Redis
-        callbacks=RedisCallbackDesk(redis) if redis is not None else NoCallbackDesk(),
+        callbacks=RedisCallbackDesk(redis, options.keys) if redis is not None else NoCallbackDesk(),
     )  # fmt: skip
     lease: list[AmiConsumer] = []  # the AMI consumer once started: is it the lease holder?
     pump = record_pump(options, holder, redis, instance, lambda: bool(lease) and lease[0].is_writer)
@@ -771,12 +776,16 @@ async def serve(options: ServeOptions, ready: Callable[[int], None] | None = Non
     loop = asyncio.get_running_loop()
     notifier = systemd.Notifier.from_environ()  # inert in a worker: the supervisor talks to systemd
     # with several workers each reloads the plan itself; worker 0 alone writes the audit entry
-    reloader = PlanReloader(holder, redis if not options.worker else None, last_digest=digest)
+    reloader = PlanReloader(
+        holder, redis if not options.worker else None, last_digest=digest, keys=options.keys
+    )
     _reload_on_sighup(loop, reloader, store=store)
     watcher = asyncio.create_task(_plan_watcher(options, reloader, redis, stamp))
     refresher = asyncio.create_task(cached.run(clock)) if cached is not None else None
     publisher = (
-        asyncio.create_task(publish_plan(holder, redis, options.plan_publish_interval)) if redis else None
+        asyncio.create_task(publish_plan(holder, redis, options.plan_publish_interval, options.keys))
+        if redis
+        else None
     )
     pumping = asyncio.create_task(pump.run()) if pump is not None else None
     orphan = asyncio.create_task(_drain_if_orphaned()) if options.worker is not None else None
@@ -984,7 +993,11 @@ def record_pump(
 
     centre = holder.current.plan.centre
     builder = RecordBuilder(centre, options.records_key, grace_s=RECORD_GRACE_S, avoidable_reasons=avoidable)
-    owner = Ownership(redis, centre, instance, lease_holder=lease_holder) if redis is not None else None
+    owner = (
+        Ownership(redis, centre, instance, lease_holder=lease_holder, keys=options.keys)
+        if redis is not None
+        else None
+    )
     journal, found = None, None
     if options.records_journal is not None:  # locked first: then no one else writes it
         journal = FactJournal(options.records_journal, instance)
@@ -1011,7 +1024,9 @@ def record_sink(
     if redis is not None:
         # the plan in force at each record, not at start: a lambda, not a bound method
         tenant_of = (lambda d: holder.current.tenant_for(d)) if holder is not None else None  # noqa: PLW0108
-        stream = StreamSink(RecordStream(redis, centre, wait=options.redis_wait), tenant_of)
+        stream = StreamSink(
+            RecordStream(redis, centre, wait=options.redis_wait, keys=options.keys), tenant_of
+        )
         log.info("records.stream", centre=centre, outbox=str(options.records_outbox or "") or None)
         if options.records_outbox is not None:
             return TeeSink(stream, JsonlSink(options.records_outbox))
@@ -1057,6 +1072,7 @@ async def _start_ami(
         instance,
         cached,
         clock=clock,
+        keys=options.keys,
         withdraw_interval_s=options.withdraw_interval,
         on_message=pump.ami if pump is not None else None,
     )
@@ -1077,6 +1093,7 @@ async def _start_ami(
             settings=options.callbacks,
             records=pump is not None,
             wait=options.redis_wait,
+            keys=options.keys,
         )
         consumer.on_message = _both(consumer.on_message, dialler.on_message)
         jobs.append(dialler.run())

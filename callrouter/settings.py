@@ -42,6 +42,7 @@ from callrouter.redis_client import DEFAULT_SERVICE, RedisTarget, connect, parse
 from records.builder import MIN_KEY_BYTES
 from routing.ami.settings import AmiSettings
 from routing.partner_link import PartnerConfig, PartnerKeyError, load_config
+from routing.redis_keys import DEFAULT_TAG, RedisKeys, check_tag
 from routing.replicas import ReplicaWait
 from routing.toggle_mac import ToggleKeyError, ToggleKeyring, load_keyring
 
@@ -97,6 +98,12 @@ class RedisSettings(_Section):
         le=60_000,
         description="longest wait (ms) for those replicas; then the write is reported unconfirmed",
     )
+    key_tag: str = Field(
+        DEFAULT_TAG,
+        description="the hash tag in every key name, `callrouter:{<tag>}:...`: one per centre, so "
+        "centres can share one Redis or cluster (1 to 64 letters, digits, `_.-`); the same for every "
+        "command of a centre (docs/redis.md)",
+    )
 
     @field_validator("sentinels", mode="before")
     @classmethod
@@ -119,6 +126,11 @@ class RedisSettings(_Section):
         if self.cluster and urlsplit(self.url).scheme == "unix":
             raise ValueError("cluster with a unix:// url: a cluster's nodes are reached over TCP (redis://)")
         return self
+
+    @field_validator("key_tag")
+    @classmethod
+    def _key_tag(cls, value: str) -> str:
+        return check_tag(value)  # ValueError: pydantic names the setting
 
     @field_validator("url")
     @classmethod
@@ -407,6 +419,11 @@ class Settings(_Section):
             sentinel_password=r.sentinel_password.get_secret_value() if r.sentinel_password else None,
             cluster=r.cluster,
         )
+
+    def redis_keys(self) -> RedisKeys:
+        """The key schema of this centre (``redis.key_tag``): every command that names a Redis key
+        takes it from here, so they all read and write the same keys."""
+        return RedisKeys(tag=self.redis.key_tag)
 
     def replica_wait(self) -> ReplicaWait:
         """How many replicas each toggle and record waits for (``routing/replicas.py``)."""

@@ -34,7 +34,6 @@ from callrouter.settings import Settings, SettingsError
 from ivr.controller import PlanHolder
 from routing.live.source import partner_centres
 from routing.live.store import QueueStateStore, snapshot_from_json
-from routing.redis_keys import KEYS
 from routing.replicas import NotReplicated
 from routing.supervisor import (
     KINDS,
@@ -71,7 +70,7 @@ async def _facts(settings: Settings, redis: Redis) -> PlanFacts:
     """The plan to check against: the one configured, else the one the controller published."""
     if settings.plan is not None:
         return plan_facts(PlanHolder.load(settings.plan).current.plan)
-    raw = await redis.get(KEYS.plan_in_force())
+    raw = await redis.get(settings.redis_keys().plan_in_force())
     if raw is None:
         raise SettingsError(
             "no plan: give --plan PLAN (or CALLROUTER_PLAN, or plan in the settings file), "
@@ -109,7 +108,13 @@ async def _toggle(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"preview (nothing changed): {args.kind} {state} for {args.tenant}; by {by}")
                 return 0
             audit_id, previous = await apply_toggle(
-                redis, request, toggle, now, keyring=keyring, wait=settings.replica_wait()
+                redis,
+                request,
+                toggle,
+                now,
+                settings.redis_keys(),
+                keyring=keyring,
+                wait=settings.replica_wait(),
             )
         except ToggleError as exc:
             print(f"callrouter: refused: {exc}", file=sys.stderr)
@@ -217,17 +222,18 @@ def cmd_toggle(args: argparse.Namespace) -> int:
 async def _state(settings: Settings) -> dict[str, Any]:
     now = datetime.now(UTC)
     keyring = settings.toggle_keyring()
+    keys = settings.redis_keys()
     redis = _redis(settings)
     try:
         plan = PlanHolder.load(settings.plan).current.plan if settings.plan is not None else None
         facts = plan_facts(plan) if plan is not None else await _facts(settings, redis)
         tenants: dict[str, Any] = {}
         for tid, fact in facts.items():
-            stored = await toggles_for_tenant(redis, tid, keyring)
-            latches = [KEYS.overflow_latch(tid, q) for q in fact.queues]
+            stored = await toggles_for_tenant(redis, tid, keyring, keys)
+            latches = [keys.overflow_latch(tid, q) for q in fact.queues]
             latched = await redis.mget(latches) if latches else []
             centres = partner_centres(plan.tenants[tid]) if plan is not None else []
-            snapshots = await redis.mget([KEYS.centre_snapshot(c) for c in centres]) if centres else []
+            snapshots = await redis.mget([keys.centre_snapshot(c) for c in centres]) if centres else []
             overflowing = sorted(f"{tid}/{q}" for q, on in zip(fact.queues, latched, strict=True) if on)
             pairs = zip(centres, snapshots, strict=True)
             partners = {c: asdict(snapshot_from_json(v)) for c, v in pairs if v}
@@ -237,9 +243,10 @@ async def _state(settings: Settings) -> dict[str, Any]:
                 "overflowing": overflowing,
                 "partners": partners,
             }
-        queues = {q: asdict(s) for q, s in (await QueueStateStore(redis, "reader").snapshots(now)).items()}
-        timestamps = asdict(await QueueStateStore(redis, "reader").last_update())
-        audit = await audit_tail(redis, 10)
+        store = QueueStateStore(redis, "reader", keys)
+        queues = {q: asdict(s) for q, s in (await store.snapshots(now)).items()}
+        timestamps = asdict(await store.last_update())
+        audit = await audit_tail(redis, 10, keys)
     finally:
         await redis.aclose()
     zones = {tid: f.zone for tid, f in facts.items()}

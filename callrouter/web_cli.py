@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -79,6 +80,7 @@ def web_config(settings: Settings) -> WebConfig:
         raise SettingsError("set both web.tls_cert and web.tls_key (or neither, behind a TLS proxy)")
     return WebConfig(
         redis_wait=settings.replica_wait(),
+        keys=settings.redis_keys(),
         cookie_secure=w.cookie_secure,
         max_body_bytes=w.max_body_bytes,
         session_idle_s=w.session_idle_s,
@@ -182,13 +184,14 @@ class PlanReader:
 
     def __init__(self, settings: Settings, redis: Redis) -> None:
         self.path, self.store, self.redis = settings.plan, settings.plan_source == "store", redis
+        self.keys = settings.redis_keys()
         self._seen: object = None
         self._plan: Plan | None = None
 
     async def __call__(self) -> Plan:
         if self.store:
-            live = await plan_store.live(self.redis)
-            version = await plan_store.get(self.redis, live.version) if live else None
+            live = await plan_store.live(self.redis, keys=self.keys)
+            version = await plan_store.get(self.redis, live.version, keys=self.keys) if live else None
             if version is None:
                 raise SettingsError("no plan has been published to the store")
             return self._keep(version.info.sha256, lambda: plan_store.validate(version.text).plan)
@@ -251,21 +254,26 @@ def _operator() -> str:
 
 async def _users(args: argparse.Namespace, settings: Settings) -> int:
     redis: Redis = settings.redis_client(connect_timeout=2, timeout=5)
-    store, now, by = IdentityStore(redis), datetime.now(UTC), _operator()
+    keys = settings.redis_keys()
+    store, now, by = IdentityStore(redis, keys=keys), datetime.now(UTC), _operator()
+
+    async def note(what: str, details: dict[str, Any]) -> None:
+        await audit(redis, what, by, now, details, keys=keys)
+
     try:
         if args.users_command == "add":
             roles = parse_roles(args.role or [])
             await store.add_user(args.user, args.name or args.user, _password(args), roles, now)
-            await audit(redis, "auth.user.added", by, now, {"user": args.user, "roles": args.role or []})
+            await note("auth.user.added", {"user": args.user, "roles": args.role or []})
             print(f"user {args.user} added")
         elif args.users_command == "passwd":
             await store.set_password(args.user, _password(args))
-            await audit(redis, "auth.user.password", by, now, {"user": args.user})
+            await note("auth.user.password", {"user": args.user})
             print(f"password of {args.user} changed; their sessions have ended")
         elif args.users_command == "roles":
             if args.set is not None:
                 await store.set_roles(args.user, parse_roles(args.set))
-                await audit(redis, "auth.user.roles", by, now, {"user": args.user, "roles": args.set})
+                await note("auth.user.roles", {"user": args.user, "roles": args.set})
             user = await store.user(args.user)
             if user is None:
                 raise IdentityError(f"no user {args.user}")
@@ -274,15 +282,12 @@ async def _users(args: argparse.Namespace, settings: Settings) -> int:
             )
         elif args.users_command == "remove":
             await store.remove_user(args.user)
-            await audit(redis, "auth.user.removed", by, now, {"user": args.user})
+            await note("auth.user.removed", {"user": args.user})
             print(f"user {args.user} removed; their sessions and tokens no longer work")
         elif args.users_command == "token":
             token, info = await store.create_token(args.user, args.name, now, timedelta(days=args.days))
-            await audit(
-                redis,
+            await note(
                 "auth.token.created",
-                by,
-                now,
                 {
                     "user": args.user,
                     "token_id": info.token_id,
@@ -297,9 +302,7 @@ async def _users(args: argparse.Namespace, settings: Settings) -> int:
             print(token)
         elif args.users_command == "revoke":
             info = await store.revoke_token(args.token_id, now)
-            await audit(
-                redis, "auth.token.revoked", by, now, {"user": info.user_id, "token_id": info.token_id}
-            )
+            await note("auth.token.revoked", {"user": info.user_id, "token_id": info.token_id})
             print(f"token {info.token_id} of {info.user_id} revoked")
         else:
             await _list(args, store)

@@ -275,7 +275,7 @@ def create_app(
     app[CONFIG] = config
     app[REDIS] = redis
     app[CLOCK] = clock
-    app[STORE] = IdentityStore(redis, hasher or default_hasher())
+    app[STORE] = IdentityStore(redis, hasher or default_hasher(), keys=config.keys)
     app[OPENAPI_PARTS] = []
     app[WEB_METRICS] = metrics.WebRequests()
     app.on_response_prepare.append(security_headers)

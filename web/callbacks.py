@@ -31,11 +31,10 @@ from routing.callbacks import (
     supervisor_view,
     tenant_callbacks,
 )
-from routing.redis_keys import KEYS
 from routing.replicas import NotReplicated
 from web import openapi
 from web.auth import require
-from web.context import CONFIG, REDIS, now
+from web.context import CONFIG, REDIS, keys_of, now
 from web.problems import Problem, read_model
 from web.records import RECORD_ID, RECORDS
 from web.toggles import _TENANT, _TENANT_PARAM, tenant_zone
@@ -56,7 +55,7 @@ async def get_callbacks(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
     require(request, "viewer", tenant)
     await tenant_zone(request, tenant)
-    found = await tenant_callbacks(request.app[REDIS], KEYS, tenant)
+    found = await tenant_callbacks(request.app[REDIS], keys_of(request), tenant)
     places: dict[str, int] = {}
     rows = []
     for cb in found:
@@ -74,7 +73,7 @@ async def post_cancel(request: web.Request) -> web.Response:
     try:
         stored, before = await cancel_for_supervisor(
             request.app[REDIS],
-            KEYS,
+            keys_of(request),
             tenant=tenant,
             ident=ident,
             by=identity.user_id,
@@ -121,7 +120,7 @@ async def _to_record(request: web.Request, stored: StoredCallback, at: float) ->
         at,
         callback=body,
     )
-    await submit(request.app[REDIS], plan.centre, asked, at)
+    await submit(request.app[REDIS], plan.centre, asked, at, keys=keys_of(request))
     return True
 
 

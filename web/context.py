@@ -15,6 +15,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from routing.partner_link import PartnerConfig
+from routing.redis_keys import KEYS, RedisKeys
 from routing.replicas import NO_WAIT, ReplicaWait
 from routing.toggle_mac import ToggleKeyring
 from web.identity import IdentityStore
@@ -54,6 +55,8 @@ class WebConfig:
 
     # Replicas a toggle waits for before it counts as written (``redis.wait_replicas``; 0: none).
     redis_wait: ReplicaWait = NO_WAIT
+    # The centre's key schema (``redis.key_tag``): every key the service reads or writes.
+    keys: RedisKeys = KEYS
 
     @property
     def session_cookie(self) -> str:
@@ -80,6 +83,11 @@ def client_address(request: web.Request) -> str:
         if forwarded:
             return forwarded[:64]
     return request.remote or "unknown"
+
+
+def keys_of(request: web.Request) -> RedisKeys:
+    """The centre's Redis key schema (``redis.key_tag``), as every handler names its keys."""
+    return request.app[CONFIG].keys
 
 
 def now(request: web.Request) -> datetime:

@@ -41,7 +41,6 @@ from routing.core.decide import CompiledPlan
 from routing.live.feed import LiveFeed, Message
 from routing.live.source import verified_toggle
 from routing.live.view import Tile, only
-from routing.redis_keys import KEYS
 from web import openapi
 from web.auth import authenticated, csrf_token
 from web.context import CONFIG, REDIS, WebConfig
@@ -438,14 +437,15 @@ LIVE = web.AppKey("live", LiveService)
 async def _live_context(app: web.Application) -> AsyncIterator[None]:
     config: WebConfig = app[CONFIG]
     redis = app[REDIS]
-    source = PlanSource(redis, path=config.plan_path, from_store=config.plan_from_store)
+    source = PlanSource(redis, path=config.plan_path, from_store=config.plan_from_store, keys=config.keys)
     feed = LiveFeed(
         redis,
         plan=functools.partial(_current, source),
         interval_s=config.live_interval_s,
         toggle_decoder=functools.partial(verified_toggle, config.toggle_keyring),
-        plan_live_key=KEYS.plan_live(),
-        also_wake_on=[KEYS.plan_changed_channel()],
+        keys=config.keys,
+        plan_live_key=config.keys.plan_live(),
+        also_wake_on=[config.keys.plan_changed_channel()],
     )
     env = page_environment()
     service = LiveService(

@@ -50,7 +50,7 @@ from routing.partner_link import (
 )
 from routing.redis_keys import KEYS, RedisKeys
 from web import openapi
-from web.context import CLOCK, CONFIG, REDIS, client_address
+from web.context import CLOCK, CONFIG, REDIS, client_address, keys_of
 from web.problems import Problem
 
 log = structlog.get_logger("callrouter.web.partners")
@@ -121,7 +121,8 @@ async def receive_snapshot(request: web.Request) -> web.Response:
     assert config is not None  # a request without a partnership has no secret, so it was refused
     age_s = (now - snapshot.observed_at).total_seconds()
     keep_ms = int((config.stale_age_s - max(0.0, age_s)) * 1000)
-    keys = [KEYS.centre_snapshot(centre), KEYS.partner_sequence(centre)]
+    schema = keys_of(request)
+    keys = [schema.centre_snapshot(centre), schema.partner_sequence(centre)]
     args = [str(sequence), snapshot_json(snapshot), str(keep_ms), str(SEQUENCE_TTL_MS)]
     stored = await request.app[REDIS].eval(STORE_SCRIPT, len(keys), *keys, *args)
     if int(stored) != 1:
@@ -238,7 +239,7 @@ async def _sender_context(app: web.Application) -> AsyncIterator[None]:
     if config is None or not config.urls:
         yield
         return
-    sender = app.get(SENDER) or PartnerSender(config, app[REDIS])
+    sender = app.get(SENDER) or PartnerSender(config, app[REDIS], app[CONFIG].keys)
     app[SENDER] = sender
     task = asyncio.create_task(sender.run(), name="partner-sender")
     yield

@@ -39,7 +39,7 @@ from routing.core.problems import errors
 from routing.plan_file import LoadResult
 from web import openapi
 from web.auth import authenticated, require
-from web.context import REDIS, now
+from web.context import REDIS, keys_of, now
 from web.identity import Identity
 from web.problems import PROBLEM_TYPE, TITLES, Problem, read_model
 
@@ -164,8 +164,8 @@ async def checked(request: web.Request, text: str) -> LoadResult:
 
 async def live_version(request: web.Request) -> tuple[plan_store.Live | None, plan_store.Version | None]:
     redis = request.app[REDIS]
-    current = await plan_store.live(redis)
-    stored = await plan_store.get(redis, current.version) if current else None
+    current = await plan_store.live(redis, keys=keys_of(request))
+    stored = await plan_store.get(redis, current.version, keys=keys_of(request)) if current else None
     return current, stored
 
 
@@ -279,7 +279,7 @@ async def publish(request: web.Request) -> web.Response:
         try:
             change = await plan_store.publish(
                 request.app[REDIS], body.text, identity.by, body.comment, now(request),
-                expect_live_sha=found.live.sha256 if found.live else "",
+                expect_live_sha=found.live.sha256 if found.live else "", keys=keys_of(request),
             )  # fmt: skip
         except plan_store.LiveMoved as exc:
             raise Problem(409, str(exc)) from None
@@ -300,8 +300,8 @@ async def list_versions(request: web.Request) -> web.Response:
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_VERSIONS:
         raise Problem(400, f"limit must be a whole number from 1 to {MAX_VERSIONS}")
     redis = request.app[REDIS]
-    current = await plan_store.live(redis)
-    found = await plan_store.versions(redis, int(raw))
+    current = await plan_store.live(redis, keys=keys_of(request))
+    found = await plan_store.versions(redis, int(raw), keys=keys_of(request))
     return web.json_response(
         {"live": current.data() if current else None, "versions": [version_data(v, current) for v in found]}
     )
@@ -310,10 +310,10 @@ async def list_versions(request: web.Request) -> web.Response:
 async def show(request: web.Request) -> web.Response:
     engineer_somewhere(request)
     redis = request.app[REDIS]
-    version = await plan_store.get(redis, _number(request))
+    version = await plan_store.get(redis, _number(request), keys=keys_of(request))
     if version is None:
         raise Problem(404, f"no version {_number(request)}")
-    current = await plan_store.live(redis)
+    current = await plan_store.live(redis, keys=keys_of(request))
     return web.json_response({**version_data(version.info, current), "text": version.text})
 
 
@@ -332,15 +332,17 @@ async def version_diff(request: web.Request) -> web.Response:
     if against not in ("previous", "live"):
         raise Problem(400, "against must be previous or live")
     redis = request.app[REDIS]
-    version = await plan_store.get(redis, number)
+    version = await plan_store.get(redis, number, keys=keys_of(request))
     if version is None:
         raise Problem(404, f"no version {number}")
     if against == "previous":
         base_number: int | None = number - 1 if number > 1 else None
     else:
-        current = await plan_store.live(redis)
+        current = await plan_store.live(redis, keys=keys_of(request))
         base_number = current.version if current else None
-    base = await plan_store.get(redis, base_number) if base_number is not None else None
+    base = (
+        await plan_store.get(redis, base_number, keys=keys_of(request)) if base_number is not None else None
+    )
     try:
         data = await compare(request, base.text if base else None, version.text, now(request), weeks)
     except PlanRefused as exc:  # a stored version always validated when it was published
@@ -355,7 +357,7 @@ async def rollback(request: web.Request) -> web.Response:
     try:
         async with request.app[CHANGES]:
             change = await plan_store.rollback(
-                request.app[REDIS], number, identity.by, body.comment, now(request)
+                request.app[REDIS], number, identity.by, body.comment, now(request), keys=keys_of(request)
             )
     except plan_store.PlanStoreError as exc:
         status = 404 if str(exc).startswith("no version") else 422

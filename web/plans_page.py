@@ -17,7 +17,7 @@ from multidict import MultiDictProxy
 from routing import plan_store
 from web import openapi
 from web.auth import IDENTITY, csrf_token
-from web.context import REDIS, now
+from web.context import REDIS, keys_of, now
 from web.identity import Identity
 from web.plans import (
     CHANGES,
@@ -103,8 +103,8 @@ MESSAGES = {
 async def plans_page(request: web.Request) -> web.Response:
     identity = _identity(request)
     redis = request.app[REDIS]
-    live = await plan_store.live(redis)
-    found = await plan_store.versions(redis, VERSIONS_SHOWN)
+    live = await plan_store.live(redis, keys=keys_of(request))
+    found = await plan_store.versions(redis, VERSIONS_SHOWN, keys=keys_of(request))
     messages = []
     for key, text in MESSAGES.items():
         raw = request.query.get(key, "")
@@ -156,8 +156,8 @@ async def _upload_again(
         status=422,
         title="Routing plans",
         messages=[],
-        live=await plan_store.live(redis),
-        versions=await plan_store.versions(redis, VERSIONS_SHOWN),
+        live=await plan_store.live(redis, keys=keys_of(request)),
+        versions=await plan_store.versions(redis, VERSIONS_SHOWN, keys=keys_of(request)),
         may_rollback=identity.may(ENGINEER, None),
         text=text,
         problems=problems,
@@ -251,7 +251,9 @@ async def do_publish(request: web.Request) -> web.Response:
         missing = may_publish(identity, found.touched)
         error = _comment_error(identity, comment)
         if not missing and not error:
-            change = await plan_store.publish(request.app[REDIS], text, identity.by, comment, now(request))
+            change = await plan_store.publish(
+                request.app[REDIS], text, identity.by, comment, now(request), keys=keys_of(request)
+            )
             key = "published" if change.changed else "unchanged"
             raise web.HTTPSeeOther(f"/plans?{key}={change.live.version}")
     preview = await compare(request, found.live_text, text, now(request), PREVIEW_WEEKS)
@@ -261,12 +263,16 @@ async def do_publish(request: web.Request) -> web.Response:
 async def version_page(request: web.Request) -> web.Response:
     identity = _identity(request)
     redis, number = request.app[REDIS], _number(request)
-    version = await plan_store.get(redis, number)
+    version = await plan_store.get(redis, number, keys=keys_of(request))
     if version is None:
         raise PageRefused(404, f"There is no version {number}.")
-    live = await plan_store.live(redis)
-    previous = await plan_store.get(redis, number - 1) if number > 1 else None
-    stored_live = await plan_store.get(redis, live.version) if live and live.version != number else None
+    live = await plan_store.live(redis, keys=keys_of(request))
+    previous = await plan_store.get(redis, number - 1, keys=keys_of(request)) if number > 1 else None
+    stored_live = (
+        await plan_store.get(redis, live.version, keys=keys_of(request))
+        if live and live.version != number
+        else None
+    )
     at = now(request)
     against_previous = (
         await compare(request, previous.text, version.text, at, PREVIEW_WEEKS) if previous else None
@@ -304,10 +310,10 @@ async def confirm_rollback(request: web.Request) -> web.Response:
     identity = _rollback_identity(request)
     form = await read_form(request)
     redis, number, comment = request.app[REDIS], _number(request), _field(form, "comment")
-    version = await plan_store.get(redis, number)
+    version = await plan_store.get(redis, number, keys=keys_of(request))
     if version is None:
         raise PageRefused(404, f"There is no version {number}.")
-    live = await plan_store.live(redis)
+    live = await plan_store.live(redis, keys=keys_of(request))
     error = _comment_error(identity, comment)
     if error:
         return _html(
@@ -355,7 +361,12 @@ async def do_rollback(request: web.Request) -> web.Response:
     try:
         async with request.app[CHANGES]:
             change = await plan_store.rollback(
-                request.app[REDIS], number, identity.by, _field(form, "comment"), now(request)
+                request.app[REDIS],
+                number,
+                identity.by,
+                _field(form, "comment"),
+                now(request),
+                keys=keys_of(request),
             )
     except plan_store.PlanStoreError as exc:
         status = 404 if str(exc).startswith("no version") else 422

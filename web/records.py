@@ -50,11 +50,10 @@ from records.kpi import PERIODS, Period, Range, report, settings_for
 from records.model import CALLER_MAX, TEXT_MAX, ContactRecord
 from routing.core.plan import Plan, Tenant
 from routing.masking import mask_number
-from routing.redis_keys import KEYS
 from routing.supervisor import audit
 from web import openapi
 from web.auth import authenticated, csrf_token, require
-from web.context import CLOCK, REDIS, now
+from web.context import CLOCK, CONFIG, REDIS, keys_of, now
 from web.identity import Identity
 from web.problems import Problem, read_model
 from web.templating import page_environment, render_page
@@ -317,7 +316,7 @@ async def list_records(request: web.Request) -> web.Response:
         details |= {"caller_hash": wanted, "caller": mask_number(number.strip())}
     # every page is audited: a cursor is the caller's to send, so a first page cannot be told apart
     details["page"] = "next" if after is not None else "first"
-    await audit(request.app[REDIS], what, asked.identity.by, now(request), details)
+    await audit(request.app[REDIS], what, asked.identity.by, now(request), details, keys=keys_of(request))
 
     def keep(record: ContactRecord) -> bool:
         if wanted is not None and record.caller.hash != wanted:
@@ -352,6 +351,7 @@ async def get_record(request: web.Request) -> web.Response:
         asked.identity.by,
         now(request),
         {"tenant": asked.tenant_id, "record": record_id},
+        keys=keys_of(request),
     )
     return web.json_response(
         {
@@ -391,6 +391,7 @@ async def report_data(
             "to": span.last.isoformat(),
             "format": fmt,
         },
+        keys=keys_of(request),
     )
     kpi = settings_for(asked.tenant)
     archive, tenant, at = asked.source.archive, asked.tenant_id, now(request)
@@ -576,7 +577,8 @@ async def _traced(request: web.Request, asked: Asked, record_id: str) -> bool:
     if await _reading(_versions, asked.source.archive, asked.tenant_id, record_id):
         return True
     centre = asked.plan.centre
-    keys = (KEYS.record_appended(centre, record_id), KEYS.record_owner(centre, record_id))
+    schema = keys_of(request)
+    keys = (schema.record_appended(centre, record_id), schema.record_owner(centre, record_id))
     return bool(await request.app[REDIS].exists(*keys))
 
 
@@ -609,7 +611,7 @@ async def post_disposition(request: web.Request) -> web.Response:
         at.timestamp(),
     )  # fmt: skip
     redis = request.app[REDIS]
-    status, new = await submit(redis, asked.plan.centre, asked_for, at.timestamp())
+    status, new = await submit(redis, asked.plan.centre, asked_for, at.timestamp(), keys=keys_of(request))
     if not new and not status.request.same(asked_for):
         raise Problem(409, "this Idempotency-Key was used for another disposition: use a new key")
     if new:
@@ -619,7 +621,7 @@ async def post_disposition(request: web.Request) -> web.Response:
             by,
             at,
             {"tenant": asked.tenant_id, "record": record_id, "request": asked_for.request_id,
-             "kind": kind, "team": team, "reason": reason},
+             "kind": kind, "team": team, "reason": reason}, keys=keys_of(request),
         )  # fmt: skip
     location = f"/api/v1/tenants/{asked.tenant_id}/dispositions/{asked_for.request_id}"
     return web.json_response(status.shown(), status=202, headers={"Location": location})
@@ -631,7 +633,9 @@ async def get_disposition(request: web.Request) -> web.Response:
     asked = await _asked(request, "viewer")
     wanted = request.match_info["request_id"]
     found = (
-        await read_status(request.app[REDIS], asked.plan.centre, wanted) if REQUEST_ID.match(wanted) else None
+        await read_status(request.app[REDIS], asked.plan.centre, wanted, keys=keys_of(request))
+        if REQUEST_ID.match(wanted)
+        else None
     )
     if found is None or found.request.tenant != asked.tenant_id:
         raise Problem(404, f"no disposition request {wanted[:40]} of tenant {asked.tenant_id}")
@@ -667,7 +671,13 @@ def archive_applier(app: web.Application, source: RecordsSource, plan: Plan) -> 
     clock = app[CLOCK]
     timing = app.get(FALLBACK, FallbackTiming())
     return ArchiveApplier(
-        app[REDIS], plan.centre, latest, reasons, clock=lambda: clock().timestamp(), stuck_s=timing.stuck_s
+        app[REDIS],
+        plan.centre,
+        latest,
+        reasons,
+        clock=lambda: clock().timestamp(),
+        stuck_s=timing.stuck_s,
+        keys=app[CONFIG].keys,
     )
 
 

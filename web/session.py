@@ -18,7 +18,7 @@ from routing import metrics
 from routing.supervisor import audit
 from web import openapi
 from web.auth import SESSION, authenticated, csrf_token, same
-from web.context import CONFIG, REDIS, STORE, WebConfig, client_address, now
+from web.context import CONFIG, REDIS, STORE, WebConfig, client_address, keys_of, now
 from web.identity import MAX_PASSWORD, USER_ID, User
 from web.problems import read_form
 from web.templating import page_environment, render_page
@@ -81,6 +81,7 @@ async def login(request: web.Request) -> web.Response:
                 ANONYMOUS,
                 at,
                 {"user": user_key, "address": address, "limit": kind},
+                keys=keys_of(request),
             )
             metrics.login("locked")
             return _page(
@@ -99,7 +100,14 @@ async def login(request: web.Request) -> web.Response:
     if user is None:
         for kind, subject, _limit in limits:
             await store.count_failure(kind, subject, config.login_window_s)
-        await audit(redis, "auth.login.failed", ANONYMOUS, at, {"user": user_key, "address": address})
+        await audit(
+            redis,
+            "auth.login.failed",
+            ANONYMOUS,
+            at,
+            {"user": user_key, "address": address},
+            keys=keys_of(request),
+        )
         metrics.login("failed")
         return _page(401, WRONG, username, fresh, config=config)
     await store.clear_failures("user", user.user_id)
@@ -107,7 +115,7 @@ async def login(request: web.Request) -> web.Response:
     if previous is not None:  # a login replaces the browser's session, never adds to it
         await store.end_session(previous.session_id)
     session = await store.create_session(user, at, config.session_idle_s, config.session_absolute_s)
-    await audit(redis, "auth.login.ok", user.user_id, at, {"address": address})
+    await audit(redis, "auth.login.ok", user.user_id, at, {"address": address}, keys=keys_of(request))
     metrics.login("ok")
     response = web.HTTPSeeOther(AFTER_LOGIN)
     response.set_cookie(
@@ -130,7 +138,9 @@ async def logout(request: web.Request) -> web.Response:
     session = request.get(SESSION)
     if session is not None:
         await request.app[STORE].end_session(session.session_id)
-        await audit(request.app[REDIS], "auth.logout", session.user_id, now(request), {})
+        await audit(
+            request.app[REDIS], "auth.logout", session.user_id, now(request), {}, keys=keys_of(request)
+        )
     response = web.HTTPSeeOther("/login")
     response.del_cookie(
         config.session_cookie, path="/", secure=config.cookie_secure, httponly=True, samesite="Strict"

@@ -13,7 +13,7 @@
 
 The service signs each toggle with the toggle key (``WebConfig.toggle_keyring``); without it
 the toggles answer 503. The audit ``by`` is the authenticated identity. The councils are those
-of the plan in force, as the controllers publish it (``KEYS.plan_in_force()``)."""
+of the plan in force, as the controllers publish it (``RedisKeys.plan_in_force``)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from routing import plan_store
 from routing.core.live import Toggle
-from routing.redis_keys import KEYS
 from routing.replicas import NotReplicated
 from routing.supervisor import (
     KINDS,
@@ -54,7 +53,7 @@ from routing.supervisor import (
 from routing.toggle_mac import ToggleKeyring
 from web import openapi
 from web.auth import IDENTITY, authenticated, csrf_token, require
-from web.context import CONFIG, REDIS, now
+from web.context import CONFIG, REDIS, keys_of, now
 from web.identity import Identity
 from web.problems import PROBLEM_TYPE, Problem, read_form, read_model
 from web.templating import page_environment, render_page
@@ -110,7 +109,7 @@ async def plan_in_force(request: web.Request) -> PlanFacts:
     """The councils: those of the plan the controllers publish as in force, else (no controller
     has run yet) those of the live version in the plan store; none if neither is known."""
     redis = request.app[REDIS]
-    raw = await redis.get(KEYS.plan_in_force())
+    raw = await redis.get(keys_of(request).plan_in_force())
     if raw is not None:
         try:
             return facts_from_json(raw)
@@ -121,11 +120,11 @@ async def plan_in_force(request: web.Request) -> PlanFacts:
 
 async def _store_facts(request: web.Request) -> PlanFacts:
     redis, cache = request.app[REDIS], request.app[FACTS_CACHE]
-    live = await plan_store.live(redis)
+    live = await plan_store.live(redis, keys=keys_of(request))
     if live is None:
         return {}
     if live.sha256 not in cache:
-        version = await plan_store.get(redis, live.version)
+        version = await plan_store.get(redis, live.version, keys=keys_of(request))
         if version is None:
             return {}
         result = await asyncio.to_thread(plan_store.validate, version.text)  # a large plan: off the loop
@@ -182,7 +181,7 @@ async def check_change(
         toggle = check_request(facts, change, at)
     except ToggleError as exc:
         raise Problem(422, str(exc)) from None
-    stored = await toggles_for_tenant(request.app[REDIS], tenant, keyring)
+    stored = await toggles_for_tenant(request.app[REDIS], tenant, keyring, keys=keys_of(request))
     return Change(change, toggle, stored.in_force.get(kind), zone)
 
 
@@ -232,7 +231,7 @@ async def commit(request: web.Request, change: Change) -> dict[str, Any]:
     try:
         audit_id, previous = await apply_toggle(
             request.app[REDIS], change.request, change.toggle, now(request), keyring=keyring_of(request),
-            wait=request.app[CONFIG].redis_wait,
+            wait=request.app[CONFIG].redis_wait, keys=keys_of(request),
         )  # fmt: skip
     except ToggleError as exc:
         raise Problem(422, str(exc)) from None
@@ -257,7 +256,7 @@ async def commit(request: web.Request, change: Change) -> dict[str, Any]:
 
 async def tenant_toggles(request: web.Request, tenant: str) -> dict[str, Any]:
     _facts, zone = await tenant_zone(request, tenant)
-    stored = await toggles_for_tenant(request.app[REDIS], tenant, keyring_of(request))
+    stored = await toggles_for_tenant(request.app[REDIS], tenant, keyring_of(request), keys=keys_of(request))
     return {
         "tenant": tenant,
         "zone": zone.key,
@@ -321,7 +320,7 @@ def audit_query(request: web.Request) -> tuple[str, int]:
 
 async def tenant_audit(request: web.Request, tenant: str, before: str, count: int) -> dict[str, Any]:
     _facts, zone = await tenant_zone(request, tenant)
-    entries = await audit_for_tenant(request.app[REDIS], tenant, count, before=before)
+    entries = await audit_for_tenant(request.app[REDIS], tenant, count, before=before, keys=keys_of(request))
     rows = [audit_view(e, zone) for e in entries]
     return {
         "tenant": tenant,
@@ -483,7 +482,9 @@ async def emergency_page(request: web.Request) -> web.Response:
     done = request.query.get("done", "")
     messages = []
     if _STREAM_ID.match(done):
-        found = await audit_for_tenant(request.app[REDIS], tenant, 1, before=_after(done))
+        found = await audit_for_tenant(
+            request.app[REDIS], tenant, 1, before=_after(done), keys=keys_of(request)
+        )
         if found and found[0]["id"] == done:
             messages.append(_done_message(audit_view(found[0], zone)))
     return await _emergency(request, identity, tenant, messages=messages)
