@@ -1,5 +1,7 @@
 """Moving a Redis of the key names before hash tags (``callrouter:queue:...``) to the names of
-``routing/redis_keys.py`` (``callrouter:{main}:queue:...``), for ``callrouter redis migrate-keys``.
+``routing/redis_keys.py`` (``callrouter:{main}:queue:...``), or the keys of one hash tag to another
+(``callrouter:{main}:...`` -> ``callrouter:{east}:...``, a centre given its own ``redis.key_tag``),
+for ``callrouter redis migrate-keys``.
 
 Run on one Redis server with every callrouter process stopped. Each key is renamed (``RENAMENX``:
 its value and its time to live kept; a key whose new name already holds data is left as it is
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from routing.redis_keys import KEYS, RedisKeys, tagged_name
+from routing.redis_keys import KEYS, RedisKeys, retagged_name, tagged_name
 from routing.toggle_mac import ToggleKeyring, ToggleRejected, sign, verify
 
 SCAN_COUNT = 1000
@@ -40,14 +42,34 @@ def _glob_escape(text: str) -> str:
 
 
 async def migrate_keys(
-    redis: Redis, keyring: ToggleKeyring | None, *, keys: RedisKeys = KEYS, dry_run: bool = False
+    redis: Redis,
+    keyring: ToggleKeyring | None,
+    *,
+    keys: RedisKeys = KEYS,
+    source: RedisKeys | None = None,
+    dry_run: bool = False,
 ) -> Migration:
-    """Rename every old-scheme key under ``keys.prefix`` to its tagged name (see the module)."""
+    """Rename every key to its name under ``keys`` (see the module): with ``source``, every key of
+    that schema (another tag); without, every old-scheme key under ``keys.prefix``."""
+    if source == keys:
+        raise ValueError(f"the keys are under tag {keys.tag!r} already: nothing to move")
     done = Migration()
-    toggle_head = keys.prefix + "toggle:"
-    olds = [_text(k) async for k in redis.scan_iter(match=_glob_escape(keys.prefix) + "*", count=SCAN_COUNT)]
+    if source is None:
+        toggle_head = keys.prefix + "toggle:"
+        match = _glob_escape(keys.prefix) + "*"
+
+        def new_name(old: str) -> str | None:
+            return tagged_name(old, keys)
+    else:
+        toggle_head = source.head() + "toggle:"
+        match = _glob_escape(source.head()) + "*"
+
+        def new_name(old: str) -> str | None:
+            return retagged_name(old, source, keys)
+
+    olds = [_text(k) async for k in redis.scan_iter(match=match, count=SCAN_COUNT)]
     for old in sorted(olds):
-        new = tagged_name(old, keys)
+        new = new_name(old)
         if new is None:
             continue
         if await redis.exists(new):

@@ -9,7 +9,8 @@ The one rule of every name: ``<prefix>{<tag>}:<name>`` (built by :meth:`RedisKey
 places a key by the text between its first ``{`` and ``}`` alone, so every key of one centre lies in
 one hash slot, and every Lua script, MULTI/EXEC and multi-key command of callrouter touches one slot
 (which Redis Cluster requires). One centre = one tag (default ``main``); centres sharing one
-cluster use different tags, so their keys may lie on different nodes.
+cluster use different tags, so their keys may lie on different nodes. The tag comes from the
+``redis.key_tag`` setting (``Settings.redis_keys``), the same for every command of a centre.
 A new key is ``self._key("<what>:...")`` like the others; no name holds another ``{`` or ``}``.
 
 Live queue state (``queue:*``, ``queues``, ``ami:*``) describes the Asterisk that
@@ -53,6 +54,11 @@ class RedisKeys:
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}{{{self.tag}}}:{name}"
+
+    def head(self) -> str:
+        # What every key and channel of this schema starts with, ``<prefix>{<tag>}:`` (SCAN MATCH
+        # of ``callrouter redis migrate-keys --from-tag``).
+        return self._key("")
 
     # --- live queue state (writer: AMI consumer holding the writer lease) -----------------
 
@@ -328,3 +334,13 @@ def tagged_name(old: str, keys: RedisKeys = KEYS) -> str | None:
             return None
         rest = f"records:{centre}{tail}"
     return keys._key(rest)
+
+
+def retagged_name(old: str, source: RedisKeys, target: RedisKeys) -> str | None:
+    """The name under ``target`` of a key named under ``source`` (another tag, or prefix):
+    ``callrouter:{main}:audit`` -> ``callrouter:{east}:audit``; None for a name not under
+    ``source``. Pure: for ``callrouter redis migrate-keys --from-tag``."""
+    head = source.head()
+    if not old.startswith(head):
+        return None
+    return target._key(old[len(head) :])
