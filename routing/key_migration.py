@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from routing.redis_keys import KEYS, RedisKeys, retagged_name, tagged_name
+from routing.redis_keys import KEYS, RedisKeys, retagged_name, tag_head, tagged_name
 from routing.toggle_mac import ToggleKeyring, ToggleRejected, sign, verify
 
 SCAN_COUNT = 1000
@@ -61,8 +61,8 @@ async def migrate_keys(
         def new_name(old: str) -> str | None:
             return tagged_name(old, keys)
     else:
-        toggle_head = source.head() + "toggle:"
-        match = _glob_escape(source.head()) + "*"
+        toggle_head = tag_head(source) + "toggle:"
+        match = _glob_escape(tag_head(source)) + "*"
 
         def new_name(old: str) -> str | None:
             return retagged_name(old, source, keys)

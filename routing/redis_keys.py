@@ -55,11 +55,6 @@ class RedisKeys:
     def _key(self, name: str) -> str:
         return f"{self.prefix}{{{self.tag}}}:{name}"
 
-    def head(self) -> str:
-        # What every key and channel of this schema starts with, ``<prefix>{<tag>}:`` (SCAN MATCH
-        # of ``callrouter redis migrate-keys --from-tag``).
-        return self._key("")
-
     # --- live queue state (writer: AMI consumer holding the writer lease) -----------------
 
     def queue_waiting(self, queue: str) -> str:
@@ -336,11 +331,17 @@ def tagged_name(old: str, keys: RedisKeys = KEYS) -> str | None:
     return keys._key(rest)
 
 
+def tag_head(keys: RedisKeys) -> str:
+    """What every key and channel of ``keys`` starts with, ``<prefix>{<tag>}:`` (the SCAN MATCH of
+    ``callrouter redis migrate-keys --from-tag``)."""
+    return keys._key("")
+
+
 def retagged_name(old: str, source: RedisKeys, target: RedisKeys) -> str | None:
     """The name under ``target`` of a key named under ``source`` (another tag, or prefix):
     ``callrouter:{main}:audit`` -> ``callrouter:{east}:audit``; None for a name not under
     ``source``. Pure: for ``callrouter redis migrate-keys --from-tag``."""
-    head = source.head()
+    head = tag_head(source)
     if not old.startswith(head):
         return None
     return target._key(old[len(head) :])

@@ -4,7 +4,10 @@ Every key and channel of ``routing/redis_keys.py`` is checked with ``ACL DRYRUN`
 what the table below says it needs is allowed, writing what it may only read is refused. A key
 added to ``RedisKeys`` without a row here fails the test, so the ACL file is kept in step.
 Then the users at work: ``readonly`` and ``controller`` cannot write a toggle, the service can,
-and a controller reading as ``controller`` obeys it; ``state`` runs as ``readonly``."""
+and a controller reading as ``controller`` obeys it; ``state`` runs as ``readonly``.
+The patterns (``~callrouter:{*}:...``) cover every ``redis.key_tag``; the file with ``{*}`` made
+one centre's tag (docs/redis.md, "Several centres on one Redis") gives that centre's users its
+keys alone."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import inspect
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -93,10 +97,10 @@ NEEDS: dict[str, dict[str, str]] = {
 }
 
 
-def key_methods() -> dict[str, str]:
-    """Every key or channel name of the production schema, with sample arguments."""
+def key_methods(keys: RedisKeys = KEYS) -> dict[str, str]:
+    """Every key or channel name of the schema ``keys``, with sample arguments."""
     found = {}
-    for name, method in inspect.getmembers(KEYS, inspect.ismethod):
+    for name, method in inspect.getmembers(keys, inspect.ismethod):
         if name.startswith("_"):
             continue
         params = [p for p in inspect.signature(method).parameters if p != "self"]
@@ -104,12 +108,18 @@ def key_methods() -> dict[str, str]:
     return found
 
 
-@pytest.fixture(scope="module")
-def acl_redis() -> Iterator[RedisServer]:
-    """A redis-server loading a copy of the shipped ACL file with a password for every user."""
+def one_centre(acl: str, tag: str) -> str:
+    """The ACL file for the users of one centre sharing a Redis with others: its key and channel
+    patterns limited to the centre's tag (docs/redis.md)."""
+    return acl.replace("{*}", "{" + tag + "}").replace("&callrouter:*", "&callrouter:{" + tag + "}:*")
+
+
+@contextmanager
+def acl_server(acl: str) -> Iterator[RedisServer]:
+    """A redis-server loading ``acl`` with a password for every user."""
     workdir = Path(tempfile.mkdtemp(prefix="callrouter-acl-"))
     copy = workdir / "users.acl"
-    copy.write_text(ACL_FILE.read_text().replace(" resetpass ", f" resetpass >{PASSWORD} "))
+    copy.write_text(acl.replace(" resetpass ", f" resetpass >{PASSWORD} "))
     server = start_redis(
         free_port(), workdir, "--aclfile", str(copy), "--save", "", "--appendonly", "no", max_lifetime_s=300
     )
@@ -118,6 +128,13 @@ def acl_redis() -> Iterator[RedisServer]:
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def acl_redis() -> Iterator[RedisServer]:
+    """A redis-server loading a copy of the shipped ACL file."""
+    with acl_server(ACL_FILE.read_text()) as server:
+        yield server
 
 
 def url(server: RedisServer, user: str) -> str:
@@ -138,9 +155,12 @@ def test_every_key_is_in_the_table() -> None:
     assert sorted(key_methods()) == sorted(NEEDS)
 
 
-def test_each_user_reaches_what_it_needs_and_writes_nothing_else(acl_redis: RedisServer) -> None:
+@pytest.mark.parametrize("keys", [KEYS, RedisKeys(tag="east")], ids=["main", "east"])
+def test_each_user_reaches_what_it_needs_and_writes_nothing_else(
+    acl_redis: RedisServer, keys: RedisKeys
+) -> None:
     with client(acl_redis, "admin") as admin:
-        for method, name in key_methods().items():
+        for method, name in key_methods(keys).items():
             for user in USERS:
                 need = NEEDS[method][user]
                 where = f"{user} {method} ({name})"
@@ -161,6 +181,28 @@ def test_each_user_reaches_what_it_needs_and_writes_nothing_else(acl_redis: Redi
             for command in (["FLUSHALL"], ["CONFIG", "SET", "appendonly", "no"], ["KEYS", "*"]):
                 assert not dryrun(admin, user, *command), (user, command)
             assert not dryrun(admin, user, "GET", "not-callrouter:key"), user
+
+
+def test_a_centres_own_users_reach_its_keys_and_no_other_centres() -> None:
+    east, west = RedisKeys(tag="east"), RedisKeys(tag="west")
+    with acl_server(one_centre(ACL_FILE.read_text(), "east")) as server, client(server, "admin") as admin:
+        for method, name in key_methods(east).items():  # what each user needs, as with every tag
+            for user in USERS:
+                need = NEEDS[method][user]
+                if need in ("sub", "pub"):
+                    command = ["SUBSCRIBE", name] if need == "sub" else ["PUBLISH", name, "x"]
+                    assert dryrun(admin, user, *command), (user, name)
+                else:
+                    assert dryrun(admin, user, "GET", name) == (need != "-"), (user, name)
+        for name in key_methods(west).values():  # another centre's: nothing at all
+            for user in USERS:
+                for command in (
+                    ["GET", name],
+                    ["SET", name, "x"],
+                    ["SUBSCRIBE", name],
+                    ["PUBLISH", name, "x"],
+                ):
+                    assert not dryrun(admin, user, *command), (user, command)
 
 
 def test_without_a_user_nothing_is_answered(acl_redis: RedisServer) -> None:
