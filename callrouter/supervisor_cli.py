@@ -251,7 +251,7 @@ async def _state(settings: Settings) -> dict[str, Any]:
         await redis.aclose()
     zones = {tid: f.zone for tid, f in facts.items()}
     data = {"at": now, "tenants": tenants, "queues": queues, "ami": timestamps, "audit": audit}
-    return {**data, "signatures_checked": keyring is not None, "zones": zones}
+    return {**data, "key_tag": keys.tag, "signatures_checked": keyring is not None, "zones": zones}
 
 
 def _audit_line(entry: dict[str, Any], zones: dict[str, ZoneInfo]) -> str:
@@ -266,7 +266,7 @@ def _audit_line(entry: dict[str, Any], zones: dict[str, ZoneInfo]) -> str:
 
 def _state_text(data: dict[str, Any]) -> str:
     zones: dict[str, ZoneInfo] = data["zones"]
-    lines = [f"State at {when(data['at'], LONDON)}"]
+    lines = [f"State at {when(data['at'], LONDON)}, the keys of tag {data['key_tag']} (redis.key_tag)"]
     if not data["signatures_checked"]:
         lines.append("  (no toggle key here: toggles listed as stored, their signatures not checked)")
     for tid, info in data["tenants"].items():

@@ -193,6 +193,11 @@ def test_two_centres_on_one_redis_do_not_see_each_others_state(
     west_state = json.loads(west)
     assert west_state["tenants"]["charnwood"]["toggles"] == {}
     assert west_state["audit"] == []
+    assert (east_state["key_tag"], west_state["key_tag"]) == ("east", "west")
+    assert (
+        "the keys of tag west (redis.key_tag)"
+        in as_centre("west", "state", "--direct", "--plan", str(EXAMPLE))[1]
+    )
     assert as_centre("west", "plan", "versions", "--direct")[1].startswith("no versions")
     assert json.loads(as_centre("west", "users", "list", "--json")[1]) == {"users": [], "tokens": []}
     assert [u["user"] for u in json.loads(as_centre("east", "users", "list", "--json")[1])["users"]] == [
