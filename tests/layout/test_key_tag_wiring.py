@@ -1,5 +1,5 @@
-"""Every call the commands (``callrouter/``) and the web service (``web/``) make to a function or
-class that takes the key schema (a ``keys`` parameter, defaulting to the ``main`` tag) passes it,
+"""Every call the commands (``callrouter/``), the web service (``web/``) and the packages below them
+make to a function or class that takes the key schema (a ``keys`` parameter, defaulting to the ``main`` tag) passes it,
 so no path, tested on a real Redis or not, silently falls back to ``main`` when ``redis.key_tag``
 names another tag. Static: each module's calls are read from its source and resolved to what its
 names are bound to at import time (a method of an object built with the keys is not a call here).
@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).parents[2]
-PACKAGES = ("callrouter", "web")
+PACKAGES = ("callrouter", "web", "ivr", "records", "routing", "emulator", "agi_scripts")
 
 
 def modules() -> Iterator[tuple[Path, ModuleType]]:
