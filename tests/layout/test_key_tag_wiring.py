@@ -1,10 +1,10 @@
-"""Every call the commands (``callrouter/``), the web service (``web/``) and the packages below them
-make to a function or class that takes the key schema (a ``keys`` parameter, defaulting to the ``main`` tag) passes it,
-so no path, tested on a real Redis or not, silently falls back to ``main`` when ``redis.key_tag``
-names another tag. Static: each module's calls are read from its source and resolved to what its
-names are bound to at import time (a method of an object built with the keys is not a call here).
-And none of them names a key with ``KEYS`` (the ``main`` tag's schema) or hands it on: the keys
-come from the settings (``Settings.redis_keys``)."""
+"""Every call the commands (``callrouter/``), the web service (``web/``) and the packages below
+them make to a function or class that takes the key schema (a ``keys`` parameter, defaulting to
+the ``main`` tag) passes it, so no path, tested on a real Redis or not, silently falls back to
+``main`` when ``redis.key_tag`` names another tag. Static: each module's calls are read from its
+source and resolved to what its names are bound to at import time (a method of an object built
+with the keys is not a call here). And none of them names a key with ``KEYS`` (the ``main`` tag's
+schema) or hands it on: the keys come from the settings (``Settings.redis_keys``)."""
 
 from __future__ import annotations
 
