@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from routing.core.callback import CallbackRequest, CallbackState
 from routing.core.callback_order import Next
 from routing.core.plan import CallbackPolicy
+from routing.core.wait import HeldPlace
 from routing.masking import mask_number
 from routing.redis_keys import RedisKeys
 from routing.replicas import NO_WAIT, ReplicaWait, eval_and_wait
@@ -138,6 +139,22 @@ async def pending_callbacks(redis: Redis, keys: RedisKeys, asterisk_queue: str) 
     (they count as callers waiting ahead of anyone who joined later)."""
     rows: list[Any] = await redis.zrange(keys.callbacks_pending(asterisk_queue), 0, -1, withscores=True)
     return [PendingCallback(_text(member), float(score)) for member, score in rows]
+
+
+async def held_places(redis: Redis, keys: RedisKeys, asterisk_queue: str) -> list[HeldPlace]:
+    """The places held in ``asterisk_queue``'s order by callbacks (as :func:`pending_callbacks`),
+    each with whether it is being dialled (for :func:`routing.core.wait.callbacks_ahead`)."""
+    pending = await pending_callbacks(redis, keys, asterisk_queue)
+    if not pending:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for p in pending:
+            pipe.hget(keys.callback(p.callback_id), "state")
+        states = await pipe.execute()
+    return [
+        HeldPlace(p.joined_at, state is not None and _text(state) == "dialling")
+        for p, state in zip(pending, states, strict=True)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
