@@ -64,8 +64,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ivr import channel_vars as cv
-from records.callback import callback_json
-from records.dispositions import Request, submit
+from records.dispositions import submit_callback
 from routing import callbacks as store
 from routing.core.callback_order import (
     AttemptOutcome,
@@ -89,7 +88,6 @@ ADVISER_CONTEXT = "callrouter-callback-adviser"
 CALLER_CONTEXT = "callrouter-callback-caller"
 ACTION_PREFIX = "cb:"
 _LEG = re.compile(r"^(cb-[0-9a-f]{20})-(\d+)-([12])$")
-_LINKEDID = re.compile(r"^[0-9]+\.[0-9]+$")  # a contact record's id
 DEFAULT_POLICY = CallbackPolicy()  # for callbacks of a queue whose policy a new plan removed
 NO_ANSWER_REASON = "3"  # OriginateResponse Reason: rang, nobody answered within Timeout
 REFUSED_RETRY_S = 60.0
@@ -397,22 +395,19 @@ class Dialler:
         """The ended callback (its attempts and outcome) into its call's contact record: on the
         centre's dispositions stream, as an adviser's late disposition goes, so the controller that
         owns the call (or the archive) makes the next version. Once per callback (request id)."""
-        cb = await store.load_callback(self.redis, self.keys, ident)
-        if not self.records or cb is None or not _LINKEDID.match(cb.call_id):
+        if not self.records:
             return
-        attempts = [(a.started_at, a.ended_at, a.outcome, a.adviser) for a in store.attempts_of(cb)]
-        request = Request(
-            f"callback-{ident}",
-            cb.tenant,
-            cb.call_id,
-            None,
-            None,
-            None,
-            "dialler",
-            now,
-            callback=callback_json(attempts, cb.outcome or None),
-        )
-        await submit(self.redis, self.plan().plan.centre, request, now, keys=self.keys)
+        cb = await store.load_callback(self.redis, self.keys, ident)
+        if cb is not None:
+            await submit_callback(
+                self.redis,
+                self.plan().plan.centre,
+                cb,
+                cb.outcome or None,
+                by="dialler",
+                at=now,
+                keys=self.keys,
+            )
 
     def _policy(self, cb: store.StoredCallback) -> CallbackPolicy:
         tenant = self.plan().plan.tenants.get(cb.tenant)
