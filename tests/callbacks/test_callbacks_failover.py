@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -139,6 +139,12 @@ def _state_on(host: str, port: int, keys: RedisKeys, ident: str) -> str | None:
     return value.decode() if isinstance(value, bytes) else None
 
 
+async def _sample(probe: Callable[[], bool], seen: list[bool]) -> None:
+    while True:
+        seen.append(probe())
+        await asyncio.sleep(0.05)
+
+
 # The dial ends while no replica confirms anything; the primary dies with that end on it alone.
 # A dial nobody saw end is ended as lost (and dialled again) 1 s past the adviser's wait, and the
 # failover takes several seconds: only an end kept until confirmed stops a second call.
@@ -173,6 +179,8 @@ async def test_an_end_no_replica_confirmed_before_the_primary_died_is_kept_and_t
                 rig.free_adviser(A1)  # -> Ann: answered, talked, ended
                 await wait_for(lambda: _state_on(*old, keys, ann) == "done")
                 await wait_for(lambda: dialler.holds_end(ann, 1))  # no replica confirmed it
+                holder: list[bool] = []
+                sampling = asyncio.create_task(_sample(dialler.is_holder, holder))
                 sentinel_set.kill_primary()
                 await asyncio.sleep(4.0)  # the primary gone, the replicas stopped: nothing takes the end
                 sentinel_set.resume(paused)
@@ -183,6 +191,9 @@ async def test_an_end_no_replica_confirmed_before_the_primary_died_is_kept_and_t
                 rig.free_adviser(A2)  # an adviser free: a second dial would be answered and ring Ann
                 await wait_for(lambda: _state(rig, ann, "done"), timeout_s=20)
                 await wait_for(lambda: not dialler.holds_end(ann, 1))  # confirmed
+                await wait_for(dialler.is_holder)
+                sampling.cancel()
+                assert not all(holder)  # the writer lease was lost meanwhile, and taken back
                 await asyncio.sleep(UNCONFIRMED.adviser_wait_s + UNCONFIRMED.lost_after_s + 1.0)
 
                 assert Counter(r.variables[cv.CALLBACK_ID] for r in rig.originates) == {ann: 1}
