@@ -290,7 +290,7 @@ class Dialler:
     async def _end(self, ident: str, dial: int, outcome: AttemptOutcome, *, reason: str = "") -> bool:
         """End dial ``dial`` of ``ident`` now; True when this ended it. Never raises: an end that
         Redis did not take, or whose replicas did not confirm it, is held and sent again until
-        confirmed (:meth:`_retry_ends`)."""
+        confirmed (:meth:`retry_ends`)."""
         end = HeldEnd(ident, dial, outcome, reason, self.clock().timestamp())
         held = self._ends.get(end.key)
         if held is not None:  # the same end heard again while held: the held one goes on
