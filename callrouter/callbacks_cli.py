@@ -6,6 +6,8 @@ supervisor to cancel), audits the cancel with the token's user and masks the cal
 
 ``--direct`` is the administrators' break-glass path on the service host, for when the web
 service is down: it reads Redis from the settings (``--redis``) and records ``--by`` as given.
+Its cancel goes into the call's contact record as the service's does (the same function), where
+records are kept; the plan in force (``--plan``, or the store) names the centre.
 """
 
 from __future__ import annotations
@@ -16,11 +18,22 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
 from callrouter import settings as settings_module
 from callrouter.api_client import ApiClient
-from callrouter.settings import Settings
+from callrouter.settings import Settings, SettingsError
 from callrouter.supervisor_cli import EXIT_REFUSED, _api, _run, _segment
-from routing.callbacks import CallbackRefused, cancel_for_supervisor, supervisor_view, tenant_callbacks
+from callrouter.web_cli import PlanReader
+from records.dispositions import submit_callback
+from routing.callbacks import (
+    CallbackRefused,
+    StoredCallback,
+    cancel_for_supervisor,
+    supervisor_view,
+    tenant_callbacks,
+)
 from routing.replicas import NotReplicated
 from routing.supervisor import shown
 
@@ -72,25 +85,61 @@ async def _cancel_direct(args: argparse.Namespace, settings: Settings) -> int:
         )
         return EXIT_REFUSED
     redis = settings.redis_client(connect_timeout=2, timeout=5)
+    now = datetime.now(UTC)
     try:
-        stored, before = await cancel_for_supervisor(
-            redis,
-            settings.redis_keys(),
-            tenant=args.tenant,
-            ident=args.id,
-            by=args.by,
-            reason=args.reason or "",
-            now=datetime.now(UTC),
-            wait=settings.replica_wait(),
-        )
-    except (LookupError, CallbackRefused, NotReplicated) as exc:
-        print(f"callrouter: refused: {shown(str(exc), 600)}", file=sys.stderr)
-        return EXIT_REFUSED
+        try:
+            stored, before = await cancel_for_supervisor(
+                redis,
+                settings.redis_keys(),
+                tenant=args.tenant,
+                ident=args.id,
+                by=args.by,
+                reason=args.reason or "",
+                now=now,
+                wait=settings.replica_wait(),
+            )
+        except (LookupError, CallbackRefused, NotReplicated) as exc:
+            print(f"callrouter: refused: {shown(str(exc), 600)}", file=sys.stderr)
+            return EXIT_REFUSED
+        unrecorded = await _to_record(settings, redis, stored, now.timestamp())
     finally:
         await redis.aclose()
-    data = {"id": args.id, "tenant": args.tenant, "queue": stored.queue, "state": "cancelled", "was": before}
-    _print(args, data, f"callback {args.id} of {args.tenant} cancelled (was {before}); audited")
+    data = {"id": args.id, "tenant": args.tenant, "queue": stored.queue, "state": "cancelled", "was": before,
+            "recorded": unrecorded is None}  # fmt: skip
+    if unrecorded is not None and unrecorded != NO_RECORDS:
+        print(
+            f"callrouter: the cancel is not in the call's contact record: {shown(unrecorded, 600)}",
+            file=sys.stderr,
+        )
+    text = f"callback {args.id} of {args.tenant} cancelled (was {before}); audited"
+    _print(args, data, text + ("; in the call's record" if unrecorded is None else ""))
     return 0
+
+
+NO_RECORDS = "this deployment keeps no contact records"
+
+
+async def _to_record(settings: Settings, redis: Redis, stored: StoredCallback, at: float) -> str | None:
+    """The cancel into the call's contact record, as the web service's cancel does
+    (``records.dispositions.submit_callback``); None when asked for, else why not. Only where
+    contact records are kept (``records.caller_hash_key`` or ``records.archive_dir`` set); the
+    centre comes from the plan in force (``--plan``, or ``plan_source = store``)."""
+    if settings.records.caller_hash_key is None and settings.records.archive_dir is None:
+        return NO_RECORDS
+    try:
+        plan = await PlanReader(settings, redis)()
+    except (SettingsError, OSError, ValueError) as exc:
+        return f"no plan to name the centre ({exc})"
+    except RedisError as exc:
+        return f"Redis did not answer ({type(exc).__name__})"
+    try:
+        if not await submit_callback(
+            redis, plan.centre, stored, "cancelled", by="cli", at=at, keys=settings.redis_keys()
+        ):
+            return "its call has no contact record, or the callback's end was recorded already"
+    except RedisError as exc:
+        return f"Redis did not answer ({type(exc).__name__})"
+    return None
 
 
 def _list_api(args: argparse.Namespace, api: ApiClient) -> int:
@@ -133,7 +182,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     cancel.add_argument("--by", help="--direct only: who is cancelling (at most 80 characters)")
     for command in (listing, cancel):
-        settings_module.add_flags(command, ("redis.url",))
+        # --direct's cancel goes to the call's record where records are kept: the plan names the centre
+        record = ("plan", "plan_source", "records.archive_dir") if command is cancel else ()
+        settings_module.add_flags(command, ("redis.url", *record))
         command.add_argument("--json", action="store_true")
         command.add_argument(
             "--direct",

@@ -1,8 +1,9 @@
 """Where the wait route reads the estimate's inputs and leaves callbacks (Redis in production).
 
 :class:`RedisCallbackDesk` is a thin adapter: the queue's recent handle times (kept by the AMI
-writer: :func:`routing.live.store.read_handle_times`), the pending callbacks that joined before
-the caller (:func:`routing.callbacks.pending_callbacks`: they are answered first), and
+writer: :func:`routing.live.store.read_handle_times`), the callbacks that joined before the
+caller and are not being dialled (:func:`routing.core.wait.callbacks_ahead`: they are answered
+first; one being dialled is in the queue as its adviser leg, counted in the position), and
 :func:`routing.callbacks.request_callback`. :class:`NoCallbackDesk`: no Redis: nothing is known
 and no callback can be taken (the caller just keeps waiting)."""
 
@@ -12,9 +13,10 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-from routing.callbacks import pending_callbacks, request_callback
+from routing.callbacks import held_places, request_callback
 from routing.core.callback import CallbackRequest
 from routing.core.plan import CallbackPolicy
+from routing.core.wait import callbacks_ahead
 from routing.live.store import read_handle_times
 from routing.redis_keys import KEYS, RedisKeys
 
@@ -24,8 +26,8 @@ class CallbackDesk(Protocol):
     """False: no store behind it, so no callback is offered (the wait is still announced)."""
 
     async def wait_inputs(self, asterisk_queue: str, joined_at: float) -> tuple[list[float], int]:
-        """The queue's recent handle times and how many pending callbacks joined before
-        ``joined_at``."""
+        """The queue's recent handle times and how many callbacks count as callers ahead of
+        one who joined at ``joined_at`` besides those in the queue (``callbacks_ahead``)."""
         ...
 
     async def request(
@@ -57,8 +59,8 @@ class RedisCallbackDesk:
 
     async def wait_inputs(self, asterisk_queue: str, joined_at: float) -> tuple[list[float], int]:
         handle = await read_handle_times(self.redis, self.keys, asterisk_queue)
-        pending = await pending_callbacks(self.redis, self.keys, asterisk_queue)
-        return handle, sum(1 for p in pending if p.joined_at < joined_at)
+        held = await held_places(self.redis, self.keys, asterisk_queue)
+        return handle, callbacks_ahead(held, joined_at)
 
     async def request(
         self, req: CallbackRequest, policy: CallbackPolicy, now: float, asterisk_queue: str

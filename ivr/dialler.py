@@ -36,6 +36,10 @@ The ActionID ``cb:<id>:<dial>`` and the legs' Uniqueids ``<id>-<dial>-1`` / ``-2
 ``OtherChannelId``) tie every report to its dial; ``AgentConnect`` of the ``-2`` leg names the
 adviser.
 
+An end Redis does not confirm (``redis.wait_replicas``: a fail-over under way, the surviving
+replica catching up) is held and sent again, with a bounded backoff, until confirmed (every
+instance that heard it, lease or not); meanwhile its dial is not taken for lost.
+
 A dial nobody saw end (the controller died and no other instance was connected): once it is older
 than the adviser wait + ``lost_after_s`` with no adviser answer seen, or the adviser wait +
 ``talk_bound_s`` when an adviser answered, it ends as ``interrupted`` and the callback is due
@@ -50,6 +54,7 @@ import contextlib
 import dataclasses
 import math
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,8 +64,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ivr import channel_vars as cv
-from records.callback import callback_json
-from records.dispositions import Request, submit
+from records.dispositions import submit_callback
 from routing import callbacks as store
 from routing.core.callback_order import (
     AttemptOutcome,
@@ -84,11 +88,11 @@ ADVISER_CONTEXT = "callrouter-callback-adviser"
 CALLER_CONTEXT = "callrouter-callback-caller"
 ACTION_PREFIX = "cb:"
 _LEG = re.compile(r"^(cb-[0-9a-f]{20})-(\d+)-([12])$")
-_LINKEDID = re.compile(r"^[0-9]+\.[0-9]+$")  # a contact record's id
 DEFAULT_POLICY = CallbackPolicy()  # for callbacks of a queue whose policy a new plan removed
 NO_ANSWER_REASON = "3"  # OriginateResponse Reason: rang, nobody answered within Timeout
 REFUSED_RETRY_S = 60.0
 ANSWERS_KEPT = 10_000  # caller answers awaiting their CallbackOutcome (the oldest go first)
+ENDS_KEPT = 10_000  # ends held until confirmed (the oldest go first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,31 @@ class DiallerSettings:
     adviser_wait_s: float | None = None  # the adviser leg's wait in the queue (None: its timeout_s)
     lost_after_s: float = 30.0  # past adviser_wait_s with no report: the dial is lost
     talk_bound_s: float = 4 * 3600.0  # past an adviser's answer with no outcome: the dial is lost
+    end_retry_first_s: float = 0.5  # an end not confirmed: sent again after this, then twice as long...
+    end_retry_max_s: float = 5.0  # ...up to this between two tries, until confirmed
+
+
+def end_backoff(tries: int, settings: DiallerSettings) -> float:
+    """Seconds before an unconfirmed end is sent again, after ``tries`` tries (1, 2, ...)."""
+    return min(settings.end_retry_max_s, settings.end_retry_first_s * 2.0 ** min(tries - 1, 30))
+
+
+@dataclass(slots=True)
+class HeldEnd:
+    """The end of a dial as Asterisk reported it (``at``: when it was heard), held until Redis
+    confirms it: ``tries`` so far, ``due`` (monotonic) the next."""
+
+    ident: str
+    dial: int
+    outcome: AttemptOutcome
+    reason: str
+    at: float
+    tries: int = 0
+    due: float = 0.0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.ident, self.dial)
 
 
 DIALLER_DEFAULTS = DiallerSettings()
@@ -194,6 +223,8 @@ class Dialler:
         self.inbox: asyncio.Queue[tuple[dict[str, str], float | None]] = asyncio.Queue(maxsize=10_000)
         # ;1 leg Uniqueid -> when the caller answered: (the DialEnd's Timestamp or None, received)
         self._answered: dict[str, tuple[float | None, float]] = {}
+        # ends Redis did not confirm (a fail-over under way, replicas catching up): sent again
+        self._ends: dict[tuple[str, int], HeldEnd] = {}
         self.dialled = 0
 
     # --- what Asterisk reports (every instance) -----------------------------------------------
@@ -257,26 +288,56 @@ class Dialler:
             await self._end(reported, int(number), outcome, reason=headers.get("DialStatus", ""))
 
     async def _end(self, ident: str, dial: int, outcome: AttemptOutcome, *, reason: str = "") -> bool:
+        """End dial ``dial`` of ``ident`` now; True when this ended it. Never raises: an end that
+        Redis did not take, or whose replicas did not confirm it, is held and sent again until
+        confirmed (:meth:`retry_ends`)."""
+        end = HeldEnd(ident, dial, outcome, reason, self.clock().timestamp())
+        held = self._ends.get(end.key)
+        if held is not None:  # the same end heard again while held: the held one goes on
+            return False
+        try:
+            return await self._apply_end(end)
+        except (RedisError, ConnectionError, TimeoutError, OSError) as exc:
+            self._hold(end, exc)
+            return False
+
+    async def _apply_end(self, end: HeldEnd) -> bool:
+        """Write ``end`` (raises what Redis raises, :class:`NotReplicated` included); True when it
+        ended the dial now. Sent again after an unconfirmed answer it finds the end in already
+        (``already``) and, the replicas confirming it this time, is done."""
+        ident, dial, outcome, reason, at = end.ident, end.dial, end.outcome, end.reason, end.at
         cb = await store.load_callback(self.redis, self.keys, ident)
         if cb is None or cb.fields.get("dials") != str(dial):
+            if end.tries:  # held, and the callback is not in that dial (after a fail-over that lost more)
+                log.warning("callback.end_dropped", callback=ident, dial=dial, why="not in that dial")
             return False
-        now = self.clock().timestamp()
         policy = self._policy(cb)
-        nxt = after_attempt(outcome, cb.attempts, policy, now)
+        nxt = after_attempt(outcome, cb.attempts, policy, at)
         if outcome == "no-adviser" and reason != NO_ANSWER_REASON:
             # Asterisk refused the Originate (a missing context, a channel it could not make):
             # not a wait that timed out. Again at once would loop every sweep; a minute later.
-            nxt = dataclasses.replace(nxt, next_at=now + REFUSED_RETRY_S)
-            log.warning("callback.originate_failed", callback=ident, dial=dial, reason=reason[:80])
-        started = float(cb.fields.get("dial_started") or now)
+            nxt = dataclasses.replace(nxt, next_at=at + REFUSED_RETRY_S)
+            if not end.tries:
+                log.warning("callback.originate_failed", callback=ident, dial=dial, reason=reason[:80])
+        started = float(cb.fields.get("dial_started") or at)
         adviser = cb.fields.get("adviser", "") if outcome != "no-adviser" else ""
-        attempt = store.Attempt(dial, started, now, outcome, adviser)
-        ended = await store.finish(
-            self.redis, self.keys, cb, dial, attempt=attempt, nxt=nxt, now=now, wait=self.wait
+        attempt = store.Attempt(dial, started, at, outcome, adviser)
+        found = await store.finish(
+            self.redis,
+            self.keys,
+            cb,
+            dial,
+            attempt=attempt,
+            nxt=nxt,
+            now=self.clock().timestamp(),
+            wait=self.wait,
         )
-        if ended and nxt.state != "pending":
-            await self._to_record(ident, now)
-        if ended:
+        if found == "ended" and nxt.state != "pending":
+            await self._to_record(ident, at)
+        elif found == "already" and cb.state in ("done", "failed"):
+            # ended before, unconfirmed: its record may not have been asked for (once per callback)
+            await self._to_record(ident, float(cb.fields.get("updated_at") or at))
+        if found == "ended":
             log.info(
                 "callback.attempt",
                 callback=ident,
@@ -289,28 +350,64 @@ class Dialler:
                 attempts=nxt.attempts,
                 number=mask_number(cb.number),
             )
-        return ended
+        if end.tries:
+            log.info("callback.end_confirmed", callback=ident, dial=dial, tries=end.tries + 1, found=found)
+        return found == "ended"
+
+    def _hold(self, end: HeldEnd, exc: BaseException) -> None:
+        """Keep ``end`` to send again later, backing off (bounded), until confirmed."""
+        held = self._ends.pop(end.key, end)
+        if len(self._ends) >= ENDS_KEPT:  # never reached but by a Redis away for days: the oldest go
+            oldest = min(self._ends.values(), key=lambda e: e.at)
+            del self._ends[oldest.key]
+            log.error("callback.end_given_up", callback=oldest.ident, dial=oldest.dial, held=len(self._ends))
+        held.tries += 1
+        held.due = time.monotonic() + end_backoff(held.tries, self.settings)
+        self._ends[held.key] = held
+        log.warning(
+            "callback.end_unconfirmed",
+            callback=held.ident,
+            dial=held.dial,
+            outcome=held.outcome,
+            tries=held.tries,
+            error=(str(exc) if isinstance(exc, NotReplicated) else type(exc).__name__)[:200],
+        )
+
+    def holds_end(self, ident: str, dial: int) -> bool:
+        """An end of that dial is held here, not yet confirmed: the dial is over, not lost."""
+        return (ident, dial) in self._ends
+
+    async def retry_ends(self) -> int:
+        """Send again every held end that is due; returns how many were confirmed."""
+        confirmed = 0
+        now = time.monotonic()
+        for end in sorted((e for e in self._ends.values() if e.due <= now), key=lambda e: e.at):
+            try:
+                await self._apply_end(end)
+            except (RedisError, ConnectionError, TimeoutError, OSError) as exc:
+                self._hold(end, exc)
+                continue
+            self._ends.pop(end.key, None)
+            confirmed += 1
+        return confirmed
 
     async def _to_record(self, ident: str, now: float) -> None:
         """The ended callback (its attempts and outcome) into its call's contact record: on the
         centre's dispositions stream, as an adviser's late disposition goes, so the controller that
         owns the call (or the archive) makes the next version. Once per callback (request id)."""
-        cb = await store.load_callback(self.redis, self.keys, ident)
-        if not self.records or cb is None or not _LINKEDID.match(cb.call_id):
+        if not self.records:
             return
-        attempts = [(a.started_at, a.ended_at, a.outcome, a.adviser) for a in store.attempts_of(cb)]
-        request = Request(
-            f"callback-{ident}",
-            cb.tenant,
-            cb.call_id,
-            None,
-            None,
-            None,
-            "dialler",
-            now,
-            callback=callback_json(attempts, cb.outcome or None),
-        )
-        await submit(self.redis, self.plan().plan.centre, request, now, keys=self.keys)
+        cb = await store.load_callback(self.redis, self.keys, ident)
+        if cb is not None:
+            await submit_callback(
+                self.redis,
+                self.plan().plan.centre,
+                cb,
+                cb.outcome or None,
+                by="dialler",
+                at=now,
+                keys=self.keys,
+            )
 
     def _policy(self, cb: store.StoredCallback) -> CallbackPolicy:
         tenant = self.plan().plan.tenants.get(cb.tenant)
@@ -343,10 +440,14 @@ class Dialler:
         now = now_dt.timestamp()
         wait_s = self.settings.adviser_wait_s or float(tenant.queues[name].timeout_s)
         for cb in ours:
-            if cb.state == "dialling" and self._lost(cb, now, wait_s):
-                await self._end(
-                    cb.callback_id, int(cb.fields.get("dials", "0")), "interrupted", reason="lost"
-                )
+            dial = int(cb.fields.get("dials", "0"))
+            # a dial whose end is held here (unconfirmed) is over, not lost: never dialled again
+            if (
+                cb.state == "dialling"
+                and not self.holds_end(cb.callback_id, dial)
+                and self._lost(cb, now, wait_s)
+            ):
+                await self._end(cb.callback_id, dial, "interrupted", reason="lost")
         policy = policy or DEFAULT_POLICY
         ours = await store.load_many(self.redis, self.keys, [c.callback_id for c in ours])
         live, toggles = self.live(compiled, tid, now_dt)
@@ -440,6 +541,7 @@ class Dialler:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._sweep_loop(), name="callback-sweep")
             tg.create_task(self._inbox_loop(), name="callback-reports")
+            tg.create_task(self._retry_loop(), name="callback-ends")
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -448,6 +550,13 @@ class Dialler:
             except (RedisError, ConnectionError, TimeoutError, OSError) as exc:  # next sweep
                 log.warning("callback.sweep_failed", error=type(exc).__name__)
             await asyncio.sleep(self.settings.interval_s)
+
+    async def _retry_loop(self) -> None:
+        """Held ends, sent again as they fall due (every instance: not only the lease holder, so a
+        controller that loses the lease and takes it back, or never held it, keeps them)."""
+        while True:
+            await asyncio.sleep(self.settings.end_retry_first_s)
+            await self.retry_ends()
 
     async def _inbox_loop(self) -> None:
         while True:

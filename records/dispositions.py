@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import asdict, dataclass
@@ -50,11 +51,12 @@ from redis.exceptions import ResponseError
 
 from records.appender import envelope_of
 from records.builder import Held
-from records.callback import with_callback
+from records.callback import callback_json, with_callback
 from records.disposition import DispositionError, disposed
 from records.facts import CallbackReported, DispositionGiven
 from records.model import ContactRecord, DispositionKind
 from records.stream import RecordStream
+from routing.callbacks import StoredCallback, attempts_of
 from routing.redis_keys import KEYS, RedisKeys
 
 if TYPE_CHECKING:
@@ -226,6 +228,43 @@ async def submit(
         await redis.delete(key)  # not on the stream: the same request may be sent again
         raise
     return pending, True
+
+
+RECORD_ID = re.compile(r"^[0-9]+\.[0-9]+$")  # a contact record's id: the call's Linkedid
+
+
+def callback_request(stored: StoredCallback, outcome: str | None, *, by: str, at: float) -> Request | None:
+    """The request that puts a queued callback's end into its original call's record: the
+    record's ``callback`` (each attempt logged so far, ``outcome``), request id
+    ``callback-<id>`` (one per callback). None when the callback names no contact record."""
+    if not RECORD_ID.match(stored.call_id):
+        return None
+    attempts = [(a.started_at, a.ended_at, a.outcome, a.adviser) for a in attempts_of(stored)]
+    body = callback_json(attempts, outcome)
+    return Request(f"callback-{stored.callback_id}", stored.tenant, stored.call_id, None, None, None, by, at,
+                   callback=body)  # fmt: skip
+
+
+async def submit_callback(
+    redis: Redis,
+    centre: str,
+    stored: StoredCallback,
+    outcome: str | None,
+    *,
+    by: str,
+    at: float,
+    keys: RedisKeys = KEYS,
+) -> bool:
+    """A queued callback's end (the dialler's: done, failed, cancelled at closing; a supervisor's
+    cancel, through the web service or ``callrouter callbacks cancel --direct``) into its call's
+    contact record, on the centre's dispositions stream as a late disposition goes, so the call's
+    owner (or the archive) makes the next version. Once per callback: False when it names no
+    record or its request was made already."""
+    request = callback_request(stored, outcome, by=by, at=at)
+    if request is None:
+        return False
+    _status, new = await submit(redis, centre, request, at, keys=keys)
+    return new
 
 
 async def _set_status(redis: Redis, centre: str, status: Status, keys: RedisKeys) -> None:

@@ -122,6 +122,112 @@ def back_office_team(record: ContactRecord) -> str | None:
     return done[-1] if done else "(not named)"
 
 
+# --- queued callbacks -------------------------------------------------------------------------
+
+CALLER_DIALLED = frozenset({"answered", "short-answer", "no-answer", "busy", "failed"})
+"""Attempts that called the caller (``no-adviser``: nobody was called; ``interrupted``: not known)."""
+NO_QUEUE = "(no queue)"
+
+
+def callback_queue(record: ContactRecord) -> str:
+    """The Asterisk queue a callback was offered in: the visit the caller left with a callback,
+    else the last queue visit (an offer declined)."""
+    for visit in record.queues:
+        if visit.outcome == "callback":
+            return visit.queue
+    return record.queues[-1].queue if record.queues else NO_QUEUE
+
+
+def callback_requested_at(record: ContactRecord) -> datetime | None:
+    """When the caller took the callback: they left the queue keeping their place (the visit's
+    ``left_at``: the wait's last slice, just before the offer), else the call's hang-up."""
+    for visit in record.queues:
+        if visit.outcome == "callback" and visit.left_at is not None:
+            return visit.left_at
+    return record.hangup.at if record.hangup is not None else None
+
+
+def time_to_callback(record: ContactRecord) -> float | None:
+    """Seconds from the request to the start of the dial that reached the caller (an answered
+    callback: its ``answered`` attempt); None otherwise. The dial calls the adviser first: the
+    caller is connected within its adviser wait and ring (the record holds no finer instant)."""
+    cb = record.callback
+    if cb is None or cb.outcome != "answered":
+        return None
+    requested = callback_requested_at(record)
+    reached = [a.started_at for a in cb.attempts if a.outcome == "answered"]
+    if requested is None or not reached:
+        return None
+    return max(0.0, (reached[-1] - requested).total_seconds())
+
+
+@dataclass
+class _CallbackCounts:
+    offered: int = 0
+    taken: int = 0
+    made: int = 0
+    calls_to_callers: int = 0
+    answered: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    cancelled_at_closing: int = 0
+    pending: int = 0
+    waits: list[float] = field(default_factory=list)
+
+    def add(self, record: ContactRecord) -> None:
+        cb = record.callback
+        if cb is None:
+            return
+        self.offered += bool(cb.offered)
+        if not cb.accepted:
+            return
+        self.taken += 1
+        called = sum(1 for a in cb.attempts if a.outcome in CALLER_DIALLED)
+        self.made += called > 0
+        self.calls_to_callers += called
+        if cb.outcome is None:
+            self.pending += 1
+        else:
+            self.answered += cb.outcome == "answered"
+            self.failed += cb.outcome == "failed"
+            self.cancelled += cb.outcome == "cancelled"
+            self.cancelled_at_closing += cb.outcome == "cancelled_at_closing"
+        if (waited := time_to_callback(record)) is not None:
+            self.waits.append(waited)
+
+    def figures(self) -> dict[str, Any]:
+        ended = self.taken - self.pending
+        return {
+            "offered": self.offered,
+            "taken": self.taken,
+            "take_rate": _rate(self.taken, self.offered),
+            "made": self.made,
+            "calls_to_callers": self.calls_to_callers,
+            "answered": self.answered,
+            "answered_rate": _rate(self.answered, ended),
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+            "cancelled_at_closing": self.cancelled_at_closing,
+            "pending": self.pending,
+            "time_to_callback_p50_s": _one(percentile(self.waits, 0.5)),
+            "time_to_callback_p90_s": _one(percentile(self.waits, 0.9)),
+        }
+
+
+def callback_figures(records: Iterable[ContactRecord]) -> dict[str, Any]:
+    """Queued callbacks (``docs/reports.md``), from each record's ``callback``: offered, taken,
+    made, answered, failed after the last attempt, cancelled, still pending, and the time from
+    the request to the call back; for the whole set and by Asterisk queue (``by_queue``)."""
+    total = _CallbackCounts()
+    queues: dict[str, _CallbackCounts] = {}
+    for record in records:
+        if record.callback is None:
+            continue
+        total.add(record)
+        queues.setdefault(callback_queue(record), _CallbackCounts()).add(record)
+    return {**total.figures(), "by_queue": {q: c.figures() for q, c in sorted(queues.items())}}
+
+
 # --- figures for a set of calls ------------------------------------------------------------------
 
 
@@ -147,7 +253,8 @@ def _one(value: float | None) -> float | None:
 
 
 def figures(records: Iterable[ContactRecord], settings: KpiSettings) -> dict[str, Any]:
-    """Accessibility, service levels and satisfaction of a set of calls (``docs/reports.md``).
+    """Accessibility, service levels, satisfaction and queued callbacks of a set of calls
+    (``docs/reports.md``).
 
     A call another centre sent here (``hop_from``) is that centre's contact: it counts only in
     ``overflowed_from_partner``."""
@@ -161,7 +268,8 @@ def figures(records: Iterable[ContactRecord], settings: KpiSettings) -> dict[str
     teams: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     scores: Counter[int] = Counter()
-    for record in records:
+    counted = list(records)
+    for record in counted:
         if record.hop_from is not None:
             from_partner += 1
             continue
@@ -194,6 +302,7 @@ def figures(records: Iterable[ContactRecord], settings: KpiSettings) -> dict[str
             kinds_given[record.disposition.kind] += 1
             _count_disposition(record, teams, reasons)
     responses = sum(scores.values())
+    callbacks = callback_figures(r for r in counted if r.hop_from is None)
     dispositions, resolved = kinds_given.total(), kinds_given["resolved"]
     complaints = kinds_given["complaint"]
     fpoc = _rate(resolved, dispositions)
@@ -238,6 +347,7 @@ def figures(records: Iterable[ContactRecord], settings: KpiSettings) -> dict[str
             "response_rate": _rate(responses, answered),
             "complaints": complaints,
         },
+        "callbacks": callbacks,
     }
 
 
@@ -388,28 +498,35 @@ def report(
     return data
 
 
-CSV_GROUPS = ("accessibility", "service_levels", "satisfaction")
+CSV_GROUPS = ("accessibility", "service_levels", "satisfaction", "callbacks")
+CSV_PREFIX = {"callbacks": "callbacks_"}  # its names would clash with the accessibility group's
+CSV_BY_QUEUE = ("taken", "answered")  # the callback figures also given per queue
 
 
 def csv_rows(data: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """The report as a flat table: one row per period and one for the whole range; the
-    by-team and by-reason counts as ``back_office:<team>`` and ``avoidable:<reason>`` columns."""
+    by-team and by-reason counts as ``back_office:<team>`` and ``avoidable:<reason>`` columns,
+    the callbacks taken and answered per queue as ``callbacks_taken:<queue>``..."""
     rows = [*data["periods"], {"period": "total", "start": data["from"], **data["total"]}]
     teams = sorted({t for row in rows for t in row["service_levels"]["back_office_by_team"]})
     reasons = sorted({r for row in rows for r in row["service_levels"]["avoidable_by_reason"]})
+    queues = sorted({q for row in rows for q in row["callbacks"]["by_queue"]})
     scalar = [
         (group, name)
         for group in CSV_GROUPS
         for name, value in data["total"][group].items()
         if not isinstance(value, dict)
     ]
-    header = ["tenant", "period", "start", *(name for _, name in scalar)]
+    header = ["tenant", "period", "start", *(CSV_PREFIX.get(group, "") + name for group, name in scalar)]
     header += [f"back_office:{t}" for t in teams] + [f"avoidable:{r}" for r in reasons]
+    header += [f"callbacks_{name}:{q}" for q in queues for name in CSV_BY_QUEUE]
     table = []
     for row in rows:
         line: list[Any] = [data["tenant"], row["period"], row["start"]]
         line += [row[group][name] for group, name in scalar]
         line += [row["service_levels"]["back_office_by_team"].get(t, 0) for t in teams]
         line += [row["service_levels"]["avoidable_by_reason"].get(r, 0) for r in reasons]
+        by_queue = row["callbacks"]["by_queue"]
+        line += [by_queue[q][name] if q in by_queue else 0 for q in queues for name in CSV_BY_QUEUE]
         table.append(line)
     return header, table

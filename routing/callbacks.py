@@ -23,13 +23,14 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 
 from routing.core.callback import CallbackRequest, CallbackState
 from routing.core.callback_order import Next
 from routing.core.plan import CallbackPolicy
+from routing.core.wait import HeldPlace
 from routing.masking import mask_number
 from routing.redis_keys import RedisKeys
 from routing.replicas import NO_WAIT, ReplicaWait, eval_and_wait
@@ -140,6 +141,22 @@ async def pending_callbacks(redis: Redis, keys: RedisKeys, asterisk_queue: str) 
     return [PendingCallback(_text(member), float(score)) for member, score in rows]
 
 
+async def held_places(redis: Redis, keys: RedisKeys, asterisk_queue: str) -> list[HeldPlace]:
+    """The places held in ``asterisk_queue``'s order by callbacks (as :func:`pending_callbacks`),
+    each with whether it is being dialled (for :func:`routing.core.wait.callbacks_ahead`)."""
+    pending = await pending_callbacks(redis, keys, asterisk_queue)
+    if not pending:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for p in pending:
+            pipe.hget(keys.callback(p.callback_id), "state")
+        states = await pipe.execute()
+    return [
+        HeldPlace(p.joined_at, state is not None and _text(state) == "dialling")
+        for p, state in zip(pending, states, strict=True)
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class StoredCallback:
     """One callback as stored (``callback(id)`` HASH)."""
@@ -244,15 +261,22 @@ return 1
 """
 
 # KEYS: hash, pending zset. ARGV: id, dial, attempt JSON, state, next_at, outcome, attempts, now, ttl.
-# Ends dial ARGV[2]: its attempt joins the log and the callback takes its next state. 0 when the
-# callback is no longer in that dial (already ended, or cancelled: then the log still gets it).
+# Ends dial ARGV[2]: its attempt joins the log and the callback takes its next state (1). 0 when
+# the callback is in another dial; 2 when it had ended otherwise (cancelled: the log still gets
+# the attempt); 3 when this dial's end is in already (a retry after an answer the replicas did not
+# confirm, or a report heard twice): the field written again is a write of this connection, so
+# the WAIT that follows confirms that the replicas hold everything before it, that end included.
 _FINISH = """
 local f = redis.call('HMGET', KEYS[1], 'state', 'dials', 'attempt_log', 'last_logged')
-if f[2] ~= ARGV[2] or f[4] == ARGV[2] then return 0 end
+if f[2] ~= ARGV[2] then return 0 end
+if f[4] == ARGV[2] then
+  redis.call('HSET', KEYS[1], 'last_logged', ARGV[2])
+  return 3
+end
 local log = cjson.decode(f[3] or '[]')
 table.insert(log, cjson.decode(ARGV[3]))
 redis.call('HSET', KEYS[1], 'attempt_log', cjson.encode(log), 'last_logged', ARGV[2], 'updated_at', ARGV[8])
-if f[1] ~= 'dialling' then return 0 end
+if f[1] ~= 'dialling' then return 2 end
 redis.call('HSET', KEYS[1], 'state', ARGV[4], 'next_at', ARGV[5], 'outcome', ARGV[6], 'attempts', ARGV[7])
 if ARGV[4] ~= 'pending' then
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -285,6 +309,13 @@ if KEYS[3] then
 end
 return state
 """
+
+
+Finished = Literal["ended", "other_dial", "logged_only", "already"]
+"""What :func:`finish` found: ``ended`` (the callback took its next state), ``other_dial`` (it is
+in another dial, or gone: nothing written), ``logged_only`` (it had ended otherwise, cancelled: the
+attempt is logged), ``already`` (this dial's end was in already)."""
+_FINISHED: dict[int, Finished] = {0: "other_dial", 1: "ended", 2: "logged_only", 3: "already"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,8 +388,11 @@ async def finish(
     nxt: Next,
     now: float,
     wait: ReplicaWait = NO_WAIT,
-) -> bool:
-    """End dial ``dial``: log ``attempt`` and move to ``nxt``; False when it had ended already."""
+) -> Finished:
+    """End dial ``dial``: log ``attempt`` and move to ``nxt`` (:data:`Finished` says what it
+    found). With ``wait`` on, :class:`~routing.replicas.NotReplicated` when the replicas did not
+    confirm in time: the end may stand on this primary only, and is to be sent again (then
+    ``already``, confirmed by that WAIT) until confirmed."""
     done = await eval_and_wait(
         redis,
         wait,
@@ -376,7 +410,7 @@ async def finish(
             str(ENDED_TTL_MS),
         ],
     )
-    return bool(done)
+    return _FINISHED.get(int(done), "other_dial")
 
 
 async def reschedule(

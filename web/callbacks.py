@@ -20,13 +20,11 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from records.callback import callback_json
-from records.dispositions import Request, submit
+from records.dispositions import submit_callback
 from routing.callbacks import (
     CANCEL_REASON_MAX,
     CallbackRefused,
     StoredCallback,
-    attempts_of,
     cancel_for_supervisor,
     supervisor_view,
     tenant_callbacks,
@@ -36,7 +34,7 @@ from web import openapi
 from web.auth import require
 from web.context import CONFIG, REDIS, keys_of, now
 from web.problems import Problem, read_model
-from web.records import RECORD_ID, RECORDS
+from web.records import RECORDS
 from web.toggles import _TENANT, _TENANT_PARAM, tenant_zone
 
 log = structlog.get_logger("callrouter.web.callbacks")
@@ -97,31 +95,19 @@ async def post_cancel(request: web.Request) -> web.Response:
 
 async def _to_record(request: web.Request, stored: StoredCallback, at: float) -> bool:
     """The cancel into the call's contact record (``callback.outcome: cancelled``, the attempts so
-    far) when this service has contact records: on the centre's dispositions stream, the path of a
-    late disposition (``records.dispositions``). Once per callback (its request id)."""
+    far) when this service has contact records (``records.dispositions.submit_callback``, as
+    ``callrouter callbacks cancel --direct`` does). Once per callback (its request id)."""
     source = request.app.get(RECORDS)
-    if source is None or not RECORD_ID.match(stored.call_id):
+    if source is None:
         return False
     try:
         plan = await source.plan()
     except Exception as exc:  # the plan cannot be read just now: the cancel stands, unrecorded
         log.warning("callback.cancel_not_recorded", callback=stored.callback_id, error=type(exc).__name__)
         return False
-    attempts = [(a.started_at, a.ended_at, a.outcome, a.adviser) for a in attempts_of(stored)]
-    body = callback_json(attempts, "cancelled")
-    asked = Request(
-        f"callback-{stored.callback_id}",
-        stored.tenant,
-        stored.call_id,
-        None,
-        None,
-        None,
-        "web",
-        at,
-        callback=body,
+    return await submit_callback(
+        request.app[REDIS], plan.centre, stored, "cancelled", by="web", at=at, keys=keys_of(request)
     )
-    await submit(request.app[REDIS], plan.centre, asked, at, keys=keys_of(request))
-    return True
 
 
 def setup(app: web.Application) -> None:

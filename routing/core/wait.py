@@ -1,7 +1,8 @@
 """The expected wait of a queued caller, and what may be said about it (pure: no I/O, no clock).
 
 The estimate (docs/callbacks.md, "Expected wait"): a caller at place ``k`` in the queue's one
-order (live callers and pending callbacks that joined earlier both count) is answered once
+order (live callers and pending callbacks that joined earlier both count, each once:
+:func:`callbacks_ahead`) is answered once
 ``k - available`` of the calls ahead have been answered, counting the advisers free now.
 Advisers finish calls at ``logged_in / handle`` calls a second, ``handle`` being the mean of the
 queue's recent handle times (AMI ``AgentComplete`` TalkTime, kept per queue by the AMI writer).
@@ -15,7 +16,7 @@ Nothing is estimated (``unknown``) without advisers logged in or with fewer than
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -67,6 +68,25 @@ def estimate_wait(inputs: WaitInputs) -> WaitEstimate:
     handle = sum(samples) / len(samples)
     slow = max(handle, _quantile(samples, UPPER_QUANTILE))
     return WaitEstimate(ahead * handle / inputs.logged_in, ahead * slow / inputs.logged_in)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldPlace:
+    """A callback holding its place in a queue's order: its call's join time, and whether it is
+    being dialled (its adviser leg sent into the queue)."""
+
+    joined_at: float
+    dialling: bool
+
+
+def callbacks_ahead(callbacks: Iterable[HeldPlace], joined_at: float) -> int:
+    """How many callbacks count as callers ahead of one who joined at ``joined_at``, on top of
+    their place among the callers in the queue: those that joined earlier and are not being
+    dialled. A callback being dialled is not counted: its adviser leg (``Local/...;2``) is a caller
+    in the queue, so it is in the caller's ``QUEUEPOSITION`` and in the queue's waiting count
+    already, and once an adviser answers it is not waiting at all. (For the instant between the
+    ``Originate`` and its leg joining the queue it is counted nowhere.)"""
+    return sum(1 for c in callbacks if c.joined_at < joined_at and not c.dialling)
 
 
 def new_caller_inputs(

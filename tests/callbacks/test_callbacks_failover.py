@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -127,3 +127,80 @@ async def test_acknowledged_callbacks_survive_the_primary_killed_and_are_each_di
                 assert (stored.state, stored.outcome, stored.attempts) == ("done", "answered", 1)
                 assert [a.outcome for a in attempts_of(stored)] == ["answered"]
             assert await rig.redis.zcard(keys.callbacks_pending("hdc-revenues")) == 0
+
+
+def _state_on(host: str, port: int, keys: RedisKeys, ident: str) -> str | None:
+    """The callback's state on that server alone (not through the sentinels)."""
+    client = sync_redis.Redis(host, port, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        value = client.hget(keys.callback(ident), "state")
+    finally:
+        client.close()
+    return value.decode() if isinstance(value, bytes) else None
+
+
+async def _sample(probe: Callable[[], bool], seen: list[bool]) -> None:
+    while True:
+        seen.append(probe())
+        await asyncio.sleep(0.05)
+
+
+# The dial ends while no replica confirms anything; the primary dies with that end on it alone.
+# A dial nobody saw end is ended as lost (and dialled again) 1 s past the adviser's wait, and the
+# failover takes several seconds: only an end kept until confirmed stops a second call.
+UNCONFIRMED = DiallerSettings(interval_s=0.2, adviser_wait_s=3, lost_after_s=1, talk_bound_s=1)
+
+
+async def test_an_end_no_replica_confirmed_before_the_primary_died_is_kept_and_the_caller_is_called_once(
+    sentinel_set: SentinelSet, tmp_path: Path
+) -> None:
+    """Ann's callback is dialled (its claim confirmed by a replica). Both replicas stop (SIGSTOP)
+    and the primary's links to them are closed (a replica cut off, then catching up), an adviser
+    answers and Ann's call ends answered: the end is written on the primary, which no
+    replica confirms; the primary is killed with only it holding the end; 4 s later the replicas
+    come back and the sentinels promote one, which has Ann's callback still being dialled. The
+    dialler keeps sending the end (bounded backoff, through losing and retaking the writer lease)
+    until the new primary holds it and a replica confirms it; meanwhile the dial, long past the
+    time a lost dial is given, is not ended as lost: nothing is dialled again, with an adviser
+    free for it. Ann's phone rang once; her callback is done after one attempt."""
+    keys = RedisKeys(prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    client = connect(_target(sentinel_set), connect_timeout=0.5, timeout=2.0)
+    plan = open_all_hours_plan(tmp_path)
+    wait = ReplicaWait(1, 300)
+    paused: list[int] = []
+    try:
+        async with asyncio.timeout(75):
+            async with centre(client, keys, plan, settings=UNCONFIRMED, wait=wait) as (rig, dialler):
+                ann = await rig.take_callback("rec-ann", NUMBERS["rec-ann"], joined_at=time.time(), wait=wait)
+                await wait_for(lambda: len(rig.originates) == 1)  # claimed (confirmed), her leg queued
+                old = (sentinel_set.primary.host, sentinel_set.primary.port)
+                paused = sentinel_set.pause_replicas()
+                assert sentinel_set.cut_replicas() == 2  # what is written now reaches no replica
+                rig.free_adviser(A1)  # -> Ann: answered, talked, ended
+                await wait_for(lambda: _state_on(*old, keys, ann) == "done")
+                await wait_for(lambda: dialler.holds_end(ann, 1))  # no replica confirmed it
+                holder: list[bool] = []
+                sampling = asyncio.create_task(_sample(dialler.is_holder, holder))
+                sentinel_set.kill_primary()
+                await asyncio.sleep(4.0)  # the primary gone, the replicas stopped: nothing takes the end
+                sentinel_set.resume(paused)
+                paused = []
+                new_primary = await asyncio.to_thread(sentinel_set.wait_failover, 40.0)
+                assert _state_on(*new_primary, keys, ann) == "dialling"  # the end is not there
+                await wait_for(lambda: _replica_online(*new_primary), timeout_s=20)
+                rig.free_adviser(A2)  # an adviser free: a second dial would be answered and ring Ann
+                await wait_for(lambda: _state(rig, ann, "done"), timeout_s=20)
+                await wait_for(lambda: not dialler.holds_end(ann, 1))  # confirmed
+                await wait_for(dialler.is_holder)
+                sampling.cancel()
+                assert not all(holder)  # the writer lease was lost meanwhile, and taken back
+                await asyncio.sleep(UNCONFIRMED.adviser_wait_s + UNCONFIRMED.lost_after_s + 1.0)
+
+                assert Counter(r.variables[cv.CALLBACK_ID] for r in rig.originates) == {ann: 1}
+                assert Counter(d.data for d in rig.pbx.dials) == {f"PJSIP/{NUMBERS['rec-ann']}@pstn": 1}
+                stored = await rig.stored(ann)
+                assert (stored.state, stored.outcome, stored.attempts) == ("done", "answered", 1)
+                assert [a.outcome for a in attempts_of(stored)] == ["answered"]
+                assert await rig.redis.zcard(keys.callbacks_pending("hdc-revenues")) == 0
+    finally:
+        sentinel_set.resume(paused)

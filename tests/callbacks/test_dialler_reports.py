@@ -4,6 +4,7 @@ loop; a report seen twice changes the callback once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -14,7 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from ivr.controller import PlanHolder
-from ivr.dialler import REFUSED_RETRY_S, Dialler
+from ivr.dialler import REFUSED_RETRY_S, Dialler, DiallerSettings, end_backoff
 from records.dispositions import Request
 from routing.callbacks import attempts_of, claim, load_callback, request_callback
 from routing.core.callback import CallbackRequest
@@ -262,3 +263,47 @@ async def test_no_dial_when_the_replicas_do_not_confirm_the_claim(redis: Redis) 
     tenant = COMPILED.plan.tenants["harborough"]
     assert await d._dial(stored, tenant, CallbackPolicy(), position=1, wait_s=60, now=now) == 0
     assert asterisk.sent == []
+
+
+async def test_an_end_the_replicas_do_not_confirm_is_held_and_sent_again_until_they_do(redis: Redis) -> None:
+    """The caller answered, but no replica confirms the end (this redis-server has none): the end
+    is held, not dropped; sent again with a bounded backoff however long that lasts; the dial,
+    long past the time a lost dial is given, is not ended as ``interrupted`` (which would dial the
+    caller again); the record waits. Once replicas confirm (here: none asked for any more) the
+    end is confirmed, the callback is done after one attempt and its record asked for once."""
+    keys = RedisKeys(prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    ident = await dialling(redis, keys)
+    asterisk = Asterisk({"Response": "Success"})
+    d = dialler(redis, keys, asterisk, records=True)
+    d.settings = DiallerSettings(adviser_wait_s=0.01, lost_after_s=0.01, talk_bound_s=0.01,
+                                 end_retry_first_s=0.01, end_retry_max_s=0.04)  # fmt: skip
+    d.wait = ReplicaWait(replicas=1, timeout_ms=20)
+    await d.handle({"Event": "AgentConnect", "Uniqueid": f"{ident}-1-2", "MemberName": "Adviser 1"})
+    await d.handle(outcome(ident, "ANSWER", f"{ident}-1-1"))
+    assert d.holds_end(ident, 1)
+    stream = keys.record_dispositions(COMPILED.plan.centre)
+    for _ in range(12):  # ten tries and more, the backoff long reached its bound
+        await asyncio.sleep(0.05)
+        assert await d.retry_ends() == 0
+        assert await d.sweep() == 0  # not lost, not dialled again
+        assert d.holds_end(ident, 1)
+    assert d._ends[(ident, 1)].tries > 10
+    assert asterisk.sent == []
+    assert await redis.xlen(stream) == 0  # not confirmed: not yet in the record
+    d.wait = ReplicaWait()  # the replicas confirm again
+    await asyncio.sleep(0.05)
+    assert await d.retry_ends() == 1
+    assert not d.holds_end(ident, 1)
+    stored = await load_callback(redis, keys, ident)
+    assert stored is not None
+    assert (stored.state, stored.outcome, stored.attempts) == ("done", "answered", 1)
+    assert [a.outcome for a in attempts_of(stored)] == ["answered"]
+    assert await redis.xlen(stream) == 1
+    assert await d.sweep() == 0
+    assert asterisk.sent == []
+
+
+def test_the_backoff_doubles_up_to_its_bound() -> None:
+    settings = DiallerSettings(end_retry_first_s=0.5, end_retry_max_s=5.0)
+    assert [end_backoff(n, settings) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    assert end_backoff(10_000, settings) == 5.0

@@ -164,7 +164,7 @@ async def test_a_dial_ends_once_and_late_reports_change_nothing(redis: Redis, ke
     ended = await asyncio.gather(
         *(finish(redis, keys, stored, dial, attempt=attempt, nxt=retry, now=T0 + 540) for _ in range(3))
     )
-    assert sorted(ended) == [False, False, True]
+    assert sorted(ended) == ["already", "already", "ended"]
     stored = await load_callback(redis, keys, ident)
     assert stored is not None
     assert (stored.state, stored.attempts, stored.next_at) == ("pending", 1, T0 + 840)
@@ -173,8 +173,10 @@ async def test_a_dial_ends_once_and_late_reports_change_nothing(redis: Redis, ke
     dial = await claim(redis, keys, ident, "ctl-a", T0 + 900)
     assert dial == 2
     answered = Attempt(dial, T0 + 900, T0 + 1200, "answered", "Agent Two")
-    assert await finish(
-        redis, keys, stored, dial, attempt=answered, nxt=Next("done", T0 + 1200, "answered", 2), now=T0 + 1200
+    done = Next("done", T0 + 1200, "answered", 2)
+    assert await finish(redis, keys, stored, dial, attempt=answered, nxt=done, now=T0 + 1200) == "ended"
+    assert (
+        await finish(redis, keys, stored, dial - 1, attempt=answered, nxt=done, now=T0 + 1300) == "other_dial"
     )
     stored = await load_callback(redis, keys, ident)
     assert stored is not None
@@ -202,9 +204,8 @@ async def test_cancel_ends_a_pending_callback_and_a_dial_under_way_is_still_logg
         == "dialling"
     )
     attempt = Attempt(dial, T0 + 500, T0 + 530, "busy", "")
-    await finish(
-        redis, keys, stored, dial, attempt=attempt, nxt=Next("pending", T0 + 830, "", 1), now=T0 + 530
-    )
+    retry = Next("pending", T0 + 830, "", 1)
+    assert await finish(redis, keys, stored, dial, attempt=attempt, nxt=retry, now=T0 + 530) == "logged_only"
     stored = await load_callback(redis, keys, ident)
     assert stored is not None
     assert (stored.state, stored.outcome, stored.fields["cancel_reason"]) == (

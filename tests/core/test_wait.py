@@ -9,10 +9,12 @@ import pytest
 from routing.core.wait import (
     MIN_SAMPLES,
     MIN_SLICE_S,
+    HeldPlace,
     WaitClock,
     WaitEstimate,
     WaitInputs,
     WaitStep,
+    callbacks_ahead,
     estimate_wait,
     new_caller_inputs,
     offer_due,
@@ -146,3 +148,26 @@ def test_the_deadline_ends_the_wait_and_bounds_the_slice() -> None:
     assert step(clock=WaitClock(NOW - 900, NOW)).timed_out
     assert step(clock=WaitClock(NOW - 890, NOW + 10)).slice_s == 10
     assert step(clock=WaitClock(NOW - 899, NOW + 1)).slice_s == MIN_SLICE_S
+
+
+def test_a_callback_being_dialled_is_not_counted_again_as_a_callback_ahead() -> None:
+    """Its adviser leg is in the queue (in the caller's position, in the waiting count) or with an
+    adviser: only the callbacks still pending that joined earlier are added."""
+    held = [
+        HeldPlace(100.0, dialling=True),
+        HeldPlace(200.0, dialling=False),
+        HeldPlace(400.0, dialling=False),
+    ]
+    assert callbacks_ahead(held, 300.0) == 1
+    assert callbacks_ahead(held, 100.0) == 0  # joined at the same time: not ahead
+    assert callbacks_ahead(held, 500.0) == 2
+    assert callbacks_ahead([], 500.0) == 0
+
+
+def test_a_new_caller_behind_a_callback_being_dialled_counts_it_once() -> None:
+    """One adviser, 5-minute calls. Waiting: a callback's adviser leg and a live caller; a callback
+    pending behind them. A new caller is fourth: answered at the fourth call that ends, 20 minutes,
+    not 25."""
+    held = [HeldPlace(100.0, dialling=True), HeldPlace(250.0, dialling=False)]
+    inputs = new_caller_inputs(2, callbacks_ahead(held, 300.0), 1, 0, FIVE_MINUTES)
+    assert estimate_wait(inputs).expected_s == pytest.approx(1200.0)

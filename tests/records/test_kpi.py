@@ -131,6 +131,22 @@ EXPECTED_DAY = {
         "response_rate": 0.6667,  # 4 of 6 calls taken
         "complaints": 1,
     },
+    "callbacks": {
+        "offered": 0,
+        "taken": 0,
+        "take_rate": None,
+        "made": 0,
+        "calls_to_callers": 0,
+        "answered": 0,
+        "answered_rate": None,
+        "failed": 0,
+        "cancelled": 0,
+        "cancelled_at_closing": 0,
+        "pending": 0,
+        "time_to_callback_p50_s": None,
+        "time_to_callback_p90_s": None,
+        "by_queue": {},
+    },  # no callback that day
 }
 
 
@@ -202,3 +218,84 @@ def test_percentile_is_the_nearest_rank() -> None:
     assert percentile([7.0], 0.9) == 7.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
     assert percentile([float(n) for n in range(1, 11)], 0.9) == 9.0
+
+
+def attempt(start: datetime, outcome: str) -> dict[str, Any]:
+    return {"started_at": iso(start), "ended_at": iso(start + timedelta(seconds=40)), "outcome": outcome,
+            "adviser": "Adviser 1" if outcome == "answered" else None}  # fmt: skip
+
+
+def with_callback(
+    n: int,
+    arrived: datetime,
+    queue: str,
+    wait: float,
+    *,
+    taken: bool,
+    outcome: str | None,
+    tried: list[tuple[float, str]],
+) -> ContactRecord:
+    """A call that was offered a callback in ``queue`` after ``wait`` s (it left the queue then,
+    when ``taken``); ``tried``: each attempt's start, in seconds after the request, and outcome."""
+    requested = arrived + timedelta(seconds=30 + wait)
+    callback = {
+        "offered": True,
+        "accepted": taken,
+        "number_kind": "mobile" if taken else None,
+        "attempts": [attempt(requested + timedelta(seconds=t), o) for t, o in tried],
+        "outcome": outcome,
+    }
+    return record(f"1795533337.{n}", arrived, decisions=[decided(arrived, "open")],
+                  queues=[queued(arrived, queue, wait, "callback" if taken else "abandoned")],
+                  callback=callback)  # fmt: skip
+
+
+def callback_day() -> list[ContactRecord]:
+    """Seven callbacks offered at Harborough; one more offered at a call the partner sent here."""
+    rev, waste = "hdc-revenues", "hdc-waste"
+    return [
+        with_callback(31, at(9), rev, 100, taken=False, outcome=None, tried=[]),  # declined
+        with_callback(32, at(9, 10), rev, 120, taken=True, outcome="answered",
+                      tried=[(600, "no-answer"), (1380, "answered")]),
+        with_callback(33, at(9, 20), rev, 90, taken=True, outcome="failed",
+                      tried=[(300, "no-answer"), (1200, "busy"), (2100, "no-answer")]),
+        with_callback(34, at(10), waste, 200, taken=True, outcome="cancelled", tried=[]),
+        with_callback(35, at(16), waste, 300, taken=True, outcome="cancelled_at_closing",
+                      tried=[(60, "no-adviser")]),
+        with_callback(36, at(11), rev, 400, taken=True, outcome=None, tried=[(500, "short-answer")]),
+        with_callback(37, at(12), waste, 60, taken=True, outcome="answered", tried=[(300, "answered")]),
+        record("1795533337.38", at(13), hop_from={"centre": "harborough", "id": None},
+               callback={"offered": True, "accepted": True, "number_kind": "geographic", "attempts": [],
+                         "outcome": None}),  # the partner's contact
+    ]  # fmt: skip
+
+
+def test_callback_figures_worked_out_by_hand() -> None:
+    """Taken 6 of 7 offered; the caller called in 4 of them (7 calls: a no-adviser attempt called
+    nobody); answered 2 of the 5 that ended; the time to the call back 1380 s and 300 s."""
+    data = report("harborough", callback_day(), Range(date(2026, 11, 24), date(2026, 11, 24)), "day",
+                  SETTINGS, generated_at=at(20))  # fmt: skip
+    cb = dict(data["total"]["callbacks"])
+    by_queue = cb.pop("by_queue")
+    assert cb == {
+        "offered": 7, "taken": 6, "take_rate": 0.8571, "made": 4, "calls_to_callers": 7, "answered": 2,
+        "answered_rate": 0.4, "failed": 1, "cancelled": 1, "cancelled_at_closing": 1, "pending": 1,
+        "time_to_callback_p50_s": 300.0, "time_to_callback_p90_s": 1380.0,
+    }  # fmt: skip
+    assert by_queue == {
+        "hdc-revenues": {
+            "offered": 4, "taken": 3, "take_rate": 0.75, "made": 3, "calls_to_callers": 6, "answered": 1,
+            "answered_rate": 0.5, "failed": 1, "cancelled": 0, "cancelled_at_closing": 0, "pending": 1,
+            "time_to_callback_p50_s": 1380.0, "time_to_callback_p90_s": 1380.0,
+        },
+        "hdc-waste": {
+            "offered": 3, "taken": 3, "take_rate": 1.0, "made": 1, "calls_to_callers": 1, "answered": 1,
+            "answered_rate": 0.3333, "failed": 0, "cancelled": 1, "cancelled_at_closing": 1, "pending": 0,
+            "time_to_callback_p50_s": 300.0, "time_to_callback_p90_s": 300.0,
+        },
+    }  # fmt: skip
+    assert data["periods"][0]["callbacks"]["taken"] == 6
+    header, rows = csv_rows(data)
+    total = dict(zip(header, rows[-1], strict=True))
+    assert (total["callbacks_offered"], total["callbacks_answered"], total["offered"]) == (7, 2, 7)
+    assert (total["callbacks_taken:hdc-revenues"], total["callbacks_answered:hdc-waste"]) == (3, 1)

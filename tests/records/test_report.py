@@ -11,7 +11,7 @@ from datetime import date, timedelta
 from records.kpi import Range, report
 from records.model import ContactRecord
 from records.report import render_csv, render_html, render_json
-from tests.records.test_kpi import SETTINGS, a_day, answered_call, at, disposition
+from tests.records.test_kpi import SETTINGS, a_day, answered_call, at, callback_day, disposition
 
 DAY = Range(date(2026, 11, 24), date(2026, 11, 24))
 HOSTILE = "<script>alert(1)</script>"
@@ -86,3 +86,14 @@ def test_an_empty_range_renders() -> None:
     html = render_html(data, "H")
     assert "No calls in the period." in html
     assert "no dispositions" in html
+
+
+def test_the_page_shows_the_callbacks_by_period_and_by_queue() -> None:
+    data = report("harborough", callback_day(), DAY, "day", SETTINGS, generated_at=at(20))
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", render_html(data, "H")))
+    assert "Queued callbacks" in text
+    assert "Whole period 7 6 4 2 40.0 % 1 1 1 1 300.0 1,380.0" in text
+    assert "hdc-revenues 4 3 3 1 50.0 % 1 0 0 1 1,380.0 1,380.0" in text
+    assert "hdc-waste 3 3 1 1 33.3 % 0 1 1 0 300.0 300.0" in text
+    without = render_html(report("harborough", a_day(), DAY, "day", SETTINGS, generated_at=at(20)), "H")
+    assert "No callback was offered." in without

@@ -9,6 +9,7 @@ so a failover completes in a few seconds."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -87,6 +88,30 @@ class SentinelSet:
         self.primary.process.wait(timeout=5)
         self.killed.append(self.primary)
 
+    def pause_replicas(self) -> list[int]:
+        """SIGSTOP every replica's redis-server: they take and confirm nothing (a ``WAIT`` times
+        out) until :meth:`resume`; returns their pids."""
+        pids = [_server_pid(r, self.password) for r in self.replicas]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        return pids
+
+    def cut_replicas(self) -> int:
+        """Close the primary's links to its replicas (``CLIENT KILL TYPE replica``): with the
+        replicas paused, nothing written after this reaches them (what was sent before may still
+        wait in their sockets) until they are resumed and sync again; returns the links closed."""
+        client = redis.Redis(self.primary.host, self.primary.port, socket_timeout=1, password=self.password)
+        try:
+            return int(client.client_kill_filter(_type="replica"))
+        finally:
+            client.close()
+
+    @staticmethod
+    def resume(pids: list[int]) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def wait_failover(self, deadline_s: float = 20.0) -> tuple[str, int]:
         """Wait until the sentinels name another primary and it answers as a primary; its address."""
         old = (self.primary.host, self.primary.port)
@@ -104,6 +129,14 @@ class SentinelSet:
     def stop(self) -> None:
         for server in [*self.sentinels, *self.replicas, self.primary, *self.killed]:
             server.stop()
+
+
+def _server_pid(server: RedisServer, password: str | None) -> int:
+    client = redis.Redis(server.host, server.port, socket_timeout=1, password=password)
+    try:
+        return int(client.info("server")["process_id"])
+    finally:
+        client.close()
 
 
 def _role(host: str, port: int, password: str | None) -> str:
