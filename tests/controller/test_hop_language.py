@@ -19,7 +19,7 @@ import pytest
 
 from emulator.agi import CallerScript, PressAfterPrompt
 from emulator.classic import run_classic
-from emulator.dialplan import place_call
+from emulator.dialplan import Asterisk, place_call
 from ivr import channel_vars as cv
 from ivr.contract import HOP_LANGUAGE_MAX, read_hop_language, unpack
 from ivr.controller import PlanHolder
@@ -177,6 +177,32 @@ async def test_a_call_sent_straight_out_before_the_choice_carries_no_language(
     assert not call.prompts
     assert route[cv.LANGUAGE] == ""
     assert [f.how for f in facts.of(rf.LanguageChosen)] == ["not_offered"]
+
+
+async def test_the_dialplan_sends_no_language_for_a_call_sent_straight_out(welsh: tuple[Rig, Facts]) -> None:
+    """The whole dialplan: the out-of-hours dial carries the partner headers but no
+    X-Callrouter-Language (the route's language field was empty, CR_LANGUAGE stays empty)."""
+    rig, _facts = welsh
+    rig.clock[0] = rig.clock[0].replace(hour=23)
+    record = await place_call("127.0.0.1", rig.server.port, CallerScript(dial=HARBOROUGH))
+    [attempt] = record.dials
+    assert attempt.invite is not None
+    assert attempt.invite.header(cv.HEADER_TENANT) == "harborough"
+    assert attempt.invite.header(cv.HEADER_LANGUAGE) is None
+
+
+async def test_the_dialplan_sends_the_language_chosen(welsh: tuple[Rig, Facts]) -> None:
+    """Chosen (key 2, English), then queued where a partner team is a member
+    (Local/<number>@callrouter-outbound): the Local hop's dial carries the choice (__CR_LANGUAGE)."""
+    rig, _facts = welsh
+    partner = "+441632960400"
+    asterisk = Asterisk(queue_members={"hdc-revenues": [f"Local/{partner}@callrouter-outbound"]})
+    script = CallerScript(dial=HARBOROUGH, steps=[PressAfterPrompt("2"), PressAfterPrompt("1")])
+    record = await place_call("127.0.0.1", rig.server.port, script, asterisk=asterisk)
+    [attempt] = record.dials
+    assert attempt.caller.endswith(";2")
+    assert attempt.invite is not None
+    assert attempt.invite.header(cv.HEADER_LANGUAGE) == "en"
 
 
 # --- fail-static: the classic script and the static route ----------------------------------------
