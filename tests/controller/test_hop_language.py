@@ -222,6 +222,21 @@ async def test_fail_static_script_takes_the_language_sent(tmp_path: Path) -> Non
     assert fields(call)[cv.LANGUAGE] == "en"
 
 
+async def test_fail_static_script_answers_for_the_council_dialled_there(tmp_path: Path) -> None:
+    """The call arrived on Charnwood's number, sent by the partner for a caller who dialled
+    Harborough there (X-Callrouter-Dialled, URI-encoded): the script answers as Harborough, in
+    the language sent, as the controller would."""
+    plan = welsh_plan(tmp_path, open_always=True)
+    caller = CallerScript(
+        dial="01632960100", steps=[PressAfterPrompt("2")],
+        variables={cv.FROM_CENTRE: "harborough", cv.FROM_DIALLED: "%2B441632960001", cv.FROM_LANGUAGE: "en"},
+    )  # fmt: skip
+    call, code = await run_classic(FALLBACK, caller, ["01632960100", str(plan)])
+    assert code == 0
+    assert call.played == ["en/harborough/welcome", "en/harborough/main-menu"]
+    assert (fields(call)[cv.TENANT], fields(call)[cv.LANGUAGE]) == ("harborough", "en")
+
+
 @pytest.mark.parametrize(
     "variables",
     [
