@@ -2,8 +2,9 @@
 
 Routes (the path of ``AGI(agi://host:4573/<route>,args...)``):
 
-- ``route,<dialled>,<from centre>,<from Linkedid>``: a new call. Decide, play any announcements,
-  set the contract variables. The last two: a partner centre's headers (checked; ``hop_from``).
+- ``route,<dialled>,<from centre>,<from Linkedid>,<from dialled>``: a new call. Decide, play any
+  announcements, set the contract variables. The last three: a partner centre's headers
+  (checked; ``hop_from``, the dialled council); its language header is read on request.
 - ``menu,<tenant>,<menu>,<prelude>``: run an IVR menu; ends in a destination (see :mod:`ivr.agi_handler`).
 - ``payment,<tenant>,<line>``: hand the caller to a PCI-hosted payment line, with a checked reference.
 - ``overflow,<tenant>,<queue>,<QUEUESTATUS>``: a queue attempt ended unanswered: where next.
@@ -266,7 +267,8 @@ class Controller:
         the last three from a partner centre's ``X-Callrouter-Centre`` / ``-Linkedid`` /
         ``-Dialled`` headers (URI-encoded, empty when absent), checked by
         :func:`ivr.contract.read_hop`. A call a partner sent is answered in the name of the
-        council the caller dialled there, when that number is one of this plan's councils."""
+        council the caller dialled there, when that number is one of this plan's councils, and
+        in the language settled there (``X-Callrouter-Language``: :meth:`_carried_language`)."""
         started = time.perf_counter()
         # the plan, its version and generation read together (a swap never runs between them):
         # the decision and its log line name the one plan that made it
