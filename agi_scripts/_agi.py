@@ -73,6 +73,11 @@ class ClassicChannel:
     def set_variable(self, name: str, value: str) -> None:
         self._run("SET VARIABLE", token(name), quote(value))
 
+    def get_variable(self, name: str) -> str | None:
+        """``GET VARIABLE``: ``200 result=1 (cy)`` -> ``"cy"``; ``200 result=0`` (not set) -> None."""
+        code, value = self._run("GET VARIABLE", token(name))["result"]
+        return value if code == "1" else None
+
     def stream_file(self, prompt: str, escape_digits: str = "") -> str | None:
         """Play ``prompt``; the escape digit pressed or None. A missing prompt is noted."""
         if self.guard is not None:

@@ -24,12 +24,12 @@ from typing import TypeVar
 
 from agi_scripts._agi import ChannelGone, ClassicChannel, exit_on_sighup
 from ivr import channel_vars as cv
-from ivr.contract import pack, route_fields
+from ivr.contract import pack, read_hop, read_hop_language, route_fields
 from ivr.language_driver import language_script
 from ivr.menu_driver import Command, Key, SetLanguage, StreamFile, menu_script, prelude_script
 from ivr.step_guard import StepGuard
 from routing.core.decide import Call, CompiledPlan, Decision, PreludePrompt, decide, resolve_destination
-from routing.core.language import offered, unchosen
+from routing.core.language import LanguageOutcome, offered, settled, unchosen
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE
 from routing.core.plan import Destination, MenuDest, PaymentDest, Tenant
 from routing.plan_file import load_plan
@@ -70,24 +70,52 @@ def play_prelude(channel: ClassicChannel, prelude: tuple[PreludePrompt, ...]) ->
     drive(channel, prelude_script(prelude))
 
 
-def choose_language(channel: ClassicChannel, plan: CompiledPlan, decision: Decision) -> str:
+def choose_language(
+    channel: ClassicChannel, plan: CompiledPlan, decision: Decision, carried: str = ""
+) -> str:
     """The controller's language choice (:mod:`ivr.language_driver`), offered here too: the
     caller chooses as if the controller were up, and hears the rest of the call in it. Not
-    offered for a single-language tenant, nor before a call dialled straight out."""
+    offered for a single-language tenant, for a call a partner centre sent with its language
+    (``carried``: ``CR_FROM_LANGUAGE``, taken when it is one of the tenant's), nor before a
+    call dialled straight out (then "": the language is not settled, as the controller says)."""
     if decision.tenant is None:
         return decision.language
     known = plan.choices[decision.tenant]
+    taken, _refused = read_hop_language(known, carried)
+    if taken is not None:
+        return taken
     spec = offered(known, decision.destination, bool(decision.prelude))
+    outcome: LanguageOutcome
     if spec is None:
-        return unchosen(plan.plan.tenants[decision.tenant], known).language
-    return drive(channel, language_script(spec)).language
+        outcome = unchosen(plan.plan.tenants[decision.tenant], known)
+    else:
+        outcome = drive(channel, language_script(spec))
+    return outcome.language if settled(outcome) else ""
 
 
-def route(channel: ClassicChannel, plan: CompiledPlan, dialled: str, now: datetime) -> Decision:
-    """Decide, offer the language choice, run the menu if there is one, and return the final
-    decision (in the language taken)."""
+def read_hop_in(channel: ClassicChannel, plan: CompiledPlan) -> tuple[str | None, str]:
+    """What a partner centre sent with the call (``callrouter-inbound`` read its headers into
+    ``CR_FROM_*``), checked as the controller checks it: the council number the caller dialled
+    there, when it is one of this plan's, and the language (unchecked here: :func:`choose_language`
+    checks it against the tenant's). Nothing is asked beyond ``CR_FROM_CENTRE`` for a call no
+    partner sent."""
+    centre = channel.get_variable(cv.FROM_CENTRE) or ""
+    if not centre:
+        return None, ""
+    dialled = channel.get_variable(cv.FROM_DIALLED) or ""
+    hop = read_hop(plan, centre, "", dialled)
+    if hop.centre is None:
+        return None, ""
+    return hop.dialled, channel.get_variable(cv.FROM_LANGUAGE) or ""
+
+
+def route(
+    channel: ClassicChannel, plan: CompiledPlan, dialled: str, now: datetime, carried: str = ""
+) -> Decision:
+    """Decide, offer the language choice (unless ``carried`` from a partner centre is taken),
+    run the menu if there is one, and return the final decision (in the language taken)."""
     decision = decide(Call(dialled), plan, UNKNOWN_LIVE_STATE, NO_TOGGLES, now)
-    decision = replace(decision, language=choose_language(channel, plan, decision))
+    decision = replace(decision, language=choose_language(channel, plan, decision, carried))
     if isinstance(decision.destination, MenuDest) and decision.tenant is not None:
         tenant = plan.plan.tenants[decision.tenant]
         outcome = run_menu(channel, tenant, decision.destination.menu, decision.prelude)
@@ -125,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1  # the dialplan takes the static route
     plan = CompiledPlan.compile(result.plan)
     try:
-        decision = route(channel, plan, dialled, datetime.now(UTC))
+        council, carried = read_hop_in(channel, plan)
+        decision = route(channel, plan, council or dialled, datetime.now(UTC), carried)
         if not isinstance(decision.destination, MenuDest):
             play_prelude(channel, decision.prelude)
         channel.set_variable(cv.ROUTE, route_value(plan, decision))

@@ -37,9 +37,13 @@ HOME = "CR_HOME"  # this centre's id (the plan's ``centre``): sent with a call t
 WAIT = "CR_WAIT"
 
 # --- set by the dialplan ----------------------------------------------------------------------
-# callrouter-unpack sets it with CHANNEL(language) from the route's language field: the call's
-# language is settled (the caller's choice, or the tenant's only or default language). The
-# static route keeps it; it sets the tenant's first language only when it is empty.
+# callrouter-unpack sets it (with __, so the Local hop of a partner team's queue member has it
+# too) with CHANNEL(language) from the route's language field: the call's language is settled
+# (the caller's choice, the default after a choice offered, the tenant's only language, or the
+# language a partner centre sent with the call). It goes to a partner centre with the call
+# (HEADER_LANGUAGE). The static route keeps it; it sets the tenant's first language only when
+# it is empty. A call sent on before the choice was offered leaves it empty (the route's
+# language field is empty then), so the partner centre offers the choice itself.
 CALL_LANGUAGE = "CR_LANGUAGE"
 
 # --- read by the controller (set by Asterisk) -------------------------------------------------
@@ -55,13 +59,18 @@ WAIT_LEFT = "CR_WAIT_LEFT"  # set by the dialplan: the plan queue's timeout, for
 FROM_CENTRE = "CR_FROM_CENTRE"  # HEADER_CENTRE: the partner centre that sent the call here
 FROM_CALL = "CR_FROM_CALL"  # HEADER_LINKEDID: the call's Linkedid at that centre
 FROM_DIALLED = "CR_FROM_DIALLED"  # HEADER_DIALLED: the council number the caller dialled there
+# HEADER_LANGUAGE, read and URI-encoded the same way but not passed as an argument: the route
+# asks for it (GET VARIABLE) only when the call came from a known partner centre, so the
+# arguments of every other call stay as captured (four agi_arg_N lines).
+FROM_LANGUAGE = "CR_FROM_LANGUAGE"  # HEADER_LANGUAGE: the caller's language, settled there
 
 # --- SIP headers of a call dialled to a partner centre (callrouter-headers, partner) ------------
 HEADER_TENANT = "X-Callrouter-Tenant"  # the dialled council
 HEADER_DIALLED = "X-Callrouter-Dialled"  # the number the caller dialled
 HEADER_LINKEDID = "X-Callrouter-Linkedid"  # the call's Linkedid here: the contact record's id
 HEADER_CENTRE = "X-Callrouter-Centre"  # this centre's id (CR_HOME)
-PARTNER_HEADERS = (HEADER_TENANT, HEADER_DIALLED, HEADER_LINKEDID, HEADER_CENTRE)
+HEADER_LANGUAGE = "X-Callrouter-Language"  # the call's settled language (CR_LANGUAGE), when it is
+PARTNER_HEADERS = (HEADER_TENANT, HEADER_DIALLED, HEADER_LINKEDID, HEADER_CENTRE, HEADER_LANGUAGE)
 
 # --- set on the adviser's channel by their desktop (AMI Setvar), read by the dialplan ----------
 DISPOSITION = "CR_DISPOSITION"  # resolved | back_office:<team> | avoidable:<reason> | complaint
@@ -87,7 +96,9 @@ ROUTE_FIELDS = (
     HOME,
 )
 SET_BY_CONTROLLER = (*ROUTE_FIELDS, PAYMENT_REFERENCE, SURVEY_SCORE, WAIT, ROUTE)
-READ_BY_CONTROLLER = (QUEUESTATUS, QUEUEPOSITION, WAIT_EVENT, FROM_CENTRE, FROM_CALL, FROM_DIALLED)
+READ_BY_CONTROLLER = (
+    QUEUESTATUS, QUEUEPOSITION, WAIT_EVENT, FROM_CENTRE, FROM_CALL, FROM_DIALLED, FROM_LANGUAGE,
+)  # fmt: skip
 
 # --- queued callbacks: set by the dialler's AMI Originate on the Local channel it makes -----------
 # (ivr/dialler.py; dialplans/callrouter.conf [callrouter-callback-adviser], [callrouter-callback-caller])

@@ -13,6 +13,7 @@ from urllib.parse import unquote
 from ivr import channel_vars as cv
 from routing.core import numbers
 from routing.core.decide import CompiledPlan, Decision, PreludePrompt
+from routing.core.language import ChoiceSpec
 from routing.core.plan import (
     AnnouncementDest,
     Destination,
@@ -27,6 +28,7 @@ from routing.core.plan import (
 Fields = dict[str, str]
 _UNSAFE = re.compile(r"[|\x00-\x1f\x7f]")
 HOP_VALUE_MAX = 64  # a header value longer than this is refused unread
+HOP_LANGUAGE_MAX = 16  # X-Callrouter-Language: a language code (cy, en_GB) is far shorter
 # Asterisk's Uniqueid / Linkedid: <epoch seconds>.<channel sequence>
 _LINKEDID = re.compile(r"[0-9]{1,20}\.[0-9]{1,20}")
 _CENTRE = re.compile(r"[a-z0-9][a-z0-9_-]*")  # a plan Name
@@ -171,3 +173,19 @@ def _council_number(plan: CompiledPlan, value: str, refused: list[tuple[str, str
         refused.append((cv.HEADER_DIALLED, "unknown_number"))
         return None
     return number
+
+
+def read_hop_language(spec: ChoiceSpec | None, value: str) -> tuple[str | None, str | None]:
+    """The language a partner centre sent with the call (``X-Callrouter-Language``, URI-encoded
+    by the dialplan, empty when absent), for a call whose partner centre :func:`read_hop` took,
+    checked against the answering tenant's language choice ``spec``: ``(language, None)`` when
+    it is one of that tenant's languages, else ``(None, reason)`` (``too_long``, or
+    ``not_listed``: anything else, however formed), and ``(None, None)`` when there is nothing
+    to take (no value, or a tenant with one language, which offers no choice anyway). A refused
+    value is never an error to the caller: the tenant's choice is offered as for any call."""
+    if not value or spec is None:
+        return None, None
+    if len(value) > HOP_LANGUAGE_MAX:
+        return None, "too_long"
+    language = unquote(value)
+    return (language, None) if language in spec.languages else (None, "not_listed")

@@ -2,8 +2,9 @@
 
 Routes (the path of ``AGI(agi://host:4573/<route>,args...)``):
 
-- ``route,<dialled>,<from centre>,<from Linkedid>``: a new call. Decide, play any announcements,
-  set the contract variables. The last two: a partner centre's headers (checked; ``hop_from``).
+- ``route,<dialled>,<from centre>,<from Linkedid>,<from dialled>``: a new call. Decide, play any
+  announcements, set the contract variables. The last three: a partner centre's headers
+  (checked; ``hop_from``, the dialled council); its language header is read on request.
 - ``menu,<tenant>,<menu>,<prelude>``: run an IVR menu; ends in a destination (see :mod:`ivr.agi_handler`).
 - ``payment,<tenant>,<line>``: hand the caller to a PCI-hosted payment line, with a checked reference.
 - ``overflow,<tenant>,<queue>,<QUEUESTATUS>``: a queue attempt ended unanswered: where next.
@@ -33,7 +34,7 @@ import structlog
 from ivr import channel_vars as cv
 from ivr.agi_handler import choose_language, play_prelude, run_menu
 from ivr.callback_desk import CallbackDesk, NoCallbackDesk
-from ivr.contract import HopIn, decode_prelude, pack, read_hop, route_fields
+from ivr.contract import HopIn, decode_prelude, pack, read_hop, read_hop_language, route_fields
 from ivr.fastagi import AgiChannel, AgiHangup, AgiRequest, FastAgiServer
 from ivr.wait_loop import (
     DECLINED,
@@ -59,7 +60,7 @@ from routing.core.decide import (
     out_of_hours_decision,
     resolve_destination,
 )
-from routing.core.language import LanguageOutcome, call_language, offered, unchosen
+from routing.core.language import LanguageOutcome, call_language, offered, settled, unchosen
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE, LiveState, Toggles
 from routing.core.plan import CallbackPolicy, MenuDest, PaymentReference, Queue, Tenant
 from routing.core.problems import errors
@@ -266,7 +267,8 @@ class Controller:
         the last three from a partner centre's ``X-Callrouter-Centre`` / ``-Linkedid`` /
         ``-Dialled`` headers (URI-encoded, empty when absent), checked by
         :func:`ivr.contract.read_hop`. A call a partner sent is answered in the name of the
-        council the caller dialled there, when that number is one of this plan's councils."""
+        council the caller dialled there, when that number is one of this plan's councils, and
+        in the language settled there (``X-Callrouter-Language``: :meth:`_carried_language`)."""
         started = time.perf_counter()
         # the plan, its version and generation read together (a swap never runs between them):
         # the decision and its log line name the one plan that made it
@@ -294,22 +296,48 @@ class Controller:
             request.uniqueid, self.fact_clock(), dialled, caller, decision.tenant, hop.centre, hop.call
         )
         self.facts(arrived)
-        language = await self._choose_language(channel, plan, decision, request.uniqueid)
+        carried = await self._carried_language(channel, plan, hop, decision.tenant)
+        language = await self._choose_language(channel, plan, decision, request.uniqueid, carried)
         await self._finish(channel, plan, decision, call_id=request.uniqueid, language=language)
 
+    async def _carried_language(
+        self, channel: AgiChannel, plan: CompiledPlan, hop: HopIn, tenant: str | None
+    ) -> str | None:
+        """The language a partner centre sent with the call (``X-Callrouter-Language``, which
+        ``callrouter-inbound`` reads into ``CR_FROM_LANGUAGE``), when it is one of the answering
+        tenant's languages. Asked for (one ``GET VARIABLE``) only for a call from a known
+        partner centre to a tenant with a language choice: no other call pays the round trip."""
+        known = plan.choices.get(tenant) if tenant is not None else None
+        if hop.centre is None or known is None:
+            return None
+        value = await channel.get_variable(cv.FROM_LANGUAGE) or ""
+        language, reason = read_hop_language(known, value)
+        if reason is not None:
+            _log_refused_hop(HopIn(refused=((cv.HEADER_LANGUAGE, reason),)), "", "", "", value)
+        return language
+
     async def _choose_language(
-        self, channel: AgiChannel, plan: CompiledPlan, decision: Decision, call_id: str
+        self,
+        channel: AgiChannel,
+        plan: CompiledPlan,
+        decision: Decision,
+        call_id: str,
+        carried: str | None = None,
     ) -> str | None:
         """A tenant with more than one language: the caller chooses first, and the choice
         sets the channel's language for the rest of the call (:mod:`ivr.language_driver`).
-        No choice for a single-language tenant, nor for a call dialled straight out with no
-        prompt of ours (the far end, e.g. a partner centre, offers its own)."""
+        No choice for a single-language tenant, for a call a partner centre sent with the
+        language settled there (``carried``), nor for a call dialled straight out with no
+        prompt of ours (the far end, e.g. a partner centre, offers its own: the route's
+        language field is left empty, so the language is not sent on as settled)."""
         if decision.tenant is None:
             return None
         known = plan.choices[decision.tenant]
         spec = offered(known, decision.destination, bool(decision.prelude))
         outcome: LanguageOutcome
-        if spec is None:
+        if carried is not None:
+            outcome = LanguageOutcome(carried, "hop")
+        elif spec is None:
             outcome = unchosen(plan.plan.tenants[decision.tenant], known)
         else:
             try:
@@ -320,7 +348,7 @@ class Controller:
         # in the call's one event (call.routed), not a line of its own
         channel.summarize("call.routed", chosen_language=outcome.language, language_how=outcome.how)
         self.facts(rf.LanguageChosen(call_id, self.fact_clock(), outcome.language, outcome.how, outcome.key))
-        return outcome.language
+        return outcome.language if settled(outcome) else ""
 
     def _language(self, plan: CompiledPlan, tenant_id: str, request: AgiRequest) -> str | None:
         """The language of a call at a later route: the channel's (``agi_language``, as the
@@ -773,10 +801,15 @@ async def ask_survey(channel: AgiChannel, prompt: str, timeout_s: int, tries: in
 HOP_SAMPLE_MAX = 24  # characters of a refused header value shown in the log, masked
 
 
-def _log_refused_hop(hop: HopIn, from_centre: str, from_call: str, from_dialled: str) -> None:
+def _log_refused_hop(
+    hop: HopIn, from_centre: str, from_call: str, from_dialled: str, from_language: str = ""
+) -> None:
     """One warning per refused partner header: the reason, the length and a short masked sample
     (the value came from the network: never logged whole, digits hidden as a caller number's)."""
-    given = {cv.HEADER_CENTRE: from_centre, cv.HEADER_LINKEDID: from_call, cv.HEADER_DIALLED: from_dialled}
+    given = {
+        cv.HEADER_CENTRE: from_centre, cv.HEADER_LINKEDID: from_call, cv.HEADER_DIALLED: from_dialled,
+        cv.HEADER_LANGUAGE: from_language,
+    }  # fmt: skip
     for header, reason in hop.refused:
         value = given.get(header, "")
         log.warning(

@@ -44,8 +44,11 @@ def outward_dial(number: str, tenant: str, centre: str) -> str:
     """Dial ``number`` (E.164) on the trunk, the way ``callrouter.conf`` does: through
     ``callrouter-outbound``, the one place the dial string ``PJSIP/<number>@<endpoint>`` is
     built, with the partner headers (the dialled council, the number the caller dialled, this
-    centre's id)."""
-    return f"Gosub(callrouter-outbound,s,1(${{CR_TRUNK}},{number},partner,{tenant},${{EXTEN}},{centre}))"
+    centre's id, the call's language when it was settled earlier in the call)."""
+    return (
+        f"Gosub(callrouter-outbound,s,1(${{CR_TRUNK}},{number},partner,{tenant},${{EXTEN}},{centre},"
+        f"${{{cv.CALL_LANGUAGE}}}))"
+    )
 
 
 def _last_step(plan: Plan, tid: str, dest: Destination | None) -> str:
@@ -61,17 +64,30 @@ def _last_step(plan: Plan, tid: str, dest: Destination | None) -> str:
     return "Hangup()"
 
 
-def _language_step(tenant: Tenant) -> str:
+def _language_steps(tenant: Tenant) -> list[str]:
     """The tenant's first language, unless the call's language is already settled.
 
     No language choice is offered here: the static route plays no prompt of ours before the
     queue (only Asterisk's queue announcements, in the channel's language), and a caller who
     has already waited for the controller and the fail-static script to fail should reach an
     adviser at once. A caller who chose earlier in the call (``CR_LANGUAGE``, set by
-    ``callrouter-unpack``) keeps the choice; the others hear the tenant's first language, which
+    ``callrouter-unpack``) keeps the choice, and so does a caller a partner centre sent here
+    with the language settled there (``CR_FROM_LANGUAGE``, taken only when it is one of the
+    tenant's languages: compared with each); the others hear the tenant's first language, which
     for a Welsh council is Welsh (the order of ``languages`` is the order of preference)."""
-    language = tenant.languages[0]
-    return f'ExecIf($["${{{cv.CALL_LANGUAGE}}}" = ""]?Set(CHANNEL(language)={language}))'
+    settled, carried = cv.CALL_LANGUAGE, cv.FROM_LANGUAGE
+    default = f'ExecIf($["${{{settled}}}" = ""]?Set(CHANNEL(language)={tenant.languages[0]}))'
+    languages = list(dict.fromkeys(tenant.languages))
+    if len(languages) < 2:  # one language: nothing to carry, nothing to keep
+        return [default]
+    return [
+        *(
+            f'ExecIf($["${{{settled}}}" = "" & "${{{carried}}}" = "{language}"]?Set(__{settled}={language}))'
+            for language in languages
+        ),
+        default,
+        f'ExecIf($["${{{settled}}}" != ""]?Set(CHANNEL(language)=${{{settled}}}))',
+    ]
 
 
 def _dialled_forms(e164: str) -> list[str]:
@@ -84,7 +100,8 @@ def _tenant_lines(plan: Plan, tid: str, tenant: Tenant) -> Iterator[str]:
     for number in tenant.numbers:
         for form in _dialled_forms(number):
             yield f"exten => {form},1,NoOp(callrouter static route: {tid})"
-            yield f" same => n,{_language_step(tenant)}"
+            for step in _language_steps(tenant):
+                yield f" same => n,{step}"
             if queue is not None:
                 spec = tenant.queues[queue]
                 # callrouter-agent: the adviser's disposition reaches the record here too

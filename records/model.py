@@ -16,9 +16,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION: Literal[2] = 2
+SCHEMA_VERSION: Literal[3] = 3
 """2: ``language`` and ``callback`` added (optional: a record of version 1 is read as one of
-version 2 without them, e.g. from the archive)."""
+version 2 without them, e.g. from the archive). 3: ``language.how`` may be ``hop`` (a record of
+version 1 or 2 is read as one of version 3: it never holds that value)."""
 SCHEMA_ID = f"urn:callrouter:contact-record:{SCHEMA_VERSION}"
 
 CALLER_MAX = 40
@@ -40,7 +41,7 @@ TransferKind = Literal["blind", "attended"]
 TransferResult = Literal["completed", "returned", "failed", "attempted"]
 DispositionKind = Literal["resolved", "back_office", "avoidable", "complaint"]
 SurveyScore = Literal[-1, 0, 1]
-LanguageHow = Literal["chosen", "timeout", "invalid", "single", "not_offered"]
+LanguageHow = Literal["chosen", "timeout", "invalid", "single", "not_offered", "hop"]
 LANGUAGE_CODE = r"^[a-z]{2}(_[A-Z]{2})?$"
 
 
@@ -92,7 +93,9 @@ class CallLanguage(Model):
     how: LanguageHow = Field(
         description="chosen: the caller pressed its key at the language choice; timeout: no key, so "
         "the tenant's default; invalid: only keys not offered, so the default; single: the tenant has "
-        "one language (no choice); not_offered: sent on before any prompt (e.g. dialled out), the default."
+        "one language (no choice); not_offered: sent on before any prompt (e.g. dialled out), the default; "
+        "hop: a partner centre sent the call here with the language settled there (its record, hop_from, "
+        "says how), so no choice was offered again."
     )
     key: DtmfKey | None = Field(description="The key that chose it (how = chosen).")
 
@@ -217,12 +220,13 @@ class ContactRecord(Model):
 
     @field_validator("schema_version", mode="before")
     @classmethod
-    def _read_version_1(cls, value: object) -> object:
+    def _read_older_versions(cls, value: object) -> object:
         """A record made under schema 1 (no ``language``, no ``callback``) has the shape of a
-        schema 2 record without them: read (e.g. from the archive) as one of schema 2."""
-        return SCHEMA_VERSION if value == 1 else value
+        schema 3 record without them, and one made under schema 2 the shape of a schema 3 record
+        whose ``language.how`` is not ``hop``: read (e.g. from the archive) as one of schema 3."""
+        return SCHEMA_VERSION if value in (1, 2) else value
 
-    schema_version: Literal[2]
+    schema_version: Literal[3]
     id: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+$")] = Field(description="The call's Linkedid.")
     version: Annotated[int, Field(ge=1)]
     updated_at: AwareDatetime

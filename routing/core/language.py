@@ -19,11 +19,12 @@ from typing import Literal
 
 from routing.core.plan import Destination, ExternalDest, Tenant
 
-ChoiceHow = Literal["chosen", "timeout", "invalid", "single", "not_offered"]
+ChoiceHow = Literal["chosen", "timeout", "invalid", "single", "not_offered", "hop"]
 """How a call's language was set, for the contact record: ``chosen`` (a key), ``timeout`` (no key
 in any try: the default), ``invalid`` (only keys not offered: the default), ``single`` (the
 tenant has one language), ``not_offered`` (the call was sent on before any prompt of ours, e.g.
-dialled straight to an out-of-hours service: the default)."""
+dialled straight to an out-of-hours service: the default), ``hop`` (a partner centre sent the
+call here with the language settled there: no choice is offered again)."""
 
 DEFAULT_PROMPT = "language-choice"  # in the tenant's prompt set: <prompts>/language-choice
 
@@ -94,6 +95,13 @@ def unchosen(tenant: Tenant, spec: ChoiceSpec | None) -> LanguageOutcome:
     if spec is None:
         return LanguageOutcome(tenant.languages[0], "single")
     return LanguageOutcome(spec.default, "not_offered")
+
+
+def settled(outcome: LanguageOutcome) -> bool:
+    """Whether the call's language is settled, so that it goes with the call to a partner
+    centre: every outcome but ``not_offered`` (the caller was sent on before the choice, which
+    the partner centre then offers)."""
+    return outcome.how != "not_offered"
 
 
 def single(tenant: Tenant) -> LanguageOutcome:

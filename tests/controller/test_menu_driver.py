@@ -34,9 +34,11 @@ CALLERS: dict[str, Sequence[Step]] = {
 
 
 def menu_commands(call: EmulatedCall) -> list[str]:
-    """What the menu put on the wire: every command but the contract's SET VARIABLEs; the step
-    guard's SET AUTOHANGUP before each blocking command included (both adapters send it)."""
-    return [c for c in call.commands if not c.startswith("SET VARIABLE ")]
+    """What the menu put on the wire: every command but the contract's SET VARIABLEs and the
+    fail-static script's reads of the partner headers (``GET VARIABLE CR_FROM_CENTRE``: the
+    controller has them as route arguments); the step guard's SET AUTOHANGUP before each
+    blocking command included (both adapters send it)."""
+    return [c for c in call.commands if not c.startswith(("SET VARIABLE ", "GET VARIABLE CR_FROM_"))]
 
 
 @pytest.mark.parametrize("steps", CALLERS.values(), ids=CALLERS.keys())

@@ -53,6 +53,8 @@ async def test_out_of_hours_call_reaches_the_trunk_with_the_number_and_the_counc
     # the dialled leg carries the caller's Linkedid (dial_predial_handler_variables.txt)
     assert attempt.invite.header("X-Callrouter-Linkedid") == record.sessions[0].uniqueid
     assert attempt.invite.header("X-Callrouter-Centre") == "charnwood"  # CR_HOME: the plan's centre
+    # Harborough has one language: settled, so it goes with the call (X-Callrouter-Language)
+    assert attempt.invite.header("X-Callrouter-Language") == "en"
 
 
 async def test_payment_provider_gets_the_reference(rig: Rig) -> None:
@@ -85,6 +87,7 @@ async def test_partner_team_as_a_local_queue_member_gets_the_headers(rig: Rig) -
     assert attempt.invite.header("X-Callrouter-Dialled") == HARBOROUGH
     assert attempt.invite.header("X-Callrouter-Linkedid") == record.sessions[0].uniqueid  # through ;1/;2
     assert attempt.invite.header("X-Callrouter-Centre") == "charnwood"  # __CR_HOME, through ;1/;2
+    assert attempt.invite.header("X-Callrouter-Language") == "en"  # __CR_LANGUAGE, through ;1/;2
 
 
 def static_pbx(trunk: str = "pstn") -> tuple[Pbx, Channel]:
