@@ -126,3 +126,14 @@ def test_a_range_ending_at_midnight_does_not_read_the_next_day(tmp_path: Path) -
     start = datetime(2026, 11, 23, tzinfo=UTC)
     found = list(archive.records("harborough", start, start + timedelta(days=1)))
     assert [r.id for r in found] == ["1795424400.1"]
+
+
+def test_an_archived_line_of_this_schema_is_keyed_from_its_start_without_a_full_parse() -> None:
+    # the fast path of a restarted worker's catch-up (records/archive.py _KEY_PREFIX): it must
+    # match the lines this version writes, whatever the schema version is
+    from records.archive import _KEY_PREFIX
+
+    r = record("1795533337.7", DAY, version=3)
+    match = _KEY_PREFIX.match(r.model_dump_json().encode("utf-8"))
+    assert match is not None
+    assert (match[1].decode("ascii"), int(match[2])) == (r.id, r.version)
