@@ -16,10 +16,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION: Literal[3] = 3
-"""2: ``language`` and ``callback`` added (optional: a record of version 1 is read as one of
-version 2 without them, e.g. from the archive). 3: ``language.how`` may be ``hop`` (a record of
-version 1 or 2 is read as one of version 3: it never holds that value)."""
+SCHEMA_VERSION: Literal[2] = 2
+"""2: ``language`` (``how``: chosen, timeout, invalid, single, not_offered or hop) and ``callback``
+added (optional: a record of version 1 is read as one of version 2 without them, e.g. from the
+archive)."""
 SCHEMA_ID = f"urn:callrouter:contact-record:{SCHEMA_VERSION}"
 
 CALLER_MAX = 40
@@ -222,11 +222,10 @@ class ContactRecord(Model):
     @classmethod
     def _read_older_versions(cls, value: object) -> object:
         """A record made under schema 1 (no ``language``, no ``callback``) has the shape of a
-        schema 3 record without them, and one made under schema 2 the shape of a schema 3 record
-        whose ``language.how`` is not ``hop``: read (e.g. from the archive) as one of schema 3."""
-        return SCHEMA_VERSION if value in (1, 2) else value
+        schema 2 record without them: read (e.g. from the archive) as one of schema 2."""
+        return SCHEMA_VERSION if value == 1 else value
 
-    schema_version: Literal[3]
+    schema_version: Literal[2]
     id: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+$")] = Field(description="The call's Linkedid.")
     version: Annotated[int, Field(ge=1)]
     updated_at: AwareDatetime
