@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import random
 from collections.abc import Callable
@@ -57,7 +58,7 @@ class QueuePlay:
     ``answer``: ``interface`` answers; their desktop sets ``disposition`` (or nothing) on their
     channel, then they hang up. ``abandon``: the caller hangs up while waiting. ``timeout``:
     Queue()'s timeout passes (``QUEUESTATUS=TIMEOUT``). ``withdraw``: the caller is withdrawn
-    (``QUEUESTATUS=WITHDRAW``)."""
+    (``QUEUESTATUS=WITHDRAW``). ``key``: the caller presses ``digit`` while waiting."""
 
     outcome: Literal["answer", "abandon", "timeout", "withdraw", "key"] = "answer"
     interface: str = "PJSIP/agent1"
@@ -66,9 +67,13 @@ class QueuePlay:
     wait_s: float = 0.0
     """Real seconds the caller waits in the queue before the outcome (a demonstration's waits)."""
     digit: str = ""
-    """``key``: the digit the caller presses while waiting. It takes them out of Queue() to the
-    queue's context (:meth:`~emulator.pbx.Pbx.queue_exit`); with no such context or extension
-    it is ignored, as app_queue ignores it, and the slice ends as ``timeout``."""
+    """``key``: the digits the caller presses while waiting, one after another. The first with
+    an extension in the queue's context takes them out of Queue() to it
+    (:meth:`~emulator.pbx.Pbx.queue_exit`); one with no such context or extension is ignored,
+    as app_queue ignores it: the caller stays in the queue (``queue_slices.txt``: a 7 with no
+    extension 7 changed nothing, a 1 then left)."""
+    then: Literal["answer", "abandon", "timeout", "withdraw"] = "timeout"
+    """``key``: what happens to a caller no key took out, who is still waiting."""
 
 
 Plays = Callable[[str, Channel], QueuePlay]
@@ -185,14 +190,16 @@ class CallCentre:
         if play.wait_s > 0:
             await asyncio.sleep(play.wait_s)
         caller.set("QUEUEPOSITION", str(model.position(caller.uniqueid)))
+        if play.outcome == "key":
+            if any(pbx.queue_exit(caller, queue, digit) for digit in play.digit):
+                self._emit(model.exit_with_key(caller.uniqueid))
+                return EXIT_WITH_KEY
+            play = dataclasses.replace(play, outcome=play.then)  # still waiting
         if play.outcome == "abandon":
             self._gone.add(caller.uniqueid)
             self._emit(model.abandon(caller.uniqueid, self.fake.clock()))
             return ""
-        if play.outcome == "key" and pbx.queue_exit(caller, queue, play.digit):
-            self._emit(model.exit_with_key(caller.uniqueid))
-            return EXIT_WITH_KEY
-        if play.outcome in ("timeout", "withdraw", "key"):
+        if play.outcome in ("timeout", "withdraw"):
             self._emit(model.time_out(caller.uniqueid, self.fake.clock()))
             return "WITHDRAW" if play.outcome == "withdraw" else "TIMEOUT"
         await self._answered(pbx, caller, play, gosub)
