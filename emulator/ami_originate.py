@@ -10,9 +10,11 @@ README 2.5).
   ``OriginateResponse`` event carrying the ActionID: ``Response: Success``, ``Reason: 4``, the
   real channel name (``Local/3002@probe-00000004;1``), ``Context``/``Exten`` (or
   ``Application``/``Data``), the ``;1`` leg's Uniqueid and the CallerID given; or
-  ``Response: Failure`` with the dial string as given in ``Channel``, ``Uniqueid: <unknown>``
-  and ``Reason`` 3 (rang, no answer within Timeout), 5 (busy: ``AST_CONTROL_BUSY``), 0 (bad
-  extension, unknown technology such as ``Bogus/123``: no channel at all for the latter).
+  ``Response: Failure`` with the dial string as given in ``Channel``, ``Uniqueid`` the
+  ``ChannelId`` asked for (``<unknown>`` without one: ``callback_originate.txt``,
+  ``ami_originate.txt``) and ``Reason`` 3 (rang, no answer within Timeout), 5 (busy:
+  ``AST_CONTROL_BUSY``), 0 (bad extension, unknown technology such as ``Bogus/123``: no
+  channel at all for the latter).
 * ``ChannelId`` / ``OtherChannelId`` are the Uniqueids of the ``;1`` / ``;2`` Local legs;
   both legs carry the ``;1`` leg's as Linkedid. Without them Asterisk numbers the legs.
 
@@ -161,6 +163,17 @@ def hangups(legs: Legs, cause: str, text: str) -> list[Message]:
     ]
 
 
+def one_hung_up(legs: Legs, cause: int) -> list[Message]:
+    """The ``;1`` leg's dialplan ended: chan_local passes its hangup to ``;2``
+    (``HangupRequest`` of ``;2`` with ``;1``'s cause: 16, 17 after a busy Dial), then ``;1``'s
+    ``Hangup`` (callback_originate.txt); ``;2`` ends with whatever it is in (its queue call)."""
+    text = {16: "Normal Clearing", 17: "User busy"}.get(cause, "Unknown")
+    return [
+        channel_event("HangupRequest", "call,all", legs.two, ("Cause", str(cause))),
+        channel_event("Hangup", "call,all", legs.one, ("Cause", str(cause)), ("Cause-txt", text)),
+    ]
+
+
 def _target(request: OriginateRequest) -> Message:
     if request.application:
         return [("Application", request.application), ("Data", request.data)]
@@ -180,7 +193,9 @@ def response_event(request: OriginateRequest, reason: int, legs: Legs | None) ->
         ("Channel", legs.one.name if answered and legs is not None else request.channel),
         *_target(request),
         ("Reason", str(reason)),
-        ("Uniqueid", legs.one.uniqueid if answered and legs is not None else UNKNOWN),
+        # manager.c fast_originate: the channel's Uniqueid, else the ChannelId asked for, else
+        # <unknown> (callback_originate.txt: Failure, Reason 3, Uniqueid = the ChannelId)
+        ("Uniqueid", legs.one.uniqueid if answered and legs is not None else request.channel_id or UNKNOWN),
         ("CallerIDNum", request.caller_id_num or UNKNOWN),
         ("CallerIDName", request.caller_id_name or UNKNOWN),
     ]
@@ -235,8 +250,12 @@ class Originator:
         spent = loop.time() - started  # the far end's script may take time itself
         if play.outcome == "noanswer" or (play.outcome == "answer" and spent + play.after_s >= timeout_s):
             await asyncio.sleep(max(0.0, timeout_s - spent))
-            self.emit(hangups(legs, "19", "User alerting, no answer"))
-            return self._end(request, REASON_NO_ANSWER, None)
+            # callback_originate.txt: ;1 goes, then OriginateResponse, then ;2 (both cause 19)
+            one, two = hangups(legs, "19", "User alerting, no answer")
+            self.emit([one])
+            reason = self._end(request, REASON_NO_ANSWER, None)
+            self.emit([two])
+            return reason
         await asyncio.sleep(play.after_s)
         if play.outcome == "busy":
             self.emit(hangups(legs, "17", "User busy"))

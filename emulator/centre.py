@@ -49,6 +49,12 @@ from routing.core.plan import Plan
 ADVISERS = 3
 _STATES = {"Down": "0", "Ring": "4", "Ringing": "5", "Up": "6"}
 NORMAL_CLEARING = (("Cause", "16"), ("Cause-txt", "Normal Clearing"))
+CAUSE_TEXT = {0: "Unknown", 16: "Normal Clearing", 17: "User busy", 19: "User alerting, no answer"}
+
+
+def cause(number: int) -> tuple[tuple[str, str], tuple[str, str]]:
+    """A Hangup's ``Cause`` / ``Cause-txt`` headers (main/causes.h)."""
+    return ("Cause", str(number)), ("Cause-txt", CAUSE_TEXT.get(number, "Unknown"))
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,12 @@ class CallCentre:
         ]
         if status == "ANSWER":
             leg.state = "Up"
+        # a 486: the leg's HangupRequest (Cause 17) comes before DialEnd (callback_originate.txt)
+        busy = (
+            [channel_event("HangupRequest", "call,all", wire(leg), ("Cause", "17"))]
+            if status == "BUSY"
+            else []
+        )
         end = [
             ("Event", "DialEnd"),
             ("Privilege", "call,all"),
@@ -160,7 +172,20 @@ class CallCentre:
             *ami_wire.channel_block(wire(leg), "Dest"),
             ("DialStatus", status),
         ]
-        self._emit([self._stamped(begin, leg), self._stamped(end, caller)])
+        self._emit(
+            [self._stamped(begin, leg), *(self._stamped(m, leg) for m in busy), self._stamped(end, caller)]
+        )
+
+    def hung_up(self, channel: Channel, cause_: int, *, requested: bool) -> None:
+        """A channel the PBX made is gone (an outward leg when Dial() returns; a callback's ;1
+        leg when its dialplan ends): ``Hangup`` with its cause, after the far end's
+        ``HangupRequest`` when ``requested`` (their BYE)."""
+        ch = wire(channel)
+        request = (
+            [channel_event("HangupRequest", "call,all", ch, ("Cause", str(cause_)))] if requested else []
+        )
+        hangup = [*request, channel_event("Hangup", "call,all", ch, *cause(cause_))]
+        self._emit([self._stamped(m, channel) for m in hangup])
 
     def caller_gone(self, channel: Channel, *, by_caller: bool) -> None:
         """The caller's channel is done: their BYE (``HangupRequest``, no Cause) when they hung
@@ -170,7 +195,7 @@ class CallCentre:
         self._gone.add(channel.uniqueid)
         ch = wire(channel)
         request = [channel_event("HangupRequest", "call,all", ch)] if by_caller else []
-        hangup = [*request, channel_event("Hangup", "call,all", ch, *NORMAL_CLEARING)]
+        hangup = [*request, channel_event("Hangup", "call,all", ch, *cause(channel.hangup_cause))]
         self._emit([self._stamped(m, channel) for m in hangup])
 
     # --- Queue() ---------------------------------------------------------------------------
