@@ -16,7 +16,9 @@ README 2.5).
   ``AST_CONTROL_BUSY``), 0 (bad extension, unknown technology such as ``Bogus/123``: no
   channel at all for the latter).
 * ``ChannelId`` / ``OtherChannelId`` are the Uniqueids of the ``;1`` / ``;2`` Local legs;
-  both legs carry the ``;1`` leg's as Linkedid. Without them Asterisk numbers the legs.
+  both legs carry the ``;1`` leg's as Linkedid. Without them Asterisk numbers the legs. One that
+  a live channel has already: no channel, ``Failure``, ``Reason: 0``, ``Uniqueid`` that id and
+  ``ERROR ... Channel Unique ID '<id>' already in use`` (``callback_originate.txt``).
 
 What the far end does is the test's (or emulated centre's) script: :attr:`Originator.far_end`
 says, for each request, whether and when it answers; :attr:`Originator.answered` runs once it
@@ -211,6 +213,9 @@ class Originator:
         self.far_end: FarEnd = answers_at_once
         self.answered: Answered = nothing_more
         self.requests: list[OriginateRequest] = []
+        self.live: set[str] = set()  # Uniqueids of the legs not hung up yet
+        self._answering: set[str] = set()  # ;1 legs whose answered script runs
+        self.log: list[str] = []  # Asterisk's ERROR lines
         self.tasks: set[asyncio.Task[None]] = set()
 
     def start(self, request: OriginateRequest) -> None:
@@ -238,7 +243,24 @@ class Originator:
         self.requests.append(request)
         if request.local is None and request.channel.split("/", 1)[0].upper() != "PJSIP":
             return self._end(request, REASON_FAILED, None)  # unknown technology: no channel
+        taken = [i for i in (request.channel_id, request.other_channel_id) if i in self.live]
+        if taken:
+            # a ChannelId a live channel has: no channel, Failure, Reason 0 (callback_originate.txt)
+            self.log.append(f"ERROR channel.c: Channel Unique ID '{taken[0]}' already in use")
+            return self._end(request, REASON_FAILED, None)
         legs = make_legs(request, self.uniqueid)
+        ids = {legs.one.uniqueid, legs.two.uniqueid}
+        self.live |= ids
+        try:
+            return await self._play_legs(request, legs)
+        finally:
+            if not self.answered_running(legs):
+                self.live -= ids
+
+    def answered_running(self, legs: Legs) -> bool:
+        return legs.one.uniqueid in self._answering
+
+    async def _play_legs(self, request: OriginateRequest, legs: Legs) -> int:
         self.emit(newchannels(legs))
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -262,12 +284,17 @@ class Originator:
             return self._end(request, REASON_BUSY, None)
         # Answered: the ;1 leg starts its dialplan while the response is on its way (in the
         # capture, the leg's first UserEvent came before OriginateResponse).
+        self._answering.add(legs.one.uniqueid)
         self._keep(asyncio.create_task(self._run_answered(request, legs)))
         await asyncio.sleep(0)
         return self._end(request, REASON_ANSWERED, legs)
 
     async def _run_answered(self, request: OriginateRequest, legs: Legs) -> None:
-        await self.answered(request, legs)
+        try:
+            await self.answered(request, legs)
+        finally:  # the legs are gone once the script of the answered call has ended
+            self._answering.discard(legs.one.uniqueid)
+            self.live -= {legs.one.uniqueid, legs.two.uniqueid}
 
     def _end(self, request: OriginateRequest, reason: int, legs: Legs | None) -> int:
         if request.is_async:

@@ -12,7 +12,9 @@ capture's far ends were. What the dialler and the records rely on is compared wi
   carries the ``ChannelId`` as Uniqueid, not ``<unknown>``;
 * how each channel ends: its ``Hangup`` cause (busy: 17 on every channel; the caller's leg that
   rang unanswered: 0; no adviser: 19 on both legs) and the ``HangupRequest`` causes, and ``;2``'s
-  ``Hangup`` after ``OriginateResponse``.
+  ``Hangup`` after ``OriginateResponse``;
+* the Originate sent again while its legs are up (its ``ChannelId`` in use): no channel, a
+  Failure with Reason 0 and that ``ChannelId`` as Uniqueid.
 
 Edits to the replayed action: ``CR_CB_QUEUE`` names the centre's queue instead of the lab's, and
 the "no adviser" section's ``Timeout`` is 500 ms instead of 5000 (the wait itself is not compared).
@@ -200,3 +202,33 @@ def test_what_the_capture_says() -> None:
     response_at = next(i for i, e in enumerate(answered) if e[0] == "OriginateResponse")
     assert answered[response_at - 1] == ("AgentConnect", ";2")
     assert answered[response_at + 1] == ("DialBegin", ";1", "pstn", "")
+
+
+async def test_a_channelid_still_in_use_fails_at_once(
+    redis_server: RedisServer, keys: RedisKeys, tmp_path: Path
+) -> None:
+    """The dial's Originate sent again while its legs are up (the first waits for an adviser):
+    no channel, OriginateResponse Failure, Reason 0, Uniqueid the ChannelId, as captured."""
+    body = section("a ChannelId still in use")
+    want = response(captured(body))
+    sent = action(body).replace(b"CR_CB_QUEUE=council-cbq", f"CR_CB_QUEUE={QUEUE}".encode())
+    events: list[Event] = []
+
+    async def until(name: str, reader: asyncio.StreamReader) -> None:
+        while not any(e.get("Event") == name for e in events):
+            events.append(dict(parse_message(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10))))
+
+    async with (
+        emulated_centre(redis_server.url, keys, open_all_hours_plan(tmp_path)) as rig,
+        session(rig) as (reader, writer),
+    ):
+        writer.write(sent)  # every adviser busy: its ;2 leg waits in the queue
+        await until("QueueCallerJoin", reader)
+        writer.write(sent)
+        await until("OriginateResponse", reader)
+    assert response([e for e in events if "Event" in e]) == want
+    assert dict(want)["Uniqueid"] == "cb-0123456789abcdef0123-1-1"
+    assert [e.get("Event") for e in events].count("Newchannel") == 2  # the first dial's legs only
+    assert rig.fake.originator.log == [
+        "ERROR channel.c: Channel Unique ID 'cb-0123456789abcdef0123-1-1' already in use"
+    ]
