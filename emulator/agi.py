@@ -158,7 +158,7 @@ class CallerScript:
     (``en/vm-goodbye``, ``cy/cr-croeso``; a bare ``beep`` is outside any language directory),
     to their length in samples; a prompt is looked up for the channel's language as Asterisk
     does (:mod:`emulator.sounds`: ``cy/`` then ``en/`` on a Welsh channel, never ``cy/`` on an
-    English one). None: every prompt exists in every language, lengths from
+    English one). None: every prompt exists in every language directory, lengths from
     :data:`KNOWN_PROMPTS`. ``missing_prompts``: names that exist in no language, or paths
     (``cy/welcome``) that do not exist. ``agisighup`` and
     ``agiexitonhangup`` mirror the AGISIGHUP / AGIEXITONHANGUP channel variables;
@@ -186,18 +186,20 @@ class CallerScript:
     channel: str | None = None
     uniqueid: str | None = None
 
-    def exists(self, path: str) -> bool:
-        """Whether the recording at ``path`` (``cy/welcome``, ``beep``) is there."""
-        if path in self.missing_prompts or path.rpartition("/")[2] in self.missing_prompts:
-            return False
-        return self.prompts is None or path in self.prompts
-
     def recording(self, name: str, language: str) -> tuple[str, int] | None:
         """``(path, length in samples)`` of what Asterisk plays for prompt ``name`` on a channel
         in ``language``, or None when it finds nothing."""
         if name in self.missing_prompts:
             return None
-        path = sounds.find(name, language, self.exists)
+
+        def there(path: str) -> bool:
+            if path in self.missing_prompts:
+                return False
+            if self.prompts is None:  # in every language directory, none outside them
+                return path != name or name.startswith("/")
+            return path in self.prompts
+
+        path = sounds.find(name, language, there)
         if path is None:
             return None
         if self.prompts is not None:

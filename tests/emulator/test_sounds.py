@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from emulator.agi import DEFAULT_PROMPT_SAMPLES, CallerScript
 from emulator.sounds import digit_files, find, lookup_order, number_files, number_rules_warning
 
 
@@ -62,3 +63,13 @@ def test_only_a_language_say_does_not_know_warns() -> None:
     assert number_rules_warning("en") is None
     assert number_rules_warning("en_GB") is None
     assert number_rules_warning("cy") == "say.c: Language cy not currently supported, defaulting to English"
+
+
+def test_a_script_without_a_welsh_recording_of_one_prompt() -> None:
+    """Every prompt in every language but ``cy/harborough/welcome``: a Welsh channel plays the
+    English one; a name missing everywhere is found nowhere."""
+    script = CallerScript(missing_prompts=frozenset({"cy/harborough/welcome", "cr-nowhere"}))
+    assert script.recording("harborough/welcome", "cy") == ("en/harborough/welcome", DEFAULT_PROMPT_SAMPLES)
+    assert script.recording("harborough/welcome", "en") == ("en/harborough/welcome", DEFAULT_PROMPT_SAMPLES)
+    assert script.recording("harborough/menu", "cy") == ("cy/harborough/menu", DEFAULT_PROMPT_SAMPLES)
+    assert script.recording("cr-nowhere", "cy") is None
