@@ -9,12 +9,15 @@ adviser's desktop sets ``CR_DISPOSITION`` on it, the adviser hangs up and their 
 run), or the caller hangs up while waiting, or the queue times out, or the caller is withdrawn.
 Event order and headers follow the captures (``ami_queue_answered_call.txt``,
 ``ami_queue_caller_abandon.txt``, ``ami_queue_timeout.txt``, ``ami_queue_call_disposition.txt``,
-``dial_pjsip_trunk_forms.txt``). Not reported: bridges, music on hold, the queue's own
-DialBegin/DialEnd to advisers, ring-no-answer retries, the hang-up of outward legs and device
-states. The ``Timestamp`` header (``timestampevents = yes``) only when a ``stamp`` clock is given:
-then each event of a channel carries that clock plus the ringing and talk the PBX played at once on
-that channel (:attr:`emulator.pbx.Channel.played_s`), as Asterisk would have stamped them had it
-waited them out; without it, records take receive times.
+``dial_pjsip_trunk_forms.txt``). An outward leg ends when its ``Dial()`` returns: the far
+end's ``HangupRequest`` (a BYE after the talk: 16; a 486: 17, before ``DialEnd``) and its
+``Hangup`` (16, 17, or 0 when it rang unanswered), as ``callback_originate.txt``. Not
+reported: bridges, music on hold, the queue's own DialBegin/DialEnd to advisers, ring-no-answer
+retries and device states. The ``Timestamp`` header (``timestampevents = yes``) only when a
+``stamp`` clock is given: then each event of a channel carries that clock plus the ringing and
+talk the PBX played at once on that channel (:attr:`emulator.pbx.Channel.played_s`), as
+Asterisk would have stamped them had it waited them out; without it, records take receive
+times.
 
 The demonstration:
 
