@@ -19,6 +19,10 @@ to Asterisk 22.10.1 where the captures in the Asterisk transcripts show its beha
   read as ``,``) on the new channel before its INVITE; ``Set(PJSIP_HEADER(add,Name)=value)``
   there adds a header to the INVITE, with an empty value when the value is empty. An answered
   ``Dial()`` without option ``g`` ends the caller's dialplan (the bridge ended: Dial returns -1).
+  Dial() waits on its far end, so other channels' events come first (a callback's
+  ``OriginateResponse`` before its ``;1`` leg's ``DialBegin``); when it returns its outward
+  legs end (Hangup 16 after a talk, 17 busy, 0 unanswered) and a busy one leaves the calling
+  channel's own hangup cause 17 (``callback_originate.txt``).
 * ``PJSIP_HEADER(read,Name)`` reads the headers of the INVITE that brought a PJSIP channel in
   (:attr:`Channel.received`): absent, empty with no log line; on any other channel, empty and
   ``ERROR ... This function requires a PJSIP channel.``; a header too long for the function's
