@@ -18,6 +18,10 @@ Faithful to Asterisk 22.10.1 as captured on the wire:
   after a STREAM FILE of a missing prompt or a ``failure`` line, ``HANGUP`` when the channel hung
   up (unless already ``FAILURE``). Asterisk never times out a silent server; the emulator's
   ``deadline`` reports that case as ``outcome="server-silent"`` with no AGISTATUS.
+* Prompts depend on the channel's language (``CHANNEL(language)``, ``SET VARIABLE
+  CHANNEL(language) cy``): each is looked up as Asterisk does (:mod:`emulator.sounds`), and
+  SAY NUMBER / SAY DIGITS play their digit files the same way, with say.c's WARNING for a
+  language it has no rules for (``agi_language_say.txt``).
 * DTMF is timed (:mod:`emulator.line`): a digit reaches the command listening when it arrives,
   or is lost; GET DATA returns the moment ``max_digits`` arrive, or ``(timeout)`` after the
   inter-digit timeout (``agi_getdata_maxdigits_overflow.txt``).
@@ -45,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlencode
 
+from emulator import sounds
 from emulator.hagi import CONNECT_TIMEOUT, Attempt, Resolver, connect, parse_url
 from emulator.line import DIGIT_GAP, CallClock, CallerLine
 
@@ -54,6 +59,9 @@ SAMPLES_PER_SECOND = 8000
 DEAD_511 = "511 Command Not Permitted on a dead channel or intercept routine"
 UNKNOWN_510 = "510 Invalid or unknown command"
 DEFAULT_PROMPT_SAMPLES = 16000
+# A digits/ or letters/ file SAY plays: the digit files of agi_language_say.txt lasted 0.75 s
+# to 0.93 s each (the times between its "Playing 'digits/..'" log lines).
+SAY_FILE_SAMPLES = 6800
 
 # Prompt lengths (endpos when played to the end) from agi_suite_pjsip.txt and agi_dtmf_pjsip.txt.
 _LANGUAGE_FUNCTION = "CHANNEL(LANGUAGE)"
@@ -146,8 +154,13 @@ Step = Press | PressAfterPrompt | Silence | HangUpDuring | HangUpAfter
 class CallerScript:
     """One call: who calls, what they dial, and what they do.
 
-    ``prompts`` maps prompt names to their length in samples (None: every prompt exists, see
-    :data:`KNOWN_PROMPTS`); ``missing_prompts`` never exist. ``agisighup`` and
+    ``prompts`` maps the recordings there are, as paths under Asterisk's sounds directory
+    (``en/vm-goodbye``, ``cy/cr-croeso``; a bare ``beep`` is outside any language directory),
+    to their length in samples; a prompt is looked up for the channel's language as Asterisk
+    does (:mod:`emulator.sounds`: ``cy/`` then ``en/`` on a Welsh channel, never ``cy/`` on an
+    English one). None: every prompt exists in every language directory, lengths from
+    :data:`KNOWN_PROMPTS`. ``missing_prompts``: names that exist in no language, or paths
+    (``cy/welcome``) that do not exist. ``agisighup`` and
     ``agiexitonhangup`` mirror the AGISIGHUP / AGIEXITONHANGUP channel variables;
     ``absolute_timeout`` is ``Set(TIMEOUT(absolute)=N)`` just before ``AGI()``. ``channel`` and
     ``uniqueid`` default to fresh values (``PJSIP/sipp-00000023``, ``<epoch>.<n>``). A step
@@ -173,13 +186,26 @@ class CallerScript:
     channel: str | None = None
     uniqueid: str | None = None
 
-    def prompt_samples(self, name: str) -> int | None:
-        """Length of prompt ``name`` in samples, or None if Asterisk would not find it."""
+    def recording(self, name: str, language: str) -> tuple[str, int] | None:
+        """``(path, length in samples)`` of what Asterisk plays for prompt ``name`` on a channel
+        in ``language``, or None when it finds nothing."""
         if name in self.missing_prompts:
             return None
-        if self.prompts is None:
-            return KNOWN_PROMPTS.get(name, DEFAULT_PROMPT_SAMPLES)
-        return self.prompts.get(name)
+
+        def there(path: str) -> bool:
+            if path in self.missing_prompts:
+                return False
+            if self.prompts is None:  # in every language directory, none outside them
+                return path != name or name.startswith("/")
+            return path in self.prompts
+
+        path = sounds.find(name, language, there)
+        if path is None:
+            return None
+        if self.prompts is not None:
+            return path, self.prompts[path]
+        default = SAY_FILE_SAMPLES if name.startswith(("digits/", "letters/")) else DEFAULT_PROMPT_SAMPLES
+        return path, KNOWN_PROMPTS.get(name, default)
 
 
 @dataclass(slots=True)
@@ -215,7 +241,11 @@ class EmulatedCall:
     varsets: list[tuple[str, str]] = field(default_factory=list)  # what AMI shows as VarSet
     language: str = "en"  # the channel's language (CHANNEL(language)) as AGI() ends
     played: list[str] = field(default_factory=list)
-    """Each prompt played, as Asterisk looks it up: ``<channel language>/<prompt>``."""
+    """Each recording played, as Asterisk found it: ``<language>/<prompt>`` (``en/vm-goodbye``
+    on a ``cy`` channel with no Welsh recording of it), SAY's digit files too."""
+    warnings: list[str] = field(default_factory=list)
+    """Asterisk's WARNING log lines for this AGI() (``file.c: File x does not exist in any
+    format``, ``say.c: Language cy not currently supported, defaulting to English``)."""
 
     @property
     def dialplan_continues(self) -> bool:
@@ -399,6 +429,7 @@ _DEAD_OK = frozenset(
     | {"DATABASE PUT", "DATABASE GET", "DATABASE DEL", "DATABASE DELTREE"}
 )
 _VAR_REF = re.compile(r"\$\{([^{}]*)\}")
+_SCANF_INT = re.compile(r"^\s*[+-]?\d+")  # sscanf("%30d") of SAY NUMBER / SAY DIGITS
 
 Reply = list[str]
 
@@ -724,13 +755,13 @@ class AsteriskSession:
     async def _stream_file(self, argv: list[str]) -> Reply:
         if len(argv) not in (4, 5):
             return usage_block("STREAM FILE")
-        samples = self.script.prompt_samples(argv[2])
+        found = self._find_recording(argv[2])
         offset = _int(argv[4], 0) if len(argv) == 5 else 0
-        if samples is None:
+        if found is None:
             self.call.agistatus = "FAILURE"  # RESULT_FAILURE on a live channel: sticky
             return [f"200 result=-1 endpos={offset}"]
-        self._heard(argv[2])
-        return await self._play(argv[2], samples, offset, argv[3])
+        self._heard(argv[2], found[0])
+        return await self._play(argv[2], found[1], offset, argv[3])
 
     async def _play(self, prompt: str, samples: int, offset: int, escape: str) -> Reply:
         """Play from ``offset``; a digit in ``escape`` stops it, others are swallowed."""
@@ -758,21 +789,22 @@ class AsteriskSession:
     async def _control_stream_file(self, argv: list[str]) -> Reply:
         if not 5 <= len(argv) <= 9:
             return usage_block("CONTROL STREAM FILE")
-        samples = self.script.prompt_samples(argv[3])
-        if samples is None:
+        found = self._find_recording(argv[3])
+        if found is None:
             self.call.agistatus = "FAILURE"
             return ["200 result=-1 endpos=-1"]
-        self._heard(argv[3])
+        self._heard(argv[3], found[0])
         start = self._listen("CONTROL STREAM FILE")
-        return [await self._until(start + samples / SAMPLES_PER_SECOND, "200 result=0 endpos=-1")]
+        return [await self._until(start + found[1] / SAMPLES_PER_SECOND, "200 result=0 endpos=-1")]
 
     async def _get_data(self, argv: list[str]) -> Reply:
         if len(argv) < 3:
             return usage_block("GET DATA")
-        samples = self.script.prompt_samples(argv[2])
-        if samples is None:
+        found = self._find_recording(argv[2])
+        if found is None:
             return ["200 result=-1"]  # no AGISTATUS effect (agi_server_status_getdata_missing)
-        self._heard(argv[2])
+        self._heard(argv[2], found[0])
+        samples = found[1]
         first, following = get_data_timeouts(_int(argv[3], 0) if len(argv) > 3 else 0)
         max_digits = _int(argv[4], 1024) if len(argv) > 4 else 1024
         prompt_s = samples / SAMPLES_PER_SECOND
@@ -809,9 +841,17 @@ class AsteriskSession:
         self._set(argv[2], argv[3])
         return ["200 result=1"]
 
-    def _heard(self, prompt: str) -> None:
+    def _find_recording(self, name: str) -> tuple[str, int] | None:
+        """What Asterisk plays for ``name`` in the channel's language now; a WARNING when it
+        finds nothing (file.c)."""
+        found = self.script.recording(name, self.call.language)
+        if found is None:
+            self.call.warnings.append(sounds.missing_file_warning(name))
+        return found
+
+    def _heard(self, prompt: str, path: str) -> None:
         self.call.prompts.append(prompt)
-        self.call.played.append(f"{self.call.language}/{prompt}")
+        self.call.played.append(path)
 
     def _set(self, name: str, value: str) -> None:
         """``pbx_builtin_setvar_helper``: a name ending in ``)`` is a dialplan function, written
@@ -875,13 +915,12 @@ class AsteriskSession:
         return ["200 result=0"]
 
     async def _exec_playback(self, prompt: str) -> Reply:
-        samples = self.script.prompt_samples(prompt)
-        found = samples is not None and not self._dead
+        found = None if self._dead else self._find_recording(prompt)
         self.call.variables["PLAYBACKSTATUS"] = "SUCCESS" if found else "FAILED"
-        if samples is not None and not self._dead:
-            self._heard(prompt)
+        if found is not None:
+            self._heard(prompt, found[0])
             start = self._listen("EXEC")
-            return [await self._until(start + samples / SAMPLES_PER_SECOND, "200 result=0")]
+            return [await self._until(start + found[1] / SAMPLES_PER_SECOND, "200 result=0")]
         return ["200 result=0"]
 
     async def _verbose(self, argv: list[str]) -> Reply:
@@ -922,10 +961,50 @@ class AsteriskSession:
         return ["200 result=0" if doomed else "200 result=1"]  # inverted, as captured
 
     async def _say(self, argv: list[str]) -> Reply:
+        """SAY NUMBER / SAY DIGITS as res_agi and say.c do them: the files by the language's
+        rules (English for a language say.c does not know, with its WARNING), each looked up
+        for the channel's language (:mod:`emulator.sounds`); a digit in the escape digits
+        stops it (``200 result=<ASCII>``); a missing file ends it, ``200 result=-1`` and
+        AGISTATUS FAILURE (``RESULT_FAILURE``). SAY ALPHA / PHONETIC: 0.4 s a character."""
+        command = " ".join(argv[:2]).upper()
+        number = _SCANF_INT.match(argv[2]) if len(argv) > 2 else None
+        if command == "SAY NUMBER" and (not 4 <= len(argv) <= 5 or number is None):
+            return usage_block(command)
+        if command == "SAY DIGITS" and (len(argv) != 4 or number is None):
+            return usage_block(command)
         if len(argv) < 4:
-            return usage_block(" ".join(argv[:2]).upper())
-        start = self._listen("SAY")
-        return [await self._until(start + 0.4 * len(argv[2]), "200 result=0")]
+            return usage_block(command)
+        if number is None:
+            start = self._listen("SAY")
+            return [await self._until(start + 0.4 * len(argv[2]), "200 result=0")]
+        if command == "SAY NUMBER":
+            files = sounds.number_files(int(number.group(0)))
+            warning = sounds.number_rules_warning(self.call.language)
+            if warning is not None:
+                self.call.warnings.append(warning)
+        else:
+            files = sounds.digit_files(argv[2])
+        return [await self._say_files(files, argv[3])]
+
+    async def _say_files(self, files: Sequence[str], escape: str) -> str:
+        """``say_filenames``: play each file in turn until a digit or a missing file."""
+        found: list[tuple[str, int]] = []
+        for name in files:
+            recording = self._find_recording(name)
+            if recording is None:
+                self.call.agistatus = "FAILURE"
+                break
+            found.append(recording)
+        total = sum(samples for _, samples in found) / SAMPLES_PER_SECOND
+        start = self._listen("SAY", total)
+        at = start
+        for path, samples in found:
+            self.call.played.append(path)
+            at += samples / SAMPLES_PER_SECOND
+            while (item := self.line.next_digit(at)) is not None:
+                if item[1] in escape:
+                    return await self._until(item[0], f"200 result={ord(item[1])}")
+        return await self._until(at, "200 result=0" if len(found) == len(files) else "200 result=-1")
 
     async def _set_music(self, argv: list[str]) -> Reply:
         return usage_block("SET MUSIC") if len(argv) not in (3, 4) else ["200 result=0"]

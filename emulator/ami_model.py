@@ -218,16 +218,18 @@ class QueueModel:
         self.connected[uniqueid] = caller
         return [*out, connect, *self.set_status(interface, INUSE, in_call=True)]
 
-    def complete(self, uniqueid: str, now: float, reason: str = "caller") -> list[Message]:
+    def complete(self, uniqueid: str, now: float, reason: str = "caller", cause: int = 16) -> list[Message]:
         """The answered call ends: AgentComplete (HoldTime: the wait before the answer,
         TalkTime: since the answer, whole seconds, as ``ami_queue_answered_call.txt``), both
-        Hangups, Status 1 InCall 0."""
+        Hangups (Cause 16, or the cause the call ended with: 17 when a callback's caller was
+        busy, ``callback_originate.txt``), Status 1 InCall 0."""
         joined, connected = self.connected[uniqueid].joined_at, self.connected[uniqueid].connected_at
         hold_s, talk_s = int(connected - joined), int(now - connected)
         caller, done = self._agent_complete(uniqueid, now, reason, hold_s=hold_s, talk_s=talk_s)
         assert caller.agent is not None
-        cause = (("Cause", "16"), ("Cause-txt", "Normal Clearing"))
-        hangups = [channel_event("Hangup", "call,all", ch, *cause) for ch in (caller.channel, caller.agent)]
+        text = {16: "Normal Clearing", 17: "User busy"}.get(cause, "Unknown")
+        headers = (("Cause", str(cause)), ("Cause-txt", text))
+        hangups = [channel_event("Hangup", "call,all", ch, *headers) for ch in (caller.channel, caller.agent)]
         return [done, *hangups, *self.set_status(caller.interface, NOT_INUSE, in_call=False)]
 
     def agent_hangs_up(self, uniqueid: str, now: float) -> tuple[list[Message], list[Message]]:

@@ -10,11 +10,15 @@ README 2.5).
   ``OriginateResponse`` event carrying the ActionID: ``Response: Success``, ``Reason: 4``, the
   real channel name (``Local/3002@probe-00000004;1``), ``Context``/``Exten`` (or
   ``Application``/``Data``), the ``;1`` leg's Uniqueid and the CallerID given; or
-  ``Response: Failure`` with the dial string as given in ``Channel``, ``Uniqueid: <unknown>``
-  and ``Reason`` 3 (rang, no answer within Timeout), 5 (busy: ``AST_CONTROL_BUSY``), 0 (bad
-  extension, unknown technology such as ``Bogus/123``: no channel at all for the latter).
+  ``Response: Failure`` with the dial string as given in ``Channel``, ``Uniqueid`` the
+  ``ChannelId`` asked for (``<unknown>`` without one: ``callback_originate.txt``,
+  ``ami_originate.txt``) and ``Reason`` 3 (rang, no answer within Timeout), 5 (busy:
+  ``AST_CONTROL_BUSY``), 0 (bad extension, unknown technology such as ``Bogus/123``: no
+  channel at all for the latter).
 * ``ChannelId`` / ``OtherChannelId`` are the Uniqueids of the ``;1`` / ``;2`` Local legs;
-  both legs carry the ``;1`` leg's as Linkedid. Without them Asterisk numbers the legs.
+  both legs carry the ``;1`` leg's as Linkedid. Without them Asterisk numbers the legs. One that
+  a live channel has already: no channel, ``Failure``, ``Reason: 0``, ``Uniqueid`` that id and
+  ``ERROR ... Channel Unique ID '<id>' already in use`` (``callback_originate.txt``).
 
 What the far end does is the test's (or emulated centre's) script: :attr:`Originator.far_end`
 says, for each request, whether and when it answers; :attr:`Originator.answered` runs once it
@@ -161,6 +165,17 @@ def hangups(legs: Legs, cause: str, text: str) -> list[Message]:
     ]
 
 
+def one_hung_up(legs: Legs, cause: int) -> list[Message]:
+    """The ``;1`` leg's dialplan ended: chan_local passes its hangup to ``;2``
+    (``HangupRequest`` of ``;2`` with ``;1``'s cause: 16, 17 after a busy Dial), then ``;1``'s
+    ``Hangup`` (callback_originate.txt); ``;2`` ends with whatever it is in (its queue call)."""
+    text = {16: "Normal Clearing", 17: "User busy"}.get(cause, "Unknown")
+    return [
+        channel_event("HangupRequest", "call,all", legs.two, ("Cause", str(cause))),
+        channel_event("Hangup", "call,all", legs.one, ("Cause", str(cause)), ("Cause-txt", text)),
+    ]
+
+
 def _target(request: OriginateRequest) -> Message:
     if request.application:
         return [("Application", request.application), ("Data", request.data)]
@@ -180,7 +195,9 @@ def response_event(request: OriginateRequest, reason: int, legs: Legs | None) ->
         ("Channel", legs.one.name if answered and legs is not None else request.channel),
         *_target(request),
         ("Reason", str(reason)),
-        ("Uniqueid", legs.one.uniqueid if answered and legs is not None else UNKNOWN),
+        # manager.c fast_originate: the channel's Uniqueid, else the ChannelId asked for, else
+        # <unknown> (callback_originate.txt: Failure, Reason 3, Uniqueid = the ChannelId)
+        ("Uniqueid", legs.one.uniqueid if answered and legs is not None else request.channel_id or UNKNOWN),
         ("CallerIDNum", request.caller_id_num or UNKNOWN),
         ("CallerIDName", request.caller_id_name or UNKNOWN),
     ]
@@ -196,6 +213,9 @@ class Originator:
         self.far_end: FarEnd = answers_at_once
         self.answered: Answered = nothing_more
         self.requests: list[OriginateRequest] = []
+        self.live: set[str] = set()  # Uniqueids of the legs not hung up yet
+        self._answering: set[str] = set()  # ;1 legs whose answered script runs
+        self.log: list[str] = []  # Asterisk's ERROR lines
         self.tasks: set[asyncio.Task[None]] = set()
 
     def start(self, request: OriginateRequest) -> None:
@@ -223,7 +243,24 @@ class Originator:
         self.requests.append(request)
         if request.local is None and request.channel.split("/", 1)[0].upper() != "PJSIP":
             return self._end(request, REASON_FAILED, None)  # unknown technology: no channel
+        taken = [i for i in (request.channel_id, request.other_channel_id) if i in self.live]
+        if taken:
+            # a ChannelId a live channel has: no channel, Failure, Reason 0 (callback_originate.txt)
+            self.log.append(f"ERROR channel.c: Channel Unique ID '{taken[0]}' already in use")
+            return self._end(request, REASON_FAILED, None)
         legs = make_legs(request, self.uniqueid)
+        ids = {legs.one.uniqueid, legs.two.uniqueid}
+        self.live |= ids
+        try:
+            return await self._play_legs(request, legs)
+        finally:
+            if not self.answered_running(legs):
+                self.live -= ids
+
+    def answered_running(self, legs: Legs) -> bool:
+        return legs.one.uniqueid in self._answering
+
+    async def _play_legs(self, request: OriginateRequest, legs: Legs) -> int:
         self.emit(newchannels(legs))
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -235,20 +272,29 @@ class Originator:
         spent = loop.time() - started  # the far end's script may take time itself
         if play.outcome == "noanswer" or (play.outcome == "answer" and spent + play.after_s >= timeout_s):
             await asyncio.sleep(max(0.0, timeout_s - spent))
-            self.emit(hangups(legs, "19", "User alerting, no answer"))
-            return self._end(request, REASON_NO_ANSWER, None)
+            # callback_originate.txt: ;1 goes, then OriginateResponse, then ;2 (both cause 19)
+            one, two = hangups(legs, "19", "User alerting, no answer")
+            self.emit([one])
+            reason = self._end(request, REASON_NO_ANSWER, None)
+            self.emit([two])
+            return reason
         await asyncio.sleep(play.after_s)
         if play.outcome == "busy":
             self.emit(hangups(legs, "17", "User busy"))
             return self._end(request, REASON_BUSY, None)
         # Answered: the ;1 leg starts its dialplan while the response is on its way (in the
         # capture, the leg's first UserEvent came before OriginateResponse).
+        self._answering.add(legs.one.uniqueid)
         self._keep(asyncio.create_task(self._run_answered(request, legs)))
         await asyncio.sleep(0)
         return self._end(request, REASON_ANSWERED, legs)
 
     async def _run_answered(self, request: OriginateRequest, legs: Legs) -> None:
-        await self.answered(request, legs)
+        try:
+            await self.answered(request, legs)
+        finally:  # the legs are gone once the script of the answered call has ended
+            self._answering.discard(legs.one.uniqueid)
+            self.live -= {legs.one.uniqueid, legs.two.uniqueid}
 
     def _end(self, request: OriginateRequest, reason: int, legs: Legs | None) -> int:
         if request.is_async:

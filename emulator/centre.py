@@ -9,12 +9,15 @@ adviser's desktop sets ``CR_DISPOSITION`` on it, the adviser hangs up and their 
 run), or the caller hangs up while waiting, or the queue times out, or the caller is withdrawn.
 Event order and headers follow the captures (``ami_queue_answered_call.txt``,
 ``ami_queue_caller_abandon.txt``, ``ami_queue_timeout.txt``, ``ami_queue_call_disposition.txt``,
-``dial_pjsip_trunk_forms.txt``). Not reported: bridges, music on hold, the queue's own
-DialBegin/DialEnd to advisers, ring-no-answer retries, the hang-up of outward legs and device
-states. The ``Timestamp`` header (``timestampevents = yes``) only when a ``stamp`` clock is given:
-then each event of a channel carries that clock plus the ringing and talk the PBX played at once on
-that channel (:attr:`emulator.pbx.Channel.played_s`), as Asterisk would have stamped them had it
-waited them out; without it, records take receive times.
+``dial_pjsip_trunk_forms.txt``). An outward leg ends when its ``Dial()`` returns: the far
+end's ``HangupRequest`` (a BYE after the talk: 16; a 486: 17, before ``DialEnd``) and its
+``Hangup`` (16, 17, or 0 when it rang unanswered), as ``callback_originate.txt``. Not
+reported: bridges, music on hold, the queue's own DialBegin/DialEnd to advisers, ring-no-answer
+retries and device states. The ``Timestamp`` header (``timestampevents = yes``) only when a
+``stamp`` clock is given: then each event of a channel carries that clock plus the ringing and
+talk the PBX played at once on that channel (:attr:`emulator.pbx.Channel.played_s`), as
+Asterisk would have stamped them had it waited them out; without it, records take receive
+times.
 
 The demonstration:
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import random
 from collections.abc import Callable
@@ -48,6 +52,12 @@ from routing.core.plan import Plan
 ADVISERS = 3
 _STATES = {"Down": "0", "Ring": "4", "Ringing": "5", "Up": "6"}
 NORMAL_CLEARING = (("Cause", "16"), ("Cause-txt", "Normal Clearing"))
+CAUSE_TEXT = {0: "Unknown", 16: "Normal Clearing", 17: "User busy", 19: "User alerting, no answer"}
+
+
+def cause(number: int) -> tuple[tuple[str, str], tuple[str, str]]:
+    """A Hangup's ``Cause`` / ``Cause-txt`` headers (main/causes.h)."""
+    return ("Cause", str(number)), ("Cause-txt", CAUSE_TEXT.get(number, "Unknown"))
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,7 @@ class QueuePlay:
     ``answer``: ``interface`` answers; their desktop sets ``disposition`` (or nothing) on their
     channel, then they hang up. ``abandon``: the caller hangs up while waiting. ``timeout``:
     Queue()'s timeout passes (``QUEUESTATUS=TIMEOUT``). ``withdraw``: the caller is withdrawn
-    (``QUEUESTATUS=WITHDRAW``)."""
+    (``QUEUESTATUS=WITHDRAW``). ``key``: the caller presses ``digit`` while waiting."""
 
     outcome: Literal["answer", "abandon", "timeout", "withdraw", "key"] = "answer"
     interface: str = "PJSIP/agent1"
@@ -66,9 +76,13 @@ class QueuePlay:
     wait_s: float = 0.0
     """Real seconds the caller waits in the queue before the outcome (a demonstration's waits)."""
     digit: str = ""
-    """``key``: the digit the caller presses while waiting. It takes them out of Queue() to the
-    queue's context (:meth:`~emulator.pbx.Pbx.queue_exit`); with no such context or extension
-    it is ignored, as app_queue ignores it, and the slice ends as ``timeout``."""
+    """``key``: the digits the caller presses while waiting, one after another. The first with
+    an extension in the queue's context takes them out of Queue() to it
+    (:meth:`~emulator.pbx.Pbx.queue_exit`); one with no such context or extension is ignored,
+    as app_queue ignores it: the caller stays in the queue (``queue_slices.txt``: a 7 with no
+    extension 7 changed nothing, a 1 then left)."""
+    then: Literal["answer", "abandon", "timeout", "withdraw"] = "timeout"
+    """``key``: what happens to a caller no key took out, who is still waiting."""
 
 
 Plays = Callable[[str, Channel], QueuePlay]
@@ -148,6 +162,12 @@ class CallCentre:
         ]
         if status == "ANSWER":
             leg.state = "Up"
+        # a 486: the leg's HangupRequest (Cause 17) comes before DialEnd (callback_originate.txt)
+        busy = (
+            [channel_event("HangupRequest", "call,all", wire(leg), ("Cause", "17"))]
+            if status == "BUSY"
+            else []
+        )
         end = [
             ("Event", "DialEnd"),
             ("Privilege", "call,all"),
@@ -155,7 +175,20 @@ class CallCentre:
             *ami_wire.channel_block(wire(leg), "Dest"),
             ("DialStatus", status),
         ]
-        self._emit([self._stamped(begin, leg), self._stamped(end, caller)])
+        self._emit(
+            [self._stamped(begin, leg), *(self._stamped(m, leg) for m in busy), self._stamped(end, caller)]
+        )
+
+    def hung_up(self, channel: Channel, cause_: int, *, requested: bool) -> None:
+        """A channel the PBX made is gone (an outward leg when Dial() returns; a callback's ;1
+        leg when its dialplan ends): ``Hangup`` with its cause, after the far end's
+        ``HangupRequest`` when ``requested`` (their BYE)."""
+        ch = wire(channel)
+        request = (
+            [channel_event("HangupRequest", "call,all", ch, ("Cause", str(cause_)))] if requested else []
+        )
+        hangup = [*request, channel_event("Hangup", "call,all", ch, *cause(cause_))]
+        self._emit([self._stamped(m, channel) for m in hangup])
 
     def caller_gone(self, channel: Channel, *, by_caller: bool) -> None:
         """The caller's channel is done: their BYE (``HangupRequest``, no Cause) when they hung
@@ -165,7 +198,7 @@ class CallCentre:
         self._gone.add(channel.uniqueid)
         ch = wire(channel)
         request = [channel_event("HangupRequest", "call,all", ch)] if by_caller else []
-        hangup = [*request, channel_event("Hangup", "call,all", ch, *NORMAL_CLEARING)]
+        hangup = [*request, channel_event("Hangup", "call,all", ch, *cause(channel.hangup_cause))]
         self._emit([self._stamped(m, channel) for m in hangup])
 
     # --- Queue() ---------------------------------------------------------------------------
@@ -185,14 +218,16 @@ class CallCentre:
         if play.wait_s > 0:
             await asyncio.sleep(play.wait_s)
         caller.set("QUEUEPOSITION", str(model.position(caller.uniqueid)))
+        if play.outcome == "key":
+            if any(pbx.queue_exit(caller, queue, digit) for digit in play.digit):
+                self._emit(model.exit_with_key(caller.uniqueid))
+                return EXIT_WITH_KEY
+            play = dataclasses.replace(play, outcome=play.then)  # still waiting
         if play.outcome == "abandon":
             self._gone.add(caller.uniqueid)
             self._emit(model.abandon(caller.uniqueid, self.fake.clock()))
             return ""
-        if play.outcome == "key" and pbx.queue_exit(caller, queue, play.digit):
-            self._emit(model.exit_with_key(caller.uniqueid))
-            return EXIT_WITH_KEY
-        if play.outcome in ("timeout", "withdraw", "key"):
+        if play.outcome in ("timeout", "withdraw"):
             self._emit(model.time_out(caller.uniqueid, self.fake.clock()))
             return "WITHDRAW" if play.outcome == "withdraw" else "TIMEOUT"
         await self._answered(pbx, caller, play, gosub)

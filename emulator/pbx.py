@@ -19,6 +19,10 @@ to Asterisk 22.10.1 where the captures in the Asterisk transcripts show its beha
   read as ``,``) on the new channel before its INVITE; ``Set(PJSIP_HEADER(add,Name)=value)``
   there adds a header to the INVITE, with an empty value when the value is empty. An answered
   ``Dial()`` without option ``g`` ends the caller's dialplan (the bridge ended: Dial returns -1).
+  Dial() waits on its far end, so other channels' events come first (a callback's
+  ``OriginateResponse`` before its ``;1`` leg's ``DialBegin``); when it returns its outward
+  legs end (Hangup 16 after a talk, 17 busy, 0 unanswered) and a busy one leaves the calling
+  channel's own hangup cause 17 (``callback_originate.txt``).
 * ``PJSIP_HEADER(read,Name)`` reads the headers of the INVITE that brought a PJSIP channel in
   (:attr:`Channel.received`): absent, empty with no log line; on any other channel, empty and
   ``ERROR ... This function requires a PJSIP channel.``; a header too long for the function's
@@ -55,6 +59,7 @@ clock.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import time
@@ -68,6 +73,11 @@ from emulator.line import CallerLine
 MAX_STEPS = 5000  # priorities one call may run: a dialplan loop ends as an error, not a hang
 AST_CAUSE_NO_ROUTE_DESTINATION = 3
 AST_CAUSE_CHANNEL_UNACCEPTABLE = 6
+AST_CAUSE_NORMAL_CLEARING = 16
+AST_CAUSE_USER_BUSY = 17
+# How an outward leg ends, by DIALSTATUS (callback_originate.txt): answered then the far end's BYE
+# 16, a 486 Busy Here 17, rang unanswered (Dial's timeout hangs it up) 0 "Unknown".
+LEG_END_CAUSES = {"ANSWER": AST_CAUSE_NORMAL_CLEARING, "BUSY": AST_CAUSE_USER_BUSY}
 
 
 class DialplanError(RuntimeError):
@@ -111,6 +121,7 @@ class Channel:
     timed_out: bool = False  # AST_SOFTHANGUP_TIMEOUT: the absolute timeout fired
     linkedid: str = ""  # the call's Linkedid: the first channel's Uniqueid (empty: this one's)
     hangup_handlers: list[str] = field(default_factory=list)  # CHANNEL(hangup_handler_push) stack
+    hangup_cause: int = AST_CAUSE_NORMAL_CLEARING  # its Hangup's Cause (17 after a busy Dial)
     # seconds of ringing and talk the emulator played at once instead of waiting them out: this
     # channel's clock is ahead of the real one by that much (its events' Timestamp, CallCentre)
     played_s: float = 0.0
@@ -437,6 +448,7 @@ class DialAttempt:
     invite: Invite | None = None
     log: list[str] = field(default_factory=list)
     ring_s: float = 0.0  # how long the far end rang before DIALSTATUS
+    leg: Channel | None = None  # the outward channel, when one was made
 
 
 def _not_found(endpoint: str) -> tuple[None, int, list[str]]:
@@ -533,6 +545,8 @@ class PbxEvents(Protocol):
     def user_event(self, channel: Channel, data: str) -> None: ...
 
     def dialled(self, caller: Channel, leg: Channel, dial_string: str, status: str) -> None: ...
+
+    def hung_up(self, channel: Channel, cause: int, *, requested: bool) -> None: ...
 
 
 QueueCall = Callable[["Pbx", Channel, str, str, str, int], Awaitable[str]]
@@ -653,10 +667,12 @@ class Pbx:
         exten: str = "",
         uniqueid: str = "",
         played_s: float = 0.0,
+        announced: bool = False,
     ) -> Channel:
         """A channel (``linkedid``: the call it is made for, as a dialled leg carries its caller's;
         ``context``/``exten``: where it starts, as its ``Newchannel`` says; ``played_s``: its
-        clock, a dialled leg's is its caller's)."""
+        clock, a dialled leg's is its caller's). ``announced``: AMI has had its ``Newchannel``
+        already (the ``;1`` leg of an Originate, made by the AMI side), so none is sent."""
         number = next(_numbers)
         channel = Channel(
             name=name,
@@ -668,7 +684,7 @@ class Pbx:
             exten=exten,
             played_s=played_s,
         )
-        if self.ami is not None:
+        if self.ami is not None and not announced:
             self.ami.channel_created(channel)
         return channel
 
@@ -1031,11 +1047,23 @@ class Pbx:
             channel.played_s += talk
             rang = answered.ring_s if channel.state == "Up" else 0.0
             channel.set("ANSWEREDTIME", str(int(rang + talk)))
+        self._legs_ended(channel, first)
         if status == "ANSWER" and "g" not in options:
             # The call was bridged; when it ends, Dial() without option g returns -1 and the
             # caller's dialplan ends there ("Spawn extension ... exited non-zero":
             # pjsip_header_read_probe.txt, agi_inbound_partner_headers.txt).
             channel.hung_up = True
+
+    def _legs_ended(self, channel: Channel, first: int) -> None:
+        """Dial() returns: its outward legs are gone, on the caller's clock (an answered one
+        after the talk, hung up by the far end: HangupRequest then Hangup 16; a busy one 17; one
+        that rang unanswered 0, callback_originate.txt)."""
+        for attempt in self.dials[first:]:
+            if attempt.leg is None or self.ami is None:
+                continue
+            attempt.leg.played_s = channel.played_s
+            cause = LEG_END_CAUSES.get(attempt.status, 0)
+            self.ami.hung_up(attempt.leg, cause, requested=attempt.status == "ANSWER")
 
     async def _dial_one(self, caller: Channel, peer: str, options: Mapping[str, str]) -> str:
         tech, _, dest = peer.partition("/")
@@ -1066,7 +1094,13 @@ class Pbx:
         if "b" in options:
             await self.gosub_handler(leg, options["b"])
         attempt.invite = self.pjsip.invite(leg, caller, uri, user)
+        attempt.leg = leg
+        # Dial() waits on the far end: whatever else Asterisk has to say goes first (the
+        # callback's OriginateResponse came before its ;1 leg's DialBegin, callback_originate.txt)
+        await asyncio.sleep(0)
         attempt.status = self.far_end(attempt.invite)
+        if attempt.status == "BUSY":
+            caller.hangup_cause = AST_CAUSE_USER_BUSY  # app_dial: the ;1, ;2 legs ended 17 too
         # the ringing, played at once: DialBegin on the leg's clock, DialEnd on the caller's after it
         attempt.ring_s = self.ring_s(attempt.invite)
         caller.played_s += attempt.ring_s

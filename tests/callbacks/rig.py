@@ -26,7 +26,8 @@ import yaml
 from redis.asyncio import Redis
 
 from emulator.ami import FakeAmi
-from emulator.ami_originate import Legs, OriginatePlay, OriginateRequest
+from emulator.ami_originate import Legs, OriginatePlay, OriginateRequest, one_hung_up
+from emulator.ami_wire import channel_event
 from emulator.centre import CallCentre
 from emulator.dialplan import DIALPLANS, GLOBALS
 from emulator.extensions import Dialplan
@@ -92,6 +93,7 @@ class CallbackCentre:
     keys: RedisKeys
     plan: CompiledPlan
     pbx: Pbx = field(init=False)
+    centre: CallCentre = field(init=False)
     phones: dict[str, list[Phone]] = field(default_factory=dict)  # number -> one per call, in turn
     free: list[str] = field(default_factory=list)  # advisers ready for the next queue call
     on: dict[str, str] = field(default_factory=dict)  # adviser -> the live caller they talk to
@@ -136,8 +138,12 @@ class CallbackCentre:
         try:
             interface = await asyncio.wait_for(asyncio.shield(ringing), request.timeout_ms / 1000)
         except TimeoutError:
+            # The Originate's Timeout: Asterisk hangs ;2 up (HangupRequest, Cause 19), it leaves
+            # the queue (Abandon, Leave); the Originator then reports both legs' Hangup (19)
+            # around OriginateResponse (callback_originate.txt, "no adviser")
             self.legs.pop(two.uniqueid, None)
-            self.fake.emit(self.fake.model.abandon(two.uniqueid, time.time()))
+            self.fake.emit([channel_event("HangupRequest", "call,all", two, ("Cause", "19"))])
+            self.fake.emit(self.fake.model.time_out(two.uniqueid, time.time()))
             return OriginatePlay("noanswer")
         agent = self.fake.model.new_channel(interface, *ADVISER_EXTENSION)
         agent = dataclasses.replace(agent, linkedid=legs.one.uniqueid)
@@ -157,12 +163,16 @@ class CallbackCentre:
             caller_name=ADVISER_EXTENSION[0],
             context=request.context,
             exten=request.exten,
+            announced=True,  # the Originate made it: its Newchannel has gone out
         )
         one.state = "Up"  # the Originate answered it: the adviser's answer
         for name, value in request.variables.items():
             one.set(name, value)
         await self.pbx.run(one, request.context, request.exten)
-        self.fake.emit(self.fake.model.complete(legs.two.uniqueid, time.time()))
+        # ;1's dialplan ends: it hangs up, then the queue call of ;2 ends, all with ;1's cause
+        # (16; 17 when the caller was busy: callback_originate.txt)
+        self.fake.emit(one_hung_up(legs, one.hangup_cause))
+        self.fake.emit(self.fake.model.complete(legs.two.uniqueid, time.time(), cause=one.hangup_cause))
 
     def phone(self, invite: Invite) -> str:
         """The caller's phone rings: this call's script entry (the last one repeats)."""
@@ -256,6 +266,7 @@ async def emulated_centre(
         for interface in ADVISERS:  # every adviser is on a call when the test starts
             fake.set_member_status(interface, 2, in_call=True, send=False)
         rig = CallbackCentre(fake, redis, keys, compiled)
+        rig.centre = CallCentre(fake, stamp=time.time)
         rig.pbx = Pbx(
             Dialplan.parse((DIALPLANS / "callrouter.conf").read_text(encoding="utf-8")),
             {**GLOBALS, "CR_TRUNK": "pstn"},
@@ -263,7 +274,7 @@ async def emulated_centre(
             far_end=rig.phone,
             talk_s=rig.talk,
             ring_s=rig.ring,
-            events=CallCentre(fake, stamp=time.time),
+            events=rig.centre,
         )
         fake.originator.far_end = rig.far_end
         fake.originator.answered = rig.answered

@@ -53,6 +53,9 @@ class Events:
     def dialled(self, caller: Channel, leg: Channel, dial_string: str, status: str) -> None:
         return None
 
+    def hung_up(self, channel: Channel, cause: int, *, requested: bool) -> None:
+        return None
+
 
 def answeredtime_values() -> list[str]:
     """Every ``VarSet ANSWEREDTIME`` value of the capture, in order."""

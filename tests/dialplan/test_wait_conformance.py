@@ -6,7 +6,10 @@ Captured (``ami_queue_timeout.txt``, ``ami_queue_status_summary_withdraw.txt``,
 ``QUEUEPOSITION`` (VarSet before QUEUESTATUS) to the caller's place as they left, renumbered
 when someone ahead left first.
 
-Not captured (no transcript shows them; the emulator follows apps/app_queue.c of Asterisk 22):
+Captured since in ``queue_slices.txt`` and replayed against the emulator by
+``tests/emulator/test_queue_slices_conformance.py`` (the position argument past the end of the
+queue, an ignored key, a key exit, the rejoin at QUEUEPOSITION); here, from apps/app_queue.c of
+Asterisk 22, the cases that capture does not show:
 
 * Queue()'s 9th argument, ``position``: ``join_queue`` inserts the caller before the entry at
   that place among callers of the same priority (``if (!inserted && (qe->prio >= cur->prio) &&
@@ -166,7 +169,8 @@ async def test_a_digit_leaves_for_the_queue_context() -> None:
 
 
 async def test_a_digit_with_no_context_is_ignored() -> None:
-    """No context on the queue: the digit does nothing; the slice ends as a timeout."""
+    """No context on the queue: the digit does nothing, the caller stays in the queue (here
+    until the slice ends as a timeout, QueuePlay's ``then``)."""
     async with FakeAmi() as fake:
         centre = Recording(fake, [QueuePlay("key", digit="1")])
         pbx = pbx_for(centre, KEYED)

@@ -16,15 +16,15 @@ import asyncio
 import re
 from dataclasses import dataclass, field
 
-import pytest
-
-from emulator.agi import CallerScript, EmulatedCall, run_call
+from emulator.agi import SAY_FILE_SAMPLES, CallerScript, EmulatedCall, run_call
 from tests.fastagi.transcripts import FIXTURES
 
 CAPTURE = FIXTURES / "agi_language_say.txt"
 _DATA = re.compile(r"^\s*\d+\.\d+ (A->S|S->A) (.*)$")
-# the lengths (samples) of the recordings the capture played, from its endpos values
-PROMPTS = {"vm-goodbye": 6920, "cr-croeso": 45235, "hello-world": 3404}
+_PLAYING = re.compile(r"Playing '([^']+)\.slin'.*\(language '(\w+)'\)")
+# The capture's sounds (its header): en/ is the whole English set, cy/ holds two files only.
+CY_ONLY = {"cy/cr-croeso": 45235, "cy/hello-world": 3404}  # lengths: the capture's endpos
+EN = {"en/vm-goodbye": 6920, "en/hello-world": 11360}
 
 
 @dataclass
@@ -55,10 +55,36 @@ def sessions() -> list[Session]:
     return found
 
 
-def warnings() -> list[str]:
-    return [
-        line.split("asterisk log: ", 1)[1] for line in CAPTURE.read_text().splitlines() if "WARNING[" in line
-    ]
+def log(connection: int) -> list[str]:
+    """Asterisk's log lines during FastAGI connection ``connection`` (1 or 2), without the prefix."""
+    lines: list[str] = []
+    current = 0
+    for line in CAPTURE.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# ---- FastAGI connection"):
+            current += 1
+        elif "asterisk log: " in line and current == connection:
+            lines.append(line.split("asterisk log: ", 1)[1])
+    return lines
+
+
+def warnings(connection: int) -> list[str]:
+    """The WARNING lines, as ``file.c: ...`` / ``say.c: ...``."""
+    return [line.split("] ", 1)[1] for line in log(connection) if line.startswith("WARNING[")]
+
+
+def played(connection: int) -> list[str]:
+    """Each recording Asterisk played, as the path it came from: the log names the file and the
+    channel's language; the capture's sounds say which directory holds it."""
+    paths = []
+    for file, language in _PLAYING.findall("\n".join(log(connection))):
+        paths.append(f"cy/{file}" if f"{language}/{file}" in CY_ONLY else f"en/{file}")
+    return paths
+
+
+def recordings() -> dict[str, int]:
+    """The emulator's sounds: as the capture's, with the English digit files it played."""
+    digits = {path: SAY_FILE_SAMPLES for path in played(1) + played(2) if "/digits/" in path}
+    return {**EN, **CY_ONLY, **digits}
 
 
 FIRST, SECOND = sessions()
@@ -82,11 +108,11 @@ class Commands:
         self.done.set()
 
 
-async def emulate(commands: list[bytes]) -> tuple[list[bytes], EmulatedCall]:
+async def emulate(commands: list[bytes], language: str = "en") -> tuple[list[bytes], EmulatedCall]:
     server_side = Commands(commands)
     server = await asyncio.start_server(server_side, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    script = CallerScript(answered=True, prompts=PROMPTS, missing_prompts=frozenset({"cr-nowhere"}))
+    script = CallerScript(answered=True, prompts=recordings(), language=language)
     try:
         call = await run_call("127.0.0.1", port, script, deadline=60)
         await asyncio.wait_for(server_side.done.wait(), 5)
@@ -111,24 +137,48 @@ def test_what_the_capture_shows() -> None:
     )  # en only, cy channel
     assert {reply for command, reply in FIRST.exchange if command.startswith(b"SAY ")} == {b"200 result=0\n"}
     assert SECOND.env["agi_language"] == "cy"  # the next AGI() on the channel
-    assert (
-        sum("say.c: Language cy not currently supported, defaulting to English" in w for w in warnings()) == 2
-    )
+    assert warnings(1) == [
+        "file.c: File cr-croeso does not exist in any format",
+        "file.c: File cr-nowhere does not exist in any format",
+        "say.c: Language cy not currently supported, defaulting to English",
+        "say.c: Language cy not currently supported, defaulting to English",
+    ]
+    # SAY in cy: English rules (21 = 20 + 1) and, with no cy/digits/, the English files
+    assert played(1)[-2:] == ["en/digits/20", "en/digits/1"]
+    assert "cy/cr-croeso" in played(1)
+    assert "en/vm-goodbye" in played(1)[5:]  # on the cy channel, from en/
 
 
-async def test_the_emulator_answers_as_captured_where_the_recording_does_not_depend_on_the_language() -> None:
-    """Every command of the first AGI() but the cy-only prompt on the en channel: the same reply
-    lines (GET/SET of CHANNEL(language), prompts found in either language or in none, SAY)."""
+async def test_the_emulator_answers_every_command_as_captured() -> None:
+    """Every command of the first AGI(): the same reply lines (GET/SET of CHANNEL(language), a
+    cy-only prompt on the en channel, an en-only prompt on the cy channel, a prompt in both, one
+    in neither, SAY NUMBER / SAY DIGITS in en and cy)."""
     commands = [command for command, _ in FIRST.exchange]
     replies, call = await emulate(commands)
-    captured = [reply for _, reply in FIRST.exchange]
-    differs = [i for i, (ours, theirs) in enumerate(zip(replies, captured, strict=True)) if ours != theirs]
-    assert differs == [1]  # STREAM FILE cr-croeso on the en channel: see the xfail below
+    assert replies == [reply for _, reply in FIRST.exchange]
     assert call.language == "cy"  # what the PBX carries to the next AGI()'s agi_language
-    assert call.agistatus == "FAILURE"  # a missing prompt (cr-nowhere), as captured
+    assert call.agistatus == "FAILURE"  # the missing prompts, as captured
 
 
-@pytest.mark.xfail(strict=True, reason="the emulator's prompts do not depend on the channel's language")
+async def test_the_recordings_played_and_the_warnings_are_the_captured_ones() -> None:
+    """The prompts and SAY's digit files come from the directories Asterisk took them from
+    (cy/ first on the cy channel, then en/); the WARNING lines are Asterisk's."""
+    _, call = await emulate([command for command, _ in FIRST.exchange])
+    assert call.played == played(1)
+    assert call.warnings == warnings(1)
+
+
 async def test_a_prompt_only_under_cy_is_missing_on_an_en_channel() -> None:
-    replies, _ = await emulate([b'STREAM FILE cr-croeso ""\n'])
+    replies, call = await emulate([b'STREAM FILE cr-croeso ""\n'])
     assert replies == [FIRST.exchange[1][1]]
+    assert call.agistatus == "FAILURE"
+    assert call.played == []
+
+
+async def test_the_next_agi_on_the_welsh_channel_says_digits_from_en() -> None:
+    """The second AGI(): ``agi_language: cy``; SAY DIGITS 4 plays en/digits/4, no warning."""
+    replies, call = await emulate([command for command, _ in SECOND.exchange], language="cy")
+    assert replies == [reply for _, reply in SECOND.exchange]
+    assert call.played == played(2) == ["en/digits/4"]
+    assert call.warnings == warnings(2) == []
+    assert call.agistatus == "SUCCESS"
