@@ -35,6 +35,17 @@ WAIT_SOUNDS = ("queue-youarenext", "queue-thereare", "queue-callswaiting", "queu
 """Asterisk's own sounds the wait announcements play (figures are said with SAY NUMBER, whose
 digit files Asterisk also needs per language: ``agi_language_say.txt`` shows Welsh falling back
 to the English ones)."""
+SAY_DIGITS_SOUNDS = tuple(f"digits/{n}" for n in range(10))
+"""Asterisk's files for SAY DIGITS (the callback's number read back), one per digit."""
+SAY_NUMBER_SOUNDS = (
+    *(f"digits/{n}" for n in range(20)),
+    *(f"digits/{n}" for n in range(20, 100, 10)),
+    "digits/hundred",
+)
+"""Asterisk's files for SAY NUMBER by English rules (positions and minutes: 21 is ``digits/20``
+then ``digits/1``), which Asterisk 22 also uses for a Welsh channel, looking each file up in the
+channel's language first (``agi_language_say.txt``): without ``cy/digits/*`` a Welsh caller hears
+the figures in English."""
 Exists = Callable[[str, str], bool]
 """``exists(language, prompt)``: whether a recording of ``prompt`` in ``language`` is there."""
 
@@ -76,8 +87,10 @@ def _waiting(tenant: Tenant) -> Iterator[tuple[Path, str | None]]:
                     yield ("queues", name, "callback", "prompt"), queue.callback.prompt
                 else:
                     yield ("queues", name, "callback"), f"{tenant.prompts}/{prompt}"
+            for sound in SAY_DIGITS_SOUNDS:
+                yield ("queues", name, "callback"), sound
         if queue.announce_wait is not None:
-            for sound in WAIT_SOUNDS:
+            for sound in (*WAIT_SOUNDS, *SAY_NUMBER_SOUNDS):
                 yield ("queues", name, "announce_wait"), sound
 
 

@@ -172,3 +172,34 @@ def test_the_ivr_plays_only_the_callback_and_wait_prompts_plan_check_knows() -> 
     assert streamed
     assert played <= set(CALLBACK_PROMPTS)
     assert streamed <= set(WAIT_SOUNDS)
+
+
+def test_the_figures_asterisk_says_are_checked_in_each_language(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Positions and minutes are said with SAY NUMBER, the callback's number with SAY DIGITS:
+    Asterisk's ``digits/*`` files in the channel's language, English for a Welsh channel that has
+    none. A council without Welsh figures is told, at the queue."""
+    plan = with_callback_and_announcements(tmp_path)
+    sounds = tmp_path / "sounds"
+    every_recording(plan, sounds, leave_out=("cy/digits/7", "cy/digits/hundred"))
+    code, out, _err = run(capsys, "plan", "check", str(plan), "--prompts", str(sounds), "--json")
+    assert code == 1
+    problems = json.loads(out)["problems"]
+    messages = sorted(p["message"].split(" (")[0] for p in problems)
+    assert messages == [
+        "prompt 'digits/7' has no recording in cy",  # the callback's read-back
+        "prompt 'digits/7' has no recording in cy",  # the wait's figures
+        "prompt 'digits/hundred' has no recording in cy",
+    ]
+
+
+def test_plan_check_knows_every_file_the_emulated_say_plays() -> None:
+    """The emulator says figures as Asterisk 22 does (``emulator/sounds.py``, from
+    ``agi_language_say.txt``): every file it plays for a position or a wait of up to 999, and for
+    any digit, is one ``plan check`` looks for."""
+    from emulator.sounds import digit_files, number_files
+    from routing.core.prompts import SAY_DIGITS_SOUNDS, SAY_NUMBER_SOUNDS
+
+    assert {f for n in range(1000) for f in number_files(n)} <= set(SAY_NUMBER_SOUNDS)
+    assert set(digit_files("0123456789")) <= set(SAY_DIGITS_SOUNDS)
