@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -216,3 +217,90 @@ def test_the_deploy_guide_names_the_images_and_files_the_stack_uses(compose: dic
         assert secret["file"].rsplit("/", 1)[-1] in guide, secret["file"]
     for unit in (ROOT / "deploy" / "systemd").glob("*.service"):
         assert unit.stem in guide, unit.name
+
+
+def mounts(service: dict[str, Any]) -> dict[str, bool]:
+    """Where a service's container sees something other than the image: target -> writable."""
+    found: dict[str, bool] = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            _, target, *mode = volume.split(":")
+            found[target] = "ro" not in mode
+        else:
+            found[volume["target"]] = not volume.get("read_only", False)
+    tmpfs = service.get("tmpfs", [])
+    for target in [tmpfs] if isinstance(tmpfs, str) else tmpfs:
+        found[target] = True
+    for secret in service.get("secrets", []):
+        name = secret if isinstance(secret, str) else secret["source"]
+        target = name if isinstance(secret, str) else secret.get("target", name)
+        found[target if target.startswith("/") else f"/run/secrets/{target}"] = False
+    return found
+
+
+# Settings a callrouter process writes below: on a read-only container they need a writable mount.
+WRITTEN = {"controller": {"CALLROUTER_RECORDS_JOURNAL"}, "deliver": {"CALLROUTER_RECORDS_ARCHIVE_DIR"}}
+# Settings that name a secret: its file must be one of the service's secrets.
+SECRET_FILES = re.compile(r"_FILE$|^CALLROUTER_WEB_TLS_(CERT|KEY)$")
+
+
+def mount_problems(compose: dict[str, Any]) -> list[str]:
+    """Every path a service is told about that its container would not have: a CALLROUTER_* path
+    outside every mount of a callrouter service (or a secret not among its secrets, or a folder it
+    writes mounted read-only), and an Asterisk configuration file or secret it includes that is
+    not mounted where Asterisk reads it."""
+    problems = []
+    for name in ("controller", "web", "deliver"):
+        service = compose["services"][name]
+        where = mounts(service)
+        for variable, value in service.get("environment", {}).items():
+            if not variable.startswith("CALLROUTER_") or not str(value).startswith("/"):
+                continue
+            path = Path(value)
+            if SECRET_FILES.search(variable):
+                if where.get(value) is not False or not value.startswith("/run/secrets/"):
+                    problems.append(f"{name}: {variable}={value} is not one of its secrets")
+                continue
+            under = [t for t in where if path.is_relative_to(t)]
+            if not under:
+                problems.append(f"{name}: {variable}={value} is not mounted")
+            elif variable in WRITTEN.get(name, set()) and not where[max(under, key=len)]:
+                problems.append(f"{name}: {variable}={value} is written but mounted read-only")
+    asterisk = compose["services"]["asterisk"]
+    where = mounts(asterisk)
+    for conf in sorted((ROOT / "deploy" / "asterisk").glob("*.conf")):
+        if f"/etc/asterisk/{conf.name}" not in where:
+            problems.append(f"asterisk: deploy/asterisk/{conf.name} is not mounted in /etc/asterisk")
+        for included in re.findall(r'^#include "([^"]+)"', conf.read_text(), flags=re.MULTILINE):
+            path = Path(included if included.startswith("/") else f"/etc/asterisk/{included}")
+            if not any(path.is_relative_to(t) for t in where):
+                problems.append(f"asterisk: {conf.name} includes {included}, which is not mounted")
+    return problems
+
+
+def test_every_path_a_service_is_given_is_mounted_where_it_looks(compose: dict[str, Any]) -> None:
+    assert mount_problems(compose) == []
+
+
+@pytest.mark.parametrize(
+    ("service", "index", "wrong"),
+    [
+        ("controller", 0, "./deploy/compose/plan.yaml:/etc/callrouter/plan.yml:ro"),  # target misspelt
+        ("controller", 1, "controller-journal:/var/lib/callrouter:ro"),  # journal not writable
+        ("deliver", 1, "records-archive:/var/lib/callrouter/archives"),  # archive elsewhere
+        ("asterisk", 1, "./deploy/asterisk/extensions.conf:/etc/asterisk/extension.conf:ro"),
+    ],
+)
+def test_the_mount_check_catches_a_wrong_mount(
+    compose: dict[str, Any], service: str, index: int, wrong: str
+) -> None:
+    broken = json.loads(json.dumps(compose))
+    broken["services"][service]["volumes"][index] = wrong
+    assert mount_problems(broken) != []
+
+
+def test_the_mount_check_catches_a_secret_a_service_is_not_given(compose: dict[str, Any]) -> None:
+    for service, secret in (("controller", "ami_secret"), ("web", "web_key"), ("asterisk", "ami_user")):
+        broken = json.loads(json.dumps(compose))
+        broken["services"][service]["secrets"].remove(secret)
+        assert mount_problems(broken) != [], (service, secret)
