@@ -304,3 +304,9 @@ def test_the_mount_check_catches_a_secret_a_service_is_not_given(compose: dict[s
         broken = json.loads(json.dumps(compose))
         broken["services"][service]["secrets"].remove(secret)
         assert mount_problems(broken) != [], (service, secret)
+
+
+def test_web_has_the_caller_hash_key_for_a_search_by_number(compose: dict[str, Any]) -> None:
+    web = compose["services"]["web"]
+    assert web["environment"]["CALLROUTER_RECORDS_CALLER_HASH_KEY_FILE"] == "/run/secrets/records_hash_key"
+    assert "records_hash_key" in web["secrets"]

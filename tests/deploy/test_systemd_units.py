@@ -183,3 +183,13 @@ def test_the_delivery_worker_may_write_where_the_plans_file_sinks_write(plan: st
     assert directories, f"{plan} has no file sink to check"
     for directory in directories:
         assert any(directory.is_relative_to(p) for p in writable), f"{plan}: {directory} is read-only"
+
+
+def test_web_has_the_caller_hash_key_for_a_search_by_number() -> None:
+    """The records API's search by caller hashes the number with serve's key (docs/web.md);
+    without it that search answers 503."""
+    u = parse_unit((UNITS / "callrouter-web.service").read_text())
+    credentials = dict(v.split(":", 1) for v in values(u, "Service", "LoadCredential"))
+    assert credentials["records-hash.key"] == "/etc/callrouter/records-hash.key"
+    env = dict(v.split("=", 1) for v in values(u, "Service", "Environment"))
+    assert env["CALLROUTER_RECORDS_CALLER_HASH_KEY_FILE"] == "%d/records-hash.key"
