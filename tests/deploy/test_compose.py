@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
+from ivr import static_dialplan
 from routing.plan_file import load_plan
 from tests.deploy.support import ROOT, parse_command, setting_variables
 
@@ -310,3 +311,15 @@ def test_web_has_the_caller_hash_key_for_a_search_by_number(compose: dict[str, A
     web = compose["services"]["web"]
     assert web["environment"]["CALLROUTER_RECORDS_CALLER_HASH_KEY_FILE"] == "/run/secrets/records_hash_key"
     assert "records_hash_key" in web["secrets"]
+
+
+def test_the_static_dialplan_asterisk_mounts_is_the_stacks_plans(compose: dict[str, Any]) -> None:
+    """The route of last resort in the Asterisk container (dialplans/callrouter-static.conf) is
+    the one generated from the plan the stack's controller serves (docs/deploy.md says to
+    regenerate it when another plan is mounted)."""
+    assert "./dialplans:/etc/asterisk/callrouter:ro" in compose["services"]["asterisk"]["volumes"]
+    volumes = compose["services"]["controller"]["volumes"]
+    served = next(v.split(":")[0] for v in volumes if ":/etc/callrouter/plan.yaml" in v)
+    loaded = load_plan(ROOT / served)
+    assert loaded.plan is not None
+    assert static_dialplan.render(loaded.plan) == (ROOT / "dialplans" / "callrouter-static.conf").read_text()
