@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 
 from callrouter import settings
 from tests.deploy.support import ROOT, parse_command, setting_variables
 from tests.deploy.test_systemd_units import NAMES, UNITS, parse_unit, values
+from tests.support.redis_server import free_port, start_redis
 
 GUIDE = ROOT / "docs" / "deploy.md"
 # Variables the guide may name that are not settings: the settings file's own, and the one
@@ -174,3 +178,37 @@ def test_the_guides_settings_load_for_each_unit_and_the_units_share_no_port(tmp_
     # The checks the guide gives ask the controller's port.
     controller = next(p for p, n in ports.items() if n == "callrouter-serve.service")
     assert f"http://127.0.0.1:{controller}/ready" in GUIDE.read_text()
+
+
+def test_the_guides_redis_steps_give_every_user_a_password_that_works(tmp_path: Path) -> None:
+    """Step 3 as written, on a copy of deploy/redis/users.acl: its loop sets each user's
+    password hash (a line it fails to match would leave that user with no password it can use),
+    and a real redis-server with the guide's settings lets each user in with its clear password
+    file, and nobody without one."""
+    text = GUIDE.read_text()
+    step = next(b for b in blocks(text) if b.info == "sh" and "for user in" in b.body).body
+    loop = step[step.index("for user in") : step.index("done") + len("done")]
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    acl = tmp_path / "users.acl"
+    shutil.copy(ROOT / "deploy" / "redis" / "users.acl", acl)
+    script = loop.replace("/etc/callrouter/", f"{etc}/").replace("/etc/redis/users.acl", str(acl))
+    subprocess.run(["bash", "-euc", script], check=True, timeout=60)
+    conf_block = next(b for b in blocks(text) if "aclfile" in b.body and b.info == "").body
+    conf = [line for line in conf_block.splitlines() if not line.startswith(("bind ", "aclfile "))]
+    assert "appendonly yes" in conf
+    (tmp_path / "redis.conf").write_text("\n".join([*conf, f"aclfile {acl}", ""]))
+    users = re.findall(r"^for user in ([\w ]+);", loop)[0].split()
+    server = start_redis(free_port(), tmp_path, conf=tmp_path / "redis.conf", max_lifetime_s=120)
+    try:
+        for user in users:
+            password = (etc / f"redis-{user}.password").read_text().strip()
+            with redis.Redis(port=server.port, username=user, password=password) as client:
+                assert client.ping(), user
+        with redis.Redis(port=server.port) as anonymous, pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+        admin_password = (etc / "redis-admin.password").read_text().strip()
+        with redis.Redis(port=server.port, username="admin", password=admin_password) as admin:
+            assert admin.config_get("appendonly") == {"appendonly": "yes"}
+    finally:
+        server.stop()
