@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
 
+from ivr import static_dialplan
 from routing.plan_file import load_plan
 from tests.deploy.support import ROOT, parse_command, setting_variables
 
@@ -114,10 +116,10 @@ def test_secrets_are_files_the_operator_creates_outside_git(compose: dict[str, A
     declared = compose["secrets"]
     for name, secret in declared.items():
         assert secret["file"].startswith("./secrets/"), name
-    ignored = subprocess.run(
-        ["git", "check-ignore", "-q", "secrets/toggle.key"], cwd=ROOT, check=False, timeout=30
-    )
-    assert ignored.returncode == 0, "./secrets is not ignored by git"
+    # ./secrets, and .env, where docs/deploy.md has the operator put CRM_SECRET.
+    for private in ("secrets/toggle.key", ".env"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", private], cwd=ROOT, check=False, timeout=30)
+        assert ignored.returncode == 0, f"./{private} is not ignored by git"
     for name, service in compose["services"].items():
         for used in service.get("secrets", []):
             assert used in declared, f"{name}: secret {used} is not declared"
@@ -216,3 +218,108 @@ def test_the_deploy_guide_names_the_images_and_files_the_stack_uses(compose: dic
         assert secret["file"].rsplit("/", 1)[-1] in guide, secret["file"]
     for unit in (ROOT / "deploy" / "systemd").glob("*.service"):
         assert unit.stem in guide, unit.name
+
+
+def mounts(service: dict[str, Any]) -> dict[str, bool]:
+    """Where a service's container sees something other than the image: target -> writable."""
+    found: dict[str, bool] = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            _, target, *mode = volume.split(":")
+            found[target] = "ro" not in mode
+        else:
+            found[volume["target"]] = not volume.get("read_only", False)
+    tmpfs = service.get("tmpfs", [])
+    for target in [tmpfs] if isinstance(tmpfs, str) else tmpfs:
+        found[target] = True
+    for secret in service.get("secrets", []):
+        name = secret if isinstance(secret, str) else secret["source"]
+        target = name if isinstance(secret, str) else secret.get("target", name)
+        found[target if target.startswith("/") else f"/run/secrets/{target}"] = False
+    return found
+
+
+# Settings a callrouter process writes below: on a read-only container they need a writable mount.
+WRITTEN = {"controller": {"CALLROUTER_RECORDS_JOURNAL"}, "deliver": {"CALLROUTER_RECORDS_ARCHIVE_DIR"}}
+# Settings that name a secret: its file must be one of the service's secrets.
+SECRET_FILES = re.compile(r"_FILE$|^CALLROUTER_WEB_TLS_(CERT|KEY)$")
+
+
+def mount_problems(compose: dict[str, Any]) -> list[str]:
+    """Every path a service is told about that its container would not have: a CALLROUTER_* path
+    outside every mount of a callrouter service (or a secret not among its secrets, or a folder it
+    writes mounted read-only), and an Asterisk configuration file or secret it includes that is
+    not mounted where Asterisk reads it."""
+    problems = []
+    for name in ("controller", "web", "deliver"):
+        service = compose["services"][name]
+        where = mounts(service)
+        for variable, value in service.get("environment", {}).items():
+            if not variable.startswith("CALLROUTER_") or not str(value).startswith("/"):
+                continue
+            path = Path(value)
+            if SECRET_FILES.search(variable):
+                if where.get(value) is not False or not value.startswith("/run/secrets/"):
+                    problems.append(f"{name}: {variable}={value} is not one of its secrets")
+                continue
+            under = [t for t in where if path.is_relative_to(t)]
+            if not under:
+                problems.append(f"{name}: {variable}={value} is not mounted")
+            elif variable in WRITTEN.get(name, set()) and not where[max(under, key=len)]:
+                problems.append(f"{name}: {variable}={value} is written but mounted read-only")
+    asterisk = compose["services"]["asterisk"]
+    where = mounts(asterisk)
+    for conf in sorted((ROOT / "deploy" / "asterisk").glob("*.conf")):
+        if f"/etc/asterisk/{conf.name}" not in where:
+            problems.append(f"asterisk: deploy/asterisk/{conf.name} is not mounted in /etc/asterisk")
+        for included in re.findall(r'^#include "([^"]+)"', conf.read_text(), flags=re.MULTILINE):
+            path = Path(included if included.startswith("/") else f"/etc/asterisk/{included}")
+            if not any(path.is_relative_to(t) for t in where):
+                problems.append(f"asterisk: {conf.name} includes {included}, which is not mounted")
+    return problems
+
+
+def test_every_path_a_service_is_given_is_mounted_where_it_looks(compose: dict[str, Any]) -> None:
+    assert mount_problems(compose) == []
+
+
+@pytest.mark.parametrize(
+    ("service", "index", "wrong"),
+    [
+        ("controller", 0, "./deploy/compose/plan.yaml:/etc/callrouter/plan.yml:ro"),  # target misspelt
+        ("controller", 1, "controller-journal:/var/lib/callrouter:ro"),  # journal not writable
+        ("deliver", 1, "records-archive:/var/lib/callrouter/archives"),  # archive elsewhere
+        ("asterisk", 1, "./deploy/asterisk/extensions.conf:/etc/asterisk/extension.conf:ro"),
+    ],
+)
+def test_the_mount_check_catches_a_wrong_mount(
+    compose: dict[str, Any], service: str, index: int, wrong: str
+) -> None:
+    broken = json.loads(json.dumps(compose))
+    broken["services"][service]["volumes"][index] = wrong
+    assert mount_problems(broken) != []
+
+
+def test_the_mount_check_catches_a_secret_a_service_is_not_given(compose: dict[str, Any]) -> None:
+    for service, secret in (("controller", "ami_secret"), ("web", "web_key"), ("asterisk", "ami_user")):
+        broken = json.loads(json.dumps(compose))
+        broken["services"][service]["secrets"].remove(secret)
+        assert mount_problems(broken) != [], (service, secret)
+
+
+def test_web_has_the_caller_hash_key_for_a_search_by_number(compose: dict[str, Any]) -> None:
+    web = compose["services"]["web"]
+    assert web["environment"]["CALLROUTER_RECORDS_CALLER_HASH_KEY_FILE"] == "/run/secrets/records_hash_key"
+    assert "records_hash_key" in web["secrets"]
+
+
+def test_the_static_dialplan_asterisk_mounts_is_the_stacks_plans(compose: dict[str, Any]) -> None:
+    """The route of last resort in the Asterisk container (dialplans/callrouter-static.conf) is
+    the one generated from the plan the stack's controller serves (docs/deploy.md says to
+    regenerate it when another plan is mounted)."""
+    assert "./dialplans:/etc/asterisk/callrouter:ro" in compose["services"]["asterisk"]["volumes"]
+    volumes = compose["services"]["controller"]["volumes"]
+    served = next(v.split(":")[0] for v in volumes if ":/etc/callrouter/plan.yaml" in v)
+    loaded = load_plan(ROOT / served)
+    assert loaded.plan is not None
+    assert static_dialplan.render(loaded.plan) == (ROOT / "dialplans" / "callrouter-static.conf").read_text()

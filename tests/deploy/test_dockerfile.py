@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from importlib import metadata
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -149,6 +150,30 @@ def test_the_lock_pins_every_runtime_dependency_with_hashes_and_no_dev_tool() ->
         name = canonicalize_name(Requirement(dev).name)
         if name not in runtime_names:
             assert name not in pins, f"development tool {name} is in the runtime lock"
+
+
+# The Pythons the lock must serve: Debian 12's own python3 (bare metal, docs/deploy.md) and a
+# later 3.11 release (the image's python:3.11-slim-bookworm follows 3.11's latest).
+TARGET_PYTHONS = ("3.11.2", "3.11.14")
+
+
+def test_the_lock_holds_every_dependency_of_what_it_locks_on_debian_12s_python() -> None:
+    """Each locked package's own requirements are locked too, for every target Python: a
+    dependency needed on 3.11.2 only (redis's async-timeout, before 3.11.3) is missed by a lock
+    compiled on a later 3.11. Read from the installed packages' metadata."""
+    pins = locked()
+    for name in sorted(pins):
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue  # not installed in this environment: nothing to read its requirements from
+        for line in requires:
+            requirement = Requirement(line)
+            for python in TARGET_PYTHONS:
+                environment = {"python_full_version": python, "python_version": "3.11", "extra": ""}
+                if requirement.marker is None or requirement.marker.evaluate(environment):
+                    needed = canonicalize_name(requirement.name)
+                    assert needed in pins, f"{name} needs {requirement} on Python {python}: not locked"
 
 
 def run_healthcheck(*args: str) -> subprocess.CompletedProcess[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from callrouter.settings import AgiSettings
+from routing.plan_file import load_plan
 from tests.deploy.support import ROOT, parse_command, setting_variables
 
 UNITS = ROOT / "deploy" / "systemd"
@@ -162,3 +163,33 @@ def test_systemd_rates_the_exposure_low(name: str, tmp_path: Path) -> None:
     found = re.search(rf"Overall exposure level for {re.escape(name)}: (\d+\.\d+)", result.stdout)
     assert found, result.stdout + result.stderr
     assert float(found.group(1)) < 2.0
+
+
+@pytest.mark.parametrize("plan", ["examples/plan.yaml", "deploy/compose/plan.yaml"])
+def test_the_delivery_worker_may_write_where_the_plans_file_sinks_write(plan: str) -> None:
+    """ProtectSystem=strict leaves the delivery worker its ReadWritePaths= alone: a file sink
+    elsewhere would fail every delivery (docs/deploy.md says so)."""
+    u = parse_unit((UNITS / "callrouter-deliver.service").read_text())
+    writable = [Path(p) for v in values(u, "Service", "ReadWritePaths") for p in v.split()]
+    loaded = load_plan(ROOT / plan).plan
+    assert loaded is not None
+    directories = [
+        Path(sink.directory)
+        for tenant in loaded.tenants.values()
+        if tenant.crm is not None
+        for sink in tenant.crm.sinks.values()
+        if getattr(sink, "type", None) == "file"
+    ]
+    assert directories, f"{plan} has no file sink to check"
+    for directory in directories:
+        assert any(directory.is_relative_to(p) for p in writable), f"{plan}: {directory} is read-only"
+
+
+def test_web_has_the_caller_hash_key_for_a_search_by_number() -> None:
+    """The records API's search by caller hashes the number with serve's key (docs/web.md);
+    without it that search answers 503."""
+    u = parse_unit((UNITS / "callrouter-web.service").read_text())
+    credentials = dict(v.split(":", 1) for v in values(u, "Service", "LoadCredential"))
+    assert credentials["records-hash.key"] == "/etc/callrouter/records-hash.key"
+    env = dict(v.split("=", 1) for v in values(u, "Service", "Environment"))
+    assert env["CALLROUTER_RECORDS_CALLER_HASH_KEY_FILE"] == "%d/records-hash.key"
