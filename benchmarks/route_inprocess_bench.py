@@ -6,7 +6,8 @@ Run ``python -m benchmarks.route_inprocess_bench`` (``--profile FILE`` writes cP
 of one round). Each round plays ``--sessions`` route sessions, ``--concurrency`` at a time, on the
 example plan at a Tuesday 10:00 with live state read from memory, JSON logs at ``info`` to
 ``/dev/null`` (as ``serve`` logs): the environment block, the ``SET VARIABLE CR_ROUTE`` reply,
-close. It reports the best and the median round, us per session.
+close. Once the controller is built, the objects alive are frozen and the collector tuned as
+``serve`` does (``--untuned``: not). It reports the best and the median round, us per session.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from benchmarks import fastagi_bench, route_bench
+from callrouter import service
 from callrouter.logs import configure_logging
 from ivr.controller import Controller, PlanHolder
 from ivr.fastagi import FastAgiServer, ServerConfig
@@ -95,6 +97,9 @@ async def rounds(args: argparse.Namespace) -> list[float]:
     server = FastAgiServer(ServerConfig(port=0, max_sessions=50_000, max_sessions_per_peer=50_000))
     controller.register(server)
     await server.start()
+    if not args.untuned:  # as `serve` does once started (callrouter.service)
+        service.settle_memory()
+        service.tune_collector()
     env = fastagi_bench.env_block("route")
     results: list[float] = []
     profiler = cProfile.Profile() if args.profile else None
@@ -120,6 +125,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--untuned",
+        action="store_true",
+        help="leave the collector as Python sets it (serve freezes and tunes it)",
+    )
     parser.add_argument("--profile", default="", help="cProfile statistics of the last round to this file")
     args = parser.parse_args(argv)
     configure_logging(level=args.log_level, stream=open(os.devnull, "w"))  # noqa: SIM115
