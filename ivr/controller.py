@@ -54,11 +54,11 @@ from routing.core.decide import (
     Decision,
     PreludePrompt,
     after_queue,
-    decide,
     describe,
     out_of_hours_decision,
     resolve_destination,
 )
+from routing.core.decision_cache import DecisionCache
 from routing.core.language import LanguageOutcome, call_language, offered, unchosen
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE, LiveState, Toggles
 from routing.core.plan import CallbackPolicy, MenuDest, PaymentReference, Queue, Tenant
@@ -191,6 +191,9 @@ class Controller:
     def __post_init__(self) -> None:
         # A source that answers from memory offers read_now: no coroutine, no timer per call.
         self._read_now: Callable[..., tuple[LiveState, Toggles]] | None = getattr(self.live, "read_now", None)
+        # decide() for a new call, remembered while nothing it reads can change (routing.core.
+        # decision_cache): ~15-20 us of a ~115 us route session in-process (docs/performance.md)
+        self._decisions = DecisionCache()
 
     def routes(self) -> dict[str, Handler]:
         return {
@@ -241,7 +244,7 @@ class Controller:
     ) -> None:
         """Play the prelude and set ``CR_ROUTE``. ``language``: the call's language (the
         caller's choice), which the route's language field keeps on the channel."""
-        if language is not None:
+        if language is not None and language != decision.language:  # replace() costs ~3 us a call
             decision = replace(decision, language=language)
         self.facts(rf.route_decided(call_id, self.fact_clock(), decision, describe(decision.destination)))
         if not isinstance(decision.destination, MenuDest):
@@ -278,7 +281,7 @@ class Controller:
         dialled = hop.dialled or arrived_on
         now = self.clock()
         live, toggles = await self._live(plan, plan.tenant_for(dialled), now)
-        decision = decide(Call(dialled, caller=request.callerid), plan, live, toggles, now)
+        decision = self._decisions.decide(Call(dialled, caller=request.callerid), plan, live, toggles, now)
         if self.metrics is not None:
             self.metrics.decided("route", time.perf_counter() - started)
             self.metrics.routed(decision.tenant, decision.destination, decision.state)

@@ -7,12 +7,12 @@ again and again (``decide()`` was ~15-20 us of a ~115 us route session in-proces
 
 :class:`DecisionCache` answers exactly what :func:`~routing.core.decide.decide` would. An entry is
 kept for ``(dialled, digits)`` with the objects the decision was taken on (the compiled plan,
-the live state, the toggles: all immutable, compared by identity, so a new plan, a refreshed
-live state or a switched toggle is a miss) and the window ``[taken, until)`` in which nothing
-``decide()`` reads of the time can change:
+held weakly so that a replaced plan can be freed, the live state, the toggles: all immutable,
+compared by identity, so a new plan, a refreshed live state or a switched toggle is a miss)
+and the window ``[taken, until)`` in which nothing ``decide()`` reads of the time can change:
 
-* ``taken``: the instant it was decided (kept in UTC). Before it (a clock set back) is a miss: a toggle that
-  had expired by then was still on earlier.
+* ``taken``: the instant it was decided (kept in UTC). Before it (a clock set back) is a miss:
+  a toggle that had expired by then was still on earlier.
 * the next whole second: the calendar (hours, closures, bank holidays, topic announcements) is
   judged on the wall clock in whole seconds (a closed call's trace names the second), provided
   the plan's dated instants fall on whole seconds; for a plan whose do not (``12:00:00.5``,
@@ -28,6 +28,7 @@ when full it is emptied, and it starts again.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -40,7 +41,6 @@ _STALE_MARGIN = timedelta(milliseconds=1)
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    plan: CompiledPlan
     live: LiveState
     toggles: Toggles
     taken: datetime
@@ -56,7 +56,9 @@ class DecisionCache:
             raise ValueError(f"max_entries must be at least 1, not {max_entries!r}")
         self.max_entries = max_entries
         self._entries: dict[tuple[str, tuple[str, ...] | None], _Entry] = {}
-        self._plan: CompiledPlan | None = None
+        # The plan every entry was decided on, held weakly: a replaced plan is freed once no call
+        # holds it (callrouter.service.retire waits for that), not kept alive by the cache.
+        self._plan: weakref.ref[CompiledPlan] | None = None
         self._plan_cacheable = False
         self.hits = 0
         self.misses = 0
@@ -69,7 +71,8 @@ class DecisionCache:
         entry = self._entries.get(key)
         if (
             entry is not None
-            and entry.plan is plan
+            and self._plan is not None
+            and self._plan() is plan
             and entry.live is live
             and entry.toggles is toggles
             and entry.taken <= now < entry.until
@@ -83,7 +86,7 @@ class DecisionCache:
             if len(entries) >= self.max_entries and key not in entries:
                 entries.clear()
             taken = now.astimezone(UTC)
-            entries[key] = _Entry(plan, live, toggles, taken, valid_until(live, toggles, taken), decision)
+            entries[key] = _Entry(live, toggles, taken, valid_until(live, toggles, taken), decision)
         return decision
 
     def clear(self) -> None:
@@ -93,8 +96,8 @@ class DecisionCache:
         return len(self._entries)
 
     def _cacheable(self, plan: CompiledPlan) -> bool:
-        if plan is not self._plan:
-            self._plan, self._plan_cacheable = plan, whole_seconds(plan)
+        if self._plan is None or self._plan() is not plan:
+            self._plan, self._plan_cacheable = weakref.ref(plan), whole_seconds(plan)
             self._entries.clear()  # the old plan's entries can never hit again: let them go
         return self._plan_cacheable
 

@@ -7,6 +7,7 @@ stale, opening hours, a topic announcement's window, a closure and a change of t
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -260,3 +261,17 @@ def test_around_the_calendar_changing() -> None:
     ):
         play_around(edge, UNKNOWN_LIVE_STATE, NO_TOGGLES, None)
         play_around(edge.astimezone(UTC), UNKNOWN_LIVE_STATE, NO_TOGGLES, None)
+
+
+def test_a_replaced_plan_is_not_kept_alive_by_the_cache() -> None:
+    """``serve`` frees a replaced plan once nothing holds it (``callrouter.service.retire``)."""
+    old, new = compiled(), compiled()
+    cache, at = DecisionCache(), london("2026-11-24 10:00")
+    cache.decide(Call("01632 960001"), old, UNKNOWN_LIVE_STATE, NO_TOGGLES, at)
+    held = sys.getrefcount(old)
+    del cache
+    assert sys.getrefcount(old) == held
+    cache = DecisionCache()
+    first = cache.decide(Call("01632 960001"), old, UNKNOWN_LIVE_STATE, NO_TOGGLES, at)
+    assert cache.decide(Call("01632 960001"), new, UNKNOWN_LIVE_STATE, NO_TOGGLES, at) is not first
+    assert (cache.hits, cache.misses) == (0, 2)
