@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -194,6 +195,7 @@ class Controller:
         # decide() for a new call, remembered while nothing it reads can change (routing.core.
         # decision_cache): ~15-20 us of a ~115 us route session in-process (docs/performance.md)
         self._decisions = DecisionCache()
+        self._routes: dict[int, tuple[Decision, str | None, weakref.ref[CompiledPlan], str]] = {}
 
     def routes(self) -> dict[str, Handler]:
         return {
@@ -254,8 +256,22 @@ class Controller:
                 self.facts(rf.IvrAbandoned(call_id, self.fact_clock(), "announcement"))
                 raise
             self._announced(call_id, decision, skipped)
-        await channel.set_variable(cv.ROUTE, pack(route_fields(plan, decision, reason)))
+        await channel.set_variable(cv.ROUTE, self._route_value(plan, decision, reason))
         await self._remember(decision)
+
+    def _route_value(self, plan: CompiledPlan, decision: Decision, reason: str | None) -> str:
+        """``CR_ROUTE`` for ``decision``, remembered for the decision object: the decision cache
+        hands the same (immutable) one to every call it answers, and packing it was ~5 us a call
+        (``docs/performance.md``, "Per core"). Keyed by identity, the entry holding the decision
+        (so its id is not reused) and its plan weakly (a replaced plan is still freed)."""
+        known = self._routes.get(id(decision))
+        if known is not None and known[0] is decision and known[1] == reason and known[2]() is plan:
+            return known[3]
+        value = pack(route_fields(plan, decision, reason))
+        if len(self._routes) >= 256:
+            self._routes.clear()
+        self._routes[id(decision)] = (decision, reason, weakref.ref(plan), value)
+        return value
 
     def _announced(self, call_id: str, decision: Decision, skipped: tuple[bool, ...]) -> None:
         at = self.fact_clock()
