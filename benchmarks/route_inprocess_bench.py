@@ -6,7 +6,9 @@ Run ``python -m benchmarks.route_inprocess_bench`` (``--profile FILE`` writes cP
 of one round). Each round plays ``--sessions`` route sessions, ``--concurrency`` at a time, on the
 example plan at a Tuesday 10:00 with live state read from memory, JSON logs at ``info`` to
 ``/dev/null`` (as ``serve`` logs): the environment block, the ``SET VARIABLE CR_ROUTE`` reply,
-close. It reports the best and the median round, us per session.
+close. Once the controller is built, the objects alive are frozen and the collector tuned as
+``serve`` does (``--untuned``: not); ``--uncached`` decides every call afresh (no decision
+cache). It reports the best and the median round, us per session.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from benchmarks import fastagi_bench, route_bench
+from callrouter import service
 from callrouter.logs import configure_logging
 from ivr.controller import Controller, PlanHolder
 from ivr.fastagi import FastAgiServer, ServerConfig
 from ivr.fastagi.connection import AgiConnection
-from routing.core.decide import CompiledPlan
+from routing.core.decide import CompiledPlan, decide
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE, LiveState, Toggles
 
 REPLY = b"200 result=1\n"
@@ -42,6 +45,12 @@ class MemoryLive:
 
     async def remember(self, latches: tuple[tuple[str, bool], ...]) -> None:
         return None
+
+
+class Uncached:
+    """``decide()`` itself in place of the controller's decision cache (``--uncached``)."""
+
+    decide = staticmethod(decide)
 
 
 class FakeTransport(asyncio.Transport):
@@ -92,9 +101,14 @@ async def one(server: FastAgiServer, env: bytes) -> None:
 async def rounds(args: argparse.Namespace) -> list[float]:
     plans = PlanHolder.load(route_bench.PLAN)
     controller = Controller(plans, MemoryLive(), clock=route_bench._open_hours_clock)
+    if args.uncached:  # every call decided afresh, as before the decision cache
+        controller._decisions = Uncached()  # type: ignore[assignment]
     server = FastAgiServer(ServerConfig(port=0, max_sessions=50_000, max_sessions_per_peer=50_000))
     controller.register(server)
     await server.start()
+    if not args.untuned:  # as `serve` does once started (callrouter.service)
+        service.settle_memory()
+        service.tune_collector()
     env = fastagi_bench.env_block("route")
     results: list[float] = []
     profiler = cProfile.Profile() if args.profile else None
@@ -120,6 +134,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--uncached", action="store_true", help="decide every call afresh (no cache)")
+    parser.add_argument(
+        "--untuned",
+        action="store_true",
+        help="leave the collector as Python sets it (serve freezes and tunes it)",
+    )
     parser.add_argument("--profile", default="", help="cProfile statistics of the last round to this file")
     args = parser.parse_args(argv)
     configure_logging(level=args.log_level, stream=open(os.devnull, "w"))  # noqa: SIM115

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -55,11 +56,11 @@ from routing.core.decide import (
     Decision,
     PreludePrompt,
     after_queue,
-    decide,
     describe,
     out_of_hours_decision,
     resolve_destination,
 )
+from routing.core.decision_cache import DecisionCache
 from routing.core.language import LanguageOutcome, call_language, offered, settled, unchosen
 from routing.core.live import NO_TOGGLES, UNKNOWN_LIVE_STATE, LiveState, Toggles
 from routing.core.plan import CallbackPolicy, MenuDest, PaymentReference, Queue, Tenant
@@ -192,6 +193,10 @@ class Controller:
     def __post_init__(self) -> None:
         # A source that answers from memory offers read_now: no coroutine, no timer per call.
         self._read_now: Callable[..., tuple[LiveState, Toggles]] | None = getattr(self.live, "read_now", None)
+        # decide() for a new call, remembered while nothing it reads can change (routing.core.
+        # decision_cache): ~15-20 us of a ~115 us route session in-process (docs/performance.md)
+        self._decisions = DecisionCache()
+        self._routes: dict[int, tuple[Decision, str | None, weakref.ref[CompiledPlan], str]] = {}
 
     def routes(self) -> dict[str, Handler]:
         return {
@@ -242,7 +247,7 @@ class Controller:
     ) -> None:
         """Play the prelude and set ``CR_ROUTE``. ``language``: the call's language (the
         caller's choice), which the route's language field keeps on the channel."""
-        if language is not None:
+        if language is not None and language != decision.language:  # replace() costs ~3 us a call
             decision = replace(decision, language=language)
         self.facts(rf.route_decided(call_id, self.fact_clock(), decision, describe(decision.destination)))
         if not isinstance(decision.destination, MenuDest):
@@ -252,8 +257,22 @@ class Controller:
                 self.facts(rf.IvrAbandoned(call_id, self.fact_clock(), "announcement"))
                 raise
             self._announced(call_id, decision, skipped)
-        await channel.set_variable(cv.ROUTE, pack(route_fields(plan, decision, reason)))
+        await channel.set_variable(cv.ROUTE, self._route_value(plan, decision, reason))
         await self._remember(decision)
+
+    def _route_value(self, plan: CompiledPlan, decision: Decision, reason: str | None) -> str:
+        """``CR_ROUTE`` for ``decision``, remembered for the decision object: the decision cache
+        hands the same (immutable) one to every call it answers, and packing it was ~5 us a call
+        (``docs/performance.md``, "Per core"). Keyed by identity, the entry holding the decision
+        (so its id is not reused) and its plan weakly (a replaced plan is still freed)."""
+        known = self._routes.get(id(decision))
+        if known is not None and known[0] is decision and known[1] == reason and known[2]() is plan:
+            return known[3]
+        value = pack(route_fields(plan, decision, reason))
+        if len(self._routes) >= 256:
+            self._routes.clear()
+        self._routes[id(decision)] = (decision, reason, weakref.ref(plan), value)
+        return value
 
     def _announced(self, call_id: str, decision: Decision, skipped: tuple[bool, ...]) -> None:
         at = self.fact_clock()
@@ -280,7 +299,7 @@ class Controller:
         dialled = hop.dialled or arrived_on
         now = self.clock()
         live, toggles = await self._live(plan, plan.tenant_for(dialled), now)
-        decision = decide(Call(dialled, caller=request.callerid), plan, live, toggles, now)
+        decision = self._decisions.decide(Call(dialled, caller=request.callerid), plan, live, toggles, now)
         if self.metrics is not None:
             self.metrics.decided("route", time.perf_counter() - started)
             self.metrics.routed(decision.tenant, decision.destination, decision.state)

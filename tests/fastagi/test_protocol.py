@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from emulator.agi import parse_args
+from ivr.fastagi import protocol
 from ivr.fastagi.protocol import (
     AgiProtocolError,
     decode_env_block,
@@ -83,6 +84,36 @@ def test_query_string_is_split_from_the_route() -> None:
     assert split_script("/ivr/main?flag") == ("ivr/main", {"flag": ""})
     assert split_script("route") == ("route", {})
     assert split_script("route?label=Zo%C3%AB+Smith&") == ("route", {"label": "Zoë Smith"})
+
+
+def test_every_call_of_a_route_shares_one_read_only_query_and_the_memo_is_bounded() -> None:
+    block = b"agi_network_script: route?tenant=harborough\nagi_uniqueid: %d\n\n"
+    first, second = parse_request(block % 1), parse_request(block % 2)
+    assert (first.script, dict(first.query), second.uniqueid) == ("route", {"tenant": "harborough"}, "2")
+    assert second.query is first.query
+    with pytest.raises(TypeError):
+        first.query["tenant"] = "charnwood"  # type: ignore[index]
+    for n in range(2 * protocol._SCRIPTS_MAX):
+        assert parse_request(b"agi_network_script: r%d?n=%d\n\n" % (n, n)).query == {"n": str(n)}
+    assert len(protocol._SCRIPTS) <= protocol._SCRIPTS_MAX
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"agi_network_script: route\nagi_a b: c\n\n",  # a space in the key
+        b"agi_network_script: route\nnot_agi: c\n\n",
+        b"agi_network_script: route\n\nagi_x: y\n\n",  # an empty line inside
+    ],
+)
+def test_a_block_with_one_bad_line_is_refused(data: bytes) -> None:
+    with pytest.raises(AgiProtocolError):
+        parse_request(data)
+
+
+def test_odd_but_valid_lines_read_as_before() -> None:
+    env = decode_env_block(b"agi_network_script: route\nagi_a:b: c: d\nagi_empty:\nagi_cr: x\r\n\n")
+    assert env == {"agi_network_script": "route", "agi_a:b": "c: d", "agi_empty": "", "agi_cr": "x\r"}
 
 
 # (line from a capture, code, result, value, endpos); capture named in the comment
