@@ -13,6 +13,11 @@ the emulator, on the wire, answers with the captured bytes (the URI-encoded valu
 absent, on a Local channel or past the header buffer, cut at 1023 characters) and sends the
 captured route arguments (the language never among them).
 
+The static route (``static (a)``-``(e)``, controller down, fail-static script failed): generated
+from a plan whose council speaks ``cy`` then ``en``, it keeps a carried ``cy`` or ``en`` and
+sends it on with its partner dial; anything else (hostile, unlisted, none) leaves the council's
+first language and no header, as the capture shows.
+
 The controller's reading: each captured reply, parsed as the FastAGI channel parses it and
 by the fail-static script's pyst2, and checked by :func:`ivr.contract.read_hop_language` for a
 council with ``cy`` and ``en``, gives ``cy`` where the capture carried ``cy`` and refuses every
@@ -28,6 +33,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -38,9 +44,12 @@ from emulator.extensions import Dialplan
 from emulator.pbx import Channel, Pbx, Pjsip
 from ivr import channel_vars as cv
 from ivr.contract import read_hop_language
+from ivr.controller import PlanHolder
 from ivr.fastagi.protocol import parse_reply_line
+from ivr.static_dialplan import render
 from routing.core.language import ChoiceSpec
 from tests.controller.test_dialplan_contract import parse_conf
+from tests.controller.test_language import welsh_plan
 from tests.dialplan import transcripts as tr
 from tests.dialplan.language_lines import LANGUAGE_HEADER_LINE, LANGUAGE_INBOUND_LINES
 from tests.dialplan.test_inbound_headers_conformance import (
@@ -57,6 +66,7 @@ SECTIONS = tr.sections(CAPTURE)
 BY_TAG = {s.label.partition(":")[0]: s for s in SECTIONS}
 SENT = [s for s in SECTIONS if s.label.startswith("send (")]
 RECEIVED = [s for s in SECTIONS if s.label.startswith("recv (")]
+STATIC = [s for s in SECTIONS if s.label.startswith("static (")]
 GLOBALS = {"CR_AGI": "agi://127.0.0.1:4619", "CR_TRUNK": "pstn"}
 CONTACTS = {"pstn": "sip:127.0.0.1:5074", "loop": "sip:127.0.0.1:5072"}
 GET_LANGUAGE = f"GET VARIABLE {cv.FROM_LANGUAGE}"
@@ -120,6 +130,7 @@ def test_the_capture_has_its_scenarios() -> None:
         *(f"send ({c})" for c in "abcd"),
         "hop (e)",
         *(f"recv ({c})" for c in "abcdefghijk"),
+        *(f"static ({c})" for c in "abcde"),
     ]
     assert all("sipp exit status 0" in "\n".join(s.lines) for s in SECTIONS)  # every call completed
 
@@ -153,7 +164,7 @@ def test_what_the_capture_shows() -> None:
         cv.HEADER_LANGUAGE,
         cv.HEADER_LINKEDID,
     ]
-    replies = {tag: language_replies(s)[-1] for tag, s in BY_TAG.items() if s not in SENT}
+    replies = {tag: language_replies(s)[-1] for tag, s in BY_TAG.items() if s in RECEIVED or tag == "hop (e)"}
     assert replies["hop (e)"] == b"200 result=1 (cy)\n"
     assert replies["recv (a)"] == b"200 result=1 (cy)\n"
     for empty in ("recv (b)", "recv (c)", "recv (h)", "recv (j)"):
@@ -171,6 +182,15 @@ def test_what_the_capture_shows() -> None:
     ]
     for section in RECEIVED:  # the language is not a route argument
         assert len(section.sessions()[0].args) == 4
+    static = {tag: dict(uas_headers(s)).get(cv.HEADER_LANGUAGE) for tag, s in BY_TAG.items() if s in STATIC}
+    # the static route keeps a listed language (and sends it on), nothing else
+    assert static == {
+        "static (a)": "cy",
+        "static (b)": "en",
+        "static (c)": None,
+        "static (d)": None,
+        "static (e)": None,
+    }
 
 
 # --- sending: the emulated PBX builds the INVITE the partner received --------------------------
@@ -218,6 +238,58 @@ async def test_the_partner_invite_carries_the_captured_language(section: tr.Sect
         for c, app, ch, data in captured_lines(section, contexts)
     ]
     assert [line for line in pbx.log if line.startswith(("ERROR", "WARNING"))] == section.errors()
+
+
+# --- the static route: the language carried, compared with the council's ---------------------
+
+
+def generated_static(tmp_path: Path) -> str:
+    """The static route generated, as for the capture, from the example plan with Harborough
+    speaking Welsh, then English."""
+    return render(PlanHolder.load(welsh_plan(tmp_path)).current.plan)
+
+
+async def unreachable(pbx: Pbx, channel: Channel, url: str, args: list[str]) -> None:
+    """The capture's controller and fail-static script: nothing listens; /bin/false."""
+    if url.startswith("agi://"):
+        channel.set("AGISTATUS", "FAILURE")
+
+
+def test_the_capture_ran_the_generated_static_route(tmp_path: Path) -> None:
+    """The static route's lines as ``callrouter plan static-dialplan`` writes them today: a
+    change needs a new capture."""
+    generated = generated_static(tmp_path)
+    captured = tr.dialplan_lines(CAPTURE, "callrouter-static")
+    lines = [line.strip() for line in generated.splitlines()]
+    start = lines.index(captured[0])
+    assert lines[start : start + len(captured)] == captured
+    failstatic = tr.dialplan_lines(CAPTURE, "callrouter-failstatic")
+    assert failstatic == SHIPPED["callrouter-failstatic"]
+
+
+@pytest.mark.parametrize("section", STATIC, ids=[s.label[:10] for s in STATIC])
+async def test_the_static_route_keeps_the_captured_language(section: tr.Section, tmp_path: Path) -> None:
+    """Controller down: the emulated static route sets the language, and its partner dial
+    sends the headers, the capture's did; the values its expressions compare raise nothing."""
+    pbx = Pbx(
+        Dialplan.parse(shipped_dialplan() + "\n" + generated_static(tmp_path)),
+        {**GLOBALS, "CR_FALLBACK": "/bin/false"},
+        pjsip=Pjsip(CONTACTS),
+        agi=unreachable,
+        queue_outcome=lambda queue, variables: "JOINEMPTY",
+    )
+    channel = pbx.new_channel("PJSIP/sipp-0000004e", caller_num=CALLER[0], caller_name=CALLER[1])
+    channel.received = x_headers(section, "SIP")
+    await pbx.run(channel, "lab", service(section))
+
+    contexts = {"callrouter-static"}
+    assert emulated_lines(pbx, contexts) == captured_lines(section, contexts)
+    [attempt] = [d for d in pbx.dials if d.invite is not None]
+    assert attempt.invite is not None
+    sent = [(k, v) for k, v in attempt.invite.headers if k.startswith("X-")]
+    captured = [(k, channel.uniqueid if k == cv.HEADER_LINKEDID else v) for k, v in uas_headers(section)]
+    assert sent == captured
+    assert [e for e in section.errors() if "res_agi.c" not in e and "Unable to join queue" not in e] == []
 
 
 # --- receiving: the emulator on the wire answers GET VARIABLE as Asterisk did ------------------
