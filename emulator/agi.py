@@ -56,6 +56,7 @@ from emulator.line import DIGIT_GAP, CallClock, CallerLine
 ASTERISK_VERSION = "22.10.1"
 HANGUP_DELAY = 0.042  # 200 result=-1 -> HANGUP, agi_caller_hangup_default.txt
 SAMPLES_PER_SECOND = 8000
+GET_VARIABLE_MAX = 1023  # res_agi.c handle_getvariable: char tempstr[1024]
 DEAD_511 = "511 Command Not Permitted on a dead channel or intercept routine"
 UNKNOWN_510 = "510 Invalid or unknown command"
 DEFAULT_PROMPT_SAMPLES = 16000
@@ -867,7 +868,9 @@ class AsteriskSession:
         if len(argv) != 3:
             return usage_block("GET VARIABLE")
         value = self._lookup(argv[2])
-        return ["200 result=0"] if value is None else [f"200 result=1 ({value})"]
+        # res_agi.c handle_getvariable reads into a 1024-byte buffer: a longer value comes back
+        # cut to its first 1023 characters (agi_inbound_language_header.txt, recv (g)).
+        return ["200 result=0"] if value is None else [f"200 result=1 ({value[:GET_VARIABLE_MAX]})"]
 
     async def _get_full_variable(self, argv: list[str]) -> Reply:
         if len(argv) not in (4, 5):

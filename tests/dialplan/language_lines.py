@@ -1,6 +1,7 @@
 """The dialplan lines of ``X-Callrouter-Language`` (the caller's language, sent with a call to a
-partner centre), which no capture ran: each is a captured line of ``X-Callrouter-Dialled`` with
-the header's and the variable's names changed (checked in ``test_language_header_conformance.py``)."""
+partner centre). ``agi_inbound_language_header.txt`` ran them as shipped
+(``test_language_header_conformance.py``); the earlier partner-header captures ran the shipped
+contexts without them, so a test replaying one of those leaves these lines out."""
 
 from __future__ import annotations
 
@@ -13,9 +14,3 @@ LANGUAGE_INBOUND_LINES = (
 LANGUAGE_HEADER_LINE = (
     'same => n,ExecIf($["${ARG4}" != ""]?Set(PJSIP_HEADER(add,X-Callrouter-Language)=${ARG4}))'
 )
-
-
-def as_dialled(line: str) -> str:
-    """A language line as the captured X-Callrouter-Dialled line it copies."""
-    renamed = line.replace("CR_FROM_LANGUAGE", "CR_FROM_DIALLED")
-    return renamed.replace("X-Callrouter-Language", "X-Callrouter-Dialled")

@@ -132,12 +132,19 @@ def test_what_the_probe_capture_shows() -> None:
 
 
 def test_the_shipped_inbound_context_is_the_captured_one() -> None:
-    """A change to these lines needs a new capture from a real Asterisk: callrouter-inbound and
-    callrouter-agi's AGI() as ``agi_inbound_dialled_header.txt`` ran them (the three partner
-    headers), callrouter-headers as ``agi_inbound_partner_headers.txt``. The only lines not
-    captured are those of ``X-Callrouter-Language``: the captured ``X-Callrouter-Dialled``
-    lines with another header and variable name (``test_language_header_conformance.py``)."""
+    """A change to these lines needs a new capture from a real Asterisk. callrouter-inbound,
+    callrouter-agi's AGI() and callrouter-headers,partner are, as shipped, the lines
+    ``agi_inbound_language_header.txt`` ran (``test_language_header_conformance.py``). The
+    earlier captures ran them without the ``X-Callrouter-Language`` lines (``language_lines.py``):
+    callrouter-inbound as ``agi_inbound_dialled_header.txt`` ran it, callrouter-headers as
+    ``agi_inbound_partner_headers.txt`` did; the tests replaying those leave them out."""
     shipped = parse_conf(DIALPLANS / "callrouter.conf")
+    language = "agi_inbound_language_header.txt"
+    assert tr.dialplan_lines(language, "callrouter-inbound") == shipped["callrouter-inbound"]
+    for context in ("callrouter-agi", "callrouter-headers"):  # their first extension
+        captured = tr.dialplan_lines(language, context)
+        assert captured == shipped[context][: len(captured)]
+
     dialled = "agi_inbound_dialled_header.txt"
     inbound = [line for line in shipped["callrouter-inbound"] if line not in LANGUAGE_INBOUND_LINES]
     assert tr.dialplan_lines(dialled, "callrouter-inbound") == inbound
@@ -166,7 +173,7 @@ def callrouter_dialplan() -> str:
     out = [
         line.replace(AGI_NOW, AGI_THEN)
         for line in tr.spliced(shipped, inbound)
-        if line.strip() != LANGUAGE_HEADER_LINE  # not in the capture (language_lines.py)
+        if line.strip() != LANGUAGE_HEADER_LINE  # not in this capture (language_lines.py)
     ]
     assert AGI_NOW not in "\n".join(out)
     return "\n".join(out) + "\n" + LAB
