@@ -1,5 +1,5 @@
 """A plan publish reaches two real ``callrouter serve`` processes (``plan_source = store``)
-within one second and they switch together; a rollback restores the previous routing.
+and they switch together at its activation time; a rollback restores the previous routing.
 
 Real processes and a real redis-server of the test's own; calls placed on the emulated Asterisk.
 The plans: the example, and the same with Harborough's weekday hours cut to 08:30-12:00. The
@@ -25,11 +25,19 @@ from emulator.dialplan import place_call
 from routing import plan_store
 from tests.ami.helpers import wait_until
 from tests.controller.conftest import EXAMPLE, HARBOROUGH
+from tests.support.processes import stop_tree_async
 from tests.support.redis_server import RedisServer, free_port, running_redis
 
 SHORT_DAY = EXAMPLE.read_text().replace('weekdays: ["08:30-17:30"]', 'weekdays: ["08:30-12:00"]', 1)
-SPREAD_LIMIT_S = 0.1  # measured: about 1 ms on an idle host; the limit allows a busy one
+# What the timing checks prove: both controllers hold the new generation until its activation
+# time (never early), then switch together, within one second of the publish's write to Redis.
+# That second is counted from the write (the activation time less the activation delay), not
+# from before the request: a web service or test process starved of the processor on a loaded
+# machine takes its time to make the write, which is not the controllers' part. The full path
+# is measured by benchmarks/plan_switch_bench.py (docs/performance.md).
+SPREAD_LIMIT_S = 0.1  # measured: about 1 ms idle, a few ms beside busy loops on two cores
 REACH_LIMIT_S = 1.0  # the goal: every controller on the new plan within one second
+CLOCK_ROUNDING_S = 0.001  # the activation time is stored to the millisecond
 
 
 @pytest.fixture
@@ -76,9 +84,13 @@ async def _first_step(port: int) -> str:
 
 
 async def _switch_both(logs: list[Path], change: plan_store.Change, started: float) -> list[float]:
-    """Wait for both controllers' switch to ``change``'s generation; their switch times."""
+    """Wait for both controllers' switch to ``change``'s generation; their switch times. Neither
+    switches before the activation time, both within :data:`REACH_LIMIT_S` of the write and
+    :data:`SPREAD_LIMIT_S` of each other."""
     generation = change.live.generation
-    await wait_until(lambda: all(_switched(log, generation) for log in logs), timeout_s=10)
+    activate_at = change.live.activate_at.timestamp()
+    written = activate_at - plan_store.ACTIVATION_DELAY_S
+    await wait_until(lambda: all(_switched(log, generation) for log in logs), timeout_s=20)
     times = []
     for log in logs:
         event = _switched(log, generation)
@@ -86,12 +98,14 @@ async def _switch_both(logs: list[Path], change: plan_store.Change, started: flo
         assert isinstance(event["switched_at"], float)
         times.append(event["switched_at"])
     spread = max(times) - min(times)
-    reach = max(times) - started
     print(
-        f"generation {generation}: switch spread {spread * 1000:.1f} ms, publish to last switch {reach:.3f} s"
+        f"generation {generation}: switch spread {spread * 1000:.1f} ms, request to write "
+        f"{written - started:.3f} s, write to last switch {max(times) - written:.3f} s"
     )
+    assert started <= written + CLOCK_ROUNDING_S, "the activation time is counted from the write"
+    assert min(times) >= activate_at - CLOCK_ROUNDING_S, (activate_at, times)  # never early
+    assert max(times) - written < REACH_LIMIT_S, (written, times)
     assert spread < SPREAD_LIMIT_S, times
-    assert reach < REACH_LIMIT_S, (started, times)
     return times
 
 
@@ -134,10 +148,8 @@ async def test_a_publish_reaches_two_controllers_together_and_a_rollback_restore
                 await process.wait()
     finally:
         await redis.aclose()
-        for process in processes:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+        for process in processes:  # under `timeout`: killing it alone would leave serve running
+            await stop_tree_async(process)
     for log in logs:  # each call's log line names the generation that decided it
         routed = [e["plan_generation"] for e in _events(log) if e.get("event") == "call.routed"]
         assert routed == [1, 2, 3], log

@@ -45,6 +45,7 @@ from routing.supervisor import ToggleRequest, apply_toggle, check_request, toggl
 from tests.ami.helpers import wait_until
 from tests.controller.conftest import EXAMPLE, HARBOROUGH
 from tests.records.conftest import SECRET, plan_with_sinks
+from tests.support.processes import wait_or_kill
 from tests.support.redis_sentinel import SentinelSet, running_sentinel_set
 from tests.support.redis_server import free_port
 from tests.support.toggle_keys import KEYRING, key_file
@@ -232,10 +233,6 @@ async def test_serve_and_delivery_ride_out_a_killed_primary(
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        for process in processes:  # under `timeout`: killing it alone would leave the command
+            await asyncio.to_thread(wait_or_kill, process, 20)
         await crm.stop()
