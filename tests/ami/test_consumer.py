@@ -91,7 +91,7 @@ async def settled(consumer: AmiConsumer, fake: FakeAmi) -> dict[str, tuple[int, 
         if got == expected:
             return got
         await wait_until(lambda: True)
-    raise AssertionError(f"store {got} != model {expected}")
+    raise AssertionError(f"store {got} != model {expected}; {consumer.stats}")
 
 
 async def test_live_events_reach_the_store(consumers: Factory, fake: FakeAmi) -> None:

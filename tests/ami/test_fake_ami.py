@@ -154,6 +154,20 @@ async def test_replay_sends_capture_blocks_verbatim(fake: FakeAmi) -> None:
     assert fake.model.queues["council-revenues"].waiting == []  # joined and left
 
 
+async def test_a_message_sent_in_two_parts_is_not_cut_by_a_reply(fake: FakeAmi) -> None:
+    """Asterisk writes each message whole: a reply due while an event goes out in two parts
+    (split inside a UTF-8 character) follows the event, it never lands between the parts."""
+    client = await login(fake)
+    event = fake.caller_joins("council-revenues", name="Zoë Brontë", send=False)
+    split = asyncio.create_task(fake.send_split(event.data, event.data.index("ë".encode()) + 1, pause_s=0.3))
+    head = await asyncio.wait_for(client.reader.readuntil("Zo\xc3".encode("latin-1")), 2)
+    await client.send(("Action", "Ping"), ("ActionID", "between"))
+    await split
+    assert head + await client.message() == event.data
+    pong = headers_dict(parse_message(await client.message()))
+    assert (pong["ActionID"], pong["Ping"]) == ("between", "Pong")
+
+
 async def test_silence_and_drop(fake: FakeAmi) -> None:
     client = await login(fake)
     fake.go_silent()
