@@ -25,6 +25,7 @@ from tests.ami.helpers import wait_until
 from tests.controller.conftest import HARBOROUGH
 from tests.records.conftest import SECRET, plan_with_sinks, worker_process
 from tests.scenarios.test_two_serve_processes import AMI_SECRET, _events, _serve, _started, own_redis
+from tests.support.processes import kill_tree, stop_tree
 from tests.support.redis_server import RedisServer
 
 __all__ = ["own_redis"]
@@ -128,10 +129,9 @@ async def test_a_later_request_at_another_controller_reaches_the_record(
             await balancer.stop()
         for process in processes:
             if process.returncode is None:
-                process.kill()
+                kill_tree(process.pid)
                 await process.wait()
-        worker.terminate()
-        worker.wait(timeout=10)
+        await asyncio.to_thread(stop_tree, worker, 10)
         await crm.stop()
     assert {port for script, port in balancer.sent if script.startswith("menu")} == {ports[1]}
     assert {port for script, port in balancer.sent if script.startswith("route")} == {ports[0]}

@@ -40,6 +40,7 @@ from emulator.agi import CallerScript, PressAfterPrompt
 from emulator.dialplan import Asterisk, CallRecord, place_call
 from emulator.hagi import Resolver, SrvRecord
 from tests.controller.conftest import EXAMPLE, HARBOROUGH
+from tests.support.processes import kill_tree
 from tests.support.redis_server import RedisServer, free_port, running_redis
 
 RATE = 15  # calls per second
@@ -110,7 +111,7 @@ class Controller:
         if self.process is not None and self.process.returncode is None:
             with contextlib.suppress(OSError, IndexError):
                 os.kill(child_of(self.process.pid), signal.SIGKILL)
-            self.process.kill()
+            kill_tree(self.process.pid)
             await self.process.wait()
 
 

@@ -31,6 +31,7 @@ from records.journal import segments_in
 from tests.ami.helpers import wait_until
 from tests.controller.conftest import HARBOROUGH
 from tests.records.conftest import SECRET, plan_with_sinks, worker_process
+from tests.support.processes import kill_tree, stop_tree
 from tests.support.redis_server import RedisServer, free_port, running_redis
 
 AMI_SECRET = "serve-killed-secret"
@@ -142,10 +143,9 @@ async def test_serve_killed_right_after_calls_end_then_restarted_every_record_on
     finally:
         for process in processes:
             if process.returncode is None:
-                process.kill()
+                kill_tree(process.pid)
                 await process.wait()
-        worker.terminate()
-        worker.wait(timeout=10)
+        await asyncio.to_thread(stop_tree, worker, 10)
         await crm.stop()
     assert sorted(k for k, _, _ in crm.accepted) == sorted(expected)
     assert crm.duplicates == 0

@@ -26,6 +26,7 @@ from emulator.pbx import Channel
 from tests.ami.helpers import wait_until
 from tests.controller.conftest import HARBOROUGH
 from tests.records.conftest import SECRET, plan_with_sinks, worker_process
+from tests.support.processes import kill_tree, stop_tree
 from tests.support.redis_server import RedisServer, running_redis
 from tests.support.serve_process import log_events, serve_started, start_serve
 
@@ -94,10 +95,9 @@ async def test_two_serve_processes_one_record_per_call_at_the_crm(
     finally:
         for process in processes:
             if process.returncode is None:
-                process.kill()
+                kill_tree(process.pid)
                 await process.wait()
-        worker.terminate()
-        worker.wait(timeout=10)
+        await asyncio.to_thread(stop_tree, worker, 10)
         await crm.stop()
     assert sorted(k for k, _, _ in crm.accepted) == sorted(expected)
     assert crm.duplicates == 0

@@ -128,3 +128,20 @@ def strays_after(run: str, grace_s: float) -> dict[int, str]:
     while (found := marked_processes(run)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def wait_ended(pids: list[int], timeout_s: float) -> list[int]:
+    """Wait up to ``timeout_s`` for every process of ``pids`` to end; those still running."""
+    deadline = time.monotonic() + timeout_s
+    while (running := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return running
