@@ -44,7 +44,7 @@ def no_stray_processes() -> Iterator[None]:
     the session none may be left running (each test stops what it started, with its children).
     Any left are killed, and the session fails naming them. Set up before, and torn down after,
     every other session fixture."""
-    run = secrets.token_hex(8)
+    run = secrets.token_urlsafe(9)  # not hex: no long digit run that looks like a card number
     os.environ[RUN_MARKER] = run
     yield
     strays = strays_after(run, STRAY_GRACE_S)
