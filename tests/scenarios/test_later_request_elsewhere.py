@@ -27,6 +27,7 @@ from tests.records.conftest import SECRET, plan_with_sinks, worker_process
 from tests.scenarios.test_two_serve_processes import AMI_SECRET, _events, _serve, _started, own_redis
 from tests.support.processes import kill_tree, stop_tree
 from tests.support.redis_server import RedisServer
+from tests.support.serve_process import until_ami_writer
 
 __all__ = ["own_redis"]
 
@@ -101,7 +102,7 @@ async def test_a_later_request_at_another_controller_reaches_the_record(
             for log in logs:
                 await wait_until(functools.partial(_started, log), timeout_s=20)
             await wait_until(lambda: fake.sessions >= 2, timeout_s=10)
-            await asyncio.sleep(1.0)  # one of them takes the AMI writer lease
+            await until_ami_writer(own_redis.url)  # one of them holds the AMI writer lease
             balancer = Balancer(ports[0], ports[1])
             front = await balancer.start()
 

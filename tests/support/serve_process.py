@@ -18,6 +18,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from redis.asyncio import Redis
+
+from routing.redis_keys import KEYS
 from tests.support.processes import kill_tree
 from tests.support.redis_server import free_port
 
@@ -66,6 +69,18 @@ def log_events(log: Path) -> list[dict[str, Any]]:
         if isinstance(event, dict):
             found.append(event)
     return found
+
+
+async def until_ami_writer(redis_url: str, timeout_s: float = 20) -> str:
+    """Wait until a controller holds the AMI writer lease (the production key names); its holder."""
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        async with asyncio.timeout(timeout_s):
+            while (holder := await redis.get(KEYS.ami_writer_lease())) is None:
+                await asyncio.sleep(0.05)
+    finally:
+        await redis.aclose()
+    return str(holder)
 
 
 def serve_started(log: Path) -> bool:
