@@ -252,8 +252,10 @@ async def test_reconnect_and_reconcile_after_a_drop_mid_peak(consumers: Factory,
 async def test_one_writer_and_takeover_after_a_crash(
     consumers: Factory, fake: FakeAmi, redis: Redis, keys: RedisKeys
 ) -> None:
-    ttl = 1.5  # the takeover waits for it; the bound below allows a loaded machine 1 s more
-    first, second = consumers("a", lease_ttl_s=ttl), consumers("b", lease_ttl_s=ttl)
+    # the takeover waits for the first's lease to expire (1.5 s); the second, once writer,
+    # renews every second (a 3 s lease): a loaded machine's pauses do not cost it the lease
+    ttl = 1.5
+    first, second = consumers("a", lease_ttl_s=ttl), consumers("b")
     await first.start()
     await wait_until(lambda: first.is_writer)
     await second.start()

@@ -291,8 +291,9 @@ async def test_rolling_restart_of_two_controllers_behind_hagi_drops_no_call(
         att for p in placed for tried in p.record.connects for att in tried if att.outcome != "connected"
     ]
     assert {att.outcome for att in failed} <= {"refused"}, [att for att in failed if att.outcome != "refused"]
-    # a loopback refusal takes microseconds; the bound allows this process's own loop lag
-    assert all(att.seconds < 0.5 for att in failed), max(att.seconds for att in failed)
+    # a loopback refusal takes microseconds; the bound allows this process's own loop lag on a
+    # loaded machine, and stays under the 2 s a connect timeout would take
+    assert all(att.seconds < 1.5 for att in failed), max(att.seconds for att in failed)
     # extra delay: a call's duration over the median of the calls that started before the first restart
     baseline = statistics.median(p.record.duration for p in placed if p.started < first_restart)
     worst = max(p.record.duration for p in placed) - baseline

@@ -180,12 +180,12 @@ async def test_serve_and_delivery_ride_out_a_killed_primary(
             processes += [_start(argv, env, serve_log), _start(deliver, env, deliver_log)]
             await wait_until(functools.partial(_has, serve_log, "controller.started"), timeout_s=20)
             await wait_until(lambda: fake.sessions >= 1, timeout_s=10)
-            await asyncio.sleep(1.0)  # it takes the AMI writer lease
+            await _until_live_written(target, since=0.0, timeout_s=20)  # it holds the AMI writer lease
             centre = Asterisk(centre=CallCentre(fake, lambda queue, caller: plays[caller.caller_num]))
             placed: list[Placed] = []
             stop = asyncio.Event()
             calls = asyncio.create_task(_stream_calls(port, centre, plays, stop, placed))
-            await asyncio.sleep(2.0)
+            await wait_until(lambda: len(placed) >= 4, timeout_s=20)  # calls before the kill
             before = len(placed)
             assert before > 0
             assert all(p.first == "route (open)" for p in placed)
