@@ -75,9 +75,12 @@ class _Session:
     silent: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     held: list[bytes] | None = None  # events kept back while a synchronous Originate runs
+    between: list[bytes] | None = None  # output kept back while a message goes out in two parts
 
     def send(self, data: bytes) -> None:
-        if not self.silent and not self.writer.is_closing():
+        if self.between is not None:
+            self.between.append(data)
+        elif not self.silent and not self.writer.is_closing():
             self.writer.write(data)
 
     def send_event(self, data: bytes) -> None:
@@ -227,11 +230,24 @@ class FakeAmi:
             self._burst = saved
 
     async def send_split(self, data: bytes, at: int, pause_s: float = 0.05) -> None:
-        """Send ``data`` in two TCP writes split at byte ``at`` with a pause between."""
-        for part in (data[:at], data[at:]):
-            self.broadcast(part)
-            await self._drain()
-            await asyncio.sleep(pause_s)
+        """Send ``data`` in two TCP writes split at byte ``at`` with a pause between. Nothing
+        else goes out on a session between the two (a reply or event due meanwhile follows the
+        second): Asterisk writes each message whole, so another never lands inside one."""
+        self.broadcast(data[:at])
+        sessions = [s for s in self._sessions if s.between is None]
+        for session in sessions:
+            session.between = []
+        await self._drain()
+        await asyncio.sleep(pause_s)
+        kept = {}
+        for session in sessions:
+            kept[session], session.between = session.between or [], None
+        self.broadcast(data[at:])
+        for session, held in kept.items():
+            if held:
+                session.send(b"".join(held))
+        await self._drain()
+        await asyncio.sleep(pause_s)
 
     async def _drain(self) -> None:
         for session in list(self._sessions):

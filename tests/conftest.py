@@ -10,6 +10,7 @@ example: a parser that slows down on some input fails the test with that input.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.support.processes import RUN_MARKER, kill_tree, strays_after
 from tests.support.redis_server import RedisServer, running_redis
 from tests.support.toggle_keys import key_file
 
@@ -30,6 +32,25 @@ settings.register_profile(
 )
 settings.register_profile("fuzz", max_examples=5000, deadline=timedelta(seconds=2), print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+STRAY_GRACE_S = 15.0
+"""How long the session's last processes may take to end after its last test (a loaded host)."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_stray_processes() -> Iterator[None]:
+    """Every process the tests start carries this run's mark in its environment; at the end of
+    the session none may be left running (each test stops what it started, with its children).
+    Any left are killed, and the session fails naming them. Set up before, and torn down after,
+    every other session fixture."""
+    run = secrets.token_urlsafe(9)  # not hex: no long digit run that looks like a card number
+    os.environ[RUN_MARKER] = run
+    yield
+    strays = strays_after(run, STRAY_GRACE_S)
+    for pid in strays:
+        kill_tree(pid)
+    assert not strays, f"processes left running after the tests: {strays}"
 
 
 @pytest.fixture(scope="session")

@@ -22,11 +22,17 @@ OPEN: list[asyncio.StreamWriter] = []
 async def fake() -> AsyncIterator[FakeAmi]:
     async with FakeAmi("ivrtest", SECRET, auth_failure_delay_s=0.05, withdraw_delay_s=0.05) as server:
         yield server
-        for writer in OPEN:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-        OPEN.clear()
+        await close_clients()
+
+
+async def close_clients() -> None:
+    """Close every connection :func:`connect` opened, while the test's loop runs (left to the
+    garbage collector, each says "loop is closed" at the end of the run)."""
+    for writer in OPEN:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    OPEN.clear()
 
 
 class RawClient:
@@ -152,6 +158,20 @@ async def test_replay_sends_capture_blocks_verbatim(fake: FakeAmi) -> None:
     received = [await client.message() for _ in blocks]
     assert received == blocks
     assert fake.model.queues["council-revenues"].waiting == []  # joined and left
+
+
+async def test_a_message_sent_in_two_parts_is_not_cut_by_a_reply(fake: FakeAmi) -> None:
+    """Asterisk writes each message whole: a reply due while an event goes out in two parts
+    (split inside a UTF-8 character) follows the event, it never lands between the parts."""
+    client = await login(fake)
+    event = fake.caller_joins("council-revenues", name="Zoë Brontë", send=False)
+    split = asyncio.create_task(fake.send_split(event.data, event.data.index("ë".encode()) + 1, pause_s=0.3))
+    head = await asyncio.wait_for(client.reader.readuntil("Zo\xc3".encode("latin-1")), 2)
+    await client.send(("Action", "Ping"), ("ActionID", "between"))
+    await split
+    assert head + await client.message() == event.data
+    pong = headers_dict(parse_message(await client.message()))
+    assert (pong["ActionID"], pong["Ping"]) == ("between", "Pong")
 
 
 async def test_silence_and_drop(fake: FakeAmi) -> None:

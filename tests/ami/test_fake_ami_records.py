@@ -17,7 +17,7 @@ from emulator.ami_wire import Message, parse_message, parse_transcript, server_m
 from emulator.centre import CallCentre, QueuePlay
 from emulator.dialplan import Asterisk
 from emulator.pbx import Channel, Pbx
-from tests.ami.test_fake_ami import SECRET, RawClient, login
+from tests.ami.test_fake_ami import SECRET, RawClient, close_clients, login
 from tests.support.captures import captures_dir
 
 QUEUE = "council-revenues"
@@ -41,6 +41,7 @@ def value(message: Message, key: str) -> str:
 async def fake() -> AsyncIterator[FakeAmi]:
     async with FakeAmi("ivrtest", SECRET) as server:
         yield server
+        await close_clients()
 
 
 async def messages_until(client: RawClient, last: str, channel: str | None = None) -> list[Message]:

@@ -36,6 +36,7 @@ from tests.callbacks.rig import (
     open_all_hours_plan,
     wait_for,
 )
+from tests.support.processes import stop_tree_async
 from tests.support.redis_server import RedisServer, free_port, running_redis
 
 JANE = "+441632960123"
@@ -95,10 +96,9 @@ async def _started(rig: CallbackCentre, log: Path, redis: Redis) -> None:
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            await process.wait()
+    """SIGTERM; after 20 s, SIGKILL with its children (under `timeout`, killing it alone would
+    leave serve running)."""
+    await stop_tree_async(process, 20)
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ from routing.supervisor import ToggleRequest, apply_toggle, check_request
 from tests.ami.helpers import wait_until
 from tests.controller.conftest import EXAMPLE, HARBOROUGH
 from tests.records.conftest import SECRET, plan_with_sinks
+from tests.support.processes import kill_tree
 from tests.support.redis_cluster import RedisClusterSet, running_cluster
 from tests.support.redis_server import free_port
 from tests.support.toggle_keys import KEYRING, key_file
@@ -157,7 +158,7 @@ async def test_serve_routes_on_live_state_in_a_cluster_and_records_reach_the_crm
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                process.kill()
+                kill_tree(process.pid)
                 process.wait(timeout=5)
         await crm.stop()
         await redis.aclose()

@@ -17,6 +17,7 @@ from emulator.agi import CallerScript
 from emulator.dialplan import place_call
 from tests.controller.conftest import EXAMPLE, HARBOROUGH
 from tests.controller.test_serve import Served
+from tests.support.processes import kill_tree
 from tests.support.redis_server import RedisServer, free_port
 
 CHARNWOOD = "01632960100"
@@ -56,7 +57,7 @@ async def served(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Ops
         yield result
     finally:
         if process.returncode is None:
-            process.kill()
+            kill_tree(process.pid)
             await process.wait()
 
 

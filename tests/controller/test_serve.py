@@ -25,6 +25,7 @@ from routing.redis_keys import KEYS
 from tests.controller.conftest import EXAMPLE, HARBOROUGH
 from tests.core.test_plan_limits import BILLION_LAUGHS
 from tests.records.support import checked
+from tests.support.processes import kill_tree
 from tests.support.redis_server import RedisServer, free_port
 
 
@@ -80,7 +81,7 @@ async def served(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Ser
         yield result
     finally:
         if process.returncode is None:
-            process.kill()
+            kill_tree(process.pid)
             await process.wait()
 
 
@@ -214,7 +215,7 @@ async def test_serve_keeps_a_record_of_each_call_and_flushes_open_ones_on_sigter
             assert await process.wait() == 0
     finally:
         if process.returncode is None:
-            process.kill()
+            kill_tree(process.pid)
             await process.wait()
     records = [json.loads(line) for line in outbox.read_text().splitlines()]
     assert [(r["id"], r["version"], r["complete"]) for r in records] == [

@@ -22,6 +22,7 @@ import pytest
 
 from callrouter.systemd import Notifier, notify_address, watchdog_interval
 from tests.controller.conftest import EXAMPLE
+from tests.support.processes import kill_tree
 from tests.support.redis_server import RedisServer, free_port
 
 WATCHDOG_USEC = 200_000  # pings every 0.1 s
@@ -113,7 +114,7 @@ async def test_serve_says_ready_pings_the_watchdog_and_stops_pinging_when_frozen
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGCONT)
-            process.kill()
+            kill_tree(process.pid)
             await process.wait()
     assert "READY=1" not in log.read_text()  # nothing of the protocol leaks into the logs
 
@@ -211,7 +212,7 @@ async def test_web_and_the_delivery_worker_say_ready_ping_and_say_stopping(
         assert await asyncio.wait_for(process.wait(), 30) == 0, (tmp_path / "out.log").read_text()
     finally:
         if process.returncode is None:
-            process.kill()
+            kill_tree(process.pid)
             await process.wait()
 
 

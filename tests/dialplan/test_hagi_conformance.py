@@ -302,7 +302,7 @@ async def test_next_target_when_the_first_refuses() -> None:
     assert session.call.agistatus == "SUCCESS"
     assert session.call.variables["CR_ROUTE"] == "served"
     assert outcomes(attempts) == [(down, "refused"), (second.port, "connected")]
-    assert elapsed < 0.5
+    assert elapsed < 1.5  # no connect timeout (2 s) waited for the refusal, even on a loaded machine
     # the environment: agi_request is the URL given to AGI(); the script is the part after the name
     [env] = second.envs
     assert (env["agi_request"], env["agi_network_script"]) == ("hagi://callrouter.test/route", "route")
@@ -412,14 +412,15 @@ async def test_each_target_that_drops_the_syn_costs_2_s_of_the_5_s_bound(
     (``handle_connection()`` polls the socket only), so after two dropped targets (4 s) a healthy
     controller still routes the call, after three (6 s) the timer has fired: once connected,
     ``run_agi()`` finds the channel hung up and AGIEXITONHANGUP ends AGI(); T: fail-static.
-    Run at a tenth of real time (each 2 s connect timeout takes 0.2 s)."""
+    Run at a quarter of real time (each 2 s connect timeout takes 0.5 s): the 1 s margins either
+    side of the 5 s bound are 0.25 s of real time, more than a loaded machine's lateness."""
     with contextlib.ExitStack() as stack:
         holes = [stack.enter_context(black_hole()) for _ in range(dropped)]
         records = [SrvRecord(10 * (n + 1), 0, port, "127.0.0.1") for n, port in enumerate(holes)]
         resolver = srv(*records, SrvRecord(100, 0, rig.server.port, "127.0.0.1"))
         asterisk = Asterisk(agi_url="hagi://callrouter.test", resolver=resolver)
         record = await place_call(
-            "127.0.0.1", 1, CallerScript(dial=HARBOROUGH), asterisk=asterisk, time_scale=0.1
+            "127.0.0.1", 1, CallerScript(dial=HARBOROUGH), asterisk=asterisk, time_scale=0.25
         )
     assert [a.outcome for a in record.connects[0]] == ["timeout"] * dropped + ["connected"]
     if routed:
@@ -429,4 +430,5 @@ async def test_each_target_that_drops_the_syn_costs_2_s_of_the_5_s_bound(
         assert record.sessions[0].timed_out
         assert record.ended == "fail-static route"
         assert record.fallback_at is not None
-        assert record.fallback_at == pytest.approx(6.0, abs=0.3)  # the call's clock: 3 x 2 s
+        # the call's clock: 3 x 2 s; never early, up to 0.25 s of real time late on a loaded machine
+        assert 6.0 - 0.3 <= record.fallback_at <= 6.0 + 1.0, record.fallback_at

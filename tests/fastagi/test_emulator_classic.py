@@ -59,7 +59,7 @@ async def test_with_agiexitonhangup_agi_returns_at_the_timeout_whatever_the_scri
     assert (call.agistatus, call.outcome, code) == ("HANGUP", "exit-on-hangup", None)
     assert call.goes_to_t
     assert call.sighups == 2  # at the hangup, then after the loop
-    assert 0.5 <= call.ended_at < 1.0
+    assert 0.5 <= call.ended_at < 1.5  # at the timeout, not the script's 120 s; late on a loaded machine
     assert await reap(orphans, grace=0.2) == 1  # it ignored SIGHUP: left running
 
 

@@ -115,7 +115,8 @@ async def test_session_cap_rejects_fast(start_server: StartServer) -> None:
     await entered.acquire()
     started = time.perf_counter()
     rejected = await run_call("127.0.0.1", server.port, CallerScript())
-    assert time.perf_counter() - started < 0.5
+    # at once, not held until a session frees (never, here); the bound allows a loaded machine
+    assert time.perf_counter() - started < 2.0
     assert (rejected.agistatus, rejected.outcome) == ("FAILURE", "failure-line")
     release.set()
     for call in await asyncio.gather(*held_calls):

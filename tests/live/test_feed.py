@@ -290,7 +290,9 @@ async def test_the_plan_store_generation_shows_and_its_notice_wakes_the_feed(
         sub = feed.subscribe()
         first = (await anext(sub))["tiles"]["plan"]
         assert (first["generation"], first["version"], first["sha256"]) == (6, 4, "ab" * 32)
-        await asyncio.sleep(0.3)  # the listener has subscribed
+        async with asyncio.timeout(10):  # the listener has subscribed (a publish before is lost)
+            while (await redis.pubsub_numsub(channel))[0][1] < 1:
+                await asyncio.sleep(0.02)
         await redis.hset(live_key, mapping={"generation": 7, "version": 5})
         await redis.publish(channel, "7")
         changed = await next_tile(sub, "plan", lambda t: t["generation"] == 7, timeout_s=1.0)

@@ -36,6 +36,7 @@ from tests.records.conftest import (
     worker_process,
 )
 from tests.records.factory import record
+from tests.support.processes import stop_tree
 from tests.support.redis_server import PROJECT_CONF, RedisServer, free_port, start_redis
 
 
@@ -94,25 +95,27 @@ async def test_the_worker_killed_mid_delivery_and_restarted_loses_nothing(
     files, archive = tmp_path / "crm-files", tmp_path / "archive"
     plan = plan_with_sinks(tmp_path, crm.url, files)
     versions = _versions(2400)
+    workers: list[subprocess.Popen[bytes]] = []
     try:
         stream = RecordStream(redis, CENTRE)
         for start in range(0, len(versions), 500):
             await stream.append_many([_record_envelope(r, v) for r, v in versions[start : start + 500]])
         first = worker_process(plan, aof_redis.url, tmp_path / "worker.log", archive)
+        workers.append(first)
         await _wait(lambda: len(crm.accepted) >= 300, 30, "the first deliveries")
         os.kill(_child(first.pid), signal.SIGKILL)
         first.wait(timeout=10)
         delivered_before = len(crm.accepted)
         assert delivered_before < len(versions)
         second = worker_process(plan, aof_redis.url, tmp_path / "worker.log", archive)
+        workers.append(second)
         try:
             await crm.wait_for(len(versions), timeout_s=60)
             await _wait(lambda: len(_file_keys(files)) >= len(versions), 30, "the file sink")
             await _wait(lambda: _archive_lines(archive) >= len(versions), 30, "the archive")
             await asyncio.sleep(0.5)
         finally:
-            second.send_signal(signal.SIGTERM)
-            second.wait(timeout=20)
+            await asyncio.to_thread(stop_tree, second)
         status = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "callrouter.cli", "records", "status", "--json",
@@ -127,6 +130,8 @@ async def test_the_worker_killed_mid_delivery_and_restarted_loses_nothing(
             capture_output=True, check=True, timeout=60,
         )  # fmt: skip
     finally:
+        for worker in workers:
+            await asyncio.to_thread(stop_tree, worker)
         await redis.aclose()
         await crm.stop()
     expected = {f"{r}:{v}" for r, v in versions}

@@ -59,9 +59,12 @@ async def test_crm_down_for_ten_thousand_records_then_back_loses_nothing(rig: Ri
         assert None not in await rig.stream.append_many(
             [envelope(r, v) for r, v in versions[start : start + 1000]]
         )
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(1.5)  # the outage
+    deadline = time.monotonic() + 30  # a loaded machine may take longer to make the first attempts
+    while (stats := await rig.stats(f"{TENANT}/crm"))["breaker"] != "open":  # as records status sees it
+        assert time.monotonic() < deadline, stats
+        await asyncio.sleep(0.1)
     attempts_while_down = worker.attempts_failed_total
-    stats = await rig.stats(f"{TENANT}/crm")  # what records status sees while the CRM is down
     await rig.crm.start()  # back, on the same port
     await rig.crm.wait_for(OUTAGE_RECORDS, timeout_s=60)
     await asyncio.sleep(0.3)
@@ -122,7 +125,10 @@ async def test_a_hanging_crm_times_out_and_the_retry_is_deduplicated_by_its_key(
     rig.crm.hang_s = 1.0
     rig.start_worker({f"{TENANT}/crm": rig.webhook(timeout_s=0.3)})
     await rig.stream.append(envelope("r.1"))
-    await asyncio.sleep(0.5)
+    deadline = time.monotonic() + 20
+    while rig.crm.requests < 1:  # the first request is held for 1 s; the worker gives up at 0.3 s
+        assert time.monotonic() < deadline, "no request reached the CRM"
+        await asyncio.sleep(0.01)
     rig.crm.hang_s = 0.0
     await rig.crm.wait_for(1, timeout_s=10)
     await asyncio.sleep(1.0)  # the hung request finishes at the CRM after we gave up on it

@@ -22,6 +22,7 @@ from records.delivery import DeliveryWorker
 from records.stream import Envelope, RecordStream
 from tests.records.conftest import CENTRE, SECRET, T0, TENANT, Rig, envelope, plan_with_sinks, worker_process
 from tests.records.factory import record
+from tests.support.processes import stop_tree
 from tests.support.redis_server import RedisServer, free_port
 
 
@@ -114,8 +115,7 @@ async def test_records_deliver_serves_its_metrics_and_readiness(
         worker.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(worker.wait, 20) == 0
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.kill()
-            worker.wait()
+        if worker is not None:
+            await asyncio.to_thread(stop_tree, worker)
         await redis.aclose()
         await crm.stop()

@@ -17,6 +17,7 @@ from emulator.pbx import Channel
 from ivr.controller import PlanHolder
 from records.model import ContactRecord
 from tests.ami.helpers import wait_until
+from tests.support.processes import stop_tree_async
 from tests.support.redis_server import free_port, running_redis
 
 PLAN = Path(__file__).resolve().parents[2] / "examples" / "plan.yaml"
@@ -68,9 +69,7 @@ async def _serve_on_the_pretend_centre(tmp_path: Path, redis_url: str) -> None:
             await serve.wait()
     finally:
         os.environ.pop("CALLROUTER_AMI_SECRET", None)
-        if serve.returncode is None:
-            serve.kill()
-            await serve.wait()
+        await stop_tree_async(serve)
     records = [ContactRecord.model_validate_json(line) for line in outbox.read_text().splitlines()]
     ours = [r for r in records if r.tenant is not None]
     answered = [r for r in ours if r.answered is not None]

@@ -14,6 +14,7 @@ from records.sinks import WebhookSink
 from records.stream import Envelope
 from tests.records.conftest import CENTRE, SECRET, T0, TENANT, webhook_config
 from tests.records.factory import record
+from tests.support.processes import kill_tree
 from tests.support.redis_server import free_port
 
 
@@ -43,7 +44,12 @@ async def test_simulate_crm_prints_each_version_once_masked_and_refuses_a_bad_si
         await good.close()
         await forged.close()
         crm.send_signal(signal.SIGTERM)
-        raw, _ = await asyncio.wait_for(crm.communicate(), timeout=20)
+        try:
+            raw, _ = await asyncio.wait_for(crm.communicate(), timeout=20)
+        except TimeoutError:
+            kill_tree(crm.pid)
+            await crm.wait()
+            raise
     out = raw.decode()
     assert crm.returncode == 0
     received = [line for line in out.splitlines() if "1795100000.7:1" in line]

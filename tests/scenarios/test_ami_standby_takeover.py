@@ -38,6 +38,7 @@ from routing.live.store import QueueStateStore
 from routing.redis_keys import KEYS
 from tests.ami.helpers import wait_until
 from tests.controller.conftest import EXAMPLE
+from tests.support.processes import kill_tree
 from tests.support.redis_server import RedisServer, free_port, running_redis
 
 AMI_SECRET = "standby-secret"
@@ -204,5 +205,5 @@ async def test_one_of_three_writes_live_state_and_a_standby_takes_over_within_5_
             if process.returncode is None:
                 with contextlib.suppress(OSError, AssertionError):  # SIGKILL is not passed on by timeout
                     os.kill(_child(process.pid), signal.SIGKILL)
-                process.kill()
+                kill_tree(process.pid)
                 await process.wait()

@@ -22,6 +22,7 @@ from ivr.step_guard import StepGuard
 from tests.controller.conftest import EXAMPLE, HARBOROUGH, make_controller
 from tests.controller.test_fallback import SCRIPT as FALLBACK
 from tests.controller.test_fallback import always_open_plan
+from tests.support.processes import kill_tree
 from tests.support.redis_server import free_port
 
 PROMPT_S = 50  # every prompt of the "long call" below lasts 50 s (the guard allows 60)
@@ -100,7 +101,7 @@ async def stopped_controller(tmp_path: Path) -> AsyncIterator[int]:
     finally:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGCONT)
-            process.kill()
+            kill_tree(process.pid)
         await process.wait()
 
 

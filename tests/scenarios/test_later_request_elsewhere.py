@@ -25,7 +25,9 @@ from tests.ami.helpers import wait_until
 from tests.controller.conftest import HARBOROUGH
 from tests.records.conftest import SECRET, plan_with_sinks, worker_process
 from tests.scenarios.test_two_serve_processes import AMI_SECRET, _events, _serve, _started, own_redis
+from tests.support.processes import kill_tree, stop_tree
 from tests.support.redis_server import RedisServer
+from tests.support.serve_process import until_ami_writer
 
 __all__ = ["own_redis"]
 
@@ -100,7 +102,7 @@ async def test_a_later_request_at_another_controller_reaches_the_record(
             for log in logs:
                 await wait_until(functools.partial(_started, log), timeout_s=20)
             await wait_until(lambda: fake.sessions >= 2, timeout_s=10)
-            await asyncio.sleep(1.0)  # one of them takes the AMI writer lease
+            await until_ami_writer(own_redis.url)  # one of them holds the AMI writer lease
             balancer = Balancer(ports[0], ports[1])
             front = await balancer.start()
 
@@ -128,10 +130,9 @@ async def test_a_later_request_at_another_controller_reaches_the_record(
             await balancer.stop()
         for process in processes:
             if process.returncode is None:
-                process.kill()
+                kill_tree(process.pid)
                 await process.wait()
-        worker.terminate()
-        worker.wait(timeout=10)
+        await asyncio.to_thread(stop_tree, worker, 10)
         await crm.stop()
     assert {port for script, port in balancer.sent if script.startswith("menu")} == {ports[1]}
     assert {port for script, port in balancer.sent if script.startswith("route")} == {ports[0]}

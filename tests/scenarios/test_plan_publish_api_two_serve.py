@@ -1,5 +1,6 @@
 """A plan published through the web service's API reaches two real ``callrouter serve``
-processes (``plan_source = store``) within one second, together; a rollback through the API
+processes (``plan_source = store``), which switch together at its activation time (the
+one-second goal is measured by ``benchmarks/plan_switch_bench.py``); a rollback through the API
 restores the previous routing.
 
 Real processes (``callrouter web`` and two ``callrouter serve``) on a redis-server of the test's
@@ -28,6 +29,7 @@ from tests.scenarios.test_plan_publish_two_serve import (
     _switch_both,
     own_redis,
 )
+from tests.support.processes import stop_tree_async
 from tests.support.redis_server import RedisServer
 from tests.support.web_process import running_web, user_token_file
 
@@ -50,7 +52,7 @@ def _change(data: dict[str, object]) -> plan_store.Change:
     )
 
 
-async def test_an_api_publish_reaches_two_controllers_within_a_second_and_an_api_rollback_restores(
+async def test_an_api_publish_reaches_two_controllers_together_and_an_api_rollback_restores(
     own_redis: RedisServer, tmp_path: Path
 ) -> None:
     seed = tmp_path / "plan.yaml"
@@ -98,10 +100,8 @@ async def test_an_api_publish_reaches_two_controllers_within_a_second_and_an_api
                 for process in processes:
                     await process.wait()
         finally:
-            for process in processes:
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
+            for process in processes:  # under `timeout`: killing it alone would leave serve running
+                await stop_tree_async(process)
     for log in logs:  # each call's log line names the generation that decided it
         routed = [e["plan_generation"] for e in _events(log) if e.get("event") == "call.routed"]
         assert routed == [1, 2, 3], log

@@ -40,6 +40,7 @@ from emulator.agi import CallerScript, PressAfterPrompt
 from emulator.dialplan import Asterisk, CallRecord, place_call
 from emulator.hagi import Resolver, SrvRecord
 from tests.controller.conftest import EXAMPLE, HARBOROUGH
+from tests.support.processes import kill_tree
 from tests.support.redis_server import RedisServer, free_port, running_redis
 
 RATE = 15  # calls per second
@@ -110,7 +111,7 @@ class Controller:
         if self.process is not None and self.process.returncode is None:
             with contextlib.suppress(OSError, IndexError):
                 os.kill(child_of(self.process.pid), signal.SIGKILL)
-            self.process.kill()
+            kill_tree(self.process.pid)
             await self.process.wait()
 
 
@@ -290,8 +291,9 @@ async def test_rolling_restart_of_two_controllers_behind_hagi_drops_no_call(
         att for p in placed for tried in p.record.connects for att in tried if att.outcome != "connected"
     ]
     assert {att.outcome for att in failed} <= {"refused"}, [att for att in failed if att.outcome != "refused"]
-    # a loopback refusal takes microseconds; the bound allows this process's own loop lag
-    assert all(att.seconds < 0.5 for att in failed), max(att.seconds for att in failed)
+    # a loopback refusal takes microseconds; the bound allows this process's own loop lag on a
+    # loaded machine, and stays under the 2 s a connect timeout would take
+    assert all(att.seconds < 1.5 for att in failed), max(att.seconds for att in failed)
     # extra delay: a call's duration over the median of the calls that started before the first restart
     baseline = statistics.median(p.record.duration for p in placed if p.started < first_restart)
     worst = max(p.record.duration for p in placed) - baseline

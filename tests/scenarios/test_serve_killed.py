@@ -31,7 +31,9 @@ from records.journal import segments_in
 from tests.ami.helpers import wait_until
 from tests.controller.conftest import HARBOROUGH
 from tests.records.conftest import SECRET, plan_with_sinks, worker_process
+from tests.support.processes import kill_tree, stop_tree
 from tests.support.redis_server import RedisServer, free_port, running_redis
+from tests.support.serve_process import until_ami_writer
 
 AMI_SECRET = "serve-killed-secret"
 
@@ -101,7 +103,7 @@ async def test_serve_killed_right_after_calls_end_then_restarted_every_record_on
             processes.append(process)
             await wait_until(functools.partial(_has, first_log, "controller.started"), timeout_s=20)
             await wait_until(lambda: fake.sessions >= 1, timeout_s=10)
-            await asyncio.sleep(1.0)  # it takes the AMI writer lease
+            await until_ami_writer(own_redis.url)  # it holds the AMI writer lease
             centre = Asterisk(centre=CallCentre(fake, play))
             calls = []
             for n in range(6):
@@ -142,10 +144,9 @@ async def test_serve_killed_right_after_calls_end_then_restarted_every_record_on
     finally:
         for process in processes:
             if process.returncode is None:
-                process.kill()
+                kill_tree(process.pid)
                 await process.wait()
-        worker.terminate()
-        worker.wait(timeout=10)
+        await asyncio.to_thread(stop_tree, worker, 10)
         await crm.stop()
     assert sorted(k for k, _, _ in crm.accepted) == sorted(expected)
     assert crm.duplicates == 0

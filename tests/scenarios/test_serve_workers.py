@@ -19,6 +19,7 @@ from pathlib import Path
 from emulator.agi import CallerScript
 from emulator.dialplan import place_calls
 from tests.controller.conftest import HARBOROUGH
+from tests.support.processes import alive, kill_tree, wait_ended
 from tests.support.redis_server import RedisServer, free_port
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "plan.yaml"
@@ -104,7 +105,7 @@ async def test_two_workers_share_the_port_survive_a_kill_and_drain(
             code = await supervisor.wait()
     finally:  # signals go to the supervisor alone (no wrapper that signals the process group)
         if supervisor.returncode is None:  # its workers see it gone and drain by themselves
-            supervisor.kill()
+            kill_tree(supervisor.pid)
             await supervisor.wait()
     assert code == 0
     stopped = named(log, "controller.stopped")
@@ -127,12 +128,21 @@ async def test_workers_drain_by_themselves_when_the_supervisor_is_killed(
             "--agi-port", str(port), "--no-redis"]  # fmt: skip
     with log.open("w") as out:
         supervisor = await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=asyncio.subprocess.STDOUT)
+    workers: list[int] = []
     try:
         await wait_for(log, "controller.started", 2)
+        workers = [int(str(e["pid"])) for e in named(log, "supervisor.worker_started")]
+        assert len(workers) == 2
     finally:
-        supervisor.kill()
+        supervisor.kill()  # the supervisor alone: its workers are left to notice
         await supervisor.wait()
-    orphaned = await wait_for(log, "worker.orphaned", 2, timeout=10)
-    assert sorted(e["worker"] for e in orphaned) == [0, 1]
-    stopped = await wait_for(log, "controller.stopped", 2, timeout=10)
-    assert sorted(e["worker"] for e in stopped) == [0, 1]
+    try:
+        orphaned = await wait_for(log, "worker.orphaned", 2, timeout=10)
+        assert sorted(e["worker"] for e in orphaned) == [0, 1]
+        stopped = await wait_for(log, "controller.stopped", 2, timeout=10)
+        assert sorted(e["worker"] for e in stopped) == [0, 1]
+        assert await asyncio.to_thread(wait_ended, workers, 10) == []  # and they end
+    finally:
+        for pid in workers:
+            if alive(pid):
+                kill_tree(pid)

@@ -26,8 +26,9 @@ from emulator.pbx import Channel
 from tests.ami.helpers import wait_until
 from tests.controller.conftest import HARBOROUGH
 from tests.records.conftest import SECRET, plan_with_sinks, worker_process
+from tests.support.processes import kill_tree, stop_tree
 from tests.support.redis_server import RedisServer, running_redis
-from tests.support.serve_process import log_events, serve_started, start_serve
+from tests.support.serve_process import log_events, serve_started, start_serve, until_ami_writer
 
 AMI_SECRET = "two-serve-secret"
 
@@ -72,7 +73,7 @@ async def test_two_serve_processes_one_record_per_call_at_the_crm(
             for log in logs:
                 await wait_until(functools.partial(_started, log), timeout_s=20)
             await wait_until(lambda: fake.sessions >= 2, timeout_s=10)
-            await asyncio.sleep(1.0)  # one of them takes the AMI writer lease
+            await until_ami_writer(own_redis.url)  # one of them holds the AMI writer lease
             served: dict[str, int] = {}
             for n in range(6):
                 caller = f"0770090030{n}"
@@ -94,10 +95,9 @@ async def test_two_serve_processes_one_record_per_call_at_the_crm(
     finally:
         for process in processes:
             if process.returncode is None:
-                process.kill()
+                kill_tree(process.pid)
                 await process.wait()
-        worker.terminate()
-        worker.wait(timeout=10)
+        await asyncio.to_thread(stop_tree, worker, 10)
         await crm.stop()
     assert sorted(k for k, _, _ in crm.accepted) == sorted(expected)
     assert crm.duplicates == 0

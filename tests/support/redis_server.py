@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.processes import stop_tree
+
 PROJECT_CONF = Path(__file__).parents[2] / "redis.conf"
 
 
@@ -30,13 +32,8 @@ class RedisServer:
         return f"redis://{self.host}:{self.port}/0"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        """SIGTERM (``timeout`` passes it on); after 5 s, SIGKILL to ``timeout`` and the server."""
+        stop_tree(self.process, timeout_s=5)
 
 
 def free_port() -> int:

@@ -18,6 +18,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from redis.asyncio import Redis
+
+from routing.redis_keys import KEYS
+from tests.support.processes import kill_tree
 from tests.support.redis_server import free_port
 
 SERVE_AMI_SECRET = "serve-process-ami-secret"
@@ -67,18 +71,30 @@ def log_events(log: Path) -> list[dict[str, Any]]:
     return found
 
 
+async def until_ami_writer(redis_url: str, timeout_s: float = 20) -> str:
+    """Wait until a controller holds the AMI writer lease (the production key names); its holder."""
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        async with asyncio.timeout(timeout_s):
+            while (holder := await redis.get(KEYS.ami_writer_lease())) is None:
+                await asyncio.sleep(0.05)
+    finally:
+        await redis.aclose()
+    return str(holder)
+
+
 def serve_started(log: Path) -> bool:
     return any(e.get("event") == "controller.started" for e in log_events(log))
 
 
 async def stop_processes(processes: Sequence[asyncio.subprocess.Process], timeout_s: float = 40) -> list[int]:
     """SIGTERM to each process still running; those that have not ended within ``timeout_s`` are
-    killed with their process group (``timeout`` puts itself and its command in a group of its
-    own, so killing ``timeout`` alone would leave the command running). Returns the ids of the
-    processes that had to be killed."""
+    killed with their descendants (killing ``timeout`` alone would leave the command running).
+    Returns the ids of the processes that had to be killed."""
     running = [p for p in processes if p.returncode is None]
     for process in running:
-        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
     killed: list[int] = []
     try:
         async with asyncio.timeout(timeout_s):
@@ -88,7 +104,6 @@ async def stop_processes(processes: Sequence[asyncio.subprocess.Process], timeou
         for process in running:
             if process.returncode is None:
                 killed.append(process.pid)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
+                kill_tree(process.pid)
                 await process.wait()
     return killed

@@ -18,12 +18,9 @@ and logs JSON lines into the test's folder (``<centre>-serve.log``, ``-web.log``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import os
 import re
 import secrets
-import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
@@ -42,6 +39,7 @@ from routing.live.store import read_centre_snapshot
 from tests.ami.helpers import wait_until
 from tests.records.conftest import worker_process
 from tests.support.certs import self_signed
+from tests.support.processes import stop_tree
 from tests.support.redis_server import RedisServer, free_port, running_redis
 from tests.support.serve_process import SERVE_AMI_SECRET, serve_started, start_serve, stop_processes
 from tests.support.web_process import running_web
@@ -231,15 +229,9 @@ async def running_stacks(specs: Sequence[StackSpec], folder: Path) -> AsyncItera
 
 
 def _stop_popen(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to a process started under ``timeout``; then SIGKILL to its group (``timeout``
-    and its command) if it has not ended within 10 s."""
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
+    """SIGTERM to a process started under ``timeout``; then SIGKILL to it and its descendants
+    if it has not ended within 10 s."""
+    stop_tree(process, timeout_s=10)
 
 
 async def until_snapshot(

@@ -19,6 +19,7 @@ from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 from callrouter.cli import main
+from tests.support.processes import stop_tree
 from tests.support.redis_server import free_port
 from tests.support.web import PASSWORD
 
@@ -69,12 +70,7 @@ def running_web(
                 time.sleep(0.1)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_tree(process, timeout_s=10)  # under `timeout`, a kill of `timeout` alone would leave the web
         if out is not None:
             out.close()
 

@@ -21,6 +21,7 @@ from callrouter.cli import main
 from callrouter.settings import SettingsError, load
 from callrouter.web_cli import web_config
 from routing.supervisor import audit_tail
+from tests.support.processes import kill_tree
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.web import PASSWORD, bearer, login
 from tests.web.conftest import WEB_DB
@@ -145,7 +146,7 @@ def test_callrouter_web_serves_and_stops_on_sigterm(redis_server: RedisServer) -
         assert process.wait(timeout=10) == 0
     finally:
         if process.poll() is None:
-            process.kill()
+            kill_tree(process.pid)
             process.wait(timeout=5)
         if process.stderr:
             process.stderr.close()

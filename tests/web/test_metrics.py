@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from tests.support.processes import kill_tree
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.web import add_user, bearer, login_form_token, make_token, store_for, web_test_app
 from tests.web import probe_feature
@@ -200,5 +201,5 @@ def test_callrouter_web_opens_the_ops_listener_on_request(redis_server: RedisSer
         assert process.wait(timeout=10) == 0
     finally:
         if process.poll() is None:
-            process.kill()
+            kill_tree(process.pid)
             process.wait(timeout=5)

@@ -25,6 +25,7 @@ from schemathesis.checks import positive_data_acceptance
 from callrouter.cli import main
 from records.archive import Archive
 from tests.records.support import KEY
+from tests.support.processes import stop_tree
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.web import PASSWORD
 from tests.web.records_rig import EXAMPLE_PLAN, sample_records
@@ -81,12 +82,7 @@ def live_web(
                 time.sleep(0.1)
         yield base, token
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_tree(process, timeout_s=10)
 
 
 def test_every_operation_answers_as_documented(live_web: tuple[str, str]) -> None:

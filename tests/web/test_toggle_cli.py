@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from callrouter.cli import main
 from routing.live.source import verified_toggle
 from routing.redis_keys import KEYS
+from tests.support.processes import stop_tree
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.toggle_keys import KEYRING, key_file
 from tests.support.web import add_user, make_token
@@ -58,12 +59,7 @@ def callrouter_web(redis_url: str, key: Path, log: Path) -> Iterator[str]:
                 time.sleep(0.1)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_tree(process, timeout_s=10)
 
 
 async def cli(argv: list[str]) -> int:
