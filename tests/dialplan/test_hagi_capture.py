@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from emulator.agi import CallerScript, play_url
+from emulator.dialplan import Asterisk, place_call
 from emulator.hagi import RAND_MAX, Attempt, Resolver, SrvRecord, try_order
 from emulator.line import CallClock, CallerLine
+from tests.controller.conftest import HARBOROUGH
 from tests.dialplan import transcripts as tr
 
 FAILOVER = "agi_hagi_failover.txt"
@@ -361,6 +363,31 @@ async def test_every_agi_looks_the_name_up_again() -> None:
     assert rig.seen(first) + rig.seen(second) == case.attempts
     expected = [(step.agistatus, step.routed) for step in case.steps]
     assert [(status, routed) for status, routed, _ in results] == expected
+
+
+@pytest.mark.parametrize("name", ["hung", "closes", "alldown", "threedropped", "dnssilent"])
+async def test_the_shipped_dialplan_takes_the_fail_static_path_when_the_capture_did(name: str) -> None:
+    """The whole call through ``dialplans/callrouter.conf`` (its ``callrouter-agi`` is what the
+    capture ran): the route ``AGI()`` ends as captured and the call reaches the fail-static path
+    when the capture's ``AGI()`` returned (on the call's clock, at a quarter of real time)."""
+    case = CASES[name]
+    [expected] = case.steps
+    assert not expected.routed
+    async with lab() as rig:
+        asterisk = Asterisk(
+            agi_url="hagi://callrouter.test",
+            resolver=rig.resolver(case.srv, unanswered=name == "dnssilent"),
+        )
+        record = await place_call(
+            "127.0.0.1", 1, CallerScript(dial=HARBOROUGH), asterisk=asterisk, time_scale=SCALE
+        )
+    assert rig.seen(record.connects[0]) == case.attempts
+    assert record.ended == "fail-static route"
+    assert record.fallback_at is not None
+    assert expected.took - 0.1 <= record.fallback_at <= expected.took + 0.6, (
+        record.fallback_at,
+        expected.took,
+    )
 
 
 # --- the order of the targets ------------------------------------------------------------------------
