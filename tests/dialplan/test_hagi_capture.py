@@ -287,13 +287,15 @@ async def lab() -> AsyncIterator[Lab]:
         yield found
 
 
-async def agi(resolver: Resolver, line: CallerLine, attempts: list[Attempt]) -> tuple[str, bool, float]:
+async def agi(
+    resolver: Resolver, line: CallerLine, attempts: list[Attempt], url: str = URL
+) -> tuple[str, bool, float]:
     """One ``AGI()`` as ``callrouter-agi`` runs it: the absolute timeout armed before the lookup
     and the connects. (AGISTATUS, the route was set, seconds of the call's clock it took)."""
     started = line.clock.now()
     line.arm(BOUND)
     session = await play_url(
-        URL,
+        url,
         CallerScript(channel_type="Local", agiexitonhangup=True),
         args=["case"],
         resolver=resolver,
@@ -316,11 +318,12 @@ ONE_AGI = sorted(name for name, case in CASES.items() if len(case.steps) == 1)
 def test_the_capture_has_every_case() -> None:
     assert set(CASES) == {
         "up", "refused", "dropped", "unresolved", "hung", "closes", "midfail", "reset", "alldown",
-        "twodropped", "threedropped", "dotonly", "dotfirst", "norecord", "dnssilent", "twice",
+        "twodropped", "threedropped", "dotonly", "dotfirst", "norecord", "dnssilent", "twice", "portgiven",
     }  # fmt: skip
-    # one lookup per AGI(); unanswered, the resolver asked twice (its 2 tries of 5 s)
+    # one lookup per AGI(); unanswered, the resolver asked twice (its 2 tries of 5 s); a port in
+    # the URL: none (res_agi: "Specifying a port number disables SRV lookups")
     extra = {name: case.srv_queries - len(case.steps) for name, case in CASES.items()}
-    assert {name: n for name, n in extra.items() if n} == {"dnssilent": 1}
+    assert {name: n for name, n in extra.items() if n} == {"dnssilent": 1, "portgiven": -1}
 
 
 @pytest.mark.parametrize("name", ONE_AGI)
@@ -330,8 +333,10 @@ async def test_hagi_does_what_the_capture_shows(name: str) -> None:
     async with lab() as rig:
         line = CallerLine(CallClock(SCALE))
         attempts: list[Attempt] = []
+        # portgiven: CR_AGI=hagi://127.0.0.1:4701 (ctl-a's port) where the others have the name
+        url = f"hagi://127.0.0.1:{rig.ports['ctl-a']}/route" if name == "portgiven" else URL
         agistatus, routed, took = await agi(
-            rig.resolver(case.srv, unanswered=name == "dnssilent"), line, attempts
+            rig.resolver(case.srv, unanswered=name == "dnssilent"), line, attempts, url
         )
         await asyncio.sleep(0.05)  # the peers read what was sent
     assert rig.seen(attempts) == case.attempts
@@ -341,7 +346,7 @@ async def test_hagi_does_what_the_capture_shows(name: str) -> None:
     assert received == case.received
     for peer in rig.peers.values():
         for env in peer.envs:  # the URL as given, the script after the name
-            assert (env["agi_request"], env["agi_network_script"]) == (URL, "route")
+            assert (env["agi_request"], env["agi_network_script"]) == (url, "route")
 
 
 async def test_every_agi_looks_the_name_up_again() -> None:
