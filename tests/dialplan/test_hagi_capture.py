@@ -467,3 +467,37 @@ def test_the_captured_shares_are_not_rfc_2782s(name: str) -> None:
     share = weight / sum(w for _, w in answer)
     count = sum(1 for _, reached in calls if reached == role)
     assert abs(count - len(calls) * share) > 4 * math.sqrt(len(calls) * share * (1 - share))
+
+
+# --- a rotating DNS server: dnsmasq --------------------------------------------------------------
+
+DNSMASQ = "agi_hagi_dnsmasq.txt"
+_ANSWER = re.compile(r"^dnsmasq answer: (.*)$")
+_REACHED = re.compile(r"^call \d+: connected to ([\w-]+) \(connections 1,")
+
+
+def test_a_rotating_dns_server_gives_what_the_emulator_gives_for_its_answers() -> None:
+    """dnsmasq rotates the whole answer, the priority-20 record too, so with two priority-10
+    records of equal weight one of them was first in two answers of three: the calls went
+    ctl-b, ctl-b, ctl-a, ... (20 and 10 of 30). The emulator's order, fed dnsmasq's answers in
+    their cycle, reaches the same controller for every call (at one phase of the cycle)."""
+    lines = tr.annotations(DNSMASQ)
+    cycle: list[list[SrvRecord]] = []
+    for line in lines:
+        if match := _ANSWER.match(line):
+            entries = [entry.split() for entry in match[1].split(", ")]
+            answer = [SrvRecord(int(p), int(w), int(port), ROLES[int(port)]) for p, w, port in entries]
+            if answer in cycle:
+                break
+            cycle.append(answer)
+    reached = [match[1] for match in map(_REACHED.match, lines) if match]
+    assert len(cycle) == 3
+    assert len(reached) == 30
+    firsts = [try_order(answer, lambda: 0)[0].target for answer in cycle]
+    phases = [
+        phase
+        for phase in range(len(cycle))
+        if reached == [firsts[(phase + n) % len(cycle)] for n in range(len(reached))]
+    ]
+    assert len(phases) == 1
+    assert (reached.count("ctl-a"), reached.count("ctl-b")) == (10, 20)
