@@ -50,7 +50,7 @@ from typing import Literal
 from urllib.parse import urlencode
 
 from emulator import sounds
-from emulator.hagi import CONNECT_TIMEOUT, Attempt, Resolver, connect, parse_url
+from emulator.hagi import CONNECT_TIMEOUT, RESOLVER_GIVES_UP, Attempt, Resolver, connect, parse_url
 from emulator.line import DIGIT_GAP, CallClock, CallerLine
 
 ASTERISK_VERSION = "22.10.1"
@@ -1131,7 +1131,12 @@ async def play_url(
     line = line or CallerLine(CallClock(time_scale))
     if connect_timeout is None:
         connect_timeout = line.clock.real_seconds(CONNECT_TIMEOUT)
-    found = await connect(url, resolver, connect_timeout=connect_timeout)
+    found = await connect(
+        url,
+        resolver,
+        connect_timeout=connect_timeout,
+        lookup_gives_up=line.clock.real_seconds(RESOLVER_GIVES_UP),
+    )
     if attempts is not None:
         attempts.extend(found.attempts)
     if found.reader is None or found.writer is None:

@@ -1,32 +1,44 @@
 """How Asterisk connects ``AGI()`` to a FastAGI server: ``agi://`` and ``hagi://`` (DNS SRV).
 
-Read from the source of Asterisk 22.10.1 (``res/res_agi.c``: ``launch_netscript()``,
-``handle_connection()``, ``launch_ha_netscript()``; ``main/srv.c``; ``main/dns.c``), with the
-timings of ``agi_connect_failures.txt`` (refused: ``AGISTATUS=FAILURE`` 1 ms after ``AGI()``
-began; SYN dropped: 2.0 s). ``hagi://`` itself was not run on the real Asterisk (it needs DNS SRV
-records): everything below about SRV comes from the source alone.
+Observed on Asterisk 22.10.1 (``tests/fixtures/asterisk/agi_connect_failures.txt`` for
+``agi://``; ``agi_hagi_failover.txt`` and ``agi_hagi_order.txt`` for ``hagi://``, with a DNS
+server answering the SRV records), and read in its source (``res/res_agi.c``:
+``launch_netscript()``, ``handle_connection()``, ``launch_ha_netscript()``; ``main/srv.c``;
+``main/dns.c``):
 
 * ``agi://host[:port][/script]``: every address ``host`` resolves to is tried in turn, each with
   a non-blocking ``connect()`` and at most ``MAX_AGI_CONNECT`` (2 s) to complete it; the first
-  that connects is used. None: ``AGISTATUS=FAILURE``. No port: 4573.
-* ``hagi://name[/script]``: ``_agi._tcp.<name>`` is looked up (SRV) and its targets are tried in
-  the order below, each as an ``agi://target:port/script``. Asterisk moves to the next target
-  **only when that connect fails** (refused, unreachable, the 2 s timeout, or the name of the
-  target does not resolve). Once a target accepts, ``launch_ha_netscript()`` returns: a
-  controller that accepted and then hangs, closes or answers ``failure`` is never failed over.
-  Every target failed, or the lookup failed: ``AGISTATUS=FAILURE``. A ``hagi://name:port`` (a
-  port given) disables the lookup: it is ``agi://name:port``.
+  that connects is used. None: ``AGISTATUS=FAILURE`` (refused: 1 ms; SYN dropped: 2.0 s). No
+  port: 4573.
+* ``hagi://name[/script]``: ``_agi._tcp.<name>`` is looked up (SRV) afresh by every ``AGI()``
+  and its targets are tried in the order below, each as an ``agi://target:port/script``.
+  Asterisk moves to the next target **only when that connect fails** (refused, at once; the 2 s
+  timeout; the target's name does not resolve, at once). Once a target accepts,
+  ``launch_ha_netscript()`` returns: a controller that accepted and then hangs, closes at once,
+  resets, or closes after a command without a route is never failed over (observed:
+  ``AGISTATUS=SUCCESS`` with nothing set for the last three, ``HANGUP`` when the dialplan's
+  absolute timeout ends the hung one). Every target failed, or the lookup failed (NXDOMAIN, no
+  answer: ``AGISTATUS=FAILURE``). A ``hagi://name:port`` (a port given) disables the lookup: it
+  is ``agi://name:port``.
+* Connects do not look at the channel: the dialplan's ``TIMEOUT(absolute)`` is not checked while
+  Asterisk works through the targets (three dropped SYNs: 6 s, past a 5 s bound); the session
+  that finally connects gets its environment and then ``HANGUP``, and ``AGI()`` returns
+  ``HANGUP`` (the dialplan goes to ``T``).
 * The order (``main/srv.c``): answers sorted by priority, lowest first, keeping the DNS answer
   order among equal priorities (``srv_callback()``). If any answer has a weight, each priority
   group is reordered by ``process_weights()``: while the group has a weight, draw ``r`` in
   ``1..sum of the group's weights`` and take the **first** remaining entry whose **own weight**
   is at least ``r`` (not the running sum RFC 2782 describes); if none is, draw again; entries of
   weight 0 come last, in answer order. So weights are not proportions: with weights 60 and 40
-  the 60 is always first when it comes first in the answer, and 1 time in 3 when it comes
-  second; with equal weights the answer order alone decides (the first answer is always
-  tried first).
-* A target of ``.`` ("no such service") makes the whole lookup fail (``parse_srv()`` refuses
-  it, ``dns_parse_answer()`` gives up): ``AGISTATUS=FAILURE`` at once.
+  the 60 is always first when it comes first in the answer (observed 60 calls of 60), and 1
+  time in 3 when it comes second (observed 16 of 60); with equal weights the answer order alone
+  decides (observed 40 of 40 on the first answer).
+* A target of ``.`` ("no such service", RFC 2782) does **not** end the lookup as
+  ``parse_srv()`` means it to: glibc's ``dn_expand()`` gives ``""`` for the root name, not
+  ``"."``, so the record is kept and tried as ``agi://:port``, which does not resolve (an
+  ``Unable to locate host ':port'`` warning), and Asterisk moves on to the next target.
+* A DNS server that never answers: the lookup fails after the resolver's own timeouts (glibc
+  defaults: 2 tries of 5 s = 10 s), in the channel's thread, then ``AGISTATUS=FAILURE``.
 
 The emulator takes the SRV answers from an injected table (no real DNS) and names from an
 injected hosts table; connects are real TCP connects to loopback.
@@ -45,6 +57,7 @@ CONNECT_TIMEOUT = 2.0  # res_agi MAX_AGI_CONNECT (2000 ms), agi_connect_failures
 AGI_PORT = 4573  # res_agi AGI_PORT
 SRV_PREFIX = "_agi._tcp."  # res_agi SRV_PREFIX
 RAND_MAX = 2**31 - 1  # ast_random() is random(): 0..RAND_MAX
+RESOLVER_GIVES_UP = 10.0  # glibc res_nsearch, defaults timeout:5 attempts:2 (agi_hagi_failover.txt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +75,7 @@ SrvTable = Mapping[str, Sequence[SrvRecord]]
 
 
 class SrvLookupFailed(Exception):
-    """``ast_srv_lookup()`` found nothing usable: no record, or a ``.`` target."""
+    """``ast_srv_lookup()`` found nothing: no record (NXDOMAIN, an empty answer, no answer)."""
 
 
 def by_priority(answers: Sequence[SrvRecord]) -> list[SrvRecord]:
@@ -104,9 +117,10 @@ def process_weights(entries: Sequence[SrvRecord], rand: Callable[[], int]) -> li
 
 
 def try_order(answers: Sequence[SrvRecord], rand: Callable[[], int]) -> list[SrvRecord]:
-    """The targets in the order ``launch_ha_netscript()`` tries them (``ast_srv_lookup()``)."""
-    if not answers or any(entry.target.rstrip(".") == "" for entry in answers):
-        raise SrvLookupFailed("no usable SRV record")
+    """The targets in the order ``launch_ha_netscript()`` tries them (``ast_srv_lookup()``). A
+    ``.`` target stays in the list (glibc expands it to ``""``): it fails to resolve when tried."""
+    if not answers:
+        raise SrvLookupFailed("no SRV record")
     ordered = by_priority(answers)
     if any(entry.weight for entry in ordered):
         ordered = process_weights(ordered, rand)
@@ -172,11 +186,14 @@ class Connection:
 @dataclass(frozen=True)
 class Resolver:
     """The emulated Asterisk's DNS: SRV answers by service name and addresses by host name (an
-    IP literal resolves to itself; ``localhost`` to 127.0.0.1). ``rand``: ``ast_random()``."""
+    IP literal resolves to itself; ``localhost`` to 127.0.0.1). ``rand``: ``ast_random()``.
+    ``unanswered``: the DNS server never answers, so every SRV lookup fails after
+    :data:`RESOLVER_GIVES_UP` seconds of the call's clock."""
 
     srv: SrvTable = field(default_factory=dict)
     hosts: Mapping[str, Sequence[str]] = field(default_factory=dict)
     rand: Callable[[], int] = field(default=lambda: _random.randint(0, RAND_MAX))
+    unanswered: bool = False
 
     def addresses(self, host: str) -> list[str]:
         if host in self.hosts:
@@ -192,10 +209,15 @@ class Resolver:
 
 
 async def connect(
-    url: str, resolver: Resolver | None = None, *, connect_timeout: float = CONNECT_TIMEOUT
+    url: str,
+    resolver: Resolver | None = None,
+    *,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    lookup_gives_up: float = RESOLVER_GIVES_UP,
 ) -> Connection:
     """Connect as ``launch_script()`` does for ``url``; ``connect_timeout``: real seconds allowed
-    per address (``MAX_AGI_CONNECT``, scaled when the call's clock runs faster)."""
+    per address (``MAX_AGI_CONNECT``), ``lookup_gives_up``: real seconds an unanswered SRV lookup
+    takes (:data:`RESOLVER_GIVES_UP`); both scaled when the call's clock runs faster."""
     resolver = resolver or Resolver()
     parsed = parse_url(url)
     found = Connection()
@@ -205,6 +227,9 @@ async def connect(
         await _netscript(parsed.host, parsed.port or AGI_PORT, resolver, found, connect_timeout)
         return found
     try:
+        if resolver.unanswered:
+            await asyncio.sleep(lookup_gives_up)
+            raise SrvLookupFailed("the DNS server did not answer")
         targets = resolver.targets(parsed.host)
     except SrvLookupFailed:
         found.lookup_failed = True

@@ -3,10 +3,10 @@
 
 Observed (``agi_connect_failures.txt``, Asterisk 22.10.1): nothing listening gives
 ``AGISTATUS=FAILURE`` after 0.001 s; a listener whose accept queue is full (the SYN dropped)
-gives ``FAILURE`` after 2.001 s (``MAX_AGI_CONNECT``). ``hagi://`` was not run on the real
-Asterisk (it needs DNS SRV records): the order of the targets and what is failed over come from
-reading the source (res/res_agi.c, main/srv.c, main/dns.c at tag 22.10.1), and the tests below
-say which source line each one follows.
+gives ``FAILURE`` after 2.001 s (``MAX_AGI_CONNECT``). ``hagi://`` on the real Asterisk, with a
+DNS server answering the SRV records, is replayed case by case in ``test_hagi_capture.py``
+(``agi_hagi_failover.txt``, ``agi_hagi_order.txt``); the tests below pin the pieces to the
+source lines they follow (res/res_agi.c, main/srv.c, main/dns.c at tag 22.10.1).
 """
 
 from __future__ import annotations
@@ -253,11 +253,13 @@ def test_shares_over_many_calls_follow_the_source_not_rfc_2782() -> None:
     assert 0.64 < share < 0.69, share
 
 
-def test_a_dot_target_or_no_record_fails_the_lookup() -> None:
-    with pytest.raises(SrvLookupFailed, match="no usable SRV record"):
-        try_order([SrvRecord(10, 0, 0, ".")], lambda: 0)
-    with pytest.raises(SrvLookupFailed, match="no usable SRV record"):
+def test_no_record_fails_the_lookup_but_a_dot_target_is_kept() -> None:
+    """parse_srv() refuses a target of ".", but glibc's dn_expand() gives "" for the root name,
+    so the record is kept and fails to resolve when tried (agi_hagi_failover.txt, dotfirst)."""
+    with pytest.raises(SrvLookupFailed, match="no SRV record"):
         try_order([], lambda: 0)
+    dot, later = SrvRecord(10, 0, 4573, "."), SrvRecord(20, 0, 4574, "ctl.callrouter.test.")
+    assert try_order([later, dot], lambda: 0) == [dot, later]
 
 
 def test_urls_split_as_res_agi_splits_them() -> None:
