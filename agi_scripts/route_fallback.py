@@ -82,9 +82,11 @@ def choose_language(
         return decision.language
     known = plan.choices[decision.tenant]
     taken, _refused = read_hop_language(known, carried)
-    if taken is not None:
-        return taken
     spec = offered(known, decision.destination, bool(decision.prelude))
+    if taken is not None:
+        if spec is not None:  # a prelude or the menu plays in this script: in the language sent
+            channel.set_variable(cv.LANGUAGE, taken)
+        return taken
     outcome: LanguageOutcome
     if spec is None:
         outcome = unchosen(plan.plan.tenants[decision.tenant], known)

@@ -337,6 +337,10 @@ class Controller:
         outcome: LanguageOutcome
         if carried is not None:
             outcome = LanguageOutcome(carried, "hop")
+            if decision.prelude and not isinstance(decision.destination, MenuDest):
+                # the prelude plays in this route, before callrouter-unpack sets the route's
+                # language on the channel (a menu plays in its own route, after it)
+                await channel.set_variable(cv.LANGUAGE, carried)
         elif spec is None:
             outcome = unchosen(plan.plan.tenants[decision.tenant], known)
         else:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from emulator.agi import CallerScript, PressAfterPrompt
 from emulator.classic import run_classic
@@ -23,9 +24,10 @@ from emulator.dialplan import Asterisk, place_call
 from ivr import channel_vars as cv
 from ivr.contract import HOP_LANGUAGE_MAX, read_hop_language, unpack
 from ivr.controller import PlanHolder
+from ivr.fastagi import FastAgiServer, ServerConfig
 from records import facts as rf
 from routing.core.language import choice_spec
-from tests.controller.conftest import HARBOROUGH, Rig, fields
+from tests.controller.conftest import HARBOROUGH, Rig, fields, make_controller
 from tests.controller.test_language import BOTH_PARTS, CHOICE, Facts, static_asterisk, welsh, welsh_plan
 from tests.records.support import builder, checked
 
@@ -160,6 +162,29 @@ async def test_a_council_with_one_language_is_not_asked(welsh: tuple[Rig, Facts]
     assert [f.how for f in facts.of(rf.LanguageChosen)] == ["single"]
 
 
+async def test_a_prelude_before_the_route_ends_plays_in_the_language_sent(tmp_path: Path) -> None:
+    """A destination that is not a menu plays its prelude in this route, before the dialplan
+    sets the route's language on the channel (here: Harborough closed, an announcement, then
+    its out-of-hours service): the channel is set to the language sent first, so a Welsh
+    caller hears the Welsh recording."""
+    plan = welsh_plan(tmp_path)
+    data = yaml.safe_load(plan.read_text())
+    data["tenants"]["harborough"]["out_of_hours"] = {
+        "type": "announcement", "prompt": "harborough/closed",
+        "then": {"type": "external", "number": "01632 960999", "label": "Harborough out-of-hours"},
+    }  # fmt: skip
+    plan.write_text(yaml.safe_dump(data, default_style='"'))
+    controller, clock = make_controller(plan=plan)
+    clock[0] = clock[0].replace(hour=23)  # closed
+    server = FastAgiServer(ServerConfig(host="127.0.0.1", port=0, call_timeout=20))
+    controller.register(server)
+    async with server:
+        call = await hop_call(Rig(server, controller, clock), "cy")
+    assert call.played == ["cy/harborough/closed"]
+    assert f'SET VARIABLE {cv.LANGUAGE} "cy"' in call.commands
+    assert fields(call)[cv.LANGUAGE] == "cy"
+
+
 # --- not settled: not sent on -------------------------------------------------------------------
 
 
@@ -220,6 +245,22 @@ async def test_fail_static_script_takes_the_language_sent(tmp_path: Path) -> Non
     assert code == 0
     assert call.played == ["en/harborough/welcome", "en/harborough/main-menu"]
     assert fields(call)[cv.LANGUAGE] == "en"
+
+
+async def test_fail_static_script_plays_the_menu_in_a_language_sent_other_than_the_channels(
+    tmp_path: Path,
+) -> None:
+    """The channel came in English (its endpoint's language) and the partner sent Welsh: the
+    script sets the channel's language before the greeting, so the menu is heard in Welsh."""
+    plan = welsh_plan(tmp_path, open_always=True)
+    caller = CallerScript(
+        dial=HARBOROUGH, language="en", steps=[PressAfterPrompt("2")],
+        variables={cv.FROM_CENTRE: "harborough", cv.FROM_LANGUAGE: "cy"},
+    )  # fmt: skip
+    call, code = await run_classic(FALLBACK, caller, [HARBOROUGH, str(plan)])
+    assert code == 0
+    assert call.played == ["cy/harborough/welcome", "cy/harborough/main-menu"]
+    assert fields(call)[cv.LANGUAGE] == "cy"
 
 
 async def test_fail_static_script_answers_for_the_council_dialled_there(tmp_path: Path) -> None:
