@@ -57,6 +57,16 @@ def _old_data(client: SyncRedis) -> None:
     client.xadd(KEYS.audit_stream(), {"entry": "new"})  # the new version ran already
 
 
+async def obeyed(url: str) -> str:
+    """Who set Harborough's emergency toggle, as a controller reads it (its MAC checked)."""
+    redis = Redis.from_url(url)
+    try:
+        stored = await toggles_for_tenant(redis, "harborough", KEYRING)
+        return stored.in_force["emergency"].by
+    finally:
+        await redis.aclose()
+
+
 def test_migrate_keys_renames_keeps_expiries_and_signs_toggles_again(
     own_redis: RedisServer, toggle_key_env: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -82,15 +92,7 @@ def test_migrate_keys_renames_keeps_expiries_and_signs_toggles_again(
     finally:
         client.close()
 
-    async def obeyed() -> str:
-        redis = Redis.from_url(own_redis.url)
-        try:
-            stored = await toggles_for_tenant(redis, "harborough", KEYRING)
-            return stored.in_force["emergency"].by
-        finally:
-            await redis.aclose()
-
-    assert asyncio.run(obeyed()) == "S. Patel"  # the MAC verifies for the new name
+    assert asyncio.run(obeyed(own_redis.url)) == "S. Patel"  # the MAC verifies for the new name
 
 
 def test_migrate_keys_moves_a_toggle_that_has_no_expiry(
@@ -112,15 +114,7 @@ def test_migrate_keys_moves_a_toggle_that_has_no_expiry(
     finally:
         client.close()
 
-    async def obeyed() -> str:
-        redis = Redis.from_url(own_redis.url)
-        try:
-            stored = await toggles_for_tenant(redis, "harborough", KEYRING)
-            return stored.in_force["emergency"].by
-        finally:
-            await redis.aclose()
-
-    assert asyncio.run(obeyed()) == "S. Patel"
+    assert asyncio.run(obeyed(own_redis.url)) == "S. Patel"
 
 
 def test_migrate_keys_refuses_a_cluster(
