@@ -83,16 +83,19 @@ def choose_language(
     known = plan.choices[decision.tenant]
     taken, _refused = read_hop_language(known, carried)
     spec = offered(known, decision.destination, bool(decision.prelude))
-    if taken is not None:
-        if spec is not None:  # a prelude or the menu plays in this script: in the language sent
-            channel.set_variable(cv.LANGUAGE, taken)
-        return taken
-    outcome: LanguageOutcome
-    if spec is None:
+    if spec is not None and taken is None:
+        outcome: LanguageOutcome = drive(channel, language_script(spec))  # sets the channel's
+        return outcome.language if settled(outcome) else ""
+    language = taken
+    if language is None:
         outcome = unchosen(plan.plan.tenants[decision.tenant], known)
-    else:
-        outcome = drive(channel, language_script(spec))
-    return outcome.language if settled(outcome) else ""
+        language = outcome.language if settled(outcome) else ""
+    plays_here = bool(decision.prelude) or isinstance(decision.destination, MenuDest)
+    if language and plays_here and language != channel.env.get("agi_language"):
+        # a prelude or the menu plays in this script: in the council's language (the one sent
+        # with the call, or a single-language council's own), not the channel's
+        channel.set_variable(cv.LANGUAGE, language)
+    return language
 
 
 def read_hop_in(channel: ClassicChannel, plan: CompiledPlan) -> tuple[str | None, str]:

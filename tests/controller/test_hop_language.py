@@ -326,3 +326,56 @@ async def test_static_route_takes_a_language_sent_with_the_call(
     )  # fmt: skip
     assert record.summary().endswith("static route -> queue hdc-revenues (continue) -> answered")
     assert record.language == heard
+
+
+# --- a council with one language that is not the channel's ------------------------------------
+
+
+def welsh_only_plan(tmp_path: Path, *, open_always: bool = False) -> Path:
+    """Harborough speaking Welsh alone, closed with an announcement before its out-of-hours
+    service (a prelude in the route itself)."""
+    plan = welsh_plan(tmp_path, open_always=open_always)
+    data = yaml.safe_load(plan.read_text())
+    harborough = data["tenants"]["harborough"]
+    harborough["languages"] = ["cy"]
+    harborough["out_of_hours"] = {
+        "type": "announcement", "prompt": "harborough/closed",
+        "then": {"type": "external", "number": "01632 960999", "label": "Harborough out-of-hours"},
+    }  # fmt: skip
+    plan.write_text(yaml.safe_dump(data, default_style='"'))
+    return plan
+
+
+async def test_a_single_language_councils_prelude_plays_in_its_language_on_an_english_channel(
+    tmp_path: Path,
+) -> None:
+    """The channel came in English (its endpoint's language); Harborough speaks Welsh alone, so
+    no choice is offered, and its announcement, played in this route before the dialplan sets
+    the route's language, must be heard in Welsh: the channel is set first."""
+    controller, clock = make_controller(plan=welsh_only_plan(tmp_path))
+    clock[0] = clock[0].replace(hour=23)  # closed
+    server = FastAgiServer(ServerConfig(host="127.0.0.1", port=0, call_timeout=20))
+    controller.register(server)
+    async with server:
+        rig = Rig(server, controller, clock)
+        call = await rig.call("route", HARBOROUGH, dial=HARBOROUGH, language="en")
+        same = await rig.call("route", HARBOROUGH, dial=HARBOROUGH, language="cy")
+    assert call.played == ["cy/harborough/closed"]
+    assert f'SET VARIABLE {cv.LANGUAGE} "cy"' in call.commands
+    assert fields(call)[cv.LANGUAGE] == "cy"
+    # a channel already in the council's language costs no extra command
+    assert same.played == ["cy/harborough/closed"]
+    assert not any(c.startswith(f"SET VARIABLE {cv.LANGUAGE}") for c in same.commands)
+
+
+async def test_fail_static_script_plays_a_single_language_councils_menu_in_its_language(
+    tmp_path: Path,
+) -> None:
+    """The same in the fail-static script: a Welsh-only council's greeting and menu on an
+    English channel are heard in Welsh."""
+    plan = welsh_only_plan(tmp_path, open_always=True)
+    caller = CallerScript(dial=HARBOROUGH, language="en", steps=[PressAfterPrompt("2")])
+    call, code = await run_classic(FALLBACK, caller, [HARBOROUGH, str(plan)])
+    assert code == 0
+    assert call.played == ["cy/harborough/welcome", "cy/harborough/main-menu"]
+    assert fields(call)[cv.LANGUAGE] == "cy"
