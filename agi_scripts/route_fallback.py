@@ -104,6 +104,8 @@ def read_hop_in(channel: ClassicChannel, plan: CompiledPlan) -> tuple[str | None
     there, when it is one of this plan's, and the language (unchecked here: :func:`choose_language`
     checks it against the tenant's). Nothing is asked beyond ``CR_FROM_CENTRE`` for a call no
     partner sent."""
+    if not set(plan.plan.centres) - {plan.plan.centre}:
+        return None, ""  # no partner centre in the plan: no call can come from one, ask nothing
     centre = channel.get_variable(cv.FROM_CENTRE) or ""
     if not centre:
         return None, ""

@@ -379,3 +379,22 @@ async def test_fail_static_script_plays_a_single_language_councils_menu_in_its_l
     assert code == 0
     assert call.played == ["cy/harborough/welcome", "cy/harborough/main-menu"]
     assert fields(call)[cv.LANGUAGE] == "cy"
+
+
+async def test_fail_static_script_asks_for_no_partner_header_in_a_plan_without_partners(
+    tmp_path: Path,
+) -> None:
+    """A centre with no partner centre in its plan cannot be sent a call by one: the script
+    asks Asterisk for none of the partner variables (one round trip fewer on every call)."""
+    plan = welsh_plan(tmp_path, open_always=True)
+    data = yaml.safe_load(plan.read_text())
+    del data["centres"]["harborough"]
+    general = data["tenants"]["charnwood"]["queues"]["general"]
+    general.pop("overflow")
+    plan.write_text(yaml.safe_dump(data, default_style='"'))
+    caller = CallerScript(dial=HARBOROUGH, steps=[PressAfterPrompt("1"), PressAfterPrompt("2")])
+    call, code = await run_classic(FALLBACK, caller, [HARBOROUGH, str(plan)])
+    assert code == 0
+    assert not any(c.startswith("GET VARIABLE CR_FROM_") for c in call.commands)
+    assert call.played[:3] == ["cy/harborough/language-choice", "en/harborough/language-choice",
+                               "cy/harborough/welcome"]  # fmt: skip
