@@ -82,15 +82,20 @@ def choose_language(
         return decision.language
     known = plan.choices[decision.tenant]
     taken, _refused = read_hop_language(known, carried)
-    if taken is not None:
-        return taken
     spec = offered(known, decision.destination, bool(decision.prelude))
-    outcome: LanguageOutcome
-    if spec is None:
+    if spec is not None and taken is None:
+        outcome: LanguageOutcome = drive(channel, language_script(spec))  # sets the channel's
+        return outcome.language if settled(outcome) else ""
+    language = taken
+    if language is None:
         outcome = unchosen(plan.plan.tenants[decision.tenant], known)
-    else:
-        outcome = drive(channel, language_script(spec))
-    return outcome.language if settled(outcome) else ""
+        language = outcome.language if settled(outcome) else ""
+    plays_here = bool(decision.prelude) or isinstance(decision.destination, MenuDest)
+    if language and plays_here and language != channel.env.get("agi_language"):
+        # a prelude or the menu plays in this script: in the council's language (the one sent
+        # with the call, or a single-language council's own), not the channel's
+        channel.set_variable(cv.LANGUAGE, language)
+    return language
 
 
 def read_hop_in(channel: ClassicChannel, plan: CompiledPlan) -> tuple[str | None, str]:
@@ -99,6 +104,8 @@ def read_hop_in(channel: ClassicChannel, plan: CompiledPlan) -> tuple[str | None
     there, when it is one of this plan's, and the language (unchecked here: :func:`choose_language`
     checks it against the tenant's). Nothing is asked beyond ``CR_FROM_CENTRE`` for a call no
     partner sent."""
+    if not set(plan.plan.centres) - {plan.plan.centre}:
+        return None, ""  # no partner centre in the plan: no call can come from one, ask nothing
     centre = channel.get_variable(cv.FROM_CENTRE) or ""
     if not centre:
         return None, ""

@@ -31,26 +31,16 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import yaml
-
+from benchmarks.language_bench import bilingual  # the example plan, Harborough in Welsh and English
 from callrouter.logs import configure_logging
 from emulator.agi import CallerScript, PressAfterPrompt, run_call
 from ivr import channel_vars as cv
 from ivr.controller import Controller, NoLiveState, PlanHolder
 from ivr.fastagi import FastAgiServer, ServerConfig
 
-PLAN = Path(__file__).parents[1] / "examples" / "plan.yaml"
 HARBOROUGH = "01632960001"
 LINKEDID = "1795970000.7"
 TUESDAY_10AM = datetime(2026, 11, 24, 10, 0, tzinfo=ZoneInfo("Europe/London"))  # open
-
-
-def bilingual(folder: Path) -> Path:
-    data = yaml.safe_load(PLAN.read_text())
-    data["tenants"]["harborough"]["languages"] = ["cy", "en"]
-    target = folder / "plan.yaml"
-    target.write_text(yaml.safe_dump(data, default_style='"', sort_keys=False))
-    return target
 
 
 Variant = tuple[str, tuple[str, ...], CallerScript]

@@ -316,7 +316,9 @@ class Controller:
         )
         self.facts(arrived)
         carried = await self._carried_language(channel, plan, hop, decision.tenant)
-        language = await self._choose_language(channel, plan, decision, request.uniqueid, carried)
+        language = await self._choose_language(
+            channel, plan, decision, request.uniqueid, carried, channel_language=request.language
+        )
         await self._finish(channel, plan, decision, call_id=request.uniqueid, language=language)
 
     async def _carried_language(
@@ -342,6 +344,8 @@ class Controller:
         decision: Decision,
         call_id: str,
         carried: str | None = None,
+        *,
+        channel_language: str = "",
     ) -> str | None:
         """A tenant with more than one language: the caller chooses first, and the choice
         sets the channel's language for the rest of the call (:mod:`ivr.language_driver`).
@@ -360,14 +364,26 @@ class Controller:
             outcome = unchosen(plan.plan.tenants[decision.tenant], known)
         else:
             try:
-                outcome = await choose_language(channel, spec)
+                outcome = await choose_language(channel, spec)  # sets the channel's language
             except AgiHangup:
                 self.facts(rf.IvrAbandoned(call_id, self.fact_clock(), "language choice"))
                 raise
+        language = outcome.language if settled(outcome) else ""
+        if (
+            (spec is None or carried is not None)
+            and language
+            and language != channel_language
+            and decision.prelude
+            and not isinstance(decision.destination, MenuDest)
+        ):
+            # the prelude plays in this route, before callrouter-unpack sets the route's language
+            # on the channel (a menu plays in its own route, after it): in the council's language
+            # (sent with the call, or a single-language council's own), not the channel's
+            await channel.set_variable(cv.LANGUAGE, language)
         # in the call's one event (call.routed), not a line of its own
         channel.summarize("call.routed", chosen_language=outcome.language, language_how=outcome.how)
         self.facts(rf.LanguageChosen(call_id, self.fact_clock(), outcome.language, outcome.how, outcome.key))
-        return outcome.language if settled(outcome) else ""
+        return language
 
     def _language(self, plan: CompiledPlan, tenant_id: str, request: AgiRequest) -> str | None:
         """The language of a call at a later route: the channel's (``agi_language``, as the

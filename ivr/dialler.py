@@ -276,9 +276,10 @@ class Dialler:
                 await self._end(ident, dial, "no-adviser", reason=headers.get("Reason", ""))
             return
         reported, number = headers.get("Callback", ""), headers.get("Dial", "")
-        # Only the dialplan's UserEvent on the dial's own ;1 leg counts: it carries that leg's
-        # Uniqueid (the Originate's ChannelId). The UserEvent *action* (an adviser desktop's, or
-        # anyone's with AMI write access) has no channel, so it cannot end a dial.
+        # Only a UserEvent naming the dial's own ;1 leg counts (its Uniqueid is the Originate's
+        # ChannelId), as the dialplan raises it. The UserEvent *action* copies any header its
+        # sender writes, so an AMI client with the `user` write class could forge one: that
+        # class is for trusted clients only (docs/callbacks.md).
         if (
             reported.startswith("cb-")
             and number.isdigit()

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from records.model import ContactRecord, QueueVisit
+from routing.core.callback_order import CALLER_DIALLED
 from routing.core.plan import Tenant
 
 Period = Literal["day", "week", "month"]
@@ -124,8 +125,8 @@ def back_office_team(record: ContactRecord) -> str | None:
 
 # --- queued callbacks -------------------------------------------------------------------------
 
-CALLER_DIALLED = frozenset({"answered", "short-answer", "no-answer", "busy", "failed"})
-"""Attempts that called the caller (``no-adviser``: nobody was called; ``interrupted``: not known)."""
+# CALLER_DIALLED (routing.core.callback_order): the attempts that called the caller (``no-adviser``:
+# nobody was called; ``interrupted``: not known)
 NO_QUEUE = "(no queue)"
 
 

@@ -98,8 +98,9 @@ async def _move_toggle(
     assert keyring is not None  # verify refuses without one
     if not dry_run:
         value = sign(keyring, new, fields)
-        stored = await redis.set(new, value, nx=True, px=ttl_ms) if ttl_ms > 0 else None
-        if ttl_ms > 0 and not stored:
+        # its expiry kept; one with none (-1: not written by callrouter, PERSIST) keeps none
+        stored = await redis.set(new, value, nx=True, px=ttl_ms if ttl_ms > 0 else None)
+        if not stored:
             done.kept.append(old)
             return
         await redis.delete(old)

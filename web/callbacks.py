@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import RedisError
 
 from records.dispositions import submit_callback
 from routing.callbacks import (
@@ -87,10 +88,11 @@ async def post_cancel(request: web.Request) -> web.Response:
     except NotReplicated as exc:
         raise Problem(503, f"not confirmed: {exc}; look at the callback and try again") from None
     log.info("callback.cancelled", tenant=tenant, callback=ident, by=identity.user_id, was=before)
-    await _to_record(request, stored, now(request).timestamp())
+    recorded = await _to_record(request, stored, now(request).timestamp())
     return web.json_response(
-        {"id": ident, "tenant": tenant, "queue": stored.queue, "state": "cancelled", "was": before}
-    )
+        {"id": ident, "tenant": tenant, "queue": stored.queue, "state": "cancelled", "was": before,
+         "recorded": recorded}
+    )  # fmt: skip
 
 
 async def _to_record(request: web.Request, stored: StoredCallback, at: float) -> bool:
@@ -105,9 +107,13 @@ async def _to_record(request: web.Request, stored: StoredCallback, at: float) ->
     except Exception as exc:  # the plan cannot be read just now: the cancel stands, unrecorded
         log.warning("callback.cancel_not_recorded", callback=stored.callback_id, error=type(exc).__name__)
         return False
-    return await submit_callback(
-        request.app[REDIS], plan.centre, stored, "cancelled", by="web", at=at, keys=keys_of(request)
-    )
+    try:
+        return await submit_callback(
+            request.app[REDIS], plan.centre, stored, "cancelled", by="web", at=at, keys=keys_of(request)
+        )
+    except RedisError as exc:  # the cancel stood and was audited: say it is not in the record
+        log.warning("callback.cancel_not_recorded", callback=stored.callback_id, error=type(exc).__name__)
+        return False
 
 
 def setup(app: web.Application) -> None:
@@ -242,13 +248,18 @@ def _openapi() -> dict[str, Any]:
                 },
                 "CallbackCancelled": {
                     "type": "object",
-                    "required": ["id", "tenant", "queue", "state", "was"],
+                    "required": ["id", "tenant", "queue", "state", "was", "recorded"],
                     "properties": {
                         "id": {"type": "string"},
                         "tenant": {"type": "string"},
                         "queue": {"type": "string"},
                         "state": {"type": "string", "enum": ["cancelled"]},
                         "was": {"type": "string", "enum": ["pending", "dialling"]},
+                        "recorded": {
+                            "type": "boolean",
+                            "description": "whether the cancel went into the call's contact record "
+                            "(false: this service keeps no records, or they could not be reached)",
+                        },
                     },
                 },
             }

@@ -57,6 +57,16 @@ def _old_data(client: SyncRedis) -> None:
     client.xadd(KEYS.audit_stream(), {"entry": "new"})  # the new version ran already
 
 
+async def obeyed(url: str) -> str:
+    """Who set Harborough's emergency toggle, as a controller reads it (its MAC checked)."""
+    redis = Redis.from_url(url)
+    try:
+        stored = await toggles_for_tenant(redis, "harborough", KEYRING)
+        return stored.in_force["emergency"].by
+    finally:
+        await redis.aclose()
+
+
 def test_migrate_keys_renames_keeps_expiries_and_signs_toggles_again(
     own_redis: RedisServer, toggle_key_env: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -82,15 +92,29 @@ def test_migrate_keys_renames_keeps_expiries_and_signs_toggles_again(
     finally:
         client.close()
 
-    async def obeyed() -> str:
-        redis = Redis.from_url(own_redis.url)
-        try:
-            stored = await toggles_for_tenant(redis, "harborough", KEYRING)
-            return stored.in_force["emergency"].by
-        finally:
-            await redis.aclose()
+    assert asyncio.run(obeyed(own_redis.url)) == "S. Patel"  # the MAC verifies for the new name
 
-    assert asyncio.run(obeyed()) == "S. Patel"  # the MAC verifies for the new name
+
+def test_migrate_keys_moves_a_toggle_that_has_no_expiry(
+    own_redis: RedisServer, toggle_key_env: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A toggle key without a time to live (PERSIST run on it by hand) is moved and signed
+    again, still without one: never deleted without its new copy written."""
+    client = SyncRedis.from_url(own_redis.url)
+    now = datetime.now(UTC)
+    try:
+        toggle = Toggle("flooding", "S. Patel", now + timedelta(hours=2))
+        client.set(OLD_TOGGLE, signed_toggle_json(KEYRING, OLD_TOGGLE, toggle, now))
+        assert main(["redis", "migrate-keys", "--json", "--redis", own_redis.url]) == 0
+        moved = json.loads(capsys.readouterr().out)
+        assert (moved["resigned"], moved["kept"]) == (1, [])
+        new = KEYS.toggle("emergency", "harborough")
+        assert not client.exists(OLD_TOGGLE)
+        assert client.pttl(new) == -1  # no expiry before, none after
+    finally:
+        client.close()
+
+    assert asyncio.run(obeyed(own_redis.url)) == "S. Patel"
 
 
 def test_migrate_keys_refuses_a_cluster(

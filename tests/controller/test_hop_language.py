@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from emulator.agi import CallerScript, PressAfterPrompt
 from emulator.classic import run_classic
@@ -23,9 +24,10 @@ from emulator.dialplan import Asterisk, place_call
 from ivr import channel_vars as cv
 from ivr.contract import HOP_LANGUAGE_MAX, read_hop_language, unpack
 from ivr.controller import PlanHolder
+from ivr.fastagi import FastAgiServer, ServerConfig
 from records import facts as rf
 from routing.core.language import choice_spec
-from tests.controller.conftest import HARBOROUGH, Rig, fields
+from tests.controller.conftest import HARBOROUGH, Rig, fields, make_controller
 from tests.controller.test_language import BOTH_PARTS, CHOICE, Facts, static_asterisk, welsh, welsh_plan
 from tests.records.support import builder, checked
 
@@ -160,6 +162,29 @@ async def test_a_council_with_one_language_is_not_asked(welsh: tuple[Rig, Facts]
     assert [f.how for f in facts.of(rf.LanguageChosen)] == ["single"]
 
 
+async def test_a_prelude_before_the_route_ends_plays_in_the_language_sent(tmp_path: Path) -> None:
+    """A destination that is not a menu plays its prelude in this route, before the dialplan
+    sets the route's language on the channel (here: Harborough closed, an announcement, then
+    its out-of-hours service): the channel is set to the language sent first, so a Welsh
+    caller hears the Welsh recording."""
+    plan = welsh_plan(tmp_path)
+    data = yaml.safe_load(plan.read_text())
+    data["tenants"]["harborough"]["out_of_hours"] = {
+        "type": "announcement", "prompt": "harborough/closed",
+        "then": {"type": "external", "number": "01632 960999", "label": "Harborough out-of-hours"},
+    }  # fmt: skip
+    plan.write_text(yaml.safe_dump(data, default_style='"'))
+    controller, clock = make_controller(plan=plan)
+    clock[0] = clock[0].replace(hour=23)  # closed
+    server = FastAgiServer(ServerConfig(host="127.0.0.1", port=0, call_timeout=20))
+    controller.register(server)
+    async with server:
+        call = await hop_call(Rig(server, controller, clock), "cy")
+    assert call.played == ["cy/harborough/closed"]
+    assert f'SET VARIABLE {cv.LANGUAGE} "cy"' in call.commands
+    assert fields(call)[cv.LANGUAGE] == "cy"
+
+
 # --- not settled: not sent on -------------------------------------------------------------------
 
 
@@ -220,6 +245,22 @@ async def test_fail_static_script_takes_the_language_sent(tmp_path: Path) -> Non
     assert code == 0
     assert call.played == ["en/harborough/welcome", "en/harborough/main-menu"]
     assert fields(call)[cv.LANGUAGE] == "en"
+
+
+async def test_fail_static_script_plays_the_menu_in_a_language_sent_other_than_the_channels(
+    tmp_path: Path,
+) -> None:
+    """The channel came in English (its endpoint's language) and the partner sent Welsh: the
+    script sets the channel's language before the greeting, so the menu is heard in Welsh."""
+    plan = welsh_plan(tmp_path, open_always=True)
+    caller = CallerScript(
+        dial=HARBOROUGH, language="en", steps=[PressAfterPrompt("2")],
+        variables={cv.FROM_CENTRE: "harborough", cv.FROM_LANGUAGE: "cy"},
+    )  # fmt: skip
+    call, code = await run_classic(FALLBACK, caller, [HARBOROUGH, str(plan)])
+    assert code == 0
+    assert call.played == ["cy/harborough/welcome", "cy/harborough/main-menu"]
+    assert fields(call)[cv.LANGUAGE] == "cy"
 
 
 async def test_fail_static_script_answers_for_the_council_dialled_there(tmp_path: Path) -> None:
@@ -285,3 +326,75 @@ async def test_static_route_takes_a_language_sent_with_the_call(
     )  # fmt: skip
     assert record.summary().endswith("static route -> queue hdc-revenues (continue) -> answered")
     assert record.language == heard
+
+
+# --- a council with one language that is not the channel's ------------------------------------
+
+
+def welsh_only_plan(tmp_path: Path, *, open_always: bool = False) -> Path:
+    """Harborough speaking Welsh alone, closed with an announcement before its out-of-hours
+    service (a prelude in the route itself)."""
+    plan = welsh_plan(tmp_path, open_always=open_always)
+    data = yaml.safe_load(plan.read_text())
+    harborough = data["tenants"]["harborough"]
+    harborough["languages"] = ["cy"]
+    harborough["out_of_hours"] = {
+        "type": "announcement", "prompt": "harborough/closed",
+        "then": {"type": "external", "number": "01632 960999", "label": "Harborough out-of-hours"},
+    }  # fmt: skip
+    plan.write_text(yaml.safe_dump(data, default_style='"'))
+    return plan
+
+
+async def test_a_single_language_councils_prelude_plays_in_its_language_on_an_english_channel(
+    tmp_path: Path,
+) -> None:
+    """The channel came in English (its endpoint's language); Harborough speaks Welsh alone, so
+    no choice is offered, and its announcement, played in this route before the dialplan sets
+    the route's language, must be heard in Welsh: the channel is set first."""
+    controller, clock = make_controller(plan=welsh_only_plan(tmp_path))
+    clock[0] = clock[0].replace(hour=23)  # closed
+    server = FastAgiServer(ServerConfig(host="127.0.0.1", port=0, call_timeout=20))
+    controller.register(server)
+    async with server:
+        rig = Rig(server, controller, clock)
+        call = await rig.call("route", HARBOROUGH, dial=HARBOROUGH, language="en")
+        same = await rig.call("route", HARBOROUGH, dial=HARBOROUGH, language="cy")
+    assert call.played == ["cy/harborough/closed"]
+    assert f'SET VARIABLE {cv.LANGUAGE} "cy"' in call.commands
+    assert fields(call)[cv.LANGUAGE] == "cy"
+    # a channel already in the council's language costs no extra command
+    assert same.played == ["cy/harborough/closed"]
+    assert not any(c.startswith(f"SET VARIABLE {cv.LANGUAGE}") for c in same.commands)
+
+
+async def test_fail_static_script_plays_a_single_language_councils_menu_in_its_language(
+    tmp_path: Path,
+) -> None:
+    """The same in the fail-static script: a Welsh-only council's greeting and menu on an
+    English channel are heard in Welsh."""
+    plan = welsh_only_plan(tmp_path, open_always=True)
+    caller = CallerScript(dial=HARBOROUGH, language="en", steps=[PressAfterPrompt("2")])
+    call, code = await run_classic(FALLBACK, caller, [HARBOROUGH, str(plan)])
+    assert code == 0
+    assert call.played == ["cy/harborough/welcome", "cy/harborough/main-menu"]
+    assert fields(call)[cv.LANGUAGE] == "cy"
+
+
+async def test_fail_static_script_asks_for_no_partner_header_in_a_plan_without_partners(
+    tmp_path: Path,
+) -> None:
+    """A centre with no partner centre in its plan cannot be sent a call by one: the script
+    asks Asterisk for none of the partner variables (one round trip fewer on every call)."""
+    plan = welsh_plan(tmp_path, open_always=True)
+    data = yaml.safe_load(plan.read_text())
+    del data["centres"]["harborough"]
+    general = data["tenants"]["charnwood"]["queues"]["general"]
+    general.pop("overflow")
+    plan.write_text(yaml.safe_dump(data, default_style='"'))
+    caller = CallerScript(dial=HARBOROUGH, steps=[PressAfterPrompt("1"), PressAfterPrompt("2")])
+    call, code = await run_classic(FALLBACK, caller, [HARBOROUGH, str(plan)])
+    assert code == 0
+    assert not any(c.startswith("GET VARIABLE CR_FROM_") for c in call.commands)
+    assert call.played[:3] == ["cy/harborough/language-choice", "en/harborough/language-choice",
+                               "cy/harborough/welcome"]  # fmt: skip

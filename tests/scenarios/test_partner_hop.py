@@ -86,17 +86,20 @@ async def start_centre(name: str, plan: Path, live: Busy | None = None) -> Centr
     return Centre(name, controller, server, builder)
 
 
-@pytest.fixture
-async def centres(tmp_path: Path) -> AsyncIterator[tuple[Centre, Centre]]:
-    # Centre B runs the same partnership plan from its own side: it is "harborough", and it
-    # answers its team's number in Charnwood's name.
-    plan_b = tmp_path / "plan-b.yaml"
-    plan_b.write_text(
-        EXAMPLE.read_text()
-        .replace("centre: charnwood\n", "centre: harborough\n", 1)
+def as_centre_b(plan_text: str) -> str:
+    """Centre B's plan: the same partnership plan from its own side: it is "harborough", and it
+    answers its team's number in Charnwood's name."""
+    return (
+        plan_text.replace("centre: charnwood\n", "centre: harborough\n", 1)
         .replace('numbers: ["01632 960100"]', 'numbers: ["01632 960100", "01632 960400"]')
         .replace('centre: harborough, label: "Harborough customer services team"', "centre: charnwood")
     )
+
+
+@pytest.fixture
+async def centres(tmp_path: Path) -> AsyncIterator[tuple[Centre, Centre]]:
+    plan_b = tmp_path / "plan-b.yaml"
+    plan_b.write_text(as_centre_b(EXAMPLE.read_text()))
     a = await start_centre("charnwood", EXAMPLE, Busy())
     b = await start_centre("harborough", plan_b)
     try:

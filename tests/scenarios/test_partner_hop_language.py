@@ -22,7 +22,7 @@ from ivr import channel_vars as cv
 from records.model import CallLanguage, HopFrom
 from tests.controller.conftest import EXAMPLE
 from tests.records.support import checked
-from tests.scenarios.test_partner_hop import CHARNWOOD, PARTNER, Busy, Centre, start_centre
+from tests.scenarios.test_partner_hop import CHARNWOOD, PARTNER, Busy, Centre, as_centre_b, start_centre
 
 BILINGUAL = 'languages: ["en"]\n    prompts: "charnwood"'
 
@@ -38,12 +38,7 @@ async def centres(tmp_path: Path) -> AsyncIterator[tuple[Centre, Centre]]:
     plan_a = tmp_path / "plan-a.yaml"
     plan_a.write_text(bilingual(EXAMPLE.read_text()))
     plan_b = tmp_path / "plan-b.yaml"  # B: harborough, answering its team's number as Charnwood
-    plan_b.write_text(
-        bilingual(EXAMPLE.read_text())
-        .replace("centre: charnwood\n", "centre: harborough\n", 1)
-        .replace('numbers: ["01632 960100"]', 'numbers: ["01632 960100", "01632 960400"]')
-        .replace('centre: harborough, label: "Harborough customer services team"', "centre: charnwood")
-    )
+    plan_b.write_text(as_centre_b(bilingual(EXAMPLE.read_text())))
     a = await start_centre("charnwood", plan_a, Busy())
     b = await start_centre("harborough", plan_b)
     try:

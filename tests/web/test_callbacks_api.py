@@ -78,6 +78,7 @@ async def test_viewers_list_supervisors_cancel_with_a_reason_audited(
         assert stored.state == "pending"
         return
     assert (await cancelled.json())["was"] == "pending"
+    assert (await cancelled.json())["recorded"] is False  # this service keeps no records
     assert (stored.state, stored.outcome, stored.fields["cancelled_by"]) == ("cancelled", "cancelled", user)
     trail = (await (await client.get("/api/v1/tenants/harborough/audit", headers=headers)).json())["entries"]
     assert (trail[0]["what"], trail[0]["by"], trail[0]["reason"]) == (
@@ -148,11 +149,14 @@ async def test_with_contact_records_a_cancel_goes_to_the_calls_record(
     ident = await callback(web_redis, "1795600000.42", joined_ago=600)
     no_record = await callback(web_redis, "not-a-linkedid", joined_ago=300)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        recorded = []
         for which in (ident, no_record):
             answer = await client.post(
                 f"{LIST}/{which}/cancel", json={"reason": "rang back"}, headers=headers
             )
             assert answer.status == 200, await answer.text()
+            recorded.append((await answer.json())["recorded"])
+    assert recorded == [True, False]
     entries = await web_redis.xrange(KEYS.record_dispositions(example_plan().centre))
     assert len(entries) == 1
     asked = Request.from_json(entries[0][1][b"q"])
