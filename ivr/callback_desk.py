@@ -1,9 +1,10 @@
 """Where the wait route reads the estimate's inputs and leaves callbacks (Redis in production).
 
 :class:`RedisCallbackDesk` is a thin adapter: the queue's recent handle times (kept by the AMI
-writer: :func:`routing.live.store.read_handle_times`), the callbacks that joined before the
-caller and are not being dialled (:func:`routing.core.wait.callbacks_ahead`: they are answered
-first; one being dialled is in the queue as its adviser leg, counted in the position), and
+writer) and the callbacks that joined before the caller and are not being dialled
+(:func:`routing.core.wait.callbacks_ahead`: they are answered first; one being dialled is in the
+queue as its adviser leg, counted in the position), read in one round trip
+(:class:`routing.callbacks.WaitInputsReader`), and
 :func:`routing.callbacks.request_callback`. :class:`NoCallbackDesk`: no Redis: nothing is known
 and no callback can be taken (the caller just keeps waiting)."""
 
@@ -13,11 +14,10 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-from routing.callbacks import held_places, request_callback
+from routing.callbacks import WaitInputsReader, request_callback
 from routing.core.callback import CallbackRequest
 from routing.core.plan import CallbackPolicy
 from routing.core.wait import callbacks_ahead
-from routing.live.store import read_handle_times
 from routing.redis_keys import KEYS, RedisKeys
 
 
@@ -56,11 +56,11 @@ class RedisCallbackDesk:
 
     def __init__(self, redis: Redis, keys: RedisKeys = KEYS) -> None:
         self.redis, self.keys = redis, keys
+        self._inputs = WaitInputsReader(redis, keys)
 
     async def wait_inputs(self, asterisk_queue: str, joined_at: float) -> tuple[list[float], int]:
-        handle = await read_handle_times(self.redis, self.keys, asterisk_queue)
-        held = await held_places(self.redis, self.keys, asterisk_queue)
-        return handle, callbacks_ahead(held, joined_at)
+        found = await self._inputs.read(asterisk_queue)
+        return found.handle_times, callbacks_ahead(found.held, joined_at)
 
     async def request(
         self, req: CallbackRequest, policy: CallbackPolicy, now: float, asterisk_queue: str

@@ -14,6 +14,7 @@ from ivr import channel_vars as cv
 from routing.core import numbers
 from routing.core.decide import CompiledPlan, Decision, PreludePrompt
 from routing.core.language import ChoiceSpec
+from routing.core.linkedid import LINKEDID
 from routing.core.plan import (
     AnnouncementDest,
     Destination,
@@ -29,8 +30,6 @@ Fields = dict[str, str]
 _UNSAFE = re.compile(r"[|\x00-\x1f\x7f]")
 HOP_VALUE_MAX = 64  # a header value longer than this is refused unread
 HOP_LANGUAGE_MAX = 16  # X-Callrouter-Language: a language code (cy, en_GB) is far shorter
-# Asterisk's Uniqueid / Linkedid: <epoch seconds>.<channel sequence>
-_LINKEDID = re.compile(r"[0-9]{1,20}\.[0-9]{1,20}")
 _CENTRE = re.compile(r"[a-z0-9][a-z0-9_-]*")  # a plan Name
 
 
@@ -128,7 +127,7 @@ def read_hop(plan: CompiledPlan, centre: str, call: str, dialled: str = "") -> H
     never trusted.
 
     A hop needs a known partner centre (not this one); its Linkedid is kept only when it has
-    Asterisk's shape (digits.digits, at most :data:`HOP_VALUE_MAX` characters); the dialled
+    Asterisk's shape (:mod:`routing.core.linkedid`: digits.digits, 19 and 10 at most); the dialled
     number only when it is a number of one of this plan's councils, so the call is answered in
     that council's name. Anything else is refused with a reason and the call is routed as any
     other (by the number it arrived on)."""
@@ -146,7 +145,7 @@ def read_hop(plan: CompiledPlan, centre: str, call: str, dialled: str = "") -> H
         refused.append((cv.HEADER_CENTRE, "missing"))
     from_call: str | None = None
     if call:
-        reason = _refusal(call, _LINKEDID)
+        reason = _refusal(call, LINKEDID)
         if reason is None:
             from_call = call
         else:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import asdict, dataclass
@@ -57,6 +56,7 @@ from records.facts import CallbackReported, DispositionGiven
 from records.model import ContactRecord, DispositionKind
 from records.stream import RecordStream
 from routing.callbacks import StoredCallback, attempts_of
+from routing.core.linkedid import is_linkedid
 from routing.redis_keys import KEYS, RedisKeys
 
 if TYPE_CHECKING:
@@ -230,14 +230,11 @@ async def submit(
     return pending, True
 
 
-RECORD_ID = re.compile(r"^[0-9]+\.[0-9]+$")  # a contact record's id: the call's Linkedid
-
-
 def callback_request(stored: StoredCallback, outcome: str | None, *, by: str, at: float) -> Request | None:
     """The request that puts a queued callback's end into its original call's record: the
     record's ``callback`` (each attempt logged so far, ``outcome``), request id
     ``callback-<id>`` (one per callback). None when the callback names no contact record."""
-    if not RECORD_ID.match(stored.call_id):
+    if not is_linkedid(stored.call_id):  # a contact record's id is the call's Linkedid
         return None
     attempts = [(a.started_at, a.ended_at, a.outcome, a.adviser) for a in attempts_of(stored)]
     body = callback_json(attempts, outcome)

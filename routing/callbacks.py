@@ -31,6 +31,7 @@ from routing.core.callback import CallbackRequest, CallbackState
 from routing.core.callback_order import Next
 from routing.core.plan import CallbackPolicy
 from routing.core.wait import HeldPlace
+from routing.live.store import handle_times_from
 from routing.masking import mask_number
 from routing.redis_keys import RedisKeys
 from routing.replicas import NO_WAIT, ReplicaWait, eval_and_wait
@@ -141,20 +142,53 @@ async def pending_callbacks(redis: Redis, keys: RedisKeys, asterisk_queue: str) 
     return [PendingCallback(_text(member), float(score)) for member, score in rows]
 
 
-async def held_places(redis: Redis, keys: RedisKeys, asterisk_queue: str) -> list[HeldPlace]:
-    """The places held in ``asterisk_queue``'s order by callbacks (as :func:`pending_callbacks`),
-    each with whether it is being dialled (for :func:`routing.core.wait.callbacks_ahead`)."""
-    pending = await pending_callbacks(redis, keys, asterisk_queue)
-    if not pending:
-        return []
-    async with redis.pipeline(transaction=False) as pipe:
-        for p in pending:
-            pipe.hget(keys.callback(p.callback_id), "state")
-        states = await pipe.execute()
-    return [
-        HeldPlace(p.joined_at, state is not None and _text(state) == "dialling")
-        for p, state in zip(pending, states, strict=True)
-    ]
+# KEYS: a queue's handle times (zset), its pending callbacks (zset). ARGV: the text before and
+# after the id in a callback hash's key. -> {the handle-time members, {join time, state} of each
+# pending callback in join order}: the expected wait's inputs in one round trip. The hashes
+# are built here (which callbacks are pending is only known here); they carry the declared keys'
+# hash tag, so they lie in the same slot, on the node that runs the script (as the live-state
+# scripts: routing/live/scripts.py). A hash gone (expired) gives state ''.
+_WAIT_INPUTS = """
+local held = {}
+local pending = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+for i = 1, #pending, 2 do
+  held[#held + 1] = pending[i + 1]
+  held[#held + 1] = redis.call('HGET', ARGV[1] .. pending[i] .. ARGV[2], 'state') or ''
+end
+return {redis.call('ZRANGE', KEYS[1], 0, -1), held}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class WaitInputs:
+    """What the expected wait of a queue needs from Redis: its recent handle times (seconds,
+    oldest first) and the places held in its order by callbacks (as :func:`pending_callbacks`,
+    each with whether it is being dialled, for :func:`routing.core.wait.callbacks_ahead`)."""
+
+    handle_times: list[float]
+    held: list[HeldPlace]
+
+
+class WaitInputsReader:
+    """Reads a queue's :class:`WaitInputs` in one round trip (one script, sent by its SHA).
+
+    Before, they took three round trips in sequence on every estimate (the handle times, the
+    pending callbacks, then the state of each): ``benchmarks/wait_inputs_bench.py``."""
+
+    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
+        self.keys = keys
+        self._script = redis.register_script(_WAIT_INPUTS)
+        self._around = keys.callback("\x00").split("\x00")
+
+    async def read(self, asterisk_queue: str) -> WaitInputs:
+        keys = [self.keys.queue_handle_times(asterisk_queue), self.keys.callbacks_pending(asterisk_queue)]
+        handle, held = await self._script(keys=keys, args=self._around)
+        return WaitInputs(handle_times_from(handle), held_from(held))
+
+
+def held_from(rows: list[Any]) -> list[HeldPlace]:
+    """The held places in the script's flat answer (join time, state per callback)."""
+    return [HeldPlace(float(rows[i]), _text(rows[i + 1]) == "dialling") for i in range(0, len(rows), 2)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ from records.dispositions import STUCK_S, ArchiveApplier, read_status, submit
 from records.dispositions import Request as DispositionRequest
 from records.kpi import PERIODS, Period, Range, report, settings_for
 from records.model import CALLER_MAX, TEXT_MAX, ContactRecord
+from routing.core.linkedid import LINKEDID_MAX, LINKEDID_PATTERN, is_linkedid
 from routing.core.plan import Plan, Tenant
 from routing.masking import mask_number
 from routing.supervisor import audit
@@ -81,7 +82,6 @@ MAX_REPORT_DAYS = 366
 """Longest range of a report: a year. A report holds its range's records in memory, so at most
 :data:`REPORTS_AT_ONCE` are made at a time; the others wait their turn."""
 REPORTS_AT_ONCE = 2
-RECORD_ID = re.compile(r"^[0-9]{1,20}\.[0-9]{1,10}$")
 DISPOSITION_FILTERS = (*KINDS, "none")
 _RENDER = threading.Lock()  # matplotlib's pyplot keeps global state: one chart at a time
 _REPORTS = threading.BoundedSemaphore(REPORTS_AT_ONCE)
@@ -209,7 +209,7 @@ def _after(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         arrived, record_id = json.loads(raw)
         moment = datetime.fromisoformat(arrived)
-        if moment.tzinfo is None or not RECORD_ID.match(record_id):
+        if moment.tzinfo is None or not is_linkedid(record_id):
             raise ValueError
         return moment, record_id
     except (ValueError, TypeError):
@@ -278,7 +278,7 @@ async def _reading(read: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 async def _latest(asked: Asked, record_id: str) -> list[ContactRecord]:
-    if not RECORD_ID.match(record_id):
+    if not is_linkedid(record_id):
         raise Problem(404, "a record id is the call's Linkedid (digits.digits)")
     versions = await _reading(_versions, asked.source.archive, asked.tenant_id, record_id)
     if not versions:
@@ -588,7 +588,7 @@ async def post_disposition(request: web.Request) -> web.Response:
     202 with the request's status; the same ``Idempotency-Key`` again gives the same request."""
     asked = await _asked(request, "supervisor")
     record_id = request.match_info["record_id"]
-    if not RECORD_ID.match(record_id):
+    if not is_linkedid(record_id):
         raise Problem(404, "a record id is the call's Linkedid (digits.digits)")
     key = request.headers.get("Idempotency-Key")
     if key is not None and not IDEMPOTENCY_KEY.match(key):
@@ -750,7 +750,7 @@ _RECORD = {
     "in": "path",
     "required": True,
     "description": "the call's Linkedid",
-    "schema": {"type": "string", "maxLength": 40},
+    "schema": {"type": "string", "maxLength": LINKEDID_MAX, "pattern": f"^{LINKEDID_PATTERN}$"},
     "example": "1795424400.1",
 }
 

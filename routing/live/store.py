@@ -362,6 +362,11 @@ async def read_centre_snapshot(redis: Redis, centre: str, keys: RedisKeys = KEYS
 async def read_handle_times(redis: Redis, keys: RedisKeys, queue: str) -> list[float]:
     """The recent handle times of ``queue`` (seconds, oldest first) as the AMI writer kept them."""
     rows: list[Any] = await redis.zrange(keys.queue_handle_times(queue), 0, -1)
+    return handle_times_from(rows)
+
+
+def handle_times_from(rows: Iterable[Any]) -> list[float]:
+    """The handle times (seconds) in the members of a ``queue_handle_times`` ZSET, in order."""
     out: list[float] = []
     for row in rows:
         _uid, _, talk = _text(row).rpartition("|")

@@ -26,12 +26,15 @@ from records.delivery import DeliveryWorker
 from records.sinks import WebhookSink
 from records.stream import RecordStream
 from routing import plan_store
+from routing.callbacks import WaitInputsReader
 from routing.core.live import QueueSnapshot
 from routing.live.lease import WriterLease
 from routing.live.source import CachedLiveSource
 from routing.live.store import QueueStateStore, read_centre_snapshot
 from routing.redis_keys import RedisKeys
 from routing.supervisor import ToggleRequest, apply_toggle, check_request, toggles_for_tenant
+from tests.callbacks.test_wait_inputs_read import Q as WAIT_QUEUE
+from tests.callbacks.test_wait_inputs_read import a_busy_queue
 from tests.cluster.rig import HOLDER, NORTH, SOUTH, centre, eventually
 from tests.controller.conftest import EXAMPLE, HARBOROUGH
 from tests.records.conftest import CENTRE, FAST, SECRET, envelope, webhook_config
@@ -127,6 +130,22 @@ async def test_a_published_centre_snapshot_is_read_back(cluster_redis: Redis) ->
     snap = QueueSnapshot("hdc-team", 2, 30.0, 4, 1, NOW)
     assert await store.publish_centre("harborough", snap, ttl_s=30)
     assert await read_centre_snapshot(cluster_redis, "harborough", keys) == snap
+
+
+async def test_the_expected_waits_inputs_are_read_in_one_script_on_each_centres_node(
+    cluster: RedisClusterSet, cluster_redis: Redis
+) -> None:
+    """The script declares the queue's two sets and builds each pending callback's key inside:
+    the cluster runs it on the node of the centre's slot, which holds those keys too."""
+    found = {}
+    for tag in ("north", "south"):
+        keys = RedisKeys(prefix="wait-inputs:", tag=tag)
+        await a_busy_queue(cluster_redis, keys)
+        found[tag] = await WaitInputsReader(cluster_redis, keys).read(WAIT_QUEUE)
+    assert node_of(cluster, NORTH) != node_of(cluster, SOUTH)
+    for inputs in found.values():
+        assert inputs.handle_times == [240.0, 95.0, 610.0]
+        assert [h.dialling for h in inputs.held] == [True, False, False]
 
 
 # --- toggles and the plan store, with their change notices ---------------------------------------

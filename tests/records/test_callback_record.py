@@ -16,8 +16,10 @@ from redis.asyncio import Redis
 from records.builder import RecordBuilder
 from records.callback import callback_json, with_callback
 from records.dispositions import Request, read_status
+from records.dispositions import callback_request as dispositions_callback_request
 from records.facts import CallbackReported
 from records.model import ContactRecord, json_schema
+from routing.callbacks import parse_callback
 from tests.records.factory import record
 from tests.records.support import CENTRE, checked
 from tests.records.test_appender import keys
@@ -114,3 +116,27 @@ async def test_a_call_no_controller_holds_gets_the_callback_from_the_archive(
         held = payload["callback"]
         assert isinstance(held, dict)
         assert held["outcome"] == "answered"
+
+
+@pytest.mark.parametrize(
+    ("call_id", "names_a_record"),
+    [
+        (CALL, True),
+        ("9" * 19 + ".1", True),
+        ("9" * 20 + ".1", False),
+        (CALL + "\n", False),  # the old pattern's '$' let this in
+        ("cb-leg", False),
+    ],
+)
+def test_a_callback_names_a_record_by_a_linkedid_within_bounds(call_id: str, names_a_record: bool) -> None:
+    """``routing.core.linkedid``: the same shape and bounds as the web service and the hop header."""
+    stored = parse_callback(
+        "cb-0",
+        {"tenant": "harborough", "queue": "council-tax", "number": "+441632960123", "joined_at": str(T0),
+         "requested_at": str(T0 + 60), "call_id": call_id, "language": "en", "state": "done"},
+    )  # fmt: skip
+    assert stored is not None
+    request = dispositions_callback_request(stored, "answered", by="dialler", at=T0 + 600)
+    assert (request is not None) is names_a_record
+    if request is not None:
+        assert request.record_id == call_id

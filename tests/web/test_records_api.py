@@ -180,6 +180,21 @@ async def test_an_unknown_record_is_404(client: Client, web_store: IdentityStore
         assert answer.status == 404, record_id
 
 
+async def test_a_record_id_is_a_linkedid_within_its_bounds(client: Client, web_store: IdentityStore) -> None:
+    """``routing.core.linkedid``: the longest Linkedid Asterisk can make is looked for (and not
+    found); one digit more, or a trailing newline, is not a record id at all."""
+    viewer = await token_of(web_store, "hview", {"harborough": {"viewer"}})
+    for record_id, words in (
+        ("9" * 19 + "." + "9" * 10, "no record"),
+        ("9" * 20 + ".1", "the call's Linkedid"),
+        ("1795424400." + "1" * 11, "the call's Linkedid"),
+        ("1795424400.1%0A", "the call's Linkedid"),
+    ):
+        answer = await client.get(f"{HARBOROUGH}/records/{record_id}", headers=viewer)
+        assert answer.status == 404, record_id
+        assert words in (await answer.json())["detail"], record_id
+
+
 # --- the caller search --------------------------------------------------------------------------
 
 
