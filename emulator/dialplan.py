@@ -27,9 +27,12 @@ real Asterisk would leave it running).
 from __future__ import annotations
 
 import asyncio
+import functools
+import sysconfig
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from importlib import metadata
 from pathlib import Path
 
 from emulator.agi import CallerScript, EmulatedCall, play_url
@@ -53,8 +56,10 @@ from emulator.pbx import (
 from ivr import channel_vars as cv
 from ivr.contract import unpack
 
-DIALPLANS = Path(__file__).resolve().parents[1] / "dialplans"
+DIALPLANS = Path(__file__).resolve().parents[1] / "dialplans"  # beside the packages: a source checkout
 DIALPLAN_FILES = ("callrouter.conf", "callrouter-static.conf")
+# Where a wheel puts them, under the installation's data folder ([tool.setuptools.data-files]).
+INSTALLED = Path("share", "callrouter", "dialplans")
 FAIL_STATIC = "callrouter-failstatic"  # the classic AGI fallback script decides
 STATIC = "callrouter-static"  # the generated route of last resort
 FAILSTATIC = "fail-static route"  # how a call record names the fail-static path
@@ -71,11 +76,54 @@ __all__ = [
     "FAILSTATIC",
     "Asterisk",
     "CallRecord",
+    "DialplansNotFound",
     "QueueOutcome",
     "always_answered",
+    "find_dialplans",
     "place_call",
     "place_calls",
 ]
+
+
+class DialplansNotFound(FileNotFoundError):
+    """Neither place holds callrouter's dialplans (an installation without its data files)."""
+
+
+def installed_dialplans() -> Path:
+    """Where the installed ``callrouter`` distribution put its dialplans: the files its wheel
+    recorded (so a ``--user``/``--prefix`` install is found too), else the data folder of this
+    Python's installation scheme."""
+    try:
+        files = metadata.distribution("callrouter").files or []
+    except metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if file.parts[-4:] == (*INSTALLED.parts, DIALPLAN_FILES[0]):
+            return Path(str(file.locate())).resolve().parent
+    return Path(sysconfig.get_path("data")) / INSTALLED
+
+
+def find_dialplans(places: Sequence[Path] | None = None) -> Path:
+    """The first of ``places`` (default: beside the packages, then where the wheel installed
+    them) that holds every file of :data:`DIALPLAN_FILES`; :class:`DialplansNotFound`, naming
+    each place looked in, when none does."""
+    looked = tuple(places) if places is not None else (DIALPLANS, installed_dialplans())
+    for place in looked:
+        if all((place / name).is_file() for name in DIALPLAN_FILES):
+            return place
+    wanted = " and ".join(DIALPLAN_FILES)
+    where = ", then ".join(str(place) for place in looked)
+    raise DialplansNotFound(
+        f"callrouter's dialplans ({wanted}) were not found: looked in {where}. Run callrouter"
+        " from a source checkout, or install it from its wheel, which carries them."
+    )
+
+
+@functools.cache
+def shipped_dialplans() -> tuple[Path, ...]:
+    """The dialplan files every emulated call reads, found once per process."""
+    place = find_dialplans()
+    return tuple(place / name for name in DIALPLAN_FILES)
 
 
 @dataclass(frozen=True)
@@ -83,7 +131,7 @@ class Asterisk:
     """The emulated Asterisk's configuration: dialplan files, ``[globals]`` (``CR_AGI`` is
     added per call), PJSIP endpoints, the far end of outward calls, queue members."""
 
-    dialplans: Sequence[Path] = tuple(DIALPLANS / name for name in DIALPLAN_FILES)
+    dialplans: Sequence[Path] = field(default_factory=shipped_dialplans)
     globals: Mapping[str, str] = field(default_factory=lambda: dict(GLOBALS))
     contacts: Mapping[str, str] = field(default_factory=lambda: dict(CONTACTS))
     far_end: FarEnd = answers
