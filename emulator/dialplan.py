@@ -1,6 +1,8 @@
 """A whole call through callrouter's real dialplan (``dialplans/*.conf``), emulated.
 
-:func:`place_call` reads ``dialplans/callrouter.conf`` and ``callrouter-static.conf`` and runs
+:func:`place_call` reads ``dialplans/callrouter.conf`` and ``callrouter-static.conf`` (the
+``dialplans/`` folder beside the packages in a source checkout, else where the wheel installed
+them: :func:`find_dialplans`) and runs
 the caller's channel through them with :class:`~emulator.pbx.Pbx`, from
 ``callrouter-inbound,<dialled>,1``. Each ``AGI(agi://...)`` is a real FastAGI session against
 the controller (:mod:`emulator.agi`); ``CR_AGI`` may be ``hagi://<name>`` (:attr:`Asterisk.agi_url`),
