@@ -2,9 +2,8 @@
 
 :func:`place_call` reads ``dialplans/callrouter.conf`` and ``callrouter-static.conf`` (the
 ``dialplans/`` folder beside the packages in a source checkout, else where the wheel installed
-them: :func:`find_dialplans`) and runs
-the caller's channel through them with :class:`~emulator.pbx.Pbx`, from
-``callrouter-inbound,<dialled>,1``. Each ``AGI(agi://...)`` is a real FastAGI session against
+them: :func:`find_dialplans`) and runs the caller's channel through them with
+:class:`~emulator.pbx.Pbx`, from ``callrouter-inbound,<dialled>,1``. Each ``AGI(agi://...)`` is a real FastAGI session against
 the controller (:mod:`emulator.agi`); ``CR_AGI`` may be ``hagi://<name>`` (:attr:`Asterisk.agi_url`),
 looked up in an injected SRV table and connected as Asterisk does (:mod:`emulator.hagi`: the
 next controller only when a connect fails); the same call keeps its channel, uniqueid, variables,
