@@ -3,21 +3,22 @@
 :func:`place_call` reads ``dialplans/callrouter.conf`` and ``callrouter-static.conf`` (the
 ``dialplans/`` folder beside the packages in a source checkout, else where the wheel installed
 them: :func:`find_dialplans`) and runs the caller's channel through them with
-:class:`~emulator.pbx.Pbx`, from ``callrouter-inbound,<dialled>,1``. Each ``AGI(agi://...)`` is a real FastAGI session against
-the controller (:mod:`emulator.agi`); ``CR_AGI`` may be ``hagi://<name>`` (:attr:`Asterisk.agi_url`),
-looked up in an injected SRV table and connected as Asterisk does (:mod:`emulator.hagi`: the
-next controller only when a connect fails); the same call keeps its channel, uniqueid, variables,
-the caller's remaining steps and its :class:`~emulator.line.CallerLine` (one clock, the digits
-in flight, the absolute timeout) from one ``AGI()`` to the next, as on a real channel. So the
-dialplan's ``callrouter-agi`` bounds each controller ``AGI()`` as on Asterisk:
-``TIMEOUT(absolute)=5`` arms the line's timer, the controller's ``SET AUTOHANGUP`` re-arms it,
-and when it fires ``AGIEXITONHANGUP=yes`` ends ``AGI()`` and the PBX goes on at ``T``.
-``Queue()`` takes its outcome from a :data:`QueueOutcome` function (e.g. a fake contact
-centre) or rings the queue's members (``queue_members``); ``Dial()`` builds the INVITE of each
-outward leg (:class:`~emulator.pbx.Invite`, in :attr:`CallRecord.dials`) from the PJSIP
-endpoints in :class:`Asterisk`. Where the dialplan hands over to the process-per-call
-fail-static script (``callrouter-failstatic``), the call stops, unless ``place_call`` is given
-the script's command (``fallback``): then :mod:`emulator.classic` runs it on the same line as
+:class:`~emulator.pbx.Pbx`, from ``callrouter-inbound,<dialled>,1``. Each ``AGI(agi://...)`` is
+a real FastAGI session against the controller (:mod:`emulator.agi`); ``CR_AGI`` may be
+``hagi://<name>`` (:attr:`Asterisk.agi_url`), looked up in an injected SRV table and connected
+as Asterisk does (:mod:`emulator.hagi`: the next controller only when a connect fails); the same
+call keeps its channel, uniqueid, variables, the caller's remaining steps and its
+:class:`~emulator.line.CallerLine` (one clock, the digits in flight, the absolute timeout) from
+one ``AGI()`` to the next, as on a real channel. So the dialplan's ``callrouter-agi`` bounds
+each controller ``AGI()`` as on Asterisk: ``TIMEOUT(absolute)=5`` arms the line's timer, the
+controller's ``SET AUTOHANGUP`` re-arms it, and when it fires ``AGIEXITONHANGUP=yes`` ends
+``AGI()`` and the PBX goes on at ``T``. ``Queue()`` takes its outcome from a
+:data:`QueueOutcome` function (e.g. a fake contact centre) or rings the queue's members
+(``queue_members``); ``Dial()`` builds the INVITE of each outward leg
+(:class:`~emulator.pbx.Invite`, in :attr:`CallRecord.dials`) from the PJSIP endpoints in
+:class:`Asterisk`. Where the dialplan hands over to the process-per-call fail-static script
+(``callrouter-failstatic``), the call stops, unless ``place_call`` is given the script's command
+(``fallback``): then :mod:`emulator.classic` runs it on the same line as
 ``AGI(${CR_FALLBACK},${EXTEN})`` and the dialplan goes on. That ``AGI()`` is bounded the same
 way (``callrouter-failstatic``'s own timer): when it fires the script gets SIGHUP, ``AGI()``
 returns at once and ``T`` takes the static route (:attr:`CallRecord.static_at`). A script that
