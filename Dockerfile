@@ -28,6 +28,9 @@ COPY records/ records/
 COPY ivr/ ivr/
 COPY emulator/ emulator/
 COPY agi_scripts/ agi_scripts/
+# The dialplans ship in the wheel too (pyproject.toml data-files): `callrouter simulate` runs
+# calls through them.
+COPY dialplans/ dialplans/
 RUN /opt/callrouter/bin/pip install --no-deps . \
     && /opt/callrouter/bin/pip check
 

@@ -27,7 +27,7 @@ from emulator.agi import CallerScript, HangUpDuring, PressAfterPrompt, Silence, 
 from emulator.ami import FakeAmi
 from emulator.centre import CallCentre, QueuePlay, queues_of, staff, step
 from emulator.crm import FakeCrm
-from emulator.dialplan import Asterisk, CallRecord, place_call
+from emulator.dialplan import Asterisk, CallRecord, DialplansNotFound, find_dialplans, place_call
 from emulator.pbx import Channel
 from ivr.controller import Controller, PlanHolder
 from ivr.fastagi import FastAgiServer, ServerConfig
@@ -205,6 +205,11 @@ async def run_with_centre(options: Run, plan: Plan, port: int, seconds: float) -
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    try:
+        find_dialplans()  # every call runs through them: without them, say so once, up front
+    except DialplansNotFound as exc:
+        print(f"callrouter: {exc}", file=sys.stderr)
+        return 2
     holder = PlanHolder.load(Path(args.plan))
     if args.centre_port is not None:
         if args.target is None:

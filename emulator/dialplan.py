@@ -1,22 +1,24 @@
 """A whole call through callrouter's real dialplan (``dialplans/*.conf``), emulated.
 
-:func:`place_call` reads ``dialplans/callrouter.conf`` and ``callrouter-static.conf`` and runs
-the caller's channel through them with :class:`~emulator.pbx.Pbx`, from
-``callrouter-inbound,<dialled>,1``. Each ``AGI(agi://...)`` is a real FastAGI session against
-the controller (:mod:`emulator.agi`); ``CR_AGI`` may be ``hagi://<name>`` (:attr:`Asterisk.agi_url`),
-looked up in an injected SRV table and connected as Asterisk does (:mod:`emulator.hagi`: the
-next controller only when a connect fails); the same call keeps its channel, uniqueid, variables,
-the caller's remaining steps and its :class:`~emulator.line.CallerLine` (one clock, the digits
-in flight, the absolute timeout) from one ``AGI()`` to the next, as on a real channel. So the
-dialplan's ``callrouter-agi`` bounds each controller ``AGI()`` as on Asterisk:
-``TIMEOUT(absolute)=5`` arms the line's timer, the controller's ``SET AUTOHANGUP`` re-arms it,
-and when it fires ``AGIEXITONHANGUP=yes`` ends ``AGI()`` and the PBX goes on at ``T``.
-``Queue()`` takes its outcome from a :data:`QueueOutcome` function (e.g. a fake contact
-centre) or rings the queue's members (``queue_members``); ``Dial()`` builds the INVITE of each
-outward leg (:class:`~emulator.pbx.Invite`, in :attr:`CallRecord.dials`) from the PJSIP
-endpoints in :class:`Asterisk`. Where the dialplan hands over to the process-per-call
-fail-static script (``callrouter-failstatic``), the call stops, unless ``place_call`` is given
-the script's command (``fallback``): then :mod:`emulator.classic` runs it on the same line as
+:func:`place_call` reads ``dialplans/callrouter.conf`` and ``callrouter-static.conf`` (the
+``dialplans/`` folder beside the packages in a source checkout, else where the wheel installed
+them: :func:`find_dialplans`) and runs the caller's channel through them with
+:class:`~emulator.pbx.Pbx`, from ``callrouter-inbound,<dialled>,1``. Each ``AGI(agi://...)`` is
+a real FastAGI session against the controller (:mod:`emulator.agi`); ``CR_AGI`` may be
+``hagi://<name>`` (:attr:`Asterisk.agi_url`), looked up in an injected SRV table and connected
+as Asterisk does (:mod:`emulator.hagi`: the next controller only when a connect fails); the same
+call keeps its channel, uniqueid, variables, the caller's remaining steps and its
+:class:`~emulator.line.CallerLine` (one clock, the digits in flight, the absolute timeout) from
+one ``AGI()`` to the next, as on a real channel. So the dialplan's ``callrouter-agi`` bounds
+each controller ``AGI()`` as on Asterisk: ``TIMEOUT(absolute)=5`` arms the line's timer, the
+controller's ``SET AUTOHANGUP`` re-arms it, and when it fires ``AGIEXITONHANGUP=yes`` ends
+``AGI()`` and the PBX goes on at ``T``. ``Queue()`` takes its outcome from a
+:data:`QueueOutcome` function (e.g. a fake contact centre) or rings the queue's members
+(``queue_members``); ``Dial()`` builds the INVITE of each outward leg
+(:class:`~emulator.pbx.Invite`, in :attr:`CallRecord.dials`) from the PJSIP endpoints in
+:class:`Asterisk`. Where the dialplan hands over to the process-per-call fail-static script
+(``callrouter-failstatic``), the call stops, unless ``place_call`` is given the script's command
+(``fallback``): then :mod:`emulator.classic` runs it on the same line as
 ``AGI(${CR_FALLBACK},${EXTEN})`` and the dialplan goes on. That ``AGI()`` is bounded the same
 way (``callrouter-failstatic``'s own timer): when it fires the script gets SIGHUP, ``AGI()``
 returns at once and ``T`` takes the static route (:attr:`CallRecord.static_at`). A script that
@@ -27,9 +29,12 @@ real Asterisk would leave it running).
 from __future__ import annotations
 
 import asyncio
+import functools
+import sysconfig
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from importlib import metadata
 from pathlib import Path
 
 from emulator.agi import CallerScript, EmulatedCall, play_url
@@ -53,8 +58,10 @@ from emulator.pbx import (
 from ivr import channel_vars as cv
 from ivr.contract import unpack
 
-DIALPLANS = Path(__file__).resolve().parents[1] / "dialplans"
+DIALPLANS = Path(__file__).resolve().parents[1] / "dialplans"  # beside the packages: a source checkout
 DIALPLAN_FILES = ("callrouter.conf", "callrouter-static.conf")
+# Where a wheel puts them, under the installation's data folder ([tool.setuptools.data-files]).
+INSTALLED = Path("share", "callrouter", "dialplans")
 FAIL_STATIC = "callrouter-failstatic"  # the classic AGI fallback script decides
 STATIC = "callrouter-static"  # the generated route of last resort
 FAILSTATIC = "fail-static route"  # how a call record names the fail-static path
@@ -71,11 +78,54 @@ __all__ = [
     "FAILSTATIC",
     "Asterisk",
     "CallRecord",
+    "DialplansNotFound",
     "QueueOutcome",
     "always_answered",
+    "find_dialplans",
     "place_call",
     "place_calls",
 ]
+
+
+class DialplansNotFound(FileNotFoundError):
+    """Neither place holds callrouter's dialplans (an installation without its data files)."""
+
+
+def installed_dialplans() -> Path:
+    """Where the installed ``callrouter`` distribution put its dialplans: the files its wheel
+    recorded (so a ``--user``/``--prefix`` install is found too), else the data folder of this
+    Python's installation scheme."""
+    try:
+        files = metadata.distribution("callrouter").files or []
+    except metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if file.parts[-4:] == (*INSTALLED.parts, DIALPLAN_FILES[0]):
+            return Path(str(file.locate())).resolve().parent
+    return Path(sysconfig.get_path("data")) / INSTALLED
+
+
+def find_dialplans(places: Sequence[Path] | None = None) -> Path:
+    """The first of ``places`` (default: beside the packages, then where the wheel installed
+    them) that holds every file of :data:`DIALPLAN_FILES`; :class:`DialplansNotFound`, naming
+    each place looked in, when none does."""
+    looked = tuple(places) if places is not None else (DIALPLANS, installed_dialplans())
+    for place in looked:
+        if all((place / name).is_file() for name in DIALPLAN_FILES):
+            return place
+    wanted = " and ".join(DIALPLAN_FILES)
+    where = ", then ".join(str(place) for place in looked)
+    raise DialplansNotFound(
+        f"callrouter's dialplans ({wanted}) were not found: looked in {where}. Run callrouter"
+        " from a source checkout, or install it from its wheel, which carries them."
+    )
+
+
+@functools.cache
+def shipped_dialplans() -> tuple[Path, ...]:
+    """The dialplan files every emulated call reads, found once per process."""
+    place = find_dialplans()
+    return tuple(place / name for name in DIALPLAN_FILES)
 
 
 @dataclass(frozen=True)
@@ -83,7 +133,7 @@ class Asterisk:
     """The emulated Asterisk's configuration: dialplan files, ``[globals]`` (``CR_AGI`` is
     added per call), PJSIP endpoints, the far end of outward calls, queue members."""
 
-    dialplans: Sequence[Path] = tuple(DIALPLANS / name for name in DIALPLAN_FILES)
+    dialplans: Sequence[Path] = field(default_factory=shipped_dialplans)
     globals: Mapping[str, str] = field(default_factory=lambda: dict(GLOBALS))
     contacts: Mapping[str, str] = field(default_factory=lambda: dict(CONTACTS))
     far_end: FarEnd = answers

@@ -22,7 +22,9 @@ from typing import IO, Any
 
 from records.archive import AUDIT_FILE, Archive
 from records.builder import caller_hash
-from records.model import ContactRecord
+from records.kpi import NO_QUEUE, callback_queue, callback_requested_at, time_to_callback
+from records.model import Callback, ContactRecord
+from routing.core.callback_order import CALLER_DIALLED
 from routing.supervisor import audit_entry
 
 Getter = Callable[[ContactRecord], Any]
@@ -43,6 +45,45 @@ def _heard(prompt: str, skipped: bool) -> str:
 def _total_wait(record: ContactRecord) -> float | None:
     waits = [v.wait_s for v in record.queues if v.wait_s is not None]
     return round(sum(waits), 3) if waits else None
+
+
+def _callback(record: ContactRecord, get: Callable[[Callback], Any]) -> Any:
+    return None if record.callback is None else get(record.callback)
+
+
+def _callback_queue(record: ContactRecord) -> str | None:
+    """The queue the callback was offered in, as the report groups it (``records.kpi``)."""
+    if record.callback is None:
+        return None
+    queue = callback_queue(record)
+    return None if queue == NO_QUEUE else queue
+
+
+def _callback_requested_at(record: ContactRecord) -> str | None:
+    """When the caller took it (as the report measures the time to the call back from)."""
+    taken = record.callback is not None and record.callback.accepted
+    return _time(callback_requested_at(record)) if taken else None
+
+
+def _calls_to_caller(cb: Callback) -> int:
+    """The attempts that rang the caller's phone (not ``no-adviser``, nor ``interrupted``)."""
+    return sum(a.outcome in CALLER_DIALLED for a in cb.attempts)
+
+
+def _callback_outcome(cb: Callback) -> str | None:
+    """How it ended; ``pending`` for one taken and not ended yet (the report's pending)."""
+    return cb.outcome if cb.outcome is not None or not cb.accepted else "pending"
+
+
+def _callback_adviser(cb: Callback) -> str | None:
+    """The adviser of the attempt that reached the caller (the last to have an adviser)."""
+    advisers = [a.adviser for a in cb.attempts if a.adviser]
+    return advisers[-1] if advisers else None
+
+
+def _time_to_callback(record: ContactRecord) -> float | None:
+    waited = time_to_callback(record)
+    return None if waited is None else round(waited, 3)
 
 
 CSV_COLUMNS: tuple[tuple[str, Getter], ...] = (
@@ -92,6 +133,17 @@ CSV_COLUMNS: tuple[tuple[str, Getter], ...] = (
     ("disposition_reason", lambda r: r.disposition.reason if r.disposition else None),
     ("disposition_by", lambda r: r.disposition.by if r.disposition else None),
     ("disposition_at", lambda r: _time(r.disposition.at) if r.disposition else None),
+    ("callback_offered", lambda r: _callback(r, lambda cb: cb.offered)),
+    ("callback_taken", lambda r: _callback(r, lambda cb: cb.accepted)),
+    ("callback_queue", _callback_queue),
+    ("callback_number_kind", lambda r: _callback(r, lambda cb: cb.number_kind)),
+    ("callback_requested_at", _callback_requested_at),
+    ("callback_attempts", lambda r: _callback(r, lambda cb: len(cb.attempts))),
+    ("callback_calls_to_caller", lambda r: _callback(r, _calls_to_caller)),
+    ("callback_attempt_outcomes", lambda r: _callback(r, lambda cb: _join(a.outcome for a in cb.attempts))),
+    ("callback_outcome", lambda r: _callback(r, _callback_outcome)),
+    ("callback_adviser", lambda r: _callback(r, _callback_adviser)),
+    ("time_to_callback_s", _time_to_callback),
     ("problems", lambda r: _join(r.problems)),
 )  # fmt: skip
 CSV_HEADER = [name for name, _ in CSV_COLUMNS]

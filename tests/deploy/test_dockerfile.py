@@ -118,6 +118,11 @@ def test_every_copied_source_exists_and_reaches_the_builder() -> None:
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     for package in packages["find"]["include"]:
         assert f"{package.rstrip('*')}/" in sources, f"package {package} is not copied"
+    data_files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    for patterns in data_files.values():
+        for pattern in patterns:
+            folder = pattern.split("/")[0]
+            assert f"{folder}/" in sources, f"{pattern} (a data file of the wheel) is not copied"
 
 
 def locked() -> dict[str, tuple[str, list[str]]]:
