@@ -22,9 +22,8 @@ import random
 import re
 import socket
 import struct
-import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager, suppress
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -35,6 +34,7 @@ from emulator.hagi import RAND_MAX, Attempt, Resolver, SrvRecord, try_order
 from emulator.line import CallClock, CallerLine
 from tests.controller.conftest import HARBOROUGH
 from tests.dialplan import transcripts as tr
+from tests.dialplan.test_hagi_conformance import black_hole  # the capture's dropped SYN (4711)
 
 FAILOVER = "agi_hagi_failover.txt"
 ORDER = "agi_hagi_order.txt"
@@ -224,29 +224,6 @@ def refusing() -> Iterator[int]:
     yield port
 
 
-@contextmanager
-def dropping() -> Iterator[int]:
-    """A listener whose accept queue is full: the next SYN is dropped (the capture's 4711)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = int(listener.getsockname()[1])
-    fillers = []
-    try:
-        for _ in range(3):
-            filler = socket.socket()
-            filler.setblocking(False)
-            with suppress(BlockingIOError):
-                filler.connect(("127.0.0.1", port))
-            fillers.append(filler)
-        time.sleep(0.05)
-        yield port
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
-
-
 @dataclass
 class Lab:
     """The capture's peers, each on a free port: role -> port, and the FastAGI peers by role."""
@@ -280,7 +257,7 @@ async def lab() -> AsyncIterator[Lab]:
             if role == "refused":
                 found.ports[role] = sockets.enter_context(refusing())
             elif role == "dropped":
-                found.ports[role] = sockets.enter_context(dropping())
+                found.ports[role] = sockets.enter_context(black_hole())
             else:
                 peer = await stack.enter_async_context(Peer(role).running())
                 found.peers[role], found.ports[role] = peer, peer.port
