@@ -249,6 +249,12 @@ def serve_main(args: argparse.Namespace) -> None:
 
 # -- measurements of the server process -------------------------------------------------------
 
+# utime and stime in /proc/PID/stat (after the command); ``--user-cpu``: utime alone. The system
+# time includes interrupt work the kernel charges to whatever runs when it arrives: on a server
+# busy all the time, the loopback's; on one idle at times, partly the idle task's. A change that
+# makes the server idle at times can then lower its figure by more than the change itself.
+CPU_FIELDS: tuple[int, ...] = (11, 12)
+
 
 @dataclass
 class ServerProcess:
@@ -256,10 +262,11 @@ class ServerProcess:
     port: int
 
     def cpu_seconds(self) -> float:
-        """utime + stime of the server process, from /proc (10 ms resolution)."""
+        """utime + stime of the server process (``--user-cpu``: utime), from /proc (10 ms
+        resolution)."""
         with open(f"/proc/{self.process.pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(int(fields[i]) for i in CPU_FIELDS) / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.process.pid}/status") as status:
@@ -452,8 +459,9 @@ def medians(points: Sequence[Point]) -> str:
 
 
 async def run(args: argparse.Namespace) -> str:
-    global ENV  # noqa: PLW0603 - the block the load generator sends
+    global ENV, CPU_FIELDS  # noqa: PLW0603 - the block the load generator sends, the CPU counted
     ENV = env_block(args.exchange)
+    CPU_FIELDS = (11,) if args.user_cpu else (11, 12)
     servers = _servers(args)
     points: list[Point] = []
     # Rounds alternate the servers (baseline and subject interleaved), so a neighbour's load
@@ -467,6 +475,8 @@ async def run(args: argparse.Namespace) -> str:
                 finally:
                     server.stop()
     report = [table(points)]
+    if args.user_cpu:
+        report.insert(0, "Server CPU: user time only (--user-cpu).")
     if args.rounds > 1:
         report.append(medians(points))
     if args.idle:
@@ -508,6 +518,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--panoramisk", action="store_true",
                         help="also panoramisk 1.4's FastAGI server with one Redis GET per call "
                         "(needs CALLROUTER_BENCH_REDIS)")  # fmt: skip
+    parser.add_argument("--user-cpu", action="store_true",
+                        help="count the server's user CPU time only (not its system time)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure every row this many times, interleaved")  # fmt: skip
     parser.add_argument("--only", type=lambda s: set(s.split(",")), default=None,

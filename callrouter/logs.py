@@ -10,15 +10,19 @@ direct path leaves to it, and as the definition the direct line is tested agains
 
 from __future__ import annotations
 
+import contextvars
+import datetime
+import functools
 import json as json_module
 import logging
 import sys
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 import orjson
 import structlog
-from structlog.contextvars import merge_contextvars
+from structlog.contextvars import STRUCTLOG_KEY_PREFIX
 from structlog.processors import add_log_level
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
@@ -59,29 +63,51 @@ def _render_json(event_dict: object, **_dumps_kw: object) -> str:
         return _JSON.encode(event_dict)
 
 
-_TIMESTAMPER = structlog.processors.TimeStamper(fmt="iso", utc=True)
 _LEVELS = ("debug", "info", "warning", "error", "critical")
 _LEFT_TO_THE_CHAIN = ("stack_info", "exc_info")  # what StackInfoRenderer and format_exc_info act on
+_PREFIX_LENGTH = len(STRUCTLOG_KEY_PREFIX)
 
 
 def json_line(
     context: Mapping[str, Any], method: str, event: object, fields: Mapping[str, Any]
 ) -> str | None:
     """The line the JSON chain (:func:`_shared_processors`, then :func:`_render_json`) renders for
-    ``log.info(event, **fields)`` (``method``: ``info``) of a bound logger with ``context``:
-    the chain's own processors, called in its order, without its machinery (the event copied
-    at each step, the processors that have nothing to do). None for an event that has a
-    traceback or a stack to format (``exc_info``, ``stack_info``): the chain renders those."""
+    ``log.info(event, **fields)`` (``method``: ``info``) of a bound logger with ``context``, key
+    for key in the same order: the context, the fields, ``event``, then what each processor
+    adds (the context variables not already there, ``level``, ``timestamp``), callers masked.
+    Without the chain's machinery (the event copied at each step, the processors with nothing
+    to do), it costs ~8 us a call's line where the chain costs ~13 us (``_direct_json_logger``).
+    None for an event with a traceback or a stack to format (``exc_info``, ``stack_info``): the
+    chain renders those."""
     event_dict = {**context, **fields}
     if event is not None:
         event_dict["event"] = event
-    merge_contextvars(None, method, event_dict)
+    for var, value in contextvars.copy_context().items():  # merge_contextvars
+        name = var.name
+        if name.startswith(STRUCTLOG_KEY_PREFIX) and value is not Ellipsis:
+            event_dict.setdefault(name[_PREFIX_LENGTH:], value)
     if _LEFT_TO_THE_CHAIN[0] in event_dict or _LEFT_TO_THE_CHAIN[1] in event_dict:
         return None
     add_log_level(None, method, event_dict)
-    _TIMESTAMPER(None, method, event_dict)
+    event_dict["timestamp"] = iso_timestamp(time.time_ns())
     mask_caller_fields(None, method, event_dict)
     return _render_json(event_dict)
+
+
+def iso_timestamp(now_ns: int) -> str:
+    """The instant ``now_ns`` (nanoseconds since the epoch) as the chain's ``TimeStamper(fmt="iso",
+    utc=True)`` writes it: ``datetime.now(UTC).isoformat()`` with ``Z`` for ``+00:00`` (the
+    microseconds floored, left out when they are zero). The second's part is made once a
+    second: ~0.5 us a line against ~1.4 us (``timeit``)."""
+    seconds, nanoseconds = divmod(now_ns, 1_000_000_000)
+    micros = nanoseconds // 1000
+    second = _iso_second(seconds)
+    return f"{second}.{micros:06d}Z" if micros else f"{second}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _iso_second(seconds: int) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat().removesuffix("+00:00")
 
 
 def _direct_json_logger(level: int, chain: list[Processor]) -> type[FilteringBoundLogger]:
@@ -126,9 +152,9 @@ def _direct_method(name: str, chained: Callable[..., Any], chain: list[Processor
 
 def _shared_processors() -> list[Processor]:
     return [
-        merge_contextvars,
+        structlog.contextvars.merge_contextvars,
         add_log_level,
-        _TIMESTAMPER,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
         mask_caller_fields,
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,

@@ -7,7 +7,9 @@ import datetime
 import io
 import json
 import logging
+import random
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 import structlog
 from structlog.contextvars import bind_contextvars, bound_contextvars, unbind_contextvars
 
-from callrouter.logs import configure_logging, json_line
+from callrouter.logs import configure_logging, iso_timestamp, json_line
 
 TIMESTAMP = re.compile(r'"timestamp": ?"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{6})?Z)"')
 
@@ -241,3 +243,34 @@ def test_structlog_and_stdlib_lines_share_the_stream_in_order(stream: io.StringI
     logging.getLogger("aiohttp").error("four")
     events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
     assert events == ["one", "two", "three", "four"]
+
+
+def stamper_at(now_ns: int) -> str:
+    """What TimeStamper(fmt="iso", utc=True) writes at ``now_ns``: ``datetime.now(UTC)`` floors
+    the system clock to microseconds."""
+    seconds, nanoseconds = divmod(now_ns, 1_000_000_000)
+    instant = datetime.datetime.fromtimestamp(seconds, datetime.UTC).replace(microsecond=nanoseconds // 1000)
+    return instant.isoformat().replace("+00:00", "Z")
+
+
+def test_the_timestamp_is_the_stampers() -> None:
+    second = 1_796_000_000 * 10**9  # 2026-11-30
+    instants = [0, 999, 10**9 - 1, second, second + 999, second + 1000, second + 10**9 - 1]
+    instants += [second + 10**9, 2**31 * 10**9, 4_102_444_800 * 10**9 - 1]  # 2038, the end of 2099
+    rng = random.Random(20261130)
+    instants += [rng.randrange(0, 4_102_444_800 * 10**9) for _ in range(2000)]
+    instants += [second + rng.randrange(0, 10**9) for _ in range(2000)]  # within one second
+    for now_ns in instants:
+        assert iso_timestamp(now_ns) == stamper_at(now_ns), now_ns
+    assert iso_timestamp(second) == "2026-11-30T00:53:20Z"  # no fraction at a whole second
+    assert iso_timestamp(second + 5_000) == "2026-11-30T00:53:20.000005Z"
+
+
+def test_the_timestamp_reads_the_stampers_clock() -> None:
+    stamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    for _ in range(100):
+        before = iso_timestamp(time.time_ns())
+        stamped = stamper(None, "info", {})["timestamp"]
+        after = iso_timestamp(time.time_ns())
+        parse = datetime.datetime.fromisoformat
+        assert parse(before) <= parse(stamped) <= parse(after)
