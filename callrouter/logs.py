@@ -115,9 +115,13 @@ def _direct_json_logger(level: int, chain: list[Processor]) -> type[FilteringBou
     processors are ``chain`` (as they were given here), are rendered by :func:`json_line` and
     written straight to the logger.
 
-    Measured: a call's line (``log.bind().info``, a route's fields, four context variables) cost
-    ~13 us through the chain against ~10 us this way (CPU time, tight loop of 20,000); over the
-    wire, see docs/performance.md, "The call's line rendered directly" (``benchmarks.route_bench``).
+    Measured: a call's line (``log.bind().info``, a route's fields, four context variables)
+    costs ~8 us this way against ~13 us through the chain (CPU time, tight loop of 20,000); the
+    route entry's session over the wire, 164 against 172 us of server CPU (125 against 133 us
+    of user CPU; ``benchmarks.route_bench``, c=100, uvloop, medians of 16 and 12 interleaved
+    rounds) and in-process 74-75 against 78-82 us (``benchmarks.route_inprocess_bench``):
+    docs/performance.md, "The call's line rendered directly".
+
     Processors changed since (``structlog.testing.capture_logs`` changes the list in place)
     render the events themselves; so does the chain an event :func:`json_line` leaves to it,
     one with positional arguments to interpolate, one logged with ``log()`` or an async method,
