@@ -13,6 +13,8 @@ test opens ``--idle`` sessions that stop at GET DATA (no reply) and reads the se
 exchange for the figures to compare); the bare server always does the standard exchange.
 ``--guard-baseline`` adds our server with the step guard off (no ``SET AUTOHANGUP`` before
 GET DATA), side by side in the same run: the cost of bounding a hung controller.
+``--log-to pipe`` writes the server's log lines to a pipe another process drains (as a
+service's stdout reaches journald) instead of ``/dev/null``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 import contextlib
 import cProfile
 import importlib
+import io
 import json
 import os
 import resource
@@ -31,6 +34,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TextIO
 
 from callrouter.logs import configure_logging
 from emulator.agi import CallerScript, encode_env, env_lines
@@ -207,6 +211,20 @@ async def _serve(kind: str, handler_spec: str, exchange: str) -> None:
     await loop.run_in_executor(None, sys.stdin.read)
 
 
+def _log_stream(where: str) -> TextIO:
+    """The server's log stream: ``/dev/null``, or (``pipe``) a pipe drained by another process
+    (``cat`` to ``/dev/null``), as a service's stdout reaches journald; it ends with the server."""
+    if where == "pipe":
+        drain = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        assert drain.stdin is not None
+        _DRAINS.append(drain)
+        return io.TextIOWrapper(drain.stdin)  # buffered, as sys.stdout is on a pipe
+    return open(os.devnull, "w")
+
+
+_DRAINS: list[subprocess.Popen[bytes]] = []
+
+
 def serve_main(args: argparse.Namespace) -> None:
     """Entry point of the server process: print the port, serve until stdin closes
     (``--profile``: a file to write the server's cProfile statistics to, when it stops)."""
@@ -214,7 +232,7 @@ def serve_main(args: argparse.Namespace) -> None:
     _raise_fd_limit()
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, {SERVER_CPU})
-    configure_logging(level=args.log_level, stream=open(os.devnull, "w"))  # noqa: SIM115
+    configure_logging(level=args.log_level, stream=_log_stream(args.log_to))
     profiler = cProfile.Profile() if profile else None
     if profiler is not None:
         profiler.enable()
@@ -231,6 +249,12 @@ def serve_main(args: argparse.Namespace) -> None:
 
 # -- measurements of the server process -------------------------------------------------------
 
+# utime and stime in /proc/PID/stat (after the command); ``--user-cpu``: utime alone. The system
+# time includes interrupt work the kernel charges to whatever runs when it arrives: on a server
+# busy all the time, the loopback's; on one idle at times, partly the idle task's. A change that
+# makes the server idle at times can then lower its figure by more than the change itself.
+CPU_FIELDS: tuple[int, ...] = (11, 12)
+
 
 @dataclass
 class ServerProcess:
@@ -238,10 +262,11 @@ class ServerProcess:
     port: int
 
     def cpu_seconds(self) -> float:
-        """utime + stime of the server process, from /proc (10 ms resolution)."""
+        """utime + stime of the server process (``--user-cpu``: utime), from /proc (10 ms
+        resolution)."""
         with open(f"/proc/{self.process.pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(int(fields[i]) for i in CPU_FIELDS) / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.process.pid}/status") as status:
@@ -269,7 +294,7 @@ def start_server(kind: str, args: argparse.Namespace, loop: str) -> ServerProces
         kind = "ours"
     command = [sys.executable, "-m", "benchmarks.fastagi_bench", "--serve", kind]
     command += ["--handler", args.handler, "--server-loop", loop, "--log-level", args.log_level]
-    command += ["--exchange", args.exchange]
+    command += ["--log-to", args.log_to, "--exchange", args.exchange]
     if args.profile:
         command += ["--profile", args.profile]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=cwd)
@@ -434,8 +459,9 @@ def medians(points: Sequence[Point]) -> str:
 
 
 async def run(args: argparse.Namespace) -> str:
-    global ENV  # noqa: PLW0603 - the block the load generator sends
+    global ENV, CPU_FIELDS  # noqa: PLW0603 - the block the load generator sends, the CPU counted
     ENV = env_block(args.exchange)
+    CPU_FIELDS = (11,) if args.user_cpu else (11, 12)
     servers = _servers(args)
     points: list[Point] = []
     # Rounds alternate the servers (baseline and subject interleaved), so a neighbour's load
@@ -449,6 +475,8 @@ async def run(args: argparse.Namespace) -> str:
                 finally:
                     server.stop()
     report = [table(points)]
+    if args.user_cpu:
+        report.insert(0, "Server CPU: user time only (--user-cpu).")
     if args.rounds > 1:
         report.append(medians(points))
     if args.idle:
@@ -479,6 +507,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle", type=int, default=10_000, help="idle sessions (0: skip)")
     parser.add_argument("--uvloop", action="store_true", help="add rows for uvloop")
     parser.add_argument("--log-level", default="warning", help="server log level")
+    parser.add_argument("--log-to", choices=["devnull", "pipe"], default="devnull",
+                        help="server log stream: /dev/null or a pipe another process drains")  # fmt: skip
     parser.add_argument("--exchange", choices=sorted(BARE_COMMANDS), default="standard",
                         help="what the bare servers send (and the block's agi_arg_1)")  # fmt: skip
     parser.add_argument("--baselines", action="store_true",
@@ -488,6 +518,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--panoramisk", action="store_true",
                         help="also panoramisk 1.4's FastAGI server with one Redis GET per call "
                         "(needs CALLROUTER_BENCH_REDIS)")  # fmt: skip
+    parser.add_argument("--user-cpu", action="store_true",
+                        help="count the server's user CPU time only (not its system time)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure every row this many times, interleaved")  # fmt: skip
     parser.add_argument("--only", type=lambda s: set(s.split(",")), default=None,
