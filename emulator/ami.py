@@ -98,7 +98,10 @@ Handler = Callable[[_Session, dict[str, str]], Awaitable[None]]
 
 
 class FakeAmi:
-    """The fake server. Use as ``async with FakeAmi(...) as fake`` (binds on enter)."""
+    """The fake server. Use as ``async with FakeAmi(...) as fake`` (binds on enter).
+    ``system_name``: asterisk.conf's ``systemname``; every channel the model makes (callers,
+    agents, Originate legs without ``ChannelId``) then has ``<system_name>-<seconds>.<seq>`` as
+    its Uniqueid and Linkedid ("": unset, ``<seconds>.<seq>``)."""
 
     def __init__(
         self,
@@ -110,13 +113,14 @@ class FakeAmi:
         auth_failure_delay_s: float = 1.0,
         withdraw_delay_s: float = 0.2,
         clock: Callable[[], float] = time.time,
+        system_name: str = "",
     ) -> None:
         self.username, self._secret = username, secret
         self.host, self._port = host, port
         self.auth_failure_delay_s = auth_failure_delay_s
         self.withdraw_delay_s = withdraw_delay_s
         self.clock = clock
-        self.model = QueueModel()
+        self.model = QueueModel(system_name=system_name)  # asterisk.conf systemname (Uniqueids)
         self.connections = 0
         self.logins = 0
         self.actions: list[str] = []

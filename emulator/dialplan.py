@@ -154,6 +154,12 @@ class Asterisk:
     0.2 s at ``time_scale=0.1``; a test under load can give the real 2 s, which Asterisk waits in
     its own thread, where the emulator's one event loop may lag)."""
 
+    system_name: str = ""
+    """asterisk.conf ``systemname``: every channel's Uniqueid, so every call's Linkedid, is then
+    ``<system_name>-<seconds>.<sequence>`` ("": unset, ``<seconds>.<sequence>``). The AMI side of
+    the same Asterisk (:class:`~emulator.ami.FakeAmi`, e.g. a ``centre``'s) takes it too: give
+    both the same name."""
+
     def dialplan(self) -> Dialplan:
         return _load(tuple(self.dialplans))
 
@@ -370,6 +376,7 @@ async def place_call(
         events=asterisk.centre,
         queue_call=asterisk.centre.queue if asterisk.centre is not None else None,
         queue_contexts=asterisk.queue_contexts,
+        system_name=asterisk.system_name,
     )
     channel = pbx.new_channel(
         name,
