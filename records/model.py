@@ -230,7 +230,10 @@ class ContactRecord(Model):
         return SCHEMA_VERSION if value == 1 else value
 
     schema_version: Literal[2]
-    id: Linkedid = Field(description="The call's Linkedid.")
+    id: Linkedid = Field(
+        description="The call's Linkedid: <seconds>.<sequence>, or <systemname>-<seconds>.<sequence> "
+        "from an Asterisk with systemname set in asterisk.conf."
+    )
     version: Annotated[int, Field(ge=1)]
     updated_at: AwareDatetime
     complete: bool = Field(
