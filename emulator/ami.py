@@ -52,6 +52,7 @@ from emulator.ami_wire import (
     list_complete,
     parse_message,
     with_action_id,
+    with_system_name,
 )
 
 UNKNOWN_COMMAND = "Invalid/unknown command: {}. Use Action: ListCommands to show available commands."
@@ -259,7 +260,10 @@ class FakeAmi:
                 await session.writer.drain()
 
     def emit(self, messages: Sequence[Message], send: bool = True) -> Emission:
-        """Send raw messages as events (exact header order as given)."""
+        """Send raw messages as events (exact header order as given; with a system name, its
+        ``SystemName`` header added third, as Asterisk does)."""
+        if self.model.system_name:
+            messages = [with_system_name(m, self.model.system_name) for m in messages]
         data = b"".join(format_message(m) for m in messages)
         if send:
             self.broadcast(data)

@@ -215,6 +215,7 @@ class _Call:
     fallback: Sequence[str] | None = None
     resolver: Resolver | None = None
     connect_timeout: float | None = None
+    system_name: str = ""  # the Asterisk's (asterisk.conf systemname)
     processes: list[Process] = field(default_factory=list)  # left running by AGI()
 
     def _script(self, channel: Channel) -> CallerScript:
@@ -226,6 +227,8 @@ class _Call:
             answered=channel.state == "Up",
             channel=channel.name,
             uniqueid=channel.uniqueid,
+            linkedid=channel.call_id,
+            system_name=self.system_name,
             context=channel.context,
             priority=channel.priority,
             language=channel.language,
@@ -362,7 +365,16 @@ async def place_call(
     asterisk = asterisk or Asterisk()
     record = CallRecord(dialled=script.dial, line=CallerLine(CallClock(time_scale)))
     name = script.channel or f"PJSIP/sipp-{number:08x}"
-    call = _Call(script, record, name, deadline, fallback, asterisk.resolver, asterisk.connect_timeout)
+    call = _Call(
+        script,
+        record,
+        name,
+        deadline,
+        fallback,
+        asterisk.resolver,
+        asterisk.connect_timeout,
+        asterisk.system_name,
+    )
     pbx = Pbx(
         asterisk.dialplan(),
         {**asterisk.globals, "CR_AGI": asterisk.agi_url or f"agi://{host}:{port}"},

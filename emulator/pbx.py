@@ -721,6 +721,7 @@ class Pbx:
             "PRIORITY": str(channel.priority),
             "CHANNEL": channel.name,
             "UNIQUEID": channel.uniqueid,
+            "SYSTEMNAME": self.system_name,
         }
         if name in builtins:
             return builtins[name]
