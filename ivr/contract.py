@@ -129,8 +129,8 @@ def read_hop(plan: CompiledPlan, centre: str, call: str, dialled: str = "") -> H
     A hop needs a known partner centre (not this one); its Linkedid is kept only when it has
     Asterisk's shape (:mod:`routing.core.linkedid`: ``[<systemname>-]<seconds>.<sequence>``, at
     most ``LINKEDID_MAX`` characters); the dialled number only when it is a number of one of this
-    plan's councils, so the call is answered in that council's name. Anything else is refused with a reason and the call is routed as any
-    other (by the number it arrived on)."""
+    plan's councils, so the call is answered in that council's name. Anything else is refused
+    with a reason and the call is routed as any other (by the number it arrived on)."""
     refused: list[tuple[str, str]] = []
     from_centre: str | None = None
     if centre:
