@@ -52,6 +52,7 @@ from urllib.parse import urlencode
 from emulator import sounds
 from emulator.hagi import CONNECT_TIMEOUT, RESOLVER_GIVES_UP, Attempt, Resolver, connect, parse_url
 from emulator.line import DIGIT_GAP, CallClock, CallerLine
+from routing.core.linkedid import make_uniqueid
 
 ASTERISK_VERSION = "22.10.1"
 HANGUP_DELAY = 0.042  # 200 result=-1 -> HANGUP, agi_caller_hangup_default.txt
@@ -164,7 +165,7 @@ class CallerScript:
     (``cy/welcome``) that do not exist. ``agisighup`` and
     ``agiexitonhangup`` mirror the AGISIGHUP / AGIEXITONHANGUP channel variables;
     ``absolute_timeout`` is ``Set(TIMEOUT(absolute)=N)`` just before ``AGI()``. ``channel`` and
-    ``uniqueid`` default to fresh values (``PJSIP/sipp-00000023``, ``<epoch>.<n>``). A step
+    ``uniqueid`` default to fresh values (``PJSIP/sipp-00000023``, ``[<system_name>-]<epoch>.<n>``). A step
     that types digits is taken only once the digits typed before have all arrived."""
 
     dial: str = "1000"
@@ -186,6 +187,10 @@ class CallerScript:
     variables: Mapping[str, str] = field(default_factory=dict)
     channel: str | None = None
     uniqueid: str | None = None
+    linkedid: str | None = None
+    """``CHANNEL(linkedid)``: the call's first channel's Uniqueid (None: this channel's own)."""
+    system_name: str = ""
+    """asterisk.conf ``systemname`` (``${SYSTEMNAME}``; "" when unset)."""
 
     def recording(self, name: str, language: str) -> tuple[str, int] | None:
         """``(path, length in samples)`` of what Asterisk plays for prompt ``name`` on a channel
@@ -898,6 +903,9 @@ class AsteriskSession:
             "EXTEN": script.dial,
             "CONTEXT": script.context,
             "UNIQUEID": self.call.uniqueid,
+            "CHANNEL(uniqueid)": self.call.uniqueid,
+            "CHANNEL(linkedid)": script.linkedid or self.call.uniqueid,
+            "SYSTEMNAME": script.system_name,  # unset: "200 result=1 ()" (agi_ami_systemname.txt)
         }
 
     async def _exec(self, argv: list[str]) -> Reply:
@@ -1151,7 +1159,7 @@ async def play_url(
         hangup_delay=hangup_delay,
         line=line,
     )
-    session.call.uniqueid = script.uniqueid or f"{int(time.time())}.{number}"
+    session.call.uniqueid = script.uniqueid or make_uniqueid(int(time.time()), number, script.system_name)
     parsed = parse_url(url)
     net_script = parsed.script if parsed is not None else ""
     pairs = env_lines(script, net_script, url, session.call.channel, session.call.uniqueid)

@@ -52,6 +52,7 @@ from emulator.ami_wire import (
     list_complete,
     parse_message,
     with_action_id,
+    with_system_name,
 )
 
 UNKNOWN_COMMAND = "Invalid/unknown command: {}. Use Action: ListCommands to show available commands."
@@ -98,7 +99,10 @@ Handler = Callable[[_Session, dict[str, str]], Awaitable[None]]
 
 
 class FakeAmi:
-    """The fake server. Use as ``async with FakeAmi(...) as fake`` (binds on enter)."""
+    """The fake server. Use as ``async with FakeAmi(...) as fake`` (binds on enter).
+    ``system_name``: asterisk.conf's ``systemname``; every channel the model makes (callers,
+    agents, Originate legs without ``ChannelId``) then has ``<system_name>-<seconds>.<seq>`` as
+    its Uniqueid and Linkedid ("": unset, ``<seconds>.<seq>``)."""
 
     def __init__(
         self,
@@ -110,13 +114,14 @@ class FakeAmi:
         auth_failure_delay_s: float = 1.0,
         withdraw_delay_s: float = 0.2,
         clock: Callable[[], float] = time.time,
+        system_name: str = "",
     ) -> None:
         self.username, self._secret = username, secret
         self.host, self._port = host, port
         self.auth_failure_delay_s = auth_failure_delay_s
         self.withdraw_delay_s = withdraw_delay_s
         self.clock = clock
-        self.model = QueueModel()
+        self.model = QueueModel(system_name=system_name)  # asterisk.conf systemname (Uniqueids)
         self.connections = 0
         self.logins = 0
         self.actions: list[str] = []
@@ -255,7 +260,10 @@ class FakeAmi:
                 await session.writer.drain()
 
     def emit(self, messages: Sequence[Message], send: bool = True) -> Emission:
-        """Send raw messages as events (exact header order as given)."""
+        """Send raw messages as events (exact header order as given; with a system name, its
+        ``SystemName`` header added third, as Asterisk does)."""
+        if self.model.system_name:
+            messages = [with_system_name(m, self.model.system_name) for m in messages]
         data = b"".join(format_message(m) for m in messages)
         if send:
             self.broadcast(data)

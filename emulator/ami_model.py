@@ -25,6 +25,7 @@ from emulator.ami_wire import (
     queue_params,
     with_action_id,
 )
+from routing.core.linkedid import make_uniqueid
 
 NOT_INUSE, INUSE, RINGING = 1, 2, 6
 
@@ -55,7 +56,8 @@ class Queue:
 class QueueModel:
     """Queues and calls; the source of truth the fake AMI server reports."""
 
-    def __init__(self, epoch: int = 1795533300) -> None:
+    def __init__(self, epoch: int = 1795533300, system_name: str = "") -> None:
+        self.system_name = system_name  # asterisk.conf systemname: "" (unset) or the ids' prefix
         self.queues: dict[str, Queue] = {}
         self.connected: dict[str, Caller] = {}
         self._epoch = epoch
@@ -64,9 +66,9 @@ class QueueModel:
     # --- identities ------------------------------------------------------------------
 
     def next_uniqueid(self) -> str:
-        """A fresh Asterisk-like Uniqueid (``<epoch>.<sequence>``)."""
+        """A fresh Asterisk-like Uniqueid (``[<systemname>-]<epoch>.<sequence>``)."""
         self._seq += 1
-        return f"{self._epoch + self._seq // 10}.{self._seq}"
+        return make_uniqueid(self._epoch + self._seq // 10, self._seq, self.system_name)
 
     def new_channel(self, tech: str, name: str, num: str) -> Channel:
         """A fresh channel with Asterisk-like name and Uniqueid."""

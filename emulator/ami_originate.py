@@ -143,7 +143,9 @@ def make_legs(request: OriginateRequest, uniqueid: Callable[[], str]) -> Legs:
     exten, context = request.local or ("s", "default")
     name = f"{request.channel.split('/', 1)[0]}/{exten}@{context}-{next(_legs):08x}"
     one_id = request.channel_id or uniqueid()
-    two_id = request.other_channel_id or uniqueid()
+    # ChannelId without OtherChannelId: the ;2 leg is "<ChannelId>;2", never prefixed with the
+    # system name (agi_ami_systemname.txt, originates 3b and 3d, with and without systemname)
+    two_id = request.other_channel_id or (f"{request.channel_id};2" if request.channel_id else uniqueid())
     common = {"caller_id_num": UNKNOWN, "caller_id_name": UNKNOWN, "context": context, "exten": exten}
     one = Channel(f"{name};1", one_id, priority="1", state="0", state_desc="Down", linkedid=one_id, **common)
     two = Channel(f"{name};2", two_id, priority="1", state="4", state_desc="Ring", linkedid=one_id, **common)

@@ -119,6 +119,15 @@ def channel_block(ch: Channel, prefix: str = "") -> Message:
     ]
 
 
+def with_system_name(message: Message, name: str) -> Message:
+    """An event as an Asterisk with ``systemname`` set sends it: ``SystemName`` third, after
+    ``Event`` and ``Privilege`` (agi_ami_systemname.txt: every manager event, OriginateResponse's
+    before its ``ActionID``; not ``FullyBooted``, which the fake sends apart; no response)."""
+    if len(message) < 2 or message[0][0] != "Event" or message[1][0] != "Privilege":
+        return message
+    return [*message[:2], ("SystemName", name), *message[2:]]
+
+
 def channel_event(name: str, privilege: str, ch: Channel, *extra: tuple[str, str]) -> Message:
     """An event made of a channel block and extra headers (QueueCallerJoin, Hangup...)."""
     return [("Event", name), ("Privilege", privilege), *channel_block(ch), *extra]

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 
 from emulator.agi import AsteriskSession, CallerScript, EmulatedCall, encode_env, env_lines
 from emulator.line import CallerLine
+from routing.core.linkedid import make_uniqueid
 
 Process = asyncio.subprocess.Process
 
@@ -78,7 +79,7 @@ async def run_classic(
         script, process.stdout, process.stdin, channel=channel, line=line,
         signal_hangup=lambda: _sighup(process),
     )  # fmt: skip
-    session.call.uniqueid = script.uniqueid or f"{int(time.time())}.1"
+    session.call.uniqueid = script.uniqueid or make_uniqueid(int(time.time()), 1, script.system_name)
     env = encode_env(classic_env(script, argv[-1], channel, session.call.uniqueid), args)
     code: int | None = None
     try:

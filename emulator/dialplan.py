@@ -154,6 +154,12 @@ class Asterisk:
     0.2 s at ``time_scale=0.1``; a test under load can give the real 2 s, which Asterisk waits in
     its own thread, where the emulator's one event loop may lag)."""
 
+    system_name: str = ""
+    """asterisk.conf ``systemname``: every channel's Uniqueid, so every call's Linkedid, is then
+    ``<system_name>-<seconds>.<sequence>`` ("": unset, ``<seconds>.<sequence>``). The AMI side of
+    the same Asterisk (:class:`~emulator.ami.FakeAmi`, e.g. a ``centre``'s) takes it too: give
+    both the same name."""
+
     def dialplan(self) -> Dialplan:
         return _load(tuple(self.dialplans))
 
@@ -209,6 +215,7 @@ class _Call:
     fallback: Sequence[str] | None = None
     resolver: Resolver | None = None
     connect_timeout: float | None = None
+    system_name: str = ""  # the Asterisk's (asterisk.conf systemname)
     processes: list[Process] = field(default_factory=list)  # left running by AGI()
 
     def _script(self, channel: Channel) -> CallerScript:
@@ -220,6 +227,8 @@ class _Call:
             answered=channel.state == "Up",
             channel=channel.name,
             uniqueid=channel.uniqueid,
+            linkedid=channel.call_id,
+            system_name=self.system_name,
             context=channel.context,
             priority=channel.priority,
             language=channel.language,
@@ -356,7 +365,16 @@ async def place_call(
     asterisk = asterisk or Asterisk()
     record = CallRecord(dialled=script.dial, line=CallerLine(CallClock(time_scale)))
     name = script.channel or f"PJSIP/sipp-{number:08x}"
-    call = _Call(script, record, name, deadline, fallback, asterisk.resolver, asterisk.connect_timeout)
+    call = _Call(
+        script,
+        record,
+        name,
+        deadline,
+        fallback,
+        asterisk.resolver,
+        asterisk.connect_timeout,
+        asterisk.system_name,
+    )
     pbx = Pbx(
         asterisk.dialplan(),
         {**asterisk.globals, "CR_AGI": asterisk.agi_url or f"agi://{host}:{port}"},
@@ -370,6 +388,7 @@ async def place_call(
         events=asterisk.centre,
         queue_call=asterisk.centre.queue if asterisk.centre is not None else None,
         queue_contexts=asterisk.queue_contexts,
+        system_name=asterisk.system_name,
     )
     channel = pbx.new_channel(
         name,

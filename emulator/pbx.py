@@ -69,6 +69,7 @@ from typing import Protocol
 
 from emulator.extensions import Dialplan, parse_options, split_args, split_first
 from emulator.line import CallerLine
+from routing.core.linkedid import make_uniqueid
 
 MAX_STEPS = 5000  # priorities one call may run: a dialplan loop ends as an error, not a hang
 AST_CAUSE_NO_ROUTE_DESTINATION = 3
@@ -576,8 +577,9 @@ async def no_agi(pbx: Pbx, channel: Channel, url: str, args: list[str]) -> None:
 
 App = Callable[[Channel, str], Awaitable[None]]
 _numbers = itertools.count(0x20)
-# Asterisk's Uniqueid is <start time>.<sequence>: two runs of the emulator (two processes placing
-# calls to one controller) must not reuse each other's, as the contact records key calls by it.
+# Asterisk's Uniqueid is [<systemname>-]<start time>.<sequence>: two runs of the emulator (two
+# processes placing calls to one controller) must not reuse each other's, as the contact records
+# key calls by it.
 _EPOCH = int(time.time())
 
 
@@ -594,7 +596,10 @@ class Event:
 
 class Pbx:
     """Runs channels through ``dialplan`` with ``globals_`` (``[globals]``), PJSIP endpoints,
-    a far end for outward calls, queue outcomes and an AGI runner."""
+    a far end for outward calls, queue outcomes and an AGI runner. ``system_name``: as
+    asterisk.conf's ``systemname``, every channel's Uniqueid (so every call's Linkedid) is then
+    ``<system_name>-<seconds>.<sequence>`` (``main/channel_internal_api.c``); "" (unset): as
+    Asterisk's default, ``<seconds>.<sequence>``."""
 
     def __init__(
         self,
@@ -613,8 +618,10 @@ class Pbx:
         queue_contexts: Mapping[str, str] | None = None,
         talk_s: TalkTime = two_seconds,
         ring_s: RingTime = no_ringing,
+        system_name: str = "",
     ) -> None:
         self.dialplan = dialplan
+        self.system_name = system_name  # asterisk.conf systemname: "" (unset) or the ids' prefix
         self.talk_s, self.ring_s = talk_s, ring_s
         self.globals = dict(globals_)
         self.pjsip = pjsip or Pjsip({})
@@ -676,7 +683,7 @@ class Pbx:
         number = next(_numbers)
         channel = Channel(
             name=name,
-            uniqueid=uniqueid or f"{_EPOCH}.{number}",
+            uniqueid=uniqueid or make_uniqueid(_EPOCH, number, self.system_name),
             caller_num=caller_num,
             caller_name=caller_name,
             linkedid=linkedid,
@@ -714,6 +721,7 @@ class Pbx:
             "PRIORITY": str(channel.priority),
             "CHANNEL": channel.name,
             "UNIQUEID": channel.uniqueid,
+            "SYSTEMNAME": self.system_name,
         }
         if name in builtins:
             return builtins[name]

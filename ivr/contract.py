@@ -14,7 +14,7 @@ from ivr import channel_vars as cv
 from routing.core import numbers
 from routing.core.decide import CompiledPlan, Decision, PreludePrompt
 from routing.core.language import ChoiceSpec
-from routing.core.linkedid import LINKEDID
+from routing.core.linkedid import LINKEDID, LINKEDID_MAX
 from routing.core.plan import (
     AnnouncementDest,
     Destination,
@@ -115,8 +115,8 @@ class HopIn:
     dialled: str | None = None  # the council number the caller dialled there, one of this plan's
 
 
-def _refusal(value: str, pattern: re.Pattern[str]) -> str | None:
-    if len(value) > HOP_VALUE_MAX:
+def _refusal(value: str, pattern: re.Pattern[str], longest: int = HOP_VALUE_MAX) -> str | None:
+    if len(value) > longest:
         return "too_long"
     return None if pattern.fullmatch(value) else "malformed"
 
@@ -127,10 +127,10 @@ def read_hop(plan: CompiledPlan, centre: str, call: str, dialled: str = "") -> H
     never trusted.
 
     A hop needs a known partner centre (not this one); its Linkedid is kept only when it has
-    Asterisk's shape (:mod:`routing.core.linkedid`: digits.digits, 19 and 10 at most); the dialled
-    number only when it is a number of one of this plan's councils, so the call is answered in
-    that council's name. Anything else is refused with a reason and the call is routed as any
-    other (by the number it arrived on)."""
+    Asterisk's shape (:mod:`routing.core.linkedid`: ``[<systemname>-]<seconds>.<sequence>``, at
+    most ``LINKEDID_MAX`` characters); the dialled number only when it is a number of one of this
+    plan's councils, so the call is answered in that council's name. Anything else is refused
+    with a reason and the call is routed as any other (by the number it arrived on)."""
     refused: list[tuple[str, str]] = []
     from_centre: str | None = None
     if centre:
@@ -145,7 +145,7 @@ def read_hop(plan: CompiledPlan, centre: str, call: str, dialled: str = "") -> H
         refused.append((cv.HEADER_CENTRE, "missing"))
     from_call: str | None = None
     if call:
-        reason = _refusal(call, LINKEDID)
+        reason = _refusal(call, LINKEDID, LINKEDID_MAX)
         if reason is None:
             from_call = call
         else:

@@ -36,6 +36,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from records.model import ContactRecord
+from routing.core.linkedid import LINKEDID_PATTERN
 
 NO_TENANT = "_no-tenant"
 """The folder of records with no tenant (a number no council owns)."""
@@ -46,7 +47,9 @@ _DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.jsonl(\.gz)?$")
 # the line's start. A restarted worker's first append to a day reads the whole day's keys: with a
 # full parse of each line that ran at 10,700 records/s in benchmarks/archive_bench.py, with this
 # at 74,000 (docs/performance.md). Any other line is parsed in full.
-_KEY_PREFIX = re.compile(rb'^\{"schema_version":[0-9]+,"id":"([0-9]+\.[0-9]+)","version":([0-9]+),')
+_KEY_PREFIX = re.compile(
+    rb'^\{"schema_version":[0-9]+,"id":"(' + LINKEDID_PATTERN.encode("ascii") + rb')","version":([0-9]+),'
+)
 
 
 class ArchiveError(Exception):

@@ -101,6 +101,7 @@ from records.model import (
     TransferResult,
 )
 from routing.core import numbers
+from routing.core.linkedid import FIX, LINKEDID
 from routing.masking import mask_number
 
 MIN_KEY_BYTES = 16
@@ -115,7 +116,6 @@ _DISPOSITIONS: dict[str, DispositionKind] = {
     "avoidable": "avoidable",
     "complaint": "complaint",
 }
-_CALL_ID = re.compile(r"^[0-9]+\.[0-9]+$")
 _LANGUAGE = re.compile(LANGUAGE_CODE)
 _TEXT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -473,7 +473,7 @@ class RecordBuilder:
         if handler is None:
             return None  # includes DTMFBegin/DTMFEnd: key presses are never read from AMI
         linkedid = _linkedid(event)
-        if not _CALL_ID.match(linkedid):
+        if not LINKEDID.fullmatch(linkedid):
             return None
         at = _event_time(event, now)
         call = self._live(linkedid)
@@ -859,11 +859,24 @@ class RecordBuilder:
         return call
 
 
+class NotALinkedid(ValueError):
+    """A fact whose call id is not a Linkedid callrouter takes: its Asterisk's ``systemname``
+    holds characters an id may not (:mod:`routing.core.linkedid`). The call is routed all the
+    same; it has no record. ``call_id`` is the id as it came (from Asterisk: show it escaped)."""
+
+    def __init__(self, fact: IvrFact) -> None:
+        super().__init__(f"{type(fact).__name__}: call_id is not a Linkedid ({FIX})")
+        self.call_id = fact.call_id
+
+
 def _check(fact: IvrFact) -> None:
     """Refuse a fact that would make a record the schema refuses, before it touches any call."""
-    if not math.isfinite(fact.at) or not _CALL_ID.match(fact.call_id):
-        raise ValueError(f"{type(fact).__name__}: call_id must be a Linkedid and at a finite time")
-    if isinstance(fact, CallArrived) and fact.from_call is not None and not _CALL_ID.match(fact.from_call):
+    if not math.isfinite(fact.at):
+        raise ValueError(f"{type(fact).__name__}: at must be a finite time")
+    if not LINKEDID.fullmatch(fact.call_id):
+        raise NotALinkedid(fact)
+    from_call = fact.from_call if isinstance(fact, CallArrived) else None
+    if from_call is not None and not LINKEDID.fullmatch(from_call):
         raise ValueError("CallArrived: from_call must be a Linkedid (the sending centre's)")
     if isinstance(fact, RouteDecided) and fact.kind not in get_args(DecisionKind):
         raise ValueError(f"RouteDecided: unknown kind {fact.kind!r}")

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from routing.core.linkedid import LINKEDID_MAX, LINKEDID_PATTERN
+
 SCHEMA_VERSION: Literal[2] = 2
 """2: ``language`` (``how``: chosen, timeout, invalid, single, not_offered or hop) and ``callback``
 added (optional: a record of version 1 is read as one of version 2 without them, e.g. from the
@@ -30,6 +32,8 @@ LIST_MAX = 200
 """Most items kept in a list (menus, keys, reasons, transfers...): a looping caller cannot grow a record."""
 
 Text = Annotated[str, Field(max_length=TEXT_MAX)]
+Linkedid = Annotated[str, Field(max_length=LINKEDID_MAX, pattern=f"^{LINKEDID_PATTERN}$")]
+"""A call's Linkedid: ``[<systemname>-]<seconds>.<sequence>`` (:mod:`routing.core.linkedid`)."""
 DtmfKey = Annotated[str, Field(pattern=r"^[0-9*#]$")]
 Seconds = Annotated[float, Field(ge=0)]
 Count = Annotated[int, Field(ge=0)]
@@ -149,7 +153,7 @@ class HopFrom(Model):
     """This centre answered a call another centre sent here (that centre's record is the contact)."""
 
     centre: Text
-    id: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+$")] | None = Field(
+    id: Linkedid | None = Field(
         description="The call's Linkedid at the sending centre, when it passed it on."
     )
 
@@ -226,7 +230,10 @@ class ContactRecord(Model):
         return SCHEMA_VERSION if value == 1 else value
 
     schema_version: Literal[2]
-    id: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+$")] = Field(description="The call's Linkedid.")
+    id: Linkedid = Field(
+        description="The call's Linkedid: <seconds>.<sequence>, or <systemname>-<seconds>.<sequence> "
+        "from an Asterisk with systemname set in asterisk.conf."
+    )
     version: Annotated[int, Field(ge=1)]
     updated_at: AwareDatetime
     complete: bool = Field(

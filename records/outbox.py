@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -31,9 +32,11 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from records.builder import RecordBuilder
+from records.builder import NotALinkedid, RecordBuilder
 from records.facts import IvrFact
 from records.model import ContactRecord
+from routing.core.linkedid import FIX, SYSTEM_NAME_MAX
+from routing.masking import mask_number
 
 if TYPE_CHECKING:
     from records.appender import Ownership
@@ -56,7 +59,12 @@ its end is seen later, that makes the next version."""
 TIDY_S = 1.0
 """How often the pump lets the journal rotate and delete the segments it no longer needs."""
 
+FOREIGN_ID_WARN_S = 60.0
+"""At most one ``records.id_not_linkedid`` warning this often: an Asterisk whose ``systemname``
+makes ids callrouter cannot file would otherwise log one line per fact of every call."""
+
 CHUNK = 500
+_NUMBER_LIKE = re.compile(r"[0-9]{7,}")
 """Records handed to a sink that takes batches (``append_many``) in one go: one round trip."""
 
 
@@ -105,6 +113,16 @@ class JsonlSink:
         self.count += len(records)
 
 
+def foreign_name(call_id: str) -> str:
+    """What a log may show of an id that is not a Linkedid: the part before its last ``-`` (its
+    Asterisk's ``systemname``; the digits after it say nothing), cut to 64 characters, escaped
+    (a quoted Python literal: no control character, no line break) and any run of 7 or more
+    digits masked as caller numbers are (:func:`routing.masking.mask_number`)."""
+    name, dash, _ = call_id.rpartition("-")
+    cut = (name if dash else call_id)[:SYSTEM_NAME_MAX]
+    return ascii(_NUMBER_LIKE.sub(lambda run: mask_number(run[0]), cut))
+
+
 class RecordPump:
     """Facts and AMI events into one builder; due records out to a sink (see the module doc)."""
 
@@ -129,6 +147,9 @@ class RecordPump:
         self._warned_growing = False
         self.appended = 0
         self.refused_facts = 0
+        self.foreign_ids = 0  # of refused_facts: those of calls whose id is not a Linkedid
+        self._foreign_unsaid = 0
+        self._foreign_said_at = float("-inf")
         self.sink_failures = 0
         self.dropped = 0
 
@@ -142,12 +163,30 @@ class RecordPump:
                 self.owner.served(fact.call_id, fact)
             if self.journal is not None:
                 self.journal.fact(fact)
+        except NotALinkedid as exc:
+            self._foreign_id(exc.call_id)
         except ValueError as exc:
             self.refused_facts += 1
             log.warning("records.fact_refused %s", str(exc)[:200])
         except Exception as exc:  # a record is never worth failing a call for
             self.refused_facts += 1
             log.warning("records.fact_failed %s", type(exc).__name__)
+
+    def _foreign_id(self, call_id: str) -> None:
+        """A fact of a call whose id is not a Linkedid (its Asterisk's ``systemname``): counted,
+        and said once per :data:`FOREIGN_ID_WARN_S` with the fix, not once per fact or call."""
+        self.refused_facts += 1
+        self.foreign_ids += 1
+        self._foreign_unsaid += 1
+        now = self.clock()
+        if now - self._foreign_said_at < FOREIGN_ID_WARN_S:
+            return
+        log.warning(
+            "records.id_not_linkedid facts=%d system_name=%s: these calls are routed but get no "
+            "contact record; %s",
+            self._foreign_unsaid, foreign_name(call_id), FIX,
+        )  # fmt: skip
+        self._foreign_said_at, self._foreign_unsaid = now, 0
 
     def ami(self, headers: Mapping[str, str], received_at: float) -> None:
         """An AMI event as Asterisk sent it (the consumer's ``on_message`` tap)."""
@@ -239,6 +278,8 @@ class RecordPump:
                 self.builder.feed_ivr(fact)
                 if self.journal is not None:
                     self.journal.fact(fact)
+            except NotALinkedid as exc:
+                self._foreign_id(exc.call_id)
             except Exception as exc:  # as fact(): counted, never worth failing the round
                 self.refused_facts += 1
                 log.warning("records.fact_refused %s", str(exc)[:200])

@@ -48,7 +48,7 @@ from records.dispositions import STUCK_S, ArchiveApplier, read_status, submit
 from records.dispositions import Request as DispositionRequest
 from records.kpi import PERIODS, Period, Range, report, settings_for
 from records.model import CALLER_MAX, TEXT_MAX, ContactRecord
-from routing.core.linkedid import LINKEDID_MAX, LINKEDID_PATTERN, is_linkedid
+from routing.core.linkedid import LINKEDID_MAX, LINKEDID_PATTERN, is_linkedid, linkedid_seconds
 from routing.core.plan import Plan, Tenant
 from routing.masking import mask_number
 from routing.supervisor import audit
@@ -247,7 +247,9 @@ def _versions(archive: Archive, tenant: str, record_id: str) -> list[ContactReco
     A record is filed under the UTC day its call arrived, and a Linkedid begins with the Unix
     time its channel was made: that day is read first, the days either side only if the record
     is not there (a call made just before midnight whose arrival was logged just after)."""
-    epoch = int(record_id.split(".", 1)[0])
+    epoch = linkedid_seconds(record_id)
+    if epoch is None:
+        return []
     try:
         middle = datetime.fromtimestamp(epoch, UTC).date()
     except (OverflowError, OSError, ValueError):
@@ -279,7 +281,7 @@ async def _reading(read: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 async def _latest(asked: Asked, record_id: str) -> list[ContactRecord]:
     if not is_linkedid(record_id):
-        raise Problem(404, "a record id is the call's Linkedid (digits.digits)")
+        raise Problem(404, "a record id is the call's Linkedid ([systemname-]digits.digits)")
     versions = await _reading(_versions, asked.source.archive, asked.tenant_id, record_id)
     if not versions:
         raise Problem(404, f"no record {record_id} of tenant {asked.tenant_id}")
@@ -589,7 +591,7 @@ async def post_disposition(request: web.Request) -> web.Response:
     asked = await _asked(request, "supervisor")
     record_id = request.match_info["record_id"]
     if not is_linkedid(record_id):
-        raise Problem(404, "a record id is the call's Linkedid (digits.digits)")
+        raise Problem(404, "a record id is the call's Linkedid ([systemname-]digits.digits)")
     key = request.headers.get("Idempotency-Key")
     if key is not None and not IDEMPOTENCY_KEY.match(key):
         raise Problem(400, "Idempotency-Key must be 1 to 128 printable characters without spaces")
@@ -601,7 +603,7 @@ async def post_disposition(request: web.Request) -> web.Response:
     except DispositionError as exc:
         raise Problem(422, str(exc)) from None
     at = now(request)
-    if at.timestamp() - int(record_id.split(".", 1)[0]) > RECENT_S and not await _traced(
+    if at.timestamp() - (linkedid_seconds(record_id) or 0) > RECENT_S and not await _traced(
         request, asked, record_id
     ):
         raise Problem(404, f"no record {record_id} of tenant {asked.tenant_id}")
@@ -749,7 +751,8 @@ _RECORD = {
     "name": "record_id",
     "in": "path",
     "required": True,
-    "description": "the call's Linkedid",
+    "description": "the call's Linkedid: <seconds>.<sequence>, or <systemname>-<seconds>.<sequence> "
+    "from an Asterisk with systemname set",
     "schema": {"type": "string", "maxLength": LINKEDID_MAX, "pattern": f"^{LINKEDID_PATTERN}$"},
     "example": "1795424400.1",
 }

@@ -20,6 +20,7 @@ PLAN = PlanHolder.load(EXAMPLE).current  # this centre: charnwood; partner: harb
 LINKEDID = "1795970000.7"
 BAD_CALL = ((cv.HEADER_LINKEDID, "malformed"),)
 LONG_CALL = ((cv.HEADER_LINKEDID, "too_long"),)
+LONGEST_NAMED = "h" * 64 + "-" + "1" * 19 + "." + "2" * 10  # LINKEDID_MAX characters
 
 
 @pytest.mark.parametrize(
@@ -32,7 +33,15 @@ LONG_CALL = ((cv.HEADER_LINKEDID, "too_long"),)
         ("harborough", "1" * 20 + ".2", HopIn("harborough", None, BAD_CALL)),
         ("harborough", "1." + "2" * 11, HopIn("harborough", None, BAD_CALL)),
         ("harborough", LINKEDID + "%0A", HopIn("harborough", None, BAD_CALL)),
-        ("harborough", "1" * 40 + "." + "2" * 40, HopIn("harborough", None, LONG_CALL)),
+        ("harborough", "1" * 60 + "." + "2" * 40, HopIn("harborough", None, LONG_CALL)),
+        # an Asterisk with systemname set (asterisk.conf): <systemname>-<seconds>.<sequence>
+        ("harborough", "harborough-ast1-" + LINKEDID, HopIn("harborough", "harborough-ast1-" + LINKEDID)),
+        ("harborough", LONGEST_NAMED, HopIn("harborough", LONGEST_NAMED)),
+        ("harborough", "x" + LONGEST_NAMED, HopIn("harborough", None, LONG_CALL)),
+        ("harborough", "x" * 65 + "-" + LINKEDID, HopIn("harborough", None, BAD_CALL)),
+        ("harborough", "ast%201-" + LINKEDID, HopIn("harborough", None, BAD_CALL)),  # a space
+        ("harborough", "..-" + LINKEDID, HopIn("harborough", None, BAD_CALL)),
+        ("harborough", "a%2Fb-" + LINKEDID, HopIn("harborough", None, BAD_CALL)),
         ("harborough", "1795970000.7%2Cevil", HopIn("harborough", None, BAD_CALL)),
         ("harborough", "1795970000", HopIn("harborough", None, BAD_CALL)),
         ("harborough", "-1.2", HopIn("harborough", None, BAD_CALL)),

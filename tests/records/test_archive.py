@@ -128,12 +128,17 @@ def test_a_range_ending_at_midnight_does_not_read_the_next_day(tmp_path: Path) -
     assert [r.id for r in found] == ["1795424400.1"]
 
 
-def test_an_archived_line_of_this_schema_is_keyed_from_its_start_without_a_full_parse() -> None:
+@pytest.mark.parametrize(
+    "record_id",
+    ["1795533337.7", "ast1.charnwood.example-1795533337.7", "n" * 64 + "-" + "9" * 19 + "." + "9" * 10],
+)
+def test_an_archived_line_of_this_schema_is_keyed_from_its_start_without_a_full_parse(record_id: str) -> None:
     # the fast path of a restarted worker's catch-up (records/archive.py _KEY_PREFIX): it must
-    # match the lines this version writes, whatever the schema version is
+    # match the lines this version writes, whatever the schema version is, and any Linkedid
+    # (with an Asterisk's systemname or without)
     from records.archive import _KEY_PREFIX
 
-    r = record("1795533337.7", DAY, version=3)
+    r = record(record_id, DAY, version=3)
     match = _KEY_PREFIX.match(r.model_dump_json().encode("utf-8"))
     assert match is not None
     assert (match[1].decode("ascii"), int(match[2])) == (r.id, r.version)

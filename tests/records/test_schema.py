@@ -17,6 +17,7 @@ from records.model import (
     json_schema,
     json_schema_text,
 )
+from routing.core.linkedid import is_linkedid
 from tests.records import factory
 from tests.records.support import SCHEMA_FILE
 
@@ -75,3 +76,58 @@ def test_the_language_may_have_come_with_the_call_from_a_partner() -> None:
     )
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(current | {"language": {"code": "cy", "how": "carried", "key": None}})
+
+
+@pytest.mark.parametrize(
+    "record_id",
+    [
+        "1795970000.7",
+        "ast1.charnwood.example-1795970000.7",  # systemname set (asterisk.conf): "%s-%li.%d"
+        "harborough-pbx_2-1795970000.7",
+        "n" * 64 + "-" + "9" * 19 + "." + "9" * 10,
+    ],
+)
+def test_a_record_id_is_a_linkedid_with_or_without_a_system_name(record_id: str) -> None:
+    """Schema 2 takes a Linkedid from an Asterisk with ``systemname`` set (docs/contact-records.md):
+    the model (pydantic's regex engine) and the published schema (a JSON Schema validator) agree
+    with ``routing.core.linkedid`` on what an id is, ``id`` and ``hop_from.id`` alike."""
+    arrived = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    current = json.loads(factory.record("1795970000.7", arrived).model_dump_json())
+    named = current | {"id": record_id, "hop_from": {"centre": "harborough", "id": record_id}}
+    jsonschema.Draft202012Validator(json_schema()).validate(named)
+    assert ContactRecord.model_validate_json(json.dumps(named)).id == record_id
+    assert is_linkedid(record_id)
+
+
+@pytest.mark.parametrize(
+    "record_id",
+    [
+        "-1795970000.7",
+        "..-1795970000.7",
+        "ast 1-1795970000.7",
+        "ast/1-1795970000.7",
+        "n" * 65 + "-1795970000.7",
+        "1" * 20 + ".7",
+    ],
+)
+def test_anything_else_is_refused_by_the_model_and_the_schema(record_id: str) -> None:
+    arrived = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    current = json.loads(factory.record("1795970000.7", arrived).model_dump_json())
+    validator = jsonschema.Draft202012Validator(json_schema())
+    for bad in (
+        current | {"id": record_id},
+        current | {"hop_from": {"centre": "harborough", "id": record_id}},
+    ):
+        assert not validator.is_valid(bad)
+        with pytest.raises(ValidationError):
+            ContactRecord.model_validate_json(json.dumps(bad))
+    assert not is_linkedid(record_id)
+
+
+def test_the_model_refuses_a_trailing_line_break() -> None:
+    """(Not asked of the schema here: JSON Schema patterns are ECMA-262, where ``$`` is the end of
+    the text, but the jsonschema package reads them with Python's ``re``, where it is not.)"""
+    arrived = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    current = json.loads(factory.record("1795970000.7", arrived).model_dump_json())
+    with pytest.raises(ValidationError):
+        ContactRecord.model_validate_json(json.dumps(current | {"id": "ast1-1795970000.7\n"}))

@@ -147,6 +147,27 @@ async def test_the_partner_centre_records_where_the_call_came_from(centres: tupl
     checked(record_a)
 
 
+async def test_ids_of_asterisks_with_a_system_name_cross_too(centres: tuple[Centre, Centre]) -> None:
+    """Both Asterisks set ``systemname`` (asterisk.conf): A's Linkedid ``<A's name>-...`` goes
+    out in the header, B takes it into ``hop_from``, and B's own record has B's named id. The two
+    ids' ``<seconds>.<sequence>`` are the same: the names keep the records apart."""
+    a, b = centres
+    at_a = await a.call(CallerScript(dial=CHARNWOOD, caller="01632960123", steps=[PressAfterPrompt("1")],
+                                     uniqueid="ast-charnwood.example-1795970000.7"))  # fmt: skip
+    [attempt] = at_a.dials
+    assert attempt.invite is not None
+    assert dict(attempt.invite.headers)[cv.HEADER_LINKEDID] == "ast-charnwood.example-1795970000.7"
+    at_b = await b.call(
+        CallerScript(dial=attempt.invite.user, caller="01632960123", uniqueid="ast_harborough-1795970000.7"),
+        list(attempt.invite.headers),
+    )
+    assert at_b.summary().startswith("route (open)")
+    record_b = b.records()["ast_harborough-1795970000.7"]
+    sent_id = "ast-charnwood.example-1795970000.7"
+    assert checked(record_b)["hop_from"] == {"centre": "charnwood", "id": sent_id}
+    assert [hop.centre for hop in a.records()[sent_id].hops] == ["harborough"]
+
+
 async def test_a_call_without_the_headers_has_no_hop(centres: tuple[Centre, Centre]) -> None:
     _, b = centres
     at_b = await b.call(CallerScript(dial=PARTNER, caller="01632960123", uniqueid="1795980000.4"))
@@ -167,6 +188,13 @@ HOSTILE_LINKEDID = '1795970000.7,"evil|x\\n' + "4929123456781234" * 8  # a card-
          HopFrom(centre="charnwood", id=None), [(cv.HEADER_LINKEDID, "too_long")]),
         ([(cv.HEADER_CENTRE, "charnwood"), (cv.HEADER_LINKEDID, "1795970000.7;drop")],
          HopFrom(centre="charnwood", id=None), [(cv.HEADER_LINKEDID, "malformed")]),
+        # a system name is letters, digits, '.', '-' and '_' (routing.core.linkedid)
+        ([(cv.HEADER_CENTRE, "charnwood"), (cv.HEADER_LINKEDID, "ast 1-1795970000.7")],
+         HopFrom(centre="charnwood", id=None), [(cv.HEADER_LINKEDID, "malformed")]),
+        ([(cv.HEADER_CENTRE, "charnwood"), (cv.HEADER_LINKEDID, "../x-1795970000.7")],
+         HopFrom(centre="charnwood", id=None), [(cv.HEADER_LINKEDID, "malformed")]),
+        ([(cv.HEADER_CENTRE, "charnwood"), (cv.HEADER_LINKEDID, "a" * 90 + "-1795970000.7")],
+         HopFrom(centre="charnwood", id=None), [(cv.HEADER_LINKEDID, "too_long")]),
         # no hop without a known partner centre
         ([(cv.HEADER_CENTRE, 'charnwood",x'), (cv.HEADER_LINKEDID, "1795970000.7")],
          None, [(cv.HEADER_CENTRE, "malformed")]),
@@ -176,7 +204,8 @@ HOSTILE_LINKEDID = '1795970000.7,"evil|x\\n' + "4929123456781234" * 8  # a card-
          None, [(cv.HEADER_CENTRE, "own_centre")]),
         ([(cv.HEADER_LINKEDID, "1795970000.7")], None, [(cv.HEADER_CENTRE, "missing")]),
     ],
-    ids=["long-linkedid", "bad-linkedid", "bad-centre", "unknown-centre", "own-centre", "no-centre"],
+    ids=["long-linkedid", "bad-linkedid", "named-space", "named-path", "named-long", "bad-centre",
+         "unknown-centre", "own-centre", "no-centre"],
 )  # fmt: skip
 async def test_a_malformed_header_is_refused_and_logged_masked(
     centres: tuple[Centre, Centre],

@@ -34,6 +34,7 @@ from emulator.ami import FakeAmi
 from emulator.centre import CallCentre, QueuePlay
 from emulator.dialplan import Asterisk, CallRecord, place_call
 from emulator.pbx import Channel, Invite
+from routing.core.linkedid import make_uniqueid
 from routing.core.live import QueueSnapshot
 from routing.live.store import read_centre_snapshot
 from tests.ami.helpers import wait_until
@@ -66,6 +67,8 @@ class StackSpec:
     plan: Path
     publish_queue: str
     staff: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    system_name: str = ""
+    """Its Asterisk's ``systemname`` (asterisk.conf): ids ``<system_name>-<seconds>.<seq>``."""
 
 
 @dataclass
@@ -92,7 +95,7 @@ class Stack:
 
     def asterisk(self) -> Asterisk:
         """This centre's emulated Asterisk: the shipped dialplan, Queue() played on its fake AMI."""
-        return Asterisk(centre=CallCentre(self.fake, self._play))
+        return Asterisk(centre=CallCentre(self.fake, self._play), system_name=self.spec.system_name)
 
     def _play(self, queue: str, caller: Channel) -> QueuePlay:
         """``plays[queue]``, or the queue's first adviser answers (a new one if it has none)."""
@@ -101,12 +104,13 @@ class Stack:
 
     async def call(self, script: CallerScript, headers: Sequence[tuple[str, str]] = ()) -> CallRecord:
         """One whole call on this centre's Asterisk (``headers``: those of its INVITE); its
-        uniqueid (the record's id) is ``<epoch>.<n>`` unless the script has one."""
+        uniqueid (the record's id) is ``[<system name>-]<epoch>.<n>`` unless the script has one."""
         self.calls += 1
+        uniqueid = script.uniqueid or make_uniqueid(self.epoch, self.calls, self.spec.system_name)
         return await place_call(
             "127.0.0.1",
             self.agi_port,
-            replace(script, uniqueid=script.uniqueid or f"{self.epoch}.{self.calls}"),
+            replace(script, uniqueid=uniqueid),
             asterisk=self.asterisk(),
             headers=headers,
             deadline=30,
@@ -180,7 +184,9 @@ async def running_stacks(specs: Sequence[StackSpec], folder: Path) -> AsyncItera
             server = stack.enter_context(running_redis(max_lifetime_s=LIFETIME_S))
             redis = Redis.from_url(server.url)
             stack.push_async_callback(redis.aclose)
-            fake = await stack.enter_async_context(FakeAmi("callrouter", SERVE_AMI_SECRET))
+            fake = await stack.enter_async_context(
+                FakeAmi("callrouter", SERVE_AMI_SECRET, system_name=spec.system_name)
+            )
             for queue, interfaces in spec.staff.items():
                 for n, interface in enumerate(interfaces, 1):
                     fake.add_member(queue, interface, f"{queue} adviser {n}", membership="static", send=False)
@@ -200,7 +206,8 @@ async def running_stacks(specs: Sequence[StackSpec], folder: Path) -> AsyncItera
             )
             stack.callback(_stop_popen, deliver)
             centre = Stack(spec, server, redis, fake, port, web_ports[spec.name], serve, deliver, folder)
-            centre.epoch += 10_000 * index
+            if not spec.system_name:  # else the names keep two Asterisks' ids apart, as they should
+                centre.epoch += 10_000 * index
             stacks.append(centre)
         for centre in stacks:
             await wait_until(functools.partial(serve_started, folder / f"{centre.name}-serve.log"), 30)

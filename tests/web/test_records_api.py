@@ -559,3 +559,46 @@ async def test_a_record_filed_the_day_after_its_linkedid_is_found(
         answer = await client.get(f"{HARBOROUGH}/records/{late.id}", headers=viewer)
         assert answer.status == 200
         assert (await answer.json())["record"]["arrived_at"] == "2026-11-24T00:00:01Z"
+
+
+async def test_records_from_asterisks_with_a_system_name_are_found_by_their_ids(
+    web_redis: Redis, web_store: IdentityStore, tmp_path: Path
+) -> None:
+    """Two centres' Asterisks with ``systemname`` set made calls with the same
+    ``<seconds>.<sequence>``: each record is found by its own id (``<systemname>-...`` in the URL
+    path), both are listed, a disposition on one changes that one only; a name callrouter does
+    not take is not a record id."""
+    arrived = DAY + timedelta(hours=13)
+    digits = f"{int(arrived.timestamp())}.7"
+    ours = record(f"ast1.charnwood.example-{digits}", arrived, caller=CALLER)
+    theirs = record(f"harborough-pbx_2-{digits}", arrived + timedelta(seconds=1), caller=CALLER)
+    app = records_app(web_redis, tmp_path / "archive", [*sample_records(), ours, theirs], clock=lambda: NOW)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        viewer = await token_of(web_store, "hview", {"harborough": {"viewer"}})
+        for made in (ours, theirs):
+            answer = await client.get(f"{HARBOROUGH}/records/{made.id}", headers=viewer)
+            assert answer.status == 200, await answer.text()
+            assert (await answer.json())["record"]["id"] == made.id
+        listed = await ids(client, viewer)
+        assert listed.index(ours.id) + 1 == listed.index(theirs.id)  # in arrival order
+        paged: list[str] = []  # one a page: each cursor carries the last record's id, named or not
+        cursor: str | None = ""
+        while cursor is not None:
+            query = {**RANGE, "limit": "1", **({"cursor": cursor} if cursor else {})}
+            page = await (await client.get(f"{HARBOROUGH}/records", params=query, headers=viewer)).json()
+            paged += [r["id"] for r in page["records"]]
+            cursor = page["next_cursor"]
+        assert paged == listed
+        for record_id in ("ast%201-" + digits, "..-" + digits, "x" * 65 + "-" + digits, f"ast1-{digits}"):
+            answer = await client.get(f"{HARBOROUGH}/records/{record_id}", headers=viewer)
+            assert answer.status == 404, record_id
+        supervisor = await token_of(web_store, "hsup", {"harborough": {"supervisor"}})
+        posted = await client.post(
+            f"{HARBOROUGH}/records/{theirs.id}/disposition", json={"kind": "complaint"}, headers=supervisor
+        )
+        assert posted.status == 202, await posted.text()
+        status = await settled(client, supervisor, posted.headers["Location"])
+        assert (status["status"], status["record"], status["version"]) == ("applied", theirs.id, 2)
+        [payload] = await stream_versions(web_redis, theirs.id)
+        assert (payload["id"], payload["disposition"]["kind"]) == (theirs.id, "complaint")
+        assert await stream_versions(web_redis, ours.id) == []
