@@ -263,11 +263,22 @@ class RecordPump:
         self._hold(self.builder.due(now))
         self._hold(self.builder.flush(now))
         done = await self._drain()
+        left = len(self.backlog) + len(self.parked)
         if self.journal is not None:
-            if not self.backlog and not self.parked:
+            if not left:
                 self.journal.remove_all()  # everything handed over: nothing to replay
             else:  # the stream did not take everything: the next start replays it
                 self.journal.close()
+                log.warning(
+                    "records.left_for_replay records=%d (the next start replays them from the fact journal)",
+                    left,
+                )
+        elif left:  # said loudly: without a journal nothing brings these back
+            log.error(
+                "records.lost records=%d (the records stream did not take them at shutdown and there is "
+                "no fact journal to replay them from: set records.journal)",
+                left,
+            )
         return done
 
     def _take_forwarded(self, facts: list[IvrFact]) -> None:

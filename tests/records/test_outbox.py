@@ -4,11 +4,15 @@ when the sink fails, every record held handed over on shutdown."""
 from __future__ import annotations
 
 import json
+import logging
 import stat
 from pathlib import Path
 
+import pytest
+
 from records.builder import RecordBuilder
 from records.facts import CallArrived, MenuEntered, SurveyAnswered
+from records.journal import FactJournal, read_journal
 from records.model import ContactRecord
 from records.outbox import JsonlSink, MemorySink, RecordPump
 from tests.records.support import KEY, checked
@@ -96,3 +100,48 @@ async def test_close_hands_over_open_calls_as_incomplete_and_finished_ones_at_on
     assert stat.S_IMODE(sink.path.stat().st_mode) == 0o600
     assert len(pump.builder) == 0
     assert await pump.close() == 0
+
+
+async def test_records_the_stream_did_not_take_at_shutdown_are_said_lost_without_a_journal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pump = RecordPump(RecordBuilder("charnwood", KEY, grace_s=2.0), FlakySink(failures=100), clock=Clock())
+    arrive(pump, "1795533337.6", T0)
+    arrive(pump, "1795533337.7", T0)
+    with caplog.at_level(logging.WARNING, logger="records.outbox"):
+        assert await pump.close() == 0
+    lost = [r for r in caplog.records if r.getMessage().startswith("records.lost ")]
+    assert [(r.levelno, r.getMessage().split(" (")[0]) for r in lost] == [
+        (logging.ERROR, "records.lost records=2")
+    ]
+    assert "set records.journal" in lost[0].getMessage()
+
+
+async def test_records_the_stream_did_not_take_at_shutdown_are_left_for_replay_with_a_journal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = FactJournal(tmp_path, "host:1")
+    pump = RecordPump(
+        RecordBuilder("charnwood", KEY, grace_s=2.0), FlakySink(failures=100), clock=Clock(), journal=journal
+    )
+    arrive(pump, "1795533337.8", T0)
+    with caplog.at_level(logging.WARNING, logger="records.outbox"):
+        assert await pump.close() == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if m.startswith("records.lost ")]
+    assert [m.split(" (")[0] for m in messages if m.startswith("records.left_for_replay")] == [
+        "records.left_for_replay records=1"
+    ]
+    assert read_journal(tmp_path).segments  # what the next start replays is still there
+
+
+async def test_nothing_is_said_at_shutdown_when_the_stream_took_everything(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pump = RecordPump(RecordBuilder("charnwood", KEY, grace_s=2.0), MemorySink(), clock=Clock())
+    arrive(pump, "1795533337.9", T0)
+    with caplog.at_level(logging.WARNING, logger="records.outbox"):
+        assert await pump.close() == 1
+    assert not [
+        r for r in caplog.records if r.getMessage().startswith(("records.lost", "records.left_for_replay"))
+    ]
