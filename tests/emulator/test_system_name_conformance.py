@@ -11,12 +11,11 @@ The same ids in the same places, the same shapes, and the same relations (which 
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import contextlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ from emulator.centre import CallCentre, QueuePlay
 from emulator.dialplan import Asterisk, place_call
 from routing.core.linkedid import is_linkedid
 from tests.ami.test_fake_originate import Session, probe, session
-from tests.fastagi.transcripts import FIXTURES
+from tests.fastagi.transcripts import FIXTURES, AgiConnection, agi_connections
 
 CAPTURE = FIXTURES / "agi_ami_systemname.txt"
 NAME = "east-1"
@@ -46,35 +45,6 @@ def section(title: str) -> str:
     parts = re.split(r"^# ==== ", CAPTURE.read_text(encoding="utf-8"), flags=re.MULTILINE)
     [found] = [part for part in parts if part.startswith(title)]
     return "# ==== " + found
-
-
-@dataclass
-class Connection:
-    env: dict[str, str] = field(default_factory=dict)
-    exchange: list[tuple[bytes, bytes]] = field(default_factory=list)  # (command, reply)
-
-
-def connections(text: str) -> list[Connection]:
-    """Each FastAGI connection of ``text``: its environment and each command with its reply."""
-    found: list[Connection] = []
-    command: bytes | None = None
-    for line in text.splitlines():
-        if line.startswith("# ---- FastAGI connection"):
-            found.append(Connection())
-            continue
-        match = _AGI_LINE.match(line)
-        if not match or not found:
-            continue
-        data: bytes = ast.literal_eval(match.group(2))
-        if match.group(1) == "S->A":
-            command = None if data == b"<close>" else data
-        elif command is not None:
-            found[-1].exchange.append((command, data))
-            command = None
-        elif data != b"\n":
-            key, _, value = data.decode().rstrip("\n").partition(": ")
-            found[-1].env[key] = value
-    return found
 
 
 def events(text: str) -> list[Message]:
@@ -115,7 +85,9 @@ def id_headers(messages: Iterable[Message], ids: Ids) -> list[tuple[str, str, st
 
 
 def test_what_the_capture_shows() -> None:
-    first, through_local = connections(section("section 1 + 2a")) + connections(section("section 1b + 2b"))
+    first, through_local = agi_connections(section("section 1 + 2a")) + agi_connections(
+        section("section 1b + 2b")
+    )
     assert re.fullmatch(rf"east-1-{_DIGITS}", first.env["agi_uniqueid"])
     assert dict(first.exchange)[b"GET VARIABLE SYSTEMNAME\n"] == b"200 result=1 (east-1)\n"
     local = dict(through_local.exchange)
@@ -125,11 +97,11 @@ def test_what_the_capture_shows() -> None:
     assert local[b"GET VARIABLE CHANNEL(linkedid)\n"] != local[b"GET VARIABLE UNIQUEID\n"]  # the caller's
     for message in events(section("section 1 + 2a")) + events(section("section 1b + 2b")):
         assert message[2] == ("SystemName", NAME), message[0]
-    [baseline] = connections(section("section 5"))
+    [baseline] = agi_connections(section("section 5"))
     assert re.fullmatch(_DIGITS, baseline.env["agi_uniqueid"])
     assert dict(baseline.exchange)[b"GET VARIABLE SYSTEMNAME\n"] == b"200 result=1 ()\n"
     assert all(("SystemName", NAME) not in m for m in events(section("section 5")))
-    [spaced] = connections(section("section 6"))
+    [spaced] = agi_connections(section("section 6"))
     assert re.fullmatch(rf"east 1-{_DIGITS}", spaced.env["agi_uniqueid"])  # Asterisk takes it
     assert not is_linkedid(spaced.env["agi_uniqueid"])  # callrouter does not
 
@@ -159,12 +131,12 @@ class Recorder:
     """A FastAGI server that sends a connection's captured commands in turn, keeping the
     environment and each reply, one connection after another."""
 
-    def __init__(self, captured: list[Connection]) -> None:
+    def __init__(self, captured: list[AgiConnection]) -> None:
         self.captured = captured
-        self.got: list[Connection] = []
+        self.got: list[AgiConnection] = []
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        got = Connection()
+        got = AgiConnection()
         self.got.append(got)
         head = await reader.readuntil(b"\n\n")
         for line in head.decode().splitlines():
@@ -179,7 +151,7 @@ class Recorder:
 
 @dataclass
 class Emulated:
-    connections: list[Connection]
+    connections: list[AgiConnection]
     events: list[Message]
 
 
@@ -196,7 +168,7 @@ async def emulate(tmp_path: Path, name: str) -> Emulated:
     """The capture's two calls on the emulated Asterisk with system name ``name``."""
     conf = tmp_path / "extensions.conf"
     conf.write_text(DIALPLAN)
-    captured = connections(section("section 1 + 2a")) + connections(section("section 1b + 2b"))
+    captured = agi_connections(section("section 1 + 2a")) + agi_connections(section("section 1b + 2b"))
     recorder = Recorder(captured)
     server = await asyncio.start_server(recorder, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -225,7 +197,7 @@ async def test_fastagi_gets_the_ids_and_the_name_asterisk_gives(east: Emulated) 
     """``agi_uniqueid`` and the replies to ``GET VARIABLE UNIQUEID``, ``CHANNEL(linkedid)``,
     ``CHANNEL(uniqueid)`` and ``SYSTEMNAME``: on the caller's own channel all one id; on the
     Local ``;2`` leg its own id, and the caller's as its Linkedid."""
-    captured = connections(section("section 1 + 2a")) + connections(section("section 1b + 2b"))
+    captured = agi_connections(section("section 1 + 2a")) + agi_connections(section("section 1b + 2b"))
     assert len(east.connections) == len(captured) == 2
     theirs, ours = Ids(), Ids()
     for asterisk, emulator in zip(captured, east.connections, strict=True):
@@ -298,7 +270,7 @@ async def test_without_a_system_name_nothing_is_named(tmp_path: Path) -> None:
     """The baseline run: ``<seconds>.<sequence>`` ids, no ``SystemName`` header, ``SYSTEMNAME``
     empty: the emulator's default."""
     plain = await emulate(tmp_path, "")
-    [baseline] = connections(section("section 5"))
+    [baseline] = agi_connections(section("section 5"))
     assert re.fullmatch(_DIGITS, plain.connections[0].env["agi_uniqueid"])
     assert (
         dict(plain.connections[0].exchange)[b"GET VARIABLE SYSTEMNAME\n"]
@@ -311,7 +283,7 @@ async def test_a_name_with_a_space_is_used_as_asterisk_uses_it(tmp_path: Path) -
     """``systemname = east 1``: Asterisk makes ``east 1-...`` ids and says nothing; so does the
     emulator (callrouter refuses the ids: tests/records/test_system_name_refused.py)."""
     spaced = await emulate(tmp_path, "east 1")
-    [captured] = connections(section("section 6"))
+    [captured] = agi_connections(section("section 6"))
     mine = spaced.connections[0].env["agi_uniqueid"]
     assert Ids()(mine) == Ids()(captured.env["agi_uniqueid"]) == "east 1-<id 1>"
     assert not is_linkedid(mine)

@@ -11,13 +11,11 @@ channel is told ``agi_language: cy``."""
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import re
-from dataclasses import dataclass, field
 
 from emulator.agi import SAY_FILE_SAMPLES, CallerScript, EmulatedCall, run_call
-from tests.fastagi.transcripts import FIXTURES
+from tests.fastagi.transcripts import FIXTURES, AgiConnection, agi_connections
 
 CAPTURE = FIXTURES / "agi_language_say.txt"
 _DATA = re.compile(r"^\s*\d+\.\d+ (A->S|S->A) (.*)$")
@@ -27,32 +25,8 @@ CY_ONLY = {"cy/cr-croeso": 45235, "cy/hello-world": 3404}  # lengths: the captur
 EN = {"en/vm-goodbye": 6920, "en/hello-world": 11360}
 
 
-@dataclass
-class Session:
-    env: dict[str, str] = field(default_factory=dict)
-    exchange: list[tuple[bytes, bytes]] = field(default_factory=list)  # (command, reply)
-
-
-def sessions() -> list[Session]:
-    found: list[Session] = []
-    command: bytes | None = None
-    for line in CAPTURE.read_text(encoding="utf-8").splitlines():
-        if line.startswith("# ---- FastAGI connection"):
-            found.append(Session())
-            continue
-        match = _DATA.match(line)
-        if not match or not found:
-            continue
-        data: bytes = ast.literal_eval(match.group(2))
-        if match.group(1) == "S->A":
-            command = None if data == b"<close>" else data
-        elif command is not None:
-            found[-1].exchange.append((command, data))
-            command = None
-        elif data != b"\n":
-            key, _, value = data.decode().rstrip("\n").partition(": ")
-            found[-1].env[key] = value
-    return found
+def sessions() -> list[AgiConnection]:
+    return agi_connections(CAPTURE.read_text(encoding="utf-8"))
 
 
 def log(connection: int) -> list[str]:
