@@ -263,16 +263,19 @@ class RecordPump:
         self._hold(self.builder.due(now))
         self._hold(self.builder.flush(now))
         done = await self._drain()
-        left = len(self.backlog) + len(self.parked)
+        # Parked records are other controllers' to emit (or wait for a lease take-over): not
+        # this stop's to lose. The journal still keeps them for the next start.
+        left = len(self.backlog)
         if self.journal is not None:
-            if not left:
+            if not left and not self.parked:
                 self.journal.remove_all()  # everything handed over: nothing to replay
             else:  # the stream did not take everything: the next start replays it
                 self.journal.close()
-                log.warning(
-                    "records.left_for_replay records=%d (the next start replays them from the fact journal)",
-                    left,
-                )
+                if left:
+                    log.warning(
+                        "records.left_for_replay records=%d (the next start replays them from the journal)",
+                        left,
+                    )
         elif left:  # said loudly: without a journal nothing brings these back
             log.error(
                 "records.lost records=%d (the records stream did not take them at shutdown and there is "

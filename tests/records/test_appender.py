@@ -269,3 +269,27 @@ async def test_past_the_backlog_bound_the_oldest_are_dropped_counted_and_logged(
     assert pump.dropped == 2
     assert "records.backlog_growing" in caplog.text
     assert "records.backlog_full dropped=1" in caplog.text
+
+
+async def test_a_stop_does_not_call_lost_the_records_another_controller_emits(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A controller that is not the lease holder parks a queue call's record for the holder; its
+    stop (no journal) hands nothing over and must not say records were lost: the holder emits."""
+    k, clock = keys(), Clock()
+    call = "1795533337.6"
+    async with Redis.from_url(redis_server.url) as redis:
+        a, _, _ = controller(redis, k, "ctl-a", clock)
+        b, _, _ = controller(redis, k, "ctl-b", clock, holding=True)
+        for pump in (a, b):
+            seen_on_ami(pump, call)
+        with caplog.at_level(logging.WARNING, logger="records.outbox"):
+            assert await a.close() == 0
+        assert (len(a.backlog), len(a.parked)) == (0, 1)
+        assert not [
+            r for r in caplog.records if r.getMessage().startswith(("records.lost", "records.left_for"))
+        ]
+        hang_up(b, call, T0 + 5)
+        clock.now = T0 + 6
+        assert await b.flush_due() == 1
+        assert [(r, v) for r, v, _ in await entries(redis, k)] == [(call, 1)]
