@@ -120,12 +120,15 @@ def channel_block(ch: Channel, prefix: str = "") -> Message:
 
 
 def with_system_name(message: Message, name: str) -> Message:
-    """An event as an Asterisk with ``systemname`` set sends it: ``SystemName`` third, after
-    ``Event`` and ``Privilege`` (agi_ami_systemname.txt: every manager event, OriginateResponse's
-    before its ``ActionID``; not ``FullyBooted``, which the fake sends apart; no response)."""
+    """An event as an Asterisk with ``systemname`` set sends it: ``SystemName`` after ``Event``,
+    ``Privilege`` and, with ``timestampevents``, ``Timestamp`` (agi_ami_systemname.txt: every
+    manager event, OriginateResponse's before its ``ActionID``; not ``FullyBooted``, which the
+    fake sends apart; no response; the order with ``Timestamp`` is manager.c's, which appends the
+    timestamp first)."""
     if len(message) < 2 or message[0][0] != "Event" or message[1][0] != "Privilege":
         return message
-    return [*message[:2], ("SystemName", name), *message[2:]]
+    at = 3 if len(message) > 2 and message[2][0] == "Timestamp" else 2
+    return [*message[:at], ("SystemName", name), *message[at:]]
 
 
 def channel_event(name: str, privilege: str, ch: Channel, *extra: tuple[str, str]) -> Message:

@@ -64,8 +64,8 @@ FOREIGN_ID_WARN_S = 60.0
 makes ids callrouter cannot file would otherwise log one line per fact of every call."""
 
 CHUNK = 500
-_NUMBER_LIKE = re.compile(r"[0-9]{7,}")
 """Records handed to a sink that takes batches (``append_many``) in one go: one round trip."""
+_NUMBER_LIKE = re.compile(r"[0-9]{7,}")
 
 
 class Inbox(Protocol):

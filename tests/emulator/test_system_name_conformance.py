@@ -22,7 +22,7 @@ import pytest
 
 from emulator.agi import CallerScript
 from emulator.ami import FakeAmi
-from emulator.ami_wire import Message, parse_message, parse_transcript, server_messages
+from emulator.ami_wire import Message, parse_message, parse_transcript, server_messages, with_system_name
 from emulator.centre import CallCentre, QueuePlay
 from emulator.dialplan import Asterisk, place_call
 from routing.core.linkedid import is_linkedid
@@ -287,3 +287,16 @@ async def test_a_name_with_a_space_is_used_as_asterisk_uses_it(tmp_path: Path) -
     mine = spaced.connections[0].env["agi_uniqueid"]
     assert Ids()(mine) == Ids()(captured.env["agi_uniqueid"]) == "east 1-<id 1>"
     assert not is_linkedid(mine)
+
+
+def test_system_name_follows_a_timestamp_as_manager_c_appends_them() -> None:
+    """``timestampevents = yes`` puts ``Timestamp`` before ``SystemName`` (main/manager.c appends
+    the timestamp first); without it ``SystemName`` is third, as the capture shows."""
+    plain: Message = [("Event", "Hangup"), ("Privilege", "call,all"), ("Channel", "PJSIP/sipp-1")]
+    stamped: Message = [("Event", "Hangup"), ("Privilege", "call,all"), ("Timestamp", "1796003965.000001"),
+                        ("Channel", "PJSIP/sipp-1")]  # fmt: skip
+    assert [k for k, _ in with_system_name(plain, NAME)] == ["Event", "Privilege", "SystemName", "Channel"]
+    assert [k for k, _ in with_system_name(stamped, NAME)] == [
+        "Event", "Privilege", "Timestamp", "SystemName", "Channel",
+    ]  # fmt: skip
+    assert with_system_name([("Response", "Success")], NAME) == [("Response", "Success")]
