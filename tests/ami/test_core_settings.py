@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -25,6 +26,7 @@ from tests.ami.test_consumer import SECRET, fast_settings
 from tests.ami.test_fake_originate import session
 from tests.emulator.test_system_name_conformance import section
 
+ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = {  # the capture's section holding a CoreSettings exchange, and its system name
     "section 4": "east-1",
     "section 5": "",
@@ -222,3 +224,16 @@ async def test_silence_is_one_warning_after_the_action_deadline_and_blocks_nothi
     assert line.startswith("ami.core_settings_unavailable error='no AMI reply within 1.5 s': ")
     assert consumer.connected
     assert consumer.stats.keepalive_failures == 0
+
+
+@pytest.mark.parametrize("conf", ["dialplans/manager.conf.sample", "deploy/asterisk/manager.conf"])
+def test_the_shipped_ami_user_may_ask_core_settings(conf: str) -> None:
+    """manager.c registers CoreSettings with ``system`` and ``reporting`` and checks an action
+    against the user's ``write`` classes; the shipped user has ``reporting``, not ``system``."""
+    [line] = [
+        raw
+        for raw in (ROOT / conf).read_text(encoding="utf-8").splitlines()
+        if raw.partition("=")[0].strip() == "write"
+    ]
+    classes = {c.strip() for c in line.partition("=")[2].partition(";")[0].split(",")}
+    assert classes == {"agent", "reporting"}
