@@ -5,8 +5,10 @@ It speaks as Asterisk 22.10.1 does in the captures: the banner
 and SuccessfulAuth events; failure ``Authentication failed`` after a delay, then the
 server closes), ``Permission denied`` before login, Ping/Pong with ``Timestamp``,
 QueueStatus and QueueSummary lists, QueueWithdrawCaller (applied after a delay, as
-Asterisk waits for the current ring attempt), PlayDTMF, Events, Logoff, and the
-``Invalid/unknown command`` error.
+Asterisk waits for the current ring attempt), PlayDTMF, Events, CoreSettings (with the
+``system_name``), Logoff, and the ``Invalid/unknown command`` error. ``denied_actions`` are
+answered ``Permission denied`` (as Asterisk answers a user without the action's write class),
+``unanswered_actions`` not at all.
 
 Three ways to drive it:
 
@@ -125,6 +127,8 @@ class FakeAmi:
         self.connections = 0
         self.logins = 0
         self.actions: list[str] = []
+        self.denied_actions: set[str] = set()  # lower-case names: "Permission denied"
+        self.unanswered_actions: set[str] = set()  # lower-case names: no reply ever
         self._sessions: set[_Session] = set()
         self._server: asyncio.Server | None = None
         self._silent = False
@@ -141,6 +145,7 @@ class FakeAmi:
             "logoff": self._logoff,
             "userevent": self._user_event,
             "originate": self._originate,
+            "coresettings": self._core_settings,
         }
         self.originator = Originator(self.emit, self.model.next_uniqueid)
 
@@ -403,6 +408,11 @@ class FakeAmi:
         if not session.logged_in and name.lower() != "login":
             session.send(_reply(action, "Error", ("Message", "Permission denied")))
             return
+        if name.lower() in self.unanswered_actions:
+            return
+        if name.lower() in self.denied_actions:
+            session.send(_reply(action, "Error", ("Message", "Permission denied")))
+            return
         handler = self._handlers.get(name.lower())
         if handler is None:
             session.send(_reply(action, "Error", ("Message", UNKNOWN_COMMAND.format(name))))
@@ -511,6 +521,11 @@ class FakeAmi:
         finally:
             session.release()
 
+    async def _core_settings(self, session: _Session, action: dict[str, str]) -> None:
+        """``CoreSettings``: the fields of manager.c ``action_coresettings`` in its order, the
+        values of the capture's Asterisk 22.10.1 (``SystemName`` empty when unset)."""
+        session.send(_reply(action, "Success", *_core_settings(self.model.system_name)))
+
     async def _logoff(self, session: _Session, action: dict[str, str]) -> None:
         session.send(_reply(action, "Goodbye", ("Message", "Thanks for all the fish.")))
         session.writer.close()
@@ -599,6 +614,27 @@ def _fully_booted() -> Message:
         ("Uptime", "498"),
         ("LastReload", "498"),
         ("Status", "Fully Booted"),
+    ]
+
+
+AMI_VERSION = "11.0.0"
+ASTERISK_VERSION = "22.10.1"
+
+
+def _core_settings(system_name: str) -> Message:
+    return [
+        ("AMIversion", AMI_VERSION),
+        ("AsteriskVersion", ASTERISK_VERSION),
+        ("SystemName", system_name),
+        ("CoreMaxCalls", "0"),
+        ("CoreMaxLoadAvg", "0.000000"),
+        ("CoreRunUser", ""),
+        ("CoreRunGroup", ""),
+        ("CoreMaxFilehandles", "0"),
+        ("CoreRealTimeEnabled", "No"),
+        ("CoreCDRenabled", "Yes"),
+        ("CoreHTTPenabled", "No"),
+        ("SoundsSearchCustomDir", "No"),
     ]
 
 

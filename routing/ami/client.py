@@ -52,7 +52,9 @@ RECONCILE_ACTION_PREFIX = "callrouter-queuestatus-"
 event stream so the reconcile picture keeps its place among live events."""
 
 # Not sent again after a reconnect: an Originate sent twice would call someone twice.
-FORGETTABLE = ("ping", "login", "logoff", "queuestatus", "queuewithdrawcaller", "playdtmf", "originate")
+FORGETTABLE = (
+    "ping", "login", "logoff", "queuestatus", "queuewithdrawcaller", "playdtmf", "originate", "coresettings",
+)  # fmt: skip
 
 EventCallback = Callable[[Any, Any], None]
 """``callback(manager, message)`` as panoramisk calls it (message: a Mapping)."""

@@ -23,6 +23,12 @@ list items travel through the same ordered queue as live events (see
 ``Utf8AmiProtocol.handle_message``), so the picture replaces the state exactly at its
 place in the stream: events before it are superseded, events after it apply on top.
 
+System name. On every connect, off the event path, the consumer asks ``CoreSettings`` once
+(bounded by ``action_timeout_s``) and says what it learns when it differs from what it last
+said: ``ami.core_settings`` (info: the Asterisk version and system name), and
+``ami.system_name_unfit`` (an error) when the ids that name makes cannot be record ids; a
+refusal or no reply is one warning (``ami.core_settings_unavailable``) and changes nothing else.
+
 Writers. Every instance connects and listens; only the holder of the writer lease
 (``routing.live.lease``) writes. A standby discards events; when it takes the lease
 it reconciles first.
@@ -43,6 +49,7 @@ from typing import Any, TypeVar
 from redis.exceptions import RedisError
 
 from routing.ami.client import RECONCILE_ACTION_PREFIX, AmiClient, plain_headers
+from routing.ami.core_settings import ACTION, CoreSettings, LogLine, read_reply, report
 from routing.ami.settings import AmiSettings
 from routing.live.events import QueueEvent, is_dtmf, to_queue_event
 from routing.live.lease import WriterLease
@@ -163,6 +170,8 @@ class AmiConsumer:
         self._task: asyncio.Task[None] | None = None
         self._release_on_stop = True
         self._reading_paused = False
+        self.core_settings: CoreSettings | None = None  # the last CoreSettings reply read
+        self._core_said: tuple[LogLine, ...] = ()  # said about CoreSettings last (said on change)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -279,7 +288,13 @@ class AmiConsumer:
     async def _connection_loop(self) -> None:
         while True:
             if await self._connect_once():
-                await self._keepalive_until_lost()
+                asked = asyncio.create_task(self._check_core_settings(), name="ami-core-settings")
+                try:
+                    await self._keepalive_until_lost()
+                finally:
+                    asked.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asked
                 self._client.close()
                 log.warning("ami.disconnected host=%s", self.settings.host)
             await asyncio.sleep(self._backoff.next())
@@ -311,6 +326,24 @@ class AmiConsumer:
                 return
             self._backoff.reset()
             await self._write_safely(self.store.mark_alive(self.clock()))
+
+    async def _check_core_settings(self) -> None:
+        """Ask ``CoreSettings`` once for this connection and say what it shows when that differs
+        from what was said last (see the module doc). Its own task, bounded by
+        ``action_timeout_s``: a slow or missing reply delays nothing, and no failure leaves it."""
+        found: CoreSettings | Exception
+        try:
+            reply = await self._client.send({"Action": ACTION}, deadline_s=self.settings.action_timeout_s)
+            found = self.core_settings = read_reply(reply[0])
+        except ConnectionError:
+            return  # lost: asked again on the next connection
+        except Exception as exc:  # a refusal, no reply, or worse: it only informs, never stops
+            found = exc
+        lines = report(found)
+        if lines != self._core_said:
+            self._core_said = lines
+            for level, line in lines:
+                log.log(level, line)
 
     # --- applying events ---------------------------------------------------------------------------
 
