@@ -25,6 +25,7 @@ from pathlib import Path
 from callrouter.logs import configure_logging
 from emulator.agi import CallerScript, HangUpDuring, PressAfterPrompt, Silence, Step
 from emulator.ami import FakeAmi
+from emulator.ami_permissions import CALLROUTER_USER_WRITE
 from emulator.centre import CallCentre, QueuePlay, queues_of, staff, step
 from emulator.crm import FakeCrm
 from emulator.dialplan import Asterisk, CallRecord, DialplansNotFound, find_dialplans, place_call
@@ -184,7 +185,7 @@ async def run_with_centre(options: Run, plan: Plan, port: int, seconds: float) -
     controller connected to it sees queue joins, answers, advisers' dispositions, hang-ups."""
     secret = os.environ.get("CALLROUTER_AMI_SECRET", "demo-only")
     rng = random.Random(options.seed)
-    async with FakeAmi("callrouter", secret, port=port) as fake:
+    async with FakeAmi("callrouter", secret, port=port, write=CALLROUTER_USER_WRITE) as fake:
         queues = queues_of(plan)
         staff(fake, queues)
         print(f"pretend centre: AMI on 127.0.0.1:{fake.port}, peak in {queues[0]}", flush=True)

@@ -44,6 +44,7 @@ from types import TracebackType
 
 from emulator.ami_model import NOT_INUSE, Queue, QueueModel
 from emulator.ami_originate import REASON_ANSWERED, Originator, read_request
+from emulator.ami_permissions import permitted
 from emulator.ami_wire import (
     BANNER,
     Channel,
@@ -102,6 +103,7 @@ Handler = Callable[[_Session, dict[str, str]], Awaitable[None]]
 
 class FakeAmi:
     """The fake server. Use as ``async with FakeAmi(...) as fake`` (binds on enter).
+    ``write``: the AMI user's ``write =`` classes (``emulator.ami_permissions``; None: all).
     ``system_name``: asterisk.conf's ``systemname``; every channel the model makes (callers,
     agents, Originate legs without ``ChannelId``) then has ``<system_name>-<seconds>.<seq>`` as
     its Uniqueid and Linkedid ("": unset, ``<seconds>.<seq>``)."""
@@ -117,8 +119,12 @@ class FakeAmi:
         withdraw_delay_s: float = 0.2,
         clock: Callable[[], float] = time.time,
         system_name: str = "",
+        write: frozenset[str] | None = None,
     ) -> None:
         self.username, self._secret = username, secret
+        # the user's ``write =`` classes (None: every action allowed, as before): an action
+        # whose class is not granted gets "Permission denied", as Asterisk answers it
+        self.write = write
         self.host, self._port = host, port
         self.auth_failure_delay_s = auth_failure_delay_s
         self.withdraw_delay_s = withdraw_delay_s
@@ -410,7 +416,9 @@ class FakeAmi:
             return
         if name.lower() in self.unanswered_actions:
             return
-        if name.lower() in self.denied_actions:
+        if name.lower() in self.denied_actions or (
+            self.write is not None and not permitted(name, self.write)
+        ):
             session.send(_reply(action, "Error", ("Message", "Permission denied")))
             return
         handler = self._handlers.get(name.lower())

@@ -42,6 +42,7 @@ from typing import Literal
 
 from emulator import ami_wire
 from emulator.ami import FakeAmi
+from emulator.ami_permissions import CALLROUTER_USER_WRITE
 from emulator.ami_wire import Message, channel_event
 from emulator.extensions import split_args
 from emulator.pbx import EXIT_WITH_KEY, Channel, Pbx
@@ -287,7 +288,7 @@ async def run(
     busy = peak_queue or queues[0]
     rng = random.Random(2026)
     answered: list[str] = []
-    async with FakeAmi("callrouter", secret, port=port) as fake:
+    async with FakeAmi("callrouter", secret, port=port, write=CALLROUTER_USER_WRITE) as fake:
         staff(fake, queues)
         print(f"pretend centre: AMI on 127.0.0.1:{fake.port}, peak in {busy}", flush=True)
         loop = asyncio.get_running_loop()

@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 
 from emulator.ami import FakeAmi
 from emulator.ami_originate import Legs, OriginatePlay, OriginateRequest, one_hung_up
+from emulator.ami_permissions import CALLROUTER_USER_WRITE
 from emulator.ami_wire import channel_event
 from emulator.centre import CallCentre
 from emulator.dialplan import DIALPLANS, GLOBALS
@@ -260,7 +261,7 @@ async def emulated_centre(
     a URL, or a client of the test's own (through Sentinel, say), closed on exit as well."""
     compiled = PlanHolder.load(plan_path).current
     redis = Redis.from_url(redis_url) if isinstance(redis_url, str) else redis_url
-    async with FakeAmi("callrouter", SECRET) as fake:
+    async with FakeAmi("callrouter", SECRET, write=CALLROUTER_USER_WRITE) as fake:
         for interface in ADVISERS:
             fake.add_member(QUEUE, interface, f"Adviser {interface[-1]}", membership="static", send=False)
         for interface in ADVISERS:  # every adviser is on a call when the test starts

@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 
 from emulator.agi import CallerScript
 from emulator.ami import FakeAmi
+from emulator.ami_permissions import CALLROUTER_USER_WRITE
 from emulator.centre import CallCentre, QueuePlay
 from emulator.dialplan import Asterisk, CallRecord, place_call
 from emulator.pbx import Channel, Invite
@@ -185,7 +186,9 @@ async def running_stacks(specs: Sequence[StackSpec], folder: Path) -> AsyncItera
             redis = Redis.from_url(server.url)
             stack.push_async_callback(redis.aclose)
             fake = await stack.enter_async_context(
-                FakeAmi("callrouter", SERVE_AMI_SECRET, system_name=spec.system_name)
+                FakeAmi(
+                    "callrouter", SERVE_AMI_SECRET, system_name=spec.system_name, write=CALLROUTER_USER_WRITE
+                )
             )
             for queue, interfaces in spec.staff.items():
                 for n, interface in enumerate(interfaces, 1):
