@@ -16,8 +16,10 @@ import pytest
 
 from emulator.ami import FakeAmi
 from emulator.ami_permissions import ACTION_WRITE_CLASSES, CALLROUTER_USER_WRITE, permitted, write_classes
+from emulator.ami_wire import parse_message, parse_transcript, server_messages
 from routing.ami.core_settings import ACTION as CORE_SETTINGS
 from tests.ami.test_fake_originate import SECRET, probe, session
+from tests.support.captures import transcripts_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_USERS = (ROOT / "dialplans" / "manager.conf.sample", ROOT / "deploy" / "asterisk" / "manager.conf")
@@ -88,3 +90,48 @@ async def test_the_fake_refuses_an_originate_to_a_user_without_the_class_as_aste
 @pytest.mark.parametrize("path", SHIPPED_USERS, ids=lambda p: p.name)
 def test_the_emulated_centres_give_the_fake_the_shipped_users_classes(path: Path) -> None:
     assert shipped_write(path) == CALLROUTER_USER_WRITE
+
+
+# -- read classes: the events callrouter relies on reach the shipped user ----------------------
+
+EVENTS_READ = (
+    # records/builder.py (the contact record), routing/live (queue state), ivr/dialler.py
+    "Newchannel", "Hangup", "HangupRequest", "DialBegin", "DialEnd", "BridgeEnter", "BridgeLeave",
+    "Hold", "Unhold", "BlindTransfer", "AttendedTransfer", "UserEvent", "OriginateResponse",
+    "QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon", "AgentCalled", "AgentRingNoAnswer",
+    "AgentConnect", "AgentComplete", "QueueMemberStatus", "QueueMemberAdded", "QueueMemberRemoved",
+    "QueueMemberPause", "FullyBooted",
+)  # fmt: skip
+
+
+FROM_SOURCE = {"AttendedTransfer": {"call"}}
+"""Events no transcript holds, with the class Asterisk 22 registers them with
+(``main/stasis_bridges.c``: ``ast_manager_event_blob_create(EVENT_FLAG_CALL, "AttendedTransfer", ...)``)."""
+
+
+def privileges_seen() -> dict[str, set[str]]:
+    """Each event's classes as Asterisk 22 stated them in its ``Privilege`` header, over every AMI
+    transcript (an event reaches a user whose ``read =`` holds one of them; ``all`` aside)."""
+    seen: dict[str, set[str]] = {name: set(classes) for name, classes in FROM_SOURCE.items()}
+    for path in sorted(transcripts_dir().glob("*.txt")):
+        for data in server_messages(parse_transcript(path.read_text(encoding="utf-8", errors="replace"))):
+            message = dict(parse_message(data))
+            if "Event" in message and "Privilege" in message:
+                classes = {c for c in message["Privilege"].split(",") if c != "all"}
+                seen.setdefault(message["Event"], set()).update(classes)
+    return seen
+
+
+def shipped_read(path: Path) -> frozenset[str]:
+    [line] = [line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("read =")]
+    return write_classes(line.partition("=")[2])
+
+
+@pytest.mark.parametrize("path", SHIPPED_USERS, ids=lambda p: p.name)
+def test_the_shipped_ami_user_reads_every_event_callrouter_relies_on(path: Path) -> None:
+    seen, granted = privileges_seen(), shipped_read(path)
+    unseen = [event for event in EVENTS_READ if event not in seen]
+    assert unseen == [], f"no transcript shows these events' classes: {unseen}"
+    unread = {event: sorted(seen[event]) for event in EVENTS_READ if not seen[event] & granted}
+    assert unread == {}, f"{path.name}: read = {sorted(granted)} would not receive {unread}"
+    assert "dtmf" not in granted  # key presses never reach the controller over AMI
