@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -36,7 +35,7 @@ from records.builder import NotALinkedid, RecordBuilder
 from records.facts import IvrFact
 from records.model import ContactRecord
 from routing.core.linkedid import FIX, SYSTEM_NAME_MAX
-from routing.masking import mask_number
+from routing.masking import shown_escaped
 
 if TYPE_CHECKING:
     from records.appender import Ownership
@@ -65,7 +64,6 @@ makes ids callrouter cannot file would otherwise log one line per fact of every 
 
 CHUNK = 500
 """Records handed to a sink that takes batches (``append_many``) in one go: one round trip."""
-_NUMBER_LIKE = re.compile(r"[0-9]{7,}")
 
 
 class Inbox(Protocol):
@@ -117,10 +115,9 @@ def foreign_name(call_id: str) -> str:
     """What a log may show of an id that is not a Linkedid: the part before its last ``-`` (its
     Asterisk's ``systemname``; the digits after it say nothing), cut to 64 characters, escaped
     (a quoted Python literal: no control character, no line break) and any run of 7 or more
-    digits masked as caller numbers are (:func:`routing.masking.mask_number`)."""
+    digits masked as caller numbers are (:func:`routing.masking.shown_escaped`)."""
     name, dash, _ = call_id.rpartition("-")
-    cut = (name if dash else call_id)[:SYSTEM_NAME_MAX]
-    return ascii(_NUMBER_LIKE.sub(lambda run: mask_number(run[0]), cut))
+    return shown_escaped(name if dash else call_id, SYSTEM_NAME_MAX)
 
 
 class RecordPump:

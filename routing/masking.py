@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 _ASCII_DIGIT = re.compile(r"[0-9]")
+_NUMBER_LIKE = re.compile(r"[0-9]{7,}")
 _VISIBLE_DIGITS = 3
 
 
@@ -26,3 +27,10 @@ def mask_number(number: str) -> str:
     elif not any(char.isdigit() for char in number):
         return number
     return "*" * hidden + number[hidden:]
+
+
+def shown_escaped(text: str, limit: int) -> str:
+    """Text from outside (a name Asterisk sent) as a log line may show it: cut to ``limit``
+    characters, escaped (a quoted Python literal: no control character, no line break), and any
+    run of 7 or more digits masked with :func:`mask_number`, as a caller number would be."""
+    return ascii(_NUMBER_LIKE.sub(lambda run: mask_number(run[0]), text[:limit]))

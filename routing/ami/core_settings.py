@@ -16,17 +16,15 @@ after calls have gone without records.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from routing.core.linkedid import FIX, SYSTEM_NAME_MAX, is_system_name
-from routing.masking import mask_number
+from routing.masking import shown_escaped
 
 ACTION = "CoreSettings"
 SHOWN_MAX = SYSTEM_NAME_MAX
 """At most this many characters of a name or message from Asterisk go into a log line."""
-_NUMBER_LIKE = re.compile(r"[0-9]{7,}")
 NEEDS = "the AMI user needs 'reporting' (or 'system') in manager.conf write ="
 
 
@@ -64,7 +62,7 @@ def shown(text: str) -> str:
     """Text from Asterisk as a log line may show it: cut to :data:`SHOWN_MAX` characters,
     escaped (a quoted Python literal: no control character, no line break), and any run of 7
     or more digits masked as caller numbers are."""
-    return ascii(_NUMBER_LIKE.sub(lambda run: mask_number(run[0]), text[:SHOWN_MAX]))
+    return shown_escaped(text, SHOWN_MAX)
 
 
 LogLine = tuple[int, str]
