@@ -42,6 +42,11 @@ def log_stream() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     configure_logging(json=True, level="info", stream=stream)
     yield stream
+    reset_logging()
+
+
+def reset_logging() -> None:
+    """Undo :func:`configure_logging`: structlog's defaults, the stdlib handler it added."""
     structlog.reset_defaults()
     root = logging.getLogger()
     for handler in [h for h in root.handlers if h.get_name() == "callrouter.logs"]:

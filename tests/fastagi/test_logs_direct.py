@@ -10,7 +10,6 @@ import logging
 import random
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ import structlog
 from structlog.contextvars import bind_contextvars, bound_contextvars, unbind_contextvars
 
 from callrouter.logs import configure_logging, iso_timestamp, json_line
+from tests.fastagi.conftest import reset_logging
 
 TIMESTAMP = re.compile(r'"timestamp": ?"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{6})?Z)"')
 
@@ -74,15 +74,9 @@ EVENTS: list[tuple[dict[str, Any], dict[str, Any], str, dict[str, Any]]] = [
 
 
 @pytest.fixture
-def stream() -> Iterator[io.StringIO]:
-    out = io.StringIO()
-    configure_logging(json=True, level="info", stream=out)
-    yield out
-    structlog.reset_defaults()
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if h.get_name() == "callrouter.logs"]:
-        root.removeHandler(handler)
-    root.setLevel(logging.WARNING)
+def stream(log_stream: io.StringIO) -> io.StringIO:
+    """The JSON log stream of ``tests/fastagi/conftest.py``, at ``info``."""
+    return log_stream
 
 
 def chained(bound: dict[str, Any], level: int = logging.INFO) -> tuple[Any, io.StringIO]:
@@ -208,7 +202,7 @@ def test_level_filtering_is_unchanged(level: str, written: list[str]) -> None:
         logger.info("i")
         logger.warning("w")
     finally:
-        structlog.reset_defaults()
+        reset_logging()
     assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == written
     assert untimed(out.getvalue()) == untimed(chain_out.getvalue())
 
@@ -219,7 +213,7 @@ def test_console_mode_keeps_structlogs_renderer() -> None:
     try:
         structlog.get_logger("test").info("call.routed", caller="01632960123", queue="revenues")
     finally:
-        structlog.reset_defaults()
+        reset_logging()
     text = out.getvalue()
     assert "call.routed" in text
     assert "caller=********123" in text
